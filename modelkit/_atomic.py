@@ -1,0 +1,82 @@
+"""Atomic outputs: build an artifact under a temporary name in the target folder, then rename.
+
+A failed or interrupted write leaves no half-written artifact, and an existing artifact is never
+replaced unless force=True.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from .errors import ArtifactExistsError
+
+
+def check_writable(dest: Path, force: bool) -> None:
+    """Raise ArtifactExistsError if dest exists and force is off."""
+    if dest.exists() and not force:
+        raise ArtifactExistsError(f"{dest} exists; pass --force (force=True) to overwrite it")
+
+
+def remove_path(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    elif p.exists() or p.is_symlink():
+        p.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `dest`; on success move it onto `dest`, on failure delete it.
+
+    The yielded path does not exist yet; the caller creates a file or a folder there, keeping
+    `dest`'s suffix so that tools which look at suffixes behave.
+    """
+    dest = Path(dest)
+    check_writable(dest, force)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    tmp = tmpdir / dest.name
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"the writer produced nothing at {tmp}")
+        replace(tmp, dest, force)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def replace(src: Path, dest: Path, force: bool) -> None:
+    """Move src onto dest atomically; an existing dest is replaced only with force."""
+    check_writable(dest, force)
+    if dest.exists() or dest.is_symlink():
+        backup = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.replace(dest, backup)
+        try:
+            os.replace(src, dest)
+        except OSError:
+            os.replace(backup, dest)
+            raise
+        remove_path(backup)
+    else:
+        os.replace(src, dest)
+
+
+def write_text(dest: str | os.PathLike, text: str) -> None:
+    """Write a small text file atomically (always replaces: used for manifests and reports)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

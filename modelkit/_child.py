@@ -1,0 +1,88 @@
+"""Run one function in a child Python process with a chosen Keras backend.
+
+The Keras backend is fixed per process, and TensorFlow, torch and JAX are heavy; work that needs a
+particular backend runs here so the parent stays light and any backend's .keras converts. Typed
+modelkit errors raised in the child are raised again, with the same type, in the parent.
+
+Protocol: the parent sends {"func": "pkg.mod:name", "kwargs": {...}} as JSON on stdin; the child
+writes {"result": ...} or {"error": {...}} as JSON to the file named by argv[1]. The child's stdout
+and stderr pass through, so progress shows.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+from . import errors
+from ._backend import QUIET_ENV, check_backend
+
+
+def run(func: str, kwargs: dict[str, Any], backend: str | None = None, timeout: float | None = None,
+        quiet: bool = False) -> Any:
+    """Call `func` ("pkg.module:function") with JSON-able kwargs in a child process; return its result."""
+    env = dict(os.environ)
+    env.update({k: env.get(k, v) for k, v in QUIET_ENV.items()})
+    if backend is not None:
+        env["KERAS_BACKEND"] = check_backend(backend)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    with tempfile.TemporaryDirectory(prefix="modelkit-child-") as td:
+        out = Path(td) / "result.json"
+        req = json.dumps({"func": func, "kwargs": kwargs})
+        try:
+            proc = subprocess.run([sys.executable, "-m", "modelkit._child", str(out)], input=req, text=True,
+                                  env=env, timeout=timeout,
+                                  stdout=subprocess.DEVNULL if quiet else sys.stderr,
+                                  stderr=subprocess.DEVNULL if quiet else None)
+        except subprocess.TimeoutExpired as exc:
+            raise errors.ConversionError(f"{func} did not finish within {timeout:.0f} s") from exc
+        if not out.is_file():
+            raise errors.ConversionError(f"{func} died in its child process (exit code {proc.returncode}) "
+                                         "without a result; see the output above")
+        payload = json.loads(out.read_text())
+    if "error" in payload:
+        raise _rebuild(payload["error"])
+    return payload["result"]
+
+
+def _rebuild(err: dict[str, Any]) -> Exception:
+    cls = getattr(errors, err.get("type", ""), None)
+    if isinstance(cls, type) and issubclass(cls, errors.ModelkitError):
+        exc = cls.__new__(cls)
+        Exception.__init__(exc, err["message"])
+        if issubclass(cls, errors.ParityError):
+            exc.report = err.get("report")
+        exc.child_traceback = err.get("traceback")
+        return exc
+    exc = errors.ConversionError(f"{err.get('type')}: {err.get('message')}")
+    exc.child_traceback = err.get("traceback")
+    return exc
+
+
+def _main(out_path: str) -> int:
+    req = json.loads(sys.stdin.read())
+    mod_name, fn_name = req["func"].split(":")
+    try:
+        fn = getattr(importlib.import_module(mod_name), fn_name)
+        payload: dict[str, Any] = {"result": fn(**req["kwargs"])}
+    except BaseException as exc:  # report every failure to the parent, typed
+        payload = {"error": {"type": type(exc).__name__, "message": str(exc) or type(exc).__name__,
+                             "traceback": traceback.format_exc(),
+                             "report": _jsonable(getattr(exc, "report", None))}}
+    Path(out_path).write_text(json.dumps(payload, default=str))
+    return 0
+
+
+def _jsonable(obj: Any) -> Any:
+    return obj.to_dict() if hasattr(obj, "to_dict") else obj
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1]))

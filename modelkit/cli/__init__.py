@@ -1,0 +1,72 @@
+"""The `modelkit` command: a click group whose commands live one per module and load lazily.
+
+Only click is imported here, so `modelkit --help` stays fast; each command imports what it needs.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+from typing import Any
+
+import click
+
+# name -> (module, one-line help shown by `modelkit --help` without importing the module)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("modelkit.cli.train", "Train a reference model on shipped data and save a .keras file."),
+    "convert": ("modelkit.cli.convert", "Convert a model to other formats, verifying parity on every hop."),
+    "verify": ("modelkit.cli.verify", "Compare two artifacts on the same seeded inputs."),
+    "run": ("modelkit.cli.run", "Run any artifact on inputs from .npy / .npz files."),
+    "inspect": ("modelkit.cli.inspect", "Show an artifact's format, signature, size, manifest and ops."),
+    "doctor": ("modelkit.cli.doctor", "Show which engines are installed, with versions."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module = importlib.import_module(COMMANDS[name][0])
+        return module.command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from ..errors import ModelkitError
+
+        try:
+            return super().invoke(ctx)
+        except ModelkitError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+                child_tb = getattr(exc, "child_traceback", None)
+                if child_tb:
+                    click.echo("--- in the child process:\n" + child_tb, err=True)
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(package_name="modelkit")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """modelkit: train, convert, verify, compile, run and serve models, with parity proven on every hop.
+
+    \b
+    Typical flow:
+      modelkit train --model cnn --data digits --epochs 5 --out cnn.keras
+      modelkit convert cnn.keras --to onnx,saved_model
+      modelkit inspect cnn.onnx
+      modelkit run cnn.onnx --input x.npy
+
+    Errors print one line and exit with code 2; add --debug for the traceback.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug

@@ -1,0 +1,77 @@
+"""Typed errors. Library code raises these; only the CLI turns them into exit codes.
+
+Errors caused by the user's input derive from ValueError as well, so generic callers
+that already catch ValueError keep working.
+"""
+from __future__ import annotations
+
+
+class ModelkitError(Exception):
+    """Base class of every error modelkit raises on purpose."""
+
+
+class FormatError(ModelkitError, ValueError):
+    """A path is not a model file of a known format, or not of the format claimed."""
+
+
+class LoadError(ModelkitError, ValueError):
+    """An artifact exists but could not be loaded (corrupt, truncated, wrong engine)."""
+
+
+class UnsafeModelError(ModelkitError, ValueError):
+    """A model file asks for code execution or unsafe paths; refused before anything ran."""
+
+
+class EngineNotInstalledError(ModelkitError):
+    """The engine a format needs is not installed; the message names the pip extra."""
+
+
+class InputError(ModelkitError, ValueError):
+    """Inputs handed to a model do not match its Signature."""
+
+
+class InputNameError(InputError, KeyError):
+    """Missing or unexpected input names."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ShapeError(InputError):
+    """Wrong rank or a wrong fixed dimension."""
+
+
+class DTypeError(InputError, TypeError):
+    """Wrong dtype for an input."""
+
+
+class ConversionError(ModelkitError):
+    """A converter edge failed."""
+
+
+class UnsupportedConversionError(ConversionError, ValueError):
+    """No chain of converter edges leads from the source format to the target."""
+
+
+class ArtifactExistsError(ModelkitError, FileExistsError):
+    """Refusing to overwrite an existing artifact without force=True / --force."""
+
+
+class ParityError(ModelkitError):
+    """An artifact's outputs differ from its source's by more than the edge's tolerance."""
+
+    def __init__(self, message: str, report: object = None):
+        super().__init__(message)
+        self.report = report
+
+
+class VacuousParityError(ParityError):
+    """The reference outputs barely change with the inputs, so a parity check would prove nothing."""
+
+
+class BackendError(ModelkitError, ValueError):
+    """An unknown Keras backend, or work that needs a backend other than the loaded one."""
+
+
+class TrainingError(ModelkitError):
+    """Training could not run (unknown model, data set or optimizer; data of the wrong shape)."""

@@ -1,0 +1,116 @@
+"""Model formats and their detection by content (magic bytes and structure), never by suffix alone."""
+from __future__ import annotations
+
+import enum
+import json
+import os
+import zipfile
+from pathlib import Path
+
+from .errors import FormatError
+
+MANIFEST_SUFFIX = ".modelkit.json"
+
+
+class Format(str, enum.Enum):
+    KERAS = "keras"
+    ONNX = "onnx"
+    SAVED_MODEL = "saved_model"
+    TFLITE = "tflite"
+    TORCHSCRIPT = "torchscript"
+    TORCH_EXPORT = "pt2"
+    TVM = "tvm"
+
+    @property
+    def suffix(self) -> str:
+        """The file or folder suffix used for new artifacts of this format."""
+        return _SUFFIX[self]
+
+    @classmethod
+    def parse(cls, name: "str | Format") -> "Format":
+        """Format from a user-given name ('onnx', 'tflite', 'saved_model', 'pt2', ...)."""
+        if isinstance(name, Format):
+            return name
+        key = str(name).strip().lower().replace("-", "_")
+        key = _ALIASES.get(key, key)
+        for f in cls:
+            if f.value == key:
+                return f
+        raise FormatError(f"unknown format '{name}'; valid formats: {', '.join(f.value for f in cls)}")
+
+
+_SUFFIX = {
+    Format.KERAS: ".keras", Format.ONNX: ".onnx", Format.SAVED_MODEL: "_saved_model",
+    Format.TFLITE: ".tflite", Format.TORCHSCRIPT: ".torchscript.pt", Format.TORCH_EXPORT: ".pt2",
+    Format.TVM: ".tvm.so",
+}
+_ALIASES = {"savedmodel": "saved_model", "tf_saved_model": "saved_model", "litert": "tflite",
+            "torch_export": "pt2", "export": "pt2", "jit": "torchscript", "ts": "torchscript"}
+
+
+def manifest_path(artifact: str | os.PathLike) -> Path:
+    """Where the manifest of an artifact lives: beside it, `<artifact>.modelkit.json`."""
+    p = Path(artifact)
+    return p.with_name(p.name.rstrip("/") + MANIFEST_SUFFIX)
+
+
+def detect(path: str | os.PathLike) -> Format:
+    """Detect the format of a model file or folder from its content.
+
+    Raises FormatError if the path does not exist or matches no known format.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FormatError(f"no such file or folder: {p}")
+    if p.is_dir():
+        if (p / "saved_model.pb").is_file() or (p / "saved_model.pbtxt").is_file():
+            return Format.SAVED_MODEL
+        raise FormatError(f"{p} is a folder but not a TF SavedModel (no saved_model.pb inside)")
+    with open(p, "rb") as fh:
+        head = fh.read(64)
+    if len(head) < 8:
+        raise FormatError(f"{p}: file too short ({len(head)} bytes) to be a model")
+    if head[4:8] == b"TFL3":
+        return Format.TFLITE
+    if head[:4] == b"\x7fELF":
+        return _detect_elf(p)
+    if head[:4] == b"PK\x03\x04":
+        return _detect_zip(p)
+    if _looks_like_onnx(head):
+        return Format.ONNX
+    raise FormatError(f"{p}: not a model file of a known format "
+                      f"(valid: {', '.join(f.value for f in Format)})")
+
+
+def _looks_like_onnx(head: bytes) -> bool:
+    # ModelProto starts with field 1 (ir_version, varint): tag 0x08, then a small version number,
+    # followed by another field tag (producer_name 0x12, opset_import 0x42, graph 0x3a, ...).
+    return head[0] == 0x08 and 3 <= head[1] <= 32 and head[2] in (0x12, 0x1a, 0x22, 0x2a, 0x32, 0x3a, 0x42)
+
+
+def _detect_zip(p: Path) -> Format:
+    try:
+        with zipfile.ZipFile(p) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise FormatError(f"{p}: damaged zip archive ({exc})") from exc
+    if "config.json" in names and ("metadata.json" in names or "model.weights.h5" in names):
+        return Format.KERAS
+    if any(n.endswith("/archive_format") for n in names) or any("/models/" in n and n.endswith(".json")
+                                                                for n in names):
+        return Format.TORCH_EXPORT
+    if any(n.endswith("/data.pkl") for n in names) and any("/code/" in n for n in names):
+        return Format.TORCHSCRIPT
+    raise FormatError(f"{p}: a zip archive, but not a .keras, TorchScript or .pt2 model")
+
+
+def _detect_elf(p: Path) -> Format:
+    mp = manifest_path(p)
+    if mp.is_file():
+        try:
+            if json.loads(mp.read_text()).get("format") == Format.TVM.value:
+                return Format.TVM
+        except (OSError, ValueError) as exc:
+            raise FormatError(f"{mp}: unreadable manifest ({exc})") from exc
+    raise FormatError(f"{p}: a shared library without a TVM manifest ({mp.name}); "
+                      "modelkit only loads libraries it compiled")

@@ -1,0 +1,150 @@
+"""TensorSpec and Signature: the one description of a model's inputs and outputs.
+
+Every artifact and runtime Model exposes a Signature. Inputs are bound by name, never by position.
+This module imports numpy only, so it is safe on every light path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from .errors import DTypeError, InputError, InputNameError, ShapeError
+
+Dim = int | None
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named tensor: shape with None for dynamic dimensions, and a numpy dtype name."""
+
+    name: str
+    shape: tuple[Dim, ...]
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(None if d is None or (isinstance(d, int) and d < 0) else int(d)
+                                                for d in self.shape))
+        object.__setattr__(self, "dtype", np.dtype(self.dtype).name)
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    def shape_str(self) -> str:
+        return "(" + ", ".join("?" if d is None else str(d) for d in self.shape) + ")"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TensorSpec":
+        return cls(name=d["name"], shape=tuple(d["shape"]), dtype=d.get("dtype", "float32"))
+
+    def concrete_shape(self, batch: int, other: int | None = None) -> tuple[int, ...]:
+        """A concrete shape: dim 0 if dynamic becomes `batch`, other dynamic dims become `other`."""
+        out = []
+        for i, d in enumerate(self.shape):
+            if d is not None:
+                out.append(d)
+            elif i == 0:
+                out.append(batch)
+            else:
+                if other is None:
+                    raise ShapeError(f"input '{self.name}' has a dynamic non-batch dimension {i}; "
+                                     "give a size for it")
+                out.append(other)
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """Ordered input and output TensorSpecs of a model."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...] = field(default_factory=tuple)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [s.name for s in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [s.name for s in self.outputs]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Signature":
+        return cls(inputs=tuple(TensorSpec.from_dict(x) for x in d["inputs"]),
+                   outputs=tuple(TensorSpec.from_dict(x) for x in d.get("outputs", [])))
+
+    def describe(self) -> str:
+        lines = ["inputs:"] + [f"  {s.name}: {s.dtype}{s.shape_str()}" for s in self.inputs]
+        lines += ["outputs:"] + [f"  {s.name}: {s.dtype}{s.shape_str()}" for s in self.outputs]
+        return "\n".join(lines)
+
+    def bind(self, inputs: Any) -> dict[str, np.ndarray]:
+        """Validate inputs against the signature and return them as a dict of contiguous arrays.
+
+        A bare array is accepted for single-input models. Raises InputNameError, ShapeError or
+        DTypeError naming what was expected and what came, before anything reaches a native engine.
+        """
+        if not isinstance(inputs, Mapping):
+            if len(self.inputs) != 1:
+                raise InputNameError(f"model has {len(self.inputs)} inputs {self.input_names}; "
+                                     "pass a dict keyed by input name, not a bare array")
+            inputs = {self.inputs[0].name: inputs}
+        expected = self.input_names
+        missing = [n for n in expected if n not in inputs]
+        extra = [n for n in inputs if n not in expected]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing {missing}")
+            if extra:
+                parts.append(f"unexpected {extra}")
+            raise InputNameError(f"input names do not match the signature: {', '.join(parts)}; "
+                                 f"expected {expected}")
+        bound: dict[str, np.ndarray] = {}
+        batch: int | None = None
+        for spec in self.inputs:
+            arr = _as_array(spec, inputs[spec.name])
+            if arr.ndim != spec.rank:
+                raise ShapeError(f"input '{spec.name}': expected rank {spec.rank} {spec.shape_str()}, "
+                                 f"got rank {arr.ndim} with shape {tuple(arr.shape)}")
+            for i, (want, got) in enumerate(zip(spec.shape, arr.shape)):
+                if want is not None and want != got:
+                    raise ShapeError(f"input '{spec.name}': dimension {i} must be {want} "
+                                     f"(expected {spec.shape_str()}), got shape {tuple(arr.shape)}")
+            if arr.ndim and spec.shape[0] is None:
+                if batch is not None and arr.shape[0] != batch:
+                    raise ShapeError(f"input '{spec.name}': batch size {arr.shape[0]} differs from "
+                                     f"the other inputs' batch size {batch}")
+                batch = arr.shape[0]
+            if any(d == 0 for d in arr.shape):
+                raise ShapeError(f"input '{spec.name}': empty tensor with shape {tuple(arr.shape)}")
+            bound[spec.name] = np.ascontiguousarray(arr)
+        return bound
+
+
+def _as_array(spec: TensorSpec, value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        arr = value
+    elif isinstance(value, (list, tuple, int, float, np.generic)):
+        arr = np.asarray(value)
+        if arr.dtype.kind == "f" and np.dtype(spec.dtype).kind == "f":
+            arr = arr.astype(spec.dtype)  # Python floats carry no precision of their own
+        elif arr.dtype.kind in "iu" and np.dtype(spec.dtype).kind in "iu":
+            arr = arr.astype(spec.dtype)
+    else:
+        raise DTypeError(f"input '{spec.name}': expected a numpy array of {spec.dtype}, "
+                         f"got {type(value).__name__}")
+    if arr.dtype.name != spec.dtype:
+        raise DTypeError(f"input '{spec.name}': expected dtype {spec.dtype}, got {arr.dtype.name} "
+                         f"(convert with .astype(np.{spec.dtype}))")
+    if arr.dtype.kind == "O":
+        raise InputError(f"input '{spec.name}': object arrays are not tensors")
+    return arr
