@@ -28,6 +28,33 @@ def remove_path(p: Path) -> None:
         p.unlink()
 
 
+def make_partial_dir(dest: Path) -> Path:
+    """A private folder beside dest, named after dest and this process: `.NAME.PID.XXXX.partial`."""
+    return Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".partial", dir=dest.parent))
+
+
+def remove_stale_partials(dest: Path) -> None:
+    """Delete partial folders for dest left by processes that were killed (their pid is gone)."""
+    for p in dest.parent.glob(f".{glob_escape(dest.name)}.*.partial"):
+        pid = p.name[len(dest.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `dest`; on success move it onto `dest`, on failure delete it.
@@ -38,7 +65,8 @@ def atomic_path(dest: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     dest = Path(dest)
     check_writable(dest, force)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    remove_stale_partials(dest)
+    tmpdir = make_partial_dir(dest)
     tmp = tmpdir / dest.name
     try:
         yield tmp
@@ -65,6 +93,12 @@ def replace(src: Path, dest: Path, force: bool) -> None:
         os.replace(src, dest)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_text(dest: str | os.PathLike, text: str) -> None:
     """Write a small text file atomically (always replaces: used for manifests and reports)."""
     dest = Path(dest)
@@ -75,6 +109,7 @@ def write_text(dest: str | os.PathLike, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -29,6 +29,7 @@ def run(func: str, kwargs: dict[str, Any], backend: str | None = None, timeout: 
     """Call `func` ("pkg.module:function") with JSON-able kwargs in a child process; return its result."""
     env = dict(os.environ)
     env.update({k: env.get(k, v) for k, v in QUIET_ENV.items()})
+    env.setdefault("PYTHONWARNINGS", "ignore")  # framework deprecation chatter drowns the progress lines
     if backend is not None:
         env["KERAS_BACKEND"] = check_backend(backend)
     root = str(Path(__file__).resolve().parent.parent)

@@ -26,7 +26,8 @@ def check_keras_archive(path: str | os.PathLike) -> dict[str, Any]:
         with zipfile.ZipFile(p) as zf:
             for info in zf.infolist():
                 name = info.filename
-                if name.startswith("/") or ".." in Path(name).parts or (info.external_attr >> 16) & 0o170000 == 0o120000:
+                is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
+                if name.startswith("/") or ".." in Path(name).parts or is_link:
                     raise UnsafeModelError(f"{p}: archive member '{name}' escapes the archive or is a link")
             config = json.loads(zf.read("config.json"))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as exc:

@@ -1,0 +1,33 @@
+# `make demo` and `make test` work on a fresh machine: both set up the venv first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.modelkit-installed
+export TF_CPP_MIN_LOG_LEVEL = 3
+export TF_ENABLE_ONEDNN_OPTS = 0
+export PYTHONWARNINGS = ignore
+
+.PHONY: setup demo test bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[all,dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(PY) scripts/demo.py --out demo-out
+
+test: setup
+	$(PY) -m pytest tests -q -p no:cacheprovider
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+lint: setup
+	$(VENV)/bin/ruff check modelkit tests scripts benchmarks
+
+clean:
+	rm -rf demo-out bench-out .pytest_cache

@@ -1,0 +1,50 @@
+"""`modelkit convert`: one command to every format, each hop verified."""
+from __future__ import annotations
+
+import click
+
+from ._common import echo_json, human_size, table
+
+
+@click.command("convert")
+@click.argument("source", type=click.Path(exists=True, dir_okay=True))
+@click.option("--to", "to", required=True, metavar="FORMATS",
+              help="Comma-separated target formats (onnx, saved_model, ...) or 'all'.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Output folder (default: beside SOURCE).")
+@click.option("--force", is_flag=True, help="Overwrite existing artifacts.")
+@click.option("--no-verify", is_flag=True, help="Skip the parity check (not recommended).")
+@click.option("--atol", type=float, default=None,
+              help="Override every edge's max abs error (default: the edge's own, e.g. 1e-4 for onnx).")
+@click.option("--opset", type=int, default=None, help="ONNX opset (default: the pinned one, 17).")
+@click.option("--trust-unsafe-code", is_flag=True,
+              help="UNSAFE: load .keras files with Keras safe mode off (runs code stored in the file).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def command(source: str, to: str, out_dir: str | None, force: bool, no_verify: bool, atol: float | None,
+            opset: int | None,
+            trust_unsafe_code: bool, as_json: bool) -> None:
+    """Convert SOURCE to other formats, verifying every hop against its source.
+
+    \b
+    Examples:
+      modelkit convert cnn.keras --to onnx,saved_model
+      modelkit convert cnn.keras --to all --out artifacts/ --force
+
+    Each artifact gets a manifest beside it (<artifact>.modelkit.json) with its signature, the chain
+    of converters and the parity report. A hop whose outputs differ from its source beyond the edge's
+    tolerance fails (exit 2) and its artifact is kept as <name>.parity-failed.<ext>.
+    """
+    from ..convert import convert
+
+    options = {"opset": opset} if opset is not None else {}
+    results = convert(source, to, out_dir=out_dir, force=force, verify=not no_verify, options=options,
+                      trust_unsafe_code=trust_unsafe_code, atol=atol)
+    if as_json:
+        echo_json([r.__dict__ for r in results])
+        return
+    rows = []
+    for r in results:
+        parity = "not verified" if r.parity is None else ("ok" if r.parity["ok"] else "FAILED")
+        err = "-" if r.max_abs is None else f"{r.max_abs:.1e}"
+        rows.append([r.format, r.path, human_size(r.size_bytes), f"{r.seconds:.1f} s", parity, err])
+    click.echo(table(["format", "path", "size", "time", "parity", "max abs err"], rows))

@@ -1,0 +1,77 @@
+"""`modelkit doctor`: which engines are installed, which formats that enables, and the machine."""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from importlib import metadata
+from typing import Any
+
+import click
+
+from ._common import echo_json, table
+
+# (distribution names to try, what it enables, pip extra)
+ENGINES = [
+    (("keras",), "model core, .keras", "keras"),
+    (("tensorflow-cpu", "tensorflow"), "Keras backend, SavedModel, keras->onnx", "keras"),
+    (("torch",), "Keras backend, TorchScript, .pt2", "torch"),
+    (("jax",), "Keras backend", "jax"),
+    (("onnx",), "ONNX graphs", "onnx"),
+    (("onnxruntime", "onnxruntime-gpu"), "ONNX runtime engine", "onnx"),
+    (("tf2onnx",), "keras->onnx", "keras"),
+    (("onnxslim",), "ONNX simplification", "onnx"),
+    (("ai-edge-litert",), "TFLite / LiteRT engine", "tflite"),
+    (("apache-tvm",), "TVM compile", "tvm"),
+    (("torchserve",), "TorchServe packaging", "serve"),
+    (("scikit-learn",), "shipped data sets", "keras"),
+]
+
+
+def engine_versions() -> list[dict[str, Any]]:
+    """Installed versions read from package metadata: nothing heavy is imported."""
+    rows = []
+    for dists, role, extra in ENGINES:
+        version = None
+        for d in dists:
+            try:
+                version = metadata.version(d)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+        rows.append({"package": dists[0], "version": version, "enables": role, "extra": extra})
+    return rows
+
+
+def machine() -> dict[str, Any]:
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass  # not Linux: no flags to report
+    simd = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "amx_tile", "neon", "asimd")
+            if f in flags]
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "simd": simd, "nvidia_smi": shutil.which("nvidia-smi") is not None}
+
+
+@click.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def command(as_json: bool) -> None:
+    """Show which engines are installed (with versions), what each enables, and this machine's CPU.
+
+    A missing engine names the pip extra that installs it, e.g. pip install 'modelkit[tflite]'.
+    """
+    engines, info = engine_versions(), machine()
+    if as_json:
+        echo_json({"engines": engines, "machine": info})
+        return
+    rows = [[e["package"], e["version"] or "missing", e["enables"],
+             "" if e["version"] else f"pip install 'modelkit[{e['extra']}]'"] for e in engines]
+    click.echo(table(["package", "version", "enables", "fix"], rows))
+    click.echo(f"\npython {info['python']} on {info['platform']}, {info['cpus']} CPUs, "
+               f"SIMD: {' '.join(info['simd']) or 'unknown'}, NVIDIA GPU: {'yes' if info['nvidia_smi'] else 'no'}")

@@ -1,0 +1,95 @@
+"""`modelkit inspect ARTIFACT`: what is this file, and what does it expect?"""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._common import echo_json, human_size
+
+
+def describe(path: str, trust_unsafe_code: bool = False) -> dict[str, Any]:
+    """Format, size, signature and manifest of an artifact; ONNX graphs also get op counts."""
+    from .. import manifest as _manifest
+    from ..formats import Format, detect
+
+    fmt = detect(path)
+    m = _manifest.read(path)
+    info: dict[str, Any] = {"path": str(path), "format": fmt.value, "size_bytes": _manifest.size_of(path)}
+    if m is not None:
+        info["signature"] = m.signature
+        info["manifest"] = {k: v for k, v in m.__dict__.items() if k != "signature"}
+    else:
+        from ..runtime import load
+
+        info["signature"] = load(path, trust_unsafe_code=trust_unsafe_code).signature.to_dict()
+        info["manifest"] = None
+    if fmt == Format.ONNX:
+        info["onnx"] = onnx_summary(Path(path))
+    return info
+
+
+def onnx_summary(path: Path) -> dict[str, Any]:
+    import onnx
+
+    from ..errors import LoadError
+    from ..safety import check_onnx_external_data
+
+    check_onnx_external_data(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (ValueError, OSError) as exc:
+        raise LoadError(f"{path}: unreadable ONNX model ({exc})") from exc
+    ops = Counter(n.op_type for n in model.graph.node)
+    return {"ir_version": model.ir_version, "producer": f"{model.producer_name} {model.producer_version}".strip(),
+            "opsets": {o.domain or "ai.onnx": o.version for o in model.opset_import},
+            "nodes": len(model.graph.node), "initializers": len(model.graph.initializer),
+            "ops": dict(ops.most_common())}
+
+
+@click.command("inspect")
+@click.argument("artifact", type=click.Path(exists=True))
+@click.option("--trust-unsafe-code", is_flag=True, help="UNSAFE: Keras safe mode off for .keras files.")
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
+def command(artifact: str, trust_unsafe_code: bool, as_json: bool) -> None:
+    """Show ARTIFACT's format, size, signature, manifest (chain of converters, parity) and, for ONNX,
+    opset and op counts.
+
+    \b
+    Example:
+      modelkit inspect cnn.onnx
+    """
+    from ..spec import Signature
+
+    info = describe(artifact, trust_unsafe_code)
+    if as_json:
+        echo_json(info)
+        return
+    click.echo(f"{info['path']}: {info['format']}, {human_size(info['size_bytes'])}")
+    click.echo(Signature.from_dict(info["signature"]).describe())
+    m = info["manifest"]
+    if m:
+        src = m.get("source") or {}
+        if src:
+            click.echo(f"source: {src.get('path')} ({src.get('format')}, sha256 {str(src.get('sha256'))[:12]}…)")
+        for e in m.get("chain") or []:
+            versions = ", ".join(f"{k} {v}" for k, v in (e.get("versions") or {}).items())
+            click.echo(f"  {e['source']} -> {e['target']} by {e['converter']} ({versions})")
+        parity = m.get("parity")
+        if parity:
+            worst = max((o["max_abs"] for o in parity["outputs"]), default=0.0)
+            click.echo(f"parity: {'ok' if parity['ok'] else 'FAILED'}, max abs error {worst:.2e} "
+                       f"(atol {parity['tolerance']['atol']:.0e}) on {parity['inputs']}")
+        if m.get("training"):
+            t = m["training"]
+            click.echo(f"trained: {t.get('model')} on {t.get('data')} with {t.get('backend')}, "
+                       f"test accuracy {t.get('test_accuracy')}")
+        click.echo(f"created: {m.get('created')}")
+    else:
+        click.echo("manifest: none (not made by modelkit)")
+    if "onnx" in info:
+        o = info["onnx"]
+        click.echo(f"onnx: IR {o['ir_version']}, opsets {o['opsets']}, {o['nodes']} nodes, producer {o['producer']}")
+        click.echo("ops: " + ", ".join(f"{k}×{v}" for k, v in o["ops"].items()))

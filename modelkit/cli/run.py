@@ -1,0 +1,50 @@
+"""`modelkit run ARTIFACT --input x.npy`: run any artifact through modelkit.load."""
+from __future__ import annotations
+
+import click
+
+from ._common import echo_json, read_inputs
+
+
+@click.command("run")
+@click.argument("artifact", type=click.Path(exists=True))
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help=".npy for a single-input model, or .npz keyed by input name.")
+@click.option("--output", "output_path", type=click.Path(dir_okay=False), default=None,
+              help="Save the outputs to this .npz instead of printing them in full.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--threads", type=int, default=None, help="Intra-op threads of the engine.")
+@click.option("--trust-unsafe-code", is_flag=True, help="UNSAFE: Keras safe mode off for .keras files.")
+@click.option("--json", "as_json", is_flag=True, help="Print outputs as JSON lists.")
+def command(artifact: str, input_path: str, output_path: str | None, device: str, threads: int | None,
+            trust_unsafe_code: bool, as_json: bool) -> None:
+    """Run ARTIFACT (any format) on inputs from a .npy / .npz file.
+
+    \b
+    Example:
+      python -c "import numpy as np; np.save('x.npy', np.random.rand(2, 8, 8, 1).astype('float32'))"
+      modelkit run cnn.onnx --input x.npy
+    Inputs are checked against the model's signature (names, rank, fixed dims, dtype) first.
+    """
+    import numpy as np
+
+    from ..runtime import load
+
+    model = load(artifact, device=device, threads=threads, trust_unsafe_code=trust_unsafe_code)
+    outputs = model.predict(read_inputs(input_path))
+    if output_path:
+        from .. import _atomic
+
+        with _atomic.atomic_path(output_path, force=True) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **outputs)
+        click.echo(f"saved {', '.join(outputs)} to {output_path}")
+        return
+    if as_json:
+        echo_json({k: v.tolist() for k, v in outputs.items()})
+        return
+    for name, value in outputs.items():
+        click.echo(f"{name}: {value.dtype}{tuple(value.shape)}")
+        if value.ndim == 2 and value.shape[1] > 1:
+            click.echo(f"  argmax: {value.argmax(-1).tolist()}")
+        click.echo(np.array2string(value, precision=4, threshold=60, edgeitems=3))

@@ -1,0 +1,46 @@
+"""`modelkit verify A B`: do two artifacts compute the same thing?"""
+from __future__ import annotations
+
+import click
+
+from ._common import echo_json, parse_int_list, read_inputs, table
+
+
+@click.command("verify")
+@click.argument("reference", type=click.Path(exists=True))
+@click.argument("candidate", type=click.Path(exists=True))
+@click.option("--atol", type=float, default=None, help="Max abs error allowed (default: the edge's).")
+@click.option("--batch", default="1,7", show_default=True, help="Batch sizes to test.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--data", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A .npz of real samples keyed by input name, instead of random inputs.")
+@click.option("--trust-unsafe-code", is_flag=True, help="UNSAFE: Keras safe mode off for .keras files.")
+@click.option("--json", "as_json", is_flag=True, help="Print the parity report as JSON.")
+def command(reference: str, candidate: str, atol: float | None, batch: str, seed: int, data: str | None,
+            trust_unsafe_code: bool, as_json: bool) -> None:
+    """Run REFERENCE and CANDIDATE on the same inputs and compare every output.
+
+    \b
+    Example:
+      modelkit verify cnn.keras cnn.onnx
+    Exits 0 when every output is within tolerance, 2 otherwise (or when the reference's outputs do
+    not change with the inputs, which would make the check meaningless).
+    """
+    from ..convert.verify import verify_artifacts
+
+    batches = parse_int_list(batch, "--batch")
+    samples = read_inputs(data) if data else None
+    if samples is not None and not isinstance(samples, dict):
+        raise click.BadParameter("--data must be a .npz keyed by input name")
+    report = verify_artifacts(reference, candidate, atol=atol, batch_sizes=batches, seed=seed, data=samples,
+                              raise_on_failure=False, trust_unsafe_code=trust_unsafe_code)
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        rows = [[o.name, f"{o.max_abs:.2e}", f"{o.max_rel:.2e}", f"{o.cosine:.6f}",
+                 "-" if o.argmax_agreement is None else f"{o.argmax_agreement:.3f}", "ok" if o.ok else o.reason]
+                for o in report.outputs]
+        click.echo(table(["output", "max abs", "max rel", "cosine", "argmax agree", "result"], rows))
+        click.echo(f"inputs: {report.inputs}; cases: {', '.join(str(c['batch']) for c in report.cases)}")
+        click.echo(report.summary())
+    report.raise_if_failed()

@@ -1,0 +1,120 @@
+"""`convert(source, to=...)`: plan the chains of edges, run each hop in a child process with the
+backend it needs, verify every hop, and return what was written.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from .. import _atomic, _child
+from ..errors import UnsupportedConversionError
+from ..formats import Format, detect
+from .registry import EdgeSpec, converter, edges, plan
+
+__all__ = ["convert", "converter", "plan", "edges", "ConversionResult", "parse_targets", "output_path"]
+
+
+@dataclass
+class ConversionResult:
+    format: str
+    path: str
+    seconds: float
+    size_bytes: int | None
+    parity: dict[str, Any] | None
+
+    @property
+    def max_abs(self) -> float | None:
+        outs = (self.parity or {}).get("outputs") or []
+        return max((o["max_abs"] for o in outs), default=None)
+
+
+def parse_targets(to: str | Format | Iterable[str | Format], source: Format) -> list[Format]:
+    """'onnx,saved_model' / ['onnx'] / 'all' -> formats; 'all' means every format reachable from source."""
+    items = [to] if isinstance(to, (str, Format)) else list(to)
+    names = [n.strip() for item in items for n in str(getattr(item, "value", item)).split(",") if n.strip()]
+    if not names:
+        raise UnsupportedConversionError("no target format given; e.g. --to onnx,saved_model")
+    if "all" in names:
+        return sorted({t for (s, t) in edges() if s == source} | _reachable(source), key=lambda f: f.value)
+    return list(dict.fromkeys(Format.parse(n) for n in names))
+
+
+def _reachable(source: Format) -> set[Format]:
+    found, frontier = set(), {source}
+    while frontier:
+        nxt = {t for (s, t) in edges() if s in frontier} - found - {source}
+        found |= nxt
+        frontier = nxt
+    return found
+
+
+def output_path(source: Path, fmt: Format, out_dir: Path) -> Path:
+    stem = source.name
+    for suffix in (".keras", ".onnx", ".tflite", ".pt2", ".torchscript.pt", "_saved_model"):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    return out_dir / f"{stem}{fmt.suffix}"
+
+
+def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | None = None, force: bool = False,
+            verify: bool = True, options: dict[str, Any] | None = None, trust_unsafe_code: bool = False,
+            atol: float | None = None, timeout: float | None = None) -> list[ConversionResult]:
+    """Convert `source` to each format in `to`, through the shortest chain of edges for each.
+
+    Every hop is verified against its own source unless verify=False; intermediate artifacts (e.g.
+    the ONNX file on the way to TVM) are written and verified too. Existing outputs are refused
+    before any work starts unless force=True. options apply to every edge that takes them; atol
+    replaces every edge's absolute tolerance (to tighten it, or to loosen it knowingly).
+    """
+    src = Path(source)
+    src_fmt = detect(src)
+    out = Path(out_dir) if out_dir is not None else src.parent
+    hops: list[tuple[EdgeSpec, Path, Path]] = []
+    for target in parse_targets(to, src_fmt):
+        chain = plan(src_fmt, target)
+        current = src
+        for edge in chain:
+            dest = output_path(src, edge.target, out)
+            if not any(h[0] is edge for h in hops):
+                hops.append((edge, current, dest))
+            current = dest
+    for _edge, _s, dest in hops:
+        _atomic.check_writable(dest, force)
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[ConversionResult] = []
+    for backend, group in _group_by_backend(hops):
+        payload = [{"src": str(s), "dest": str(d), "source": e.source.value, "target": e.target.value,
+                    "options": {k: v for k, v in (options or {}).items() if k in e.options},
+                    "verify": verify, "force": force, "trust_unsafe_code": trust_unsafe_code, "atol": atol,
+                    "index": i, "total": len(hops)} for i, (e, s, d) in group]
+        for r in _child.run("modelkit.convert.hop:run_hops", {"hops": payload}, backend=backend, timeout=timeout):
+            results.append(ConversionResult(r["format"], r["path"], r["seconds"], r["size_bytes"], r["parity"]))
+    return results
+
+
+def _group_by_backend(hops: list[tuple[EdgeSpec, Path, Path]]) -> list[tuple[str | None, list[Any]]]:
+    """Consecutive hops that need the same backend share one child process (one framework import)."""
+    groups: list[tuple[str | None, list[Any]]] = []
+    for i, hop in enumerate(hops, start=1):
+        backend = hop[0].backend
+        if groups and groups[-1][0] == backend:
+            groups[-1][1].append((i, hop))
+        else:
+            groups.append((backend, [(i, hop)]))
+    return [(b, [(i, h) for i, h in g]) for b, g in groups]
+
+
+class _CallableModule(types.ModuleType):
+    """`modelkit.convert` is both this package and the public function: importing the package sets
+    the attribute on `modelkit`, so the package itself forwards calls to convert()."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> list[ConversionResult]:
+        return convert(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

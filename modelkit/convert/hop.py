@@ -1,0 +1,117 @@
+"""One conversion hop, run inside the child process that has the edge's backend:
+convert into a temporary path, verify against the source, write the manifest, then rename.
+
+A hop that fails parity keeps its artifact under a name that says so (`x.parity-failed.onnx`) with
+its manifest and report, and raises ParityError; a hop that fails otherwise leaves nothing behind.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import _atomic
+from .. import manifest as _manifest
+from ..formats import Format
+from .registry import get_edge
+from .verify import compare_models
+
+
+def run_hops(hops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run hops in order (a later hop may read an earlier one's artifact); return their summaries."""
+    return [run_hop(**h) for h in hops]
+
+
+def failed_name(dest: Path) -> Path:
+    """`cnn.onnx` -> `cnn.parity-failed.onnx`; `cnn_saved_model` -> `cnn_saved_model.parity-failed`."""
+    if dest.suffix and not dest.name.endswith("_saved_model"):
+        return dest.with_name(f"{dest.stem}.parity-failed{dest.suffix}")
+    return dest.with_name(dest.name + ".parity-failed")
+
+
+def run_hop(src: str, dest: str, source: str, target: str, options: dict[str, Any] | None = None,
+            verify: bool = True, force: bool = False, trust_unsafe_code: bool = False,
+            atol: float | None = None, index: int = 1, total: int = 1) -> dict[str, Any]:
+    edge = get_edge(Format(source), Format(target))
+    tolerance = edge.tolerance if atol is None else replace(edge.tolerance, atol=float(atol))
+    src_p, dest_p = Path(src), Path(dest)
+    _atomic.check_writable(dest_p, force)
+    opts = {**edge.options, **(options or {})}
+    call_opts = dict(opts)
+    if edge.source == Format.KERAS:
+        call_opts["trust_unsafe_code"] = trust_unsafe_code
+    tag = f"[{index}/{total}] {edge.source.value} -> {edge.target.value}"
+    print(f"{tag}: converting {src_p.name} ...", file=sys.stderr, flush=True)
+    _atomic.remove_stale_partials(dest_p)
+    tmpdir = _atomic.make_partial_dir(dest_p)
+    try:
+        tmp = tmpdir / dest_p.name
+        t0 = time.perf_counter()
+        info = edge.func(src_p, tmp, **call_opts)
+        seconds = time.perf_counter() - t0
+        from ..runtime import load
+
+        src_manifest = _manifest.read(src_p)
+        candidate = load(tmp)
+        report = _verify(src_p, candidate, edge, tolerance, src_manifest, trust_unsafe_code) if verify else None
+        m = _build_manifest(src_p, edge, info, opts, seconds, src_manifest, report, candidate.signature)
+        if report is not None and not report.ok:
+            bad = failed_name(dest_p)
+            _atomic.replace(tmp, bad, force=True)
+            _manifest.write(bad, m)
+            print(f"{tag}: {report.summary()}; kept as {bad.name}", file=sys.stderr, flush=True)
+            report.candidate = str(bad)
+            report.raise_if_failed()
+        _atomic.replace(tmp, dest_p, force)
+        _manifest.write(dest_p, m)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    parity = report.summary() if report else "not verified"
+    print(f"{tag}: wrote {dest_p} in {seconds:.1f} s; {parity}", file=sys.stderr, flush=True)
+    return {"format": edge.target.value, "path": str(dest_p), "seconds": seconds,
+            "size_bytes": m.size_bytes, "parity": report.to_dict() if report else None}
+
+
+def _verify(src: Path, candidate: Any, edge: Any, tolerance: Any, src_manifest: Any, trust: bool) -> Any:
+    from ..runtime import load
+
+    reference = load(src, trust_unsafe_code=trust) if edge.source == Format.KERAS else load(src)
+    data, label = reference_data(src_manifest, reference.signature)
+    return compare_models(reference, candidate, tolerance, data=data, inputs_label=label)
+
+
+def reference_data(src_manifest: Any, sig: Any) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    """Real samples for verification: the test split of the data set the model was trained on."""
+    training = (src_manifest.training if src_manifest else None) or {}
+    if not training.get("data") or not training.get("model"):
+        return None, None
+    from ..core.data import test_split
+    from ..errors import TrainingError
+
+    try:
+        inputs, _labels = test_split(training["data"], training["model"], int(training.get("seed", 0)))
+    except TrainingError:
+        return None, None
+    if sorted(inputs) != sorted(sig.input_names):
+        return None, None
+    return inputs, f"{training['data']} test split (real samples)"
+
+
+def _build_manifest(src: Path, edge: Any, info: dict[str, Any], opts: dict[str, Any], seconds: float,
+                    src_manifest: Any, report: Any, signature: Any) -> _manifest.Manifest:
+    chain = list(src_manifest.chain) if src_manifest else []
+    chain.append(_manifest.Edge(edge.source.value, edge.target.value, edge.func_path,
+                                info.get("versions", {}), opts, round(seconds, 3)).__dict__)
+    return _manifest.Manifest(
+        format=edge.target.value,
+        signature=signature.to_dict(),
+        source={"path": str(src), "format": edge.source.value, "sha256": _manifest.sha256_of(src)},
+        chain=chain, opset=info.get("opset"), ir_version=info.get("ir_version"),
+        quantization=info.get("quantization"), parity=report.to_dict() if report else None,
+        training=src_manifest.training if src_manifest else None,
+    )

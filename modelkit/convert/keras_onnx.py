@@ -1,0 +1,68 @@
+"""Edge keras -> onnx: trace the Keras model as a TF function and convert it with tf2onnx.
+
+Runs under the TensorFlow backend (in a child process when the caller's backend differs), so a
+.keras file trained under any backend converts. Inputs keep the Keras input names, outputs take the
+Keras output names, and the batch dimension stays dynamic (named 'batch').
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..formats import Format
+from .registry import Tolerance, converter
+
+OPSET = 17  # pinned: supported by onnxruntime 1.32, TVM 0.27's Relax importer and tf2onnx 1.17
+
+# tf2onnx folds BatchNorm into Conv and reorders float sums: ~1e-6 on small nets; 1e-4 leaves room for
+# deep ones (MobileNetV2) while still catching any real mistake (a wrong layout is off by > 1e-1).
+TOLERANCE = Tolerance(atol=1e-4, min_cosine=0.9999)
+
+
+@converter(Format.KERAS, Format.ONNX, backend="tensorflow", tolerance=TOLERANCE, options={"opset": OPSET})
+def keras_to_onnx(src: Path, dest: Path, opset: int = OPSET, trust_unsafe_code: bool = False) -> dict[str, Any]:
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+    from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+    from ..core.keras_io import keras_signature, load_keras
+    from ._tf_function import serving_function
+
+    model = load_keras(src, trust_unsafe_code=trust_unsafe_code, backend="tensorflow")
+    sig = keras_signature(model)
+    fn, specs = serving_function(model, sig, as_dict=False)
+    patch_tf2onnx()  # keras' shim for tf2onnx on numpy 2
+    proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=int(opset))
+    rename_outputs(proto, sig.output_names)
+    name_batch_dims(proto)
+    proto.producer_name = "modelkit"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(dest))
+    return {"opset": int(opset), "ir_version": int(proto.ir_version),
+            "versions": {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__}}
+
+
+def rename_outputs(proto: Any, names: list[str]) -> None:
+    """Give graph outputs the Keras output names (tf2onnx names them after TF tensors)."""
+    graph = proto.graph
+    if len(graph.output) != len(names):
+        raise ValueError(f"tf2onnx produced {len(graph.output)} outputs for {len(names)} Keras outputs")
+    mapping = {o.name: n for o, n in zip(graph.output, names)}
+    for node in graph.node:
+        for i, name in enumerate(node.output):
+            if name in mapping:
+                node.output[i] = mapping[name]
+        for i, name in enumerate(node.input):
+            if name in mapping:
+                node.input[i] = mapping[name]
+    for o in graph.output:
+        o.name = mapping[o.name]
+
+
+def name_batch_dims(proto: Any) -> None:
+    """Name the dynamic first dimension of every graph input and output 'batch'."""
+    for vi in list(proto.graph.input) + list(proto.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = "batch"

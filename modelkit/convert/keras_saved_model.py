@@ -1,0 +1,32 @@
+"""Edge keras -> saved_model: a TF SavedModel with a `serving_default` signature (TF Serving's).
+
+Inputs keep the Keras input names and outputs the Keras output names; the batch stays dynamic.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..formats import Format
+from .registry import Tolerance, converter
+
+# The same TF kernels run on both sides; differences come only from graph-mode fusion.
+TOLERANCE = Tolerance(atol=1e-5, min_cosine=0.99999)
+
+
+@converter(Format.KERAS, Format.SAVED_MODEL, backend="tensorflow", tolerance=TOLERANCE)
+def keras_to_saved_model(src: Path, dest: Path, trust_unsafe_code: bool = False) -> dict[str, Any]:
+    import keras
+    import tensorflow as tf
+
+    from ..core.keras_io import keras_signature, load_keras
+    from ._tf_function import serving_function
+
+    model = load_keras(src, trust_unsafe_code=trust_unsafe_code, backend="tensorflow")
+    sig = keras_signature(model)
+    fn, specs = serving_function(model, sig, as_dict=True)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", fn, input_signature=specs)
+    archive.write_out(str(dest), verbose=False)
+    return {"versions": {"tensorflow": tf.__version__, "keras": keras.__version__}}

@@ -1,0 +1,47 @@
+"""One API to run any artifact: `load(path)` picks the engine by the detected format.
+
+Engines are imported only when a model of their format is loaded, so importing this package (and
+loading an ONNX model) never imports TensorFlow, torch or JAX.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import EngineNotInstalledError, FormatError
+from ..formats import Format, detect
+from .base import Model
+
+# format -> (engine module, pip extra that installs it)
+ENGINES: dict[Format, tuple[str, str]] = {
+    Format.KERAS: ("modelkit.runtime.keras", "keras"),
+    Format.SAVED_MODEL: ("modelkit.runtime.saved_model", "keras"),
+    Format.ONNX: ("modelkit.runtime.onnxruntime", "onnx"),
+}
+
+__all__ = ["load", "Model", "ENGINES"]
+
+
+def load(path: str | os.PathLike, device: str = "cpu", threads: int | None = None,
+         format: str | Format | None = None, **options: Any) -> Model:
+    """Load an artifact of any supported format and return a Model.
+
+    device: 'cpu' or 'cuda[:N]' (an engine without that device raises, never falls back silently).
+    threads: intra-op threads for the engine (None: the engine's default).
+    format: skip detection (still checked against the content by the engine).
+    options: engine specific (e.g. trust_unsafe_code=True for .keras files with Lambda layers).
+    """
+    p = Path(path)
+    fmt = Format.parse(format) if format is not None else detect(p)
+    if fmt not in ENGINES:
+        raise FormatError(f"no runtime engine for format '{fmt.value}' yet; "
+                          f"loadable formats: {', '.join(f.value for f in ENGINES)}")
+    module_name, extra = ENGINES[fmt]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise EngineNotInstalledError(f"the engine for {fmt.value} is not installed ({exc.name}); "
+                                      f"pip install 'modelkit[{extra}]'") from exc
+    return module.load(p, device=device, threads=threads, **options)

@@ -1,0 +1,59 @@
+"""The runtime Model every engine returns: a Signature and predict(inputs) -> dict of numpy arrays.
+
+Inputs are validated against the Signature here, once, before any native engine sees them: a
+mis-shaped tensor can crash TFLite or abort TensorFlow, so validation is not optional.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import LoadError
+from ..formats import Format
+from ..spec import Signature
+
+DEVICES = ("cpu", "cuda")
+
+
+class Model:
+    """Base of every engine's model. Subclasses set signature and implement _run."""
+
+    format: Format
+    engine: str = "?"
+
+    def __init__(self, path: Path, signature: Signature):
+        self.path = Path(path)
+        self.signature = signature
+
+    def predict(self, inputs: Mapping[str, Any] | np.ndarray) -> dict[str, np.ndarray]:
+        """Run the model on inputs bound by name (a bare array for single-input models)."""
+        return self._run(self.signature.bind(inputs))
+
+    __call__ = predict
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.format.value} {self.path.name} via {self.engine}>"
+
+
+def parse_device(device: str, supported: tuple[str, ...] = ("cpu",)) -> tuple[str, int]:
+    """'cpu', 'cuda' or 'cuda:N' -> (kind, index); a kind the engine lacks raises a typed error."""
+    m = re.fullmatch(r"(cpu|cuda)(?::(\d+))?", str(device).strip().lower())
+    if not m:
+        raise LoadError(f"unknown device '{device}'; valid devices: cpu, cuda, cuda:N")
+    kind, idx = m.group(1), int(m.group(2) or 0)
+    if kind not in supported:
+        raise LoadError(f"device '{device}' is not supported by this engine; supported: {', '.join(supported)}")
+    return kind, idx
+
+
+def order_outputs(names: list[str], preferred: list[str] | None) -> list[str]:
+    """Order output names as the manifest's signature does, when it names the same set."""
+    if preferred and sorted(preferred) == sorted(names):
+        return list(preferred)
+    return names

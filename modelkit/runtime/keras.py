@@ -1,0 +1,54 @@
+"""Keras engine: runs a .keras model directly (model(x), not model.predict) under this process's backend."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..formats import Format
+from .base import Model, parse_device
+
+
+class KerasModel(Model):
+    format = Format.KERAS
+
+    def __init__(self, path: Path, model: Any):
+        from .._backend import loaded_backend
+        from ..core.keras_io import keras_signature
+
+        self.model = model
+        self.engine = f"keras/{loaded_backend()}"
+        super().__init__(path, keras_signature(model))
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from ..core.keras_io import call_model
+
+        return call_model(self.model, inputs, self.signature)
+
+
+def load(path: Path, device: str = "cpu", threads: int | None = None, trust_unsafe_code: bool = False,
+         backend: str | None = None, **options: Any) -> KerasModel:
+    parse_device(device, ("cpu",))
+    from .._backend import import_keras
+    from ..core.keras_io import load_keras
+
+    import_keras(backend)
+    if threads:
+        set_tf_threads(threads)
+    return KerasModel(path, load_keras(path, trust_unsafe_code=trust_unsafe_code, backend=backend))
+
+
+def set_tf_threads(threads: int) -> None:
+    """Set TensorFlow's thread pools if TensorFlow is in use and not yet initialised."""
+    import sys
+
+    if "tensorflow" not in sys.modules:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TF already initialised its pools: keep them, threads is a hint
+        pass

@@ -1,0 +1,66 @@
+"""TF SavedModel engine: calls the `serving_default` signature (the one TF Serving uses)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import manifest as _manifest
+from ..errors import LoadError
+from ..formats import Format
+from ..spec import Signature, TensorSpec
+from .base import Model, order_outputs, parse_device
+
+SIGNATURE_KEY = "serving_default"
+
+
+class SavedModelModel(Model):
+    format = Format.SAVED_MODEL
+    engine = "tensorflow"
+
+    def __init__(self, path: Path, loaded: Any, fn: Any):
+        self._loaded = loaded  # keeps variables alive
+        self.fn = fn
+        m = _manifest.read(path)
+        in_specs = fn.structured_input_signature[1]
+        in_order = order_outputs(sorted(in_specs), m.sig.input_names if m else None)
+        out_specs = fn.structured_outputs
+        out_order = order_outputs(sorted(out_specs), m.sig.output_names if m else None)
+        sig = Signature(tuple(_spec(n, in_specs[n]) for n in in_order),
+                        tuple(_spec(n, out_specs[n]) for n in out_order))
+        super().__init__(path, sig)
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
+        out = self.fn(**{k: tf.constant(v) for k, v in inputs.items()})
+        return {n: out[n].numpy() for n in self.signature.output_names}
+
+
+def _spec(name: str, ts: Any) -> TensorSpec:
+    dims = ts.shape.as_list() if ts.shape.rank is not None else []
+    return TensorSpec(name, tuple(dims), ts.dtype.as_numpy_dtype().dtype.name)
+
+
+def load(path: Path, device: str = "cpu", threads: int | None = None, **options: Any) -> SavedModelModel:
+    parse_device(device, ("cpu",))
+    from .._backend import QUIET_ENV
+    import os
+
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    import tensorflow as tf
+
+    if threads:
+        from .keras import set_tf_threads
+
+        set_tf_threads(threads)
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except (OSError, ValueError, RuntimeError, tf.errors.OpError) as exc:
+        raise LoadError(f"{path}: TensorFlow could not load this SavedModel: {str(exc).splitlines()[0]}") from exc
+    sigs = getattr(loaded, "signatures", {})
+    if SIGNATURE_KEY not in sigs:
+        raise LoadError(f"{path}: no '{SIGNATURE_KEY}' signature (found: {', '.join(sigs) or 'none'})")
+    return SavedModelModel(path, loaded, sigs[SIGNATURE_KEY])

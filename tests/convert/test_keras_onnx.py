@@ -1,0 +1,80 @@
+"""keras -> onnx on the trained digits CNN from two backends, the JAX-trained two-input model,
+and the failure paths (parity failure kept under its own name, vacuous checks, existing outputs)."""
+import json
+
+import numpy as np
+import pytest
+
+import modelkit
+from modelkit.errors import ArtifactExistsError, ParityError, VacuousParityError
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "torch"])
+def test_parity_of_trained_cnn_from_each_backend(converted, backend):
+    path = converted[backend]["onnx"]
+    m = json.loads(path.with_name(path.name + ".modelkit.json").read_text())
+    parity = m["parity"]
+    assert parity["ok"] and parity["inputs"] == "digits test split (real samples)"
+    assert [c["batch"] for c in parity["cases"]] == [1, 7]
+    (probs,) = parity["outputs"]
+    assert probs["name"] == "probs" and probs["max_abs"] <= 1e-4 and probs["argmax_agreement"] == 1.0
+    assert probs["spread"] > 0.01  # the reference really varies: the check is not vacuous
+    assert m["training"]["backend"] == backend and m["training"]["test_accuracy"] >= 0.9
+    assert m["opset"] == 17 and m["chain"][0]["converter"] == "modelkit.convert.keras_onnx:keras_to_onnx"
+    assert m["chain"][0]["versions"]["tf2onnx"] == "1.17.0"
+
+
+def test_onnx_keeps_names_and_dynamic_batch(converted, cnn_torch):
+    from modelkit.core.data import test_split
+
+    m = modelkit.load(converted["torch"]["onnx"])
+    assert m.signature.input_names == ["image"] and m.signature.output_names == ["probs"]
+    assert m.signature.inputs[0].shape == (None, 8, 8, 1)
+    inputs, labels = test_split("digits", "cnn")
+    keras_model = modelkit.load(cnn_torch)
+    for batch in (1, 3, 32, 200):
+        feed = {"image": inputs["image"][:batch]}
+        np.testing.assert_allclose(m.predict(feed)["probs"], keras_model.predict(feed)["probs"], atol=1e-4)
+    acc = float((m.predict(inputs)["probs"].argmax(-1) == labels).mean())
+    assert acc >= 0.9
+
+
+def test_two_inputs_two_outputs_trained_under_jax(multi_io_jax, tmp_path):
+    (r,) = modelkit.convert(multi_io_jax, "onnx", out_dir=tmp_path)
+    assert r.parity["ok"] and {o["name"] for o in r.parity["outputs"]} == {"probs", "intensity"}
+    m = modelkit.load(r.path)
+    assert sorted(m.signature.input_names) == ["features", "image"]
+    assert m.signature.output_names == ["probs", "intensity"]
+
+
+def test_parity_failure_keeps_the_artifact_under_a_name_that_says_so(cnn_tf, tmp_path):
+    with pytest.raises(ParityError, match=r"output 'probs': max abs error .* > atol 1e-30") as info:
+        modelkit.convert(cnn_tf, "onnx", out_dir=tmp_path, atol=1e-30)
+    assert not (tmp_path / "cnn_tf.onnx").exists()
+    assert (tmp_path / "cnn_tf.parity-failed.onnx").is_file()
+    kept = json.loads((tmp_path / "cnn_tf.parity-failed.onnx.modelkit.json").read_text())
+    assert kept["parity"]["ok"] is False and info.value.report["ok"] is False
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def test_untrained_constant_model_is_a_vacuous_check(tmp_path):
+    from modelkit._backend import import_keras
+
+    keras = import_keras("tensorflow")
+    x = keras.Input((8, 8, 1), name="image")
+    y = keras.layers.Dense(10, activation="softmax", kernel_initializer="zeros", name="probs")(
+        keras.layers.Flatten()(x))
+    src = tmp_path / "dead.keras"
+    keras.Model(x, y).save(src)
+    with pytest.raises(VacuousParityError, match="constant across .* different inputs"):
+        modelkit.convert(src, "onnx", out_dir=tmp_path)
+    assert not (tmp_path / "dead.onnx").exists()
+
+
+def test_existing_output_refused_before_any_work(converted):
+    path = converted["tensorflow"]["onnx"]
+    before = path.stat().st_mtime_ns
+    src = path.parent.parent / "cnn_tf.keras"
+    with pytest.raises(ArtifactExistsError, match="--force"):
+        modelkit.convert(src, "onnx", out_dir=path.parent)
+    assert path.stat().st_mtime_ns == before
