@@ -37,13 +37,20 @@ def run(func: str, kwargs: dict[str, Any], backend: str | None = None, timeout: 
     with tempfile.TemporaryDirectory(prefix="modelkit-child-") as td:
         out = Path(td) / "result.json"
         req = json.dumps({"func": func, "kwargs": kwargs})
+        sink = _stderr_fd()
+        if quiet:
+            streams: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        elif sink is not None:
+            streams = {"stdout": sink, "stderr": sink}
+        else:  # stderr is not a real file (CliRunner, notebooks): capture, then forward
+            streams = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
         try:
             proc = subprocess.run([sys.executable, "-m", "modelkit._child", str(out)], input=req, text=True,
-                                  env=env, timeout=timeout,
-                                  stdout=subprocess.DEVNULL if quiet else sys.stderr,
-                                  stderr=subprocess.DEVNULL if quiet else None)
+                                  env=env, timeout=timeout, **streams)
         except subprocess.TimeoutExpired as exc:
             raise errors.ConversionError(f"{func} did not finish within {timeout:.0f} s") from exc
+        if streams["stdout"] is subprocess.PIPE and proc.stdout:
+            sys.stderr.write(proc.stdout)
         if not out.is_file():
             raise errors.ConversionError(f"{func} died in its child process (exit code {proc.returncode}) "
                                          "without a result; see the output above")
@@ -51,6 +58,14 @@ def run(func: str, kwargs: dict[str, Any], backend: str | None = None, timeout: 
     if "error" in payload:
         raise _rebuild(payload["error"])
     return payload["result"]
+
+
+def _stderr_fd() -> int | None:
+    try:
+        sys.stderr.flush()
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        return None
 
 
 def _rebuild(err: dict[str, Any]) -> Exception:
