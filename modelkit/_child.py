@@ -82,7 +82,23 @@ def _rebuild(err: dict[str, Any]) -> Exception:
     return exc
 
 
+def _die_with_parent() -> None:
+    """Linux: get SIGKILL when the parent dies, so killing `modelkit convert` stops its work too
+    (an orphaned child would otherwise finish and write the artifact the user interrupted)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def _main(out_path: str) -> int:
+    _die_with_parent()
     req = json.loads(sys.stdin.read())
     mod_name, fn_name = req["func"].split(":")
     try:

@@ -78,3 +78,19 @@ def test_existing_output_refused_before_any_work(converted):
     with pytest.raises(ArtifactExistsError, match="--force"):
         modelkit.convert(src, "onnx", out_dir=path.parent)
     assert path.stat().st_mtime_ns == before
+
+
+def test_dynamic_sequence_length_is_verified_at_several_sizes(tmp_path):
+    from modelkit._backend import import_keras
+
+    keras = import_keras("tensorflow")
+    keras.utils.set_random_seed(0)
+    x = keras.Input((None, 4), name="seq")
+    h = keras.layers.Dense(8, activation="tanh")(x)
+    y = keras.layers.Dense(3, activation="softmax", name="probs")(keras.layers.GlobalAveragePooling1D()(h))
+    src = tmp_path / "seq.keras"
+    keras.Model(x, y).save(src)
+    (r,) = modelkit.convert(src, "onnx", out_dir=tmp_path)
+    shapes = [c["shapes"]["seq"] for c in r.parity["cases"]]
+    assert shapes == [[1, 16, 4], [1, 24, 4], [7, 16, 4], [7, 24, 4]]
+    assert modelkit.load(r.path).signature.inputs[0].shape == (None, None, 4)
