@@ -1,0 +1,136 @@
+"""Data sets that ship offline, and their shaping into the inputs and targets of the zoo models.
+
+Only scikit-learn's bundled `load_digits` (1,797 8x8 grey images of the digits 0-9) is used: it is
+real data, it is installed with scikit-learn, and nothing is ever downloaded. scikit-learn is imported
+inside the functions so that `modelkit train --help` stays fast.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import TrainingError
+from .zoo import MODELS
+
+# name -> one-line description (shown by `modelkit train --help`)
+DATASETS: dict[str, str] = {
+    "digits": "scikit-learn's bundled 8x8 hand-written digits (1,797 images, 10 classes; offline)",
+}
+
+MOBILENET_IMAGE_SIZE = 32  # MobileNetV2 needs at least 32x32 inputs
+MODEL_NAMES = tuple(MODELS)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A train/test split of images (float32, (N, 8, 8, 1), in [0, 1]) and int64 labels."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_test.max())) + 1
+
+
+def check_data(name: str) -> str:
+    """Return `name` if it is a known data set, else raise TrainingError listing the valid ones."""
+    if name not in DATASETS:
+        raise TrainingError(f"unknown data set '{name}'; valid data sets: {', '.join(DATASETS)}")
+    return name
+
+
+def load_digits_split(seed: int = 0, test_size: float = 0.2) -> Dataset:
+    """The digits data, split into train and test sets stratified by label and seeded (deterministic)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < test_size < 1.0:
+        raise TrainingError(f"test_size must be between 0 and 1, got {test_size}")
+    bunch = load_digits()
+    # pixel values are integers 0..16
+    images = (bunch.images.astype(np.float32) / np.float32(16.0))[..., None]
+    labels = bunch.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(images, labels, test_size=test_size,
+                                                        random_state=seed, stratify=labels)
+    return Dataset(np.ascontiguousarray(x_train), y_train, np.ascontiguousarray(x_test), y_test)
+
+
+def load(data: str, seed: int = 0) -> Dataset:
+    """A data set by name (see DATASETS)."""
+    check_data(data)
+    return load_digits_split(seed=seed)
+
+
+def _check_images(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] != 1:
+        raise TrainingError(f"expected grey images of shape (N, H, W, 1), got shape {images.shape}")
+    return images.astype(np.float32, copy=False)
+
+
+def upsample(images: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of (N, H, W, C) images to (N, size, size, C)."""
+    h, w = images.shape[1:3]
+    rows = np.arange(size) * h // size
+    cols = np.arange(size) * w // size
+    return images[:, rows][:, :, cols]
+
+
+def row_means(images: np.ndarray) -> np.ndarray:
+    """Mean intensity of each image row: (N, H, W, 1) -> (N, H). The second input of multi_io."""
+    return _check_images(images).mean(axis=(2, 3)).astype(np.float32)
+
+
+def mean_intensity(images: np.ndarray) -> np.ndarray:
+    """Mean pixel intensity of each image, shape (N, 1): the regression target of multi_io."""
+    return _check_images(images).mean(axis=(1, 2, 3)).astype(np.float32)[:, None]
+
+
+def model_inputs(model_name: str, images: np.ndarray, *,
+                 image_size: int = MOBILENET_IMAGE_SIZE) -> dict[str, np.ndarray]:
+    """The input dict a zoo model expects, keyed by input name, made from (N, 8, 8, 1) images.
+
+    mlp: {"features": (N, 64)}; cnn: {"image": (N, 8, 8, 1)};
+    multi_io: {"image": (N, 8, 8, 1), "features": (N, 8) row means};
+    mobilenetv2: {"image": (N, image_size, image_size, 3)}, upsampled and grey repeated to RGB.
+    """
+    images = _check_images(images)
+    if model_name == "mlp":
+        return {"features": np.ascontiguousarray(images.reshape(len(images), -1))}
+    if model_name == "cnn":
+        return {"image": np.ascontiguousarray(images)}
+    if model_name == "multi_io":
+        return {"image": np.ascontiguousarray(images), "features": row_means(images)}
+    if model_name == "mobilenetv2":
+        big = upsample(images, image_size)
+        return {"image": np.ascontiguousarray(np.repeat(big, 3, axis=-1))}
+    raise TrainingError(f"unknown model '{model_name}'; valid models: {', '.join(MODEL_NAMES)}")
+
+
+def model_targets(model_name: str, images: np.ndarray, labels: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+    """What Keras fit needs as y: the labels, or for multi_io a dict keyed by output name."""
+    labels = np.asarray(labels).astype(np.int64, copy=False)
+    if model_name == "multi_io":
+        return {"probs": labels, "intensity": mean_intensity(images)}
+    if model_name not in MODEL_NAMES:
+        raise TrainingError(f"unknown model '{model_name}'; valid models: {', '.join(MODEL_NAMES)}")
+    return labels
+
+
+def test_split(data: str, model_name: str, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The test inputs of a data set shaped for a zoo model, and the integer labels.
+
+    Used by demos and accuracy checks of converted artifacts: the same seed gives the same split that
+    `train` held out.
+    """
+    ds = load(data, seed=seed)
+    return model_inputs(model_name, ds.x_test), ds.y_test
+
+
+test_split.__test__ = False  # not a pytest test, despite the name
