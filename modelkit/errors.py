@@ -69,6 +69,10 @@ class VacuousParityError(ParityError):
     """The reference outputs barely change with the inputs, so a parity check would prove nothing."""
 
 
+class AccuracyError(ParityError):
+    """A lossy (quantized) artifact's accuracy on labelled data drops more than the allowed maximum."""
+
+
 class BackendError(ModelkitError, ValueError):
     """An unknown Keras backend, or work that needs a backend other than the loaded one."""
 

@@ -18,7 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("modelkit.cli.verify", "Compare two artifacts on the same seeded inputs."),
     "run": ("modelkit.cli.run", "Run any artifact on inputs from .npy / .npz files."),
     "inspect": ("modelkit.cli.inspect", "Show an artifact's format, signature, size, manifest and ops."),
+    "bench": ("modelkit.cli.bench", "Benchmark artifacts: latency, throughput, memory, FLOPs, ratios to Keras."),
     "doctor": ("modelkit.cli.doctor", "Show which engines are installed, with versions."),
+    "serve": ("modelkit.cli.serve", "Serve artifacts over HTTP (Open Inference Protocol v2 + TF Serving REST)."),
+    "package": ("modelkit.cli.package", "Package an artifact for TF Serving, TorchServe, Triton or KServe."),
 }
 
 

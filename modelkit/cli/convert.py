@@ -17,26 +17,41 @@ from ._common import echo_json, human_size, table
 @click.option("--atol", type=float, default=None,
               help="Override every edge's max abs error (default: the edge's own, e.g. 1e-4 for onnx).")
 @click.option("--opset", type=int, default=None, help="ONNX opset (default: the pinned one, 17).")
+@click.option("--quantize", type=click.Choice(["none", "fp16", "dynamic-int8", "int8"]), default=None,
+              help="Quantize (tflite: fp16, dynamic-int8, int8; onnx: dynamic-int8, int8). Judged by the "
+                   "accuracy drop on labelled data; outputs are named e.g. cnn.int8.tflite.")
+@click.option("--calibration-data", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="int8 calibration samples (.npz: 'x' or one array per input name); default: the "
+                   "training split named by the source's manifest.")
+@click.option("--eval-data", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Labelled data for the accuracy gate of quantized hops (.npz: 'x' or per-input arrays, "
+                   "and 'y'); default: the test split named by the source's manifest.")
+@click.option("--max-accuracy-drop", type=float, default=None,
+              help="Largest allowed top-1 accuracy drop of a quantized artifact (default 0.01).")
 @click.option("--trust-unsafe-code", is_flag=True,
               help="UNSAFE: load .keras files with Keras safe mode off (runs code stored in the file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def command(source: str, to: str, out_dir: str | None, force: bool, no_verify: bool, atol: float | None,
-            opset: int | None,
-            trust_unsafe_code: bool, as_json: bool) -> None:
+            opset: int | None, quantize: str | None, calibration_data: str | None, eval_data: str | None,
+            max_accuracy_drop: float | None, trust_unsafe_code: bool, as_json: bool) -> None:
     """Convert SOURCE to other formats, verifying every hop against its source.
 
     \b
     Examples:
       modelkit convert cnn.keras --to onnx,saved_model
       modelkit convert cnn.keras --to all --out artifacts/ --force
+      modelkit convert cnn.keras --to tflite --quantize int8 --max-accuracy-drop 0.01
 
     Each artifact gets a manifest beside it (<artifact>.modelkit.json) with its signature, the chain
     of converters and the parity report. A hop whose outputs differ from its source beyond the edge's
-    tolerance fails (exit 2) and its artifact is kept as <name>.parity-failed.<ext>.
+    tolerance fails (exit 2) and its artifact is kept as <name>.parity-failed.<ext>. A quantized hop
+    is judged by its accuracy drop on labelled data instead (recorded in the manifest).
     """
     from ..convert import convert
 
-    options = {"opset": opset} if opset is not None else {}
+    given = {"opset": opset, "quantize": quantize, "calibration_data": calibration_data, "eval_data": eval_data,
+             "max_accuracy_drop": max_accuracy_drop}
+    options = {k: v for k, v in given.items() if v is not None}
     results = convert(source, to, out_dir=out_dir, force=force, verify=not no_verify, options=options,
                       trust_unsafe_code=trust_unsafe_code, atol=atol)
     if as_json:
@@ -46,5 +61,6 @@ def command(source: str, to: str, out_dir: str | None, force: bool, no_verify: b
     for r in results:
         parity = "not verified" if r.parity is None else ("ok" if r.parity["ok"] else "FAILED")
         err = "-" if r.max_abs is None else f"{r.max_abs:.1e}"
-        rows.append([r.format, r.path, human_size(r.size_bytes), f"{r.seconds:.1f} s", parity, err])
-    click.echo(table(["format", "path", "size", "time", "parity", "max abs err"], rows))
+        acc = "-" if not r.accuracy else f"{r.accuracy['artifact_accuracy']:.4f} ({r.accuracy['drop']:+.4f})"
+        rows.append([r.format, r.path, human_size(r.size_bytes), f"{r.seconds:.1f} s", parity, err, acc])
+    click.echo(table(["format", "path", "size", "time", "parity", "max abs err", "accuracy (drop)"], rows))

@@ -25,6 +25,8 @@ class ConversionResult:
     seconds: float
     size_bytes: int | None
     parity: dict[str, Any] | None
+    quantization: str | None = None
+    accuracy: dict[str, Any] | None = None  # lossy hops: source/artifact accuracy, drop, argmax agreement
 
     @property
     def max_abs(self) -> float | None:
@@ -52,13 +54,37 @@ def _reachable(source: Format) -> set[Format]:
     return found
 
 
-def output_path(source: Path, fmt: Format, out_dir: Path) -> Path:
+def output_path(source: Path, fmt: Format, out_dir: Path, quantization: str | None = None) -> Path:
+    """`cnn.keras` -> `out_dir/cnn.onnx`; quantized artifacts carry the mode: `cnn.int8.tflite`."""
     stem = source.name
     for suffix in (".keras", ".onnx", ".tflite", ".pt2", ".torchscript.pt", "_saved_model"):
         if stem.endswith(suffix):
             stem = stem[: -len(suffix)]
             break
-    return out_dir / f"{stem}{fmt.suffix}"
+    tag = f".{quantization}" if quantization and quantization != "none" else ""
+    return out_dir / f"{stem}{tag}{fmt.suffix}"
+
+
+# options the hop itself takes (the accuracy gate of lossy hops), not any edge
+HOP_OPTIONS = ("eval_data", "max_accuracy_drop")
+
+
+def _quantization(options: dict[str, Any], chains: list[list[EdgeSpec]]) -> str:
+    """The canonical quantization mode asked for, checked against every target before any work."""
+    from . import quantize as q
+
+    mode = q.normalize(options.get("quantize"))
+    if mode == "none":
+        return mode
+    for chain in chains:
+        quantizing = [e for e in chain if "quantize" in e.options]
+        if not quantizing:
+            raise UnsupportedConversionError(
+                f"quantization '{mode}' does not apply to {chain[-1].target.value}; formats that quantize: "
+                f"{', '.join(f.value for f in q.MODES_BY_TARGET)}")
+        for e in quantizing:
+            q.check_mode(mode, e.target)
+    return mode
 
 
 def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | None = None, force: bool = False,
@@ -70,16 +96,31 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
     the ONNX file on the way to TVM) are written and verified too. Existing outputs are refused
     before any work starts unless force=True. options apply to every edge that takes them; atol
     replaces every edge's absolute tolerance (to tighten it, or to loosen it knowingly).
+
+    Quantization: options={"quantize": "int8" | "dynamic-int8" | "fp16", "calibration_data": "x.npz",
+    "eval_data": "test.npz", "max_accuracy_drop": 0.01}. A quantized hop is judged by the accuracy drop
+    on labelled data (the source's test split by default) and its output is named after the mode
+    (`cnn.int8.tflite`), so fp32 and quantized artifacts coexist.
     """
     src = Path(source)
     src_fmt = detect(src)
     out = Path(out_dir) if out_dir is not None else src.parent
+    options = dict(options or {})
+    for key in ("calibration_data", "eval_data"):
+        if options.get(key):
+            options[key] = str(Path(options[key]).resolve())
+    hop_opts = {k: options.pop(k) for k in HOP_OPTIONS if options.get(k) is not None}
+    chains = [plan(src_fmt, target) for target in parse_targets(to, src_fmt)]
+    mode = _quantization(options, chains)
+    if "quantize" in options:
+        options["quantize"] = mode  # canonical name ('fp32' -> 'none') in every manifest
     hops: list[tuple[EdgeSpec, Path, Path]] = []
-    for target in parse_targets(to, src_fmt):
-        chain = plan(src_fmt, target)
+    for chain in chains:
         current = src
+        tag = None
         for edge in chain:
-            dest = output_path(src, edge.target, out)
+            tag = tag or (mode if "quantize" in edge.options else None)  # downstream of a quantized hop too
+            dest = output_path(src, edge.target, out, tag)
             if not any(h[0] is edge for h in hops):
                 hops.append((edge, current, dest))
             current = dest
@@ -89,11 +130,12 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
     results: list[ConversionResult] = []
     for backend, group in _group_by_backend(hops):
         payload = [{"src": str(s), "dest": str(d), "source": e.source.value, "target": e.target.value,
-                    "options": {k: v for k, v in (options or {}).items() if k in e.options},
+                    "options": {k: v for k, v in options.items() if k in e.options},
                     "verify": verify, "force": force, "trust_unsafe_code": trust_unsafe_code, "atol": atol,
-                    "index": i, "total": len(hops)} for i, (e, s, d) in group]
+                    "index": i, "total": len(hops), **hop_opts} for i, (e, s, d) in group]
         for r in _child.run("modelkit.convert.hop:run_hops", {"hops": payload}, backend=backend, timeout=timeout):
-            results.append(ConversionResult(r["format"], r["path"], r["seconds"], r["size_bytes"], r["parity"]))
+            results.append(ConversionResult(r["format"], r["path"], r["seconds"], r["size_bytes"], r["parity"],
+                                            r.get("quantization"), r.get("accuracy")))
     return results
 
 

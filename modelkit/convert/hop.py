@@ -3,6 +3,8 @@ convert into a temporary path, verify against the source, write the manifest, th
 
 A hop that fails parity keeps its artifact under a name that says so (`x.parity-failed.onnx`) with
 its manifest and report, and raises ParityError; a hop that fails otherwise leaves nothing behind.
+A lossy hop (quantized) is judged on the task instead of atol: source and artifact accuracy on labelled
+data go into the manifest (extra["accuracy"]), and a drop above max_accuracy_drop raises AccuracyError.
 """
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ import numpy as np
 from .. import _atomic
 from .. import manifest as _manifest
 from ..formats import Format
+from . import quantize as _q
 from .registry import get_edge
+from .support import check_support
 from .verify import compare_models
 
 
@@ -36,14 +40,22 @@ def failed_name(dest: Path) -> Path:
 
 def run_hop(src: str, dest: str, source: str, target: str, options: dict[str, Any] | None = None,
             verify: bool = True, force: bool = False, trust_unsafe_code: bool = False,
-            atol: float | None = None, index: int = 1, total: int = 1) -> dict[str, Any]:
+            atol: float | None = None, index: int = 1, total: int = 1, eval_data: str | None = None,
+            max_accuracy_drop: float = _q.DEFAULT_MAX_ACCURACY_DROP) -> dict[str, Any]:
     edge = get_edge(Format(source), Format(target))
-    tolerance = edge.tolerance if atol is None else replace(edge.tolerance, atol=float(atol))
     src_p, dest_p = Path(src), Path(dest)
     _atomic.check_writable(dest_p, force)
     opts = {**edge.options, **(options or {})}
+    mode = _q.check_mode(opts["quantize"], edge.target) if "quantize" in opts else "none"
+    lossy = _q.is_lossy(mode)
+    tolerance = _q.tolerance_for(mode, edge.tolerance)
+    tolerance = tolerance if atol is None else replace(tolerance, atol=float(atol))
+    max_drop = _q.check_max_drop(max_accuracy_drop)
+    if verify and lossy:  # fail before converting when there is nothing to judge the artifact on
+        _q.check_eval_available(_manifest.read(src_p), eval_data)
     call_opts = dict(opts)
     if edge.source == Format.KERAS:
+        check_support(src_p, edge.target)  # typed refusal naming the layer, before any exporter runs
         call_opts["trust_unsafe_code"] = trust_unsafe_code
     tag = f"[{index}/{total}] {edge.source.value} -> {edge.target.value}"
     print(f"{tag}: converting {src_p.name} ...", file=sys.stderr, flush=True)
@@ -58,14 +70,27 @@ def run_hop(src: str, dest: str, source: str, target: str, options: dict[str, An
 
         src_manifest = _manifest.read(src_p)
         candidate = load(tmp)
-        report = _verify(src_p, candidate, edge, tolerance, src_manifest, trust_unsafe_code) if verify else None
-        m = _build_manifest(src_p, edge, info, opts, seconds, src_manifest, report, candidate.signature)
-        if report is not None and not report.ok:
+        report, accuracy, reference = None, None, None
+        if verify:
+            reference = _reference(src_p, edge, trust_unsafe_code)
+            report = _verify(reference, candidate, tolerance, src_manifest)
+            if lossy:
+                inputs, labels, label = _q.eval_set(src_manifest, reference.signature, eval_data)
+                accuracy = _q.accuracy_gate(reference, candidate, inputs, labels, max_drop, label, mode)
+        source_sig = reference.signature if reference is not None else (src_manifest.sig if src_manifest else None)
+        signature = _in_source_order(candidate.signature, source_sig)
+        m = _build_manifest(src_p, edge, info, opts, seconds, src_manifest, report, signature)
+        if accuracy is not None:
+            m.extra["accuracy"] = accuracy
+            print(f"{tag}: {_q.summary(accuracy)}", file=sys.stderr, flush=True)
+        if (report is not None and not report.ok) or (accuracy is not None and not accuracy["ok"]):
             bad = failed_name(dest_p)
             _atomic.replace(tmp, bad, force=True)
             _manifest.write(bad, m)
             print(f"{tag}: {report.summary()}; kept as {bad.name}", file=sys.stderr, flush=True)
             report.candidate = str(bad)
+            if accuracy is not None:  # for a lossy hop the task metric is the verdict that matters
+                _q.raise_if_failed(accuracy, str(bad))
             report.raise_if_failed()
         _atomic.replace(tmp, dest_p, force)
         _manifest.write(dest_p, m)
@@ -74,13 +99,30 @@ def run_hop(src: str, dest: str, source: str, target: str, options: dict[str, An
     parity = report.summary() if report else "not verified"
     print(f"{tag}: wrote {dest_p} in {seconds:.1f} s; {parity}", file=sys.stderr, flush=True)
     return {"format": edge.target.value, "path": str(dest_p), "seconds": seconds,
-            "size_bytes": m.size_bytes, "parity": report.to_dict() if report else None}
+            "size_bytes": m.size_bytes, "parity": report.to_dict() if report else None,
+            "quantization": m.quantization, "accuracy": accuracy}
 
 
-def _verify(src: Path, candidate: Any, edge: Any, tolerance: Any, src_manifest: Any, trust: bool) -> Any:
+def _in_source_order(sig: Any, want: Any) -> Any:
+    """The artifact's signature with inputs and outputs in the source's order (TFLite sorts them by name)."""
+    if want is None:
+        return sig
+    from ..runtime.base import order_outputs
+    from ..spec import Signature
+
+    ins = {s.name: s for s in sig.inputs}
+    outs = {s.name: s for s in sig.outputs}
+    return Signature(tuple(ins[n] for n in order_outputs(list(ins), want.input_names)),
+                     tuple(outs[n] for n in order_outputs(list(outs), want.output_names)))
+
+
+def _reference(src: Path, edge: Any, trust: bool) -> Any:
     from ..runtime import load
 
-    reference = load(src, trust_unsafe_code=trust) if edge.source == Format.KERAS else load(src)
+    return load(src, trust_unsafe_code=trust) if edge.source == Format.KERAS else load(src)
+
+
+def _verify(reference: Any, candidate: Any, tolerance: Any, src_manifest: Any) -> Any:
     data, label = reference_data(src_manifest, reference.signature)
     return compare_models(reference, candidate, tolerance, data=data, inputs_label=label)
 
@@ -114,4 +156,5 @@ def _build_manifest(src: Path, edge: Any, info: dict[str, Any], opts: dict[str, 
         chain=chain, opset=info.get("opset"), ir_version=info.get("ir_version"),
         quantization=info.get("quantization"), parity=report.to_dict() if report else None,
         training=src_manifest.training if src_manifest else None,
+        target=info.get("target"), extra=dict(info.get("extra") or {}),  # edges that compile for a target
     )

@@ -19,8 +19,12 @@ OPSET = 17  # pinned: supported by onnxruntime 1.32, TVM 0.27's Relax importer a
 TOLERANCE = Tolerance(atol=1e-4, min_cosine=0.9999)
 
 
-@converter(Format.KERAS, Format.ONNX, backend="tensorflow", tolerance=TOLERANCE, options={"opset": OPSET})
-def keras_to_onnx(src: Path, dest: Path, opset: int = OPSET, trust_unsafe_code: bool = False) -> dict[str, Any]:
+@converter(Format.KERAS, Format.ONNX, backend="tensorflow", tolerance=TOLERANCE,
+           options={"opset": OPSET, "quantize": "none", "calibration_data": None, "onnxslim": False})
+def keras_to_onnx(src: Path, dest: Path, opset: int = OPSET, trust_unsafe_code: bool = False,
+                  quantize: str = "none", calibration_data: str | None = None,
+                  onnxslim: bool = False) -> dict[str, Any]:
+    """onnxslim=True simplifies the fp32 graph with onnxslim (constant folding, fusions) before saving."""
     import onnx
     import tensorflow as tf
     import tf2onnx
@@ -37,10 +41,16 @@ def keras_to_onnx(src: Path, dest: Path, opset: int = OPSET, trust_unsafe_code: 
     rename_outputs(proto, sig.output_names)
     name_batch_dims(proto)
     proto.producer_name = "modelkit"
+    if onnxslim:
+        proto = slim(proto)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(dest))
-    return {"opset": int(opset), "ir_version": int(proto.ir_version),
-            "versions": {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__}}
+    from .quantize import quantize_onnx_file  # none / dynamic-int8 / int8 (static QDQ), in place
+
+    mode = quantize_onnx_file(src, dest, sig, quantize, calibration_data)
+    return {"opset": int(opset), "ir_version": int(proto.ir_version), "quantization": mode,
+            "versions": {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__,
+                         **({"onnxslim": _onnxslim_version()} if onnxslim else {})}}
 
 
 def rename_outputs(proto: Any, names: list[str]) -> None:
@@ -66,3 +76,23 @@ def name_batch_dims(proto: Any) -> None:
         dims = vi.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):
             dims[0].dim_param = "batch"
+
+
+def slim(proto: Any) -> Any:
+    """Simplify an ONNX graph with onnxslim; the graph's input and output names must survive."""
+    import onnxslim
+
+    from ..errors import ConversionError
+
+    before = ([i.name for i in proto.graph.input], [o.name for o in proto.graph.output])
+    slimmed = onnxslim.slim(proto)
+    after = ([i.name for i in slimmed.graph.input], [o.name for o in slimmed.graph.output])
+    if after != before:
+        raise ConversionError(f"onnxslim changed the graph's inputs/outputs from {before} to {after}")
+    return slimmed
+
+
+def _onnxslim_version() -> str:
+    import onnxslim
+
+    return str(getattr(onnxslim, "__version__", "unknown"))

@@ -16,6 +16,9 @@ from ..formats import Format
 EDGE_MODULES = (
     "modelkit.convert.keras_onnx",
     "modelkit.convert.keras_saved_model",
+    "modelkit.convert.keras_tflite",
+    "modelkit.convert.keras_torchscript",
+    "modelkit.convert.keras_pt2",
 )
 
 

@@ -19,6 +19,9 @@ ENGINES: dict[Format, tuple[str, str]] = {
     Format.KERAS: ("modelkit.runtime.keras", "keras"),
     Format.SAVED_MODEL: ("modelkit.runtime.saved_model", "keras"),
     Format.ONNX: ("modelkit.runtime.onnxruntime", "onnx"),
+    Format.TFLITE: ("modelkit.runtime.litert", "tflite"),
+    Format.TORCHSCRIPT: ("modelkit.runtime.torchscript", "torch"),
+    Format.TORCH_EXPORT: ("modelkit.runtime.torch_export", "torch"),
 }
 
 __all__ = ["load", "Model", "ENGINES"]

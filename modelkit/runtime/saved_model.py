@@ -45,8 +45,9 @@ def _spec(name: str, ts: Any) -> TensorSpec:
 
 def load(path: Path, device: str = "cpu", threads: int | None = None, **options: Any) -> SavedModelModel:
     parse_device(device, ("cpu",))
-    from .._backend import QUIET_ENV
     import os
+
+    from .._backend import QUIET_ENV
 
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)

@@ -94,3 +94,12 @@ def test_dynamic_sequence_length_is_verified_at_several_sizes(tmp_path):
     shapes = [c["shapes"]["seq"] for c in r.parity["cases"]]
     assert shapes == [[1, 16, 4], [1, 24, 4], [7, 16, 4], [7, 24, 4]]
     assert modelkit.load(r.path).signature.inputs[0].shape == (None, None, 4)
+
+
+def test_onnxslim_option_keeps_names_and_is_recorded(multi_io_jax, tmp_path):
+    (r,) = modelkit.convert(multi_io_jax, "onnx", out_dir=tmp_path, options={"onnxslim": True})
+    m = json.loads((tmp_path / "multi_io_jax.onnx.modelkit.json").read_text())
+    assert r.parity["ok"] and r.max_abs <= 1e-4
+    assert m["chain"][-1]["options"]["onnxslim"] is True and m["chain"][-1]["versions"]["onnxslim"] == "0.1.98"
+    model = modelkit.load(r.path)
+    assert model.signature.output_names == ["probs", "intensity"] and model.signature.inputs[0].shape[0] is None

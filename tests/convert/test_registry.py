@@ -14,7 +14,7 @@ TESTS = Path(__file__).parent
 def test_first_edges_are_registered_with_backends_and_tolerances():
     edges = registry.edges()
     onnx = edges[(Format.KERAS, Format.ONNX)]
-    assert onnx.backend == "tensorflow" and onnx.tolerance.atol == 1e-4 and onnx.options == {"opset": 17}
+    assert onnx.backend == "tensorflow" and onnx.tolerance.atol == 1e-4 and onnx.options["opset"] == 17
     assert edges[(Format.KERAS, Format.SAVED_MODEL)].tolerance.atol == 1e-5
 
 

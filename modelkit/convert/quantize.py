@@ -1,0 +1,273 @@
+"""Quantization shared by the lossy edges (keras -> tflite, keras -> onnx): mode names, calibration
+samples, ONNX quantization, and the accuracy gate that replaces numeric parity for lossy artifacts.
+
+A quantized artifact is not expected to match its source to 1e-4, so a lossy hop is judged on the
+task: top-1 accuracy of source and artifact on labelled data, and the drop between them. Labelled
+data is the test split of the data set the source was trained on (from its manifest) or a user .npz.
+Calibration samples come from the *training* split, never the split used to judge accuracy.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import AccuracyError, ConversionError, InputError, UnsupportedConversionError
+from ..formats import Format
+from ..spec import Signature
+from .registry import Tolerance
+
+# mode -> what it does. "none" is fp32 (no quantization).
+MODES: dict[str, str] = {
+    "none": "fp32, no quantization",
+    "fp16": "weights stored as float16, computed in float32",
+    "dynamic-int8": "int8 weights; activations quantized on the fly (no calibration)",
+    "int8": "full integer: int8 weights and activations, calibrated on real samples",
+}
+_ALIASES = {"fp32": "none", "float32": "none", "no": "none", "dynamic": "dynamic-int8", "float16": "fp16",
+            "full-int8": "int8"}
+MODES_BY_TARGET: dict[Format, tuple[str, ...]] = {
+    Format.TFLITE: ("none", "fp16", "dynamic-int8", "int8"),
+    Format.ONNX: ("none", "dynamic-int8", "int8"),
+}
+DEFAULT_MAX_ACCURACY_DROP = 0.01
+CALIBRATION_SAMPLES = 200  # enough for stable min/max ranges on small nets; calibration stays ~seconds
+EVAL_BATCH = 256
+
+# Numeric bounds still checked on lossy hops, as a sanity net under the accuracy gate:
+# fp16 weights round at ~1e-3 relative, so softmax outputs move by up to ~1e-3; 1e-2 leaves room.
+FP16_TOLERANCE = Tolerance(atol=1e-2, min_cosine=0.999)
+# int8 errors scale with each output's range, so max abs error is recorded but bounded only loosely
+# (probabilities live in [0, 1]: 1.0 catches garbage / NaN only); cosine catches a broken graph and
+# the accuracy drop on labelled data is the real gate.
+INT8_TOLERANCE = Tolerance(atol=1.0, min_cosine=0.98)
+
+
+def normalize(mode: str | None) -> str:
+    """A user-given mode name -> its canonical name ('fp32' -> 'none', 'dynamic' -> 'dynamic-int8')."""
+    key = "none" if mode is None else str(mode).strip().lower().replace("_", "-")
+    key = _ALIASES.get(key, key)
+    if key not in MODES:
+        raise UnsupportedConversionError(f"unknown quantization mode '{mode}'; valid modes: {', '.join(MODES)}")
+    return key
+
+
+def check_mode(mode: str | None, target: Format) -> str:
+    """The canonical mode, if `target` supports it; else UnsupportedConversionError naming the valid ones."""
+    key = normalize(mode)
+    valid = MODES_BY_TARGET.get(target, ("none",))
+    if key not in valid:
+        raise UnsupportedConversionError(f"quantization '{key}' is not available for {target.value}; "
+                                         f"valid modes for {target.value}: {', '.join(valid)}")
+    return key
+
+
+def is_lossy(mode: str | None) -> bool:
+    return normalize(mode) != "none"
+
+
+def tolerance_for(mode: str, base: Tolerance) -> Tolerance:
+    """The numeric tolerance of a hop: the edge's own for fp32, loosened for lossy modes (see above)."""
+    key = normalize(mode)
+    if key == "none":
+        return base
+    return FP16_TOLERANCE if key == "fp16" else INT8_TOLERANCE
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+def load_npz(path: str | os.PathLike, sig: Signature, need_labels: bool) -> tuple[dict[str, np.ndarray],
+                                                                                  np.ndarray | None]:
+    """Inputs and labels from a user .npz: `x` (single-input models) or one key per input name, and `y`.
+
+    Float arrays are cast to the input's float dtype (np.savez keeps float64 by default).
+    """
+    p = Path(path)
+    try:
+        with np.load(p, allow_pickle=False) as data:  # never unpickle user files
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, AttributeError) as exc:
+        raise InputError(f"{p}: not a readable .npz file without pickles ({exc})") from exc
+    inputs: dict[str, np.ndarray] = {}
+    for spec in sig.inputs:
+        key = spec.name if spec.name in arrays else ("x" if len(sig.inputs) == 1 and "x" in arrays else None)
+        if key is None:
+            want = "'x' or " if len(sig.inputs) == 1 else ""
+            raise InputError(f"{p}: no array for input '{spec.name}' (expected keys {want}{sig.input_names}; "
+                             f"found {sorted(arrays)})")
+        arr = arrays[key]
+        if arr.dtype.kind == "f" and np.dtype(spec.dtype).kind == "f":
+            arr = arr.astype(spec.dtype)
+        inputs[spec.name] = arr
+    labels = arrays.get("y")
+    if need_labels and labels is None:
+        raise InputError(f"{p}: no labels; an evaluation .npz needs 'y' (integer class per sample)")
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1).astype(np.int64)
+        sizes = {len(a) for a in inputs.values()} | {len(labels)}
+        if len(sizes) != 1:
+            raise InputError(f"{p}: inputs and labels have different numbers of samples ({sorted(sizes)})")
+    return inputs, labels
+
+
+def _training(src_manifest: Any) -> dict[str, Any]:
+    return (getattr(src_manifest, "training", None) or {}) if src_manifest is not None else {}
+
+
+def calibration_inputs(src_manifest: Any, sig: Signature, calibration_data: str | None = None,
+                       limit: int = CALIBRATION_SAMPLES) -> dict[str, np.ndarray]:
+    """Real samples for int8 calibration: a user .npz, else the training split named by the manifest."""
+    if calibration_data:
+        inputs, _ = load_npz(calibration_data, sig, need_labels=False)
+    else:
+        training = _training(src_manifest)
+        if not training.get("data") or not training.get("model"):
+            raise ConversionError("int8 quantization needs calibration samples: the source's manifest names no "
+                                  "training data; pass calibration_data (--calibration-data x.npz with 'x' or "
+                                  "one array per input name)")
+        from ..core import data as _data
+
+        ds = _data.load(training["data"], seed=int(training.get("seed", 0)))
+        inputs = _data.model_inputs(training["model"], ds.x_train)
+    if sorted(inputs) != sorted(sig.input_names):
+        raise ConversionError(f"calibration samples have inputs {sorted(inputs)}, the model {sig.input_names}")
+    n = min(limit, min(len(a) for a in inputs.values()))
+    return {k: np.ascontiguousarray(v[:n]) for k, v in inputs.items()}
+
+
+def iter_samples(inputs: Mapping[str, np.ndarray], batch: int = 1) -> Iterator[dict[str, np.ndarray]]:
+    """Dicts of `batch` rows each, keyed by input name (what both calibrators consume)."""
+    n = min(len(a) for a in inputs.values())
+    for start in range(0, n, batch):
+        yield {k: v[start:start + batch] for k, v in inputs.items()}
+
+
+def eval_set(src_manifest: Any, sig: Signature, eval_data: str | None = None
+             ) -> tuple[dict[str, np.ndarray], np.ndarray, str]:
+    """Labelled data for the accuracy gate: a user .npz, else the test split the source was trained with."""
+    if eval_data:
+        inputs, labels = load_npz(eval_data, sig, need_labels=True)
+        return inputs, labels, f"{Path(eval_data).name} (user data)"
+    check_eval_available(src_manifest, None)
+    from ..core.data import test_split
+
+    training = _training(src_manifest)
+    inputs, labels = test_split(training["data"], training["model"], int(training.get("seed", 0)))
+    return inputs, labels, f"{training['data']} test split"
+
+
+def check_eval_available(src_manifest: Any, eval_data: str | None) -> None:
+    """Fail before converting if a lossy hop would have no labelled data to be judged on."""
+    training = _training(src_manifest)
+    if eval_data or (training.get("data") and training.get("model")):
+        return
+    raise ConversionError("a quantized artifact is judged by its accuracy on labelled data, and the source's "
+                          "manifest names no training data set; pass eval_data (--eval-data test.npz with 'x' "
+                          "or one array per input name, and 'y' labels)")
+
+
+# ------------------------------------------------------------------------------------ accuracy gate
+
+def class_output(sig: Signature) -> str:
+    """The output the labels refer to: the first one with a class axis (rank 2, more than one class)."""
+    for spec in sig.outputs:
+        if spec.rank == 2 and (spec.shape[1] or 0) > 1:
+            return spec.name
+    raise ConversionError(f"no class-probability output among {sig.output_names} to measure accuracy on")
+
+
+def predict_classes(model: Any, inputs: Mapping[str, np.ndarray], output: str) -> np.ndarray:
+    n = min(len(a) for a in inputs.values())
+    parts = [np.argmax(model.predict(feed)[output], axis=-1) for feed in iter_samples(inputs, EVAL_BATCH)]
+    return np.concatenate(parts)[:n] if parts else np.zeros(0, dtype=np.int64)
+
+
+def accuracy_gate(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarray], labels: np.ndarray,
+                  max_drop: float, label: str, mode: str) -> dict[str, Any]:
+    """Top-1 accuracy of source and artifact on labelled data; `ok` is False when the drop exceeds max_drop."""
+    output = class_output(reference.signature)
+    ref = predict_classes(reference, inputs, output)
+    cand = predict_classes(candidate, inputs, output)
+    src_acc, art_acc = float(np.mean(ref == labels)), float(np.mean(cand == labels))
+    drop = src_acc - art_acc
+    return {"ok": bool(drop <= max_drop + 1e-12), "quantization": mode, "data": label, "samples": len(labels),
+            "output": output, "source_accuracy": round(src_acc, 6), "artifact_accuracy": round(art_acc, 6),
+            "drop": round(drop, 6), "max_accuracy_drop": float(max_drop),
+            "argmax_agreement": round(float(np.mean(ref == cand)), 6)}
+
+
+def raise_if_failed(acc: Mapping[str, Any], candidate: str) -> None:
+    if acc["ok"]:
+        return
+    raise AccuracyError(f"{candidate} ({acc['quantization']}) loses too much accuracy on {acc['data']}: "
+                        f"{acc['source_accuracy']:.4f} -> {acc['artifact_accuracy']:.4f}, drop {acc['drop']:.4f} > "
+                        f"max_accuracy_drop {acc['max_accuracy_drop']:g} ({acc['samples']} samples)", dict(acc))
+
+
+def summary(acc: Mapping[str, Any]) -> str:
+    head = "accuracy OK" if acc["ok"] else "accuracy FAILED"
+    return (f"{head}: {acc['source_accuracy']:.4f} -> {acc['artifact_accuracy']:.4f} (drop {acc['drop']:+.4f}, "
+            f"max {acc['max_accuracy_drop']:g}) on {acc['samples']} samples of {acc['data']}")
+
+
+def check_max_drop(value: Any) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"max_accuracy_drop must be a number, got {value!r}") from exc
+    if math.isnan(out):
+        raise InputError("max_accuracy_drop must be a number, got NaN")
+    return out
+
+
+# ----------------------------------------------------------------------------------- ONNX quantizing
+
+def quantize_onnx(fp32: Path, dest: Path, mode: str, calibration: Mapping[str, np.ndarray] | None = None) -> None:
+    """Quantize an fp32 ONNX file with onnxruntime: dynamic-int8, or int8 = static QDQ calibrated on samples."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    if mode == "dynamic-int8":
+        # onnxruntime's CPU ConvInteger kernel takes uint8 weights only (int8 has no implementation)
+        quantize_dynamic(str(fp32), str(dest), weight_type=QuantType.QUInt8, per_channel=False)
+        return
+    if mode != "int8" or calibration is None:
+        raise ConversionError(f"ONNX quantization '{mode}' needs calibration samples" if mode == "int8"
+                              else f"no ONNX quantization for mode '{mode}'")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter_samples(calibration, batch=50)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._it, None)
+
+    quantize_static(str(fp32), str(dest), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+
+
+def quantize_onnx_file(src: Path, dest: Path, sig: Signature, mode: str | None,
+                       calibration_data: str | None = None) -> str:
+    """Quantize the fp32 ONNX file at `dest` in place (calibrating on the source's data for int8)."""
+    from .. import manifest as _manifest
+
+    mode = check_mode(mode, Format.ONNX)
+    if mode == "none":
+        return mode
+    calibration = calibration_inputs(_manifest.read(src), sig, calibration_data) if mode == "int8" else None
+    fp32 = dest.with_name(f"{dest.stem}.fp32{dest.suffix}")
+    os.replace(dest, fp32)
+    try:
+        quantize_onnx(fp32, dest, mode, calibration)
+    finally:
+        fp32.unlink(missing_ok=True)
+    return mode

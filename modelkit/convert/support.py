@@ -1,0 +1,139 @@
+"""Pre-conversion support checks: refuse, before any framework runs, a .keras model that a target
+format cannot represent, naming the layer, the format and the reason.
+
+The checks read the archive's config.json only (modelkit.core.keras_io.check_keras_archive) and are
+table-driven: RULES maps a target format to per-class reasons, found by trying each case with the
+installed frameworks (see tests/convert/test_support.py). Unregistered custom classes fail for every
+format: Keras cannot rebuild them, so no edge can load the model.
+Usage in an edge: `check_support(src, Format.X)` as its first line.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from ..errors import UnsupportedConversionError
+from ..formats import Format
+
+_TF_LOOKUP = ("runs through TensorFlow lookup/hash ops on numpy values under the torch backend, which "
+              "tracing records as constants of the example batch and torch.export cannot capture")
+_STRINGS = "it works on string tensors, and torch has no string tensors"
+_TORCH_COMMON = {
+    "IntegerLookup": _TF_LOOKUP,
+    "Hashing": _TF_LOOKUP,
+    "StringLookup": _STRINGS,
+    "TextVectorization": _STRINGS,
+}
+_MASKED_RNN = ("it consumes a mask (from Masking or Embedding(mask_zero=True)), and Keras' masked RNN loop "
+               "under torch specializes the batch size, so torch.export cannot keep the batch dynamic; "
+               "convert to torchscript instead, or drop the mask")
+_RNN_CLASSES = ("LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
+
+# format -> {Keras class name -> why it cannot convert to that format}
+RULES: dict[Format, dict[str, str]] = {
+    Format.TORCHSCRIPT: dict(_TORCH_COMMON),
+    Format.TORCH_EXPORT: dict(_TORCH_COMMON),
+}
+KERAS_PACKAGES = ("keras", "keras_hub", "keras_cv", "keras_nlp")
+# formats whose tensors cannot hold strings (string-typed model inputs are refused)
+NO_STRING_TENSORS = (Format.TORCHSCRIPT, Format.TORCH_EXPORT)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    class_name: str
+    module: str | None
+    registered_name: str | None
+    config: dict[str, Any]
+
+
+def check_support(src: str | os.PathLike | None, target: Format | str, config: dict[str, Any] | None = None
+                  ) -> None:
+    """Raise UnsupportedConversionError if the .keras model at `src` cannot be converted to `target`.
+
+    `config` skips reading the archive (when the caller already holds config.json; src may then be None).
+    """
+    from ..core.keras_io import check_keras_archive
+
+    fmt = Format.parse(target)
+    cfg = config if config is not None else check_keras_archive(src)
+    layers = list(iter_layers(cfg))
+    rules = RULES.get(fmt, {})
+    for layer in layers:
+        if not _is_builtin(layer) and not _is_registered(layer.registered_name or layer.class_name):
+            raise UnsupportedConversionError(
+                f"{_where(src)}layer '{layer.name}' of class '{layer.registered_name or layer.class_name}' "
+                "is not registered; register it with keras.saving.register_keras_serializable in a module the "
+                "converting process imports (Keras cannot rebuild an unregistered class, so no format can load it)")
+        if layer.class_name in rules and _is_builtin(layer):
+            raise _unsupported(src, layer, fmt, rules[layer.class_name])
+        if fmt in NO_STRING_TENSORS and layer.class_name == "InputLayer" and _dtype(layer.config) == "string":
+            raise _unsupported(src, layer, fmt, _STRINGS)
+    if fmt == Format.TORCH_EXPORT and any(_makes_mask(layer) for layer in layers):
+        for layer in layers:
+            if layer.class_name in _RNN_CLASSES and _is_builtin(layer):
+                raise _unsupported(src, layer, fmt, _MASKED_RNN)
+
+
+def iter_layers(config: dict[str, Any]) -> Iterator[LayerInfo]:
+    """Every serialized layer (and the model itself) in a Keras config, nested models and wrappers included."""
+    stack: list[Any] = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(reversed(node))
+            continue
+        if not isinstance(node, dict):
+            continue
+        inner = node.get("config")
+        if "class_name" in node and isinstance(inner, dict) and _looks_like_layer(node, inner):
+            yield LayerInfo(str(inner.get("name", node.get("name", "?"))), str(node["class_name"]),
+                            node.get("module"), node.get("registered_name"), inner)
+        stack.extend(v for k, v in node.items() if k != "inbound_nodes" and isinstance(v, (dict, list)))
+
+
+def _looks_like_layer(node: dict[str, Any], inner: dict[str, Any]) -> bool:
+    # layers carry a name and trainable flag (or build_config); dtype policies, initializers,
+    # regularizers and constraints carry neither
+    return "name" in inner and ("trainable" in inner or "build_config" in node or "batch_shape" in inner)
+
+
+def _is_builtin(layer: LayerInfo) -> bool:
+    """Keras rebuilds classes of these packages by import; any other class must be registered."""
+    if layer.module is None:
+        return layer.registered_name is None  # custom classes always record a registered name
+    return layer.module.split(".", 1)[0] in KERAS_PACKAGES
+
+
+def _is_registered(registered_name: str) -> bool:
+    """Whether Keras in this process knows the class; without Keras imported nothing is registered."""
+    keras = sys.modules.get("keras")
+    if keras is None:
+        return False
+    return keras.saving.get_registered_object(registered_name) is not None
+
+
+def _makes_mask(layer: LayerInfo) -> bool:
+    if not _is_builtin(layer):
+        return False
+    return layer.class_name == "Masking" or (layer.class_name == "Embedding" and bool(layer.config.get("mask_zero")))
+
+
+def _dtype(config: dict[str, Any]) -> str | None:
+    d = config.get("dtype")
+    if isinstance(d, dict):
+        d = (d.get("config") or {}).get("name")
+    return d if isinstance(d, str) else None
+
+
+def _where(src: str | os.PathLike | None) -> str:
+    return f"{os.fspath(src)}: " if src is not None else ""
+
+
+def _unsupported(src: str | os.PathLike | None, layer: LayerInfo, fmt: Format,
+                 reason: str) -> UnsupportedConversionError:
+    return UnsupportedConversionError(
+        f"{_where(src)}layer '{layer.name}' ({layer.class_name}) cannot be converted to {fmt.value}: {reason}")

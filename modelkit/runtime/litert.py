@@ -1,0 +1,114 @@
+"""TFLite / LiteRT engine: ai-edge-litert's Interpreter (tflite-runtime is dead on numpy 2).
+
+Inputs are bound by name. The interpreter orders tensors its own way (alphabetically for converted
+signatures) and names them 'serving_default_image:0'; the model's SignatureDef maps the clean Keras
+names to tensor indices, so that map is used, and the order follows the manifest's signature.
+A model without a SignatureDef falls back to tensor names with the prefix and ':N' suffix stripped.
+Inputs are validated by Signature.bind before they reach the interpreter (a bad shape can crash
+TFLite); tensors are resized and re-allocated only when the batch (or another dynamic dim) changes.
+"""
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import manifest as _manifest
+from ..errors import EngineNotInstalledError, LoadError
+from ..formats import Format
+from ..spec import Signature, TensorSpec
+from .base import Model, order_outputs, parse_device
+
+SIGNATURE_KEY = "serving_default"
+
+
+class LiteRTModel(Model):
+    format = Format.TFLITE
+    engine = "ai-edge-litert"
+
+    def __init__(self, path: Path, interpreter: Any):
+        self.interpreter = interpreter
+        inputs, outputs = _named_details(interpreter, path)
+        m = _manifest.read(path)
+        in_order = order_outputs(list(inputs), m.sig.input_names if m else None)
+        out_order = order_outputs(list(outputs), m.sig.output_names if m else None)
+        sig = Signature(tuple(_spec(n, inputs[n]) for n in in_order), tuple(_spec(n, outputs[n]) for n in out_order))
+        super().__init__(path, sig)
+        self._in_index = {n: int(inputs[n]["index"]) for n in in_order}
+        self._out_index = {n: int(outputs[n]["index"]) for n in out_order}
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._lock = threading.Lock()  # one interpreter holds one set of tensors: one call at a time
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        it = self.interpreter
+        shapes = {n: tuple(a.shape) for n, a in inputs.items()}
+        with self._lock:
+            if shapes != self._shapes:
+                for n, shape in shapes.items():
+                    # strict: only dims the model declares dynamic may change (bind checked the rest)
+                    it.resize_tensor_input(self._in_index[n], list(shape), strict=True)
+                it.allocate_tensors()
+                self._shapes = shapes
+            for n, arr in inputs.items():
+                it.set_tensor(self._in_index[n], arr)
+            it.invoke()
+            return {n: it.get_tensor(i) for n, i in self._out_index.items()}  # get_tensor copies
+
+
+def _named_details(it: Any, path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """{clean name: tensor details} for inputs and outputs, from the SignatureDef when there is one."""
+    plain_in = {int(d["index"]): d for d in it.get_input_details()}
+    plain_out = {int(d["index"]): d for d in it.get_output_details()}
+    sigs = it.get_signature_list()
+    if sigs:
+        key = SIGNATURE_KEY if SIGNATURE_KEY in sigs else next(iter(sigs))
+        if len(sigs) > 1 and SIGNATURE_KEY not in sigs:
+            raise LoadError(f"{path}: {len(sigs)} signatures ({', '.join(sigs)}) and none is '{SIGNATURE_KEY}'")
+        runner = it.get_signature_runner(key)
+        inputs, outputs = runner.get_input_details(), runner.get_output_details()
+        # the engine drives the main subgraph's tensors directly (resize only when the batch changes)
+        if {int(d["index"]) for d in inputs.values()} != set(plain_in):
+            raise LoadError(f"{path}: signature '{key}' is not the model's main subgraph; not supported")
+        return dict(inputs), dict(outputs)
+    m = _manifest.read(path)
+    inputs = {_clean(d["name"]): d for d in plain_in.values()}
+    out_list = list(plain_out.values())
+    if m is not None and len(m.sig.outputs) == len(out_list):
+        names = m.sig.output_names  # no SignatureDef: outputs keep the order the converter wrote
+    else:
+        names = [_clean(d["name"]) for d in out_list]
+    return inputs, dict(zip(names, out_list))
+
+
+def _clean(name: str) -> str:
+    """'serving_default_image:0' -> 'image'."""
+    name = re.sub(r":\d+$", "", name)
+    return re.sub(rf"^{SIGNATURE_KEY}_", "", name)
+
+
+def _spec(name: str, d: dict[str, Any]) -> TensorSpec:
+    shape = d.get("shape_signature")
+    if shape is None or len(shape) == 0 and len(d["shape"]):
+        shape = d["shape"]
+    return TensorSpec(name, tuple(int(x) for x in shape), np.dtype(d["dtype"]).name)
+
+
+def load(path: Path, device: str = "cpu", threads: int | None = None, **options: Any) -> LiteRTModel:
+    """Load a .tflite file with ai-edge-litert; threads -> the interpreter's num_threads."""
+    parse_device(device, ("cpu",))
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError as exc:
+        raise EngineNotInstalledError("ai-edge-litert is not installed; pip install 'modelkit[tflite]'") from exc
+    p = Path(path)
+    if not p.is_file():
+        raise LoadError(f"no such TFLite file: {p}")
+    try:
+        interpreter = Interpreter(model_path=str(p), num_threads=int(threads) if threads else None)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:  # a corrupt flatbuffer or an op the runtime lacks
+        raise LoadError(f"{p}: ai-edge-litert could not load this model: {str(exc).splitlines()[0]}") from exc
+    return LiteRTModel(p, interpreter)

@@ -1,0 +1,36 @@
+"""torch.export engine for .pt2 files: torch.export.load(...).module(), no Keras needed.
+
+The Signature comes from the `modelkit_signature.json` extra file inside the archive, else from the
+manifest beside it (see modelkit.runtime.torchscript, whose helpers this engine shares).
+"""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import LoadError
+from ..formats import Format
+from .torchscript import SIGNATURE_FILE, TorchModel, import_torch, resolve_signature, torch_device
+
+
+class TorchExportModel(TorchModel):
+    format = Format.TORCH_EXPORT
+    engine = "torch.export"
+
+
+def load(path: Path, device: str = "cpu", threads: int | None = None, **options: Any) -> TorchExportModel:
+    torch = import_torch()
+    dev = torch_device(device, threads)
+    extra = {SIGNATURE_FILE: ""}
+    try:
+        program = torch.export.load(str(path), extra_files=extra)
+    except (RuntimeError, ValueError, KeyError, OSError, zipfile.BadZipFile) as exc:
+        text = str(exc).strip()
+        raise LoadError(f"{path}: torch.export could not load this program: "
+                        f"{text.splitlines()[0] if text else type(exc).__name__}") from exc
+    if dev != "cpu":
+        from torch.export.passes import move_to_device_pass
+
+        program = move_to_device_pass(program, dev)
+    return TorchExportModel(path, program.module(), resolve_signature(path, extra[SIGNATURE_FILE]), dev)

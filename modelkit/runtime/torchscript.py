@@ -1,0 +1,102 @@
+"""TorchScript engine: torch.jit.load, no Keras needed.
+
+Torch artifacts carry no tensor names, so the Signature comes from the `modelkit_signature.json`
+extra file modelkit stores inside the artifact, else from the manifest beside it. The helpers here
+(signature, device, TorchModel) are shared with the .pt2 engine (modelkit.runtime.torch_export).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import manifest as _manifest
+from ..errors import EngineNotInstalledError, LoadError
+from ..formats import Format
+from ..spec import Signature
+from .base import Model, parse_device
+
+SIGNATURE_FILE = "modelkit_signature.json"  # same name as modelkit.convert._torch_module.SIGNATURE_FILE
+
+
+class TorchModel(Model):
+    """A torch callable taking positional tensors (Signature input order), returning a tuple of outputs."""
+
+    def __init__(self, path: Path, module: Any, signature: Signature, device: str):
+        super().__init__(path, signature)
+        self.module = module
+        self.device = device
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        args = [torch.from_numpy(_writable(inputs[n])).to(self.device) for n in self.signature.input_names]
+        with torch.inference_mode():
+            outs = self.module(*args)
+        if isinstance(outs, torch.Tensor):
+            outs = (outs,)
+        names = self.signature.output_names
+        if len(outs) != len(names):
+            raise LoadError(f"{self.path.name} returned {len(outs)} outputs, its signature names {len(names)}: "
+                            f"{names}")
+        return {n: o.detach().cpu().numpy() for n, o in zip(names, outs)}
+
+
+class TorchScriptModel(TorchModel):
+    format = Format.TORCHSCRIPT
+    engine = "torch.jit"
+
+
+def _writable(arr: np.ndarray) -> np.ndarray:
+    # torch.from_numpy shares memory and warns on read-only arrays; copy only those
+    return arr if arr.flags.writeable else arr.copy()
+
+
+def import_torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:
+        raise EngineNotInstalledError("torch is not installed; pip install 'modelkit[torch]'") from exc
+    return torch
+
+
+def torch_device(device: str, threads: int | None) -> str:
+    """'cpu' or 'cuda:N' for torch; CUDA must be available, never a silent fallback. Sets threads."""
+    torch = import_torch()
+    kind, index = parse_device(device, ("cpu", "cuda"))
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise LoadError(f"device '{device}' needs a CUDA build of torch and a GPU; this torch "
+                        f"({torch.__version__}) sees none")
+    if threads:
+        torch.set_num_threads(int(threads))
+    return "cpu" if kind == "cpu" else f"cuda:{index}"
+
+
+def resolve_signature(path: Path, embedded: str | bytes | None) -> Signature:
+    """The Signature stored inside the artifact, else the manifest's; neither is a LoadError."""
+    if embedded:
+        try:
+            return Signature.from_dict(json.loads(embedded))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LoadError(f"{path}: corrupt {SIGNATURE_FILE} inside the artifact ({exc})") from exc
+    m = _manifest.read(path)
+    if m is None:
+        raise LoadError(f"{path}: no {SIGNATURE_FILE} inside and no manifest beside it; torch artifacts "
+                        "carry no tensor names, so modelkit cannot bind inputs by name")
+    return m.sig
+
+
+def load(path: Path, device: str = "cpu", threads: int | None = None, **options: Any) -> TorchScriptModel:
+    torch = import_torch()
+    dev = torch_device(device, threads)
+    extra = {SIGNATURE_FILE: ""}
+    try:
+        module = torch.jit.load(str(path), map_location=dev, _extra_files=extra)
+    except (RuntimeError, ValueError, OSError) as exc:
+        text = str(exc).strip()
+        raise LoadError(f"{path}: torch.jit could not load this model: "
+                        f"{text.splitlines()[0] if text else type(exc).__name__}") from exc
+    module.eval()
+    return TorchScriptModel(path, module, resolve_signature(path, extra[SIGNATURE_FILE]), dev)

@@ -1,0 +1,80 @@
+"""Triton model repository: NAME/config.pbtxt + NAME/VERSION/<model file>, config from the Signature.
+
+Platforms: onnxruntime_onnx (model.onnx), tensorflow_savedmodel (model.savedmodel/), pytorch_libtorch
+(model.pt; tensors named <name>__<index> as the libtorch backend requires).
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ...formats import Format, manifest_path
+from ...spec import Signature, TensorSpec
+from ..errors import PackagingError
+from . import signature_of
+
+PLATFORM = {Format.ONNX: ("onnxruntime_onnx", "model.onnx"),
+            Format.SAVED_MODEL: ("tensorflow_savedmodel", "model.savedmodel"),
+            Format.TORCHSCRIPT: ("pytorch_libtorch", "model.pt")}
+TYPES = {"bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16", "uint32": "TYPE_UINT32",
+         "uint64": "TYPE_UINT64", "int8": "TYPE_INT8", "int16": "TYPE_INT16", "int32": "TYPE_INT32",
+         "int64": "TYPE_INT64", "float16": "TYPE_FP16", "float32": "TYPE_FP32", "float64": "TYPE_FP64"}
+
+
+def tensor_names(sig: Signature, fmt: Format) -> tuple[list[str], list[str]]:
+    if fmt == Format.TORCHSCRIPT:
+        return ([f"{s.name}__{i}" for i, s in enumerate(sig.inputs)],
+                [f"{s.name}__{i}" for i, s in enumerate(sig.outputs)])
+    return sig.input_names, sig.output_names
+
+
+def config_pbtxt(name: str, sig: Signature, fmt: Format, max_batch_size: int = 32, max_delay_ms: float = 2.0,
+                 instances: int = 1, kind: str = "KIND_CPU") -> str:
+    if fmt not in PLATFORM:
+        raise PackagingError(f"Triton has no backend for {fmt.value} here; package onnx, saved_model or "
+                             "torchscript (modelkit convert MODEL --to onnx)")
+    platform, filename = PLATFORM[fmt]
+    batched = max_batch_size > 0 and all(s.rank >= 1 and s.shape[0] is None for s in (*sig.inputs, *sig.outputs))
+    in_names, out_names = tensor_names(sig, fmt)
+
+    def block(specs: tuple[TensorSpec, ...], names: list[str]) -> str:
+        items = []
+        for s, n in zip(specs, names):
+            if s.dtype not in TYPES:
+                raise PackagingError(f"tensor '{s.name}': dtype {s.dtype} has no Triton type")
+            dims = s.shape[1:] if batched else s.shape
+            dims_s = ", ".join("-1" if d is None else str(d) for d in dims) or ""
+            if not dims_s:
+                dims_s = "1"  # Triton needs at least one dim; a per-row scalar is [1] with reshape
+                items.append(f'  {{\n    name: "{n}"\n    data_type: {TYPES[s.dtype]}\n    dims: [ 1 ]\n'
+                             f'    reshape: {{ shape: [ ] }}\n  }}')
+                continue
+            items.append(f'  {{\n    name: "{n}"\n    data_type: {TYPES[s.dtype]}\n    dims: [ {dims_s} ]\n  }}')
+        return ",\n".join(items)
+
+    lines = [f'name: "{name}"', f'platform: "{platform}"', f"max_batch_size: {max_batch_size if batched else 0}"]
+    if fmt != Format.SAVED_MODEL:
+        lines.append(f'default_model_filename: "{filename}"')
+    lines += [f"input [\n{block(sig.inputs, in_names)}\n]", f"output [\n{block(sig.outputs, out_names)}\n]"]
+    if batched:
+        lines.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {int(max_delay_ms * 1000)}\n}}")
+    lines.append(f"instance_group [\n  {{\n    count: {instances}\n    kind: {kind}\n  }}\n]")
+    return "\n".join(lines) + "\n"
+
+
+def build(artifact: Path, fmt: Format, tmp: Path, *, dest: Path, name: str, version: int,
+          max_batch_size: int = 32, max_delay_ms: float = 2.0, **_: Any) -> None:
+    """tmp/NAME/config.pbtxt and tmp/NAME/VERSION/<model>."""
+    sig = signature_of(artifact, fmt)
+    text = config_pbtxt(name, sig, fmt, max_batch_size, max_delay_ms)
+    model_dir = tmp / name
+    (model_dir / str(version)).mkdir(parents=True)
+    target = model_dir / str(version) / PLATFORM[fmt][1]
+    if artifact.is_dir():
+        shutil.copytree(artifact, target)
+    else:
+        shutil.copy2(artifact, target)
+    if manifest_path(artifact).is_file():  # lets `modelkit serve` read the signature from the package too
+        shutil.copy2(manifest_path(artifact), manifest_path(target))
+    (model_dir / "config.pbtxt").write_text(text)

@@ -1,0 +1,264 @@
+"""Models and their versions: loading, warm-up, hot-swap and polling of repository folders.
+
+A source is either one artifact (served as NAME version 1) or a repository folder laid out
+NAME/VERSION/<artifact> (the Triton and TF Serving layout; a VERSION folder may itself be a SavedModel).
+A new version is loaded and warmed next to the serving one and becomes the default only then;
+requests already routed finish on the old one, which is drained and unloaded. A version that fails to
+load is recorded (log, metrics, repository index, TF Serving status) and the previous one keeps serving.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelkitError
+from ..formats import MANIFEST_SUFFIX, Format, detect
+from .batcher import Batcher
+from .errors import ModelNotFound, Unavailable
+from .metrics import Metrics
+
+log = logging.getLogger("modelkit.serving")
+
+PLATFORMS = {Format.ONNX: "onnxruntime_onnx", Format.SAVED_MODEL: "tensorflow_savedmodel",
+             Format.TORCHSCRIPT: "pytorch_libtorch", Format.KERAS: "keras", Format.TFLITE: "tensorflow_lite",
+             Format.TORCH_EXPORT: "pytorch_export", Format.TVM: "tvm"}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class ServeConfig:
+    max_batch_size: int = 32
+    max_delay_ms: float = 2.0
+    queue_size: int = 256
+    device: str = "cpu"
+    threads: int | None = None
+    keep_versions: int = 1
+
+
+@dataclass
+class Version:
+    name: str
+    version: int
+    path: Path
+    model: Any
+    batcher: Batcher
+    format: Format
+
+    @property
+    def signature(self) -> Any:
+        return self.model.signature
+
+    @property
+    def platform(self) -> str:
+        return PLATFORMS.get(self.format, self.format.value)
+
+
+@dataclass
+class Entry:
+    name: str
+    root: Path | None  # the repository folder NAME/ (None for a single artifact)
+    versions: dict[int, Version] = field(default_factory=dict)
+    default: Version | None = None
+    failed: dict[int, tuple[tuple, str]] = field(default_factory=dict)  # version -> (content key, reason)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def find_artifact(version_dir: Path) -> Path:
+    """The one model artifact inside a VERSION folder (or the folder itself if it is a SavedModel)."""
+    if (version_dir / "saved_model.pb").is_file():
+        return version_dir
+    found = []
+    for p in sorted(version_dir.iterdir()):
+        if p.name.startswith(".") or p.name.endswith(MANIFEST_SUFFIX):
+            continue
+        try:
+            detect(p)
+        except ModelkitError:
+            continue
+        found.append(p)
+    if len(found) != 1:
+        what = "no model artifact" if not found else f"{len(found)} artifacts ({', '.join(p.name for p in found)})"
+        raise ModelNotFound(f"{version_dir}: expected one model artifact, found {what}")
+    return found[0]
+
+
+def content_key(path: Path) -> tuple:
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+
+
+def is_repository(path: Path) -> bool:
+    return path.is_dir() and not (path / "saved_model.pb").is_file()
+
+
+class Repository:
+    def __init__(self, config: ServeConfig, metrics: Metrics):
+        self.config = config
+        self.metrics = metrics
+        self.entries: dict[str, Entry] = {}
+        self.artifacts: dict[str, Path] = {}  # single-artifact sources: name -> path
+        self.roots: list[Path] = []
+
+    def add_source(self, spec: str) -> None:
+        """'PATH' or 'NAME=PATH': an artifact or a repository folder."""
+        name, sep, path_s = spec.partition("=")
+        if not sep:
+            name, path_s = "", spec
+        path = Path(path_s)
+        if not path.exists():
+            raise ModelNotFound(f"no such file or folder: {path}")
+        if is_repository(path):
+            if name:
+                raise ModelNotFound(f"{path} is a repository folder; NAME=PATH names single artifacts only")
+            self.roots.append(path)
+            return
+        detect(path)
+        name = name or path.name.split(".")[0].removesuffix("_saved_model")
+        if not _NAME.match(name) or name in self.artifacts:
+            raise ModelNotFound(f"bad or duplicate model name '{name}' for {path}; use NAME=PATH")
+        self.artifacts[name] = path
+
+    # -------------------------------------------------------------------------------- lookup
+
+    def get(self, name: str, version: str | int | None = None) -> Version:
+        entry = self.entries.get(name)
+        if entry is None and (name in self.artifacts or any((r / name).is_dir() for r in self.roots)):
+            raise Unavailable(f"model '{name}' is still loading")
+        if entry is None:
+            raise ModelNotFound(f"unknown model '{name}'; serving: {sorted(self.entries) or 'none yet'}")
+        if version in (None, ""):
+            if entry.default is None:
+                raise Unavailable(f"model '{name}' has no version ready yet (still loading, or every version failed)")
+            return entry.default
+        try:
+            v = int(version)
+        except ValueError as exc:
+            raise ModelNotFound(f"model '{name}': bad version '{version}'") from exc
+        if v not in entry.versions:
+            raise ModelNotFound(f"model '{name}' has no version {v} loaded; loaded: {sorted(entry.versions)}")
+        return entry.versions[v]
+
+    def ready(self) -> bool:
+        names = set(self.artifacts) | {p.name for r in self.roots for p in _model_dirs(r)}
+        return bool(names) and all(n in self.entries and self.entries[n].default is not None for n in names)
+
+    def queue_depths(self) -> dict[tuple[str, ...], float]:
+        return {(e.name,): float(sum(v.batcher.pending for v in e.versions.values())) for e in self.entries.values()}
+
+    def index(self) -> list[dict[str, Any]]:
+        rows = []
+        for e in sorted(self.entries.values(), key=lambda e: e.name):
+            for v in sorted(e.versions):
+                rows.append({"name": e.name, "version": str(v), "state": "READY",
+                             **({"reason": "default"} if e.default and e.default.version == v else {})})
+            for v, (_, reason) in sorted(e.failed.items()):
+                rows.append({"name": e.name, "version": str(v), "state": "UNAVAILABLE", "reason": reason})
+        return rows
+
+    # -------------------------------------------------------------------------------- loading
+
+    async def load_all(self) -> None:
+        for name, path in self.artifacts.items():
+            await self._load(self._entry(name, None), 1, path)
+        for root in self.roots:
+            for d in _model_dirs(root):
+                await self.rescan(d.name)
+
+    async def rescan(self, name: str | None = None) -> list[str]:
+        """Load new versions of one model (or all) found in the repository folders; returns errors."""
+        errors = []
+        for root in self.roots:
+            for d in _model_dirs(root):
+                if name is not None and d.name != name:
+                    continue
+                entry = self._entry(d.name, d)
+                for v, vdir in _version_dirs(d):
+                    if v in entry.versions:
+                        continue
+                    key = content_key(vdir)
+                    if v in entry.failed and entry.failed[v][0] == key:
+                        errors.append(entry.failed[v][1])
+                        continue
+                    err = await self._load(entry, v, vdir, key)
+                    if err:
+                        errors.append(err)
+        if name is not None and name not in self.entries:
+            raise ModelNotFound(f"no model '{name}' in the repositories {[str(r) for r in self.roots]}")
+        return errors
+
+    async def poll(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self.rescan()
+
+    def _entry(self, name: str, root: Path | None) -> Entry:
+        if name not in self.entries:
+            self.entries[name] = Entry(name, root)
+        return self.entries[name]
+
+    async def _load(self, entry: Entry, version: int, path: Path, key: tuple = ()) -> str | None:
+        async with entry.lock:
+            if version in entry.versions:
+                return None
+            loop = asyncio.get_running_loop()
+            log.info("loading model '%s' version %d from %s", entry.name, version, path)
+            try:
+                artifact = find_artifact(path) if path.is_dir() and entry.root is not None else path
+                fmt = detect(artifact)
+                model = await loop.run_in_executor(None, self._load_and_warm, artifact)
+            except Exception as exc:  # noqa: BLE001 - any failure of a new version must leave the old one
+                # serving; it is logged with its traceback, counted and reported in the index and status.
+                reason = f"version {version} failed to load: {type(exc).__name__}: {exc}"
+                log.error("model '%s': %s", entry.name, reason, exc_info=not isinstance(exc, ModelkitError))
+                entry.failed[version] = (key or content_key(path), reason)
+                self.metrics.load_failures.inc(entry.name, version)
+                return reason
+            c = self.config
+            batcher = Batcher(model, entry.name, version, self.metrics, c.max_batch_size, c.max_delay_ms, c.queue_size)
+            batcher.start()
+            entry.failed.pop(version, None)
+            entry.versions[version] = Version(entry.name, version, Path(artifact), model, batcher, fmt)
+            if entry.default is None or version > entry.default.version:
+                if entry.default is not None:
+                    self.metrics.swaps.inc(entry.name)
+                entry.default = entry.versions[version]
+                log.info("model '%s': version %d is now the default", entry.name, version)
+            await self._retire(entry)
+            return None
+
+    def _load_and_warm(self, artifact: Path) -> Any:
+        from ..runtime import load
+
+        model = load(artifact, device=self.config.device, threads=self.config.threads)
+        rows = {1, self.config.max_batch_size} if all(s.shape and s.shape[0] is None
+                                                      for s in model.signature.inputs) else {1}
+        for n in sorted(rows):
+            model.predict({s.name: np.zeros(s.concrete_shape(n, 1), s.dtype) for s in model.signature.inputs})
+        return model
+
+    async def _retire(self, entry: Entry) -> None:
+        keep = sorted(entry.versions, reverse=True)[:max(1, self.config.keep_versions)]
+        for v in [v for v in entry.versions if v not in keep]:
+            old = entry.versions.pop(v)
+            log.info("model '%s': unloading version %d (draining %d requests)", entry.name, v, old.batcher.pending)
+            await old.batcher.close()
+
+    async def close(self) -> None:
+        for e in self.entries.values():
+            for v in list(e.versions.values()):
+                await v.batcher.close()
+
+
+def _model_dirs(root: Path) -> list[Path]:
+    return [p for p in sorted(root.iterdir()) if p.is_dir() and _NAME.match(p.name)
+            and any(c.is_dir() and c.name.isdigit() for c in p.iterdir())]
+
+
+def _version_dirs(model_dir: Path) -> list[tuple[int, Path]]:
+    return sorted((int(c.name), c) for c in model_dir.iterdir() if c.is_dir() and c.name.isdigit())

@@ -1,0 +1,111 @@
+"""keras -> torchscript: parity of the trained digits CNN from two backends (TensorFlow- and
+torch-trained, both traced under torch), the JAX-trained two-input model with names kept, shapes
+that Flatten/Reshape could bake, and the check that catches a trace which baked the batch."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import modelkit
+from modelkit.convert.keras_torchscript import TOLERANCE
+from modelkit.errors import ConversionError
+from modelkit.formats import Format, manifest_path
+
+ATOL = 1e-5  # the edge's tolerance: the traced graph runs the same torch kernels as eager Keras
+
+
+_CONVERTED: dict[str, dict[str, "modelkit.convert.ConversionResult"]] = {}
+
+
+def converted_to_torch(src: Path, tmp_path_factory) -> dict[str, "modelkit.convert.ConversionResult"]:
+    """`src` converted to torchscript and pt2 once per session: both edges run in one torch child.
+
+    Shared with tests/convert/test_keras_pt2.py and tests/runtime/test_torch_engines.py (imported),
+    so the test files together start one torch child process per source model.
+    """
+    key = str(src)
+    if key not in _CONVERTED:
+        out = tmp_path_factory.mktemp(f"torch_{Path(src).stem}")
+        _CONVERTED[key] = {r.format: r for r in modelkit.convert(src, "torchscript,pt2", out_dir=out)}
+    return _CONVERTED[key]
+
+
+@pytest.fixture(scope="module")
+def ts_cnn(cnn_tf, cnn_torch, tmp_path_factory) -> dict[str, Path]:
+    return {backend: Path(converted_to_torch(src, tmp_path_factory)["torchscript"].path)
+            for backend, src in (("tensorflow", cnn_tf), ("torch", cnn_torch))}
+
+
+def test_tolerance_is_the_stated_one():
+    assert TOLERANCE.atol == ATOL and TOLERANCE.min_cosine == 0.99999
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "torch"])
+def test_parity_of_trained_cnn_from_each_backend(ts_cnn, backend):
+    path = ts_cnn[backend]
+    assert path.name.endswith(".torchscript.pt") and modelkit.formats.detect(path) == Format.TORCHSCRIPT
+    m = json.loads(manifest_path(path).read_text())
+    parity = m["parity"]
+    assert parity["ok"] and parity["inputs"] == "digits test split (real samples)"
+    assert [c["batch"] for c in parity["cases"]] == [1, 7]
+    assert parity["tolerance"]["atol"] == ATOL
+    (probs,) = parity["outputs"]
+    assert probs["name"] == "probs" and probs["max_abs"] <= ATOL and probs["argmax_agreement"] == 1.0
+    assert probs["cosine"] >= 0.99999 and probs["spread"] > 0.01  # a real, varying reference
+    assert m["training"]["backend"] == backend and m["format"] == "torchscript"
+    edge = m["chain"][-1]
+    assert edge["converter"] == "modelkit.convert.keras_torchscript:keras_to_torchscript"
+    assert edge["versions"]["torch"].startswith("2.13") and edge["versions"]["keras"] == "3.15.1"
+
+
+def test_two_inputs_two_outputs_trained_under_jax_keep_names(multi_io_jax, tmp_path_factory):
+    r = converted_to_torch(multi_io_jax, tmp_path_factory)["torchscript"]
+    assert r.parity["ok"] and [c["batch"] for c in r.parity["cases"]] == [1, 7]
+    outs = {o["name"]: o for o in r.parity["outputs"]}
+    assert set(outs) == {"probs", "intensity"} and all(o["max_abs"] <= ATOL for o in outs.values())
+    m = modelkit.load(r.path)
+    assert m.signature.input_names == ["image", "features"]
+    assert m.signature.output_names == ["probs", "intensity"]
+    assert m.signature.inputs[1].shape == (None, 8) and m.signature.outputs[1].shape == (None, 1)
+
+
+def test_flatten_and_reshape_do_not_bake_the_batch(tmp_path):
+    """Flatten and Reshape compute shapes from the batch; traced / exported at batch 3, both must verify at
+    1 and 7 and run at other batch sizes."""
+    from modelkit._backend import import_keras
+
+    keras = import_keras("tensorflow")
+    L = keras.layers
+    keras.utils.set_random_seed(1)
+    x = keras.Input((8, 8, 1), name="image")
+    h = L.Reshape((16, 4))(L.Flatten()(L.Conv2D(1, 3, padding="same")(x)))
+    h = L.Flatten()(L.LayerNormalization()(h))
+    src = tmp_path / "reshaper.keras"
+    keras.Model(x, L.Dense(10, activation="softmax", name="probs")(h)).save(src)
+    results = modelkit.convert(src, "torchscript,pt2", out_dir=tmp_path)
+    rng = np.random.default_rng(0)
+    for r in results:
+        assert r.parity["ok"] and r.max_abs <= ATOL and [c["batch"] for c in r.parity["cases"]] == [1, 7]
+        m = modelkit.load(r.path)
+        for batch in (1, 2, 32):
+            assert m.predict(rng.random((batch, 8, 8, 1), dtype=np.float32))["probs"].shape == (batch, 10)
+
+
+def test_a_trace_that_baked_the_batch_is_caught():
+    """int() on a size is recorded as a constant by torch.jit.trace: the edge's batch check says so."""
+    import torch
+
+    from modelkit.convert._torch_module import check_batches
+    from modelkit.spec import Signature, TensorSpec
+
+    def baked(x):
+        return (x.reshape(int(x.shape[0]), -1).sum(1),)
+
+    sig = Signature((TensorSpec("x", (None, 4)),), (TensorSpec("y", (None,)),))
+    with pytest.warns(torch.jit.TracerWarning):
+        traced = torch.jit.trace(baked, (torch.rand(3, 4),))
+    with pytest.raises(ConversionError, match="does not run at batch 1 .*baked into the graph"):
+        check_batches(traced, baked, sig, "the TorchScript trace")
+    good = torch.jit.trace(lambda x: (x.sum(1),), (torch.rand(3, 4),))
+    check_batches(good, lambda x: (x.sum(1),), sig, "the TorchScript trace")  # no error

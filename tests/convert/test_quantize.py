@@ -1,0 +1,105 @@
+"""Quantization shared by the lossy edges: mode names, user .npz data, output naming, ONNX dynamic-int8
+and static int8 judged on the digits test split, and the CLI with user calibration / eval data."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import modelkit
+from modelkit.convert import output_path
+from modelkit.convert import quantize as q
+from modelkit.core.data import load, test_split
+from modelkit.errors import InputError, UnsupportedConversionError
+from modelkit.formats import Format
+from modelkit.spec import Signature, TensorSpec
+
+
+def _manifest(path: Path) -> dict:
+    return json.loads(path.with_name(path.name + ".modelkit.json").read_text())
+
+
+def test_mode_names_and_tolerances():
+    assert q.normalize("fp32") == "none" and q.normalize("Dynamic") == "dynamic-int8" and q.normalize(None) == "none"
+    assert q.check_mode("int8", Format.ONNX) == "int8"
+    with pytest.raises(UnsupportedConversionError, match="valid modes for onnx: none, dynamic-int8, int8"):
+        q.check_mode("fp16", Format.ONNX)
+    with pytest.raises(UnsupportedConversionError, match="unknown quantization mode 'int4'"):
+        q.normalize("int4")
+    base = q.Tolerance(atol=1e-4, min_cosine=0.9999)
+    assert q.tolerance_for("none", base) is base
+    assert q.tolerance_for("fp16", base).atol == 1e-2 and q.tolerance_for("int8", base).min_cosine == 0.98
+
+
+def test_quantized_outputs_get_distinct_names(tmp_path):
+    src = tmp_path / "cnn.keras"
+    assert output_path(src, Format.TFLITE, tmp_path, "int8").name == "cnn.int8.tflite"
+    assert output_path(src, Format.ONNX, tmp_path, "dynamic-int8").name == "cnn.dynamic-int8.onnx"
+    assert output_path(src, Format.TFLITE, tmp_path, "none").name == "cnn.tflite"
+
+
+def test_quantize_refused_for_formats_that_cannot_before_any_work(cnn_tf, tmp_path):
+    with pytest.raises(UnsupportedConversionError, match="does not apply to saved_model"):
+        modelkit.convert(cnn_tf, "saved_model", out_dir=tmp_path, options={"quantize": "int8"})
+    with pytest.raises(UnsupportedConversionError, match="'fp16' is not available for onnx"):
+        modelkit.convert(cnn_tf, "tflite,onnx", out_dir=tmp_path, options={"quantize": "fp16"})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_user_npz_is_read_by_input_name_and_checked(tmp_path):
+    sig = Signature((TensorSpec("image", (None, 8, 8, 1)),), (TensorSpec("probs", (None, 10)),))
+    x = np.random.default_rng(0).random((5, 8, 8, 1))  # float64, as np.savez keeps it
+    np.savez(tmp_path / "ok.npz", x=x, y=np.arange(5))
+    inputs, labels = q.load_npz(tmp_path / "ok.npz", sig, need_labels=True)
+    assert inputs["image"].dtype == np.float32 and inputs["image"].shape == (5, 8, 8, 1)
+    assert labels.tolist() == [0, 1, 2, 3, 4]
+    np.savez(tmp_path / "nolabels.npz", image=x)
+    with pytest.raises(InputError, match="needs 'y'"):
+        q.load_npz(tmp_path / "nolabels.npz", sig, need_labels=True)
+    np.savez(tmp_path / "wrong.npz", pixels=x, y=np.arange(5))
+    with pytest.raises(InputError, match=r"no array for input 'image'.*found \['pixels', 'y'\]"):
+        q.load_npz(tmp_path / "wrong.npz", sig, need_labels=False)
+    np.savez(tmp_path / "mismatch.npz", x=x, y=np.arange(4))
+    with pytest.raises(InputError, match="different numbers of samples"):
+        q.load_npz(tmp_path / "mismatch.npz", sig, need_labels=True)
+
+
+@pytest.mark.parametrize("mode", ["dynamic-int8", "int8"])
+def test_onnx_quantized_accuracy_recorded(cnn_tf, tmp_path, mode):
+    (r,) = modelkit.convert(cnn_tf, "onnx", out_dir=tmp_path, options={"quantize": mode})
+    path = Path(r.path)
+    assert path.name == f"cnn_tf.{mode}.onnx" and r.quantization == mode
+    acc = _manifest(path)["extra"]["accuracy"]
+    assert acc == r.accuracy and acc["ok"] and acc["samples"] == 360
+    assert acc["source_accuracy"] >= 0.9 and acc["drop"] <= 0.01 and acc["argmax_agreement"] >= 0.97
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    expected = {"dynamic-int8": "DynamicQuantizeLinear", "int8": "QuantizeLinear"}[mode]
+    assert expected in ops  # really quantized
+    m = modelkit.load(path)
+    assert m.signature.input_names == ["image"] and m.signature.output_names == ["probs"]
+    inputs, labels = test_split("digits", "cnn")
+    assert float((m.predict(inputs)["probs"].argmax(-1) == labels).mean()) == pytest.approx(
+        acc["artifact_accuracy"], abs=1e-6)
+
+
+def test_cli_int8_with_user_calibration_and_eval_data(cnn_tf, tmp_path):
+    ds = load("digits")
+    np.savez(tmp_path / "calib.npz", x=ds.x_train[:64])
+    np.savez(tmp_path / "test.npz", image=ds.x_test[:100], y=ds.y_test[:100])
+    cmd = [sys.executable, "-m", "modelkit", "convert", str(cnn_tf), "--to", "tflite", "--out", str(tmp_path / "out"),
+           "--quantize", "int8", "--calibration-data", str(tmp_path / "calib.npz"),
+           "--eval-data", str(tmp_path / "test.npz"), "--max-accuracy-drop", "0.02", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (r,) = json.loads(proc.stdout)
+    assert Path(r["path"]).name == "cnn_tf.int8.tflite" and r["quantization"] == "int8"
+    acc = r["accuracy"]
+    assert acc["data"] == "test.npz (user data)" and acc["samples"] == 100
+    assert acc["max_accuracy_drop"] == 0.02 and acc["drop"] <= 0.02 and acc["ok"]
+    chain = _manifest(Path(r["path"]))["chain"][0]
+    assert chain["options"]["calibration_data"] == str(tmp_path / "calib.npz")
+    assert "accuracy OK" in proc.stderr  # the gate's verdict is shown with the progress lines

@@ -1,0 +1,101 @@
+"""Pre-conversion support checks: layers a format cannot represent are refused before any framework
+runs, with a typed error naming the layer, the format and the reason. Each refused case was found by
+trying it with the installed torch 2.13 / Keras 3.15 (see modelkit.convert.support.RULES)."""
+import time
+
+import pytest
+
+import modelkit
+from modelkit.convert.support import check_support, iter_layers
+from modelkit.core.keras_io import check_keras_archive
+from modelkit.errors import ConversionError, UnsupportedConversionError
+from modelkit.formats import Format
+
+
+@pytest.fixture(scope="module")
+def keras():
+    from modelkit._backend import import_keras
+
+    return import_keras("tensorflow")
+
+
+def _save(keras, tmp_path, name, inputs, outputs):
+    path = tmp_path / f"{name}.keras"
+    keras.Model(inputs, outputs).save(path)
+    return path
+
+
+def test_trained_models_pass_every_format(cnn_tf, multi_io_jax):
+    for src in (cnn_tf, multi_io_jax):
+        for fmt in Format:
+            check_support(src, fmt)  # no false positives on the zoo models
+    names = {layer.name for layer in iter_layers(check_keras_archive(cnn_tf))}
+    assert {"image", "block1_conv", "block3_bn", "gap", "probs"} <= names
+
+
+def test_lookup_layer_is_refused_for_torch_formats_only(keras, tmp_path):
+    x = keras.Input((5,), dtype="int64", name="ids")
+    y = keras.layers.IntegerLookup(vocabulary=[1, 2, 3], name="lookup")(x)
+    src = _save(keras, tmp_path, "lookup", x, y)
+    for fmt in ("torchscript", "pt2"):
+        with pytest.raises(UnsupportedConversionError,
+                           match=rf"layer 'lookup' \(IntegerLookup\) cannot be converted to {fmt}: runs "
+                                 "through TensorFlow lookup/hash ops"):
+            check_support(src, fmt)
+    check_support(src, Format.ONNX)
+    check_support(src, Format.SAVED_MODEL)
+
+
+def test_refusal_crosses_the_child_process_typed_and_before_any_work(keras, tmp_path):
+    x = keras.Input((4,), dtype="int64", name="ids")
+    src = _save(keras, tmp_path, "hash", x, keras.layers.Hashing(7, name="hash")(x))
+    t0 = time.perf_counter()
+    with pytest.raises(UnsupportedConversionError, match=r"layer 'hash' \(Hashing\) cannot be converted to pt2"):
+        modelkit.convert(src, "pt2", out_dir=tmp_path)
+    assert time.perf_counter() - t0 < 20  # refused from config.json, not after a failed export
+    assert not list(tmp_path.glob("hash.pt2*")) and not list(tmp_path.glob(".*partial"))
+    assert issubclass(UnsupportedConversionError, ConversionError)
+
+
+def test_masked_rnn_is_refused_for_pt2_but_not_torchscript(keras, tmp_path):
+    x = keras.Input((6,), dtype="int32", name="tokens")
+    h = keras.layers.Embedding(20, 4, mask_zero=True, name="embed")(x)
+    src = _save(keras, tmp_path, "masked", x, keras.layers.GRU(3, name="rnn")(h))
+    with pytest.raises(UnsupportedConversionError,
+                       match=r"layer 'rnn' \(GRU\) cannot be converted to pt2: it consumes a mask .*specializes "
+                             "the batch size.*convert to torchscript instead"):
+        check_support(src, "pt2")
+    check_support(src, "torchscript")
+    x2 = keras.Input((6,), dtype="int32", name="tokens")  # the same RNN without a mask is fine
+    h2 = keras.layers.Embedding(20, 4, name="embed")(x2)
+    check_support(_save(keras, tmp_path, "unmasked", x2, keras.layers.GRU(3, name="rnn")(h2)), "pt2")
+
+
+def test_string_inputs_are_refused_for_torch_formats(keras, tmp_path):
+    x = keras.Input((1,), dtype="string", name="text")
+    src = _save(keras, tmp_path, "strings", x, keras.layers.StringLookup(vocabulary=["a", "b"], name="vocab")(x))
+    with pytest.raises(UnsupportedConversionError, match=r"layer '\w+' \(\w+\) cannot be converted to "
+                                                         r"torchscript: .*torch has no string tensors"):
+        check_support(src, Format.TORCHSCRIPT)
+
+
+def test_unregistered_custom_layer_is_refused_for_every_format(keras, tmp_path):
+    @keras.saving.register_keras_serializable(package="my_pkg")
+    class MyLayer(keras.layers.Layer):
+        def call(self, x):
+            return x * 2.0
+
+    x = keras.Input((4,), name="features")
+    src = _save(keras, tmp_path, "custom", x, keras.layers.Dense(2, name="probs")(MyLayer(name="x")(x)))
+    check_support(src, Format.ONNX)  # registered in this process: Keras can rebuild it here
+    msg = (r"layer 'x' of class 'my_pkg>MyLayer' is not registered; register it with "
+           r"keras.saving.register_keras_serializable")
+    with pytest.raises(UnsupportedConversionError, match=msg):
+        modelkit.convert(src, "torchscript", out_dir=tmp_path)  # the child never imported my_pkg
+    keras.saving.get_custom_objects().pop("my_pkg>MyLayer")
+    try:
+        for fmt in Format:
+            with pytest.raises(UnsupportedConversionError, match=msg):
+                check_support(src, fmt)
+    finally:
+        keras.saving.get_custom_objects()["my_pkg>MyLayer"] = MyLayer

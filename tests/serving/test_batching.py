@@ -1,0 +1,78 @@
+"""Dynamic batching merges concurrent requests into fewer engine calls; a full queue answers 503 fast."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import make_tiny_onnx
+
+from .conftest import call, metrics, tiny_expected, v2_request
+
+
+def _concurrent(port: int, xs: list[np.ndarray], path: str = "/v2/models/tiny/infer") -> list:
+    results: list = [None] * len(xs)
+    barrier = threading.Barrier(len(xs))
+
+    def one(i: int) -> None:
+        barrier.wait(10)
+        results[i] = call(port, "POST", path, v2_request(xs[i]), timeout=30)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+@pytest.mark.parametrize("max_batch, expect_merged", [(32, True), (1, False)])
+def test_concurrent_requests_share_engine_calls(serve, tmp_path, max_batch, expect_merged):
+    server = serve(make_tiny_onnx(tmp_path / "tiny.onnx"), "--max-batch-size", max_batch, "--max-delay-ms", 100)
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((int(rng.integers(1, 4)), 4)).astype(np.float32) for _ in range(16)]
+    results = _concurrent(server.port, xs)
+    for x, (status, resp) in zip(xs, results):
+        assert status == 200, resp
+        got = np.reshape(resp["outputs"][0]["data"], resp["outputs"][0]["shape"])
+        np.testing.assert_allclose(got, tiny_expected(x), atol=1e-6)  # each caller gets its own rows back
+    m = metrics(server.port)
+    calls = m['modelkit_engine_calls_total{model="tiny",version="1"}']
+    assert m['modelkit_batched_requests_total{model="tiny",version="1"}'] == 16
+    assert m['modelkit_batch_size_sum{model="tiny",version="1"}'] == sum(len(x) for x in xs)
+    assert m['modelkit_requests_total{model="tiny",protocol="v2",code="200"}'] == 16
+    if expect_merged:
+        assert calls < 16 / 2, f"{calls} engine calls for 16 concurrent requests"
+        assert m['modelkit_batch_size_bucket{model="tiny",version="1",le="2"}'] < calls
+    else:
+        assert calls == 16
+
+
+def test_full_queue_answers_503_quickly(serve, tmp_path):
+    server = serve(make_tiny_onnx(tmp_path / "tiny.onnx"), "--queue-size", 2, "--max-batch-size", 64,
+                   "--max-delay-ms", 1500)
+    x = np.ones((1, 4), np.float32)
+    holders = [threading.Thread(target=lambda: results.append(call(server.port, "POST", "/v2/models/tiny/infer",
+                                                                    v2_request(x), timeout=30)))
+               for _ in range(2)]
+    results: list = []
+    for t in holders:
+        t.start()
+    end = time.monotonic() + 5
+    while metrics(server.port).get('modelkit_queue_depth{model="tiny"}', 0) < 2 and time.monotonic() < end:
+        time.sleep(0.01)
+    assert metrics(server.port)['modelkit_queue_depth{model="tiny"}'] == 2
+    start = time.monotonic()
+    status, resp = call(server.port, "POST", "/v2/models/tiny/infer", v2_request(x))
+    assert status == 503 and "queue is full" in resp["error"]
+    assert time.monotonic() - start < 0.5
+    status, resp = call(server.port, "POST", "/v1/models/tiny:predict", {"instances": x.tolist()})
+    assert status == 503
+    for t in holders:
+        t.join(30)
+    assert [s for s, _ in results] == [200, 200]
+    m = metrics(server.port)
+    assert m['modelkit_requests_total{model="tiny",protocol="v2",code="503"}'] == 1
+    assert m['modelkit_engine_calls_total{model="tiny",version="1"}'] == 1  # the two waiting ones, merged
