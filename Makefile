@@ -11,10 +11,11 @@ export PYTHONWARNINGS = ignore
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml scripts/setup_system.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[all,dev]'
+	PY=$(PY) bash scripts/setup_system.sh
 	touch $(STAMP)
 
 demo: setup

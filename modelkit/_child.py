@@ -99,6 +99,9 @@ def _die_with_parent() -> None:
 
 def _main(out_path: str) -> int:
     _die_with_parent()
+    import logging
+
+    logging.getLogger().setLevel(logging.ERROR)  # libraries' root-logger advice drowns the progress lines
     req = json.loads(sys.stdin.read())
     mod_name, fn_name = req["func"].split(":")
     try:

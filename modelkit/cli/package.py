@@ -1,9 +1,9 @@
-"""`modelkit package ARTIFACT --for {tf-serving,torchserve,triton,kserve} --out DIR`."""
+"""`modelkit package ARTIFACT --for {tf-serving,torchserve,triton,kserve,browser} --out DIR`."""
 from __future__ import annotations
 
 import click
 
-TARGETS = ("tf-serving", "torchserve", "triton", "kserve")
+TARGETS = ("tf-serving", "torchserve", "triton", "kserve", "browser")
 
 
 @click.command("package")
@@ -19,9 +19,14 @@ TARGETS = ("tf-serving", "torchserve", "triton", "kserve")
 @click.option("--runtime", type=click.Choice(["triton", "tf-serving"]), default=None,
               help="KServe: which package the InferenceService serves (default: by format).")
 @click.option("--storage-uri", default=None, help="KServe: where the package will be uploaded.")
+@click.option("--quantize", type=click.Choice(["dynamic-int8", "int8"]), default=None,
+              help="Browser: ship an int8 ONNX model (from a .keras source; accuracy drop recorded).")
+@click.option("--verify-in-browser", is_flag=True,
+              help="Browser: run the bundle in headless Chromium and record its parity with the source.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 def command(artifact: str, target: str, out: str, name: str | None, version: int, max_batch_size: int,
-            max_delay_ms: float, runtime: str | None, storage_uri: str | None, force: bool) -> None:
+            max_delay_ms: float, runtime: str | None, storage_uri: str | None, quantize: str | None,
+            verify_in_browser: bool, force: bool) -> None:
     """Package ARTIFACT for an external server.
 
     \b
@@ -29,10 +34,18 @@ def command(artifact: str, target: str, out: str, name: str | None, version: int
       torchserve  TorchScript -> model-store/NAME.mar + hardened config.properties
       triton      ONNX / SavedModel / TorchScript -> NAME/config.pbtxt + NAME/VERSION/model
       kserve      InferenceService YAML + the Triton or TF Serving package it serves
+      browser     .keras / ONNX -> static folder: model.onnx, onnxruntime-web, modelkit.js, index.html
     \b
-    Example:
+    Examples:
       modelkit package cnn.onnx --for triton --out triton_repo
+      modelkit package cnn.keras --for browser --out web --verify-in-browser
+      modelkit serve-static web        # then open the printed URL
     """
+    if target == "browser":
+        _browser(artifact, out, quantize, verify_in_browser, force)
+        return
+    if quantize or verify_in_browser:
+        raise click.UsageError("--quantize and --verify-in-browser apply to --for browser only")
     from ..serving.packagers import package
 
     options = {"max_batch_size": max_batch_size, "max_delay_ms": max_delay_ms}
@@ -43,3 +56,20 @@ def command(artifact: str, target: str, out: str, name: str | None, version: int
     for p in sorted(dest.rglob("*")):
         if p.is_file() and "variables" not in p.parts:
             click.echo(f"  {p.relative_to(dest)}")
+
+
+def _browser(artifact: str, out: str, quantize: str | None, verify: bool, force: bool) -> None:
+    from ..web.bundle import build_bundle
+
+    info = build_bundle(artifact, out, force=force, quantize=quantize)
+    click.echo(f"browser bundle for {artifact} at {out} ({info['size_bytes'] / 1e6:.1f} MB; model "
+               f"{info['model']['size_bytes'] / 1e3:.0f} KB, quantization {info['model']['quantization'] or 'none'})")
+    if info.get("onnx_accuracy"):
+        acc = info["onnx_accuracy"]
+        click.echo(f"accuracy: {acc}")
+    if verify:
+        from ..web.verify import verify_bundle
+
+        parity = verify_bundle(out)
+        click.echo(f"browser parity OK: max abs {max(parity['max_abs'].values()):.1e} (atol {parity['atol']:.0e}) "
+                   f"in headless Chromium on {parity['inputs']}")
