@@ -57,28 +57,35 @@ def main() -> int:
                     force=True, verbose=True)
     print(f"   test accuracy {summary['test_accuracy']:.4f} -> {src}")
 
-    print("== 2. convert to onnx, saved_model (each hop verified on the digits test split)", flush=True)
-    results = modelkit.convert(src, "onnx,saved_model", out_dir=out, force=True)
+    print("== 2. convert to every installed format + int8 TFLite (each hop verified on the digits test split)",
+          flush=True)
+    results = modelkit.convert(src, "all", out_dir=out, force=True)
+    results += modelkit.convert(src, "tflite", out_dir=out, force=True, options={"quantize": "int8"})
 
     print("== 3. load every artifact with modelkit.load and measure", flush=True)
     inputs, labels = test_split("digits", args.model, seed=0)
-    artifacts = [("keras", str(src), None)] + [(r.format, r.path, r.parity) for r in results]
-    reference = None
+    fp32_size = {r.format: r.size_bytes for r in results if not r.quantization or r.quantization == "none"}
+    artifacts = [("keras", str(src), None, None, None)]
+    artifacts += [(r.format + (f" {r.quantization}" if r.quantization not in (None, "none") else ""), r.path,
+                   r.parity, r.size_bytes / fp32_size[r.format] if r.format in fp32_size else None, r.accuracy)
+                  for r in results]
+    reference = keras_acc = None
     rows = []
-    for fmt, path, parity in artifacts:
-        model = modelkit.load(path, threads=None)
+    for fmt, path, parity, size_ratio, gate in artifacts:
+        model = modelkit.load(path)
         acc, pred = accuracy(model, inputs, labels)
         if reference is None:
-            reference = pred
+            reference, keras_acc = pred, acc
         agree = float((pred == reference).mean())
         max_abs = "-" if parity is None else f"{max(o['max_abs'] for o in parity['outputs']):.1e}"
         size = read_manifest(path).size_bytes if read_manifest(path) else None
         lat1 = median_latency_ms(model, inputs, 1, args.repeats)
         lat32 = median_latency_ms(model, inputs, 32, max(10, args.repeats // 3))
-        rows.append([fmt, model.engine, human_size(size), max_abs, f"{agree:.4f}", f"{acc:.4f}",
-                     f"{lat1:.3f}", f"{lat32:.3f}"])
+        ratio = "" if size_ratio is None or size_ratio == 1 else f" ({size_ratio:.2f}x)"
+        rows.append([fmt, model.engine, human_size(size) + ratio, max_abs, f"{agree:.4f}", f"{acc:.4f}",
+                     f"{keras_acc - acc:+.4f}", f"{lat1:.3f}", f"{lat32:.3f}"])
     print()
-    print(table(["format", "engine", "size", "max abs err", "argmax agree", "test acc",
+    print(table(["format", "engine", "size", "max abs err", "argmax agree", "test acc", "acc drop",
                  "p50 ms b=1", "p50 ms b=32"], rows))
     print(f"\n{len(labels)} digits test samples; latency = median of {args.repeats} runs after warm-up, "
           f"this machine ({os.cpu_count()} CPUs), direct model call for keras.")

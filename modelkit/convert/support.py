@@ -56,7 +56,10 @@ def check_support(src: str | os.PathLike | None, target: Format | str, config: d
 
     `config` skips reading the archive (when the caller already holds config.json; src may then be None).
     """
+    from ..core.custom import import_from_env
     from ..core.keras_io import check_keras_archive
+
+    import_from_env()  # classes registered by MODELKIT_IMPORTS modules count as registered
 
     fmt = Format.parse(target)
     cfg = config if config is not None else check_keras_archive(src)

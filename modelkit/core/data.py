@@ -1,12 +1,15 @@
 """Data sets that ship offline, and their shaping into the inputs and targets of the zoo models.
 
-Only scikit-learn's bundled `load_digits` (1,797 8x8 grey images of the digits 0-9) is used: it is
-real data, it is installed with scikit-learn, and nothing is ever downloaded. scikit-learn is imported
-inside the functions so that `modelkit train --help` stays fast.
+The shipped data set is scikit-learn's bundled `load_digits` (1,797 8x8 grey images of the digits 0-9):
+real data, installed with scikit-learn, and nothing is ever downloaded. scikit-learn is imported
+inside the functions so that `modelkit train --help` stays fast. Users' own data come as a .npz file
+(arrays x, y and optionally x_test, y_test; loaded without pickles) or a .csv file with a header and
+a label column (see modelkit.core.data_files).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -37,10 +40,17 @@ class Dataset:
 
 
 def check_data(name: str) -> str:
-    """Return `name` if it is a known data set, else raise TrainingError listing the valid ones."""
-    if name not in DATASETS:
-        raise TrainingError(f"unknown data set '{name}'; valid data sets: {', '.join(DATASETS)}")
-    return name
+    """Return `name` if it is a known data set or an existing .npz / .csv file, else raise TrainingError."""
+    from .data_files import SUFFIXES, is_data_file
+
+    if name in DATASETS:
+        return name
+    if is_data_file(name):
+        if not Path(name).is_file():
+            raise TrainingError(f"data file not found: {name}")
+        return name
+    raise TrainingError(f"unknown data set '{name}'; valid data sets: {', '.join(DATASETS)}, "
+                        f"or a path to a {' / '.join(SUFFIXES)} file")
 
 
 def load_digits_split(seed: int = 0, test_size: float = 0.2) -> Dataset:
@@ -59,14 +69,20 @@ def load_digits_split(seed: int = 0, test_size: float = 0.2) -> Dataset:
     return Dataset(np.ascontiguousarray(x_train), y_train, np.ascontiguousarray(x_test), y_test)
 
 
-def load(data: str, seed: int = 0) -> Dataset:
-    """A data set by name (see DATASETS)."""
+def load(data: str, seed: int = 0, label_column: str = "label") -> Dataset:
+    """A data set by name (see DATASETS), or a user's .npz / .csv file."""
     check_data(data)
-    return load_digits_split(seed=seed)
+    if data in DATASETS:
+        return load_digits_split(seed=seed)
+    from .data_files import load_file
+
+    return load_file(data, seed=seed, label_column=label_column)
 
 
 def _check_images(images: np.ndarray) -> np.ndarray:
     images = np.asarray(images)
+    if images.ndim == 2 and images.shape[1] == 64:  # flattened 8x8 images (e.g. from a .csv)
+        images = images.reshape(len(images), 8, 8)
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4 or images.shape[-1] != 1:
@@ -98,9 +114,14 @@ def model_inputs(model_name: str, images: np.ndarray, *,
 
     mlp: {"features": (N, 64)}; cnn: {"image": (N, 8, 8, 1)};
     multi_io: {"image": (N, 8, 8, 1), "features": (N, 8) row means};
-    mobilenetv2: {"image": (N, image_size, image_size, 3)}, upsampled and grey repeated to RGB.
+    mobilenetv2: {"image": (N, image_size, image_size, 3)}, upsampled and grey repeated to RGB;
+    lstm, gru, transformer: {"sequence": (N, 8, 8)} (rows as time steps); separable, autoencoder: as cnn.
     """
     images = _check_images(images)
+    if model_name in ("lstm", "gru", "transformer"):
+        return {"sequence": np.ascontiguousarray(images[..., 0])}
+    if model_name in ("separable", "autoencoder"):
+        return {"image": np.ascontiguousarray(images)}
     if model_name == "mlp":
         return {"features": np.ascontiguousarray(images.reshape(len(images), -1))}
     if model_name == "cnn":
@@ -115,6 +136,8 @@ def model_inputs(model_name: str, images: np.ndarray, *,
 
 def model_targets(model_name: str, images: np.ndarray, labels: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
     """What Keras fit needs as y: the labels, or for multi_io a dict keyed by output name."""
+    if model_name == "autoencoder":  # reconstructs its input
+        return _check_images(images)
     labels = np.asarray(labels).astype(np.int64, copy=False)
     if model_name == "multi_io":
         return {"probs": labels, "intensity": mean_intensity(images)}

@@ -43,6 +43,9 @@ def load_keras(path: str | os.PathLike, trust_unsafe_code: bool = False, compile
         raise FormatError(f"no such .keras file: {p}")
     check_keras_archive(p)
     keras = import_keras(backend)
+    from .custom import import_from_env
+
+    import_from_env()  # MODELKIT_IMPORTS: the user's modules that register custom layers and losses
     try:
         return keras.saving.load_model(p, compile=compile, safe_mode=not trust_unsafe_code)
     except ValueError as exc:

@@ -1,11 +1,15 @@
-"""Training recipes: train a zoo model on shipped data, save the .keras atomically, write its manifest.
+"""Training: train a zoo model (or the user's own) on shipped or user data, save the .keras atomically,
+write its manifest. Settings come from keyword arguments, a TOML file or both (modelkit.core.config).
 
 A Keras backend is fixed per process. `train` runs in this process when Keras is not imported yet or is
-imported with the wanted backend; otherwise it runs `_train_here` in a child process with that backend
-(modelkit._child), so one Python session can train under TensorFlow, torch and JAX.
+imported with the wanted backend; otherwise it runs in a child process with that backend
+(modelkit._child), so one Python session can train under TensorFlow, torch and JAX. Hyperparameter
+search (`tune`) is in modelkit.core.search, multi-device and multi-process training in
+modelkit.core.distribute.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -15,17 +19,18 @@ from typing import Any
 import numpy as np
 
 from .. import _atomic, _child, manifest
-from .._backend import check_backend, import_keras, loaded_backend, requested_backend
+from .._backend import import_keras, loaded_backend, requested_backend
 from ..errors import TrainingError
+from . import callbacks as _cb
+from . import config as _config
+from . import custom, recipe
 from . import data as _data
-from . import zoo
+from .config import OPTIMIZERS, TrainConfig
 
-OPTIMIZERS: dict[str, str] = {
-    "adam": "Adam",
-    "rmsprop": "RMSprop",
-    "sgd": "SGD with momentum 0.9",
-}
-VALIDATION_FRACTION = 0.1  # of the training split, held out for the per-epoch val accuracy
+__all__ = ["train", "OPTIMIZERS", "check_optimizer", "resolve_config", "VALIDATION_FRACTION"]
+VALIDATION_FRACTION = recipe.VALIDATION_FRACTION
+# settings a resumed run must share with the run that wrote the checkpoint
+RESUME_KEYS = ("model", "data", "seed", "batch_size")
 
 
 def check_optimizer(name: str) -> str:
@@ -35,150 +40,169 @@ def check_optimizer(name: str) -> str:
     return name
 
 
-def train(model: str = "cnn", data: str = "digits", epochs: int = 5, backend: str | None = None,
-          optimizer: str = "adam", learning_rate: float = 1e-3, l2: float = 0.0, dropout: float = 0.0,
-          batch_size: int = 64, seed: int = 0, out: str | os.PathLike = "model.keras", force: bool = False,
-          verbose: bool = True) -> dict[str, Any]:
-    """Train `model` on `data`, save it to `out` (.keras) with a manifest; return a JSON-able summary.
+def resolve_config(config: str | os.PathLike | TrainConfig | dict[str, Any] | None = None,
+                   **overrides: Any) -> TrainConfig:
+    """A checked TrainConfig: a TOML file, a mapping or a TrainConfig, with keyword overrides on top.
 
-    The summary holds test_accuracy (on the held-out test split), train_seconds, backend, path,
-    manifest path, parameter count and the per-epoch history. Arguments are checked, and an existing
-    `out` refused (ArtifactExistsError) unless force, before anything heavy is imported.
+    Fills in what depends on other settings: the backend (KERAS_BACKEND, else tensorflow), absolute
+    output paths, the checkpoint folder (`<out>.ckpt`) and the study folder (`<out>.study`).
     """
-    backend = check_backend(backend) if backend else requested_backend()
-    zoo.check_model(model)
-    _data.check_data(data)
-    check_optimizer(optimizer)
-    if epochs < 1 or batch_size < 1:
-        raise TrainingError(f"epochs and batch_size must be >= 1, got epochs={epochs}, batch_size={batch_size}")
-    if not (0 < learning_rate < float("inf")):
-        raise TrainingError(f"learning_rate must be a finite number > 0, got {learning_rate}")
-    dest = Path(out)
-    if dest.suffix != ".keras":
-        raise TrainingError(f"the output must be a .keras file, got '{dest}'")
-    _atomic.check_writable(dest, force)
-    kwargs = {"model": model, "data": data, "epochs": int(epochs), "backend": backend, "optimizer": optimizer,
-              "learning_rate": float(learning_rate), "l2": float(l2), "dropout": float(dropout),
-              "batch_size": int(batch_size), "seed": int(seed), "out": str(dest.resolve()), "force": bool(force),
-              "verbose": bool(verbose)}
-    if loaded_backend() in (None, backend):
-        return _train_here(**kwargs)
-    return _child.run("modelkit.core.train:_train_here", kwargs, backend=backend)
+    if isinstance(config, TrainConfig):
+        cfg = _config.make({**config.to_dict(), **overrides})
+    elif isinstance(config, dict):
+        cfg = _config.make({**config, **overrides})
+    elif config is not None:
+        cfg = _config.from_file(config, overrides)
+    else:
+        cfg = _config.make(overrides)
+    out = Path(cfg.out).resolve()
+    return dataclasses.replace(
+        cfg, backend=cfg.backend or requested_backend(), out=str(out),
+        checkpoint_dir=cfg.checkpoint_dir and str(Path(cfg.checkpoint_dir).resolve()),
+        study_dir=str(Path(cfg.study_dir or f"{out}.study").resolve()) if cfg.tune else cfg.study_dir)
 
 
-def _train_here(model: str, data: str, epochs: int, backend: str, optimizer: str, learning_rate: float,
-                l2: float, dropout: float, batch_size: int, seed: int, out: str, force: bool,
-                verbose: bool) -> dict[str, Any]:
-    """The in-process worker of `train` (also the function a child process runs); Keras gets `backend`."""
+def check_inputs(cfg: TrainConfig) -> None:
+    """Everything that can be checked before Keras is imported: names, files, the output path."""
+    recipe.check_model(cfg.model)
+    _data.check_data(cfg.data)
+    for spec in cfg.imports:
+        if spec.endswith(".py") and not Path(spec).is_file():
+            raise TrainingError(f"no such Python file to import: {spec}")
+    _atomic.check_writable(Path(cfg.out), cfg.force)
+
+
+def train(config: str | os.PathLike | TrainConfig | dict[str, Any] | None = None, *,
+          callbacks: list[Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """Train as configured (see TrainConfig for every key); return a JSON-able summary.
+
+    `config` is a TOML file, a mapping or a TrainConfig; keyword arguments override it. The summary
+    holds test_accuracy (classifiers) and test_metrics on the held-out test split, train_seconds,
+    backend, path, manifest path, parameter count and the per-epoch history. Arguments are checked,
+    and an existing `out` refused (ArtifactExistsError) unless force, before anything heavy is imported.
+    `callbacks` (extra Keras callbacks) apply to in-process training only.
+    """
+    cfg = resolve_config(config, **overrides)
+    check_inputs(cfg)
+    if cfg.tune:
+        from .search import search
+
+        return search(cfg)
+    if cfg.workers > 1 or cfg.devices > 1:
+        from .distribute import run_distributed
+
+        return run_distributed(cfg)
+    if loaded_backend() in (None, cfg.backend):
+        return fit(cfg, callbacks)
+    if callbacks:
+        raise TrainingError(f"extra callbacks need training in this process, but Keras is loaded here with "
+                            f"'{loaded_backend()}' and the run asks for '{cfg.backend}'")
+    return _child.run("modelkit.core.train:_fit_child", {"config": cfg.to_dict()}, backend=cfg.backend)
+
+
+def _fit_child(config: dict[str, Any]) -> dict[str, Any]:
+    return fit(TrainConfig(**config))
+
+
+def _settings(cfg: TrainConfig) -> dict[str, Any]:
+    return {k: getattr(cfg, k) for k in (*RESUME_KEYS, "optimizer", "learning_rate", "schedule", "epochs")}
+
+
+def _start(keras: Any, cfg: TrainConfig, ckpt: _cb.Checkpoints, num_classes: int) -> tuple[Any, int, dict]:
+    """(network, initial epoch, earlier history): a fresh compiled network, or the resume checkpoint."""
+    if not cfg.resume:
+        return None, 0, {}
+    state = ckpt.state()
+    if state is None:
+        raise TrainingError(f"nothing to resume: no checkpoint in {ckpt.folder} (it is written at the end of "
+                            "each epoch and on Ctrl-C, and removed when a run completes)")
+    before = state.get("settings", {})
+    changed = [k for k in RESUME_KEYS if k in before and before[k] != getattr(cfg, k)]
+    if changed:
+        raise TrainingError(f"cannot resume: {', '.join(f'{k} was {before[k]!r}' for k in changed)} in the "
+                            f"checkpoint in {ckpt.folder}")
+    # safe_mode stays on: registered custom objects load, Lambda layers are refused
+    net = keras.saving.load_model(ckpt.last, compile=True, safe_mode=True)
+    return net, int(state["epoch"]), state.get("history", {})
+
+
+def fit(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> dict[str, Any]:
+    """Train in this process (Keras gets cfg.backend)."""
     from .keras_io import keras_signature
 
-    keras = import_keras(backend)
-    keras.utils.set_random_seed(seed)
-    ds = _data.load(data, seed=seed)
-    net = zoo.build_model(model, num_classes=ds.num_classes, dropout=dropout, l2=l2, seed=seed)
-    names = [t.name for t in net.inputs]
-    fit_idx, val_idx = _validation_split(ds.y_train, seed)
-
-    def xs(images: np.ndarray) -> Any:
-        feed = _data.model_inputs(model, images)
-        arrays = [feed[n] for n in names]  # the model's own input order: no structure warnings
-        return arrays if len(arrays) > 1 else arrays[0]
-
-    def ys(images: np.ndarray, labels: np.ndarray) -> Any:
-        y = _data.model_targets(model, images, labels)
-        return [y[n] for n in net.output_names] if isinstance(y, dict) else y
-
+    keras = import_keras(cfg.backend)
+    custom.import_all(cfg.imports)
+    keras.utils.set_random_seed(cfg.seed)
+    ds = _data.load(cfg.data, seed=cfg.seed, label_column=cfg.label_column)
+    task = recipe.task_of(cfg)
+    num_classes = ds.num_classes if ds.y_train.dtype.kind in "iu" else 1
+    explicit_ckpt = cfg.checkpoint_dir is not None
+    ckpt = _cb.Checkpoints(cfg.checkpoint_dir or f"{cfg.out}.ckpt")
+    net, initial_epoch, before = _start(keras, cfg, ckpt, num_classes)
+    fit_idx, val_idx = recipe.validation_split(ds.y_train, cfg.seed)
+    steps = recipe.steps(len(fit_idx), cfg.batch_size)
+    if net is None:
+        net = recipe.build_net(cfg, num_classes)
+        net.compile(optimizer=recipe.optimizer(keras, cfg, steps), **recipe.loss_and_metrics(keras, cfg))
+    feeder = recipe.Feeder(cfg, net)
     x_fit, x_val = ds.x_train[fit_idx], ds.x_train[val_idx]
     y_fit, y_val = ds.y_train[fit_idx], ds.y_train[val_idx]
-    net.compile(optimizer=_optimizer(keras, optimizer, learning_rate), **_loss_and_metrics(model))
+    recorder = _cb.history_recorder(keras, ckpt, before, _settings(cfg), cfg.history_json)
+    recorder.epochs_done = initial_epoch
+    cbs = [recorder, *_cb.standard(keras, ckpt if explicit_ckpt else None, cfg.patience, cfg.history_csv, before)]
+    if cfg.verbose:
+        cbs.append(_cb.epoch_printer(keras, cfg.epochs))
+    cbs.extend(extra_callbacks or [])
     t0 = time.perf_counter()
-    hist = net.fit(xs(x_fit), ys(x_fit, y_fit), validation_data=(xs(x_val), ys(x_val, y_val)),
-                   epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
-                   callbacks=[_epoch_printer(keras, epochs)] if verbose else [])
+    try:
+        if initial_epoch < cfg.epochs:
+            net.fit(feeder.x(x_fit), feeder.y(x_fit, y_fit), validation_data=(feeder.x(x_val), feeder.y(x_val, y_val)),
+                    epochs=cfg.epochs, initial_epoch=initial_epoch, batch_size=cfg.batch_size, shuffle=True,
+                    verbose=0, callbacks=cbs)
+    except KeyboardInterrupt:
+        ckpt.save(net, recorder.epochs_done, recorder.history(), _settings(cfg), interrupted=True)
+        raise TrainingError(f"interrupted after {recorder.epochs_done} of {cfg.epochs} epochs; checkpoint saved "
+                            f"in {ckpt.folder}; continue with --resume (resume=True)") from None
     train_seconds = time.perf_counter() - t0
-    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
-    if not np.isfinite(history["loss"][-1]):
-        raise TrainingError(f"training diverged (loss {history['loss'][-1]}); lower the learning rate "
-                            f"(now {learning_rate})")
-    test_accuracy = _accuracy(keras, net, xs(ds.x_test), ds.y_test)
-    with _atomic.atomic_path(out, force) as tmp:
+    history = recorder.history()
+    if not history.get("loss") or not np.isfinite(history["loss"][-1]):
+        if explicit_ckpt:
+            ckpt.finish()
+        else:
+            _atomic.remove_path(ckpt.folder)
+        raise TrainingError(f"training diverged (loss {(history.get('loss') or [float('nan')])[-1]}); lower the "
+                            f"learning rate (now {cfg.learning_rate})")
+    metrics = recipe.test_metrics(keras, net, feeder, ds, task)
+    with _atomic.atomic_path(cfg.out, cfg.force) as tmp:
         net.save(tmp)
-    training = {"model": model, "data": data, "backend": backend, "epochs": epochs, "optimizer": optimizer,
-                "learning_rate": learning_rate, "l2": l2, "dropout": dropout, "batch_size": batch_size,
-                "seed": seed, "test_accuracy": test_accuracy, "train_seconds": round(train_seconds, 3),
-                "params": int(net.count_params()), "keras_version": keras.__version__, "history": history}
-    mpath = manifest.write(out, manifest.Manifest(format="keras", signature=keras_signature(net).to_dict(),
-                                                  training=training))
-    summary = {**training, "path": str(out), "manifest": str(mpath)}
-    if verbose:
-        print(f"test accuracy {test_accuracy:.4f} on {len(ds.y_test)} held-out images", file=sys.stderr,
-              flush=True)
+    ckpt.finish()
+    if not explicit_ckpt:
+        _atomic.remove_path(ckpt.folder)
+    imports = [*cfg.imports, *([cfg.model.rsplit(":", 1)[0]] if custom.is_user_model(cfg.model) else [])]
+    training = {"model": cfg.model, "data": cfg.data, "backend": cfg.backend, "epochs": cfg.epochs,
+                "epochs_run": len(history["loss"]), "resumed_from_epoch": initial_epoch or None,
+                "optimizer": cfg.optimizer, "learning_rate": cfg.learning_rate, "schedule": cfg.schedule,
+                "momentum": cfg.momentum if cfg.optimizer == "sgd" else None, "l1": cfg.l1, "l2": cfg.l2,
+                "dropout": cfg.dropout, "batch_norm": cfg.batch_norm, "units": cfg.units, "loss": cfg.loss,
+                "batch_size": cfg.batch_size, "seed": cfg.seed, "task": task,
+                "test_accuracy": metrics.get("test_accuracy"), "test_metrics": metrics,
+                "train_seconds": round(train_seconds, 3), "params": int(net.count_params()),
+                "keras_version": keras.__version__, "imports": imports,
+                "custom_objects": custom.custom_objects(keras, net),
+                "history": history}
+    mpath = manifest.write(cfg.out, manifest.Manifest(format="keras", signature=keras_signature(net).to_dict(),
+                                                      training=training))
+    summary = {**training, "path": str(cfg.out), "manifest": str(mpath)}
+    if cfg.verbose:
+        _print_result(metrics, len(ds.y_test), imports)
     return summary
 
 
-def _validation_split(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified, seeded indices (fit, validation) of the training split."""
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(labels))
-    fit_idx, val_idx = train_test_split(idx, test_size=VALIDATION_FRACTION, random_state=seed, stratify=labels)
-    return np.sort(fit_idx), np.sort(val_idx)
-
-
-def _optimizer(keras: Any, name: str, learning_rate: float) -> Any:
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate=learning_rate)
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate=learning_rate)
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9)
-    raise TrainingError(f"unknown optimizer '{name}'; valid optimizers: {', '.join(OPTIMIZERS)}")
-
-
-def _loss_and_metrics(model: str) -> dict[str, Any]:
-    if model == "multi_io":
-        return {"loss": ["sparse_categorical_crossentropy", "mse"], "loss_weights": [1.0, 1.0],
-                "metrics": [["accuracy"], []]}
-    return {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
-
-
-def _accuracy(keras: Any, net: Any, x: Any, labels: np.ndarray, batch: int = 256) -> float:
-    """Top-1 accuracy of the model's class probabilities (its first output) on labelled inputs.
-
-    Calls the model directly rather than `predict`, which would trace a new TF function per model.
-    """
-    hits = 0
-    for start in range(0, len(labels), batch):
-        part = [a[start:start + batch] for a in x] if isinstance(x, list) else x[start:start + batch]
-        out = net(part, training=False)
-        probs = out[0] if isinstance(out, (list, tuple)) else out
-        hits += int(np.sum(np.argmax(keras.ops.convert_to_numpy(probs), axis=-1) == labels[start:start + batch]))
-    return hits / len(labels)
-
-
-def _metric(logs: dict[str, Any], name: str) -> float | None:
-    """A metric from Keras logs; multi-output models prefix it with the output name ('probs_accuracy')."""
-    for key in (name, name.replace("accuracy", "probs_accuracy")):
-        if key in logs:
-            return float(logs[key])
-    return None
-
-
-def _epoch_printer(keras: Any, epochs: int) -> Any:
-    """A Keras callback printing one line per epoch to stderr (stdout stays free for results)."""
-
-    class EpochPrinter(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            self._t0 = time.perf_counter()
-
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            logs = logs or {}
-            parts = [f"epoch {epoch + 1}/{epochs}", f"loss {float(logs.get('loss', float('nan'))):.4f}"]
-            for label, key in (("accuracy", "accuracy"), ("val accuracy", "val_accuracy")):
-                value = _metric(logs, key)
-                if value is not None:
-                    parts.append(f"{label} {value:.4f}")
-            parts.append(f"{time.perf_counter() - self._t0:.1f} s")
-            print("  ".join(parts), file=sys.stderr, flush=True)
-
-    return EpochPrinter()
+def _print_result(metrics: dict[str, float], n: int, imports: list[str]) -> None:
+    if metrics.get("test_accuracy") is not None:
+        print(f"test accuracy {metrics['test_accuracy']:.4f} on {n} held-out images", file=sys.stderr, flush=True)
+    others = "  ".join(f"{k.removeprefix('test_')} {v:.4f}" for k, v in metrics.items() if k != "test_accuracy")
+    print(f"test metrics: {others}", file=sys.stderr, flush=True)
+    if imports:
+        print(f"custom code: convert or load this model with {custom.ENV_IMPORTS}={','.join(imports)}",
+              file=sys.stderr, flush=True)

@@ -18,7 +18,17 @@ MODELS: dict[str, str] = {
     "multi_io": "two inputs 'image' (8, 8, 1) + 'features' (8,); outputs 'probs' and 'intensity' (1,)",
     "mobilenetv2": "keras.applications.MobileNetV2 (random init, alpha 0.35); input 'image' (32, 32, 3), "
                    "output 'probs'",
+    "lstm": "LSTM over the 8 image rows; input 'sequence' (8, 8), output 'probs'",
+    "gru": "GRU over the 8 image rows; input 'sequence' (8, 8), output 'probs'",
+    "transformer": "small transformer encoder over the 8 image rows (Dense projection + learned positional "
+                   "embedding, MultiHeadAttention, LayerNormalization); input 'sequence' (8, 8), output 'probs'",
+    "separable": "depthwise-separable conv net; input 'image' (8, 8, 1), output 'probs'",
+    "autoencoder": "conv autoencoder (Conv2D, Conv2DTranspose, UpSampling2D); input 'image' (8, 8, 1), "
+                   "output 'reconstruction' (8, 8, 1)",
 }
+# what each model's first output is: class probabilities, or a reconstruction of its input
+TASKS: dict[str, str] = {name: "classification" for name in MODELS} | {"autoencoder": "reconstruction"}
+SEQUENCE_MODELS = ("lstm", "gru", "transformer")
 
 # Batch-norm moving statistics must settle within a few short epochs on small data; Keras' default
 # momentum (0.99) would leave them far from the data's after ~100 steps and ruin test accuracy.
@@ -33,11 +43,15 @@ def check_model(name: str) -> str:
 
 
 def build_model(name: str, *, num_classes: int = 10, dropout: float = 0.0, l2: float = 0.0, seed: int = 0,
-                input_shape: tuple[int, ...] | None = None, alpha: float = 0.35) -> Any:
+                input_shape: tuple[int, ...] | None = None, alpha: float = 0.35, l1: float = 0.0,
+                batch_norm: bool | None = None, units: int | None = None) -> Any:
     """Build a reference model by name (see MODELS); returns an uncompiled keras.Model.
 
-    `l2` adds an L2 kernel regularizer to every Conv/Dense kernel; `dropout` adds Dropout before the
+    `l1` / `l2` add a kernel regularizer to every Conv/Dense kernel; `dropout` adds Dropout before the
     classifier. `seed` seeds Keras' global random state, so the initial weights are reproducible.
+    `batch_norm` turns the batch-norm layers of the conv nets on or off (None: each model's default:
+    on for cnn, multi_io, separable and autoencoder; off for mlp, lstm, gru; transformer uses
+    LayerNormalization). `units` sets the width (hidden units, filters or model dimension).
     `input_shape` and `alpha` apply to mobilenetv2 only (e.g. input_shape=(224, 224, 3) for benchmarks).
     """
     check_model(name)
@@ -45,63 +59,87 @@ def build_model(name: str, *, num_classes: int = 10, dropout: float = 0.0, l2: f
         raise TrainingError(f"num_classes must be at least 2, got {num_classes}")
     if not 0.0 <= dropout < 1.0:
         raise TrainingError(f"dropout must be in [0, 1), got {dropout}")
-    if l2 < 0.0:
-        raise TrainingError(f"l2 must be >= 0, got {l2}")
+    if l2 < 0.0 or l1 < 0.0:
+        raise TrainingError(f"l1 and l2 must be >= 0, got l1={l1}, l2={l2}")
+    if units is not None and units < 1:
+        raise TrainingError(f"units must be >= 1, got {units}")
     if input_shape is not None and name != "mobilenetv2":
         raise TrainingError(f"input_shape applies to mobilenetv2 only, not to '{name}'")
     keras = import_keras()
     keras.utils.set_random_seed(seed)
-    reg = keras.regularizers.L2(l2) if l2 > 0 else None
-    builders = {"mlp": _mlp, "cnn": _cnn, "multi_io": _multi_io}
+    if l1 > 0:
+        reg = keras.regularizers.L1L2(l1=l1, l2=l2)
+    else:
+        reg = keras.regularizers.L2(l2) if l2 > 0 else None
     if name == "mobilenetv2":
         return _mobilenetv2(keras, num_classes, dropout, reg, seed, input_shape or (32, 32, 3), alpha)
-    return builders[name](keras, num_classes, dropout, reg, seed)
+    if name in ("mlp", "cnn", "multi_io"):
+        bn = {"mlp": False}.get(name, True) if batch_norm is None else batch_norm
+        builders = {"mlp": _mlp, "cnn": _cnn, "multi_io": _multi_io}
+        return builders[name](keras, num_classes, dropout, reg, seed, bn, units)
+    from . import zoo_more
+
+    return zoo_more.build(keras, name, num_classes=num_classes, dropout=dropout, reg=reg, seed=seed,
+                          batch_norm=batch_norm, units=units)
 
 
-def _classifier(keras: Any, x: Any, num_classes: int, dropout: float, reg: Any, seed: int) -> Any:
+def classifier(keras: Any, x: Any, num_classes: int, dropout: float, reg: Any, seed: int) -> Any:
     if dropout > 0:
         x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(x)
     return keras.layers.Dense(num_classes, activation="softmax", kernel_regularizer=reg, name="probs")(x)
 
 
-def _conv_block(keras: Any, x: Any, filters: int, reg: Any, name: str) -> Any:
+def conv_block(keras: Any, x: Any, filters: int, reg: Any, name: str, bn: bool = True,
+               layer: str = "Conv2D") -> Any:
+    """Conv (or SeparableConv2D) 3x3 'same' -> BatchNormalization (when bn) -> ReLU."""
     L = keras.layers
-    x = L.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg, name=f"{name}_conv")(x)
-    x = L.BatchNormalization(momentum=_BN_MOMENTUM, name=f"{name}_bn")(x)
+    reg_kw = {"depthwise_regularizer": reg, "pointwise_regularizer": reg} if layer == "SeparableConv2D" \
+        else {"kernel_regularizer": reg}
+    x = getattr(L, layer)(filters, 3, padding="same", use_bias=not bn, name=f"{name}_conv", **reg_kw)(x)
+    if bn:
+        x = L.BatchNormalization(momentum=_BN_MOMENTUM, name=f"{name}_bn")(x)
     return L.ReLU(name=f"{name}_relu")(x)
 
 
-def _mlp(keras: Any, num_classes: int, dropout: float, reg: Any, seed: int) -> Any:
+def _mlp(keras: Any, num_classes: int, dropout: float, reg: Any, seed: int, bn: bool, units: int | None) -> Any:
     L = keras.layers
+    width = units or 128
     inp = keras.Input((64,), name="features")
-    x = L.Dense(128, activation="relu", kernel_regularizer=reg, name="dense1")(inp)
-    x = L.Dense(64, activation="relu", kernel_regularizer=reg, name="dense2")(x)
-    return keras.Model(inp, _classifier(keras, x, num_classes, dropout, reg, seed), name="mlp")
+    x = inp
+    for i, n in enumerate((width, max(1, width // 2)), start=1):
+        x = L.Dense(n, activation=None if bn else "relu", kernel_regularizer=reg, name=f"dense{i}")(x)
+        if bn:
+            x = L.BatchNormalization(momentum=_BN_MOMENTUM, name=f"dense{i}_bn")(x)
+            x = L.ReLU(name=f"dense{i}_relu")(x)
+    return keras.Model(inp, classifier(keras, x, num_classes, dropout, reg, seed), name="mlp")
 
 
-def _cnn(keras: Any, num_classes: int, dropout: float, reg: Any, seed: int) -> Any:
+def _cnn(keras: Any, num_classes: int, dropout: float, reg: Any, seed: int, bn: bool, units: int | None) -> Any:
     L = keras.layers
+    width = units or 32
     inp = keras.Input((8, 8, 1), name="image")
-    x = _conv_block(keras, inp, 32, reg, "block1")
-    x = _conv_block(keras, x, 32, reg, "block2")
+    x = conv_block(keras, inp, width, reg, "block1", bn)
+    x = conv_block(keras, x, width, reg, "block2", bn)
     x = L.MaxPooling2D(2, name="pool")(x)  # 4x4
-    x = _conv_block(keras, x, 64, reg, "block3")
+    x = conv_block(keras, x, 2 * width, reg, "block3", bn)
     x = L.GlobalAveragePooling2D(name="gap")(x)
-    return keras.Model(inp, _classifier(keras, x, num_classes, dropout, reg, seed), name="cnn")
+    return keras.Model(inp, classifier(keras, x, num_classes, dropout, reg, seed), name="cnn")
 
 
-def _multi_io(keras: Any, num_classes: int, dropout: float, reg: Any, seed: int) -> Any:
+def _multi_io(keras: Any, num_classes: int, dropout: float, reg: Any, seed: int, bn: bool,
+              units: int | None) -> Any:
     L = keras.layers
+    width = units or 32
     image = keras.Input((8, 8, 1), name="image")
     features = keras.Input((8,), name="features")
-    x = _conv_block(keras, image, 32, reg, "block1")
+    x = conv_block(keras, image, width, reg, "block1", bn)
     x = L.MaxPooling2D(2, name="pool")(x)
-    x = _conv_block(keras, x, 64, reg, "block2")
+    x = conv_block(keras, x, 2 * width, reg, "block2", bn)
     x = L.GlobalAveragePooling2D(name="gap")(x)
     f = L.Dense(16, activation="relu", kernel_regularizer=reg, name="features_dense")(features)
     h = L.Concatenate(name="concat")([x, f])
     h = L.Dense(64, activation="relu", kernel_regularizer=reg, name="shared_dense")(h)
-    probs = _classifier(keras, h, num_classes, dropout, reg, seed)
+    probs = classifier(keras, h, num_classes, dropout, reg, seed)
     # the regression head sees the shared trunk and the raw features (a skip connection)
     skip = L.Concatenate(name="intensity_in")([h, features])
     intensity = L.Dense(1, kernel_regularizer=reg, name="intensity")(skip)
@@ -119,7 +157,7 @@ def _mobilenetv2(keras: Any, num_classes: int, dropout: float, reg: Any, seed: i
                                           pooling="avg")
     if reg is not None:
         _regularize(keras, base, reg)
-    out = _classifier(keras, base.output, num_classes, dropout, reg, seed)
+    out = classifier(keras, base.output, num_classes, dropout, reg, seed)
     return keras.Model(inp, out, name="mobilenetv2")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from modelkit import manifest
@@ -14,7 +15,10 @@ def test_help_lists_choices_and_an_example() -> None:
     result = CliRunner().invoke(main, ["train", "--help"])
     assert result.exit_code == 0
     for word in ("adam", "rmsprop", "sgd", "tensorflow", "torch", "jax", "mlp", "cnn", "multi_io",
-                 "mobilenetv2", "digits", "--force", "--json", "modelkit train --model cnn"):
+                 "mobilenetv2", "lstm", "gru", "transformer", "separable", "autoencoder", "digits", "--force",
+                 "--json", "modelkit train --model cnn", "--config", "--resume", "--tune", "--trials", "--budget",
+                 "--study-dir", "--workers", "--devices", "--patience", "--schedule", "cosine", "--l1",
+                 "--batch-norm", "--loss", "--history-csv", "file.py:function"):
         assert word in result.output, word
 
 
@@ -56,3 +60,32 @@ def test_existing_output_needs_force(tmp_path: Path) -> None:
     assert "exists" in result.output and "--force" in result.output
     assert result.output.count("\n") == 1 and "Traceback" not in result.output  # one clear line
     assert out.read_bytes() == b"keep me"
+
+
+def test_custom_model_file_and_loss(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "custom_layer.py"
+    out = tmp_path / "custom.keras"
+    result = CliRunner().invoke(main, ["train", "--model", f"{example}:build", "--loss", "FocalLoss", "--epochs", "1",
+                                       "--lr", "0.01", "--units", "16", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert float(result.stdout.split()[2]) > 0.3
+    assert f"MODELKIT_IMPORTS={example}" in result.stderr  # how to convert it
+    training = manifest.read(out).training
+    assert training["loss"] == "FocalLoss" and training["params"] == 64 * 16 * 2 + 16 * 2 + 16 * 10 + 10
+
+
+def test_autoencoder_prints_its_test_metrics(tmp_path: Path) -> None:
+    out = tmp_path / "ae.keras"
+    result = CliRunner().invoke(main, ["train", "--model", "autoencoder", "--epochs", "1", "--lr", "0.01", "-q",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    line = result.stdout.strip()
+    assert line.startswith("test loss 0.") and "mae" in line and line.endswith(str(out.resolve()))
+    printed = float(line.split()[2].rstrip(","))
+    assert manifest.read(out).training["test_metrics"]["test_loss"] == pytest.approx(printed, abs=1e-4)
+
+
+def test_bad_model_path_is_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["train", "--model", "missing.py:build", "--out", str(tmp_path / "m.keras")])
+    assert result.exit_code == 2 and "user model file not found: missing.py" in result.output
+    assert result.output.count("\n") == 1

@@ -79,10 +79,15 @@ def test_model_inputs_cover_every_model(ds: data.Dataset) -> None:
     for name in MODELS:
         feed = data.model_inputs(name, ds.x_test[:2])
         assert all(a.shape[0] == 2 and a.dtype == np.float32 for a in feed.values())
+    seq = data.model_inputs("transformer", ds.x_test[:2])["sequence"]
+    assert seq.shape == (2, 8, 8)
+    np.testing.assert_array_equal(seq[1, 3], ds.x_test[1, 3, :, 0])  # time step 3 = image row 3
+    recon = data.model_targets("autoencoder", ds.x_test[:2], ds.y_test[:2])
+    np.testing.assert_array_equal(recon, ds.x_test[:2])  # the autoencoder's target is its input
 
 
 def test_model_inputs_errors(ds: data.Dataset) -> None:
-    with pytest.raises(TrainingError, match="valid models: mlp, cnn, multi_io, mobilenetv2"):
+    with pytest.raises(TrainingError, match="valid models: mlp, cnn, multi_io, mobilenetv2, lstm, gru"):
         data.model_inputs("resnet", ds.x_test[:2])
     with pytest.raises(TrainingError, match=r"\(N, H, W, 1\)"):
         data.model_inputs("cnn", np.zeros((2, 8, 8, 3), np.float32))

@@ -109,7 +109,7 @@ def test_divergence_leaves_no_file(keras, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"optimizer": "adagrad"}, "unknown optimizer 'adagrad'; valid optimizers: adam, rmsprop, sgd"),
-    ({"model": "resnet"}, "valid models: mlp, cnn, multi_io, mobilenetv2"),
+    ({"model": "resnet"}, "valid models: mlp, cnn, multi_io, mobilenetv2, lstm"),
     ({"data": "mnist"}, "valid data sets: digits"),
     ({"out": "model.h5"}, "must be a .keras file"),
     ({"epochs": 0}, "epochs"),

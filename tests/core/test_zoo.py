@@ -14,6 +14,11 @@ EXPECTED = {
     "cnn": ({"image": (None, 8, 8, 1)}, {"probs": (None, 10)}),
     "multi_io": ({"image": (None, 8, 8, 1), "features": (None, 8)}, {"probs": (None, 10), "intensity": (None, 1)}),
     "mobilenetv2": ({"image": (None, 32, 32, 3)}, {"probs": (None, 10)}),
+    "lstm": ({"sequence": (None, 8, 8)}, {"probs": (None, 10)}),
+    "gru": ({"sequence": (None, 8, 8)}, {"probs": (None, 10)}),
+    "transformer": ({"sequence": (None, 8, 8)}, {"probs": (None, 10)}),
+    "separable": ({"image": (None, 8, 8, 1)}, {"probs": (None, 10)}),
+    "autoencoder": ({"image": (None, 8, 8, 1)}, {"reconstruction": (None, 8, 8, 1)}),
 }
 
 
@@ -43,14 +48,18 @@ def test_build_names_shapes_and_forward(keras, images: np.ndarray, name: str) ->
     want_in, want_out = EXPECTED[name]
     assert {s.name: s.shape for s in sig.inputs} == want_in
     assert {s.name: s.shape for s in sig.outputs} == want_out
-    assert sig.output_names[0] == "probs"  # the classifier comes first
     feed = data.model_inputs(name, images)
     out = model([feed[n] for n in sig.input_names] if len(feed) > 1 else feed[sig.input_names[0]])
     outs = dict(zip(sig.output_names, out if isinstance(out, (list, tuple)) else [out]))
+    assert not model.losses  # no regularization unless asked
+    if name == "autoencoder":  # reconstructs its input: sigmoid pixels
+        recon = keras.ops.convert_to_numpy(outs["reconstruction"])
+        assert recon.shape == (6, 8, 8, 1) and 0.0 < recon.min() and recon.max() < 1.0
+        return
+    assert sig.output_names[0] == "probs"  # the classifier comes first
     probs = keras.ops.convert_to_numpy(outs["probs"])
     assert probs.shape == (6, 10)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
-    assert not model.losses  # no regularization unless asked
 
 
 def test_mobilenetv2_is_small_and_configurable(keras) -> None:
@@ -71,9 +80,9 @@ def test_l2_adds_one_loss_per_kernel(keras) -> None:
     total = float(sum(keras.ops.convert_to_numpy(x) for x in model.losses))
     expected = 1e-3 * sum(float(np.sum(keras.ops.convert_to_numpy(k) ** 2)) for k in kernels)
     assert total == pytest.approx(expected, rel=1e-5) and total > 0
-    for name in ("cnn", "multi_io", "mobilenetv2"):
+    for name in ("cnn", "multi_io", "mobilenetv2", "lstm", "transformer", "separable", "autoencoder"):
         model = zoo.build_model(name, l2=1e-4)
-        assert len(model.losses) == len(_kernels(model)) > 3
+        assert len(model.losses) == len(_kernels(model)) >= 3
 
 
 def test_dropout_layer_only_when_asked(keras) -> None:
@@ -95,7 +104,8 @@ def test_seed_fixes_initial_weights(keras) -> None:
 def test_unknown_model() -> None:
     with pytest.raises(TrainingError) as info:
         zoo.build_model("resnet50")
-    assert str(info.value) == "unknown model 'resnet50'; valid models: mlp, cnn, multi_io, mobilenetv2"
+    assert str(info.value) == ("unknown model 'resnet50'; valid models: mlp, cnn, multi_io, mobilenetv2, lstm, gru, "
+                               "transformer, separable, autoencoder")
     assert isinstance(info.value, ModelkitError)
 
 

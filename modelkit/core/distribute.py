@@ -1,0 +1,235 @@
+"""Scaling out with Keras' distribution API (JAX backend): data-parallel over the devices of one host
+(`devices`) and over several processes (`workers`, JAX distributed, coordinator on 127.0.0.1).
+
+Each worker is a child process (the modelkit._child protocol) with KERAS_BACKEND=jax and, so that a
+CPU-only host has several devices to test with, XLA_FLAGS=--xla_force_host_platform_device_count=N
+set before JAX is imported. Every process builds the same model (same seed), takes its slice of every
+global batch and keras.distribution.DataParallel all-reduces the gradients, so the replicas stay equal.
+
+Data order: one seeded permutation per epoch (numpy, seed + epoch), cut into global batches of
+`batch_size` rows; process i feeds rows [i*b:(i+1)*b] of each global batch (b = batch_size / workers).
+The rows that do not fill a whole global batch are left out of that epoch (every batch must split evenly
+over the devices). Single-device training through this same path (devices=1, workers=1) sees exactly
+the same batches, which is what makes the results comparable (see docs/training.md).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import _atomic, _child, manifest
+from ..errors import TrainingError
+from . import custom, recipe
+from . import data as _data
+from .config import TrainConfig
+
+DEFAULT_TIMEOUT = 1800.0  # seconds for the whole run; --timeout sets it
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def check(cfg: TrainConfig) -> None:
+    if cfg.backend != "jax":
+        raise TrainingError(f"--devices / --workers use Keras' distribution API, which needs the JAX backend "
+                            f"(got '{cfg.backend}'); add --backend jax")
+    if cfg.resume or cfg.tune:
+        raise TrainingError("--devices / --workers do not combine with --resume or --tune")
+    if cfg.batch_size % (cfg.devices * cfg.workers):
+        raise TrainingError(f"batch_size {cfg.batch_size} must split evenly over {cfg.workers} worker(s) x "
+                            f"{cfg.devices} device(s)")
+
+
+def run_distributed(cfg: TrainConfig) -> dict[str, Any]:
+    """Train over cfg.workers local processes with cfg.devices devices each; process 0 saves the model.
+
+    Bounded by cfg.timeout (default DEFAULT_TIMEOUT): on timeout or any worker's failure, every worker
+    is killed and TrainingError raised. The summary has each worker's weights digest (they must agree).
+    """
+    check(cfg)
+    n = cfg.workers
+    coordinator = f"127.0.0.1:{free_port()}"
+    env = dict(os.environ)
+    host_devices = f"--xla_force_host_platform_device_count={cfg.devices}"  # CPU; GPUs/TPUs ignore it
+    env.update({"KERAS_BACKEND": "jax", "PYTHONWARNINGS": env.get("PYTHONWARNINGS", "ignore"),
+                "XLA_FLAGS": f"{env.get('XLA_FLAGS', '')} {host_devices}".strip()})
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    timeout = cfg.timeout or DEFAULT_TIMEOUT
+    with tempfile.TemporaryDirectory(prefix="modelkit-workers-") as td:
+        procs, outs = [], []
+        for i in range(n):
+            out = Path(td) / f"worker{i}.json"
+            req = json.dumps({"func": "modelkit.core.distribute:_worker",
+                              "kwargs": {"config": cfg.to_dict(), "process_id": i, "num_processes": n,
+                                         "coordinator": coordinator}})
+            p = subprocess.Popen([sys.executable, "-m", "modelkit._child", str(out)], stdin=subprocess.PIPE,
+                                 env=env, text=True, stdout=sys.stderr if _has_fd() else subprocess.DEVNULL,
+                                 stderr=None if _has_fd() else subprocess.DEVNULL)
+            p.stdin.write(req)
+            p.stdin.close()
+            procs.append(p)
+            outs.append(out)
+        _wait(procs, outs, timeout)
+        results = [_result(out, i) for i, out in enumerate(outs)]
+    digests = {r["weights_sha256"] for r in results}
+    if len(digests) != 1:
+        raise TrainingError(f"the {n} workers ended with different weights (digests {sorted(digests)})")
+    summary = results[0]
+    summary["workers_weights_sha256"] = [r["weights_sha256"] for r in results]
+    return summary
+
+
+def _has_fd() -> bool:
+    try:
+        sys.stderr.fileno()
+        return True
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _wait(procs: list[subprocess.Popen], outs: list[Path], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    try:
+        while any(p.poll() is None for p in procs):
+            failed = [i for i, p in enumerate(procs) if p.poll() is not None and (p.returncode or _is_error(outs[i]))]
+            if failed:
+                raise TrainingError(_failure(failed[0], procs, outs))
+            if time.monotonic() > deadline:
+                raise TrainingError(f"distributed training did not finish within {timeout:.0f} s; stopped all "
+                                    f"{len(procs)} workers (raise --timeout)")
+            time.sleep(0.2)
+    finally:
+        for p in procs:  # only our own children, by their Popen handle
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def _is_error(out: Path) -> bool:
+    return not out.is_file() or "error" in json.loads(out.read_text())
+
+
+def _failure(i: int, procs: list[subprocess.Popen], outs: list[Path]) -> str:
+    if outs[i].is_file():
+        err = json.loads(outs[i].read_text()).get("error", {})
+        return f"worker {i} failed: {err.get('type')}: {err.get('message')}"
+    return f"worker {i} died (exit code {procs[i].returncode}) without a result; see the output above"
+
+
+def _result(out: Path, i: int) -> dict[str, Any]:
+    if not out.is_file():
+        raise TrainingError(f"worker {i} ended without a result")
+    payload = json.loads(out.read_text())
+    if "error" in payload:
+        raise _child._rebuild(payload["error"])
+    return payload["result"]
+
+
+def epoch_rows(n_rows: int, batch_size: int, seed: int, epoch: int | None, process_id: int,
+               num_processes: int) -> np.ndarray:
+    """The row indices process `process_id` feeds in `epoch`, in order (see the module docstring);
+    epoch None: the rows in their order (validation)."""
+    perm = np.arange(n_rows) if epoch is None else np.random.default_rng(abs(seed) + epoch).permutation(n_rows)
+    perm = perm[: (n_rows // batch_size) * batch_size]
+    local = batch_size // num_processes
+    return perm.reshape(-1, num_processes, local)[:, process_id].reshape(-1)
+
+
+def _worker(config: dict[str, Any], process_id: int, num_processes: int, coordinator: str) -> dict[str, Any]:
+    """One training process (run by modelkit._child with KERAS_BACKEND=jax)."""
+    cfg = TrainConfig(**config)
+    import jax
+
+    if num_processes > 1:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                                   process_id=process_id)
+    from .._backend import import_keras
+    from .callbacks import epoch_printer
+
+    keras = import_keras("jax")
+    custom.import_all(cfg.imports)
+    devices = jax.devices()
+    dist = keras.distribution.DataParallel(devices=devices)
+    dist.auto_shard_dataset = False  # each process feeds its own slice (see epoch_rows)
+    keras.distribution.set_distribution(dist)
+    keras.utils.set_random_seed(cfg.seed)
+    ds = _data.load(cfg.data, seed=cfg.seed, label_column=cfg.label_column)
+    num_classes = ds.num_classes if ds.y_train.dtype.kind in "iu" else 1
+    fit_idx, val_idx = recipe.validation_split(ds.y_train, cfg.seed)
+    net = recipe.build_net(cfg, num_classes)
+    steps = len(fit_idx) // cfg.batch_size
+    if steps < 1:
+        raise TrainingError(f"batch_size {cfg.batch_size} is larger than the {len(fit_idx)} training rows")
+    net.compile(optimizer=recipe.optimizer(keras, cfg, steps), **recipe.loss_and_metrics(keras, cfg))
+    feeder = recipe.Feeder(cfg, net)
+    x_fit, y_fit = ds.x_train[fit_idx], ds.y_train[fit_idx]
+    v = epoch_rows(len(val_idx), cfg.batch_size, cfg.seed, None, process_id, num_processes) \
+        if len(val_idx) >= cfg.batch_size else None
+    x_val, y_val = ds.x_train[val_idx], ds.y_train[val_idx]
+    val = (feeder.x(x_val[v]), feeder.y(x_val[v], y_val[v])) if v is not None else None
+    local_batch = cfg.batch_size // num_processes
+    printer = [epoch_printer(keras, cfg.epochs, prefix=f"[{len(devices)} devices] ")] \
+        if cfg.verbose and process_id == 0 else []
+    history: dict[str, list[float]] = {}
+    t0 = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        rows = epoch_rows(len(fit_idx), cfg.batch_size, cfg.seed, epoch, process_id, num_processes)
+        h = net.fit(feeder.x(x_fit[rows]), feeder.y(x_fit[rows], y_fit[rows]), batch_size=local_batch,
+                    validation_data=val, validation_batch_size=local_batch, epochs=epoch + 1, initial_epoch=epoch,
+                    shuffle=False, verbose=0, callbacks=printer)
+        for k, vals in h.history.items():
+            history.setdefault(k, []).extend(float(x) for x in vals)
+    train_seconds = time.perf_counter() - t0
+    weights = [np.asarray(w.value.addressable_data(0)) for w in net.weights]
+    return _finish(keras, cfg, weights, history, train_seconds, ds, len(devices), process_id, num_processes)
+
+
+def _finish(keras: Any, cfg: TrainConfig, weights: list[np.ndarray], history: dict[str, list[float]],
+            train_seconds: float, ds: Any, n_devices: int, process_id: int, num_processes: int) -> dict[str, Any]:
+    """Rebuild the trained model without a distribution (a plain .keras file), evaluate, and save (process 0)."""
+    import hashlib
+
+    from .keras_io import keras_signature
+
+    digest = hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in weights)).hexdigest()
+    if not np.isfinite(history.get("loss", [np.nan])[-1]):
+        raise TrainingError(f"training diverged (loss {history.get('loss')}); lower the learning rate")
+    keras.distribution.set_distribution(None)
+    net = recipe.build_net(cfg, ds.num_classes if ds.y_train.dtype.kind in "iu" else 1)
+    net.set_weights(weights)
+    net.compile(optimizer=recipe.optimizer(keras, cfg, 1), **recipe.loss_and_metrics(keras, cfg))
+    task = recipe.task_of(cfg)
+    metrics = recipe.test_metrics(keras, net, recipe.Feeder(cfg, net), ds, task)
+    training = {"model": cfg.model, "data": cfg.data, "backend": "jax", "epochs": cfg.epochs,
+                "optimizer": cfg.optimizer, "learning_rate": cfg.learning_rate, "schedule": cfg.schedule,
+                "l1": cfg.l1, "l2": cfg.l2, "dropout": cfg.dropout, "batch_size": cfg.batch_size, "seed": cfg.seed,
+                "task": task, "distribution": {"strategy": "DataParallel", "devices": n_devices,
+                                               "workers": num_processes, "global_batch": cfg.batch_size},
+                "test_accuracy": metrics.get("test_accuracy"), "test_metrics": metrics,
+                "train_seconds": round(train_seconds, 3), "params": int(net.count_params()),
+                "keras_version": keras.__version__, "history": history}
+    summary = {**training, "weights_sha256": digest, "process_id": process_id, "path": None, "manifest": None}
+    if process_id == 0:
+        with _atomic.atomic_path(cfg.out, cfg.force) as tmp:
+            net.save(tmp)
+        mpath = manifest.write(cfg.out, manifest.Manifest(format="keras", signature=keras_signature(net).to_dict(),
+                                                          training=training))
+        summary.update(path=cfg.out, manifest=str(mpath))
+        if cfg.verbose and metrics.get("test_accuracy") is not None:
+            print(f"test accuracy {metrics['test_accuracy']:.4f} on {len(ds.y_test)} held-out images",
+                  file=sys.stderr, flush=True)
+    return summary
