@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml scripts/setup_system.sh
 	PY=$(PY) bash scripts/setup_system.sh
 	touch $(STAMP)
 
-demo: setup
-	$(PY) scripts/demo.py --out demo-out
+demo: setup  # `make demo ARGS=--tune` runs a short hyperparameter search first
+	$(PY) scripts/demo.py --out demo-out $(ARGS)
 
 test: setup
 	$(PY) -m pytest tests -q -p no:cacheprovider
