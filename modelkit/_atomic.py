@@ -30,6 +30,7 @@ def remove_path(p: Path) -> None:
 
 def make_partial_dir(dest: Path) -> Path:
     """A private folder beside dest, named after dest and this process: `.NAME.PID.XXXX.partial`."""
+    dest.parent.mkdir(parents=True, exist_ok=True)  # `modelkit compile --out new/dir/x.tvm.so`
     return Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".partial", dir=dest.parent))
 
 

@@ -76,6 +76,8 @@ def detect(path: str | os.PathLike) -> Format:
         return _detect_elf(p)
     if head[:4] == b"PK\x03\x04":
         return _detect_zip(p)
+    if head[:8] == b"\x89HDF\r\n\x1a\n":  # a legacy Keras .h5 model (the keras engine checks its config)
+        return Format.KERAS
     if _looks_like_onnx(head):
         return Format.ONNX
     raise FormatError(f"{p}: not a model file of a known format "
@@ -92,8 +94,9 @@ def _detect_zip(p: Path) -> Format:
     try:
         with zipfile.ZipFile(p) as zf:
             names = zf.namelist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise FormatError(f"{p}: damaged zip archive ({exc})") from exc
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, UnicodeDecodeError,
+            NotImplementedError) as exc:  # a damaged central directory: bad names, bogus versions
+        raise FormatError(f"{p}: damaged zip archive ({type(exc).__name__}: {exc})") from exc
     if "config.json" in names and ("metadata.json" in names or "model.weights.h5" in names):
         return Format.KERAS
     if any(n.endswith("/archive_format") for n in names) or any("/models/" in n and n.endswith(".json")

@@ -76,11 +76,13 @@ def size_of(path: str | os.PathLike) -> int:
     return p.stat().st_size
 
 
-def write(artifact: str | os.PathLike, manifest: Manifest) -> Path:
-    """Fill size and sha256 from the artifact and write the manifest beside it atomically."""
+def write(artifact: str | os.PathLike, manifest: Manifest, content: str | os.PathLike | None = None) -> Path:
+    """Fill size and sha256 from the artifact (or from `content`, the artifact still under its temporary
+    name) and write the manifest beside `artifact` atomically."""
     artifact = Path(artifact)
-    manifest.size_bytes = size_of(artifact)
-    manifest.sha256 = sha256_of(artifact)
+    measured = Path(content) if content is not None else artifact
+    manifest.size_bytes = size_of(measured)
+    manifest.sha256 = sha256_of(measured)
     dest = manifest_path(artifact)
     _atomic.write_text(dest, manifest.to_json() + "\n")
     return dest

@@ -92,8 +92,11 @@ def run_hop(src: str, dest: str, source: str, target: str, options: dict[str, An
             if accuracy is not None:  # for a lossy hop the task metric is the verdict that matters
                 _q.raise_if_failed(accuracy, str(bad))
             report.raise_if_failed()
+        # Manifest first: a kill between the two renames leaves a manifest without an artifact, which
+        # the next run overwrites, never an artifact without its manifest (which --force would guard).
+        _atomic.check_writable(dest_p, force)
+        _manifest.write(dest_p, m, content=tmp)
         _atomic.replace(tmp, dest_p, force)
-        _manifest.write(dest_p, m)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     parity = report.summary() if report else "not verified"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -18,36 +19,79 @@ from .._backend import import_keras
 from ..errors import FormatError, LoadError, UnsafeModelError
 from ..spec import Signature, TensorSpec
 
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5(path: str | os.PathLike) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(8) == HDF5_MAGIC
+
 
 def check_keras_archive(path: str | os.PathLike) -> dict[str, Any]:
-    """Open a .keras zip without running anything: check its members and return its config."""
+    """Open a .keras zip (or a legacy .h5) without running anything: check its members, return its config."""
+    from ..safety_archive import check_zip_members
+
     p = Path(path)
+    if is_hdf5(p):
+        return _h5_config(p)
     try:
         with zipfile.ZipFile(p) as zf:
-            for info in zf.infolist():
-                name = info.filename
-                is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
-                if name.startswith("/") or ".." in Path(name).parts or is_link:
-                    raise UnsafeModelError(f"{p}: archive member '{name}' escapes the archive or is a link")
+            check_zip_members(zf, p)
             config = json.loads(zf.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as exc:
-        raise LoadError(f"{p}: not a readable .keras archive ({exc})") from exc
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, KeyError, UnicodeDecodeError, ValueError,
+            EOFError, OSError, RecursionError, NotImplementedError, RuntimeError) as exc:  # RuntimeError: encrypted
+        if isinstance(exc, UnsafeModelError):
+            raise
+        raise LoadError(f"{p}: not a readable .keras archive ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(config, dict):
+        raise LoadError(f"{p}: config.json is not a JSON object")
+    return config
+
+
+def _h5_config(p: Path) -> dict[str, Any]:
+    """The model_config attribute of a legacy Keras .h5 file, read with h5py (no Keras involved)."""
+    try:
+        import h5py
+    except ImportError as exc:
+        raise LoadError(f"{p}: a legacy HDF5 model needs h5py (pip install h5py)") from exc
+    try:
+        with h5py.File(p, "r") as f:
+            raw = f.attrs.get("model_config")
+        if raw is None:
+            raise LoadError(f"{p}: an HDF5 file without a Keras model_config (weights only?)")
+        config = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else str(raw))
+    except (OSError, ValueError, KeyError, RecursionError) as exc:
+        if isinstance(exc, LoadError):
+            raise
+        raise LoadError(f"{p}: not a readable Keras HDF5 model ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(config, dict):
+        raise LoadError(f"{p}: model_config is not a JSON object")
     return config
 
 
 def load_keras(path: str | os.PathLike, trust_unsafe_code: bool = False, compile: bool = False,
                backend: str | None = None) -> Any:
-    """Load a .keras model with Keras safe_mode on (off only with trust_unsafe_code=True)."""
+    """Load a .keras (or legacy .h5) model with Keras safe_mode on (off only with trust_unsafe_code=True).
+
+    The config is scanned first (modelkit.safety_keras): Lambda layers, TFSMLayers and any callable
+    outside Keras that is not registered in this process are refused before Keras sees the file.
+    """
+    from ..safety_keras import check_keras_config
+
     p = Path(path)
     if not p.is_file():
         raise FormatError(f"no such .keras file: {p}")
-    check_keras_archive(p)
+    config = check_keras_archive(p)
     keras = import_keras(backend)
     from .custom import import_from_env
 
     import_from_env()  # MODELKIT_IMPORTS: the user's modules that register custom layers and losses
+    check_keras_config(config, p, trust_unsafe_code=trust_unsafe_code, compile=compile)
+    target = p
+    if is_hdf5(p) and p.suffix.lower() not in (".h5", ".hdf5"):
+        raise LoadError(f"{p}: a legacy HDF5 Keras model must be named *.h5 (Keras picks the reader by suffix)")
     try:
-        return keras.saving.load_model(p, compile=compile, safe_mode=not trust_unsafe_code)
+        return keras.saving.load_model(target, compile=compile, safe_mode=not trust_unsafe_code)
     except ValueError as exc:
         msg = str(exc)
         if "safe_mode" in msg or "Lambda" in msg or "unsafe" in msg.lower():
@@ -56,8 +100,9 @@ def load_keras(path: str | os.PathLike, trust_unsafe_code: bool = False, compile
                 "layer); Keras safe mode is on. If you wrote this file yourself and trust it, pass "
                 f"--trust-unsafe-code (trust_unsafe_code=True). Keras said: {msg.splitlines()[0]}") from exc
         raise LoadError(f"{p}: Keras could not load this model: {msg.splitlines()[0] if msg else exc}") from exc
-    except (TypeError, KeyError, OSError, AttributeError) as exc:
-        raise LoadError(f"{p}: Keras could not load this model: {exc}") from exc
+    except (TypeError, KeyError, OSError, AttributeError, IndexError, EOFError, RecursionError, RuntimeError,
+            zipfile.BadZipFile, zlib.error) as exc:  # h5py raises RuntimeError on damaged weights
+        raise LoadError(f"{p}: Keras could not load this model: {type(exc).__name__}: {exc}") from exc
 
 
 def _dtype_name(dtype: Any) -> str:

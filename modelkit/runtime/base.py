@@ -5,17 +5,19 @@ mis-shaped tensor can crash TFLite or abort TensorFlow, so validation is not opt
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import LoadError
+from ..errors import LoadError, ShapeError
 from ..formats import Format
 from ..spec import Signature
 
 DEVICES = ("cpu", "cuda")
+MAX_INPUT_BYTES = int(os.environ.get("MODELKIT_MAX_INPUT_BYTES", str(4 * 1024**3)))
 
 
 class Model:
@@ -30,7 +32,7 @@ class Model:
 
     def predict(self, inputs: Mapping[str, Any] | np.ndarray) -> dict[str, np.ndarray]:
         """Run the model on inputs bound by name (a bare array for single-input models)."""
-        return self._run(self.signature.bind(inputs))
+        return self._run(self.signature.bind(precheck(inputs)))
 
     __call__ = predict
 
@@ -57,3 +59,24 @@ def order_outputs(names: list[str], preferred: list[str] | None) -> list[str]:
     if preferred and sorted(preferred) == sorted(names):
         return list(preferred)
     return names
+
+
+def precheck(inputs: Any) -> Any:
+    """Before Signature.bind copies anything: refuse arrays too large to materialise (a broadcast view of
+    2**40 elements costs nothing until bind makes it contiguous), and give big-endian arrays native byte
+    order (their dtype name is still 'float32', but an engine would read the bytes as little-endian)."""
+    if isinstance(inputs, np.ndarray):
+        return _precheck_array("input", inputs)
+    if isinstance(inputs, Mapping):
+        return {k: _precheck_array(str(k), v) if isinstance(v, np.ndarray) else v for k, v in inputs.items()}
+    return inputs
+
+
+def _precheck_array(name: str, arr: np.ndarray) -> np.ndarray:
+    nbytes = int(np.prod(arr.shape, dtype=object)) * arr.dtype.itemsize
+    if nbytes > MAX_INPUT_BYTES:
+        raise ShapeError(f"input '{name}': shape {tuple(arr.shape)} of {arr.dtype.name} needs {nbytes} bytes, "
+                         f"more than the limit of {MAX_INPUT_BYTES} (MODELKIT_MAX_INPUT_BYTES)")
+    if arr.dtype.byteorder not in ("=", "|") and arr.dtype.kind != "O" and arr.dtype.isnative is False:
+        return arr.astype(arr.dtype.newbyteorder("="))
+    return arr

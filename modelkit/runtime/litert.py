@@ -46,16 +46,21 @@ class LiteRTModel(Model):
         it = self.interpreter
         shapes = {n: tuple(a.shape) for n, a in inputs.items()}
         with self._lock:
-            if shapes != self._shapes:
-                for n, shape in shapes.items():
-                    # strict: only dims the model declares dynamic may change (bind checked the rest)
-                    it.resize_tensor_input(self._in_index[n], list(shape), strict=True)
-                it.allocate_tensors()
-                self._shapes = shapes
-            for n, arr in inputs.items():
-                it.set_tensor(self._in_index[n], arr)
-            it.invoke()
-            return {n: it.get_tensor(i) for n, i in self._out_index.items()}  # get_tensor copies
+            try:
+                if shapes != self._shapes:
+                    self._shapes = {}
+                    for n, shape in shapes.items():
+                        # strict: only dims the model declares dynamic may change (bind checked the rest)
+                        it.resize_tensor_input(self._in_index[n], list(shape), strict=True)
+                    it.allocate_tensors()
+                    self._shapes = shapes
+                for n, arr in inputs.items():
+                    it.set_tensor(self._in_index[n], arr)
+                it.invoke()
+                return {n: it.get_tensor(i) for n, i in self._out_index.items()}  # get_tensor copies
+            except (RuntimeError, ValueError) as exc:  # inputs were validated: the model's shapes are corrupt
+                raise LoadError(f"{self.path}: ai-edge-litert failed running this model: "
+                                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
 
 
 def _named_details(it: Any, path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
@@ -93,6 +98,8 @@ def _spec(name: str, d: dict[str, Any]) -> TensorSpec:
     shape = d.get("shape_signature")
     if shape is None or len(shape) == 0 and len(d["shape"]):
         shape = d["shape"]
+    if any(int(x) < -1 for x in shape):
+        raise LoadError(f"tensor '{name}' has a corrupt shape {list(shape)}")
     return TensorSpec(name, tuple(int(x) for x in shape), np.dtype(d["dtype"]).name)
 
 
@@ -109,6 +116,10 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, **options:
     try:
         interpreter = Interpreter(model_path=str(p), num_threads=int(threads) if threads else None)
         interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as exc:  # a corrupt flatbuffer or an op the runtime lacks
-        raise LoadError(f"{p}: ai-edge-litert could not load this model: {str(exc).splitlines()[0]}") from exc
-    return LiteRTModel(p, interpreter)
+        return LiteRTModel(p, interpreter)
+    except LoadError:
+        raise
+    except (ValueError, RuntimeError, KeyError, IndexError) as exc:  # a corrupt flatbuffer (names that are not
+        # UTF-8, bogus shapes) or an op the runtime lacks; the interpreter verifies the flatbuffer itself
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LoadError(f"{p}: ai-edge-litert could not load this model: {text}") from exc

@@ -32,6 +32,16 @@ def providers_for(kind: str, index: int) -> list[Any]:
     return [("CUDAExecutionProvider", {"device_id": index})]
 
 
+def ort_errors() -> tuple[type[BaseException], ...]:
+    """onnxruntime's own exception types (pybind11 classes deriving from Exception, not RuntimeError)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoModel", "NoSuchFile", "NotFound",
+             "NotImplemented", "RuntimeException", "EngineError", "EPFail", "ModelRequiresCompilation")
+    found = tuple(getattr(state, n) for n in names if isinstance(getattr(state, n, None), type))
+    return (RuntimeError, ValueError, *found)
+
+
 def check_external_data(path: Path) -> None:
     """Refuse ONNX external-data locations that leave the model's folder (absolute, '..', symlinks)."""
     from ..safety import check_onnx_external_data
@@ -53,7 +63,11 @@ class OnnxModel(Model):
         self._output_names = names
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results = self.session.run(self._output_names, inputs)
+        try:
+            results = self.session.run(self._output_names, inputs)
+        except ort_errors() as exc:  # inputs were validated: a failure here is the model's (corrupt graph)
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise LoadError(f"{self.path}: onnxruntime failed running this model: {first}") from exc
         return dict(zip(self._output_names, results))
 
 
@@ -79,7 +93,10 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, **options:
     so.log_severity_level = 3
     try:
         session = ort.InferenceSession(str(path), sess_options=so, providers=providers_for(kind, index))
-    except (RuntimeError, ValueError) as exc:  # onnxruntime raises its own RuntimeError subclasses
+        return OnnxModel(path, session)
+    except LoadError:
+        raise
+    except ort_errors() as exc:  # onnxruntime's pybind11 errors (Fail, InvalidGraph, ...) are not RuntimeErrors;
+        # a UnicodeDecodeError (a ValueError) comes from tensor names or types that are not UTF-8
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise LoadError(f"{path}: onnxruntime could not load this model: {first}") from exc
-    return OnnxModel(path, session)

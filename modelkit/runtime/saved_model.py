@@ -34,7 +34,11 @@ class SavedModelModel(Model):
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import tensorflow as tf
 
-        out = self.fn(**{k: tf.constant(v) for k, v in inputs.items()})
+        try:
+            out = self.fn(**{k: tf.constant(v) for k, v in inputs.items()})
+        except tf.errors.OpError as exc:  # inputs were validated: a failure here is the graph's (corrupt)
+            raise LoadError(f"{self.path}: TensorFlow failed running this SavedModel: "
+                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
         return {n: out[n].numpy() for n in self.signature.output_names}
 
 
@@ -57,11 +61,19 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, **options:
         from .keras import set_tf_threads
 
         set_tf_threads(threads)
+    from google.protobuf.message import Error as ProtobufError
+
+    # A corrupt saved_model.pb fails deep inside TF's Python loader with whatever it hits first.
+    corrupt = (OSError, ValueError, RuntimeError, tf.errors.OpError, KeyError, TypeError, AttributeError,
+               IndexError, AssertionError, NotImplementedError, ProtobufError)
     try:
         loaded = tf.saved_model.load(str(path))
-    except (OSError, ValueError, RuntimeError, tf.errors.OpError) as exc:
-        raise LoadError(f"{path}: TensorFlow could not load this SavedModel: {str(exc).splitlines()[0]}") from exc
-    sigs = getattr(loaded, "signatures", {})
-    if SIGNATURE_KEY not in sigs:
-        raise LoadError(f"{path}: no '{SIGNATURE_KEY}' signature (found: {', '.join(sigs) or 'none'})")
-    return SavedModelModel(path, loaded, sigs[SIGNATURE_KEY])
+        sigs = getattr(loaded, "signatures", {})
+        if SIGNATURE_KEY not in sigs:
+            raise LoadError(f"{path}: no '{SIGNATURE_KEY}' signature (found: {', '.join(sigs) or 'none'})")
+        return SavedModelModel(path, loaded, sigs[SIGNATURE_KEY])
+    except LoadError:
+        raise
+    except corrupt as exc:
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        raise LoadError(f"{path}: TensorFlow could not load this SavedModel: {type(exc).__name__}: {text}") from exc

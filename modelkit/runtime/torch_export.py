@@ -20,12 +20,16 @@ class TorchExportModel(TorchModel):
 
 
 def load(path: Path, device: str = "cpu", threads: int | None = None, **options: Any) -> TorchExportModel:
+    from ..safety_pickle import check_torch_archive
+
+    check_torch_archive(path)  # torch.export.load unpickles with weights_only=False: scan every pickle first
     torch = import_torch()
     dev = torch_device(device, threads)
     extra = {SIGNATURE_FILE: ""}
     try:
         program = torch.export.load(str(path), extra_files=extra)
-    except (RuntimeError, ValueError, KeyError, OSError, zipfile.BadZipFile) as exc:
+    except (RuntimeError, ValueError, KeyError, OSError, zipfile.BadZipFile, AssertionError, TypeError,
+            AttributeError, IndexError, NotImplementedError, EOFError) as exc:  # a corrupt archive, typed
         text = str(exc).strip()
         raise LoadError(f"{path}: torch.export could not load this program: "
                         f"{text.splitlines()[0] if text else type(exc).__name__}") from exc

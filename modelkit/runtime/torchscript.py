@@ -33,8 +33,13 @@ class TorchModel(Model):
         import torch
 
         args = [torch.from_numpy(_writable(inputs[n])).to(self.device) for n in self.signature.input_names]
-        with torch.inference_mode():
-            outs = self.module(*args)
+        try:
+            with torch.inference_mode():
+                outs = self.module(*args)
+        except RuntimeError as exc:  # inputs were validated: a failure here is the model's (e.g. truncated weights)
+            text = str(exc).strip()
+            raise LoadError(f"{self.path}: torch failed running this model: "
+                            f"{text.splitlines()[0] if text else type(exc).__name__}") from exc
         if isinstance(outs, torch.Tensor):
             outs = (outs,)
         names = self.signature.output_names
@@ -89,12 +94,15 @@ def resolve_signature(path: Path, embedded: str | bytes | None) -> Signature:
 
 
 def load(path: Path, device: str = "cpu", threads: int | None = None, **options: Any) -> TorchScriptModel:
+    from ..safety_pickle import check_torch_archive
+
+    check_torch_archive(path)  # every pickle inside names only torch's own rebuilders, before torch opens it
     torch = import_torch()
     dev = torch_device(device, threads)
     extra = {SIGNATURE_FILE: ""}
     try:
         module = torch.jit.load(str(path), map_location=dev, _extra_files=extra)
-    except (RuntimeError, ValueError, OSError) as exc:
+    except (RuntimeError, ValueError, OSError, AssertionError, TypeError, IndexError, EOFError) as exc:
         text = str(exc).strip()
         raise LoadError(f"{path}: torch.jit could not load this model: "
                         f"{text.splitlines()[0] if text else type(exc).__name__}") from exc

@@ -35,6 +35,8 @@ def parse_json(body: bytes) -> Any:
         return json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # "[[[[...": json nests by recursion; found by fuzzing (was a 500)
+        raise BadRequest("request body nests too deeply") from exc
 
 
 # ----------------------------------------------------------------------------------------- v2 request
@@ -117,7 +119,7 @@ def to_array(data: Any, spec: TensorSpec) -> np.ndarray:
     """A JSON value as an array of the spec's dtype; values of the wrong kind are a 400, never a cast."""
     try:
         raw = np.asarray(data)
-    except (ValueError, OverflowError) as exc:
+    except (ValueError, OverflowError, RecursionError, TypeError) as exc:
         raise BadRequest(f"input '{spec.name}': data is not a rectangular array of numbers ({exc})") from exc
     want = np.dtype(spec.dtype)
     kind = raw.dtype.kind

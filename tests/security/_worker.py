@@ -1,0 +1,46 @@
+"""Child side of LoadWorker: reads one JSON request a line, loads (and inspects, and runs) the artifact,
+answers one JSON line. Runs under RLIMIT_AS set by the parent; a native crash kills only this process."""
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+
+import numpy as np
+
+
+def handle(req: dict) -> dict:
+    import modelkit
+    from modelkit.cli.inspect import describe
+    from modelkit.errors import ModelkitError
+
+    try:
+        if req.get("inspect", True):
+            describe(req["path"])
+        m = modelkit.load(req["path"])
+        feeds = req.get("feeds") or [None]
+        for feed in feeds:
+            if feed is None:
+                inputs = {s.name: np.zeros(s.concrete_shape(1, 2), s.dtype) for s in m.signature.inputs}
+            else:
+                inputs = {k: np.asarray(v["data"], dtype=v["dtype"]).reshape(v["shape"]) for k, v in feed.items()}
+            m.predict(inputs)
+        return {"ok": True}
+    except ModelkitError as exc:
+        return {"ok": False, "typed": True, "type": type(exc).__name__, "message": str(exc)[:300]}
+    except BaseException as exc:  # noqa: BLE001 - the point: report what escaped untyped
+        return {"ok": False, "typed": False, "type": type(exc).__name__, "message": str(exc)[:300],
+                "traceback": traceback.format_exc()[-2000:]}
+
+
+def main() -> None:
+    out = sys.stdout
+    sys.stdout = sys.stderr  # engines' chatter must not corrupt the protocol
+    print("READY", file=out, flush=True)
+    for line in sys.stdin:
+        out.write(json.dumps(handle(json.loads(line))) + "\n")
+        out.flush()
+
+
+if __name__ == "__main__":
+    main()
