@@ -37,6 +37,7 @@ class BrowserSession:
 
     def __enter__(self) -> "BrowserSession":
         try:
+            from playwright.sync_api import Error as PlaywrightError
             from playwright.sync_api import sync_playwright
         except ImportError as exc:
             raise EngineNotInstalledError("playwright is needed to drive Chromium: pip install 'modelkit[web]'") from exc
@@ -49,15 +50,15 @@ class BrowserSession:
         self.page.goto(f"{self.url}/index.html")
         try:
             self.page.wait_for_function("window.modelkitReady === true", timeout=self.timeout_ms)
-        except Exception as exc:  # playwright's TimeoutError: report what the page said instead
+        except PlaywrightError as exc:  # a timeout or a page crash: report what the page said instead
             self.__exit__(None, None, None)
             raise BrowserError(f"the bundle did not load in Chromium: {self.errors or exc}") from exc
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for close in (getattr(self, "_browser", None), ):
-            if close is not None:
-                close.close()
+        if getattr(self, "_browser", None) is not None:
+            self._browser.close()
+            self._browser = None
         if getattr(self, "_pw", None) is not None:
             self._pw.stop()
             self._pw = None
