@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml scripts/setup_system.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[all,dev]'
+	# MetaSchedule's cost model; its default dependencies would add a 469 MB CUDA NCCL wheel
+	$(PY) -m pip install --quiet --no-deps xgboost==3.2.0
 	PY=$(PY) bash scripts/setup_system.sh
 	touch $(STAMP)
 

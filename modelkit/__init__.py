@@ -12,7 +12,7 @@ from .formats import Format, detect
 from .spec import Signature, TensorSpec
 
 __version__ = "0.1.0"
-__all__ = ["load", "convert", "verify", "detect", "Format", "Signature", "TensorSpec", "ModelkitError",
+__all__ = ["load", "convert", "compile", "verify", "detect", "Format", "Signature", "TensorSpec", "ModelkitError",
            "errors", "__version__"]
 
 
@@ -28,6 +28,13 @@ def convert(source: Any, to: Any, **options: Any) -> Any:
     from .convert import convert as _convert
 
     return _convert(source, to, **options)
+
+
+def compile(model: Any, target: Any = "server-cpu", **options: Any) -> Any:  # noqa: A001 - the public name
+    """Compile a .keras or ONNX model with TVM for a named target (see modelkit.targets.compile)."""
+    from .targets import compile as _compile
+
+    return _compile(model, target, **options)
 
 
 def verify(a: Any, b: Any, **options: Any) -> Any:

@@ -19,6 +19,7 @@ EDGE_MODULES = (
     "modelkit.convert.keras_tflite",
     "modelkit.convert.keras_torchscript",
     "modelkit.convert.keras_pt2",
+    "modelkit.convert.onnx_tvm",
 )
 
 

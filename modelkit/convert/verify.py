@@ -103,6 +103,9 @@ def compare_models(reference: Any, candidate: Any, tolerance: Tolerance, batch_s
                    ) -> ParityReport:
     """Run both runtime Models on the same inputs and build the ParityReport (no raising)."""
     sig = reference.signature
+    fixed = fixed_batch(sig, candidate.signature)
+    if fixed is not None:  # e.g. a TVM library tuned at batch 1: compare at its batch, as many cases
+        batch_sizes = tuple(fixed for _ in batch_sizes)
     dynamic_other = any(d is None for s in sig.inputs for d in s.shape[1:])
     others = OTHER_DIM_SIZES if dynamic_other else (None,)
     pairs = match_outputs(sig.output_names, candidate.signature.output_names)
@@ -127,6 +130,14 @@ def compare_models(reference: Any, candidate: Any, tolerance: Tolerance, batch_s
     label = inputs_label or ("real samples" if data else f"seeded uniform [0,1), seed {seed}")
     return ParityReport(ok=all(o.ok for o in outputs), reference=str(reference.path), candidate=str(candidate.path),
                         tolerance=tolerance.to_dict(), inputs=label, cases=cases, outputs=outputs)
+
+
+def fixed_batch(reference_sig: Signature, candidate_sig: Signature) -> int | None:
+    """The batch a candidate fixes where the reference keeps it dynamic (None if it fixes none)."""
+    ref = {s.name: s for s in reference_sig.inputs}
+    fixed = {s.shape[0] for s in candidate_sig.inputs
+             if s.shape and s.shape[0] is not None and s.name in ref and ref[s.name].shape[:1] == (None,)}
+    return fixed.pop() if len(fixed) == 1 else None
 
 
 def _compare_output(name: str, refs: list[np.ndarray], cands: list[np.ndarray], tol: Tolerance) -> OutputParity:

@@ -22,6 +22,7 @@ ENGINES: dict[Format, tuple[str, str]] = {
     Format.TFLITE: ("modelkit.runtime.litert", "tflite"),
     Format.TORCHSCRIPT: ("modelkit.runtime.torchscript", "torch"),
     Format.TORCH_EXPORT: ("modelkit.runtime.torch_export", "torch"),
+    Format.TVM: ("modelkit.runtime.tvm", "tvm"),
 }
 
 __all__ = ["load", "Model", "ENGINES"]

@@ -1,0 +1,61 @@
+"""`modelkit compile`: a TVM library for a named target, verified against its ONNX source, optionally tuned."""
+from __future__ import annotations
+
+import click
+
+from ._common import echo_json, human_size, table
+
+
+@click.command("compile")
+@click.argument("model", type=click.Path(exists=True, dir_okay=True))
+@click.option("--target", "target", default="server-cpu", show_default=True, metavar="NAME|JSON",
+              help="A target from `modelkit targets`, or a TVM target dict as JSON.")
+@click.option("--out", "out", type=click.Path(), default=None,
+              help="Library path (*.tvm.so) or folder (default: MODEL's stem + target beside the ONNX model).")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="Compile for this fixed batch size.")
+@click.option("--dynamic-batch", is_flag=True, help="Keep the batch dynamic (default on CPU when not tuning).")
+@click.option("--tune", is_flag=True, help="Tune with MetaSchedule (fixes the batch; default 1).")
+@click.option("--trials", type=click.IntRange(min=1), default=None,
+              help="Tuning trials in total (implies --tune; default with --tune alone: 64).")
+@click.option("--budget", default=None, metavar="TIME",
+              help="Tuning time budget, e.g. 90s, 10m, 1h (implies --tune); stops early, keeps the records.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Tuning database folder (default: $MODELKIT_CACHE_DIR/tvm or ~/.cache/modelkit/tvm).")
+@click.option("--force", is_flag=True, help="Overwrite an existing library.")
+@click.option("--no-verify", is_flag=True, help="Skip the parity check against the ONNX source (not recommended).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def command(model: str, target: str, out: str | None, batch: int | None, dynamic_batch: bool, tune: bool,
+            trials: int | None, budget: str | None, cache_dir: str | None, force: bool, no_verify: bool,
+            as_json: bool) -> None:
+    """Compile MODEL (ONNX, or .keras via ONNX) into a TVM shared library for a target.
+
+    \b
+    Examples:
+      modelkit compile cnn.onnx --target server-cpu
+      modelkit compile cnn.keras --target server-cpu --tune --budget 10m
+      modelkit compile cnn.onnx --target edge-arm64 --out cnn.arm64.tvm.so
+      modelkit compile cnn.onnx --target '{"kind": "llvm", "mcpu": "znver4"}'
+
+    The library is verified against the ONNX model on this machine (at its batch when fixed); libraries
+    for other machines (arm64, armv7, CUDA) are checked by their ELF header only, as their manifest says.
+    A second compile of the same model and target reuses the tuning database instead of tuning again;
+    Ctrl-C during tuning keeps the records measured so far.
+    """
+    from ..targets import DEFAULT_TRIALS, compile
+
+    if tune and trials is None and budget is None:
+        trials = DEFAULT_TRIALS
+    result = compile(model, target=target, out=out, batch=batch, dynamic_batch=dynamic_batch, trials=trials,
+                     budget=budget, force=force, verify=False if no_verify else None, cache_dir=cache_dir)
+    if as_json:
+        echo_json(result.to_dict())
+        return
+    parity = "not verified" if result.parity is None else ("ok" if result.parity["ok"] else "FAILED")
+    worst = max((o["max_abs"] for o in (result.parity or {}).get("outputs", [])), default=None)
+    tuning = result.tuning or {}
+    tuned = "-" if not tuning else ("reused cache" if tuning.get("reused") else f"{tuning.get('trials_run')} trials")
+    rows = [[result.target, result.path, "dynamic" if result.batch is None else result.batch,
+             human_size(result.size_bytes), f"{result.seconds:.1f} s", tuned, parity,
+             "-" if worst is None else f"{worst:.1e}", result.verified]]
+    click.echo(table(["target", "path", "batch", "size", "time", "tuning", "parity", "max abs err", "verified"],
+                     rows))

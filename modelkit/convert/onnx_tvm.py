@@ -1,0 +1,33 @@
+"""Edge onnx -> tvm: compile an ONNX model into a TVM shared library (`.tvm.so`) for a named target.
+
+`modelkit convert m.keras --to tvm` plans keras -> onnx -> tvm and verifies this hop against the ONNX
+source like every other; `modelkit compile` adds targets, batch and tuning options. The work lives in
+modelkit.targets.tvm_compile; TVM is imported only when the edge runs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..formats import Format
+from .registry import Tolerance, converter
+
+# TVM fuses and reorders float reductions (and LLVM may contract multiply-adds into FMAs) that
+# onnxruntime evaluates in another order: ~1e-6 on small nets; 1e-4 leaves room for deep ones while any
+# real mistake (wrong layout, wrong op) is off by > 1e-2.
+TOLERANCE = Tolerance(atol=1e-4, min_cosine=0.9999)
+
+
+@converter(Format.ONNX, Format.TVM, tolerance=TOLERANCE,
+           options={"target": "server-cpu", "batch": None, "trials": None, "budget": None, "cache_dir": None})
+def onnx_to_tvm(src: Path, dest: Path, target: Any = "server-cpu", batch: int | None = None,
+                trials: int | None = None, budget: str | float | None = None,
+                cache_dir: str | None = None) -> dict[str, Any]:
+    """target: a name from `modelkit targets` or a TVM target dict; batch: fix the batch (default dynamic
+    where the target allows it); trials / budget: MetaSchedule tuning (fixes the batch, default 1)."""
+    from ..safety import check_onnx_external_data
+    from ..targets.tvm_compile import compile_onnx
+
+    check_onnx_external_data(src)  # before onnx.load / TVM read any external-data file
+
+    return compile_onnx(src, dest, target=target, batch=batch, trials=trials, budget=budget, cache_dir=cache_dir)

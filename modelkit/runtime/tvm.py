@@ -1,0 +1,133 @@
+"""TVM engine: a `.tvm.so` library compiled by modelkit, run with the Relax VirtualMachine.
+
+The manifest beside the library gives the signature (ONNX names, batch fixed or dynamic) and the
+target; inputs are validated against it (Model.predict binds them) before the VM sees them, passed
+to the VM in signature order, and outputs come back as numpy arrays under the signature's names.
+A library built for another machine (aarch64, armv7, CUDA) loads for inspection, but predict
+raises LoadError here: its code cannot run on this CPU.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import manifest as _manifest
+from ..errors import EngineNotInstalledError, LoadError
+from ..formats import Format
+from .base import Model, parse_device
+
+_MACHINE_ARCH = {62: "x86_64", 183: "aarch64", 40: "armv7"}
+
+
+class TvmModel(Model):
+    format = Format.TVM
+    engine = "tvm"
+
+    def __init__(self, path: Path, manifest: _manifest.Manifest, device: str, why_not: str | None):
+        super().__init__(path, manifest.sig)
+        self.manifest = manifest
+        self.device = device
+        self._why_not = why_not  # set when this machine cannot run the library
+        self._vm: Any = None
+        self._dev: Any = None
+
+    @property
+    def runnable(self) -> bool:
+        return self._why_not is None
+
+    def _load_vm(self) -> None:
+        if self._why_not is not None:
+            raise LoadError(f"{self.path.name}: {self._why_not}")
+        import tvm
+        from tvm.runtime.vm import VirtualMachine  # the runtime's VM: works with TVM_USE_RUNTIME_LIB=1 too
+
+        kind, index = parse_device(self.device, ("cpu", "cuda"))
+        dev = tvm.cpu(index) if kind == "cpu" else tvm.cuda(index)
+        if not dev.exist:
+            raise LoadError(f"{self.path.name}: device '{self.device}' is not available here (TVM sees no "
+                            f"{kind.upper()} device {index}); for a GPU without a CUDA build of TVM, run the ONNX "
+                            "model with onnxruntime-gpu: modelkit.load('model.onnx', device='cuda')")
+        try:
+            lib = tvm.runtime.load_module(str(self.path))
+            self._vm = VirtualMachine(lib, dev)
+        except Exception as exc:  # TVM's loader raises its own error types from C++: re-raise typed
+            raise LoadError(f"{self.path}: TVM could not load this library: {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        self._dev = dev
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._vm is None:
+            self._load_vm()
+        import tvm
+
+        args = [tvm.runtime.tensor(inputs[name], self._dev) for name in self.signature.input_names]
+        try:
+            out = self._vm["main"](*args)
+        except (RuntimeError, ValueError, TypeError) as exc:  # TVM's errors derive from these; inputs were
+            # validated, so the library and its manifest disagree (a shape check inside the VM failed)
+            raise LoadError(f"{self.path.name}: the TVM library failed: {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        values = [out] if not _is_sequence(out) else list(out)
+        names = self.signature.output_names
+        if len(values) != len(names):
+            raise LoadError(f"{self.path.name}: the library returned {len(values)} outputs, its manifest "
+                            f"names {len(names)} ({names})")
+        return {n: v.numpy() for n, v in zip(names, values)}
+
+
+def _is_sequence(value: Any) -> bool:
+    return not hasattr(value, "numpy") and hasattr(value, "__len__")
+
+
+def host_arch() -> str:
+    from ..targets.registry import host_arch as _host
+
+    return _host()
+
+
+def load(path: Path, device: str | None = None, threads: int | None = None, **options: Any) -> TvmModel:
+    try:
+        import tvm  # noqa: F401
+    except ImportError as exc:
+        raise EngineNotInstalledError("apache-tvm is not installed; pip install 'modelkit[tvm]'") from exc
+    m = _manifest.read(path)
+    if m is None or m.format != Format.TVM.value:
+        raise LoadError(f"{path}: a TVM library needs the manifest modelkit wrote beside it "
+                        f"({path.name}.modelkit.json)")
+    check_library_digest(Path(path), m)
+    extra = m.extra or {}
+    lib_device = str(extra.get("device") or "cpu")
+    device = device or "cpu"
+    kind, _ = parse_device(device, ("cpu", "cuda"))
+    why_not = _why_not_runnable(Path(path), extra)
+    if why_not is None and kind != lib_device:  # loads for inspection; predict says why it cannot run
+        why_not = f"compiled for {lib_device} (target {m.target}); load it with device='{lib_device}', not '{device}'"
+    if threads:
+        import os
+
+        os.environ.setdefault("TVM_NUM_THREADS", str(int(threads)))  # read when TVM's thread pool starts
+    return TvmModel(Path(path), m, device, why_not)
+
+
+def check_library_digest(path: Path, m: _manifest.Manifest) -> None:
+    """A library is native code that dlopen runs: load it only if it is the file modelkit wrote (the
+    manifest's sha256). A truncated or modified library can crash the process in dlopen (SIGBUS/SIGSEGV)."""
+    if not m.sha256:
+        raise LoadError(f"{path}: its manifest records no sha256; modelkit only loads libraries it compiled")
+    digest = _manifest.sha256_of(path)
+    if digest != m.sha256:
+        raise LoadError(f"{path}: the library does not match its manifest (sha256 {digest[:12]}…, manifest says "
+                        f"{m.sha256[:12]}…): corrupt or modified; refusing to load it")
+
+
+def _why_not_runnable(path: Path, extra: dict[str, Any]) -> str | None:
+    from ..targets.cross import read_elf_header
+
+    header = read_elf_header(path)
+    here = host_arch()
+    if header["arch"] != here:
+        return (f"built for {header['arch']} (ELF e_machine {header['machine']}); this machine is {here}. "
+                "Copy it with its manifest to the target and run it there with the TVM runtime")
+    return None

@@ -1,0 +1,127 @@
+"""Targets: named deployment targets and `compile(model, target=...)`, which builds a TVM library.
+
+compile() takes ONNX, or any format the converter planner turns into ONNX (.keras first goes through
+modelkit.convert), then runs the onnx -> tvm edge as a verified hop in a child process: the library
+(`.tvm.so`) and its manifest appear atomically, with the parity report against the ONNX source. Libraries
+for another machine (arm64, armv7, CUDA) cannot run here: they are checked by their ELF header only,
+and the manifest says so (extra.verified = "elf-architecture-only").
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import _atomic, _child
+from .. import manifest as _manifest
+from ..errors import ConversionError, UnsupportedConversionError
+from ..formats import Format, detect
+from . import registry
+from .registry import Target, get, names, targets
+
+__all__ = ["compile", "CompileResult", "Target", "get", "names", "targets", "DEFAULT_TRIALS"]
+
+DEFAULT_TRIALS = 64  # `--tune` without --trials or --budget
+
+
+@dataclass
+class CompileResult:
+    path: str
+    onnx: str
+    target: str
+    batch: int | None
+    seconds: float
+    size_bytes: int | None
+    parity: dict[str, Any] | None
+    verified: str
+    tuning: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def default_output(onnx_path: Path, target: Target, out: str | os.PathLike | None) -> Path:
+    """`cnn.onnx` + server-cpu -> `cnn.server-cpu.tvm.so` beside it; --out may name a file or a folder."""
+    stem = onnx_path.name[: -len(".onnx")] if onnx_path.name.endswith(".onnx") else onnx_path.stem
+    name = f"{stem}.{target.name}{Format.TVM.suffix}"
+    if out is None:
+        return onnx_path.with_name(name)
+    p = Path(out)
+    if p.is_dir() or str(out).endswith(os.sep):
+        return p / name
+    if not p.name.endswith(Format.TVM.suffix):
+        raise ConversionError(f"--out {p}: a TVM library's name must end with {Format.TVM.suffix}")
+    return p
+
+
+def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu",  # noqa: A001
+            out: str | os.PathLike | None = None, batch: int | None = None, dynamic_batch: bool = False,
+            trials: int | None = None, budget: str | float | None = None, force: bool = False,
+            verify: bool | None = None, cache_dir: str | os.PathLike | None = None,
+            timeout: float | None = None) -> CompileResult:
+    """Compile a model into a TVM library for `target` (a name from `modelkit targets`, or a TVM target dict).
+
+    batch fixes the batch size; dynamic_batch keeps it dynamic (the default where the target allows it and
+    nothing is tuned). trials / budget ('10m', seconds) tune with MetaSchedule, caching the tuning database
+    per model and target, so a second compile reuses it without tuning. verify defaults to True for targets
+    that run here and cannot be True for the others.
+    """
+    from . import tuning
+    from .tvm_compile import check_toolchain, choose_batch
+
+    tgt = registry.get(target)
+    check_toolchain(tgt)  # fail fast: no conversion work when the compiler is missing
+    budget_s = tuning.parse_budget(budget)
+    tuned = bool(trials) or budget_s is not None
+    if dynamic_batch and (batch is not None or tuned):
+        raise ConversionError("--dynamic-batch cannot be combined with --batch or tuning (tuning measures a "
+                              "fixed batch)")
+    if dynamic_batch and not tgt.dynamic_batch:
+        raise ConversionError(f"target '{tgt.name}' needs a fixed batch; drop --dynamic-batch or pass --batch N")
+    if tuned and tgt.cross:
+        raise UnsupportedConversionError(f"tuning measures candidates on this machine; '{tgt.name}' runs on "
+                                         f"{tgt.arch}/{tgt.device}, not here (compile it untuned)")
+    fixed = choose_batch(tgt, batch, tuned)
+    if verify and tgt.cross:
+        raise ConversionError(f"a library for {tgt.name} ({tgt.arch}/{tgt.device}) cannot run on this machine, "
+                              "so it cannot be verified here; compile without --verify")
+    verify = (not tgt.cross) if verify is None else verify
+    src = Path(model)
+    onnx_path = _as_onnx(src, Path(out).parent if out and not Path(out).is_dir() else out, force)
+    dest = default_output(onnx_path, tgt, out)
+    _atomic.check_writable(dest, force)
+    options = {"target": tgt.tvm if tgt.name == "custom" else tgt.name, "batch": fixed,
+               "trials": int(trials) if trials else None, "budget": budget_s,
+               "cache_dir": str(cache_dir) if cache_dir else None}
+    hop = {"src": str(onnx_path), "dest": str(dest), "source": "onnx", "target": "tvm", "options": options,
+           "verify": verify, "force": force}
+    (r,) = _child.run("modelkit.convert.hop:run_hops", {"hops": [hop]}, backend=None, timeout=timeout)
+    m = _manifest.read(dest)
+    extra = (m.extra if m else None) or {}
+    return CompileResult(path=r["path"], onnx=str(onnx_path), target=tgt.name, batch=fixed, seconds=r["seconds"],
+                         size_bytes=r["size_bytes"], parity=r["parity"] or extra.get("emulated_parity"),
+                         verified=extra.get("verified", "parity" if verify else "not verified"),
+                         tuning=extra.get("tuning"))
+
+
+def _as_onnx(src: Path, out_dir: str | os.PathLike | None, force: bool) -> Path:
+    """The ONNX model to compile: src itself, an up-to-date conversion of it, or a new verified conversion."""
+    fmt = detect(src)
+    if fmt == Format.ONNX:
+        return src
+    from ..convert import convert, output_path
+
+    folder = Path(out_dir) if out_dir else src.parent
+    existing = output_path(src, Format.ONNX, folder)
+    m = _manifest.read(existing) if existing.is_file() else None
+    if m and (m.source or {}).get("sha256") == _manifest.sha256_of(src) and m.parity and m.parity.get("ok"):
+        return existing  # converted from exactly these bytes, and verified
+    results = convert(src, Format.ONNX.value, out_dir=folder, force=force)
+    return Path(next(r.path for r in results if r.format == Format.ONNX.value))
+
+
+def describe_targets() -> str:
+    """Human-readable list (for errors and docs)."""
+    return json.dumps({n: t.description for n, t in targets().items()}, indent=2)

@@ -1,0 +1,215 @@
+"""ONNX -> TVM shared library: simplify, import into Relax, (tune,) compile, export.
+
+Batch policy: a library keeps a dynamic batch dimension when the target allows it and nothing
+asks for a fixed one; `batch=N` or tuning (MetaSchedule measures concrete shapes) fixes the batch,
+and the library's signature then says so (Signature.bind refuses other batch sizes before the VM
+sees them). Verification of a fixed-batch library runs at that batch.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import manifest as _manifest
+from ..errors import ConversionError, EngineNotInstalledError, UnsupportedConversionError
+from ..formats import Format
+from ..spec import Signature, TensorSpec
+from . import cross, registry, tuning
+
+_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
+                10: "float16", 11: "float64"}
+
+
+def onnx_signature(proto: Any) -> Signature:
+    """The graph's inputs (initializers excluded) and outputs, with their ONNX names, in graph order."""
+    inits = {i.name for i in proto.graph.initializer}
+
+    def spec(vi: Any) -> TensorSpec:
+        tt = vi.type.tensor_type
+        if tt.elem_type not in _ONNX_DTYPES:
+            raise UnsupportedConversionError(f"tensor '{vi.name}': ONNX element type {tt.elem_type} is not "
+                                             "supported by the TVM path")
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim)
+        return TensorSpec(vi.name, dims, _ONNX_DTYPES[tt.elem_type])
+
+    return Signature(tuple(spec(i) for i in proto.graph.input if i.name not in inits),
+                     tuple(spec(o) for o in proto.graph.output))
+
+
+def fix_batch(sig: Signature, batch: int | None) -> Signature:
+    """The signature with dim 0 set to `batch` (None keeps it dynamic); other dynamic dims are refused."""
+    def one(s: TensorSpec, is_input: bool) -> TensorSpec:
+        if is_input and any(d is None for d in s.shape[1:]):
+            raise UnsupportedConversionError(f"input '{s.name}' {s.shape_str()} has a dynamic non-batch "
+                                             "dimension; the TVM path compiles fixed non-batch shapes only")
+        shape = s.shape if batch is None or not s.shape or s.shape[0] is not None else (batch, *s.shape[1:])
+        return TensorSpec(s.name, shape, s.dtype)
+
+    return Signature(tuple(one(s, True) for s in sig.inputs), tuple(one(s, False) for s in sig.outputs))
+
+
+def choose_batch(target: registry.Target, batch: int | None, tuned: bool) -> int | None:
+    """None = dynamic batch. Tuning needs a fixed batch (default 1); so does a target without dynamic shapes."""
+    if batch is not None:
+        if int(batch) < 1:
+            raise ConversionError(f"batch must be >= 1, got {batch}")
+        return int(batch)
+    if tuned or not target.dynamic_batch:
+        return 1
+    return None
+
+
+def check_toolchain(target: registry.Target) -> None:
+    """Fail before any work when the target's compiler is missing (cross g++, CUDA's nvcc)."""
+    if target.device == "cuda":
+        if shutil.which("nvcc") is None:
+            raise EngineNotInstalledError(
+                f"target '{target.name}' compiles CUDA kernels with nvcc, which is not installed here (TVM from "
+                "PyPI has no CUDA toolkit); compile on a machine with the CUDA toolkit, or run the ONNX model "
+                "on the GPU with onnxruntime-gpu: modelkit.load('model.onnx', device='cuda')")
+        return
+    cross.compiler_for(target)
+
+
+def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-cpu", batch: int | None = None,
+                 trials: int | None = None, budget: str | float | None = None,
+                 cache_dir: str | None = None) -> dict[str, Any]:
+    """Compile the ONNX model at src into the library dest; write a provisional manifest beside it.
+
+    Returns the edge's info (versions, opset, target, extra) for the hop's manifest.
+    """
+    import onnx
+    import tvm
+
+    from ..convert.keras_onnx import slim
+
+    tgt = registry.get(target)
+    check_toolchain(tgt)
+    budget_s = tuning.parse_budget(budget)
+    trials = int(trials) if trials else None
+    tuned = trials is not None or budget_s is not None
+    fixed = choose_batch(tgt, batch, tuned)
+    t0 = time.perf_counter()
+    proto = slim(onnx.load(str(src)))  # TVM's importer rejects some exporters' Reshape patterns until simplified
+    sig = fix_batch(onnx_signature(proto), fixed)
+    shape_dict = {s.name: list(s.shape) for s in sig.inputs} if fixed is not None else None
+    from tvm.relax.frontend.onnx import from_onnx
+
+    try:
+        mod = from_onnx(proto, shape_dict=shape_dict, keep_params_in_input=False)
+    except Exception as exc:  # the importer raises assorted TVM / Python errors: re-raise typed, not swallowed
+        raise ConversionError(f"TVM's ONNX importer rejected {src.name}: {type(exc).__name__}: {exc}") from exc
+    tvm_target = tvm.target.Target(tgt.tvm)
+    mod = _prepare(mod, tvm_target)
+    tune_info = None
+    database = None
+    if tuned:
+        if tgt.cross:
+            raise UnsupportedConversionError(f"tuning measures candidates on this machine, so it needs a target "
+                                             f"that runs here; '{tgt.name}' is for {tgt.arch}/{tgt.device} "
+                                             "(tune over TVM RPC on the device instead)")
+        model_sha = hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()
+        key = tuning.cache_key(model_sha, tgt.tvm, int(fixed or 1), tvm.__version__)
+        db_dir = (Path(cache_dir) / key) if cache_dir else tuning.cache_root() / key
+        database, tune_info = tuning.tune(mod, tvm_target, db_dir, trials, budget_s)
+    t1 = time.perf_counter()
+    executable = _build(mod, tvm_target, database)
+    _export(executable, dest, tgt)
+    header = cross.check_library_arch(dest, tgt.arch)
+    extra = {"tvm_target": tgt.tvm, "tvm_version": tvm.__version__, "arch": tgt.arch, "device": tgt.device,
+             "batch": fixed, "dynamic_batch": fixed is None, "elf": header,
+             "compile_seconds": round(time.perf_counter() - t1, 2), "import_seconds": round(t1 - t0, 2),
+             "tuning": tune_info, "detected": tgt.detected or None,
+             "verified": _verified(tgt)}
+    if tgt.cross and tgt.device == "cpu":
+        _verify_emulated(src, dest, sig, tgt, extra)
+    _write_manifest(src, dest, tgt, sig, extra)
+    return {"opset": _opset(proto), "ir_version": int(proto.ir_version), "target": tgt.name, "extra": extra,
+            "versions": {"tvm": tvm.__version__, "onnx": onnx.__version__, "onnxslim": _onnxslim_version()}}
+
+
+def _verify_emulated(src: Path, dest: Path, sig: Signature, tgt: registry.Target, extra: dict[str, Any]) -> None:
+    """Run an aarch64 library under qemu against onnxruntime here, when that environment exists."""
+    from . import emulate
+
+    why = emulate.available() if tgt.arch == "aarch64" else f"no TVM runtime for {tgt.arch} to emulate"
+    if why is not None:
+        extra["not_run_because"] = why
+        return
+    from ..convert.onnx_tvm import TOLERANCE
+
+    print(f"verifying {dest.name} under qemu-aarch64 against {src.name} ...", file=sys.stderr, flush=True)
+    report = emulate.verify_under_qemu(src, dest, sig, TOLERANCE)
+    extra["emulated_parity"] = report.to_dict()
+    report.raise_if_failed()
+    extra["verified"] = "parity-under-qemu-aarch64"
+    print(f"qemu-aarch64: {report.summary()}", file=sys.stderr, flush=True)
+
+
+def _verified(tgt: registry.Target) -> str:
+    """What the hop's verification can prove for this target on this machine (see docs/tvm.md)."""
+    if not tgt.cross:
+        return "parity"
+    if tgt.device == "cuda":
+        return "compiled-only: CUDA kernels built, not run (no GPU / CUDA TVM runtime here)"
+    return "elf-architecture-only"
+
+
+def _prepare(mod: Any, tvm_target: Any) -> Any:
+    """Legalize and fuse (the pipeline MetaSchedule extracts its tasks from)."""
+    import tvm
+    from tvm.relax import transform as T
+    from tvm.relax.pipeline import zero_pipeline
+
+    with tvm_target:
+        return tvm.transform.Sequential([T.DecomposeOpsForInference(), T.CanonicalizeBindings(),
+                                         zero_pipeline()])(mod)
+
+
+def _build(mod: Any, tvm_target: Any, database: Any) -> Any:
+    import tvm
+    from tvm.relax import transform as T
+
+    if database is not None:
+        with tvm_target, database, tvm.transform.PassContext(opt_level=3):
+            mod = T.MetaScheduleApplyDatabase()(mod)
+    try:
+        return tvm.compile(mod, target=tvm_target)
+    except Exception as exc:  # TVM raises its own error types from C++: re-raise typed
+        raise ConversionError(f"tvm.compile failed for {tvm_target.kind.name}: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+
+
+def _export(executable: Any, dest: Path, tgt: registry.Target) -> None:
+    from tvm.support import cc
+
+    cxx = cross.compiler_for(tgt)
+    if cxx is None:
+        executable.export_library(str(dest))
+    else:
+        executable.export_library(str(dest), fcompile=cc.cross_compiler(cxx))
+
+
+def _write_manifest(src: Path, dest: Path, tgt: registry.Target, sig: Signature, extra: dict[str, Any]) -> None:
+    """A provisional manifest beside the library (the engine needs its signature to load it); the hop
+    replaces it with the full one (chain, parity) once the library is verified."""
+    m = _manifest.Manifest(format=Format.TVM.value, signature=sig.to_dict(), target=tgt.name, extra=extra,
+                           source={"path": str(src), "format": "onnx", "sha256": _manifest.sha256_of(src)})
+    _manifest.write(dest, m)
+
+
+def _opset(proto: Any) -> int | None:
+    return next((int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _onnxslim_version() -> str:
+    import onnxslim
+
+    return str(getattr(onnxslim, "__version__", "unknown"))
+
+
+__all__ = ["compile_onnx", "onnx_signature", "fix_batch", "choose_batch", "check_toolchain"]

@@ -1,0 +1,97 @@
+"""The TVM engine: a compiled library runs by name through the Signature, matches onnxruntime,
+and rejects bad inputs with typed errors before the VM sees them."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import modelkit
+from modelkit.errors import DTypeError, FormatError, InputNameError, LoadError, ShapeError
+from tests.conftest import make_tiny_onnx
+
+pytest.importorskip("tvm")
+
+
+@pytest.fixture(scope="module")
+def tiny_lib(tmp_path_factory):
+    from modelkit.targets import compile
+
+    folder = tmp_path_factory.mktemp("tvm_engine")
+    onnx_path = make_tiny_onnx(folder / "tiny.onnx")
+    return compile(onnx_path, target="server-cpu"), onnx_path
+
+
+def test_matches_onnxruntime_by_name(tiny_lib):
+    result, onnx_path = tiny_lib
+    m = modelkit.load(result.path)
+    assert m.engine == "tvm" and m.format.value == "tvm"
+    assert m.signature.input_names == ["x"] and m.signature.inputs[0].shape == (None, 4)
+    assert m.signature.output_names == ["probs"]
+    ort = modelkit.load(onnx_path)
+    for batch in (1, 5, 32):
+        x = np.random.default_rng(batch).standard_normal((batch, 4)).astype(np.float32)
+        got, want = m.predict({"x": x}), ort.predict({"x": x})
+        assert list(got) == ["probs"] and got["probs"].shape == (batch, 3)
+        np.testing.assert_allclose(got["probs"], want["probs"], atol=1e-5)
+        np.testing.assert_allclose(got["probs"].sum(-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad, err, msg", [
+    ({"y": np.zeros((1, 4), np.float32)}, InputNameError, r"missing \['x'\]"),
+    ({"x": np.zeros((1, 5), np.float32)}, ShapeError, "dimension 1 must be 4"),
+    ({"x": np.zeros((4,), np.float32)}, ShapeError, "expected rank 2"),
+    ({"x": np.zeros((1, 4), np.int64)}, DTypeError, "expected dtype float32, got int64"),
+    ({"x": np.zeros((0, 4), np.float32)}, ShapeError, "empty tensor"),
+])
+def test_bad_inputs_are_typed_errors(tiny_lib, bad, err, msg):
+    with pytest.raises(err, match=msg):
+        modelkit.load(tiny_lib[0].path).predict(bad)
+
+
+def test_fixed_batch_library_refuses_other_batches(tmp_path):
+    from modelkit.targets import compile
+
+    onnx_path = make_tiny_onnx(tmp_path / "tiny.onnx")
+    result = compile(onnx_path, batch=3)
+    m = modelkit.load(result.path)
+    assert m.signature.inputs[0].shape == (3, 4) and m.signature.outputs[0].shape == (3, 3)
+    assert {c["batch"] for c in result.parity["cases"]} == {3} and result.parity["ok"]
+    x = np.random.default_rng(0).random((3, 4), dtype=np.float32)
+    np.testing.assert_allclose(m.predict(x)["probs"], modelkit.load(onnx_path).predict(x)["probs"], atol=1e-5)
+    with pytest.raises(ShapeError, match="dimension 0 must be 3"):
+        m.predict(np.zeros((2, 4), np.float32))
+
+
+def test_library_without_manifest_is_refused(tiny_lib, tmp_path):
+    lonely = tmp_path / "lonely.tvm.so"
+    shutil.copy(tiny_lib[0].path, lonely)
+    with pytest.raises(FormatError, match="without a TVM manifest"):
+        modelkit.load(lonely)
+    with pytest.raises(LoadError, match="needs the manifest"):
+        modelkit.load(lonely, format="tvm")
+
+
+def test_cuda_on_a_cpu_library_is_a_typed_error(tiny_lib):
+    m = modelkit.load(tiny_lib[0].path, device="cuda")  # loads for inspection
+    with pytest.raises(LoadError, match="compiled for cpu"):
+        m.predict(np.zeros((1, 4), np.float32))
+
+
+def test_manifest_records_target_and_tvm(tiny_lib):
+    manifest = json.loads(open(tiny_lib[0].path + ".modelkit.json").read())
+    assert manifest["format"] == "tvm" and manifest["target"] == "server-cpu"
+    extra = manifest["extra"]
+    assert extra["tvm_version"].startswith("0.27") and extra["dynamic_batch"] is True and extra["batch"] is None
+    assert extra["elf"]["machine"] == 62 and extra["verified"] == "parity"
+    assert manifest["chain"][-1]["versions"]["tvm"] == extra["tvm_version"]
+    assert manifest["parity"]["ok"] and [c["batch"] for c in manifest["parity"]["cases"]] == [1, 7]
+
+
+def test_import_runtime_stays_light():
+    code = "import sys, modelkit.runtime, modelkit.runtime.tvm, modelkit.targets; " \
+           "print(sorted(m for m in ('tvm', 'tensorflow', 'torch', 'onnx') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,0 +1,25 @@
+"""The top-level API: load, convert, compile, verify are callable and do real work."""
+import importlib
+
+import numpy as np
+
+import modelkit
+from tests.conftest import make_tiny_onnx
+
+
+def test_public_names_exist():
+    for name in modelkit.__all__:
+        assert hasattr(modelkit, name), name
+    importlib.import_module("modelkit.convert")  # importing the package must not shadow the function
+    assert callable(modelkit.convert)
+
+
+def test_compile_and_verify_from_the_top_level(tmp_path):
+    src = make_tiny_onnx(tmp_path / "tiny.onnx")
+    lib = modelkit.compile(src, "server-cpu", out=tmp_path / "tiny.tvm.so")
+    lib_path = getattr(lib, "path", lib)
+    report = modelkit.verify(src, lib_path)
+    assert report.ok and max(o.max_abs for o in report.outputs) <= 1e-4
+    x = np.random.default_rng(0).random((3, 4)).astype(np.float32)
+    np.testing.assert_allclose(modelkit.load(lib_path).predict(x)["probs"], modelkit.load(src).predict(x)["probs"],
+                               atol=1e-5)
