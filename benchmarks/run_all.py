@@ -1,7 +1,9 @@
 """`make bench`: run every benchmarks/bench_*.py script and index their reports in bench-out/.
 
 Each script runs in its own process with BENCH_OUT set to the output folder; a failing script is
-reported and the others still run. Exit code 1 if any script failed.
+reported and the others still run. Last, benchmarks/targets.py prints the performance-target table
+(BENCH_QUICK=1 adds --quick; BENCH_TVM_BUDGET sets --tvm-budget, default 20m, cached after the first
+run). Exit code 1 if any script failed.
 """
 from __future__ import annotations
 
@@ -20,10 +22,15 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "BENCH_OUT": str(out), "PYTHONPATH": str(ROOT)}
     summary = []
-    for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
+    targets_args = ["--tvm-budget", os.environ.get("BENCH_TVM_BUDGET", "20m")]
+    if os.environ.get("BENCH_QUICK") == "1":
+        targets_args.append("--quick")
+    runs = [(s, []) for s in sorted((ROOT / "benchmarks").glob("bench_*.py"))]
+    runs.append((ROOT / "benchmarks" / "targets.py", targets_args))
+    for script, extra in runs:
         print(f"=== {script.name}", flush=True)
         t0 = time.perf_counter()
-        code = subprocess.call([sys.executable, str(script)], cwd=ROOT, env=env)
+        code = subprocess.call([sys.executable, str(script), *extra], cwd=ROOT, env=env)
         summary.append((script.name, code, time.perf_counter() - t0))
     reports = sorted(p.name for p in out.glob("*.html") if p.name != "index.html")
     items = "".join(f'<li><a href="{html.escape(r)}">{html.escape(r)}</a></li>' for r in reports)

@@ -6,6 +6,7 @@ This module imports numpy only, so it is safe on every light path.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Mapping
 
 import numpy as np
@@ -86,48 +87,75 @@ class Signature:
         lines += ["outputs:"] + [f"  {s.name}: {s.dtype}{s.shape_str()}" for s in self.outputs]
         return "\n".join(lines)
 
+    @cached_property
+    def _bind_plan(self) -> tuple[tuple[TensorSpec, str, int, np.dtype, tuple[tuple[int, int], ...], bool], ...]:
+        """Per-spec facts bind needs on every call, computed once: name, rank, the dtype object, the
+        fixed dims (index, size) and whether dim 0 is the dynamic batch. cached_property writes to the
+        instance __dict__, so the frozen dataclass (and its equality) is untouched."""
+        return tuple((s, s.name, s.rank, np.dtype(s.dtype),
+                      tuple((i, d) for i, d in enumerate(s.shape) if d is not None),
+                      bool(s.shape) and s.shape[0] is None) for s in self.inputs)
+
+    @cached_property
+    def _input_name_set(self) -> frozenset[str]:
+        return frozenset(s.name for s in self.inputs)
+
     def bind(self, inputs: Any) -> dict[str, np.ndarray]:
         """Validate inputs against the signature and return them as a dict of contiguous arrays.
 
         A bare array is accepted for single-input models. Raises InputNameError, ShapeError or
         DTypeError naming what was expected and what came, before anything reaches a native engine.
+        Every check runs on every call; what is per-signature (names, dtypes, fixed dims) is cached.
         """
-        if not isinstance(inputs, Mapping):
+        if type(inputs) is not dict and not isinstance(inputs, Mapping):
             if len(self.inputs) != 1:
                 raise InputNameError(f"model has {len(self.inputs)} inputs {self.input_names}; "
                                      "pass a dict keyed by input name, not a bare array")
             inputs = {self.inputs[0].name: inputs}
+        names = self._input_name_set
+        if len(inputs) != len(names):
+            self._name_error(inputs)
+        for n in names:
+            if n not in inputs:
+                self._name_error(inputs)
+        bound: dict[str, np.ndarray] = {}
+        batch: int | None = None
+        for spec, name, rank, want, fixed, dynamic_batch in self._bind_plan:
+            value = inputs[name]
+            # fast path: an ndarray of exactly the dtype; anything else takes the converting path
+            arr = value if type(value) is np.ndarray and value.dtype == want else _as_array(spec, value)
+            shape = arr.shape
+            if len(shape) != rank:
+                raise ShapeError(f"input '{spec.name}': expected rank {spec.rank} {spec.shape_str()}, "
+                                 f"got rank {arr.ndim} with shape {tuple(shape)}")
+            for i, d in fixed:
+                if shape[i] != d:
+                    raise ShapeError(f"input '{spec.name}': dimension {i} must be {d} "
+                                     f"(expected {spec.shape_str()}), got shape {tuple(shape)}")
+            if dynamic_batch:
+                if batch is not None and shape[0] != batch:
+                    raise ShapeError(f"input '{spec.name}': batch size {shape[0]} differs from "
+                                     f"the other inputs' batch size {batch}")
+                batch = shape[0]
+            if 0 in shape:
+                raise ShapeError(f"input '{spec.name}': empty tensor with shape {tuple(shape)}")
+            # np.ascontiguousarray returns a C-contiguous base-class ndarray (rank >= 1); skip the call
+            # only when the array already is exactly that
+            bound[name] = (arr if type(arr) is np.ndarray and shape and arr.flags.c_contiguous
+                           else np.ascontiguousarray(arr))
+        return bound
+
+    def _name_error(self, inputs: Mapping[str, Any]) -> None:
         expected = self.input_names
         missing = [n for n in expected if n not in inputs]
         extra = [n for n in inputs if n not in expected]
-        if missing or extra:
-            parts = []
-            if missing:
-                parts.append(f"missing {missing}")
-            if extra:
-                parts.append(f"unexpected {extra}")
-            raise InputNameError(f"input names do not match the signature: {', '.join(parts)}; "
-                                 f"expected {expected}")
-        bound: dict[str, np.ndarray] = {}
-        batch: int | None = None
-        for spec in self.inputs:
-            arr = _as_array(spec, inputs[spec.name])
-            if arr.ndim != spec.rank:
-                raise ShapeError(f"input '{spec.name}': expected rank {spec.rank} {spec.shape_str()}, "
-                                 f"got rank {arr.ndim} with shape {tuple(arr.shape)}")
-            for i, (want, got) in enumerate(zip(spec.shape, arr.shape)):
-                if want is not None and want != got:
-                    raise ShapeError(f"input '{spec.name}': dimension {i} must be {want} "
-                                     f"(expected {spec.shape_str()}), got shape {tuple(arr.shape)}")
-            if arr.ndim and spec.shape[0] is None:
-                if batch is not None and arr.shape[0] != batch:
-                    raise ShapeError(f"input '{spec.name}': batch size {arr.shape[0]} differs from "
-                                     f"the other inputs' batch size {batch}")
-                batch = arr.shape[0]
-            if any(d == 0 for d in arr.shape):
-                raise ShapeError(f"input '{spec.name}': empty tensor with shape {tuple(arr.shape)}")
-            bound[spec.name] = np.ascontiguousarray(arr)
-        return bound
+        parts = []
+        if missing:
+            parts.append(f"missing {missing}")
+        if extra:
+            parts.append(f"unexpected {extra}")
+        raise InputNameError(f"input names do not match the signature: {', '.join(parts)}; "
+                             f"expected {expected}")
 
 
 def _as_array(spec: TensorSpec, value: Any) -> np.ndarray:

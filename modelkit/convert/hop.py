@@ -120,9 +120,21 @@ def _in_source_order(sig: Any, want: Any) -> Any:
 
 
 def _reference(src: Path, edge: Any, trust: bool) -> Any:
+    """The source as a runtime Model. For a TF-based edge from .keras, the model that edge already
+    loaded (same file bytes, same trust flag) is reused, with its outputs remembered per input, so the
+    hops of one conversion load and run the source once."""
     from ..runtime import load
 
-    return load(src, trust_unsafe_code=trust) if edge.source == Format.KERAS else load(src)
+    if edge.source != Format.KERAS:
+        return load(src)
+    if edge.backend == "tensorflow":
+        from ..runtime.keras import KerasModel
+        from ._tf_function import MemoReference, cached_model
+
+        model = cached_model(src, trust)
+        if model is not None:
+            return MemoReference(KerasModel(src, model))
+    return load(src, trust_unsafe_code=trust)
 
 
 def _verify(reference: Any, candidate: Any, tolerance: Any, src_manifest: Any) -> Any:

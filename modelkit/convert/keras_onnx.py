@@ -30,12 +30,12 @@ def keras_to_onnx(src: Path, dest: Path, opset: int = OPSET, trust_unsafe_code: 
     import tf2onnx
     from keras.src.export.tf2onnx_lib import patch_tf2onnx
 
-    from ..core.keras_io import keras_signature, load_keras
-    from ._tf_function import serving_function
+    from ..core.keras_io import keras_signature
+    from ._tf_function import shared_model, shared_serving_function
 
-    model = load_keras(src, trust_unsafe_code=trust_unsafe_code, backend="tensorflow")
+    model = shared_model(src, trust_unsafe_code)  # loaded once per process for all TF-based hops
     sig = keras_signature(model)
-    fn, specs = serving_function(model, sig, as_dict=False)
+    fn, specs = shared_serving_function(model, sig, as_dict=False)
     patch_tf2onnx()  # keras' shim for tf2onnx on numpy 2
     proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=int(opset))
     rename_outputs(proto, sig.output_names)

@@ -16,17 +16,13 @@ TOLERANCE = Tolerance(atol=1e-5, min_cosine=0.99999)
 
 @converter(Format.KERAS, Format.SAVED_MODEL, backend="tensorflow", tolerance=TOLERANCE)
 def keras_to_saved_model(src: Path, dest: Path, trust_unsafe_code: bool = False) -> dict[str, Any]:
+    import shutil
+
     import keras
     import tensorflow as tf
 
-    from ..core.keras_io import keras_signature, load_keras
-    from ._tf_function import serving_function
+    from ._tf_function import shared_saved_model
 
-    model = load_keras(src, trust_unsafe_code=trust_unsafe_code, backend="tensorflow")
-    sig = keras_signature(model)
-    fn, specs = serving_function(model, sig, as_dict=True)
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serving_default", fn, input_signature=specs)
-    archive.write_out(str(dest), verbose=False)
+    # the SavedModel is written once per process and source; the TFLite edge converts the same one
+    shutil.copytree(shared_saved_model(src, "serving_default", trust_unsafe_code), dest)
     return {"versions": {"tensorflow": tf.__version__, "keras": keras.__version__}}

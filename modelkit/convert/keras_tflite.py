@@ -15,7 +15,6 @@ would save those two ops but push scale/zero-point handling onto every caller.
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,27 +36,23 @@ def keras_to_tflite(src: Path, dest: Path, quantize: str = "none", calibration_d
     from tensorflow.lite.python.convert_phase import ConverterError  # not exported under tf.lite
 
     from .. import manifest as _manifest
-    from ..core.keras_io import keras_signature, load_keras
+    from ..core.keras_io import keras_signature
     from ..errors import ConversionError
     from . import quantize as q
-    from ._tf_function import serving_function
+    from ._tf_function import shared_model, shared_saved_model
 
     mode = q.check_mode(quantize, Format.TFLITE)
-    model = load_keras(src, trust_unsafe_code=trust_unsafe_code, backend="tensorflow")
+    model = shared_model(src, trust_unsafe_code)  # loaded once per process for all TF-based hops
     sig = keras_signature(model)
     calibration = (q.calibration_inputs(_manifest.read(src), sig, calibration_data) if mode == "int8" else None)
-    fn, specs = serving_function(model, sig, as_dict=True)
-    with tempfile.TemporaryDirectory(prefix=".saved_model.", dir=dest.parent) as saved:
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.add_endpoint(SIGNATURE_KEY, fn, input_signature=specs)
-        archive.write_out(saved, verbose=False)
-        conv = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=[SIGNATURE_KEY])
-        _configure(conv, tf, mode, calibration)
-        try:
-            blob = conv.convert()
-        except (ConverterError, RuntimeError, ValueError, tf.errors.OpError) as exc:
-            raise ConversionError(f"the TFLite converter failed ({mode}): {_first_line(exc)}") from exc
+    # the same SavedModel the saved_model edge writes (one export per process and source)
+    saved = shared_saved_model(src, SIGNATURE_KEY, trust_unsafe_code)
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[SIGNATURE_KEY])
+    _configure(conv, tf, mode, calibration)
+    try:
+        blob = conv.convert()
+    except (ConverterError, RuntimeError, ValueError, tf.errors.OpError) as exc:
+        raise ConversionError(f"the TFLite converter failed ({mode}): {_first_line(exc)}") from exc
     dest.write_bytes(blob)
     versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
     try:

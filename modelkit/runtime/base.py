@@ -64,19 +64,35 @@ def order_outputs(names: list[str], preferred: list[str] | None) -> list[str]:
 def precheck(inputs: Any) -> Any:
     """Before Signature.bind copies anything: refuse arrays too large to materialise (a broadcast view of
     2**40 elements costs nothing until bind makes it contiguous), and give big-endian arrays native byte
-    order (their dtype name is still 'float32', but an engine would read the bytes as little-endian)."""
+    order (their dtype name is still 'float32', but an engine would read the bytes as little-endian).
+    The mapping is copied only when an array had to change."""
+    if type(inputs) is dict:  # fast path: native-order arrays under the limit pass untouched
+        for v in inputs.values():
+            if not (type(v) is np.ndarray and v.dtype.isnative and v.nbytes <= MAX_INPUT_BYTES):
+                break
+        else:
+            return inputs
     if isinstance(inputs, np.ndarray):
         return _precheck_array("input", inputs)
     if isinstance(inputs, Mapping):
-        return {k: _precheck_array(str(k), v) if isinstance(v, np.ndarray) else v for k, v in inputs.items()}
+        changed = None
+        for k, v in inputs.items():
+            if isinstance(v, np.ndarray):
+                fixed = _precheck_array(str(k), v)
+                if fixed is not v:
+                    changed = changed or {}
+                    changed[k] = fixed
+        return {**inputs, **changed} if changed else inputs
     return inputs
 
 
 def _precheck_array(name: str, arr: np.ndarray) -> np.ndarray:
-    nbytes = int(np.prod(arr.shape, dtype=object)) * arr.dtype.itemsize
+    # arr.size is an exact Python int (numpy refuses shapes whose product overflows intp)
+    nbytes = arr.size * arr.dtype.itemsize
     if nbytes > MAX_INPUT_BYTES:
         raise ShapeError(f"input '{name}': shape {tuple(arr.shape)} of {arr.dtype.name} needs {nbytes} bytes, "
                          f"more than the limit of {MAX_INPUT_BYTES} (MODELKIT_MAX_INPUT_BYTES)")
-    if arr.dtype.byteorder not in ("=", "|") and arr.dtype.kind != "O" and arr.dtype.isnative is False:
-        return arr.astype(arr.dtype.newbyteorder("="))
-    return arr
+    dt = arr.dtype
+    if dt.isnative or dt.kind == "O" or dt.byteorder in ("=", "|"):
+        return arr
+    return arr.astype(dt.newbyteorder("="))

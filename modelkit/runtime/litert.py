@@ -39,25 +39,27 @@ class LiteRTModel(Model):
         super().__init__(path, sig)
         self._in_index = {n: int(inputs[n]["index"]) for n in in_order}
         self._out_index = {n: int(outputs[n]["index"]) for n in out_order}
-        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._in_items = list(self._in_index.items())  # signature order, as bind returns inputs
+        self._out_items = list(self._out_index.items())
+        self._shapes: tuple[tuple[int, ...], ...] = ()
         self._lock = threading.Lock()  # one interpreter holds one set of tensors: one call at a time
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         it = self.interpreter
-        shapes = {n: tuple(a.shape) for n, a in inputs.items()}
+        shapes = tuple(inputs[n].shape for n, _ in self._in_items)
         with self._lock:
             try:
                 if shapes != self._shapes:
-                    self._shapes = {}
-                    for n, shape in shapes.items():
+                    self._shapes = ()
+                    for (_, index), shape in zip(self._in_items, shapes):
                         # strict: only dims the model declares dynamic may change (bind checked the rest)
-                        it.resize_tensor_input(self._in_index[n], list(shape), strict=True)
+                        it.resize_tensor_input(index, list(shape), strict=True)
                     it.allocate_tensors()
                     self._shapes = shapes
-                for n, arr in inputs.items():
-                    it.set_tensor(self._in_index[n], arr)
+                for n, index in self._in_items:
+                    it.set_tensor(index, inputs[n])
                 it.invoke()
-                return {n: it.get_tensor(i) for n, i in self._out_index.items()}  # get_tensor copies
+                return {n: it.get_tensor(i) for n, i in self._out_items}  # get_tensor copies
             except (RuntimeError, ValueError) as exc:  # inputs were validated: the model's shapes are corrupt
                 raise LoadError(f"{self.path}: ai-edge-litert failed running this model: "
                                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc

@@ -32,7 +32,10 @@ class TorchModel(Model):
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        args = [torch.from_numpy(_writable(inputs[n])).to(self.device) for n in self.signature.input_names]
+        on_cpu = self.device == "cpu"  # from_numpy shares memory; .to/.cpu are no-op calls on CPU: skip them
+        args = [torch.from_numpy(_writable(inputs[n])) for n in self.signature.input_names]
+        if not on_cpu:
+            args = [a.to(self.device) for a in args]
         try:
             with torch.inference_mode():
                 outs = self.module(*args)
@@ -46,7 +49,7 @@ class TorchModel(Model):
         if len(outs) != len(names):
             raise LoadError(f"{self.path.name} returned {len(outs)} outputs, its signature names {len(names)}: "
                             f"{names}")
-        return {n: o.detach().cpu().numpy() for n, o in zip(names, outs)}
+        return {n: (o.detach() if on_cpu else o.detach().cpu()).numpy() for n, o in zip(names, outs)}
 
 
 class TorchScriptModel(TorchModel):
