@@ -22,22 +22,13 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 import modelkit  # noqa: E402
-from modelkit import _child  # noqa: E402
 from modelkit.bench.stats import parse_duration, time_calls  # noqa: E402
 
 
 def models(folder: Path, image_size: int) -> dict[str, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    cnn = folder / "cnn.keras"
-    if not cnn.exists():
-        print(f"training the digits CNN -> {cnn}", file=sys.stderr, flush=True)
-        _child.run("modelkit.core.train:train", {"model": "cnn", "data": "digits", "epochs": 5, "out": str(cnn),
-                                                  "force": True, "verbose": False}, backend="tensorflow")
-    mnet = folder / f"mobilenetv2_{image_size}.keras"
-    if not mnet.exists():
-        print(f"building MobileNetV2 {image_size}x{image_size} -> {mnet}", file=sys.stderr, flush=True)
-        _child.run("benchmarks.bench_formats:build_mobilenet", {"out": str(mnet), "image_size": image_size},
-                   backend="tensorflow")
+    from benchmarks.bench_formats import sources
+
+    cnn, mnet = sources(folder, image_size)  # the same trained CNN and MobileNetV2 as bench_formats
     out = {}
     for name, src in (("cnn", cnn), (f"mobilenetv2_{image_size}", mnet)):
         onnx_path = folder / (src.name[: -len(".keras")] + ".onnx")

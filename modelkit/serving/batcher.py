@@ -170,3 +170,20 @@ class Batcher:
             start += it.rows
             if not it.future.done():
                 it.future.set_result(part)
+
+
+async def submit_current(repo: Any, name: str, version: str | None, decode: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """Decode a request against the version that will run it, and submit it to that version's batcher.
+
+    A hot-swap can retire the version between the lookup and the submit; the request then goes once
+    more to the version now current (unless it named a version). Returns (version, decoded, outputs).
+    """
+    for attempt in (0, 1):
+        v = repo.get(name, version)
+        decoded = decode(v.signature)
+        try:
+            return v, decoded, await v.batcher.submit(decoded[0])
+        except Retired:
+            if attempt or version:
+                raise
+    raise Retired(f"model '{name}' was retired twice while the request waited")

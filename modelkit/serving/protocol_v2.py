@@ -14,8 +14,9 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from .batcher import submit_current
 from .codec import decode_v2, encode_v2, v2_datatype, v2_shape
-from .errors import BadRequest, Retired
+from .errors import BadRequest
 from .http import Request, Response, json_response
 
 if TYPE_CHECKING:
@@ -68,15 +69,8 @@ async def model_ready(server: "Server", req: Request, name: str, version: str | 
 
 
 async def infer(server: "Server", req: Request, name: str, version: str | None) -> Response:
-    for attempt in (0, 1):
-        v = server.repo.get(name, version)
-        inputs, parsed = decode_v2(req.body, req.headers, v.signature)
-        try:
-            outputs = await v.batcher.submit(inputs)
-            break
-        except Retired:
-            if attempt or version:
-                raise
+    v, (_inputs, parsed), outputs = await submit_current(
+        server.repo, name, version, lambda sig: decode_v2(req.body, req.headers, sig))
     body, headers = encode_v2(outputs, v.signature, parsed, name, v.version)
     ctype = "application/octet-stream" if headers else "application/json"
     return Response(200, body, ctype, headers)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from .batcher import submit_current
 from .codec import decode_tf, encode_tf
-from .errors import Retired
 from .http import Request, Response, json_response
 
 if TYPE_CHECKING:
@@ -58,14 +58,7 @@ async def metadata(server: "Server", req: Request, name: str, version: str | Non
 
 
 async def predict(server: "Server", req: Request, name: str, version: str | None) -> Response:
-    for attempt in (0, 1):
-        v = server.repo.get(name, version)
-        inputs, form = decode_tf(req.body, v.signature)
-        try:
-            outputs = await v.batcher.submit(inputs)
-            break
-        except Retired:
-            if attempt or version:
-                raise
+    v, (_inputs, form), outputs = await submit_current(server.repo, name, version,
+                                                      lambda sig: decode_tf(req.body, sig))
     ordered = {n: outputs[n] for n in v.signature.output_names if n in outputs} or outputs
     return Response(200, encode_tf(ordered, form))
