@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -176,17 +175,9 @@ def start_torchserve(ts_path: Path, work: Path, workers: int) -> tuple[subproces
 
 def stop(proc: subprocess.Popen) -> None:
     """SIGTERM the server's own process group (TorchServe: launcher, java, workers); SIGKILL after 30 s."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        end = time.monotonic() + 30
-        while time.monotonic() < end:
-            proc.poll()
-            os.killpg(proc.pid, 0)  # raises once every process of the group is gone
-            time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(10)
+    from modelkit._proc import stop_group
+
+    stop_group(proc, 30.0)
 
 
 def engine_calls(port: int) -> float:

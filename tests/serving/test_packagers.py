@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 from modelkit import manifest
+from modelkit._proc import stop_group
 from modelkit.errors import ArtifactExistsError
 from modelkit.serving.errors import PackagingError
 from modelkit.serving.packagers import package
@@ -252,17 +252,7 @@ def test_torchserve_package_runs_in_real_torchserve(tmp_path, tiny_torchscript):
         status, _, _ = http(ports["management"], "POST", "/models?url=tiny.mar", b"", mgmt)
         assert status == 405  # the model-management API is off
     finally:  # stop TorchServe's own process group (launcher, java, workers): SIGTERM, SIGKILL after 30 s
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            end = time.monotonic() + 30
-            while time.monotonic() < end:
-                proc.poll()
-                os.killpg(proc.pid, 0)  # raises once every process of the group is gone
-                time.sleep(0.2)
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(10)
+        stop_group(proc, 30.0)
         log.close()
 
 
