@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,8 +26,14 @@ from ._backend import QUIET_ENV, check_backend
 
 
 def run(func: str, kwargs: dict[str, Any], backend: str | None = None, timeout: float | None = None,
-        quiet: bool = False) -> Any:
-    """Call `func` ("pkg.module:function") with JSON-able kwargs in a child process; return its result."""
+        quiet: bool = False, interrupt_grace: float = 0.0) -> Any:
+    """Call `func` ("pkg.module:function") with JSON-able kwargs in a child process; return its result.
+
+    The child runs in its own session, so a terminal's Ctrl-C reaches only this process. On Ctrl-C the
+    child is killed at once (interrupt_grace=0: conversions, whose outputs are atomic), or is sent one
+    SIGINT and given interrupt_grace seconds to stop cleanly (training saves a checkpoint, tuning keeps
+    its records) and report a typed error, which is raised here; a second Ctrl-C kills it.
+    """
     env = dict(os.environ)
     env.update({k: env.get(k, v) for k, v in QUIET_ENV.items()})
     env.setdefault("PYTHONWARNINGS", "ignore")  # framework deprecation chatter drowns the progress lines
@@ -44,20 +51,54 @@ def run(func: str, kwargs: dict[str, Any], backend: str | None = None, timeout: 
             streams = {"stdout": sink, "stderr": sink}
         else:  # stderr is not a real file (CliRunner, notebooks): capture, then forward
             streams = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+        proc = subprocess.Popen([sys.executable, "-m", "modelkit._child", str(out)], stdin=subprocess.PIPE,
+                                text=True, env=env, start_new_session=True, **streams)
         try:
-            proc = subprocess.run([sys.executable, "-m", "modelkit._child", str(out)], input=req, text=True,
-                                  env=env, timeout=timeout, **streams)
+            captured, interrupted = _communicate(proc, req, timeout, interrupt_grace)
         except subprocess.TimeoutExpired as exc:
+            _kill(proc)
             raise errors.ConversionError(f"{func} did not finish within {timeout:.0f} s") from exc
-        if streams["stdout"] is subprocess.PIPE and proc.stdout:
-            sys.stderr.write(proc.stdout)
+        if captured:
+            sys.stderr.write(captured)
         if not out.is_file():
+            if interrupted:
+                raise KeyboardInterrupt
             raise errors.ConversionError(f"{func} died in its child process (exit code {proc.returncode}) "
                                          "without a result; see the output above")
         payload = json.loads(out.read_text())
     if "error" in payload:
         raise _rebuild(payload["error"])
     return payload["result"]
+
+
+def _communicate(proc: subprocess.Popen, req: str, timeout: float | None, grace: float) -> tuple[str | None, bool]:
+    """Send the request and wait for the child, handling Ctrl-C as run() describes.
+
+    Returns (captured output, whether the child was asked to stop).
+    """
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(req)  # the request is small; the child reads it before anything else
+        proc.stdin.close()
+        proc.stdin = None  # so that communicate() can be called again after an interrupt
+        return proc.communicate(timeout=timeout)[0], False
+    except KeyboardInterrupt:
+        if grace <= 0:
+            _kill(proc)
+            raise
+    print(f"\n[modelkit] Ctrl-C: asking the work to stop cleanly (up to {grace:.0f} s; Ctrl-C again to kill it)",
+          file=sys.stderr, flush=True)
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.communicate(timeout=grace)[0], True
+    except (KeyboardInterrupt, subprocess.TimeoutExpired):
+        _kill(proc)
+        raise KeyboardInterrupt from None
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    proc.kill()
+    proc.communicate()
 
 
 def _stderr_fd() -> int | None:
@@ -68,7 +109,9 @@ def _stderr_fd() -> int | None:
         return None
 
 
-def _rebuild(err: dict[str, Any]) -> Exception:
+def _rebuild(err: dict[str, Any]) -> BaseException:
+    if err.get("type") == "KeyboardInterrupt":  # the child was stopped and did not say more
+        return KeyboardInterrupt()
     cls = getattr(errors, err.get("type", ""), None)
     if isinstance(cls, type) and issubclass(cls, errors.ModelkitError):
         exc = cls.__new__(cls)

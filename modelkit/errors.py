@@ -79,3 +79,7 @@ class BackendError(ModelkitError, ValueError):
 
 class TrainingError(ModelkitError):
     """Training could not run (unknown model, data set or optimizer; data of the wrong shape)."""
+
+
+class TuningInterrupted(ModelkitError):
+    """Tuning was stopped by Ctrl-C; the records measured so far are kept and the next run resumes."""

@@ -83,7 +83,8 @@ def search(cfg: TrainConfig) -> dict[str, Any]:
         parse_budget(cfg.budget)
     if loaded_backend() in (None, cfg.backend):
         return _search_here(cfg.to_dict())
-    return _child.run("modelkit.core.search:_search_here", {"config": cfg.to_dict()}, backend=cfg.backend)
+    return _child.run("modelkit.core.search:_search_here", {"config": cfg.to_dict()}, backend=cfg.backend,
+                      interrupt_grace=60.0)  # Ctrl-C: finished trials stay in the tuner's folder
 
 
 def _search_here(config: dict[str, Any]) -> dict[str, Any]:

@@ -97,7 +97,8 @@ def train(config: str | os.PathLike | TrainConfig | dict[str, Any] | None = None
     if callbacks:
         raise TrainingError(f"extra callbacks need training in this process, but Keras is loaded here with "
                             f"'{loaded_backend()}' and the run asks for '{cfg.backend}'")
-    return _child.run("modelkit.core.train:_fit_child", {"config": cfg.to_dict()}, backend=cfg.backend)
+    return _child.run("modelkit.core.train:_fit_child", {"config": cfg.to_dict()}, backend=cfg.backend,
+                      interrupt_grace=60.0)  # Ctrl-C: the child saves its checkpoint first
 
 
 def _fit_child(config: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import _atomic, _child
 from .. import manifest as _manifest
+from ..convert import INTERRUPT_GRACE_S
 from ..errors import ConversionError, UnsupportedConversionError
 from ..formats import Format, detect
 from . import registry
@@ -24,6 +25,7 @@ from .registry import Target, get, names, targets
 __all__ = ["compile", "CompileResult", "Target", "get", "names", "targets", "DEFAULT_TRIALS"]
 
 DEFAULT_TRIALS = 64  # `--tune` without --trials or --budget
+TUNING_STOP_GRACE_S = 120.0  # Ctrl-C while tuning: time for the batch in flight to finish and be recorded
 
 
 @dataclass
@@ -97,7 +99,8 @@ def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu
                "cache_dir": str(cache_dir) if cache_dir else None}
     hop = {"src": str(onnx_path), "dest": str(dest), "source": "onnx", "target": "tvm", "options": options,
            "verify": verify, "force": force}
-    (r,) = _child.run("modelkit.convert.hop:run_hops", {"hops": [hop]}, backend=None, timeout=timeout)
+    (r,) = _child.run("modelkit.convert.hop:run_hops", {"hops": [hop]}, backend=None, timeout=timeout,
+                      interrupt_grace=TUNING_STOP_GRACE_S if tuned else INTERRUPT_GRACE_S)
     m = _manifest.read(dest)
     extra = (m.extra if m else None) or {}
     return CompileResult(path=r["path"], onnx=str(onnx_path), target=tgt.name, batch=fixed, seconds=r["seconds"],

@@ -2,9 +2,9 @@
 
 The database lives in a cache folder keyed by the model and the target
 (`$MODELKIT_CACHE_DIR/tvm/<key>/` or `~/.cache/modelkit/tvm/<key>/`), so a second compile of the same
-model for the same target applies it without tuning again. MetaSchedule appends every measured
-trial to the database as it goes, so an interrupted tuning run (Ctrl-C, a budget running out) keeps
-the records so far and the next compile resumes from them.
+model for the same target applies it without tuning again. The scheduler (scheduler.py) commits every
+batch of trials to the database as soon as it is measured, so an interrupted tuning run (Ctrl-C, a
+budget running out) keeps the records so far and the next compile resumes from them.
 """
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ import logging
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConversionError
+from ..errors import ConversionError, TuningInterrupted
 
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
+STATUS = "modelkit_tuning.json"  # seconds of tuning spent on the database so far
 TRIALS_PER_ITER = 4      # small rounds: progress shows often and budgets stop close to their end
 BUILD_TIMEOUT_S = 300.0  # generous: a loaded 2-core machine links candidates slowly
 RUN_TIMEOUT_S = 120.0
@@ -75,59 +75,152 @@ def tune(mod: Any, tvm_target: Any, db_dir: Path, trials: int | None, budget_s: 
          log: Any = None) -> tuple[Any, dict[str, Any]]:
     """Tune the prepared (fused) module's tasks into the database at db_dir; return (database, info).
 
-    The database is reused without tuning when it already holds at least `trials` records (or any
-    records when only a budget is given). Otherwise tuning runs the missing trials, stopping early
-    when the budget is spent. The budget is checked as measured rounds come back; MetaSchedule's first
-    round (one batch of candidates for every task) always completes, so a small budget on a model with
-    many tasks overshoots by that round.
+    trials and budget_s are totals for the database: a database that holds `trials` records, or on
+    which `budget_s` of tuning was already spent, is reused without tuning; otherwise tuning runs
+    what is missing, stopping within one batch once the budget is spent. Ctrl-C stops after the
+    batch in flight (a second Ctrl-C at once) and raises TuningInterrupted; every batch measured
+    before it is already in the database, and the next call resumes.
     """
     from tvm.s_tir import meta_schedule as ms
 
     log = log or _stderr
     db_dir = Path(db_dir)
     db_dir.mkdir(parents=True, exist_ok=True)
-    before = count_records(db_dir)
+    before, spent = count_records(db_dir), spent_seconds(db_dir)
     info: dict[str, Any] = {"cache_dir": str(db_dir), "trials_requested": trials, "budget_s": budget_s,
                             "records_before": before, "trials_run": 0, "reused": False, "interrupted": False}
     database = ms.database.JSONDatabase(path_workload=str(db_dir / WORKLOADS),
                                         path_tuning_record=str(db_dir / RECORDS))
-    if before > 0 and (trials is None or before >= trials):
+    plan = _plan(before, spent, trials, budget_s)
+    if plan is None:
         log(f"[tune] reusing {before} tuning records from {db_dir} (no new trials)")
         info.update(reused=True, records_after=before, seconds=0.0)
         return database, info
+    todo, left_s = plan
     tasks = ms.relax_integration.extract_tasks(mod, tvm_target)
     if not tasks:
         log("[tune] nothing to tune (no tunable operators)")
         info.update(records_after=before, seconds=0.0, tasks=0)
         return database, info
-    todo = (trials - before) if trials is not None else 1_000_000  # budget-only: run until it is spent
-    progress = _progress_callback(ms, [t.task_name for t in tasks], [float(t.weight) for t in tasks],
-                                  budget_s, log)
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)  # our own progress lines instead
-    t0 = time.monotonic()
+    if before:
+        log(f"[tune] resuming from {before} records" + (f" and {spent:.0f} s already spent" if spent else ""))
     log(f"[tune] {len(tasks)} tasks, {todo if trials is not None else 'unlimited'} trials"
-        f"{f', budget {budget_s:.0f} s' if budget_s else ''}; database {db_dir}")
-    with tempfile.TemporaryDirectory(prefix="modelkit-tune-") as work_dir:  # MetaSchedule's bulky logs
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        f"{f', budget {left_s:.0f} s' if left_s else ''}; database {db_dir}")
+    state = _run(ms, mod, tasks, tvm_target, database, db_dir, todo, left_s, spent or 0.0, log)
+    after = count_records(db_dir)
+    info.update(records_after=after, trials_run=after - before, seconds=round(state.elapsed(), 1),
+                tasks=len(tasks), tasks_tried=len(state.tried),
+                best_latency_us=state.estimate_us([float(t.weight) for t in tasks]),
+                interrupted=state.stop_reason == "interrupt", budget_spent=state.stop_reason == "budget")
+    if state.stop_reason == "interrupt":
+        raise _interrupted(db_dir, before, budget_s)
+    log(f"[tune] done: {after - before} new trials in {info['seconds']:.0f} s; {after} records in {db_dir}")
+    return database, info
+
+
+def _plan(before: int, spent: float | None, trials: int | None,
+          budget_s: float | None) -> tuple[int, float | None] | None:
+    """(trials to run, budget left) for a database holding `before` records and `spent` seconds of
+    tuning, or None when it already satisfies the request."""
+    if trials is not None and before >= trials:
+        return None
+    left_s = None
+    if budget_s is not None:
+        if spent is None and before > 0 and trials is None:
+            return None  # records without a tuning-time log (an older modelkit): treat the budget as spent
+        left_s = budget_s - (spent or 0.0)
+        if left_s < 1.0:
+            return None
+    return (trials - before if trials is not None else 1_000_000), left_s
+
+
+def _run(ms: Any, mod: Any, tasks: list[Any], tvm_target: Any, database: Any, db_dir: Path, todo: int,
+         budget_s: float | None, spent: float, log: Any) -> Any:
+    """Run MetaSchedule with modelkit's scheduler, builder and progress; return the TuningState."""
+    from . import builder, scheduler
+
+    preload_tensor_intrinsics()
+    state = scheduler.TuningState(budget_s, log)
+    state.on_batch = lambda: save_spent(db_dir, spent + state.elapsed())
+    progress = scheduler.make_progress(ms, state, [t.task_name for t in tasks], [float(t.weight) for t in tasks])
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)  # our own progress lines instead
+    with tempfile.TemporaryDirectory(prefix="modelkit-tune-") as work_dir, scheduler.sigint_stops(state):
+        contexts, task_weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             tasks, work_dir=work_dir, num_threads=_threads(tvm_target), seed=0,
             strategy=ms.search_strategy.EvolutionarySearch(population_size=64, init_min_unmeasured=16,
                                                            genetic_num_iters=2))
-        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=work_dir, max_trials_global=todo,
-                      max_trials_per_task=todo, num_trials_per_iter=TRIALS_PER_ITER,
-                      builder=ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S, max_workers=1),
-                      runner=ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S),
-                      database=database, cost_model=_cost_model(ms),
-                      measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress])
+        build = builder.make_builder(ms, BUILD_TIMEOUT_S)
+        try:
+            ms.tune_tasks(tasks=contexts, task_weights=task_weights, work_dir=work_dir, max_trials_global=todo,
+                          max_trials_per_task=todo, num_trials_per_iter=TRIALS_PER_ITER, builder=build,
+                          runner=ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S),
+                          database=database, cost_model=_cost_model(ms),
+                          measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress],
+                          task_scheduler=scheduler.make_scheduler(ms, state))
+        except BaseException as exc:  # a second Ctrl-C surfaces here, possibly wrapped by TVM's FFI
+            if not (state.interrupts >= 2 or isinstance(exc, KeyboardInterrupt)):
+                raise
+            state.stop_reason = "interrupt"  # aborted mid-batch: the batches before it are committed
+        finally:
+            build.close()
+    state.on_batch()
+    return state
+
+
+def spent_seconds(db_dir: Path) -> float | None:
+    """Seconds of tuning already spent on the database (None when no modelkit run logged any)."""
+    try:
+        return float(json.loads((Path(db_dir) / STATUS).read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def save_spent(db_dir: Path, seconds: float) -> None:
+    from .._atomic import write_text
+
+    write_text(Path(db_dir) / STATUS, json.dumps({"seconds": round(seconds, 1)}))
+
+
+def _interrupted(db_dir: Path, before: int, budget_s: float | None) -> TuningInterrupted:
     after = count_records(db_dir)
-    py = progress._inst if hasattr(progress, "_inst") else progress
-    info.update(records_after=after, trials_run=after - before, seconds=round(time.monotonic() - t0, 1),
-                tasks=len(tasks), best_latency_us=py.estimate_us(), interrupted=py.interrupted,
-                budget_spent=py.budget_spent)
-    if py.interrupted:
-        log(f"[tune] interrupted: {after} records kept in {db_dir}; the next compile resumes from them")
-        raise KeyboardInterrupt
-    log(f"[tune] done: {after - before} new trials in {info['seconds']:.0f} s; {after} records in {db_dir}")
-    return database, info
+    new = f"{after - before} new trials measured, "
+    left = ""
+    if budget_s is not None:
+        left = f" ({max(0.0, budget_s - (spent_seconds(db_dir) or 0.0)):.0f} s of the budget left)"
+    return TuningInterrupted(f"tuning interrupted: {new}{after} records kept in {db_dir}; run the same command "
+                             f"again to resume from them{left}; no library was written")
+
+
+def preload_tensor_intrinsics() -> None:
+    """Import TVM's tensor intrinsics in ~2 s instead of ~25 s (here and in each builder worker).
+
+    Every tuning context needs them, and so does the first build in each builder worker process.
+
+    Each of their ~500 TVMScript functions calls inspect.stack(), and inspect.getmodule scans all of
+    sys.modules for every frame whose file is not a module (``<frozen importlib._bootstrap>`` ...): ~28,000
+    scans of ~2,500 modules. Those frames never map to a module, so the answer is memoized for the
+    duration of this one import; every other lookup goes to inspect unchanged.
+    """
+    import inspect
+
+    if "tvm.s_tir.tensor_intrin" in sys.modules:
+        return
+    original = inspect.getmodule
+    pseudo: dict[str, Any] = {}
+
+    def getmodule(obj: Any, _filename: str | None = None) -> Any:
+        name = _filename or getattr(getattr(obj, "f_code", None), "co_filename", None)
+        if name and name.startswith("<") and inspect.isframe(obj):
+            if name not in pseudo:
+                pseudo[name] = original(obj, _filename)
+            return pseudo[name]
+        return original(obj, _filename)
+
+    inspect.getmodule = getmodule
+    try:
+        import tvm.s_tir.tensor_intrin  # noqa: F401
+    finally:
+        inspect.getmodule = original
 
 
 def _threads(tvm_target: Any) -> int:
@@ -146,51 +239,3 @@ def _cost_model(ms: Any) -> Any:
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _progress_callback(ms: Any, names: list[str], weights: list[float], budget_s: float | None, log: Any) -> Any:
-    from tvm.ir.utils import derived_object
-
-    @derived_object
-    class Progress(ms.measure_callback.PyMeasureCallback):
-        """Prints one line per measured round; ends tuning when the budget is spent or on Ctrl-C."""
-
-        def __init__(self) -> None:
-            self.t0 = time.monotonic()
-            self.best: dict[int, float] = {}
-            self.trials = 0
-            self.interrupted = False
-            self.budget_spent = False
-
-        def estimate_us(self) -> float | None:
-            if not self.best:
-                return None
-            return round(sum(weights[i] * s for i, s in self.best.items()) * 1e6, 3)
-
-        def apply(self, sched: Any, task_id: int, candidates: Any, builds: Any, runs: Any) -> None:
-            try:
-                self.trials += len(runs)
-                secs = [sum(float(s) for s in r.run_secs) / len(r.run_secs) for r in runs
-                        if r.error_msg is None and r.run_secs]
-                if secs:
-                    self.best[task_id] = min(min(secs), self.best.get(task_id, float("inf")))
-                done = sum(1 for t in sched.tasks_ if t.is_terminated)
-                elapsed = time.monotonic() - self.t0
-                best = f"{self.best[task_id] * 1e6:.3g} us" if task_id in self.best else "no valid run"
-                log(f"[tune] {elapsed:6.0f} s  trials {self.trials:4d}  tasks done {done}/{len(names)}  "
-                    f"task {task_id} {names[task_id][:32]}: best {best}  model est. {self.estimate_us()} us")
-                if budget_s is not None and elapsed >= budget_s and not self.budget_spent:
-                    self.budget_spent = True
-                    log(f"[tune] budget of {budget_s:.0f} s spent; stopping")
-                    self._stop(sched)
-            except KeyboardInterrupt:
-                self.interrupted = True
-                self._stop(sched)
-
-        @staticmethod
-        def _stop(sched: Any) -> None:
-            for i, t in enumerate(sched.tasks_):
-                if not t.is_terminated:
-                    sched.terminate_task(i)
-
-    return Progress()

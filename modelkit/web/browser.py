@@ -40,7 +40,8 @@ class BrowserSession:
             from playwright.sync_api import Error as PlaywrightError
             from playwright.sync_api import sync_playwright
         except ImportError as exc:
-            raise EngineNotInstalledError("playwright is needed to drive Chromium: pip install 'modelkit[web]'") from exc
+            raise EngineNotInstalledError("playwright is needed to drive Chromium: "
+                                          "pip install 'modelkit[web]'") from exc
         self._serving = serving(self.bundle)
         self.url = self._serving.__enter__()
         self._pw = sync_playwright().start()
@@ -70,7 +71,8 @@ class BrowserSession:
         payload = {k: {"data": np.asarray(v).ravel().tolist(), "shape": list(np.shape(v))} for k, v in inputs.items()}
         out = self.page.evaluate("""async (inputs) => {
             const out = await window.modelkit.predict(inputs);
-            return Object.fromEntries(Object.entries(out).map(([k, v]) => [k, {data: Array.from(v.data, Number), shape: v.shape}]));
+            return Object.fromEntries(Object.entries(out).map(
+                ([k, v]) => [k, {data: Array.from(v.data, Number), shape: v.shape}]));
         }""", payload)
         return {k: np.asarray(v["data"], np.float32).reshape(v["shape"]) for k, v in out.items()}
 

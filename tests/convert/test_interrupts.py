@@ -38,3 +38,28 @@ def test_sigkill_mid_conversion_leaves_nothing_and_next_run_works(cnn_tf, tmp_pa
     (r,) = modelkit.convert(cnn_tf, "onnx", out_dir=out)
     assert r.parity["ok"] and (out / "cnn_tf.onnx").is_file()
     assert _partials(out) == []
+
+
+def test_ctrl_c_mid_conversion_stops_the_child_cleanly(cnn_tf, tmp_path):
+    """A terminal's Ctrl-C reaches only the CLI (the child has its own session); the CLI forwards one
+    SIGINT, so the child deletes its partial output itself before it exits."""
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "modelkit", "convert", str(cnn_tf), "--to", "onnx",
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not _partials(out) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _partials(out), "the conversion never started writing"
+        child_pid = int(_partials(out)[0].name.split(".")[-3])
+        os.killpg(proc.pid, signal.SIGINT)
+        text, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1 and "Aborted!" in text and "asking the work to stop cleanly" in text
+    with pytest.raises(ProcessLookupError):
+        os.kill(child_pid, 0)
+    assert list(out.iterdir()) == []  # no artifact, no manifest, no partial folder
