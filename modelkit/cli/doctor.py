@@ -55,8 +55,21 @@ def machine() -> dict[str, Any]:
         pass  # not Linux: no flags to report
     simd = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "amx_tile", "neon", "asimd")
             if f in flags]
+    from ..targets.gpu import tvm_cuda_missing
+
+    gpu_ort = _has_dist("onnxruntime-gpu")
     return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-            "simd": simd, "nvidia_smi": shutil.which("nvidia-smi") is not None}
+            "simd": simd, "nvidia_smi": shutil.which("nvidia-smi") is not None,
+            "tvm_cuda": tvm_cuda_missing() or "ready",
+            "onnxruntime_cuda": "onnxruntime-gpu installed" if gpu_ort else "CPU-only onnxruntime build"}
+
+
+def _has_dist(name: str) -> bool:
+    try:
+        metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 @click.command("doctor")
@@ -75,3 +88,4 @@ def command(as_json: bool) -> None:
     click.echo(table(["package", "version", "enables", "fix"], rows))
     click.echo(f"\npython {info['python']} on {info['platform']}, {info['cpus']} CPUs, "
                f"SIMD: {' '.join(info['simd']) or 'unknown'}, NVIDIA GPU: {'yes' if info['nvidia_smi'] else 'no'}")
+    click.echo(f"server-gpu: TVM CUDA runtime: {info['tvm_cuda']}; onnxruntime: {info['onnxruntime_cuda']}")

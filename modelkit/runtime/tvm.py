@@ -46,9 +46,13 @@ class TvmModel(Model):
         kind, index = parse_device(self.device, ("cpu", "cuda"))
         dev = tvm.cpu(index) if kind == "cpu" else tvm.cuda(index)
         if not dev.exist:
-            raise LoadError(f"{self.path.name}: device '{self.device}' is not available here (TVM sees no "
-                            f"{kind.upper()} device {index}); for a GPU without a CUDA build of TVM, run the ONNX "
-                            "model with onnxruntime-gpu: modelkit.load('model.onnx', device='cuda')")
+            why = f"TVM sees no {kind.upper()} device {index}"
+            if kind == "cuda":
+                from ..targets.gpu import tvm_cuda_missing
+
+                why = tvm_cuda_missing() or why
+            raise LoadError(f"{self.path.name}: device '{self.device}' is not available here ({why}); the ONNX "
+                            "model also runs on a GPU with onnxruntime-gpu: modelkit.load('model.onnx', device='cuda')")
         try:
             lib = tvm.runtime.load_module(str(self.path))
             self._vm = VirtualMachine(lib, dev)

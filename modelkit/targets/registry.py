@@ -109,9 +109,10 @@ _TARGETS_STATIC: dict[str, Target] = {
              "host": {"kind": "llvm", "mtriple": "x86_64-linux-gnu"}},
         arch="x86_64", device="cuda", formats=("onnx", "tvm"), engines=("onnxruntime[cuda]", "tvm[cuda]"),
         dynamic_batch=False,
-        notes="compiling needs nvcc (CUDA toolkit); running needs a GPU and a TVM runtime built with CUDA, which "
-              "the PyPI apache-tvm wheel lacks: loading works, predict raises LoadError. On a GPU server without "
-              "a CUDA TVM, run the ONNX model with onnxruntime-gpu: modelkit.load('m.onnx', device='cuda').",
+        notes="compiling needs nvcc (CUDA toolkit); running needs an NVIDIA driver and the CUDA runtime that the "
+              "PyPI apache-tvm wheel's libtvm_runtime_cuda.so links (libcudart.so.13 for TVM 0.27); `modelkit "
+              "doctor` says which is missing. The ONNX model also runs on the GPU with onnxruntime-gpu: "
+              "modelkit.load('m.onnx', device='cuda').",
     ),
     "mobile-arm64": Target(
         name="mobile-arm64",

@@ -155,7 +155,7 @@ def _verified(tgt: registry.Target) -> str:
     if not tgt.cross:
         return "parity"
     if tgt.device == "cuda":
-        return "compiled-only: CUDA kernels built, not run (no GPU / CUDA TVM runtime here)"
+        return "compiled-only: CUDA kernels built, not run here (load it with device='cuda' on the GPU server)"
     return "elf-architecture-only"
 
 

@@ -5,24 +5,49 @@ import numpy as np
 import pytest
 
 import modelkit
+from modelkit.errors import LoadError
+from modelkit.targets import gpu
 
 
 def _tvm_cuda_missing() -> str | None:
-    if shutil.which("nvidia-smi") is None:
-        return "no NVIDIA GPU on this machine (nvidia-smi not found)"
-    import tvm
+    why = gpu.tvm_cuda_missing()
+    if why is None:
+        import tvm
 
-    if not tvm.cuda(0).exist:
-        return "a GPU is present but this TVM build has no CUDA runtime (PyPI's apache-tvm); build TVM with CUDA"
-    return None
+        if not tvm.cuda(0).exist:
+            return "TVM's CUDA runtime loads, but TVM sees no CUDA device"
+    return why
+
+
+def test_the_pypi_tvm_wheel_carries_a_cuda_runtime():
+    """The server-gpu path needs no custom TVM build: the wheel ships libtvm_runtime_cuda.so."""
+    pytest.importorskip("tvm")
+    sidecar = gpu.tvm_cuda_sidecar()
+    assert sidecar is not None and sidecar.name == "libtvm_runtime_cuda.so"
+    assert gpu.needed_cudart(sidecar) == "libcudart.so.13"
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a GPU machine: the reason would be absent")
+def test_without_a_driver_the_reason_names_libcuda():
+    pytest.importorskip("tvm")
+    assert gpu.tvm_cuda_missing() == "no NVIDIA driver on this machine (libcuda.so.1 not found)"
+    assert "CUDAExecutionProvider" in gpu.ort_cuda_missing() or "libcuda.so.1" in gpu.ort_cuda_missing()
+
+
+def test_loading_a_server_gpu_library_without_a_gpu_says_what_is_missing(tiny_onnx, tmp_path):
+    pytest.importorskip("tvm")
+    if shutil.which("nvcc") is None:
+        pytest.skip("compiling for server-gpu needs nvcc (the CUDA toolkit)")
+    if _tvm_cuda_missing() is None:
+        pytest.skip("this machine can run it: see test_server_gpu_library_runs_on_the_gpu")
+    lib = modelkit.compile(tiny_onnx, "server-gpu", out=tmp_path / "tiny.server-gpu.tvm.so")
+    m = modelkit.load(lib.path, device="cuda")
+    with pytest.raises(LoadError, match=r"device 'cuda' is not available here \((no NVIDIA driver|TVM)"):
+        m.predict(np.zeros((1, 4), np.float32))
 
 
 def _ort_cuda_missing() -> str | None:
-    import onnxruntime as ort
-
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return "onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu on a CUDA machine)"
-    return None
+    return gpu.ort_cuda_missing()
 
 
 def test_server_gpu_library_runs_on_the_gpu(tiny_onnx, tmp_path):
