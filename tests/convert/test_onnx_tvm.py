@@ -71,3 +71,18 @@ def test_server_gpu_compiles_or_fails_typed(tiny_onnx):
     m = modelkit.load(result.path, device="cuda")
     with pytest.raises(LoadError, match="not available|CUDA"):
         m.predict(np.zeros((1, 4), np.float32))
+
+
+def test_two_inputs_two_outputs_bind_by_name_through_tvm(multi_io_jax, tmp_path):
+    """The JAX-trained two-input, two-output model: TVM keeps both outputs, named, in signature order."""
+    r = modelkit.compile(multi_io_jax, "server-cpu", out=tmp_path / "mio.server-cpu.tvm.so")
+    assert r.parity["ok"] and {o["name"] for o in r.parity["outputs"]} == {"probs", "intensity"}
+    m = modelkit.load(r.path)
+    assert [s.name for s in m.signature.inputs] == ["image", "features"]
+    assert [s.name for s in m.signature.outputs] == ["probs", "intensity"]
+    rng = np.random.default_rng(5)
+    feed = {"features": rng.random((3, 8), dtype=np.float32), "image": rng.random((3, 8, 8, 1), dtype=np.float32)}
+    got, want = m.predict(feed), modelkit.load(r.onnx).predict(feed)
+    assert got["probs"].shape == (3, 10) and got["intensity"].shape == (3, 1)
+    for name in ("probs", "intensity"):
+        np.testing.assert_allclose(got[name], want[name], atol=1e-5)
