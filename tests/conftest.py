@@ -25,6 +25,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def sigint_default() -> None:
+    """preexec_fn for a process that a test Ctrl-C's: a shell's background job (nohup, `cmd &`, some CI
+    runners) starts with SIGINT ignored, and the process would inherit that; a terminal's does not."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def train_in_child(model: str, backend: str, out: Path, epochs: int = 3) -> Path:
     from modelkit import _child
 

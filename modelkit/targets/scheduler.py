@@ -138,7 +138,8 @@ class sigint_stops:
         self.previous: Any = None
 
     def __enter__(self) -> sigint_stops:
-        if threading.current_thread() is threading.main_thread():
+        main = threading.current_thread() is threading.main_thread()
+        if main and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # nohup'd: stay uninterruptible
             self.previous = signal.signal(signal.SIGINT, self.state.on_sigint)
         return self
 

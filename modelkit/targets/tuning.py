@@ -106,7 +106,7 @@ def tune(mod: Any, tvm_target: Any, db_dir: Path, trials: int | None, budget_s: 
         log(f"[tune] resuming from {before} records" + (f" and {spent:.0f} s already spent" if spent else ""))
     log(f"[tune] {len(tasks)} tasks, {todo if trials is not None else 'unlimited'} trials"
         f"{f', budget {left_s:.0f} s' if left_s else ''}; database {db_dir}")
-    state = _run(ms, mod, tasks, tvm_target, database, db_dir, todo, left_s, spent or 0.0, log)
+    state = _run(ms, tasks, tvm_target, database, db_dir, todo, left_s, spent or 0.0, log)
     after = count_records(db_dir)
     info.update(records_after=after, trials_run=after - before, seconds=round(state.elapsed(), 1),
                 tasks=len(tasks), tasks_tried=len(state.tried),
@@ -134,7 +134,7 @@ def _plan(before: int, spent: float | None, trials: int | None,
     return (trials - before if trials is not None else 1_000_000), left_s
 
 
-def _run(ms: Any, mod: Any, tasks: list[Any], tvm_target: Any, database: Any, db_dir: Path, todo: int,
+def _run(ms: Any, tasks: list[Any], tvm_target: Any, database: Any, db_dir: Path, todo: int,
          budget_s: float | None, spent: float, log: Any) -> Any:
     """Run MetaSchedule with modelkit's scheduler, builder and progress; return the TuningState."""
     from . import builder, scheduler

@@ -100,9 +100,12 @@ def test_ctrl_c_on_the_cli_saves_a_checkpoint_and_resume_finishes(tmp_path):
     import sys
     import time
 
+    from tests.conftest import sigint_default
+
     out = tmp_path / "mlp.keras"
     cmd = [sys.executable, "-m", "modelkit", "train", "--model", "mlp", "--epochs", "200", "--out", str(out)]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=sigint_default, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     lines = []
     try:
         deadline = time.monotonic() + 240

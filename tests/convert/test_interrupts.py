@@ -8,6 +8,7 @@ import time
 import pytest
 
 import modelkit
+from tests.conftest import sigint_default
 
 
 def _partials(folder):
@@ -47,7 +48,7 @@ def test_ctrl_c_mid_conversion_stops_the_child_cleanly(cnn_tf, tmp_path):
     out.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "modelkit", "convert", str(cnn_tf), "--to", "onnx",
                              "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=sigint_default)
     try:
         deadline = time.monotonic() + 90
         while not _partials(out) and proc.poll() is None and time.monotonic() < deadline:

@@ -52,11 +52,27 @@ def test_the_budget_stops_at_the_next_pick(monkeypatch):
 
 def test_first_ctrl_c_asks_to_stop_and_the_second_aborts():
     s, lines = state()
-    with sigint_stops(s):
-        assert signal.getsignal(signal.SIGINT) == s.on_sigint
-        signal.raise_signal(signal.SIGINT)
-        assert s.stop_reason == "interrupt" and s.should_stop()
-        assert "Ctrl-C again to abort now" in lines[-1]
-        with pytest.raises(KeyboardInterrupt):
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        with sigint_stops(s):
+            assert signal.getsignal(signal.SIGINT) == s.on_sigint
             signal.raise_signal(signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            assert s.stop_reason == "interrupt" and s.should_stop()
+            assert "Ctrl-C again to abort now" in lines[-1]
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def test_an_ignored_sigint_stays_ignored():
+    """Started with nohup or as a background job: tuning does not make itself interruptible."""
+    s, _ = state()
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with sigint_stops(s):
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)

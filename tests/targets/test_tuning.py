@@ -7,7 +7,7 @@ import pytest
 
 import modelkit
 from modelkit.targets import tuning
-from tests.conftest import make_tiny_onnx
+from tests.conftest import make_tiny_onnx, sigint_default
 
 pytest.importorskip("tvm")
 
@@ -101,8 +101,8 @@ def test_ctrl_c_in_the_first_round_keeps_the_records_and_the_next_run_resumes(co
     onnx_path.write_bytes(Path(converted["tensorflow"]["onnx"]).read_bytes())
     cache = tmp_path / "cache"
     proc = subprocess.Popen([sys.executable, "-m", "modelkit", "compile", str(onnx_path), "--budget", "10m",
-                             "--cache-dir", str(cache)], start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                             "--cache-dir", str(cache)], start_new_session=True, preexec_fn=sigint_default,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
