@@ -26,13 +26,13 @@ from ._backend import QUIET_ENV, check_backend
 
 
 def run(func: str, kwargs: dict[str, Any], backend: str | None = None, timeout: float | None = None,
-        quiet: bool = False, interrupt_grace: float = 0.0) -> Any:
+        quiet: bool = False, interrupt_grace: float = 15.0) -> Any:
     """Call `func` ("pkg.module:function") with JSON-able kwargs in a child process; return its result.
 
     The child runs in its own session, so a terminal's Ctrl-C reaches only this process. On Ctrl-C the
-    child is killed at once (interrupt_grace=0: conversions, whose outputs are atomic), or is sent one
-    SIGINT and given interrupt_grace seconds to stop cleanly (training saves a checkpoint, tuning keeps
-    its records) and report a typed error, which is raised here; a second Ctrl-C kills it.
+    child is sent one SIGINT and given interrupt_grace seconds to stop cleanly (a conversion deletes its
+    partial output, training saves a checkpoint, tuning keeps its records) and report a typed error,
+    which is raised here; a second Ctrl-C, or the grace running out, kills it (interrupt_grace=0: at once).
     """
     env = dict(os.environ)
     env.update({k: env.get(k, v) for k, v in QUIET_ENV.items()})

@@ -2,13 +2,18 @@
 keeps one Keras backend (tensorflow) and the torch-trained model really comes from torch."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from pathlib import Path  # noqa: E402
+from typing import Iterator  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -31,6 +36,26 @@ def sigint_default() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def cli_process(*args: str) -> Iterator[subprocess.Popen]:
+    """`python -m modelkit ARGS` in its own process group, output captured (text, stderr merged), as a
+    terminal would start it; whatever the test does, the group is killed at the end."""
+    proc = subprocess.Popen([sys.executable, "-m", "modelkit", *args], start_new_session=True,
+                            preexec_fn=sigint_default, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+
+
+def ctrl_c(proc: subprocess.Popen, timeout: float) -> str:
+    """Send what a terminal's Ctrl-C sends (SIGINT to the foreground group); return the rest of the output."""
+    os.killpg(proc.pid, signal.SIGINT)
+    return proc.communicate(timeout=timeout)[0]
 
 
 def train_in_child(model: str, backend: str, out: Path, epochs: int = 3) -> Path:

@@ -15,8 +15,6 @@ from ..errors import UnsupportedConversionError
 from ..formats import Format, detect
 from .registry import EdgeSpec, converter, edges, plan
 
-INTERRUPT_GRACE_S = 15.0  # Ctrl-C: time for a conversion child to delete its partial output and exit
-
 __all__ = ["convert", "converter", "plan", "edges", "ConversionResult", "parse_targets", "output_path"]
 
 
@@ -135,8 +133,7 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
                     "options": {k: v for k, v in options.items() if k in e.options},
                     "verify": verify, "force": force, "trust_unsafe_code": trust_unsafe_code, "atol": atol,
                     "index": i, "total": len(hops), **hop_opts} for i, (e, s, d) in group]
-        for r in _child.run("modelkit.convert.hop:run_hops", {"hops": payload}, backend=backend, timeout=timeout,
-                            interrupt_grace=INTERRUPT_GRACE_S):
+        for r in _child.run("modelkit.convert.hop:run_hops", {"hops": payload}, backend=backend, timeout=timeout):
             results.append(ConversionResult(r["format"], r["path"], r["seconds"], r["size_bytes"], r["parity"],
                                             r.get("quantization"), r.get("accuracy")))
     return results

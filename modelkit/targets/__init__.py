@@ -16,7 +16,6 @@ from typing import Any
 
 from .. import _atomic, _child
 from .. import manifest as _manifest
-from ..convert import INTERRUPT_GRACE_S
 from ..errors import ConversionError, UnsupportedConversionError
 from ..formats import Format, detect
 from . import registry
@@ -99,8 +98,8 @@ def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu
                "cache_dir": str(cache_dir) if cache_dir else None}
     hop = {"src": str(onnx_path), "dest": str(dest), "source": "onnx", "target": "tvm", "options": options,
            "verify": verify, "force": force}
-    (r,) = _child.run("modelkit.convert.hop:run_hops", {"hops": [hop]}, backend=None, timeout=timeout,
-                      interrupt_grace=TUNING_STOP_GRACE_S if tuned else INTERRUPT_GRACE_S)
+    grace = {"interrupt_grace": TUNING_STOP_GRACE_S} if tuned else {}
+    (r,) = _child.run("modelkit.convert.hop:run_hops", {"hops": [hop]}, backend=None, timeout=timeout, **grace)
     m = _manifest.read(dest)
     extra = (m.extra if m else None) or {}
     return CompileResult(path=r["path"], onnx=str(onnx_path), target=tgt.name, batch=fixed, seconds=r["seconds"],

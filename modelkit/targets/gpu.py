@@ -1,16 +1,16 @@
-"""Can this machine run server-gpu artifacts? Precise reasons, without importing TVM or onnxruntime.
+"""Can this machine run server-gpu TVM libraries? Precise reasons, without importing TVM.
 
 PyPI's apache-tvm 0.27 ships its CUDA runtime as a sidecar, `tvm/lib/libtvm_runtime_cuda.so`, which TVM
 loads at import when the NVIDIA driver (`libcuda.so.1`) and the CUDA runtime it was linked against
 (`libcudart.so.13` for 0.27) can be found, and silently skips otherwise. No custom TVM build is needed on
 a GPU server whose driver supports that CUDA version; these checks say which piece is missing.
+(onnxruntime's CUDA provider is checked where it is used: runtime.onnxruntime.providers_for.)
 """
 from __future__ import annotations
 
 import ctypes
 import importlib.util
 import re
-import shutil
 from pathlib import Path
 
 SIDECAR = "libtvm_runtime_cuda.so"
@@ -48,24 +48,6 @@ def tvm_cuda_missing() -> str | None:
         return (f"TVM's CUDA runtime needs {cudart}, which is not on the library path (install the CUDA "
                 f"{cudart.rsplit('.', 1)[-1]} runtime, e.g. the CUDA toolkit, and run ldconfig)")
     return None
-
-
-def ort_cuda_missing() -> str | None:
-    """None when onnxruntime has the CUDA execution provider; otherwise why not."""
-    if importlib.util.find_spec("onnxruntime") is None:
-        return "onnxruntime is not installed: pip install 'modelkit[onnx]'"
-    import onnxruntime as ort
-
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return ("this onnxruntime has no CUDAExecutionProvider: pip uninstall onnxruntime && "
-                "pip install onnxruntime-gpu==1.32.0 (on a CUDA machine)")
-    if not _loadable("libcuda.so.1"):
-        return "no NVIDIA driver on this machine (libcuda.so.1 not found)"
-    return None
-
-
-def has_nvidia_smi() -> bool:
-    return shutil.which("nvidia-smi") is not None
 
 
 def _loadable(soname: str) -> bool:

@@ -13,10 +13,11 @@ latency), discounted by how many of its batches in a row brought no improvement.
 """
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 class TuningState:
@@ -130,19 +131,16 @@ def make_progress(ms: Any, state: TuningState, names: list[str], weights: list[f
     return Progress()
 
 
-class sigint_stops:
-    """Context manager: while tuning, Ctrl-C asks the scheduler to stop instead of raising at once."""
-
-    def __init__(self, state: TuningState) -> None:
-        self.state = state
-        self.previous: Any = None
-
-    def __enter__(self) -> sigint_stops:
-        main = threading.current_thread() is threading.main_thread()
-        if main and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # nohup'd: stay uninterruptible
-            self.previous = signal.signal(signal.SIGINT, self.state.on_sigint)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+@contextlib.contextmanager
+def sigint_stops(state: TuningState) -> Iterator[None]:
+    """While tuning, Ctrl-C asks the scheduler to stop instead of raising at once (main thread only; a
+    SIGINT that the launcher ignored, as nohup does, stays ignored)."""
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, state.on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .. import _atomic
 from ..errors import ConversionError, TuningInterrupted
 
 WORKLOADS = "database_workload.json"
@@ -176,9 +177,7 @@ def spent_seconds(db_dir: Path) -> float | None:
 
 
 def save_spent(db_dir: Path, seconds: float) -> None:
-    from .._atomic import write_text
-
-    write_text(Path(db_dir) / STATUS, json.dumps({"seconds": round(seconds, 1)}))
+    _atomic.write_text(Path(db_dir) / STATUS, json.dumps({"seconds": round(seconds, 1)}))
 
 
 def _interrupted(db_dir: Path, before: int, budget_s: float | None) -> TuningInterrupted:

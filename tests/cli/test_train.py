@@ -94,35 +94,27 @@ def test_bad_model_path_is_one_line(tmp_path: Path) -> None:
 def test_ctrl_c_on_the_cli_saves_a_checkpoint_and_resume_finishes(tmp_path):
     """A real SIGINT to `modelkit train` (not a callback raising KeyboardInterrupt): the checkpoint is
     saved, the typed message names it, and --resume continues from that epoch."""
-    import os
-    import signal
     import subprocess
     import sys
     import time
 
-    from tests.conftest import sigint_default
+    from tests.conftest import cli_process, ctrl_c
 
     out = tmp_path / "mlp.keras"
-    cmd = [sys.executable, "-m", "modelkit", "train", "--model", "mlp", "--epochs", "200", "--out", str(out)]
-    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=sigint_default, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    args = ["train", "--model", "mlp", "--epochs", "200", "--out", str(out)]
     lines = []
-    try:
+    with cli_process(*args) as proc:
         deadline = time.monotonic() + 240
         for line in proc.stdout:  # wait until two epochs are done
             lines.append(line)
             if line.startswith("epoch 2/200") or time.monotonic() > deadline:
                 break
-        os.killpg(proc.pid, signal.SIGINT)
-        rest, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        rest = ctrl_c(proc, timeout=120)
     text = "".join(lines) + rest
     assert proc.returncode == 2, text[-2000:]
     assert "error: interrupted after" in text and "of 200 epochs; checkpoint saved" in text
     assert not out.exists()
-    done = subprocess.run(cmd[:-4] + ["--epochs", "4", "--out", str(out), "--resume"], capture_output=True,
-                          text=True, timeout=300)
+    resume = [sys.executable, "-m", "modelkit", *args[:-4], "--epochs", "4", "--out", str(out), "--resume"]
+    done = subprocess.run(resume, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "epoch 4/4" in done.stderr and "epoch 1/4" not in done.stderr and out.is_file()

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import modelkit
-from tests.conftest import sigint_default
+from tests.conftest import cli_process, ctrl_c
 
 
 def _partials(folder):
@@ -46,20 +46,13 @@ def test_ctrl_c_mid_conversion_stops_the_child_cleanly(cnn_tf, tmp_path):
     SIGINT, so the child deletes its partial output itself before it exits."""
     out = tmp_path / "out"
     out.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "modelkit", "convert", str(cnn_tf), "--to", "onnx",
-                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, preexec_fn=sigint_default)
-    try:
+    with cli_process("convert", str(cnn_tf), "--to", "onnx", "--out", str(out)) as proc:
         deadline = time.monotonic() + 90
         while not _partials(out) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _partials(out), "the conversion never started writing"
         child_pid = int(_partials(out)[0].name.split(".")[-3])
-        os.killpg(proc.pid, signal.SIGINT)
-        text, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        text = ctrl_c(proc, timeout=60)
     assert proc.returncode == 1 and "Aborted!" in text and "asking the work to stop cleanly" in text
     with pytest.raises(ProcessLookupError):
         os.kill(child_pid, 0)

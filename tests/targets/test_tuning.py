@@ -7,7 +7,7 @@ import pytest
 
 import modelkit
 from modelkit.targets import tuning
-from tests.conftest import make_tiny_onnx, sigint_default
+from tests.conftest import cli_process, ctrl_c, make_tiny_onnx
 
 pytest.importorskip("tvm")
 
@@ -89,10 +89,6 @@ def test_budget_stops_tuning_within_one_batch_then_the_spent_budget_is_reused(co
 
 def test_ctrl_c_in_the_first_round_keeps_the_records_and_the_next_run_resumes(converted, tmp_path):
     """A real SIGINT to `modelkit compile --budget 10m` while the first of 9 tasks has been measured."""
-    import os
-    import signal
-    import subprocess
-    import sys
     import time
 
     from modelkit.targets import compile
@@ -100,20 +96,13 @@ def test_ctrl_c_in_the_first_round_keeps_the_records_and_the_next_run_resumes(co
     onnx_path = tmp_path / "cnn.onnx"
     onnx_path.write_bytes(Path(converted["tensorflow"]["onnx"]).read_bytes())
     cache = tmp_path / "cache"
-    proc = subprocess.Popen([sys.executable, "-m", "modelkit", "compile", str(onnx_path), "--budget", "10m",
-                             "--cache-dir", str(cache)], start_new_session=True, preexec_fn=sigint_default,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+    with cli_process("compile", str(onnx_path), "--budget", "10m", "--cache-dir", str(cache)) as proc:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
             if sum(tuning.count_records(d) for d in cache.glob("*")) >= 4:
                 break
             time.sleep(0.3)
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends to the foreground group
-        out, _ = proc.communicate(timeout=150)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        out = ctrl_c(proc, timeout=150)
     assert proc.returncode == 2, out[-2000:]
     assert "error: tuning interrupted" in out and "run the same command again to resume" in out
     (db,) = cache.glob("*")
