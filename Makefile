@@ -24,7 +24,7 @@ demo: setup  # `make demo ARGS=--tune` runs a short hyperparameter search first
 	$(PY) scripts/demo.py --out demo-out $(ARGS)
 
 test: setup
-	$(PY) -m pytest tests -q -p no:cacheprovider
+	$(PY) -m pytest tests -q -p no:cacheprovider --durations=20
 
 bench: setup
 	$(PY) benchmarks/run_all.py

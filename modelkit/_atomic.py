@@ -1,18 +1,68 @@
 """Atomic outputs: build an artifact under a temporary name in the target folder, then rename.
 
 A failed or interrupted write leaves no half-written artifact, and an existing artifact is never
-replaced unless force=True.
+replaced unless force=True. A folder that cannot be created (a parent that is a file, no permission, a
+read-only file system) is an OutputPathError naming the path, before anything is written.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from .errors import ArtifactExistsError
+from .errors import ArtifactExistsError, ModelkitError, OutputPathError
+
+
+def _reason(folder: Path, exc: OSError) -> str:
+    """Why `folder` could not be created or written: a file on its path, or the OS's reason."""
+    for p in (folder, *folder.parents):
+        if p.exists():
+            if not p.is_dir():
+                return f"{p} is a file, not a folder"
+            break
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied ({exc.filename or folder})"
+    return f"{exc.strerror or exc} ({exc.filename or folder})"
+
+
+def check_creatable(path: str | os.PathLike) -> None:
+    """Raise OutputPathError if `path` (a file or folder to be written) cannot be created, without
+    creating anything: its nearest existing ancestor must be a writable folder."""
+    p = Path(os.path.abspath(path))
+    for existing in (p, *p.parents):
+        if not existing.exists():
+            continue
+        if existing != p and not existing.is_dir():
+            raise OutputPathError(f"cannot write {path}: {existing} is a file, not a folder")
+        folder = existing if existing.is_dir() else existing.parent
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputPathError(f"cannot write {path}: {folder} is not writable")
+        return
+
+
+def make_dirs(folder: str | os.PathLike) -> Path:
+    """mkdir -p, with an OutputPathError naming the folder instead of a bare OSError."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(f"cannot create folder {folder}: {_reason(folder, exc)}") from exc
+    return folder
+
+
+@contextlib.contextmanager
+def _creating(dest: Path) -> Iterator[None]:
+    """Turn an OSError from creating a temporary file or folder beside `dest` into an OutputPathError."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, ModelkitError):
+            raise
+        raise OutputPathError(f"cannot write {dest}: {_reason(dest.parent, exc)}") from exc
 
 
 def check_writable(dest: Path, force: bool) -> None:
@@ -30,8 +80,9 @@ def remove_path(p: Path) -> None:
 
 def make_partial_dir(dest: Path) -> Path:
     """A private folder beside dest, named after dest and this process: `.NAME.PID.XXXX.partial`."""
-    dest.parent.mkdir(parents=True, exist_ok=True)  # `modelkit compile --out new/dir/x.tvm.so`
-    return Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".partial", dir=dest.parent))
+    make_dirs(dest.parent)  # `modelkit compile --out new/dir/x.tvm.so`
+    with _creating(dest):
+        return Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".partial", dir=dest.parent))
 
 
 def remove_stale_partials(dest: Path) -> None:
@@ -65,7 +116,7 @@ def atomic_path(dest: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """
     dest = Path(dest)
     check_writable(dest, force)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(dest.parent)
     remove_stale_partials(dest)
     tmpdir = make_partial_dir(dest)
     tmp = tmpdir / dest.name
@@ -103,8 +154,9 @@ def _umask() -> int:
 def write_text(dest: str | os.PathLike, text: str) -> None:
     """Write a small text file atomically (always replaces: used for manifests and reports)."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
+    make_dirs(dest.parent)
+    with _creating(dest):
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)

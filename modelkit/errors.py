@@ -57,6 +57,10 @@ class ArtifactExistsError(ModelkitError, FileExistsError):
     """Refusing to overwrite an existing artifact without force=True / --force."""
 
 
+class OutputPathError(ModelkitError, OSError):
+    """An output cannot be written where asked: a parent is a file, no permission, a read-only disk."""
+
+
 class ParityError(ModelkitError):
     """An artifact's outputs differ from its source's by more than the edge's tolerance."""
 
@@ -83,3 +87,16 @@ class TrainingError(ModelkitError):
 
 class TuningInterrupted(ModelkitError):
     """Tuning was stopped by Ctrl-C; the records measured so far are kept and the next run resumes."""
+
+
+class ManifestError(LoadError):
+    """A manifest beside an artifact is not valid JSON or does not match the manifest schema."""
+
+
+class ResourceError(ModelkitError, MemoryError):
+    """The machine ran out of a resource (memory) for this work; the message says how much was needed."""
+
+
+class UserCodeError(ModelkitError):
+    """The user's own Python file (a model builder, an imported module) raised; the message names the
+    file and line, and --debug shows the traceback."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import enum
 import json
 import os
+import stat
 import zipfile
 from pathlib import Path
 
@@ -54,20 +55,55 @@ def manifest_path(artifact: str | os.PathLike) -> Path:
     return p.with_name(p.name.rstrip("/") + MANIFEST_SUFFIX)
 
 
+def check_regular(path: str | os.PathLike) -> None:
+    """Refuse a path that exists but is neither a regular file nor a folder (a FIFO, a device, a socket):
+    opening or reading one can block forever or never end. Stats only; never opens the path."""
+    p = Path(path)
+    try:
+        mode = os.stat(p).st_mode
+    except OSError:
+        return  # missing or unreadable: the caller's own error says so
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise FormatError(f"{p}: not a regular file ({_kind(mode)}); refusing to read it as a model")
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def _read_head(p: Path, n: int = 64) -> bytes:
+    """The first n bytes of a regular file, opened without blocking and checked again after opening
+    (the path may have been swapped for a FIFO or a device since it was stat'ed)."""
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise FormatError(f"{p}: cannot open ({exc.strerror or exc})") from exc
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise FormatError(f"{p}: not a regular file ({_kind(mode)}); refusing to read it as a model")
+        return fh.read(n)
+
+
 def detect(path: str | os.PathLike) -> Format:
     """Detect the format of a model file or folder from its content.
 
-    Raises FormatError if the path does not exist or matches no known format.
+    Raises FormatError if the path does not exist, is not a regular file or folder (FIFO, device,
+    socket: refused before it is opened), or matches no known format.
     """
     p = Path(path)
     if not p.exists():
         raise FormatError(f"no such file or folder: {p}")
+    check_regular(p)
     if p.is_dir():
         if (p / "saved_model.pb").is_file() or (p / "saved_model.pbtxt").is_file():
             return Format.SAVED_MODEL
         raise FormatError(f"{p} is a folder but not a TF SavedModel (no saved_model.pb inside)")
-    with open(p, "rb") as fh:
-        head = fh.read(64)
+    head = _read_head(p)
     if len(head) < 8:
         raise FormatError(f"{p}: file too short ({len(head)} bytes) to be a model")
     if head[4:8] == b"TFL3":

@@ -161,18 +161,121 @@ class Signature:
 def _as_array(spec: TensorSpec, value: Any) -> np.ndarray:
     if isinstance(value, np.ndarray):
         arr = value
-    elif isinstance(value, (list, tuple, int, float, np.generic)):
-        arr = np.asarray(value)
-        if arr.dtype.kind == "f" and np.dtype(spec.dtype).kind == "f":
-            arr = arr.astype(spec.dtype)  # Python floats carry no precision of their own
-        elif arr.dtype.kind in "iu" and np.dtype(spec.dtype).kind in "iu":
-            arr = arr.astype(spec.dtype)
+    elif isinstance(value, (list, tuple)):
+        arr = _from_nested(spec, value)
+    elif isinstance(value, (int, float, np.generic)):
+        arr = _cast_python(spec, np.asarray(value))
     else:
         raise DTypeError(f"input '{spec.name}': expected a numpy array of {spec.dtype}, "
-                         f"got {type(value).__name__}")
+                         f"got {type(value).__name__}" + ("" if hasattr(value, "__array__") else
+                                                          " (pass a numpy array or a nested list of numbers)"))
     if arr.dtype.name != spec.dtype:
         raise DTypeError(f"input '{spec.name}': expected dtype {spec.dtype}, got {arr.dtype.name} "
                          f"(convert with .astype(np.{spec.dtype}))")
     if arr.dtype.kind == "O":
         raise InputError(f"input '{spec.name}': object arrays are not tensors")
     return arr
+
+
+def _from_nested(spec: TensorSpec, value: list | tuple) -> np.ndarray:
+    """A (nested) list or tuple of numbers as an array of the spec's dtype. The nesting depth is checked
+    against the rank first (numpy would recurse to its 64-dimension limit, or forever on a list that
+    contains itself); ragged rows and non-numbers are typed errors naming where they are."""
+    depth = _nesting(value, spec.rank + 1)
+    if depth > spec.rank:
+        raise ShapeError(f"input '{spec.name}': expected rank {spec.rank} {spec.shape_str()}, "
+                         f"got a list nested at least {depth} deep")
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        where = _ragged(value, spec.rank)
+        if where or "inhomogeneous" in text:
+            raise ShapeError(f"input '{spec.name}': ragged nested list: {where or text}; the rows of a "
+                             "tensor have equal lengths and depths") from None
+        raise InputError(f"input '{spec.name}': this {type(value).__name__} is not a tensor: {text}") from None
+    if arr.dtype.kind in "OUSV":
+        raise DTypeError(f"input '{spec.name}': expected numbers of {spec.dtype}, but {_not_a_number(value)}")
+    return _cast_python(spec, arr)
+
+
+def _cast_python(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
+    """Python numbers carry no precision of their own: floats take a float spec's dtype, integers an
+    integer spec's if every value fits it (astype would silently wrap 2**40 to 0 in int32)."""
+    want = np.dtype(spec.dtype)
+    if arr.dtype.kind == "f" and want.kind == "f":
+        return arr.astype(want)
+    if arr.dtype.kind in "iu" and want.kind in "iu":
+        if arr.size and arr.dtype != want:
+            info, low, high = np.iinfo(want), arr.min(), arr.max()
+            if low < info.min or high > info.max:
+                raise DTypeError(f"input '{spec.name}': value {int(low if low < info.min else high)} does not "
+                                 f"fit {spec.dtype} ({info.min} to {info.max})")
+        return arr.astype(want)
+    return arr
+
+
+def _nesting(value: Any, limit: int) -> int:
+    """How deep lists / tuples nest along their first elements (an ndarray adds its ndim), up to limit."""
+    depth = 0
+    while depth < limit:
+        if isinstance(value, np.ndarray):
+            return depth + value.ndim
+        if not isinstance(value, (list, tuple)):
+            return depth
+        depth += 1
+        if not value:
+            return depth
+        value = value[0]
+    return depth
+
+
+def _length(value: Any) -> int | None:
+    """len() of a list, tuple or ndarray row; None for a scalar (or anything else)."""
+    if isinstance(value, np.ndarray):
+        return len(value) if value.ndim else None
+    return len(value) if isinstance(value, (list, tuple)) else None
+
+
+def _ragged(value: Any, rank: int, at: str = "") -> str | None:
+    """Where a nested list stops being a rank-`rank` tensor: "row [1] has length 1, row [0] has length 2",
+    "element [0][1] is a list, nested deeper than the rank", or None when it is rectangular."""
+    if not isinstance(value, (list, tuple)):
+        return None
+    lengths = [_length(row) for row in value]
+    if rank <= 1:
+        deeper = next((i for i, n in enumerate(lengths) if n is not None), None)
+        return None if deeper is None else (f"element {at}[{deeper}] is a {type(value[deeper]).__name__}, "
+                                            "nested deeper than the rank")
+    for i, n in enumerate(lengths):
+        if n != lengths[0]:
+            return f"row {at}[{i}] {_has(n)}, row {at}[0] {_has(lengths[0])}"
+    for i, row in enumerate(value):
+        found = _ragged(row, rank - 1, f"{at}[{i}]")
+        if found:
+            return found
+    return None
+
+
+def _has(length: int | None) -> str:
+    return "is not a list" if length is None else f"has length {length}"
+
+
+def _not_a_number(value: Any, at: str = "") -> str:
+    """Names the first element of a nested list that is not a number: "element [0][1] is a dict ({})"."""
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _not_a_number(item, f"{at}[{i}]")
+            if found:
+                return found
+        return "" if at else "its values fit no numeric dtype"
+    if isinstance(value, np.ndarray):
+        return "" if value.dtype.kind in "biuf" else f"element {at} is an array of {value.dtype.name}"
+    if isinstance(value, (bool, float, np.bool_, np.number)):
+        return ""
+    if isinstance(value, int):
+        return "" if -2**63 <= value < 2**64 else f"element {at} is the integer {value}, wider than 64 bits"
+    if value is None:
+        return f"element {at} is None"
+    text = repr(value)
+    return f"element {at} is a {type(value).__name__} ({text if len(text) <= 40 else text[:37] + '...'})"

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from modelkit import _atomic, manifest
-from modelkit.errors import ArtifactExistsError, LoadError
+from modelkit.errors import ArtifactExistsError, LoadError, ManifestError, OutputPathError
 from modelkit.spec import Signature, TensorSpec
 
 
@@ -56,7 +56,25 @@ def test_corrupt_manifest_is_a_load_error(tmp_path):
     (tmp_path / "m.onnx.modelkit.json").write_text("{not json")
     with pytest.raises(LoadError, match="corrupt manifest"):
         manifest.read(art)
-    (tmp_path / "m.onnx.modelkit.json").write_text(json.dumps({"format": "caffe", "signature": {}}))
-    with pytest.raises(LoadError, match="unknown format 'caffe'"):
+    (tmp_path / "m.onnx.modelkit.json").write_text(json.dumps({"format": "caffe", "signature": {"inputs": []}}))
+    with pytest.raises(ManifestError, match="invalid manifest: format: unknown format 'caffe'"):
         manifest.read(art)
     assert manifest.read(tmp_path / "other.onnx") is None
+
+
+def test_a_folder_that_cannot_be_created_is_a_typed_error_naming_it(tmp_path):
+    """A parent that is a regular file fails for root too (unlike a chmod'ed folder)."""
+    afile = tmp_path / "afile"
+    afile.write_text("a file, not a folder")
+    with pytest.raises(OutputPathError) as info:
+        with _atomic.atomic_path(afile / "new" / "m.onnx") as tmp:
+            tmp.write_bytes(b"never")
+    assert str(info.value) == f"cannot create folder {afile / 'new'}: {afile} is a file, not a folder"
+    with pytest.raises(OutputPathError) as info:
+        _atomic.write_text(afile / "m.onnx.modelkit.json", "{}")
+    assert str(info.value) == f"cannot create folder {afile}: {afile} is a file, not a folder"
+    with pytest.raises(OutputPathError) as info:
+        _atomic.check_creatable(afile / "x")
+    assert str(info.value) == f"cannot write {afile / 'x'}: {afile} is a file, not a folder"
+    _atomic.check_creatable(tmp_path / "new" / "deeper" / "m.onnx")  # creatable: nothing raised, nothing made
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and afile.read_text() == "a file, not a folder"

@@ -49,13 +49,22 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ModelkitError as exc:
-            if ctx.obj and ctx.obj.get("debug"):
-                traceback.print_exc()
-                child_tb = getattr(exc, "child_traceback", None)
-                if child_tb:
-                    click.echo("--- in the child process:\n" + child_tb, err=True)
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+            _fail(ctx, exc, str(exc))
+        except OSError as exc:  # a path the OS refused (permission, a file where a folder must be, ...)
+            if not exc.filename:
+                raise
+            _fail(ctx, exc, f"{exc.filename}: {exc.strerror or exc}")
+
+
+def _fail(ctx: click.Context, exc: BaseException, message: str) -> None:
+    """One line `error: ...` on stderr and exit code 2; the traceback (and the child's) with --debug."""
+    if ctx.obj and ctx.obj.get("debug"):
+        traceback.print_exc()
+        child_tb = getattr(exc, "child_traceback", None)
+        if child_tb:
+            click.echo("--- in the child process:\n" + child_tb, err=True)
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,13 +1,15 @@
-"""Small helpers shared by CLI commands: JSON output, sizes, tables, input files."""
+"""Small helpers shared by CLI commands: JSON output, sizes, tables, input files (._inputs)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import click
 
-from ..errors import InputError
+from .._atomic import check_creatable
+from ._inputs import read_inputs
+
+__all__ = ["echo_json", "human_size", "table", "read_inputs", "parse_int_list", "check_outputs"]
 
 
 def echo_json(obj: Any) -> None:
@@ -35,21 +37,6 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join([line, sep, *body])
 
 
-def read_inputs(path: str) -> Any:
-    """A .npy file (one array) or a .npz file (arrays keyed by input name)."""
-    import numpy as np
-
-    p = Path(path)
-    try:
-        data = np.load(p, allow_pickle=False)  # never unpickle user files
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{p}: not a readable .npy/.npz file without pickles ({exc})") from exc
-    if isinstance(data, np.ndarray):
-        return data
-    with data:
-        return {k: data[k] for k in data.files}
-
-
 def parse_int_list(value: str, what: str) -> tuple[int, ...]:
     try:
         items = tuple(int(x) for x in value.split(",") if x.strip())
@@ -58,3 +45,10 @@ def parse_int_list(value: str, what: str) -> tuple[int, ...]:
     if not items or any(i <= 0 for i in items):
         raise click.BadParameter(f"expected positive integers for {what}, got '{value}'")
     return items
+
+
+def check_outputs(*paths: str | None) -> None:
+    """Refuse, before any work, output paths that cannot be created (OutputPathError naming the path)."""
+    for p in paths:
+        if p:
+            check_creatable(p)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import echo_json, parse_int_list
+from ._common import check_outputs, echo_json, parse_int_list
 
 
 def _batches(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -46,6 +46,7 @@ def command(artifacts: tuple[str, ...], batches: tuple[int, ...], threads: int |
 
     if duration is not None and iterations is not None:
         raise click.UsageError("give --duration or --iterations, not both")
+    check_outputs(csv_path, report_path)
     seconds = None if iterations is not None else parse_duration(duration or "10s")
     result = run_bench(list(artifacts), batches=batches, threads=threads, device=device, iterations=iterations,
                        duration=seconds, warmup=warmup, baseline=not no_baseline, keep_going=keep_going,

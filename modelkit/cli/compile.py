@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import echo_json, human_size, table
+from ._common import check_outputs, echo_json, human_size, table
 
 
 @click.command("compile")
@@ -43,6 +43,7 @@ def command(model: str, target: str, out: str | None, batch: int | None, dynamic
     """
     from ..targets import DEFAULT_TRIALS, compile
 
+    check_outputs(out, cache_dir)
     if tune and trials is None and budget is None:
         trials = DEFAULT_TRIALS
     result = compile(model, target=target, out=out, batch=batch, dynamic_batch=dynamic_batch, trials=trials,

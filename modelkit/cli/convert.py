@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import echo_json, human_size, table
+from ._common import check_outputs, echo_json, human_size, table
 
 
 @click.command("convert")
@@ -14,9 +14,9 @@ from ._common import echo_json, human_size, table
               help="Output folder (default: beside SOURCE).")
 @click.option("--force", is_flag=True, help="Overwrite existing artifacts.")
 @click.option("--no-verify", is_flag=True, help="Skip the parity check (not recommended).")
-@click.option("--atol", type=float, default=None,
+@click.option("--atol", type=click.FloatRange(min=0), default=None,
               help="Override every edge's max abs error (default: the edge's own, e.g. 1e-4 for onnx).")
-@click.option("--opset", type=int, default=None, help="ONNX opset (default: the pinned one, 17).")
+@click.option("--opset", type=click.IntRange(min=1), default=None, help="ONNX opset (default: the pinned one, 17).")
 @click.option("--quantize", type=click.Choice(["none", "fp16", "dynamic-int8", "int8"]), default=None,
               help="Quantize (tflite: fp16, dynamic-int8, int8; onnx: dynamic-int8, int8). Judged by the "
                    "accuracy drop on labelled data; outputs are named e.g. cnn.int8.tflite.")
@@ -26,7 +26,7 @@ from ._common import echo_json, human_size, table
 @click.option("--eval-data", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Labelled data for the accuracy gate of quantized hops (.npz: 'x' or per-input arrays, "
                    "and 'y'); default: the test split named by the source's manifest.")
-@click.option("--max-accuracy-drop", type=float, default=None,
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0, max=1), default=None,
               help="Largest allowed top-1 accuracy drop of a quantized artifact (default 0.01).")
 @click.option("--trust-unsafe-code", is_flag=True,
               help="UNSAFE: load .keras files with Keras safe mode off (runs code stored in the file).")
@@ -49,6 +49,7 @@ def command(source: str, to: str, out_dir: str | None, force: bool, no_verify: b
     """
     from ..convert import convert
 
+    check_outputs(out_dir)
     given = {"opset": opset, "quantize": quantize, "calibration_data": calibration_data, "eval_data": eval_data,
              "max_accuracy_drop": max_accuracy_drop}
     options = {k: v for k, v in given.items() if v is not None}

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from ._common import check_outputs
+
 TARGETS = ("tf-serving", "torchserve", "triton", "kserve", "browser")
 
 
@@ -41,6 +43,7 @@ def command(artifact: str, target: str, out: str, name: str | None, version: int
       modelkit package cnn.keras --for browser --out web --verify-in-browser
       modelkit serve-static web        # then open the printed URL
     """
+    check_outputs(out)
     if target == "browser":
         _browser(artifact, out, quantize, verify_in_browser, force)
         return

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import echo_json, read_inputs
+from ._common import check_outputs, echo_json, read_inputs
 
 
 @click.command("run")
@@ -13,7 +13,7 @@ from ._common import echo_json, read_inputs
 @click.option("--output", "output_path", type=click.Path(dir_okay=False), default=None,
               help="Save the outputs to this .npz instead of printing them in full.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--threads", type=int, default=None, help="Intra-op threads of the engine.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads of the engine.")
 @click.option("--trust-unsafe-code", is_flag=True, help="UNSAFE: Keras safe mode off for .keras files.")
 @click.option("--json", "as_json", is_flag=True, help="Print outputs as JSON lists.")
 def command(artifact: str, input_path: str, output_path: str | None, device: str, threads: int | None,
@@ -30,6 +30,7 @@ def command(artifact: str, input_path: str, output_path: str | None, device: str
 
     from ..runtime import load
 
+    check_outputs(output_path)
     model = load(artifact, device=device, threads=threads, trust_unsafe_code=trust_unsafe_code)
     outputs = model.predict(read_inputs(input_path))
     if output_path:

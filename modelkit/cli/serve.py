@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -22,6 +23,13 @@ import click
               help="Requests admitted per model version before 503.")
 @click.option("--max-body-mb", default=64.0, show_default=True, type=click.FloatRange(0.001),
               help="Request body limit (413 above it, decided from the headers).")
+@click.option("--max-buffered-mb", default=None, type=click.FloatRange(0.001),
+              help="Budget of request-body bytes held across all connections; a body that would exceed it "
+                   "gets 503.  [default: 4 x --max-body-mb]")
+@click.option("--body-timeout", default=30.0, show_default=True, type=click.FloatRange(0.001),
+              help="Seconds without a byte of a request body before it is answered 408.")
+@click.option("--drain-timeout", default=60.0, show_default=True, type=click.FloatRange(0.001),
+              help="On SIGTERM, seconds to let running requests finish; past it they are cut off, exit 1.")
 @click.option("--poll-interval", default=0.0, show_default=True, type=click.FloatRange(0),
               help="Seconds between scans of repository folders for new versions (0: off).")
 @click.option("--keep-versions", default=1, show_default=True, type=click.IntRange(1),
@@ -31,7 +39,8 @@ import click
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def command(paths: tuple[str, ...], host: str, port: int, allow_remote: bool, max_batch_size: int,
-            max_delay_ms: float, queue_size: int, max_body_mb: float, poll_interval: float, keep_versions: int,
+            max_delay_ms: float, queue_size: int, max_body_mb: float, max_buffered_mb: float | None,
+            body_timeout: float, drain_timeout: float, poll_interval: float, keep_versions: int,
             device: str, threads: int | None, log_level: str) -> None:
     """Serve PATHS: artifacts (NAME=PATH to name one) or repository folders laid out NAME/VERSION/artifact.
 
@@ -45,7 +54,8 @@ def command(paths: tuple[str, ...], host: str, port: int, allow_remote: bool, ma
     Example:
       modelkit serve cnn.onnx --port 8500
       curl -s localhost:8500/v2/models/cnn
-    SIGTERM stops accepting, answers every accepted request, and exits 0.
+    SIGTERM stops accepting, answers every accepted request, and exits 0 (1 if requests were still
+    running after --drain-timeout; they are cut off).
     """
     from ..serving.repository import ServeConfig
     from ..serving.server import ServerOptions, serve
@@ -55,6 +65,14 @@ def command(paths: tuple[str, ...], host: str, port: int, allow_remote: bool, ma
     options = ServerOptions(
         sources=list(paths), host=host, port=port, allow_remote=allow_remote, poll_interval=poll_interval,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
+        max_buffered_bytes=None if max_buffered_mb is None else int(max_buffered_mb * 1024 * 1024),
+        body_timeout=body_timeout, drain_timeout=drain_timeout,
         config=ServeConfig(max_batch_size=max_batch_size, max_delay_ms=max_delay_ms, queue_size=queue_size,
                            device=device, threads=threads, keep_versions=keep_versions))
-    sys.exit(serve(options))
+    rc = serve(options)
+    if rc != 0:  # the drain timed out: requests are stuck in an engine thread, which interpreter exit would
+        logging.shutdown()  # wait for forever; leave now so the exit is bounded
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    sys.exit(rc)

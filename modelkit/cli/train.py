@@ -15,6 +15,7 @@ from .._backend import BACKENDS
 from ..core.config import OPTIMIZERS, SCHEDULES
 from ..core.data import DATASETS
 from ..core.zoo import MODELS
+from ._common import check_outputs
 
 _MODELS_HELP = ", ".join(MODELS)
 
@@ -90,6 +91,7 @@ def command(config_file: str | None, as_json: bool, quiet: bool, imports: tuple[
     from ..core.train import train  # light; Keras loads only when training starts
 
     given = {k: v for k, v in flags.items() if v is not None}
+    check_outputs(*(given.get(k) for k in ("out", "history_csv", "history_json", "checkpoint_dir", "study_dir")))
     if imports:
         given["imports"] = list(imports)
     if quiet:

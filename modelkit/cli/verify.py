@@ -6,17 +6,22 @@ import click
 from ._common import echo_json, parse_int_list, read_inputs, table
 
 
+def _batches(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    return parse_int_list(value, "--batch")
+
+
 @click.command("verify")
 @click.argument("reference", type=click.Path(exists=True))
 @click.argument("candidate", type=click.Path(exists=True))
-@click.option("--atol", type=float, default=None, help="Max abs error allowed (default: the edge's).")
-@click.option("--batch", default="1,7", show_default=True, help="Batch sizes to test.")
+@click.option("--atol", type=click.FloatRange(min=0), default=None, help="Max abs error allowed (default: the edge's).")
+@click.option("--batch", "batches", default="1,7", show_default=True, callback=_batches,
+              help="Comma-separated batch sizes to test.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A .npz of real samples keyed by input name, instead of random inputs.")
 @click.option("--trust-unsafe-code", is_flag=True, help="UNSAFE: Keras safe mode off for .keras files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the parity report as JSON.")
-def command(reference: str, candidate: str, atol: float | None, batch: str, seed: int, data: str | None,
+def command(reference: str, candidate: str, atol: float | None, batches: tuple[int, ...], seed: int, data: str | None,
             trust_unsafe_code: bool, as_json: bool) -> None:
     """Run REFERENCE and CANDIDATE on the same inputs and compare every output.
 
@@ -28,10 +33,9 @@ def command(reference: str, candidate: str, atol: float | None, batch: str, seed
     """
     from ..convert.verify import verify_artifacts
 
-    batches = parse_int_list(batch, "--batch")
     samples = read_inputs(data) if data else None
     if samples is not None and not isinstance(samples, dict):
-        raise click.BadParameter("--data must be a .npz keyed by input name")
+        raise click.BadParameter("must be a .npz keyed by input name", param_hint="'--data'")
     report = verify_artifacts(reference, candidate, atol=atol, batch_sizes=batches, seed=seed, data=samples,
                               raise_on_failure=False, trust_unsafe_code=trust_unsafe_code)
     if as_json:

@@ -126,7 +126,7 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
             current = dest
     for _edge, _s, dest in hops:
         _atomic.check_writable(dest, force)
-    out.mkdir(parents=True, exist_ok=True)
+    _atomic.make_dirs(out)
     results: list[ConversionResult] = []
     for backend, group in _group_by_backend(hops):
         payload = [{"src": str(s), "dest": str(d), "source": e.source.value, "target": e.target.value,

@@ -3,6 +3,9 @@
 `--model path/to/file.py:function` imports that file and calls the function, which returns a Keras
 model. That runs the user's own code, on purpose and only when asked: it is the same trust as running
 `python path/to/file.py`. Nothing here ever imports code named by a model file or a manifest.
+As with `python path/to/file.py`, the file's folder goes to the front of sys.path (and stays there), so
+the file can import its sibling modules, at import time or later. An exception raised by the user's
+code becomes a UserCodeError naming the file and line (`modelkit --debug` shows the traceback).
 
 Custom layers and losses registered with `keras.saving.register_keras_serializable` must be registered
 in every process that loads the .keras file, including modelkit's conversion children. The modules to
@@ -12,17 +15,21 @@ it imported in the manifest (training.imports) so that users know what to set.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib
 import importlib.util
 import inspect
 import os
 import sys
+import sysconfig
+import traceback
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from ..errors import TrainingError
+from ..errors import ModelkitError, TrainingError, UserCodeError
 
 ENV_IMPORTS = "MODELKIT_IMPORTS"
 
@@ -36,7 +43,9 @@ def import_module(spec: str) -> ModuleType:
     """Import a module by dotted name, or a .py file by path (module name: the file's stem).
 
     A file is imported under its stem ('examples/custom_layer.py' -> 'custom_layer'), once per
-    process; importing the same file again returns the same module, so classes register once.
+    process; importing the same file again returns the same module, so classes register once. Its
+    folder is put at the front of sys.path first, as `python file.py` does. An exception raised while
+    the module runs is a UserCodeError naming the file and line.
     """
     if spec.endswith(".py"):
         path = Path(spec).expanduser().resolve()
@@ -48,19 +57,90 @@ def import_module(spec: str) -> ModuleType:
         loader_spec = importlib.util.spec_from_file_location(name, path)
         if loader_spec is None or loader_spec.loader is None:
             raise TrainingError(f"cannot import {path} as a Python module")
+        add_to_path(path.parent)
         module = importlib.util.module_from_spec(loader_spec)
         sys.modules[name] = module
         try:
-            loader_spec.loader.exec_module(module)
+            with user_code(path):
+                loader_spec.loader.exec_module(module)
         except BaseException:
             sys.modules.pop(name, None)
             raise
         return module
     try:
         return importlib.import_module(spec)
-    except ImportError as exc:
+    except ModelkitError:
+        raise
+    except Exception as exc:
+        if _where(exc) is not None:  # the module was found, and its own code raised
+            raise _user_error(exc, None) from exc
         raise TrainingError(f"cannot import module '{spec}' ({exc}); give a module on the Python path "
                             "or a path to a .py file") from exc
+
+
+def add_to_path(folder: Path) -> None:
+    """Put `folder` at the front of sys.path (as `python folder/file.py` does); it stays there, so that
+    the user's code can import its sibling modules later too (lazy imports inside a builder)."""
+    entry = str(folder)
+    if not sys.path or sys.path[0] != entry:
+        sys.path.insert(0, entry)
+        importlib.invalidate_caches()
+
+
+@contextlib.contextmanager
+def user_code(path: Path | None) -> Iterator[None]:
+    """Run the user's code: an exception it raises becomes a UserCodeError naming the file and line;
+    typed modelkit errors, Ctrl-C and SystemExit pass unchanged."""
+    try:
+        yield
+    except ModelkitError:
+        raise
+    except Exception as exc:
+        raise _user_error(exc, path) from exc
+
+
+def _user_error(exc: BaseException, path: Path | None) -> UserCodeError:
+    """'mybuild.py line 3: ZeroDivisionError: division by zero': where the user's code raised, else the
+    user's file without a line."""
+    text = " ".join(str(exc.msg if isinstance(exc, SyntaxError) else exc).split())  # msg: without "(file, line)"
+    if len(text) > 400:
+        text = text[:400] + "…"
+    what = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    where = _where(exc) or ((str(path), None) if path is not None else None)
+    if where is None:
+        return UserCodeError(what)
+    line = f" line {where[1]}" if where[1] else ""
+    return UserCodeError(f"{_shown(where[0])}{line}: {what}")
+
+
+def _where(exc: BaseException) -> tuple[str, int | None] | None:
+    """(file, line) of the innermost frame of the user's own code (not the standard library's, an
+    installed package's or modelkit's); a SyntaxError names the file it is in."""
+    if isinstance(exc, SyntaxError) and exc.filename and _is_user_file(exc.filename):
+        return exc.filename, exc.lineno
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if _is_user_file(f.filename)]
+    return (frames[-1].filename, frames[-1].lineno) if frames else None
+
+
+@functools.cache
+def _library_roots() -> tuple[str, ...]:
+    """Folders whose files are not the user's: the standard library, installed packages, modelkit."""
+    paths = sysconfig.get_paths()
+    roots = {paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots |= {sys.prefix, sys.base_prefix, str(Path(__file__).resolve().parents[1])}  # + modelkit itself
+    return tuple(os.path.join(os.path.realpath(r), "") for r in roots if r)
+
+
+def _is_user_file(filename: str) -> bool:
+    if not filename or filename.startswith("<"):
+        return False
+    return not os.path.realpath(filename).startswith(_library_roots())
+
+
+def _shown(filename: str) -> str:
+    """A path relative to the working folder when it is inside it, else absolute."""
+    rel = os.path.relpath(filename)
+    return filename if rel.startswith("..") else rel
 
 
 def _module_name(path: Path) -> str:
@@ -110,7 +190,8 @@ def build_user_model(model: str, **hints: Any) -> Any:
     params = inspect.signature(fn).parameters
     takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     kwargs = {k: v for k, v in hints.items() if v is not None and (takes_all or k in params)}
-    net = fn(**kwargs)
+    with user_code(Path(path)):
+        net = fn(**kwargs)
     from .._backend import import_keras
 
     keras = import_keras()

@@ -32,7 +32,9 @@ from . import custom, recipe
 from . import data as _data
 from .config import TrainConfig
 
+DELAY_ENV = "MODELKIT_TEST_WORKER_DELAY"
 DEFAULT_TIMEOUT = 1800.0  # seconds for the whole run; --timeout sets it
+BARRIER_MARGIN_S = 5.0  # a worker gives up waiting for the others this long before the parent's deadline
 
 
 def free_port() -> int:
@@ -75,7 +77,7 @@ def run_distributed(cfg: TrainConfig) -> dict[str, Any]:
             out = Path(td) / f"worker{i}.json"
             req = json.dumps({"func": "modelkit.core.distribute:_worker",
                               "kwargs": {"config": cfg.to_dict(), "process_id": i, "num_processes": n,
-                                         "coordinator": coordinator}})
+                                         "coordinator": coordinator, "deadline": time.time() + timeout}})
             p = subprocess.Popen([sys.executable, "-m", "modelkit._child", str(out)], stdin=subprocess.PIPE,
                                  env=env, text=True, stdout=sys.stderr if _has_fd() else subprocess.DEVNULL,
                                  stderr=None if _has_fd() else subprocess.DEVNULL)
@@ -149,14 +151,16 @@ def epoch_rows(n_rows: int, batch_size: int, seed: int, epoch: int | None, proce
     return perm.reshape(-1, num_processes, local)[:, process_id].reshape(-1)
 
 
-def _worker(config: dict[str, Any], process_id: int, num_processes: int, coordinator: str) -> dict[str, Any]:
-    """One training process (run by modelkit._child with KERAS_BACKEND=jax)."""
+def _worker(config: dict[str, Any], process_id: int, num_processes: int, coordinator: str,
+            deadline: float | None = None) -> dict[str, Any]:
+    """One training process (run by modelkit._child with KERAS_BACKEND=jax); `deadline` (time.time())
+    bounds the final wait for the other workers, a little before the parent stops them all."""
     cfg = TrainConfig(**config)
     import jax
 
     if num_processes > 1:
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                                   process_id=process_id)
+                                   process_id=process_id, coordinator_bind_address=coordinator)
     from .._backend import import_keras
     from .callbacks import epoch_printer
 
@@ -195,15 +199,48 @@ def _worker(config: dict[str, Any], process_id: int, num_processes: int, coordin
             history.setdefault(k, []).extend(float(x) for x in vals)
     train_seconds = time.perf_counter() - t0
     weights = [np.asarray(w.value.addressable_data(0)) for w in net.weights]
-    return _finish(keras, cfg, weights, history, train_seconds, ds, len(devices), process_id, num_processes)
+    _test_delay(process_id)
+    net, summary = _evaluate(keras, cfg, weights, history, train_seconds, ds, len(devices), process_id,
+                             num_processes)
+    if num_processes == 1:
+        return _save(cfg, net, summary, ds)
+    left = (deadline - time.time() - BARRIER_MARGIN_S) if deadline else DEFAULT_TIMEOUT
+    _wait_for_all(process_id, max(1.0, left))
+    try:  # every worker has its result: only now does worker 0 write the model
+        return _save(cfg, net, summary, ds) if process_id == 0 else summary
+    finally:
+        jax.distributed.shutdown()  # itself a barrier; then worker 0 stops the service it hosts: it leaves last
 
 
-def _finish(keras: Any, cfg: TrainConfig, weights: list[np.ndarray], history: dict[str, list[float]],
-            train_seconds: float, ds: Any, n_devices: int, process_id: int, num_processes: int) -> dict[str, Any]:
-    """Rebuild the trained model without a distribution (a plain .keras file), evaluate, and save (process 0)."""
+def _wait_for_all(process_id: int, timeout: float) -> None:
+    """Every worker waits here until all have evaluated, bounded by `timeout` seconds (TrainingError).
+
+    Worker 0 hosts JAX's coordination service: had it saved and exited while another worker was still
+    evaluating, that worker's coordination agent would abort it ("Socket closed") and its result would
+    be lost. After this barrier, worker 0 saves the model and all shut down together.
+    """
+    from jax._src.distributed import global_state  # the client's barrier (no public wrapper takes a timeout)
+
+    try:
+        global_state.client.wait_at_barrier("modelkit_workers_done", int(timeout * 1000))
+    except Exception as exc:  # noqa: BLE001 - jax raises its runtime error type (DEADLINE_EXCEEDED, ...)
+        why = str(exc).split(".", 1)[0] if str(exc) else type(exc).__name__
+        raise TrainingError(f"worker {process_id} finished, but the other workers did not reach the end within "
+                            f"{timeout:.0f} s more ({why}); see their output above") from exc
+
+
+def _test_delay(process_id: int) -> None:
+    """Test hook: MODELKIT_TEST_WORKER_DELAY='ID:SECONDS' makes worker ID finish that much later."""
+    spec = os.environ.get(DELAY_ENV, "")
+    if spec.partition(":")[0] == str(process_id):
+        time.sleep(float(spec.partition(":")[2]))
+
+
+def _evaluate(keras: Any, cfg: TrainConfig, weights: list[np.ndarray], history: dict[str, list[float]],
+              train_seconds: float, ds: Any, n_devices: int, process_id: int, num_processes: int
+              ) -> tuple[Any, dict[str, Any]]:
+    """Rebuild the trained model without a distribution (a plain Keras model) and evaluate it."""
     import hashlib
-
-    from .keras_io import keras_signature
 
     digest = hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in weights)).hexdigest()
     if not np.isfinite(history.get("loss", [np.nan])[-1]):
@@ -222,14 +259,20 @@ def _finish(keras: Any, cfg: TrainConfig, weights: list[np.ndarray], history: di
                 "test_accuracy": metrics.get("test_accuracy"), "test_metrics": metrics,
                 "train_seconds": round(train_seconds, 3), "params": int(net.count_params()),
                 "keras_version": keras.__version__, "history": history}
-    summary = {**training, "weights_sha256": digest, "process_id": process_id, "path": None, "manifest": None}
-    if process_id == 0:
-        with _atomic.atomic_path(cfg.out, cfg.force) as tmp:
-            net.save(tmp)
-        mpath = manifest.write(cfg.out, manifest.Manifest(format="keras", signature=keras_signature(net).to_dict(),
-                                                          training=training))
-        summary.update(path=cfg.out, manifest=str(mpath))
-        if cfg.verbose and metrics.get("test_accuracy") is not None:
-            print(f"test accuracy {metrics['test_accuracy']:.4f} on {len(ds.y_test)} held-out images",
-                  file=sys.stderr, flush=True)
+    return net, {**training, "weights_sha256": digest, "process_id": process_id, "path": None, "manifest": None}
+
+
+def _save(cfg: TrainConfig, net: Any, summary: dict[str, Any], ds: Any) -> dict[str, Any]:
+    """Write the .keras file and its manifest atomically (process 0 only)."""
+    from .keras_io import keras_signature
+
+    training = {k: v for k, v in summary.items() if k not in ("weights_sha256", "process_id", "path", "manifest")}
+    with _atomic.atomic_path(cfg.out, cfg.force) as tmp:
+        net.save(tmp)
+    mpath = manifest.write(cfg.out, manifest.Manifest(format="keras", signature=keras_signature(net).to_dict(),
+                                                      training=training))
+    summary.update(path=cfg.out, manifest=str(mpath))
+    accuracy = summary.get("test_accuracy")
+    if cfg.verbose and accuracy is not None:
+        print(f"test accuracy {accuracy:.4f} on {len(ds.y_test)} held-out images", file=sys.stderr, flush=True)
     return summary

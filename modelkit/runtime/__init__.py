@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EngineNotInstalledError, FormatError
-from ..formats import Format, detect
+from ..formats import Format, check_regular, detect
 from .base import Model
 
 # format -> (engine module, pip extra that installs it)
@@ -38,6 +38,7 @@ def load(path: str | os.PathLike, device: str = "cpu", threads: int | None = Non
     options: engine specific (e.g. trust_unsafe_code=True for .keras files with Lambda layers).
     """
     p = Path(path)
+    check_regular(p)  # a FIFO or a device (/dev/zero) would block or never end: refused before any open
     fmt = Format.parse(format) if format is not None else detect(p)
     if fmt not in ENGINES:
         raise FormatError(f"no runtime engine for format '{fmt.value}' yet; "

@@ -1,7 +1,8 @@
 """The runtime Model every engine returns: a Signature and predict(inputs) -> dict of numpy arrays.
 
 Inputs are validated against the Signature here, once, before any native engine sees them: a
-mis-shaped tensor can crash TFLite or abort TensorFlow, so validation is not optional.
+mis-shaped tensor can crash TFLite or abort TensorFlow, so validation is not optional. Running out of
+memory in any engine is a ResourceError, mapped here for predict and by memory.guard_load for loads.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 from ..errors import LoadError, ShapeError
 from ..formats import Format
 from ..spec import Signature
+from .memory import predict_error
 
 DEVICES = ("cpu", "cuda")
 MAX_INPUT_BYTES = int(os.environ.get("MODELKIT_MAX_INPUT_BYTES", str(4 * 1024**3)))
@@ -31,8 +33,16 @@ class Model:
         self.signature = signature
 
     def predict(self, inputs: Mapping[str, Any] | np.ndarray) -> dict[str, np.ndarray]:
-        """Run the model on inputs bound by name (a bare array for single-input models)."""
-        return self._run(self.signature.bind(precheck(inputs)))
+        """Run the model on inputs bound by name (a bare array for single-input models).
+
+        Running out of memory, however the engine says it, raises ResourceError (modelkit.runtime.memory)."""
+        try:
+            return self._run(self.signature.bind(precheck(inputs)))
+        except Exception as exc:  # no cost unless raised; only memory failures are changed
+            err = predict_error(self.path, self.engine, self.signature, inputs, exc)
+            if err is None:
+                raise
+            raise err from exc
 
     __call__ = predict
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..formats import Format
 from .base import Model, parse_device
+from .memory import check_headroom, guard_load
 
 
 class KerasModel(Model):
@@ -24,9 +25,11 @@ class KerasModel(Model):
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from ..core.keras_io import call_model
 
+        check_headroom(self, inputs)  # TensorFlow aborts the process when an allocation fails
         return call_model(self.model, inputs, self.signature)
 
 
+@guard_load("keras")
 def load(path: Path, device: str = "cpu", threads: int | None = None, trust_unsafe_code: bool = False,
          backend: str | None = None, **options: Any) -> KerasModel:
     parse_device(device, ("cpu",))

@@ -21,6 +21,7 @@ from ..errors import EngineNotInstalledError, LoadError
 from ..formats import Format
 from ..spec import Signature, TensorSpec
 from .base import Model, order_outputs, parse_device
+from .memory import guard_load
 
 SIGNATURE_KEY = "serving_default"
 
@@ -105,6 +106,7 @@ def _spec(name: str, d: dict[str, Any]) -> TensorSpec:
     return TensorSpec(name, tuple(int(x) for x in shape), np.dtype(d["dtype"]).name)
 
 
+@guard_load("ai-edge-litert")
 def load(path: Path, device: str = "cpu", threads: int | None = None, **options: Any) -> LiteRTModel:
     """Load a .tflite file with ai-edge-litert; threads -> the interpreter's num_threads."""
     parse_device(device, ("cpu",))

@@ -11,6 +11,7 @@ from ..errors import EngineNotInstalledError, LoadError
 from ..formats import Format
 from ..spec import Signature, TensorSpec
 from .base import Model, order_outputs, parse_device
+from .memory import guard_load
 
 _ORT_TYPES = {
     "tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
@@ -78,6 +79,7 @@ def _spec(node: Any) -> TensorSpec:
     return TensorSpec(node.name, shape, _ORT_TYPES[node.type])
 
 
+@guard_load("onnxruntime")
 def load(path: Path, device: str = "cpu", threads: int | None = None, **options: Any) -> OnnxModel:
     kind, index = parse_device(device, ("cpu", "cuda"))
     try:

@@ -11,6 +11,7 @@ from ..errors import LoadError
 from ..formats import Format
 from ..spec import Signature, TensorSpec
 from .base import Model, order_outputs, parse_device
+from .memory import check_headroom, guard_load
 
 SIGNATURE_KEY = "serving_default"
 
@@ -34,9 +35,11 @@ class SavedModelModel(Model):
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import tensorflow as tf
 
+        check_headroom(self, inputs)  # TensorFlow aborts the process when an allocation fails
         try:
             out = self.fn(**{k: tf.constant(v) for k, v in inputs.items()})
-        except tf.errors.OpError as exc:  # inputs were validated: a failure here is the graph's (corrupt)
+        except tf.errors.OpError as exc:  # inputs were validated: a failure here is the graph's (corrupt);
+            # ResourceExhaustedError (memory) becomes ResourceError in Model.predict
             raise LoadError(f"{self.path}: TensorFlow failed running this SavedModel: "
                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
         return {n: out[n].numpy() for n in self.signature.output_names}
@@ -47,6 +50,7 @@ def _spec(name: str, ts: Any) -> TensorSpec:
     return TensorSpec(name, tuple(dims), ts.dtype.as_numpy_dtype().dtype.name)
 
 
+@guard_load("tensorflow")
 def load(path: Path, device: str = "cpu", threads: int | None = None, **options: Any) -> SavedModelModel:
     parse_device(device, ("cpu",))
     import os

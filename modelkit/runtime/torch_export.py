@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import LoadError
 from ..formats import Format
+from .memory import guard_load
 from .torchscript import SIGNATURE_FILE, TorchModel, import_torch, resolve_signature, torch_device
 
 
@@ -19,6 +20,7 @@ class TorchExportModel(TorchModel):
     engine = "torch.export"
 
 
+@guard_load("torch.export")
 def load(path: Path, device: str = "cpu", threads: int | None = None, **options: Any) -> TorchExportModel:
     from ..safety_pickle import check_torch_archive
 

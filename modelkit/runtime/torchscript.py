@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 
 from .. import manifest as _manifest
-from ..errors import EngineNotInstalledError, LoadError
+from ..errors import EngineNotInstalledError, LoadError, ShapeError
 from ..formats import Format
 from ..spec import Signature
 from .base import Model, parse_device
+from .memory import guard_load
 
 SIGNATURE_FILE = "modelkit_signature.json"  # same name as modelkit.convert._torch_module.SIGNATURE_FILE
 
@@ -39,10 +40,15 @@ class TorchModel(Model):
         try:
             with torch.inference_mode():
                 outs = self.module(*args)
-        except RuntimeError as exc:  # inputs were validated: a failure here is the model's (e.g. truncated weights)
+        except (RuntimeError, AssertionError) as exc:  # inputs were validated: a failure here is the model's
+            # (truncated weights), or a torch.export shape guard the Signature cannot express (a maximum batch)
             text = str(exc).strip()
-            raise LoadError(f"{self.path}: torch failed running this model: "
-                            f"{text.splitlines()[0] if text else type(exc).__name__}") from exc
+            first = text.splitlines()[0] if text else type(exc).__name__
+            if "Guard failed" in text:
+                shapes = ", ".join(f"'{n}' {tuple(inputs[n].shape)}" for n in self.signature.input_names)
+                raise ShapeError(f"{self.path.name} was exported for other input shapes than {shapes}: "
+                                 f"{first}") from exc
+            raise LoadError(f"{self.path}: torch failed running this model: {first}") from exc
         if isinstance(outs, torch.Tensor):
             outs = (outs,)
         names = self.signature.output_names
@@ -96,6 +102,7 @@ def resolve_signature(path: Path, embedded: str | bytes | None) -> Signature:
     return m.sig
 
 
+@guard_load("torch.jit")
 def load(path: Path, device: str = "cpu", threads: int | None = None, **options: Any) -> TorchScriptModel:
     from ..safety_pickle import check_torch_archive
 

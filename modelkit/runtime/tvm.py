@@ -17,6 +17,7 @@ from .. import manifest as _manifest
 from ..errors import EngineNotInstalledError, LoadError
 from ..formats import Format
 from .base import Model, parse_device
+from .memory import guard_load
 
 _MACHINE_ARCH = {62: "x86_64", 183: "aarch64", 40: "armv7"}
 
@@ -91,6 +92,7 @@ def host_arch() -> str:
     return _host()
 
 
+@guard_load("tvm")
 def load(path: Path, device: str | None = None, threads: int | None = None, **options: Any) -> TvmModel:
     try:
         import tvm  # noqa: F401

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,18 @@ V2_TO_NP = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uin
             "FP32": "float32", "FP64": "float64", "BYTES": "object"}
 NP_TO_V2 = {v: k for k, v in V2_TO_NP.items()}
 HEADER_LENGTH = "inference-header-content-length"
+MAX_RANK = 32  # numpy's limit
+MAX_ELEMENTS = 2**31 - 1  # per tensor, zero dimensions counted as 1: no overflow, no huge empty views
+
+
+@dataclass
+class V2Plan:
+    """What a validated v2 request asks of the response: which outputs, each binary or not, and its id."""
+
+    outputs: dict[str, bool] | None  # None: every output of the model, binary when binary_all
+    binary_all: bool = False
+    id: Any = None
+    has_id: bool = False
 
 
 def v2_datatype(dtype: str) -> str:
@@ -41,8 +54,9 @@ def parse_json(body: bytes) -> Any:
 
 # ----------------------------------------------------------------------------------------- v2 request
 
-def decode_v2(body: bytes, headers: dict[str, str], sig: Signature) -> tuple[dict[str, np.ndarray], dict]:
-    """Decode a v2 infer request into inputs bound to the signature, and the request JSON."""
+def decode_v2(body: bytes, headers: dict[str, str], sig: Signature) -> tuple[dict[str, np.ndarray], V2Plan]:
+    """Decode and validate a whole v2 infer request (inputs, parameters, requested outputs) against the
+    signature, before anything runs: returns inputs bound to the signature and the response plan."""
     binary = b""
     if HEADER_LENGTH in headers:
         try:
@@ -55,6 +69,7 @@ def decode_v2(body: bytes, headers: dict[str, str], sig: Signature) -> tuple[dic
     req = parse_json(body)
     if not isinstance(req, dict) or not isinstance(req.get("inputs"), list):
         raise BadRequest("a v2 infer request is a JSON object with an 'inputs' list")
+    plan = _plan(req, sig)
     specs = {s.name: s for s in sig.inputs}
     arrays: dict[str, np.ndarray] = {}
     offset = 0
@@ -73,7 +88,7 @@ def decode_v2(body: bytes, headers: dict[str, str], sig: Signature) -> tuple[dic
         if datatype != want:
             raise BadRequest(f"input '{name}': datatype {datatype!r} does not match the model's {want} "
                              f"({spec.dtype})")
-        size = (t.get("parameters") or {}).get("binary_data_size")
+        size = _parameters(t, f"input '{name}'").get("binary_data_size")
         if size is not None:
             arr, offset = _from_binary(binary, offset, size, spec, shape)
         elif "data" in t:
@@ -83,20 +98,65 @@ def decode_v2(body: bytes, headers: dict[str, str], sig: Signature) -> tuple[dic
         arrays[name] = arr
     if offset != len(binary):
         raise BadRequest(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
-    return sig.bind(arrays), req
+    return sig.bind(arrays), plan
+
+
+def _parameters(obj: dict, where: str) -> dict:
+    """The 'parameters' object of a request, an input or an output ({} when absent or null)."""
+    params = obj.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise BadRequest(f"{where}: 'parameters' must be an object, got {type(params).__name__}")
+    return params
+
+
+def _flag(params: dict, key: str, where: str, default: bool) -> bool:
+    value = params.get(key, default)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{where}: parameter '{key}' must be true or false, got {value!r:.40}")
+    return value
+
+
+def _plan(req: dict, sig: Signature) -> V2Plan:
+    """Validate the request-level parameters and the requested outputs."""
+    binary_all = _flag(_parameters(req, "request"), "binary_data_output", "request", False)
+    wanted = req.get("outputs")
+    if wanted is None:
+        return V2Plan(None, binary_all, req.get("id"), "id" in req)
+    if not isinstance(wanted, list):
+        raise BadRequest("'outputs' must be a list of {'name': ...} objects")
+    outputs: dict[str, bool] = {}
+    for o in wanted:
+        name = o.get("name") if isinstance(o, dict) else None
+        if not isinstance(name, str) or name not in sig.output_names:
+            raise BadRequest(f"unknown output {name!r:.100}; the model's outputs are {sig.output_names}")
+        if name in outputs:
+            raise BadRequest(f"output '{name}' is requested twice")
+        assert isinstance(o, dict)
+        outputs[name] = _flag(_parameters(o, f"output '{name}'"), "binary_data", f"output '{name}'", binary_all)
+    return V2Plan(outputs, binary_all, req.get("id"), "id" in req)
 
 
 def _shape(shape: Any, name: str) -> tuple[int, ...]:
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                               for d in shape):
-        raise BadRequest(f"input '{name}': 'shape' must be a list of non-negative integers, got {shape!r}")
+        raise BadRequest(f"input '{name}': 'shape' must be a list of non-negative integers, got {shape!r:.200}")
+    if len(shape) > MAX_RANK:
+        raise BadRequest(f"input '{name}': rank {len(shape)} is over the limit of {MAX_RANK}")
+    count = 1
+    for d in shape:
+        count *= max(d, 1)
+        if count > MAX_ELEMENTS:
+            raise BadRequest(f"input '{name}': shape {shape!r:.200} is too large (over {MAX_ELEMENTS} elements, "
+                             "counting zero dimensions as 1)")
     return tuple(shape)
 
 
 def _from_binary(buf: bytes, offset: int, size: Any, spec: TensorSpec,
                  shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
     dtype = np.dtype(spec.dtype)
-    if not isinstance(size, int) or size < 0 or offset + size > len(buf):
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(buf):
         raise BadRequest(f"input '{spec.name}': binary_data_size {size!r} runs past the end of the body")
     count = math.prod(shape)
     if size != count * dtype.itemsize:
@@ -139,23 +199,16 @@ def to_array(data: Any, spec: TensorSpec) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------- v2 response
 
-def encode_v2(outputs: dict[str, np.ndarray], sig: Signature, req: dict, model: str, version: int
+def encode_v2(outputs: dict[str, np.ndarray], sig: Signature, plan: V2Plan, model: str, version: int
               ) -> tuple[bytes, dict[str, str]]:
-    """The v2 response body and extra headers; binary outputs when the request asks for them."""
-    params = req.get("parameters") or {}
-    wanted = req.get("outputs")
-    binary_all = bool(params.get("binary_data_output", False))
-    per_output: dict[str, bool] = {}
-    if wanted is not None:
-        if not isinstance(wanted, list):
-            raise BadRequest("'outputs' must be a list of {'name': ...} objects")
-        for o in wanted:
-            name = o.get("name") if isinstance(o, dict) else None
-            if name not in outputs:
-                raise BadRequest(f"unknown output {name!r}; the model's outputs are {sig.output_names}")
-            per_output[name] = bool((o.get("parameters") or {}).get("binary_data", binary_all))
+    """The v2 response body and extra headers; binary outputs where the (validated) plan asks for them."""
+    if plan.outputs is None:
+        per_output = {n: plan.binary_all for n in outputs}
     else:
-        per_output = {n: binary_all for n in outputs}
+        missing = [n for n in plan.outputs if n not in outputs]
+        if missing:  # the engine did not produce an output its signature lists: a server-side failure
+            raise RuntimeError(f"the model produced no output {missing}; it produced {sorted(outputs)}")
+        per_output = plan.outputs
     specs = {s.name: s for s in sig.outputs}
     tensors, blobs = [], []
     for name, use_binary in per_output.items():
@@ -170,8 +223,8 @@ def encode_v2(outputs: dict[str, np.ndarray], sig: Signature, req: dict, model: 
             t["data"] = arr.ravel().tolist()
         tensors.append(t)
     resp: dict[str, Any] = {"model_name": model, "model_version": str(version), "outputs": tensors}
-    if "id" in req:
-        resp["id"] = req["id"]
+    if plan.has_id:
+        resp["id"] = plan.id
     head = json.dumps(resp, separators=(",", ":")).encode()
     if not blobs:
         return head, {}

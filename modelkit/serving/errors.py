@@ -4,7 +4,7 @@ Input validation errors from modelkit.spec (InputError and subclasses) map to 40
 """
 from __future__ import annotations
 
-from ..errors import InputError, ModelkitError
+from ..errors import InputError, ModelkitError, ResourceError
 
 
 class ServingError(ModelkitError):
@@ -25,8 +25,20 @@ class MethodNotAllowed(ServingError):
     status = 405
 
 
+class RequestTimeout(ServingError):
+    """The request body stopped arriving (no bytes for the body timeout)."""
+
+    status = 408
+
+
 class PayloadTooLarge(ServingError, ValueError):
     status = 413
+
+
+class HeaderTooLarge(ServingError, ValueError):
+    """The request head, a chunk-size line or the trailer section is over the size limit."""
+
+    status = 431
 
 
 class Unavailable(ServingError):
@@ -39,8 +51,20 @@ class QueueFull(Unavailable):
     pass
 
 
+class BodyBudgetExceeded(Unavailable):
+    """Accepting this body would take the bytes buffered across all connections over the budget."""
+
+
+class ShuttingDown(Unavailable):
+    """The server is draining: a request that had not finished sending its body is refused."""
+
+
 class Retired(Unavailable):
     """The version was swapped out between routing and submission (the caller retries once)."""
+
+
+class BindError(ModelkitError, OSError):
+    """The server cannot listen on the address it was given (port in use, no permission, bad host)."""
 
 
 class PackagingError(ModelkitError, ValueError):
@@ -48,8 +72,12 @@ class PackagingError(ModelkitError, ValueError):
 
 
 def status_of(exc: BaseException) -> int:
+    """The HTTP status for an error: its own for serving errors, 400 for bad inputs, 503 when the engine ran
+    out of memory (the request may succeed later, or smaller), else 500."""
     if isinstance(exc, ServingError):
         return exc.status
     if isinstance(exc, InputError):
         return 400
+    if isinstance(exc, ResourceError):
+        return 503
     return 500

@@ -69,9 +69,9 @@ async def model_ready(server: "Server", req: Request, name: str, version: str | 
 
 
 async def infer(server: "Server", req: Request, name: str, version: str | None) -> Response:
-    v, (_inputs, parsed), outputs = await submit_current(
+    v, (_inputs, plan), outputs = await submit_current(
         server.repo, name, version, lambda sig: decode_v2(req.body, req.headers, sig))
-    body, headers = encode_v2(outputs, v.signature, parsed, name, v.version)
+    body, headers = encode_v2(outputs, v.signature, plan, name, v.version)
     ctype = "application/octet-stream" if headers else "application/json"
     return Response(200, body, ctype, headers)
 

@@ -5,6 +5,8 @@ NAME/VERSION/<artifact> (the Triton and TF Serving layout; a VERSION folder may 
 A new version is loaded and warmed next to the serving one and becomes the default only then;
 requests already routed finish on the old one, which is drained and unloaded. A version that fails to
 load is recorded (log, metrics, repository index, TF Serving status) and the previous one keeps serving.
+Filesystem work (scans, format detection, content keys) and loading run in threads, never on the event
+loop; model names from requests are checked against the name pattern before any filesystem lookup.
 """
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelkitError
-from ..formats import MANIFEST_SUFFIX, Format, detect
+from ..errors import FormatError, ModelkitError
+from ..formats import MANIFEST_SUFFIX, Format, check_regular, detect
 from .batcher import Batcher
 from .errors import ModelNotFound, Unavailable
 from .metrics import Metrics
@@ -28,7 +30,13 @@ log = logging.getLogger("modelkit.serving")
 PLATFORMS = {Format.ONNX: "onnxruntime_onnx", Format.SAVED_MODEL: "tensorflow_savedmodel",
              Format.TORCHSCRIPT: "pytorch_libtorch", Format.KERAS: "keras", Format.TFLITE: "tensorflow_lite",
              Format.TORCH_EXPORT: "pytorch_export", Format.TVM: "tvm"}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
+
+
+def valid_name(name: str) -> bool:
+    """A model name: letters, digits, '_', '.', '-', starting with a letter or digit (so never '.',
+    '..', nor anything with a slash or a NUL)."""
+    return _NAME.fullmatch(name) is not None
 
 
 @dataclass
@@ -70,12 +78,18 @@ class Entry:
 
 
 def find_artifact(version_dir: Path) -> Path:
-    """The one model artifact inside a VERSION folder (or the folder itself if it is a SavedModel)."""
+    """The one model artifact inside a VERSION folder (or the folder itself if it is a SavedModel).
+    FIFOs, devices and sockets are refused without being opened, and named in the error."""
     if (version_dir / "saved_model.pb").is_file():
         return version_dir
-    found = []
+    found, refused = [], []
     for p in sorted(version_dir.iterdir()):
         if p.name.startswith(".") or p.name.endswith(MANIFEST_SUFFIX):
+            continue
+        try:
+            check_regular(p)
+        except FormatError as exc:
+            refused.append(str(exc))
             continue
         try:
             detect(p)
@@ -84,13 +98,22 @@ def find_artifact(version_dir: Path) -> Path:
         found.append(p)
     if len(found) != 1:
         what = "no model artifact" if not found else f"{len(found)} artifacts ({', '.join(p.name for p in found)})"
-        raise ModelNotFound(f"{version_dir}: expected one model artifact, found {what}")
+        also = f"; refused {'; '.join(refused)}" if refused else ""
+        raise ModelNotFound(f"{version_dir}: expected one model artifact, found {what}{also}")
     return found[0]
 
 
 def content_key(path: Path) -> tuple:
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    """What changes when the files of a version change: (path, size, mtime) of every non-folder entry."""
+    files = [path] if not path.is_dir() else sorted(p for p in path.rglob("*") if not p.is_dir())
+    key = []
+    for p in files:
+        try:
+            st = p.stat()
+            key.append((str(p), st.st_size, st.st_mtime_ns))
+        except OSError:  # a dangling link, or removed meanwhile
+            key.append((str(p), -1, -1))
+    return tuple(key)
 
 
 def is_repository(path: Path) -> bool:
@@ -104,6 +127,7 @@ class Repository:
         self.entries: dict[str, Entry] = {}
         self.artifacts: dict[str, Path] = {}  # single-artifact sources: name -> path
         self.roots: list[Path] = []
+        self.scanned: set[str] = set()  # model names found in the roots by the last scan
 
     def add_source(self, spec: str) -> None:
         """'PATH' or 'NAME=PATH': an artifact or a repository folder."""
@@ -117,18 +141,20 @@ class Repository:
             if name:
                 raise ModelNotFound(f"{path} is a repository folder; NAME=PATH names single artifacts only")
             self.roots.append(path)
+            self.scanned |= {d.name for d in _model_dirs(path)}  # at startup, before the loop serves
             return
         detect(path)
         name = name or path.name.split(".")[0].removesuffix("_saved_model")
-        if not _NAME.match(name) or name in self.artifacts:
+        if not valid_name(name) or name in self.artifacts:
             raise ModelNotFound(f"bad or duplicate model name '{name}' for {path}; use NAME=PATH")
         self.artifacts[name] = path
 
     # -------------------------------------------------------------------------------- lookup
 
     def get(self, name: str, version: str | int | None = None) -> Version:
+        check_name(name)
         entry = self.entries.get(name)
-        if entry is None and (name in self.artifacts or any((r / name).is_dir() for r in self.roots)):
+        if entry is None and (name in self.artifacts or name in self.scanned):
             raise Unavailable(f"model '{name}' is still loading")
         if entry is None:
             raise ModelNotFound(f"unknown model '{name}'; serving: {sorted(self.entries) or 'none yet'}")
@@ -145,7 +171,7 @@ class Repository:
         return entry.versions[v]
 
     def ready(self) -> bool:
-        names = set(self.artifacts) | {p.name for r in self.roots for p in _model_dirs(r)}
+        names = set(self.artifacts) | self.scanned
         return bool(names) and all(n in self.entries and self.entries[n].default is not None for n in names)
 
     def queue_depths(self) -> dict[tuple[str, ...], float]:
@@ -166,28 +192,32 @@ class Repository:
     async def load_all(self) -> None:
         for name, path in self.artifacts.items():
             await self._load(self._entry(name, None), 1, path)
-        for root in self.roots:
-            for d in _model_dirs(root):
-                await self.rescan(d.name)
+        if self.roots:
+            await self.rescan()
 
     async def rescan(self, name: str | None = None) -> list[str]:
         """Load new versions of one model (or all) found in the repository folders; returns errors."""
+        if name is not None:
+            check_name(name)
+        loaded = {n: set(e.versions) for n, e in self.entries.items()}
+        found = await asyncio.to_thread(_scan, self.roots, name, loaded)
+        names = {n for n, _, _ in found}
+        if name is None:
+            self.scanned = names
+        else:
+            self.scanned = (self.scanned - {name}) | names
         errors = []
-        for root in self.roots:
-            for d in _model_dirs(root):
-                if name is not None and d.name != name:
+        for model, model_dir, versions in found:
+            entry = self._entry(model, model_dir)
+            for v, vdir, key in versions:
+                if v in entry.versions:
                     continue
-                entry = self._entry(d.name, d)
-                for v, vdir in _version_dirs(d):
-                    if v in entry.versions:
-                        continue
-                    key = content_key(vdir)
-                    if v in entry.failed and entry.failed[v][0] == key:
-                        errors.append(entry.failed[v][1])
-                        continue
-                    err = await self._load(entry, v, vdir, key)
-                    if err:
-                        errors.append(err)
+                if v in entry.failed and entry.failed[v][0] == key:
+                    errors.append(entry.failed[v][1])
+                    continue
+                err = await self._load(entry, v, vdir, key)
+                if err:
+                    errors.append(err)
         if name is not None and name not in self.entries:
             raise ModelNotFound(f"no model '{name}' in the repositories {[str(r) for r in self.roots]}")
         return errors
@@ -195,7 +225,10 @@ class Repository:
     async def poll(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            await self.rescan()
+            try:
+                await self.rescan()
+            except (OSError, ModelkitError) as exc:  # a root removed or unreadable: say so, keep polling
+                log.error("scanning the repositories failed: %s", exc)
 
     def _entry(self, name: str, root: Path | None) -> Entry:
         if name not in self.entries:
@@ -206,17 +239,18 @@ class Repository:
         async with entry.lock:
             if version in entry.versions:
                 return None
+            if key and version in entry.failed and entry.failed[version][0] == key:
+                return entry.failed[version][1]  # failed meanwhile (a concurrent rescan), unchanged since
             loop = asyncio.get_running_loop()
             log.info("loading model '%s' version %d from %s", entry.name, version, path)
             try:
-                artifact = find_artifact(path) if path.is_dir() and entry.root is not None else path
-                fmt = detect(artifact)
+                artifact, fmt = await asyncio.to_thread(_resolve, path, entry.root is not None)
                 model = await loop.run_in_executor(None, self._load_and_warm, artifact)
             except Exception as exc:  # noqa: BLE001 - any failure of a new version must leave the old one
                 # serving; it is logged with its traceback, counted and reported in the index and status.
                 reason = f"version {version} failed to load: {type(exc).__name__}: {exc}"
                 log.error("model '%s': %s", entry.name, reason, exc_info=not isinstance(exc, ModelkitError))
-                entry.failed[version] = (key or content_key(path), reason)
+                entry.failed[version] = (key or await asyncio.to_thread(content_key, path), reason)
                 self.metrics.load_failures.inc(entry.name, version)
                 return reason
             c = self.config
@@ -255,8 +289,35 @@ class Repository:
                 await v.batcher.close()
 
 
+def check_name(name: str) -> None:
+    """404 for a name no model can have ('..', '.', 'a/b', NUL...), before any filesystem lookup."""
+    if not valid_name(name):
+        raise ModelNotFound(f"invalid model name {name[:100]!r}: model names are letters, digits, '_', '.' "
+                            "and '-', starting with a letter or digit")
+
+
+def _resolve(path: Path, in_repository: bool) -> tuple[Path, Format]:
+    """The artifact of a version and its format (in a thread: it reads the filesystem)."""
+    artifact = find_artifact(path) if in_repository and path.is_dir() else path
+    return artifact, detect(artifact)
+
+
+def _scan(roots: list[Path], name: str | None, loaded: dict[str, set[int]]
+          ) -> list[tuple[str, Path, list[tuple[int, Path, tuple]]]]:
+    """(model, folder, [(version, folder, content key)]) for every model (or `name`) in the roots; no
+    content key for versions already loaded (in a thread: it reads the filesystem)."""
+    out = []
+    for root in roots:
+        for d in _model_dirs(root):
+            if name is not None and d.name != name:
+                continue
+            done = loaded.get(d.name, set())
+            out.append((d.name, d, [(v, vd, () if v in done else content_key(vd)) for v, vd in _version_dirs(d)]))
+    return out
+
+
 def _model_dirs(root: Path) -> list[Path]:
-    return [p for p in sorted(root.iterdir()) if p.is_dir() and _NAME.match(p.name)
+    return [p for p in sorted(root.iterdir()) if p.is_dir() and valid_name(p.name)
             and any(c.is_dir() and c.name.isdigit() for c in p.iterdir())]
 
 

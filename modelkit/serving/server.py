@@ -7,6 +7,7 @@ SIGINT stop accepting, flush the batch queues, answer every accepted request, an
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import signal
@@ -17,8 +18,8 @@ from typing import Any
 
 from .. import errors as _errors
 from . import protocol_v2, tf_serving
-from .errors import BadRequest, MethodNotAllowed, ModelNotFound, ServingError, status_of
-from .http import HTTPServer, Request, Response, error_response
+from .errors import BadRequest, BindError, MethodNotAllowed, ModelNotFound, ServingError, status_of
+from .http import BODY_TIMEOUT_S, HTTPServer, Request, Response, error_response
 from .metrics import Metrics
 from .repository import Repository, ServeConfig
 
@@ -35,7 +36,19 @@ class ServerOptions:
     config: ServeConfig = field(default_factory=ServeConfig)
     poll_interval: float = 0.0
     max_body_bytes: int = 64 * 1024 * 1024
+    max_buffered_bytes: int | None = None  # request-body bytes held across connections; None: 4 x max body
+    body_timeout: float = BODY_TIMEOUT_S  # seconds without a byte of a request body: 408
     drain_timeout: float = 60.0
+
+
+def check_options(options: ServerOptions) -> None:
+    """Refuse limits that cannot work together (one-line typed errors, before anything binds)."""
+    if options.max_buffered_bytes is not None and options.max_buffered_bytes < options.max_body_bytes:
+        raise _errors.ModelkitError(f"the request-body budget ({options.max_buffered_bytes} bytes, "
+                                    f"--max-buffered-mb) is smaller than the body limit "
+                                    f"({options.max_body_bytes} bytes, --max-body-mb); raise it")
+    if options.body_timeout <= 0 or options.drain_timeout <= 0:
+        raise _errors.ModelkitError("--body-timeout and --drain-timeout must be positive")
 
 
 def check_host(host: str, allow_remote: bool) -> None:
@@ -55,6 +68,7 @@ def check_host(host: str, allow_remote: bool) -> None:
 class Server:
     def __init__(self, options: ServerOptions):
         check_host(options.host, options.allow_remote)
+        check_options(options)
         self.options = options
         self.metrics = Metrics()
         self.repo = Repository(options.config, self.metrics)
@@ -82,7 +96,7 @@ class Server:
         inference = func in (protocol_v2.infer, tf_serving.predict)
         try:
             resp = await func(self, req, **params)
-        except (ServingError, _errors.InputError) as exc:
+        except (ServingError, _errors.InputError, _errors.ResourceError) as exc:
             resp = error_response(status_of(exc), str(exc))
         except Exception as exc:  # noqa: BLE001 - top-level request handler: an engine failure becomes a
             # 500 JSON error for this request; logged with its traceback, never hidden.
@@ -111,10 +125,14 @@ class Server:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        self.http = HTTPServer(self._handle_safely, self.options.host, self.options.port,
-                               self.options.max_body_bytes)
-        port = await self.http.start()
-        print(f"modelkit serve: listening on http://{_url_host(self.options.host)}:{port}", flush=True)
+        o = self.options
+        self.http = HTTPServer(self._handle_safely, o.host, o.port, o.max_body_bytes, o.body_timeout,
+                               o.max_buffered_bytes)
+        try:
+            port = await self.http.start()
+        except OSError as exc:
+            raise BindError(bind_message(o.host, o.port, exc)) from exc
+        print(f"modelkit serve: listening on http://{_url_host(o.host)}:{port}", flush=True)
         loader = loop.create_task(self._load())
         await stop.wait()
         log.info("shutting down: no new connections, draining %d requests", self.http.in_flight)
@@ -122,10 +140,11 @@ class Server:
             for v in e.versions.values():
                 v.batcher.flush()
         try:
-            await self.http.drain(self.options.drain_timeout)
+            await self.http.drain(o.drain_timeout)
         except TimeoutError:
-            log.error("drain timed out after %.0f s with %d requests left", self.options.drain_timeout,
-                      self.http.in_flight)
+            log.error("drain timed out after %g s: %d requests were still running and were cut off",
+                      o.drain_timeout, self.http.in_flight)
+            print("modelkit serve: stopped (drain timed out)", flush=True)
             return 1
         finally:
             loader.cancel()
@@ -149,12 +168,23 @@ class Server:
             await self.repo.poll(self.options.poll_interval)
 
 
+def bind_message(host: str, port: int, exc: OSError) -> str:
+    """One line saying why host:port cannot be bound, and what to do instead."""
+    where = f"cannot listen on {_url_host(host)}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return f"{where}: the port is already in use; pick another with --port N, or --port 0 for a free one"
+    if exc.errno == errno.EACCES:
+        return f"{where}: permission denied (ports below 1024 need privileges); use --port 0 for a free one"
+    return f"{where}: {exc.strerror or exc}"
+
+
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
 def serve(options: ServerOptions) -> int:
-    """Run the server until SIGTERM/SIGINT; returns the process exit code (0 after a clean drain)."""
+    """Run the server until SIGTERM/SIGINT; returns the process exit code: 0 after a clean drain, 1 when
+    requests were still running after `drain_timeout` (they were cut off)."""
     server = Server(options)
     if sys.platform == "win32":  # pragma: no cover - add_signal_handler is POSIX only
         raise _errors.ModelkitError("modelkit serve needs a POSIX system")

@@ -146,3 +146,21 @@ def test_corrupt_file_device_and_threads(torch_artifacts, tmp_path):
         assert torch.get_num_threads() == 1 and m.predict(np.ones((1, 8, 8, 1), np.float32))["probs"].shape == (1, 10)
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_batch_outside_the_exported_range_is_a_shape_error(tmp_path):
+    """torch.export's own shape guards (here batch <= 4) are not in the Signature: a ShapeError, not the
+    AssertionError torch raises."""
+    import torch
+
+    path = tmp_path / "capped.pt2"
+    batch = torch.export.Dim("batch", min=1, max=4)
+    torch.export.save(torch.export.export(_Doubler.module(), (torch.ones(2, 3),), dynamic_shapes=({0: batch},)),
+                      str(path))
+    _write_manifest(path, "pt2")
+    m = modelkit.load(path)
+    assert m.predict(np.ones((4, 3), np.float32))["y"].shape == (4, 1)
+    with pytest.raises(ShapeError) as info:
+        m.predict(np.ones((5, 3), np.float32))
+    assert str(info.value) == "capped.pt2 was exported for other input shapes than 'x' (5, 3): Guard failed: " \
+                              "x.size()[0] <= 4"

@@ -1,5 +1,6 @@
 """Property tests of Model.predict for every engine: names, ranks, shapes, dtypes, NaN/Inf, empty batches,
-huge dimensions and odd memory layouts give the right numbers or a typed InputError, never a crash."""
+huge dimensions, odd memory layouts and odd Python lists (ragged, nested 100 deep, holding dicts, strings or
+None) give the right numbers or a typed InputError, never a crash."""
 from __future__ import annotations
 
 import os
@@ -47,7 +48,7 @@ def _layout(x: np.ndarray, layout: str) -> np.ndarray:
 @st.composite
 def cases(draw):
     kind = draw(st.sampled_from(["valid", "valid", "valid", "special", "name", "rank", "dim", "dtype", "empty",
-                                 "huge", "list", "object"]))
+                                 "huge", "list", "object", "ragged", "deep", "odd"]))
     batch = draw(st.integers(1, 16))
     values = draw(st.lists(st.floats(-30, 30, width=32), min_size=batch * 4, max_size=batch * 4))
     x = np.asarray(values, np.float32).reshape(batch, 4)
@@ -79,6 +80,19 @@ def cases(draw):
         return {"x": np.broadcast_to(np.float32(1), (big, 4))}, (ShapeError, "more than the limit"), None
     if kind == "list":
         return {"x": x.tolist()}, "ok", x
+    if kind == "ragged":  # one more row, shorter than the others
+        short = draw(st.integers(0, 3))
+        return {"x": x.tolist() + [x[0, :short].tolist()]}, (ShapeError, f"row [{batch}] has length {short}, "
+                                                                          "row [0] has length 4"), None
+    if kind == "deep":  # numpy alone stops at 64 dimensions with a bare ValueError
+        value = x.tolist()
+        for _ in range(draw(st.integers(1, 100))):
+            value = [value]
+        return {"x": value}, (ShapeError, "expected rank 2 (?, 4), got a list nested at least 3 deep"), None
+    if kind == "odd":  # something that is not a number inside the rows
+        rows, i, j = x.tolist(), draw(st.integers(0, batch - 1)), draw(st.integers(0, 3))
+        rows[i][j] = draw(st.sampled_from([{}, "1.5", None, b"1", {1.0}]))
+        return {"x": rows}, (DTypeError, f"expected numbers of float32, but element [{i}][{j}] is"), None
     return {"x": np.array([[object()] * 4], dtype=object)}, (DTypeError, "expected dtype float32, got object"), None
 
 
@@ -106,3 +120,29 @@ def test_inputs_give_correct_results_or_typed_errors(engine, models):
         assert isinstance(info.value, error) and message in str(info.value), (type(info.value), str(info.value))
 
     check()
+
+
+def _nested(depth: int) -> list:
+    value: list = [1.0]
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+ODD_VALUES = [
+    ([[1.0, 2.0, 3.0, 4.0], [3.0]], ShapeError, "input 'x': ragged nested list: row [1] has length 1, row [0] has "
+                                                "length 4"),
+    (_nested(100), ShapeError, "input 'x': expected rank 2 (?, 4), got a list nested at least 3 deep"),
+    ([[1.0, {}, 3.0, 4.0]], DTypeError, "input 'x': expected numbers of float32, but element [0][1] is a dict"),
+    ([[1.0, 2.0, "3", 4.0]], DTypeError, "input 'x': expected numbers of float32, but element [0][2] is a str"),
+    ((float(i) for i in range(4)), DTypeError, "input 'x': expected a numpy array of float32, got generator"),
+]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_odd_python_values_are_typed_errors_on_every_engine(engine, models):
+    model = models(engine)
+    for value, error, message in ODD_VALUES:
+        with pytest.raises(InputError) as info:
+            model.predict({"x": value})
+        assert type(info.value) is error and message in str(info.value), (engine, type(info.value), str(info.value))

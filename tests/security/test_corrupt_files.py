@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 FORMATS = ["onnx", "keras", "saved_model", "tflite", "torchscript", "pt2", "tvm"]
-TYPED = {"FormatError", "LoadError", "UnsafeModelError"}
+TYPED = {"FormatError", "LoadError", "UnsafeModelError", "ResourceError"}
 FUZZ_EXAMPLES = int(os.environ.get("MODELKIT_FUZZ_EXAMPLES", "10"))  # per format; the slow run uses more
 
 

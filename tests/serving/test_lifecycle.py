@@ -98,7 +98,7 @@ def test_failing_new_version_leaves_the_old_one_serving(serve, tmp_path):
 
 
 def test_sigterm_drains_accepted_requests_and_exits_0(serve, tmp_path):
-    server = serve(make_tiny_onnx(tmp_path / "tiny.onnx"), "--max-batch-size", 64, "--max-delay-ms", 3000)
+    server = serve(make_tiny_onnx(tmp_path / "tiny.onnx"), "--max-batch-size", 64, "--max-delay-ms", 10000)
     rng = np.random.default_rng(5)
     xs = [rng.standard_normal((1, 4)).astype(np.float32) for _ in range(6)]
     results: dict[int, tuple] = {}
@@ -116,7 +116,7 @@ def test_sigterm_drains_accepted_requests_and_exits_0(serve, tmp_path):
     server.proc.send_signal(signal.SIGTERM)
     start = time.monotonic()
     assert server.proc.wait(20) == 0
-    assert time.monotonic() - start < 2.5  # the queue is flushed at once, not after the 3 s batching delay
+    assert time.monotonic() - start < 6  # the queue is flushed at once, not after the 10 s batching delay
     for t in threads:
         t.join(10)
     for i, x in enumerate(xs):
