@@ -23,10 +23,13 @@ from ._common import check_outputs, echo_json, human_size, table
               help="Tuning database folder (default: $MODELKIT_CACHE_DIR/tvm or ~/.cache/modelkit/tvm).")
 @click.option("--force", is_flag=True, help="Overwrite an existing library.")
 @click.option("--no-verify", is_flag=True, help="Skip the parity check against the ONNX source (not recommended).")
+@click.option("--data", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Samples to verify on (.npz keyed by input name, or 'x' for a one-input model); default: the "
+                   "training data set, else ranges inferred from the model, else [0, 1).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def command(model: str, target: str, out: str | None, batch: int | None, dynamic_batch: bool, tune: bool,
             trials: int | None, budget: str | None, cache_dir: str | None, force: bool, no_verify: bool,
-            as_json: bool) -> None:
+            data: str | None, as_json: bool) -> None:
     """Compile MODEL (ONNX, or .keras via ONNX) into a TVM shared library for a target.
 
     \b
@@ -47,7 +50,8 @@ def command(model: str, target: str, out: str | None, batch: int | None, dynamic
     if tune and trials is None and budget is None:
         trials = DEFAULT_TRIALS
     result = compile(model, target=target, out=out, batch=batch, dynamic_batch=dynamic_batch, trials=trials,
-                     budget=budget, force=force, verify=False if no_verify else None, cache_dir=cache_dir)
+                     budget=budget, force=force, verify=False if no_verify else None, cache_dir=cache_dir,
+                     data=data)
     if as_json:
         echo_json(result.to_dict())
         return

@@ -28,12 +28,19 @@ from ._common import check_outputs, echo_json, human_size, table
                    "and 'y'); default: the test split named by the source's manifest.")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0, max=1), default=None,
               help="Largest allowed top-1 accuracy drop of a quantized artifact (default 0.01).")
+@click.option("--data", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Samples to verify every hop on (.npz keyed by input name, or 'x' / a .npy for a one-input "
+                   "model); default: the training data set, else ranges inferred from the model, else [0, 1).")
+@click.option("--input-spec", "input_spec", multiple=True, metavar="NAME:SHAPE[:DTYPE]",
+              help="An input of a model that defines none (subclassed), e.g. x:?,8:float32 ('?': dynamic, the "
+                   "first dimension is the batch); repeat per input. Default: the shapes saved with the model.")
 @click.option("--trust-unsafe-code", is_flag=True,
               help="UNSAFE: load .keras files with Keras safe mode off (runs code stored in the file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def command(source: str, to: str, out_dir: str | None, force: bool, no_verify: bool, atol: float | None,
             opset: int | None, quantize: str | None, calibration_data: str | None, eval_data: str | None,
-            max_accuracy_drop: float | None, trust_unsafe_code: bool, as_json: bool) -> None:
+            max_accuracy_drop: float | None, data: str | None, input_spec: tuple[str, ...], trust_unsafe_code: bool,
+            as_json: bool) -> None:
     """Convert SOURCE to other formats, verifying every hop against its source.
 
     \b
@@ -41,11 +48,14 @@ def command(source: str, to: str, out_dir: str | None, force: bool, no_verify: b
       modelkit convert cnn.keras --to onnx,saved_model
       modelkit convert cnn.keras --to all --out artifacts/ --force
       modelkit convert cnn.keras --to tflite --quantize int8 --max-accuracy-drop 0.01
+      modelkit convert net.keras --to onnx --data samples.npz
+      modelkit convert subclassed.keras --to all --input-spec x:?,8:float32
 
     Each artifact gets a manifest beside it (<artifact>.modelkit.json) with its signature, the chain
     of converters and the parity report. A hop whose outputs differ from its source beyond the edge's
     tolerance fails (exit 2) and its artifact is kept as <name>.parity-failed.<ext>. A quantized hop
-    is judged by its accuracy drop on labelled data instead (recorded in the manifest).
+    is judged by its accuracy drop on labelled data instead (recorded in the manifest). The parity
+    report says which inputs fed the check (--data, the training data, inferred ranges or uniform).
     """
     from ..convert import convert
 
@@ -54,7 +64,7 @@ def command(source: str, to: str, out_dir: str | None, force: bool, no_verify: b
              "max_accuracy_drop": max_accuracy_drop}
     options = {k: v for k, v in given.items() if v is not None}
     results = convert(source, to, out_dir=out_dir, force=force, verify=not no_verify, options=options,
-                      trust_unsafe_code=trust_unsafe_code, atol=atol)
+                      trust_unsafe_code=trust_unsafe_code, atol=atol, data=data, input_spec=list(input_spec) or None)
     if as_json:
         echo_json([r.__dict__ for r in results])
         return

@@ -18,7 +18,8 @@ def _batches(ctx: click.Context, param: click.Parameter, value: str) -> tuple[in
               help="Comma-separated batch sizes to test.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="A .npz of real samples keyed by input name, instead of random inputs.")
+              help="Real samples: a .npz keyed by input name ('x' or a .npy for a one-input model). Default: "
+                   "the data set REFERENCE's manifest names, else ranges inferred from the model, else [0, 1).")
 @click.option("--trust-unsafe-code", is_flag=True, help="UNSAFE: Keras safe mode off for .keras files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the parity report as JSON.")
 def command(reference: str, candidate: str, atol: float | None, batches: tuple[int, ...], seed: int, data: str | None,
@@ -26,18 +27,22 @@ def command(reference: str, candidate: str, atol: float | None, batches: tuple[i
     """Run REFERENCE and CANDIDATE on the same inputs and compare every output.
 
     \b
-    Example:
+    Examples:
       modelkit verify cnn.keras cnn.onnx
+      modelkit verify cnn.onnx cnn.tflite --data samples.npz
     Exits 0 when every output is within tolerance, 2 otherwise (or when the reference's outputs do
     not change with the inputs, which would make the check meaningless).
     """
+    from pathlib import Path
+
     from ..convert.verify import verify_artifacts
 
     samples = read_inputs(data) if data else None
     if samples is not None and not isinstance(samples, dict):
-        raise click.BadParameter("must be a .npz keyed by input name", param_hint="'--data'")
+        samples = {"x": samples}  # one .npy: the samples of a one-input model
     report = verify_artifacts(reference, candidate, atol=atol, batch_sizes=batches, seed=seed, data=samples,
-                              raise_on_failure=False, trust_unsafe_code=trust_unsafe_code)
+                              raise_on_failure=False, data_label=Path(data).name if data else None,
+                              trust_unsafe_code=trust_unsafe_code)
     if as_json:
         echo_json(report.to_dict())
     else:

@@ -65,8 +65,9 @@ def output_path(source: Path, fmt: Format, out_dir: Path, quantization: str | No
     return out_dir / f"{stem}{tag}{fmt.suffix}"
 
 
-# options the hop itself takes (the accuracy gate of lossy hops), not any edge
-HOP_OPTIONS = ("eval_data", "max_accuracy_drop")
+# options the hop itself takes, not any edge: the accuracy gate of lossy hops, the verification samples and
+# the inputs of models that define none (modelkit.convert.hop.run_hop)
+HOP_OPTIONS = ("eval_data", "max_accuracy_drop", "data", "input_spec")
 
 
 def _quantization(options: dict[str, Any], chains: list[list[EdgeSpec]]) -> str:
@@ -89,7 +90,8 @@ def _quantization(options: dict[str, Any], chains: list[list[EdgeSpec]]) -> str:
 
 def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | None = None, force: bool = False,
             verify: bool = True, options: dict[str, Any] | None = None, trust_unsafe_code: bool = False,
-            atol: float | None = None, timeout: float | None = None) -> list[ConversionResult]:
+            atol: float | None = None, timeout: float | None = None, data: str | os.PathLike | None = None,
+            input_spec: Iterable[str] | str | None = None) -> list[ConversionResult]:
     """Convert `source` to each format in `to`, through the shortest chain of edges for each.
 
     Every hop is verified against its own source unless verify=False; intermediate artifacts (e.g.
@@ -101,16 +103,37 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
     "eval_data": "test.npz", "max_accuracy_drop": 0.01}. A quantized hop is judged by the accuracy drop
     on labelled data (the source's test split by default) and its output is named after the mode
     (`cnn.int8.tflite`), so fp32 and quantized artifacts coexist.
+
+    data: a .npz of samples every hop is verified on (keys: input names, or `x` for a one-input model),
+    instead of the training data set, ranges inferred from the model, or uniform [0, 1) (samples.py).
+    input_spec: the inputs of a model that defines none (a subclassed model), e.g. ["x:?,8:float32"];
+    by default they come from the shapes saved with the model (modelkit.core.keras_inputs).
     """
+    from ..core.keras_inputs import parse_input_specs
+
     src = Path(source)
     src_fmt = detect(src)
     out = Path(out_dir) if out_dir is not None else src.parent
     options = dict(options or {})
-    for key in ("calibration_data", "eval_data"):
+    if data is not None:
+        options["data"] = os.fspath(data)
+    if input_spec is not None:
+        options["input_spec"] = input_spec
+    if options.get("input_spec") is not None:
+        options["input_spec"] = [s.to_dict() for s in parse_input_specs(options["input_spec"])] or None
+    for key in ("calibration_data", "eval_data", "data"):
         if options.get(key):
             options[key] = str(Path(options[key]).resolve())
     hop_opts = {k: options.pop(k) for k in HOP_OPTIONS if options.get(k) is not None}
-    chains = [plan(src_fmt, target) for target in parse_targets(to, src_fmt)]
+    targets = parse_targets(to, src_fmt)
+    if src_fmt == Format.KERAS:
+        from ..core.keras_io import check_keras_archive
+        from .support import check_rules
+
+        config = check_keras_archive(src)
+        for target in targets:  # a layer the format cannot hold is refused, naming the format asked for
+            check_rules(src, target, config)
+    chains = [plan(src_fmt, target) for target in targets]
     mode = _quantization(options, chains)
     if "quantize" in options:
         options["quantize"] = mode  # canonical name ('fp32' -> 'none') in every manifest

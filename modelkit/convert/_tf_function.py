@@ -2,6 +2,11 @@
 
 Inputs keep the Keras input names and a dynamic batch dimension; outputs come back in the Keras
 output order, so each edge can name them after the Keras outputs.
+
+Graph converters (tf2onnx) get the function frozen (FrozenFunction): tensors the trace captured that are
+not tf.Variables (an adapted Normalization's mean and variance, any constant a layer keeps as a tensor)
+would otherwise become extra graph inputs; frozen, they and the variables are constants of the graph,
+whose only inputs are the model's. A SavedModel keeps such captures as constants by itself.
 """
 from __future__ import annotations
 
@@ -33,20 +38,55 @@ def serving_function(model: Any, sig: Signature, as_dict: bool) -> tuple[Any, li
     return tf.function(call, input_signature=specs, autograph=False), specs
 
 
+class FrozenFunction:
+    """A traced function with every captured variable and tensor folded into graph constants.
+
+    Offers what tf2onnx's `from_function` uses (`get_concrete_function(*specs)`) and can be called.
+    Lookup tables are resources that cannot be frozen; a graph holding one keeps its captures as traced
+    (the support table refuses those layers for formats that cannot hold them).
+    """
+
+    def __init__(self, fn: Any, specs: list[Any]):
+        self.specs = specs
+        self.concrete = _freeze(fn.get_concrete_function(*specs))
+
+    def get_concrete_function(self, *specs: Any) -> Any:
+        return self.concrete
+
+    def __call__(self, *args: Any) -> Any:
+        return self.concrete(*args)
+
+
+def _freeze(concrete: Any) -> Any:
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    if not any(t.dtype != tf.resource for t in concrete.captured_inputs):
+        return concrete  # nothing but variables and tables: tf2onnx freezes those itself
+    try:
+        frozen = convert_variables_to_constants_v2(concrete, lower_control_flow=False, aggressive_inlining=True)
+    except (ValueError, TypeError, tf.errors.OpError):
+        return concrete
+    # the frozen graph forgets the input specs, whose names tf2onnx gives the graph inputs
+    frozen.graph.structured_input_signature = concrete.graph.structured_input_signature
+    return frozen
+
+
 # ------------------------------------------------------------------------------------------------
 # Per-process cache for the TF-based edges. `modelkit convert --to saved_model,onnx,tflite` runs the
 # three hops in one TensorFlow child: without the cache each edge loads the .keras file, traces it and
 # (SavedModel, TFLite) writes the very same SavedModel, and each hop's verification loads the source
 # again. The cache holds one source at a time, keyed by its resolved path, its sha256 and the trust flag,
-# so a changed file (or a different trust decision) is loaded and checked again from scratch.
+# so a changed file (or a different trust decision or input spec) is loaded and checked again from scratch.
 
 _CACHE: dict[str, Any] = {}
 
 
-def _key(src: Path, trust_unsafe_code: bool) -> tuple[str, str, bool]:
+def _key(src: Path, trust_unsafe_code: bool) -> tuple[str, str, bool, Any]:
+    from ..core.keras_inputs import current_input_spec
     from ..manifest import sha256_of
 
-    return (str(Path(src).resolve()), sha256_of(src), bool(trust_unsafe_code))
+    return (str(Path(src).resolve()), sha256_of(src), bool(trust_unsafe_code), current_input_spec())
 
 
 def shared_model(src: Path, trust_unsafe_code: bool = False) -> Any:
@@ -69,13 +109,19 @@ def cached_model(src: Path, trust_unsafe_code: bool = False) -> Any | None:
 
 
 def shared_serving_function(model: Any, sig: Signature, as_dict: bool) -> tuple[Any, list[Any]]:
-    """serving_function(model, sig, as_dict), traced once per cached model."""
+    """serving_function(model, sig, as_dict), traced once per cached model. as_dict=False is the form
+    graph converters take (tf2onnx): a FrozenFunction whose only inputs are the model's inputs."""
     if _CACHE.get("model") is not model:
-        return serving_function(model, sig, as_dict)
+        return _make(model, sig, as_dict)
     fns = _CACHE["functions"]
     if as_dict not in fns:
-        fns[as_dict] = serving_function(model, sig, as_dict)
+        fns[as_dict] = _make(model, sig, as_dict)
     return fns[as_dict]
+
+
+def _make(model: Any, sig: Signature, as_dict: bool) -> tuple[Any, list[Any]]:
+    fn, specs = serving_function(model, sig, as_dict)
+    return (fn, specs) if as_dict else (FrozenFunction(fn, specs), specs)
 
 
 def shared_saved_model(src: Path, endpoint: str, trust_unsafe_code: bool = False) -> Path:

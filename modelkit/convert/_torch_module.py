@@ -4,15 +4,14 @@ Under the torch backend every Keras layer is a torch.nn.Module, so the model can
 exported once it is wrapped in a module that takes positional tensors (in Signature input order)
 and returns a tuple (in Signature output order). Torch artifacts carry no tensor names, so the
 edges store the Signature inside the artifact as SIGNATURE_FILE; the runtime reads it from there.
-Runs only in a process whose Keras backend is torch (the edges run in such a child process).
+Runs only in a process whose Keras backend is torch (the edges run in such a child process). Open
+dimensions other than the batch (a sequence length) are handled in modelkit.convert._torch_dims.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from ..errors import ConversionError
 from ..spec import Signature
@@ -61,19 +60,11 @@ def _wrap(model: Any, sig: Signature) -> Any:
 
 
 def example_inputs(sig: Signature, batch: int = EXAMPLE_BATCH, seed: int = 0) -> tuple[Any, ...]:
-    """Seeded example tensors: uniform [0, 1) floats, zero ints (a valid index for any Embedding)."""
-    import torch
+    """Seeded example tensors: uniform [0, 1) floats, zero ints (a valid index for any Embedding); open
+    non-batch dims at their example sizes (modelkit.convert._torch_dims.example_size)."""
+    from ._torch_dims import _inputs
 
-    rng = np.random.default_rng(seed)
-    out = []
-    for spec in sig.inputs:
-        shape = spec.concrete_shape(batch, other=8)
-        if np.dtype(spec.dtype).kind == "f":
-            arr = rng.random(shape, dtype=np.float64).astype(spec.dtype)
-        else:
-            arr = np.zeros(shape, dtype=spec.dtype)
-        out.append(torch.from_numpy(arr))
-    return tuple(out)
+    return _inputs(sig, batch, seed=seed)
 
 
 def check_batches(module: Any, reference: Any, sig: Signature, what: str, batches: tuple[int, ...] = (1, 5),

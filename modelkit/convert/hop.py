@@ -5,6 +5,10 @@ A hop that fails parity keeps its artifact under a name that says so (`x.parity-
 its manifest and report, and raises ParityError; a hop that fails otherwise leaves nothing behind.
 A lossy hop (quantized) is judged on the task instead of atol: source and artifact accuracy on labelled
 data go into the manifest (extra["accuracy"]), and a drop above max_accuracy_drop raises AccuracyError.
+The verification inputs (the user's `data`, the training data set, ranges inferred from the model, or
+uniform: modelkit.convert.samples) are chosen before converting, so bad samples fail before any work,
+and recorded in the manifest (extra["verification_inputs"]). `input_spec` gives models that define no
+inputs (subclassed) their inputs, in this process (modelkit.core.keras_inputs).
 """
 from __future__ import annotations
 
@@ -19,9 +23,11 @@ import numpy as np
 
 from .. import _atomic
 from .. import manifest as _manifest
+from ..core.keras_inputs import parse_input_specs, using_input_spec
 from ..formats import Format
 from . import quantize as _q
 from .registry import get_edge
+from .samples import InputPlan, dataset_samples, plan_inputs
 from .support import check_support
 from .verify import compare_models
 
@@ -41,7 +47,17 @@ def failed_name(dest: Path) -> Path:
 def run_hop(src: str, dest: str, source: str, target: str, options: dict[str, Any] | None = None,
             verify: bool = True, force: bool = False, trust_unsafe_code: bool = False,
             atol: float | None = None, index: int = 1, total: int = 1, eval_data: str | None = None,
-            max_accuracy_drop: float = _q.DEFAULT_MAX_ACCURACY_DROP) -> dict[str, Any]:
+            max_accuracy_drop: float = _q.DEFAULT_MAX_ACCURACY_DROP, data: str | None = None,
+            input_spec: list[Any] | None = None) -> dict[str, Any]:
+    with using_input_spec(input_spec):
+        return _run_hop(src, dest, source, target, options, verify, force, trust_unsafe_code, atol, index, total,
+                        eval_data, max_accuracy_drop, data, input_spec)
+
+
+def _run_hop(src: str, dest: str, source: str, target: str, options: dict[str, Any] | None, verify: bool,
+             force: bool, trust_unsafe_code: bool, atol: float | None, index: int, total: int,
+             eval_data: str | None, max_accuracy_drop: float, data: str | None,
+             input_spec: list[Any] | None) -> dict[str, Any]:
     edge = get_edge(Format(source), Format(target))
     src_p, dest_p = Path(src), Path(dest)
     _atomic.check_writable(dest_p, force)
@@ -57,29 +73,37 @@ def run_hop(src: str, dest: str, source: str, target: str, options: dict[str, An
     if edge.source == Format.KERAS:
         check_support(src_p, edge.target)  # typed refusal naming the layer, before any exporter runs
         call_opts["trust_unsafe_code"] = trust_unsafe_code
+    src_manifest = _manifest.read(src_p)
+    reference, plan = None, None
     tag = f"[{index}/{total}] {edge.source.value} -> {edge.target.value}"
-    print(f"{tag}: converting {src_p.name} ...", file=sys.stderr, flush=True)
     _atomic.remove_stale_partials(dest_p)
     tmpdir = _atomic.make_partial_dir(dest_p)
     try:
+        if verify:  # the source and its verification inputs first: samples that do not fit fail before converting
+            reference = _reference(src_p, edge, trust_unsafe_code)
+            plan = _plan(reference, src_manifest, data)
+        print(f"{tag}: converting {src_p.name} ...", file=sys.stderr, flush=True)
         tmp = tmpdir / dest_p.name
         t0 = time.perf_counter()
         info = edge.func(src_p, tmp, **call_opts)
         seconds = time.perf_counter() - t0
         from ..runtime import load
 
-        src_manifest = _manifest.read(src_p)
         candidate = load(tmp)
-        report, accuracy, reference = None, None, None
+        report, accuracy = None, None
         if verify:
-            reference = _reference(src_p, edge, trust_unsafe_code)
-            report = _verify(reference, candidate, tolerance, src_manifest)
+            report = compare_models(reference, candidate, tolerance, data=plan.data, inputs_label=plan.label,
+                                    ranges=plan.ranges)
             if lossy:
                 inputs, labels, label = _q.eval_set(src_manifest, reference.signature, eval_data)
                 accuracy = _q.accuracy_gate(reference, candidate, inputs, labels, max_drop, label, mode)
         source_sig = reference.signature if reference is not None else (src_manifest.sig if src_manifest else None)
         signature = _in_source_order(candidate.signature, source_sig)
         m = _build_manifest(src_p, edge, info, opts, seconds, src_manifest, report, signature)
+        if plan is not None:
+            m.extra["verification_inputs"] = plan.to_dict()
+        if input_spec:
+            m.extra["input_spec"] = [s.to_dict() for s in parse_input_specs(input_spec)]
         if accuracy is not None:
             m.extra["accuracy"] = accuracy
             print(f"{tag}: {_q.summary(accuracy)}", file=sys.stderr, flush=True)
@@ -120,43 +144,35 @@ def _in_source_order(sig: Any, want: Any) -> Any:
 
 
 def _reference(src: Path, edge: Any, trust: bool) -> Any:
-    """The source as a runtime Model. For a TF-based edge from .keras, the model that edge already
-    loaded (same file bytes, same trust flag) is reused, with its outputs remembered per input, so the
-    hops of one conversion load and run the source once."""
+    """The source as a runtime Model. For a TF-based edge from .keras, the model the edge converts is
+    loaded here once per process (same file bytes, same trust flag, same input spec) and its outputs are
+    remembered per input, so the hops of one conversion load and run the source once."""
     from ..runtime import load
 
     if edge.source != Format.KERAS:
         return load(src)
     if edge.backend == "tensorflow":
         from ..runtime.keras import KerasModel
-        from ._tf_function import MemoReference, cached_model
+        from ._tf_function import MemoReference, shared_model
 
-        model = cached_model(src, trust)
-        if model is not None:
-            return MemoReference(KerasModel(src, model))
+        return MemoReference(KerasModel(src, shared_model(src, trust)))
     return load(src, trust_unsafe_code=trust)
 
 
-def _verify(reference: Any, candidate: Any, tolerance: Any, src_manifest: Any) -> Any:
-    data, label = reference_data(src_manifest, reference.signature)
-    return compare_models(reference, candidate, tolerance, data=data, inputs_label=label)
+def _plan(reference: Any, src_manifest: Any, data: str | None) -> InputPlan:
+    """The verification inputs: the user's samples (read without trusting the file), else plan_inputs' order."""
+    samples = None
+    if data:
+        from ..cli._inputs import read_inputs
+
+        got = read_inputs(data)
+        samples = got if isinstance(got, dict) else {"x": got}
+    return plan_inputs(reference.signature, reference, src_manifest, samples, Path(data).name if data else None)
 
 
 def reference_data(src_manifest: Any, sig: Any) -> tuple[dict[str, np.ndarray] | None, str | None]:
     """Real samples for verification: the test split of the data set the model was trained on."""
-    training = (src_manifest.training if src_manifest else None) or {}
-    if not training.get("data") or not training.get("model"):
-        return None, None
-    from ..core.data import test_split
-    from ..errors import TrainingError
-
-    try:
-        inputs, _labels = test_split(training["data"], training["model"], int(training.get("seed", 0)))
-    except TrainingError:
-        return None, None
-    if sorted(inputs) != sorted(sig.input_names):
-        return None, None
-    return inputs, f"{training['data']} test split (real samples)"
+    return dataset_samples(src_manifest, sig)
 
 
 def _build_manifest(src: Path, edge: Any, info: dict[str, Any], opts: dict[str, Any], seconds: float,
@@ -171,5 +187,26 @@ def _build_manifest(src: Path, edge: Any, info: dict[str, Any], opts: dict[str, 
         chain=chain, opset=info.get("opset"), ir_version=info.get("ir_version"),
         quantization=info.get("quantization"), parity=report.to_dict() if report else None,
         training=src_manifest.training if src_manifest else None,
-        target=info.get("target"), extra=dict(info.get("extra") or {}),  # edges that compile for a target
+        target=info.get("target"), extra=_extra(info, report, signature),
     )
+
+
+def _extra(info: dict[str, Any], report: Any, signature: Any) -> dict[str, Any]:
+    """The edge's extra (targets, tuning) plus `dynamic_dims`: per input and open axis, whether the
+    artifact keeps it dynamic (else `fixed`), the sizes parity verified, and the range the artifact
+    accepts where its edge knows one (`accepts`, from torch.export). Unverified hops list the open dims."""
+    extra = dict(info.get("extra") or {})  # edges that compile for a target
+    if report is not None:
+        dims = {name: {axis: dict(entry) for axis, entry in axes.items()}
+                for name, axes in (report.dynamic_dims or {}).items()}
+    else:
+        dims = {s.name: {str(i): {"dynamic": True, "verified": None} for i, d in enumerate(s.shape) if d is None}
+                for s in signature.inputs}
+        dims = {name: axes for name, axes in dims.items() if axes}
+    for key, accepts in (info.get("dim_ranges") or {}).items():
+        name, _, axis = key.rpartition(":")
+        if axis in dims.get(name, {}):
+            dims[name][axis]["accepts"] = accepts
+    if dims:
+        extra["dynamic_dims"] = dims
+    return extra

@@ -2,7 +2,8 @@
 
 Runs under the TensorFlow backend (in a child process when the caller's backend differs), so a
 .keras file trained under any backend converts. Inputs keep the Keras input names, outputs take the
-Keras output names, and the batch dimension stays dynamic (named 'batch').
+Keras output names, and every dynamic dimension stays symbolic: the batch is named 'batch', any other
+`<tensor>_<axis>` (a sequence length of input 'tokens' is 'tokens_1').
 """
 from __future__ import annotations
 
@@ -32,14 +33,17 @@ def keras_to_onnx(src: Path, dest: Path, opset: int = OPSET, trust_unsafe_code: 
 
     from ..core.keras_io import keras_signature
     from ._tf_function import shared_model, shared_serving_function
+    from ._tf_lowering import lowerings
 
     model = shared_model(src, trust_unsafe_code)  # loaded once per process for all TF-based hops
     sig = keras_signature(model)
-    fn, specs = shared_serving_function(model, sig, as_dict=False)
     patch_tf2onnx()  # keras' shim for tf2onnx on numpy 2
-    proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=int(opset))
+    register_erfc()
+    with lowerings():  # lowerings TFLite can express too (the TF-based edges trace alike)
+        fn, specs = shared_serving_function(model, sig, as_dict=False)
+        proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=int(opset))
     rename_outputs(proto, sig.output_names)
-    name_batch_dims(proto)
+    name_dynamic_dims(proto)
     proto.producer_name = "modelkit"
     if onnxslim:
         proto = slim(proto)
@@ -70,12 +74,38 @@ def rename_outputs(proto: Any, names: list[str]) -> None:
         o.name = mapping[o.name]
 
 
-def name_batch_dims(proto: Any) -> None:
-    """Name the dynamic first dimension of every graph input and output 'batch'."""
+def name_dynamic_dims(proto: Any) -> None:
+    """Name the dynamic dimensions of graph inputs and outputs: the first 'batch', any other
+    `<tensor>_<axis>` (tf2onnx calls them 'unk__N'). Distinct names promise no equality between tensors
+    (an output's length may differ from its input's); one name per input axis keeps each symbolic."""
     for vi in list(proto.graph.input) + list(proto.graph.output):
-        dims = vi.type.tensor_type.shape.dim
-        if dims and not dims[0].HasField("dim_value"):
-            dims[0].dim_param = "batch"
+        for axis, dim in enumerate(vi.type.tensor_type.shape.dim):
+            if not dim.HasField("dim_value"):
+                dim.dim_param = "batch" if axis == 0 else f"{vi.name}_{axis}"
+
+
+
+def register_erfc() -> None:
+    """A tf2onnx handler for TF's Erfc (Keras' exact `gelu` under TensorFlow), which tf2onnx 1.17 lacks:
+    erfc(x) = 1 - erf(x), with ONNX's Erf. Absolute error stays at float32 resolution (~1e-7)."""
+    from tf2onnx import constants, utils
+    from tf2onnx.handler import tf_op
+
+    if any("Erfc" in handlers for handlers in tf_op.get_opsets().get(constants.ONNX_DOMAIN, [])):
+        return  # registered already (by an earlier hop in this process, or by a newer tf2onnx)
+
+    @tf_op("Erfc")
+    class Erfc:  # noqa: F841 - registered by the decorator
+        @classmethod
+        def version_9(cls, ctx: Any, node: Any, **kwargs: Any) -> None:
+            import numpy as np
+
+            node.type = "Erf"
+            dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+            one = ctx.make_const(utils.make_name(f"{node.name}_one"), np.array(1, dtype=dtype))
+            sub = ctx.insert_new_node_on_output("Sub", node.output[0], name=utils.make_name(node.name),
+                                                inputs=[one.output[0], node.output[0]])
+            ctx.copy_shape(node.output[0], sub.output[0])
 
 
 def slim(proto: Any) -> Any:

@@ -1,6 +1,7 @@
 """Edge keras -> saved_model: a TF SavedModel with a `serving_default` signature (TF Serving's).
 
-Inputs keep the Keras input names and outputs the Keras output names; the batch stays dynamic.
+Inputs keep the Keras input names and outputs the Keras output names; the batch and every other
+dimension the Keras model leaves open (a sequence length, an image side) stay dynamic.
 """
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ def keras_to_saved_model(src: Path, dest: Path, trust_unsafe_code: bool = False)
     import tensorflow as tf
 
     from ._tf_function import shared_saved_model
+    from ._tf_lowering import lowerings
 
     # the SavedModel is written once per process and source; the TFLite edge converts the same one
-    shutil.copytree(shared_saved_model(src, "serving_default", trust_unsafe_code), dest)
+    with lowerings():
+        saved = shared_saved_model(src, "serving_default", trust_unsafe_code)
+    shutil.copytree(saved, dest)
     return {"versions": {"tensorflow": tf.__version__, "keras": keras.__version__}}

@@ -1,9 +1,11 @@
 """Edge keras -> tflite (LiteRT): TF's TFLite converter on the traced serving function, with quantization.
 
-The Keras model is traced with the shared serving function (Keras input names, dynamic batch,
-outputs named after the Keras outputs), written as a SavedModel with a `serving_default` signature
-and converted with `TFLiteConverter.from_saved_model`: variables are frozen into constants and the
-TFLite signature carries the clean Keras names, which the litert engine binds by. Only TFLite
+The Keras model is traced with the shared serving function (Keras input names, dynamic batch and
+every other dimension the model leaves open, outputs named after the Keras outputs), written as a
+SavedModel with a `serving_default` signature and converted with `TFLiteConverter.from_saved_model`:
+variables are frozen into constants and the TFLite signature carries the clean Keras names, which the
+litert engine binds by. Open dimensions stay open (shape_signature -1; the engine resizes per call);
+a recurrent layer is refused (its TensorList ops need static shapes). Only TFLite
 builtin ops are allowed (no Flex/SELECT_TF_OPS, which ai-edge-litert cannot run).
 
 Quantization modes (option `quantize`): none (fp32), fp16 (float16 weights), dynamic-int8 (int8
@@ -37,22 +39,24 @@ def keras_to_tflite(src: Path, dest: Path, quantize: str = "none", calibration_d
 
     from .. import manifest as _manifest
     from ..core.keras_io import keras_signature
-    from ..errors import ConversionError
     from . import quantize as q
     from ._tf_function import shared_model, shared_saved_model
+    from ._tf_lowering import lowerings
 
     mode = q.check_mode(quantize, Format.TFLITE)
     model = shared_model(src, trust_unsafe_code)  # loaded once per process for all TF-based hops
     sig = keras_signature(model)
     calibration = (q.calibration_inputs(_manifest.read(src), sig, calibration_data) if mode == "int8" else None)
     # the same SavedModel the saved_model edge writes (one export per process and source)
-    saved = shared_saved_model(src, SIGNATURE_KEY, trust_unsafe_code)
+    with lowerings():  # a causal attention mask TFLite can run at any length (see _tf_lowering)
+        saved = shared_saved_model(src, SIGNATURE_KEY, trust_unsafe_code)
+    # dimensions the Keras model leaves open stay open (shape_signature -1); the engine resizes per call
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[SIGNATURE_KEY])
     _configure(conv, tf, mode, calibration)
     try:
         blob = conv.convert()
     except (ConverterError, RuntimeError, ValueError, tf.errors.OpError) as exc:
-        raise ConversionError(f"the TFLite converter failed ({mode}): {_first_line(exc)}") from exc
+        raise _refusal(exc, model, sig, mode) from exc
     dest.write_bytes(blob)
     versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
     try:
@@ -87,6 +91,52 @@ def _configure(conv: Any, tf: Any, mode: str, calibration: dict[str, Any] | None
     # dynamic-int8: Optimize.DEFAULT without a representative dataset is dynamic-range quantization
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+# Keras' recurrent layers: under TensorFlow their loop over time becomes TensorList ops, which the TFLite
+# converter lowers to builtins only when every shape is static (fixed batch and length)
+_RNN_CLASSES = ("LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
+_TENSOR_LIST = ("TensorListReserve", "Lowering tensor list ops")
+
+
+def _refusal(exc: BaseException, model: Any, sig: Any, mode: str) -> Exception:
+    """The converter's failure as a typed error: a recurrent layer is an UnsupportedConversionError naming
+    it; anything else a ConversionError with the converter's own reason (and the dynamic dims, if any)."""
+    from ..errors import ConversionError, UnsupportedConversionError
+
+    text = str(exc)
+    if any(t in text for t in _TENSOR_LIST):
+        rnns = [f"'{layer.name}' ({type(layer).__name__})" for layer in _layers(model)
+                if type(layer).__name__ in _RNN_CLASSES]
+        if rnns:
+            return UnsupportedConversionError(
+                f"layer {rnns[0]} cannot be converted to tflite: Keras' recurrent loop lowers to TensorList ops, "
+                "which TFLite's builtin ops express only for a fixed batch and length, and modelkit keeps the "
+                "batch (and any open length) dynamic; formats that convert it: onnx, saved_model")
+    dynamic = dynamic_dims_text(sig)
+    hint = f" (the model has dynamic dimensions: {dynamic}; onnx and saved_model keep them dynamic)" if dynamic else ""
+    return ConversionError(f"the TFLite converter failed ({mode}): {_reason(text) or type(exc).__name__}{hint}")
+
+
+def dynamic_dims_text(sig: Any) -> str:
+    """"'tokens' dim 1, 'image' dims 1, 2" for the non-batch dimensions a signature leaves open."""
+    parts = []
+    for s in sig.inputs:
+        axes = [str(i) for i, d in enumerate(s.shape) if i > 0 and d is None]
+        if axes:
+            parts.append(f"'{s.name}' dim{'s' if len(axes) > 1 else ''} {', '.join(axes)}")
+    return ", ".join(parts)
+
+
+def _layers(model: Any) -> list[Any]:
+    flatten = getattr(model, "_flatten_layers", None)
+    return list(flatten(include_self=False, recursive=True)) if flatten else list(getattr(model, "layers", []))
+
+
+def _reason(text: str) -> str:
+    """The converter's reason without MLIR locations: "'tf.X' op ..." or "TF Select ops: X", else line 1."""
+    import re
+
+    found = re.search(r"error: ('tf\.\w+' op [^\n]*)", text) or re.search(r"(TF Select ops: [^\n]*)", text)
+    if found:
+        return found.group(1).strip()
+    text = text.strip()
+    return text.splitlines()[0] if text else ""

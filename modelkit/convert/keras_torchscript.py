@@ -1,10 +1,13 @@
 """Edge keras -> torchscript: torch.jit.trace of the Keras model under the torch backend.
 
-jit.script cannot compile Keras' Python, so the model is traced: once, at an example batch of 3, in
-eval mode without gradients, then checked at other batch sizes (a trace that baked the batch fails
-here with a clear message). Runs in a child process with KERAS_BACKEND=torch, so a .keras trained
-under TensorFlow or JAX converts too. The Signature is stored inside the artifact
-(`extra/modelkit_signature.json`), so the runtime needs neither Keras nor the manifest.
+jit.script cannot compile Keras' Python, so the model is traced: once, at an example batch of 3 (and
+open non-batch dims at example sizes 8, 10, ...), in eval mode without gradients, then checked at other
+batch sizes (a trace that baked the batch fails here with a clear message) and at other sizes of the
+open dims: a trace that baked a sequence length (a recurrent layer's loop is unrolled at the traced
+length) is refused with UnsupportedConversionError naming the dimension and the layer. Runs in a child
+process with KERAS_BACKEND=torch, so a .keras trained under TensorFlow or JAX converts too. The
+Signature is stored inside the artifact (`extra/modelkit_signature.json`), so the runtime needs neither
+Keras nor the manifest.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ TOLERANCE = Tolerance(atol=1e-5, min_cosine=0.99999)
 def keras_to_torchscript(src: Path, dest: Path, trust_unsafe_code: bool = False) -> dict[str, Any]:
     import torch
 
+    from ._torch_dims import check_lengths
     from ._torch_module import SIGNATURE_FILE, check_batches, example_inputs, load_wrapped, signature_json, versions
 
     module, sig = load_wrapped(src, trust_unsafe_code)
@@ -33,5 +37,6 @@ def keras_to_torchscript(src: Path, dest: Path, trust_unsafe_code: bool = False)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(module, example_inputs(sig), check_trace=False)
     check_batches(traced, module, sig, "the TorchScript trace")
+    check_lengths(traced, module, sig, "the TorchScript trace", "torchscript")
     torch.jit.save(traced, str(dest), _extra_files={SIGNATURE_FILE: signature_json(sig)})
     return {"versions": versions()}

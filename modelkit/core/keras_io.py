@@ -70,11 +70,13 @@ def _h5_config(p: Path) -> dict[str, Any]:
 
 
 def load_keras(path: str | os.PathLike, trust_unsafe_code: bool = False, compile: bool = False,
-               backend: str | None = None) -> Any:
+               backend: str | None = None, input_spec: Any = None) -> Any:
     """Load a .keras (or legacy .h5) model with Keras safe_mode on (off only with trust_unsafe_code=True).
 
     The config is scanned first (modelkit.safety_keras): Lambda layers, TFSMLayers and any callable
     outside Keras that is not registered in this process are refused before Keras sees the file.
+    A model without defined inputs (subclassed) comes back wrapped in a functional model over named
+    inputs: `input_spec` (or the conversion's, modelkit.core.keras_inputs), else its saved build shapes.
     """
     from ..safety_keras import check_keras_config
 
@@ -91,7 +93,7 @@ def load_keras(path: str | os.PathLike, trust_unsafe_code: bool = False, compile
     if is_hdf5(p) and p.suffix.lower() not in (".h5", ".hdf5"):
         raise LoadError(f"{p}: a legacy HDF5 Keras model must be named *.h5 (Keras picks the reader by suffix)")
     try:
-        return keras.saving.load_model(target, compile=compile, safe_mode=not trust_unsafe_code)
+        model = keras.saving.load_model(target, compile=compile, safe_mode=not trust_unsafe_code)
     except ValueError as exc:
         msg = str(exc)
         if "safe_mode" in msg or "Lambda" in msg or "unsafe" in msg.lower():
@@ -103,6 +105,9 @@ def load_keras(path: str | os.PathLike, trust_unsafe_code: bool = False, compile
     except (TypeError, KeyError, OSError, AttributeError, IndexError, EOFError, RecursionError, RuntimeError,
             zipfile.BadZipFile, zlib.error) as exc:  # h5py raises RuntimeError on damaged weights
         raise LoadError(f"{p}: Keras could not load this model: {type(exc).__name__}: {exc}") from exc
+    from .keras_inputs import ensure_inputs
+
+    return ensure_inputs(model, p, input_spec)
 
 
 def _dtype_name(dtype: Any) -> str:
@@ -113,8 +118,9 @@ def _dtype_name(dtype: Any) -> str:
 def keras_signature(model: Any) -> Signature:
     """The Signature of a built Keras model: input tensor names, output layer names, batch dynamic."""
     if not getattr(model, "inputs", None):
-        raise LoadError("the Keras model has no defined inputs (a subclassed model that was never built); "
-                        "build it with keras.Input or call it once before saving")
+        raise LoadError("the Keras model has no defined inputs and its file records no build shapes (a "
+                        "subclassed model that was never built); give them with --input-spec name:shape:dtype "
+                        "(input_spec=[...]), e.g. x:?,8:float32, or call the model once before saving")
     inputs = tuple(TensorSpec(t.name, (None, *t.shape[1:]), _dtype_name(t.dtype)) for t in model.inputs)
     names = output_names(model)
     outputs = tuple(TensorSpec(n, (None, *t.shape[1:]), _dtype_name(t.dtype)) for n, t in zip(names, model.outputs))

@@ -6,6 +6,8 @@ names to tensor indices, so that map is used, and the order follows the manifest
 A model without a SignatureDef falls back to tensor names with the prefix and ':N' suffix stripped.
 Inputs are validated by Signature.bind before they reach the interpreter (a bad shape can crash
 TFLite); tensors are resized and re-allocated only when the batch (or another dynamic dim) changes.
+Sizes of dynamic non-batch dimensions the model cannot run at (shorter than a valid convolution) raise
+ShapeError, and the next call resizes afresh.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import manifest as _manifest
-from ..errors import EngineNotInstalledError, LoadError
+from ..errors import EngineNotInstalledError, LoadError, ShapeError
 from ..formats import Format
 from ..spec import Signature, TensorSpec
 from .base import Model, order_outputs, parse_device
@@ -43,6 +45,8 @@ class LiteRTModel(Model):
         self._in_items = list(self._in_index.items())  # signature order, as bind returns inputs
         self._out_items = list(self._out_index.items())
         self._shapes: tuple[tuple[int, ...], ...] = ()
+        # dynamic non-batch dims (a sequence length): sizes the model cannot run at are the caller's ShapeError
+        self._open_dims = any(d is None for s in sig.inputs for d in s.shape[1:])
         self._lock = threading.Lock()  # one interpreter holds one set of tensors: one call at a time
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -61,9 +65,15 @@ class LiteRTModel(Model):
                     it.set_tensor(index, inputs[n])
                 it.invoke()
                 return {n: it.get_tensor(i) for n, i in self._out_items}  # get_tensor copies
-            except (RuntimeError, ValueError) as exc:  # inputs were validated: the model's shapes are corrupt
-                raise LoadError(f"{self.path}: ai-edge-litert failed running this model: "
-                                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+            except (RuntimeError, ValueError) as exc:  # inputs were validated against the signature
+                text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if not self._shapes and self._open_dims:
+                    # sizing the tensors for new sizes of dynamic dims failed: these sizes do not fit the
+                    # model (a valid convolution longer than the sequence); the next call resizes afresh
+                    given = ", ".join(f"'{n}' {s}" for (n, _), s in zip(self._in_items, shapes))
+                    raise ShapeError(f"{self.path.name} cannot run at input shapes {given}: ai-edge-litert "
+                                     f"could not size the model's tensors for them ({text})") from exc
+                raise LoadError(f"{self.path}: ai-edge-litert failed running this model: {text}") from exc
 
 
 def _named_details(it: Any, path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
@@ -119,7 +129,7 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, **options:
         raise LoadError(f"no such TFLite file: {p}")
     try:
         interpreter = Interpreter(model_path=str(p), num_threads=int(threads) if threads else None)
-        interpreter.allocate_tensors()
+        _allocate(interpreter)
         return LiteRTModel(p, interpreter)
     except LoadError:
         raise
@@ -127,3 +137,14 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, **options:
         # UTF-8, bogus shapes) or an op the runtime lacks; the interpreter verifies the flatbuffer itself
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise LoadError(f"{p}: ai-edge-litert could not load this model: {text}") from exc
+
+
+def _allocate(interpreter: Any) -> None:
+    """Allocate at the written shapes, where they fit: with dynamic non-batch dimensions the written size
+    is 1, which a model may not run at (a valid convolution needs a longer sequence); its tensors are then
+    allocated at the first call's shapes instead (`_run` resizes before every change of shape)."""
+    try:
+        interpreter.allocate_tensors()
+    except (RuntimeError, ValueError):
+        if not any(-1 in list(d.get("shape_signature", []))[1:] for d in interpreter.get_input_details()):
+            raise

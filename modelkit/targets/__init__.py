@@ -61,13 +61,13 @@ def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu
             out: str | os.PathLike | None = None, batch: int | None = None, dynamic_batch: bool = False,
             trials: int | None = None, budget: str | float | None = None, force: bool = False,
             verify: bool | None = None, cache_dir: str | os.PathLike | None = None,
-            timeout: float | None = None) -> CompileResult:
+            timeout: float | None = None, data: str | os.PathLike | None = None) -> CompileResult:
     """Compile a model into a TVM library for `target` (a name from `modelkit targets`, or a TVM target dict).
 
     batch fixes the batch size; dynamic_batch keeps it dynamic (the default where the target allows it and
     nothing is tuned). trials / budget ('10m', seconds) tune with MetaSchedule, caching the tuning database
     per model and target, so a second compile reuses it without tuning. verify defaults to True for targets
-    that run here and cannot be True for the others.
+    that run here and cannot be True for the others. data: a .npz of samples to verify on (see convert()).
     """
     from . import tuning
     from .tvm_compile import check_toolchain, choose_batch
@@ -90,14 +90,15 @@ def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu
                               "so it cannot be verified here; compile without --verify")
     verify = (not tgt.cross) if verify is None else verify
     src = Path(model)
-    onnx_path = _as_onnx(src, Path(out).parent if out and not Path(out).is_dir() else out, force)
+    samples = str(Path(data).resolve()) if data is not None else None
+    onnx_path = _as_onnx(src, Path(out).parent if out and not Path(out).is_dir() else out, force, samples)
     dest = default_output(onnx_path, tgt, out)
     _atomic.check_writable(dest, force)
     options = {"target": tgt.tvm if tgt.name == "custom" else tgt.name, "batch": fixed,
                "trials": int(trials) if trials else None, "budget": budget_s,
                "cache_dir": str(cache_dir) if cache_dir else None}
     hop = {"src": str(onnx_path), "dest": str(dest), "source": "onnx", "target": "tvm", "options": options,
-           "verify": verify, "force": force}
+           "verify": verify, "force": force, **({"data": samples} if samples else {})}
     grace = {"interrupt_grace": TUNING_STOP_GRACE_S} if tuned else {}
     (r,) = _child.run("modelkit.convert.hop:run_hops", {"hops": [hop]}, backend=None, timeout=timeout, **grace)
     m = _manifest.read(dest)
@@ -108,7 +109,7 @@ def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu
                          tuning=extra.get("tuning"))
 
 
-def _as_onnx(src: Path, out_dir: str | os.PathLike | None, force: bool) -> Path:
+def _as_onnx(src: Path, out_dir: str | os.PathLike | None, force: bool, data: str | None = None) -> Path:
     """The ONNX model to compile: src itself, an up-to-date conversion of it, or a new verified conversion."""
     fmt = detect(src)
     if fmt == Format.ONNX:
@@ -120,7 +121,7 @@ def _as_onnx(src: Path, out_dir: str | os.PathLike | None, force: bool) -> Path:
     m = _manifest.read(existing) if existing.is_file() else None
     if m and (m.source or {}).get("sha256") == _manifest.sha256_of(src) and m.parity and m.parity.get("ok"):
         return existing  # converted from exactly these bytes, and verified
-    results = convert(src, Format.ONNX.value, out_dir=folder, force=force)
+    results = convert(src, Format.ONNX.value, out_dir=folder, force=force, data=data)
     return Path(next(r.path for r in results if r.format == Format.ONNX.value))
 
 

@@ -2,7 +2,9 @@
 
 Batch policy: a library keeps a dynamic batch dimension when the target allows it and nothing
 asks for a fixed one; `batch=N` or tuning (MetaSchedule measures concrete shapes) fixes the batch,
-and the library's signature then says so (Signature.bind refuses other batch sizes before the VM
+and the library's signature then says so. Other dynamic dims (a sequence length) stay symbolic in a
+dynamic-batch library (Relax shape variables) and are refused, typed, with a fixed batch or when the
+importer cannot keep them (Signature.bind refuses other batch sizes before the VM
 sees them). Verification of a fixed-batch library runs at that batch.
 """
 from __future__ import annotations
@@ -40,12 +42,20 @@ def onnx_signature(proto: Any) -> Signature:
                      tuple(spec(o) for o in proto.graph.output))
 
 
+KEEP_DYNAMIC = "onnx (onnxruntime), saved_model, tflite"  # formats that run any size of an open dim
+
+
 def fix_batch(sig: Signature, batch: int | None) -> Signature:
-    """The signature with dim 0 set to `batch` (None keeps it dynamic); other dynamic dims are refused."""
+    """The signature with dim 0 set to `batch` (None keeps it dynamic). Other dynamic dims stay dynamic in
+    a dynamic-batch library; a fixed batch (tuning, a target without dynamic shapes) needs fixed shapes."""
     def one(s: TensorSpec, is_input: bool) -> TensorSpec:
-        if is_input and any(d is None for d in s.shape[1:]):
-            raise UnsupportedConversionError(f"input '{s.name}' {s.shape_str()} has a dynamic non-batch "
-                                             "dimension; the TVM path compiles fixed non-batch shapes only")
+        open_axes = [i for i, d in enumerate(s.shape) if i > 0 and d is None]
+        if is_input and open_axes and batch is not None:
+            raise UnsupportedConversionError(
+                f"input '{s.name}' {s.shape_str()}: dimension {open_axes[0]} is dynamic, and a TVM library with "
+                f"a fixed batch (batch={batch}: tuning, or a target without dynamic shapes) is compiled for fixed "
+                f"shapes only; compile untuned for a target with a dynamic batch, or use a format that keeps "
+                f"it dynamic: {KEEP_DYNAMIC}")
         shape = s.shape if batch is None or not s.shape or s.shape[0] is not None else (batch, *s.shape[1:])
         return TensorSpec(s.name, shape, s.dtype)
 
@@ -102,6 +112,15 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
     try:
         mod = from_onnx(proto, shape_dict=shape_dict, keep_params_in_input=False)
     except Exception as exc:  # the importer raises assorted TVM / Python errors: re-raise typed, not swallowed
+        text = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        open_dims = [f"'{s.name}' dim {i}" for s in sig.inputs for i, d in enumerate(s.shape) if i > 0 and d is None]
+        if "not supported for frontend ONNX" in text:  # e.g. Loop (a recurrent layer), whatever the shapes
+            raise UnsupportedConversionError(f"TVM's ONNX importer cannot convert {src.name}: {text}; the ONNX "
+                                             "model itself runs with onnxruntime") from exc
+        if open_dims:
+            raise UnsupportedConversionError(
+                f"TVM's ONNX importer rejected {src.name}, whose dimension {open_dims[0]} is dynamic ({text}); "
+                f"formats that keep it dynamic: {KEEP_DYNAMIC}") from exc
         raise ConversionError(f"TVM's ONNX importer rejected {src.name}: {type(exc).__name__}: {exc}") from exc
     tvm_target = tvm.target.Target(tgt.tvm)
     mod = _prepare(mod, tvm_target)

@@ -33,16 +33,20 @@ def test_trained_models_pass_every_format(cnn_tf, multi_io_jax):
     assert {"image", "block1_conv", "block3_bn", "gap", "probs"} <= names
 
 
-def test_lookup_layer_is_refused_for_torch_formats_only(keras, tmp_path):
+def test_lookup_layer_converts_to_saved_model_only(keras, tmp_path):
     x = keras.Input((5,), dtype="int64", name="ids")
     y = keras.layers.IntegerLookup(vocabulary=[1, 2, 3], name="lookup")(x)
     src = _save(keras, tmp_path, "lookup", x, y)
     for fmt in ("torchscript", "pt2"):
         with pytest.raises(UnsupportedConversionError,
                            match=rf"layer 'lookup' \(IntegerLookup\) cannot be converted to {fmt}: runs "
-                                 "through TensorFlow lookup/hash ops"):
+                                 "through TensorFlow lookup/hash ops.*; formats that take it: saved_model$"):
             check_support(src, fmt)
-    check_support(src, Format.ONNX)
+    for fmt, why in (("onnx", "tf2onnx maps to no standard ONNX op"), ("tflite", "is no TFLite builtin op"),
+                     ("tvm", "TVM compiles the ONNX model")):
+        with pytest.raises(UnsupportedConversionError, match=rf"\(IntegerLookup\) cannot be converted to {fmt}: it "
+                                                             rf"looks values up in a TensorFlow hash table.*{why}"):
+            check_support(src, fmt)
     check_support(src, Format.SAVED_MODEL)
 
 

@@ -1,0 +1,112 @@
+"""The shapes a parity check runs at, and what it proved about each dynamic dimension.
+
+Every axis other than the batch that the reference leaves open (a sequence length, an image side)
+takes the sizes DYNAMIC_SIZES: 1, an odd size (a 'same' padding baked at an even traced size shows
+there) and a long one, rotated across open axes so that two open dims of one input differ within a
+case. An axis the candidate fixes (a library compiled for one length) takes the candidate's size.
+Sizes the reference itself cannot run at (shorter than a valid convolution) give way to
+FALLBACK_SIZES. Per axis, one size serves every input: two inputs whose lengths must agree still can.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from ..spec import Signature, TensorSpec
+
+DYNAMIC_SIZES = (1, 13, 64)
+FALLBACK_SIZES = (29, 100, 256)
+
+Sizes = dict[int, int]  # open axis -> size, for one case
+
+
+def open_axes(sig: Signature) -> list[int]:
+    """The non-batch axes that some input leaves open, in order."""
+    return sorted({i for s in sig.inputs for i, d in enumerate(s.shape) if i > 0 and d is None})
+
+
+def fixed_axes(reference_sig: Signature, candidate_sig: Signature) -> Sizes:
+    """Open non-batch axes of the reference that the candidate fixes: axis -> the candidate's size."""
+    ref = {s.name: s for s in reference_sig.inputs}
+    out: Sizes = {}
+    for s in candidate_sig.inputs:
+        want = ref.get(s.name)
+        if want is None or len(want.shape) != len(s.shape):
+            continue
+        for i, (r, c) in enumerate(zip(want.shape, s.shape)):
+            if i > 0 and r is None and c is not None:
+                out.setdefault(i, c)
+    return out
+
+
+def size_plans(reference_sig: Signature, candidate_sig: Signature) -> list[Sizes]:
+    """Candidate sizes per case, primary first then fallbacks; [{}] when no axis is open."""
+    axes = open_axes(reference_sig)
+    if not axes:
+        return [{}]
+    fixed = fixed_axes(reference_sig, candidate_sig)
+    pool = DYNAMIC_SIZES + FALLBACK_SIZES
+    plans: list[Sizes] = []
+    for j in range(len(pool)):
+        primary = j < len(DYNAMIC_SIZES)
+        sizes = {a: fixed.get(a, (DYNAMIC_SIZES[(j + k) % len(DYNAMIC_SIZES)] if primary
+                                  else FALLBACK_SIZES[(j - len(DYNAMIC_SIZES) + k) % len(FALLBACK_SIZES)]))
+                 for k, a in enumerate(axes)}
+        if sizes not in plans:
+            plans.append(sizes)
+    return plans
+
+
+def case_signature(sig: Signature, sizes: Sizes) -> Signature:
+    """`sig` with its open non-batch dims set to `sizes` (the batch stays open)."""
+    if not sizes:
+        return sig
+    return Signature(tuple(TensorSpec(s.name, tuple(sizes.get(i, d) if i > 0 and d is None else d
+                                                    for i, d in enumerate(s.shape)), s.dtype)
+                           for s in sig.inputs), sig.outputs)
+
+
+def data_covers_open_dims(sig: Signature, data: Mapping[str, Any] | None) -> bool:
+    """Whether real samples feed an input with open non-batch dims (their length is the data's)."""
+    return data is not None and any(s.name in data and any(d is None for d in s.shape[1:]) for s in sig.inputs)
+
+
+def summarize(reference_sig: Signature, candidate_sig: Signature, cases: Iterable[Mapping[str, Any]],
+              skipped: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{input: {axis: {...}}} for every axis the reference leaves open (the batch included): whether the
+    candidate keeps it dynamic (else the size it fixes), the sizes verified and their range, and sizes
+    tried but not verified (the reason is in the report's skipped_cases)."""
+    cand = {s.name: s for s in candidate_sig.inputs}
+    cases, skipped = list(cases), list(skipped)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for spec in reference_sig.inputs:
+        dims: dict[str, dict[str, Any]] = {}
+        for axis, d in enumerate(spec.shape):
+            if d is not None:
+                continue
+            seen = sorted({c["shapes"][spec.name][axis] for c in cases if spec.name in c["shapes"]})
+            tried = sorted({c["shapes"][spec.name][axis] for c in skipped if spec.name in c.get("shapes", {})})
+            own = cand.get(spec.name)
+            fixed = own.shape[axis] if own is not None and axis < len(own.shape) else None
+            entry: dict[str, Any] = {"dynamic": fixed is None, "verified": [seen[0], seen[-1]] if seen else None,
+                                     "sizes": seen}
+            if axis == 0:
+                entry["role"] = "batch"
+            if fixed is not None:
+                entry["fixed"] = fixed
+            not_run = [t for t in tried if t not in seen]
+            if not_run:
+                entry["not_verified"] = not_run
+            dims[str(axis)] = entry
+        if dims:
+            out[spec.name] = dims
+    return out
+
+
+def too_few_sizes(summary: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str | None:
+    """A message when an open non-batch dim the candidate keeps dynamic was verified at fewer than 2 sizes."""
+    for name, dims in summary.items():
+        for axis, entry in dims.items():
+            if axis != "0" and entry["dynamic"] and len(entry["sizes"]) < 2:
+                return (f"dimension {axis} of input '{name}' is dynamic, but parity could be checked at only "
+                        f"{len(entry['sizes'])} size(s) {entry['sizes']} (not at {entry.get('not_verified', [])})")
+    return None

@@ -1,0 +1,243 @@
+"""Dynamic dimensions for the torch edges (TorchScript, .pt2).
+
+Every dimension the Keras model leaves open stays open: torch.export gets a named `Dim` for each (the
+batch `batch`, any other `<input>_<axis>`, minimum 1, no maximum); when torch cannot prove those ranges
+(a valid convolution needs a longer sequence) the export is repeated with `Dim.AUTO`, which lets torch
+narrow a range or fix a dimension. A dimension torch fixes (a recurrent layer's Python loop over time,
+1-D pooling kernels that read sizes as Python ints) is refused with UnsupportedConversionError naming
+the dimension, the layer where it was fixed, and the formats that keep it open. The layer is found by
+watching the trace: a forward hook on every Keras layer notes the first one after which the input's
+size symbol became a constant.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import Any, Iterator
+
+from ..errors import ConversionError, UnsupportedConversionError
+from ..spec import Signature
+
+# formats whose TensorFlow trace keeps every open dimension symbolic (verified on the tests' models)
+KEEP_DYNAMIC = "onnx, saved_model"
+CHECK_LENGTHS = (1, 13)  # sizes of open non-batch dims a trace is checked at (traced at example_size)
+
+
+def example_size(axis: int) -> int:
+    """The size an open non-batch dimension is traced at: 8, 10, 12 ... (distinct per axis, so two open
+    dims of one input cannot be mistaken for one; none of them a verification size)."""
+    return 8 + 2 * (axis - 1)
+
+
+def open_axes(sig: Signature) -> list[tuple[str, int]]:
+    """(input name, axis) of every open non-batch dimension."""
+    return [(s.name, i) for s in sig.inputs for i, d in enumerate(s.shape) if i > 0 and d is None]
+
+
+def shape_at(spec: Any, batch: int, size: int | None = None) -> tuple[int, ...]:
+    """A concrete shape: an open dim 0 is `batch`, other open dims `size` (default example_size(axis))."""
+    return tuple(d if d is not None else batch if i == 0 else (size or example_size(i))
+                 for i, d in enumerate(spec.shape))
+
+
+def export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str) -> Any:
+    """torch.export of `module` with every open dimension dynamic; typed errors where torch cannot."""
+    import torch
+
+    with watch(module, sig) as seen:
+        try:
+            return torch.export.export(module, example, dynamic_shapes=(_dims(sig, auto=False),), strict=False)
+        except (RuntimeError, TypeError, ValueError) as exc:  # torch's UserError is a RuntimeError
+            first = exc
+    if not open_axes(sig):
+        raise ConversionError(f"torch.export could not export {src_name} with a dynamic batch: "
+                              f"{_first_line(first)}") from first
+    with watch(module, sig) as seen:
+        try:  # let torch narrow the ranges (or fix dims, refused below)
+            program = torch.export.export(module, example, dynamic_shapes=(_dims(sig, auto=True),), strict=False)
+        except (RuntimeError, TypeError, ValueError) as exc:
+            raise ConversionError(f"torch.export could not export {src_name} with its dynamic dimensions: "
+                                  f"{_first_line(first)}") from exc
+    fixed = [(n, a) for (n, a), r in ranges(program, sig).items() if r is None]
+    if fixed:
+        name, axis = fixed[0]
+        raise UnsupportedConversionError(refusal("pt2", "torch.export", name, axis, seen.get((name, axis))))
+    return program
+
+
+def ranges(program: Any, sig: Signature) -> dict[tuple[str, int], list[int | None] | None]:
+    """(input, axis) -> [min, max or None] that the exported program accepts, None where it fixed the
+    dimension, for every open dimension of `sig` (batch included)."""
+    import torch
+
+    placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
+    users = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    by_name = {n.name: n for n in placeholders}
+    out: dict[tuple[str, int], list[int | None] | None] = {}
+    for spec, arg in zip(sig.inputs, users):
+        shape = by_name[arg].meta["val"].shape
+        for axis, d in enumerate(spec.shape):
+            if d is not None:
+                continue
+            got = shape[axis]
+            expr = _resolved(got.node) if isinstance(got, torch.SymInt) else None
+            if expr is None or expr.is_number:  # specialized to the example size
+                out[(spec.name, axis)] = None
+                continue
+            vr = program.range_constraints.get(expr)
+            lo = _bound(vr.lower) if vr is not None else None
+            out[(spec.name, axis)] = [1 if lo is None else lo, _bound(vr.upper) if vr is not None else None]
+    return out
+
+
+def _bound(value: Any) -> int | None:
+    """A range bound as an int; None for torch's infinity (or any bound past 2**31, i.e. unbounded)."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError, AttributeError, OverflowError):
+        return None
+    return number if abs(number) < 2**31 else None
+
+
+def check_lengths(traced: Any, reference: Any, sig: Signature, what: str, fmt: str, atol: float = 1e-4,
+                  accepted: dict[tuple[str, int], list[int | None] | None] | None = None) -> None:
+    """Run `traced` at other sizes of the open non-batch dims than the traced ones, against the eager
+    `reference`: a trace that baked a size is refused (typed, naming the dim and the layer), not shipped.
+    Sizes the eager model itself cannot run at (shorter than a valid convolution) are skipped, and so are
+    sizes outside the `accepted` ranges of an exported program (it refuses those with a guard)."""
+    import torch
+
+    axes = open_axes(sig)
+    if not axes:
+        return
+    for size in CHECK_LENGTHS:
+        if accepted and not all(_within(size, accepted.get(k)) for k in axes):
+            continue
+        feed = _inputs(sig, 2, size, seed=size)
+        try:
+            with torch.no_grad():
+                want = reference(*feed)
+        except (RuntimeError, ValueError, IndexError):  # the model itself does not run at this size
+            continue
+        try:
+            with torch.no_grad():
+                got = traced(*feed)
+            ok = all(tuple(g.shape) == tuple(w.shape) and bool(torch.allclose(g, w, atol=atol, rtol=0))
+                     for g, w in zip(got, want))
+        except (RuntimeError, AssertionError):  # a baked size in a kernel call, or a guard of the program
+            ok = False
+        if not ok:
+            blamed = find_fixing_layers(reference, sig)
+            key = next((k for k in axes if k in blamed), axes[0])
+            raise UnsupportedConversionError(refusal(fmt, what, key[0], key[1], blamed.get(key), size))
+
+
+def _within(size: int, bounds: list[int | None] | None) -> bool:
+    return bounds is not None and size >= (bounds[0] or 1) and (bounds[1] is None or size <= bounds[1])
+
+
+def refusal(fmt: str, what: str, name: str, axis: int, layer: str | None, size: int | None = None) -> str:
+    where = f"layer {layer}" if layer else "the traced code"
+    at = f" (at size {size} it fails or gives other results than the Keras model)" if size else ""
+    return (f"{what} cannot keep dimension {axis} of input '{name}' dynamic: {where} turns it into the "
+            f"traced size {example_size(axis)}{at}; {fmt} would run at that size only. Formats that keep it "
+            f"dynamic: {KEEP_DYNAMIC}")
+
+
+def find_fixing_layers(module: Any, sig: Signature) -> dict[tuple[str, int], str]:
+    """Which layer fixes each open dimension under torch.export (Dim.AUTO), for naming it in a refusal."""
+    import torch
+
+    with watch(module, sig) as seen:
+        try:
+            torch.export.export(module, _inputs(sig, 3), dynamic_shapes=(_dims(sig, auto=True),), strict=False)
+        except (RuntimeError, TypeError, ValueError):
+            pass
+    return dict(seen)
+
+
+@contextlib.contextmanager
+def watch(module: Any, sig: Signature) -> Iterator[dict[tuple[str, int], str]]:
+    """While torch.export traces `module`: {(input, axis): "'name' (Class)"} of the first Keras layer after
+    whose call the symbol of that open dimension had become a constant."""
+    seen: dict[tuple[str, int], str] = {}
+    symbols: dict[tuple[str, int], Any] = {}
+
+    def before(_mod: Any, args: tuple[Any, ...]) -> None:
+        symbols.clear()
+        for spec, arg in zip(sig.inputs, args):
+            for axis, d in enumerate(spec.shape):
+                size = arg.shape[axis] if d is None and axis > 0 else None
+                node = getattr(size, "node", None)
+                if node is not None and getattr(node, "shape_env", None) is not None:
+                    symbols[(spec.name, axis)] = node
+
+    def after(layer: Any, _args: Any, _out: Any) -> None:
+        for key, node in symbols.items():
+            if key not in seen and _is_constant(node):
+                seen[key] = f"'{getattr(layer, 'name', '?')}' ({type(layer).__name__})"
+
+    handles = [module.register_forward_pre_hook(before)]
+    keras_model = getattr(module, "model", None)
+    layers = keras_model._flatten_layers(include_self=False, recursive=True) if keras_model is not None else []
+    handles += [layer.register_forward_hook(after) for layer in layers if hasattr(layer, "register_forward_hook")]
+    try:
+        yield seen
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _resolved(node: Any) -> Any:
+    """A SymInt node's expression after the shape environment's replacements (a number once fixed)."""
+    env = getattr(node, "shape_env", None)
+    return env.replace(node.expr) if env is not None else node.expr
+
+
+def _is_constant(node: Any) -> bool:
+    return bool(getattr(_resolved(node), "is_number", False))
+
+
+def _dims(sig: Signature, auto: bool) -> tuple[Any, ...]:
+    """dynamic_shapes for forward(*args): one entry per input, a {axis: Dim} for its open dims."""
+    from torch.export import Dim
+
+    out = []
+    for spec in sig.inputs:
+        d: dict[int, Any] = {}
+        for axis, size in enumerate(spec.shape):
+            if size is not None:
+                continue
+            if axis == 0:
+                d[axis] = Dim("batch", min=1)
+            else:
+                d[axis] = Dim.AUTO(min=1) if auto else Dim(_ident(f"{spec.name}_{axis}"), min=1)
+        out.append(d or None)
+    return tuple(out)
+
+
+def _inputs(sig: Signature, batch: int, size: int | None = None, seed: int = 0) -> tuple[Any, ...]:
+    """Seeded tensors: uniform [0, 1) floats, zero ints (a valid index for any Embedding)."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for spec in sig.inputs:
+        shape = shape_at(spec, batch, size)
+        if np.dtype(spec.dtype).kind == "f":
+            arr = rng.random(shape, dtype=np.float64).astype(spec.dtype)
+        else:
+            arr = np.zeros(shape, dtype=spec.dtype)
+        out.append(torch.from_numpy(arr))
+    return tuple(out)
+
+
+def _ident(name: str) -> str:
+    text = re.sub(r"\W", "_", name)
+    return text if text[:1].isalpha() or text[:1] == "_" else f"d_{text}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,313 @@
+"""Dynamic non-batch dimensions (a sequence length, an image side) in every format.
+
+Six models users build (tests/convert/dynamic_models.py: a Conv1D + pooling classifier, a GRU with
+per-step outputs, a causal Transformer block, images of any size, an Embedding over token ids, a
+temporal convolution stack), saved
+under TensorFlow, converted to every format in one child process per backend. Each hop either passes
+parity at several lengths (1, 13, 64, or fallbacks where the model cannot run at 1) with the verified
+range in the manifest, or is refused with a typed error naming the dimension or layer and the formats
+that work. Every artifact that converts is then run at lengths no check used, against Keras here.
+The causal block also comes saved under torch (and, slow, the GRU under JAX). The verifier itself is
+tested on real ONNX graphs: per-step outputs of several lengths, a constant model, a candidate wrong
+only at long lengths, a candidate that fixes the length, real samples of one length.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import modelkit
+from modelkit import _child
+from modelkit.errors import ParityError, ShapeError, VacuousParityError
+from modelkit.formats import manifest_path
+
+TF_FORMATS = ("onnx", "saved_model", "tflite")
+TORCH_FORMATS = ("torchscript", "pt2")
+OK = "ok"
+# (model, format) -> OK, or the typed refusal: (error class, patterns its message must contain)
+EXPECTED: dict[tuple[str, str], object] = {
+    **{(k, f): OK for k in ("causal", "image", "embed", "tcn") for f in TF_FORMATS + TORCH_FORMATS},
+    ("image", "tvm"): OK, ("embed", "tvm"): OK, ("tcn", "tvm"): OK,
+    ("causal", "tvm"): ("UnsupportedConversionError", ["'tokens' dim 1 is dynamic", "onnx \\(onnxruntime\\)"]),
+    ("conv1d", "onnx"): OK, ("conv1d", "saved_model"): OK, ("conv1d", "tflite"): OK,
+    ("conv1d", "tvm"): ("UnsupportedConversionError", ["'signal' dim 1 is dynamic", "saved_model, tflite"]),
+    **{("conv1d", f): ("UnsupportedConversionError",
+                       ["dimension 1 of input 'signal'", r"layer 'max_pooling1d' \(MaxPooling1D\)",
+                        "keep it dynamic: onnx, saved_model"]) for f in TORCH_FORMATS},
+    ("gru", "onnx"): OK, ("gru", "saved_model"): OK,
+    ("gru", "tflite"): ("UnsupportedConversionError", [r"layer 'gru' \(GRU\) cannot be converted to tflite",
+                                                       "formats that convert it: onnx, saved_model"]),
+    ("gru", "tvm"): ("UnsupportedConversionError", ["Loop", "runs with onnxruntime"]),
+    **{("gru", f): ("UnsupportedConversionError",
+                    ["dimension 1 of input 'frames'", r"layer 'gru' \(GRU\)", "onnx, saved_model"])
+       for f in TORCH_FORMATS},
+}
+SIZES = {"conv1d": [13, 29, 64], "tcn": [13, 29, 64]}  # a valid convolution cannot run at 1: fallback 29
+ATOL = {"onnx": 1e-4, "saved_model": 1e-5, "tflite": 1e-4, "torchscript": 1e-5, "pt2": 1e-5, "tvm": 1e-4}
+
+
+def _jobs(src: Path, out: Path, formats: tuple[str, ...], source: str = "keras") -> list[dict]:
+    suffix = {"onnx": ".onnx", "saved_model": "_saved_model", "tflite": ".tflite", "torchscript": ".torchscript.pt",
+              "pt2": ".pt2", "tvm": ".tvm.so"}
+    return [{"src": str(src), "dest": str(out / f"{src.name.split('.')[0]}{suffix[f]}"), "source": source,
+             "target": f} for f in formats]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict[tuple[str, str], dict]:
+    """Every model saved under TensorFlow converted to every format, and the causal block saved under
+    torch converted to tflite and pt2: one torch child (saves it, runs the torch hops), then one TF child
+    (the TF hops, then TVM from their ONNX files); {(model, format): run_hop's summary or typed error}."""
+    from tests.convert.dynamic_models import BUILDERS, save
+
+    folder = tmp_path_factory.mktemp("dynamic")
+    for kind in BUILDERS:
+        save(kind, str(folder / f"{kind}.keras"))
+    torch_saved = folder / "causal_torch.keras"
+    torch_jobs = [j for k in BUILDERS for j in _jobs(folder / f"{k}.keras", folder, TORCH_FORMATS)]
+    torch_jobs += _jobs(torch_saved, folder, ("pt2",))
+    tf_jobs = [j for k in BUILDERS for j in _jobs(folder / f"{k}.keras", folder, TF_FORMATS)]
+    tf_jobs += _jobs(torch_saved, folder, ("tflite",))
+    tf_jobs += [j for k in BUILDERS for j in _jobs(folder / f"{k}.onnx", folder, ("tvm",), "onnx")]
+    saves = [{"kind": "causal", "path": str(torch_saved), "seed": 1}]
+    got = _child.run("tests.convert.dynamic_models:convert_each", {"jobs": torch_jobs, "saves": saves},
+                     backend="torch")
+    got += _child.run("tests.convert.dynamic_models:convert_each", {"jobs": tf_jobs}, backend="tensorflow")
+    jobs = torch_jobs + tf_jobs
+    return {(Path(j["src"]).name.split(".")[0], j["target"]): r for j, r in zip(jobs, got)}
+
+
+def _keras(kind: str, folder: Path):
+    return modelkit.load(folder / f"{kind}.keras")
+
+
+def _feed(sig, batch: int, sizes: tuple[int, ...], seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for s in sig.inputs:
+        it = iter(sizes)
+        shape = tuple(batch if i == 0 else (next(it) if d is None else d) for i, d in enumerate(s.shape))
+        out[s.name] = (rng.random(shape).astype(s.dtype) if np.dtype(s.dtype).kind == "f"
+                       else rng.integers(0, 50, shape).astype(s.dtype))
+    return out
+
+
+@pytest.mark.parametrize("kind, fmt", sorted(EXPECTED))
+def test_every_format_converts_verified_or_refuses_typed(results, kind, fmt):
+    r = results[(kind, fmt)]
+    want = EXPECTED[(kind, fmt)]
+    dest = Path(r["path"])
+    if want != OK:
+        cls, patterns = want
+        assert r.get("error") == cls, r
+        for pattern in patterns:
+            assert re.search(pattern, r["message"]), (pattern, r["message"])
+        assert not dest.exists() and not manifest_path(dest).exists()
+        assert not [p for p in dest.parent.iterdir() if p.name.endswith(".partial")]
+        return
+    assert "error" not in r, r.get("message")
+    parity = r["parity"]
+    assert parity["ok"] and all(o["max_abs"] <= ATOL[fmt] for o in parity["outputs"])
+    assert all(o["spread"] > 1e-4 for o in parity["outputs"])  # the reference varies: not vacuous
+    dims = json.loads(manifest_path(dest).read_text())["extra"]["dynamic_dims"]
+    assert dims == parity["dynamic_dims"] or fmt == "pt2"  # pt2 adds the ranges its program accepts
+    name, = dims
+    assert dims[name]["0"]["role"] == "batch" and dims[name]["0"]["sizes"] == [1, 7]
+    open_axes = sorted(a for a in dims[name] if a != "0")
+    assert open_axes == (["1", "2"] if kind == "image" else ["1"])
+    for axis in open_axes:
+        entry = dims[name][axis]
+        assert entry["dynamic"] is True and "fixed" not in entry
+        assert entry["sizes"] == SIZES.get(kind, [1, 13, 64])
+        assert entry["verified"] == [entry["sizes"][0], entry["sizes"][-1]]
+        if fmt == "pt2":  # torch.export cannot prove a valid convolution's output of length 1 (input 3)
+            assert entry["accepts"] == ([4, None] if kind == "tcn" else [1, None])
+    if kind in SIZES:  # a valid convolution cannot run at length 1: recorded, and fallback 29 used
+        assert dims[name]["1"]["not_verified"] == [1]
+        assert any("reference cannot run" in s["reason"] for s in parity["skipped_cases"])
+    if kind == "image":  # the two open sides differ within every case
+        assert all(c["shapes"]["image"][1] != c["shapes"]["image"][2] for c in parity["cases"])
+
+
+@pytest.mark.parametrize("kind, fmt", sorted(k for k, v in EXPECTED.items() if v == OK))
+def test_artifacts_run_at_sizes_no_check_used(results, kind, fmt):
+    """Independent of the verifier: sizes 5 and 40 (images 5x40 and 40x5), against Keras under TensorFlow
+    here (atol 1e-4: the torch artifacts cross frameworks)."""
+    folder = Path(results[(kind, fmt)]["path"]).parent
+    keras_model, artifact = _keras(kind, folder), modelkit.load(results[(kind, fmt)]["path"])
+    assert artifact.signature.inputs[0].shape == keras_model.signature.inputs[0].shape
+    for seed, sizes in enumerate(((5, 40), (40, 5))):
+        feed = _feed(keras_model.signature, 3, sizes, seed)
+        want, got = keras_model.predict(feed), artifact.predict(feed)
+        for out in want:
+            assert got[out].shape == want[out].shape
+            np.testing.assert_allclose(got[out], want[out], atol=1e-4)
+
+
+def test_onnx_names_every_dynamic_dim(results):
+    import onnx
+
+    proto = onnx.load(results[("causal", "onnx")]["path"])
+    dims = lambda vi: [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]  # noqa: E731
+    assert dims(proto.graph.input[0]) == ["batch", "tokens_1", 16]
+    assert dims(proto.graph.output[0]) == ["batch", "logits_1", 10]
+    image = onnx.load(results[("image", "onnx")]["path"])
+    assert dims(image.graph.input[0]) == ["batch", "image_1", "image_2", 3]
+
+
+def test_pt2_refuses_sizes_outside_the_range_it_records(results):
+    path = results[("tcn", "pt2")]["path"]
+    accepts = json.loads(manifest_path(Path(path)).read_text())["extra"]["dynamic_dims"]["series"]["1"]["accepts"]
+    keras_model, program = _keras("tcn", Path(path).parent), modelkit.load(path)
+    feed = _feed(keras_model.signature, 2, (accepts[0] - 1,), 0)
+    assert keras_model.predict(feed)["forecast"].shape == (2, 2)  # Keras runs there, the program refuses it
+    with pytest.raises(ShapeError, match=r"exported for other input shapes.*>= 4"):
+        program.predict(feed)
+
+
+def test_tflite_resizes_and_refuses_sizes_the_model_cannot_take(results):
+    lite = modelkit.load(results[("conv1d", "tflite")]["path"])  # loads although length 1 does not fit it
+    (detail,) = lite.interpreter.get_input_details()
+    assert list(detail["shape_signature"]) == [-1, -1, 8]
+    keras_model = _keras("conv1d", Path(results[("conv1d", "tflite")]["path"]).parent)
+    with pytest.raises(ShapeError, match=r"cannot run at input shapes 'signal' \(2, 1, 8\)"):
+        lite.predict(np.ones((2, 1, 8), np.float32))
+    feed = _feed(keras_model.signature, 2, (21,), 0)  # the interpreter recovers at the next size
+    np.testing.assert_allclose(lite.predict(feed)["probs"], keras_model.predict(feed)["probs"], atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------
+# .keras files saved under torch (in CI, with the others) and JAX (slow: two more children)
+
+def _check_foreign(r: dict, src: Path) -> None:
+    assert "error" not in r, r.get("message")
+    (name, dims), = r["parity"]["dynamic_dims"].items()
+    assert r["parity"]["ok"] and dims["1"]["sizes"] == [1, 13, 64] and dims["1"]["dynamic"]
+    keras_model, artifact = modelkit.load(src), modelkit.load(r["path"])
+    feed = _feed(keras_model.signature, 2, (37,), 3)
+    for out, want in keras_model.predict(feed).items():
+        np.testing.assert_allclose(artifact.predict(feed)[out], want, atol=1e-4)
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "pt2"])
+def test_causal_block_saved_under_torch_converts_at_every_length(results, fmt):
+    r = results[("causal_torch", fmt)]
+    _check_foreign(r, Path(r["path"]).parent / "causal_torch.keras")
+
+
+@pytest.fixture(scope="module")
+def jax_gru(tmp_path_factory) -> dict[str, dict]:
+    folder = tmp_path_factory.mktemp("dynamic_jax")
+    gru = folder / "gru_jax.keras"
+    _child.run("tests.convert.dynamic_models:save", {"kind": "gru", "path": str(gru), "seed": 2},
+               backend="jax", quiet=True)
+    tf_jobs, torch_jobs = _jobs(gru, folder, ("onnx",)), _jobs(gru, folder, ("pt2",))
+    got = _child.run("tests.convert.dynamic_models:convert_each", {"jobs": tf_jobs}, backend="tensorflow")
+    got += _child.run("tests.convert.dynamic_models:convert_each", {"jobs": torch_jobs}, backend="torch")
+    return {j["target"]: r for j, r in zip(tf_jobs + torch_jobs, got)}
+
+
+@pytest.mark.slow
+def test_gru_saved_under_jax_converts_to_onnx_and_is_refused_for_pt2(jax_gru):
+    _check_foreign(jax_gru["onnx"], Path(jax_gru["onnx"]["path"]).parent / "gru_jax.keras")
+    r = jax_gru["pt2"]
+    assert r["error"] == "UnsupportedConversionError"
+    assert "dimension 1 of input 'frames'" in r["message"] and "layer 'gru' (GRU)" in r["message"]
+
+
+# ------------------------------------------------------------------------------------------------
+# The verifier on real ONNX graphs (onnxruntime), no framework: fast
+
+def _onnx(path: Path, body: str, seq: object = "seq", w_scale: float = 1.0) -> Path:
+    """x (batch, seq, 4) -> `body`: 'per_step' (x @ W), 'mean' (mean over time @ W), 'first16' (the mean of
+    the first 16 steps only: right for short sequences, wrong for long ones)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = (np.random.default_rng(0).standard_normal((4, 3)) * w_scale).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.array([1], np.int64), "axes"),
+             numpy_helper.from_array(np.array([0], np.int64), "start"),
+             numpy_helper.from_array(np.array([16], np.int64), "end")]
+    if body == "per_step":
+        nodes, out_shape = [helper.make_node("MatMul", ["x", "W"], ["y"])], ["batch", "seq_out", 3]
+    else:
+        src = "x"
+        nodes = []
+        if body == "first16":
+            nodes.append(helper.make_node("Slice", ["x", "start", "end", "axes"], ["xs"]))
+            src = "xs"
+        nodes += [helper.make_node("ReduceMean", [src, "axes"], ["m"], keepdims=0),
+                  helper.make_node("MatMul", ["m", "W"], ["y"])]
+        out_shape = ["batch", 3]
+    graph = helper.make_graph(nodes, body, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", seq, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_per_step_outputs_of_several_lengths_compare_per_case(tmp_path):
+    from modelkit.convert.verify import verify_artifacts
+
+    a, b = _onnx(tmp_path / "a.onnx", "per_step"), _onnx(tmp_path / "b.onnx", "per_step")
+    report = verify_artifacts(a, b, atol=1e-6)
+    assert report.ok and sorted({c["shapes"]["x"][1] for c in report.cases}) == [1, 13, 64]
+    assert report.dynamic_dims["x"]["1"] == {"dynamic": True, "verified": [1, 64], "sizes": [1, 13, 64]}
+    assert report.outputs[0].spread > 0.1 and all(c["max_abs"]["y"] == 0.0 for c in report.cases)
+
+
+def test_constant_per_step_model_is_vacuous(tmp_path):
+    from modelkit.convert.verify import verify_artifacts
+
+    a = _onnx(tmp_path / "zero.onnx", "per_step", w_scale=0.0)
+    with pytest.raises(VacuousParityError, match="constant across 8 different inputs"):
+        verify_artifacts(a, a, atol=1e-6)
+
+
+def test_candidate_wrong_only_at_long_lengths_fails(tmp_path):
+    from modelkit.convert.verify import verify_artifacts
+
+    ref, cand = _onnx(tmp_path / "mean.onnx", "mean"), _onnx(tmp_path / "first16.onnx", "first16")
+    report = verify_artifacts(ref, cand, atol=1e-5, raise_on_failure=False)
+    assert not report.ok and report.outputs[0].max_abs > 1e-3
+    by_len = {c["shapes"]["x"][1]: c["max_abs"]["y"] for c in report.cases}
+    assert by_len[1] < 1e-6 and by_len[13] < 1e-6 and by_len[64] > 1e-3  # only the long case tells
+    with pytest.raises(ParityError, match="max abs error"):
+        report.raise_if_failed()
+
+
+def test_candidate_that_fixes_the_length_is_compared_at_it_and_recorded_fixed(tmp_path):
+    from modelkit.convert.verify import verify_artifacts
+
+    ref, cand = _onnx(tmp_path / "any.onnx", "mean"), _onnx(tmp_path / "fixed.onnx", "mean", seq=13)
+    report = verify_artifacts(ref, cand, atol=1e-6)
+    assert report.ok and {c["shapes"]["x"][1] for c in report.cases} == {13}
+    assert report.dynamic_dims["x"]["1"] == {"dynamic": False, "verified": [13, 13], "sizes": [13], "fixed": 13}
+
+
+def test_real_samples_of_one_length_are_joined_by_seeded_lengths(tmp_path):
+    from modelkit.convert.verify import verify_artifacts
+
+    a = _onnx(tmp_path / "a.onnx", "per_step")
+    samples = {"x": np.random.default_rng(4).random((9, 10, 4)).astype(np.float32)}
+    report = verify_artifacts(a, a, atol=1e-6, data=samples, data_label="samples.npz")
+    assert [c["shapes"]["x"][1] for c in report.cases] == [10, 10, 1, 1, 13, 13, 64, 64]
+    assert report.dynamic_dims["x"]["1"]["sizes"] == [1, 10, 13, 64]
+    assert "samples.npz" in report.inputs and report.inputs.endswith("open dimensions also at other sizes, seeded")
+
+
+def test_tvm_with_a_fixed_batch_refuses_an_open_length_before_compiling(tmp_path):
+    pytest.importorskip("tvm")
+    from modelkit.errors import UnsupportedConversionError
+    from modelkit.targets import compile
+
+    src = _onnx(tmp_path / "mean.onnx", "mean")
+    with pytest.raises(UnsupportedConversionError, match=r"input 'x' \(\?, \?, 4\): dimension 1 is dynamic.*"
+                                                         r"fixed batch \(batch=2.*onnx \(onnxruntime\)"):
+        compile(src, target="server-cpu", batch=2, out=tmp_path / "mean.tvm.so")
+    assert not list(tmp_path.glob("mean.tvm.so*"))

@@ -1,0 +1,102 @@
+"""Verification inputs that fit the model, end to end: a MobileNetV3 with include_preprocessing (expects
+0-255 pixels) converts with its inputs drawn from its Rescaling's raw range; a model that is constant on
+[0, 1) but not on its real range is no longer refused as vacuous; an IntegerLookup model is fed its
+vocabulary; a really constant model's error says which inputs were used and how to pass real ones."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import modelkit
+from modelkit.convert.registry import Tolerance
+from modelkit.convert.verify import compare_models, verify_artifacts
+from modelkit.errors import VacuousParityError
+from modelkit.formats import manifest_path
+
+
+@pytest.fixture(scope="module")
+def keras():
+    from modelkit._backend import import_keras
+
+    return import_keras("tensorflow")
+
+
+def test_mobilenet_v3_with_include_preprocessing_converts_on_its_pixel_range(keras, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), weights=None, include_preprocessing=True,
+                                                classes=10)
+    # as training would, give the BatchNorm layers the statistics of real 0-255 images (freshly initialised,
+    # MobileNetV3 is constant for every input: its activations vanish before the classifier)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    model(np.random.default_rng(0).uniform(0, 255, (32, 32, 32, 3)).astype("float32"), training=True)
+    src = tmp_path / "mnv3.keras"
+    model.save(src)
+    name = modelkit.load(src).signature.input_names[0]
+    results = modelkit.convert(src, "onnx,tflite,saved_model", out_dir=tmp_path)
+    assert sorted(r.format for r in results) == ["onnx", "saved_model", "tflite"]
+    for r in results:
+        assert r.parity["ok"], (r.format, r.parity)
+        assert r.parity["inputs"] == (f"ranges inferred from the model: '{name}' in [0, 255) (Rescaling "
+                                      "'rescaling': x * 0.007843 - 1 lands in [-1, 1])")
+        assert r.parity["outputs"][0]["spread"] > 1e-3  # the reference really varies on these inputs
+        extra = json.loads(manifest_path(r.path).read_text())["extra"]["verification_inputs"]
+        assert extra["source"] == "inferred" and extra["ranges"][name]["high"] == pytest.approx(255)
+
+
+def test_a_model_constant_on_unit_inputs_is_verified_on_its_raw_range(keras, tmp_path):
+    x = keras.Input((8, 8, 3), name="image")
+    h = keras.layers.ReLU()(keras.layers.Rescaling(1 / 127.5, offset=-1.0)(x))  # [0, 1) -> all zeros
+    src = tmp_path / "pixels.keras"
+    keras.utils.set_random_seed(0)
+    keras.Model(x, keras.layers.Dense(4, activation="softmax")(keras.layers.Flatten()(h))).save(src)
+    (r,) = modelkit.convert(src, "onnx", out_dir=tmp_path)
+    assert r.parity["ok"] and "'image' in [0, 255)" in r.parity["inputs"]
+    # the same check on [0, 1) proves nothing: the guard refuses it, as it refused this healthy model before
+    report = compare_models(modelkit.load(src), modelkit.load(r.path), Tolerance(atol=1e-4))
+    assert not report.ok and report.inputs == "seeded uniform [0,1), seed 0"
+    assert report.outputs[0].reason.startswith("vacuous check: the reference output is constant")
+    # later hops and `modelkit verify` read the ranges from the ONNX model's manifest
+    again = verify_artifacts(r.path, r.path)
+    assert again.ok and again.inputs.startswith("ranges inferred from the model: 'image' in [0, 255)")
+
+
+def test_lookup_model_is_fed_its_vocabulary(keras, tmp_path):
+    ids = keras.Input((3,), dtype="int64", name="ids")
+    lookup = keras.layers.IntegerLookup(vocabulary=[1001, 2002, 3003, 4004], name="lookup")
+    keras.utils.set_random_seed(0)
+    y = keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Embedding(5, 3)(lookup(ids))))
+    src = tmp_path / "lookup.keras"
+    keras.Model(ids, y).save(src)
+    (r,) = modelkit.convert(src, "saved_model", out_dir=tmp_path)  # ids in [0, 10) would all be out of vocabulary
+    assert r.parity["ok"]
+    assert r.parity["inputs"] == ("ranges inferred from the model: 'ids' in one of [1001, 2002, 3003, 4004] "
+                                  "(IntegerLookup 'lookup': its vocabulary)")
+
+
+def test_embedding_ids_span_the_whole_table(keras, tmp_path):
+    from modelkit.convert.samples import plan_inputs
+    from modelkit.convert.verify import make_inputs
+
+    ids = keras.Input((6,), dtype="int32", name="ids")
+    src = tmp_path / "embed.keras"
+    keras.Model(ids, keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Embedding(500, 4)(ids)))).save(src)
+    ref = modelkit.load(src)
+    plan = plan_inputs(ref.signature, ref)
+    feed = make_inputs(ref.signature, 64, None, 0, ranges=plan.ranges)["ids"]
+    assert feed.min() >= 0 and feed.max() < 500 and feed.max() > 100
+    (r,) = modelkit.convert(src, "onnx", out_dir=tmp_path)
+    assert r.parity["ok"] and "ids below input_dim 500" in r.parity["inputs"]
+
+
+def test_a_constant_model_says_which_inputs_were_used_and_how_to_pass_real_ones(keras, tmp_path):
+    x = keras.Input((5,), name="x")
+    src = tmp_path / "dead.keras"
+    keras.Model(x, keras.layers.Dense(3, kernel_initializer="zeros", name="out")(x)).save(src)
+    with pytest.raises(VacuousParityError) as info:
+        modelkit.convert(src, "onnx", out_dir=tmp_path)
+    assert str(info.value).endswith("(inputs: seeded uniform [0,1), seed 0; if the model expects other values, "
+                                    "pass real samples with --data samples.npz, keyed by input name)")
