@@ -3,7 +3,10 @@ file or folder (no links, devices or FIFOs, no absolute names, no '..'). Nothing
 
 Tar archives (.tar, .tar.gz, .mar saved as tar) are extracted with tarfile's filter="data" AND an
 explicit member check first, so that nothing is written when any member is bad. Zip archives (.mar,
-.keras, wheels) get the same member check, and the extracted size is bounded (zip bombs).
+.keras, wheels) get the same member check, and the extracted size is bounded (zip bombs): by
+MAX_ARCHIVE_BYTES always, by the memory this process can use for archives an engine reads into memory,
+and by the free disk space for archives extracted to disk (modelkit.safety_limits). Sizes are the
+declared ones, checked before anything is inflated; readers never inflate more than declared.
 """
 from __future__ import annotations
 
@@ -15,8 +18,9 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from .errors import LoadError, UnsafeModelError
+from .safety_limits import MAX_ARCHIVE_BYTES, check_fits_disk, check_fits_memory, size
 
-MAX_EXTRACTED_BYTES = 16 * 1024**3
+MAX_EXTRACTED_BYTES = MAX_ARCHIVE_BYTES  # the name earlier releases used
 MAX_MEMBERS = 100_000
 
 
@@ -38,8 +42,11 @@ def zip_member_is_link(info: zipfile.ZipInfo) -> bool:
     return mode == stat.S_IFLNK
 
 
-def check_zip_members(zf: zipfile.ZipFile, src: Path) -> int:
-    """Check every member of an open zip; returns the total uncompressed size."""
+def check_zip_members(zf: zipfile.ZipFile, src: Path, in_memory: bool = True) -> int:
+    """Check every member of an open zip; returns the total uncompressed size.
+
+    in_memory: an engine will read the members into memory (.keras, torch archives), so their total must
+    fit in what this process can use (ResourceError); False when they are extracted to disk instead."""
     infos = zf.infolist()
     if len(infos) > MAX_MEMBERS:
         raise UnsafeModelError(f"{src}: {len(infos)} archive members (more than {MAX_MEMBERS})")
@@ -52,12 +59,20 @@ def check_zip_members(zf: zipfile.ZipFile, src: Path) -> int:
         if mode and mode not in (stat.S_IFREG, stat.S_IFDIR):
             raise UnsafeModelError(f"{src}: archive member '{info.filename}' is not a plain file or folder")
         total += info.file_size
-    if total > MAX_EXTRACTED_BYTES:
-        raise UnsafeModelError(f"{src}: archive would extract to {total} bytes (limit {MAX_EXTRACTED_BYTES})")
+    _check_total(src, total)
+    if in_memory:
+        check_fits_memory(total, f"{src}: inflating this archive")
     return total
 
 
-def check_tar_members(tf: tarfile.TarFile, src: Path) -> None:
+def _check_total(src: Path, total: int) -> None:
+    if total > MAX_ARCHIVE_BYTES:
+        raise UnsafeModelError(f"{src}: archive would extract to {size(total)} (limit {size(MAX_ARCHIVE_BYTES)}, "
+                               "MODELKIT_MAX_ARCHIVE_BYTES): refused as a decompression bomb")
+
+
+def check_tar_members(tf: tarfile.TarFile, src: Path) -> int:
+    """Check every member of an open tar; returns the total size."""
     total = 0
     for count, m in enumerate(tf.getmembers()):
         if count >= MAX_MEMBERS:
@@ -69,8 +84,8 @@ def check_tar_members(tf: tarfile.TarFile, src: Path) -> None:
         if not (m.isfile() or m.isdir()):
             raise UnsafeModelError(f"{src}: archive member '{m.name}' is not a plain file or folder")
         total += m.size
-    if total > MAX_EXTRACTED_BYTES:
-        raise UnsafeModelError(f"{src}: archive would extract to {total} bytes (limit {MAX_EXTRACTED_BYTES})")
+    _check_total(src, total)
+    return total
 
 
 def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
@@ -81,7 +96,8 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
     if zipfile.is_zipfile(src):
         try:
             with zipfile.ZipFile(src) as zf:
-                check_zip_members(zf, src)
+                total = check_zip_members(zf, src, in_memory=False)
+                check_fits_disk(total, root, str(src))
                 for info in zf.infolist():
                     target = (root / info.filename).resolve()
                     if not target.is_relative_to(root):
@@ -93,7 +109,7 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
         return out
     try:
         with tarfile.open(src, "r:*") as tf:
-            check_tar_members(tf, src)
+            check_fits_disk(check_tar_members(tf, src), root, str(src))
             try:
                 tf.extractall(root, filter="data")
             except tarfile.FilterError as exc:

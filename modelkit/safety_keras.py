@@ -24,7 +24,10 @@ from .errors import UnsafeModelError
 KERAS_PACKAGES = frozenset({"keras", "keras_hub", "keras_cv", "keras_nlp"})
 # Internal markers Keras' serializer writes for values, not for callables.
 VALUE_MARKERS = frozenset({"__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__ellipsis__",
-                           "__slice__", "__typespec__"})
+                           "__slice__"})
+# `__typespec__` is not a value: Keras imports `module` and calls `<spec_name>._deserialize`. Only
+# TensorFlow's own TypeSpec classes (TensorSpec, RaggedTensorSpec, ...) may appear there.
+TYPESPEC_ROOTS = ("tensorflow.", "keras.")
 CODE_CLASSES = frozenset({"Lambda", "__lambda__"})  # carry Python bytecode
 # Keras APIs that touch files, the network or the loader's own safety switches; never a model part.
 DENIED_PREFIXES = ("keras.config.", "keras.saving.", "keras.models.load_model", "keras.models.model_from",
@@ -46,6 +49,9 @@ def check_keras_config(config: Any, source: str | os.PathLike, trust_unsafe_code
         if not isinstance(class_name, str):
             raise UnsafeModelError(f"{src}: {where}: class_name must be a string, got {class_name!r}")
         if class_name in VALUE_MARKERS:
+            continue
+        if class_name == "__typespec__":
+            _check_typespec(src, where, node)
             continue
         module = node.get("module")
         reg = node.get("registered_name")
@@ -78,6 +84,18 @@ def check_keras_config(config: Any, source: str | os.PathLike, trust_unsafe_code
         if module is None:
             continue  # resolvable only through the registry of this process: Keras refuses the rest
         _check_module(src, where, module, class_name, registered, reg)
+    from .safety_keras_size import check_weight_sizes
+
+    check_weight_sizes(config, src)  # ResourceError before Keras allocates weights the config makes huge
+
+
+def _check_typespec(src: Path, where: str, node: dict) -> None:
+    module, name = node.get("module"), node.get("spec_name")
+    if (isinstance(module, str) and isinstance(name, str) and module.startswith(TYPESPEC_ROOTS)
+            and name.isidentifier() and name.endswith("Spec") and not name.startswith("_")):
+        return
+    raise UnsafeModelError(f"{src}: refused to load: {where} is a __typespec__ naming '{module}.{name}', not a "
+                           "TensorFlow TypeSpec class (Keras would import that module and call it)")
 
 
 def _check_module(src: Path, where: str, module: Any, name: str, registered: Any, reg: Any) -> None:

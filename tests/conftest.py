@@ -39,10 +39,11 @@ def sigint_default() -> None:
 
 
 @contextlib.contextmanager
-def cli_process(*args: str) -> Iterator[subprocess.Popen]:
+def cli_process(*args: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
     """`python -m modelkit ARGS` in its own process group, output captured (text, stderr merged), as a
-    terminal would start it; whatever the test does, the group is killed at the end."""
+    terminal would start it; whatever the test does, the group is killed at the end. `env`: extra variables."""
     proc = subprocess.Popen([sys.executable, "-m", "modelkit", *args], start_new_session=True,
+                            env={**os.environ, **env} if env else None,
                             preexec_fn=sigint_default, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         yield proc

@@ -24,8 +24,20 @@ OTHER_DIM = 16  # size of dynamic non-batch dimensions in generated inputs
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident set size so far (Linux reports ru_maxrss in KiB)."""
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    """This process's peak resident set size so far.
+
+    Reads VmHWM, the high-water mark of this process's own address space: ru_maxrss is not enough, since
+    Linux carries the parent's size into a child that was forked then exec'd (a child of a 1.4 GB test
+    process would report 1.4 GB whatever its engine used).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
 
 
 def measure(artifact: str, mode: str, batches: list[int], threads: int | None, device: str,

@@ -15,7 +15,8 @@ from ._common import check_outputs, echo_json, human_size, table
 @click.option("--force", is_flag=True, help="Overwrite existing artifacts.")
 @click.option("--no-verify", is_flag=True, help="Skip the parity check (not recommended).")
 @click.option("--atol", type=click.FloatRange(min=0), default=None,
-              help="Override every edge's max abs error (default: the edge's own, e.g. 1e-4 for onnx).")
+              help="Override every edge's max abs error, kept as given (default: the edge's own, e.g. 1e-4 for "
+                   "onnx, lifted where float32's own error on an output is larger).")
 @click.option("--opset", type=click.IntRange(min=1), default=None, help="ONNX opset (default: the pinned one, 17).")
 @click.option("--quantize", type=click.Choice(["none", "fp16", "dynamic-int8", "int8"]), default=None,
               help="Quantize (tflite: fp16, dynamic-int8, int8; onnx: dynamic-int8, int8). Judged by the "
@@ -34,13 +35,17 @@ from ._common import check_outputs, echo_json, human_size, table
 @click.option("--input-spec", "input_spec", multiple=True, metavar="NAME:SHAPE[:DTYPE]",
               help="An input of a model that defines none (subclassed), e.g. x:?,8:float32 ('?': dynamic, the "
                    "first dimension is the batch); repeat per input. Default: the shapes saved with the model.")
+@click.option("--route", "route", default=None, metavar="NAMES",
+              help="Use only these routes (comma-separated) for the pairs that have them, e.g. 'torch' (keras -> "
+                   "onnx through torch.onnx) or 'unrolled'; default: each pair tries its routes in order "
+                   "(keras->onnx: tf2onnx, torch; keras->tflite: converter, unrolled; keras->pt2: export, unrolled).")
 @click.option("--trust-unsafe-code", is_flag=True,
               help="UNSAFE: load .keras files with Keras safe mode off (runs code stored in the file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def command(source: str, to: str, out_dir: str | None, force: bool, no_verify: bool, atol: float | None,
             opset: int | None, quantize: str | None, calibration_data: str | None, eval_data: str | None,
-            max_accuracy_drop: float | None, data: str | None, input_spec: tuple[str, ...], trust_unsafe_code: bool,
-            as_json: bool) -> None:
+            max_accuracy_drop: float | None, data: str | None, input_spec: tuple[str, ...], route: str | None,
+            trust_unsafe_code: bool, as_json: bool) -> None:
     """Convert SOURCE to other formats, verifying every hop against its source.
 
     \b
@@ -50,18 +55,22 @@ def command(source: str, to: str, out_dir: str | None, force: bool, no_verify: b
       modelkit convert cnn.keras --to tflite --quantize int8 --max-accuracy-drop 0.01
       modelkit convert net.keras --to onnx --data samples.npz
       modelkit convert subclassed.keras --to all --input-spec x:?,8:float32
+      modelkit convert tagger.keras --to tflite --input-spec frames:?,40,6   # unroll an RNN at length 40
+      modelkit convert net.keras --to onnx --route torch
 
     Each artifact gets a manifest beside it (<artifact>.modelkit.json) with its signature, the chain
     of converters and the parity report. A hop whose outputs differ from its source beyond the edge's
     tolerance fails (exit 2) and its artifact is kept as <name>.parity-failed.<ext>. A quantized hop
     is judged by its accuracy drop on labelled data instead (recorded in the manifest). The parity
     report says which inputs fed the check (--data, the training data, inferred ranges or uniform).
+    A pair with several routes tries them in order; the manifest (extra.route), --json and a line
+    under the table say which route a hop took and why the ones before it failed.
     """
     from ..convert import convert
 
     check_outputs(out_dir)
     given = {"opset": opset, "quantize": quantize, "calibration_data": calibration_data, "eval_data": eval_data,
-             "max_accuracy_drop": max_accuracy_drop}
+             "max_accuracy_drop": max_accuracy_drop, "route": route}
     options = {k: v for k, v in given.items() if v is not None}
     results = convert(source, to, out_dir=out_dir, force=force, verify=not no_verify, options=options,
                       trust_unsafe_code=trust_unsafe_code, atol=atol, data=data, input_spec=list(input_spec) or None)
@@ -75,3 +84,9 @@ def command(source: str, to: str, out_dir: str | None, force: bool, no_verify: b
         acc = "-" if not r.accuracy else f"{r.accuracy['artifact_accuracy']:.4f} ({r.accuracy['drop']:+.4f})"
         rows.append([r.format, r.path, human_size(r.size_bytes), f"{r.seconds:.1f} s", parity, err, acc])
     click.echo(table(["format", "path", "size", "time", "parity", "max abs err", "accuracy (drop)"], rows))
+    from ..convert.routes import describe
+
+    for r in results:  # hops that did not take their pair's first route say which one and why
+        line = describe(r.route)
+        if line:
+            click.echo(f"{r.format}: {line}")

@@ -51,7 +51,9 @@ def onnx_summary(path: Path) -> dict[str, Any]:
 
 @click.command("inspect")
 @click.argument("artifact", type=click.Path(exists=True))
-@click.option("--trust-unsafe-code", is_flag=True, help="UNSAFE: Keras safe mode off for .keras files.")
+@click.option("--trust-unsafe-code", is_flag=True,
+              help="UNSAFE: run code the file carries (Keras Lambda layers, TorchScript / SavedModel file ops, "
+                   "TVM libraries not compiled here). Only for files you trust; see docs/reliability.md.")
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
 def command(artifact: str, trust_unsafe_code: bool, as_json: bool) -> None:
     """Show ARTIFACT's format, size, signature, manifest (chain of converters, parity) and, for ONNX,

@@ -14,7 +14,9 @@ from ._common import check_outputs, echo_json, read_inputs
               help="Save the outputs to this .npz instead of printing them in full.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads of the engine.")
-@click.option("--trust-unsafe-code", is_flag=True, help="UNSAFE: Keras safe mode off for .keras files.")
+@click.option("--trust-unsafe-code", is_flag=True,
+              help="UNSAFE: run code the file carries (Keras Lambda layers, TorchScript / SavedModel file ops, "
+                   "TVM libraries not compiled here). Only for files you trust; see docs/reliability.md.")
 @click.option("--json", "as_json", is_flag=True, help="Print outputs as JSON lists.")
 def command(artifact: str, input_path: str, output_path: str | None, device: str, threads: int | None,
             trust_unsafe_code: bool, as_json: bool) -> None:

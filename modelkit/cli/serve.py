@@ -36,12 +36,15 @@ import click
               help="Versions kept loaded per model; older ones are drained and unloaded.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads per engine.")
+@click.option("--trust-unsafe-code", is_flag=True,
+              help="UNSAFE: run code the file carries (Keras Lambda layers, TorchScript / SavedModel file ops, "
+                   "TVM libraries not compiled here). Only for files you trust; see docs/reliability.md.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def command(paths: tuple[str, ...], host: str, port: int, allow_remote: bool, max_batch_size: int,
             max_delay_ms: float, queue_size: int, max_body_mb: float, max_buffered_mb: float | None,
             body_timeout: float, drain_timeout: float, poll_interval: float, keep_versions: int,
-            device: str, threads: int | None, log_level: str) -> None:
+            device: str, threads: int | None, trust_unsafe_code: bool, log_level: str) -> None:
     """Serve PATHS: artifacts (NAME=PATH to name one) or repository folders laid out NAME/VERSION/artifact.
 
     \b
@@ -68,7 +71,8 @@ def command(paths: tuple[str, ...], host: str, port: int, allow_remote: bool, ma
         max_buffered_bytes=None if max_buffered_mb is None else int(max_buffered_mb * 1024 * 1024),
         body_timeout=body_timeout, drain_timeout=drain_timeout,
         config=ServeConfig(max_batch_size=max_batch_size, max_delay_ms=max_delay_ms, queue_size=queue_size,
-                           device=device, threads=threads, keep_versions=keep_versions))
+                           device=device, threads=threads, keep_versions=keep_versions,
+                           trust_unsafe_code=trust_unsafe_code))
     rc = serve(options)
     if rc != 0:  # the drain timed out: requests are stuck in an engine thread, which interpreter exit would
         logging.shutdown()  # wait for forever; leave now so the exit is bounded

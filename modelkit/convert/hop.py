@@ -5,6 +5,8 @@ A hop that fails parity keeps its artifact under a name that says so (`x.parity-
 its manifest and report, and raises ParityError; a hop that fails otherwise leaves nothing behind.
 A lossy hop (quantized) is judged on the task instead of atol: source and artifact accuracy on labelled
 data go into the manifest (extra["accuracy"]), and a drop above max_accuracy_drop raises AccuracyError.
+`route` picks one of the pair's routes (modelkit.convert.registry.ROUTES; run_hops tries them in order
+through modelkit.convert.routes); the manifest records it and the routes tried before it (extra["route"]).
 The verification inputs (the user's `data`, the training data set, ranges inferred from the model, or
 uniform: modelkit.convert.samples) are chosen before converting, so bad samples fail before any work,
 and recorded in the manifest (extra["verification_inputs"]). `input_spec` gives models that define no
@@ -12,6 +14,7 @@ inputs (subclassed) their inputs, in this process (modelkit.core.keras_inputs).
 """
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -33,52 +36,64 @@ from .verify import compare_models
 
 
 def run_hops(hops: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Run hops in order (a later hop may read an earlier one's artifact); return their summaries."""
-    return [run_hop(**h) for h in hops]
+    """Run hops in order (a later hop may read an earlier one's artifact), each trying its routes
+    (modelkit.convert.routes.run_routes); return their summaries. A hop whose routes in this process all
+    failed, with more routes to go, gives {"failed": [...]}, and convert() goes on with its next route."""
+    from .routes import run_routes
+
+    return [run_routes(**h) for h in hops]
 
 
-def failed_name(dest: Path) -> Path:
-    """`cnn.onnx` -> `cnn.parity-failed.onnx`; `cnn_saved_model` -> `cnn_saved_model.parity-failed`."""
+def failed_name(dest: Path, route: str | None = None) -> Path:
+    """`cnn.onnx` -> `cnn.parity-failed.onnx`; `cnn_saved_model` -> `cnn_saved_model.parity-failed`; a
+    route other than its pair's first keeps its own: `cnn.unrolled.parity-failed.tflite`."""
+    tag = f".{route}" if route else ""
     if dest.suffix and not dest.name.endswith("_saved_model"):
-        return dest.with_name(f"{dest.stem}.parity-failed{dest.suffix}")
-    return dest.with_name(dest.name + ".parity-failed")
+        return dest.with_name(f"{dest.stem}{tag}.parity-failed{dest.suffix}")
+    return dest.with_name(f"{dest.name}{tag}.parity-failed")
 
 
 def run_hop(src: str, dest: str, source: str, target: str, options: dict[str, Any] | None = None,
             verify: bool = True, force: bool = False, trust_unsafe_code: bool = False,
             atol: float | None = None, index: int = 1, total: int = 1, eval_data: str | None = None,
             max_accuracy_drop: float = _q.DEFAULT_MAX_ACCURACY_DROP, data: str | None = None,
-            input_spec: list[Any] | None = None) -> dict[str, Any]:
+            input_spec: list[Any] | None = None, route: str | None = None,
+            tried: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """One route (`route`; default the pair's first) of one hop; `tried`: the routes that failed before it."""
+    edge = get_edge(Format(source), Format(target), route)
     with using_input_spec(input_spec):
-        return _run_hop(src, dest, source, target, options, verify, force, trust_unsafe_code, atol, index, total,
-                        eval_data, max_accuracy_drop, data, input_spec)
+        return _run_hop(src, dest, edge, options, verify, force, trust_unsafe_code, atol, index, total,
+                        eval_data, max_accuracy_drop, data, input_spec, tried or [])
 
 
-def _run_hop(src: str, dest: str, source: str, target: str, options: dict[str, Any] | None, verify: bool,
+def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, verify: bool,
              force: bool, trust_unsafe_code: bool, atol: float | None, index: int, total: int,
              eval_data: str | None, max_accuracy_drop: float, data: str | None,
-             input_spec: list[Any] | None) -> dict[str, Any]:
-    edge = get_edge(Format(source), Format(target))
+             input_spec: list[Any] | None, tried: list[dict[str, Any]]) -> dict[str, Any]:
+    from .routes import for_manifest
+
     src_p, dest_p = Path(src), Path(dest)
     _atomic.check_writable(dest_p, force)
-    opts = {**edge.options, **(options or {})}
+    opts = {**edge.options, **{k: v for k, v in (options or {}).items() if k in edge.options}}
     mode = _q.check_mode(opts["quantize"], edge.target) if "quantize" in opts else "none"
     lossy = _q.is_lossy(mode)
     tolerance = _q.tolerance_for(mode, edge.tolerance)
-    tolerance = tolerance if atol is None else replace(tolerance, atol=float(atol))
+    tolerance = tolerance if atol is None else replace(tolerance, atol=float(atol), float32_floor=False)
     max_drop = _q.check_max_drop(max_accuracy_drop)
     if verify and lossy:  # fail before converting when there is nothing to judge the artifact on
         _q.check_eval_available(_manifest.read(src_p), eval_data)
     call_opts = dict(opts)
     if edge.source == Format.KERAS:
-        check_support(src_p, edge.target)  # typed refusal naming the layer, before any exporter runs
+        check_support(src_p, edge.target, route=edge.route)  # typed refusal naming the layer, before any work
         call_opts["trust_unsafe_code"] = trust_unsafe_code
     src_manifest = _manifest.read(src_p)
     reference, plan = None, None
-    tag = f"[{index}/{total}] {edge.source.value} -> {edge.target.value}"
+    first = get_edge(edge.source, edge.target).route == edge.route
+    tag = f"[{index}/{total}] {edge.source.value} -> {edge.target.value}" + ("" if first else f" (route {edge.route})")
     _atomic.remove_stale_partials(dest_p)
     tmpdir = _atomic.make_partial_dir(dest_p)
     try:
+        _test_pause()
         if verify:  # the source and its verification inputs first: samples that do not fit fail before converting
             reference = _reference(src_p, edge, trust_unsafe_code)
             plan = _plan(reference, src_manifest, data)
@@ -87,6 +102,10 @@ def _run_hop(src: str, dest: str, source: str, target: str, options: dict[str, A
         t0 = time.perf_counter()
         info = edge.func(src_p, tmp, **call_opts)
         seconds = time.perf_counter() - t0
+        if edge.target == Format.TFLITE:  # the converter wrote it here: known good, no sandboxed first open
+            from ..safety_tflite import record_known_good
+
+            record_known_good(tmp)
         from ..runtime import load
 
         candidate = load(tmp)
@@ -102,13 +121,14 @@ def _run_hop(src: str, dest: str, source: str, target: str, options: dict[str, A
         m = _build_manifest(src_p, edge, info, opts, seconds, src_manifest, report, signature)
         if plan is not None:
             m.extra["verification_inputs"] = plan.to_dict()
+        m.extra["route"] = {"taken": edge.route, "tried": for_manifest(tried), **(info.get("route") or {})}
         if input_spec:
             m.extra["input_spec"] = [s.to_dict() for s in parse_input_specs(input_spec)]
         if accuracy is not None:
             m.extra["accuracy"] = accuracy
             print(f"{tag}: {_q.summary(accuracy)}", file=sys.stderr, flush=True)
         if (report is not None and not report.ok) or (accuracy is not None and not accuracy["ok"]):
-            bad = failed_name(dest_p)
+            bad = failed_name(dest_p, None if first else edge.route)
             _atomic.replace(tmp, bad, force=True)
             _manifest.write(bad, m)
             print(f"{tag}: {report.summary()}; kept as {bad.name}", file=sys.stderr, flush=True)
@@ -127,7 +147,7 @@ def _run_hop(src: str, dest: str, source: str, target: str, options: dict[str, A
     print(f"{tag}: wrote {dest_p} in {seconds:.1f} s; {parity}", file=sys.stderr, flush=True)
     return {"format": edge.target.value, "path": str(dest_p), "seconds": seconds,
             "size_bytes": m.size_bytes, "parity": report.to_dict() if report else None,
-            "quantization": m.quantization, "accuracy": accuracy}
+            "quantization": m.quantization, "accuracy": accuracy, "route": m.extra["route"]}
 
 
 def _in_source_order(sig: Any, want: Any) -> Any:
@@ -210,3 +230,14 @@ def _extra(info: dict[str, Any], report: Any, signature: Any) -> dict[str, Any]:
     if dims:
         extra["dynamic_dims"] = dims
     return extra
+
+
+PAUSE_ENV = "MODELKIT_TEST_HOP_PAUSE"
+
+
+def _test_pause() -> None:
+    """Test hook: MODELKIT_TEST_HOP_PAUSE=SECONDS holds a hop that long once its partial output exists, so an
+    interrupt test can land mid-hop however fast the machine converts (interruptible like any work)."""
+    seconds = os.environ.get(PAUSE_ENV)
+    if seconds:
+        time.sleep(float(seconds))

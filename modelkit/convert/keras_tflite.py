@@ -5,8 +5,9 @@ every other dimension the model leaves open, outputs named after the Keras outpu
 SavedModel with a `serving_default` signature and converted with `TFLiteConverter.from_saved_model`:
 variables are frozen into constants and the TFLite signature carries the clean Keras names, which the
 litert engine binds by. Open dimensions stay open (shape_signature -1; the engine resizes per call);
-a recurrent layer is refused (its TensorList ops need static shapes). Only TFLite
-builtin ops are allowed (no Flex/SELECT_TF_OPS, which ai-edge-litert cannot run).
+a recurrent layer is refused (its TensorList ops need static shapes): the pair's second route,
+keras_tflite_unrolled, unrolls it at a fixed length. Only TFLite builtin ops are allowed (no
+Flex/SELECT_TF_OPS, which ai-edge-litert cannot run).
 
 Quantization modes (option `quantize`): none (fp32), fp16 (float16 weights), dynamic-int8 (int8
 weights, activations quantized at run time), int8 (full integer, calibrated on real samples).
@@ -18,7 +19,7 @@ would save those two ops but push scale/zero-point handling onto every caller.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..formats import Format
 from .registry import Tolerance, converter
@@ -33,10 +34,6 @@ SIGNATURE_KEY = "serving_default"
            options={"quantize": "none", "calibration_data": None})
 def keras_to_tflite(src: Path, dest: Path, quantize: str = "none", calibration_data: str | None = None,
                     trust_unsafe_code: bool = False) -> dict[str, Any]:
-    import keras
-    import tensorflow as tf
-    from tensorflow.lite.python.convert_phase import ConverterError  # not exported under tf.lite
-
     from .. import manifest as _manifest
     from ..core.keras_io import keras_signature
     from . import quantize as q
@@ -51,13 +48,31 @@ def keras_to_tflite(src: Path, dest: Path, quantize: str = "none", calibration_d
     with lowerings():  # a causal attention mask TFLite can run at any length (see _tf_lowering)
         saved = shared_saved_model(src, SIGNATURE_KEY, trust_unsafe_code)
     # dimensions the Keras model leaves open stay open (shape_signature -1); the engine resizes per call
+    blob = convert_saved_model(saved, mode, calibration, lambda exc: _refusal(exc, model, sig, mode))
+    dest.write_bytes(blob)
+    return info(mode, calibration, calibration_data)
+
+
+def convert_saved_model(saved: Path, mode: str, calibration: dict[str, Any] | None,
+                        refusal: Callable[[BaseException], Exception]) -> bytes:
+    """TFLite flatbuffer bytes of the `serving_default` signature of the SavedModel at `saved`, builtin ops
+    only; a converter failure is raised as refusal(exc) (a typed error)."""
+    import tensorflow as tf
+    from tensorflow.lite.python.convert_phase import ConverterError  # not exported under tf.lite
+
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[SIGNATURE_KEY])
     _configure(conv, tf, mode, calibration)
     try:
-        blob = conv.convert()
+        return conv.convert()
     except (ConverterError, RuntimeError, ValueError, tf.errors.OpError) as exc:
-        raise _refusal(exc, model, sig, mode) from exc
-    dest.write_bytes(blob)
+        raise refusal(exc) from exc
+
+
+def info(mode: str, calibration: dict[str, Any] | None, calibration_data: str | None) -> dict[str, Any]:
+    """The edge's info for the manifest: quantization, versions, calibration samples."""
+    import keras
+    import tensorflow as tf
+
     versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
     try:
         from importlib.metadata import version
@@ -108,12 +123,40 @@ def _refusal(exc: BaseException, model: Any, sig: Any, mode: str) -> Exception:
                 if type(layer).__name__ in _RNN_CLASSES]
         if rnns:
             return UnsupportedConversionError(
-                f"layer {rnns[0]} cannot be converted to tflite: Keras' recurrent loop lowers to TensorList ops, "
-                "which TFLite's builtin ops express only for a fixed batch and length, and modelkit keeps the "
-                "batch (and any open length) dynamic; formats that convert it: onnx, saved_model")
+                f"layer {rnns[0]} cannot be converted to tflite by the converter route: Keras' recurrent loop "
+                "lowers to TensorList ops, which TFLite's builtin ops express only for a fixed batch and length, "
+                "and modelkit keeps the batch dynamic; formats that convert it: onnx, saved_model (at any "
+                "length), tflite by the 'unrolled' route (at a fixed length)")
+    flex = _flex_refusal(text, model)
+    if flex is not None:
+        return flex
     dynamic = dynamic_dims_text(sig)
     hint = f" (the model has dynamic dimensions: {dynamic}; onnx and saved_model keep them dynamic)" if dynamic else ""
     return ConversionError(f"the TFLite converter failed ({mode}): {_reason(text) or type(exc).__name__}{hint}")
+
+
+def _flex_refusal(text: str, model: Any) -> Exception | None:
+    """A TensorFlow op with no TFLite builtin (the converter asks for Flex ops) as an UnsupportedConversionError
+    naming the Keras layer whose name scope the converter's error locates it in, or None."""
+    import re
+
+    from ..errors import UnsupportedConversionError
+
+    ops = re.search(r"TF Select ops: ([\w, ]+)", text)
+    if ops is None:
+        return None
+    names = [n.strip() for n in ops.group(1).split(",") if n.strip()]
+    paths = [path for op, path in re.findall(r'fused\["(\w+):", "([^"@]+)@', text) if op in names]
+    by_name = {layer.name: layer for layer in _layers(model)}
+    for path in paths:
+        for part in reversed(path.split("/")[:-1]):  # innermost scope first; TF adds "_1" to scope names
+            layer = by_name.get(part) or by_name.get(re.sub(r"_\d+$", "", part))
+            if layer is not None:
+                return UnsupportedConversionError(
+                    f"layer '{layer.name}' ({type(layer).__name__}) cannot be converted to tflite: it runs TensorFlow "
+                    f"op(s) {', '.join(names)}, which are no TFLite builtin ops (they need Flex ops, which "
+                    "ai-edge-litert cannot run); the format that keeps every TensorFlow op: saved_model")
+    return None
 
 
 def dynamic_dims_text(sig: Any) -> str:

@@ -7,6 +7,9 @@ a dict of shapes). `as_functional` wraps the loaded model into a functional mode
 from those build shapes (dtype float32, batch dynamic), so every edge and runtime sees ordinary named
 inputs. Outputs are named after a dict output's keys, else `output_0`, `output_1`, ... in call order.
 
+A model that defines its inputs takes an input spec only to fix dimensions it leaves open (`fix_open_dims`:
+a sequence length to unroll a recurrent layer at); the artifacts then take that size.
+
 A conversion hands its input spec to every hop's process with `using_input_spec`, which load_keras reads.
 """
 from __future__ import annotations
@@ -136,11 +139,7 @@ def ensure_inputs(model: Any, where: str | os.PathLike, specs: Iterable[Any] | N
     (keras_signature then says how to pass an input spec)."""
     given = parse_input_specs(specs) if specs is not None else current_input_spec()
     if has_inputs(model):
-        if given:
-            names = [getattr(t, "name", "?") for t in model.inputs]
-            raise InputError(f"{where}: the model defines its inputs {names}; an input spec is only for models "
-                             "that do not (subclassed models): drop --input-spec / input_spec")
-        return model
+        return fix_open_dims(model, given, where) if given else model
     built = build_structure(model)
     if given:
         was_built = bool(getattr(model, "built", False))
@@ -151,6 +150,40 @@ def ensure_inputs(model: Any, where: str | os.PathLike, specs: Iterable[Any] | N
     if built is None:
         return model
     return as_functional(model, built[0], built[1], where)
+
+
+def fix_open_dims(model: Any, given: tuple[TensorSpec, ...], where: str | os.PathLike) -> Any:
+    """A model that defines its inputs, with dimensions it leaves open fixed by `given` (a sequence length to
+    unroll at: frames:?,12,6): a functional wrapper over inputs of those shapes calling `model` (same layers,
+    same weights, same input and output names). Anything else an input spec would change is refused."""
+    import keras
+
+    from .keras_io import output_names
+
+    names = [getattr(t, "name", "?") for t in model.inputs]
+    by_name = {s.name: s for s in given}
+    fixes = sorted(by_name) == sorted(names) and all(
+        _narrows(tuple(t.shape), str(keras.backend.standardize_dtype(t.dtype)), by_name[n])
+        for n, t in zip(names, model.inputs))
+    if not fixes:
+        raise InputError(f"{where}: the model defines its inputs {names}; an input spec is only for models "
+                         "that do not (subclassed models), or to fix dimensions it leaves open (the same names, "
+                         "ranks and dtypes, e.g. a sequence length to unroll at): drop --input-spec / input_spec")
+    tensors = [keras.Input(batch_shape=by_name[n].shape, dtype=by_name[n].dtype, name=n) for n in names]
+    feed: Any = (dict(zip(names, tensors)) if isinstance(getattr(model, "_inputs_struct", None), dict)
+                 else tensors[0] if len(tensors) == 1 else tensors)
+    outs = keras.tree.flatten(model(feed, training=False))
+    named = [keras.layers.Identity(name=n)(t) for n, t in zip(output_names(model), outs)]
+    return keras.Model(inputs=feed, outputs=named[0] if len(named) == 1 else named, name=model.name)
+
+
+def _narrows(shape: tuple[Any, ...], dtype: str, spec: TensorSpec) -> bool:
+    """Whether `spec` keeps `shape`'s rank, dtype and fixed dims, fixing at least one open non-batch dim."""
+    if len(spec.shape) != len(shape) or spec.dtype != dtype:
+        return False
+    if any(d is not None and s != d for s, d in zip(spec.shape[1:], shape[1:])):
+        return False
+    return any(d is None and s is not None for s, d in zip(spec.shape[1:], shape[1:]))
 
 
 def _load_weights(model: Any, where: str | os.PathLike) -> None:

@@ -8,6 +8,9 @@ Inputs are validated by Signature.bind before they reach the interpreter (a bad 
 TFLite); tensors are resized and re-allocated only when the batch (or another dynamic dim) changes.
 Sizes of dynamic non-batch dimensions the model cannot run at (shorter than a valid convolution) raise
 ShapeError, and the next call resizes afresh.
+The interpreter trusts the flatbuffer's content (a bad index crashes the process), so a file is validated
+and, the first time this machine sees its sha256, opened in a sandboxed child before this process opens
+exactly the bytes that were checked (modelkit.safety_tflite).
 """
 from __future__ import annotations
 
@@ -127,14 +130,17 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, **options:
     p = Path(path)
     if not p.is_file():
         raise LoadError(f"no such TFLite file: {p}")
+    from ..safety_tflite import open_bytes
+
+    data = open_bytes(p)  # validated, and probed in a sandboxed child unless this machine knows its sha256
     try:
-        interpreter = Interpreter(model_path=str(p), num_threads=int(threads) if threads else None)
+        interpreter = Interpreter(model_content=data, num_threads=int(threads) if threads else None)
         _allocate(interpreter)
         return LiteRTModel(p, interpreter)
     except LoadError:
         raise
     except (ValueError, RuntimeError, KeyError, IndexError) as exc:  # a corrupt flatbuffer (names that are not
-        # UTF-8, bogus shapes) or an op the runtime lacks; the interpreter verifies the flatbuffer itself
+        # UTF-8, bogus shapes) or an op the runtime lacks
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise LoadError(f"{p}: ai-edge-litert could not load this model: {text}") from exc
 

@@ -1,4 +1,8 @@
-"""TF SavedModel engine: calls the `serving_default` signature (the one TF Serving uses)."""
+"""TF SavedModel engine: calls the `serving_default` signature (the one TF Serving uses).
+
+A SavedModel's graphs run while it loads (resource initializers) and on every predict, so they are scanned
+first (modelkit.safety_graph): file, Python and network ops are refused unless trust_unsafe_code=True.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -51,7 +55,8 @@ def _spec(name: str, ts: Any) -> TensorSpec:
 
 
 @guard_load("tensorflow")
-def load(path: Path, device: str = "cpu", threads: int | None = None, **options: Any) -> SavedModelModel:
+def load(path: Path, device: str = "cpu", threads: int | None = None, trust_unsafe_code: bool = False,
+         **options: Any) -> SavedModelModel:
     parse_device(device, ("cpu",))
     import os
 
@@ -66,6 +71,10 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, **options:
 
         set_tf_threads(threads)
     from google.protobuf.message import Error as ProtobufError
+
+    from ..safety_graph import check_saved_model
+
+    check_saved_model(path, trust_unsafe_code=trust_unsafe_code)  # before TensorFlow runs any of its graphs
 
     # A corrupt saved_model.pb fails deep inside TF's Python loader with whatever it hits first.
     corrupt = (OSError, ValueError, RuntimeError, tf.errors.OpError, KeyError, TypeError, AttributeError,

@@ -24,7 +24,8 @@ class TorchExportModel(TorchModel):
 def load(path: Path, device: str = "cpu", threads: int | None = None, **options: Any) -> TorchExportModel:
     from ..safety_pickle import check_torch_archive
 
-    check_torch_archive(path)  # torch.export.load unpickles with weights_only=False: scan every pickle first
+    # every pickle (never lifted) and, unless trusted, the code: before torch opens the file
+    check_torch_archive(path, trust_unsafe_code=bool(options.get("trust_unsafe_code")))
     torch = import_torch()
     dev = torch_device(device, threads)
     extra = {SIGNATURE_FILE: ""}

@@ -106,7 +106,8 @@ def resolve_signature(path: Path, embedded: str | bytes | None) -> Signature:
 def load(path: Path, device: str = "cpu", threads: int | None = None, **options: Any) -> TorchScriptModel:
     from ..safety_pickle import check_torch_archive
 
-    check_torch_archive(path)  # every pickle inside names only torch's own rebuilders, before torch opens it
+    # every pickle (never lifted) and, unless trusted, the code: before torch opens the file
+    check_torch_archive(path, trust_unsafe_code=bool(options.get("trust_unsafe_code")))
     torch = import_torch()
     dev = torch_device(device, threads)
     extra = {SIGNATURE_FILE: ""}

@@ -5,6 +5,10 @@ target; inputs are validated against it (Model.predict binds them) before the VM
 to the VM in signature order, and outputs come back as numpy arrays under the signature's names.
 A library built for another machine (aarch64, armv7, CUDA) loads for inspection, but predict
 raises LoadError here: its code cannot run on this CPU.
+
+A library is native code (dlopen runs its constructors), so load() refuses one this machine did not
+compile (modelkit.trust: the local trust store) with UnsafeModelError unless trust_unsafe_code=True.
+The check is repeated on the bytes dlopen will read, right before the first predict loads them.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .. import manifest as _manifest
-from ..errors import EngineNotInstalledError, LoadError
+from ..errors import EngineNotInstalledError, LoadError, UnsafeModelError
 from ..formats import Format
 from .base import Model, parse_device
 from .memory import guard_load
@@ -26,9 +30,11 @@ class TvmModel(Model):
     format = Format.TVM
     engine = "tvm"
 
-    def __init__(self, path: Path, manifest: _manifest.Manifest, device: str, why_not: str | None):
+    def __init__(self, path: Path, manifest: _manifest.Manifest, device: str, why_not: str | None,
+                 trust_unsafe_code: bool = False):
         super().__init__(path, manifest.sig)
         self.manifest = manifest
+        self._trust = trust_unsafe_code
         self.device = device
         self._why_not = why_not  # set when this machine cannot run the library
         self._vm: Any = None
@@ -54,6 +60,7 @@ class TvmModel(Model):
                 why = tvm_cuda_missing() or why
             raise LoadError(f"{self.path.name}: device '{self.device}' is not available here ({why}); the ONNX "
                             "model also runs on a GPU with onnxruntime-gpu: modelkit.load('model.onnx', device='cuda')")
+        check_library(self.path, self.manifest, self._trust)  # the file may have changed since load()
         try:
             lib = tvm.runtime.load_module(str(self.path))
             self._vm = VirtualMachine(lib, dev)
@@ -93,7 +100,8 @@ def host_arch() -> str:
 
 
 @guard_load("tvm")
-def load(path: Path, device: str | None = None, threads: int | None = None, **options: Any) -> TvmModel:
+def load(path: Path, device: str | None = None, threads: int | None = None, trust_unsafe_code: bool = False,
+         **options: Any) -> TvmModel:
     try:
         import tvm  # noqa: F401
     except ImportError as exc:
@@ -102,7 +110,7 @@ def load(path: Path, device: str | None = None, threads: int | None = None, **op
     if m is None or m.format != Format.TVM.value:
         raise LoadError(f"{path}: a TVM library needs the manifest modelkit wrote beside it "
                         f"({path.name}.modelkit.json)")
-    check_library_digest(Path(path), m)
+    check_library(Path(path), m, trust_unsafe_code)
     extra = m.extra or {}
     lib_device = str(extra.get("device") or "cpu")
     device = device or "cpu"
@@ -114,10 +122,27 @@ def load(path: Path, device: str | None = None, threads: int | None = None, **op
         import os
 
         os.environ.setdefault("TVM_NUM_THREADS", str(int(threads)))  # read when TVM's thread pool starts
-    return TvmModel(Path(path), m, device, why_not)
+    return TvmModel(Path(path), m, device, why_not, trust_unsafe_code)
 
 
-def check_library_digest(path: Path, m: _manifest.Manifest) -> None:
+def check_library(path: Path, m: _manifest.Manifest, trust_unsafe_code: bool = False) -> str:
+    """The library must be the file its manifest describes, and one this machine compiled (or trusted by
+    the caller). Returns its sha256."""
+    digest = check_library_digest(path, m)
+    if not trust_unsafe_code:
+        from .. import trust
+
+        if not trust.is_trusted(digest):
+            raise UnsafeModelError(
+                f"{path}: refused to load: a TVM library is native code that runs as soon as it is loaded "
+                f"(dlopen runs its constructors), and this machine did not compile it (sha256 {digest[:12]}… is "
+                f"not in the trust store {trust.describe()}; the sha256 in its manifest only shows that the two "
+                "files travel together). Compile it here with `modelkit compile`, or, if you trust where it "
+                "came from, pass --trust-unsafe-code (trust_unsafe_code=True)")
+    return digest
+
+
+def check_library_digest(path: Path, m: _manifest.Manifest) -> str:
     """A library is native code that dlopen runs: load it only if it is the file modelkit wrote (the
     manifest's sha256). A truncated or modified library can crash the process in dlopen (SIGBUS/SIGSEGV)."""
     if not m.sha256:
@@ -126,6 +151,7 @@ def check_library_digest(path: Path, m: _manifest.Manifest) -> None:
     if digest != m.sha256:
         raise LoadError(f"{path}: the library does not match its manifest (sha256 {digest[:12]}…, manifest says "
                         f"{m.sha256[:12]}…): corrupt or modified; refusing to load it")
+    return digest
 
 
 def _why_not_runnable(path: Path, extra: dict[str, Any]) -> str | None:

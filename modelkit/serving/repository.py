@@ -47,6 +47,7 @@ class ServeConfig:
     device: str = "cpu"
     threads: int | None = None
     keep_versions: int = 1
+    trust_unsafe_code: bool = False  # --trust-unsafe-code: load files that carry code (docs/reliability.md)
 
 
 @dataclass
@@ -269,7 +270,8 @@ class Repository:
     def _load_and_warm(self, artifact: Path) -> Any:
         from ..runtime import load
 
-        model = load(artifact, device=self.config.device, threads=self.config.threads)
+        model = load(artifact, device=self.config.device, threads=self.config.threads,
+                     trust_unsafe_code=self.config.trust_unsafe_code)
         rows = {1, self.config.max_batch_size} if all(s.shape and s.shape[0] is None
                                                       for s in model.signature.inputs) else {1}
         for n in sorted(rows):

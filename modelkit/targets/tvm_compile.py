@@ -138,6 +138,9 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
     t1 = time.perf_counter()
     executable = _build(mod, tvm_target, database)
     _export(executable, dest, tgt)
+    from ..trust import record_library
+
+    record_library(dest)  # compiled here: modelkit.load runs it (by content, so copies stay trusted)
     header = cross.check_library_arch(dest, tgt.arch)
     extra = {"tvm_target": tgt.tvm, "tvm_version": tvm.__version__, "arch": tgt.arch, "device": tgt.device,
              "batch": fixed, "dynamic_batch": fixed is None, "elf": header,

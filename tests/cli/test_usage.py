@@ -106,7 +106,7 @@ REFUSED = [
     (["convert", "{onnx}", "--to", "caffe"], "error: unknown format 'caffe'"),
     (["verify", "{onnx}", "{onnx}", "--atol", "-1"], "Invalid value for '--atol'"),
     (["verify", "{onnx}", "{onnx}", "--batch", "x"], "Invalid value for '--batch'"),
-    (["verify", "{onnx}", "{onnx}", "--data", "{x}"], "Invalid value for '--data'"),
+    (["verify", "{onnx}", "{onnx}", "--data", "{out}/none.npz"], "Invalid value for '--data'"),
     (["bench", "{onnx}", "--batch", "0"], "Invalid value for '--batch'"),
     (["bench", "{onnx}", "--duration", "soon", "--no-baseline"], "error: bad duration 'soon'"),
     (["bench", "{onnx}", "--duration", "1s", "--iterations", "2"], "give --duration or --iterations, not both"),

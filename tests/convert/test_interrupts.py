@@ -19,7 +19,8 @@ def test_sigkill_mid_conversion_leaves_nothing_and_next_run_works(cnn_tf, tmp_pa
     out = tmp_path / "out"
     out.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "modelkit", "convert", str(cnn_tf), "--to", "onnx",
-                             "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "MODELKIT_TEST_HOP_PAUSE": "600"})  # killed mid-hop, however fast
     deadline = time.monotonic() + 90
     while not _partials(out) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -46,7 +47,9 @@ def test_ctrl_c_mid_conversion_stops_the_child_cleanly(cnn_tf, tmp_path):
     SIGINT, so the child deletes its partial output itself before it exits."""
     out = tmp_path / "out"
     out.mkdir()
-    with cli_process("convert", str(cnn_tf), "--to", "onnx", "--out", str(out)) as proc:
+    # the hop holds 600 s once its partial exists: the Ctrl-C lands mid-hop however fast the conversion is
+    with cli_process("convert", str(cnn_tf), "--to", "onnx", "--out", str(out),
+                     env={"MODELKIT_TEST_HOP_PAUSE": "600"}) as proc:
         deadline = time.monotonic() + 90
         while not _partials(out) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -57,6 +57,7 @@ def test_parity_failure_keeps_the_artifact_under_a_name_that_says_so(cnn_tf, tmp
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
 
 
+@pytest.mark.slow  # vacuity in CI: tests/convert/test_verification_inputs.py
 def test_untrained_constant_model_is_a_vacuous_check(tmp_path):
     from modelkit._backend import import_keras
 

@@ -21,8 +21,8 @@ def test_first_edges_are_registered_with_backends_and_tolerances():
 def test_planner_finds_direct_and_multi_hop_chains():
     assert [(e.source, e.target) for e in plan(Format.KERAS, Format.ONNX)] == [(Format.KERAS, Format.ONNX)]
     fake = {
-        (Format.KERAS, Format.ONNX): registry.edges()[(Format.KERAS, Format.ONNX)],
-        (Format.ONNX, Format.TVM): registry.EdgeSpec(Format.ONNX, Format.TVM, "x", len, None, registry.Tolerance()),
+        (Format.KERAS, Format.ONNX): registry.routes(Format.KERAS, Format.ONNX),
+        (Format.ONNX, Format.TVM): (registry.EdgeSpec(Format.ONNX, Format.TVM, "x", len, None, registry.Tolerance()),),
     }
     saved = dict(registry._EDGES)
     try:
@@ -47,9 +47,27 @@ def test_registering_an_unknown_format_fails_at_import_time():
         converter("caffe", Format.ONNX)
 
 
-def test_registering_a_pair_twice_fails():
-    with pytest.raises(ValueError, match="registered twice"):
+def test_registering_a_function_outside_the_route_table_fails():
+    with pytest.raises(ValueError, match=r"is not a route keras -> onnx in modelkit.convert.registry.ROUTES "
+                                         r"\(listed for that pair: modelkit.convert.keras_onnx:keras_to_onnx, "
+                                         r"modelkit.convert.keras_onnx_torch:keras_to_onnx_torch\)"):
         converter(Format.KERAS, Format.ONNX)(lambda src, dest: {})
+    from modelkit.convert.keras_onnx import keras_to_onnx
+
+    with pytest.raises(ValueError, match="is not a route keras -> tflite"):  # its row is another pair's
+        converter(Format.KERAS, Format.TFLITE)(keras_to_onnx)
+
+
+def test_routes_are_tried_in_table_order_with_their_backends():
+    got = {(s.value, t.value): [(e.route, e.backend) for e in specs] for (s, t), specs in registry._load().items()}
+    assert got[("keras", "onnx")] == [("tf2onnx", "tensorflow"), ("torch", "torch")]
+    assert got[("keras", "tflite")] == [("converter", "tensorflow"), ("unrolled", "tensorflow")]
+    assert got[("keras", "pt2")] == [("export", "torch"), ("unrolled", "torch")]
+    assert registry.edges()[(Format.KERAS, Format.ONNX)].route == "tf2onnx"  # a pair's first route
+    assert registry.get_edge(Format.KERAS, Format.ONNX, "torch").func_path.endswith("keras_to_onnx_torch")
+    with pytest.raises(UnsupportedConversionError, match="keras -> onnx has no route 'tvm'; its routes: tf2onnx, "
+                                                         "torch"):
+        registry.get_edge(Format.KERAS, Format.ONNX, "tvm")
 
 
 def test_every_registered_edge_has_a_parity_test():

@@ -76,6 +76,7 @@ def test_dict_inputs_saved_under_torch(saved, tmp_path):
     _check(results, [("left", (None, 5)), ("right", (None, 3))], ["output_0"])
 
 
+@pytest.mark.slow
 def test_list_inputs_and_two_outputs_saved_under_jax(saved, tmp_path):
     results = modelkit.convert(saved["pair"], "tflite,torchscript", out_dir=tmp_path)
     _check(results, [("inputs_0", (None, 4)), ("inputs_1", (None, 4))], ["output_0", "output_1"])
@@ -98,6 +99,7 @@ def _without_build_config(src: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow
 def test_a_file_without_build_shapes_needs_an_input_spec(saved, tmp_path):
     src = _without_build_config(saved["classifier"], tmp_path / "unbuilt.keras")
     with pytest.raises(LoadError, match=r"no defined inputs and its file records no build shapes.*--input-spec "

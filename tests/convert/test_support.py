@@ -61,14 +61,17 @@ def test_refusal_crosses_the_child_process_typed_and_before_any_work(keras, tmp_
     assert issubclass(UnsupportedConversionError, ConversionError)
 
 
-def test_masked_rnn_is_refused_for_pt2_but_not_torchscript(keras, tmp_path):
+def test_masked_rnn_is_refused_by_the_pt2_export_route_only(keras, tmp_path):
     x = keras.Input((6,), dtype="int32", name="tokens")
     h = keras.layers.Embedding(20, 4, mask_zero=True, name="embed")(x)
     src = _save(keras, tmp_path, "masked", x, keras.layers.GRU(3, name="rnn")(h))
     with pytest.raises(UnsupportedConversionError,
-                       match=r"layer 'rnn' \(GRU\) cannot be converted to pt2: it consumes a mask .*specializes "
-                             "the batch size.*convert to torchscript instead"):
-        check_support(src, "pt2")
+                       match=r"layer 'rnn' \(GRU\) cannot be converted to pt2: it consumes a mask .*iterates over "
+                             r"the batch .*fixes the batch size; routes of pt2 that take it: unrolled; formats that "
+                             "take it: onnx, saved_model, tflite, torchscript, tvm$"):
+        check_support(src, "pt2", route="export")
+    check_support(src, "pt2")  # the 'unrolled' route takes it (tests/convert/test_routes.py converts it)
+    check_support(src, "pt2", route="unrolled")
     check_support(src, "torchscript")
     x2 = keras.Input((6,), dtype="int32", name="tokens")  # the same RNN without a mask is fine
     h2 = keras.layers.Embedding(20, 4, name="embed")(x2)

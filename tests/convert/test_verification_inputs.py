@@ -36,12 +36,13 @@ def test_mobilenet_v3_with_include_preprocessing_converts_on_its_pixel_range(ker
     src = tmp_path / "mnv3.keras"
     model.save(src)
     name = modelkit.load(src).signature.input_names[0]
+    rescaling = next(layer.name for layer in model.layers if isinstance(layer, keras.layers.Rescaling))
     results = modelkit.convert(src, "onnx,tflite,saved_model", out_dir=tmp_path)
     assert sorted(r.format for r in results) == ["onnx", "saved_model", "tflite"]
     for r in results:
         assert r.parity["ok"], (r.format, r.parity)
         assert r.parity["inputs"] == (f"ranges inferred from the model: '{name}' in [0, 255) (Rescaling "
-                                      "'rescaling': x * 0.007843 - 1 lands in [-1, 1])")
+                                      f"'{rescaling}': x * 0.007843 - 1 lands in [-1, 1])")
         assert r.parity["outputs"][0]["spread"] > 1e-3  # the reference really varies on these inputs
         extra = json.loads(manifest_path(r.path).read_text())["extra"]["verification_inputs"]
         assert extra["source"] == "inferred" and extra["ranges"][name]["high"] == pytest.approx(255)

@@ -68,6 +68,7 @@ def test_same_study_dir_continues(study) -> None:
     assert summary["search"]["best_score"] >= first["search"]["best_score"]
 
 
+@pytest.mark.slow
 def test_median_rule_prunes_a_bad_trial(tmp_path: Path) -> None:
     """Seed 3 tries learning rates 0.03 and 0.02 first (both finish), then 1e-6: after its first epoch it is
     below the median of the finished trials at that epoch, so it is stopped there."""

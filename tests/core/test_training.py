@@ -29,7 +29,7 @@ def _leftovers(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if p.name.startswith(".")]
 
 
-@pytest.mark.parametrize("backend", ["tensorflow", "torch"])
+@pytest.mark.parametrize("backend", ["tensorflow", pytest.param("torch", marks=pytest.mark.slow)])
 def test_cnn_on_digits_reaches_090(keras, tmp_path: Path, backend: str) -> None:
     out = tmp_path / f"cnn-{backend}.keras"
     summary = _child.run("modelkit.core.train:train",

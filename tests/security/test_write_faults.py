@@ -91,6 +91,7 @@ def test_sigkill_during_convert_at_random_points(artifacts, tmp_path):
     assert len(seen) == KILLS
 
 
+@pytest.mark.slow  # the same atomic writer as convert, through the TVM edge
 def test_sigkill_during_compile_at_random_points(artifacts, tmp_path):
     pytest.importorskip("tvm")
     out = tmp_path / "out"

@@ -68,6 +68,7 @@ def test_record_count_ignores_a_line_cut_by_an_interrupt(tmp_path):
     assert tuning.count_records(tmp_path) == 2
 
 
+@pytest.mark.slow
 def test_budget_stops_tuning_within_one_batch_then_the_spent_budget_is_reused(converted, tmp_path):
     """MetaSchedule's own schedulers cannot stop before every task was tried once; modelkit's stops at the
     first batch that ends after the budget, with each batch committed as it is measured."""
@@ -87,6 +88,7 @@ def test_budget_stops_tuning_within_one_batch_then_the_spent_budget_is_reused(co
     assert again.tuning["reused"] is True and again.tuning["trials_run"] == 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_the_first_round_keeps_the_records_and_the_next_run_resumes(converted, tmp_path):
     """A real SIGINT to `modelkit compile --budget 10m` while the first of 9 tasks has been measured."""
     import time

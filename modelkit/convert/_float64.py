@@ -1,0 +1,147 @@
+"""Float32's own error on a reference's outputs, which no absolute tolerance can undercut.
+
+A float32 network carries rounding error that grows with depth and with the size of its activations, and
+every engine sums in its own order. Measured on ResNet50 (32x32, 10 classes, BatchNorm statistics from
+real-ish batches; softmax outputs): eager Keras under TensorFlow is 6.2e-5 away from the float64
+evaluation of the very same model at batch 7 (8e-8 at batch 1, another kernel path), while the
+SavedModel, ONNX, TFLite and TVM artifacts are 1.5e-5, 3.3e-5, 6.3e-5 and 4.6e-5 away from it: each as
+exact as the reference, yet up to 6e-5 away from the reference, above the SavedModel edge's 1e-5.
+And outputs in the hundred thousands (a price) are float32 numbers 0.016 apart: an MLP whose last Dense
+sums 256 terms onto a bias of 250000 comes out of XNNPACK 7 to 11 ulps from the float64 value (it starts
+the sum at the bias: sqrt(256)/2 ulps), of TensorFlow 0.6 ulps, so TFLite is 0.1 away where atol is 1e-4.
+
+So when an output exceeds its edge's atol, compare_models lifts each case's atol to the larger of
+ - FLOOR_FACTOR x the reference's own error on that case, |float32 reference - float64 reference|, when the
+   reference is a Keras model (two float32 evaluations each within the floor of the truth differ by at
+   most twice it; twice more is the room for a kernel less exact than the reference's), and
+ - OUTPUT_ULPS float32 ulps of the case's largest |output| (a sum of K terms at the output's scale strays
+   sqrt(K)/2 ulps: 32 covers K = 4096),
+never above MAX_RELATIVE of that largest |output|. The floor and the atol applied are recorded in the
+parity report. A wrong artifact (a layout, op or weight mistake) is off by 1e-2 and more relative to the
+outputs, far above all three.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Any, Mapping
+
+import numpy as np
+
+FLOOR_FACTOR = 4.0
+OUTPUT_ULPS = 32
+# the floor never lifts a case's atol above this fraction of the largest |output| of that case: a model whose
+# own float32 error is larger than that is numerically ill-conditioned, and its artifacts fail as before
+MAX_RELATIVE = 1e-3
+
+
+def case_atols(atol: float, floor: list[float], refs: list[np.ndarray]) -> list[float]:
+    """Per case: max(atol, FLOOR_FACTOR x floor, OUTPUT_ULPS ulps of the largest |output|), capped at
+    MAX_RELATIVE x that largest |output| (never below atol); a floor that is nan was not measured."""
+    out = []
+    for f, ref in zip(floor, refs):
+        scale = float(np.max(np.abs(ref.astype(np.float64)), initial=0.0))
+        ulps = OUTPUT_ULPS * float(np.spacing(np.float32(scale)))
+        lifted = max(FLOOR_FACTOR * f if np.isfinite(f) else 0.0, ulps)
+        out.append(max(atol, min(lifted, MAX_RELATIVE * scale)))
+    return out
+
+
+class Float64Twin:
+    """Runs the reference's Keras model in float64 (float inputs cast up); None-safe: see `for_reference`."""
+
+    def __init__(self, model: Any, signature: Any):
+        self.model = model
+        self.signature = signature
+
+    @classmethod
+    def for_reference(cls, reference: Any) -> "Float64Twin | None":
+        """The float64 twin of a Keras reference (built once and kept on it), or None when the reference is no
+        Keras model or cannot be rebuilt in float64 (then the edge's atol stands alone)."""
+        cached = _cached(reference)
+        if cached is not None:
+            return cached or None
+        twin = None
+        model = _keras_model(reference)
+        if model is not None:
+            try:
+                twin = cls(_rebuild_float64(model), reference.signature)
+            except Exception:  # noqa: BLE001 - any layer that cannot run in float64: no floor, atol stands
+                twin = None
+        _remember(reference, twin)
+        return twin
+
+    def predict(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from ..core.keras_io import call_model
+
+        wide = {k: (v.astype(np.float64) if v.dtype.kind == "f" else v) for k, v in feed.items()}
+        return call_model(self.model, wide, self.signature)
+
+
+def floors(twin: Float64Twin, feeds: list[Mapping[str, np.ndarray]], refs: Mapping[str, list[np.ndarray]]
+           ) -> dict[str, list[float]]:
+    """Per output, per case: max |float32 reference - float64 reference| (inf where the twin fails)."""
+    out: dict[str, list[float]] = {name: [] for name in refs}
+    for i, feed in enumerate(feeds):
+        try:
+            wide = twin.predict(feed)
+        except Exception:  # noqa: BLE001 - the twin failed on this case: no floor for it
+            wide = {}
+        for name in refs:
+            a = refs[name][i].astype(np.float64)
+            b = wide.get(name)
+            ok = b is not None and np.shape(b) == a.shape
+            out[name].append(float(np.max(np.abs(a - np.asarray(b, np.float64)), initial=0.0)) if ok
+                             else float("inf"))
+    return out
+
+
+def _rebuild_float64(model: Any) -> Any:
+    import keras
+
+    twin = model.__class__.from_config(_widen(model.get_config()))
+    weights = model.get_weights()
+    twin.set_weights([w.astype(np.float64) if w.dtype.kind == "f" else w for w in weights])
+    probe = twin.get_weights()
+    if len(probe) != len(weights) or any(a.shape != b.shape for a, b in zip(probe, weights)):
+        raise ValueError("the float64 twin has other weights")
+    if keras.backend.standardize_dtype(twin.outputs[0].dtype) != "float64":
+        raise ValueError("the twin does not compute in float64")
+    return twin
+
+
+def _widen(node: Any) -> Any:
+    """The config with every float32 dtype (policies, input layers) made float64."""
+    if isinstance(node, dict):
+        if node.get("class_name") == "DTypePolicy" and isinstance(node.get("config"), dict):
+            name = node["config"].get("name")
+            return {**node, "config": {**node["config"], "name": "float64" if name == "float32" else name}}
+        return {k: ("float64" if k == "dtype" and v == "float32" else _widen(v)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_widen(v) for v in node]
+    return node
+
+
+def _keras_model(reference: Any) -> Any:
+    from .samples import _keras_model as find
+
+    return find(reference)
+
+
+_TWINS: "weakref.WeakKeyDictionary[Any, Float64Twin | bool]" = weakref.WeakKeyDictionary()  # keras model -> twin
+
+
+def _cached(reference: Any) -> Any:
+    model = _keras_model(reference)
+    try:
+        return _TWINS.get(model) if model is not None else False
+    except TypeError:  # not weak-referenceable or hashable: no cache
+        return None
+
+
+def _remember(reference: Any, twin: Float64Twin | None) -> None:
+    model = _keras_model(reference)
+    try:
+        if model is not None:
+            _TWINS[model] = twin if twin is not None else False
+    except TypeError:
+        pass
