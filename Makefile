@@ -24,13 +24,14 @@ demo: setup  # `make demo ARGS=--tune` runs a short hyperparameter search first
 	$(PY) scripts/demo.py --out demo-out $(ARGS)
 
 test: setup
-	$(PY) -m pytest tests -q -p no:cacheprovider --durations=20
+	$(PY) -X faulthandler -m pytest tests -q -p no:cacheprovider --durations=20  # a native crash, even at exit, prints every thread's stack
 
 bench: setup
 	$(PY) benchmarks/run_all.py
 
 lint: setup
 	$(VENV)/bin/ruff check modelkit tests scripts benchmarks
+	$(VENV)/bin/lint-imports  # the layering in docs/design.md (contracts in pyproject.toml)
 
 clean:
 	rm -rf demo-out bench-out .pytest_cache

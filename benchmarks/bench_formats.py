@@ -68,7 +68,7 @@ def sources(models: Path, image_size: int) -> list[Path]:
 def convert_all(src: Path, out_dir: Path) -> list[Path]:
     """Every format reachable from .keras, one target at a time so one failing edge spares the rest."""
     import modelkit
-    from modelkit.convert import output_path, parse_targets
+    from modelkit.converters import output_path, parse_targets
     from modelkit.formats import Format
 
     done = []

@@ -27,9 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.update({"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0", "PYTHONWARNINGS": "ignore"})
 
+from tests.helpers import (  # noqa: E402
+    ServerProcess,
+    add_version,  # noqa: E402
+    call,
+    metrics,
+)
 from tests.security import _load  # noqa: E402
-from tests.serving.conftest import ServerProcess, call, metrics  # noqa: E402
-from tests.serving.test_lifecycle import add_version  # noqa: E402
 
 
 def serving(work: Path, total: int, concurrency: int) -> list[tuple[str, str]]:
@@ -112,8 +116,8 @@ def serving(work: Path, total: int, concurrency: int) -> list[tuple[str, str]]:
 
 
 def fuzz(work: Path, per_format: int) -> list[tuple[str, str]]:
+    from tests.helpers import LoadWorker
     from tests.security._build import build_all, build_tvm
-    from tests.security.conftest import LoadWorker
 
     arts = build_all(work / "arts")
     arts["tvm"] = build_tvm(work / "tvm", arts["onnx"])

@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--duration", default="2s", help="timed calls per engine")
     ap.add_argument("--models", default="cnn,mobilenetv2", help="which of cnn, mobilenetv2 to run")
     args = ap.parse_args()
-    from modelkit.cli._common import table
+    from modelkit._text import table
 
     wanted = {m.strip() for m in args.models.split(",") if m.strip()}
     out = Path(args.out)

@@ -1,7 +1,7 @@
 """`make bench`: run every benchmarks/bench_*.py script and index their reports in bench-out/.
 
 Each script runs in its own process with BENCH_OUT set to the output folder; a failing script is
-reported and the others still run. Last, benchmarks/targets.py prints the performance-target table
+reported and the others still run. Last, benchmarks/perf_targets.py prints the performance-target table
 (BENCH_QUICK=1 adds --quick; BENCH_TVM_BUDGET sets --tvm-budget, default 20m, cached after the first
 run). Exit code 1 if any script failed.
 """
@@ -26,7 +26,7 @@ def main() -> int:
     if os.environ.get("BENCH_QUICK") == "1":
         targets_args.append("--quick")
     runs = [(s, []) for s in sorted((ROOT / "benchmarks").glob("bench_*.py"))]
-    runs.append((ROOT / "benchmarks" / "targets.py", targets_args))
+    runs.append((ROOT / "benchmarks" / "perf_targets.py", targets_args))
     for script, extra in runs:
         print(f"=== {script.name}", flush=True)
         t0 = time.perf_counter()

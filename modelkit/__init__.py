@@ -24,8 +24,8 @@ def load(path: Any, device: str = "cpu", threads: int | None = None, **options: 
 
 
 def convert(source: Any, to: Any, **options: Any) -> Any:
-    """Convert a model to one or more formats, verifying each hop (see modelkit.convert.convert)."""
-    from .convert import convert as _convert
+    """Convert a model to one or more formats, verifying each hop (see modelkit.converters.convert)."""
+    from .converters import convert as _convert
 
     return _convert(source, to, **options)
 
@@ -38,7 +38,7 @@ def compile(model: Any, target: Any = "server-cpu", **options: Any) -> Any:  # n
 
 
 def verify(a: Any, b: Any, **options: Any) -> Any:
-    """Compare two artifacts on the same seeded inputs (see modelkit.convert.verify.verify_artifacts)."""
-    from .convert.verify import verify_artifacts
+    """Compare two artifacts on the same seeded inputs (see modelkit.converters.verify.verify_artifacts)."""
+    from .converters.verify import verify_artifacts
 
     return verify_artifacts(a, b, **options)

@@ -5,7 +5,8 @@ import os
 import sys
 from types import ModuleType
 
-from .errors import BackendError, EngineNotInstalledError
+from ._require import BACKEND_EXTRAS, require
+from .errors import BackendError
 
 BACKENDS = ("tensorflow", "torch", "jax")
 DEFAULT_BACKEND = "tensorflow"
@@ -43,9 +44,6 @@ def import_keras(backend: str | None = None) -> ModuleType:
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
     os.environ["KERAS_BACKEND"] = want
-    try:
-        import keras
-    except ImportError as exc:
-        raise EngineNotInstalledError(f"Keras with the {want} backend is not installed ({exc}); "
-                                      "install modelkit[all]") from exc
-    return keras
+    if want != "tensorflow":  # the backend's own framework first: Keras imports it at its first import
+        require(want, BACKEND_EXTRAS[want], f"Keras with the {want} backend")
+    return require("keras", BACKEND_EXTRAS[want], f"Keras with the {want} backend")

@@ -37,7 +37,7 @@ def main() -> int:
     args = ap.parse_args()
 
     import modelkit
-    from modelkit.cli._common import human_size, table
+    from modelkit._text import human_size, table
     from modelkit.core.data import test_split
     from modelkit.core.train import train
     from modelkit.manifest import read as read_manifest

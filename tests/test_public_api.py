@@ -4,14 +4,14 @@ import importlib
 import numpy as np
 
 import modelkit
-from tests.conftest import make_tiny_onnx
+from tests.helpers import make_tiny_onnx
 
 
 def test_public_names_exist():
     for name in modelkit.__all__:
         assert hasattr(modelkit, name), name
-    importlib.import_module("modelkit.convert")  # importing the package must not shadow the function
-    assert callable(modelkit.convert)
+    importlib.import_module("modelkit.converters")  # the package has its own name: no shadowing
+    assert callable(modelkit.convert) and modelkit.convert.__module__ == "modelkit"
 
 
 def test_compile_and_verify_from_the_top_level(tmp_path):

@@ -50,7 +50,7 @@ def table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def text_table(result: dict[str, Any]) -> str:
     """The terminal table, with a footnote on the baselines and the peak estimate."""
-    from ..cli._common import table
+    from .._text import table
 
     headers, rows = table_rows(result)
     m = result["machine"]

@@ -49,8 +49,8 @@ def measure(artifact: str, mode: str, batches: list[int], threads: int | None, d
             os.environ[var] = str(threads)
     rss_start = peak_rss_bytes()
     from .. import manifest as _manifest
-    from ..convert.hop import reference_data
-    from ..convert.verify import make_inputs
+    from ..converters.hop import reference_data
+    from ..converters.verify import make_inputs
     from ..runtime import load
 
     path = Path(artifact)

@@ -66,7 +66,7 @@ def command(source: str, to: str, out_dir: str | None, force: bool, no_verify: b
     A pair with several routes tries them in order; the manifest (extra.route), --json and a line
     under the table say which route a hop took and why the ones before it failed.
     """
-    from ..convert import convert
+    from ..converters import convert
 
     check_outputs(out_dir)
     given = {"opset": opset, "quantize": quantize, "calibration_data": calibration_data, "eval_data": eval_data,
@@ -84,7 +84,7 @@ def command(source: str, to: str, out_dir: str | None, force: bool, no_verify: b
         acc = "-" if not r.accuracy else f"{r.accuracy['artifact_accuracy']:.4f} ({r.accuracy['drop']:+.4f})"
         rows.append([r.format, r.path, human_size(r.size_bytes), f"{r.seconds:.1f} s", parity, err, acc])
     click.echo(table(["format", "path", "size", "time", "parity", "max abs err", "accuracy (drop)"], rows))
-    from ..convert.routes import describe
+    from ..converters.routes import describe
 
     for r in results:  # hops that did not take their pair's first route say which one and why
         line = describe(r.route)

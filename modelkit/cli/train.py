@@ -12,9 +12,9 @@ from typing import Any
 import click
 
 from .._backend import BACKENDS
+from ..core.catalog import MODELS
 from ..core.config import OPTIMIZERS, SCHEDULES
 from ..core.data import DATASETS
-from ..core.zoo import MODELS
 from ._common import check_outputs
 
 _MODELS_HELP = ", ".join(MODELS)

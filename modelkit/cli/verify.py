@@ -37,7 +37,7 @@ def command(reference: str, candidate: str, atol: float | None, batches: tuple[i
     """
     from pathlib import Path
 
-    from ..convert.verify import verify_artifacts
+    from ..converters.verify import verify_artifacts
 
     samples = read_inputs(data) if data else None
     if samples is not None and not isinstance(samples, dict):

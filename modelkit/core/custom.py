@@ -165,12 +165,6 @@ def import_from_env() -> list[ModuleType]:
     return import_all(env_imports())
 
 
-def exported_imports(specs: list[str]) -> str:
-    """The MODELKIT_IMPORTS value that makes child processes import `specs` too (merged, in order)."""
-    merged = list(dict.fromkeys([*env_imports(), *specs]))
-    return ",".join(merged)
-
-
 def load_builder(model: str) -> tuple[Callable[..., Any], str]:
     """The function named by 'path/to/file.py:function', and the file's absolute path."""
     path, _, func = model.rpartition(":")

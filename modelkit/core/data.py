@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TrainingError
-from .zoo import MODELS
+from .catalog import MODELS
 
 # name -> one-line description (shown by `modelkit train --help`)
 DATASETS: dict[str, str] = {

@@ -29,7 +29,7 @@ def is_hdf5(path: str | os.PathLike) -> bool:
 
 def check_keras_archive(path: str | os.PathLike) -> dict[str, Any]:
     """Open a .keras zip (or a legacy .h5) without running anything: check its members, return its config."""
-    from ..safety_archive import check_zip_members
+    from ..safety.archive import check_zip_members
 
     p = Path(path)
     if is_hdf5(p):
@@ -73,12 +73,12 @@ def load_keras(path: str | os.PathLike, trust_unsafe_code: bool = False, compile
                backend: str | None = None, input_spec: Any = None) -> Any:
     """Load a .keras (or legacy .h5) model with Keras safe_mode on (off only with trust_unsafe_code=True).
 
-    The config is scanned first (modelkit.safety_keras): Lambda layers, TFSMLayers and any callable
+    The config is scanned first (modelkit.safety.keras): Lambda layers, TFSMLayers and any callable
     outside Keras that is not registered in this process are refused before Keras sees the file.
     A model without defined inputs (subclassed) comes back wrapped in a functional model over named
     inputs: `input_spec` (or the conversion's, modelkit.core.keras_inputs), else its saved build shapes.
     """
-    from ..safety_keras import check_keras_config
+    from ..safety.keras import check_keras_config
 
     p = Path(path)
     if not p.is_file():

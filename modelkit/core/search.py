@@ -28,7 +28,8 @@ import numpy as np
 
 from .. import _atomic, _child, manifest
 from .._backend import import_keras, loaded_backend
-from ..errors import EngineNotInstalledError, TrainingError
+from .._require import require
+from ..errors import TrainingError
 from . import custom, recipe
 from . import data as _data
 from .config import OPTIMIZERS, SCHEDULES, TrainConfig, parse_budget
@@ -90,11 +91,7 @@ def search(cfg: TrainConfig) -> dict[str, Any]:
 def _search_here(config: dict[str, Any]) -> dict[str, Any]:
     cfg = TrainConfig(**config) if isinstance(config, dict) else config
     keras = import_keras(cfg.backend)
-    try:
-        import keras_tuner as kt
-    except ImportError as exc:
-        raise EngineNotInstalledError(f"hyperparameter search needs KerasTuner ({exc}); "
-                                      "install modelkit[tune]") from exc
+    kt = require("keras_tuner", "tune", "KerasTuner (hyperparameter search)")
     from .keras_io import keras_signature
 
     custom.import_all(cfg.imports)
@@ -234,7 +231,7 @@ def results_table(tuner: Any, curves: dict[str, dict[str, Any]]) -> list[dict[st
 
 
 def format_table(rows: list[dict[str, Any]], score_name: str) -> str:
-    from ..cli._common import table
+    from .._text import table
 
     keys = [k for k in rows[0] if k not in ("trial", "status", "score", "epochs", "pruned_at_epoch")] if rows else []
     body = [[r["trial"], r["status"].lower(), "-" if r["score"] is None else f"{r['score']:.4f}", r["epochs"],

@@ -10,25 +10,7 @@ from typing import Any
 
 from .._backend import import_keras
 from ..errors import TrainingError
-
-# name -> one-line description (shown by `modelkit train --help`)
-MODELS: dict[str, str] = {
-    "mlp": "dense network; input 'features' (64,), output 'probs'",
-    "cnn": "small conv net with batch norm; input 'image' (8, 8, 1), output 'probs'",
-    "multi_io": "two inputs 'image' (8, 8, 1) + 'features' (8,); outputs 'probs' and 'intensity' (1,)",
-    "mobilenetv2": "keras.applications.MobileNetV2 (random init, alpha 0.35); input 'image' (32, 32, 3), "
-                   "output 'probs'",
-    "lstm": "LSTM over the 8 image rows; input 'sequence' (8, 8), output 'probs'",
-    "gru": "GRU over the 8 image rows; input 'sequence' (8, 8), output 'probs'",
-    "transformer": "small transformer encoder over the 8 image rows (Dense projection + learned positional "
-                   "embedding, MultiHeadAttention, LayerNormalization); input 'sequence' (8, 8), output 'probs'",
-    "separable": "depthwise-separable conv net; input 'image' (8, 8, 1), output 'probs'",
-    "autoencoder": "conv autoencoder (Conv2D, Conv2DTranspose, UpSampling2D); input 'image' (8, 8, 1), "
-                   "output 'reconstruction' (8, 8, 1)",
-}
-# what each model's first output is: class probabilities, or a reconstruction of its input
-TASKS: dict[str, str] = {name: "classification" for name in MODELS} | {"autoencoder": "reconstruction"}
-SEQUENCE_MODELS = ("lstm", "gru", "transformer")
+from .catalog import MODELS, TASKS  # noqa: F401  (zoo.MODELS is the public table)
 
 # Batch-norm moving statistics must settle within a few short epochs on small data; Keras' default
 # momentum (0.99) would leave them far from the data's after ~100 steps and ruin test accuracy.

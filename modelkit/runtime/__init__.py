@@ -5,12 +5,12 @@ loading an ONNX model) never imports TensorFlow, torch or JAX.
 """
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import EngineNotInstalledError, FormatError
+from .._require import require
+from ..errors import FormatError
 from ..formats import Format, check_regular, detect
 from .base import Model
 
@@ -44,9 +44,5 @@ def load(path: str | os.PathLike, device: str = "cpu", threads: int | None = Non
         raise FormatError(f"no runtime engine for format '{fmt.value}' yet; "
                           f"loadable formats: {', '.join(f.value for f in ENGINES)}")
     module_name, extra = ENGINES[fmt]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise EngineNotInstalledError(f"the engine for {fmt.value} is not installed ({exc.name}); "
-                                      f"pip install 'modelkit[{extra}]'") from exc
+    module = require(module_name, extra, f"the engine for {fmt.value}")
     return module.load(p, device=device, threads=threads, **options)

@@ -18,7 +18,6 @@ from ..formats import Format
 from ..spec import Signature
 from .memory import predict_error
 
-DEVICES = ("cpu", "cuda")
 MAX_INPUT_BYTES = int(os.environ.get("MODELKIT_MAX_INPUT_BYTES", str(4 * 1024**3)))
 
 

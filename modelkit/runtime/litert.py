@@ -10,7 +10,7 @@ Sizes of dynamic non-batch dimensions the model cannot run at (shorter than a va
 ShapeError, and the next call resizes afresh.
 The interpreter trusts the flatbuffer's content (a bad index crashes the process), so a file is validated
 and, the first time this machine sees its sha256, opened in a sandboxed child before this process opens
-exactly the bytes that were checked (modelkit.safety_tflite).
+exactly the bytes that were checked (modelkit.safety.tflite).
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from .. import manifest as _manifest
-from ..errors import EngineNotInstalledError, LoadError, ShapeError
+from .._require import require
+from ..errors import LoadError, ShapeError
 from ..formats import Format
 from ..spec import Signature, TensorSpec
 from .base import Model, order_outputs, parse_device
@@ -123,18 +124,20 @@ def _spec(name: str, d: dict[str, Any]) -> TensorSpec:
 def load(path: Path, device: str = "cpu", threads: int | None = None, **options: Any) -> LiteRTModel:
     """Load a .tflite file with ai-edge-litert; threads -> the interpreter's num_threads."""
     parse_device(device, ("cpu",))
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError as exc:
-        raise EngineNotInstalledError("ai-edge-litert is not installed; pip install 'modelkit[tflite]'") from exc
+    Interpreter = require("ai_edge_litert.interpreter", "tflite", "ai-edge-litert").Interpreter
     p = Path(path)
     if not p.is_file():
         raise LoadError(f"no such TFLite file: {p}")
-    from ..safety_tflite import open_bytes
+    from ..safety.tflite import open_bytes
 
     data = open_bytes(p)  # validated, and probed in a sandboxed child unless this machine knows its sha256
     try:
         interpreter = Interpreter(model_content=data, num_threads=int(threads) if threads else None)
+        # the native interpreter reads the model's buffer without owning it, and the Python wrapper stores
+        # `_model_content` before `_interpreter`: an object's attributes are released in insertion order, so
+        # the bytes would go first. Re-inserted last, they outlive the native interpreter in every teardown.
+        if "_model_content" in vars(interpreter):
+            interpreter._model_content = vars(interpreter).pop("_model_content")
         _allocate(interpreter)
         return LiteRTModel(p, interpreter)
     except LoadError:

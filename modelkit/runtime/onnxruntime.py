@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 
 from .. import manifest as _manifest
-from ..errors import EngineNotInstalledError, LoadError
+from .._require import require
+from ..errors import LoadError
 from ..formats import Format
 from ..spec import Signature, TensorSpec
 from .base import Model, order_outputs, parse_device
@@ -82,10 +83,7 @@ def _spec(node: Any) -> TensorSpec:
 @guard_load("onnxruntime")
 def load(path: Path, device: str = "cpu", threads: int | None = None, **options: Any) -> OnnxModel:
     kind, index = parse_device(device, ("cpu", "cuda"))
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise EngineNotInstalledError("onnxruntime is not installed; pip install 'modelkit[onnx]'") from exc
+    ort = require("onnxruntime", "onnx")
     check_external_data(path)
     so = ort.SessionOptions()
     if threads:

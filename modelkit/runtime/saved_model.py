@@ -1,7 +1,7 @@
 """TF SavedModel engine: calls the `serving_default` signature (the one TF Serving uses).
 
 A SavedModel's graphs run while it loads (resource initializers) and on every predict, so they are scanned
-first (modelkit.safety_graph): file, Python and network ops are refused unless trust_unsafe_code=True.
+first (modelkit.safety.graph): file, Python and network ops are refused unless trust_unsafe_code=True.
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, trust_unsa
         set_tf_threads(threads)
     from google.protobuf.message import Error as ProtobufError
 
-    from ..safety_graph import check_saved_model
+    from ..safety.graph import check_saved_model
 
     check_saved_model(path, trust_unsafe_code=trust_unsafe_code)  # before TensorFlow runs any of its graphs
 

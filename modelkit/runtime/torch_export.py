@@ -22,7 +22,7 @@ class TorchExportModel(TorchModel):
 
 @guard_load("torch.export")
 def load(path: Path, device: str = "cpu", threads: int | None = None, **options: Any) -> TorchExportModel:
-    from ..safety_pickle import check_torch_archive
+    from ..safety.pickles import check_torch_archive
 
     # every pickle (never lifted) and, unless trusted, the code: before torch opens the file
     check_torch_archive(path, trust_unsafe_code=bool(options.get("trust_unsafe_code")))

@@ -13,13 +13,14 @@ from typing import Any
 import numpy as np
 
 from .. import manifest as _manifest
-from ..errors import EngineNotInstalledError, LoadError, ShapeError
+from .._require import require
+from ..errors import LoadError, ShapeError
 from ..formats import Format
 from ..spec import Signature
 from .base import Model, parse_device
 from .memory import guard_load
 
-SIGNATURE_FILE = "modelkit_signature.json"  # same name as modelkit.convert._torch_module.SIGNATURE_FILE
+SIGNATURE_FILE = "modelkit_signature.json"  # same name as modelkit.converters._torch_module.SIGNATURE_FILE
 
 
 class TorchModel(Model):
@@ -69,11 +70,7 @@ def _writable(arr: np.ndarray) -> np.ndarray:
 
 
 def import_torch() -> Any:
-    try:
-        import torch
-    except ImportError as exc:
-        raise EngineNotInstalledError("torch is not installed; pip install 'modelkit[torch]'") from exc
-    return torch
+    return require("torch", "torch")
 
 
 def torch_device(device: str, threads: int | None) -> str:
@@ -104,7 +101,7 @@ def resolve_signature(path: Path, embedded: str | bytes | None) -> Signature:
 
 @guard_load("torch.jit")
 def load(path: Path, device: str = "cpu", threads: int | None = None, **options: Any) -> TorchScriptModel:
-    from ..safety_pickle import check_torch_archive
+    from ..safety.pickles import check_torch_archive
 
     # every pickle (never lifted) and, unless trusted, the code: before torch opens the file
     check_torch_archive(path, trust_unsafe_code=bool(options.get("trust_unsafe_code")))

@@ -18,12 +18,11 @@ from typing import Any
 import numpy as np
 
 from .. import manifest as _manifest
-from ..errors import EngineNotInstalledError, LoadError, UnsafeModelError
+from .._require import require
+from ..errors import LoadError, UnsafeModelError
 from ..formats import Format
 from .base import Model, parse_device
 from .memory import guard_load
-
-_MACHINE_ARCH = {62: "x86_64", 183: "aarch64", 40: "armv7"}
 
 
 class TvmModel(Model):
@@ -102,10 +101,7 @@ def host_arch() -> str:
 @guard_load("tvm")
 def load(path: Path, device: str | None = None, threads: int | None = None, trust_unsafe_code: bool = False,
          **options: Any) -> TvmModel:
-    try:
-        import tvm  # noqa: F401
-    except ImportError as exc:
-        raise EngineNotInstalledError("apache-tvm is not installed; pip install 'modelkit[tvm]'") from exc
+    require("tvm", "tvm", "apache-tvm")
     m = _manifest.read(path)
     if m is None or m.format != Format.TVM.value:
         raise LoadError(f"{path}: a TVM library needs the manifest modelkit wrote beside it "

@@ -8,7 +8,6 @@ and the manifest says so (extra.verified = "elf-architecture-only").
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +99,7 @@ def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu
     hop = {"src": str(onnx_path), "dest": str(dest), "source": "onnx", "target": "tvm", "options": options,
            "verify": verify, "force": force, **({"data": samples} if samples else {})}
     grace = {"interrupt_grace": TUNING_STOP_GRACE_S} if tuned else {}
-    (r,) = _child.run("modelkit.convert.hop:run_hops", {"hops": [hop]}, backend=None, timeout=timeout, **grace)
+    (r,) = _child.run("modelkit.converters.hop:run_hops", {"hops": [hop]}, backend=None, timeout=timeout, **grace)
     m = _manifest.read(dest)
     extra = (m.extra if m else None) or {}
     return CompileResult(path=r["path"], onnx=str(onnx_path), target=tgt.name, batch=fixed, seconds=r["seconds"],
@@ -114,7 +113,7 @@ def _as_onnx(src: Path, out_dir: str | os.PathLike | None, force: bool, data: st
     fmt = detect(src)
     if fmt == Format.ONNX:
         return src
-    from ..convert import convert, output_path
+    from ..converters import convert, output_path
 
     folder = Path(out_dir) if out_dir else src.parent
     existing = output_path(src, Format.ONNX, folder)
@@ -125,6 +124,3 @@ def _as_onnx(src: Path, out_dir: str | os.PathLike | None, force: bool, data: st
     return Path(next(r.path for r in results if r.format == Format.ONNX.value))
 
 
-def describe_targets() -> str:
-    """Human-readable list (for errors and docs)."""
-    return json.dumps({n: t.description for n, t in targets().items()}, indent=2)

@@ -56,7 +56,7 @@ def available() -> str | None:
 
 def setup() -> Path:
     """Build the aarch64 Python environment: the launcher, then the aarch64 wheels unpacked into site/."""
-    from ..safety_archive import safe_extract
+    from ..safety.archive import safe_extract
 
     d = env_dir()
     if not LIBPYTHON.is_file() or shutil.which("aarch64-linux-gnu-gcc") is None:
@@ -119,7 +119,7 @@ class EmulatedModel(Model):
 
 def verify_under_qemu(reference_path: Path, library: Path, signature: Signature, tolerance: Any) -> Any:
     """The parity report of an aarch64 library run under qemu against the ONNX model run here."""
-    from ..convert.verify import compare_models
+    from ..converters.verify import compare_models
     from ..runtime import load
 
     return compare_models(load(reference_path), EmulatedModel(library, signature), tolerance)

@@ -95,7 +95,7 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
     import onnx
     import tvm
 
-    from ..convert.keras_onnx import slim
+    from ..converters.keras_onnx import slim
 
     tgt = registry.get(target)
     check_toolchain(tgt)
@@ -162,7 +162,7 @@ def _verify_emulated(src: Path, dest: Path, sig: Signature, tgt: registry.Target
     if why is not None:
         extra["not_run_because"] = why
         return
-    from ..convert.onnx_tvm import TOLERANCE
+    from ..converters.onnx_tvm import TOLERANCE
 
     print(f"verifying {dest.name} under qemu-aarch64 against {src.name} ...", file=sys.stderr, flush=True)
     report = emulate.verify_under_qemu(src, dest, sig, TOLERANCE)

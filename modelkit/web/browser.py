@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .._require import require
 from ..errors import EngineNotInstalledError, ModelkitError
 from .server import serving
 
@@ -36,12 +37,8 @@ class BrowserSession:
         self.errors: list[str] = []
 
     def __enter__(self) -> "BrowserSession":
-        try:
-            from playwright.sync_api import Error as PlaywrightError
-            from playwright.sync_api import sync_playwright
-        except ImportError as exc:
-            raise EngineNotInstalledError("playwright is needed to drive Chromium: "
-                                          "pip install 'modelkit[web]'") from exc
+        api = require("playwright.sync_api", "web", "playwright (it drives Chromium)")
+        PlaywrightError, sync_playwright = api.Error, api.sync_playwright
         self._serving = serving(self.bundle)
         self.url = self._serving.__enter__()
         self._pw = sync_playwright().start()

@@ -29,7 +29,7 @@ def build_bundle(model: str | Path, out: str | Path, force: bool = False, quanti
     A .keras source is converted (and verified) to ONNX first; `quantize` ('dynamic-int8', 'int8')
     asks for a quantized ONNX model, with its accuracy drop recorded by the conversion.
     """
-    from ..convert import convert
+    from ..converters import convert
     from ..runtime import load
 
     src, out = Path(model), Path(out)

@@ -20,8 +20,8 @@ def verify_bundle(bundle: str | Path, reference: str | Path | None = None, batch
                   seed: int = 0, atol: float = BROWSER_ATOL, screenshot: str | Path | None = None) -> dict[str, Any]:
     """Compare the bundle in Chromium with `reference` (default: the bundle's source model)."""
     from .. import manifest as _manifest
-    from ..convert.hop import reference_data
-    from ..convert.verify import make_inputs
+    from ..converters.hop import reference_data
+    from ..converters.verify import make_inputs
     from ..runtime import load
 
     bundle = Path(bundle)

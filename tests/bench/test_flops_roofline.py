@@ -8,7 +8,7 @@ import pytest
 
 from modelkit.bench.flops import count_flops
 from modelkit.bench.roofline import achieved, flops_per_cycle, machine_peak, parse_cpuinfo
-from tests.conftest import make_tiny_onnx
+from tests.helpers import make_tiny_onnx
 
 
 def _conv_net(path: Path) -> Path:

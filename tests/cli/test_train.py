@@ -98,7 +98,7 @@ def test_ctrl_c_on_the_cli_saves_a_checkpoint_and_resume_finishes(tmp_path):
     import sys
     import time
 
-    from tests.conftest import cli_process, ctrl_c
+    from tests.helpers import cli_process, ctrl_c
 
     out = tmp_path / "mlp.keras"
     args = ["train", "--model", "mlp", "--epochs", "200", "--out", str(out)]

@@ -82,7 +82,7 @@ def convert_each(jobs: list[dict[str, Any]], saves: list[dict[str, Any]] | None 
     """Save the models in `saves` (save's keyword arguments) under this process's backend, then run each
     hop (run_hop's keyword arguments) in order; a typed error is a result ({"error": class name,
     "message": ...}), anything else propagates."""
-    from modelkit.convert.hop import run_hop
+    from modelkit.converters.hop import run_hop
     from modelkit.errors import ModelkitError
 
     for item in saves or []:

@@ -106,8 +106,8 @@ def try_edge(edge: str, src: str, dest: str) -> str:
     (proves that a refused cell really fails, so the refusal is not hiding a working conversion)."""
     from pathlib import Path
 
-    from modelkit.convert.registry import edges
-    from modelkit.convert.verify import verify_artifacts
+    from modelkit.converters.registry import edges
+    from modelkit.converters.verify import verify_artifacts
     from modelkit.formats import Format
 
     target = Format.parse(edge)

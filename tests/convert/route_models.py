@@ -145,7 +145,7 @@ def padded_frames(path: str, rows: int = 16, steps: int = 12, features: int = 6,
 def convert_each(jobs: list[dict[str, Any]], saves: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Save the models in `saves` (save's keyword arguments), then run each job (run_routes' keyword
     arguments) in order; a typed error is a result ({"error": class name, "message": ...})."""
-    from modelkit.convert.routes import run_routes
+    from modelkit.converters.routes import run_routes
     from modelkit.errors import ModelkitError
 
     for item in saves or []:

@@ -17,7 +17,7 @@ import pytest
 
 import modelkit
 from modelkit import _child
-from modelkit.convert._float64 import Float64Twin, case_atols
+from modelkit.converters._float64 import Float64Twin, case_atols
 from modelkit.formats import manifest_path
 from tests.convert.coverage_models import FAMILIES, pixels
 
@@ -95,7 +95,7 @@ def _problems(family: str, fmt: str, r: dict) -> list[str]:
 
 def _against_keras(family: str, results: dict[str, dict]) -> list[str]:
     """Every artifact that converted, on image-like inputs no check used, against Keras (TensorFlow) here, at
-    ACROSS or float32's own error on these inputs where that is larger (modelkit.convert._float64)."""
+    ACROSS or float32's own error on these inputs where that is larger (modelkit.converters._float64)."""
     paths = {fmt: r["path"] for fmt, r in results.items() if "error" not in r}
     if not paths:
         return []

@@ -252,7 +252,7 @@ def _onnx(path: Path, body: str, seq: object = "seq", w_scale: float = 1.0) -> P
 
 
 def test_per_step_outputs_of_several_lengths_compare_per_case(tmp_path):
-    from modelkit.convert.verify import verify_artifacts
+    from modelkit.converters.verify import verify_artifacts
 
     a, b = _onnx(tmp_path / "a.onnx", "per_step"), _onnx(tmp_path / "b.onnx", "per_step")
     report = verify_artifacts(a, b, atol=1e-6)
@@ -262,7 +262,7 @@ def test_per_step_outputs_of_several_lengths_compare_per_case(tmp_path):
 
 
 def test_constant_per_step_model_is_vacuous(tmp_path):
-    from modelkit.convert.verify import verify_artifacts
+    from modelkit.converters.verify import verify_artifacts
 
     a = _onnx(tmp_path / "zero.onnx", "per_step", w_scale=0.0)
     with pytest.raises(VacuousParityError, match="constant across 8 different inputs"):
@@ -270,7 +270,7 @@ def test_constant_per_step_model_is_vacuous(tmp_path):
 
 
 def test_candidate_wrong_only_at_long_lengths_fails(tmp_path):
-    from modelkit.convert.verify import verify_artifacts
+    from modelkit.converters.verify import verify_artifacts
 
     ref, cand = _onnx(tmp_path / "mean.onnx", "mean"), _onnx(tmp_path / "first16.onnx", "first16")
     report = verify_artifacts(ref, cand, atol=1e-5, raise_on_failure=False)
@@ -282,7 +282,7 @@ def test_candidate_wrong_only_at_long_lengths_fails(tmp_path):
 
 
 def test_candidate_that_fixes_the_length_is_compared_at_it_and_recorded_fixed(tmp_path):
-    from modelkit.convert.verify import verify_artifacts
+    from modelkit.converters.verify import verify_artifacts
 
     ref, cand = _onnx(tmp_path / "any.onnx", "mean"), _onnx(tmp_path / "fixed.onnx", "mean", seq=13)
     report = verify_artifacts(ref, cand, atol=1e-6)
@@ -291,7 +291,7 @@ def test_candidate_that_fixes_the_length_is_compared_at_it_and_recorded_fixed(tm
 
 
 def test_real_samples_of_one_length_are_joined_by_seeded_lengths(tmp_path):
-    from modelkit.convert.verify import verify_artifacts
+    from modelkit.converters.verify import verify_artifacts
 
     a = _onnx(tmp_path / "a.onnx", "per_step")
     samples = {"x": np.random.default_rng(4).random((9, 10, 4)).astype(np.float32)}

@@ -1,4 +1,4 @@
-"""Parity above float32's own error (modelkit.convert._float64): an output that exceeds its edge's atol is
+"""Parity above float32's own error (modelkit.converters._float64): an output that exceeds its edge's atol is
 judged against what float32 can do on it, the reference's own error against its float64 evaluation and
 the outputs' resolution, recorded in the report; a wrong artifact still fails. Real engines: a price
 regressor (outputs near 250,000, where float32 numbers are 0.016 apart) to TFLite, whose XNNPACK kernel
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import modelkit
-from modelkit.convert._float64 import FLOOR_FACTOR, OUTPUT_ULPS, Float64Twin, case_atols
-from modelkit.convert.verify import verify_artifacts
+from modelkit.converters._float64 import FLOOR_FACTOR, OUTPUT_ULPS, Float64Twin, case_atols
+from modelkit.converters.verify import verify_artifacts
 from modelkit.errors import ParityError
 from modelkit.formats import manifest_path
 
@@ -73,7 +73,7 @@ def test_the_float64_twin_computes_in_float64_and_token_ids_stay_integers(keras,
 
 
 def _onnx(tmp_path):
-    from tests.conftest import make_tiny_onnx
+    from tests.helpers import make_tiny_onnx
 
     return make_tiny_onnx(tmp_path / "tiny.onnx")
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import modelkit
-from tests.conftest import cli_process, ctrl_c
+from tests.helpers import cli_process, ctrl_c
 
 
 def _partials(folder):

@@ -20,7 +20,7 @@ def test_parity_of_trained_cnn_from_each_backend(converted, backend):
     assert probs["name"] == "probs" and probs["max_abs"] <= 1e-4 and probs["argmax_agreement"] == 1.0
     assert probs["spread"] > 0.01  # the reference really varies: the check is not vacuous
     assert m["training"]["backend"] == backend and m["training"]["test_accuracy"] >= 0.9
-    assert m["opset"] == 17 and m["chain"][0]["converter"] == "modelkit.convert.keras_onnx:keras_to_onnx"
+    assert m["opset"] == 17 and m["chain"][0]["converter"] == "modelkit.converters.keras_onnx:keras_to_onnx"
     assert m["chain"][0]["versions"]["tf2onnx"] == "1.17.0"
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 import modelkit
-from modelkit.convert.keras_pt2 import TOLERANCE
+from modelkit.converters.keras_pt2 import TOLERANCE
 from modelkit.formats import Format, manifest_path
-from tests.convert.test_keras_torchscript import converted_to_torch  # one torch child per source model
+from tests.helpers import converted_to_torch  # one torch child per source model
 
 ATOL = 1e-5  # the edge's tolerance: the exported graph runs the same aten kernels as eager Keras
 
@@ -37,7 +37,7 @@ def test_parity_of_trained_cnn_from_each_backend(pt2_cnn, backend):
     assert probs["cosine"] >= 0.99999 and probs["spread"] > 0.01
     assert m["training"]["backend"] == backend and m["format"] == "pt2"
     edge = m["chain"][-1]
-    assert edge["converter"] == "modelkit.convert.keras_pt2:keras_to_pt2"
+    assert edge["converter"] == "modelkit.converters.keras_pt2:keras_to_pt2"
     assert edge["versions"]["torch"].startswith("2.13")
 
 

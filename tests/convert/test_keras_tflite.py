@@ -47,7 +47,7 @@ def test_fp32_parity_of_trained_cnn_from_each_backend(tflite_fp32, cnn_tf, cnn_t
     assert probs["name"] == "probs" and probs["max_abs"] <= FP32_ATOL and probs["argmax_agreement"] == 1.0
     assert probs["spread"] > 0.01  # the reference really varies: not a vacuous check
     assert m["format"] == "tflite" and m["quantization"] == "none" and "accuracy" not in m["extra"]
-    assert m["chain"][0]["converter"] == "modelkit.convert.keras_tflite:keras_to_tflite"
+    assert m["chain"][0]["converter"] == "modelkit.converters.keras_tflite:keras_to_tflite"
     assert m["training"]["backend"] == backend
     # and directly, through the runtime API, at batch 1 and 7
     lite, keras_model = modelkit.load(path), modelkit.load(cnn_tf if backend == "tensorflow" else cnn_torch)

@@ -8,27 +8,12 @@ import numpy as np
 import pytest
 
 import modelkit
-from modelkit.convert.keras_torchscript import TOLERANCE
+from modelkit.converters.keras_torchscript import TOLERANCE
 from modelkit.errors import ConversionError
 from modelkit.formats import Format, manifest_path
+from tests.helpers import converted_to_torch
 
 ATOL = 1e-5  # the edge's tolerance: the traced graph runs the same torch kernels as eager Keras
-
-
-_CONVERTED: dict[str, dict[str, "modelkit.convert.ConversionResult"]] = {}
-
-
-def converted_to_torch(src: Path, tmp_path_factory) -> dict[str, "modelkit.convert.ConversionResult"]:
-    """`src` converted to torchscript and pt2 once per session: both edges run in one torch child.
-
-    Shared with tests/convert/test_keras_pt2.py and tests/runtime/test_torch_engines.py (imported),
-    so the test files together start one torch child process per source model.
-    """
-    key = str(src)
-    if key not in _CONVERTED:
-        out = tmp_path_factory.mktemp(f"torch_{Path(src).stem}")
-        _CONVERTED[key] = {r.format: r for r in modelkit.convert(src, "torchscript,pt2", out_dir=out)}
-    return _CONVERTED[key]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +40,7 @@ def test_parity_of_trained_cnn_from_each_backend(ts_cnn, backend):
     assert probs["cosine"] >= 0.99999 and probs["spread"] > 0.01  # a real, varying reference
     assert m["training"]["backend"] == backend and m["format"] == "torchscript"
     edge = m["chain"][-1]
-    assert edge["converter"] == "modelkit.convert.keras_torchscript:keras_to_torchscript"
+    assert edge["converter"] == "modelkit.converters.keras_torchscript:keras_to_torchscript"
     assert edge["versions"]["torch"].startswith("2.13") and edge["versions"]["keras"] == "3.15.1"
 
 
@@ -96,7 +81,7 @@ def test_a_trace_that_baked_the_batch_is_caught():
     """int() on a size is recorded as a constant by torch.jit.trace: the edge's batch check says so."""
     import torch
 
-    from modelkit.convert._torch_module import check_batches
+    from modelkit.converters._torch_module import check_batches
     from modelkit.spec import Signature, TensorSpec
 
     def baked(x):

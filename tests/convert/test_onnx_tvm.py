@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import modelkit
-from modelkit.convert.registry import edges
+from modelkit.converters.registry import edges
 from modelkit.formats import Format
 
 pytest.importorskip("tvm")

@@ -1,6 +1,6 @@
 """Keras preprocessing layers in every format. Each (layer, format) cell either converts with parity or
 is refused before any work with a typed error naming the layer, the format, the reason and the formats
-that take it (modelkit.convert.support.RULES). CI runs the adapted Normalization to five formats (its
+that take it (modelkit.converters.support.RULES). CI runs the adapted Normalization to five formats (its
 mean and variance used to become extra ONNX inputs) and the refusals; the full matrix, with proof that
 each refused cell really fails without the refusal, is `slow`."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 import modelkit
 from modelkit import _child
-from modelkit.convert.support import check_support
+from modelkit.converters.support import check_support
 from modelkit.errors import UnsupportedConversionError
 from modelkit.formats import manifest_path
 from tests.convert import preprocessing_models

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import modelkit
-from modelkit.convert import output_path
-from modelkit.convert import quantize as q
+from modelkit.converters import output_path
+from modelkit.converters import quantize as q
 from modelkit.core.data import load, test_split
 from modelkit.errors import InputError, UnsupportedConversionError
 from modelkit.formats import Format

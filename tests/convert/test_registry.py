@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from modelkit.convert import registry
-from modelkit.convert.registry import converter, plan
+from modelkit.converters import registry
+from modelkit.converters.registry import converter, plan
 from modelkit.errors import FormatError, UnsupportedConversionError
 from modelkit.formats import Format
 
@@ -48,11 +48,11 @@ def test_registering_an_unknown_format_fails_at_import_time():
 
 
 def test_registering_a_function_outside_the_route_table_fails():
-    with pytest.raises(ValueError, match=r"is not a route keras -> onnx in modelkit.convert.registry.ROUTES "
-                                         r"\(listed for that pair: modelkit.convert.keras_onnx:keras_to_onnx, "
-                                         r"modelkit.convert.keras_onnx_torch:keras_to_onnx_torch\)"):
+    with pytest.raises(ValueError, match=r"is not a route keras -> onnx in modelkit.converters.registry.ROUTES "
+                                         r"\(listed for that pair: modelkit.converters.keras_onnx:keras_to_onnx, "
+                                         r"modelkit.converters.keras_onnx_torch:keras_to_onnx_torch\)"):
         converter(Format.KERAS, Format.ONNX)(lambda src, dest: {})
-    from modelkit.convert.keras_onnx import keras_to_onnx
+    from modelkit.converters.keras_onnx import keras_to_onnx
 
     with pytest.raises(ValueError, match="is not a route keras -> tflite"):  # its row is another pair's
         converter(Format.KERAS, Format.TFLITE)(keras_to_onnx)

@@ -1,4 +1,4 @@
-"""Routes instead of dead ends: a pair with several routes (modelkit.convert.registry.ROUTES) tries them in
+"""Routes instead of dead ends: a pair with several routes (modelkit.converters.registry.ROUTES) tries them in
 order, records the one taken and why the others failed, and refuses typed, with every route's reason,
 only when all fail.
 
@@ -23,7 +23,7 @@ import pytest
 
 import modelkit
 from modelkit import _child
-from modelkit.convert.routes import combined_error, hop_routes, next_batch
+from modelkit.converters.routes import combined_error, hop_routes, next_batch
 from modelkit.core.keras_io import check_keras_archive
 from modelkit.errors import AccuracyError, ConversionError, InputError, ParityError, UnsupportedConversionError
 from modelkit.formats import Format, manifest_path
@@ -150,7 +150,7 @@ def _check_cell(r: dict, kind: str, fmt: str) -> None:
     assert all(o["spread"] > 1e-4 for o in parity["outputs"])  # the reference varies: not vacuous
     route = json.loads(manifest_path(dest).read_text())["extra"]["route"]
     assert route["taken"] == r["route"]["taken"] == want
-    order = [s.route for s in modelkit.convert.registry.routes(Format.KERAS, Format(fmt))]
+    order = [s.route for s in modelkit.converters.registry.routes(Format.KERAS, Format(fmt))]
     assert [t["route"] for t in route["tried"]] == order[: order.index(want)]  # every route before it failed
     assert all(t["type"].endswith("Error") and t["error"] for t in route["tried"])
     name, = parity["dynamic_dims"]
@@ -256,7 +256,7 @@ def test_onnx_falls_back_to_the_torch_route_cli_json_and_manifest(matrix, tmp_pa
     assert "routes of onnx that take it: torch" in tried["error"]
     manifest = json.loads(manifest_path(Path(res["path"])).read_text())
     assert manifest["extra"]["route"] == res["route"] and manifest["opset"] == 18
-    assert manifest["chain"][-1]["converter"] == "modelkit.convert.keras_onnx_torch:keras_to_onnx_torch"
+    assert manifest["chain"][-1]["converter"] == "modelkit.converters.keras_onnx_torch:keras_to_onnx_torch"
     import onnx
 
     dims = [d.dim_param or d.dim_value for d in onnx.load(res["path"]).graph.input[0].type.tensor_type.shape.dim]
@@ -356,7 +356,7 @@ def _mask_model(keras, layer, seed=0):
 ])
 def test_unrolled_loop_matches_keras_loop_on_masks_directions_and_states(make):
     from modelkit._backend import import_keras
-    from modelkit.convert._unroll import unrolled_rnn
+    from modelkit.converters._unroll import unrolled_rnn
 
     keras = import_keras("tensorflow")
     model = _mask_model(keras, make(keras.layers))

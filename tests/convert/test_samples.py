@@ -1,4 +1,4 @@
-"""Verification inputs that fit the model (modelkit.convert.samples): ranges read from the layers that
+"""Verification inputs that fit the model (modelkit.converters.samples): ranges read from the layers that
 say what a model expects, generation within them, and the checks on user samples. In-process, fast."""
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import modelkit
-from modelkit.convert.samples import Range, check_samples, generate, infer_ranges, plan_inputs
-from modelkit.convert.verify import make_inputs
+from modelkit.converters.samples import Range, check_samples, generate, infer_ranges, plan_inputs
+from modelkit.converters.verify import make_inputs
 from modelkit.errors import InputNameError, ShapeError
 from modelkit.spec import Signature, TensorSpec
 

@@ -1,12 +1,12 @@
 """Pre-conversion support checks: layers a format cannot represent are refused before any framework
 runs, with a typed error naming the layer, the format and the reason. Each refused case was found by
-trying it with the installed torch 2.13 / Keras 3.15 (see modelkit.convert.support.RULES)."""
+trying it with the installed torch 2.13 / Keras 3.15 (see modelkit.converters.support.RULES)."""
 import time
 
 import pytest
 
 import modelkit
-from modelkit.convert.support import check_support, iter_layers
+from modelkit.converters.support import check_support, iter_layers
 from modelkit.core.keras_io import check_keras_archive
 from modelkit.errors import ConversionError, UnsupportedConversionError
 from modelkit.formats import Format

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import modelkit
-from modelkit.convert.registry import Tolerance
-from modelkit.convert.verify import compare_models, verify_artifacts
+from modelkit.converters.registry import Tolerance
+from modelkit.converters.verify import compare_models, verify_artifacts
 from modelkit.errors import VacuousParityError
 from modelkit.formats import manifest_path
 
@@ -79,8 +79,8 @@ def test_lookup_model_is_fed_its_vocabulary(keras, tmp_path):
 
 
 def test_embedding_ids_span_the_whole_table(keras, tmp_path):
-    from modelkit.convert.samples import plan_inputs
-    from modelkit.convert.verify import make_inputs
+    from modelkit.converters.samples import plan_inputs
+    from modelkit.converters.verify import make_inputs
 
     ids = keras.Input((6,), dtype="int32", name="ids")
     src = tmp_path / "embed.keras"

@@ -75,7 +75,7 @@ def test_threads_option_and_repr(cnn_tflite):
 def test_corrupt_file_is_a_load_error(tmp_path):
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\x00" * 200)  # right magic, garbage body
-    with pytest.raises(LoadError, match="not a valid TFLite model"):  # modelkit.safety_tflite, before the engine
+    with pytest.raises(LoadError, match="not a valid TFLite model"):  # modelkit.safety.tflite, before the engine
         modelkit.load(bad)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import make_tiny_onnx
+from tests.helpers import make_tiny_onnx
 
 ROOT = Path(__file__).resolve().parents[2]
 MiB = 1 << 20

@@ -7,7 +7,7 @@ import pytest
 
 import modelkit
 from modelkit.errors import DTypeError, InputNameError, LoadError, ShapeError, UnsafeModelError
-from tests.conftest import make_tiny_onnx
+from tests.helpers import make_tiny_onnx
 
 
 def test_predict_matches_numpy(tiny_onnx):

@@ -12,7 +12,7 @@ import modelkit
 from modelkit import manifest as _manifest
 from modelkit.errors import DTypeError, InputNameError, LoadError, ShapeError
 from modelkit.spec import Signature, TensorSpec
-from tests.convert.test_keras_torchscript import converted_to_torch  # one torch child per source model
+from tests.helpers import converted_to_torch  # one torch child per source model
 
 ROOT = Path(__file__).resolve().parents[2]
 # The engines run the torch-traced graph; the reference here is the same .keras under TensorFlow (the

@@ -10,7 +10,7 @@ import pytest
 
 import modelkit
 from modelkit.errors import DTypeError, FormatError, InputNameError, LoadError, ShapeError
-from tests.conftest import make_tiny_onnx
+from tests.helpers import make_tiny_onnx
 
 pytest.importorskip("tvm")
 

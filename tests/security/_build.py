@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.conftest import make_tiny_onnx
+from tests.helpers import make_tiny_onnx
 
 SIG = {"inputs": [{"name": "x", "shape": [None, 4], "dtype": "float32"}],
        "outputs": [{"name": "probs", "shape": [None, 3], "dtype": "float32"}]}

@@ -1,4 +1,4 @@
-"""FuzzWorker: a LoadWorker (tests/security/conftest.py) whose child is this module run as a script, with
+"""FuzzWorker: a LoadWorker (tests/helpers/load.py) whose child is this module run as a script, with
 its own environment (a private MODELKIT_CACHE_DIR, the sandboxed first open's time limit) and a 4 GiB
 address space. Child side: one JSON request a line ({"path", "inspect"}), `modelkit inspect`'s describe when
 asked, `modelkit.load` and one predict on zeros, one JSON answer a line. Unlike _worker, inputs the harness
@@ -27,7 +27,7 @@ def _limits() -> None:
 
 def fuzz_worker(env: dict[str, str], timeout: float = 30.0):
     """A LoadWorker running this module; load(path, inspect=...) -> {"ok"} | {"typed"} | {"crash"} | {"hang"}."""
-    from .conftest import QUIET, ROOT, LoadWorker
+    from tests.helpers.load import QUIET, ROOT, LoadWorker
 
     class FuzzWorker(LoadWorker):
         def _start(self) -> None:

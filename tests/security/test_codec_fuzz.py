@@ -14,8 +14,8 @@ from modelkit.errors import InputError
 from modelkit.serving.codec import decode_tf, decode_v2
 from modelkit.serving.errors import BadRequest, status_of
 from modelkit.spec import Signature, TensorSpec
+from tests.helpers import http
 
-from ..serving.conftest import http
 from ._build import build_onnx
 
 EXAMPLES = int(os.environ.get("MODELKIT_CODEC_EXAMPLES", "150"))

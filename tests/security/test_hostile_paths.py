@@ -14,7 +14,7 @@ import modelkit
 from modelkit.cli.inspect import describe
 from modelkit.errors import LoadError, UnsafeModelError
 from modelkit.safety import check_onnx_external_data
-from modelkit.safety_archive import safe_extract
+from modelkit.safety.archive import safe_extract
 
 from ._build import build_onnx
 

@@ -15,7 +15,7 @@ import pytest
 
 import modelkit
 from modelkit.errors import LoadError, UnsafeModelError
-from modelkit.safety_pickle import check_pickle, check_torch_archive
+from modelkit.safety.pickles import check_pickle, check_torch_archive
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -136,5 +136,5 @@ def test_no_unsafe_unpickling_anywhere_in_modelkit():
             if name == "torch.load" and kw.get("weights_only") != "True":
                 offenders.append(line + " without weights_only=True")
             if name.endswith(".extractall") and "filter" not in kw:
-                offenders.append(line + " without filter= (use modelkit.safety_archive.safe_extract)")
+                offenders.append(line + " without filter= (use modelkit.safety.archive.safe_extract)")
     assert offenders == []

@@ -154,7 +154,7 @@ def test_every_registered_io_op_is_refused_or_reviewed():
     from tensorflow.core.framework import op_def_pb2
     from tensorflow.python.client import pywrap_tf_session as c_api
 
-    from modelkit.safety_graph import CHECKPOINT_OPS, denied_family
+    from modelkit.safety.graph import CHECKPOINT_OPS, denied_family
 
     ops = op_def_pb2.OpList()
     ops.ParseFromString(c_api.TF_GetBuffer(c_api.TF_GetAllOpList()))

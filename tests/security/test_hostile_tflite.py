@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelkit import safety_tflite
 from modelkit.errors import LoadError, ResourceError, UnsafeModelError
+from modelkit.safety import tflite as safety_tflite
+from tests.helpers import call, v2_request
 
-from ..serving.conftest import call, v2_request
 from ._build import expected
 from ._fuzz_worker import fuzz_worker
 from ._tflite import CRAFTED, crafted, op_index, pack, set_opcode, unpack

@@ -83,7 +83,7 @@ def test_custom_op_namespace_is_refused(tmp_path):
      "torch.UntypedStorage.from_file"),
 ])
 def test_source_scanner(source, named):
-    from modelkit.safety_torchscript import check_torchscript_source
+    from modelkit.safety.torchscript import check_torchscript_source
 
     with pytest.raises(UnsafeModelError) as info:
         check_torchscript_source(source, "m.pt!code/__torch__.py")

@@ -11,7 +11,7 @@ import pytest
 
 import modelkit
 from modelkit.errors import UnsafeModelError
-from modelkit.safety_keras import check_keras_config
+from modelkit.safety.keras import check_keras_config
 
 from ._build import build_keras
 

@@ -62,7 +62,7 @@ def test_the_scans_convert_and_torch_use_never_inflate_a_bomb(sources, tmp_path)
     pt2_bomb = copy_with_bomb(sources["pt2"], tmp_path / "bomb.pt2", "tiny/data/sample_inputs/model.pt", 15,
                               replace=True)
     code = ("import time\nfrom modelkit.core.keras_io import check_keras_archive\n"
-            "from modelkit.safety_pickle import check_torch_archive\n"
+            "from modelkit.safety.pickles import check_torch_archive\n"
             f"for check, path in ((check_keras_archive, {str(keras_bomb)!r}), (check_torch_archive, "
             f"{str(pt2_bomb)!r})):\n"
             "    start = time.monotonic()\n    try:\n        check(path)\n        print('LOADED')\n"

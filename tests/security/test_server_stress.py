@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from ..serving.conftest import call, metrics, tiny_expected
-from ..serving.test_lifecycle import add_version
+from tests.helpers import add_version, call, metrics, tiny_expected
+
 from . import _load
 
 X = np.array([[1, 2, 3, 4]], np.float32)

@@ -13,11 +13,8 @@ from pathlib import Path
 import pytest
 
 from modelkit.errors import FormatError
-from tests.conftest import make_tiny_onnx
-
-from ..serving.conftest import call, v2_request
-from ..serving.test_lifecycle import add_version
-from .conftest import QUIET
+from tests.helpers import add_version, call, make_tiny_onnx, v2_request
+from tests.helpers.load import QUIET
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX FIFOs")
 ENV = {**os.environ, **QUIET}

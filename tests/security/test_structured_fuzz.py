@@ -83,7 +83,7 @@ def campaign(fmt: str, sources: list[bytes], count: int, seed: int, folder: Path
 def _sources(fmt: str, models: dict[str, Path], folder: Path) -> list[bytes]:
     if fmt == "tflite":
         return [models[k].read_bytes() for k in ("rich", "control_flow", "tiny")]
-    from tests.conftest import make_tiny_onnx
+    from tests.helpers import make_tiny_onnx
 
     return [build_rich_onnx(folder / "rich.onnx").read_bytes(), make_tiny_onnx(folder / "tiny.onnx").read_bytes()]
 

@@ -7,8 +7,7 @@ import socket
 
 import pytest
 
-from .conftest import HOST, call, http, metrics, v2_request
-from .test_lifecycle import add_version
+from tests.helpers import HOST, add_version, call, http, metrics, v2_request
 
 X = [[1.0, 2.0, 3.0, 4.0]]
 ENGINE_CALLS = 'modelkit_engine_calls_total{model="tiny",version="1"}'

@@ -7,9 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import make_tiny_onnx
-
-from .conftest import call, metrics, tiny_expected, v2_request
+from tests.helpers import call, make_tiny_onnx, metrics, tiny_expected, v2_request
 
 
 def _concurrent(port: int, xs: list[np.ndarray], path: str = "/v2/models/tiny/infer") -> list:

@@ -7,9 +7,7 @@ import socket
 import subprocess
 import sys
 
-from tests.conftest import make_tiny_onnx
-
-from .conftest import HOST, call
+from tests.helpers import HOST, call, make_tiny_onnx
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0", "PYTHONWARNINGS": "ignore"}
 

@@ -9,10 +9,8 @@ import socket
 import threading
 import time
 
-from tests.conftest import make_tiny_onnx
+from tests.helpers import HOST, call, make_tiny_onnx, metrics, v2_request
 from tests.security._load import rss_mb
-
-from .conftest import HOST, call, metrics, v2_request
 
 IN_FLIGHT = "modelkit_in_flight_requests"
 HEAD = "POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

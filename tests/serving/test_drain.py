@@ -7,8 +7,7 @@ import asyncio
 import time
 
 from modelkit.serving.http import HTTPServer, Request, Response
-
-from .conftest import HOST
+from tests.helpers import HOST
 
 
 async def _read_all(reader: asyncio.StreamReader, timeout: float) -> bytes:

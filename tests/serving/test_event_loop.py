@@ -10,7 +10,7 @@ import time
 from modelkit.serving import repository
 from modelkit.serving.metrics import Metrics
 from modelkit.serving.repository import Repository, ServeConfig
-from tests.conftest import make_tiny_onnx
+from tests.helpers import make_tiny_onnx
 
 
 def test_loading_a_repository_runs_filesystem_work_off_the_loop(tmp_path, monkeypatch):

@@ -5,28 +5,12 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
-from tests.conftest import make_tiny_onnx
-
-from .conftest import call, metrics, tiny_expected, v2_request
+from tests.helpers import add_version, call, make_tiny_onnx, metrics, tiny_expected, v2_request
 
 X = np.array([[1, 2, 3, 4]], np.float32)
-
-
-def add_version(repo: Path, version: int, weight_scale: float = 1.0, content: bytes | None = None) -> Path:
-    """Write NAME/VERSION atomically: build under a hidden name, then rename."""
-    tmp = repo / "tiny" / f".v{version}.partial"
-    tmp.mkdir(parents=True)
-    if content is None:
-        make_tiny_onnx(tmp / "model.onnx", weight_scale)
-    else:
-        (tmp / "model.onnx").write_bytes(content)
-    final = repo / "tiny" / str(version)
-    os.rename(tmp, final)
-    return final
 
 
 def test_hot_swap_under_load_fails_no_request(serve, tmp_path):

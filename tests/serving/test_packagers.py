@@ -19,9 +19,7 @@ from modelkit.errors import ArtifactExistsError
 from modelkit.serving.errors import PackagingError
 from modelkit.serving.packagers import package
 from modelkit.spec import Signature, TensorSpec
-from tests.conftest import make_tiny_onnx
-
-from .conftest import call, free_port, http, tiny_expected, v2_request
+from tests.helpers import call, free_port, http, make_tiny_onnx, tiny_expected, v2_request
 
 BIN = Path(sys.executable).parent
 X = np.array([[1, 2, 3, 4], [0.5, -1, 0, 2]], np.float32)

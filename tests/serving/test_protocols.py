@@ -8,9 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import make_tiny_onnx
-
-from .conftest import HOST, call, http, metrics, tiny_expected, v2_request
+from tests.helpers import HOST, call, http, make_tiny_onnx, metrics, tiny_expected, v2_request
 
 X = np.array([[1, 2, 3, 4], [0.5, -1, 0, 2]], np.float32)
 

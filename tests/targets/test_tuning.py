@@ -7,7 +7,7 @@ import pytest
 
 import modelkit
 from modelkit.targets import tuning
-from tests.conftest import cli_process, ctrl_c, make_tiny_onnx
+from tests.helpers import cli_process, ctrl_c, make_tiny_onnx
 
 pytest.importorskip("tvm")
 

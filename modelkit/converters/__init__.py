@@ -1,0 +1,218 @@
+"""`convert(source, to=...)`: plan the chains of edges, run each hop in a child process with the
+backend it needs, verify every hop, and return what was written.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from .. import _atomic, _child
+from ..errors import UnsupportedConversionError
+from ..formats import Format, detect
+from .registry import EdgeSpec, converter, edges, plan
+
+__all__ = ["convert", "converter", "plan", "edges", "ConversionResult", "parse_targets", "output_path"]
+
+
+@dataclass
+class ConversionResult:
+    format: str
+    path: str
+    seconds: float
+    size_bytes: int | None
+    parity: dict[str, Any] | None
+    quantization: str | None = None
+    accuracy: dict[str, Any] | None = None  # lossy hops: source/artifact accuracy, drop, argmax agreement
+    route: dict[str, Any] | None = None  # {"taken": route name, "tried": [{"route", "type", "error"}, ...], ...}
+
+    @property
+    def max_abs(self) -> float | None:
+        outs = (self.parity or {}).get("outputs") or []
+        return max((o["max_abs"] for o in outs), default=None)
+
+
+def parse_targets(to: str | Format | Iterable[str | Format], source: Format) -> list[Format]:
+    """'onnx,saved_model' / ['onnx'] / 'all' -> formats; 'all' means every format reachable from source."""
+    items = [to] if isinstance(to, (str, Format)) else list(to)
+    names = [n.strip() for item in items for n in str(getattr(item, "value", item)).split(",") if n.strip()]
+    if not names:
+        raise UnsupportedConversionError("no target format given; e.g. --to onnx,saved_model")
+    if "all" in names:
+        return sorted({t for (s, t) in edges() if s == source} | _reachable(source), key=lambda f: f.value)
+    return list(dict.fromkeys(Format.parse(n) for n in names))
+
+
+def _reachable(source: Format) -> set[Format]:
+    found, frontier = set(), {source}
+    while frontier:
+        nxt = {t for (s, t) in edges() if s in frontier} - found - {source}
+        found |= nxt
+        frontier = nxt
+    return found
+
+
+def output_path(source: Path, fmt: Format, out_dir: Path, quantization: str | None = None) -> Path:
+    """`cnn.keras` -> `out_dir/cnn.onnx`; quantized artifacts carry the mode: `cnn.int8.tflite`."""
+    stem = source.name
+    for suffix in (".keras", ".onnx", ".tflite", ".pt2", ".torchscript.pt", "_saved_model"):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    tag = f".{quantization}" if quantization and quantization != "none" else ""
+    return out_dir / f"{stem}{tag}{fmt.suffix}"
+
+
+# options the hop itself takes, not any edge: the accuracy gate of lossy hops, the verification samples and
+# the inputs of models that define none (modelkit.converters.hop.run_hop)
+HOP_OPTIONS = ("eval_data", "max_accuracy_drop", "data", "input_spec")
+# options that choose among a pair's routes (modelkit.converters.routes), not passed to any edge
+ROUTE_OPTION = "route"
+
+
+def _quantization(options: dict[str, Any], chains: list[list[EdgeSpec]]) -> str:
+    """The canonical quantization mode asked for, checked against every target before any work."""
+    from . import quantize as q
+
+    mode = q.normalize(options.get("quantize"))
+    if mode == "none":
+        return mode
+    for chain in chains:
+        quantizing = [e for e in chain if "quantize" in e.options]
+        if not quantizing:
+            raise UnsupportedConversionError(
+                f"quantization '{mode}' does not apply to {chain[-1].target.value}; formats that quantize: "
+                f"{', '.join(f.value for f in q.MODES_BY_TARGET)}")
+        for e in quantizing:
+            q.check_mode(mode, e.target)
+    return mode
+
+
+def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | None = None, force: bool = False,
+            verify: bool = True, options: dict[str, Any] | None = None, trust_unsafe_code: bool = False,
+            atol: float | None = None, timeout: float | None = None, data: str | os.PathLike | None = None,
+            input_spec: Iterable[str] | str | None = None) -> list[ConversionResult]:
+    """Convert `source` to each format in `to`, through the shortest chain of pairs for each.
+
+    Every hop is verified against its own source unless verify=False; intermediate artifacts (e.g.
+    the ONNX file on the way to TVM) are written and verified too. Existing outputs are refused
+    before any work starts unless force=True. options apply to every edge that takes them; atol
+    replaces every edge's absolute tolerance (to tighten it, or to loosen it knowingly).
+
+    Routes: a pair may have several (modelkit.converters.registry.ROUTES, e.g. keras -> onnx by tf2onnx, then
+    by torch.onnx); a hop tries them in order and the result, like the manifest, says which one it took
+    and why the others failed (ConversionResult.route). options={"route": "torch"} (or "torch,unrolled")
+    keeps only the routes of that name for the pairs that have one.
+
+    Quantization: options={"quantize": "int8" | "dynamic-int8" | "fp16", "calibration_data": "x.npz",
+    "eval_data": "test.npz", "max_accuracy_drop": 0.01}. A quantized hop is judged by the accuracy drop
+    on labelled data (the source's test split by default) and its output is named after the mode
+    (`cnn.int8.tflite`), so fp32 and quantized artifacts coexist.
+
+    data: a .npz of samples every hop is verified on (keys: input names, or `x` for a one-input model),
+    instead of the training data set, ranges inferred from the model, or uniform [0, 1) (samples.py).
+    input_spec: the inputs of a model that defines none (a subclassed model), e.g. ["x:?,8:float32"];
+    by default they come from the shapes saved with the model (modelkit.core.keras_inputs).
+    """
+    from ..core.keras_inputs import parse_input_specs
+    from .registry import routes as pair_routes
+    from .routes import forced_routes, hop_routes
+
+    src = Path(source)
+    src_fmt = detect(src)
+    out = Path(out_dir) if out_dir is not None else src.parent
+    options = dict(options or {})
+    if data is not None:
+        options["data"] = os.fspath(data)
+    if input_spec is not None:
+        options["input_spec"] = input_spec
+    if options.get("input_spec") is not None:
+        options["input_spec"] = [s.to_dict() for s in parse_input_specs(options["input_spec"])] or None
+    for key in ("calibration_data", "eval_data", "data"):
+        if options.get(key):
+            options[key] = str(Path(options[key]).resolve())
+    hop_opts = {k: options.pop(k) for k in HOP_OPTIONS if options.get(k) is not None}
+    route_names = options.pop(ROUTE_OPTION, None)
+    targets = parse_targets(to, src_fmt)
+    chains = [plan(src_fmt, target) for target in targets]
+    forced = forced_routes(route_names, [(e.source, e.target) for chain in chains for e in chain])
+    config = None
+    if src_fmt == Format.KERAS:
+        from ..core.keras_io import check_keras_archive
+        from .support import check_rules
+
+        config = check_keras_archive(src)
+        for target, chain in zip(targets, chains):  # refused when every route refuses, naming the format asked for
+            names = [e.route for e in pair_routes(*chain[0].pair) if e.route in forced] if len(chain) == 1 else []
+            check_rules(src, target, config, names or None)
+    mode = _quantization(options, chains)
+    if "quantize" in options:
+        options["quantize"] = mode  # canonical name ('fp32' -> 'none') in every manifest
+    hops: list[_Hop] = []
+    for chain in chains:
+        current = src
+        tag = None
+        for edge in chain:
+            tag = tag or (mode if "quantize" in edge.options else None)  # downstream of a quantized hop too
+            dest = output_path(src, edge.target, out, tag)
+            if not any(h.dest == dest for h in hops):
+                specs, skipped = hop_routes(edge.source, edge.target, forced, options, config)
+                hops.append(_Hop(specs, current, dest, tried=skipped))
+            current = dest
+    for hop in hops:
+        _atomic.check_writable(hop.dest, force)
+    _atomic.make_dirs(out)
+    common = {"options": options, "verify": verify, "force": force, "trust_unsafe_code": trust_unsafe_code,
+              "atol": atol, "total": len(hops), **hop_opts}
+    return _run(hops, common, timeout)
+
+
+@dataclass
+class _Hop:
+    """One hop of the plan: its routes (in order), source and destination, and the routes tried so far."""
+
+    specs: list[EdgeSpec]
+    src: Path
+    dest: Path
+    tried: list[dict[str, Any]]
+    index: int = 0  # 1-based, in plan order (progress lines)
+    next: int = 0  # the index in specs of the next route to try
+    result: ConversionResult | None = None
+
+    @property
+    def backend(self) -> str:
+        return self.specs[self.next].backend or ""
+
+
+def _run(hops: list[_Hop], common: dict[str, Any], timeout: float | None) -> list[ConversionResult]:
+    """Run the hops in children, one per backend among the hops whose source exists: a child gets every such
+    hop whose next route needs its backend; a hop whose routes in that child all failed goes on with its
+    next route in a later child (modelkit.converters.routes). Results come back in plan order."""
+    from .routes import next_batch
+
+    for i, hop in enumerate(hops, start=1):
+        hop.index = i
+    pending = list(hops)
+    while pending:
+        waiting = {h.dest for h in pending}
+        ready = sorted((h for h in pending if h.src not in waiting), key=lambda h: (h.backend, h.index))
+        group = [h for h in ready if h.backend == ready[0].backend]
+        payload = []
+        for hop in group:
+            batch = next_batch(hop.specs, hop.next)
+            payload.append({"src": str(hop.src), "dest": str(hop.dest), "source": hop.specs[0].source.value,
+                            "target": hop.specs[0].target.value, "routes": [e.route for e in batch],
+                            "tried": hop.tried, "last": hop.next + len(batch) == len(hop.specs),
+                            "index": hop.index, **common})
+        backend = group[0].specs[group[0].next].backend
+        got = _child.run("modelkit.converters.hop:run_hops", {"hops": payload}, backend=backend, timeout=timeout)
+        for hop, r in zip(group, got):
+            if "failed" in r:  # every route this child could try failed: the next ones run in another child
+                hop.tried = r["failed"]
+                hop.next += len(next_batch(hop.specs, hop.next))
+                continue
+            hop.result = ConversionResult(r["format"], r["path"], r["seconds"], r["size_bytes"], r["parity"],
+                                          r.get("quantization"), r.get("accuracy"), r.get("route"))
+        pending = [h for h in pending if h.result is None]
+    return [h.result for h in hops if h.result is not None]

@@ -1,0 +1,107 @@
+"""The Keras model as a plain torch.nn.Module, for the TorchScript and .pt2 edges.
+
+Under the torch backend every Keras layer is a torch.nn.Module, so the model can be traced or
+exported once it is wrapped in a module that takes positional tensors (in Signature input order)
+and returns a tuple (in Signature output order). Torch artifacts carry no tensor names, so the
+edges store the Signature inside the artifact as SIGNATURE_FILE; the runtime reads it from there.
+Runs only in a process whose Keras backend is torch (the edges run in such a child process). Open
+dimensions other than the batch (a sequence length) are handled in modelkit.converters._torch_dims.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConversionError
+from ..spec import Signature
+
+SIGNATURE_FILE = "modelkit_signature.json"  # the extra file inside .torchscript.pt / .pt2 artifacts
+# Trace / export with a batch that is neither 1 nor 7 (the verification batches), so verification
+# proves that the batch dimension generalises instead of replaying the example.
+EXAMPLE_BATCH = 3
+
+
+def load_wrapped(src: Path, trust_unsafe_code: bool = False) -> tuple[Any, Signature]:
+    """Load `src` under the torch backend; return (module in eval mode without grads, Signature)."""
+    from ..core.keras_io import keras_signature, load_keras
+
+    model = load_keras(src, trust_unsafe_code=trust_unsafe_code, backend="torch")
+    sig = keras_signature(model)
+    module = _wrap(model, sig)
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module, sig
+
+
+def _wrap(model: Any, sig: Signature) -> Any:
+    import keras
+    import torch
+
+    dict_inputs = isinstance(getattr(model, "_inputs_struct", None), dict)
+    names = sig.input_names
+
+    class KerasModule(torch.nn.Module):
+        """forward(*inputs in Signature order) -> tuple of outputs in Signature order."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args: Any) -> tuple[Any, ...]:
+            if dict_inputs:
+                feed: Any = dict(zip(names, args))
+            else:
+                feed = list(args) if len(args) > 1 else args[0]
+            return tuple(keras.tree.flatten(self.model(feed, training=False)))
+
+    return KerasModule()
+
+
+def example_inputs(sig: Signature, batch: int = EXAMPLE_BATCH, seed: int = 0) -> tuple[Any, ...]:
+    """Seeded example tensors: uniform [0, 1) floats, zero ints (a valid index for any Embedding); open
+    non-batch dims at their example sizes (modelkit.converters._torch_dims.example_size)."""
+    from ._torch_dims import _inputs
+
+    return _inputs(sig, batch, seed=seed)
+
+
+def check_batches(module: Any, reference: Any, sig: Signature, what: str, batches: tuple[int, ...] = (1, 5),
+                  atol: float = 1e-4) -> None:
+    """Run `module` at batch sizes other than the example's and compare with the eager `reference`.
+
+    A trace that baked the example batch into a Reshape fails here, with a message that says so,
+    rather than later as an unexplained parity failure.
+    """
+    import torch
+
+    for batch in batches:
+        feed = example_inputs(sig, batch, seed=batch)
+        try:
+            with torch.no_grad():
+                got, want = module(*feed), reference(*feed)
+        except RuntimeError as exc:
+            raise ConversionError(f"{what} does not run at batch {batch} (traced at {EXAMPLE_BATCH}): the "
+                                  f"batch size was baked into the graph. Torch said: {_first_line(exc)}") from exc
+        for name, g, w in zip(sig.output_names, got, want):
+            if tuple(g.shape) != tuple(w.shape) or not torch.allclose(g, w, atol=atol, rtol=0):
+                raise ConversionError(f"{what} gives wrong results for output '{name}' at batch {batch} "
+                                      f"(traced at {EXAMPLE_BATCH}): the batch size or data-dependent "
+                                      "control flow was baked into the graph")
+
+
+def signature_json(sig: Signature) -> str:
+    return json.dumps(sig.to_dict())
+
+
+def versions() -> dict[str, str]:
+    import keras
+    import torch
+
+    return {"torch": torch.__version__, "keras": keras.__version__}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

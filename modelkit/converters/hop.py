@@ -1,0 +1,243 @@
+"""One conversion hop, run inside the child process that has the edge's backend:
+convert into a temporary path, verify against the source, write the manifest, then rename.
+
+A hop that fails parity keeps its artifact under a name that says so (`x.parity-failed.onnx`) with
+its manifest and report, and raises ParityError; a hop that fails otherwise leaves nothing behind.
+A lossy hop (quantized) is judged on the task instead of atol: source and artifact accuracy on labelled
+data go into the manifest (extra["accuracy"]), and a drop above max_accuracy_drop raises AccuracyError.
+`route` picks one of the pair's routes (modelkit.converters.registry.ROUTES; run_hops tries them in order
+through modelkit.converters.routes); the manifest records it and the routes tried before it (extra["route"]).
+The verification inputs (the user's `data`, the training data set, ranges inferred from the model, or
+uniform: modelkit.converters.samples) are chosen before converting, so bad samples fail before any work,
+and recorded in the manifest (extra["verification_inputs"]). `input_spec` gives models that define no
+inputs (subclassed) their inputs, in this process (modelkit.core.keras_inputs).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import _atomic
+from .. import manifest as _manifest
+from ..core.keras_inputs import parse_input_specs, using_input_spec
+from ..formats import Format
+from . import quantize as _q
+from .registry import get_edge
+from .samples import InputPlan, dataset_samples, plan_inputs
+from .support import check_support
+from .verify import compare_models
+
+
+def run_hops(hops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run hops in order (a later hop may read an earlier one's artifact), each trying its routes
+    (modelkit.converters.routes.run_routes); return their summaries. A hop whose routes in this process all
+    failed, with more routes to go, gives {"failed": [...]}, and convert() goes on with its next route."""
+    from .routes import run_routes
+
+    return [run_routes(**h) for h in hops]
+
+
+def failed_name(dest: Path, route: str | None = None) -> Path:
+    """`cnn.onnx` -> `cnn.parity-failed.onnx`; `cnn_saved_model` -> `cnn_saved_model.parity-failed`; a
+    route other than its pair's first keeps its own: `cnn.unrolled.parity-failed.tflite`."""
+    tag = f".{route}" if route else ""
+    if dest.suffix and not dest.name.endswith("_saved_model"):
+        return dest.with_name(f"{dest.stem}{tag}.parity-failed{dest.suffix}")
+    return dest.with_name(f"{dest.name}{tag}.parity-failed")
+
+
+def run_hop(src: str, dest: str, source: str, target: str, options: dict[str, Any] | None = None,
+            verify: bool = True, force: bool = False, trust_unsafe_code: bool = False,
+            atol: float | None = None, index: int = 1, total: int = 1, eval_data: str | None = None,
+            max_accuracy_drop: float = _q.DEFAULT_MAX_ACCURACY_DROP, data: str | None = None,
+            input_spec: list[Any] | None = None, route: str | None = None,
+            tried: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """One route (`route`; default the pair's first) of one hop; `tried`: the routes that failed before it."""
+    edge = get_edge(Format(source), Format(target), route)
+    with using_input_spec(input_spec):
+        return _run_hop(src, dest, edge, options, verify, force, trust_unsafe_code, atol, index, total,
+                        eval_data, max_accuracy_drop, data, input_spec, tried or [])
+
+
+def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, verify: bool,
+             force: bool, trust_unsafe_code: bool, atol: float | None, index: int, total: int,
+             eval_data: str | None, max_accuracy_drop: float, data: str | None,
+             input_spec: list[Any] | None, tried: list[dict[str, Any]]) -> dict[str, Any]:
+    from .routes import for_manifest
+
+    src_p, dest_p = Path(src), Path(dest)
+    _atomic.check_writable(dest_p, force)
+    opts = {**edge.options, **{k: v for k, v in (options or {}).items() if k in edge.options}}
+    mode = _q.check_mode(opts["quantize"], edge.target) if "quantize" in opts else "none"
+    lossy = _q.is_lossy(mode)
+    tolerance = _q.tolerance_for(mode, edge.tolerance)
+    tolerance = tolerance if atol is None else replace(tolerance, atol=float(atol), float32_floor=False)
+    max_drop = _q.check_max_drop(max_accuracy_drop)
+    if verify and lossy:  # fail before converting when there is nothing to judge the artifact on
+        _q.check_eval_available(_manifest.read(src_p), eval_data)
+    call_opts = dict(opts)
+    if edge.source == Format.KERAS:
+        check_support(src_p, edge.target, route=edge.route)  # typed refusal naming the layer, before any work
+        call_opts["trust_unsafe_code"] = trust_unsafe_code
+    src_manifest = _manifest.read(src_p)
+    reference, plan = None, None
+    first = get_edge(edge.source, edge.target).route == edge.route
+    tag = f"[{index}/{total}] {edge.source.value} -> {edge.target.value}" + ("" if first else f" (route {edge.route})")
+    _atomic.remove_stale_partials(dest_p)
+    tmpdir = _atomic.make_partial_dir(dest_p)
+    try:
+        _test_pause()
+        if verify:  # the source and its verification inputs first: samples that do not fit fail before converting
+            reference = _reference(src_p, edge, trust_unsafe_code)
+            plan = _plan(reference, src_manifest, data)
+        print(f"{tag}: converting {src_p.name} ...", file=sys.stderr, flush=True)
+        tmp = tmpdir / dest_p.name
+        t0 = time.perf_counter()
+        info = edge.func(src_p, tmp, **call_opts)
+        seconds = time.perf_counter() - t0
+        if edge.target == Format.TFLITE:  # the converter wrote it here: known good, no sandboxed first open
+            from ..safety.tflite import record_known_good
+
+            record_known_good(tmp)
+        from ..runtime import load
+
+        candidate = load(tmp)
+        report, accuracy = None, None
+        if verify:
+            report = compare_models(reference, candidate, tolerance, data=plan.data, inputs_label=plan.label,
+                                    ranges=plan.ranges)
+            if lossy:
+                inputs, labels, label = _q.eval_set(src_manifest, reference.signature, eval_data)
+                accuracy = _q.accuracy_gate(reference, candidate, inputs, labels, max_drop, label, mode)
+        source_sig = reference.signature if reference is not None else (src_manifest.sig if src_manifest else None)
+        signature = _in_source_order(candidate.signature, source_sig)
+        m = _build_manifest(src_p, edge, info, opts, seconds, src_manifest, report, signature)
+        if plan is not None:
+            m.extra["verification_inputs"] = plan.to_dict()
+        m.extra["route"] = {"taken": edge.route, "tried": for_manifest(tried), **(info.get("route") or {})}
+        if input_spec:
+            m.extra["input_spec"] = [s.to_dict() for s in parse_input_specs(input_spec)]
+        if accuracy is not None:
+            m.extra["accuracy"] = accuracy
+            print(f"{tag}: {_q.summary(accuracy)}", file=sys.stderr, flush=True)
+        if (report is not None and not report.ok) or (accuracy is not None and not accuracy["ok"]):
+            bad = failed_name(dest_p, None if first else edge.route)
+            _atomic.replace(tmp, bad, force=True)
+            _manifest.write(bad, m)
+            print(f"{tag}: {report.summary()}; kept as {bad.name}", file=sys.stderr, flush=True)
+            report.candidate = str(bad)
+            if accuracy is not None:  # for a lossy hop the task metric is the verdict that matters
+                _q.raise_if_failed(accuracy, str(bad))
+            report.raise_if_failed()
+        # Manifest first: a kill between the two renames leaves a manifest without an artifact, which
+        # the next run overwrites, never an artifact without its manifest (which --force would guard).
+        _atomic.check_writable(dest_p, force)
+        _manifest.write(dest_p, m, content=tmp)
+        _atomic.replace(tmp, dest_p, force)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    parity = report.summary() if report else "not verified"
+    print(f"{tag}: wrote {dest_p} in {seconds:.1f} s; {parity}", file=sys.stderr, flush=True)
+    return {"format": edge.target.value, "path": str(dest_p), "seconds": seconds,
+            "size_bytes": m.size_bytes, "parity": report.to_dict() if report else None,
+            "quantization": m.quantization, "accuracy": accuracy, "route": m.extra["route"]}
+
+
+def _in_source_order(sig: Any, want: Any) -> Any:
+    """The artifact's signature with inputs and outputs in the source's order (TFLite sorts them by name)."""
+    if want is None:
+        return sig
+    from ..runtime.base import order_outputs
+    from ..spec import Signature
+
+    ins = {s.name: s for s in sig.inputs}
+    outs = {s.name: s for s in sig.outputs}
+    return Signature(tuple(ins[n] for n in order_outputs(list(ins), want.input_names)),
+                     tuple(outs[n] for n in order_outputs(list(outs), want.output_names)))
+
+
+def _reference(src: Path, edge: Any, trust: bool) -> Any:
+    """The source as a runtime Model. For a TF-based edge from .keras, the model the edge converts is
+    loaded here once per process (same file bytes, same trust flag, same input spec) and its outputs are
+    remembered per input, so the hops of one conversion load and run the source once."""
+    from ..runtime import load
+
+    if edge.source != Format.KERAS:
+        return load(src)
+    if edge.backend == "tensorflow":
+        from ..runtime.keras import KerasModel
+        from ._tf_function import MemoReference, shared_model
+
+        return MemoReference(KerasModel(src, shared_model(src, trust)))
+    return load(src, trust_unsafe_code=trust)
+
+
+def _plan(reference: Any, src_manifest: Any, data: str | None) -> InputPlan:
+    """The verification inputs: the user's samples (read without trusting the file), else plan_inputs' order."""
+    samples = None
+    if data:
+        from ..input_files import read_inputs
+
+        got = read_inputs(data)
+        samples = got if isinstance(got, dict) else {"x": got}
+    return plan_inputs(reference.signature, reference, src_manifest, samples, Path(data).name if data else None)
+
+
+def reference_data(src_manifest: Any, sig: Any) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    """Real samples for verification: the test split of the data set the model was trained on."""
+    return dataset_samples(src_manifest, sig)
+
+
+def _build_manifest(src: Path, edge: Any, info: dict[str, Any], opts: dict[str, Any], seconds: float,
+                    src_manifest: Any, report: Any, signature: Any) -> _manifest.Manifest:
+    chain = list(src_manifest.chain) if src_manifest else []
+    chain.append(_manifest.Edge(edge.source.value, edge.target.value, edge.func_path,
+                                info.get("versions", {}), opts, round(seconds, 3)).__dict__)
+    return _manifest.Manifest(
+        format=edge.target.value,
+        signature=signature.to_dict(),
+        source={"path": str(src), "format": edge.source.value, "sha256": _manifest.sha256_of(src)},
+        chain=chain, opset=info.get("opset"), ir_version=info.get("ir_version"),
+        quantization=info.get("quantization"), parity=report.to_dict() if report else None,
+        training=src_manifest.training if src_manifest else None,
+        target=info.get("target"), extra=_extra(info, report, signature),
+    )
+
+
+def _extra(info: dict[str, Any], report: Any, signature: Any) -> dict[str, Any]:
+    """The edge's extra (targets, tuning) plus `dynamic_dims`: per input and open axis, whether the
+    artifact keeps it dynamic (else `fixed`), the sizes parity verified, and the range the artifact
+    accepts where its edge knows one (`accepts`, from torch.export). Unverified hops list the open dims."""
+    extra = dict(info.get("extra") or {})  # edges that compile for a target
+    if report is not None:
+        dims = {name: {axis: dict(entry) for axis, entry in axes.items()}
+                for name, axes in (report.dynamic_dims or {}).items()}
+    else:
+        dims = {s.name: {str(i): {"dynamic": True, "verified": None} for i, d in enumerate(s.shape) if d is None}
+                for s in signature.inputs}
+        dims = {name: axes for name, axes in dims.items() if axes}
+    for key, accepts in (info.get("dim_ranges") or {}).items():
+        name, _, axis = key.rpartition(":")
+        if axis in dims.get(name, {}):
+            dims[name][axis]["accepts"] = accepts
+    if dims:
+        extra["dynamic_dims"] = dims
+    return extra
+
+
+PAUSE_ENV = "MODELKIT_TEST_HOP_PAUSE"
+
+
+def _test_pause() -> None:
+    """Test hook: MODELKIT_TEST_HOP_PAUSE=SECONDS holds a hop that long once its partial output exists, so an
+    interrupt test can land mid-hop however fast the machine converts (interruptible like any work)."""
+    seconds = os.environ.get(PAUSE_ENV)
+    if seconds:
+        time.sleep(float(seconds))

@@ -1,0 +1,38 @@
+"""Edge keras -> pt2: torch.export of the Keras model under the torch backend, every open dimension dynamic.
+
+The batch and any other dimension the Keras model leaves open (a sequence length, an image side) are
+exported as torch.export Dims (modelkit.converters._torch_dims): a dimension torch can only keep within a
+range (a valid convolution needs a longer sequence) keeps that range, recorded in the manifest; one that
+torch fixes is refused, naming the dimension, the layer and the formats that keep it open.
+The exported program is saved with torch.export.save; the Signature travels inside it as an extra
+file, so the runtime needs neither Keras nor the manifest. Runs in a child process with
+KERAS_BACKEND=torch, so a .keras trained under TensorFlow or JAX converts too.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..formats import Format
+from .registry import Tolerance, converter
+
+# The exported graph runs the same aten kernels as eager Keras-on-torch (decomposed): measured max abs
+# error <= 3e-8 on small nets, 0.0 on the digits CNN; 1e-5 catches any real mistake.
+TOLERANCE = Tolerance(atol=1e-5, min_cosine=0.99999)
+
+
+@converter(Format.KERAS, Format.TORCH_EXPORT, backend="torch", tolerance=TOLERANCE)
+def keras_to_pt2(src: Path, dest: Path, trust_unsafe_code: bool = False) -> dict[str, Any]:
+    import torch
+
+    from . import _torch_dims
+    from ._torch_module import SIGNATURE_FILE, check_batches, example_inputs, load_wrapped, signature_json, versions
+
+    module, sig = load_wrapped(src, trust_unsafe_code)
+    program = _torch_dims.export(module, sig, example_inputs(sig), Path(src).name)
+    exported, accepted = program.module(), _torch_dims.ranges(program, sig)
+    check_batches(exported, module, sig, "the exported program")
+    _torch_dims.check_lengths(exported, module, sig, "torch.export", "pt2", accepted=accepted)
+    torch.export.save(program, str(dest), extra_files={SIGNATURE_FILE: signature_json(sig)})
+    # the sizes the program accepts per open dimension ("input:axis" -> [min, max or None]), for the manifest
+    return {"versions": versions(), "dim_ranges": {f"{n}:{a}": r for (n, a), r in accepted.items()}}

@@ -1,0 +1,100 @@
+"""Route 'unrolled' of keras -> tflite: recurrent layers unrolled over a fixed sequence length.
+
+Keras' recurrent loop under TensorFlow is a while loop over TensorLists, which TFLite's builtin ops
+express only at a fixed batch (the first route, keras_tflite, refuses it). This route traces the same
+model (the same weights: nothing is rebuilt) with modelkit's unrolled loop (modelkit.converters._unroll):
+per time step the cell's own ops, masks as SELECT_V2, so LSTM, GRU, SimpleRNN, stacked and Bidirectional
+layers, masked by Embedding(mask_zero=True) or Masking, become builtin ops with the batch still dynamic.
+Unrolling needs the number of steps: the model's inputs must fix the sequence length (`keras.Input((12,
+6))`, or `--input-spec frames:?,12,6` for a model that leaves it open); otherwise the route refuses,
+naming the layer and the input spec to give. The artifact takes sequences of exactly that length (its
+signature says so) and is verified against the original Keras model (its own loop) at that length;
+the manifest records the route, the layers unrolled and the length (extra.route.unrolled).
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..formats import Format
+from .keras_tflite import TOLERANCE
+from .registry import converter
+
+ROUTE = "unrolled"
+
+
+@converter(Format.KERAS, Format.TFLITE, backend="tensorflow", tolerance=TOLERANCE,
+           options={"quantize": "none", "calibration_data": None})
+def keras_to_tflite_unrolled(src: Path, dest: Path, quantize: str = "none", calibration_data: str | None = None,
+                             trust_unsafe_code: bool = False) -> dict[str, Any]:
+    from .. import manifest as _manifest
+    from ..core.keras_io import keras_signature
+    from ..errors import UnsupportedConversionError
+    from . import quantize as q
+    from ._tf_function import shared_model
+    from ._unroll import recurrent_layers
+    from .keras_tflite import _refusal, convert_saved_model, info
+
+    mode = q.check_mode(quantize, Format.TFLITE)
+    model = shared_model(src, trust_unsafe_code)  # the original: the loop is swapped while tracing only
+    sig = keras_signature(model)
+    layers = recurrent_layers(model)
+    if not layers:
+        raise UnsupportedConversionError(f"{Path(src).name}: the '{ROUTE}' route unrolls recurrent layers, and "
+                                         "the model has none")
+    calibration = (q.calibration_inputs(_manifest.read(src), sig, calibration_data) if mode == "int8" else None)
+    folder = Path(tempfile.mkdtemp(prefix="modelkit-unrolled-"))
+    try:
+        saved, steps = _saved_model(model, sig, folder)
+        # an op with no builtin (a layer's Erf) is refused naming its layer, as on the converter route
+        blob = convert_saved_model(saved, mode, calibration, lambda exc: _refusal(exc, model, sig, mode))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    dest.write_bytes(blob)
+    out = info(mode, calibration, calibration_data)
+    lengths = {s.name: s.shape[1] for s in sig.inputs if len(s.shape) > 1}
+    out["route"] = {"unrolled": {"layers": [layer.name for layer in layers], "steps": sorted(set(steps)),
+                                 "sequence_lengths": lengths}}
+    return out
+
+
+def _dynamic(sig: Any, layer: str, why: str) -> Exception:
+    """The typed refusal for an open sequence length, with the --input-spec that fixes it."""
+    from ..errors import UnsupportedConversionError
+
+    hint = " ".join(f"--input-spec {s.name}:{','.join(_dim(d, i) for i, d in enumerate(s.shape))}:{s.dtype}"
+                    for s in sig.inputs)
+    return UnsupportedConversionError(
+        f"layer {layer} cannot be converted to tflite by the '{ROUTE}' route: {why}, and unrolling needs a "
+        f"fixed number of steps; give the length with {hint} (<length>: the sequence length the artifact will "
+        "take; the batch stays dynamic); formats that convert it at any length: onnx, saved_model")
+
+
+def _dim(d: int | None, axis: int) -> str:
+    if d is not None:
+        return str(d)
+    return "?" if axis == 0 else "<length>"
+
+
+def _saved_model(model: Any, sig: Any, folder: Path) -> tuple[Path, list[int]]:
+    """A SavedModel of `model` traced with the unrolled loop (serving_default, Keras names), and the step
+    counts unrolled."""
+    import keras
+
+    from ._tf_function import serving_function
+    from ._tf_lowering import lowerings
+    from ._unroll import unrolled_rnn
+    from .keras_tflite import SIGNATURE_KEY
+
+    with lowerings(), unrolled_rnn(fused=False) as seen:
+        fn, specs = serving_function(model, sig, as_dict=True)  # a new trace, not the shared one
+        fn.get_concrete_function(*specs)
+        if seen.dynamic is not None:  # an open time axis: refused, naming the layer
+            raise _dynamic(sig, seen.dynamic.layer, seen.dynamic.reason)
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(SIGNATURE_KEY, fn, input_signature=specs)
+        archive.write_out(str(folder / "saved_model"), verbose=False)
+    return folder / "saved_model", seen.steps

@@ -1,0 +1,353 @@
+"""Parity: run a reference and a candidate model on the same seeded inputs and compare every output.
+
+Batch sizes 1 and 7 by default; any other dynamic dimension (a sequence length, an image side) at sizes 1,
+13 and 64 (modelkit.converters._shapes), each statistic computed per case, and the report says which sizes were
+verified per dimension (dynamic_dims). Per output the report holds max abs error, max rel error, cosine
+similarity and argmax agreement (for outputs with a class axis). Exceeding the tolerance is an error, except
+where the reference's own float32 error is larger: when an output exceeds the edge's atol (not one the user
+passed) and the reference is a Keras model, it is evaluated again in float64 and each case allows 4x the
+reference's own error on it (modelkit.converters._float64 has the measurements; the report records the floor
+and the atol applied). A reference whose outputs barely change with the inputs would make any comparison
+pass, so that is an error too (VacuousParityError), judged over cases of one output shape."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import ParityError, ResourceError, ShapeError, VacuousParityError
+from ..spec import Signature
+from . import _shapes
+from .registry import Tolerance
+
+BATCH_SIZES = (1, 7)
+OTHER_DIM_SIZES = _shapes.DYNAMIC_SIZES  # sizes of open non-batch dims (see _shapes)
+
+
+@dataclass
+class OutputParity:
+    name: str
+    max_abs: float
+    max_rel: float
+    cosine: float
+    argmax_agreement: float | None
+    spread: float  # largest std of the reference output across samples (vacuity guard)
+    ok: bool
+    reason: str = ""
+    # the reference's own float32 error (max |float32 - float64 evaluation| over the cases) and the largest atol
+    # applied, when the edge's atol was exceeded and the floor was measured (modelkit.converters._float64)
+    float32_floor: float | None = None
+    atol_applied: float | None = None
+
+
+@dataclass
+class ParityReport:
+    ok: bool
+    reference: str
+    candidate: str
+    tolerance: dict[str, float]
+    inputs: str
+    cases: list[dict[str, Any]]
+    outputs: list[OutputParity] = field(default_factory=list)
+    # {input: {axis: {"dynamic", "verified": [min, max], "sizes", ...}}} for every axis the reference leaves open
+    dynamic_dims: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    skipped_cases: list[dict[str, Any]] = field(default_factory=list)  # sizes the reference or candidate refused
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        worst = max(self.outputs, key=lambda o: o.max_abs) if self.outputs else None
+        head = "parity OK" if self.ok else "parity FAILED"
+        if worst is None:
+            return head
+        agree = "" if worst.argmax_agreement is None else f", argmax agreement {worst.argmax_agreement:.3f}"
+        atol = f"atol {self.tolerance['atol']:.0e}"
+        if worst.atol_applied and worst.atol_applied > self.tolerance["atol"]:
+            own = f"; the reference's own: {worst.float32_floor:.1e}" if worst.float32_floor is not None else ""
+            atol += f", up to {worst.atol_applied:.1e} where float32's own error is larger{own}"
+        return f"{head}: max abs error {worst.max_abs:.2e} on '{worst.name}' ({atol}){agree}"
+
+    def failures(self) -> str:
+        return "; ".join(f"output '{o.name}': {o.reason}" for o in self.outputs if not o.ok)
+
+    def raise_if_failed(self) -> None:
+        if self.ok:
+            return
+        bad = [o for o in self.outputs if not o.ok]
+        cls = VacuousParityError if bad and all(o.reason.startswith("vacuous") for o in bad) else ParityError
+        hint = (f" (inputs: {self.inputs}; if the model expects other values, pass real samples with --data "
+                "samples.npz, keyed by input name)") if cls is VacuousParityError else ""
+        raise cls(f"{self.candidate} does not match {self.reference}: {self.failures()}{hint}", self.to_dict())
+
+
+def make_inputs(sig: Signature, batch: int, other: int | None, seed: int,
+                data: Mapping[str, np.ndarray] | None = None, offset: int = 0,
+                ranges: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """Inputs for one case: rows of real data when given (cycled), else seeded values within the
+    input's inferred range (modelkit.converters.samples), else uniform [0, 1) floats / ints in [0, 10)."""
+    from .samples import generate
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for spec in sig.inputs:
+        if data is not None and spec.name in data and len(data[spec.name]):
+            src = data[spec.name]
+            idx = (np.arange(batch) + offset) % len(src)
+            out[spec.name] = np.ascontiguousarray(src[idx].astype(spec.dtype))
+            continue
+        shape = spec.concrete_shape(batch, other)
+        out[spec.name] = generate(spec, shape, rng, (ranges or {}).get(spec.name))
+    return out
+
+
+def match_outputs(ref_names: list[str], cand_names: list[str]) -> list[tuple[str, str]]:
+    """Pair outputs by name when both sides use the same names, else by position."""
+    if sorted(ref_names) == sorted(cand_names):
+        return [(n, n) for n in ref_names]
+    if len(ref_names) != len(cand_names):
+        raise ParityError(f"the models have different outputs: {ref_names} vs {cand_names}")
+    return list(zip(ref_names, cand_names))
+
+
+def compare_models(reference: Any, candidate: Any, tolerance: Tolerance, batch_sizes: tuple[int, ...] = BATCH_SIZES,
+                   seed: int = 0, data: Mapping[str, np.ndarray] | None = None, inputs_label: str | None = None,
+                   ranges: Mapping[str, Any] | None = None) -> ParityReport:
+    """Run both runtime Models on the same inputs and build the ParityReport (no raising on a mismatch).
+
+    With open non-batch dims every case runs at other sizes (modelkit.converters._shapes); sizes the
+    reference cannot run at, or that the candidate refuses with ShapeError, are listed in skipped_cases;
+    the candidate failing otherwise where the reference runs is a ParityError.
+    """
+    sig = reference.signature
+    fixed = fixed_batch(sig, candidate.signature)
+    if fixed is not None:  # e.g. a TVM library tuned at batch 1: compare at its batch, as many cases
+        batch_sizes = tuple(fixed for _ in batch_sizes)
+    plans: list[dict[int, int] | None] = list(_shapes.size_plans(sig, candidate.signature))
+    dynamic = bool(_shapes.open_axes(sig))
+    if dynamic and _shapes.data_covers_open_dims(sig, data):
+        plans.insert(0, None)  # the real samples at their own length first, then seeded inputs at every size
+    pairs = match_outputs(sig.output_names, candidate.signature.output_names)
+    refs: dict[str, list[np.ndarray]] = {r: [] for r, _ in pairs}
+    cands: dict[str, list[np.ndarray]] = {r: [] for r, _ in pairs}
+    cases: list[dict[str, Any]] = []
+    feeds: list[dict[str, np.ndarray]] = []  # one per case, for the float32 floor
+    skipped: list[dict[str, Any]] = []
+    offset, ran = 0, 0
+    wanted = len(_shapes.DYNAMIC_SIZES) + (1 if plans[0] is None else 0)  # size plans that ran on both models
+    for j, sizes in enumerate(plans):
+        if dynamic and ran >= wanted:
+            break
+        case_sig, case_data = (sig, data) if sizes is None else (_shapes.case_signature(sig, sizes),
+                                                                   None if plans[0] is None else data)
+        usable = False
+        for i, batch in enumerate(batch_sizes):
+            feed = make_inputs(case_sig, batch, None, seed + 100 * i + j, case_data, offset, ranges)
+            offset += batch
+            shapes = {k: list(v.shape) for k, v in feed.items()}
+            outs = _run_case(reference, candidate, feed, dynamic)
+            if isinstance(outs, dict):
+                skipped.append({"batch": batch, "shapes": shapes, **outs})
+                if outs["skipped"] == "reference":
+                    break  # these sizes do not fit the model: take the next plan
+                continue
+            usable = True
+            r_out, c_out = outs
+            case: dict[str, Any] = {"batch": batch, "shapes": shapes, "max_abs": {}}
+            for r, c in pairs:
+                a, b = np.asarray(r_out[r]), np.asarray(c_out[c])
+                if a.shape != b.shape:
+                    raise ParityError(f"output '{r}': shape {b.shape} from {candidate.path.name} differs from "
+                                      f"{a.shape} from {reference.path.name} at input shapes {_shapes_text(shapes)}")
+                refs[r].append(a)
+                cands[r].append(b)
+                case["max_abs"][r] = _max_abs(a, b)
+            cases.append(case)
+            feeds.append(feed)
+        ran += usable
+    if not cases:
+        reasons = "; ".join(f"{_shapes_text(s['shapes'])}: {s['reason']}" for s in skipped[:3])
+        raise ParityError(f"no verification case ran on both {reference.path.name} and {candidate.path.name}: "
+                          f"{reasons}")
+    dims = _shapes.summarize(sig, candidate.signature, cases, skipped)
+    outputs = [_compare_output(r, refs[r], cands[r], tolerance) for r, _ in pairs]
+    # above the edge's atol: is it the reference's own error? (an atol the user passed is kept as given)
+    if tolerance.float32_floor and any(o.max_abs > tolerance.atol for o in outputs):
+        outputs = _with_float32_floor(reference, feeds, refs, cands, cases, tolerance, outputs)
+    label = inputs_label or ("real samples" if data else f"seeded uniform [0,1), seed {seed}")
+    if plans[0] is None:
+        label += "; open dimensions also at other sizes, seeded"
+    report = ParityReport(ok=all(o.ok for o in outputs), reference=str(reference.path),
+                          candidate=str(candidate.path), tolerance=tolerance.to_dict(), inputs=label, cases=cases,
+                          outputs=outputs, dynamic_dims=dims, skipped_cases=skipped)
+    few = _shapes.too_few_sizes(dims)
+    if few:
+        raise ParityError(f"{candidate.path.name}: {few}; see skipped_cases", report.to_dict())
+    return report
+
+
+def _run_case(reference: Any, candidate: Any, feed: dict[str, np.ndarray],
+              dynamic: bool) -> tuple[dict[str, Any], dict[str, Any]] | dict[str, str]:
+    """Both models' outputs on one feed; with open dims, a size either side cannot take is a skip record
+    ({"skipped": "reference" | "candidate", "reason": ...}); the candidate failing otherwise is a ParityError."""
+    try:
+        r_out = reference.predict(feed)
+    except Exception as exc:  # noqa: BLE001 - any engine's error: these sizes are not the model's
+        if not dynamic or isinstance(exc, ResourceError):
+            raise
+        return {"skipped": "reference", "reason": f"the reference cannot run at these sizes: {_first_line(exc)}"}
+    try:
+        c_out = candidate.predict(feed)
+    except ShapeError as exc:  # a typed refusal: the artifact accepts a narrower range (recorded)
+        if not dynamic:
+            raise
+        return {"skipped": "candidate", "reason": f"the candidate refuses these sizes: {_first_line(exc)}"}
+    except Exception as exc:  # noqa: BLE001
+        if not dynamic:
+            raise
+        shapes = _shapes_text({k: list(v.shape) for k, v in feed.items()})
+        raise ParityError(f"{candidate.path.name} fails at input shapes {shapes}, where {reference.path.name} "
+                          f"runs: {_first_line(exc)}") from exc
+    return r_out, c_out
+
+
+def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
+    if not a.size:
+        return 0.0
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    return float("inf") if not np.all(np.isfinite(diff)) else float(np.max(diff))
+
+
+def _shapes_text(shapes: Mapping[str, list[int]]) -> str:
+    return ", ".join(f"'{k}' {tuple(v)}" for k, v in shapes.items())
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def fixed_batch(reference_sig: Signature, candidate_sig: Signature) -> int | None:
+    """The batch a candidate fixes where the reference keeps it dynamic (None if it fixes none)."""
+    ref = {s.name: s for s in reference_sig.inputs}
+    fixed = {s.shape[0] for s in candidate_sig.inputs
+             if s.shape and s.shape[0] is not None and s.name in ref and ref[s.name].shape[:1] == (None,)}
+    return fixed.pop() if len(fixed) == 1 else None
+
+
+def _with_float32_floor(reference: Any, feeds: list[dict[str, np.ndarray]], refs: dict[str, list[np.ndarray]],
+                        cands: dict[str, list[np.ndarray]], cases: list[dict[str, Any]], tol: Tolerance,
+                        outputs: list[OutputParity]) -> list[OutputParity]:
+    """Compare again with each case's atol lifted to float32's own error on it (modelkit.converters._float64:
+    the reference's error against its float64 evaluation when it is a Keras model, and the outputs' ulp)."""
+    from ._float64 import Float64Twin, case_atols, floors
+
+    twin = Float64Twin.for_reference(reference)
+    measured = floors(twin, feeds, refs) if twin is not None else {name: [float("nan")] * len(cases)
+                                                                    for name in refs}
+    if twin is not None:
+        for i, case in enumerate(cases):
+            case["float32_floor"] = {name: values[i] for name, values in measured.items()}
+    return [_compare_output(o.name, refs[o.name], cands[o.name], tol, case_atols(tol.atol, measured[o.name],
+                                                                                  refs[o.name]), measured[o.name])
+            for o in outputs]
+
+
+def _compare_output(name: str, refs: list[np.ndarray], cands: list[np.ndarray], tol: Tolerance,
+                    atols: list[float] | None = None, floor: list[float] | None = None) -> OutputParity:
+    """Statistics over the cases, each computed per case (cases may differ in shape): the worst max abs /
+    max rel error and cosine, argmax agreement over all rows, and the vacuity guard over cases of one shape.
+    `atols` (per case) replaces the edge's atol where the reference's float32 floor (per case) was measured."""
+    max_abs = max_rel = 0.0
+    over: list[tuple[float, float, float]] = []  # (max abs, atol, floor) of the cases above their atol
+    cosine = 1.0
+    agree_n = agree_total = 0
+    for i, (a, b) in enumerate(zip(refs, cands)):
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        diff = np.abs(a64 - b64)
+        if not np.all(np.isfinite(b64)) and np.all(np.isfinite(a64)):
+            case_abs = float("inf")
+        else:
+            case_abs = float(np.nanmax(diff)) if diff.size else 0.0
+        max_abs = max(max_abs, case_abs)
+        case_atol = atols[i] if atols is not None else tol.atol
+        if not case_abs <= case_atol:
+            over.append((case_abs, case_atol, floor[i] if floor is not None else float("nan")))
+        max_rel = max(max_rel, float(np.nanmax(diff / (np.abs(a64) + 1e-7))) if diff.size else 0.0)
+        na, nb = np.linalg.norm(a64), np.linalg.norm(b64)
+        cos = 1.0 if na == 0 and nb == 0 else float(np.dot(a64.ravel(), b64.ravel()) / max(na * nb, 1e-300))
+        cosine = min(cosine, cos)
+        if a.ndim >= 2 and a.shape[-1] > 1:
+            agree_n += int(np.sum(np.argmax(a64, -1) == np.argmax(b64, -1)))
+            agree_total += int(np.prod(a.shape[:-1]))
+    agreement = agree_n / agree_total if agree_total else None
+    spread, rows = _spread(refs)
+    scale = max((float(np.max(np.abs(r))) for r in refs if r.size), default=0.0)
+    reasons = []
+    if rows > 1 and spread <= 1e-6 * max(scale, 1e-6):
+        reasons.append(f"vacuous check: the reference output is constant across {rows} different "
+                       f"inputs (largest std {spread:.1e}); a dead or untrained model proves nothing")
+    if over and atols is None:
+        reasons.append(f"max abs error {max_abs:.3e} > atol {tol.atol:.0e}")
+    elif over:
+        worst = max(over, key=lambda t: t[0] / t[1])
+        own = f"{worst[2]:.1e}" if np.isfinite(worst[2]) else "not measured"
+        reasons.append(f"max abs error {worst[0]:.3e} > atol {worst[1]:.1e} on one case (the edge's {tol.atol:.0e} "
+                       f"lifted to float32's own error there: the reference's own, {own}, and the outputs' "
+                       "resolution; modelkit.converters._float64)")
+    if cosine < tol.min_cosine:
+        reasons.append(f"cosine similarity {cosine:.6f} < {tol.min_cosine}")
+    if agreement is not None and agreement < tol.min_argmax_agreement:
+        reasons.append(f"argmax agreement {agreement:.3f} < {tol.min_argmax_agreement}")
+    measured = [f for f in floor or [] if np.isfinite(f)]
+    return OutputParity(name, max_abs, max_rel, cosine, agreement, spread, not reasons, "; ".join(reasons),
+                        max(measured) if measured else None, max(atols) if atols is not None else None)
+
+
+def _spread(refs: list[np.ndarray]) -> tuple[float, int]:
+    """(largest std across rows, rows compared) of the reference output, over cases whose rows have one
+    shape (a sequence output's shape follows the input's length, so only rows of equal length stack)."""
+    groups: dict[tuple[int, ...], list[np.ndarray]] = {}
+    for r in refs:
+        if r.ndim:
+            groups.setdefault(r.shape[1:], []).append(r.reshape(r.shape[0], -1).astype(np.float64))
+    spread, rows = float("nan"), 0
+    for parts in groups.values():
+        stacked = np.concatenate(parts, axis=0)
+        if stacked.shape[0] > 1 and stacked.shape[1]:
+            std = float(np.max(np.std(stacked, axis=0)))
+            spread = std if np.isnan(spread) else max(spread, std)
+            rows = max(rows, stacked.shape[0])
+    return spread, rows
+
+
+def verify_artifacts(a: str | os.PathLike, b: str | os.PathLike, tolerance: Tolerance | None = None,
+                     atol: float | None = None, batch_sizes: tuple[int, ...] = BATCH_SIZES, seed: int = 0,
+                     data: Mapping[str, np.ndarray] | None = None, raise_on_failure: bool = True,
+                     data_label: str | None = None, **load_options: Any) -> ParityReport:
+    """Load two artifacts with modelkit.load and compare them; `a` is the reference.
+
+    The tolerance defaults to the registered edge's (a's format -> b's format), else atol 1e-4. Inputs:
+    `data` (checked against a's inputs), else modelkit.converters.samples.plan_inputs picks them.
+    """
+    from ..formats import detect
+    from ..runtime import load
+    from .registry import edges
+
+    if tolerance is None:
+        edge = edges().get((detect(a), detect(b)))
+        tolerance = edge.tolerance if edge else Tolerance(atol=1e-4, min_cosine=0.9999)
+    if atol is not None:
+        tolerance = Tolerance(atol=atol, min_cosine=tolerance.min_cosine,
+                              min_argmax_agreement=tolerance.min_argmax_agreement, float32_floor=False)
+    from .. import manifest as _manifest
+    from .samples import plan_inputs
+
+    ref, cand = load(a, **load_options), load(b, **load_options)
+    plan = plan_inputs(ref.signature, ref, _manifest.read(a), data, data_label, seed)
+    report = compare_models(ref, cand, tolerance, batch_sizes, seed, plan.data, plan.label, plan.ranges)
+    if raise_on_failure:
+        report.raise_if_failed()
+    return report

@@ -1,0 +1,38 @@
+"""Run `python -m modelkit` as a terminal would, and Ctrl-C it."""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from typing import Iterator
+
+
+def sigint_default() -> None:
+    """preexec_fn for a process that a test Ctrl-C's: a shell's background job (nohup, `cmd &`, some CI
+    runners) starts with SIGINT ignored, and the process would inherit that; a terminal's does not."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def cli_process(*args: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """`python -m modelkit ARGS` in its own process group, output captured (text, stderr merged), as a
+    terminal would start it; whatever the test does, the group is killed at the end. `env`: extra variables."""
+    proc = subprocess.Popen([sys.executable, "-m", "modelkit", *args], start_new_session=True,
+                            env={**os.environ, **env} if env else None,
+                            preexec_fn=sigint_default, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+
+
+def ctrl_c(proc: subprocess.Popen, timeout: float) -> str:
+    """Send what a terminal's Ctrl-C sends (SIGINT to the foreground group); return the rest of the output."""
+    os.killpg(proc.pid, signal.SIGINT)
+    return proc.communicate(timeout=timeout)[0]

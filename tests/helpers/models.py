@@ -1,0 +1,57 @@
+"""Models for tests: trained in a child process, a framework-free ONNX file, torch conversions shared
+across test files."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def train_in_child(model: str, backend: str, out: Path, epochs: int = 3) -> Path:
+    from modelkit import _child
+
+    _child.run("modelkit.core.train:train", {"model": model, "data": "digits", "epochs": epochs,
+                                              "backend": backend, "out": str(out), "force": True,
+                                              "verbose": False}, backend=backend, quiet=True)
+    return out
+
+
+def make_tiny_onnx(path: Path, weight_scale: float = 1.0) -> Path:
+    """A real ONNX model without any framework: probs = softmax(x @ W + b), x: (batch, 4) float32."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((4, 3)) * weight_scale).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probs"], axis=-1)],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 3])],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+_CONVERTED: dict[str, dict[str, Any]] = {}
+
+
+def converted_to_torch(src: Path, tmp_path_factory) -> dict[str, Any]:
+    """`src` converted to torchscript and pt2 once per session: both edges run in one torch child.
+
+    Shared with tests/convert/test_keras_pt2.py and tests/runtime/test_torch_engines.py (imported),
+    so the test files together start one torch child process per source model.
+    """
+    key = str(src)
+    if key not in _CONVERTED:
+        out = tmp_path_factory.mktemp(f"torch_{Path(src).stem}")
+        import modelkit
+
+        _CONVERTED[key] = {r.format: r for r in modelkit.convert(src, "torchscript,pt2", out_dir=out)}
+    return _CONVERTED[key]
