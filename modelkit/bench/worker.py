@@ -30,14 +30,10 @@ def peak_rss_bytes() -> int:
     Linux carries the parent's size into a child that was forked then exec'd (a child of a 1.4 GB test
     process would report 1.4 GB whatever its engine used).
     """
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+    from ..safety.limits import proc_kib
+
+    hwm = proc_kib("/proc/self/status", "VmHWM:")
+    return hwm if hwm is not None else int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB
 
 
 def measure(artifact: str, mode: str, batches: list[int], threads: int | None, device: str,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .._onnx import onnxslim_version, slim
 from ..formats import Format
 from .registry import Tolerance, converter
 
@@ -43,18 +44,27 @@ def keras_to_onnx(src: Path, dest: Path, opset: int = OPSET, trust_unsafe_code: 
         fn, specs = shared_serving_function(model, sig, as_dict=False)
         proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=int(opset))
     rename_outputs(proto, sig.output_names)
+    proto, mode = save_onnx(proto, src, dest, sig, onnxslim, quantize, calibration_data)
+    return {"opset": int(opset), "ir_version": int(proto.ir_version), "quantization": mode,
+            "versions": {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__,
+                         **({"onnxslim": onnxslim_version()} if onnxslim else {})}}
+
+
+def save_onnx(proto: Any, src: Path, dest: Path, sig: Any, onnxslim: bool, quantize: str,
+              calibration_data: str | None) -> tuple[Any, str]:
+    """What every keras -> onnx route does last: name the dynamic dims, slim (optional), check, save, quantize
+    in place (none / dynamic-int8 / int8 static QDQ); returns the saved proto and the quantization mode."""
+    import onnx
+
+    from .quantize import quantize_onnx_file
+
     name_dynamic_dims(proto)
     proto.producer_name = "modelkit"
     if onnxslim:
         proto = slim(proto)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(dest))
-    from .quantize import quantize_onnx_file  # none / dynamic-int8 / int8 (static QDQ), in place
-
-    mode = quantize_onnx_file(src, dest, sig, quantize, calibration_data)
-    return {"opset": int(opset), "ir_version": int(proto.ir_version), "quantization": mode,
-            "versions": {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__,
-                         **({"onnxslim": _onnxslim_version()} if onnxslim else {})}}
+    return proto, quantize_onnx_file(src, dest, sig, quantize, calibration_data)
 
 
 def rename_outputs(proto: Any, names: list[str]) -> None:
@@ -106,23 +116,3 @@ def register_erfc() -> None:
             sub = ctx.insert_new_node_on_output("Sub", node.output[0], name=utils.make_name(node.name),
                                                 inputs=[one.output[0], node.output[0]])
             ctx.copy_shape(node.output[0], sub.output[0])
-
-
-def slim(proto: Any) -> Any:
-    """Simplify an ONNX graph with onnxslim; the graph's input and output names must survive."""
-    import onnxslim
-
-    from ..errors import ConversionError
-
-    before = ([i.name for i in proto.graph.input], [o.name for o in proto.graph.output])
-    slimmed = onnxslim.slim(proto)
-    after = ([i.name for i in slimmed.graph.input], [o.name for o in slimmed.graph.output])
-    if after != before:
-        raise ConversionError(f"onnxslim changed the graph's inputs/outputs from {before} to {after}")
-    return slimmed
-
-
-def _onnxslim_version() -> str:
-    import onnxslim
-
-    return str(getattr(onnxslim, "__version__", "unknown"))

@@ -35,12 +35,12 @@ def keras_to_onnx_torch(src: Path, dest: Path, opset: int = OPSET, trust_unsafe_
     import onnxscript
     import torch
 
+    from .._onnx import opset_of
     from ..errors import ConversionError
     from . import _torch_dims
     from ._torch_module import check_batches, example_inputs, load_wrapped, versions
     from ._unroll import recurrent_layers, unrolled_rnn
-    from .keras_onnx import name_dynamic_dims, slim
-    from .quantize import quantize_onnx_file
+    from .keras_onnx import save_onnx
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # opset and torchvision notices on every export
     module, sig = load_wrapped(src, trust_unsafe_code)
@@ -63,21 +63,11 @@ def keras_to_onnx_torch(src: Path, dest: Path, opset: int = OPSET, trust_unsafe_
             sig.output_names:
         raise ConversionError(f"torch.onnx named the graph's inputs/outputs {[i.name for i in proto.graph.input]} / "
                               f"{[o.name for o in proto.graph.output]}, not {sig.input_names} / {sig.output_names}")
-    name_dynamic_dims(proto)
-    proto.producer_name = "modelkit"
-    if onnxslim:
-        proto = slim(proto)
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(dest))
-    mode = quantize_onnx_file(src, dest, sig, quantize, calibration_data)
-    out = {"opset": _opset(proto), "ir_version": int(proto.ir_version), "quantization": mode,
+    proto, mode = save_onnx(proto, src, dest, sig, onnxslim, quantize, calibration_data)
+    out = {"opset": opset_of(proto), "ir_version": int(proto.ir_version), "quantization": mode,
            "versions": {**versions(), "onnx": onnx.__version__, "onnxscript": onnxscript.__version__},
            "dim_ranges": {f"{n}:{a}": r for (n, a), r in accepted.items()}}
     if seen.steps:  # recurrent layers ran modelkit's loop, unrolled at these lengths
         out["route"] = {"unrolled": {"layers": [layer.name for layer in recurrent_layers(module.model)],
                                      "steps": sorted(set(seen.steps))}}
     return out
-
-
-def _opset(proto: Any) -> int:
-    return next(int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx"))

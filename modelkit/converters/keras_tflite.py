@@ -34,16 +34,10 @@ SIGNATURE_KEY = "serving_default"
            options={"quantize": "none", "calibration_data": None})
 def keras_to_tflite(src: Path, dest: Path, quantize: str = "none", calibration_data: str | None = None,
                     trust_unsafe_code: bool = False) -> dict[str, Any]:
-    from .. import manifest as _manifest
-    from ..core.keras_io import keras_signature
-    from . import quantize as q
-    from ._tf_function import shared_model, shared_saved_model
+    from ._tf_function import shared_saved_model
     from ._tf_lowering import lowerings
 
-    mode = q.check_mode(quantize, Format.TFLITE)
-    model = shared_model(src, trust_unsafe_code)  # loaded once per process for all TF-based hops
-    sig = keras_signature(model)
-    calibration = (q.calibration_inputs(_manifest.read(src), sig, calibration_data) if mode == "int8" else None)
+    mode, model, sig, calibration = prepare(src, quantize, calibration_data, trust_unsafe_code)
     # the same SavedModel the saved_model edge writes (one export per process and source)
     with lowerings():  # a causal attention mask TFLite can run at any length (see _tf_lowering)
         saved = shared_saved_model(src, SIGNATURE_KEY, trust_unsafe_code)
@@ -51,6 +45,22 @@ def keras_to_tflite(src: Path, dest: Path, quantize: str = "none", calibration_d
     blob = convert_saved_model(saved, mode, calibration, lambda exc: _refusal(exc, model, sig, mode))
     dest.write_bytes(blob)
     return info(mode, calibration, calibration_data)
+
+
+def prepare(src: Path, quantize: str, calibration_data: str | None,
+            trust_unsafe_code: bool) -> tuple[str, Any, Any, dict[str, Any] | None]:
+    """What every keras -> tflite route needs first: the quantization mode, the Keras model (loaded once per
+    process for all TF-based hops), its signature, and the int8 calibration samples."""
+    from .. import manifest as _manifest
+    from ..core.keras_io import keras_signature
+    from . import quantize as q
+    from ._tf_function import shared_model
+
+    mode = q.check_mode(quantize, Format.TFLITE)
+    model = shared_model(src, trust_unsafe_code)
+    sig = keras_signature(model)
+    calibration = (q.calibration_inputs(_manifest.read(src), sig, calibration_data) if mode == "int8" else None)
+    return mode, model, sig, calibration
 
 
 def convert_saved_model(saved: Path, mode: str, calibration: dict[str, Any] | None,

@@ -29,22 +29,16 @@ ROUTE = "unrolled"
            options={"quantize": "none", "calibration_data": None})
 def keras_to_tflite_unrolled(src: Path, dest: Path, quantize: str = "none", calibration_data: str | None = None,
                              trust_unsafe_code: bool = False) -> dict[str, Any]:
-    from .. import manifest as _manifest
-    from ..core.keras_io import keras_signature
     from ..errors import UnsupportedConversionError
-    from . import quantize as q
-    from ._tf_function import shared_model
     from ._unroll import recurrent_layers
-    from .keras_tflite import _refusal, convert_saved_model, info
+    from .keras_tflite import _refusal, convert_saved_model, info, prepare
 
-    mode = q.check_mode(quantize, Format.TFLITE)
-    model = shared_model(src, trust_unsafe_code)  # the original: the loop is swapped while tracing only
-    sig = keras_signature(model)
+    # the original model: the loop is swapped while tracing only
+    mode, model, sig, calibration = prepare(src, quantize, calibration_data, trust_unsafe_code)
     layers = recurrent_layers(model)
     if not layers:
         raise UnsupportedConversionError(f"{Path(src).name}: the '{ROUTE}' route unrolls recurrent layers, and "
                                          "the model has none")
-    calibration = (q.calibration_inputs(_manifest.read(src), sig, calibration_data) if mode == "int8" else None)
     folder = Path(tempfile.mkdtemp(prefix="modelkit-unrolled-"))
     try:
         saved, steps = _saved_model(model, sig, folder)

@@ -133,11 +133,6 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, **options:
     data = open_bytes(p)  # validated, and probed in a sandboxed child unless this machine knows its sha256
     try:
         interpreter = Interpreter(model_content=data, num_threads=int(threads) if threads else None)
-        # the native interpreter reads the model's buffer without owning it, and the Python wrapper stores
-        # `_model_content` before `_interpreter`: an object's attributes are released in insertion order, so
-        # the bytes would go first. Re-inserted last, they outlive the native interpreter in every teardown.
-        if "_model_content" in vars(interpreter):
-            interpreter._model_content = vars(interpreter).pop("_model_content")
         _allocate(interpreter)
         return LiteRTModel(p, interpreter)
     except LoadError:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, TypeVar
 import numpy as np
 
 from ..errors import InputError, LoadError, ResourceError, UnsafeModelError
+from ..safety.limits import proc_kib, size
 from ..spec import Signature
 
 _TEXT = re.compile(r"bad[_ ]alloc|bad allocation|out of memory|cannot allocate memory|can't allocate memory|"
@@ -71,7 +72,7 @@ def check_headroom(model: Any, inputs: dict[str, np.ndarray], copies: float = 2.
     need = int(copies * (_nbytes(inputs) + (_outputs_bytes(model.signature, inputs) or 0))) + margin
     if not _can_allocate(need):
         raise _running_out(model.path, model.engine, model.signature, inputs,
-                           f"was not called: {_size(need)} could not be mapped for it, and it aborts the "
+                           f"was not called: {size(need)} could not be mapped for it, and it aborts the "
                            "process when an allocation fails")
 
 
@@ -81,10 +82,10 @@ def _running_out(path: Path, engine: str, signature: Signature, inputs: Any, sai
     if not inputs_bytes:  # Python lists that ran out while becoming arrays
         need = " on inputs that are not numpy arrays"
     else:
-        outs = (f" and the outputs need about {_size(outputs_bytes)}" if outputs_bytes
+        outs = (f" and the outputs need about {size(outputs_bytes)}" if outputs_bytes
                 else " (the outputs' size is not known in advance)")
-        need = (f": the inputs take {_size(inputs_bytes)}{outs}, so it needs at least "
-                f"{_size(inputs_bytes + (outputs_bytes or 0))}")
+        need = (f": the inputs take {size(inputs_bytes)}{outs}, so it needs at least "
+                f"{size(inputs_bytes + (outputs_bytes or 0))}")
     return ResourceError(f"{path.name}: {engine} ran out of memory running this model{need}{_limits()}; free "
                          f"memory, use a smaller batch, or give the process more memory ({engine} {said})")
 
@@ -96,7 +97,7 @@ def load_error(path: Path, engine: str, exc: Exception) -> ResourceError | None:
     cause = oom_cause(exc)
     if cause is None:
         return None
-    return ResourceError(f"{path}: {engine} ran out of memory loading this model ({_size(_disk_size(path))} on "
+    return ResourceError(f"{path}: {engine} ran out of memory loading this model ({size(_disk_size(path))} on "
                          f"disk){_limits()}; free memory or give the process more memory (a small file that "
                          f"asks for much more may be corrupt) ({engine} {_said(cause)})")
 
@@ -163,22 +164,11 @@ def _limits() -> str:
     except (ImportError, OSError, ValueError):  # not a POSIX system
         soft, limited = 0, False
     if limited:
-        used = _proc_kib("/proc/self/status", "VmSize:")
-        return (f"; this process may map {_size(soft)} (RLIMIT_AS)"
-                + (f" and has {_size(used)} mapped" if used is not None else ""))
-    free = _proc_kib("/proc/meminfo", "MemAvailable:")
-    return f"; the machine has {_size(free)} available" if free is not None else ""
-
-
-def _proc_kib(path: str, key: str) -> int | None:
-    try:
-        with open(path) as fh:
-            for line in fh:
-                if line.startswith(key):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+        used = proc_kib("/proc/self/status", "VmSize:")
+        return (f"; this process may map {size(soft)} (RLIMIT_AS)"
+                + (f" and has {size(used)} mapped" if used is not None else ""))
+    free = proc_kib("/proc/meminfo", "MemAvailable:")
+    return f"; the machine has {size(free)} available" if free is not None else ""
 
 
 def _disk_size(path: Path) -> int:
@@ -199,14 +189,3 @@ def _said(exc: BaseException) -> str:
         start = max(0, (hit.start() if hit else 0) - 150)
         line = ("..." if start else "") + line[start:start + 300] + ("..." if start + 300 < len(line) else "")
     return f"said: {type(exc).__name__}: {line}" if line else f"said: {type(exc).__name__}"
-
-
-def _size(nbytes: int | None) -> str:
-    if nbytes is None:
-        return "?"
-    value, unit = float(nbytes), "bytes"
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            break
-        value /= 1024
-    return f"{nbytes} bytes" if unit == "bytes" else f"{value:.1f} {unit} ({nbytes} bytes)"

@@ -76,14 +76,15 @@ def size(nbytes: int | None) -> str:
 
 
 def _meminfo(key: str) -> int | None:
-    return _proc_kib("/proc/meminfo", key)
+    return proc_kib("/proc/meminfo", key)
 
 
 def _status_kib(key: str) -> int | None:
-    return _proc_kib("/proc/self/status", key)
+    return proc_kib("/proc/self/status", key)
 
 
-def _proc_kib(path: str, key: str) -> int | None:
+def proc_kib(path: str, key: str) -> int | None:
+    """A `KEY:  N kB` line of a /proc file, in bytes; None when absent or unreadable."""
     try:
         with open(path) as fh:
             for line in fh:

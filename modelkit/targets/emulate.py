@@ -40,8 +40,9 @@ np.savez(out, *[r.numpy() for r in res])
 
 
 def env_dir() -> Path:
-    base = os.environ.get("MODELKIT_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "modelkit")
-    return Path(base) / "qemu-aarch64"
+    from .._cache import cache_root
+
+    return cache_root() / "qemu-aarch64"
 
 
 def available() -> str | None:

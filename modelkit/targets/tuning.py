@@ -29,9 +29,10 @@ RUN_TIMEOUT_S = 120.0
 
 
 def cache_root() -> Path:
-    base = os.environ.get("MODELKIT_CACHE_DIR")
-    root = Path(base) if base else Path(os.path.expanduser("~")) / ".cache" / "modelkit"
-    return root / "tvm"
+    """Where tuning databases live: the user's cache folder (modelkit._cache), under tvm/."""
+    from .._cache import cache_root as user_cache
+
+    return user_cache() / "tvm"
 
 
 def cache_key(model_sha256: str, tvm_target: dict[str, Any], batch: int, tvm_version: str) -> str:

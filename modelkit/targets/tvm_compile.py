@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import manifest as _manifest
+from .._onnx import onnxslim_version, opset_of
 from ..errors import ConversionError, EngineNotInstalledError, UnsupportedConversionError
 from ..formats import Format
 from ..spec import Signature, TensorSpec
@@ -95,7 +96,7 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
     import onnx
     import tvm
 
-    from ..converters.keras_onnx import slim
+    from .._onnx import slim
 
     tgt = registry.get(target)
     check_toolchain(tgt)
@@ -150,8 +151,8 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
     if tgt.cross and tgt.device == "cpu":
         _verify_emulated(src, dest, sig, tgt, extra)
     _write_manifest(src, dest, tgt, sig, extra)
-    return {"opset": _opset(proto), "ir_version": int(proto.ir_version), "target": tgt.name, "extra": extra,
-            "versions": {"tvm": tvm.__version__, "onnx": onnx.__version__, "onnxslim": _onnxslim_version()}}
+    return {"opset": opset_of(proto), "ir_version": int(proto.ir_version), "target": tgt.name, "extra": extra,
+            "versions": {"tvm": tvm.__version__, "onnx": onnx.__version__, "onnxslim": onnxslim_version()}}
 
 
 def _verify_emulated(src: Path, dest: Path, sig: Signature, tgt: registry.Target, extra: dict[str, Any]) -> None:
@@ -222,16 +223,6 @@ def _write_manifest(src: Path, dest: Path, tgt: registry.Target, sig: Signature,
     m = _manifest.Manifest(format=Format.TVM.value, signature=sig.to_dict(), target=tgt.name, extra=extra,
                            source={"path": str(src), "format": "onnx", "sha256": _manifest.sha256_of(src)})
     _manifest.write(dest, m)
-
-
-def _opset(proto: Any) -> int | None:
-    return next((int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-
-
-def _onnxslim_version() -> str:
-    import onnxslim
-
-    return str(getattr(onnxslim, "__version__", "unknown"))
 
 
 __all__ = ["compile_onnx", "onnx_signature", "fix_batch", "choose_batch", "check_toolchain"]

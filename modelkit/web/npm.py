@@ -4,7 +4,6 @@ Nothing is fetched at run time: the bundle carries the JavaScript and WebAssembl
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -18,8 +17,9 @@ ORT_WEB_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-sim
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("MODELKIT_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "modelkit")
-    return Path(root) / "npm"
+    from .._cache import cache_root
+
+    return cache_root() / "npm"
 
 
 def ort_web_dist(version: str = ORT_WEB_VERSION, install: bool = True) -> Path:

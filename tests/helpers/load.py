@@ -2,6 +2,7 @@
 so a native crash or a hang shows up as a result instead of killing or freezing pytest."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -17,26 +18,31 @@ QUIET = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0", "PYTHONWARNI
          "KERAS_BACKEND": "tensorflow", "OMP_NUM_THREADS": "1"}
 
 
-def _limits() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
+def _limits(memory: int) -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 class LoadWorker:
-    """Loads artifacts in a child: load(path) -> {"ok": ...} | {"typed": ...} | {"crash": rc} | {"hang": s}."""
+    """Loads artifacts in a child: load(path) -> {"ok": ...} | {"typed": ...} | {"crash": rc} | {"hang": s}.
 
-    def __init__(self, timeout: float = 60.0):
+    The child is `module` run as a script (tests/security/_worker.py, or the fuzzers' worker), with `env` added to
+    this process's environment and `memory` bytes of address space."""
+
+    def __init__(self, timeout: float = 60.0, module: str = "tests.security._worker",
+                 env: dict[str, str] | None = None, memory: int = CHILD_MEMORY):
         self.timeout = timeout
+        self.module, self.env, self.memory = module, env or {}, memory
         self.proc: subprocess.Popen | None = None
         self.restarts = 0
 
     def _start(self) -> None:
-        env = {**os.environ, **QUIET, "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.security._worker"], cwd=ROOT, env=env,
+        env = {**os.environ, **QUIET, "PYTHONPATH": str(ROOT), **self.env}
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module], cwd=ROOT, env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     preexec_fn=_limits, text=True, bufsize=1)
+                                     preexec_fn=functools.partial(_limits, self.memory), text=True, bufsize=1)
         line = self._readline(120)
-        assert line == "READY", f"worker did not start: {line!r}"
+        assert line == "READY", f"worker {self.module} did not start: {line!r}"
 
     def _readline(self, timeout: float) -> str | None:
         assert self.proc is not None and self.proc.stdout is not None

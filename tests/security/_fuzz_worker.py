@@ -1,4 +1,4 @@
-"""FuzzWorker: a LoadWorker (tests/helpers/load.py) whose child is this module run as a script, with
+"""The fuzzers' LoadWorker (tests/helpers/load.py): this module run as a script, with
 its own environment (a private MODELKIT_CACHE_DIR, the sandboxed first open's time limit) and a 4 GiB
 address space. Child side: one JSON request a line ({"path", "inspect"}), `modelkit inspect`'s describe when
 asked, `modelkit.load` and one predict on zeros, one JSON answer a line. Unlike _worker, inputs the harness
@@ -6,39 +6,19 @@ would need more than 64 MiB to build (a mutated dim of 2**40) are not built: pre
 small wrong-shaped input, which must be refused with a typed error."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import traceback
-
 import numpy as np
+
+from tests.security._worker import failure, main
 
 MAX_INPUT_BYTES = 64 << 20
 CHILD_MEMORY = 4 * 1024**3  # numpy, onnxruntime, ai-edge-litert and modelkit fit in it
 
 
-def _limits() -> None:
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
 def fuzz_worker(env: dict[str, str], timeout: float = 30.0):
     """A LoadWorker running this module; load(path, inspect=...) -> {"ok"} | {"typed"} | {"crash"} | {"hang"}."""
-    from tests.helpers.load import QUIET, ROOT, LoadWorker
+    from tests.helpers.load import LoadWorker
 
-    class FuzzWorker(LoadWorker):
-        def _start(self) -> None:
-            self.proc = subprocess.Popen([sys.executable, "-m", "tests.security._fuzz_worker"], cwd=ROOT,
-                                         env={**os.environ, **QUIET, "PYTHONPATH": str(ROOT), **env},
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                         preexec_fn=_limits, text=True, bufsize=1)
-            line = self._readline(120)
-            assert line == "READY", f"fuzz worker did not start: {line!r}"
-
-    return FuzzWorker(timeout)
+    return LoadWorker(timeout, module="tests.security._fuzz_worker", env=env, memory=CHILD_MEMORY)
 
 
 def handle(req: dict) -> dict:
@@ -60,21 +40,9 @@ def handle(req: dict) -> dict:
             inputs = {s.name: np.zeros(shapes[s.name], s.dtype) for s in m.signature.inputs}
         m.predict(inputs)
         return {"ok": True, "big": big}
-    except ModelkitError as exc:
-        return {"ok": False, "typed": True, "type": type(exc).__name__, "message": str(exc)[:400]}
     except BaseException as exc:  # noqa: BLE001 - the point: report what escaped untyped
-        return {"ok": False, "typed": False, "type": type(exc).__name__, "message": str(exc)[:400],
-                "traceback": traceback.format_exc()[-3000:]}
-
-
-def main() -> None:
-    out = sys.stdout
-    sys.stdout = sys.stderr  # engines' chatter must not corrupt the protocol
-    print("READY", file=out, flush=True)
-    for line in sys.stdin:
-        out.write(json.dumps(handle(json.loads(line))) + "\n")
-        out.flush()
+        return failure(exc, ModelkitError, message=400, tb=3000)
 
 
 if __name__ == "__main__":
-    main()
+    main(handle)

@@ -1,8 +1,9 @@
-"""Helpers shared by the hostile-file tests: rewriting zip members, and running code in a child process
-(optionally under an address-space limit) so that a payload that does run, or an allocation that does
-happen, stays out of pytest."""
+"""Helpers shared by the hostile-file tests: rewriting zip members (a .keras config among them), a SavedModel
+whose serving function writes a canary, and running code in a child process (optionally under an
+address-space limit) so that a payload that does run, or an allocation that does happen, stays out of pytest."""
 from __future__ import annotations
 
+import json
 import os
 import resource
 import subprocess
@@ -31,6 +32,33 @@ def rewrite_zip(src: Path, dest: Path, replace: dict[str, bytes | Callable[[byte
             zout.writestr(name, body)
     assert hits == set(replace), f"members not found: {set(replace) - hits}"
     return dest
+
+
+def with_dense_activation(src: Path, dest: Path, activation: object) -> Path:
+    """Copy a .keras zip, replacing its Dense layers' activation with `activation` in config.json."""
+    def patch(data: bytes) -> bytes:
+        cfg = json.loads(data)
+        for layer in cfg["config"]["layers"]:
+            if layer["class_name"] == "Dense":
+                layer["config"]["activation"] = activation
+        return json.dumps(cfg).encode()
+
+    return rewrite_zip(src, dest, {"config.json": patch})
+
+
+def serving_writer(folder: Path, canary: Path) -> Path:
+    """A SavedModel whose serving function writes the canary (a real TF WriteFile op) on every call."""
+    import tensorflow as tf
+
+    class Writer(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+        def serve(self, x):
+            with tf.control_dependencies([tf.io.write_file(str(canary), "ran")]):
+                return {"y": tf.identity(x)}
+
+    w = Writer()
+    tf.saved_model.save(w, str(folder), signatures={"serving_default": w.serve})
+    return folder
 
 
 def in_child(code: str, memory: int | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+from typing import Callable
 
 import numpy as np
 
@@ -26,19 +27,25 @@ def handle(req: dict) -> dict:
                 inputs = {k: np.asarray(v["data"], dtype=v["dtype"]).reshape(v["shape"]) for k, v in feed.items()}
             m.predict(inputs)
         return {"ok": True}
-    except ModelkitError as exc:
-        return {"ok": False, "typed": True, "type": type(exc).__name__, "message": str(exc)[:300]}
     except BaseException as exc:  # noqa: BLE001 - the point: report what escaped untyped
-        return {"ok": False, "typed": False, "type": type(exc).__name__, "message": str(exc)[:300],
-                "traceback": traceback.format_exc()[-2000:]}
+        return failure(exc, ModelkitError)
 
 
-def main() -> None:
+def failure(exc: BaseException, typed: type, message: int = 300, tb: int = 2000) -> dict:
+    """The answer for an exception: typed (a modelkit error) or not, with its message and traceback cut."""
+    if isinstance(exc, typed):
+        return {"ok": False, "typed": True, "type": type(exc).__name__, "message": str(exc)[:message]}
+    return {"ok": False, "typed": False, "type": type(exc).__name__, "message": str(exc)[:message],
+            "traceback": traceback.format_exc()[-tb:]}
+
+
+def main(handler: Callable[[dict], dict] = handle) -> None:
+    """The protocol: READY, then one JSON answer a line for each JSON request a line on stdin."""
     out = sys.stdout
     sys.stdout = sys.stderr  # engines' chatter must not corrupt the protocol
     print("READY", file=out, flush=True)
     for line in sys.stdin:
-        out.write(json.dumps(handle(json.loads(line))) + "\n")
+        out.write(json.dumps(handler(json.loads(line))) + "\n")
         out.flush()
 
 

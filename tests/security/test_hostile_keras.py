@@ -15,6 +15,7 @@ from modelkit.errors import LoadError, UnsafeModelError
 from modelkit.formats import Format, detect
 
 from ._build import build_keras, expected
+from ._hostile import serving_writer, with_dense_activation
 
 
 def _touching_lambda(canary: Path):
@@ -71,21 +72,6 @@ def test_legacy_h5_is_detected_and_its_lambda_refused(tmp_path, canary):
     assert not canary.exists()
 
 
-def _inject(src: Path, dest: Path, activation: object) -> Path:
-    """Copy a .keras zip, replacing the Dense layer's activation with `activation` in config.json."""
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dest, "w") as zout:
-        for item in zin.infolist():
-            data = zin.read(item.filename)
-            if item.filename == "config.json":
-                cfg = json.loads(data)
-                for layer in cfg["config"]["layers"]:
-                    if layer["class_name"] == "Dense":
-                        layer["config"]["activation"] = activation
-                data = json.dumps(cfg).encode()
-            zout.writestr(item, data)
-    return dest
-
-
 def _fn(module, name, registered=None):
     return {"module": module, "class_name": "function", "config": name, "registered_name": registered}
 
@@ -113,7 +99,7 @@ def tiny_keras(tmp_path_factory) -> Path:
 def test_config_naming_an_arbitrary_callable_is_refused(tiny_keras, tmp_path, payload, named):
     canary = tmp_path / "canary"
     payload = json.loads(json.dumps(payload).replace("CANARY", str(canary)))
-    path = _inject(tiny_keras, tmp_path / "evil.keras", payload)
+    path = with_dense_activation(tiny_keras, tmp_path / "evil.keras", payload)
     with pytest.raises(UnsafeModelError, match="refused to load") as info:
         modelkit.load(path, trust_unsafe_code=True)  # the trust flag does not lift these
     assert named in str(info.value)
@@ -128,7 +114,7 @@ def test_get_file_payload_makes_no_connection(tiny_keras, tmp_path):
         port = srv.getsockname()[1]
         payload = {"module": "keras.utils", "class_name": "get_file",
                    "config": {"fname": "x", "origin": f"http://127.0.0.1:{port}/payload"}, "registered_name": None}
-        path = _inject(tiny_keras, tmp_path / "fetch.keras", payload)
+        path = with_dense_activation(tiny_keras, tmp_path / "fetch.keras", payload)
         with pytest.raises(UnsafeModelError, match=r"keras\.utils\.get_file.*not a model part"):
             modelkit.load(path)
         with pytest.raises(socket.timeout):
@@ -149,25 +135,10 @@ def test_registered_custom_layer_still_loads(tmp_path):
     np.testing.assert_allclose(m.predict(np.ones((1, 4), np.float32))["twice"], 2.0)
 
 
-def _tfsm_payload(folder: Path, canary: Path) -> Path:
-    """A SavedModel whose serving function writes the canary (a real TF WriteFile op)."""
-    import tensorflow as tf
-
-    class Writer(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
-        def serve(self, x):
-            with tf.control_dependencies([tf.io.write_file(str(canary), "ran")]):
-                return {"y": tf.identity(x)}
-
-    w = Writer()
-    tf.saved_model.save(w, str(folder), signatures={"serving_default": w.serve})
-    return folder
-
-
 def test_tfsm_layer_loading_an_outside_saved_model_is_refused(tmp_path, canary):
     import keras
 
-    outside = _tfsm_payload(tmp_path / "elsewhere" / "sm", canary)
+    outside = serving_writer(tmp_path / "elsewhere" / "sm", canary)
     canary.unlink(missing_ok=True)
     x = keras.Input((4,), name="x")
     layer = keras.layers.TFSMLayer(str(outside), call_endpoint="serving_default")

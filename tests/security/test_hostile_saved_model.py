@@ -14,21 +14,9 @@ import modelkit
 from modelkit.errors import UnsafeModelError
 
 from ._build import build_saved_model
-from ._hostile import in_child
+from ._hostile import in_child, serving_writer
 
 tf = pytest.importorskip("tensorflow")
-
-
-def _serving_writer(folder: Path, canary: Path) -> Path:
-    class Writer(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
-        def serve(self, x):
-            with tf.control_dependencies([tf.io.write_file(str(canary), "ran")]):
-                return {"y": tf.identity(x)}
-
-    w = Writer()
-    tf.saved_model.save(w, str(folder), signatures={"serving_default": w.serve})
-    return folder
 
 
 def _initializer_writer(folder: Path, canary: Path) -> Path:
@@ -72,7 +60,7 @@ def _vocab_table(folder: Path, vocab: Path) -> Path:
 
 def test_serving_function_that_writes_is_refused(tmp_path):
     canary = tmp_path / "canary"
-    path = _serving_writer(tmp_path / "writer_saved_model", canary)
+    path = serving_writer(tmp_path / "writer_saved_model", canary)
     canary.unlink(missing_ok=True)  # tracing ran it once; only loading and predicting matter
     refused = (r"writer_saved_model: refused to load: function '__inference_serve_\d+' holds the TensorFlow op "
                r"'WriteFile' \(node '.*'\), which reads or writes files.*--trust-unsafe-code")

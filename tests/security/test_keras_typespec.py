@@ -3,10 +3,6 @@
 TensorFlow's own TypeSpec classes pass; anything else is UnsafeModelError, whatever the trust flag."""
 from __future__ import annotations
 
-import json
-import zipfile
-from pathlib import Path
-
 import pytest
 
 import modelkit
@@ -14,6 +10,7 @@ from modelkit.errors import UnsafeModelError
 from modelkit.safety.keras import check_keras_config
 
 from ._build import build_keras
+from ._hostile import with_dense_activation
 
 
 def _typespec(module: str, name: str, config: list) -> dict:
@@ -21,25 +18,11 @@ def _typespec(module: str, name: str, config: list) -> dict:
             "registered_name": None}
 
 
-def _with_activation(src: Path, dest: Path, activation: dict) -> Path:
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dest, "w") as zout:
-        for item in zin.infolist():
-            data = zin.read(item.filename)
-            if item.filename == "config.json":
-                cfg = json.loads(data)
-                for layer in cfg["config"]["layers"]:
-                    if layer["class_name"] == "Dense":
-                        layer["config"]["activation"] = activation
-                data = json.dumps(cfg).encode()
-            zout.writestr(item, data)
-    return dest
-
-
 @pytest.mark.parametrize("module, name", [("os", "system"), ("subprocess", "Popen"), ("builtins", "eval"),
                                           ("tensorflow.python.ops.gen_io_ops", "write_file")])
 def test_typespec_naming_anything_but_a_tensorflow_typespec_is_refused(tmp_path, module, name):
     canary = tmp_path / "canary"
-    path = _with_activation(build_keras(tmp_path / "tiny.keras"), tmp_path / "evil.keras",
+    path = with_dense_activation(build_keras(tmp_path / "tiny.keras"), tmp_path / "evil.keras",
                             _typespec(module, name, [f"touch {canary}"]))
     refused = (rf"config\.config\.layers\[\d\]\.config\.activation is a __typespec__ naming '{module}\.{name}', not a "
                "TensorFlow TypeSpec class")
