@@ -230,6 +230,18 @@ def test_a_route_failing_parity_hands_over_and_every_failure_is_kept(matrix, tmp
     assert not (tmp_path / "dead_gru.tflite").exists()
 
 
+def test_the_converter_route_failing_prints_one_line_not_the_converters_diagnostics(matrix, tmp_path, capfd):
+    """The TFLite converter's MLIR passes print every error to file descriptor 2; the hand-over to the next
+    route is one line naming the layer, and the converter's own lines stay out of the user's terminal."""
+    src = Path(matrix[("gelu", "onnx")]["path"]).parent / "gru_open.keras"
+    capfd.readouterr()
+    with pytest.raises(UnsupportedConversionError):  # the length is open: the unrolled route refuses too
+        modelkit.convert(src, "tflite", out_dir=tmp_path)
+    err = capfd.readouterr().err
+    assert "route 'converter' failed (UnsupportedConversionError): layer 'gru'" in err, err
+    assert "loc(callsite" not in err and "TensorListReserve" not in err, err
+
+
 # ------------------------------------------------------------------------------------------------
 # End to end: modelkit.convert and the CLI, real children
 
