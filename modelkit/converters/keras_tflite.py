@@ -18,13 +18,10 @@ would save those two ops but push scale/zero-point handling onto every caller.
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
+from .._quiet import engine_chatter_swallowed
 from ..formats import Format
 from .registry import Tolerance, converter
 
@@ -77,28 +74,10 @@ def convert_saved_model(saved: Path, mode: str, calibration: dict[str, Any] | No
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[SIGNATURE_KEY])
     _configure(conv, tf, mode, calibration)
     try:
-        with _native_stderr_swallowed():  # MLIR prints its diagnostics there; the refusal carries them
+        with engine_chatter_swallowed():  # MLIR prints every diagnostic; the refusal carries them
             return conv.convert()
     except (ConverterError, RuntimeError, ValueError, tf.errors.OpError) as exc:
         raise refusal(exc) from exc
-
-
-@contextlib.contextmanager
-def _native_stderr_swallowed() -> Iterator[None]:
-    """Send file descriptor 2 to a scratch file for the block: the converter's MLIR passes print every error
-    (dozens of `loc(callsite(...))` lines) to it, although the exception holds them too and a first route's
-    failure is an expected hand-over to the next route, not something the user should read."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with tempfile.TemporaryFile() as scratch:
-            os.dup2(scratch.fileno(), 2)
-            try:
-                yield
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
 
 
 def info(mode: str, calibration: dict[str, Any] | None, calibration_data: str | None) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import manifest as _manifest
 from .._onnx import onnxslim_version, opset_of
+from .._quiet import engine_chatter_swallowed
 from ..errors import ConversionError, EngineNotInstalledError, UnsupportedConversionError
 from ..formats import Format
 from ..spec import Signature, TensorSpec
@@ -111,7 +112,8 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
     from tvm.relax.frontend.onnx import from_onnx
 
     try:
-        mod = from_onnx(proto, shape_dict=shape_dict, keep_params_in_input=False)
+        with engine_chatter_swallowed():  # the importer prints the operator it failed on, and C++ warnings
+            mod = from_onnx(proto, shape_dict=shape_dict, keep_params_in_input=False)
     except Exception as exc:  # the importer raises assorted TVM / Python errors: re-raise typed, not swallowed
         text = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
         open_dims = [f"'{s.name}' dim {i}" for s in sig.inputs for i, d in enumerate(s.shape) if i > 0 and d is None]
