@@ -34,7 +34,7 @@ def build_mobilenet(out: str, image_size: int) -> str:
     import numpy as np
 
     from modelkit.core import zoo
-    from modelkit.core.keras_io import keras_signature
+    from modelkit.keras_io.files import keras_signature
 
     net = zoo.build_model("mobilenetv2", input_shape=(image_size, image_size, 3), alpha=0.35, seed=0)
     bns = [layer for layer in net.layers if isinstance(layer, keras.layers.BatchNormalization)]

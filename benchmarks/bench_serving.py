@@ -175,7 +175,8 @@ def start_torchserve(ts_path: Path, work: Path, workers: int) -> tuple[subproces
 
 def stop(proc: subprocess.Popen) -> None:
     """SIGTERM the server's own process group (TorchServe: launcher, java, workers); SIGKILL after 30 s."""
-    from modelkit._proc import stop_group
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers, when run as a script
+    from tests.helpers.proc import stop_group
 
     stop_group(proc, 30.0)
 

@@ -66,7 +66,7 @@ def build_models(models: list[str], out_dir: str, seed: int = 0) -> dict[str, di
     import numpy as np
 
     from benchmarks import coverage_zoo as zoo
-    from modelkit.core.keras_io import keras_signature, load_keras
+    from modelkit.keras_io.files import keras_signature, load_keras
 
     out: dict[str, dict[str, Any]] = {}
     for name in models:

@@ -1,12 +1,18 @@
-"""Run one function in a child Python process with a chosen Keras backend.
+"""The one way modelkit runs work in a child Python process (conversion hops, training, search, benchmark
+workers, distributed-training workers).
 
 The Keras backend is fixed per process, and TensorFlow, torch and JAX are heavy; work that needs a
-particular backend runs here so the parent stays light and any backend's .keras converts. Typed
-modelkit errors raised in the child are raised again, with the same type, in the parent.
+particular backend runs in a child so the parent stays light and any backend's .keras converts. Typed
+modelkit errors raised in the child are raised again, with the same type, in the parent; anything else
+arrives as the caller's error class (WorkerError unless it names another).
 
 Protocol: the parent sends {"func": "pkg.mod:name", "kwargs": {...}} as JSON on stdin; the child
 writes {"result": ...} or {"error": {...}} as JSON to the file named by argv[1]. The child's stdout
-and stderr pass through, so progress shows.
+and stderr go to the parent's stderr: passed through when that is a real file, relayed line by line as
+they come when it is not (CliRunner, notebooks), so progress shows either way.
+
+- `run(...)`: one child, waited for, with a timeout and Ctrl-C handling; returns its result.
+- `start(...)`: a child left running (several side by side: distributed training); `Child.result()`.
 """
 from __future__ import annotations
 
@@ -17,88 +23,139 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from . import errors
 from ._backend import QUIET_ENV, check_backend
 
 
-def run(func: str, kwargs: dict[str, Any], backend: str | None = None, timeout: float | None = None,
-        quiet: bool = False, interrupt_grace: float = 15.0) -> Any:
-    """Call `func` ("pkg.module:function") with JSON-able kwargs in a child process; return its result.
-
-    The child runs in its own session, so a terminal's Ctrl-C reaches only this process. On Ctrl-C the
-    child is sent one SIGINT and given interrupt_grace seconds to stop cleanly (a conversion deletes its
-    partial output, training saves a checkpoint, tuning keeps its records) and report a typed error,
-    which is raised here; a second Ctrl-C, or the grace running out, kills it (interrupt_grace=0: at once).
-    """
+def child_env(backend: str | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment for a child: quiet engines, `backend` as KERAS_BACKEND, modelkit importable."""
     env = dict(os.environ)
     env.update({k: env.get(k, v) for k, v in QUIET_ENV.items()})
     env.setdefault("PYTHONWARNINGS", "ignore")  # framework deprecation chatter drowns the progress lines
     if backend is not None:
         env["KERAS_BACKEND"] = check_backend(backend)
+    env.update(extra or {})
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    with tempfile.TemporaryDirectory(prefix="modelkit-child-") as td:
-        out = Path(td) / "result.json"
-        req = json.dumps({"func": func, "kwargs": kwargs})
-        sink = _stderr_fd()
-        if quiet:
-            streams: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-        elif sink is not None:
-            streams = {"stdout": sink, "stderr": sink}
-        else:  # stderr is not a real file (CliRunner, notebooks): capture, then forward
-            streams = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
-        proc = subprocess.Popen([sys.executable, "-m", "modelkit._child", str(out)], stdin=subprocess.PIPE,
-                                text=True, env=env, start_new_session=True, **streams)
-        try:
-            captured, interrupted = _communicate(proc, req, timeout, interrupt_grace)
-        except subprocess.TimeoutExpired as exc:
-            _kill(proc)
-            raise errors.ConversionError(f"{func} did not finish within {timeout:.0f} s") from exc
-        if captured:
-            sys.stderr.write(captured)
-        if not out.is_file():
+    return env
+
+
+@dataclass
+class Child:
+    """A started child: its process, the file it writes its result to, and what to call it in errors."""
+    proc: subprocess.Popen
+    out: Path
+    what: str
+    error: type[errors.ModelkitError]
+    relay: threading.Thread | None = None
+
+    def failed(self) -> bool:
+        """Whether the child has exited with an error (a non-zero exit code or an error in its result)."""
+        if self.proc.poll() is None:
+            return False
+        return bool(self.proc.returncode) or not self.out.is_file() or "error" in json.loads(self.out.read_text())
+
+    def result(self, interrupted: bool = False) -> Any:
+        """The result of the exited child, or its error raised again here, typed."""
+        self._join_relay()
+        if not self.out.is_file():
             if interrupted:
                 raise KeyboardInterrupt
-            raise errors.ConversionError(f"{func} died in its child process (exit code {proc.returncode}) "
-                                         "without a result; see the output above")
-        payload = json.loads(out.read_text())
-    if "error" in payload:
-        raise _rebuild(payload["error"])
-    return payload["result"]
+            raise self.error(f"{self.what} died in its child process (exit code {self.proc.returncode}) without "
+                             "a result; see the output above")
+        payload = json.loads(self.out.read_text())
+        if "error" in payload:
+            raise _rebuild(payload["error"], self.error)
+        return payload["result"]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._join_relay()
+
+    def _join_relay(self) -> None:
+        if self.relay is not None:  # bounded: a grandchild could hold the pipe open after the child exits
+            self.relay.join(timeout=5)
 
 
-def _communicate(proc: subprocess.Popen, req: str, timeout: float | None, grace: float) -> tuple[str | None, bool]:
-    """Send the request and wait for the child, handling Ctrl-C as run() describes.
+def start(func: str, kwargs: dict[str, Any], out: Path, env: dict[str, str] | None = None, quiet: bool = False,
+          error: type[errors.ModelkitError] = errors.WorkerError, what: str | None = None) -> Child:
+    """Start `func` ("pkg.module:function") with JSON-able kwargs in a child that writes its result to `out`.
 
-    Returns (captured output, whether the child was asked to stop).
+    The child runs in its own session, so a terminal's Ctrl-C reaches only this process (see run()).
     """
+    sink = _stderr_fd()
+    if quiet:
+        streams: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    elif sink is not None:
+        streams = {"stdout": sink, "stderr": sink}
+    else:
+        streams = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+    proc = subprocess.Popen([sys.executable, "-m", "modelkit._child", str(out)], stdin=subprocess.PIPE, text=True,
+                            env=env if env is not None else child_env(), start_new_session=True, **streams)
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps({"func": func, "kwargs": kwargs}))  # small: the child reads it first
+    proc.stdin.close()
+    relay = None
+    if proc.stdout is not None:
+        relay = threading.Thread(target=_relay, args=(proc.stdout,), daemon=True)
+        relay.start()
+    return Child(proc, out, what or func, error, relay)
+
+
+def run(func: str, kwargs: dict[str, Any], backend: str | None = None, timeout: float | None = None,
+        quiet: bool = False, interrupt_grace: float = 15.0, error: type[errors.ModelkitError] = errors.WorkerError,
+        what: str | None = None) -> Any:
+    """Call `func` ("pkg.module:function") with JSON-able kwargs in a child process; return its result.
+
+    A child that runs past `timeout` seconds is killed (`error`, naming `what`). On Ctrl-C the child is sent
+    one SIGINT and given interrupt_grace seconds to stop cleanly (a conversion deletes its partial output,
+    training saves a checkpoint, tuning keeps its records) and report a typed error, which is raised here;
+    a second Ctrl-C, or the grace running out, kills it (interrupt_grace=0: at once).
+    """
+    with tempfile.TemporaryDirectory(prefix="modelkit-child-") as td:
+        child = start(func, kwargs, Path(td) / "result.json", child_env(backend), quiet, error, what)
+        try:
+            interrupted = _wait(child, timeout, interrupt_grace)
+        except subprocess.TimeoutExpired as exc:
+            child.kill()
+            raise error(f"{child.what} did not finish within {timeout:.0f} s") from exc
+        return child.result(interrupted)
+
+
+def _wait(child: Child, timeout: float | None, grace: float) -> bool:
+    """Wait for the child, handling Ctrl-C as run() describes; whether it was asked to stop."""
     try:
-        assert proc.stdin is not None
-        proc.stdin.write(req)  # the request is small; the child reads it before anything else
-        proc.stdin.close()
-        proc.stdin = None  # so that communicate() can be called again after an interrupt
-        return proc.communicate(timeout=timeout)[0], False
+        child.proc.wait(timeout=timeout)
+        return False
     except KeyboardInterrupt:
         if grace <= 0:
-            _kill(proc)
+            child.kill()
             raise
     print(f"\n[modelkit] Ctrl-C: asking the work to stop cleanly (up to {grace:.0f} s; Ctrl-C again to kill it)",
           file=sys.stderr, flush=True)
-    proc.send_signal(signal.SIGINT)
+    child.proc.send_signal(signal.SIGINT)
     try:
-        return proc.communicate(timeout=grace)[0], True
+        child.proc.wait(timeout=grace)
+        return True
     except (KeyboardInterrupt, subprocess.TimeoutExpired):
-        _kill(proc)
+        child.kill()
         raise KeyboardInterrupt from None
 
 
-def _kill(proc: subprocess.Popen) -> None:
-    proc.kill()
-    proc.communicate()
+def _relay(stream: IO[str]) -> None:
+    """Copy a child's output lines to sys.stderr as they come (sys.stderr has no file descriptor)."""
+    for line in stream:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    stream.close()
 
 
 def _stderr_fd() -> int | None:
@@ -109,7 +166,8 @@ def _stderr_fd() -> int | None:
         return None
 
 
-def _rebuild(err: dict[str, Any]) -> BaseException:
+def _rebuild(err: dict[str, Any], fallback: type[errors.ModelkitError]) -> BaseException:
+    """The child's error as an exception here: the same modelkit type, else `fallback` naming the type."""
     if err.get("type") == "KeyboardInterrupt":  # the child was stopped and did not say more
         return KeyboardInterrupt()
     cls = getattr(errors, err.get("type", ""), None)
@@ -118,9 +176,8 @@ def _rebuild(err: dict[str, Any]) -> BaseException:
         Exception.__init__(exc, err["message"])
         if issubclass(cls, errors.ParityError):
             exc.report = err.get("report")
-        exc.child_traceback = err.get("traceback")
-        return exc
-    exc = errors.ConversionError(f"{err.get('type')}: {err.get('message')}")
+    else:
+        exc = fallback(f"{err.get('type')}: {err.get('message')}")
     exc.child_traceback = err.get("traceback")
     return exc
 

@@ -85,6 +85,10 @@ class TrainingError(ModelkitError):
     """Training could not run (unknown model, data set or optimizer; data of the wrong shape)."""
 
 
+class WorkerError(ModelkitError):
+    """A child process modelkit ran work in died, ran out of time, or failed with an error not modelkit's."""
+
+
 class TuningInterrupted(ModelkitError):
     """Tuning was stopped by Ctrl-C; the records measured so far are kept and the next run resumes."""
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import _child
 from .. import manifest as _manifest
 from ..errors import FormatError, InputError, ModelkitError
 from ..formats import Format, detect
-from .child import run_child
 from .roofline import achieved, machine_peak
 
 SCHEMA_ID = "modelkit.bench/1"
@@ -102,7 +102,8 @@ def run_bench(artifacts: list[str | os.PathLike], batches: tuple[int, ...] = (1,
                   "duration": duration, "warmup": warmup, "label": job.label, "index": index, "total": total,
                   "backend": backend if job.format == Format.KERAS else None}
         try:
-            res = run_child("modelkit.bench.worker:measure", kwargs, backend=kwargs["backend"], timeout=timeout)
+            res = _child.run("modelkit.bench.worker:measure", kwargs, backend=kwargs["backend"], timeout=timeout,
+                             what=f"the benchmark of {job.path.name}")
         except ModelkitError as exc:
             if not keep_going:
                 raise

@@ -16,7 +16,8 @@ from ._common import check_outputs, echo_json, human_size, table
 @click.option("--dynamic-batch", is_flag=True, help="Keep the batch dynamic (default on CPU when not tuning).")
 @click.option("--tune", is_flag=True, help="Tune with MetaSchedule (fixes the batch; default 1).")
 @click.option("--trials", type=click.IntRange(min=1), default=None,
-              help="Tuning trials in total (implies --tune; default with --tune alone: 64).")
+              help="Tuning trials in total; stops at the first batch of 4 that reaches it (implies --tune; "
+                   "default with --tune alone: 64).")
 @click.option("--budget", default=None, metavar="TIME",
               help="Tuning time budget, e.g. 90s, 10m, 1h (implies --tune); stops early, keeps the records.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,

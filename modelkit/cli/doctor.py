@@ -55,7 +55,7 @@ def machine() -> dict[str, Any]:
         pass  # not Linux: no flags to report
     simd = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "amx_tile", "neon", "asimd")
             if f in flags]
-    from ..targets.gpu import tvm_cuda_missing
+    from ..runtime.tvm_host import tvm_cuda_missing
 
     gpu_ort = _has_dist("onnxruntime-gpu")
     return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .. import _atomic, _child
-from ..errors import UnsupportedConversionError
+from ..errors import ConversionError, UnsupportedConversionError
 from ..formats import Format, detect
 from .registry import EdgeSpec, converter, edges, plan
 
@@ -113,9 +113,9 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
     data: a .npz of samples every hop is verified on (keys: input names, or `x` for a one-input model),
     instead of the training data set, ranges inferred from the model, or uniform [0, 1) (samples.py).
     input_spec: the inputs of a model that defines none (a subclassed model), e.g. ["x:?,8:float32"];
-    by default they come from the shapes saved with the model (modelkit.core.keras_inputs).
+    by default they come from the shapes saved with the model (modelkit.keras_io.inputs).
     """
-    from ..core.keras_inputs import parse_input_specs
+    from ..keras_io.inputs import parse_input_specs
     from .registry import routes as pair_routes
     from .routes import forced_routes, hop_routes
 
@@ -139,7 +139,7 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
     forced = forced_routes(route_names, [(e.source, e.target) for chain in chains for e in chain])
     config = None
     if src_fmt == Format.KERAS:
-        from ..core.keras_io import check_keras_archive
+        from ..keras_io.files import check_keras_archive
         from .support import check_rules
 
         config = check_keras_archive(src)
@@ -206,7 +206,8 @@ def _run(hops: list[_Hop], common: dict[str, Any], timeout: float | None) -> lis
                             "tried": hop.tried, "last": hop.next + len(batch) == len(hop.specs),
                             "index": hop.index, **common})
         backend = group[0].specs[group[0].next].backend
-        got = _child.run("modelkit.converters.hop:run_hops", {"hops": payload}, backend=backend, timeout=timeout)
+        got = _child.run("modelkit.converters.hop:run_hops", {"hops": payload}, backend=backend, timeout=timeout,
+                         error=ConversionError, what="the conversion")
         for hop, r in zip(group, got):
             if "failed" in r:  # every route this child could try failed: the next ones run in another child
                 hop.tried = r["failed"]

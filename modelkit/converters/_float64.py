@@ -71,7 +71,7 @@ class Float64Twin:
         return twin
 
     def predict(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from ..core.keras_io import call_model
+        from ..keras_io.files import call_model
 
         wide = {k: (v.astype(np.float64) if v.dtype.kind == "f" else v) for k, v in feed.items()}
         return call_model(self.model, wide, self.signature)

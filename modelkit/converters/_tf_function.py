@@ -83,7 +83,7 @@ _CACHE: dict[str, Any] = {}
 
 
 def _key(src: Path, trust_unsafe_code: bool) -> tuple[str, str, bool, Any]:
-    from ..core.keras_inputs import current_input_spec
+    from ..keras_io.inputs import current_input_spec
     from ..manifest import sha256_of
 
     return (str(Path(src).resolve()), sha256_of(src), bool(trust_unsafe_code), current_input_spec())
@@ -91,7 +91,7 @@ def _key(src: Path, trust_unsafe_code: bool) -> tuple[str, str, bool, Any]:
 
 def shared_model(src: Path, trust_unsafe_code: bool = False) -> Any:
     """The Keras model of `src` under the TensorFlow backend, loaded (with every safety check) once."""
-    from ..core.keras_io import load_keras
+    from ..keras_io.files import load_keras
 
     key = _key(src, trust_unsafe_code)
     if _CACHE.get("key") != key:
@@ -133,7 +133,7 @@ def shared_saved_model(src: Path, endpoint: str, trust_unsafe_code: bool = False
 
     import keras
 
-    from ..core.keras_io import keras_signature
+    from ..keras_io.files import keras_signature
 
     model = shared_model(src, trust_unsafe_code)
     done = _CACHE.get("saved_model")

@@ -24,7 +24,7 @@ EXAMPLE_BATCH = 3
 
 def load_wrapped(src: Path, trust_unsafe_code: bool = False) -> tuple[Any, Signature]:
     """Load `src` under the torch backend; return (module in eval mode without grads, Signature)."""
-    from ..core.keras_io import keras_signature, load_keras
+    from ..keras_io.files import keras_signature, load_keras
 
     model = load_keras(src, trust_unsafe_code=trust_unsafe_code, backend="torch")
     sig = keras_signature(model)

@@ -10,7 +10,7 @@ through modelkit.converters.routes); the manifest records it and the routes trie
 The verification inputs (the user's `data`, the training data set, ranges inferred from the model, or
 uniform: modelkit.converters.samples) are chosen before converting, so bad samples fail before any work,
 and recorded in the manifest (extra["verification_inputs"]). `input_spec` gives models that define no
-inputs (subclassed) their inputs, in this process (modelkit.core.keras_inputs).
+inputs (subclassed) their inputs, in this process (modelkit.keras_io.inputs).
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ import numpy as np
 
 from .. import _atomic
 from .. import manifest as _manifest
-from ..core.keras_inputs import parse_input_specs, using_input_spec
 from ..formats import Format
+from ..keras_io.inputs import parse_input_specs, using_input_spec
 from . import quantize as _q
 from .registry import get_edge
 from .samples import InputPlan, dataset_samples, plan_inputs

@@ -32,7 +32,7 @@ def keras_to_onnx(src: Path, dest: Path, opset: int = OPSET, trust_unsafe_code: 
     import tf2onnx
     from keras.src.export.tf2onnx_lib import patch_tf2onnx
 
-    from ..core.keras_io import keras_signature
+    from ..keras_io.files import keras_signature
     from ._tf_function import shared_model, shared_serving_function
     from ._tf_lowering import lowerings
 

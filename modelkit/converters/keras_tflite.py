@@ -53,7 +53,7 @@ def prepare(src: Path, quantize: str, calibration_data: str | None,
     """What every keras -> tflite route needs first: the quantization mode, the Keras model (loaded once per
     process for all TF-based hops), its signature, and the int8 calibration samples."""
     from .. import manifest as _manifest
-    from ..core.keras_io import keras_signature
+    from ..keras_io.files import keras_signature
     from . import quantize as q
     from ._tf_function import shared_model
 

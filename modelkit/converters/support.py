@@ -1,7 +1,7 @@
 """Pre-conversion support checks: refuse, before any framework runs, a .keras model that a target
 format cannot represent, naming the layer, the format, the reason and the formats that take it.
 
-The checks read the archive's config.json only (modelkit.core.keras_io.check_keras_archive) and are
+The checks read the archive's config.json only (modelkit.keras_io.files.check_keras_archive) and are
 table-driven: RULES maps a target format to per-class reasons (a Rule narrows one to some configs) that
 hold for every route to it, ROUTE_RULES a (format, route) to the reasons of one route (tf2onnx lacks
 Bucketize; the torch route to ONNX does not), found by trying each case with the installed frameworks
@@ -127,8 +127,8 @@ def check_support(src: str | os.PathLike | None, target: Format | str, config: d
 
     `config` skips reading the archive (when the caller already holds config.json; src may then be None).
     """
-    from ..core.custom import import_from_env
-    from ..core.keras_io import check_keras_archive
+    from ..keras_io.custom import import_from_env
+    from ..keras_io.files import check_keras_archive
 
     import_from_env()  # classes registered by MODELKIT_IMPORTS modules count as registered
 
@@ -150,7 +150,7 @@ def check_rules(src: str | os.PathLike | None, target: Format | str, config: dic
     The model is refused only when every route checked (`route`: one name or several; None: every route
     of the format) refuses it, with each route's reason; convert() runs it for every requested format
     before any work."""
-    from ..core.keras_io import check_keras_archive
+    from ..keras_io.files import check_keras_archive
 
     fmt = Format.parse(target)
     cfg = config if config is not None else check_keras_archive(src)

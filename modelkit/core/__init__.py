@@ -1,6 +1,5 @@
-"""The Keras model core: reference architectures, data sets, training, search, distribution.
+"""The Keras model core: data sets, reference architectures (zoo), training, search, distribution.
 
-Custom Keras objects: modules named by MODELKIT_IMPORTS are imported by keras_io.load_keras before any
-.keras file is loaded, in every modelkit process (conversion children inherit the variable). See
-modelkit.core.custom.
+Reading .keras files (safety checks, signatures, user modules with custom objects) is modelkit.keras_io,
+which conversion and the runtime use without importing training.
 """

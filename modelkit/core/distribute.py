@@ -14,10 +14,8 @@ the same batches, which is what makes the results comparable (see docs/training.
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,8 +26,9 @@ import numpy as np
 
 from .. import _atomic, _child, manifest
 from ..errors import TrainingError
-from . import custom, recipe
+from ..keras_io import custom
 from . import data as _data
+from . import recipe
 from .config import TrainConfig
 
 DELAY_ENV = "MODELKIT_TEST_WORKER_DELAY"
@@ -63,30 +62,22 @@ def run_distributed(cfg: TrainConfig) -> dict[str, Any]:
     check(cfg)
     n = cfg.workers
     coordinator = f"127.0.0.1:{free_port()}"
-    env = dict(os.environ)
     host_devices = f"--xla_force_host_platform_device_count={cfg.devices}"  # CPU; GPUs/TPUs ignore it
-    env.update({"KERAS_BACKEND": "jax", "PYTHONWARNINGS": env.get("PYTHONWARNINGS", "ignore"),
-                "XLA_FLAGS": f"{env.get('XLA_FLAGS', '')} {host_devices}".strip()})
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env = _child.child_env("jax", {"XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {host_devices}".strip()})
     timeout = cfg.timeout or DEFAULT_TIMEOUT
     with tempfile.TemporaryDirectory(prefix="modelkit-workers-") as td:
-        procs, outs = [], []
-        for i in range(n):
-            out = Path(td) / f"worker{i}.json"
-            req = json.dumps({"func": "modelkit.core.distribute:_worker",
-                              "kwargs": {"config": cfg.to_dict(), "process_id": i, "num_processes": n,
-                                         "coordinator": coordinator, "deadline": time.time() + timeout}})
-            p = subprocess.Popen([sys.executable, "-m", "modelkit._child", str(out)], stdin=subprocess.PIPE,
-                                 env=env, text=True, stdout=sys.stderr if _has_fd() else subprocess.DEVNULL,
-                                 stderr=None if _has_fd() else subprocess.DEVNULL)
-            p.stdin.write(req)
-            p.stdin.close()
-            procs.append(p)
-            outs.append(out)
-        _wait(procs, outs, timeout)
-        results = [_result(out, i) for i, out in enumerate(outs)]
+        workers = []
+        try:
+            for i in range(n):
+                kwargs = {"config": cfg.to_dict(), "process_id": i, "num_processes": n, "coordinator": coordinator,
+                          "deadline": time.time() + timeout}
+                workers.append(_child.start("modelkit.core.distribute:_worker", kwargs, Path(td) / f"worker{i}.json",
+                                            env, error=TrainingError, what=f"worker {i}"))
+            _wait(workers, timeout)
+        finally:
+            for w in workers:  # only our own children, by their Popen handle
+                w.kill()
+        results = [w.result() for w in workers]
     digests = {r["weights_sha256"] for r in results}
     if len(digests) != 1:
         raise TrainingError(f"the {n} workers ended with different weights (digests {sorted(digests)})")
@@ -95,50 +86,22 @@ def run_distributed(cfg: TrainConfig) -> dict[str, Any]:
     return summary
 
 
-def _has_fd() -> bool:
-    try:
-        sys.stderr.fileno()
-        return True
-    except (AttributeError, OSError, ValueError):
-        return False
-
-
-def _wait(procs: list[subprocess.Popen], outs: list[Path], timeout: float) -> None:
+def _wait(workers: list[_child.Child], timeout: float) -> None:
+    """Until every worker has exited; TrainingError at the first failure or past `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    try:
-        while any(p.poll() is None for p in procs):
-            failed = [i for i, p in enumerate(procs) if p.poll() is not None and (p.returncode or _is_error(outs[i]))]
-            if failed:
-                raise TrainingError(_failure(failed[0], procs, outs))
-            if time.monotonic() > deadline:
-                raise TrainingError(f"distributed training did not finish within {timeout:.0f} s; stopped all "
-                                    f"{len(procs)} workers (raise --timeout)")
-            time.sleep(0.2)
-    finally:
-        for p in procs:  # only our own children, by their Popen handle
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-
-
-def _is_error(out: Path) -> bool:
-    return not out.is_file() or "error" in json.loads(out.read_text())
-
-
-def _failure(i: int, procs: list[subprocess.Popen], outs: list[Path]) -> str:
-    if outs[i].is_file():
-        err = json.loads(outs[i].read_text()).get("error", {})
-        return f"worker {i} failed: {err.get('type')}: {err.get('message')}"
-    return f"worker {i} died (exit code {procs[i].returncode}) without a result; see the output above"
-
-
-def _result(out: Path, i: int) -> dict[str, Any]:
-    if not out.is_file():
-        raise TrainingError(f"worker {i} ended without a result")
-    payload = json.loads(out.read_text())
-    if "error" in payload:
-        raise _child._rebuild(payload["error"])
-    return payload["result"]
+    while any(w.proc.poll() is None for w in workers):
+        failed = [w for w in workers if w.failed()]
+        for w in failed[:1]:
+            try:
+                w.result()
+            except BaseException as exc:
+                if not w.out.is_file():  # "worker i died in its child process (exit code ...)"
+                    raise
+                raise TrainingError(f"{w.what} failed: {type(exc).__name__}: {exc}") from exc
+        if time.monotonic() > deadline:
+            raise TrainingError(f"distributed training did not finish within {timeout:.0f} s; stopped all "
+                                f"{len(workers)} workers (raise --timeout)")
+        time.sleep(0.2)
 
 
 def epoch_rows(n_rows: int, batch_size: int, seed: int, epoch: int | None, process_id: int,
@@ -264,7 +227,7 @@ def _evaluate(keras: Any, cfg: TrainConfig, weights: list[np.ndarray], history: 
 
 def _save(cfg: TrainConfig, net: Any, summary: dict[str, Any], ds: Any) -> dict[str, Any]:
     """Write the .keras file and its manifest atomically (process 0 only)."""
-    from .keras_io import keras_signature
+    from ..keras_io.files import keras_signature
 
     training = {k: v for k, v in summary.items() if k not in ("weights_sha256", "process_id", "path", "manifest")}
     with _atomic.atomic_path(cfg.out, cfg.force) as tmp:

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import TrainingError
-from . import custom, zoo
+from ..keras_io import custom
 from . import data as _data
+from . import zoo
 from .config import OPTIMIZERS, TrainConfig
 
 VALIDATION_FRACTION = 0.1  # of the training split, held out for the per-epoch validation metrics

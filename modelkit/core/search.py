@@ -30,8 +30,9 @@ from .. import _atomic, _child, manifest
 from .._backend import import_keras, loaded_backend
 from .._require import require
 from ..errors import TrainingError
-from . import custom, recipe
+from ..keras_io import custom
 from . import data as _data
+from . import recipe
 from .config import OPTIMIZERS, SCHEDULES, TrainConfig, parse_budget
 
 SEARCHABLE = ("learning_rate", "units", "dropout", "l1", "l2", "optimizer", "batch_size", "momentum", "schedule",
@@ -84,15 +85,16 @@ def search(cfg: TrainConfig) -> dict[str, Any]:
         parse_budget(cfg.budget)
     if loaded_backend() in (None, cfg.backend):
         return _search_here(cfg.to_dict())
+    # Ctrl-C: finished trials stay in the tuner's folder
     return _child.run("modelkit.core.search:_search_here", {"config": cfg.to_dict()}, backend=cfg.backend,
-                      interrupt_grace=60.0)  # Ctrl-C: finished trials stay in the tuner's folder
+                      interrupt_grace=60.0, error=TrainingError, what="the search")
 
 
 def _search_here(config: dict[str, Any]) -> dict[str, Any]:
     cfg = TrainConfig(**config) if isinstance(config, dict) else config
     keras = import_keras(cfg.backend)
     kt = require("keras_tuner", "tune", "KerasTuner (hyperparameter search)")
-    from .keras_io import keras_signature
+    from ..keras_io.files import keras_signature
 
     custom.import_all(cfg.imports)
     keras.utils.set_random_seed(cfg.seed)

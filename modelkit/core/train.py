@@ -21,10 +21,11 @@ import numpy as np
 from .. import _atomic, _child, manifest
 from .._backend import import_keras, loaded_backend, requested_backend
 from ..errors import TrainingError
+from ..keras_io import custom
 from . import callbacks as _cb
 from . import config as _config
-from . import custom, recipe
 from . import data as _data
+from . import recipe
 from .config import OPTIMIZERS, TrainConfig
 
 __all__ = ["train", "OPTIMIZERS", "check_optimizer", "resolve_config", "VALIDATION_FRACTION"]
@@ -97,8 +98,9 @@ def train(config: str | os.PathLike | TrainConfig | dict[str, Any] | None = None
     if callbacks:
         raise TrainingError(f"extra callbacks need training in this process, but Keras is loaded here with "
                             f"'{loaded_backend()}' and the run asks for '{cfg.backend}'")
+    # Ctrl-C: the child saves its checkpoint first
     return _child.run("modelkit.core.train:_fit_child", {"config": cfg.to_dict()}, backend=cfg.backend,
-                      interrupt_grace=60.0)  # Ctrl-C: the child saves its checkpoint first
+                      interrupt_grace=60.0, error=TrainingError, what="training")
 
 
 def _fit_child(config: dict[str, Any]) -> dict[str, Any]:
@@ -129,7 +131,7 @@ def _start(keras: Any, cfg: TrainConfig, ckpt: _cb.Checkpoints, num_classes: int
 
 def fit(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> dict[str, Any]:
     """Train in this process (Keras gets cfg.backend)."""
-    from .keras_io import keras_signature
+    from ..keras_io.files import keras_signature
 
     keras = import_keras(cfg.backend)
     custom.import_all(cfg.imports)

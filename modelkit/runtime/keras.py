@@ -16,14 +16,14 @@ class KerasModel(Model):
 
     def __init__(self, path: Path, model: Any):
         from .._backend import loaded_backend
-        from ..core.keras_io import keras_signature
+        from ..keras_io.files import keras_signature
 
         self.model = model
         self.engine = f"keras/{loaded_backend()}"
         super().__init__(path, keras_signature(model))
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from ..core.keras_io import call_model
+        from ..keras_io.files import call_model
 
         check_headroom(self, inputs)  # TensorFlow aborts the process when an allocation fails
         return call_model(self.model, inputs, self.signature)
@@ -34,7 +34,7 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, trust_unsa
          backend: str | None = None, **options: Any) -> KerasModel:
     parse_device(device, ("cpu",))
     from .._backend import import_keras
-    from ..core.keras_io import load_keras
+    from ..keras_io.files import load_keras
 
     import_keras(backend)
     if threads:

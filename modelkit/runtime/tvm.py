@@ -54,7 +54,7 @@ class TvmModel(Model):
         if not dev.exist:
             why = f"TVM sees no {kind.upper()} device {index}"
             if kind == "cuda":
-                from ..targets.gpu import tvm_cuda_missing
+                from .tvm_host import tvm_cuda_missing
 
                 why = tvm_cuda_missing() or why
             raise LoadError(f"{self.path.name}: device '{self.device}' is not available here ({why}); the ONNX "
@@ -90,12 +90,6 @@ class TvmModel(Model):
 
 def _is_sequence(value: Any) -> bool:
     return not hasattr(value, "numpy") and hasattr(value, "__len__")
-
-
-def host_arch() -> str:
-    from ..targets.registry import host_arch as _host
-
-    return _host()
 
 
 @guard_load("tvm")
@@ -151,7 +145,7 @@ def check_library_digest(path: Path, m: _manifest.Manifest) -> str:
 
 
 def _why_not_runnable(path: Path, extra: dict[str, Any]) -> str | None:
-    from ..targets.cross import read_elf_header
+    from .tvm_host import host_arch, read_elf_header
 
     header = read_elf_header(path)
     here = host_arch()

@@ -68,8 +68,8 @@ def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu
     per model and target, so a second compile reuses it without tuning. verify defaults to True for targets
     that run here and cannot be True for the others. data: a .npz of samples to verify on (see convert()).
     """
-    from . import tuning
-    from .tvm_compile import check_toolchain, choose_batch
+    from .tvm import tuning
+    from .tvm.compile import check_toolchain, choose_batch
 
     tgt = registry.get(target)
     check_toolchain(tgt)  # fail fast: no conversion work when the compiler is missing
@@ -99,7 +99,8 @@ def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu
     hop = {"src": str(onnx_path), "dest": str(dest), "source": "onnx", "target": "tvm", "options": options,
            "verify": verify, "force": force, **({"data": samples} if samples else {})}
     grace = {"interrupt_grace": TUNING_STOP_GRACE_S} if tuned else {}
-    (r,) = _child.run("modelkit.converters.hop:run_hops", {"hops": [hop]}, backend=None, timeout=timeout, **grace)
+    (r,) = _child.run("modelkit.converters.hop:run_hops", {"hops": [hop]}, backend=None, timeout=timeout,
+                      error=ConversionError, what="the TVM compile", **grace)
     m = _manifest.read(dest)
     extra = (m.extra if m else None) or {}
     return CompileResult(path=r["path"], onnx=str(onnx_path), target=tgt.name, batch=fixed, seconds=r["seconds"],

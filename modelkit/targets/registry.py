@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import UnsupportedConversionError
+from ..runtime.tvm_host import host_arch
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,6 @@ class Target:
                 "device": self.device, "cross_compiler": self.cross_compiler, "formats": list(self.formats),
                 "engines": list(self.engines), "dynamic_batch": self.dynamic_batch, "detected": self.detected,
                 "notes": self.notes}
-
-
-def host_arch() -> str:
-    m = platform.machine().lower()
-    return {"amd64": "x86_64", "arm64": "aarch64", "armv7l": "armv7"}.get(m, m)
 
 
 # x86 CPU flags (as /proc/cpuinfo names them) -> the LLVM cpu they imply, newest first

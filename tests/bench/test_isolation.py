@@ -7,14 +7,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-from modelkit.bench.child import run_child
+from modelkit import _child
 from modelkit.bench.worker import FRAMEWORKS
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _measure(path: Path, threads: int | None) -> dict:
-    return run_child("modelkit.bench.worker:measure", {
+    return _child.run("modelkit.bench.worker:measure", {
         "artifact": str(path), "mode": "run", "batches": [1, 3], "threads": threads, "device": "cpu",
         "iterations": 3, "duration": None, "warmup": 0, "label": path.name, "index": 1, "total": 2})
 

@@ -24,9 +24,9 @@ import pytest
 import modelkit
 from modelkit import _child
 from modelkit.converters.routes import combined_error, hop_routes, next_batch
-from modelkit.core.keras_io import check_keras_archive
 from modelkit.errors import AccuracyError, ConversionError, InputError, ParityError, UnsupportedConversionError
 from modelkit.formats import Format, manifest_path
+from modelkit.keras_io.files import check_keras_archive
 from tests.helpers.cells import assert_parity, assert_refused
 
 MODULE = "tests.convert.route_models"
@@ -304,7 +304,7 @@ def test_input_spec_fixes_the_length_an_open_gru_is_unrolled_at(matrix, tmp_path
 
 def test_input_spec_may_only_fix_open_dims_of_a_model_that_defines_inputs(tmp_path):
     from modelkit._backend import import_keras
-    from modelkit.core.keras_inputs import ensure_inputs, parse_input_specs
+    from modelkit.keras_io.inputs import ensure_inputs, parse_input_specs
 
     keras = import_keras("tensorflow")
     x = keras.Input((None, 6), name="frames")

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 import modelkit
 from modelkit import _child
 from modelkit.cli import main
-from modelkit.core.keras_inputs import parse_input_spec
 from modelkit.errors import InputError, LoadError
+from modelkit.keras_io.inputs import parse_input_spec
 from modelkit.spec import TensorSpec
 from tests.convert import subclassed_models
 

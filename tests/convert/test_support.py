@@ -7,9 +7,9 @@ import pytest
 
 import modelkit
 from modelkit.converters.support import check_support, iter_layers
-from modelkit.core.keras_io import check_keras_archive
 from modelkit.errors import ConversionError, UnsupportedConversionError
 from modelkit.formats import Format
+from modelkit.keras_io.files import check_keras_archive
 
 
 @pytest.fixture(scope="module")

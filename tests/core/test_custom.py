@@ -10,10 +10,11 @@ import pytest
 import modelkit
 from modelkit import manifest
 from modelkit._backend import import_keras
-from modelkit.core import custom, data
-from modelkit.core.keras_io import check_keras_archive, load_keras
+from modelkit.core import data
 from modelkit.core.train import train
 from modelkit.errors import ModelkitError, TrainingError, UnsafeModelError
+from modelkit.keras_io import custom
+from modelkit.keras_io.files import check_keras_archive, load_keras
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_layer.py"
 

@@ -17,9 +17,9 @@ import pytest
 
 from modelkit import manifest
 from modelkit.core.distribute import DELAY_ENV, epoch_rows, run_distributed
-from modelkit.core.keras_io import load_keras
 from modelkit.core.train import resolve_config, train
 from modelkit.errors import TrainingError
+from modelkit.keras_io.files import load_keras
 
 # Same seed, same global batch, same data order: the runs differ only in how each global batch's
 # gradient is summed (per device, then all-reduced). float32 reassociation: ~1e-7 relative per step.

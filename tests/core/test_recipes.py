@@ -10,9 +10,9 @@ import pytest
 
 from modelkit import manifest
 from modelkit._backend import import_keras
-from modelkit.core.keras_io import check_keras_archive, load_keras
 from modelkit.core.train import train
 from modelkit.errors import TrainingError
+from modelkit.keras_io.files import check_keras_archive, load_keras
 
 TINY = {"model": "mlp", "epochs": 1, "learning_rate": 0.01, "verbose": False}
 

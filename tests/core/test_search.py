@@ -11,9 +11,9 @@ import pytest
 from modelkit import manifest
 from modelkit._backend import import_keras
 from modelkit.core import search as _search
-from modelkit.core.keras_io import load_keras
 from modelkit.core.train import train
 from modelkit.errors import TrainingError
+from modelkit.keras_io.files import load_keras
 
 SPACE = {"learning_rate": {"min": 1e-4, "max": 3e-2, "log": True}, "units": [16, 64], "optimizer": ["adam", "sgd"]}
 

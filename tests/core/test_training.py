@@ -13,9 +13,9 @@ import pytest
 from modelkit import _child, manifest
 from modelkit._backend import BACKENDS, import_keras, loaded_backend
 from modelkit.core import data
-from modelkit.core.keras_io import call_model, check_keras_archive, keras_signature, load_keras
 from modelkit.core.train import train
 from modelkit.errors import ArtifactExistsError, ModelkitError, TrainingError
+from modelkit.keras_io.files import call_model, check_keras_archive, keras_signature, load_keras
 
 TINY = {"model": "mlp", "epochs": 1, "learning_rate": 0.01, "verbose": False}
 

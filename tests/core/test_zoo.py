@@ -6,8 +6,8 @@ import pytest
 
 from modelkit._backend import import_keras
 from modelkit.core import data, zoo
-from modelkit.core.keras_io import keras_signature
 from modelkit.errors import ModelkitError, TrainingError
+from modelkit.keras_io.files import keras_signature
 
 EXPECTED = {
     "mlp": ({"features": (None, 64)}, {"probs": (None, 10)}),

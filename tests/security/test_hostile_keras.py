@@ -172,6 +172,6 @@ def test_keras_zip_with_escaping_member_is_refused(tiny_keras, tmp_path):
         modelkit.load(link)
     with pytest.raises(LoadError, match="not a readable .keras archive"):
         (tmp_path / "noconf.keras").write_bytes(b"PK\x05\x06" + b"\0" * 18)
-        from modelkit.core.keras_io import check_keras_archive
+        from modelkit.keras_io.files import check_keras_archive
 
         check_keras_archive(tmp_path / "noconf.keras")

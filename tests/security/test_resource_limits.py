@@ -61,7 +61,7 @@ def test_the_scans_convert_and_torch_use_never_inflate_a_bomb(sources, tmp_path)
     keras_bomb = copy_with_bomb(sources["keras"], tmp_path / "bomb.keras", "config.json", 15, replace=True)
     pt2_bomb = copy_with_bomb(sources["pt2"], tmp_path / "bomb.pt2", "tiny/data/sample_inputs/model.pt", 15,
                               replace=True)
-    code = ("import time\nfrom modelkit.core.keras_io import check_keras_archive\n"
+    code = ("import time\nfrom modelkit.keras_io.files import check_keras_archive\n"
             "from modelkit.safety.pickles import check_torch_archive\n"
             f"for check, path in ((check_keras_archive, {str(keras_bomb)!r}), (check_torch_archive, "
             f"{str(pt2_bomb)!r})):\n"

@@ -47,7 +47,8 @@ def _state(out: Path, dest: str) -> dict:
 def _wait_dead(partials: list[str]) -> None:
     for name in partials:  # .NAME.PID.XXXX.partial: the writer (a child) died with its parent
         pid = int(name.split(".")[-3])
-        for _ in range(200):
+        deadline = time.monotonic() + 60  # bounded; generous: a big process's teardown is slow on a busy machine
+        while time.monotonic() < deadline:
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from modelkit import manifest
-from modelkit._proc import stop_group
 from modelkit.errors import ArtifactExistsError
 from modelkit.serving.errors import PackagingError
 from modelkit.serving.packagers import package
 from modelkit.spec import Signature, TensorSpec
 from tests.helpers import call, free_port, http, make_tiny_onnx, tiny_expected, v2_request
+from tests.helpers.proc import stop_group
 
 BIN = Path(sys.executable).parent
 X = np.array([[1, 2, 3, 4], [0.5, -1, 0, 2]], np.float32)

@@ -1,5 +1,5 @@
 """Cross-compilation: arm64 and armv7 libraries are real ELF files for their architecture; arm64 ones
-also run under qemu-aarch64 when that environment is set up (python -m modelkit.targets.emulate setup)."""
+also run under qemu-aarch64 when that environment is set up (python -m modelkit.targets.tvm.emulate setup)."""
 import json
 import shutil
 import sys
@@ -10,7 +10,7 @@ import pytest
 
 import modelkit
 from modelkit.errors import FormatError, LoadError, UnsupportedConversionError
-from modelkit.targets import cross, emulate
+from modelkit.targets.tvm import cross, emulate
 
 pytest.importorskip("tvm")
 

@@ -6,7 +6,7 @@ import pytest
 
 import modelkit
 from modelkit.errors import LoadError
-from modelkit.targets import gpu
+from modelkit.runtime import tvm_host as gpu
 
 
 def _tvm_cuda_missing() -> str | None:

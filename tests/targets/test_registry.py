@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from modelkit.cli import main
 from modelkit.errors import ConversionError, UnsupportedConversionError
 from modelkit.targets import registry
-from modelkit.targets.tuning import parse_budget
+from modelkit.targets.tvm.tuning import parse_budget
 
 NAMES = ["server-cpu", "server-gpu", "mobile-arm64", "edge-arm64", "edge-armv7"]
 

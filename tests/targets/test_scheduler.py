@@ -3,7 +3,7 @@ import signal
 
 import pytest
 
-from modelkit.targets.scheduler import TuningState, sigint_stops
+from modelkit.targets.tvm.scheduler import TuningState, sigint_stops
 
 
 def state(budget=None):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import modelkit
-from modelkit.targets import tuning
+from modelkit.targets.tvm import tuning
 from tests.helpers import cli_process, ctrl_c, make_tiny_onnx
 
 pytest.importorskip("tvm")
@@ -143,7 +143,7 @@ def test_preloading_tensor_intrinsics_leaves_inspect_unpatched():
     import subprocess
     import sys
 
-    code = ("import inspect, sys; g = inspect.getmodule; from modelkit.targets.tuning import "
+    code = ("import inspect, sys; g = inspect.getmodule; from modelkit.targets.tvm.builder import "
             "preload_tensor_intrinsics as p; p(); assert inspect.getmodule is g; "
             "assert 'tvm.s_tir.tensor_intrin.x86' in sys.modules; print('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -164,6 +164,8 @@ def test_budgeted_tuning_of_the_cnn_stops_and_improves(converted, tmp_path):
 @pytest.mark.slow
 def test_long_tuning_of_the_cnn(converted, tmp_path):
     from modelkit.targets import compile
+    from modelkit.targets.tvm.tuning import TRIALS_PER_ITER
 
     result = compile(converted["tensorflow"]["onnx"], out=tmp_path, trials=64, cache_dir=tmp_path / "cache")
-    assert result.tuning["trials_run"] == 64 and result.parity["ok"]
+    # stops at the first batch that reaches 64; one-candidate tasks (squeeze, reshape) shift the batches
+    assert 64 <= result.tuning["trials_run"] < 64 + TRIALS_PER_ITER and result.parity["ok"]

@@ -2,15 +2,17 @@
 
 `modelkit convert m.keras --to tvm` plans keras -> onnx -> tvm and verifies this hop against the ONNX
 source like every other; `modelkit compile` adds targets, batch and tuning options. The work lives in
-modelkit.targets.tvm_compile; TVM is imported only when the edge runs.
+modelkit.targets.tvm.compile; TVM is imported only when the edge runs. The converters' route table names this
+edge by its path (converters/registry.py), so the converters never import the TVM compiler: the package that
+owns the compiler owns its edge and its tolerance.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from ..formats import Format
-from .registry import Tolerance, converter
+from ...converters.registry import Tolerance, converter
+from ...formats import Format
 
 # TVM fuses and reorders float reductions (and LLVM may contract multiply-adds into FMAs) that
 # onnxruntime evaluates in another order: ~1e-6 on small nets; 1e-4 leaves room for deep ones while any
@@ -25,8 +27,8 @@ def onnx_to_tvm(src: Path, dest: Path, target: Any = "server-cpu", batch: int | 
                 cache_dir: str | None = None) -> dict[str, Any]:
     """target: a name from `modelkit targets` or a TVM target dict; batch: fix the batch (default dynamic
     where the target allows it); trials / budget: MetaSchedule tuning (fixes the batch, default 1)."""
-    from ..safety import check_onnx_external_data
-    from ..targets.tvm_compile import compile_onnx
+    from ...safety import check_onnx_external_data
+    from .compile import compile_onnx
 
     check_onnx_external_data(src)  # before onnx.load / TVM read any external-data file
 

@@ -158,7 +158,7 @@ def fix_open_dims(model: Any, given: tuple[TensorSpec, ...], where: str | os.Pat
     same weights, same input and output names). Anything else an input spec would change is refused."""
     import keras
 
-    from .keras_io import output_names
+    from .files import output_names
 
     names = [getattr(t, "name", "?") for t in model.inputs]
     by_name = {s.name: s for s in given}

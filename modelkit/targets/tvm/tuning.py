@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .. import _atomic
-from ..errors import ConversionError, TuningInterrupted
+from ... import _atomic
+from ...errors import ConversionError, TuningInterrupted
 
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
@@ -30,7 +30,7 @@ RUN_TIMEOUT_S = 120.0
 
 def cache_root() -> Path:
     """Where tuning databases live: the user's cache folder (modelkit._cache), under tvm/."""
-    from .._cache import cache_root as user_cache
+    from ..._cache import cache_root as user_cache
 
     return user_cache() / "tvm"
 
@@ -141,7 +141,7 @@ def _run(ms: Any, tasks: list[Any], tvm_target: Any, database: Any, db_dir: Path
     """Run MetaSchedule with modelkit's scheduler, builder and progress; return the TuningState."""
     from . import builder, scheduler
 
-    preload_tensor_intrinsics()
+    builder.preload_tensor_intrinsics()
     state = scheduler.TuningState(budget_s, log)
     state.on_batch = lambda: save_spent(db_dir, spent + state.elapsed())
     progress = scheduler.make_progress(ms, state, [t.task_name for t in tasks], [float(t.weight) for t in tasks])
@@ -189,38 +189,6 @@ def _interrupted(db_dir: Path, before: int, budget_s: float | None) -> TuningInt
         left = f" ({max(0.0, budget_s - (spent_seconds(db_dir) or 0.0)):.0f} s of the budget left)"
     return TuningInterrupted(f"tuning interrupted: {new}{after} records kept in {db_dir}; run the same command "
                              f"again to resume from them{left}; no library was written")
-
-
-def preload_tensor_intrinsics() -> None:
-    """Import TVM's tensor intrinsics in ~2 s instead of ~25 s (here and in each builder worker).
-
-    Every tuning context needs them, and so does the first build in each builder worker process.
-
-    Each of their ~500 TVMScript functions calls inspect.stack(), and inspect.getmodule scans all of
-    sys.modules for every frame whose file is not a module (``<frozen importlib._bootstrap>`` ...): ~28,000
-    scans of ~2,500 modules. Those frames never map to a module, so the answer is memoized for the
-    duration of this one import; every other lookup goes to inspect unchanged.
-    """
-    import inspect
-
-    if "tvm.s_tir.tensor_intrin" in sys.modules:
-        return
-    original = inspect.getmodule
-    pseudo: dict[str, Any] = {}
-
-    def getmodule(obj: Any, _filename: str | None = None) -> Any:
-        name = _filename or getattr(getattr(obj, "f_code", None), "co_filename", None)
-        if name and name.startswith("<") and inspect.isframe(obj):
-            if name not in pseudo:
-                pseudo[name] = original(obj, _filename)
-            return pseudo[name]
-        return original(obj, _filename)
-
-    inspect.getmodule = getmodule
-    try:
-        import tvm.s_tir.tensor_intrin  # noqa: F401
-    finally:
-        inspect.getmodule = original
 
 
 def _threads(tvm_target: Any) -> int:

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import struct
-from pathlib import Path
 from typing import Any
 
-from ..errors import EngineNotInstalledError, FormatError
+from ...errors import EngineNotInstalledError, FormatError
+from ...runtime.tvm_host import EM_AARCH64, EM_ARM, EM_X86_64, MACHINES, read_elf_header  # noqa: F401  (cross.X too)
 
-EM_X86_64, EM_AARCH64, EM_ARM = 62, 183, 40
-MACHINES = {EM_X86_64: "x86_64", EM_AARCH64: "aarch64", EM_ARM: "armv7"}
 ARCH_TO_MACHINE = {v: k for k, v in MACHINES.items()}
 
 # apt packages that provide each cross compiler (Debian bookworm)
@@ -23,23 +20,6 @@ APT_PACKAGES = {
     "aarch64-linux-gnu-g++": ("gcc-aarch64-linux-gnu", "g++-aarch64-linux-gnu"),
     "arm-linux-gnueabihf-g++": ("gcc-arm-linux-gnueabihf", "g++-arm-linux-gnueabihf"),
 }
-
-
-def read_elf_header(path: str | os.PathLike) -> dict[str, Any]:
-    """Class, byte order, type and machine from an ELF header; FormatError if it is not an ELF file."""
-    p = Path(path)
-    with open(p, "rb") as fh:
-        head = fh.read(20)
-    if len(head) < 20 or head[:4] != b"\x7fELF":
-        raise FormatError(f"{p}: not an ELF file")
-    ei_class, ei_data = head[4], head[5]
-    if ei_class not in (1, 2) or ei_data not in (1, 2):
-        raise FormatError(f"{p}: corrupt ELF header (class {ei_class}, data {ei_data})")
-    endian = "<" if ei_data == 1 else ">"
-    e_type, e_machine = struct.unpack(endian + "HH", head[16:20])
-    return {"bits": 32 if ei_class == 1 else 64, "endian": "little" if ei_data == 1 else "big",
-            "type": {1: "relocatable", 2: "executable", 3: "shared", 4: "core"}.get(e_type, str(e_type)),
-            "machine": e_machine, "arch": MACHINES.get(e_machine, f"unknown ({e_machine})")}
 
 
 def compiler_for(target: Any) -> str | None:

@@ -1,6 +1,8 @@
-"""Can this machine run server-gpu TVM libraries? Precise reasons, without importing TVM.
+"""What the TVM engine must know about this machine, without importing TVM: its architecture, the architecture
+an ELF library was built for, and whether it can run server-gpu libraries (precise reasons). The target
+registry and the cross toolchains (modelkit.targets) read the same facts from here.
 
-PyPI's apache-tvm 0.27 ships its CUDA runtime as a sidecar, `tvm/lib/libtvm_runtime_cuda.so`, which TVM
+GPU: PyPI's apache-tvm 0.27 ships its CUDA runtime as a sidecar, `tvm/lib/libtvm_runtime_cuda.so`, which TVM
 loads at import when the NVIDIA driver (`libcuda.so.1`) and the CUDA runtime it was linked against
 (`libcudart.so.13` for 0.27) can be found, and silently skips otherwise. No custom TVM build is needed on
 a GPU server whose driver supports that CUDA version; these checks say which piece is missing.
@@ -10,10 +12,42 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import os
+import platform
 import re
+import struct
 from pathlib import Path
+from typing import Any
+
+from ..errors import FormatError
+
+EM_X86_64, EM_AARCH64, EM_ARM = 62, 183, 40
+MACHINES = {EM_X86_64: "x86_64", EM_AARCH64: "aarch64", EM_ARM: "armv7"}
 
 SIDECAR = "libtvm_runtime_cuda.so"
+
+
+def host_arch() -> str:
+    """This machine's architecture as the target registry names it (x86_64, aarch64, armv7)."""
+    m = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64", "armv7l": "armv7"}.get(m, m)
+
+
+def read_elf_header(path: str | os.PathLike) -> dict[str, Any]:
+    """Class, byte order, type and machine from an ELF header; FormatError if it is not an ELF file."""
+    p = Path(path)
+    with open(p, "rb") as fh:
+        head = fh.read(20)
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        raise FormatError(f"{p}: not an ELF file")
+    ei_class, ei_data = head[4], head[5]
+    if ei_class not in (1, 2) or ei_data not in (1, 2):
+        raise FormatError(f"{p}: corrupt ELF header (class {ei_class}, data {ei_data})")
+    endian = "<" if ei_data == 1 else ">"
+    e_type, e_machine = struct.unpack(endian + "HH", head[16:20])
+    return {"bits": 32 if ei_class == 1 else 64, "endian": "little" if ei_data == 1 else "big",
+            "type": {1: "relocatable", 2: "executable", 3: "shared", 4: "core"}.get(e_type, str(e_type)),
+            "machine": e_machine, "arch": MACHINES.get(e_machine, f"unknown ({e_machine})")}
 
 
 def tvm_cuda_sidecar() -> Path | None:

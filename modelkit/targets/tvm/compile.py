@@ -16,13 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import manifest as _manifest
-from .._onnx import onnxslim_version, opset_of
-from .._quiet import engine_chatter_swallowed
-from ..errors import ConversionError, EngineNotInstalledError, UnsupportedConversionError
-from ..formats import Format
-from ..spec import Signature, TensorSpec
-from . import cross, registry, tuning
+from ... import manifest as _manifest
+from ..._onnx import onnxslim_version, opset_of
+from ..._quiet import engine_chatter_swallowed
+from ...errors import ConversionError, EngineNotInstalledError, UnsupportedConversionError
+from ...formats import Format
+from ...spec import Signature, TensorSpec
+from .. import registry
+from . import cross, tuning
 
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
                 10: "float16", 11: "float64"}
@@ -97,7 +98,7 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
     import onnx
     import tvm
 
-    from .._onnx import slim
+    from ..._onnx import slim
 
     tgt = registry.get(target)
     check_toolchain(tgt)
@@ -141,7 +142,7 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
     t1 = time.perf_counter()
     executable = _build(mod, tvm_target, database)
     _export(executable, dest, tgt)
-    from ..trust import record_library
+    from ...trust import record_library
 
     record_library(dest)  # compiled here: modelkit.load runs it (by content, so copies stay trusted)
     header = cross.check_library_arch(dest, tgt.arch)
@@ -165,7 +166,7 @@ def _verify_emulated(src: Path, dest: Path, sig: Signature, tgt: registry.Target
     if why is not None:
         extra["not_run_because"] = why
         return
-    from ..converters.onnx_tvm import TOLERANCE
+    from .edge import TOLERANCE
 
     print(f"verifying {dest.name} under qemu-aarch64 against {src.name} ...", file=sys.stderr, flush=True)
     report = emulate.verify_under_qemu(src, dest, sig, TOLERANCE)

@@ -7,6 +7,7 @@ and recycles it after a fixed number of builds instead, which bounds the leak th
 """
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 BUILDS_PER_WORKER = 64
@@ -16,8 +17,6 @@ def make_builder(ms: Any, timeout_s: float) -> Any:
     """A PyBuilder building candidates one at a time in a reused, periodically recycled worker."""
     from tvm.ir.utils import derived_object
     from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
-
-    from .tuning import preload_tensor_intrinsics
 
     @derived_object
     class PersistentBuilder(ms.builder.PyBuilder):
@@ -50,3 +49,35 @@ def build_one(job: tuple[Any, Any]) -> str:
 
     mod, target = job
     return default_export(default_build(mod, target, None))
+
+
+def preload_tensor_intrinsics() -> None:
+    """Import TVM's tensor intrinsics in ~2 s instead of ~25 s (here and in each builder worker).
+
+    Every tuning context needs them, and so does the first build in each builder worker process.
+
+    Each of their ~500 TVMScript functions calls inspect.stack(), and inspect.getmodule scans all of
+    sys.modules for every frame whose file is not a module (``<frozen importlib._bootstrap>`` ...): ~28,000
+    scans of ~2,500 modules. Those frames never map to a module, so the answer is memoized for the
+    duration of this one import; every other lookup goes to inspect unchanged.
+    """
+    import inspect
+
+    if "tvm.s_tir.tensor_intrin" in sys.modules:
+        return
+    original = inspect.getmodule
+    pseudo: dict[str, Any] = {}
+
+    def getmodule(obj: Any, _filename: str | None = None) -> Any:
+        name = _filename or getattr(getattr(obj, "f_code", None), "co_filename", None)
+        if name and name.startswith("<") and inspect.isframe(obj):
+            if name not in pseudo:
+                pseudo[name] = original(obj, _filename)
+            return pseudo[name]
+        return original(obj, _filename)
+
+    inspect.getmodule = getmodule
+    try:
+        import tvm.s_tir.tensor_intrin  # noqa: F401
+    finally:
+        inspect.getmodule = original

@@ -76,7 +76,7 @@ def load_keras(path: str | os.PathLike, trust_unsafe_code: bool = False, compile
     The config is scanned first (modelkit.safety.keras): Lambda layers, TFSMLayers and any callable
     outside Keras that is not registered in this process are refused before Keras sees the file.
     A model without defined inputs (subclassed) comes back wrapped in a functional model over named
-    inputs: `input_spec` (or the conversion's, modelkit.core.keras_inputs), else its saved build shapes.
+    inputs: `input_spec` (or the conversion's, modelkit.keras_io.inputs), else its saved build shapes.
     """
     from ..safety.keras import check_keras_config
 
@@ -105,7 +105,7 @@ def load_keras(path: str | os.PathLike, trust_unsafe_code: bool = False, compile
     except (TypeError, KeyError, OSError, AttributeError, IndexError, EOFError, RecursionError, RuntimeError,
             zipfile.BadZipFile, zlib.error) as exc:  # h5py raises RuntimeError on damaged weights
         raise LoadError(f"{p}: Keras could not load this model: {type(exc).__name__}: {exc}") from exc
-    from .keras_inputs import ensure_inputs
+    from .inputs import ensure_inputs
 
     return ensure_inputs(model, p, input_spec)
 

@@ -3,7 +3,7 @@
 An aarch64 CPython (Debian's libpython3.11:arm64 behind a tiny cross-compiled launcher) imports the
 aarch64 manylinux wheels of numpy, apache-tvm-ffi and apache-tvm (runtime only: TVM_USE_RUNTIME_LIB=1)
 and runs the library with the Relax VM; outputs come back through .npz files. That makes parity of
-arm64 libraries checkable here. `python -m modelkit.targets.emulate setup` builds that environment
+arm64 libraries checkable here. `python -m modelkit.targets.tvm.emulate setup` builds that environment
 (after `make setup-cross` installed the apt packages); without it, arm64 libraries are ELF-checked only.
 armv7 has no TVM runtime wheel on PyPI, so armv7 libraries stay ELF-checked only.
 """
@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EngineNotInstalledError, LoadError
-from ..formats import Format
-from ..runtime.base import Model
-from ..spec import Signature
+from ...errors import EngineNotInstalledError, LoadError
+from ...formats import Format
+from ...runtime.base import Model
+from ...spec import Signature
 
 WHEELS = ("numpy==2.4.6", "ml_dtypes==0.5.4", "apache-tvm-ffi==0.1.14.post1", "apache-tvm==0.27.0.post1")
 LIBPYTHON = Path("/usr/lib/aarch64-linux-gnu/libpython3.11.so.1.0")
@@ -40,7 +40,7 @@ np.savez(out, *[r.numpy() for r in res])
 
 
 def env_dir() -> Path:
-    from .._cache import cache_root
+    from ..._cache import cache_root
 
     return cache_root() / "qemu-aarch64"
 
@@ -51,13 +51,13 @@ def available() -> str | None:
     if shutil.which("qemu-aarch64") is None:
         return "qemu-aarch64 is not installed (apt-get install -y qemu-user)"
     if not (d / "python3.11-aarch64").is_file() or not (d / "site" / "tvm").is_dir():
-        return f"no aarch64 Python with the TVM runtime in {d} (python -m modelkit.targets.emulate setup)"
+        return f"no aarch64 Python with the TVM runtime in {d} (python -m modelkit.targets.tvm.emulate setup)"
     return None
 
 
 def setup() -> Path:
     """Build the aarch64 Python environment: the launcher, then the aarch64 wheels unpacked into site/."""
-    from ..safety.archive import safe_extract
+    from ...safety.archive import safe_extract
 
     d = env_dir()
     if not LIBPYTHON.is_file() or shutil.which("aarch64-linux-gnu-gcc") is None:
@@ -120,8 +120,8 @@ class EmulatedModel(Model):
 
 def verify_under_qemu(reference_path: Path, library: Path, signature: Signature, tolerance: Any) -> Any:
     """The parity report of an aarch64 library run under qemu against the ONNX model run here."""
-    from ..converters.verify import compare_models
-    from ..runtime import load
+    from ...converters.verify import compare_models
+    from ...runtime import load
 
     return compare_models(load(reference_path), EmulatedModel(library, signature), tolerance)
 
@@ -130,4 +130,4 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["setup"]:
         print(f"aarch64 Python + TVM runtime ready in {setup()}")
     else:
-        print("usage: python -m modelkit.targets.emulate setup", file=sys.stderr)
+        print("usage: python -m modelkit.targets.tvm.emulate setup", file=sys.stderr)

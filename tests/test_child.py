@@ -1,0 +1,92 @@
+"""modelkit._child: the one runner of child processes (conversion, training, benchmark and distributed workers)."""
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+
+import pytest
+
+from modelkit import _child
+from modelkit.errors import ConversionError, ShapeError, TrainingError, WorkerError
+
+HERE = "tests.test_child"
+
+
+# --- run in the child ------------------------------------------------------------------------------------------
+def echo(value: object) -> object:
+    print(f"progress: working on {value}", flush=True)
+    return {"got": value, "pid": os.getpid()}
+
+
+def raise_shape() -> None:
+    raise ShapeError("input 'x' expects (None, 4), got (2, 5)")
+
+
+def raise_foreign() -> None:
+    raise ZeroDivisionError("division by zero")
+
+
+def die(code: int) -> None:
+    sys.stdout.flush()
+    os._exit(code)
+
+
+def sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+# --- the tests -------------------------------------------------------------------------------------------------
+def test_run_returns_the_childs_result_from_another_process() -> None:
+    got = _child.run(f"{HERE}:echo", {"value": [1, 2]})
+    assert got["got"] == [1, 2] and got["pid"] != os.getpid()
+
+
+def test_a_modelkit_error_comes_back_with_its_type_message_and_the_childs_traceback() -> None:
+    with pytest.raises(ShapeError, match=r"expects \(None, 4\), got \(2, 5\)") as info:
+        _child.run(f"{HERE}:raise_shape", {})
+    assert "raise_shape" in info.value.child_traceback
+
+
+@pytest.mark.parametrize("error", [WorkerError, TrainingError, ConversionError])
+def test_a_foreign_error_comes_back_as_the_callers_error_class(error) -> None:
+    with pytest.raises(error, match="^ZeroDivisionError: division by zero$"):
+        _child.run(f"{HERE}:raise_foreign", {}, error=error)
+
+
+def test_a_child_that_dies_without_a_result_is_a_typed_error_naming_the_work_and_exit_code() -> None:
+    with pytest.raises(WorkerError, match=r"^the benchmark of a\.onnx died in its child process \(exit code 3\)"):
+        _child.run(f"{HERE}:die", {"code": 3}, what="the benchmark of a.onnx")
+
+
+def test_a_child_past_its_timeout_is_killed_and_reported() -> None:
+    t0 = time.monotonic()
+    with pytest.raises(TrainingError, match=r"^training did not finish within 1 s$"):
+        _child.run(f"{HERE}:sleep", {"seconds": 120}, timeout=1, error=TrainingError, what="training")
+    assert time.monotonic() - t0 < 60  # killed, not waited for
+
+
+def test_output_is_relayed_line_by_line_when_stderr_is_not_a_real_file(monkeypatch) -> None:
+    sink = io.StringIO()  # what CliRunner and notebooks give: no file descriptor
+    monkeypatch.setattr(sys, "stderr", sink)
+    _child.run(f"{HERE}:echo", {"value": "relay"})
+    assert "progress: working on relay\n" in sink.getvalue()
+
+
+def test_quiet_children_print_nothing(monkeypatch) -> None:
+    sink = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", sink)
+    _child.run(f"{HERE}:echo", {"value": "hush"}, quiet=True)
+    assert sink.getvalue() == ""
+
+
+def test_started_children_run_side_by_side_and_report_each(tmp_path) -> None:
+    kids = [_child.start(f"{HERE}:echo", {"value": i}, tmp_path / f"{i}.json", what=f"worker {i}") for i in range(2)]
+    bad = _child.start(f"{HERE}:raise_foreign", {}, tmp_path / "bad.json", error=TrainingError, what="worker 2")
+    for k in (*kids, bad):
+        k.proc.wait(timeout=120)
+    assert [k.result()["got"] for k in kids] == [0, 1]
+    assert not any(k.failed() for k in kids) and bad.failed()
+    with pytest.raises(TrainingError, match="ZeroDivisionError"):
+        bad.result()
