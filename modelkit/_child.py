@@ -34,15 +34,22 @@ from ._backend import QUIET_ENV, check_backend
 
 
 def child_env(backend: str | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This process's environment for a child: quiet engines, `backend` as KERAS_BACKEND, modelkit importable."""
+    """This process's environment for a child: quiet engines, `backend` as KERAS_BACKEND, modelkit importable,
+    and the user's modules that registered custom Keras objects here named for the child to import."""
+    from .keras_io.custom import ENV_IMPORTS, env_imports, registered_imports
+
     env = dict(os.environ)
     env.update({k: env.get(k, v) for k, v in QUIET_ENV.items()})
     env.setdefault("PYTHONWARNINGS", "ignore")  # framework deprecation chatter drowns the progress lines
     if backend is not None:
         env["KERAS_BACKEND"] = check_backend(backend)
     env.update(extra or {})
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    specs, folders = registered_imports()
+    named = env_imports()
+    if any(s not in named for s in specs):
+        env[ENV_IMPORTS] = ",".join(named + [s for s in specs if s not in named])
+    paths = [str(Path(__file__).resolve().parent.parent), *folders]
+    env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     return env
 
 

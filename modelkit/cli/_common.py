@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -11,7 +11,7 @@ from .._atomic import check_creatable
 from .._text import human_size, table
 from ..input_files import read_inputs
 
-__all__ = ["echo_json", "human_size", "table", "read_inputs", "parse_int_list", "check_outputs"]
+__all__ = ["echo_json", "human_size", "table", "read_inputs", "parse_int_list", "check_outputs", "import_option"]
 
 
 def echo_json(obj: Any) -> None:
@@ -33,3 +33,21 @@ def check_outputs(*paths: str | None) -> None:
     for p in paths:
         if p:
             check_creatable(p)
+
+
+def _use_imports(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    if value:
+        from ..keras_io.custom import use_imports
+
+        use_imports(value)  # typed UserCodeError: one line, exit 2 (the group catches it)
+    return value
+
+
+def import_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """`--import MODULE_OR_FILE` (repeatable): the user's modules that register custom Keras layers and losses,
+    imported before any .keras file is loaded, here and in every child process (= MODELKIT_IMPORTS)."""
+    return click.option("--import", "imports", multiple=True, metavar="MODULE_OR_FILE", expose_value=False,
+                        callback=_use_imports,
+                        help="A module (looked up in the current folder first) or .py file that registers custom "
+                             "Keras layers or losses; imported before the model loads, in every process; repeatable. "
+                             "Same as MODELKIT_IMPORTS.")(f)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import check_outputs, echo_json, parse_int_list
+from ._common import check_outputs, echo_json, import_option, parse_int_list
 
 
 def _batches(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -27,6 +27,7 @@ def _batches(ctx: click.Context, param: click.Parameter, value: str) -> tuple[in
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Also write a CSV here.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               help="Also write a self-contained HTML report with plots here.")
+@import_option
 def command(artifacts: tuple[str, ...], batches: tuple[int, ...], threads: int | None, device: str,
             duration: str | None, iterations: int | None, warmup: int, no_baseline: bool,
             keras_backend: str | None, keep_going: bool, as_json: bool, csv_path: str | None,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import check_outputs, echo_json, human_size, table
+from ._common import check_outputs, echo_json, human_size, import_option, table
 
 
 @click.command("compile")
@@ -28,6 +28,7 @@ from ._common import check_outputs, echo_json, human_size, table
               help="Samples to verify on (.npz keyed by input name, or 'x' for a one-input model); default: the "
                    "training data set, else ranges inferred from the model, else [0, 1).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@import_option
 def command(model: str, target: str, out: str | None, batch: int | None, dynamic_batch: bool, tune: bool,
             trials: int | None, budget: str | None, cache_dir: str | None, force: bool, no_verify: bool,
             data: str | None, as_json: bool) -> None:

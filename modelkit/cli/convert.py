@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import check_outputs, echo_json, human_size, table
+from ._common import check_outputs, echo_json, human_size, import_option, table
 
 
 @click.command("convert")
@@ -42,6 +42,7 @@ from ._common import check_outputs, echo_json, human_size, table
 @click.option("--trust-unsafe-code", is_flag=True,
               help="UNSAFE: load .keras files with Keras safe mode off (runs code stored in the file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@import_option
 def command(source: str, to: str, out_dir: str | None, force: bool, no_verify: bool, atol: float | None,
             opset: int | None, quantize: str | None, calibration_data: str | None, eval_data: str | None,
             max_accuracy_drop: float | None, data: str | None, input_spec: tuple[str, ...], route: str | None,

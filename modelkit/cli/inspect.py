@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ._common import echo_json, human_size
+from ._common import echo_json, human_size, import_option
 
 
 def describe(path: str, trust_unsafe_code: bool = False) -> dict[str, Any]:
@@ -55,6 +55,7 @@ def onnx_summary(path: Path) -> dict[str, Any]:
               help="UNSAFE: run code the file carries (Keras Lambda layers, TorchScript / SavedModel file ops, "
                    "TVM libraries not compiled here). Only for files you trust; see docs/reliability.md.")
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
+@import_option
 def command(artifact: str, trust_unsafe_code: bool, as_json: bool) -> None:
     """Show ARTIFACT's format, size, signature, manifest (chain of converters, parity) and, for ONNX,
     opset and op counts.

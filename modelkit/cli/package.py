@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import check_outputs
+from ._common import check_outputs, import_option
 
 TARGETS = ("tf-serving", "torchserve", "triton", "kserve", "browser")
 
@@ -26,6 +26,7 @@ TARGETS = ("tf-serving", "torchserve", "triton", "kserve", "browser")
 @click.option("--verify-in-browser", is_flag=True,
               help="Browser: run the bundle in headless Chromium and record its parity with the source.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@import_option
 def command(artifact: str, target: str, out: str, name: str | None, version: int, max_batch_size: int,
             max_delay_ms: float, runtime: str | None, storage_uri: str | None, quantize: str | None,
             verify_in_browser: bool, force: bool) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import check_outputs, echo_json, read_inputs
+from ._common import check_outputs, echo_json, import_option, read_inputs
 
 
 @click.command("run")
@@ -18,6 +18,7 @@ from ._common import check_outputs, echo_json, read_inputs
               help="UNSAFE: run code the file carries (Keras Lambda layers, TorchScript / SavedModel file ops, "
                    "TVM libraries not compiled here). Only for files you trust; see docs/reliability.md.")
 @click.option("--json", "as_json", is_flag=True, help="Print outputs as JSON lists.")
+@import_option
 def command(artifact: str, input_path: str, output_path: str | None, device: str, threads: int | None,
             trust_unsafe_code: bool, as_json: bool) -> None:
     """Run ARTIFACT (any format) on inputs from a .npy / .npz file.

@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from ._common import import_option
+
 
 @click.command("serve")
 @click.argument("paths", nargs=-1, required=True)
@@ -41,6 +43,7 @@ import click
                    "TVM libraries not compiled here). Only for files you trust; see docs/reliability.md.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
+@import_option
 def command(paths: tuple[str, ...], host: str, port: int, allow_remote: bool, max_batch_size: int,
             max_delay_ms: float, queue_size: int, max_body_mb: float, max_buffered_mb: float | None,
             body_timeout: float, drain_timeout: float, poll_interval: float, keep_versions: int,

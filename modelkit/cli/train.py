@@ -48,8 +48,9 @@ _MODELS_HELP = ", ".join(MODELS)
               help="Batch normalization on or off [default: the architecture's own].")
 @click.option("--units", type=click.IntRange(min=1), help="Model width: hidden units, filters or model dimension.")
 @click.option("--loss", help="Keras loss name, or a registered custom loss ('package>Name' or 'Name').")
-@click.option("--import", "imports", multiple=True,
-              help="Module or .py file to import first (registers custom layers/losses); repeatable.")
+@click.option("--import", "imports", multiple=True, metavar="MODULE_OR_FILE",
+              help="A module (looked up in the current folder first) or .py file that registers custom Keras "
+                   "layers or losses; imported before training, recorded in the manifest; repeatable.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="[default: 64]")
 @click.option("--seed", type=int, help="Seeds the data split, the initial weights and the shuffling. [default: 0]")
 @click.option("--patience", type=click.IntRange(min=0), help="Early stopping on val_loss after N bad epochs (0: off).")

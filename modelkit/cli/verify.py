@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import echo_json, parse_int_list, read_inputs, table
+from ._common import echo_json, import_option, parse_int_list, read_inputs, table
 
 
 def _batches(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -24,6 +24,7 @@ def _batches(ctx: click.Context, param: click.Parameter, value: str) -> tuple[in
                    "the data set REFERENCE's manifest names, else ranges inferred from the model, else [0, 1).")
 @click.option("--trust-unsafe-code", is_flag=True, help="UNSAFE: Keras safe mode off for .keras files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the parity report as JSON.")
+@import_option
 def command(reference: str, candidate: str, atol: float | None, batches: tuple[int, ...], seed: int, data: str | None,
             trust_unsafe_code: bool, as_json: bool) -> None:
     """Run REFERENCE and CANDIDATE on the same inputs and compare every output.

@@ -139,8 +139,9 @@ def check_support(src: str | os.PathLike | None, target: Format | str, config: d
         if not _is_builtin(layer) and not _is_registered(layer.registered_name or layer.class_name):
             raise UnsupportedConversionError(
                 f"{_where(src)}layer '{layer.name}' of class '{layer.registered_name or layer.class_name}' "
-                "is not registered; register it with keras.saving.register_keras_serializable in a module the "
-                "converting process imports (Keras cannot rebuild an unregistered class, so no format can load it)")
+                "is not registered; register it with keras.saving.register_keras_serializable in your module and "
+                "name that module with --import MODULE_OR_FILE (Python: imports=[...]; or MODELKIT_IMPORTS); Keras "
+                "cannot rebuild an unregistered class, so no format can load it")
     check_rules(src, fmt, cfg, route)
 
 

@@ -207,5 +207,6 @@ def _print_result(metrics: dict[str, float], n: int, imports: list[str]) -> None
     others = "  ".join(f"{k.removeprefix('test_')} {v:.4f}" for k, v in metrics.items() if k != "test_accuracy")
     print(f"test metrics: {others}", file=sys.stderr, flush=True)
     if imports:
-        print(f"custom code: convert or load this model with {custom.ENV_IMPORTS}={','.join(imports)}",
+        flags = " ".join(f"--import {i}" for i in imports)
+        print(f"custom code: convert or load this model with {flags} (or {custom.ENV_IMPORTS}={','.join(imports)})",
               file=sys.stderr, flush=True)

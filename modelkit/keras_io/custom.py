@@ -9,9 +9,12 @@ code becomes a UserCodeError naming the file and line (`modelkit --debug` shows 
 
 Custom layers and losses registered with `keras.saving.register_keras_serializable` must be registered
 in every process that loads the .keras file, including modelkit's conversion children. The modules to
-import are named by the environment variable MODELKIT_IMPORTS (comma-separated module names or .py
-paths), which child processes inherit; `import_from_env()` imports them. Training records the modules
-it imported in the manifest (training.imports) so that users know what to set.
+import are named by `--import MODULE_OR_FILE` on every command (`imports=[...]` in Python), which
+`use_imports()` adds to the environment variable MODELKIT_IMPORTS (comma-separated module names or .py
+paths); child processes inherit it and `import_from_env()` imports them. A module name is looked up as
+`python -m` does: the current folder first. In Python, the modules that registered custom objects in the
+calling process are passed to the children too (`registered_imports()`). Training records the modules
+it imported in the manifest (training.imports) so that users know what to name.
 """
 from __future__ import annotations
 
@@ -68,7 +71,7 @@ def import_module(spec: str) -> ModuleType:
             raise
         return module
     try:
-        return importlib.import_module(spec)
+        return _import_by_name(spec)
     except ModelkitError:
         raise
     except Exception as exc:
@@ -76,6 +79,94 @@ def import_module(spec: str) -> ModuleType:
             raise _user_error(exc, None) from exc
         raise TrainingError(f"cannot import module '{spec}' ({exc}); give a module on the Python path "
                             "or a path to a .py file") from exc
+
+
+def _import_by_name(name: str) -> ModuleType:
+    """importlib.import_module, with the current folder on the path as `python -m` has it (the `modelkit`
+    script's own sys.path starts with its bin folder instead), added only when the name is not found."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name.split(".", 1)[0] or os.getcwd() in sys.path:
+            raise
+    add_to_path(Path.cwd())
+    return importlib.import_module(name)
+
+
+def use_imports(specs: list[str] | tuple[str, ...] | None) -> list[str]:
+    """Name the user's modules (dotted names or .py paths) for this process and its children: each is
+    checked to exist, .py paths made absolute, and added to MODELKIT_IMPORTS, which every .keras load
+    (here and in the children, which inherit it) imports first. Returns the normalized specs.
+
+    Nothing is imported here: a module runs when a model is loaded, as with MODELKIT_IMPORTS.
+    """
+    normalized = [_normalized(s) for s in (specs or ()) if s and s.strip()]
+    current = env_imports()
+    merged = list(dict.fromkeys(current + normalized))  # each once, in the order named
+    if merged != current:
+        os.environ[ENV_IMPORTS] = ",".join(merged)
+    return normalized
+
+
+def _normalized(spec: str) -> str:
+    """A .py path made absolute; a module name checked to be findable (the current folder counts)."""
+    spec = spec.strip()
+    if spec.endswith(".py"):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise UserCodeError(f"--import {spec}: no such Python file")
+        return str(path.resolve())
+    if not all(part.isidentifier() for part in spec.split(".")):
+        raise UserCodeError(f"--import {spec}: not a module name (a.b.c) nor a path to a .py file")
+    top = spec.split(".", 1)[0]
+    here = Path.cwd()
+    if top in sys.modules or (here / f"{top}.py").is_file() or (here / top).is_dir():
+        return spec
+    try:
+        found = importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise UserCodeError(f"--import {spec}: no module '{top}' in the current folder or on the Python path; "
+                            "give a module name or a path to a .py file")
+    return spec
+
+
+def registered_imports() -> tuple[list[str], list[str]]:
+    """(module specs, folders for PYTHONPATH) that let a child process register the custom Keras objects this
+    process has registered: the modules that define them, by name, and the folders they import from.
+
+    Only when Keras is already imported here (nothing is imported to find out). Objects defined in the
+    running script (`__main__`) cannot be imported elsewhere without running the script again: they are
+    left out, and loading the model in a child then fails with the "not registered" error, which says what to do.
+    """
+    keras = sys.modules.get("keras")
+    if keras is None:
+        return [], []
+    try:
+        objects = list(_registry(keras).values())
+    except Exception:  # noqa: BLE001 - a Keras without that registry: nothing to pass on
+        return [], []
+    specs: list[str] = []
+    roots: list[str] = []
+    for obj in objects:
+        name = getattr(obj, "__module__", None)
+        module = sys.modules.get(name or "")
+        if module is None or name == "__main__" or name.split(".", 1)[0] in ("keras", "modelkit", "tensorflow"):
+            continue
+        file = getattr(module, "__file__", None)
+        if not file:
+            continue
+        path = Path(file).resolve()
+        if "." not in name and path.suffix == ".py" and path.stem != name:  # a .py imported under another name
+            spec, root = str(path), None
+        else:
+            spec, root = name, str(path.parents[name.count(".") + (path.name == "__init__.py")])
+        if spec not in specs:
+            specs.append(spec)
+        if root is not None and root not in roots:
+            roots.append(root)
+    return specs, roots
 
 
 def add_to_path(folder: Path) -> None:

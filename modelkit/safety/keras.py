@@ -108,7 +108,8 @@ def _check_module(src: Path, where: str, module: Any, name: str, registered: Any
             f"{src}: refused to load: {where} names '{full}', a callable outside Keras that is not registered "
             "in this process (only keras, keras_hub, keras_cv and keras_nlp objects, or classes registered "
             "with keras.saving.register_keras_serializable, may appear in a model config; if it is your own "
-            "class, register it and name its module in MODELKIT_IMPORTS)")
+            "class, register it and name its module with --import MODULE_OR_FILE, imports=[...] in Python, or "
+            "MODELKIT_IMPORTS)")
     if (full.startswith(DENIED_PREFIXES) or module in DENIED_MODULE_ROOTS
             or any(module.startswith(r + ".") for r in DENIED_MODULE_ROOTS) or name.startswith("_")):
         raise UnsafeModelError(f"{src}: refused to load: {where} names '{full}', a Keras file, config or "

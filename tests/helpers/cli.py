@@ -36,3 +36,16 @@ def ctrl_c(proc: subprocess.Popen, timeout: float) -> str:
     """Send what a terminal's Ctrl-C sends (SIGINT to the foreground group); return the rest of the output."""
     os.killpg(proc.pid, signal.SIGINT)
     return proc.communicate(timeout=timeout)[0]
+
+
+# The `modelkit` console script: sys.path starts with the script's bin folder, not the working folder
+# (unlike `python -m modelkit`), which is what a user's own modules in their folder meet.
+_SCRIPT = "import sys; del sys.path[0]; sys.argv[0] = 'modelkit'; from modelkit.cli import main; main()"
+
+
+def modelkit_script(*args: str, cwd: str | os.PathLike, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `modelkit ARGS` as the installed console script runs, in the user's folder `cwd`; output captured."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    return subprocess.run([sys.executable, "-c", _SCRIPT, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)

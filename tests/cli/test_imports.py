@@ -1,0 +1,125 @@
+"""A newcomer's own model with a registered custom layer, in their own folder: `--import MODULE_OR_FILE` on every
+command that loads a model, the current folder importable as with `python -m`, `imports=[...]` in Python, and
+the modules the calling Python process registered passed to modelkit's children without being named."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from modelkit.cli import main
+from modelkit.errors import UserCodeError
+from modelkit.keras_io import custom
+from tests.helpers import modelkit_script
+
+LAYERS = '''import keras
+
+
+@keras.saving.register_keras_serializable(package="mylayers")
+class ScaledSwish(keras.layers.Layer):
+    def __init__(self, scale=1.5, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = scale
+
+    def call(self, x):
+        return x * keras.ops.sigmoid(self.scale * x)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
+'''
+MAKE = '''import keras
+import numpy as np
+import mylayers
+
+keras.utils.set_random_seed(0)
+inp = keras.Input((6,), name="features")
+x = keras.layers.Dense(8, name="dense")(inp)
+x = mylayers.ScaledSwish(name="swish")(x)
+keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="probs")(x)).save("my.keras")
+np.save("x.npy", np.random.default_rng(0).random((2, 6), dtype=np.float32))
+'''
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """The user's folder: their layer module, the model their own script saved, an input file."""
+    d = tmp_path_factory.mktemp("newcomer")
+    (d / "mylayers.py").write_text(LAYERS)
+    (d / "make.py").write_text(MAKE)
+    done = subprocess.run([sys.executable, "make.py"], cwd=d, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return d
+
+
+def _one_line_error(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in done.stderr, done.stderr
+    return lines[0]
+
+
+def test_without_import_the_error_names_the_flag(folder: Path) -> None:
+    line = _one_line_error(modelkit_script("inspect", "my.keras", cwd=folder))
+    assert "mylayers.ScaledSwish" in line and "--import MODULE_OR_FILE" in line
+
+
+def test_every_command_takes_the_users_module_by_name_from_their_folder(folder: Path) -> None:
+    done = modelkit_script("convert", "my.keras", "--to", "onnx", "--out", "out", "--import", "mylayers", cwd=folder)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (folder / "out" / "my.onnx").is_file() and "parity OK" in done.stdout + done.stderr
+    done = modelkit_script("inspect", "my.keras", "--import", "mylayers", cwd=folder)
+    assert done.returncode == 0 and "probs" in done.stdout, done.stderr[-2000:]
+    done = modelkit_script("run", "my.keras", "--input", "x.npy", "--output", "y.npz", "--import", "mylayers",
+                           cwd=folder)
+    assert done.returncode == 0, done.stderr[-2000:]
+    probs = np.load(folder / "y.npz")["probs"]
+    assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    done = modelkit_script("verify", "my.keras", "out/my.onnx", "--import", "mylayers.py", cwd=folder)  # a path too
+    assert done.returncode == 0 and "parity OK" in done.stdout + done.stderr, done.stderr[-2000:]
+
+
+def test_a_missing_module_is_one_typed_line(folder: Path, monkeypatch) -> None:
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv(custom.ENV_IMPORTS, "")
+    result = CliRunner().invoke(main, ["inspect", "my.keras", "--import", "mylayerz"])
+    assert result.exit_code == 2
+    assert result.output.strip() == ("error: --import mylayerz: no module 'mylayerz' in the current folder or on "
+                                     "the Python path; give a module name or a path to a .py file")
+    with pytest.raises(UserCodeError, match="no such Python file"):
+        custom.use_imports(["nowhere/layers.py"])
+
+
+def test_use_imports_names_each_module_once_for_the_children(folder: Path, monkeypatch) -> None:
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv(custom.ENV_IMPORTS, "json")
+    assert custom.use_imports(["mylayers", "mylayers.py", "mylayers"]) == ["mylayers", str(folder / "mylayers.py"),
+                                                                          "mylayers"]
+    assert custom.env_imports() == ["json", "mylayers", str(folder / "mylayers.py")]
+
+
+PYTHON_USER = '''import sys
+import numpy as np
+import modelkit
+{first}
+(r,) = modelkit.convert("my.keras", to="onnx", out_dir="{out}", force=True, {kwargs})
+x = np.load("x.npy")
+a = modelkit.load("my.keras", {kwargs}).predict({{"features": x}})["probs"]
+b = modelkit.load(r.path).predict({{"features": x}})["probs"]
+print("OK", r.parity["ok"], float(np.abs(a - b).max()))
+'''
+
+
+@pytest.mark.parametrize("first, kwargs", [("import mylayers  # registers ScaledSwish here", ""),
+                                           ("", "imports=['mylayers']")],
+                         ids=["imported-by-the-caller", "imports-argument"])
+def test_python_callers_need_no_environment_variable(folder: Path, first: str, kwargs: str) -> None:
+    script = folder / f"use_{'imports' if kwargs else 'imported'}.py"
+    script.write_text(PYTHON_USER.format(first=first, kwargs=kwargs, out=f"py_{script.stem}"))
+    done = subprocess.run([sys.executable, script.name], cwd=folder, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ok, parity, diff = done.stdout.split()[-3:]
+    assert ok == "OK" and parity == "True" and float(diff) < 1e-5
