@@ -9,7 +9,8 @@ from benchmarks import coverage
 from benchmarks.coverage import Cell, render, summarize
 
 
-def test_one_model_two_formats_through_the_command_line(tmp_path, capsys):
+def test_one_model_two_formats_through_the_command_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MODELKIT_IMPORTS", "")  # the script names its zoo for its children; not for later tests
     out_json = tmp_path / "coverage.json"
     args = ["--models", "masked_lstm", "--backends", "tensorflow", "--formats", "onnx,pt2", "--out",
             str(tmp_path / "work"), "--json", str(out_json), "--cell-timeout", "600"]

@@ -74,6 +74,11 @@ def test_safe_load_allows_registered_objects_and_refuses_lambda(trained, tmp_pat
 def test_converts_in_a_child_that_imports_the_module(trained, tmp_path: Path, monkeypatch) -> None:
     out, _ = trained
     monkeypatch.delenv(custom.ENV_IMPORTS, raising=False)
+    # this process registered GatedDense (training imported the example): its module is passed to the child
+    assert "custom_layer" in custom.registered_imports()[0]
+    (passed_on,) = modelkit.convert(out, "onnx", out_dir=tmp_path / "passed_on")
+    assert passed_on.parity["ok"]
+    monkeypatch.setattr(custom, "registered_imports", lambda: ([], []))  # a caller that never imported it
     with pytest.raises(ModelkitError, match="GatedDense"):  # the child does not know the class
         modelkit.convert(out, "onnx", out_dir=tmp_path / "without")
     monkeypatch.setenv(custom.ENV_IMPORTS, str(EXAMPLE))

@@ -223,18 +223,19 @@ def test_torchserve_package_runs_in_real_torchserve(tmp_path, tiny_torchscript):
                              str(out / "model-store"), "--ts-config", str(out / "config.properties")],
                             cwd=run, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        port, key = ports["inference"], None
-        end = time.monotonic() + 90
+        port, key, loaded = ports["inference"], None, False
+        end = time.monotonic() + 300  # bounded; generous: Java and a Python worker start slowly on a busy machine
         while time.monotonic() < end and proc.poll() is None:
             if key is None and (run / "key_file.json").is_file():
                 try:
                     key = json.loads((run / "key_file.json").read_text())
                 except ValueError:
                     pass  # still being written
-            if key and "WORKER_MODEL_LOADED" in (run / "torchserve.log").read_text(errors="replace"):
+            loaded = "WORKER_MODEL_LOADED" in (run / "torchserve.log").read_text(errors="replace")
+            if key and loaded:
                 break
             time.sleep(0.25)
-        assert key, (run / "torchserve.log").read_text(errors="replace")[-3000:]
+        assert key and loaded, (run / "torchserve.log").read_text(errors="replace")[-3000:]
         auth = {"Authorization": f"Bearer {key['inference']['key']}", "Content-Type": "application/json"}
         body = json.dumps({"inputs": {"x": X.tolist()}}).encode()
         status, _, data = http(port, "POST", "/predictions/tiny", body, auth)
