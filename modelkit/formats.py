@@ -37,7 +37,12 @@ class Format(str, enum.Enum):
         for f in cls:
             if f.value == key:
                 return f
-        raise FormatError(f"unknown format '{name}'; valid formats: {', '.join(f.value for f in cls)}")
+        import difflib
+
+        names = [f.value for f in cls] + list(_ALIASES)
+        close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+        hint = f" (did you mean '{_ALIASES.get(close[0], close[0])}'?)" if close else ""
+        raise FormatError(f"unknown format '{name}'{hint}; valid formats: {', '.join(f.value for f in cls)}")
 
 
 _SUFFIX = {
