@@ -43,17 +43,14 @@ class CompileResult:
 
 
 def default_output(onnx_path: Path, target: Target, out: str | os.PathLike | None) -> Path:
-    """`cnn.onnx` + server-cpu -> `cnn.server-cpu.tvm.so` beside it; --out may name a file or a folder."""
+    """`cnn.onnx` + server-cpu -> `cnn.server-cpu.tvm.so` beside it. --out names the library when it ends with
+    .tvm.so, else a folder (created when missing, as `convert --out` does) that gets the default name."""
     stem = onnx_path.name[: -len(".onnx")] if onnx_path.name.endswith(".onnx") else onnx_path.stem
     name = f"{stem}.{target.name}{Format.TVM.suffix}"
     if out is None:
         return onnx_path.with_name(name)
     p = Path(out)
-    if p.is_dir() or str(out).endswith(os.sep):
-        return p / name
-    if not p.name.endswith(Format.TVM.suffix):
-        raise ConversionError(f"--out {p}: a TVM library's name must end with {Format.TVM.suffix}")
-    return p
+    return p if p.name.endswith(Format.TVM.suffix) and not p.is_dir() else p / name
 
 
 def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu",  # noqa: A001
@@ -90,7 +87,8 @@ def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu
     verify = (not tgt.cross) if verify is None else verify
     src = Path(model)
     samples = str(Path(data).resolve()) if data is not None else None
-    onnx_path = _as_onnx(src, Path(out).parent if out and not Path(out).is_dir() else out, force, samples)
+    names_file = bool(out) and Path(out).name.endswith(Format.TVM.suffix) and not Path(out).is_dir()
+    onnx_path = _as_onnx(src, Path(out).parent if names_file else out, force, samples)
     dest = default_output(onnx_path, tgt, out)
     _atomic.check_writable(dest, force)
     options = {"target": tgt.tvm if tgt.name == "custom" else tgt.name, "batch": fixed,

@@ -86,3 +86,18 @@ def test_two_inputs_two_outputs_bind_by_name_through_tvm(multi_io_jax, tmp_path)
     assert got["probs"].shape == (3, 10) and got["intensity"].shape == (3, 1)
     for name in ("probs", "intensity"):
         np.testing.assert_allclose(got[name], want[name], atol=1e-5)
+
+
+def test_compile_out_is_a_library_name_or_a_folder_created_as_convert_does(tiny_onnx, tmp_path):
+    from click.testing import CliRunner
+
+    from modelkit.cli import main
+    from modelkit.targets import default_output, get
+
+    tgt = get("server-cpu")
+    assert default_output(tiny_onnx, tgt, tmp_path / "lib" / "x.tvm.so") == tmp_path / "lib" / "x.tvm.so"
+    assert default_output(tiny_onnx, tgt, tmp_path / "new") == tmp_path / "new" / "tiny.server-cpu.tvm.so"
+    result = CliRunner().invoke(main, ["compile", str(tiny_onnx), "--out", str(tmp_path / "new" / "dir")])
+    assert result.exit_code == 0, result.output
+    lib = tmp_path / "new" / "dir" / "tiny.server-cpu.tvm.so"
+    assert lib.is_file() and modelkit.load(lib).signature.inputs[0].name == "x"
