@@ -178,10 +178,11 @@ def test_tf_serving_package_layout_cli_and_warmup(tmp_path, tiny_saved_model):
         package(make_tiny_onnx(tmp_path / "t.onnx"), "tf-serving", tmp_path / "bad")
 
 
-def test_kserve_manifests_parse(tmp_path, tiny_saved_model):
+def test_kserve_manifests_parse(tmp_path, tiny_saved_model, capsys):
     import yaml
 
     out = package(make_tiny_onnx(tmp_path / "tiny.onnx"), "kserve", tmp_path / "ks", storage_uri="s3://bucket/tiny")
+    assert "PLACEHOLDER" not in (out / "inferenceservice.yaml").read_text() and "warning" not in capsys.readouterr().err
     doc = yaml.safe_load((out / "inferenceservice.yaml").read_text())
     assert doc["apiVersion"] == "serving.kserve.io/v1beta1" and doc["kind"] == "InferenceService"
     model = doc["spec"]["predictor"]["model"]
@@ -189,6 +190,9 @@ def test_kserve_manifests_parse(tmp_path, tiny_saved_model):
     assert model["protocolVersion"] == "v2" and model["storageUri"] == "s3://bucket/tiny"
     assert triton_config(out / "triton" / "tiny" / "config.pbtxt").platform == "onnxruntime_onnx"
     out = package(tiny_saved_model, "kserve", tmp_path / "ks2", name="My_Model")
+    assert "warning: KServe: no --storage-uri" in capsys.readouterr().err  # no silent guess
+    assert "# storageUri is a PLACEHOLDER (pvc://models/My_Model/tf-serving/My_Model)" in \
+        (out / "inferenceservice.yaml").read_text()
     doc = yaml.safe_load((out / "inferenceservice.yaml").read_text())
     assert doc["metadata"]["name"] == "my-model"  # a valid Kubernetes name
     model = doc["spec"]["predictor"]["model"]
