@@ -1,9 +1,11 @@
 """`modelkit package ARTIFACT --for {tf-serving,torchserve,triton,kserve,browser} --out DIR`."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from ._common import check_outputs, import_option
+from ._common import check_outputs, human_size, import_option
 
 TARGETS = ("tf-serving", "torchserve", "triton", "kserve", "browser")
 
@@ -57,9 +59,26 @@ def command(artifact: str, target: str, out: str, name: str | None, version: int
         options.update(runtime=runtime, storage_uri=storage_uri)
     dest = package(artifact, target, out, name=name, version=version, force=force, **options)
     click.echo(f"packaged {artifact} for {target} at {dest}")
+    for line in _listing(dest):
+        click.echo(f"  {line}")
+
+
+def _listing(dest: Path) -> list[str]:
+    """Every file of the package; a SavedModel's variables/ folder as one line with its file count and size."""
+    lines, folders = [], {}
     for p in sorted(dest.rglob("*")):
-        if p.is_file() and "variables" not in p.parts:
-            click.echo(f"  {p.relative_to(dest)}")
+        if not p.is_file():
+            continue
+        rel = p.relative_to(dest)
+        if "variables" in rel.parts[:-1]:
+            folder = Path(*rel.parts[: rel.parts.index("variables") + 1])
+            count, size = folders.get(folder, (0, 0))
+            if not count:
+                lines.append(folder)
+            folders[folder] = (count + 1, size + p.stat().st_size)
+        else:
+            lines.append(rel)
+    return [f"{x}/ ({folders[x][0]} files, {human_size(folders[x][1])})" if x in folders else str(x) for x in lines]
 
 
 def _browser(artifact: str, out: str, quantize: str | None, verify: bool, force: bool) -> None:

@@ -268,3 +268,17 @@ def test_packaging_refuses_wrong_formats(tmp_path):
     with pytest.raises(PackagingError, match="bad model name"):
         package(onnx_path, "triton", tmp_path / "c", name="../x")
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+def test_the_tf_serving_listing_shows_the_variables_folder(tmp_path, tiny_saved_model):
+    from click.testing import CliRunner
+
+    from modelkit.cli import main
+
+    result = CliRunner().invoke(main, ["package", str(tiny_saved_model), "--for", "tf-serving", "--out",
+                                       str(tmp_path / "tfs"), "--name", "tiny"])
+    assert result.exit_code == 0, result.output
+    lines = [x.strip() for x in result.stdout.splitlines()[1:]]
+    assert "tiny/1/saved_model.pb" in lines
+    (variables,) = [x for x in lines if x.startswith("tiny/1/variables/")]
+    assert variables.startswith("tiny/1/variables/ (2 files, ")  # the data and the index, on one line
