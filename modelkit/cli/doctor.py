@@ -64,6 +64,41 @@ def machine() -> dict[str, Any]:
             "onnxruntime_cuda": "onnxruntime-gpu installed" if gpu_ort else "CPU-only onnxruntime build"}
 
 
+def tools() -> list[dict[str, Any]]:
+    """The programs and optional packages some commands need beyond the engines, each with its fix (nothing
+    heavy is imported: PATH lookups and package metadata only)."""
+    from ..targets.tvm import emulate
+    from ..targets.tvm.cross import APT_PACKAGES
+
+    chromium = os.environ.get("MODELKIT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    rows = [
+        ("java", shutil.which("java"), "TorchServe (package --for torchserve, serving the .mar)",
+         "apt-get install -y openjdk-17-jre-headless"),
+        ("chromium", chromium, "package --for browser --verify-in-browser",
+         "apt-get install -y chromium (or MODELKIT_CHROMIUM=/path/to/chrome)"),
+        ("playwright", _version("playwright"), "package --for browser --verify-in-browser",
+         "pip install 'modelkit[web]'"),
+        ("xgboost", _version("xgboost"), "compile --tune: the XGBoost cost model (random without it, slower)",
+         "pip install --no-deps xgboost==3.2.0"),
+    ]
+    for compiler, packages in APT_PACKAGES.items():
+        arch = "edge-arm64, mobile-arm64" if compiler.startswith("aarch64") else "edge-armv7"
+        rows.append((compiler, shutil.which(compiler), f"compile --target {arch}",
+                     f"apt-get install -y {' '.join(packages)}"))
+    why = emulate.available()
+    rows.append(("qemu-aarch64 + runtime", None if why else "ready", "running arm64 libraries here to verify them",
+                 why or ""))
+    return [{"tool": t, "found": found, "needed_for": needed, "fix": "" if found else fix}
+            for t, found, needed, fix in rows]
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def _has_dist(name: str) -> bool:
     try:
         metadata.version(name)
@@ -75,17 +110,21 @@ def _has_dist(name: str) -> bool:
 @click.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def command(as_json: bool) -> None:
-    """Show which engines are installed (with versions), what each enables, and this machine's CPU.
+    """Show which engines are installed (with versions), what each enables, the tools some commands need
+    (Java for TorchServe, Chromium for the browser check, cross compilers and qemu for arm64, xgboost for
+    tuning), and this machine's CPU.
 
-    A missing engine names the pip extra that installs it, e.g. pip install 'modelkit[tflite]'.
+    A missing engine or tool names its fix, e.g. pip install 'modelkit[tflite]'.
     """
-    engines, info = engine_versions(), machine()
+    engines, info, needs = engine_versions(), machine(), tools()
     if as_json:
-        echo_json({"engines": engines, "machine": info})
+        echo_json({"engines": engines, "tools": needs, "machine": info})
         return
     rows = [[e["package"], e["version"] or "missing", e["enables"],
              "" if e["version"] else f"pip install 'modelkit[{e['extra']}]'"] for e in engines]
     click.echo(table(["package", "version", "enables", "fix"], rows))
+    click.echo("\n" + table(["tool", "found", "needed for", "fix"],
+                             [[t["tool"], t["found"] or "missing", t["needed_for"], t["fix"]] for t in needs]))
     click.echo(f"\npython {info['python']} on {info['platform']}, {info['cpus']} CPUs, "
                f"SIMD: {' '.join(info['simd']) or 'unknown'}, NVIDIA GPU: {'yes' if info['nvidia_smi'] else 'no'}")
     click.echo(f"server-gpu: TVM CUDA runtime: {info['tvm_cuda']}; onnxruntime: {info['onnxruntime_cuda']}")

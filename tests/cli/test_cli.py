@@ -101,3 +101,18 @@ def test_doctor_lists_engines(runner):
     versions = {e["package"]: e["version"] for e in info["engines"]}
     assert versions["onnxruntime"] == "1.32.0" and versions["keras"] == "3.15.1"
     assert info["machine"]["cpus"] >= 1
+    assert {t["tool"] for t in info["tools"]} >= {"java", "chromium", "playwright", "xgboost", "aarch64-linux-gnu-g++",
+                                                  "qemu-aarch64 + runtime"}
+
+
+def test_doctor_names_the_fix_of_each_missing_tool(runner, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no program on the PATH
+    monkeypatch.delenv("MODELKIT_CHROMIUM", raising=False)
+    r = runner.invoke(main, ["doctor", "--json"])
+    assert r.exit_code == 0, r.output
+    tools = {t["tool"]: t for t in json.loads(r.output)["tools"]}
+    assert tools["java"]["found"] is None and tools["java"]["fix"] == "apt-get install -y openjdk-17-jre-headless"
+    assert tools["aarch64-linux-gnu-g++"]["fix"] == "apt-get install -y gcc-aarch64-linux-gnu g++-aarch64-linux-gnu"
+    assert tools["qemu-aarch64 + runtime"]["fix"].startswith("qemu-aarch64 is not installed")
+    text = runner.invoke(main, ["doctor"]).output
+    assert "java" in text and "missing" in text and "openjdk-17-jre-headless" in text
