@@ -55,6 +55,7 @@ def measure(artifact: str, mode: str, batches: list[int], threads: int | None, d
     load_s = time.perf_counter() - t0
     data, data_label = reference_data(_manifest.read(path), model.signature)
     call = _keras_predict(model) if mode == "keras.predict" else model.predict
+    batches = _takes(model.signature, batches, label)
     results = []
     for i, batch in enumerate(batches):
         feed = make_inputs(model.signature, batch, _other(model.signature), seed, data)
@@ -72,6 +73,22 @@ def measure(artifact: str, mode: str, batches: list[int], threads: int | None, d
             "frameworks": sorted(f for f in FRAMEWORKS if f in sys.modules),
             "env": {v: os.environ.get(v) for v in THREAD_ENV}}
 
+
+
+def _takes(sig: Any, batches: list[int], label: str) -> list[int]:
+    """The batches this artifact can really run: a signature that fixes the batch (a tuned TVM library, a
+    fixed-shape export) runs that batch only; the others are skipped, saying so, never faked by feeding
+    the fixed batch and counting the requested one."""
+    fixed = {spec.shape[0] for spec in sig.inputs if spec.shape}
+    if len(fixed) != 1 or None in fixed:
+        return batches
+    (size,) = fixed
+    kept = [b for b in batches if b == size] or [size]
+    skipped = [b for b in batches if b != size]
+    if skipped:
+        print(f"[bench] {label}: its signature fixes the batch at {size}; measuring b={size} only (skipped "
+              f"b={','.join(map(str, skipped))})", file=sys.stderr, flush=True)
+    return kept
 
 def _other(sig: Any) -> int | None:
     return OTHER_DIM if any(d is None for s in sig.inputs for d in s.shape[1:]) else None

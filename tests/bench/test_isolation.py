@@ -7,6 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from modelkit import _child
 from modelkit.bench.worker import FRAMEWORKS
 
@@ -45,3 +47,16 @@ def test_parent_imports_no_framework(tiny_onnx) -> None:
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out == {"parent": [], "child": ["onnxruntime"], "flops": [30, 120]}
     assert "[2/2] tiny.onnx b=4 ... p50" in proc.stderr
+
+
+def test_a_fixed_batch_artifact_is_measured_at_its_batch_only(tmp_path, capfd) -> None:
+    from tests.helpers import make_tiny_onnx
+
+    fixed = make_tiny_onnx(tmp_path / "fixed1.onnx", batch=1)  # like a TVM library tuned at batch 1
+    got = _child.run("modelkit.bench.worker:measure", {
+        "artifact": str(fixed), "mode": "run", "batches": [1, 8, 32], "threads": 1, "device": "cpu",
+        "iterations": 3, "duration": None, "warmup": 0, "label": fixed.name, "index": 1, "total": 3})
+    (row,) = got["batches"]  # b=8 and b=32 are not faked by feeding one row and counting 8 or 32
+    assert row["batch"] == 1
+    assert row["throughput_sps"] == pytest.approx(1000.0 / row["latency_ms"]["mean"], rel=1e-6)
+    assert "fixes the batch at 1; measuring b=1 only (skipped b=8,32)" in capfd.readouterr().err

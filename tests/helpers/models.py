@@ -17,8 +17,9 @@ def train_in_child(model: str, backend: str, out: Path, epochs: int = 3) -> Path
     return out
 
 
-def make_tiny_onnx(path: Path, weight_scale: float = 1.0) -> Path:
-    """A real ONNX model without any framework: probs = softmax(x @ W + b), x: (batch, 4) float32."""
+def make_tiny_onnx(path: Path, weight_scale: float = 1.0, batch: int | str = "batch") -> Path:
+    """A real ONNX model without any framework: probs = softmax(x @ W + b), x: (batch, 4) float32 (`batch`: a
+    number fixes it)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -29,8 +30,8 @@ def make_tiny_onnx(path: Path, weight_scale: float = 1.0) -> Path:
         [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["logits"]),
          helper.make_node("Softmax", ["logits"], ["probs"], axis=-1)],
         "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, 3])],
         [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
