@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .. import _atomic, _child
+from .. import manifest as _manifest
 from ..errors import ConversionError, UnsupportedConversionError
 from ..formats import Format, detect
 from .registry import EdgeSpec, converter, edges, plan
@@ -147,6 +148,11 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
             names = [e.route for e in pair_routes(*chain[0].pair) if e.route in forced] if len(chain) == 1 else []
             check_rules(src, target, config, names or None)
     mode = _quantization(options, chains)
+    if mode != "none":
+        from . import quantize as q
+
+        q.check_data_available(_manifest.read(src), mode, options.get("calibration_data"), hop_opts.get("eval_data"),
+                               verify)
     if "quantize" in options:
         options["quantize"] = mode  # canonical name ('fp32' -> 'none') in every manifest
     hops: list[_Hop] = []

@@ -100,6 +100,11 @@ def load_npz(path: str | os.PathLike, sig: Signature, need_labels: bool) -> tupl
             raise InputError(f"{p}: no array for input '{spec.name}' (expected keys {want}{sig.input_names}; "
                              f"found {sorted(arrays)})")
         arr = arrays[key]
+        want = ("N", *("*" if d is None else d for d in spec.shape[1:]))
+        if arr.ndim != len(spec.shape) or any(d is not None and d != a for d, a in zip(spec.shape[1:], arr.shape[1:])):
+            anything = ", *: any size" if None in spec.shape[1:] else ""
+            raise InputError(f"{p}: '{key}' has shape {tuple(arr.shape)}; input '{spec.name}' takes "
+                             f"({', '.join(map(str, want))}) (N samples{anything})")
         if arr.dtype.kind == "f" and np.dtype(spec.dtype).kind == "f":
             arr = arr.astype(spec.dtype)
         inputs[spec.name] = arr
@@ -158,6 +163,22 @@ def eval_set(src_manifest: Any, sig: Signature, eval_data: str | None = None
     training = _training(src_manifest)
     inputs, labels = test_split(training["data"], training["model"], int(training.get("seed", 0)))
     return inputs, labels, f"{training['data']} test split"
+
+
+def check_data_available(src_manifest: Any, mode: str, calibration_data: str | None, eval_data: str | None,
+                         verify: bool = True) -> None:
+    """Before any work, everything a quantization mode needs that neither the user nor the source's manifest
+    (its training data set) gives, in one message: int8 calibration samples, labelled data for the gate."""
+    training = _training(src_manifest)
+    named = bool(training.get("data") and training.get("model"))
+    missing = []
+    if mode == "int8" and not calibration_data and not named:
+        missing.append("calibration samples (--calibration-data x.npz: 'x' or one array per input name)")
+    if verify and is_lossy(mode) and not eval_data and not named:
+        missing.append("labelled data for the accuracy gate (--eval-data test.npz: the inputs and 'y' labels)")
+    if missing:
+        raise ConversionError(f"quantization '{mode}' needs data that the source's manifest does not name (no "
+                              f"training data set): {'; and '.join(missing)}")
 
 
 def check_eval_available(src_manifest: Any, eval_data: str | None) -> None:

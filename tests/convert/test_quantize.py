@@ -12,7 +12,7 @@ import modelkit
 from modelkit.converters import output_path
 from modelkit.converters import quantize as q
 from modelkit.core.data import load, test_split
-from modelkit.errors import InputError, UnsupportedConversionError
+from modelkit.errors import ConversionError, InputError, UnsupportedConversionError
 from modelkit.formats import Format
 from modelkit.spec import Signature, TensorSpec
 
@@ -64,6 +64,25 @@ def test_user_npz_is_read_by_input_name_and_checked(tmp_path):
     np.savez(tmp_path / "mismatch.npz", x=x, y=np.arange(4))
     with pytest.raises(InputError, match="different numbers of samples"):
         q.load_npz(tmp_path / "mismatch.npz", sig, need_labels=True)
+    np.savez(tmp_path / "colour.npz", x=np.zeros((5, 8, 8, 3)))  # checked before any engine sees it
+    with pytest.raises(InputError, match=r"'x' has shape \(5, 8, 8, 3\); input 'image' takes \(N, 8, 8, 1\)"):
+        q.load_npz(tmp_path / "colour.npz", sig, need_labels=False)
+
+
+def test_int8_asks_for_every_missing_dataset_in_one_message_before_any_work(cnn_tf, tmp_path):
+    import shutil
+
+    bare = tmp_path / "src" / "cnn.keras"  # the user's own file: no manifest naming a training data set
+    bare.parent.mkdir()
+    shutil.copy(cnn_tf, bare)
+    out = tmp_path / "out"
+    msg = (r"quantization 'int8' needs data that the source's manifest does not name \(no training data set\): "
+           r"calibration samples \(--calibration-data .*; and labelled data for the accuracy gate \(--eval-data")
+    with pytest.raises(ConversionError, match=msg):
+        modelkit.convert(bare, "tflite", out_dir=out, options={"quantize": "int8"})
+    assert not out.exists()  # asked before any work
+    with pytest.raises(ConversionError, match=r"needs data .*: labelled data for the accuracy gate \(--eval-data"):
+        modelkit.convert(bare, "onnx", out_dir=out, options={"quantize": "dynamic-int8"})
 
 
 @pytest.mark.parametrize("mode", ["dynamic-int8", "int8"])
