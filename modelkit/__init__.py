@@ -33,12 +33,32 @@ def load(path: Any, device: str = "cpu", threads: int | None = None, imports: An
     return _load(path, device=device, threads=threads, **options)
 
 
-def convert(source: Any, to: Any, imports: Any = None, **options: Any) -> Any:
-    """Convert a model to one or more formats, verifying each hop (see modelkit.converters.convert)."""
+def convert(source: Any, to: Any, out_dir: Any = None, force: bool = False, verify: bool = True,
+            atol: float | None = None, quantize: str | None = None, calibration_data: Any = None,
+            eval_data: Any = None, max_accuracy_drop: float | None = None, opset: int | None = None,
+            data: Any = None, input_spec: Any = None, route: str | None = None, trust_unsafe_code: bool = False,
+            timeout: float | None = None, imports: Any = None, options: dict[str, Any] | None = None) -> list[Any]:
+    """Convert a model to one or more formats, verifying each hop; one ConversionResult per artifact.
+
+    The parameters are the `modelkit convert` flags: `to` ("onnx", "tflite,onnx" or "all"), `out_dir`
+    (default: beside the source), `force`, `verify`, `atol`, `quantize` ("fp16", "dynamic-int8", "int8") with
+    `calibration_data`, `eval_data` (.npz) and `max_accuracy_drop`, `opset`, `data` (.npz to verify on),
+    `input_spec` (["x:?,8:float32"] for a subclassed model), `route` ("torch"), `imports` (modules that
+    register custom layers). Details: modelkit.converters.convert.
+
+    Example:
+        results = modelkit.convert("cnn.keras", "tflite", quantize="int8", max_accuracy_drop=0.01)
+        print(results[0].path, results[0].parity["ok"])
+    """
     from .converters import convert as _convert
 
     _use(imports)
-    return _convert(source, to, **options)
+    opts = dict(options or {})
+    given = {"quantize": quantize, "calibration_data": calibration_data, "eval_data": eval_data,
+             "max_accuracy_drop": max_accuracy_drop, "opset": opset, "route": route}
+    opts.update({k: v for k, v in given.items() if v is not None})
+    return _convert(source, to, out_dir=out_dir, force=force, verify=verify, options=opts,
+                    trust_unsafe_code=trust_unsafe_code, atol=atol, timeout=timeout, data=data, input_spec=input_spec)
 
 
 def compile(model: Any, target: Any = "server-cpu", imports: Any = None, **options: Any) -> Any:  # noqa: A001

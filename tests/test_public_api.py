@@ -23,3 +23,21 @@ def test_compile_and_verify_from_the_top_level(tmp_path):
     x = np.random.default_rng(0).random((3, 4)).astype(np.float32)
     np.testing.assert_allclose(modelkit.load(lib_path).predict(x)["probs"], modelkit.load(src).predict(x)["probs"],
                                atol=1e-5)
+
+
+def test_convert_takes_the_cli_flags_as_named_parameters(tmp_path):
+    import inspect
+
+    import pytest
+
+    from modelkit.errors import UnsupportedConversionError
+
+    params = inspect.signature(modelkit.convert).parameters
+    for name in ("out_dir", "force", "verify", "atol", "quantize", "calibration_data", "eval_data",
+                 "max_accuracy_drop", "opset", "data", "input_spec", "route", "imports"):
+        assert name in params, name
+    assert "quantize=" in modelkit.convert.__doc__  # an example, not only "see ..."
+    src = make_tiny_onnx(tmp_path / "tiny.onnx")
+    with pytest.raises(UnsupportedConversionError, match="quantization 'int8' does not apply to tvm"):
+        modelkit.convert(src, "tvm", quantize="int8")  # reaches the planner, not a TypeError
+    assert list(tmp_path.iterdir()) == [src]  # refused before any work
