@@ -25,12 +25,26 @@ def _use(imports: Any) -> None:
         use_imports([imports] if isinstance(imports, str) else list(imports))
 
 
-def load(path: Any, device: str = "cpu", threads: int | None = None, imports: Any = None, **options: Any) -> Any:
-    """Load any artifact and return a runtime Model (see modelkit.runtime.load)."""
+def load(path: Any, device: str = "cpu", threads: int | None = None, imports: Any = None,
+         format: str | None = None, trust_unsafe_code: bool = False, **options: Any) -> Any:  # noqa: A002
+    """Load any artifact (.keras, ONNX, SavedModel, TFLite, TorchScript, .pt2, TVM library) as a runtime Model.
+
+    `device` "cpu" or "cuda[:N]" (never a silent fallback), `threads` the engine's intra-op threads,
+    `format` skips detection, `trust_unsafe_code` lifts the code checks for your own files, `imports` names
+    modules that register custom layers. The Model has `.signature` (named inputs and outputs) and
+    `.predict(inputs)`, which takes a dict keyed by input name (or one array for a one-input model) and
+    always returns a dict of numpy arrays keyed by output name. Details: modelkit.runtime.load.
+
+    Example:
+        model = modelkit.load("cnn.onnx")
+        probs = model.predict({"image": x})["probs"]
+    """
     from .runtime import load as _load
 
     _use(imports)
-    return _load(path, device=device, threads=threads, **options)
+    if trust_unsafe_code:
+        options["trust_unsafe_code"] = True
+    return _load(path, device=device, threads=threads, format=format, **options)
 
 
 def convert(source: Any, to: Any, out_dir: Any = None, force: bool = False, verify: bool = True,

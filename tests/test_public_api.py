@@ -41,3 +41,8 @@ def test_convert_takes_the_cli_flags_as_named_parameters(tmp_path):
     with pytest.raises(UnsupportedConversionError, match="quantization 'int8' does not apply to tvm"):
         modelkit.convert(src, "tvm", quantize="int8")  # reaches the planner, not a TypeError
     assert list(tmp_path.iterdir()) == [src]  # refused before any work
+    load_params = inspect.signature(modelkit.load).parameters
+    assert {"device", "threads", "format", "trust_unsafe_code", "imports"} <= set(load_params)
+    assert "always returns a dict" in modelkit.load.__doc__
+    probs = modelkit.load(src, format="onnx").predict(np.ones((2, 4), np.float32))["probs"]  # a bare array too
+    assert probs.shape == (2, 3)
