@@ -81,7 +81,14 @@ def command(artifact: str, trust_unsafe_code: bool, as_json: bool) -> None:
             versions = ", ".join(f"{k} {v}" for k, v in (e.get("versions") or {}).items())
             click.echo(f"  {e['source']} -> {e['target']} by {e['converter']} ({versions})")
         parity = m.get("parity")
-        if parity:
+        accuracy = (m.get("extra") or {}).get("accuracy")
+        if m.get("quantization") and m["quantization"] != "none":
+            click.echo(f"quantization: {m['quantization']}")
+        if accuracy:  # a lossy hop is judged by its accuracy, not by the parity atol
+            from ..converters.quantize import summary
+
+            click.echo(summary(accuracy))
+        elif parity:
             worst = max((o["max_abs"] for o in parity["outputs"]), default=0.0)
             click.echo(f"parity: {'ok' if parity['ok'] else 'FAILED'}, max abs error {worst:.2e} "
                        f"(atol {parity['tolerance']['atol']:.0e}) on {parity['inputs']}")

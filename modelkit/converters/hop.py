@@ -131,7 +131,7 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
             bad = failed_name(dest_p, None if first else edge.route)
             _atomic.replace(tmp, bad, force=True)
             _manifest.write(bad, m)
-            print(f"{tag}: {report.summary()}; kept as {bad.name}", file=sys.stderr, flush=True)
+            print(f"{tag}: {_verdict(report, accuracy, mode)}; kept as {bad.name}", file=sys.stderr, flush=True)
             report.candidate = str(bad)
             if accuracy is not None:  # for a lossy hop the task metric is the verdict that matters
                 _q.raise_if_failed(accuracy, str(bad))
@@ -143,11 +143,20 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
         _atomic.replace(tmp, dest_p, force)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
-    parity = report.summary() if report else "not verified"
-    print(f"{tag}: wrote {dest_p} in {seconds:.1f} s; {parity}", file=sys.stderr, flush=True)
+    print(f"{tag}: wrote {dest_p} in {seconds:.1f} s; {_verdict(report, accuracy, mode)}", file=sys.stderr, flush=True)
     return {"format": edge.target.value, "path": str(dest_p), "seconds": seconds,
             "size_bytes": m.size_bytes, "parity": report.to_dict() if report else None,
             "quantization": m.quantization, "accuracy": accuracy, "route": m.extra["route"]}
+
+
+def _verdict(report: Any, accuracy: dict[str, Any] | None, mode: str) -> str:
+    """The hop's one-line verdict: parity for exact hops; for a lossy hop the accuracy gate it was judged by,
+    with the output difference as information only (its atol is not a judgement)."""
+    if accuracy is None:
+        return report.summary() if report else "not verified"
+    worst = max((o.max_abs for o in report.outputs), default=None) if report else None
+    diff = f"; outputs differ by up to {worst:.1e} ({mode}, not judged on)" if worst is not None else ""
+    return f"judged by {_q.summary(accuracy)}{diff}"
 
 
 def _in_source_order(sig: Any, want: Any) -> Any:

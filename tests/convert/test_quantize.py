@@ -122,3 +122,10 @@ def test_cli_int8_with_user_calibration_and_eval_data(cnn_tf, tmp_path):
     chain = _manifest(Path(r["path"]))["chain"][0]
     assert chain["options"]["calibration_data"] == str(tmp_path / "calib.npz")
     assert "accuracy OK" in proc.stderr  # the gate's verdict is shown with the progress lines
+    wrote = next(line for line in proc.stderr.splitlines() if "wrote" in line and "int8.tflite" in line)
+    assert "judged by accuracy OK" in wrote and "(int8, not judged on)" in wrote and "atol" not in wrote
+    shown = subprocess.run([sys.executable, "-m", "modelkit", "inspect", r["path"]], capture_output=True, text=True,
+                           timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "quantization: int8" in shown.stdout and "accuracy OK" in shown.stdout and "on 100 samples of test.npz" \
+        in shown.stdout
