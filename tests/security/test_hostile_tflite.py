@@ -92,7 +92,11 @@ def test_the_crafted_files_crash_the_bare_interpreter(name, hostile):
     """What the files do to ai-edge-litert 2.3.0 without modelkit's checks: they are really hostile."""
     proc = subprocess.run([sys.executable, "-c", BARE, str(hostile[name])], capture_output=True, timeout=120,
                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0)))
-    assert proc.returncode == -signal.SIGSEGV, (proc.returncode, proc.stderr[-500:])
+    # out-of-bounds memory is undefined behaviour: usually SIGSEGV, sometimes the delegate's own check fires first
+    # (seen once in a fresh-clone run: "XNNPack delegate failed to reshape"); never a clean run
+    crashed = proc.returncode == -signal.SIGSEGV
+    refused_late = proc.returncode == 1 and b"failed to prepare" in proc.stderr
+    assert crashed or refused_late, (proc.returncode, proc.stderr[-500:])
 
 
 @pytest.mark.parametrize("name", list(CRAFTED))
