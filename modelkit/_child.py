@@ -36,7 +36,7 @@ from ._backend import QUIET_ENV, check_backend
 def child_env(backend: str | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment for a child: quiet engines, `backend` as KERAS_BACKEND, modelkit importable,
     and the user's modules that registered custom Keras objects here named for the child to import."""
-    from .keras_io.custom import ENV_IMPORTS, env_imports, registered_imports
+    from .keras_io.custom import ENV_IMPORTS, registered_imports, with_imports
 
     env = dict(os.environ)
     env.update({k: env.get(k, v) for k, v in QUIET_ENV.items()})
@@ -45,9 +45,9 @@ def child_env(backend: str | None = None, extra: dict[str, str] | None = None) -
         env["KERAS_BACKEND"] = check_backend(backend)
     env.update(extra or {})
     specs, folders = registered_imports()
-    named = env_imports()
-    if any(s not in named for s in specs):
-        env[ENV_IMPORTS] = ",".join(named + [s for s in specs if s not in named])
+    merged = with_imports(specs)
+    if merged is not None:
+        env[ENV_IMPORTS] = merged
     paths = [str(Path(__file__).resolve().parent.parent), *folders]
     env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     return env

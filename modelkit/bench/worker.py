@@ -74,7 +74,6 @@ def measure(artifact: str, mode: str, batches: list[int], threads: int | None, d
             "env": {v: os.environ.get(v) for v in THREAD_ENV}}
 
 
-
 def _takes(sig: Any, batches: list[int], label: str) -> list[int]:
     """The batches this artifact can really run: a signature that fixes the batch (a tuned TVM library, a
     fixed-shape export) runs that batch only; the others are skipped, saying so, never faked by feeding
@@ -89,6 +88,7 @@ def _takes(sig: Any, batches: list[int], label: str) -> list[int]:
         print(f"[bench] {label}: its signature fixes the batch at {size}; measuring b={size} only (skipped "
               f"b={','.join(map(str, skipped))})", file=sys.stderr, flush=True)
     return kept
+
 
 def _other(sig: Any) -> int | None:
     return OTHER_DIM if any(d is None for s in sig.inputs for d in s.shape[1:]) else None

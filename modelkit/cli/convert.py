@@ -67,14 +67,13 @@ def command(source: str, to: str, out_dir: str | None, force: bool, no_verify: b
     A pair with several routes tries them in order; the manifest (extra.route), --json and a line
     under the table say which route a hop took and why the ones before it failed.
     """
-    from ..converters import convert
+    from .. import convert  # the public function: the flags are its parameters
 
     check_outputs(out_dir)
-    given = {"opset": opset, "quantize": quantize, "calibration_data": calibration_data, "eval_data": eval_data,
-             "max_accuracy_drop": max_accuracy_drop, "route": route}
-    options = {k: v for k, v in given.items() if v is not None}
-    results = convert(source, to, out_dir=out_dir, force=force, verify=not no_verify, options=options,
-                      trust_unsafe_code=trust_unsafe_code, atol=atol, data=data, input_spec=list(input_spec) or None)
+    results = convert(source, to, out_dir=out_dir, force=force, verify=not no_verify, atol=atol, quantize=quantize,
+                      calibration_data=calibration_data, eval_data=eval_data, max_accuracy_drop=max_accuracy_drop,
+                      opset=opset, data=data, input_spec=list(input_spec) or None, route=route,
+                      trust_unsafe_code=trust_unsafe_code)
     if as_json:
         echo_json([r.__dict__ for r in results])
         return

@@ -30,17 +30,8 @@ ENGINES = [
 
 def engine_versions() -> list[dict[str, Any]]:
     """Installed versions read from package metadata: nothing heavy is imported."""
-    rows = []
-    for dists, role, extra in ENGINES:
-        version = None
-        for d in dists:
-            try:
-                version = metadata.version(d)
-                break
-            except metadata.PackageNotFoundError:
-                continue
-        rows.append({"package": dists[0], "version": version, "enables": role, "extra": extra})
-    return rows
+    return [{"package": dists[0], "version": next(filter(None, map(_version, dists)), None), "enables": role,
+             "extra": extra} for dists, role, extra in ENGINES]
 
 
 def machine() -> dict[str, Any]:
@@ -57,7 +48,7 @@ def machine() -> dict[str, Any]:
             if f in flags]
     from ..runtime.tvm_host import tvm_cuda_missing
 
-    gpu_ort = _has_dist("onnxruntime-gpu")
+    gpu_ort = _version("onnxruntime-gpu") is not None
     return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
             "simd": simd, "nvidia_smi": shutil.which("nvidia-smi") is not None,
             "tvm_cuda": tvm_cuda_missing() or "ready",
@@ -69,12 +60,12 @@ def tools() -> list[dict[str, Any]]:
     heavy is imported: PATH lookups and package metadata only)."""
     from ..targets.tvm import emulate
     from ..targets.tvm.cross import APT_PACKAGES
+    from ..web.browser import find_chromium
 
-    chromium = os.environ.get("MODELKIT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     rows = [
         ("java", shutil.which("java"), "TorchServe (package --for torchserve, serving the .mar)",
          "apt-get install -y openjdk-17-jre-headless"),
-        ("chromium", chromium, "package --for browser --verify-in-browser",
+        ("chromium", find_chromium(), "package --for browser --verify-in-browser",
          "apt-get install -y chromium (or MODELKIT_CHROMIUM=/path/to/chrome)"),
         ("playwright", _version("playwright"), "package --for browser --verify-in-browser",
          "pip install 'modelkit[web]'"),
@@ -97,14 +88,6 @@ def _version(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
-
-
-def _has_dist(name: str) -> bool:
-    try:
-        metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
 
 
 @click.command("doctor")

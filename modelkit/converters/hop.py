@@ -80,8 +80,8 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
     tolerance = _q.tolerance_for(mode, edge.tolerance)
     tolerance = tolerance if atol is None else replace(tolerance, atol=float(atol), float32_floor=False)
     max_drop = _q.check_max_drop(max_accuracy_drop)
-    if verify and lossy:  # fail before converting when there is nothing to judge the artifact on
-        _q.check_eval_available(_manifest.read(src_p), eval_data)
+    if lossy:  # fail before converting when there is nothing to calibrate with or judge the artifact on
+        _q.check_data_available(_manifest.read(src_p), mode, opts.get("calibration_data"), eval_data, verify)
     call_opts = dict(opts)
     if edge.source == Format.KERAS:
         check_support(src_p, edge.target, route=edge.route)  # typed refusal naming the layer, before any work

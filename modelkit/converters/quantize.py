@@ -153,11 +153,11 @@ def iter_samples(inputs: Mapping[str, np.ndarray], batch: int = 1) -> Iterator[d
 
 def eval_set(src_manifest: Any, sig: Signature, eval_data: str | None = None
              ) -> tuple[dict[str, np.ndarray], np.ndarray, str]:
-    """Labelled data for the accuracy gate: a user .npz, else the test split the source was trained with."""
+    """Labelled data for the accuracy gate: a user .npz, else the test split the source was trained with
+    (check_data_available ran first)."""
     if eval_data:
         inputs, labels = load_npz(eval_data, sig, need_labels=True)
         return inputs, labels, f"{Path(eval_data).name} (user data)"
-    check_eval_available(src_manifest, None)
     from ..core.data import test_split
 
     training = _training(src_manifest)
@@ -179,16 +179,6 @@ def check_data_available(src_manifest: Any, mode: str, calibration_data: str | N
     if missing:
         raise ConversionError(f"quantization '{mode}' needs data that the source's manifest does not name (no "
                               f"training data set): {'; and '.join(missing)}")
-
-
-def check_eval_available(src_manifest: Any, eval_data: str | None) -> None:
-    """Fail before converting if a lossy hop would have no labelled data to be judged on."""
-    training = _training(src_manifest)
-    if eval_data or (training.get("data") and training.get("model")):
-        return
-    raise ConversionError("a quantized artifact is judged by its accuracy on labelled data, and the source's "
-                          "manifest names no training data set; pass eval_data (--eval-data test.npz with 'x' "
-                          "or one array per input name, and 'y' labels)")
 
 
 # ------------------------------------------------------------------------------------ accuracy gate

@@ -90,14 +90,14 @@ def _wait(workers: list[_child.Child], timeout: float) -> None:
     """Until every worker has exited; TrainingError at the first failure or past `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while any(w.proc.poll() is None for w in workers):
-        failed = [w for w in workers if w.failed()]
-        for w in failed[:1]:
+        failed = next((w for w in workers if w.failed()), None)
+        if failed is not None:
             try:
-                w.result()
+                failed.result()
             except BaseException as exc:
-                if not w.out.is_file():  # "worker i died in its child process (exit code ...)"
+                if not failed.out.is_file():  # "worker i died in its child process (exit code ...)"
                     raise
-                raise TrainingError(f"{w.what} failed: {type(exc).__name__}: {exc}") from exc
+                raise TrainingError(f"{failed.what} failed: {type(exc).__name__}: {exc}") from exc
         if time.monotonic() > deadline:
             raise TrainingError(f"distributed training did not finish within {timeout:.0f} s; stopped all "
                                 f"{len(workers)} workers (raise --timeout)")

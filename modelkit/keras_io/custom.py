@@ -101,11 +101,17 @@ def use_imports(specs: list[str] | tuple[str, ...] | None) -> list[str]:
     Nothing is imported here: a module runs when a model is loaded, as with MODELKIT_IMPORTS.
     """
     normalized = [_normalized(s) for s in (specs or ()) if s and s.strip()]
-    current = env_imports()
-    merged = list(dict.fromkeys(current + normalized))  # each once, in the order named
-    if merged != current:
-        os.environ[ENV_IMPORTS] = ",".join(merged)
+    merged = with_imports(normalized)
+    if merged is not None:
+        os.environ[ENV_IMPORTS] = merged
     return normalized
+
+
+def with_imports(more: list[str]) -> str | None:
+    """MODELKIT_IMPORTS with `more` added (each once, in the order named), or None when it names them all."""
+    current = env_imports()
+    merged = list(dict.fromkeys(current + more))
+    return ",".join(merged) if merged != current else None
 
 
 def _normalized(spec: str) -> str:

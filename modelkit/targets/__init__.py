@@ -49,8 +49,12 @@ def default_output(onnx_path: Path, target: Target, out: str | os.PathLike | Non
     name = f"{stem}.{target.name}{Format.TVM.suffix}"
     if out is None:
         return onnx_path.with_name(name)
-    p = Path(out)
-    return p if p.name.endswith(Format.TVM.suffix) and not p.is_dir() else p / name
+    return Path(out) if _names_library(out) else Path(out) / name
+
+
+def _names_library(out: str | os.PathLike) -> bool:
+    """Whether --out names the library itself (ends with .tvm.so and is not a folder), not a folder for it."""
+    return Path(out).name.endswith(Format.TVM.suffix) and not Path(out).is_dir()
 
 
 def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu",  # noqa: A001
@@ -87,8 +91,7 @@ def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu
     verify = (not tgt.cross) if verify is None else verify
     src = Path(model)
     samples = str(Path(data).resolve()) if data is not None else None
-    names_file = bool(out) and Path(out).name.endswith(Format.TVM.suffix) and not Path(out).is_dir()
-    onnx_path = _as_onnx(src, Path(out).parent if names_file else out, force, samples)
+    onnx_path = _as_onnx(src, Path(out).parent if out and _names_library(out) else out, force, samples)
     dest = default_output(onnx_path, tgt, out)
     _atomic.check_writable(dest, force)
     options = {"target": tgt.tvm if tgt.name == "custom" else tgt.name, "batch": fixed,

@@ -21,8 +21,13 @@ class BrowserError(ModelkitError):
     """The page failed in the browser (a JavaScript error, or the model did not load)."""
 
 
+def find_chromium() -> str | None:
+    """MODELKIT_CHROMIUM, else Debian's chromium on the PATH; None when there is none."""
+    return os.environ.get("MODELKIT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
 def chromium_path() -> str:
-    path = os.environ.get("MODELKIT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    path = find_chromium()
     if not path:
         raise EngineNotInstalledError("no Chromium found; install Debian's: apt-get install chromium "
                                       "(or set MODELKIT_CHROMIUM to a Chromium binary)")
