@@ -9,6 +9,11 @@ raises LoadError here: its code cannot run on this CPU.
 A library is native code (dlopen runs its constructors), so load() refuses one this machine did not
 compile (modelkit.trust: the local trust store) with UnsafeModelError unless trust_unsafe_code=True.
 The check is repeated on the bytes dlopen will read, right before the first predict loads them.
+
+TVM's gather ("take") does not check its indices: a token id past an Embedding's input_dim reads out of
+bounds (garbage, or a crash) where onnxruntime and LiteRT raise. Integer inputs whose manifest records a
+hard id range (extra.verification_inputs: Embedding input_dim, CategoryEncoding num_tokens) are checked
+against it before the VM runs, with an InputError naming the layer.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ import numpy as np
 
 from .. import manifest as _manifest
 from .._require import require
-from ..errors import LoadError, UnsafeModelError
+from ..errors import InputError, LoadError, UnsafeModelError
 from ..formats import Format
 from .base import Model, parse_device
 from .memory import guard_load
@@ -38,6 +43,7 @@ class TvmModel(Model):
         self._why_not = why_not  # set when this machine cannot run the library
         self._vm: Any = None
         self._dev: Any = None
+        self._id_ranges = _id_ranges(manifest, self.signature)
 
     @property
     def runnable(self) -> bool:
@@ -69,6 +75,11 @@ class TvmModel(Model):
         self._dev = dev
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for name, (low, high, why) in self._id_ranges.items():
+            arr = inputs[name]
+            if arr.size and (arr.min() < low or arr.max() >= high):
+                raise InputError(f"input '{name}': ids must be in [{low}, {high}) ({why}); got values from "
+                                 f"{arr.min()} to {arr.max()} (a TVM library does not check indices)")
         if self._vm is None:
             self._load_vm()
         import tvm
@@ -86,6 +97,19 @@ class TvmModel(Model):
             raise LoadError(f"{self.path.name}: the library returned {len(values)} outputs, its manifest "
                             f"names {len(names)} ({names})")
         return {n: v.numpy() for n, v in zip(names, values)}
+
+
+def _id_ranges(m: _manifest.Manifest, sig: Any) -> dict[str, tuple[int, int, str]]:
+    """Integer inputs with a hard id range in the manifest (low/high read from an Embedding or CategoryEncoding;
+    a vocabulary of `values` maps unknown ids to a bucket, so it is not a bound)."""
+    ranges = (((m.extra or {}).get("verification_inputs") or {}).get("ranges")) or {}
+    out = {}
+    for spec in sig.inputs:
+        r = ranges.get(spec.name) or {}
+        if np.dtype(spec.dtype).kind in "iu" and r.get("values") is None and isinstance(r.get("low"), int) \
+                and isinstance(r.get("high"), int):
+            out[spec.name] = (r["low"], r["high"], r.get("why") or "the model's id range")
+    return out
 
 
 def _is_sequence(value: Any) -> bool:

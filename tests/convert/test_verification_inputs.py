@@ -93,6 +93,27 @@ def test_embedding_ids_span_the_whole_table(keras, tmp_path):
     assert r.parity["ok"] and "ids below input_dim 500" in r.parity["inputs"]
 
 
+def test_a_tvm_library_refuses_ids_past_the_embedding_table(keras, tmp_path):
+    """TVM's gather reads out of bounds where onnxruntime raises: the library's manifest carries the id range."""
+    pytest.importorskip("tvm")
+    from modelkit.errors import InputError
+
+    ids = keras.Input((None,), dtype="int32", name="ids")
+    keras.utils.set_random_seed(0)
+    src = tmp_path / "tagger.keras"
+    keras.Model(ids, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(50, 4)(ids)))
+                ).save(src)
+    onnx_r, tvm_r = modelkit.convert(src, "onnx,tvm", out_dir=tmp_path)
+    lib, ort = modelkit.load(tvm_r.path), modelkit.load(onnx_r.path)
+    good = np.array([[0, 7, 49]], np.int32)
+    got, want = lib.predict(good), ort.predict(good)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], atol=1e-5)
+    with pytest.raises(InputError, match=r"input 'ids': ids must be in \[0, 50\) \(Embedding .*got values from 0 to "
+                                         r"9999 \(a TVM library does not check indices\)"):
+        lib.predict(np.array([[0, 7, 9999]], np.int32))
+
+
 def test_a_constant_model_says_which_inputs_were_used_and_how_to_pass_real_ones(keras, tmp_path):
     x = keras.Input((5,), name="x")
     src = tmp_path / "dead.keras"
