@@ -58,7 +58,9 @@ def convert(source: Any, to: Any, out_dir: Any = None, force: bool = False, veri
     (default: beside the source), `force`, `verify`, `atol`, `quantize` ("fp16", "dynamic-int8", "int8") with
     `calibration_data`, `eval_data` (.npz) and `max_accuracy_drop`, `opset`, `data` (.npz to verify on),
     `input_spec` (["x:?,8:float32"] for a subclassed model), `route` ("torch"), `imports` (modules that
-    register custom layers). Details: modelkit.converters.convert.
+    register custom layers). With several formats, one that fails does not stop the others: the error
+    raised at the end names each failed format and carries `.results`, the artifacts written. Details:
+    modelkit.converters.convert.
 
     Example:
         results = modelkit.convert("cnn.keras", "tflite", quantize="int8", max_accuracy_drop=0.01)

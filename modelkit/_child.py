@@ -78,7 +78,7 @@ class Child:
                              "a result; see the output above")
         payload = json.loads(self.out.read_text())
         if "error" in payload:
-            raise _rebuild(payload["error"], self.error)
+            raise rebuild(payload["error"], self.error)
         return payload["result"]
 
     def kill(self) -> None:
@@ -173,7 +173,13 @@ def _stderr_fd() -> int | None:
         return None
 
 
-def _rebuild(err: dict[str, Any], fallback: type[errors.ModelkitError]) -> BaseException:
+def error_payload(exc: BaseException) -> dict[str, Any]:
+    """An exception as a child reports it to its parent (rebuilt there by `rebuild`)."""
+    return {"type": type(exc).__name__, "message": str(exc) or type(exc).__name__,
+            "traceback": "".join(traceback.format_exception(exc)), "report": _jsonable(getattr(exc, "report", None))}
+
+
+def rebuild(err: dict[str, Any], fallback: type[errors.ModelkitError]) -> BaseException:
     """The child's error as an exception here: the same modelkit type, else `fallback` naming the type."""
     if err.get("type") == "KeyboardInterrupt":  # the child was stopped and did not say more
         return KeyboardInterrupt()
@@ -215,9 +221,7 @@ def _main(out_path: str) -> int:
         fn = getattr(importlib.import_module(mod_name), fn_name)
         payload: dict[str, Any] = {"result": fn(**req["kwargs"])}
     except BaseException as exc:  # report every failure to the parent, typed
-        payload = {"error": {"type": type(exc).__name__, "message": str(exc) or type(exc).__name__,
-                             "traceback": traceback.format_exc(),
-                             "report": _jsonable(getattr(exc, "report", None))}}
+        payload = {"error": error_payload(exc)}
     Path(out_path).write_text(json.dumps(payload, default=str))
     return 0
 

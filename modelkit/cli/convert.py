@@ -1,8 +1,11 @@
 """`modelkit convert`: one command to every format, each hop verified."""
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
+from ..errors import ModelkitError
 from ._common import check_outputs, echo_json, human_size, import_option, table
 
 
@@ -65,17 +68,29 @@ def command(source: str, to: str, out_dir: str | None, force: bool, no_verify: b
     is judged by its accuracy drop on labelled data instead (recorded in the manifest). The parity
     report says which inputs fed the check (--data, the training data, inferred ranges or uniform).
     A pair with several routes tries them in order; the manifest (extra.route), --json and a line
-    under the table say which route a hop took and why the ones before it failed.
+    under the table say which route a hop took and why the ones before it failed. With several
+    formats, one that fails or is refused does not stop the others: the table shows what was written,
+    the error line names each failed format and why, and the exit code is 2.
     """
     from .. import convert  # the public function: the flags are its parameters
 
     check_outputs(out_dir)
-    results = convert(source, to, out_dir=out_dir, force=force, verify=not no_verify, atol=atol, quantize=quantize,
-                      calibration_data=calibration_data, eval_data=eval_data, max_accuracy_drop=max_accuracy_drop,
-                      opset=opset, data=data, input_spec=list(input_spec) or None, route=route,
-                      trust_unsafe_code=trust_unsafe_code)
+    try:
+        results = convert(source, to, out_dir=out_dir, force=force, verify=not no_verify, atol=atol,
+                          quantize=quantize, calibration_data=calibration_data, eval_data=eval_data,
+                          max_accuracy_drop=max_accuracy_drop, opset=opset, data=data,
+                          input_spec=list(input_spec) or None, route=route, trust_unsafe_code=trust_unsafe_code)
+    except ModelkitError as exc:  # some formats of several failed: show what was written, then the error line
+        if getattr(exc, "results", None) is not None:
+            _show(exc.results, as_json, exc.failures)
+        raise
+    _show(results, as_json, {})
+
+
+def _show(results: list[Any], as_json: bool, failures: dict[str, str]) -> None:
+    """The table (or JSON list) of the artifacts written, and a row per format that failed."""
     if as_json:
-        echo_json([r.__dict__ for r in results])
+        echo_json([r.__dict__ for r in results] + [{"format": f, "error": e} for f, e in failures.items()])
         return
     rows = []
     for r in results:
@@ -83,6 +98,7 @@ def command(source: str, to: str, out_dir: str | None, force: bool, no_verify: b
         err = "-" if r.max_abs is None else f"{r.max_abs:.1e}"
         acc = "-" if not r.accuracy else f"{r.accuracy['artifact_accuracy']:.4f} ({r.accuracy['drop']:+.4f})"
         rows.append([r.format, r.path, human_size(r.size_bytes), f"{r.seconds:.1f} s", parity, err, acc])
+    rows += [[f, "-", "-", "-", "FAILED (below)", "-", "-"] for f in failures]
     click.echo(table(["format", "path", "size", "time", "parity", "max abs err", "accuracy (drop)"], rows))
     from ..converters.routes import describe
 

@@ -115,6 +115,10 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
     instead of the training data set, ranges inferred from the model, or uniform [0, 1) (samples.py).
     input_spec: the inputs of a model that defines none (a subclassed model), e.g. ["x:?,8:float32"];
     by default they come from the shapes saved with the model (modelkit.keras_io.inputs).
+
+    Several formats: one that fails or is refused does not stop the others. The error raised at the end
+    has the first failure's type, names every failed format with its reason, and carries `.results` (the
+    artifacts written) and `.failures` ({format: message}). One format: its error, unchanged.
     """
     from ..keras_io.inputs import parse_input_specs
     from .registry import routes as pair_routes
@@ -139,6 +143,7 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
     chains = [plan(src_fmt, target) for target in targets]
     forced = forced_routes(route_names, [(e.source, e.target) for chain in chains for e in chain])
     config = None
+    refused: dict[Format, BaseException] = {}
     if src_fmt == Format.KERAS:
         from ..keras_io.files import check_keras_archive
         from .support import check_rules
@@ -146,7 +151,16 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
         config = check_keras_archive(src)
         for target, chain in zip(targets, chains):  # refused when every route refuses, naming the format asked for
             names = [e.route for e in pair_routes(*chain[0].pair) if e.route in forced] if len(chain) == 1 else []
-            check_rules(src, target, config, names or None)
+            try:
+                check_rules(src, target, config, names or None)
+            except UnsupportedConversionError as exc:
+                if len(targets) == 1:
+                    raise
+                refused[target] = exc  # several formats: the others still convert (_finish reports it)
+        if len(refused) == len(targets):
+            raise _partial([], targets, refused)
+        targets, chains = [t for t in targets if t not in refused], [c for t, c in zip(targets, chains)
+                                                                      if t not in refused]
     mode = _quantization(options, chains)
     if mode != "none":
         from . import quantize as q
@@ -156,6 +170,7 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
     if "quantize" in options:
         options["quantize"] = mode  # canonical name ('fp32' -> 'none') in every manifest
     hops: list[_Hop] = []
+    finals: list[Path] = []  # each target's artifact
     for chain in chains:
         current = src
         tag = None
@@ -166,12 +181,40 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
                 specs, skipped = hop_routes(edge.source, edge.target, forced, options, config)
                 hops.append(_Hop(specs, current, dest, tried=skipped))
             current = dest
+        finals.append(current)
     for hop in hops:
         _atomic.check_writable(hop.dest, force)
     _atomic.make_dirs(out)
     common = {"options": options, "verify": verify, "force": force, "trust_unsafe_code": trust_unsafe_code,
               "atol": atol, "total": len(hops), **hop_opts}
-    return _run(hops, common, timeout)
+    _run(hops, common, timeout, keep_going=len(targets) + len(refused) > 1)
+    by_dest = {h.dest: h for h in hops}
+    for target, final in zip(targets, finals):
+        if by_dest[final].error is not None:
+            refused[target] = by_dest[final].error
+    results = [h.result for h in hops if h.result is not None]
+    if refused:
+        raise _partial(results, list(refused) + targets, refused)
+    return results
+
+
+def _partial(results: list[ConversionResult], targets: list[Format],
+             failures: dict[Format, BaseException]) -> BaseException:
+    """Some formats of a conversion to several failed: the first failure's type (typed as the hop raised it),
+    a message naming each failed format and its reason and what was written, and `.results` (written) and
+    `.failures` ({format: message}) for callers; one failure of a one-format conversion is raised as is."""
+    first = next(iter(failures.values()))
+    if len(failures) == 1 and len(set(targets)) == 1:
+        return first
+    written = ", ".join(r.format for r in results) or "nothing"
+    reasons = " | ".join(f"{f.value}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                         for f, e in failures.items())
+    cls = type(first)
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, f"{len(failures)} of {len(set(targets))} formats failed (written: {written}) | {reasons}")
+    exc.report = getattr(first, "report", None)
+    exc.results, exc.failures = results, {f.value: str(e) for f, e in failures.items()}
+    return exc
 
 
 @dataclass
@@ -185,22 +228,31 @@ class _Hop:
     index: int = 0  # 1-based, in plan order (progress lines)
     next: int = 0  # the index in specs of the next route to try
     result: ConversionResult | None = None
+    error: BaseException | None = None  # it failed (a conversion to several formats goes on without it)
 
     @property
     def backend(self) -> str:
         return self.specs[self.next].backend or ""
 
 
-def _run(hops: list[_Hop], common: dict[str, Any], timeout: float | None) -> list[ConversionResult]:
+def _run(hops: list[_Hop], common: dict[str, Any], timeout: float | None, keep_going: bool = False) -> None:
     """Run the hops in children, one per backend among the hops whose source exists: a child gets every such
     hop whose next route needs its backend; a hop whose routes in that child all failed goes on with its
-    next route in a later child (modelkit.converters.routes). Results come back in plan order."""
+    next route in a later child (modelkit.converters.routes). Each hop ends with its `result`; with
+    keep_going, a failed hop ends with its `error` instead (and so do the hops that read its artifact), and
+    the others go on; else its error is raised."""
     from .routes import next_batch
 
     for i, hop in enumerate(hops, start=1):
         hop.index = i
     pending = list(hops)
     while pending:
+        for hop in pending:  # the hops that read a failed hop's artifact fail with its cause
+            cause = next((h.error for h in hops if h.dest == hop.src and h.error is not None), None)
+            hop.error = hop.error or cause
+        pending = [h for h in pending if h.error is None]
+        if not pending:
+            break
         waiting = {h.dest for h in pending}
         ready = sorted((h for h in pending if h.src not in waiting), key=lambda h: (h.backend, h.index))
         group = [h for h in ready if h.backend == ready[0].backend]
@@ -212,14 +264,23 @@ def _run(hops: list[_Hop], common: dict[str, Any], timeout: float | None) -> lis
                             "tried": hop.tried, "last": hop.next + len(batch) == len(hop.specs),
                             "index": hop.index, **common})
         backend = group[0].specs[group[0].next].backend
-        got = _child.run("modelkit.converters.hop:run_hops", {"hops": payload}, backend=backend, timeout=timeout,
-                         error=ConversionError, what="the conversion")
+        try:
+            got = _child.run("modelkit.converters.hop:run_hops", {"hops": payload, "keep_going": keep_going},
+                             backend=backend, timeout=timeout, error=ConversionError, what="the conversion")
+        except ConversionError as exc:  # the child died or timed out: every hop it had fails with that
+            if not keep_going:
+                raise
+            got = [{"error": _child.error_payload(exc)}] * len(group)
         for hop, r in zip(group, got):
+            if "error" in r:
+                hop.error = _child.rebuild(r["error"], ConversionError)
+                continue
+            if "skipped" in r:
+                continue  # its source failed in the same child: the loop above gives it that cause
             if "failed" in r:  # every route this child could try failed: the next ones run in another child
                 hop.tried = r["failed"]
                 hop.next += len(next_batch(hop.specs, hop.next))
                 continue
             hop.result = ConversionResult(r["format"], r["path"], r["seconds"], r["size_bytes"], r["parity"],
                                           r.get("quantization"), r.get("accuracy"), r.get("route"))
-        pending = [h for h in pending if h.result is None]
-    return [h.result for h in hops if h.result is not None]
+        pending = [h for h in pending if h.result is None and h.error is None]

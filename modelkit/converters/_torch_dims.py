@@ -42,6 +42,29 @@ def shape_at(spec: Any, batch: int, size: int | None = None) -> tuple[int, ...]:
 
 def export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str) -> Any:
     """torch.export of `module` with every open dimension dynamic; typed errors where torch cannot."""
+    with symbolic_sizes():
+        return _export(module, sig, example, src_name)
+
+
+@contextlib.contextmanager
+def symbolic_sizes() -> Iterator[None]:
+    """Let Keras ops take torch's symbolic sizes where they take Python numbers: under torch.export,
+    `ops.shape(x)[1]` is a `torch.SymInt`, and Keras infers dtypes from Python types only (e.g.
+    `ops.arange(ops.shape(x)[1])`, common in position embeddings, fails with "Invalid dtype: SymInt")."""
+    import torch
+    from keras.src.backend.common import dtypes
+
+    added = {t: dtypes.PYTHON_DTYPES_MAP[p] for t, p in ((torch.SymInt, int), (torch.SymFloat, float),
+                                                         (torch.SymBool, bool)) if t not in dtypes.PYTHON_DTYPES_MAP}
+    dtypes.PYTHON_DTYPES_MAP.update(added)
+    try:
+        yield
+    finally:
+        for t in added:
+            dtypes.PYTHON_DTYPES_MAP.pop(t, None)
+
+
+def _export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str) -> Any:
     import torch
 
     with watch(module, sig) as seen:
@@ -139,9 +162,12 @@ def _within(size: int, bounds: list[int | None] | None) -> bool:
 def refusal(fmt: str, what: str, name: str, axis: int, layer: str | None, size: int | None = None) -> str:
     where = f"layer {layer}" if layer else "the traced code"
     at = f" (at size {size} it fails or gives other results than the Keras model)" if size else ""
+    keep = KEEP_DYNAMIC
+    if fmt == "pt2" and layer and re.search(r"\((LSTM|GRU|Bidirectional)\)", layer):
+        keep += ", torchscript (an unmasked LSTM / GRU with tanh / sigmoid runs as torch's fused op)"
     return (f"{what} cannot keep dimension {axis} of input '{name}' dynamic: {where} turns it into the "
             f"traced size {example_size(axis)}{at}; {fmt} would run at that size only. Formats that keep it "
-            f"dynamic: {KEEP_DYNAMIC}")
+            f"dynamic: {keep}")
 
 
 def find_fixing_layers(module: Any, sig: Signature) -> dict[tuple[str, int], str]:
@@ -239,5 +265,11 @@ def _ident(name: str) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The error's first line; for Keras' "Exception encountered when calling X.call()." the reason too
+    (the cause Keras wraps is on the next line)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].startswith("Exception encountered when calling") and len(lines) > 1:
+        return f"{lines[0]} {lines[1]}"
+    return lines[0]

@@ -35,13 +35,32 @@ from .support import check_support
 from .verify import compare_models
 
 
-def run_hops(hops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def run_hops(hops: list[dict[str, Any]], keep_going: bool = False) -> list[dict[str, Any]]:
     """Run hops in order (a later hop may read an earlier one's artifact), each trying its routes
     (modelkit.converters.routes.run_routes); return their summaries. A hop whose routes in this process all
-    failed, with more routes to go, gives {"failed": [...]}, and convert() goes on with its next route."""
+    failed, with more routes to go, gives {"failed": [...]}, and convert() goes on with its next route.
+    With keep_going (a conversion to several formats), a hop that fails gives {"error": ...} and the
+    others still run; else its error ends the call."""
+    from .. import _child
     from .routes import run_routes
 
-    return [run_routes(**h) for h in hops]
+    out: list[dict[str, Any]] = []
+    failed: set[str] = set()
+    for h in hops:
+        if h["src"] in failed:  # its source failed in this child: convert() reports it with that cause
+            out.append({"skipped": h["src"]})
+            failed.add(h["dest"])
+            continue
+        try:
+            out.append(run_routes(**h))
+        except Exception as exc:
+            if not keep_going:
+                raise
+            print(f"[{h['index']}/{h['total']}] {h['source']} -> {h['target']}: FAILED ({type(exc).__name__}); "
+                  "going on with the other formats", file=sys.stderr, flush=True)
+            out.append({"error": _child.error_payload(exc)})
+            failed.add(h["dest"])
+    return out
 
 
 def failed_name(dest: Path, route: str | None = None) -> Path:

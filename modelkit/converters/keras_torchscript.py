@@ -29,9 +29,10 @@ def keras_to_torchscript(src: Path, dest: Path, trust_unsafe_code: bool = False)
 
     from ._torch_dims import check_lengths
     from ._torch_module import SIGNATURE_FILE, check_batches, example_inputs, load_wrapped, signature_json, versions
+    from ._torch_rnn import fused_recurrent
 
     module, sig = load_wrapped(src, trust_unsafe_code)
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), fused_recurrent():  # LSTM / GRU: one op, any length
         # Keras' input checks turn sizes into Python values while tracing; check_batches below is the
         # real test that nothing shape-dependent was baked in
         warnings.simplefilter("ignore", torch.jit.TracerWarning)

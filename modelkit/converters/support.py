@@ -71,8 +71,6 @@ RULES: dict[Format, dict[str, str | Rule]] = {
     Format.ONNX: dict(_STRING_LAYERS),
     Format.TVM: {
         **{k: (f"{v} (TVM compiles the ONNX model)" if isinstance(v, str) else v) for k, v in _ONNX_RULES.items()},
-        "CategoryEncoding": ("TVM 0.27's ONNX importer rejects the graph tf2onnx makes of it (relax.one_hot / "
-                             "relax.concat argument types); the ONNX model itself converts"),
         "CenterCrop": ("TVM 0.27 compiles its ONNX Slice with a dynamic batch into code that fails at run time "
                        "(std::bad_alloc); `modelkit compile --batch N` compiles it for a fixed batch"),
         "Discretization": ("tf2onnx cannot express its Bucketize, and TVM compiles the ONNX model: TVM 0.27 fails "

@@ -65,8 +65,34 @@ def _tcn(keras: Any) -> Any:
     return keras.Model(x, L.Dense(2, name="forecast")(L.GlobalMaxPooling1D()(h)))
 
 
+def _posenc(keras: Any) -> Any:
+    """Sinusoidal positions added for any length by a registered layer that calls ops.arange on the length
+    it reads with ops.shape (a symbolic size under torch.export), then a GELU feed-forward and a mean."""
+    L = keras.layers
+    x = keras.Input((None, 8), name="events")
+    h = _position_layer(keras)()(L.Dense(8)(x))
+    h = L.Dense(8, activation="gelu")(h)
+    return keras.Model(x, L.Dense(2, name="score")(L.GlobalAveragePooling1D()(h)))
+
+
+def _position_layer(keras: Any) -> Any:
+    if "tests>SinePositions" in keras.saving.get_custom_objects():
+        return keras.saving.get_custom_objects()["tests>SinePositions"]
+    ops = keras.ops
+
+    @keras.saving.register_keras_serializable(package="tests")
+    class SinePositions(keras.layers.Layer):
+        def call(self, x: Any) -> Any:
+            pos = ops.cast(ops.arange(ops.shape(x)[1]), "float32")[:, None]
+            freq = ops.exp(ops.cast(ops.arange(x.shape[-1]), "float32") * -0.5)[None, :]
+            return x + ops.sin(pos * freq)[None]
+
+    return SinePositions
+
+
 BUILDERS: dict[str, Callable[[Any], Any]] = {
-    "conv1d": _conv1d, "gru": _gru, "causal": _causal, "image": _image, "embed": _embed, "tcn": _tcn}
+    "conv1d": _conv1d, "gru": _gru, "causal": _causal, "image": _image, "embed": _embed, "tcn": _tcn,
+    "posenc": _posenc}
 
 
 def save(kind: str, path: str, seed: int = 0) -> str:
@@ -82,9 +108,12 @@ def convert_each(jobs: list[dict[str, Any]], saves: list[dict[str, Any]] | None 
     """Save the models in `saves` (save's keyword arguments) under this process's backend, then run each
     hop (run_hop's keyword arguments) in order; a typed error is a result ({"error": class name,
     "message": ...}), anything else propagates."""
+    import keras
+
     from modelkit.converters.hop import run_hop
     from modelkit.errors import ModelkitError
 
+    _position_layer(keras)  # registered before any hop loads a model that uses it
     for item in saves or []:
         save(**item)
     out = []

@@ -31,7 +31,9 @@ TORCH_FORMATS = ("torchscript", "pt2")
 OK = "ok"
 # (model, format) -> OK, or the typed refusal: (error class, patterns its message must contain)
 EXPECTED: dict[tuple[str, str], object] = {
-    **{(k, f): OK for k in ("causal", "image", "embed", "tcn") for f in TF_FORMATS + TORCH_FORMATS},
+    **{(k, f): OK for k in ("causal", "image", "embed", "tcn", "posenc") for f in TF_FORMATS + TORCH_FORMATS},
+    ("posenc", "tvm"): ("UnsupportedConversionError", ["'events' dim 1 is dynamic",
+                                                       r"--input-spec events:\?,64,8:float32"]),
     ("image", "tvm"): OK, ("embed", "tvm"): OK, ("tcn", "tvm"): OK,
     ("causal", "tvm"): ("UnsupportedConversionError", ["'tokens' dim 1 is dynamic", "onnx \\(onnxruntime\\)"]),
     ("conv1d", "onnx"): OK, ("conv1d", "saved_model"): OK, ("conv1d", "tflite"): OK,
@@ -43,9 +45,9 @@ EXPECTED: dict[tuple[str, str], object] = {
     ("gru", "tflite"): ("UnsupportedConversionError", [r"layer 'gru(_\d+)?' \(GRU\) cannot be converted to tflite",
                                                        "formats that convert it: onnx, saved_model"]),
     ("gru", "tvm"): ("UnsupportedConversionError", ["Loop", "runs with onnxruntime"]),
-    **{("gru", f): ("UnsupportedConversionError",
-                    ["dimension 1 of input 'frames'", r"layer 'gru(_\d+)?' \(GRU\)", "onnx, saved_model"])
-       for f in TORCH_FORMATS},
+    ("gru", "torchscript"): OK,  # traced as torch's fused GRU op (modelkit.converters._torch_rnn)
+    ("gru", "pt2"): ("UnsupportedConversionError", ["dimension 1 of input 'frames'", r"layer 'gru(_\d+)?' \(GRU\)",
+                                                    "onnx, saved_model, torchscript"]),
 }
 SIZES = {"conv1d": [13, 29, 64], "tcn": [13, 29, 64]}  # a valid convolution cannot run at 1: fallback 29
 ATOL = {"onnx": 1e-4, "saved_model": 1e-5, "tflite": 1e-4, "torchscript": 1e-5, "pt2": 1e-5, "tvm": 1e-4}

@@ -98,8 +98,6 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
     import onnx
     import tvm
 
-    from ..._onnx import slim
-
     tgt = registry.get(target)
     check_toolchain(tgt)
     budget_s = tuning.parse_budget(budget)
@@ -107,25 +105,22 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
     tuned = trials is not None or budget_s is not None
     fixed = choose_batch(tgt, batch, tuned)
     t0 = time.perf_counter()
-    proto = slim(onnx.load(str(src)))  # TVM's importer rejects some exporters' Reshape patterns until simplified
-    sig = fix_batch(onnx_signature(proto), fixed)
-    shape_dict = {s.name: list(s.shape) for s in sig.inputs} if fixed is not None else None
-    from tvm.relax.frontend.onnx import from_onnx
-
+    proto = onnx.load(str(src))
+    batch_note = None
     try:
-        with engine_chatter_swallowed():  # the importer prints the operator it failed on, and C++ warnings
-            mod = from_onnx(proto, shape_dict=shape_dict, keep_params_in_input=False)
-    except Exception as exc:  # the importer raises assorted TVM / Python errors: re-raise typed, not swallowed
-        text = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-        open_dims = [f"'{s.name}' dim {i}" for s in sig.inputs for i, d in enumerate(s.shape) if i > 0 and d is None]
-        if "not supported for frontend ONNX" in text:  # e.g. Loop (a recurrent layer), whatever the shapes
-            raise UnsupportedConversionError(f"TVM's ONNX importer cannot convert {src.name}: {text}; the ONNX "
-                                             "model itself runs with onnxruntime") from exc
-        if open_dims:
-            raise UnsupportedConversionError(
-                f"TVM's ONNX importer rejected {src.name}, whose dimension {open_dims[0]} is dynamic ({text}); "
-                f"formats that keep it dynamic: {KEEP_DYNAMIC}") from exc
-        raise ConversionError(f"TVM's ONNX importer rejected {src.name}: {type(exc).__name__}: {exc}") from exc
+        mod, sig, proto = _import(proto, src.name, fixed)
+    except _Rejected as exc:
+        if fixed is not None or exc.open_dims:
+            raise exc.typed from exc.__cause__
+        # the importer cannot keep the batch dynamic in this graph (shape arithmetic feeding a Reshape, e.g.
+        # attention heads): compile at batch 1, where the shapes fold to constants, and say so
+        fixed, batch_note = 1, f"compiled at a fixed batch of 1: TVM's importer cannot keep the batch " \
+                               f"dynamic in this graph ({exc.text}); pass --batch N for another batch"
+        print(f"{src.name}: {batch_note}", file=sys.stderr, flush=True)
+        try:
+            mod, sig, proto = _import(proto, src.name, fixed)
+        except _Rejected as again:
+            raise again.typed from again.__cause__
     tvm_target = tvm.target.Target(tgt.tvm)
     mod = _prepare(mod, tvm_target)
     tune_info = None
@@ -147,7 +142,7 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
     record_library(dest)  # compiled here: modelkit.load runs it (by content, so copies stay trusted)
     header = cross.check_library_arch(dest, tgt.arch)
     extra = {"tvm_target": tgt.tvm, "tvm_version": tvm.__version__, "arch": tgt.arch, "device": tgt.device,
-             "batch": fixed, "dynamic_batch": fixed is None, "elf": header,
+             "batch": fixed, "dynamic_batch": fixed is None, "batch_note": batch_note, "elf": header,
              "compile_seconds": round(time.perf_counter() - t1, 2), "import_seconds": round(t1 - t0, 2),
              "tuning": tune_info, "detected": tgt.detected or None,
              "verified": _verified(tgt)}
@@ -156,6 +151,91 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
     _write_manifest(src, dest, tgt, sig, extra)
     return {"opset": opset_of(proto), "ir_version": int(proto.ir_version), "target": tgt.name, "extra": extra,
             "versions": {"tvm": tvm.__version__, "onnx": onnx.__version__, "onnxslim": onnxslim_version()}}
+
+
+class _Rejected(Exception):
+    """TVM's importer rejected a graph: the typed error to raise, its text, and the graph's open dims."""
+
+    def __init__(self, typed: Exception, text: str, open_dims: list[str]):
+        super().__init__(text)
+        self.typed, self.text, self.open_dims = typed, text, open_dims
+
+
+def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, Any]:
+    """Simplify and import into Relax: (module, signature, simplified graph). With a fixed batch the
+    graph's inputs get their concrete shapes first, so that onnxslim folds the shape arithmetic (TVM's
+    importer rejects a Reshape whose shape is computed, as exporters write for attention heads)."""
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from ..._onnx import slim
+
+    sig = fix_batch(onnx_signature(proto), batch)
+    if batch is not None:
+        proto = _with_shapes(proto, sig)
+    proto = _onehot_for_tvm(slim(proto))  # TVM's importer rejects some exporters' Reshape patterns until simplified
+    shape_dict = {s.name: list(s.shape) for s in sig.inputs} if batch is not None else None
+    try:
+        with engine_chatter_swallowed():  # the importer prints the operator it failed on, and C++ warnings
+            return from_onnx(proto, shape_dict=shape_dict, keep_params_in_input=False), sig, proto
+    except Exception as exc:  # the importer raises assorted TVM / Python errors: re-raise typed, not swallowed
+        text = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        open_dims = [(s.name, i) for s in sig.inputs for i, d in enumerate(s.shape) if i > 0 and d is None]
+        if "not supported for frontend ONNX" in text:  # e.g. Loop (a recurrent layer), whatever the shapes
+            typed: Exception = UnsupportedConversionError(
+                f"TVM's ONNX importer cannot convert {name}: {text}; the ONNX model itself runs with onnxruntime")
+        elif open_dims:
+            iname, axis = open_dims[0]
+            spec = next(s for s in sig.inputs if s.name == iname)
+            example = ",".join("?" if i == 0 else str(d or 64) for i, d in enumerate(spec.shape)) + f":{spec.dtype}"
+            typed = UnsupportedConversionError(
+                f"TVM's ONNX importer rejected {name}, whose dimension '{iname}' dim {axis} is dynamic ({text}); "
+                f"formats that keep it dynamic: {KEEP_DYNAMIC}; for TVM, fix it when converting from Keras, e.g. "
+                f"--input-spec {iname}:{example}")
+        else:
+            typed = ConversionError(f"TVM's ONNX importer rejected {name}: {text}")
+        raise _Rejected(typed, text, [f"'{n}' dim {a}" for n, a in open_dims]) from exc
+
+
+def _onehot_for_tvm(proto: Any) -> Any:
+    """Two TVM importer bugs with ONNX OneHot (a Keras CategoryEncoding), fixed in the graph: `depth` as the
+    scalar the spec describes (tf2onnx writes a one-element tensor, which the importer passes on as an
+    array where relax.one_hot wants an int), and a Cast to the `values` dtype after it (the importer
+    makes float64 of float32 values, and a Concat with float32 tensors then fails). Same numbers."""
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    nodes = []
+    for node in proto.graph.node:
+        nodes.append(node)
+        if node.op_type != "OneHot" or len(node.input) < 3:
+            continue
+        depth, values = inits.get(node.input[1]), inits.get(node.input[2])
+        if depth is not None and list(depth.dims) == [1]:
+            depth.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(depth).reshape(()), depth.name))
+        if values is not None:
+            out = node.output[0]
+            node.output[0] = f"{out}__modelkit_onehot"
+            nodes.append(helper.make_node("Cast", [node.output[0]], [out], to=values.data_type,
+                                          name=f"{node.name}__modelkit_cast"))
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    return proto
+
+
+def _with_shapes(proto: Any, sig: Signature) -> Any:
+    """A copy of the graph whose inputs have the signature's (concrete) shapes."""
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    shapes = {s.name: s.shape for s in sig.inputs}
+    for vi in out.graph.input:
+        if vi.name in shapes and all(d is not None for d in shapes[vi.name]):
+            dims = vi.type.tensor_type.shape.dim
+            for d, size in zip(dims, shapes[vi.name]):
+                d.Clear()
+                d.dim_value = int(size)
+    return out
 
 
 def _verify_emulated(src: Path, dest: Path, sig: Signature, tgt: registry.Target, extra: dict[str, Any]) -> None:

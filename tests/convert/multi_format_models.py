@@ -1,0 +1,43 @@
+"""Models for tests/convert/test_multi_format.py, saved in a child under the TensorFlow backend."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def _lookup(keras: Any) -> Any:
+    """Integer category ids through IntegerLookup (SavedModel only) to a Dense head."""
+    L = keras.layers
+    x = keras.Input((1,), dtype="int64", name="category")
+    h = L.IntegerLookup(vocabulary=[3, 7, 11, 19], output_mode="one_hot")(x)
+    return keras.Model(x, L.Dense(2, name="score")(h))
+
+
+def _lstm(keras: Any) -> Any:
+    """A fixed-length LSTM (TVM's ONNX importer has no LSTM)."""
+    L = keras.layers
+    x = keras.Input((6, 3), name="steps")
+    return keras.Model(x, L.Dense(2, name="value")(L.LSTM(5)(x)))
+
+
+def _heads(keras: Any) -> Any:
+    """Self-attention over a fixed length: the exporter computes the heads' Reshape shapes from the batch."""
+    L = keras.layers
+    x = keras.Input((12, 8), name="tokens")
+    a = L.MultiHeadAttention(num_heads=2, key_dim=4)(x, x)
+    h = L.LayerNormalization()(L.Add()([x, a]))
+    return keras.Model(x, L.Dense(3, name="logits")(L.GlobalAveragePooling1D()(h)))
+
+
+BUILDERS = {"lookup": _lookup, "lstm": _lstm, "heads": _heads}
+
+
+def save(folder: str) -> dict[str, str]:
+    """Save every model to `folder` under this process's backend; {name: path}."""
+    import keras
+
+    out = {}
+    for name, build in BUILDERS.items():
+        keras.utils.set_random_seed(0)
+        out[name] = f"{folder}/{name}.keras"
+        build(keras).save(out[name])
+    return out

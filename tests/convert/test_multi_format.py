@@ -1,0 +1,78 @@
+"""A conversion to several formats: one that fails or is refused does not stop the others; TVM compiles
+graphs whose Reshape shapes are computed from the batch (attention) at a fixed batch, and says so."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import modelkit
+from modelkit import _child
+from modelkit.cli import main
+from modelkit.errors import UnsupportedConversionError
+from modelkit.formats import manifest_path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("multi")
+    got = _child.run("tests.convert.multi_format_models:save", {"folder": str(folder)}, backend="tensorflow")
+    return {k: Path(v) for k, v in got.items()}
+
+
+def test_a_format_refused_up_front_does_not_stop_the_others(models, tmp_path):
+    with pytest.raises(UnsupportedConversionError) as info:
+        modelkit.convert(models["lookup"], "onnx,saved_model", out_dir=tmp_path)
+    exc = info.value
+    assert [r.format for r in exc.results] == ["saved_model"]
+    assert Path(exc.results[0].path).is_dir() and exc.results[0].parity["ok"]
+    assert list(exc.failures) == ["onnx"] and "IntegerLookup" in exc.failures["onnx"]
+    assert str(exc).startswith("1 of 2 formats failed (written: saved_model) | onnx: ")
+    assert not (tmp_path / "lookup.onnx").exists()
+
+
+def test_one_format_keeps_its_own_error_unchanged(models, tmp_path):
+    with pytest.raises(UnsupportedConversionError) as info:
+        modelkit.convert(models["lookup"], "onnx", out_dir=tmp_path)
+    assert not hasattr(info.value, "results") and "formats failed" not in str(info.value)
+    assert "IntegerLookup" in str(info.value)
+
+
+def test_cli_shows_what_was_written_then_one_error_line(models, tmp_path):
+    """keras -> onnx is written and verified; onnx -> tvm fails in its child (no LSTM in TVM's importer)."""
+    r = CliRunner().invoke(main, ["convert", str(models["lstm"]), "--to", "onnx,tvm", "--out", str(tmp_path)])
+    assert r.exit_code == 2, r.output
+    table = r.stdout
+    assert "onnx" in table and str(tmp_path / "lstm.onnx") in table and "ok" in table
+    assert "tvm" in table and "FAILED (below)" in table
+    error_lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(error_lines) == 1
+    assert error_lines[0].startswith("error: 1 of 2 formats failed (written: onnx) | tvm: ")
+    assert "LSTM" in error_lines[0]
+    assert "onnx -> tvm: FAILED (UnsupportedConversionError); going on with the other formats" in r.stderr
+    assert (tmp_path / "lstm.onnx").is_file() and not (tmp_path / "lstm.tvm.so").exists()
+
+
+def test_cli_json_lists_the_failed_format_with_its_error(models, tmp_path):
+    r = CliRunner().invoke(main, ["convert", str(models["lookup"]), "--to", "saved_model,onnx", "--out",
+                                  str(tmp_path), "--json"])
+    assert r.exit_code == 2, r.output
+    rows = json.loads(r.stdout)
+    assert [row["format"] for row in rows] == ["saved_model", "onnx"]
+    assert rows[0]["parity"]["ok"] and "IntegerLookup" in rows[1]["error"]
+
+
+def test_attention_compiles_for_tvm_at_a_fixed_batch_and_says_why(models, tmp_path):
+    pytest.importorskip("tvm")
+    results = modelkit.convert(models["heads"], "tvm", out_dir=tmp_path)
+    lib = next(Path(r.path) for r in results if r.format == "tvm")
+    extra = json.loads(manifest_path(lib).read_text())["extra"]
+    assert extra["batch"] == 1 and extra["dynamic_batch"] is False
+    assert "cannot keep the batch dynamic" in extra["batch_note"] and "--batch N" in extra["batch_note"]
+    x = np.random.default_rng(3).random((1, 12, 8)).astype("float32")
+    want = modelkit.load(models["heads"]).predict({"tokens": x})["logits"]
+    got = modelkit.load(lib).predict({"tokens": x})["logits"]
+    assert np.abs(got - want).max() < 1e-4 and np.std(want) > 1e-3
