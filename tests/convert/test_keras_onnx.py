@@ -104,3 +104,23 @@ def test_onnxslim_option_keeps_names_and_is_recorded(multi_io_jax, tmp_path):
     assert m["chain"][-1]["options"]["onnxslim"] is True and m["chain"][-1]["versions"]["onnxslim"] == "0.1.98"
     model = modelkit.load(r.path)
     assert model.signature.output_names == ["probs", "intensity"] and model.signature.inputs[0].shape[0] is None
+
+
+def test_an_invalid_graph_from_the_exporter_is_a_route_failure_so_the_next_route_runs(tmp_path):
+    """tf2onnx leaves TF ops it cannot map in the graph (ConvNeXtTiny at 32x32: StatefulPartitionedCall);
+    onnx's checker error becomes a typed ConversionError, which hands over to the torch route."""
+    from onnx import TensorProto, helper
+
+    from modelkit.converters.keras_onnx import save_onnx
+    from modelkit.converters.routes import ROUTE_FAILURES
+    from modelkit.errors import ConversionError
+
+    graph = helper.make_graph([helper.make_node("StatefulPartitionedCall", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    dest = tmp_path / "m.onnx"
+    with pytest.raises(ConversionError, match=r"the exporter wrote an invalid ONNX graph for m.keras: No Op "
+                                              r"registered for StatefulPartitionedCall") as info:
+        save_onnx(proto, tmp_path / "m.keras", dest, None, False, "none", None)
+    assert isinstance(info.value, ROUTE_FAILURES) and not dest.exists()

@@ -110,17 +110,17 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
     try:
         mod, sig, proto = _import(proto, src.name, fixed)
     except _Rejected as exc:
-        if fixed is not None or exc.open_dims:
+        if fixed is not None or exc.open_dims or isinstance(exc.typed, UnsupportedConversionError):
             raise exc.typed from exc.__cause__
         # the importer cannot keep the batch dynamic in this graph (shape arithmetic feeding a Reshape, e.g.
         # attention heads): compile at batch 1, where the shapes fold to constants, and say so
+        try:
+            mod, sig, proto = _import(proto, src.name, 1)
+        except _Rejected as again:
+            raise again.typed from again.__cause__
         fixed, batch_note = 1, f"compiled at a fixed batch of 1: TVM's importer cannot keep the batch " \
                                f"dynamic in this graph ({exc.text}); pass --batch N for another batch"
         print(f"{src.name}: {batch_note}", file=sys.stderr, flush=True)
-        try:
-            mod, sig, proto = _import(proto, src.name, fixed)
-        except _Rejected as again:
-            raise again.typed from again.__cause__
     tvm_target = tvm.target.Target(tgt.tvm)
     mod = _prepare(mod, tvm_target)
     tune_info = None
