@@ -10,7 +10,8 @@ registered custom layers, keras.applications) are built and saved under each Ker
 process per backend, with reference predictions made there by the model itself on inputs in its own range.
 Then every cell, in its own child process bounded by --cell-timeout, converts the .keras file to one
 format with `modelkit.convert` (verified, as users run it), loads the artifact with `modelkit.load` and
-compares its predictions with the source's at atol 1e-3. A cell is `ok`, `refused` (a typed
+compares its predictions with the source's at atol 1e-3 (a library compiled for a fixed batch gets the probe
+in slices of that batch). A cell is `ok`, `refused` (a typed
 UnsupportedConversionError, the refusal users get) or `FAIL` (any other error, a timeout, a crash, or
 predictions that differ from the source's). Prints the table, the percentages (overall, per kind,
 backend and format) and every failing cell with its error; --json writes the cells and the summary
@@ -107,7 +108,7 @@ def cell(src: str, fmt: str, out_dir: str, timeout: float, atol: float = ATOL) -
         path = next(r.path for r in results if r.format == fmt)
         probe = np.load(Path(src).with_suffix(".probe.npz"))
         feed = {k[3:]: probe[k] for k in probe.files if k.startswith("in/")}
-        got = modelkit.load(path).predict(feed)
+        got = _predict(modelkit.load(path), feed)
         worst, where = 0.0, ""
         for key in (k for k in probe.files if k.startswith("out/")):
             want, have = probe[key], np.asarray(got[key[4:]])
@@ -126,6 +127,19 @@ def cell(src: str, fmt: str, out_dir: str, timeout: float, atol: float = ATOL) -
         typed = isinstance(exc, ModelkitError)
         return {"status": "fail", "error": type(exc).__name__ + ("" if typed else " (untyped)"),
                 "message": str(exc), "seconds": time.perf_counter() - t0}
+
+
+def _predict(model: Any, feed: dict[str, Any]) -> dict[str, Any]:
+    """The artifact's predictions on the probe; a library compiled for a fixed batch (TVM at batch 1, which
+    its signature says and its engine enforces) is fed the probe in slices of that batch."""
+    import numpy as np
+
+    fixed = model.signature.inputs[0].shape[0] if model.signature.inputs[0].shape else None
+    n = len(next(iter(feed.values())))
+    if not fixed or fixed == n or n % fixed:
+        return model.predict(feed)
+    parts = [model.predict({k: v[i:i + fixed] for k, v in feed.items()}) for i in range(0, n, fixed)]
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
 
 
 # ------------------------------------------------------------------------------------------ parent side
