@@ -7,6 +7,9 @@ model. `lowerings()` swaps in the same mask built from two ranges compared with 
 (RANGE, RESHAPE, GREATER_EQUAL: builtins at any length). The values are identical, and every hop is
 verified against its source like any other. All three edges trace under it, because they share one
 traced function per process (modelkit.converters._tf_function).
+
+3-D pooling (MaxPooling3D, AveragePooling3D) traces to MaxPool3D / AvgPool3D, which TFLite lacks; it is
+traced as 2-D pooling over height and width, then over depth (the same numbers: the box is separable).
 """
 from __future__ import annotations
 
@@ -16,21 +19,49 @@ from typing import Any, Iterator
 
 @contextlib.contextmanager
 def lowerings() -> Iterator[None]:
-    """Patch Keras' TF causal-mask lowering for the duration of a trace (a no-op on other Keras versions)."""
+    """Patch Keras' TF causal-mask and 3-D pooling lowerings for the duration of a trace."""
     try:
         from keras.src.backend.tensorflow import nn
     except ImportError:  # pragma: no cover - another Keras layout: nothing to patch
         yield
         return
-    original = getattr(nn, "_apply_masks", None)
-    if original is None or not hasattr(nn, "_get_large_negative"):
-        yield
-        return
-    nn._apply_masks = _apply_masks
+    patches = {"max_pool": _pool3d(nn.max_pool, "MAX"), "average_pool": _pool3d(nn.average_pool, "AVG")}
+    if hasattr(nn, "_apply_masks") and hasattr(nn, "_get_large_negative"):
+        patches["_apply_masks"] = _apply_masks
+    saved = {name: getattr(nn, name) for name in patches}
+    for name, fn in patches.items():
+        setattr(nn, name, fn)
     try:
         yield
     finally:
-        nn._apply_masks = original
+        for name, fn in saved.items():
+            setattr(nn, name, fn)
+
+
+def _pool3d(keras_pool: Any, kind: str) -> Any:
+    """3-D pooling (channels_last, 5-D) as 2-D pooling over height and width, then over depth: max and mean
+    over a box are separable, and TF pads each axis alike for 'same' (and averages over the valid cells only,
+    a count that factors per axis too). TFLite has MAX_POOL_2D / AVERAGE_POOL_2D builtins, no 3-D pooling."""
+    def pool(inputs: Any, pool_size: Any, strides: Any = None, padding: str = "valid", data_format: Any = None) -> Any:
+        import tensorflow as tf
+        from keras.src import backend
+
+        if len(inputs.shape) != 5 or backend.standardize_data_format(data_format) != "channels_last":
+            return keras_pool(inputs, pool_size, strides, padding, data_format)
+        size = (pool_size,) * 3 if isinstance(pool_size, int) else tuple(pool_size)
+        step = size if strides is None else (strides,) * 3 if isinstance(strides, int) else tuple(strides)
+        pad = padding.upper()
+        op = tf.nn.max_pool2d if kind == "MAX" else tf.nn.avg_pool2d
+        x = tf.convert_to_tensor(inputs)
+        shape = tf.shape(x)
+        b, d, c = shape[0], shape[1], x.shape[-1]
+        h = op(tf.reshape(x, tf.stack([b * d, shape[2], shape[3], c])), size[1:], step[1:], pad)
+        hs = tf.shape(h)
+        h = tf.reshape(h, tf.stack([b, d, hs[1] * hs[2], c]))
+        if size[0] != 1 or step[0] != 1:
+            h = op(h, (size[0], 1), (step[0], 1), pad)
+        return tf.reshape(h, tf.stack([b, tf.shape(h)[1], hs[1], hs[2], c]))
+    return pool
 
 
 def _apply_masks(logits: Any, mask: Any, is_causal: bool) -> Any:

@@ -28,7 +28,18 @@ def _heads(keras: Any) -> Any:
     return keras.Model(x, L.Dense(3, name="logits")(L.GlobalAveragePooling1D()(h)))
 
 
-BUILDERS = {"lookup": _lookup, "lstm": _lstm, "heads": _heads}
+def _pool3d(keras: Any) -> Any:
+    """3-D max and average pooling with depth windows, 'same' and 'valid' padding (TFLite has 2-D pooling only)."""
+    L = keras.layers
+    x = keras.Input((5, 9, 9, 2), name="clip")
+    h = L.Conv3D(4, 2, padding="same", activation="tanh")(x)
+    h = L.MaxPooling3D((2, 2, 2), padding="same")(h)
+    h = L.AveragePooling3D((2, 3, 3), strides=(1, 2, 2), padding="same")(h)
+    h = L.MaxPooling3D((2, 1, 1), strides=(1, 1, 1))(h)
+    return keras.Model(x, L.Dense(3, name="out")(L.Flatten()(h)))
+
+
+BUILDERS = {"lookup": _lookup, "lstm": _lstm, "heads": _heads, "pool3d": _pool3d}
 
 
 def save(folder: str) -> dict[str, str]:

@@ -1,5 +1,6 @@
 """A conversion to several formats: one that fails or is refused does not stop the others; TVM compiles
-graphs whose Reshape shapes are computed from the batch (attention) at a fixed batch, and says so."""
+graphs whose Reshape shapes are computed from the batch (attention) at a fixed batch, and says so; 3-D
+pooling reaches TFLite as 2-D pooling."""
 from __future__ import annotations
 
 import json
@@ -77,3 +78,13 @@ def test_attention_compiles_for_tvm_at_a_fixed_batch_and_says_why(models, tmp_pa
     want = modelkit.load(models["heads"]).predict({"tokens": x})["logits"]
     got = modelkit.load(lib).predict({"tokens": x})["logits"]
     assert np.abs(got - want).max() < 1e-4 and np.std(want) > 1e-3
+
+
+def test_3d_pooling_converts_to_tflite_as_2d_pooling_with_parity(models, tmp_path):
+    """MaxPooling3D / AveragePooling3D have no TFLite builtin; they are lowered to 2-D pooling while tracing."""
+    (r,) = modelkit.convert(models["pool3d"], "tflite", out_dir=tmp_path)
+    assert r.parity["ok"] and r.max_abs < 1e-4
+    assert {c["batch"] for c in r.parity["cases"]} == {1, 7}
+    x = np.random.default_rng(5).random((3, 5, 9, 9, 2)).astype("float32")
+    want = modelkit.load(models["pool3d"]).predict({"clip": x})["out"]
+    assert np.abs(modelkit.load(r.path).predict({"clip": x})["out"] - want).max() < 1e-4
