@@ -185,10 +185,7 @@ def rebuild(err: dict[str, Any], fallback: type[errors.ModelkitError]) -> BaseEx
         return KeyboardInterrupt()
     cls = getattr(errors, err.get("type", ""), None)
     if isinstance(cls, type) and issubclass(cls, errors.ModelkitError):
-        exc = cls.__new__(cls)
-        Exception.__init__(exc, err["message"])
-        if issubclass(cls, errors.ParityError):
-            exc.report = err.get("report")
+        exc: BaseException = errors.retyped(cls, err["message"], err.get("report"))
     else:
         exc = fallback(f"{err.get('type')}: {err.get('message')}")
     exc.child_traceback = err.get("traceback")

@@ -104,3 +104,24 @@ class ResourceError(ModelkitError, MemoryError):
 class UserCodeError(ModelkitError):
     """The user's own Python file (a model builder, an imported module) raised; the message names the
     file and line, and --debug shows the traceback."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An error's first line for a one-line message (its type's name when it says nothing); for Keras'
+    "Exception encountered when calling X.call()." the reason too, which Keras puts on the next line."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].startswith("Exception encountered when calling") and len(lines) > 1:
+        return f"{lines[0]} {lines[1]}"
+    return lines[0]
+
+
+def retyped(cls: type[ModelkitError], message: str, report: object = None) -> ModelkitError:
+    """An error of modelkit type `cls` with `message` (and a ParityError's `report`), built without calling
+    `cls.__init__`, whose signature varies: a child's error rebuilt in the parent, or a summary of failures."""
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, message)
+    if isinstance(exc, ParityError):
+        exc.report = report
+    return exc

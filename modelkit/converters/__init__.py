@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 from .. import _atomic, _child
 from .. import manifest as _manifest
-from ..errors import ConversionError, UnsupportedConversionError
+from ..errors import ConversionError, UnsupportedConversionError, first_line, retyped
 from ..formats import Format, detect
 from .registry import EdgeSpec, converter, edges, plan
 
@@ -158,7 +158,7 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
                     raise
                 refused[target] = exc  # several formats: the others still convert (_finish reports it)
         if len(refused) == len(targets):
-            raise _partial([], targets, refused)
+            raise _partial([], len(targets), refused)
         targets, chains = [t for t in targets if t not in refused], [c for t, c in zip(targets, chains)
                                                                       if t not in refused]
     mode = _quantization(options, chains)
@@ -187,33 +187,30 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
     _atomic.make_dirs(out)
     common = {"options": options, "verify": verify, "force": force, "trust_unsafe_code": trust_unsafe_code,
               "atol": atol, "total": len(hops), **hop_opts}
-    _run(hops, common, timeout, keep_going=len(targets) + len(refused) > 1)
+    asked = len(targets) + len(refused)
+    _run(hops, common, timeout, keep_going=asked > 1)
     by_dest = {h.dest: h for h in hops}
     for target, final in zip(targets, finals):
         if by_dest[final].error is not None:
             refused[target] = by_dest[final].error
     results = [h.result for h in hops if h.result is not None]
     if refused:
-        raise _partial(results, list(refused) + targets, refused)
+        raise _partial(results, asked, refused)
     return results
 
 
-def _partial(results: list[ConversionResult], targets: list[Format],
-             failures: dict[Format, BaseException]) -> BaseException:
-    """Some formats of a conversion to several failed: the first failure's type (typed as the hop raised it),
-    a message naming each failed format and its reason and what was written, and `.results` (written) and
-    `.failures` ({format: message}) for callers; one failure of a one-format conversion is raised as is."""
+def _partial(results: list[ConversionResult], asked: int, failures: dict[Format, BaseException]) -> BaseException:
+    """Some of the `asked` formats failed: the first failure's type (typed as the hop raised it), a message
+    naming each failed format and its reason and what was written, and `.results` (written) and `.failures`
+    ({format: message}) for callers; the failure of a one-format conversion is raised as is."""
     first = next(iter(failures.values()))
-    if len(failures) == 1 and len(set(targets)) == 1:
+    if asked == 1:
         return first
     written = ", ".join(r.format for r in results) or "nothing"
-    reasons = " | ".join(f"{f.value}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-                         for f, e in failures.items())
-    cls = type(first)
-    exc = cls.__new__(cls)
-    Exception.__init__(exc, f"{len(failures)} of {len(set(targets))} formats failed (written: {written}) | {reasons}")
-    exc.report = getattr(first, "report", None)
-    exc.results, exc.failures = results, {f.value: str(e) for f, e in failures.items()}
+    reasons = " | ".join(f"{f.value}: {first_line(e)}" for f, e in failures.items())
+    exc = retyped(type(first), f"{len(failures)} of {asked} formats failed (written: {written}) | {reasons}",
+                  getattr(first, "report", None))
+    exc.results, exc.failures = results, {f.value: str(e) for f, e in failures.items()}  # type: ignore[attr-defined]
     return exc
 
 
@@ -248,8 +245,7 @@ def _run(hops: list[_Hop], common: dict[str, Any], timeout: float | None, keep_g
     pending = list(hops)
     while pending:
         for hop in pending:  # the hops that read a failed hop's artifact fail with its cause
-            cause = next((h.error for h in hops if h.dest == hop.src and h.error is not None), None)
-            hop.error = hop.error or cause
+            hop.error = next((h.error for h in hops if h.dest == hop.src and h.error is not None), None)
         pending = [h for h in pending if h.error is None]
         if not pending:
             break
@@ -270,13 +266,13 @@ def _run(hops: list[_Hop], common: dict[str, Any], timeout: float | None, keep_g
         except ConversionError as exc:  # the child died or timed out: every hop it had fails with that
             if not keep_going:
                 raise
-            got = [{"error": _child.error_payload(exc)}] * len(group)
+            for hop in group:
+                hop.error = exc
+            continue
         for hop, r in zip(group, got):
             if "error" in r:
                 hop.error = _child.rebuild(r["error"], ConversionError)
                 continue
-            if "skipped" in r:
-                continue  # its source failed in the same child: the loop above gives it that cause
             if "failed" in r:  # every route this child could try failed: the next ones run in another child
                 hop.tried = r["failed"]
                 hop.next += len(next_batch(hop.specs, hop.next))

@@ -25,17 +25,13 @@ def lowerings() -> Iterator[None]:
     except ImportError:  # pragma: no cover - another Keras layout: nothing to patch
         yield
         return
+    from unittest import mock  # the standard library's attribute patching, restored on exit
+
     patches = {"max_pool": _pool3d(nn.max_pool, "MAX"), "average_pool": _pool3d(nn.average_pool, "AVG")}
     if hasattr(nn, "_apply_masks") and hasattr(nn, "_get_large_negative"):
         patches["_apply_masks"] = _apply_masks
-    saved = {name: getattr(nn, name) for name in patches}
-    for name, fn in patches.items():
-        setattr(nn, name, fn)
-    try:
+    with mock.patch.multiple(nn, **patches):
         yield
-    finally:
-        for name, fn in saved.items():
-            setattr(nn, name, fn)
 
 
 def _pool3d(keras_pool: Any, kind: str) -> Any:

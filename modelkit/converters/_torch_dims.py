@@ -15,7 +15,7 @@ import contextlib
 import re
 from typing import Any, Iterator
 
-from ..errors import ConversionError, UnsupportedConversionError
+from ..errors import ConversionError, UnsupportedConversionError, first_line
 from ..spec import Signature
 
 # formats whose TensorFlow trace keeps every open dimension symbolic (verified on the tests' models)
@@ -51,17 +51,14 @@ def symbolic_sizes() -> Iterator[None]:
     """Let Keras ops take torch's symbolic sizes where they take Python numbers: under torch.export,
     `ops.shape(x)[1]` is a `torch.SymInt`, and Keras infers dtypes from Python types only (e.g.
     `ops.arange(ops.shape(x)[1])`, common in position embeddings, fails with "Invalid dtype: SymInt")."""
+    from unittest import mock  # the standard library's dict patching, restored on exit
+
     import torch
     from keras.src.backend.common import dtypes
 
-    added = {t: dtypes.PYTHON_DTYPES_MAP[p] for t, p in ((torch.SymInt, int), (torch.SymFloat, float),
-                                                         (torch.SymBool, bool)) if t not in dtypes.PYTHON_DTYPES_MAP}
-    dtypes.PYTHON_DTYPES_MAP.update(added)
-    try:
+    known = dtypes.PYTHON_DTYPES_MAP
+    with mock.patch.dict(known, {torch.SymInt: known[int], torch.SymFloat: known[float], torch.SymBool: known[bool]}):
         yield
-    finally:
-        for t in added:
-            dtypes.PYTHON_DTYPES_MAP.pop(t, None)
 
 
 def _export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str) -> Any:
@@ -74,13 +71,13 @@ def _export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str
             first = exc
     if not open_axes(sig):
         raise ConversionError(f"torch.export could not export {src_name} with a dynamic batch: "
-                              f"{_first_line(first)}") from first
+                              f"{first_line(first)}") from first
     with watch(module, sig) as seen:
         try:  # let torch narrow the ranges (or fix dims, refused below)
             program = torch.export.export(module, example, dynamic_shapes=(_dims(sig, auto=True),), strict=False)
         except (RuntimeError, TypeError, ValueError) as exc:
             raise ConversionError(f"torch.export could not export {src_name} with its dynamic dimensions: "
-                                  f"{_first_line(first)}") from exc
+                                  f"{first_line(first)}") from exc
     fixed = [(n, a) for (n, a), r in ranges(program, sig).items() if r is None]
     if fixed:
         name, axis = fixed[0]
@@ -262,14 +259,3 @@ def _inputs(sig: Signature, batch: int, size: int | None = None, seed: int = 0) 
 def _ident(name: str) -> str:
     text = re.sub(r"\W", "_", name)
     return text if text[:1].isalpha() or text[:1] == "_" else f"d_{text}"
-
-
-def _first_line(exc: BaseException) -> str:
-    """The error's first line; for Keras' "Exception encountered when calling X.call()." the reason too
-    (the cause Keras wraps is on the next line)."""
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    if not lines:
-        return type(exc).__name__
-    if lines[0].startswith("Exception encountered when calling") and len(lines) > 1:
-        return f"{lines[0]} {lines[1]}"
-    return lines[0]

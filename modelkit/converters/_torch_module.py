@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConversionError
+from ..errors import ConversionError, first_line
 from ..spec import Signature
 
 SIGNATURE_FILE = "modelkit_signature.json"  # the extra file inside .torchscript.pt / .pt2 artifacts
@@ -83,7 +83,7 @@ def check_batches(module: Any, reference: Any, sig: Signature, what: str, batche
                 got, want = module(*feed), reference(*feed)
         except RuntimeError as exc:
             raise ConversionError(f"{what} does not run at batch {batch} (traced at {EXAMPLE_BATCH}): the "
-                                  f"batch size was baked into the graph. Torch said: {_first_line(exc)}") from exc
+                                  f"batch size was baked into the graph. Torch said: {first_line(exc)}") from exc
         for name, g, w in zip(sig.output_names, got, want):
             if tuple(g.shape) != tuple(w.shape) or not torch.allclose(g, w, atol=atol, rtol=0):
                 raise ConversionError(f"{what} gives wrong results for output '{name}' at batch {batch} "
@@ -100,8 +100,3 @@ def versions() -> dict[str, str]:
     import torch
 
     return {"torch": torch.__version__, "keras": keras.__version__}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

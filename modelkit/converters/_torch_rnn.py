@@ -18,16 +18,13 @@ from typing import Any, Iterator
 @contextlib.contextmanager
 def fused_recurrent() -> Iterator[None]:
     """Within the block, Keras' torch backend runs eligible LSTM / GRU layers as torch's fused ops."""
+    from unittest import mock  # the standard library's attribute patching, restored on exit
+
     import keras.src.backend as backend
 
     rnn = importlib.import_module("keras.src.backend.torch.rnn")
-    saved = {name: getattr(backend, name) for name in ("lstm", "gru")}
-    backend.lstm, backend.gru = _lstm(rnn, saved["lstm"]), _gru(rnn, saved["gru"])
-    try:
+    with mock.patch.multiple(backend, lstm=_lstm(rnn, backend.lstm), gru=_gru(rnn, backend.gru)):
         yield
-    finally:
-        for name, fn in saved.items():
-            setattr(backend, name, fn)
 
 
 def _eligible(activation: Any, recurrent_activation: Any, mask: Any, unroll: bool, bias: Any) -> bool:

@@ -40,17 +40,13 @@ def run_hops(hops: list[dict[str, Any]], keep_going: bool = False) -> list[dict[
     (modelkit.converters.routes.run_routes); return their summaries. A hop whose routes in this process all
     failed, with more routes to go, gives {"failed": [...]}, and convert() goes on with its next route.
     With keep_going (a conversion to several formats), a hop that fails gives {"error": ...} and the
-    others still run; else its error ends the call."""
+    others still run; else its error ends the call. (A hop never shares a child with the hop whose artifact
+    it reads: convert() sends it once that one has finished.)"""
     from .. import _child
     from .routes import run_routes
 
     out: list[dict[str, Any]] = []
-    failed: set[str] = set()
     for h in hops:
-        if h["src"] in failed:  # its source failed in this child: convert() reports it with that cause
-            out.append({"skipped": h["src"]})
-            failed.add(h["dest"])
-            continue
         try:
             out.append(run_routes(**h))
         except Exception as exc:
@@ -59,7 +55,6 @@ def run_hops(hops: list[dict[str, Any]], keep_going: bool = False) -> list[dict[
             print(f"[{h['index']}/{h['total']}] {h['source']} -> {h['target']}: FAILED ({type(exc).__name__}); "
                   "going on with the other formats", file=sys.stderr, flush=True)
             out.append({"error": _child.error_payload(exc)})
-            failed.add(h["dest"])
     return out
 
 

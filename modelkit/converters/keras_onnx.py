@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .._onnx import onnxslim_version, slim
-from ..errors import ConversionError
+from ..errors import ConversionError, first_line
 from ..formats import Format
 from .registry import Tolerance, converter
 
@@ -47,7 +47,7 @@ def keras_to_onnx(src: Path, dest: Path, opset: int = OPSET, trust_unsafe_code: 
             proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=int(opset))
         except Exception as exc:  # tf2onnx raises assorted errors on graphs it cannot map: the next route goes on
             raise ConversionError(f"tf2onnx could not convert {Path(src).name}: {type(exc).__name__}: "
-                                  f"{_first_line(exc)}") from exc
+                                  f"{first_line(exc)}") from exc
     rename_outputs(proto, sig.output_names)
     proto, mode = save_onnx(proto, src, dest, sig, onnxslim, quantize, calibration_data)
     return {"opset": int(opset), "ir_version": int(proto.ir_version), "quantization": mode,
@@ -71,7 +71,7 @@ def save_onnx(proto: Any, src: Path, dest: Path, sig: Any, onnxslim: bool, quant
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:  # e.g. a TF op the exporter left in the graph as it was
         raise ConversionError(f"the exporter wrote an invalid ONNX graph for {Path(src).name}: "
-                              f"{_first_line(exc)}") from exc
+                              f"{first_line(exc)}") from exc
     onnx.save(proto, str(dest))
     return proto, quantize_onnx_file(src, dest, sig, quantize, calibration_data)
 
@@ -125,8 +125,3 @@ def register_erfc() -> None:
             sub = ctx.insert_new_node_on_output("Sub", node.output[0], name=utils.make_name(node.name),
                                                 inputs=[one.output[0], node.output[0]])
             ctx.copy_shape(node.output[0], sub.output[0])
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

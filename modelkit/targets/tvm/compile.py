@@ -109,17 +109,15 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
     batch_note = None
     try:
         mod, sig, proto = _import(proto, src.name, fixed)
-    except _Rejected as exc:
-        if fixed is not None or exc.open_dims or isinstance(exc.typed, UnsupportedConversionError):
-            raise exc.typed from exc.__cause__
+    except ConversionError as exc:
+        if fixed is not None or isinstance(exc, UnsupportedConversionError):  # a missing op, an open length
+            raise
         # the importer cannot keep the batch dynamic in this graph (shape arithmetic feeding a Reshape, e.g.
         # attention heads): compile at batch 1, where the shapes fold to constants, and say so
-        try:
-            mod, sig, proto = _import(proto, src.name, 1)
-        except _Rejected as again:
-            raise again.typed from again.__cause__
+        mod, sig, proto = _import(proto, src.name, 1)
         fixed, batch_note = 1, f"compiled at a fixed batch of 1: TVM's importer cannot keep the batch " \
-                               f"dynamic in this graph ({exc.text}); pass --batch N for another batch"
+                               f"dynamic in this graph ({_importer_text(exc.__cause__)}); pass --batch N for " \
+                               "another batch"
         print(f"{src.name}: {batch_note}", file=sys.stderr, flush=True)
     tvm_target = tvm.target.Target(tgt.tvm)
     mod = _prepare(mod, tvm_target)
@@ -153,18 +151,12 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
             "versions": {"tvm": tvm.__version__, "onnx": onnx.__version__, "onnxslim": onnxslim_version()}}
 
 
-class _Rejected(Exception):
-    """TVM's importer rejected a graph: the typed error to raise, its text, and the graph's open dims."""
-
-    def __init__(self, typed: Exception, text: str, open_dims: list[str]):
-        super().__init__(text)
-        self.typed, self.text, self.open_dims = typed, text, open_dims
-
-
 def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, Any]:
     """Simplify and import into Relax: (module, signature, simplified graph). With a fixed batch the
     graph's inputs get their concrete shapes first, so that onnxslim folds the shape arithmetic (TVM's
-    importer rejects a Reshape whose shape is computed, as exporters write for attention heads)."""
+    importer rejects a Reshape whose shape is computed, as exporters write for attention heads). A rejected
+    graph raises UnsupportedConversionError for a missing operator or an open non-batch dimension, else
+    ConversionError (the importer's own error as its cause)."""
     from tvm.relax.frontend.onnx import from_onnx
 
     from ..._onnx import slim
@@ -178,10 +170,10 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
         with engine_chatter_swallowed():  # the importer prints the operator it failed on, and C++ warnings
             return from_onnx(proto, shape_dict=shape_dict, keep_params_in_input=False), sig, proto
     except Exception as exc:  # the importer raises assorted TVM / Python errors: re-raise typed, not swallowed
-        text = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        text = _importer_text(exc)
         open_dims = [(s.name, i) for s in sig.inputs for i, d in enumerate(s.shape) if i > 0 and d is None]
         if "not supported for frontend ONNX" in text:  # e.g. Loop (a recurrent layer), whatever the shapes
-            typed: Exception = UnsupportedConversionError(
+            typed: ConversionError = UnsupportedConversionError(
                 f"TVM's ONNX importer cannot convert {name}: {text}; the ONNX model itself runs with onnxruntime")
         elif open_dims:
             iname, axis = open_dims[0]
@@ -193,7 +185,11 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
                 f"--input-spec {iname}:{example}")
         else:
             typed = ConversionError(f"TVM's ONNX importer rejected {name}: {text}")
-        raise _Rejected(typed, text, [f"'{n}' dim {a}" for n, a in open_dims]) from exc
+        raise typed from exc
+
+
+def _importer_text(exc: BaseException | None) -> str:
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
 
 
 def _onehot_for_tvm(proto: Any) -> Any:
