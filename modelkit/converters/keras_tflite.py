@@ -6,8 +6,8 @@ SavedModel with a `serving_default` signature and converted with `TFLiteConverte
 variables are frozen into constants and the TFLite signature carries the clean Keras names, which the
 litert engine binds by. Open dimensions stay open (shape_signature -1; the engine resizes per call);
 a recurrent layer is refused (its TensorList ops need static shapes): the pair's second route,
-keras_tflite_unrolled, unrolls it at a fixed length. Only TFLite builtin ops are allowed (no
-Flex/SELECT_TF_OPS, which ai-edge-litert cannot run).
+keras_tflite_unrolled, unrolls it at a fixed length, and the third, keras_tflite_loop, loops it over any
+length. Only TFLite builtin ops are allowed (no Flex/SELECT_TF_OPS, which ai-edge-litert cannot run).
 
 Quantization modes (option `quantize`): none (fp32), fp16 (float16 weights), dynamic-int8 (int8
 weights, activations quantized at run time), int8 (full integer, calibrated on real samples).
@@ -138,7 +138,7 @@ def _refusal(exc: BaseException, model: Any, sig: Any, mode: str) -> Exception:
                 f"layer {rnns[0]} cannot be converted to tflite by the converter route: Keras' recurrent loop "
                 "lowers to TensorList ops, which TFLite's builtin ops express only for a fixed batch and length, "
                 "and modelkit keeps the batch dynamic; formats that convert it: onnx, saved_model (at any "
-                "length), tflite by the 'unrolled' route (at a fixed length)")
+                "length), tflite by the 'loop' route (any length) or the 'unrolled' route (a fixed length)")
     flex = _flex_refusal(text, model)
     if flex is not None:
         return flex

@@ -16,7 +16,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..formats import Format
 from .keras_tflite import TOLERANCE
@@ -63,7 +63,8 @@ def _dynamic(sig: Any, layer: str, why: str) -> Exception:
     return UnsupportedConversionError(
         f"layer {layer} cannot be converted to tflite by the '{ROUTE}' route: {why}, and unrolling needs a "
         f"fixed number of steps; give the length with {hint} (<length>: the sequence length the artifact will "
-        "take; the batch stays dynamic); formats that convert it at any length: onnx, saved_model")
+        "take; the batch stays dynamic); formats that convert it at any length: onnx, saved_model, tflite by "
+        "the 'loop' route")
 
 
 def _dim(d: int | None, axis: int) -> str:
@@ -75,20 +76,33 @@ def _dim(d: int | None, axis: int) -> str:
 def _saved_model(model: Any, sig: Any, folder: Path) -> tuple[Path, list[int]]:
     """A SavedModel of `model` traced with the unrolled loop (serving_default, Keras names), and the step
     counts unrolled."""
+    from ._unroll import unrolled_rnn
+
+    def check() -> None:  # right after the serving trace: later traces (SavedModel's own) may be open
+        if seen.dynamic is not None:  # an open time axis: refused, naming the layer
+            raise _dynamic(sig, seen.dynamic.layer, seen.dynamic.reason)
+
+    with unrolled_rnn(fused=False) as seen:
+        saved = traced_saved_model(model, sig, folder, check)
+    return saved, seen.steps
+
+
+def traced_saved_model(model: Any, sig: Any, folder: Path, traced: Callable[[], None] = lambda: None) -> Path:
+    """A SavedModel of `model` traced anew under the caller's patches (serving_default, Keras names), with
+    TFLite's lowerings (modelkit.converters._tf_lowering), at folder/saved_model; `traced` runs right after
+    the serving function is traced (it may refuse)."""
     import keras
 
     from ._tf_function import serving_function
     from ._tf_lowering import lowerings
-    from ._unroll import unrolled_rnn
     from .keras_tflite import SIGNATURE_KEY
 
-    with lowerings(), unrolled_rnn(fused=False) as seen:
+    with lowerings():
         fn, specs = serving_function(model, sig, as_dict=True)  # a new trace, not the shared one
         fn.get_concrete_function(*specs)
-        if seen.dynamic is not None:  # an open time axis: refused, naming the layer
-            raise _dynamic(sig, seen.dynamic.layer, seen.dynamic.reason)
+        traced()
         archive = keras.export.ExportArchive()
         archive.track(model)
         archive.add_endpoint(SIGNATURE_KEY, fn, input_signature=specs)
         archive.write_out(str(folder / "saved_model"), verbose=False)
-    return folder / "saved_model", seen.steps
+    return folder / "saved_model"
