@@ -161,7 +161,8 @@ def refusal(fmt: str, what: str, name: str, axis: int, layer: str | None, size: 
     at = f" (at size {size} it fails or gives other results than the Keras model)" if size else ""
     keep = KEEP_DYNAMIC
     if fmt == "pt2" and layer and re.search(r"\((LSTM|GRU|Bidirectional)\)", layer):
-        keep += ", torchscript (an unmasked LSTM / GRU with tanh / sigmoid runs as torch's fused op)"
+        keep += ("; an LSTM / GRU with tanh / sigmoid gates and a bias (a GRU with reset_after=True) would run at "
+                 "any length in pt2 and torchscript")
     return (f"{what} cannot keep dimension {axis} of input '{name}' dynamic: {where} turns it into the "
             f"traced size {example_size(axis)}{at}; {fmt} would run at that size only. Formats that keep it "
             f"dynamic: {keep}")

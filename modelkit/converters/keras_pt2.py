@@ -27,10 +27,10 @@ def keras_to_pt2(src: Path, dest: Path, trust_unsafe_code: bool = False) -> dict
 
     from . import _torch_dims
     from ._torch_module import SIGNATURE_FILE, check_batches, example_inputs, load_wrapped, signature_json, versions
-    from ._torch_rnn import fused_recurrent
+    from ._torch_rnn import scanned_recurrent
 
     module, sig = load_wrapped(src, trust_unsafe_code)
-    with fused_recurrent():  # LSTM / GRU as one op over any length, not a loop baked at the traced length
+    with scanned_recurrent():  # LSTM / GRU over any length (a scan, or torch's fused op), masked or not
         program = _torch_dims.export(module, sig, example_inputs(sig), Path(src).name)
     exported, accepted = program.module(), _torch_dims.ranges(program, sig)
     check_batches(exported, module, sig, "the exported program")

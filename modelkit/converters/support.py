@@ -27,7 +27,8 @@ _NO_STRING_SIGNATURE = ("it takes or makes string tensors, and modelkit's signat
                         "tensors only; keep the string preprocessing outside the model (e.g. in tf.data) and "
                         "convert the model that takes its integer ids")
 _MASKED_RNN = ("it consumes a mask (from Masking or Embedding(mask_zero=True)), and Keras' masked RNN loop "
-               "under torch iterates over the batch (list(output)), so torch.export fixes the batch size")
+               "under torch iterates over the batch (list(output)), so torch.export fixes the batch size (a masked "
+               "LSTM / GRU with tanh / sigmoid gates and a bias runs as torch's scan instead)")
 _RNN_CLASSES = ("LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
 
 
@@ -98,6 +99,7 @@ ROUTE_RULES: dict[tuple[Format, str], dict[str, str | Rule]] = {
 # whose sublayers the config does not show) is not tried (modelkit.converters.routes.hop_routes)
 ROUTE_SCOPE: dict[tuple[Format, str], tuple[str, ...]] = {
     (Format.TFLITE, "unrolled"): _RNN_CLASSES,
+    (Format.TFLITE, "loop"): _RNN_CLASSES,
     (Format.TORCH_EXPORT, "unrolled"): _RNN_CLASSES,
 }
 # (format, route) that cannot take a masked recurrent layer (a mask from Masking or Embedding(mask_zero=True))
@@ -182,9 +184,21 @@ def route_refusal(layers: list[LayerInfo], fmt: Format, route: str | None) -> tu
     masked = MASKED_RNN_ROUTES.get((fmt, route or ""))
     if masked and any(_makes_mask(layer) for layer in layers):
         for layer in layers:
-            if layer.class_name in _RNN_CLASSES and _is_builtin(layer):
+            if layer.class_name in _RNN_CLASSES and _is_builtin(layer) and not _scanned(layer.config, layer.class_name):
                 return layer, masked
     return None
+
+
+def _scanned(config: dict[str, Any], class_name: str) -> bool:
+    """Whether the pt2 edge runs this recurrent layer (or the one a Bidirectional wraps) as torch's scan,
+    masked or not (modelkit.converters._torch_rnn.scanned_recurrent): an LSTM / GRU with tanh / sigmoid,
+    a bias, no unroll, and a GRU with reset_after."""
+    if class_name == "Bidirectional":
+        inner = config.get("layer") or {}
+        return _scanned(inner.get("config") or {}, str(inner.get("class_name")))
+    return (class_name in ("LSTM", "GRU") and config.get("activation") == "tanh"
+            and config.get("recurrent_activation") == "sigmoid" and config.get("use_bias", True)
+            and not config.get("unroll") and (class_name == "LSTM" or config.get("reset_after", True)))
 
 
 def route_applies(config: dict[str, Any], fmt: Format, route: str) -> bool:

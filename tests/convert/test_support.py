@@ -64,18 +64,37 @@ def test_refusal_crosses_the_child_process_typed_and_before_any_work(keras, tmp_
 def test_masked_rnn_is_refused_by_the_pt2_export_route_only(keras, tmp_path):
     x = keras.Input((6,), dtype="int32", name="tokens")
     h = keras.layers.Embedding(20, 4, mask_zero=True, name="embed")(x)
-    src = _save(keras, tmp_path, "masked", x, keras.layers.GRU(3, name="rnn")(h))
+    src = _save(keras, tmp_path, "masked", x, keras.layers.SimpleRNN(3, name="rnn")(h))
     with pytest.raises(UnsupportedConversionError,
-                       match=r"layer 'rnn' \(GRU\) cannot be converted to pt2: it consumes a mask .*iterates over "
-                             r"the batch .*fixes the batch size; routes of pt2 that take it: unrolled; formats that "
-                             "take it: onnx, saved_model, tflite, torchscript, tvm$"):
+                       match=r"layer 'rnn' \(SimpleRNN\) cannot be converted to pt2: it consumes a mask .*iterates "
+                             r"over the batch .*fixes the batch size .*; routes of pt2 that take it: unrolled; formats "
+                             "that take it: onnx, saved_model, tflite, torchscript, tvm$"):
         check_support(src, "pt2", route="export")
     check_support(src, "pt2")  # the 'unrolled' route takes it (tests/convert/test_routes.py converts it)
     check_support(src, "pt2", route="unrolled")
     check_support(src, "torchscript")
     x2 = keras.Input((6,), dtype="int32", name="tokens")  # the same RNN without a mask is fine
     h2 = keras.layers.Embedding(20, 4, name="embed")(x2)
-    check_support(_save(keras, tmp_path, "unmasked", x2, keras.layers.GRU(3, name="rnn")(h2)), "pt2")
+    check_support(_save(keras, tmp_path, "unmasked", x2, keras.layers.SimpleRNN(3, name="rnn")(h2)), "pt2")
+
+
+@pytest.mark.parametrize("layer, scanned", [("GRU", True), ("BiLSTM", True), ("GRU_reset_before", False),
+                                            ("LSTM_relu", False)])
+def test_a_masked_lstm_or_gru_with_standard_gates_is_left_to_the_export_route(keras, tmp_path, layer, scanned):
+    """torch.export runs a masked LSTM / GRU with tanh / sigmoid gates as torch's scan (converters/_torch_rnn.py);
+    other gates or GRU(reset_after=False) keep Keras' masked loop and are refused by the export route."""
+    L = keras.layers
+    rnn = {"GRU": lambda: L.GRU(3, name="rnn"), "BiLSTM": lambda: L.Bidirectional(L.LSTM(3), name="rnn"),
+           "GRU_reset_before": lambda: L.GRU(3, reset_after=False, name="rnn"),
+           "LSTM_relu": lambda: L.LSTM(3, activation="relu", name="rnn")}[layer]()
+    x = keras.Input((6,), dtype="int32", name="tokens")
+    src = _save(keras, tmp_path, layer.lower(), x, rnn(L.Embedding(20, 4, mask_zero=True, name="embed")(x)))
+    if scanned:
+        check_support(src, "pt2", route="export")
+    else:
+        with pytest.raises(UnsupportedConversionError, match=r"layer 'rnn' \(\w+\) cannot be converted to pt2: it "
+                                                             "consumes a mask"):
+            check_support(src, "pt2", route="export")
 
 
 def test_string_inputs_are_refused_for_torch_formats(keras, tmp_path):
