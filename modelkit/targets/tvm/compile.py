@@ -160,11 +160,16 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
     from tvm.relax.frontend.onnx import from_onnx
 
     from ..._onnx import slim
+    from .loops import reverse_sequences, unroll_loops
 
     sig = fix_batch(onnx_signature(proto), batch)
     if batch is not None:
         proto = _with_shapes(proto, sig)
     proto = _onehot_for_tvm(slim(proto))  # TVM's importer rejects some exporters' Reshape patterns until simplified
+    proto, unrolled = unroll_loops(proto)  # a recurrent loop of fixed length (the importer has no Loop)
+    proto, reversed_ = reverse_sequences(proto)  # a masked backward RNN (nor ReverseSequence)
+    if unrolled or reversed_:
+        proto = slim(proto)  # fold each copy's iteration-number arithmetic
     shape_dict = {s.name: list(s.shape) for s in sig.inputs} if batch is not None else None
     try:
         with engine_chatter_swallowed():  # the importer prints the operator it failed on, and C++ warnings
@@ -173,8 +178,12 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
         text = _importer_text(exc)
         open_dims = [(s.name, i) for s in sig.inputs for i, d in enumerate(s.shape) if i > 0 and d is None]
         if "not supported for frontend ONNX" in text:  # e.g. Loop (a recurrent layer), whatever the shapes
+            hint = ""
+            if "Loop" in text and open_dims:
+                hint = (f"; a Loop of a fixed number of steps is unrolled, and dimension '{open_dims[0][0]}' dim "
+                        f"{open_dims[0][1]} is open: fix it when converting from Keras (--input-spec)")
             typed: ConversionError = UnsupportedConversionError(
-                f"TVM's ONNX importer cannot convert {name}: {text}; the ONNX model itself runs with onnxruntime")
+                f"TVM's ONNX importer cannot convert {name}: {text}; the ONNX model itself runs with onnxruntime{hint}")
         elif open_dims:
             iname, axis = open_dims[0]
             spec = next(s for s in sig.inputs if s.name == iname)
