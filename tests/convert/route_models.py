@@ -83,6 +83,23 @@ def _gru_open(L: Any) -> tuple[Any, Any]:
     return x, L.Dense(3, name="probs", activation="softmax")(L.GRU(8, name="gru")(x))
 
 
+def _masked_open(L: Any) -> tuple[Any, Any]:
+    """Padded token ids of any length: Embedding(mask_zero=True) -> Bidirectional(LSTM) returning sequences ->
+    a backward GRU -> softmax (a mask, both directions and stacking over an open length)."""
+    x = keras.Input((None,), dtype="int32", name="tokens")
+    h = L.Embedding(40, 8, mask_zero=True)(x)
+    h = L.Bidirectional(L.LSTM(6, return_sequences=True), name="bilstm")(h)
+    return x, L.Dense(3, activation="softmax", name="probs")(L.GRU(5, go_backwards=True, name="back_gru")(h))
+
+
+def _masked_pool(L: Any) -> tuple[Any, Any]:
+    """A review classifier: padded ids of any length -> Bidirectional(GRU) returning sequences -> masked mean
+    (NaN for a row of padding only, in Keras as in any faithful artifact)."""
+    x = keras.Input((None,), dtype="int32", name="tokens")
+    h = L.Bidirectional(L.GRU(6, return_sequences=True), name="bigru")(L.Embedding(40, 8, mask_zero=True)(x))
+    return x, L.Dense(2, activation="softmax", name="probs")(L.GlobalAveragePooling1D()(h))
+
+
 def _dead_gru(L: Any) -> tuple[Any, Any]:
     """A GRU under a zero Dense head: its output never changes, so parity proves nothing on any route."""
     x = keras.Input((6, 3), name="frames")
@@ -115,7 +132,8 @@ def _discretize(L: Any) -> tuple[Any, Any]:
 
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "lstm": _lstm, "gru": _gru, "simple_rnn": _simple_rnn, "bilstm": _bilstm, "stacked": _stacked,
-    "masked_bilstm": _masked_bilstm, "masking_gru": _masking_gru, "gru_open": _gru_open, "dead_gru": _dead_gru,
+    "masked_bilstm": _masked_bilstm, "masking_gru": _masking_gru, "gru_open": _gru_open,
+    "masked_open": _masked_open, "masked_pool": _masked_pool, "dead_gru": _dead_gru,
     "gelu": _gelu, "erf": _erf, "discretize": _discretize}
 
 

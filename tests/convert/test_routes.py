@@ -40,17 +40,15 @@ PLAIN_OK = {"onnx": "tf2onnx", "saved_model": "export-archive", "tflite": "conve
 # (kind, format) -> the route it converts by, or (error class, patterns its message must contain)
 EXPECTED: dict[tuple[str, str], object] = {
     **{("stacked", f): r for f, r in {**RNN_OK, "pt2": "unrolled"}.items()},
-    **{("masked_bilstm", f): r for f, r in {**RNN_OK, "pt2": "unrolled"}.items()},
-    **{("masking_gru", f): r for f, r in {**RNN_OK, "pt2": "unrolled"}.items()},
+    # a masked LSTM / GRU runs as torch's scan under torch.export (converters/_torch_rnn.py)
+    **{("masked_bilstm", f): r for f, r in {**RNN_OK, "pt2": "export"}.items()},
+    **{("masking_gru", f): r for f, r in {**RNN_OK, "pt2": "export"}.items()},
     ("gru_open", "onnx"): "tf2onnx", ("gru_open", "saved_model"): "export-archive",
-    ("gru_open", "tflite"): (U, ["gru_open.keras: no route converts keras to tflite", r"route 'converter' \(" + U,
-                                r"layer 'gru' \(GRU\) cannot be converted to tflite by the converter route",
-                                r"route 'unrolled' \(" + U, "its input has an open time axis",
-                                r"--input-spec frames:\?,<length>,6:float32", "formats that convert it at any "
-                                "length: onnx, saved_model"]),
+    ("gru_open", "tflite"): "loop",  # one builtin WHILE over any length (converters/_tf_loop.py)
+    ("masked_open", "tflite"): "loop", ("masked_open", "pt2"): "export", ("masked_open", "torchscript"): "trace",
+    ("masked_pool", "pt2"): "export", ("masked_pool", "torchscript"): "trace",  # checks that meet NaN (padding)
     ("gru_open", "torchscript"): "trace",  # traced as torch's fused GRU op: any length (converters/_torch_rnn.py)
-    ("gru_open", "pt2"): (U, ["no route converts keras to pt2", r"route 'export' \(" + U, r"route 'unrolled' \(" + U,
-                             "dimension 1 of input 'frames'", r"layer 'gru' \(GRU\)"]),
+    ("gru_open", "pt2"): "export",  # a scan over the open length (converters/_torch_rnn.py)
     **{("gelu", f): r for f, r in PLAIN_OK.items()},
     **{("erf", f): r for f, r in PLAIN_OK.items() if f != "tflite"},
     ("erf", "tflite"): (U, [r"layer 'erf_gate' \(ErfGate\) cannot be converted to tflite: it runs TensorFlow op\(s\) "
@@ -64,7 +62,9 @@ FORCED = ("gelu", "erf", "masked_bilstm")  # also converted to onnx by the torch
 # CI: the cells where a second route or a combined refusal is the answer (the end-to-end tests below add
 # discretize -> onnx and a length from --input-spec); the whole matrix is slow
 CI_CELLS = {("masked_bilstm", "tflite"), ("masked_bilstm", "pt2"), ("masking_gru", "tflite"), ("masking_gru", "pt2"),
-            ("gru_open", "tflite"), ("erf", "tflite"), ("gelu", "onnx"), ("masked_bilstm", "onnx:torch")}
+            ("gru_open", "tflite"), ("masked_open", "tflite"), ("masked_open", "pt2"), ("masked_open", "torchscript"),
+            ("masked_pool", "pt2"), ("masked_pool", "torchscript"), ("erf", "tflite"), ("gelu", "onnx"),
+            ("masked_bilstm", "onnx:torch")}
 FIXED = {"stacked": 12, "bilstm": 12, "masked_bilstm": 10, "masking_gru": 12, "lstm": 12, "gru": 10, "simple_rnn": 9}
 
 
@@ -153,6 +153,10 @@ def _check_cell(r: dict, kind: str, fmt: str) -> None:
         assert route["unrolled"]["layers"] and route["unrolled"]["steps"] == [FIXED[kind]]
         if fmt == "tflite":
             assert route["unrolled"]["sequence_lengths"] == {name: FIXED[kind]}
+    if want == "loop":  # verified at several lengths, the length left open
+        assert route["loop"]["layers"] and route["tried"][-1]["route"] == "unrolled"
+        assert "its input has an open time axis" in route["tried"][-1]["error"]
+        assert parity["dynamic_dims"][name]["1"]["dynamic"] and parity["dynamic_dims"][name]["1"]["sizes"][0] == 1
 
 
 @pytest.mark.parametrize("kind, fmt", sorted(c for c in CI_CELLS if c in EXPECTED))
@@ -214,19 +218,20 @@ def test_unrolled_artifacts_match_keras_at_other_batches_on_padded_and_masked_in
 
 def test_a_route_failing_parity_hands_over_and_every_failure_is_kept(matrix, tmp_path):
     """A dead model (a GRU under a zero head) fails on every route of keras -> tflite: the converter refuses
-    the GRU, the unrolled route converts but parity proves nothing (VacuousParityError); the error is that
-    ParityError with both routes' reasons, and the unrolled artifact is kept under its route's name."""
+    the GRU, the unrolled and loop routes convert but parity proves nothing (VacuousParityError); the error
+    is that ParityError with every route's reason, and each artifact is kept under its route's name."""
     src = Path(matrix[("gelu", "onnx")]["path"]).parent / "dead_gru.keras"
     (r,) = _child.run(f"{MODULE}:convert_each", {"jobs": [
         {"src": str(src), "dest": str(tmp_path / "dead_gru.tflite"), "source": "keras", "target": "tflite",
-         "routes": ["converter", "unrolled"]}]}, backend="tensorflow")
+         "routes": ["converter", "unrolled", "loop"]}]}, backend="tensorflow")
     assert r.get("error") == "VacuousParityError", r
     assert re.search(r"no route converts keras to tflite: route 'converter' \(UnsupportedConversionError\): "
-                     r"layer 'gru' \(GRU\).*; route 'unrolled' \(VacuousParityError\): .*constant across",
-                     r["message"])
+                     r"layer 'gru' \(GRU\).*; route 'unrolled' \(VacuousParityError\): .*constant across.*"
+                     r"; route 'loop' \(VacuousParityError\)", r["message"])
     kept = tmp_path / "dead_gru.unrolled.parity-failed.tflite"
     route = json.loads(manifest_path(kept).read_text())["extra"]["route"]
     assert kept.is_file() and route["taken"] == "unrolled" and route["tried"][0]["route"] == "converter"
+    assert (tmp_path / "dead_gru.loop.parity-failed.tflite").is_file()
     assert not (tmp_path / "dead_gru.tflite").exists()
 
 
@@ -235,11 +240,37 @@ def test_the_converter_route_failing_prints_one_line_not_the_converters_diagnost
     route is one line naming the layer, and the converter's own lines stay out of the user's terminal."""
     src = Path(matrix[("gelu", "onnx")]["path"]).parent / "gru_open.keras"
     capfd.readouterr()
-    with pytest.raises(UnsupportedConversionError):  # the length is open: the unrolled route refuses too
-        modelkit.convert(src, "tflite", out_dir=tmp_path)
+    (r,) = modelkit.convert(src, "tflite", out_dir=tmp_path)  # the length is open: the 'loop' route takes it
     err = capfd.readouterr().err
+    assert r.route["taken"] == "loop" and [t["route"] for t in r.route["tried"]] == ["converter", "unrolled"]
     assert "route 'converter' failed (UnsupportedConversionError): layer 'gru'" in err, err
     assert "loc(callsite" not in err and "TensorListReserve" not in err, err
+
+
+def test_open_length_artifacts_match_keras_at_lengths_and_batches_no_check_used(matrix):
+    """Independent of the verifier: the 'loop' TFLite artifacts, the scanned .pt2 and the TorchScript file
+    with its scripted masked loop at lengths 1, 5 and 41,
+    batches 1 and 3, token ids padded at the end, in the middle and all padding (a mask over an open
+    length, both directions, a Bidirectional returning sequences: zeros at masked steps)."""
+    folder = Path(matrix[("masked_open", "tflite")]["path"]).parent
+    rng = np.random.default_rng(9)
+    for kind, fmt in (("masked_open", "tflite"), ("masked_open", "pt2"), ("masked_open", "torchscript"),
+                      ("gru_open", "tflite")):
+        reference, artifact = _keras(folder / f"{kind}.keras"), modelkit.load(matrix[(kind, fmt)]["path"])
+        if fmt == "tflite":
+            (detail,) = artifact.interpreter.get_input_details()
+            assert list(detail["shape_signature"]) == ([-1, -1] if kind == "masked_open" else [-1, -1, 6])
+        for batch, length in ((1, 1), (3, 5), (3, 41), (1, 41)):
+            if kind == "masked_open":
+                x = rng.integers(1, 40, (batch, length)).astype(np.int32)
+                x[:, length * 3 // 4:] = 0
+                x[0, length // 3: length // 2] = 0
+                if batch > 1:
+                    x[-1] = 0  # all padding
+            else:
+                x = rng.normal(size=(batch, length, 6)).astype(np.float32)
+            want = reference.predict(x)["probs"]
+            np.testing.assert_allclose(artifact.predict(x)["probs"], want, atol=1e-4, err_msg=f"{kind} {fmt} {x.shape}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -326,12 +357,12 @@ def test_routes_a_model_does_not_need_are_left_out_before_any_work(matrix):
     recurrent = check_keras_archive(folder / "masked_bilstm.keras")
     names = lambda specs: [e.route for e in specs[0]]  # noqa: E731
     assert names(hop_routes(Format.KERAS, Format.TFLITE, set(), {}, plain)) == ["converter"]
-    assert names(hop_routes(Format.KERAS, Format.TFLITE, set(), {}, recurrent)) == ["converter", "unrolled"]
+    assert names(hop_routes(Format.KERAS, Format.TFLITE, set(), {}, recurrent)) == ["converter", "unrolled", "loop"]
     assert names(hop_routes(Format.KERAS, Format.TORCH_EXPORT, set(), {}, plain)) == ["export"]
     assert names(hop_routes(Format.KERAS, Format.ONNX, set(), {"opset": 18}, plain)) == ["tf2onnx", "torch"]
     assert names(hop_routes(Format.KERAS, Format.ONNX, {"torch"}, {}, plain)) == ["torch"]
-    custom = check_keras_archive(folder / "gelu.keras")  # a registered layer could hold an LSTM: both routes
-    assert names(hop_routes(Format.KERAS, Format.TFLITE, set(), {}, custom)) == ["converter", "unrolled"]
+    custom = check_keras_archive(folder / "gelu.keras")  # a registered layer could hold an LSTM: every route
+    assert names(hop_routes(Format.KERAS, Format.TFLITE, set(), {}, custom)) == ["converter", "unrolled", "loop"]
 
 
 def test_combined_error_type_follows_what_the_routes_did():
@@ -404,5 +435,6 @@ def test_masked_and_stacked_rnns_saved_under_torch_or_jax_convert_to_tflite_and_
     _child.run(f"{MODULE}:save_all", {"saves": saves}, backend=backend, quiet=True)
     for kind in kinds:
         results = {r.format: r for r in modelkit.convert(tmp_path / f"{kind}.keras", "tflite,pt2", out_dir=tmp_path)}
-        assert results["tflite"].route["taken"] == "unrolled" and results["pt2"].route["taken"] == "unrolled"
+        assert results["tflite"].route["taken"] == "unrolled"
+        assert results["pt2"].route["taken"] == ("export" if kind == "masked_bilstm" else "unrolled")  # a scan
         assert all(r.parity["ok"] for r in results.values())
