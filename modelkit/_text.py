@@ -23,3 +23,15 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     sep = "  ".join("-" * w for w in widths)
     body = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     return "\n".join([line, sep, *body])
+
+
+QUIET_ENV = "MODELKIT_QUIET"  # "1": progress lines off, in this process and the children it starts
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr (results go to stdout), unless quiet (`modelkit -q`, MODELKIT_QUIET=1)."""
+    import os
+    import sys
+
+    if os.environ.get(QUIET_ENV) != "1":
+        print(message, file=sys.stderr, flush=True)

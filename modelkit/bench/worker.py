@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .._text import progress
 from .stats import summarize, time_calls
 
 MODES = ("run", "keras.predict")
@@ -66,8 +67,8 @@ def measure(artifact: str, mode: str, batches: list[int], threads: int | None, d
         row = {"batch": batch, "first_call_s": first_s, **summarize(times, batch), "peak_rss_bytes": peak_rss_bytes()}
         results.append(row)
         lat = row["latency_ms"]
-        print(f"[{index + i}/{total}] {label} b={batch} ... p50 {lat['p50']:.3g} ms, p99 {lat['p99']:.3g} ms, "
-              f"{row['throughput_sps']:.4g} samples/s", file=sys.stderr, flush=True)
+        progress(f"[{index + i}/{total}] {label} b={batch} ... p50 {lat['p50']:.3g} ms, p99 {lat['p99']:.3g} ms, "
+                 f"{row['throughput_sps']:.4g} samples/s")
     return {"load_s": load_s, "engine": model.engine, "rss_start_bytes": rss_start, "batches": results,
             "inputs": data_label or f"seeded uniform [0,1), seed {seed}", "pid": os.getpid(),
             "frameworks": sorted(f for f in FRAMEWORKS if f in sys.modules),

@@ -5,11 +5,14 @@ Only click is imported here, so `modelkit --help` stays fast; each command impor
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import traceback
 from typing import Any
 
 import click
+
+from .._text import QUIET_ENV
 
 # name -> (module, one-line help shown by `modelkit --help` without importing the module)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -69,9 +72,12 @@ def _fail(ctx: click.Context, exc: BaseException, message: str) -> None:
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress lines on stderr (results, warnings and errors still print). Goes before the command: "
+                   "modelkit -q convert ...")
 @click.version_option(package_name="modelkit")
 @click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
+def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
     """modelkit: train, convert, verify, compile, run and serve models, with parity proven on every hop.
 
     \b
@@ -81,7 +87,10 @@ def main(ctx: click.Context, debug: bool) -> None:
       modelkit inspect cnn.onnx
       modelkit run cnn.onnx --input x.npy
 
-    Errors print one line and exit with code 2; add --debug for the traceback.
+    Errors print one line and exit with code 2; add --debug for the traceback. Progress goes to stderr,
+    results to stdout; -q turns the progress off.
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    if quiet:  # for this process and the children it starts (modelkit._text.progress)
+        os.environ[QUIET_ENV] = "1"

@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import _atomic
 from .. import manifest as _manifest
+from .._text import progress
 from ..formats import Format
 from ..keras_io.inputs import parse_input_specs, using_input_spec
 from . import quantize as _q
@@ -111,7 +112,7 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
         if verify:  # the source and its verification inputs first: samples that do not fit fail before converting
             reference = _reference(src_p, edge, trust_unsafe_code)
             plan = _plan(reference, src_manifest, data)
-        print(f"{tag}: converting {src_p.name} ...", file=sys.stderr, flush=True)
+        progress(f"{tag}: converting {src_p.name} ...")
         tmp = tmpdir / dest_p.name
         t0 = time.perf_counter()
         info = edge.func(src_p, tmp, **call_opts)
@@ -157,7 +158,7 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
         _atomic.replace(tmp, dest_p, force)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
-    print(f"{tag}: wrote {dest_p} in {seconds:.1f} s; {_verdict(report, accuracy, mode)}", file=sys.stderr, flush=True)
+    progress(f"{tag}: wrote {dest_p} in {seconds:.1f} s; {_verdict(report, accuracy, mode)}")
     return {"format": edge.target.value, "path": str(dest_p), "seconds": seconds,
             "size_bytes": m.size_bytes, "parity": report.to_dict() if report else None,
             "quantization": m.quantization, "accuracy": accuracy, "route": m.extra["route"]}

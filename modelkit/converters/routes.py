@@ -13,11 +13,11 @@ instead of raising).
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Iterable
 
 from .. import errors
+from .._text import progress
 from ..errors import ConversionError, EngineNotInstalledError, ParityError, UnsupportedConversionError
 from ..formats import Format
 from .registry import ROUTES, EdgeSpec, route_table, routes
@@ -47,8 +47,7 @@ def run_routes(src: str, dest: str, source: str, target: str, routes: list[str] 
             if last and name == names[-1] and not done:
                 raise  # the only route tried: its own error, unchanged
             done.append(failure(name, exc))
-            print(f"{source} -> {target}: route '{name}' failed ({type(exc).__name__}): {_text(exc)[:300]}",
-                  file=sys.stderr, flush=True)
+            progress(f"{source} -> {target}: route '{name}' failed ({type(exc).__name__}): {_text(exc)[:300]}")
     if last:
         raise combined_error(src, source, target, done)
     return {"failed": done, "path": dest}

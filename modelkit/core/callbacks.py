@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from .. import _atomic
+from .._text import progress
 from ..errors import TrainingError
 
 STATE = "state.json"
@@ -45,7 +45,7 @@ def epoch_printer(keras: Any, epochs: int, prefix: str = "") -> Any:
                 if value is not None:
                     parts.append(f"{label} {value:.4f}")
             parts.append(f"{time.perf_counter() - self._t0:.1f} s")
-            print("  ".join(parts), file=sys.stderr, flush=True)
+            progress("  ".join(parts))
 
     return EpochPrinter()
 

@@ -29,6 +29,7 @@ import numpy as np
 from .. import _atomic, _child, manifest
 from .._backend import import_keras, loaded_backend
 from .._require import require
+from .._text import progress
 from ..errors import TrainingError
 from ..keras_io import custom
 from . import data as _data
@@ -180,7 +181,7 @@ def _run_trials(tuner: Any, cfg: TrainConfig, fit_args: dict[str, Any]) -> int:
         before = len(tuner.oracle.trials)
         tuner.oracle.max_trials = before + 1
         if cfg.verbose:
-            print(f"trial {before + 1}/{target if target < 10**6 else '?'} ...", file=sys.stderr, flush=True)
+            progress(f"trial {before + 1}/{target if target < 10**6 else '?'} ...")
         tuner.search(**fit_args)
         if len(tuner.oracle.trials) == before:  # the space is exhausted
             break

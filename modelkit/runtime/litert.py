@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import manifest as _manifest
+from .._quiet import engine_chatter_swallowed
 from .._require import require
 from ..errors import LoadError, ShapeError
 from ..formats import Format
@@ -132,8 +133,11 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, **options:
 
     data = open_bytes(p)  # validated, and probed in a sandboxed child unless this machine knows its sha256
     try:
-        interpreter = Interpreter(model_content=data, num_threads=int(threads) if threads else None)
-        _allocate(interpreter)
+        # the runtime announces its delegate on fd 2 ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU."),
+        # once per load; a failure still reaches the user as the typed error below
+        with engine_chatter_swallowed():
+            interpreter = Interpreter(model_content=data, num_threads=int(threads) if threads else None)
+            _allocate(interpreter)
         return LiteRTModel(p, interpreter)
     except LoadError:
         raise

@@ -34,6 +34,21 @@ def test_convert_json_and_verify(runner, cnn_tf, tmp_path):
     assert "error: " in r.output and "max abs error" in r.output
 
 
+def test_quiet_turns_progress_off_in_the_children_too_and_keeps_results(runner, cnn_tf, tmp_path, monkeypatch):
+    from modelkit._text import QUIET_ENV
+
+    monkeypatch.setenv(QUIET_ENV, "0")  # restored after the test: -q sets it for the process
+    loud = runner.invoke(main, ["convert", str(cnn_tf), "--to", "onnx", "--out", str(tmp_path / "a")])
+    assert loud.exit_code == 0, loud.output
+    assert "[1/1] keras -> onnx: converting cnn_tf.keras" in loud.stderr  # printed by the converting child
+    quiet = runner.invoke(main, ["-q", "convert", str(cnn_tf), "--to", "onnx", "--out", str(tmp_path / "b")])
+    assert quiet.exit_code == 0, quiet.output
+    assert "converting" not in quiet.stderr and "keras -> onnx" not in quiet.stderr, quiet.stderr
+    assert "cnn_tf.onnx" in quiet.stdout and "ok" in quiet.stdout  # the result table
+    assert (tmp_path / "b" / "cnn_tf.onnx").is_file()
+    assert "-q, --quiet" in runner.invoke(main, ["--help"]).output
+
+
 def test_convert_refuses_existing_output_with_one_line(runner, converted):
     onnx_path = converted["tensorflow"]["onnx"]
     src = onnx_path.parent.parent / "cnn_tf.keras"

@@ -88,3 +88,4 @@ def test_loading_tflite_imports_no_framework(cnn_tflite):
     assert proc.returncode == 0, proc.stderr[-2000:]
     shape, heavy = json.loads(proc.stdout.strip().splitlines()[-1])
     assert shape == [2, 10] and heavy == []
+    assert "XNNPACK" not in proc.stderr and "INFO:" not in proc.stderr, proc.stderr  # the engine's own notice

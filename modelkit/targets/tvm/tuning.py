@@ -12,12 +12,12 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from ... import _atomic
+from ..._text import progress
 from ...errors import ConversionError, TuningInterrupted
 
 WORKLOADS = "database_workload.json"
@@ -206,4 +206,4 @@ def _cost_model(ms: Any) -> Any:
 
 
 def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    progress(msg)
