@@ -17,29 +17,17 @@ from typing import Any, Iterator
 
 
 @contextlib.contextmanager
-def looped_rnn() -> Iterator[list[int]]:
+def looped_rnn() -> Iterator[None]:
     """Within the block, Keras' recurrent layers (TensorFlow backend) run the while loop below, and the
-    fused cuDNN kernels are off so that every layer takes it; yields the list of loop calls (one per layer
-    call) as it fills."""
+    fused cuDNN kernels are off so that every layer takes it."""
+    from unittest import mock  # the standard library's attribute patching, restored on exit
+
     from keras.src import backend
 
-    calls: list[int] = []
-    saved = (backend.rnn, backend.lstm, backend.gru)
+    from ._unroll import _not_fused
 
-    def patched(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return rnn(*args, **kwargs)
-
-    backend.rnn = patched
-    backend.lstm = backend.gru = _not_fused
-    try:
-        yield calls
-    finally:
-        backend.rnn, backend.lstm, backend.gru = saved
-
-
-def _not_fused(*args: Any, **kwargs: Any) -> Any:
-    raise NotImplementedError  # Keras' layers then run the generic loop (backend.rnn)
+    with mock.patch.multiple(backend, rnn=rnn, lstm=_not_fused, gru=_not_fused):
+        yield
 
 
 def rnn(step_function: Any, inputs: Any, initial_states: Any, go_backwards: bool = False, mask: Any = None,

@@ -11,8 +11,6 @@ hop; the manifest records the route and the layers looped (extra.route.loop).
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,25 +25,11 @@ ROUTE = "loop"
            options={"quantize": "none", "calibration_data": None})
 def keras_to_tflite_loop(src: Path, dest: Path, quantize: str = "none", calibration_data: str | None = None,
                          trust_unsafe_code: bool = False) -> dict[str, Any]:
-    from ..errors import UnsupportedConversionError
     from ._tf_loop import looped_rnn
-    from ._unroll import recurrent_layers
-    from .keras_tflite import _refusal, convert_saved_model, info, prepare
-    from .keras_tflite_unrolled import traced_saved_model
+    from .keras_tflite_unrolled import convert_recurrent, traced_saved_model
 
-    mode, model, sig, calibration = prepare(src, quantize, calibration_data, trust_unsafe_code)
-    layers = recurrent_layers(model)
-    if not layers:
-        raise UnsupportedConversionError(f"{Path(src).name}: the '{ROUTE}' route loops recurrent layers, and "
-                                         "the model has none")
-    folder = Path(tempfile.mkdtemp(prefix="modelkit-loop-"))
-    try:
+    def trace(model: Any, sig: Any, folder: Path) -> tuple[Path, dict[str, Any]]:
         with looped_rnn():
-            saved = traced_saved_model(model, sig, folder)
-        blob = convert_saved_model(saved, mode, calibration, lambda exc: _refusal(exc, model, sig, mode))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    dest.write_bytes(blob)
-    out = info(mode, calibration, calibration_data)
-    out["route"] = {"loop": {"layers": [layer.name for layer in layers]}}
-    return out
+            return traced_saved_model(model, sig, folder), {}
+
+    return convert_recurrent(src, dest, quantize, calibration_data, trust_unsafe_code, ROUTE, trace)

@@ -29,28 +29,38 @@ ROUTE = "unrolled"
            options={"quantize": "none", "calibration_data": None})
 def keras_to_tflite_unrolled(src: Path, dest: Path, quantize: str = "none", calibration_data: str | None = None,
                              trust_unsafe_code: bool = False) -> dict[str, Any]:
+    def trace(model: Any, sig: Any, folder: Path) -> tuple[Path, dict[str, Any]]:
+        saved, steps = _saved_model(model, sig, folder)
+        lengths = {s.name: s.shape[1] for s in sig.inputs if len(s.shape) > 1}
+        return saved, {"steps": sorted(set(steps)), "sequence_lengths": lengths}
+
+    return convert_recurrent(src, dest, quantize, calibration_data, trust_unsafe_code, ROUTE, trace)
+
+
+def convert_recurrent(src: Path, dest: Path, quantize: str, calibration_data: str | None, trust_unsafe_code: bool,
+                      route: str, trace: Callable[[Any, Any, Path], tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
+    """What the recurrent routes of keras -> tflite share: the original model (the loop is swapped while
+    tracing only), a refusal when it has no recurrent layer, `trace(model, sig, folder)` -> (SavedModel,
+    the route's facts for the manifest), TFLite conversion, the edge's info with extra.route[route]."""
     from ..errors import UnsupportedConversionError
     from ._unroll import recurrent_layers
     from .keras_tflite import _refusal, convert_saved_model, info, prepare
 
-    # the original model: the loop is swapped while tracing only
     mode, model, sig, calibration = prepare(src, quantize, calibration_data, trust_unsafe_code)
     layers = recurrent_layers(model)
     if not layers:
-        raise UnsupportedConversionError(f"{Path(src).name}: the '{ROUTE}' route unrolls recurrent layers, and "
-                                         "the model has none")
-    folder = Path(tempfile.mkdtemp(prefix="modelkit-unrolled-"))
+        raise UnsupportedConversionError(f"{Path(src).name}: the '{route}' route is for recurrent layers, and the "
+                                         "model has none")
+    folder = Path(tempfile.mkdtemp(prefix=f"modelkit-{route}-"))
     try:
-        saved, steps = _saved_model(model, sig, folder)
+        saved, facts = trace(model, sig, folder)
         # an op with no builtin (a layer's Erf) is refused naming its layer, as on the converter route
         blob = convert_saved_model(saved, mode, calibration, lambda exc: _refusal(exc, model, sig, mode))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     dest.write_bytes(blob)
     out = info(mode, calibration, calibration_data)
-    lengths = {s.name: s.shape[1] for s in sig.inputs if len(s.shape) > 1}
-    out["route"] = {"unrolled": {"layers": [layer.name for layer in layers], "steps": sorted(set(steps)),
-                                 "sequence_lengths": lengths}}
+    out["route"] = {route: {"layers": [layer.name for layer in layers], **facts}}
     return out
 
 
