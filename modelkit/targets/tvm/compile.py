@@ -120,7 +120,8 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
                                "another batch"
         print(f"{src.name}: {batch_note}", file=sys.stderr, flush=True)
     tvm_target = tvm.target.Target(tgt.tvm)
-    mod = _prepare(mod, tvm_target)
+    with engine_chatter_swallowed():  # TVM's C++ warnings while legalizing (e.g. a gather's "Fast mode" notice)
+        mod = _prepare(mod, tvm_target)
     tune_info = None
     database = None
     if tuned:
@@ -133,7 +134,8 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
         db_dir = (Path(cache_dir) / key) if cache_dir else tuning.cache_root() / key
         database, tune_info = tuning.tune(mod, tvm_target, db_dir, trials, budget_s)
     t1 = time.perf_counter()
-    executable = _build(mod, tvm_target, database)
+    with engine_chatter_swallowed():  # and while lowering
+        executable = _build(mod, tvm_target, database)
     _export(executable, dest, tgt)
     from ...trust import record_library
 
