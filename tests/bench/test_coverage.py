@@ -1,6 +1,6 @@
-"""benchmarks/coverage.py cannot rot: its command line on one model (a masked LSTM saved under TensorFlow)
-to one format that converts and one that is refused before any work, the JSON it writes, --resume, and
-the percentages and table it prints."""
+"""benchmarks/coverage.py cannot rot: its command line on one model (a masked LSTM of any length saved under
+TensorFlow) to one format that converts and one that is refused (TVM: its importer has no Loop), the JSON
+it writes, --resume, and the percentages and table it prints."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ from benchmarks.coverage import Cell, render, summarize
 def test_one_model_two_formats_through_the_command_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MODELKIT_IMPORTS", "")  # the script names its zoo for its children; not for later tests
     out_json = tmp_path / "coverage.json"
-    args = ["--models", "masked_lstm", "--backends", "tensorflow", "--formats", "onnx,pt2", "--out",
+    args = ["--models", "masked_lstm", "--backends", "tensorflow", "--formats", "onnx,tvm", "--out",
             str(tmp_path / "work"), "--json", str(out_json), "--cell-timeout", "600"]
     assert coverage.main(args) == 0
     printed = capsys.readouterr().out
@@ -20,8 +20,9 @@ def test_one_model_two_formats_through_the_command_line(tmp_path, capsys, monkey
     cells = {c["format"]: c for c in data["cells"]}
     assert cells["onnx"]["status"] == "ok", cells["onnx"]
     assert cells["onnx"]["max_abs"] <= coverage.ATOL  # against the predictions made when it was saved
-    assert cells["pt2"]["status"] == "refused" and cells["pt2"]["error"] == "UnsupportedConversionError"
-    assert "layer 'lstm' (LSTM) cannot be converted to pt2" in cells["pt2"]["message"]
+    assert cells["tvm"]["status"] == "refused" and cells["tvm"]["error"] == "UnsupportedConversionError"
+    assert "TVM's ONNX importer cannot convert masked_lstm.onnx" in cells["tvm"]["message"]
+    assert "dimension 'ids' dim 1 is open" in cells["tvm"]["message"]
     assert data["summary"]["overall"] == {"cells": 2, "ok": 1, "refused": 1, "fail": 0, "ok_pct": 50.0,
                                           "ok_or_refused_pct": 100.0}
     assert "| masked_lstm | tensorflow | ok | refused |" in printed
@@ -30,7 +31,7 @@ def test_one_model_two_formats_through_the_command_line(tmp_path, capsys, monkey
     before = out_json.read_text()
     assert coverage.main([*args, "--resume"]) == 0
     assert json.loads(out_json.read_text())["cells"] == json.loads(before)["cells"]
-    assert not (tmp_path / "work" / "tensorflow" / "masked_lstm_artifacts" / "masked_lstm.pt2").exists()
+    assert not (tmp_path / "work" / "tensorflow" / "masked_lstm_artifacts" / "masked_lstm.tvm.so").exists()
 
 
 def test_percentages_and_failing_cells_are_reported():
