@@ -61,7 +61,8 @@ def test_registering_a_function_outside_the_route_table_fails():
 def test_routes_are_tried_in_table_order_with_their_backends():
     got = {(s.value, t.value): [(e.route, e.backend) for e in specs] for (s, t), specs in registry._load().items()}
     assert got[("keras", "onnx")] == [("tf2onnx", "tensorflow"), ("torch", "torch")]
-    assert got[("keras", "tflite")] == [("converter", "tensorflow"), ("unrolled", "tensorflow")]
+    assert got[("keras", "tflite")] == [("converter", "tensorflow"), ("unrolled", "tensorflow"),
+                                        ("loop", "tensorflow")]
     assert got[("keras", "pt2")] == [("export", "torch"), ("unrolled", "torch")]
     assert registry.edges()[(Format.KERAS, Format.ONNX)].route == "tf2onnx"  # a pair's first route
     assert registry.get_edge(Format.KERAS, Format.ONNX, "torch").func_path.endswith("keras_to_onnx_torch")
