@@ -30,7 +30,7 @@ else
 fi
 # the aarch64 Python + TVM runtime that runs arm64 libraries under qemu (wheels from PyPI, cached)
 if command -v qemu-aarch64 >/dev/null 2>&1 && [ -e "$arm64_py" ]; then
-  "${PY:-.venv/bin/python}" -c "from modelkit.targets import emulate as e; e.available() is None or e.setup(); print('setup-system: aarch64 TVM runtime ready')" \
+  "${PY:-.venv/bin/python}" -c "from modelkit.targets.tvm import emulate as e; e.available() is None or e.setup(); print('setup-system: aarch64 TVM runtime ready')" \
     || echo "setup-system: could not set up the aarch64 runtime; arm64 libraries will be checked by ELF header only"
 fi
 # onnxruntime-web for browser bundles, from the npm registry, cached under ~/.cache/modelkit/npm
