@@ -34,12 +34,10 @@ def gru_step(carry: Tuple[torch.Tensor], xw: torch.Tensor, recurrent_kernel: tor
 
 def lstm_loop(xw: torch.Tensor, keep: torch.Tensor, h: torch.Tensor, c: torch.Tensor, recurrent_kernel: torch.Tensor,
               bias: torch.Tensor, zero_masked: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Keras' masked LSTM loop: (outputs, h, c)."""
+    """Keras' masked LSTM loop over lstm_step: (outputs, h, c)."""
     outputs: List[torch.Tensor] = []
     for t in range(xw.size(0)):
-        i, f, g, o = torch.chunk(xw[t] + h @ recurrent_kernel + bias, 4, dim=-1)
-        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h_new = torch.sigmoid(o) * torch.tanh(c_new)
+        h_new, c_new = lstm_step((h, c), xw[t], recurrent_kernel, bias)
         h, c = torch.where(keep[t], h_new, h), torch.where(keep[t], c_new, c)
         outputs.append(torch.where(keep[t], h_new, torch.zeros_like(h_new)) if zero_masked else h)
     return torch.stack(outputs, 0), h, c
@@ -47,13 +45,10 @@ def lstm_loop(xw: torch.Tensor, keep: torch.Tensor, h: torch.Tensor, c: torch.Te
 
 def gru_loop(xw: torch.Tensor, keep: torch.Tensor, h: torch.Tensor, recurrent_kernel: torch.Tensor,
              bias: torch.Tensor, zero_masked: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Keras' masked GRU loop (reset_after=True): (outputs, h)."""
+    """Keras' masked GRU loop over gru_step (reset_after=True): (outputs, h)."""
     outputs: List[torch.Tensor] = []
     for t in range(xw.size(0)):
-        x_z, x_r, x_h = torch.chunk(xw[t] + bias[0], 3, dim=-1)
-        h_z, h_r, h_h = torch.chunk(h @ recurrent_kernel + bias[1], 3, dim=-1)
-        z, r = torch.sigmoid(x_z + h_z), torch.sigmoid(x_r + h_r)
-        h_new = z * h + (1 - z) * torch.tanh(x_h + r * h_h)
+        h_new = gru_step((h,), xw[t], recurrent_kernel, bias)[0]
         h = torch.where(keep[t], h_new, h)
         outputs.append(torch.where(keep[t], h_new, torch.zeros_like(h_new)) if zero_masked else h)
     return torch.stack(outputs, 0), h

@@ -153,16 +153,11 @@ def _scan(cell: str, xw: Any, keep: Any, init: tuple[Any, ...], recurrent_kernel
 
 
 def _zero_output_for_mask() -> bool:
-    """zero_output_for_mask of the recurrent layer whose call is on the stack (a Bidirectional returning
-    sequences sets it on the layers it wraps)."""
-    import inspect
-
+    """zero_output_for_mask of the innermost recurrent layer whose call is on the stack (a Bidirectional
+    returning sequences sets it on the layers it wraps)."""
     import keras
 
-    frame = inspect.currentframe()
-    while frame is not None:
-        layer = frame.f_locals.get("self")
-        if isinstance(layer, keras.layers.RNN):
-            return bool(getattr(layer, "zero_output_for_mask", False))
-        frame = frame.f_back
-    return False
+    from ._unroll import recurrent_callers
+
+    rnn = next((layer for layer in recurrent_callers() if isinstance(layer, keras.layers.RNN)), None)
+    return bool(getattr(rnn, "zero_output_for_mask", False))

@@ -147,15 +147,21 @@ def recurrent_layers(model: Any) -> list[Any]:
 def _calling_layer() -> str:
     """"'name' (Class)" of the outermost recurrent layer (a Bidirectional before the RNN it wraps) whose call
     is on the stack, for naming it in a refusal."""
+    layers = recurrent_callers()
+    return f"'{layers[-1].name}' ({type(layers[-1]).__name__})" if layers else "(unknown)"
+
+
+def recurrent_callers() -> list[Any]:
+    """The Keras recurrent layers (RNN, Bidirectional) whose call is on the stack, innermost first."""
     import inspect
 
     import keras
 
-    found = "(unknown)"
+    found = []
     frame = inspect.currentframe()
     while frame is not None:
         layer = frame.f_locals.get("self")
-        if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)):
-            found = f"'{layer.name}' ({type(layer).__name__})"
+        if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)) and (not found or found[-1] is not layer):
+            found.append(layer)
         frame = frame.f_back
     return found
