@@ -106,6 +106,11 @@ class UserCodeError(ModelkitError):
     file and line, and --debug shows the traceback."""
 
 
+class UnregisteredClassError(UnsupportedConversionError):
+    """The model uses a custom class no imported module registers: no route nor format can rebuild it, so a
+    conversion stops at once (the message names --import)."""
+
+
 def first_line(exc: BaseException) -> str:
     """An error's first line for a one-line message (its type's name when it says nothing); for Keras'
     "Exception encountered when calling X.call()." the reason too, which Keras puts on the next line."""

@@ -207,7 +207,10 @@ def _partial(results: list[ConversionResult], asked: int, failures: dict[Format,
     if asked == 1:
         return first
     written = ", ".join(r.format for r in results) or "nothing"
-    reasons = " | ".join(f"{f.value}: {first_line(e)}" for f, e in failures.items())
+    by_reason: dict[str, list[str]] = {}  # one cause (an unregistered class) is said once for its formats
+    for f, e in failures.items():
+        by_reason.setdefault(first_line(e), []).append(f.value)
+    reasons = " | ".join(f"{', '.join(fs)}: {reason}" for reason, fs in by_reason.items())
     exc = retyped(type(first), f"{len(failures)} of {asked} formats failed (written: {written}) | {reasons}",
                   getattr(first, "report", None))
     exc.results, exc.failures = results, {f.value: str(e) for f, e in failures.items()}  # type: ignore[attr-defined]

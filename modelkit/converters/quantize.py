@@ -137,7 +137,7 @@ def calibration_inputs(src_manifest: Any, sig: Signature, calibration_data: str 
         from ..core import data as _data
 
         ds = _data.load(training["data"], seed=int(training.get("seed", 0)))
-        inputs = _data.model_inputs(training["model"], ds.x_train)
+        inputs = _data.inputs_for(training["model"], ds.x_train, sig)
     if sorted(inputs) != sorted(sig.input_names):
         raise ConversionError(f"calibration samples have inputs {sorted(inputs)}, the model {sig.input_names}")
     n = min(limit, min(len(a) for a in inputs.values()))
@@ -161,7 +161,7 @@ def eval_set(src_manifest: Any, sig: Signature, eval_data: str | None = None
     from ..core.data import test_split
 
     training = _training(src_manifest)
-    inputs, labels = test_split(training["data"], training["model"], int(training.get("seed", 0)))
+    inputs, labels = test_split(training["data"], training["model"], int(training.get("seed", 0)), sig)
     return inputs, labels, f"{training['data']} test split"
 
 

@@ -2,8 +2,8 @@
 with parity. A route that fails with a typed conversion failure (ROUTE_FAILURES) hands over to the next
 route; the one taken, and why the others failed, go into the artifact's manifest
 (`extra.route = {"taken": name, "tried": [{"route", "type", "error"}, ...]}`) and the ConversionResult.
-The user's own errors (an existing output, bad options or inputs, a file Keras cannot load) stop at once:
-no other route would do better. When every route fails, one error gives every route's reason; a pair with
+The user's own errors (an existing output, bad options or inputs, a file Keras cannot load, a custom class
+no imported module registers) stop at once: no other route would do better. When every route fails, one error gives every route's reason; a pair with
 one route raises that route's error unchanged.
 
 Routes of one pair may need different Keras backends (tf2onnx under TensorFlow, torch.onnx under torch):
@@ -18,7 +18,8 @@ from typing import Any, Iterable
 
 from .. import errors
 from .._text import progress
-from ..errors import ConversionError, EngineNotInstalledError, ParityError, UnsupportedConversionError
+from ..errors import (ConversionError, EngineNotInstalledError, ParityError, UnregisteredClassError,
+                      UnsupportedConversionError)
 from ..formats import Format
 from .registry import ROUTES, EdgeSpec, route_table, routes
 
@@ -44,7 +45,7 @@ def run_routes(src: str, dest: str, source: str, target: str, routes: list[str] 
         try:
             return run_hop(src, dest, source, target, route=name, tried=done, **hop)
         except ROUTE_FAILURES as exc:
-            if last and name == names[-1] and not done:
+            if isinstance(exc, UnregisteredClassError) or (last and name == names[-1] and not done):
                 raise  # the only route tried: its own error, unchanged
             done.append(failure(name, exc))
             progress(f"{source} -> {target}: route '{name}' failed ({type(exc).__name__}): {_text(exc)[:300]}")

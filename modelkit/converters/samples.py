@@ -116,9 +116,7 @@ def read_samples(path: str | os.PathLike, sig: Signature) -> dict[str, np.ndarra
 def check_samples(data: Mapping[str, Any], sig: Signature, label: str) -> dict[str, np.ndarray]:
     """Samples keyed by input name (or `x` for a one-input model), every input present, shapes that fit."""
     names = sig.input_names
-    items = dict(data)
-    if len(names) == 1 and names[0] not in items and list(items) == ["x"]:
-        items = {names[0]: items["x"]}
+    items = _as_inputs(dict(data), names)
     unknown = [k for k in items if k not in names]
     missing = [n for n in names if n not in items]
     if unknown or missing:
@@ -143,6 +141,15 @@ def check_samples(data: Mapping[str, Any], sig: Signature, label: str) -> dict[s
     return out
 
 
+def _as_inputs(items: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """Labels (`y`, `y_test`) that name no input are not samples; for a one-input model a training .npz's `x`
+    (else `x_test`) is the input. Any other key must name an input."""
+    items = {k: v for k, v in items.items() if k in names or k not in ("y", "y_test")}
+    if len(names) == 1 and names[0] not in items and items and set(items) <= {"x", "x_test"}:
+        return {names[0]: items["x" if "x" in items else "x_test"]}
+    return items
+
+
 def dataset_samples(manifest: Any, sig: Signature) -> tuple[dict[str, np.ndarray] | None, str | None]:
     """Real samples: the test split of the data set the manifest says the model was trained on."""
     training = (manifest.training if manifest else None) or {}
@@ -152,7 +159,7 @@ def dataset_samples(manifest: Any, sig: Signature) -> tuple[dict[str, np.ndarray
     from ..errors import TrainingError
 
     try:
-        inputs, _labels = test_split(training["data"], training["model"], int(training.get("seed", 0)))
+        inputs, _labels = test_split(training["data"], training["model"], int(training.get("seed", 0)), sig)
     except TrainingError:
         return None, None
     if sorted(inputs) != sorted(sig.input_names):

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from ..errors import UnsupportedConversionError
+from ..errors import ModelkitError, UnregisteredClassError, UnsupportedConversionError
 from ..formats import Format
 
 _TF_LOOKUP = ("runs through TensorFlow lookup/hash ops on numpy values under the torch backend, which "
@@ -137,12 +137,27 @@ def check_support(src: str | os.PathLike | None, target: Format | str, config: d
     layers = list(iter_layers(cfg))
     for layer in layers:
         if not _is_builtin(layer) and not _is_registered(layer.registered_name or layer.class_name):
-            raise UnsupportedConversionError(
+            raise UnregisteredClassError(
                 f"{_where(src)}layer '{layer.name}' of class '{layer.registered_name or layer.class_name}' "
                 "is not registered; register it with keras.saving.register_keras_serializable in your module and "
                 "name that module with --import MODULE_OR_FILE (Python: imports=[...]; or MODELKIT_IMPORTS); Keras "
-                "cannot rebuild an unregistered class, so no format can load it")
+                f"cannot rebuild an unregistered class, so no format can load it{_trained_with(src)}")
     check_rules(src, fmt, cfg, route)
+
+
+def _trained_with(src: str | os.PathLike | None) -> str:
+    """'; it was trained with --import X' when the source's manifest says so (a hint: nothing is imported)."""
+    if src is None:
+        return ""
+    from .. import manifest
+
+    try:
+        found = manifest.read(src)
+    except ModelkitError:  # a hint only; the manifest's own checks run where it is used
+        return ""
+    imports = ((found.training if found else None) or {}).get("imports") or []
+    flags = " ".join(f"--import {i}" for i in imports if isinstance(i, str) and i.isprintable())
+    return f"; it was trained with {flags}" if flags else ""
 
 
 def check_rules(src: str | os.PathLike | None, target: Format | str, config: dict[str, Any] | None = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -134,6 +135,27 @@ def model_inputs(model_name: str, images: np.ndarray, *,
     raise TrainingError(f"unknown model '{model_name}'; valid models: {', '.join(MODEL_NAMES)}")
 
 
+def inputs_for(model_name: str, images: np.ndarray, sig: Any = None) -> dict[str, np.ndarray]:
+    """The input dict of the model a manifest's `training.model` names: a zoo model's (model_inputs), or for a
+    user's builder ('file.py:build', one input) the data rows reshaped to the input of `sig` (a Signature),
+    as `train` fed them: any data set `train` accepts (colour images, tables) works here too."""
+    if ":" not in model_name or not model_name.rsplit(":", 1)[0].endswith(".py"):
+        return model_inputs(model_name, images)
+    if sig is None or len(sig.inputs) != 1:
+        raise TrainingError(f"{model_name}: user models trained by modelkit take one input")
+    spec = sig.inputs[0]
+    return {spec.name: reshape_rows(np.asarray(images), tuple(spec.shape[1:]), model_name)}
+
+
+def reshape_rows(rows: np.ndarray, shape: tuple[Any, ...], model: str) -> np.ndarray:
+    """Data rows shaped as a user model's input (`shape` without the batch; kept as they are when open)."""
+    if any(d is None for d in shape):
+        return rows
+    if int(np.prod(rows.shape[1:])) != int(np.prod(shape)):
+        raise TrainingError(f"the data rows have shape {rows.shape[1:]} but {model} takes {shape}")
+    return np.ascontiguousarray(rows.reshape((len(rows), *shape)), dtype=np.float32)
+
+
 def model_targets(model_name: str, images: np.ndarray, labels: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
     """What Keras fit needs as y: the labels, or for multi_io a dict keyed by output name."""
     if model_name == "autoencoder":  # reconstructs its input
@@ -146,14 +168,15 @@ def model_targets(model_name: str, images: np.ndarray, labels: np.ndarray) -> np
     return labels
 
 
-def test_split(data: str, model_name: str, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The test inputs of a data set shaped for a zoo model, and the integer labels.
+def test_split(data: str, model_name: str, seed: int = 0, sig: Any = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The test inputs of a data set shaped for the model (inputs_for; `sig` for a user's model), and the
+    integer labels.
 
     Used by demos and accuracy checks of converted artifacts: the same seed gives the same split that
     `train` held out.
     """
     ds = load(data, seed=seed)
-    return model_inputs(model_name, ds.x_test), ds.y_test
+    return inputs_for(model_name, ds.x_test, sig), ds.y_test
 
 
 test_split.__test__ = False  # not a pytest test, despite the name

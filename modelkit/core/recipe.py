@@ -61,7 +61,7 @@ class Feeder:
             if len(self.names) != 1:
                 raise TrainingError(f"{self.model} has {len(self.names)} inputs; user models trained by "
                                     "modelkit take one input")
-            return _reshape_rows(rows, self.input_shapes[0], self.model)
+            return _data.reshape_rows(rows, self.input_shapes[0], self.model)
         feed = _data.model_inputs(self.model, rows)
         arrays = [feed[n] for n in self.names]
         return arrays if len(arrays) > 1 else arrays[0]
@@ -71,14 +71,6 @@ class Feeder:
             return labels
         y = _data.model_targets(self.model, rows, labels)
         return [y[n] for n in self.output_names] if isinstance(y, dict) else y
-
-
-def _reshape_rows(rows: np.ndarray, shape: tuple[Any, ...], model: str) -> np.ndarray:
-    if any(d is None for d in shape):
-        return rows
-    if int(np.prod(rows.shape[1:])) != int(np.prod(shape)):
-        raise TrainingError(f"the data rows have shape {rows.shape[1:]} but {model} takes {shape}")
-    return np.ascontiguousarray(rows.reshape((len(rows), *shape)), dtype=np.float32)
 
 
 def validation_split(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

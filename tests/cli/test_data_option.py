@@ -50,12 +50,12 @@ def test_convert_with_samples_records_them(scaled, tmp_path):
 
 
 def test_convert_with_wrong_keys_is_one_line_before_any_work(scaled, tmp_path):
-    bad = _samples(tmp_path / "bad.npz", image=np.zeros((2, 4, 4, 1), np.float32), y=np.zeros((2, 3), np.float32))
+    bad = _samples(tmp_path / "bad.npz", image=np.zeros((2, 4, 4, 1), np.float32), feat=np.zeros((2, 3), np.float32))
     r = CliRunner().invoke(main, ["convert", str(scaled), "--to", "onnx", "--out", str(tmp_path / "out"),
                                   "--data", str(bad)])
     assert r.exit_code == 2
     errors = [line for line in r.output.splitlines() if line.startswith("error:")]
-    assert errors == ["error: bad.npz: keys ['y'] match no input; inputs ['feats'] have no samples; the model's "
+    assert errors == ["error: bad.npz: keys ['feat'] match no input; inputs ['feats'] have no samples; the model's "
                       "inputs are ['image', 'feats']"]
     assert "Traceback" not in r.output and "converting" not in r.output  # refused before the exporter ran
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("scaled.onnx*"))

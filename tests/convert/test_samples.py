@@ -92,8 +92,9 @@ def test_user_samples_are_checked_against_the_inputs():
     good = {"image": np.zeros((3, 4, 4, 1), np.float32), "meta": np.zeros((3, 2), np.float32)}
     assert sorted(check_samples(good, sig, "s.npz")) == ["image", "meta"]
     with pytest.raises(InputNameError) as info:
-        check_samples({**good, "y": np.zeros(3)}, sig, "s.npz")
-    assert str(info.value) == "s.npz: keys ['y'] match no input; the model's inputs are ['image', 'meta']"
+        check_samples({**good, "imgae": np.zeros(3)}, sig, "s.npz")
+    assert str(info.value) == "s.npz: keys ['imgae'] match no input; the model's inputs are ['image', 'meta']"
+    assert sorted(check_samples({**good, "y": np.zeros(3)}, sig, "s.npz")) == ["image", "meta"]  # labels
     with pytest.raises(InputNameError, match=r"inputs \['meta'\] have no samples"):
         check_samples({"image": good["image"]}, sig, "s.npz")
     with pytest.raises(ShapeError, match=r"samples of 'image' have shape \(3, 5, 4, 1\); the input takes "
@@ -103,6 +104,12 @@ def test_user_samples_are_checked_against_the_inputs():
         check_samples({**good, "meta": np.zeros((2, 2))}, sig, "s.npz")
     one = Signature((TensorSpec("pixels", (None, 3)),))  # a one-input model also takes key 'x'
     assert list(check_samples({"x": np.ones((2, 3))}, one, "s.npz")) == ["pixels"]
+    # a training .npz (modelkit train --data): x is the input, the labels are not; x_test when x is absent
+    train = {"x": np.ones((2, 3)), "y": np.zeros(2), "x_test": np.zeros((4, 3)), "y_test": np.zeros(4)}
+    assert check_samples(train, one, "t.npz")["pixels"].shape == (2, 3)
+    assert check_samples({"x_test": np.zeros((4, 3)), "y_test": np.zeros(4)}, one, "t.npz")["pixels"].shape == (4, 3)
+    with pytest.raises(InputNameError, match=r"keys \['foo'\] match no input; inputs \['pixels'\] have no samples"):
+        check_samples({"foo": np.ones((2, 3))}, one, "junk.npz")
 
 
 def test_plan_prefers_samples_then_inferred_ranges_then_uniform(keras, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 import modelkit
 from modelkit.converters.support import check_support, iter_layers
-from modelkit.errors import ConversionError, UnsupportedConversionError
+from modelkit.errors import ConversionError, UnregisteredClassError, UnsupportedConversionError
 from modelkit.formats import Format
 from modelkit.keras_io.files import check_keras_archive
 
@@ -118,6 +118,12 @@ def test_unregistered_custom_layer_is_refused_for_every_format(keras, tmp_path):
            r"keras.saving.register_keras_serializable")
     with pytest.raises(UnsupportedConversionError, match=msg):
         modelkit.convert(src, "torchscript", out_dir=tmp_path)  # the child never imported my_pkg
+    # several formats, several routes each: the cause is said once, typed, and no other route is tried
+    with pytest.raises(UnregisteredClassError) as info:
+        modelkit.convert(src, "onnx,tflite", out_dir=tmp_path)
+    text = str(info.value)
+    assert text.startswith("2 of 2 formats failed (written: nothing) | onnx, tflite: ") and "route" not in text
+    assert text.count("is not registered") == 1
     keras.saving.get_custom_objects().pop("my_pkg>MyLayer")
     try:
         for fmt in Format:
