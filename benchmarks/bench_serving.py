@@ -152,18 +152,18 @@ def start_torchserve(ts_path: Path, work: Path, workers: int) -> tuple[subproces
     run = work / "ts_run"
     (run / "tmp").mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TMPDIR": str(run / "tmp"), "TEMP": str(run / "tmp"), "LOG_LOCATION": str(run / "logs")}
-    proc = subprocess.Popen([str(BIN / "torchserve"), "--start", "--foreground", "--ncs", "--model-store",
-                             str(out / "model-store"), "--ts-config", str(out / "config.properties")],
-                            cwd=run, env=env, stdout=open(run / "torchserve.log", "wb"), stderr=subprocess.STDOUT,
+    proc = subprocess.Popen([str(BIN / "torchserve"), "--start", "--foreground", "--ncs", "--ts-config",
+                             "config.properties"],
+                            cwd=out, env=env, stdout=open(run / "torchserve.log", "wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
         key, end = None, time.monotonic() + 120
         while key is None or "WORKER_MODEL_LOADED" not in (run / "torchserve.log").read_text(errors="replace"):
             if time.monotonic() > end or proc.poll() is not None:
                 raise RuntimeError(f"TorchServe did not load the model; see {run / 'torchserve.log'}")
-            if key is None and (run / "key_file.json").is_file():
+            if key is None and (out / "key_file.json").is_file():
                 try:
-                    key = json.loads((run / "key_file.json").read_text())["inference"]["key"]
+                    key = json.loads((out / "key_file.json").read_text())["inference"]["key"]
                 except (ValueError, KeyError):
                     pass  # still being written
             time.sleep(0.2)

@@ -216,23 +216,25 @@ def test_torchserve_package_runs_in_real_torchserve(tmp_path, tiny_torchscript):
                  if line and not line.startswith("#"))
     assert props["inference_address"] == f"http://127.0.0.1:{ports['inference']}"
     assert props["disable_token_authorization"] == "false" and props["enable_model_api"] == "false"
-    assert props["allowed_urls"].startswith("file://") and "model" in props["allowed_urls"]
+    assert props["allowed_urls"] == "file://model-store/tiny\\.mar" and props["model_store"] == "model-store"
     assert props["grpc_inference_address"] == "127.0.0.1"
+    assert str(tmp_path) not in (out / "config.properties").read_text()  # no absolute path: the folder can move
 
+    moved = out.rename(tmp_path / "moved")  # started from the package folder, wherever it now is
     run = tmp_path / "run"
     (run / "tmp").mkdir(parents=True)
     env = {**os.environ, "TMPDIR": str(run / "tmp"), "TEMP": str(run / "tmp"), "LOG_LOCATION": str(run / "logs")}
     log = open(run / "torchserve.log", "wb")
-    proc = subprocess.Popen([str(BIN / "torchserve"), "--start", "--foreground", "--ncs", "--model-store",
-                             str(out / "model-store"), "--ts-config", str(out / "config.properties")],
-                            cwd=run, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen([str(BIN / "torchserve"), "--start", "--foreground", "--ncs", "--ts-config",
+                             "config.properties"],
+                            cwd=moved, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         port, key, loaded = ports["inference"], None, False
         end = time.monotonic() + 300  # bounded; generous: Java and a Python worker start slowly on a busy machine
         while time.monotonic() < end and proc.poll() is None:
-            if key is None and (run / "key_file.json").is_file():
+            if key is None and (moved / "key_file.json").is_file():
                 try:
-                    key = json.loads((run / "key_file.json").read_text())
+                    key = json.loads((moved / "key_file.json").read_text())
                 except ValueError:
                     pass  # still being written
             loaded = "WORKER_MODEL_LOADED" in (run / "torchserve.log").read_text(errors="replace")
@@ -251,6 +253,10 @@ def test_torchserve_package_runs_in_real_torchserve(tmp_path, tiny_torchscript):
         assert status == 400 and b"dimension 1 must be 4" in data  # the generated handler validates
         status, _, _ = http(port, "POST", "/predictions/tiny", body, {"Content-Type": "application/json"})
         assert status in (400, 401)  # token authorization is on
+        assert http(port, "GET", "/ping")[0] in (400, 401)  # /ping needs the token too: hence the probe
+        probe = subprocess.run([sys.executable, "healthcheck.py"], cwd=moved, capture_output=True, text=True,
+                               timeout=60)
+        assert probe.returncode == 0, probe.stderr
         mgmt = {"Authorization": f"Bearer {key['management']['key']}"}
         status, _, _ = http(ports["management"], "POST", "/models?url=tiny.mar", b"", mgmt)
         assert status == 405  # the model-management API is off
