@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import _atomic
+from .._text import human_size
 
 CSV_FIELDS = (
     "name", "artifact", "format", "engine", "kind", "mode", "batch", "device", "threads", "size_bytes",
     "load_s", "first_call_s", "iterations", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "iqr_ms",
     "min_ms", "max_ms", "throughput_sps", "peak_rss_bytes", "flops", "gflops_per_s", "fraction_of_peak",
-    "ratio_vs_predict", "ratio_vs_direct", "inputs", "source", "error",
+    "speedup_vs_predict", "speedup_vs_direct", "inputs", "source", "error",
 )
 
 
@@ -26,10 +27,15 @@ def _mb(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**20:.1f}"
 
 
+def _speedup(v: float | None) -> str:
+    """A speed-up as the README's tables write it: 1419x, 7.3x, 0.41x."""
+    return "-" if v is None else f"{v:.0f}x" if v >= 100 else f"{v:.2g}x" if v < 10 else f"{v:.1f}x"
+
+
 def table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Headers and cells of the terminal table (also used by the HTML report)."""
     headers = ["artifact", "engine", "batch", "load s", "first ms", "p50 ms", "p90 ms", "p99 ms", "iqr ms",
-               "samples/s", "peak MB", "size MB", "GFLOP/s", "% peak", "vs predict", "vs direct"]
+               "samples/s", "peak MB", "size", "GFLOP/s", "% peak", "vs predict", "vs direct"]
     rows = []
     for r in result["rows"]:
         lat = r["latency_ms"] or {}
@@ -41,9 +47,9 @@ def table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             r["name"] + (" *" if r["kind"] == "baseline" else ""), r["engine"], str(r["batch"]),
             _fmt(r["load_s"], ".2f"), _fmt((r["first_call_s"] or 0) * 1e3, ".3g"), _fmt(lat.get("p50")),
             _fmt(lat.get("p90")), _fmt(lat.get("p99")), _fmt(lat.get("iqr"), ".2g"),
-            _fmt(r["throughput_sps"], ".4g"), _mb(r["peak_rss_bytes"]), _mb(r["size_bytes"]),
+            _fmt(r["throughput_sps"], ".4g"), _mb(r["peak_rss_bytes"]), human_size(r["size_bytes"]),
             _fmt(r.get("gflops_per_s"), ".3g"), "-" if frac is None else f"{100 * frac:.2g}%",
-            _fmt(r.get("ratio_vs_predict"), ".3g", "x"), _fmt(r.get("ratio_vs_direct"), ".3g", "x"),
+            _speedup(r.get("speedup_vs_predict")), _speedup(r.get("speedup_vs_direct")),
         ])
     return headers, rows
 
@@ -55,8 +61,8 @@ def text_table(result: dict[str, Any]) -> str:
     headers, rows = table_rows(result)
     m = result["machine"]
     peak = m.get("peak_gflops")
-    notes = ["* Keras baseline.  vs predict / vs direct: p50 latency over Keras model.predict / model(x) "
-             "at the same batch (< 1 is faster)."]
+    notes = ["* Keras baseline.  vs predict / vs direct: speed-up over Keras model.predict / model(x) at the same "
+             "batch (their p50 latency over this row's; > 1 is faster)."]
     if peak:
         notes.append(f"peak {peak:.0f} GFLOP/s = {m['physical_cores']} cores x {m['clock_mhz'] / 1e3:.2f} GHz x "
                      f"{m['flops_per_cycle']} FLOPs/cycle ({m['simd']}); {m['cpu']}")
@@ -110,8 +116,8 @@ figure{{display:inline-block;margin:1em}}img{{max-width:900px}}</style></head><b
 <p>{esc(m['cpu'])}; {m['logical_cpus']} CPUs; peak fp32 {peak_line}. Created {esc(result['created'])}.</p>
 <p>Batches {esc(str(s['batches']))}, threads {esc(str(s['threads'] or 'engine default'))}, device {esc(s['device'])},
 warmup {s['warmup']}, {esc(run)}. Every artifact ran in its own child process.
-Rows marked * are the Keras baselines; ratios are p50 latency over the baseline's at the same batch
-(&lt; 1 is faster).</p>
+Rows marked * are the Keras baselines; "vs" columns are speed-ups: the baseline's p50 latency over the
+row's at the same batch (&gt; 1 is faster).</p>
 <table><thead><tr>{thead}</tr></thead><tbody>{tbody}</tbody></table>
 {figs}
 </body></html>

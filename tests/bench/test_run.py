@@ -55,9 +55,9 @@ def test_rows_have_stats_and_ratios_to_both_baselines(cli_run, cnn_tf, cnn_onnx)
     by = {(r["mode"], r["format"], r["batch"]): r for r in rows}
     for b in (1, 2):
         pred, direct, onnx = by["keras.predict", "keras", b], by["run", "keras", b], by["run", "onnx", b]
-        assert onnx["ratio_vs_predict"] == pytest.approx(onnx["latency_ms"]["p50"] / pred["latency_ms"]["p50"])
-        assert onnx["ratio_vs_direct"] == pytest.approx(onnx["latency_ms"]["p50"] / direct["latency_ms"]["p50"])
-        assert pred["ratio_vs_predict"] == 1.0 and direct["ratio_vs_direct"] == 1.0
+        assert onnx["speedup_vs_predict"] == pytest.approx(pred["latency_ms"]["p50"] / onnx["latency_ms"]["p50"])
+        assert onnx["speedup_vs_direct"] == pytest.approx(direct["latency_ms"]["p50"] / onnx["latency_ms"]["p50"])
+        assert pred["speedup_vs_predict"] == 1.0 and direct["speedup_vs_direct"] == 1.0
         assert onnx["source"] == str(cnn_tf.resolve()) and onnx["engine"] == "onnxruntime"
         assert pred["engine"] == "keras.predict/tensorflow" and pred["kind"] == "baseline"
     for r in rows:
@@ -113,3 +113,38 @@ def test_html_report_is_self_contained_with_png_plots(cli_run) -> None:
     for img in images:
         assert base64.b64decode(img.split('"', 1)[0])[:8] == b"\x89PNG\r\n\x1a\n"
     assert "http://" not in text and "https://" not in text  # nothing fetched from elsewhere
+
+
+def test_table_writes_sizes_and_speed_ups_as_the_readme_does(cli_run) -> None:
+    from modelkit.bench.report import table_rows
+
+    headers, cells = table_rows(cli_run["json"])
+    by = {(r["mode"], r["format"], r["batch"]): c for r, c in zip(cli_run["json"]["rows"], cells)}
+    onnx = dict(zip(headers, by["run", "onnx", 1]))
+    assert onnx["size"].endswith(" KB") and float(onnx["size"].split()[0]) > 1  # not "0.0" MB
+    speedup = onnx["vs predict"]
+    assert speedup.endswith("x") and float(speedup[:-1]) > 1  # onnxruntime is faster than model.predict: > 1
+    assert dict(zip(headers, by["keras.predict", "keras", 1]))["vs predict"] == "1x"  # as the README writes it
+
+
+def test_a_baseline_that_cannot_load_names_no_baseline(cnn_onnx, tmp_path) -> None:
+    import shutil
+
+    from click.testing import CliRunner
+
+    from modelkit.cli import main
+    from modelkit.formats import manifest_path
+
+    src = tmp_path / "broken.keras"
+    src.write_bytes(b"not a zip")  # the source the manifest names, now unreadable
+    onnx = tmp_path / cnn_onnx.name
+    shutil.copy(cnn_onnx, onnx)
+    doc = json.loads(manifest_path(cnn_onnx).read_text())
+    doc["source"]["path"] = str(src)
+    manifest_path(onnx).write_text(json.dumps(doc))
+    r = CliRunner().invoke(main, ["bench", str(onnx), "--batch", "1", "--iterations", "2"])
+    assert r.exit_code == 2, r.output
+    (line,) = [x for x in r.output.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: the Keras baseline broken.keras could not run: ") and "--no-baseline" in line
+    r = CliRunner().invoke(main, ["bench", str(onnx), "--batch", "1", "--iterations", "2", "--no-baseline"])
+    assert r.exit_code == 0, r.output
