@@ -92,3 +92,21 @@ def test_cli_packages_int8_bundle_with_accuracy_and_browser_parity(cnn_tf, tmp_p
 def test_existing_bundle_is_not_overwritten(bundle, cnn_tf):
     r = CliRunner().invoke(main, ["package", str(cnn_tf), "--for", "browser", "--out", str(bundle)])
     assert r.exit_code == 2 and "exists" in r.output
+
+
+def test_a_model_that_is_not_the_digits_cnn_gets_a_page_that_fits_its_signature(tiny_onnx, tmp_path):
+    """No dead 'draw a digit' canvas: the signature as a table, and a run on random inputs of its shapes."""
+    from modelkit.web.browser import BrowserSession
+    from modelkit.web.bundle import build_bundle
+
+    out = tmp_path / "bundle"
+    build_bundle(tiny_onnx, out)
+    with BrowserSession(out) as s:
+        assert not s.page.is_visible("#digits") and not s.page.is_visible("#pad")
+        assert s.page.is_visible("#generic")
+        table = s.page.inner_text("#sig")
+        s.page.click("#random")
+        s.page.wait_for_function("window.lastOutput !== undefined", timeout=s.timeout_ms)
+        shapes = s.page.evaluate("window.lastOutput")
+    assert "input\tx\tfloat32 (?, 4)" in table and "output\tprobs\tfloat32 (?, 3)" in table
+    assert shapes == {"probs": [1, 3]} and not s.errors
