@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import errors
+from ._progress import verbosity
 from .errors import ModelkitError
 from .formats import Format, detect
 from .spec import Signature, TensorSpec
@@ -26,14 +27,16 @@ def _use(imports: Any) -> None:
 
 
 def load(path: Any, device: str = "cpu", threads: int | None = None, imports: Any = None,
-         format: str | None = None, trust_unsafe_code: bool = False, **options: Any) -> Any:  # noqa: A002
+         format: str | None = None, trust_unsafe_code: bool = False, verbose: bool = True,  # noqa: A002
+         **options: Any) -> Any:
     """Load any artifact (.keras, ONNX, SavedModel, TFLite, TorchScript, .pt2, TVM library) as a runtime Model.
 
     `device` "cpu" or "cuda[:N]" (never a silent fallback), `threads` the engine's intra-op threads,
     `format` skips detection, `trust_unsafe_code` lifts the code checks for your own files, `imports` names
-    modules that register custom layers. The Model has `.signature` (named inputs and outputs) and
-    `.predict(inputs)`, which takes a dict keyed by input name (or one array for a one-input model) and
-    always returns a dict of numpy arrays keyed by output name. Details: modelkit.runtime.load.
+    modules that register custom layers, `verbose=False` silences progress lines (as `modelkit -q`). The Model
+    has `.signature` (named inputs and outputs) and `.predict(inputs)`, which takes a dict keyed by input name
+    (or one array for a one-input model) and always returns a dict of numpy arrays keyed by output name.
+    Details: modelkit.runtime.load.
 
     Example:
         model = modelkit.load("cnn.onnx")
@@ -44,14 +47,16 @@ def load(path: Any, device: str = "cpu", threads: int | None = None, imports: An
     _use(imports)
     if trust_unsafe_code:
         options["trust_unsafe_code"] = True
-    return _load(path, device=device, threads=threads, format=format, **options)
+    with verbosity(verbose):
+        return _load(path, device=device, threads=threads, format=format, **options)
 
 
 def convert(source: Any, to: Any, out_dir: Any = None, force: bool = False, verify: bool = True,
             atol: float | None = None, quantize: str | None = None, calibration_data: Any = None,
             eval_data: Any = None, max_accuracy_drop: float | None = None, opset: int | None = None,
             data: Any = None, input_spec: Any = None, route: str | None = None, trust_unsafe_code: bool = False,
-            timeout: float | None = None, imports: Any = None, options: dict[str, Any] | None = None) -> list[Any]:
+            timeout: float | None = None, imports: Any = None, options: dict[str, Any] | None = None,
+            verbose: bool = True) -> list[Any]:
     """Convert a model to one or more formats, verifying each hop; one ConversionResult per artifact.
 
     The parameters are the `modelkit convert` flags: `to` ("onnx", "tflite,onnx" or "all"), `out_dir`
@@ -60,7 +65,8 @@ def convert(source: Any, to: Any, out_dir: Any = None, force: bool = False, veri
     `input_spec` (["x:?,8:float32"] for a subclassed model), `route` ("torch"), `imports` (modules that
     register custom layers). With several formats, one that fails does not stop the others: the error
     raised at the end names each failed format and carries `.results`, the artifacts written. Details:
-    modelkit.converters.convert.
+    modelkit.converters.convert. `verbose=False` silences the progress (the per-hop lines on stderr, and on a
+    terminal the bar over several hops) for this call and its child processes, as `modelkit -q` does.
 
     Example:
         results = modelkit.convert("cnn.keras", "tflite", quantize="int8", max_accuracy_drop=0.01)
@@ -73,21 +79,33 @@ def convert(source: Any, to: Any, out_dir: Any = None, force: bool = False, veri
     given = {"quantize": quantize, "calibration_data": calibration_data, "eval_data": eval_data,
              "max_accuracy_drop": max_accuracy_drop, "opset": opset, "route": route}
     opts.update({k: v for k, v in given.items() if v is not None})
-    return _convert(source, to, out_dir=out_dir, force=force, verify=verify, options=opts,
-                    trust_unsafe_code=trust_unsafe_code, atol=atol, timeout=timeout, data=data, input_spec=input_spec)
+    with verbosity(verbose):
+        return _convert(source, to, out_dir=out_dir, force=force, verify=verify, options=opts,
+                        trust_unsafe_code=trust_unsafe_code, atol=atol, timeout=timeout, data=data,
+                        input_spec=input_spec)
 
 
-def compile(model: Any, target: Any = "server-cpu", imports: Any = None, **options: Any) -> Any:  # noqa: A001
-    """Compile a .keras or ONNX model with TVM for a named target (see modelkit.targets.compile)."""
+def compile(model: Any, target: Any = "server-cpu", imports: Any = None, verbose: bool = True,  # noqa: A001
+            **options: Any) -> Any:
+    """Compile a .keras or ONNX model with TVM for a named target (see modelkit.targets.compile).
+
+    `verbose=False` silences the progress (compile and tuning lines, the tuning bar on a terminal) for this
+    call and its child processes, as `modelkit -q` does.
+    """
     from .targets import compile as _compile
 
     _use(imports)
-    return _compile(model, target, **options)
+    with verbosity(verbose):
+        return _compile(model, target, **options)
 
 
-def verify(a: Any, b: Any, imports: Any = None, **options: Any) -> Any:
-    """Compare two artifacts on the same seeded inputs (see modelkit.converters.verify.verify_artifacts)."""
+def verify(a: Any, b: Any, imports: Any = None, verbose: bool = True, **options: Any) -> Any:
+    """Compare two artifacts on the same seeded inputs (see modelkit.converters.verify.verify_artifacts).
+
+    `verbose=False` silences progress lines for this call and its child processes, as `modelkit -q` does.
+    """
     from .converters.verify import verify_artifacts
 
     _use(imports)
-    return verify_artifacts(a, b, **options)
+    with verbosity(verbose):
+        return verify_artifacts(a, b, **options)

@@ -9,7 +9,8 @@ arrives as the caller's error class (WorkerError unless it names another).
 Protocol: the parent sends {"func": "pkg.mod:name", "kwargs": {...}} as JSON on stdin; the child
 writes {"result": ...} or {"error": {...}} as JSON to the file named by argv[1]. The child's stdout
 and stderr go to the parent's stderr: passed through when that is a real file, relayed line by line as
-they come when it is not (CliRunner, notebooks), so progress shows either way.
+they come when it is not (CliRunner, notebooks) or while a progress bar is drawn here (through the bar, which
+they would otherwise tear: modelkit._progress), so progress shows either way.
 
 - `run(...)`: one child, waited for, with a timeout and Ctrl-C handling; returns its result.
 - `start(...)`: a child left running (several side by side: distributed training); `Child.result()`.
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from . import errors
+from . import _progress, errors
 from ._backend import QUIET_ENV, check_backend
 
 
@@ -98,7 +99,7 @@ def start(func: str, kwargs: dict[str, Any], out: Path, env: dict[str, str] | No
 
     The child runs in its own session, so a terminal's Ctrl-C reaches only this process (see run()).
     """
-    sink = _stderr_fd()
+    sink = None if _progress.live() else _stderr_fd()
     if quiet:
         streams: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     elif sink is not None:
@@ -158,10 +159,10 @@ def _wait(child: Child, timeout: float | None, grace: float) -> bool:
 
 
 def _relay(stream: IO[str]) -> None:
-    """Copy a child's output lines to sys.stderr as they come (sys.stderr has no file descriptor)."""
+    """Copy a child's output lines to sys.stderr as they come (sys.stderr has no file descriptor, or a progress
+    bar is drawn on it)."""
     for line in stream:
-        sys.stderr.write(line)
-        sys.stderr.flush()
+        _progress.write(line)
     stream.close()
 
 

@@ -29,9 +29,11 @@ QUIET_ENV = "MODELKIT_QUIET"  # "1": progress lines off, in this process and the
 
 
 def progress(message: str) -> None:
-    """A progress line on stderr (results go to stdout), unless quiet (`modelkit -q`, MODELKIT_QUIET=1)."""
+    """A progress line on stderr (results go to stdout), unless quiet (`modelkit -q`, MODELKIT_QUIET=1); above
+    the progress bar when one is drawn (modelkit._progress)."""
     import os
-    import sys
 
     if os.environ.get(QUIET_ENV) != "1":
-        print(message, file=sys.stderr, flush=True)
+        from ._progress import write
+
+        write(message + "\n")

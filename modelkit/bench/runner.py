@@ -14,7 +14,8 @@ from typing import Any
 
 from .. import _child
 from .. import manifest as _manifest
-from ..errors import FormatError, InputError, ModelkitError
+from .._progress import steps, verbosity
+from ..errors import FormatError, InputError, ModelkitError, retyped
 from ..formats import Format, detect
 from .roofline import achieved, machine_peak
 
@@ -82,11 +83,12 @@ def plan_jobs(artifacts: list[str | os.PathLike], baseline: bool = True) -> list
 def run_bench(artifacts: list[str | os.PathLike], batches: tuple[int, ...] = (1, 8, 32), threads: int | None = None,
               device: str = "cpu", iterations: int | None = None, duration: float | None = 10.0, warmup: int = 3,
               baseline: bool = True, keep_going: bool = False, backend: str | None = None,
-              timeout: float | None = None) -> dict[str, Any]:
+              timeout: float | None = None, verbose: bool = True) -> dict[str, Any]:
     """Benchmark artifacts (and their Keras baselines) and return the result document (see schema.json).
 
     Exactly one of iterations / duration (seconds per batch size). With keep_going, a failing artifact
-    becomes rows with an "error" instead of stopping the run.
+    becomes rows with an "error" instead of stopping the run. Progress (a line per row, on a terminal a bar
+    with an ETA) goes to stderr; verbose=False turns it off for the call, as `modelkit -q` does.
     """
     if iterations is not None:
         duration = None
@@ -95,21 +97,27 @@ def run_bench(artifacts: list[str | os.PathLike], batches: tuple[int, ...] = (1,
     jobs = plan_jobs(artifacts, baseline)
     total = len(jobs) * len(batches)
     rows: list[dict[str, Any]] = []
-    for j, job in enumerate(jobs):
-        index = j * len(batches) + 1
-        kwargs = {"artifact": str(job.path), "mode": job.mode, "batches": list(batches), "threads": threads,
-                  "device": "cpu" if job.kind == "baseline" else device, "iterations": iterations,
-                  "duration": duration, "warmup": warmup, "label": job.label, "index": index, "total": total,
-                  "backend": backend if job.format == Format.KERAS else None}
-        try:
-            res = _child.run("modelkit.bench.worker:measure", kwargs, backend=kwargs["backend"], timeout=timeout,
-                             what=f"the benchmark of {job.path.name}")
-        except ModelkitError as exc:
-            if not keep_going:
-                raise
-            print(f"[{index}/{total}] {job.label} FAILED: {exc}", file=sys.stderr, flush=True)
-            res = {"error": f"{type(exc).__name__}: {exc}"}
-        rows.extend(_rows(job, res, batches, threads, device))
+    with verbosity(verbose), steps(total, "bench") as bar:  # a bar over the rows on a terminal
+        for j, job in enumerate(jobs):
+            index = j * len(batches) + 1
+            kwargs = {"artifact": str(job.path), "mode": job.mode, "batches": list(batches), "threads": threads,
+                      "device": "cpu" if job.kind == "baseline" else device, "iterations": iterations,
+                      "duration": duration, "warmup": warmup, "label": job.label, "index": index, "total": total,
+                      "backend": backend if job.format == Format.KERAS else None}
+            try:
+                res = _child.run("modelkit.bench.worker:measure", kwargs, backend=kwargs["backend"], timeout=timeout,
+                                 what=f"the benchmark of {job.path.name}")
+            except ModelkitError as exc:
+                if not keep_going and job.kind == "baseline":  # the user's artifacts may be fine: say how to go on
+                    raise retyped(type(exc), f"the Keras baseline {job.path.name} could not run: {exc}; bench "
+                                  "without it with --no-baseline (baseline=False)",
+                                  getattr(exc, "report", None)) from exc
+                if not keep_going:
+                    raise
+                print(f"[{index}/{total}] {job.label} FAILED: {exc}", file=sys.stderr, flush=True)
+                res = {"error": f"{type(exc).__name__}: {exc}"}
+            rows.extend(_rows(job, res, batches, threads, device))
+            bar.advance(by=len(batches))
     machine = machine_peak()
     _add_flops(rows, jobs, batches, machine.get("peak_gflops"))
     _add_ratios(rows)
@@ -175,7 +183,8 @@ def _add_flops(rows: list[dict[str, Any]], jobs: list[Job], batches: tuple[int, 
 
 
 def _add_ratios(rows: list[dict[str, Any]]) -> None:
-    """ratio_vs_predict / ratio_vs_direct: this row's p50 latency over the baseline's, same source and batch."""
+    """speedup_vs_predict / speedup_vs_direct: the baseline's p50 latency over this row's, same source and batch
+    (the speed-up: > 1 is faster, the convention of every modelkit table)."""
     def p50(r: dict[str, Any]) -> float | None:
         return (r["latency_ms"] or {}).get("p50")
 
@@ -184,5 +193,5 @@ def _add_ratios(rows: list[dict[str, Any]]) -> None:
               if r["mode"] == "run" and r["format"] == "keras" and r["source"] == str(Path(r["artifact"]).resolve())}
     for r in rows:
         key, mine = (r["source"], r["batch"]), p50(r)
-        r["ratio_vs_predict"] = mine / predict[key] if mine and predict.get(key) else None
-        r["ratio_vs_direct"] = mine / direct[key] if mine and direct.get(key) else None
+        r["speedup_vs_predict"] = predict[key] / mine if mine and predict.get(key) else None
+        r["speedup_vs_direct"] = direct[key] / mine if mine and direct.get(key) else None

@@ -236,6 +236,16 @@ class _Hop:
 
 
 def _run(hops: list[_Hop], common: dict[str, Any], timeout: float | None, keep_going: bool = False) -> None:
+    """_run_plan, with a progress bar over the hops on a terminal when there are several (their lines, printed by
+    the children, go above it)."""
+    from .._progress import steps
+
+    with steps(len(hops), "convert", bar=len(hops) > 1) as bar:
+        _run_plan(hops, common, timeout, keep_going, bar)
+        bar.set(sum(h.result is not None or h.error is not None for h in hops))
+
+
+def _run_plan(hops: list[_Hop], common: dict[str, Any], timeout: float | None, keep_going: bool, bar: Any) -> None:
     """Run the hops in children, one per backend among the hops whose source exists: a child gets every such
     hop whose next route needs its backend; a hop whose routes in that child all failed goes on with its
     next route in a later child (modelkit.converters.routes). Each hop ends with its `result`; with
@@ -250,6 +260,7 @@ def _run(hops: list[_Hop], common: dict[str, Any], timeout: float | None, keep_g
         for hop in pending:  # the hops that read a failed hop's artifact fail with its cause
             hop.error = next((h.error for h in hops if h.dest == hop.src and h.error is not None), None)
         pending = [h for h in pending if h.error is None]
+        bar.set(sum(h.result is not None or h.error is not None for h in hops))
         if not pending:
             break
         waiting = {h.dest for h in pending}

@@ -30,8 +30,9 @@ def metric(logs: dict[str, Any], name: str) -> float | None:
     return None
 
 
-def epoch_printer(keras: Any, epochs: int, prefix: str = "") -> Any:
-    """A Keras callback printing one line per epoch to stderr (stdout stays free for results)."""
+def epoch_printer(keras: Any, epochs: int, prefix: str = "", bar: Any = None) -> Any:
+    """A Keras callback printing one line per epoch to stderr (stdout stays free for results); with `bar`
+    (modelkit._progress.steps), each line is also an epoch done on its bar."""
 
     class EpochPrinter(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
@@ -45,7 +46,10 @@ def epoch_printer(keras: Any, epochs: int, prefix: str = "") -> Any:
                 if value is not None:
                     parts.append(f"{label} {value:.4f}")
             parts.append(f"{time.perf_counter() - self._t0:.1f} s")
-            progress("  ".join(parts))
+            if bar is not None:
+                bar.advance("  ".join(parts))
+            else:
+                progress("  ".join(parts))
 
     return EpochPrinter()
 

@@ -28,8 +28,8 @@ import numpy as np
 
 from .. import _atomic, _child, manifest
 from .._backend import import_keras, loaded_backend
+from .._progress import steps
 from .._require import require
-from .._text import progress
 from ..errors import TrainingError
 from ..keras_io import custom
 from . import data as _data
@@ -177,15 +177,19 @@ def _run_trials(tuner: Any, cfg: TrainConfig, fit_args: dict[str, Any]) -> int:
     target = cfg.trials or (DEFAULT_TRIALS if cfg.budget is None else 10**6)
     deadline = time.monotonic() + parse_budget(cfg.budget) if cfg.budget else math.inf
     ran = 0
-    while len(tuner.oracle.trials) < target and time.monotonic() < deadline:
-        before = len(tuner.oracle.trials)
-        tuner.oracle.max_trials = before + 1
-        if cfg.verbose:
-            progress(f"trial {before + 1}/{target if target < 10**6 else '?'} ...")
-        tuner.search(**fit_args)
-        if len(tuner.oracle.trials) == before:  # the space is exhausted
-            break
-        ran += 1
+    known = target if target < 10**6 else None
+    # a bar over the trials on a terminal (KerasTuner's prints, sent to stderr, go above it), else the lines alone
+    with steps(known, "search", done=len(tuner.oracle.trials), show=cfg.verbose) as bar, \
+            contextlib.redirect_stdout(sys.stderr):
+        while len(tuner.oracle.trials) < target and time.monotonic() < deadline:
+            before = len(tuner.oracle.trials)
+            tuner.oracle.max_trials = before + 1
+            bar.note(f"trial {before + 1}/{known or '?'} ...")
+            tuner.search(**fit_args)
+            if len(tuner.oracle.trials) == before:  # the space is exhausted
+                break
+            ran += 1
+            bar.advance()
     return ran
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _atomic, _child, manifest
+from .. import _atomic, _child, _progress, manifest
 from .._backend import import_keras, loaded_backend, requested_backend
 from ..errors import TrainingError
 from ..keras_io import custom
@@ -153,19 +153,21 @@ def fit(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> dict[str,
     recorder = _cb.history_recorder(keras, ckpt, before, _settings(cfg), cfg.history_json)
     recorder.epochs_done = initial_epoch
     cbs = [recorder, *_cb.standard(keras, ckpt if explicit_ckpt else None, cfg.patience, cfg.history_csv, before)]
-    if cfg.verbose:
-        cbs.append(_cb.epoch_printer(keras, cfg.epochs))
-    cbs.extend(extra_callbacks or [])
-    t0 = time.perf_counter()
-    try:
-        if initial_epoch < cfg.epochs:
-            net.fit(feeder.x(x_fit), feeder.y(x_fit, y_fit), validation_data=(feeder.x(x_val), feeder.y(x_val, y_val)),
-                    epochs=cfg.epochs, initial_epoch=initial_epoch, batch_size=cfg.batch_size, shuffle=True,
-                    verbose=0, callbacks=cbs)
-    except KeyboardInterrupt:
-        ckpt.save(net, recorder.epochs_done, recorder.history(), _settings(cfg), interrupted=True)
-        raise TrainingError(f"interrupted after {recorder.epochs_done} of {cfg.epochs} epochs; checkpoint saved "
-                            f"in {ckpt.folder}; continue with --resume (resume=True)") from None
+    # a bar over the epochs on a terminal, with the epoch lines above it; the lines alone elsewhere
+    with _progress.steps(cfg.epochs, "training", done=initial_epoch, show=cfg.verbose) as bar:
+        if cfg.verbose:
+            cbs.append(_cb.epoch_printer(keras, cfg.epochs, bar=bar))
+        cbs.extend(extra_callbacks or [])
+        t0 = time.perf_counter()
+        try:
+            if initial_epoch < cfg.epochs:
+                net.fit(feeder.x(x_fit), feeder.y(x_fit, y_fit),
+                        validation_data=(feeder.x(x_val), feeder.y(x_val, y_val)), epochs=cfg.epochs,
+                        initial_epoch=initial_epoch, batch_size=cfg.batch_size, shuffle=True, verbose=0, callbacks=cbs)
+        except KeyboardInterrupt:
+            ckpt.save(net, recorder.epochs_done, recorder.history(), _settings(cfg), interrupted=True)
+            raise TrainingError(f"interrupted after {recorder.epochs_done} of {cfg.epochs} epochs; checkpoint saved "
+                                f"in {ckpt.folder}; continue with --resume (resume=True)") from None
     train_seconds = time.perf_counter() - t0
     history = recorder.history()
     if not history.get("loss") or not np.isfinite(history["loss"][-1]):

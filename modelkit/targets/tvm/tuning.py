@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ... import _atomic
+from ..._progress import steps
 from ..._text import progress
 from ...errors import ConversionError, TuningInterrupted
 
@@ -143,10 +144,19 @@ def _run(ms: Any, tasks: list[Any], tvm_target: Any, database: Any, db_dir: Path
 
     builder.preload_tensor_intrinsics()
     state = scheduler.TuningState(budget_s, log)
-    state.on_batch = lambda: save_spent(db_dir, spent + state.elapsed())
+    # a bar on a terminal (the [tune] lines above it): over the trials, or the budget's seconds without a count
+    by_trials = budget_s is None or todo < 1_000_000
+    bar_total, label = (todo, "tuning (trials)") if by_trials else (round(budget_s), "tuning (s of budget)")
+
+    def on_batch() -> None:
+        save_spent(db_dir, spent + state.elapsed())
+        bar.set(min(state.trials, todo) if by_trials else min(round(state.elapsed()), bar_total))
+
+    state.on_batch = on_batch
     progress = scheduler.make_progress(ms, state, [t.task_name for t in tasks], [float(t.weight) for t in tasks])
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)  # our own progress lines instead
-    with tempfile.TemporaryDirectory(prefix="modelkit-tune-") as work_dir, scheduler.sigint_stops(state):
+    with steps(bar_total, label) as bar, tempfile.TemporaryDirectory(prefix="modelkit-tune-") as work_dir, \
+            scheduler.sigint_stops(state):
         contexts, task_weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             tasks, work_dir=work_dir, num_threads=_threads(tvm_target), seed=0,
             strategy=ms.search_strategy.EvolutionarySearch(population_size=64, init_min_unmeasured=16,
