@@ -39,7 +39,7 @@ class LazyGroup(click.Group):
         if name not in COMMANDS:
             return None
         module = importlib.import_module(COMMANDS[name][0])
-        return module.command
+        return _with_quiet(module.command)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
@@ -57,6 +57,22 @@ class LazyGroup(click.Group):
             if not exc.filename:
                 raise
             _fail(ctx, exc, f"{exc.filename}: {exc.strerror or exc}")
+
+
+def _quiet(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value:  # for this process and the children it starts (modelkit._text.progress)
+        os.environ[QUIET_ENV] = "1"
+    return value
+
+
+def _with_quiet(command: click.Command) -> click.Command:
+    """`-q/--quiet` on every command too (`modelkit convert -q ...` = `modelkit -q convert ...`), unless the
+    command has its own."""
+    if not any("--quiet" in p.opts for p in command.params):
+        command.params.append(click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, callback=_quiet,
+                                           help="No progress lines on stderr (results, warnings and errors still "
+                                                "print)."))
+    return command
 
 
 def _fail(ctx: click.Context, exc: BaseException, message: str) -> None:
@@ -92,5 +108,9 @@ def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    from .._backend import QUIET_ENV as ENGINE_QUIET_ENV
+
+    for k, v in ENGINE_QUIET_ENV.items():  # TensorFlow's C++ log lines (oneDNN, absl) stay out of every command
+        os.environ.setdefault(k, v)
     if quiet:  # for this process and the children it starts (modelkit._text.progress)
         os.environ[QUIET_ENV] = "1"

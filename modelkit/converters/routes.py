@@ -3,8 +3,8 @@ with parity. A route that fails with a typed conversion failure (ROUTE_FAILURES)
 route; the one taken, and why the others failed, go into the artifact's manifest
 (`extra.route = {"taken": name, "tried": [{"route", "type", "error"}, ...]}`) and the ConversionResult.
 The user's own errors (an existing output, bad options or inputs, a file Keras cannot load, a custom class
-no imported module registers) stop at once: no other route would do better. When every route fails, one error gives every route's reason; a pair with
-one route raises that route's error unchanged.
+no imported module registers) stop at once: no other route would do better. When every route fails, one
+error gives every route's reason; a pair with one route raises that route's error unchanged.
 
 Routes of one pair may need different Keras backends (tf2onnx under TensorFlow, torch.onnx under torch):
 run_routes tries, in this process, the routes it is given; convert() (modelkit.convert) hands the rest to
@@ -18,8 +18,13 @@ from typing import Any, Iterable
 
 from .. import errors
 from .._text import progress
-from ..errors import (ConversionError, EngineNotInstalledError, ParityError, UnregisteredClassError,
-                      UnsupportedConversionError)
+from ..errors import (
+    ConversionError,
+    EngineNotInstalledError,
+    ParityError,
+    UnregisteredClassError,
+    UnsupportedConversionError,
+)
 from ..formats import Format
 from .registry import ROUTES, EdgeSpec, route_table, routes
 

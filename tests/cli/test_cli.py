@@ -47,6 +47,11 @@ def test_quiet_turns_progress_off_in_the_children_too_and_keeps_results(runner, 
     assert "cnn_tf.onnx" in quiet.stdout and "ok" in quiet.stdout  # the result table
     assert (tmp_path / "b" / "cnn_tf.onnx").is_file()
     assert "-q, --quiet" in runner.invoke(main, ["--help"]).output
+    monkeypatch.setenv(QUIET_ENV, "0")
+    after = runner.invoke(main, ["convert", str(cnn_tf), "--to", "onnx", "--out", str(tmp_path / "c"), "-q"])
+    assert after.exit_code == 0 and "converting" not in after.stderr, after.output  # -q after the command too
+    for command in ("convert", "bench", "compile", "verify", "run", "inspect", "serve", "package", "train"):
+        assert "-q, --quiet" in runner.invoke(main, [command, "--help"]).output, command
 
 
 def test_convert_refuses_existing_output_with_one_line(runner, converted):

@@ -43,9 +43,12 @@ def ctrl_c(proc: subprocess.Popen, timeout: float) -> str:
 _SCRIPT = "import sys; del sys.path[0]; sys.argv[0] = 'modelkit'; from modelkit.cli import main; main()"
 
 
-def modelkit_script(*args: str, cwd: str | os.PathLike, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `modelkit ARGS` as the installed console script runs, in the user's folder `cwd`; output captured."""
+def modelkit_script(*args: str, cwd: str | os.PathLike, timeout: float = 300,
+                    env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `modelkit ARGS` as the installed console script runs, in the user's folder `cwd`; output captured.
+    `env`: the whole environment (default: this process's)."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    base = os.environ if env is None else env
+    env = {**base, "PYTHONPATH": os.pathsep.join(p for p in (root, base.get("PYTHONPATH")) if p)}
     return subprocess.run([sys.executable, "-c", _SCRIPT, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
