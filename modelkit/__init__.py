@@ -4,6 +4,7 @@ The public API is light to import: heavy engines load only when a function needs
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from . import errors
@@ -85,27 +86,58 @@ def convert(source: Any, to: Any, out_dir: Any = None, force: bool = False, veri
                         input_spec=input_spec)
 
 
-def compile(model: Any, target: Any = "server-cpu", imports: Any = None, verbose: bool = True,  # noqa: A001
-            **options: Any) -> Any:
-    """Compile a .keras or ONNX model with TVM for a named target (see modelkit.targets.compile).
+def compile(model: Any, target: Any = "server-cpu", out: Any = None, batch: int | None = None,  # noqa: A001
+            dynamic_batch: bool = False, trials: int | None = None, budget: str | float | None = None,
+            force: bool = False, verify: bool | None = None, cache_dir: Any = None, timeout: float | None = None,
+            data: Any = None, imports: Any = None, verbose: bool = True) -> Any:
+    """Compile a .keras or ONNX model with TVM for a named target; returns a CompileResult (`.path`, `.parity`).
 
-    `verbose=False` silences the progress (compile and tuning lines, the tuning bar on a terminal) for this
-    call and its child processes, as `modelkit -q` does.
+    The parameters are the `modelkit compile` flags: `target` (a name from `modelkit targets`, e.g.
+    "server-cpu", "edge-arm64"), `out` (a .tvm.so name or a folder), `batch` (fix the batch) or
+    `dynamic_batch`, `trials` / `budget` ("10m", seconds) to tune with MetaSchedule (the database is cached
+    and reused), `force`, `verify` (default: True where the library runs here), `cache_dir`, `timeout`,
+    `data` (.npz to verify on), `imports` (modules that register custom layers). `verbose=False` silences
+    the progress (compile and tuning lines, the tuning bar on a terminal) for this call and its child
+    processes, as `modelkit -q` does. Details: modelkit.targets.compile.
+
+    Example:
+        result = modelkit.compile("cnn.onnx", "server-cpu", budget="5m")
+        print(result.path, result.parity["ok"])
     """
     from .targets import compile as _compile
 
     _use(imports)
     with verbosity(verbose):
-        return _compile(model, target, **options)
+        return _compile(model, target, out=out, batch=batch, dynamic_batch=dynamic_batch, trials=trials,
+                        budget=budget, force=force, verify=verify, cache_dir=cache_dir, timeout=timeout, data=data)
 
 
-def verify(a: Any, b: Any, imports: Any = None, verbose: bool = True, **options: Any) -> Any:
-    """Compare two artifacts on the same seeded inputs (see modelkit.converters.verify.verify_artifacts).
+def verify(a: Any, b: Any, atol: float | None = None, batch_sizes: tuple[int, ...] = (1, 7), seed: int = 0,
+           data: Any = None, raise_on_failure: bool = True, trust_unsafe_code: bool = False, imports: Any = None,
+           verbose: bool = True) -> Any:
+    """Compare artifact `b` with the reference `a` on the same inputs; returns a ParityReport (`.ok`, `.outputs`).
 
-    `verbose=False` silences progress lines for this call and its child processes, as `modelkit -q` does.
+    The parameters are the `modelkit verify` flags: `atol` (default: the registered edge's tolerance),
+    `batch_sizes`, `seed`, `data` (a .npz / .npy path, or a dict of arrays keyed by input name, to verify
+    on; default: the data set a's manifest names, else ranges inferred from the model), `trust_unsafe_code`,
+    `imports` (modules that register custom layers). A failed comparison raises ParityError unless
+    `raise_on_failure=False`. `verbose=False` silences progress lines, as `modelkit -q` does. Details:
+    modelkit.converters.verify.verify_artifacts.
+
+    Example:
+        report = modelkit.verify("cnn.keras", "cnn.tflite", data="samples.npz")
+        print(report.ok, max(o.max_abs for o in report.outputs))
     """
     from .converters.verify import verify_artifacts
 
     _use(imports)
+    label = None
+    if isinstance(data, (str, os.PathLike)):  # a file, as the CLI's --data takes it
+        from .input_files import read_inputs
+
+        label, data = os.path.basename(os.fspath(data)), read_inputs(data)
+        data = data if isinstance(data, dict) else {"x": data}
     with verbosity(verbose):
-        return verify_artifacts(a, b, **options)
+        return verify_artifacts(a, b, atol=atol, batch_sizes=tuple(batch_sizes), seed=seed, data=data,
+                                raise_on_failure=raise_on_failure, data_label=label,
+                                trust_unsafe_code=trust_unsafe_code)

@@ -46,3 +46,27 @@ def test_convert_takes_the_cli_flags_as_named_parameters(tmp_path):
     assert "always returns a dict" in modelkit.load.__doc__
     probs = modelkit.load(src, format="onnx").predict(np.ones((2, 4), np.float32))["probs"]  # a bare array too
     assert probs.shape == (2, 3)
+
+
+def test_compile_and_verify_have_the_cli_flags_as_parameters(tmp_path):
+    import inspect
+
+    import pytest
+
+    from modelkit.errors import ParityError
+
+    compile_params = inspect.signature(modelkit.compile).parameters
+    assert {"target", "out", "batch", "dynamic_batch", "trials", "budget", "force", "verify", "cache_dir", "data",
+            "imports", "verbose"} <= set(compile_params)
+    verify_params = inspect.signature(modelkit.verify).parameters
+    assert {"atol", "batch_sizes", "seed", "data", "raise_on_failure", "trust_unsafe_code", "imports",
+            "verbose"} <= set(verify_params)
+    assert "Example:" in modelkit.compile.__doc__ and "Example:" in modelkit.verify.__doc__
+    a, b = make_tiny_onnx(tmp_path / "a.onnx"), make_tiny_onnx(tmp_path / "b.onnx", weight_scale=1.5)
+    samples = tmp_path / "s.npz"
+    np.savez(samples, x=np.random.default_rng(1).random((5, 4)).astype(np.float32))
+    report = modelkit.verify(a, a, data=samples)  # a .npz path, as the CLI's --data
+    assert report.ok and report.inputs == "user samples (s.npz, 5 rows)"
+    with pytest.raises(ParityError):
+        modelkit.verify(a, b, data=samples)
+    assert not modelkit.verify(a, b, raise_on_failure=False).ok
