@@ -69,8 +69,9 @@ _MODELS_HELP = ", ".join(MODELS)
 @click.option("--devices", type=click.IntRange(min=1), help="Data-parallel over N devices per worker (JAX).")
 @click.option("--workers", type=click.IntRange(min=1), help="N local worker processes (JAX distributed, 127.0.0.1).")
 @click.option("--timeout", type=click.FloatRange(min=1), help="Seconds allowed for --devices/--workers runs.")
-@click.option("--out", type=click.Path(dir_okay=False),
-              help="Output .keras file; a manifest <out>.modelkit.json is written beside it. [default: model.keras]")
+@click.option("--out", type=click.Path(),
+              help="Output .keras file, or a folder (created when missing) to write <model>.keras in; a manifest "
+                   "<out>.modelkit.json is written beside it. [default: model.keras]")
 @click.option("--force", is_flag=True, default=None, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the training summary as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not print per-epoch progress (on stderr).")

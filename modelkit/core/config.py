@@ -131,6 +131,10 @@ def make(values: dict[str, Any], base_dir: str | os.PathLike | None = None) -> T
         if base_dir is not None and value is not None:
             value = _resolve(key, value, Path(base_dir))
         cfg[key] = value
+    if cfg.get("out") and not Path(cfg["out"]).suffix:  # a folder, as convert's and compile's --out take one
+        model = str(cfg.get("model") or TrainConfig.model)
+        name = Path(model.rsplit(":", 1)[0]).stem if ":" in model else model
+        cfg["out"] = str(Path(cfg["out"]) / f"{name}.keras")
     out = TrainConfig(**cfg)
     validate(out)
     return out
@@ -213,7 +217,7 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.budget is not None:
         parse_budget(cfg.budget)
     if Path(cfg.out).suffix != ".keras":
-        raise TrainingError(f"the output must be a .keras file, got '{cfg.out}'")
+        raise TrainingError(f"the output must be a .keras file or a folder, got '{cfg.out}'")
 
 
 def parse_budget(text: str) -> float:

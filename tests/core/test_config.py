@@ -117,3 +117,11 @@ def test_user_npz_with_test_split_and_csv(tmp_path: Path) -> None:
     np.savez(bad, features=np.zeros((4, 2)))
     with pytest.raises(TrainingError, match="needs arrays 'x' and 'y'"):
         data.load(str(bad))
+
+
+def test_out_may_be_a_folder_as_for_convert_and_compile(tmp_path: Path) -> None:
+    assert config.make({"model": "mlp", "out": "models"}).out == str(Path("models") / "mlp.keras")
+    built = config.make({"model": "src/mybuild.py:build", "out": str(tmp_path / "trained")})
+    assert built.out == str(tmp_path / "trained" / "mybuild.keras")  # named after the builder's file
+    with pytest.raises(TrainingError, match="must be a .keras file or a folder, got 'm.h5'"):
+        config.make({"out": "m.h5"})
