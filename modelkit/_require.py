@@ -11,7 +11,7 @@ BACKEND_EXTRAS = {"tensorflow": "keras", "torch": "torch", "jax": "jax"}  # the 
 
 def require(module: str, extra: str, what: str | None = None) -> ModuleType:
     """`importlib.import_module(module)`, or EngineNotInstalledError naming what is missing and the extra:
-    "onnxruntime is not installed (onnxruntime); pip install 'modelkit[onnx]'"."""
+    "onnxruntime is not installed (onnxruntime); pip install 'modelkit[run-onnx]'"."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:

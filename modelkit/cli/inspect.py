@@ -31,13 +31,18 @@ def describe(path: str, trust_unsafe_code: bool = False) -> dict[str, Any]:
     return info
 
 
-def onnx_summary(path: Path) -> dict[str, Any]:
-    import onnx
+def onnx_summary(path: Path) -> dict[str, Any] | None:
+    """IR, opsets and op counts; None where the onnx package is absent (a runtime-only install, run-onnx)."""
+    import importlib.util
 
     from ..errors import LoadError
     from ..safety import check_onnx_external_data
 
     check_onnx_external_data(path)
+    if importlib.util.find_spec("onnx") is None:
+        return None
+    import onnx
+
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (ValueError, OSError) as exc:
@@ -99,7 +104,9 @@ def command(artifact: str, trust_unsafe_code: bool, as_json: bool) -> None:
         click.echo(f"created: {m.get('created')}")
     else:
         click.echo("manifest: none (not made by modelkit)")
-    if "onnx" in info:
+    if "onnx" in info and info["onnx"] is None:
+        click.echo("onnx: opsets and op counts need the onnx package: pip install 'modelkit[onnx]'")
+    elif "onnx" in info:
         o = info["onnx"]
         click.echo(f"onnx: IR {o['ir_version']}, opsets {o['opsets']}, {o['nodes']} nodes, producer {o['producer']}")
         click.echo("ops: " + ", ".join(f"{k}×{v}" for k, v in o["ops"].items()))

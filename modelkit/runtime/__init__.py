@@ -14,15 +14,15 @@ from ..errors import FormatError
 from ..formats import Format, check_regular, detect
 from .base import Model
 
-# format -> (engine module, pip extra that installs it)
+# format -> (engine module, pip extra that installs it: the runtime-only one where there is one)
 ENGINES: dict[Format, tuple[str, str]] = {
     Format.KERAS: ("modelkit.runtime.keras", "keras"),
     Format.SAVED_MODEL: ("modelkit.runtime.saved_model", "keras"),
-    Format.ONNX: ("modelkit.runtime.onnxruntime", "onnx"),
-    Format.TFLITE: ("modelkit.runtime.litert", "tflite"),
-    Format.TORCHSCRIPT: ("modelkit.runtime.torchscript", "torch"),
-    Format.TORCH_EXPORT: ("modelkit.runtime.torch_export", "torch"),
-    Format.TVM: ("modelkit.runtime.tvm", "tvm"),
+    Format.ONNX: ("modelkit.runtime.onnxruntime", "run-onnx"),
+    Format.TFLITE: ("modelkit.runtime.litert", "run-tflite"),
+    Format.TORCHSCRIPT: ("modelkit.runtime.torchscript", "run-torch"),
+    Format.TORCH_EXPORT: ("modelkit.runtime.torch_export", "run-torch"),
+    Format.TVM: ("modelkit.runtime.tvm", "run-tvm"),
 }
 
 __all__ = ["load", "Model", "ENGINES"]

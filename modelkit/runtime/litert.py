@@ -125,7 +125,7 @@ def _spec(name: str, d: dict[str, Any]) -> TensorSpec:
 def load(path: Path, device: str = "cpu", threads: int | None = None, **options: Any) -> LiteRTModel:
     """Load a .tflite file with ai-edge-litert; threads -> the interpreter's num_threads."""
     parse_device(device, ("cpu",))
-    Interpreter = require("ai_edge_litert.interpreter", "tflite", "ai-edge-litert").Interpreter
+    Interpreter = require("ai_edge_litert.interpreter", "run-tflite", "ai-edge-litert").Interpreter
     p = Path(path)
     if not p.is_file():
         raise LoadError(f"no such TFLite file: {p}")

@@ -83,7 +83,7 @@ def _spec(node: Any) -> TensorSpec:
 @guard_load("onnxruntime")
 def load(path: Path, device: str = "cpu", threads: int | None = None, **options: Any) -> OnnxModel:
     kind, index = parse_device(device, ("cpu", "cuda"))
-    ort = require("onnxruntime", "onnx")
+    ort = require("onnxruntime", "run-onnx")
     check_external_data(path)
     so = ort.SessionOptions()
     if threads:

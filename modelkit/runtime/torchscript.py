@@ -70,7 +70,7 @@ def _writable(arr: np.ndarray) -> np.ndarray:
 
 
 def import_torch() -> Any:
-    return require("torch", "torch")
+    return require("torch", "run-torch")
 
 
 def torch_device(device: str, threads: int | None) -> str:

@@ -119,7 +119,7 @@ def _is_sequence(value: Any) -> bool:
 @guard_load("tvm")
 def load(path: Path, device: str | None = None, threads: int | None = None, trust_unsafe_code: bool = False,
          **options: Any) -> TvmModel:
-    require("tvm", "tvm", "apache-tvm")
+    require("tvm", "run-tvm", "apache-tvm")
     m = _manifest.read(path)
     if m is None or m.format != Format.TVM.value:
         raise LoadError(f"{path}: a TVM library needs the manifest modelkit wrote beside it "
