@@ -14,6 +14,7 @@ passing stderr through) prints through the bar's console, so nothing tears it. r
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import sys
 from types import SimpleNamespace
@@ -81,8 +82,8 @@ def steps(total: float | None, label: str, *, done: float = 0, bar: bool = True,
     if not show or quiet():
         yield Steps("off")
         return
-    if not bar or _live is not None or not _terminal(console):
-        yield Steps("lines")
+    if not bar or _live is not None or not _terminal(console) or importlib.util.find_spec("rich") is None:
+        yield Steps("lines")  # rich comes with the extras that do long work, not with the runtime-only ones
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

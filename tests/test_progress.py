@@ -92,6 +92,19 @@ def test_no_bar_where_the_caller_asks_for_lines_or_one_is_live_already() -> None
     assert "epoch 1/5" in ANSI.sub("", out.getvalue())
 
 
+def test_without_rich_a_terminal_gets_the_plain_lines(monkeypatch, capsys) -> None:
+    """rich comes with the extras that do long work, not with the runtime-only ones: no bar, the same lines."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "rich" else real(name, *a))
+    console, _out = terminal()
+    with steps(2, "convert", console=console) as bar:
+        assert bar.mode == "lines"
+        bar.advance("[1/2] keras -> onnx: wrote cnn.onnx")
+    assert capsys.readouterr().err == "[1/2] keras -> onnx: wrote cnn.onnx\n"
+
+
 def test_quiet_gives_nothing(monkeypatch, capsys) -> None:
     console, out = terminal()
     monkeypatch.setenv(QUIET_ENV, "1")
