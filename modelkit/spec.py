@@ -97,6 +97,44 @@ class Signature:
                       bool(s.shape) and s.shape[0] is None) for s in self.inputs)
 
     @cached_property
+    def _fast_plan(self) -> tuple[tuple[str, np.dtype, int, tuple[int, ...]], ...] | None:
+        """For bind_fast: (name, dtype, rank, the dims after the batch) per input, when the batch is the only
+        open dimension and no fixed one is 0; else None (every call takes bind)."""
+        plan = []
+        for s in self.inputs:
+            tail = s.shape[1:]
+            if not s.shape or s.shape[0] is not None or None in tail or 0 in tail:
+                return None
+            plan.append((s.name, np.dtype(s.dtype), s.rank, tail))
+        return tuple(plan)
+
+    def bind_fast(self, inputs: Any) -> dict[str, np.ndarray] | None:
+        """The inputs as bind would return them when they are already exactly right (a dict, or one bare array,
+        of C-contiguous ndarrays of the input's dtype and fixed dims, one batch size > 0): no copy, no checks
+        left. Anything else returns None, and bind (with its typed errors) takes over. A dtype equal to the
+        input's is native-endian, and a contiguous array is passed as it is, so nothing here needs precheck."""
+        plan = self._fast_plan
+        if plan is None:
+            return None
+        if type(inputs) is np.ndarray:
+            if len(plan) != 1:
+                return None
+            inputs = {plan[0][0]: inputs}
+        elif type(inputs) is not dict or len(inputs) != len(plan):
+            return None
+        batch = None
+        for name, want, rank, tail in plan:
+            v = inputs.get(name)
+            if type(v) is not np.ndarray:
+                return None
+            dtype, shape = v.dtype, v.shape
+            if (dtype is not want and dtype != want) or len(shape) != rank or shape[1:] != tail or not shape[0] \
+                    or (batch is not None and shape[0] != batch) or not v.flags.c_contiguous:
+                return None
+            batch = shape[0]
+        return inputs
+
+    @cached_property
     def _input_name_set(self) -> frozenset[str]:
         return frozenset(s.name for s in self.inputs)
 
@@ -107,7 +145,7 @@ class Signature:
         DTypeError naming what was expected and what came, before anything reaches a native engine.
         Every check runs on every call; what is per-signature (names, dtypes, fixed dims) is cached.
         """
-        if type(inputs) is not dict and not isinstance(inputs, Mapping):
+        if type(inputs) is not dict and (type(inputs) is np.ndarray or not isinstance(inputs, Mapping)):
             if len(self.inputs) != 1:
                 raise InputNameError(f"model has {len(self.inputs)} inputs {self.input_names}; "
                                      "pass a dict keyed by input name, not a bare array")

@@ -77,3 +77,28 @@ def test_python_lists_are_accepted_with_the_spec_dtype():
 def test_signature_round_trips_through_dict():
     assert Signature.from_dict(SIG.to_dict()) == SIG
     assert TensorSpec("x", (-1, 3)).shape == (None, 3)
+
+
+def test_bind_fast_passes_exactly_right_inputs_and_leaves_the_rest_to_bind():
+    """predict's fast path: the caller's own dict (no copy) when nothing needs checking or converting; None
+    (so bind runs, with its typed errors) for anything else."""
+    sig = Signature((TensorSpec("img", (None, 4, 4, 3)), TensorSpec("meta", (None, 2))))
+    good = {"img": np.zeros((2, 4, 4, 3), np.float32), "meta": np.zeros((2, 2), np.float32)}
+    assert sig.bind_fast(good) is good
+    others = [
+        {**good, "meta": np.zeros((3, 2), np.float32)},          # batch sizes differ
+        {**good, "meta": np.zeros((2, 2), np.float64)},          # a dtype to convert
+        {**good, "meta": np.zeros((2, 2), ">f4")},               # big-endian
+        {**good, "meta": np.zeros((2, 4), np.float32)[:, ::2]},  # not contiguous
+        {**good, "meta": [[0.0, 0.0], [0.0, 0.0]]},              # a list
+        {**good, "img": np.zeros((0, 4, 4, 3), np.float32), "meta": np.zeros((0, 2), np.float32)},  # empty
+        {"img": good["img"]},                                      # a name missing
+        {**good, "extra": good["meta"]},                           # a name too many
+        {**good, "img": np.zeros((2, 4, 5, 3), np.float32)},     # a fixed dimension
+    ]
+    for inputs in others:
+        assert sig.bind_fast(inputs) is None
+    one = Signature((TensorSpec("x", (None, 3)),))
+    x = np.ones((5, 3), np.float32)
+    assert one.bind_fast(x)["x"] is x and one.bind_fast(x[None]) is None
+    assert Signature((TensorSpec("s", (None, None, 3)),)).bind_fast({"s": np.ones((1, 2, 3), np.float32)}) is None

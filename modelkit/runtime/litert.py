@@ -50,13 +50,20 @@ class LiteRTModel(Model):
         self._in_items = list(self._in_index.items())  # signature order, as bind returns inputs
         self._out_items = list(self._out_index.items())
         self._shapes: tuple[tuple[int, ...], ...] = ()
+        self._one, self._first = len(in_order) == 1, in_order[0] if in_order else ""
         # dynamic non-batch dims (a sequence length): sizes the model cannot run at are the caller's ShapeError
         self._open_dims = any(d is None for s in sig.inputs for d in s.shape[1:])
         self._lock = threading.Lock()  # one interpreter holds one set of tensors: one call at a time
+        # The interpreter's C++ calls, past its Python methods (~1 us a call): invoke()'s check for numpy views
+        # into the tensors (modelkit never makes one: get_tensor copies) and one wrapper call per tensor. No
+        # reference to the C++ object is kept: the Python methods that still run (resize) count its references.
+        native = getattr(interpreter, "_interpreter", None)
+        self._fast = all(callable(getattr(native, n, None)) for n in ("SetTensor", "Invoke", "GetTensor"))
+        del native
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         it = self.interpreter
-        shapes = tuple(inputs[n].shape for n, _ in self._in_items)
+        shapes = (inputs[self._first].shape,) if self._one else tuple([inputs[n].shape for n, _ in self._in_items])
         with self._lock:
             try:
                 if shapes != self._shapes:
@@ -66,10 +73,16 @@ class LiteRTModel(Model):
                         it.resize_tensor_input(index, list(shape), strict=True)
                     it.allocate_tensors()
                     self._shapes = shapes
+                if not self._fast:
+                    for n, index in self._in_items:
+                        it.set_tensor(index, inputs[n])
+                    it.invoke()
+                    return {n: it.get_tensor(i) for n, i in self._out_items}  # get_tensor copies
+                native = it._interpreter  # noqa: SLF001 - see __init__
                 for n, index in self._in_items:
-                    it.set_tensor(index, inputs[n])
-                it.invoke()
-                return {n: it.get_tensor(i) for n, i in self._out_items}  # get_tensor copies
+                    native.SetTensor(index, inputs[n])
+                native.Invoke()
+                return {n: native.GetTensor(i, 0) for n, i in self._out_items}
             except (RuntimeError, ValueError) as exc:  # inputs were validated against the signature
                 text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 if not self._shapes and self._open_dims:

@@ -63,10 +63,18 @@ class OnnxModel(Model):
         names = order_outputs(list(outs), m.sig.output_names if m else None)
         super().__init__(path, Signature(specs_in, tuple(outs[n] for n in names)))
         self._output_names = names
+        # The session's C++ run, past InferenceSession.run's Python layer: that layer re-checks the input names
+        # (Signature.bind has, with typed errors) and retries on a failed execution provider (modelkit never
+        # falls back silently); skipping it saves ~2 us a call, so predict costs about what a raw session.run
+        # does (docs/performance.md, "Runtime overhead"). Sessions without it keep the public run.
+        native = getattr(session, "_sess", None)
+        self._call = native.run if callable(getattr(native, "run", None)) else None
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            results = self.session.run(self._output_names, inputs)
+            call = self._call
+            results = (call(self._output_names, inputs, None) if call is not None
+                       else self.session.run(self._output_names, inputs))
         except ort_errors() as exc:  # inputs were validated: a failure here is the model's (corrupt graph)
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise LoadError(f"{self.path}: onnxruntime failed running this model: {first}") from exc
