@@ -23,7 +23,7 @@ from modelkit import _child, manifest  # noqa: E402
 from modelkit.errors import ModelkitError  # noqa: E402
 
 
-def build_mobilenet(out: str, image_size: int) -> str:
+def build_mobilenet(out: str, image_size: int, alpha: float = 0.35) -> str:
     """Runs in a child with Keras: save an untrained MobileNetV2 .keras with its manifest.
 
     The weights stay random, but the BatchNorm moving statistics are set to those of one batch of
@@ -36,7 +36,7 @@ def build_mobilenet(out: str, image_size: int) -> str:
     from modelkit.core import zoo
     from modelkit.keras_io.files import keras_signature
 
-    net = zoo.build_model("mobilenetv2", input_shape=(image_size, image_size, 3), alpha=0.35, seed=0)
+    net = zoo.build_model("mobilenetv2", input_shape=(image_size, image_size, 3), alpha=alpha, seed=0)
     bns = [layer for layer in net.layers if isinstance(layer, keras.layers.BatchNormalization)]
     for bn in bns:
         bn.momentum = 0.0  # moving statistics := this batch's statistics

@@ -26,6 +26,7 @@ def main() -> int:
     if os.environ.get("BENCH_QUICK") == "1":
         targets_args.append("--quick")
     runs = [(s, []) for s in sorted((ROOT / "benchmarks").glob("bench_*.py"))]
+    runs.append((ROOT / "benchmarks" / "peers.py", []))  # modelkit vs the engines called by hand (README table)
     runs.append((ROOT / "benchmarks" / "perf_targets.py", targets_args))
     for script, extra in runs:
         print(f"=== {script.name}", flush=True)

@@ -1,0 +1,254 @@
+"""modelkit's artifacts against the engines a user would otherwise call by hand, side by side in one process.
+
+    python benchmarks/peers.py [--out bench-out/peers] [--threads 1] [--batch 1,32] [--image-size 224]
+                               [--rounds 7] [--round-seconds 0.3] [--models cnn,mnet]
+
+Models: the digits CNN (trained by `modelkit train`) and MobileNetV2 1.0 at 224x224 (random weights,
+BatchNorm statistics from one seeded batch, so outputs depend on the input). Each is converted by
+`modelkit convert` (every hop verified): ONNX, TFLite, TorchScript, OpenVINO IR when that format is there,
+and int8 ONNX / TFLite (accuracy-gated: the CNN on the digits test split, MobileNetV2 on labels its own fp32
+model gave, so the gate measures top-1 agreement).
+
+Rows, at each batch: every modelkit artifact through `modelkit.load(...).predict(...)`, and the peers a
+user would call directly on the same files: onnxruntime's InferenceSession, OpenVINO's Core on the ONNX file
+with f32 pinned and with its defaults (bf16 on AMX CPUs: marked lossy), TFLite's Interpreter on the fp32 and
+int8 files. Timing: interleaved rounds (each round times every row for about --round-seconds and keeps the
+median per call), so a neighbour's burst slows every row of that round alike; the ratio to raw onnxruntime is
+the median of the per-round ratios. Max abs diff is against raw onnxruntime on the fp32 ONNX file (exact).
+Every engine gets --threads intra-op threads (default 1: on a shared 2-core machine a 2-thread team waits
+for a descheduled worker). Numbers are printed and written to peers.json / peers.md, never asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.perf_targets import median_ratio, side_by_side  # noqa: E402
+from modelkit import _child  # noqa: E402
+from modelkit.errors import ModelkitError  # noqa: E402
+
+EXACT_ATOL = 1e-4  # a row within this of raw onnxruntime counts as exact
+
+
+def _log(msg: str) -> None:
+    print(f"[peers] {msg}", file=sys.stderr, flush=True)
+
+
+def prepare(folder: Path, image_size: int, models: list[str]) -> dict[str, dict[str, Path]]:
+    """The sources and every artifact for each model, converted by modelkit (cached in `folder`)."""
+    import modelkit
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out: dict[str, dict[str, Path]] = {}
+    for key in models:
+        if key == "cnn":
+            src = folder / "cnn.keras"
+            if not src.exists():
+                _log(f"training the digits CNN -> {src}")
+                _child.run("modelkit.core.train:train", {"model": "cnn", "data": "digits", "epochs": 5,
+                                                          "out": str(src), "force": True, "verbose": False},
+                           backend="tensorflow")
+        else:
+            src = folder / f"mobilenetv2_1.0_{image_size}.keras"
+            if not src.exists():
+                _log(f"building MobileNetV2 1.0 {image_size}x{image_size} -> {src}")
+                _child.run("benchmarks.bench_formats:build_mobilenet",
+                           {"out": str(src), "image_size": image_size, "alpha": 1.0}, backend="tensorflow")
+        stem = src.name[: -len(".keras")]
+        arts: dict[str, Path] = {"keras": src}
+        for fmt, name in (("onnx", f"{stem}.onnx"), ("tflite", f"{stem}.tflite"),
+                          ("torchscript", f"{stem}.torchscript.pt"), ("openvino", f"{stem}.openvino.xml")):
+            dest = folder / name
+            if not dest.exists():
+                try:
+                    _log(f"converting {src.name} -> {fmt}")
+                    results = modelkit.convert(src, fmt, out_dir=folder, verbose=False)
+                    dest = Path(results[-1].path)
+                except ModelkitError as exc:
+                    _log(f"no {fmt} for {src.name}: {exc}")
+                    continue
+            arts[fmt] = dest
+        options: dict[str, Any] = {}
+        if key != "cnn":
+            calib, evals = _self_labelled(arts["onnx"], folder, image_size)
+            options = {"calibration_data": str(calib), "eval_data": str(evals), "max_accuracy_drop": 0.05}
+        for fmt in ("onnx", "tflite"):
+            dest = folder / f"{stem}.int8.{fmt}"
+            if not dest.exists():
+                try:
+                    _log(f"quantizing {src.name} -> int8 {fmt}")
+                    modelkit.convert(src, fmt, out_dir=folder, quantize="int8", verbose=False, **options)
+                except ModelkitError as exc:
+                    _log(f"no int8 {fmt} for {src.name}: {exc}")
+                    continue
+            arts[f"{fmt} int8"] = dest
+        out[key] = arts
+    return out
+
+
+def _self_labelled(onnx_path: Path, folder: Path, image_size: int) -> tuple[Path, Path]:
+    """Seeded calibration images, and evaluation images labelled by the fp32 model (top-1 agreement)."""
+    import modelkit
+
+    calib, evals = folder / f"mnet{image_size}_calib.npz", folder / f"mnet{image_size}_eval.npz"
+    if not evals.exists():
+        x = np.random.default_rng(1).random((96, image_size, image_size, 3), dtype=np.float32)
+        np.savez(calib, x=x[:32])
+        m = modelkit.load(onnx_path)
+        y = np.concatenate([np.argmax(next(iter(m.predict(x[i:i + 8]).values())), -1) for i in range(32, 96, 8)])
+        np.savez(evals, x=x[32:], y=y.astype(np.int64))
+    return calib, evals
+
+
+# ------------------------------------------------------------------------------------------------ rows
+
+def peer_rows(arts: dict[str, Path], threads: int) -> dict[str, tuple[Callable[[np.ndarray], Any], str]]:
+    """name -> (call(x) -> first output, note) for the engines a user would call by hand."""
+    rows: dict[str, tuple[Callable[[np.ndarray], Any], str]] = {}
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    sess = ort.InferenceSession(str(arts["onnx"]), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    rows["onnxruntime (raw)"] = (lambda x: sess.run(None, {name: x})[0], "peer")
+    try:
+        import openvino as ov
+    except ImportError:
+        _log("openvino is not installed: no OpenVINO peer rows")
+    else:
+        core = ov.Core()
+        for label, config, note in (("OpenVINO f32 (pinned)", {"INFERENCE_PRECISION_HINT": "f32"}, "peer"),
+                                    ("OpenVINO default", {}, "peer, its default precision")):
+            config = {**config, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+            compiled = core.compile_model(str(arts["onnx"]), "CPU", config)
+            precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+            req = compiled.create_infer_request()
+            rows[label] = ((lambda x, r=req: r.infer({0: x})[0]), f"{note} ({precision})")
+    from ai_edge_litert.interpreter import Interpreter
+
+    for key, label in (("tflite", "TFLite fp32 (raw)"), ("tflite int8", "TFLite int8 (raw)")):
+        if key in arts:
+            rows[label] = (_tflite_call(Interpreter(model_path=str(arts[key]), num_threads=threads)), "peer")
+    return rows
+
+
+def _tflite_call(it: Any) -> Callable[[np.ndarray], Any]:
+    state = {"shape": None}
+    d_in, d_out = it.get_input_details()[0], it.get_output_details()[0]
+
+    def call(x: np.ndarray) -> Any:
+        if state["shape"] != x.shape:
+            it.resize_tensor_input(d_in["index"], list(x.shape))
+            it.allocate_tensors()
+            state["shape"] = x.shape
+        it.set_tensor(d_in["index"], x)
+        it.invoke()
+        return it.get_tensor(d_out["index"])
+    return call
+
+
+def modelkit_rows(arts: dict[str, Path], threads: int) -> dict[str, tuple[Callable[[np.ndarray], Any], str]]:
+    import modelkit
+
+    rows = {}
+    for key, path in arts.items():
+        if key == "keras":
+            continue
+        m = modelkit.load(path, threads=threads)
+        out = m.signature.output_names[0]
+        rows[f"modelkit {key}"] = ((lambda x, m=m, out=out: m.predict(x)[out]), m.engine)
+    return rows
+
+
+def measure(rows: dict[str, tuple[Callable[[np.ndarray], Any], str]], x: np.ndarray, rounds: int,
+            round_seconds: float) -> list[dict[str, Any]]:
+    ref = np.asarray(rows["onnxruntime (raw)"][0](x))
+    fns = {k: (lambda f=f: f(x)) for k, (f, _note) in rows.items()}
+    per_call = {}
+    for k, f in fns.items():
+        f()
+        t0 = time.perf_counter()
+        f()
+        per_call[k] = max(time.perf_counter() - t0, 1e-6)
+    calls = int(max(3, min(2000, round_seconds / max(per_call.values()))))
+    t = side_by_side(fns, rounds, calls)
+    out = []
+    for k, (f, note) in rows.items():
+        diff = float(np.abs(np.asarray(f(x), np.float32) - ref).max())
+        out.append({"row": k, "note": note, "p50_ms": float(np.median(t[k])) * 1e3,
+                    "vs_raw_ort": median_ratio(t[k], t["onnxruntime (raw)"]), "max_abs_diff": diff,
+                    "exact": diff <= EXACT_ATOL, "lossy": "int8" in k or diff > EXACT_ATOL})
+    return out
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    lines = ["| row | p50 ms | vs raw ORT | max abs diff | note |", "| --- | --- | --- | --- | --- |"]
+    for r in sorted(results, key=lambda r: r["p50_ms"]):
+        lossy = " (lossy)" if r["lossy"] else ""
+        lines.append(f"| {r['row']}{lossy} | {r['p50_ms']:.3f} | {r['vs_raw_ort']:.2f}x | {r['max_abs_diff']:.1e} | "
+                     f"{r['note']} |")
+    return "\n".join(lines)
+
+
+def verdict(results: list[dict[str, Any]]) -> str:
+    exact = [r for r in results if r["exact"]]
+    mine = [r for r in exact if r["row"].startswith("modelkit")]
+    peers = [r for r in exact if not r["row"].startswith("modelkit")]
+    if not mine or not peers:
+        return "goal: n/a"
+    best_mine, best_peer = min(mine, key=lambda r: r["p50_ms"]), min(peers, key=lambda r: r["p50_ms"])
+    ratio = best_mine["p50_ms"] / best_peer["p50_ms"]
+    return (f"best exact modelkit artifact {best_mine['row']} {best_mine['p50_ms']:.3f} ms vs best exact peer "
+            f"{best_peer['row']} {best_peer['p50_ms']:.3f} ms: {ratio:.2f}x (goal <= 1.0x: "
+            f"{'met' if ratio <= 1.0 else 'not met'})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(Path(os.environ.get("BENCH_OUT", "bench-out")) / "peers"))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", default="1,32")
+    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--round-seconds", type=float, default=0.3)
+    ap.add_argument("--models", default="cnn,mnet")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    models = [m for m in args.models.split(",") if m]
+    arts = prepare(out / "models", args.image_size, models)
+    report: dict[str, Any] = {"threads": args.threads, "rounds": args.rounds, "models": {}}
+    md = [f"# peers ({args.threads} thread(s) per engine, {args.rounds} interleaved rounds)", ""]
+    for key in models:
+        rows = {**peer_rows(arts[key], args.threads), **modelkit_rows(arts[key], args.threads)}
+        import modelkit
+
+        spec = modelkit.load(arts[key]["onnx"]).signature.inputs[0]
+        for batch in (int(b) for b in args.batch.split(",")):
+            shape = spec.concrete_shape(batch)
+            x = np.random.default_rng(0).random(shape, dtype=np.float32)
+            _log(f"measuring {key} at batch {batch} ({len(rows)} rows)")
+            results = measure(rows, x, args.rounds, args.round_seconds)
+            report["models"][f"{key} b={batch}"] = results
+            title = "digits CNN" if key == "cnn" else f"MobileNetV2 1.0 {args.image_size}"
+            md += [f"## {title}, batch {batch}", "", table(results), "", verdict(results), ""]
+            print("\n".join(md[-5:]), flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "peers.json").write_text(json.dumps(report, indent=1))
+    (out / "peers.md").write_text("\n".join(md))
+    _log(f"wrote {out / 'peers.md'} and peers.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
