@@ -21,6 +21,7 @@ class Format(str, enum.Enum):
     TORCHSCRIPT = "torchscript"
     TORCH_EXPORT = "pt2"
     TVM = "tvm"
+    OPENVINO = "openvino"
 
     @property
     def suffix(self) -> str:
@@ -48,10 +49,15 @@ class Format(str, enum.Enum):
 _SUFFIX = {
     Format.KERAS: ".keras", Format.ONNX: ".onnx", Format.SAVED_MODEL: "_saved_model",
     Format.TFLITE: ".tflite", Format.TORCHSCRIPT: ".torchscript.pt", Format.TORCH_EXPORT: ".pt2",
-    Format.TVM: ".tvm.so",
+    Format.TVM: ".tvm.so", Format.OPENVINO: "_openvino",
 }
 _ALIASES = {"savedmodel": "saved_model", "tf_saved_model": "saved_model", "litert": "tflite",
-            "torch_export": "pt2", "export": "pt2", "jit": "torchscript", "ts": "torchscript"}
+            "torch_export": "pt2", "export": "pt2", "jit": "torchscript", "ts": "torchscript",
+            "ov": "openvino", "openvino_ir": "openvino"}
+# An OpenVINO IR made by modelkit is a folder `NAME_openvino/` holding these two files (one rename moves both,
+# so a reader never sees the graph of one conversion with the weights of another); a bare IR made elsewhere is
+# its .xml file, with the .bin of the same stem beside it
+OPENVINO_XML, OPENVINO_BIN = "model.xml", "model.bin"
 
 
 def manifest_path(artifact: str | os.PathLike) -> Path:
@@ -107,7 +113,13 @@ def detect(path: str | os.PathLike) -> Format:
     if p.is_dir():
         if (p / "saved_model.pb").is_file() or (p / "saved_model.pbtxt").is_file():
             return Format.SAVED_MODEL
-        raise FormatError(f"{p} is a folder but not a TF SavedModel (no saved_model.pb inside)")
+        if (p / OPENVINO_XML).is_file():
+            # the pair modelkit writes: its engine's checks judge the content (a DTD, a damaged graph)
+            if (p / OPENVINO_BIN).exists() or _looks_like_openvino_ir(_read_head(p / OPENVINO_XML, 512)):
+                return Format.OPENVINO
+            raise FormatError(f"{p}: holds {OPENVINO_XML}, but it is not an OpenVINO IR (no <net> root)")
+        raise FormatError(f"{p} is a folder but not a TF SavedModel (no saved_model.pb inside) nor an OpenVINO IR "
+                          f"(no {OPENVINO_XML} inside)")
     head = _read_head(p)
     if len(head) < 8:
         raise FormatError(f"{p}: file too short ({len(head)} bytes) to be a model")
@@ -121,6 +133,8 @@ def detect(path: str | os.PathLike) -> Format:
         return Format.KERAS
     if _looks_like_onnx(head):
         return Format.ONNX
+    if _looks_like_openvino_ir(_read_head(p, 512)):  # a bare IR .xml (made elsewhere; its .bin beside)
+        return Format.OPENVINO
     raise FormatError(f"{p}: not a model file of a known format "
                       f"(valid: {', '.join(f.value for f in Format)})")
 
@@ -129,6 +143,28 @@ def _looks_like_onnx(head: bytes) -> bool:
     # ModelProto starts with field 1 (ir_version, varint): tag 0x08, then a small version number,
     # followed by another field tag (producer_name 0x12, opset_import 0x42, graph 0x3a, ...).
     return head[0] == 0x08 and 3 <= head[1] <= 32 and head[2] in (0x12, 0x1a, 0x22, 0x2a, 0x32, 0x3a, 0x42)
+
+
+def _looks_like_openvino_ir(head: bytes) -> bool:
+    """An OpenVINO IR's .xml: an optional XML declaration, comments and DTD, then the root element <net ...>.
+    (A DTD is detected here and refused by the engine's checks, modelkit.safety.openvino.)"""
+    import re
+
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+    text = re.sub(r"^<\?xml[^>]*\?>\s*", "", text)
+    prolog = re.compile(r"<!--.*?-->\s*|<!DOCTYPE[^\[>]*(\[.*?\]\s*)?>\s*", re.DOTALL)
+    while (m := prolog.match(text)) is not None:
+        text = text[m.end():]
+    return re.match(r"<net[\s>]", text) is not None
+
+
+def openvino_files(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(xml, bin) of an OpenVINO IR artifact: a folder holding model.xml + model.bin, or a bare .xml file with
+    the .bin of its stem beside it."""
+    p = Path(path)
+    if p.is_dir():
+        return p / OPENVINO_XML, p / OPENVINO_BIN
+    return p, p.with_suffix(".bin")
 
 
 def _detect_zip(p: Path) -> Format:

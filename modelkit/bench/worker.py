@@ -18,7 +18,7 @@ from .._text import progress
 from .stats import summarize, time_calls
 
 MODES = ("run", "keras.predict")
-FRAMEWORKS = ("tensorflow", "torch", "jax", "keras", "onnxruntime", "tvm", "ai_edge_litert")
+FRAMEWORKS = ("tensorflow", "torch", "jax", "keras", "onnxruntime", "tvm", "ai_edge_litert", "openvino")
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
 SEED = 0
 OTHER_DIM = 16  # size of dynamic non-batch dimensions in generated inputs

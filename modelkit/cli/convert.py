@@ -12,7 +12,8 @@ from ._common import check_outputs, echo_json, human_size, import_option, table
 @click.command("convert")
 @click.argument("source", type=click.Path(exists=True, dir_okay=True))
 @click.option("--to", "to", required=True, metavar="FORMATS",
-              help="Comma-separated target formats: onnx, saved_model, tflite, torchscript, pt2, tvm; or 'all'.")
+              help="Comma-separated target formats: onnx, saved_model, tflite, torchscript, pt2, tvm, "
+                   "openvino; or 'all'.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Output folder (default: beside SOURCE).")
 @click.option("--force", is_flag=True, help="Overwrite existing artifacts.")

@@ -23,6 +23,7 @@ ENGINES = [
     (("onnxslim",), "ONNX simplification", "onnx"),
     (("ai-edge-litert",), "TFLite / LiteRT engine", "tflite"),
     (("apache-tvm",), "TVM compile", "tvm"),
+    (("openvino",), "onnx->openvino, OpenVINO engine", "openvino"),
     (("torchserve",), "TorchServe packaging", "serve"),
     (("scikit-learn",), "shipped data sets", "keras"),
 ]

@@ -63,7 +63,7 @@ def failed_name(dest: Path, route: str | None = None) -> Path:
     """`cnn.onnx` -> `cnn.parity-failed.onnx`; `cnn_saved_model` -> `cnn_saved_model.parity-failed`; a
     route other than its pair's first keeps its own: `cnn.unrolled.parity-failed.tflite`."""
     tag = f".{route}" if route else ""
-    if dest.suffix and not dest.name.endswith("_saved_model"):
+    if dest.suffix and not dest.name.endswith(("_saved_model", "_openvino")):
         return dest.with_name(f"{dest.stem}{tag}.parity-failed{dest.suffix}")
     return dest.with_name(f"{dest.name}{tag}.parity-failed")
 

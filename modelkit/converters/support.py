@@ -88,6 +88,9 @@ RULES: dict[Format, dict[str, str | Rule]] = {
                                  "builtin op (it needs Flex ops); output_mode='one_hot' converts", _bincount),
     },
     Format.SAVED_MODEL: dict(_STRING_LAYERS),
+    # OpenVINO converts the ONNX model: what neither keras -> onnx route (tf2onnx, torch.onnx) can make
+    Format.OPENVINO: {**_STRING_LAYERS, **{k: f"{v} (and torch.onnx cannot make it either; OpenVINO converts the ONNX "
+                                              "model)" for k, v in _TF2ONNX_RULES.items() if k in _TORCH_COMMON}},
 }
 # (format, route) -> {Keras class name -> why that route cannot convert it}: refusals of one route
 # (modelkit.converters.registry.ROUTES), which the format's other routes may not share
@@ -108,7 +111,8 @@ KERAS_PACKAGES = ("keras", "keras_hub", "keras_cv", "keras_nlp")
 # formats whose tensors cannot hold strings (string-typed model inputs are refused)
 NO_STRING_TENSORS = (Format.TORCHSCRIPT, Format.TORCH_EXPORT)
 # the formats a .keras model converts to, in the order refusals list the ones that work
-KERAS_TARGETS = (Format.ONNX, Format.SAVED_MODEL, Format.TFLITE, Format.TORCHSCRIPT, Format.TORCH_EXPORT, Format.TVM)
+KERAS_TARGETS = (Format.ONNX, Format.SAVED_MODEL, Format.TFLITE, Format.TORCHSCRIPT, Format.TORCH_EXPORT, Format.TVM,
+                 Format.OPENVINO)
 
 
 @dataclass(frozen=True)

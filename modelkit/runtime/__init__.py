@@ -23,6 +23,7 @@ ENGINES: dict[Format, tuple[str, str]] = {
     Format.TORCHSCRIPT: ("modelkit.runtime.torchscript", "run-torch"),
     Format.TORCH_EXPORT: ("modelkit.runtime.torch_export", "run-torch"),
     Format.TVM: ("modelkit.runtime.tvm", "run-tvm"),
+    Format.OPENVINO: ("modelkit.runtime.openvino", "openvino"),
 }
 
 __all__ = ["load", "Model", "ENGINES"]

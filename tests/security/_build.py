@@ -117,6 +117,13 @@ def build_all(folder: Path) -> dict[str, Path]:
     return out
 
 
+def build_openvino(folder: Path, onnx_path: Path) -> Path:
+    import modelkit
+
+    (r,) = modelkit.convert(onnx_path, "openvino", out_dir=folder, force=True)
+    return Path(r.path)
+
+
 def build_tvm(folder: Path, onnx_path: Path) -> Path:
     import modelkit
 

@@ -25,6 +25,14 @@ def artifacts(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def openvino_artifact(tmp_path_factory, artifacts) -> Path:
+    pytest.importorskip("openvino")
+    from ._build import build_openvino
+
+    return build_openvino(tmp_path_factory.mktemp("security_openvino"), artifacts["onnx"])
+
+
+@pytest.fixture(scope="session")
 def tvm_artifact(tmp_path_factory, artifacts) -> Path:
     pytest.importorskip("tvm")
     from ._build import build_tvm

@@ -15,14 +15,15 @@ from modelkit.errors import DTypeError, InputError, InputNameError, ShapeError
 
 from ._build import expected
 
-ENGINES = ["onnx", "keras", "saved_model", "tflite", "torchscript", "pt2", "tvm"]
+ENGINES = ["onnx", "keras", "saved_model", "tflite", "torchscript", "pt2", "tvm", "openvino"]
 EXAMPLES = int(os.environ.get("MODELKIT_TENSOR_EXAMPLES", "25"))
 
 
 @pytest.fixture(scope="module")
 def models(artifacts, request):
     def get(engine):
-        path = request.getfixturevalue("tvm_artifact") if engine == "tvm" else artifacts[engine]
+        built = engine in ("tvm", "openvino")  # converted from the onnx artifact
+        path = request.getfixturevalue(f"{engine}_artifact") if built else artifacts[engine]
         return modelkit.load(path)
     return get
 

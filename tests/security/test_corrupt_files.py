@@ -16,16 +16,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-FORMATS = ["onnx", "keras", "saved_model", "tflite", "torchscript", "pt2", "tvm"]
+# openvino: its graph (model.xml) damaged; openvino-bin: its weights (model.bin)
+FORMATS = ["onnx", "keras", "saved_model", "tflite", "torchscript", "pt2", "tvm", "openvino", "openvino-bin"]
 TYPED = {"FormatError", "LoadError", "UnsafeModelError", "ResourceError"}
 FUZZ_EXAMPLES = int(os.environ.get("MODELKIT_FUZZ_EXAMPLES", "10"))  # per format; the slow run uses more
 
 
 def _source(fmt: str, artifacts, request) -> Path:
-    return request.getfixturevalue("tvm_artifact") if fmt == "tvm" else artifacts[fmt]
+    if fmt in ("tvm", "openvino", "openvino-bin"):
+        return request.getfixturevalue(f"{fmt.split('-')[0]}_artifact")
+    return artifacts[fmt]
 
 
-def _copy(src: Path, folder: Path) -> tuple[Path, Path]:
+def _copy(src: Path, folder: Path, fmt: str = "") -> tuple[Path, Path]:
     """Copy the artifact into folder; returns (path to load, file to corrupt)."""
     if folder.exists():
         shutil.rmtree(folder)
@@ -33,6 +36,8 @@ def _copy(src: Path, folder: Path) -> tuple[Path, Path]:
     if src.is_dir():
         dest = folder / src.name
         shutil.copytree(src, dest)
+        if fmt.startswith("openvino"):
+            return dest, dest / ("model.bin" if fmt == "openvino-bin" else "model.xml")
         return dest, dest / "saved_model.pb"
     dest = folder / src.name
     shutil.copy2(src, dest)
@@ -65,7 +70,7 @@ def _apply(target: Path, original: bytes, kind: str, arg: object, seed: int = 0)
         for i in arg:
             data[i] ^= 1 << (i % 8)
     elif kind == "random":
-        keep = int(arg)
+        keep = min(int(arg), len(original))  # an OpenVINO .bin of a tiny model is under 64 bytes
         data = data[:keep] + bytearray(random.Random(seed).randbytes(len(original) - keep))
     elif kind == "splice":
         off, blob = arg
@@ -87,7 +92,7 @@ def _apply(target: Path, original: bytes, kind: str, arg: object, seed: int = 0)
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_truncated_flipped_and_random_files_raise_typed_errors(fmt, artifacts, request, load_worker, tmp_path):
     src = _source(fmt, artifacts, request)
-    path, target = _copy(src, tmp_path / "m")
+    path, target = _copy(src, tmp_path / "m", fmt)
     assert load_worker.load(path)["ok"], "the intact artifact must load"
     original = target.read_bytes()
     failures = []
@@ -104,7 +109,7 @@ def test_truncated_flipped_and_random_files_raise_typed_errors(fmt, artifacts, r
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_fuzzed_files_never_crash_or_hang(fmt, artifacts, request, load_worker, tmp_path_factory):
     src = _source(fmt, artifacts, request)
-    path, target = _copy(src, tmp_path_factory.mktemp(f"fuzz_{fmt}") / "m")
+    path, target = _copy(src, tmp_path_factory.mktemp(f"fuzz_{fmt}") / "m", fmt)
     original = target.read_bytes()
     n = len(original)
 

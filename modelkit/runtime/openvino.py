@@ -1,0 +1,135 @@
+"""OpenVINO engine: an IR (model.xml + model.bin) compiled by OpenVINO's Core for the CPU.
+
+Precision is pinned to f32 (INFERENCE_PRECISION_HINT): OpenVINO's default on CPUs with AMX or AVX-512 bf16
+(Sapphire Rapids and later) runs the model in bf16 silently; measured on MobileNetV2, its logits moved by
+0.15 with no warning. `precision="bf16"` (or "f16") opts into the lower precision, knowingly.
+PERFORMANCE_HINT is LATENCY by default (one request at a time, as predict runs), `hint="throughput"` for many
+concurrent requests; `threads` sets INFERENCE_NUM_THREADS.
+
+Both files are checked before OpenVINO reads them (modelkit.safety.openvino): sizes, no DTD, every
+constant's range inside the .bin. The .bin passed to OpenVINO is the one checked, never one the .xml names.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import manifest as _manifest
+from .._require import require
+from ..errors import LoadError
+from ..formats import Format, openvino_files
+from ..spec import Signature, TensorSpec
+from .base import Model, order_outputs, parse_device
+from .memory import guard_load
+
+PRECISIONS = {"f32": "f32", "fp32": "f32", "float32": "f32", "bf16": "bf16", "bfloat16": "bf16",
+              "f16": "f16", "fp16": "f16", "float16": "f16"}
+HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT", "cumulative_throughput": "CUMULATIVE_THROUGHPUT"}
+_DTYPES = {"float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "uint16", "bool"}
+
+
+def config_for(precision: str = "f32", hint: str = "latency", threads: int | None = None) -> dict[str, Any]:
+    """The compile_model config: precision pinned (f32 unless asked), performance hint, threads."""
+    p = PRECISIONS.get(str(precision).strip().lower())
+    if p is None:
+        raise LoadError(f"unknown OpenVINO precision '{precision}'; valid: f32 (default), bf16, f16")
+    h = HINTS.get(str(hint).strip().lower().replace("-", "_"))
+    if h is None:
+        raise LoadError(f"unknown OpenVINO performance hint '{hint}'; valid: {', '.join(HINTS)}")
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": p, "PERFORMANCE_HINT": h}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return config
+
+
+def ov_errors() -> tuple[type[BaseException], ...]:
+    """What OpenVINO raises for a bad model or a failed run: RuntimeError, and its pybind11 failures, which
+    derive from Exception only (OpConversionFailure, OpValidationFailure, GeneralFailure, ...)."""
+    from openvino import _pyopenvino as state
+
+    names = ("GeneralFailure", "InitializationFailure", "NotImplementedFailure", "OpConversionFailure",
+             "OpValidationFailure")
+    found = tuple(getattr(state, n) for n in names if isinstance(getattr(state, n, None), type))
+    return (RuntimeError, ValueError, TypeError, *found)
+
+
+class OpenVinoModel(Model):
+    format = Format.OPENVINO
+    engine = "openvino"
+
+    def __init__(self, path: Path, compiled: Any, config: dict[str, Any]):
+        self.compiled = compiled
+        self.config = config
+        m = _manifest.read(path)
+        ins = [(port, _spec(port)) for port in compiled.inputs]
+        outs = {_spec(port).name: (port, _spec(port)) for port in compiled.outputs}
+        names = order_outputs(list(outs), m.sig.output_names if m else None)
+        super().__init__(path, Signature(tuple(s for _, s in ins), tuple(outs[n][1] for n in names)))
+        self._output_ports = [(n, outs[n][0]) for n in names]
+        self._local = threading.local()  # one infer request per thread: a request is not thread-safe
+
+    @property
+    def precision(self) -> str:
+        """The precision OpenVINO compiled for ('f32' unless precision= asked otherwise)."""
+        return str(self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+
+    def _request(self) -> Any:
+        req = getattr(self._local, "request", None)
+        if req is None:
+            req = self._local.request = self.compiled.create_infer_request()
+        return req
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            results = self._request().infer(inputs)  # outputs are copied out of the request (share_outputs=False)
+        except ov_errors() as exc:  # inputs were validated: a failure here is the model's
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise LoadError(f"{self.path}: OpenVINO failed running this model: {first}") from exc
+        return {name: np.asarray(results[port]) for name, port in self._output_ports}
+
+
+def _spec(port: Any) -> TensorSpec:
+    names = sorted(port.get_names())
+    if not names:
+        raise LoadError(f"an OpenVINO tensor has no name (port {port}); modelkit binds tensors by name")
+    name = port.get_any_name()
+    try:
+        dtype = np.dtype(port.get_element_type().to_dtype()).name
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise LoadError(f"tensor '{name}' has an element type numpy has no dtype for "
+                        f"({port.get_element_type()})") from exc
+    if dtype not in _DTYPES:
+        raise LoadError(f"tensor '{name}' has unsupported type {port.get_element_type()}")
+    pshape = port.get_partial_shape()
+    if pshape.rank.is_dynamic:
+        raise LoadError(f"tensor '{name}' has a dynamic rank; modelkit needs the rank of every tensor")
+    shape = tuple(d.get_length() if d.is_static else None for d in pshape)
+    return TensorSpec(name, shape, dtype)
+
+
+@guard_load("openvino")
+def load(path: Path, device: str = "cpu", threads: int | None = None, precision: str = "f32",
+         hint: str = "latency", **options: Any) -> OpenVinoModel:
+    """precision: 'f32' (default, pinned), 'bf16' or 'f16' (lossy, knowingly); hint: 'latency' (default) or
+    'throughput'; threads: INFERENCE_NUM_THREADS."""
+    from ..safety.openvino import check_openvino_ir
+
+    parse_device(device, ("cpu",))
+    config = config_for(precision, hint, threads)
+    path = Path(path)
+    xml, bin_ = openvino_files(path)
+    check_openvino_ir(xml, bin_, folder=path if path.is_dir() else None)
+    ov = require("openvino", "openvino")
+    try:
+        core = ov.Core()
+        model = core.read_model(str(xml), str(bin_))
+        compiled = core.compile_model(model, "CPU", config)
+        return OpenVinoModel(path, compiled, config)
+    except LoadError:
+        raise
+    except ov_errors() as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LoadError(f"{path}: OpenVINO could not load this model: {first}") from exc

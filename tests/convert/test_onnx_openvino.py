@@ -1,0 +1,90 @@
+"""Edge onnx -> openvino: OpenVINO's ONNX frontend, saved as an IR folder (model.xml + model.bin, float32
+weights kept); `modelkit convert CNN.keras --to openvino` goes keras -> onnx -> openvino with parity on each
+hop; inspect, run and bench take the artifact."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import modelkit
+from modelkit.cli import main
+from modelkit.converters.registry import edges, plan
+from modelkit.errors import ArtifactExistsError
+from modelkit.formats import Format, detect, manifest_path
+
+pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'modelkit[openvino]')")
+
+
+def test_edge_is_registered_without_backend_and_planned_from_keras():
+    e = edges()[(Format.ONNX, Format.OPENVINO)]
+    assert e.backend is None and e.tolerance.atol == 5e-4 and e.route == "frontend"
+    assert [(s.source, s.target) for s in plan(Format.KERAS, Format.OPENVINO)] == [
+        (Format.KERAS, Format.ONNX), (Format.ONNX, Format.OPENVINO)]
+    assert Format.parse("OpenVINO") == Format.OPENVINO == Format.parse("ov")
+
+
+def test_keras_cnn_to_openvino_parity_through_the_cli(cnn_tf, tmp_path):
+    r = CliRunner().invoke(main, ["convert", str(cnn_tf), "--to", "openvino", "--out", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    art = tmp_path / "cnn_tf_openvino"
+    assert sorted(p.name for p in art.iterdir()) == ["model.bin", "model.xml"]
+    assert detect(art) == Format.OPENVINO and detect(art / "model.xml") == Format.OPENVINO
+    assert (tmp_path / "cnn_tf.onnx").is_file()  # the hop on the way, written and verified too
+    m = json.loads(manifest_path(art).read_text())
+    assert m["format"] == "openvino" and m["parity"]["ok"] and m["parity"]["outputs"][0]["max_abs"] < 1e-4
+    assert [(e["source"], e["target"]) for e in m["chain"]] == [("keras", "onnx"), ("onnx", "openvino")]
+    assert m["chain"][-1]["versions"]["openvino"].startswith("2026.")
+    assert m["size_bytes"] == (art / "model.xml").stat().st_size + (art / "model.bin").stat().st_size
+    # float32 weights as saved (save_model's default would have halved them to f16 silently)
+    xml = (art / "model.xml").read_text()
+    assert 'element_type="f16"' not in xml and 'element_type="f32"' in xml
+    assert not list(tmp_path.glob(".*partial"))
+
+    # real digits: the IR agrees with the ONNX it came from and with the labels
+    from modelkit.core.data import test_split
+
+    inputs, labels = test_split("digits", "cnn", 0)
+    x = {"image": inputs["image"][:64]}
+    got = modelkit.load(art).predict(x)["probs"]
+    want = modelkit.load(tmp_path / "cnn_tf.onnx").predict(x)["probs"]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert (got.argmax(-1) == labels[:64]).mean() > 0.5
+
+    r = CliRunner().invoke(main, ["inspect", str(art)])
+    assert r.exit_code == 0, r.output
+    assert "openvino" in r.output and "image: float32(?, 8, 8, 1)" in r.output and "onnx -> openvino" in r.output
+
+    np.save(tmp_path / "x.npy", inputs["image"][:3])
+    r = CliRunner().invoke(main, ["run", str(art), "--input", str(tmp_path / "x.npy"), "--output",
+                                  str(tmp_path / "y.npz")])
+    assert r.exit_code == 0, r.output
+    assert np.load(tmp_path / "y.npz")["probs"].shape == (3, 10)
+
+    r = CliRunner().invoke(main, ["bench", str(art), "--batch", "1,7", "--iterations", "5", "--warmup", "1",
+                                  "--no-baseline", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)["rows"]
+    assert {(row["format"], row["engine"]) for row in rows} == {("openvino", "openvino")}
+    assert sorted(row["batch"] for row in rows) == [1, 7]
+
+    with pytest.raises(ArtifactExistsError):  # an existing IR is never replaced without force
+        modelkit.convert(tmp_path / "cnn_tf.onnx", "openvino", out_dir=tmp_path)
+    (again,) = modelkit.convert(tmp_path / "cnn_tf.onnx", "openvino", out_dir=tmp_path, force=True)
+    assert again.parity["ok"] and sorted(p.name for p in art.iterdir()) == ["model.bin", "model.xml"]
+
+
+def test_tiny_onnx_matches_onnxruntime_at_f32_with_a_dynamic_batch(tiny_onnx):
+    (r,) = modelkit.convert(tiny_onnx, "openvino")
+    assert Path(r.path).name == "tiny_openvino" and r.parity["ok"]
+    assert [c["batch"] for c in r.parity["cases"]] == [1, 7]
+    ov, ort = modelkit.load(r.path), modelkit.load(tiny_onnx)
+    assert ov.engine == "openvino" and ov.signature.inputs[0].shape == (None, 4)
+    assert ov.precision == "f32" and ov.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
+    rng = np.random.default_rng(0)
+    for batch in (1, 7):
+        x = rng.standard_normal((batch, 4)).astype(np.float32) * 10
+        got, want = ov.predict(x)["probs"], ort.predict(x)["probs"]
+        assert got.shape == (batch, 3)
+        assert np.abs(got - want).max() <= 1e-5
