@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError, ModelkitError
-from ..formats import MANIFEST_SUFFIX, Format, check_regular, detect
+from ..formats import MANIFEST_SUFFIX, OPENVINO_XML, Format, check_regular, detect
 from .batcher import Batcher
 from .errors import ModelNotFound, Unavailable
 from .metrics import Metrics
@@ -29,7 +29,7 @@ log = logging.getLogger("modelkit.serving")
 
 PLATFORMS = {Format.ONNX: "onnxruntime_onnx", Format.SAVED_MODEL: "tensorflow_savedmodel",
              Format.TORCHSCRIPT: "pytorch_libtorch", Format.KERAS: "keras", Format.TFLITE: "tensorflow_lite",
-             Format.TORCH_EXPORT: "pytorch_export", Format.TVM: "tvm"}
+             Format.TORCH_EXPORT: "pytorch_export", Format.TVM: "tvm", Format.OPENVINO: "openvino"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 
 
@@ -79,9 +79,9 @@ class Entry:
 
 
 def find_artifact(version_dir: Path) -> Path:
-    """The one model artifact inside a VERSION folder (or the folder itself if it is a SavedModel).
-    FIFOs, devices and sockets are refused without being opened, and named in the error."""
-    if (version_dir / "saved_model.pb").is_file():
+    """The one model artifact inside a VERSION folder (or the folder itself if it is a SavedModel or an OpenVINO
+    IR). FIFOs, devices and sockets are refused without being opened, and named in the error."""
+    if is_artifact_folder(version_dir):
         return version_dir
     found, refused = [], []
     for p in sorted(version_dir.iterdir()):
@@ -117,8 +117,13 @@ def content_key(path: Path) -> tuple:
     return tuple(key)
 
 
+def is_artifact_folder(path: Path) -> bool:
+    """A folder that is one artifact: a SavedModel, or an OpenVINO IR (model.xml + model.bin)."""
+    return (path / "saved_model.pb").is_file() or (path / OPENVINO_XML).is_file()
+
+
 def is_repository(path: Path) -> bool:
-    return path.is_dir() and not (path / "saved_model.pb").is_file()
+    return path.is_dir() and not is_artifact_folder(path)
 
 
 class Repository:
@@ -145,7 +150,7 @@ class Repository:
             self.scanned |= {d.name for d in _model_dirs(path)}  # at startup, before the loop serves
             return
         detect(path)
-        name = name or path.name.split(".")[0].removesuffix("_saved_model")
+        name = name or path.name.split(".")[0].removesuffix("_saved_model").removesuffix("_openvino")
         if not valid_name(name) or name in self.artifacts:
             raise ModelNotFound(f"bad or duplicate model name '{name}' for {path}; use NAME=PATH")
         self.artifacts[name] = path

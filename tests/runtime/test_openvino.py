@@ -15,6 +15,7 @@ import modelkit
 from modelkit.cli import main
 from modelkit.errors import DTypeError, FormatError, InputNameError, LoadError, ShapeError, UnsafeModelError
 from modelkit.formats import Format, detect
+from tests.serving.conftest import serve  # noqa: F401 - real `modelkit serve` processes on loopback
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'modelkit[openvino]')")
 
@@ -177,3 +178,22 @@ def test_hostile_irs_are_refused_before_openvino_reads_them(conv, tmp_path):
     with pytest.raises(FormatError, match="not a model file"):
         (tmp_path / "notes.xml").write_text('<?xml version="1.0"?>\n<notes/>\n')
         modelkit.load(tmp_path / "notes.xml")
+
+
+def test_modelkit_serve_takes_an_ir_folder_and_a_repository_of_them(conv, serve, tmp_path):  # noqa: F811
+    from tests.helpers import call, v2_request
+
+    src, art = conv
+    x = np.random.default_rng(3).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    want = modelkit.load(src).predict(x)["logits"]
+    repo = tmp_path / "repo"
+    shutil.copytree(art, repo / "netv" / "1")  # a VERSION folder that is the IR itself, as for a SavedModel
+    server = serve(art, repo)
+    status, meta = call(server.port, "GET", "/v2/models/conv")  # named after the folder, without _openvino
+    assert status == 200 and meta["platform"] == "openvino", meta
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 3, 16, 16]}]
+    for name in ("conv", "netv"):
+        status, resp = call(server.port, "POST", f"/v2/models/{name}/infer", v2_request(x))
+        assert status == 200, resp
+        got = np.reshape(resp["outputs"][0]["data"], (2, 10))
+        assert np.abs(got - want).max() <= 1e-5
