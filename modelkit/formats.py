@@ -21,6 +21,7 @@ class Format(str, enum.Enum):
     TORCHSCRIPT = "torchscript"
     TORCH_EXPORT = "pt2"
     TVM = "tvm"
+    EXECUTORCH = "executorch"
     OPENVINO = "openvino"
 
     @property
@@ -49,9 +50,11 @@ class Format(str, enum.Enum):
 _SUFFIX = {
     Format.KERAS: ".keras", Format.ONNX: ".onnx", Format.SAVED_MODEL: "_saved_model",
     Format.TFLITE: ".tflite", Format.TORCHSCRIPT: ".torchscript.pt", Format.TORCH_EXPORT: ".pt2",
+    Format.EXECUTORCH: ".pte",
     Format.TVM: ".tvm.so", Format.OPENVINO: "_openvino",
 }
-_ALIASES = {"savedmodel": "saved_model", "tf_saved_model": "saved_model", "litert": "tflite",
+_ALIASES = {"pte": "executorch", "et": "executorch",
+            "savedmodel": "saved_model", "tf_saved_model": "saved_model", "litert": "tflite",
             "torch_export": "pt2", "export": "pt2", "jit": "torchscript", "ts": "torchscript",
             "ov": "openvino", "openvino_ir": "openvino"}
 # An OpenVINO IR made by modelkit is a folder `NAME_openvino/` holding these two files (one rename moves both,
@@ -125,6 +128,8 @@ def detect(path: str | os.PathLike) -> Format:
         raise FormatError(f"{p}: file too short ({len(head)} bytes) to be a model")
     if head[4:8] == b"TFL3":
         return Format.TFLITE
+    if head[4:6] == b"ET" and head[6:8].isdigit():  # an ExecuTorch program's flatbuffer identifier (ET12)
+        return Format.EXECUTORCH
     if head[:4] == b"\x7fELF":
         return _detect_elf(p)
     if head[:4] == b"PK\x03\x04":

@@ -57,7 +57,7 @@ def _reachable(source: Format) -> set[Format]:
 def output_path(source: Path, fmt: Format, out_dir: Path, quantization: str | None = None) -> Path:
     """`cnn.keras` -> `out_dir/cnn.onnx`; quantized artifacts carry the mode: `cnn.int8.tflite`."""
     stem = source.name
-    for suffix in (".keras", ".onnx", ".tflite", ".pt2", ".torchscript.pt", "_saved_model", "_openvino"):
+    for suffix in (".keras", ".onnx", ".tflite", ".pt2", ".torchscript.pt", ".pte", "_saved_model", "_openvino"):
         if stem.endswith(suffix):
             stem = stem[: -len(suffix)]
             break

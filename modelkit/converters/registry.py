@@ -40,6 +40,7 @@ ROUTES: dict[tuple[Format, Format], tuple[Route, ...]] = {
     (_K, Format.TORCHSCRIPT): (Route("trace", "modelkit.converters.keras_torchscript:keras_to_torchscript"),),
     (_K, Format.TORCH_EXPORT): (Route("export", "modelkit.converters.keras_pt2:keras_to_pt2"),
                                 Route("unrolled", "modelkit.converters.keras_pt2_unrolled:keras_to_pt2_unrolled")),
+    (_K, Format.EXECUTORCH): (Route("xnnpack", "modelkit.converters.keras_executorch:keras_to_executorch"),),
     (_O, Format.TVM): (Route("relax", "modelkit.targets.tvm.edge:onnx_to_tvm"),),
     (_O, Format.OPENVINO): (Route("frontend", "modelkit.converters.onnx_openvino:onnx_to_openvino"),),
 }

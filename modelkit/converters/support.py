@@ -69,6 +69,7 @@ _ONNX_RULES: dict[str, str | Rule] = {**_STRING_LAYERS, **_TF2ONNX_RULES}  # wha
 RULES: dict[Format, dict[str, str | Rule]] = {
     Format.TORCHSCRIPT: dict(_TORCH_COMMON),
     Format.TORCH_EXPORT: dict(_TORCH_COMMON),
+    Format.EXECUTORCH: dict(_TORCH_COMMON),
     Format.ONNX: dict(_STRING_LAYERS),
     Format.TVM: {
         **{k: (f"{v} (TVM compiles the ONNX model)" if isinstance(v, str) else v) for k, v in _ONNX_RULES.items()},
@@ -106,12 +107,13 @@ ROUTE_SCOPE: dict[tuple[Format, str], tuple[str, ...]] = {
     (Format.TORCH_EXPORT, "unrolled"): _RNN_CLASSES,
 }
 # (format, route) that cannot take a masked recurrent layer (a mask from Masking or Embedding(mask_zero=True))
-MASKED_RNN_ROUTES = {(Format.TORCH_EXPORT, "export"): _MASKED_RNN}
+MASKED_RNN_ROUTES = {(Format.TORCH_EXPORT, "export"): _MASKED_RNN, (Format.EXECUTORCH, "xnnpack"): _MASKED_RNN}
 KERAS_PACKAGES = ("keras", "keras_hub", "keras_cv", "keras_nlp")
 # formats whose tensors cannot hold strings (string-typed model inputs are refused)
-NO_STRING_TENSORS = (Format.TORCHSCRIPT, Format.TORCH_EXPORT)
+NO_STRING_TENSORS = (Format.TORCHSCRIPT, Format.TORCH_EXPORT, Format.EXECUTORCH)
 # the formats a .keras model converts to, in the order refusals list the ones that work
-KERAS_TARGETS = (Format.ONNX, Format.SAVED_MODEL, Format.TFLITE, Format.TORCHSCRIPT, Format.TORCH_EXPORT, Format.TVM,
+KERAS_TARGETS = (Format.ONNX, Format.SAVED_MODEL, Format.TFLITE, Format.TORCHSCRIPT, Format.TORCH_EXPORT,
+                 Format.EXECUTORCH, Format.TVM,
                  Format.OPENVINO)
 
 

@@ -22,6 +22,7 @@ ENGINES: dict[Format, tuple[str, str]] = {
     Format.TFLITE: ("modelkit.runtime.litert", "run-tflite"),
     Format.TORCHSCRIPT: ("modelkit.runtime.torchscript", "run-torch"),
     Format.TORCH_EXPORT: ("modelkit.runtime.torch_export", "run-torch"),
+    Format.EXECUTORCH: ("modelkit.runtime.executorch", "executorch"),
     Format.TVM: ("modelkit.runtime.tvm", "run-tvm"),
     Format.OPENVINO: ("modelkit.runtime.openvino", "openvino"),
 }

@@ -84,7 +84,8 @@ def test_a_newcomer_goes_from_their_own_model_to_a_served_package(folder: Path, 
     assert "--import MODULE_OR_FILE" in first.stderr and "trained with --import mybuild.py" in first.stderr
 
     done = _ok(folder, "convert", "my.keras", "--to", "all", "--import", "mybuild.py", "--out", "out")
-    made = {"my.onnx", "my.tflite", "my.pt2", "my.torchscript.pt", "my_saved_model", "my.tvm.so", "my_openvino"}
+    made = {"my.onnx", "my.tflite", "my.pt2", "my.torchscript.pt", "my_saved_model",
+            "my.pte", "my.tvm.so", "my_openvino"}
     assert made <= {p.name for p in (folder / "out").iterdir()}
     assert done.stdout.count(" ok ") >= len(made), done.stdout
 

@@ -1,0 +1,127 @@
+"""Edge keras -> executorch (.pte): torch.export of the Keras model under the torch backend, lowered to XNNPACK.
+
+The mobile path of the torch world: the model is exported as for the pt2 edge (modelkit.converters._torch_module,
+the same wrapping and example inputs), then `to_edge_transform_and_lower(..., XnnpackPartitioner())` and
+`.to_executorch()`; the program's `.buffer` is the .pte file. Three things differ from .pt2:
+
+- ExecuTorch plans every tensor's memory ahead of time, so the batch is dynamic only up to a maximum
+  (`max_batch`, default 64), recorded in the manifest (`dim_ranges`) and inside the program. Other open
+  dimensions (a sequence length) are refused: the formats that keep them open are named.
+- Keras' torch backend makes its convolution kernels `contiguous(memory_format=channels_last)`, a layout-only
+  copy that ExecuTorch's portable kernels reject at run time (and that keeps XNNPACK from taking the
+  convolution); the copies are dropped from the graph (torch semantics do not depend on layout), and constants
+  are folded so every convolution and matmul is delegated to XNNPACK.
+- A .pte has no tensor names: the Signature travels inside it as a constant method `modelkit_signature`
+  (its JSON as uint8 bytes), and the maximum batch as `modelkit_max_batch`, so the engine
+  (modelkit.runtime.executorch) needs neither Keras nor the manifest.
+
+Runs in a child process with KERAS_BACKEND=torch, so a .keras trained under TensorFlow or JAX converts too.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConversionError, UnsupportedConversionError, first_line
+from ..formats import Format
+from .registry import Tolerance, converter
+
+# XNNPACK's float32 kernels sum in another order than aten's: measured max abs error <= 1e-7 on the digits CNN
+# and small dense nets; outputs where float32 itself errs more are judged at its own error (_float64)
+TOLERANCE = Tolerance(atol=1e-4, min_cosine=0.9999)
+MAX_BATCH = 64  # memory is planned for this batch: the engine allocates it once, at load
+SIGNATURE_METHOD, MAX_BATCH_METHOD = "modelkit_signature", "modelkit_max_batch"
+
+
+@converter(Format.KERAS, Format.EXECUTORCH, backend="torch", tolerance=TOLERANCE, options={"max_batch": MAX_BATCH})
+def keras_to_executorch(src: Path, dest: Path, trust_unsafe_code: bool = False,
+                        max_batch: int = MAX_BATCH) -> dict[str, Any]:
+    import torch
+
+    from .._require import require
+    from ..runtime.executorch import quiet_loggers
+    from . import _torch_dims
+    from ._torch_module import check_batches, example_inputs, load_wrapped, signature_json
+
+    quiet_loggers()
+    require("executorch.exir", "executorch", "ExecuTorch")
+    max_batch = int(max_batch)
+    if max_batch < 7:
+        raise UnsupportedConversionError(f"max_batch={max_batch}: verification runs batches 1 and 7, so the "
+                                         "program must accept at least 7")
+    module, sig = load_wrapped(src, trust_unsafe_code)
+    opened = _torch_dims.open_axes(sig)
+    if opened:
+        name, axis = opened[0]
+        raise UnsupportedConversionError(
+            f"input '{name}' has an open dimension {axis}: ExecuTorch plans memory ahead of time and modelkit's "
+            f"executorch edge keeps only the batch open (up to max_batch); fix the size in the model's Input, or "
+            f"convert to pt2, {_torch_dims.KEEP_DYNAMIC}, which keep it open")
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    shapes = tuple({0: batch} if s.shape and s.shape[0] is None else None for s in sig.inputs)
+    try:
+        with _torch_dims.symbolic_sizes():
+            program = torch.export.export(module, example_inputs(sig), dynamic_shapes=(shapes,), strict=False)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ConversionError(f"torch.export could not export {Path(src).name} with a batch of 1..{max_batch}: "
+                              f"{first_line(exc)}") from exc
+    check_batches(program.module(), module, sig, "the exported program")
+    buffer = _lower(program, signature_json(sig), max_batch, Path(src).name)
+    Path(dest).write_bytes(buffer)  # dest lies in the hop's .partial folder, renamed when the hop is done
+    import executorch.version as et_version
+
+    from ._torch_module import versions
+
+    return {"versions": {**versions(), "executorch": et_version.__version__},
+            "dim_ranges": {f"{s.name}:0": [1, max_batch] for s in sig.inputs if s.shape and s.shape[0] is None},
+            "backend_delegate": "XnnpackBackend"}
+
+
+def _lower(program: Any, signature: str, max_batch: int, src_name: str) -> bytes:
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.exir.passes.constant_prop_pass import constant_prop_pass
+
+    program = program.run_decompositions({})  # functional: Keras' BatchNormalization updates in place (mul_, add_)
+    _drop_layout_copies(program)
+    program = constant_prop_pass(program)
+    constants = {SIGNATURE_METHOD: torch.tensor(list(signature.encode()), dtype=torch.uint8),
+                 MAX_BATCH_METHOD: max_batch}
+    try:
+        edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()], constant_methods=constants)
+        _bound_batch(edge.exported_program(), max_batch)
+        return bytes(edge.to_executorch().buffer)
+    except (RuntimeError, TypeError, ValueError, AssertionError, KeyError, NotImplementedError) as exc:
+        raise ConversionError(f"ExecuTorch could not lower {src_name}: {first_line(exc)}") from exc
+
+
+def _drop_layout_copies(program: Any) -> None:
+    """Remove `contiguous(x, memory_format=...)` (a `clone` once decomposed): a layout-only copy of a functional
+    graph, the identity in torch semantics."""
+    import torch
+
+    graph = program.graph_module.graph
+    copies = (torch.ops.aten.contiguous.default, torch.ops.aten.clone.default)
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target in copies and "memory_format" in node.kwargs:
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+    program.graph_module.recompile()
+
+
+def _bound_batch(program: Any, max_batch: int) -> None:
+    """to_edge re-traces the program and loses the batch's upper bound (its shape environment falls back to a
+    guess from the example batch: 15 for 3), and memory planning sizes every tensor from that bound; set it back."""
+    import torch
+    from torch.utils._sympy.value_ranges import ValueRanges
+
+    for node in program.graph.nodes:
+        if node.op != "placeholder":
+            continue
+        val = node.meta.get("val")
+        dims = getattr(val, "shape", ())
+        if dims and isinstance(dims[0], torch.SymInt):
+            env, expr = dims[0].node.shape_env, dims[0].node.expr
+            if getattr(expr, "is_symbol", False):
+                env.var_to_range[expr] = ValueRanges(1, max_batch)

@@ -1,0 +1,122 @@
+"""ExecuTorch engine for .pte programs: executorch.runtime (the C++ runtime's Python bindings, XNNPACK kernels).
+
+`Runtime.get().load_program(path).load_method("forward")`, inputs passed in the Signature's order. A .pte has no
+tensor names: the Signature is read from the program's constant method `modelkit_signature` (written by
+modelkit.converters.keras_executorch), else from the manifest beside it. ExecuTorch plans memory for a maximum
+batch (`modelkit_max_batch`); a larger batch is a ShapeError naming it, before the runtime sees it. The program
+is verified by the runtime as it loads (flatbuffer and internal consistency), so a damaged file is a LoadError.
+CPU only. The runtime's own diagnostics (cpuinfo probes, kernel check failures) are kept off the terminal; the
+error it returns is turned into one typed line.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._quiet import engine_chatter_swallowed
+from .._require import require
+from ..errors import LoadError, ShapeError
+from ..formats import Format
+from ..spec import Signature
+from .base import Model, parse_device
+from .memory import guard_load
+
+SIGNATURE_METHOD, MAX_BATCH_METHOD = "modelkit_signature", "modelkit_max_batch"  # as the keras -> executorch edge
+
+
+class ExecuTorchModel(Model):
+    format = Format.EXECUTORCH
+    engine = "executorch"
+
+    def __init__(self, path: Path, method: Any, signature: Signature, max_batch: int | None):
+        super().__init__(path, signature)
+        self.method = method
+        self.max_batch = max_batch
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        names = self.signature.input_names
+        if self.max_batch is not None:
+            for n in names:
+                if inputs[n].ndim and inputs[n].shape[0] > self.max_batch:
+                    raise ShapeError(f"{self.path.name} takes batches of at most {self.max_batch} (ExecuTorch plans "
+                                     f"memory for it at conversion; max_batch=N converts for more); input '{n}' "
+                                     f"has {inputs[n].shape[0]}")
+        args = [torch.from_numpy(np.ascontiguousarray(inputs[n]).copy()) for n in names]
+        try:
+            with engine_chatter_swallowed():
+                outs = self.method.execute(args)
+        except RuntimeError as exc:  # inputs were validated against the Signature: a failure here is the program's
+            shapes = ", ".join(f"'{n}' {tuple(inputs[n].shape)}" for n in names)
+            raise LoadError(f"{self.path}: ExecuTorch failed running this program on {shapes}: {exc}") from exc
+        out_names = self.signature.output_names
+        if len(outs) != len(out_names):
+            raise LoadError(f"{self.path.name} returned {len(outs)} outputs, its signature names {len(out_names)}: "
+                            f"{out_names}")
+        return {n: np.asarray(o.numpy() if hasattr(o, "numpy") else o) for n, o in zip(out_names, outs)}
+
+
+@guard_load("executorch")
+def load(path: Path, device: str = "cpu", threads: int | None = None, **options: Any) -> ExecuTorchModel:
+    parse_device(device, ("cpu",))  # 'cuda' is a typed error: this engine runs on the CPU only
+    runtime = import_runtime()
+    try:
+        with engine_chatter_swallowed():
+            program = runtime.Runtime.get().load_program(str(path))
+            names = set(program.method_names)
+            if "forward" not in names:
+                raise LoadError(f"{path}: an ExecuTorch program without a 'forward' method (it has: "
+                                f"{', '.join(sorted(names)) or 'none'})")
+            method = program.load_method("forward")
+            embedded = _constant(program, SIGNATURE_METHOD) if SIGNATURE_METHOD in names else None
+            max_batch = _constant(program, MAX_BATCH_METHOD) if MAX_BATCH_METHOD in names else None
+    except (RuntimeError, ValueError, OSError) as exc:  # the runtime's verifier refuses a damaged program
+        raise LoadError(f"{path}: ExecuTorch could not load this program: {exc}") from exc
+    return ExecuTorchModel(path, method, _signature(path, embedded), _int(max_batch))
+
+
+def quiet_loggers() -> None:
+    """torchao (imported with executorch) logs a warning for each of its CUDA kernel libraries a CPU build cannot
+    load, and torch one about an Enum torchao registers: noise for every user, on every load."""
+    import logging
+
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def import_runtime() -> Any:
+    quiet_loggers()
+    return require("executorch.runtime", "executorch", "ExecuTorch")
+
+
+def _constant(program: Any, name: str) -> Any:
+    (value,) = program.load_method(name).execute([])
+    return value
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _signature(path: Path, embedded: Any) -> Signature:
+    """The Signature inside the program (JSON as uint8 bytes), else the manifest's; neither is a LoadError."""
+    if embedded is not None:
+        try:
+            data = np.asarray(embedded.numpy() if hasattr(embedded, "numpy") else embedded, dtype=np.uint8)
+            return Signature.from_dict(json.loads(data.tobytes().decode()))
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise LoadError(f"{path}: corrupt {SIGNATURE_METHOD} inside the program ({exc})") from exc
+    from .. import manifest as _manifest
+
+    m = _manifest.read(path)
+    if m is None:
+        raise LoadError(f"{path}: no {SIGNATURE_METHOD} inside and no manifest beside it; an ExecuTorch program "
+                        "carries no tensor names, so modelkit cannot bind inputs by name")
+    return m.sig

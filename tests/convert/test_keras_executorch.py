@@ -1,0 +1,102 @@
+"""keras -> executorch (.pte, XNNPACK): parity of the trained digits CNN, the engine (executorch.runtime) with the
+Signature read from inside the program, the batch range ExecuTorch plans memory for, and typed errors for a wrong
+shape, a batch past the maximum and a damaged program."""
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import modelkit
+from modelkit.converters.keras_executorch import MAX_BATCH, TOLERANCE
+from modelkit.errors import FormatError, LoadError, ShapeError
+from modelkit.formats import Format, detect, manifest_path
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("executorch") is None,
+                                reason="executorch is not installed (pip install 'modelkit[executorch]')")
+
+
+@pytest.fixture(scope="module")
+def pte(cnn_tf, tmp_path_factory) -> Path:
+    (r,) = modelkit.convert(cnn_tf, "executorch", out_dir=tmp_path_factory.mktemp("executorch"))
+    return Path(r.path)
+
+
+@pytest.fixture(scope="module")
+def model(pte):
+    return modelkit.load(pte)
+
+
+def test_parity_of_trained_cnn_and_manifest(pte):
+    assert pte.suffix == ".pte" and detect(pte) == Format.EXECUTORCH
+    assert pte.read_bytes()[4:8] == b"ET12"
+    m = json.loads(manifest_path(pte).read_text())
+    assert m["format"] == "executorch"
+    parity = m["parity"]
+    assert parity["ok"] and [c["batch"] for c in parity["cases"]] == [1, 7]
+    assert parity["tolerance"]["atol"] == TOLERANCE.atol
+    (probs,) = parity["outputs"]
+    assert probs["name"] == "probs" and probs["max_abs"] <= 1e-5 and probs["argmax_agreement"] == 1.0
+    edge = m["chain"][-1]
+    assert edge["converter"] == "modelkit.converters.keras_executorch:keras_to_executorch"
+    assert edge["versions"]["executorch"].startswith("1.5") and edge["versions"]["torch"].startswith("2.13")
+
+
+def test_engine_runs_batches_up_to_the_planned_maximum(model, cnn_tf, pte):
+    assert model.engine == "executorch" and model.format == Format.EXECUTORCH
+    assert model.signature.input_names == ["image"] and model.signature.output_names == ["probs"]
+    assert model.signature.inputs[0].shape == (None, 8, 8, 1) and model.max_batch == MAX_BATCH
+    keras_model = modelkit.load(cnn_tf)
+    rng = np.random.default_rng(3)
+    for batch in (1, 5, MAX_BATCH):
+        x = rng.random((batch, 8, 8, 1), dtype=np.float32)
+        got, want = model.predict(x)["probs"], keras_model.predict(x)["probs"]
+        assert got.shape == (batch, 10) and np.abs(got - want).max() <= TOLERANCE.atol
+    with pytest.raises(ShapeError, match=f"at most {MAX_BATCH}"):
+        model.predict(np.zeros((MAX_BATCH + 1, 8, 8, 1), np.float32))
+
+
+def test_wrong_input_shape_is_a_shape_error(model):
+    with pytest.raises(ShapeError):
+        model.predict(np.zeros((2, 9, 8, 1), np.float32))
+    with pytest.raises(ShapeError):
+        model.predict(np.zeros((2, 8, 8), np.float32))
+
+
+def test_signature_travels_inside_the_program(pte, tmp_path):
+    bare = tmp_path / "copy.pte"
+    shutil.copy(pte, bare)  # no manifest beside it
+    m = modelkit.load(bare)
+    assert m.signature.input_names == ["image"] and m.signature.output_names == ["probs"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "flipped"])
+def test_damaged_program_is_a_load_error(pte, tmp_path, damage):
+    data = bytearray(pte.read_bytes())
+    rng = np.random.default_rng(0)
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    elif damage == "garbage":
+        data[8:] = rng.integers(0, 256, len(data) - 8, dtype=np.uint8).tobytes()
+    else:
+        for i in rng.integers(8, len(data), 64):
+            data[i] ^= 0xFF
+    bad = tmp_path / f"{damage}.pte"
+    bad.write_bytes(bytes(data))
+    assert detect(bad) == Format.EXECUTORCH  # the header survives; the runtime's verifier refuses the rest
+    with pytest.raises(LoadError):
+        modelkit.load(bad).predict(np.zeros((1, 8, 8, 1), np.float32))
+
+
+def test_no_identifier_is_not_executorch(tmp_path):
+    p = tmp_path / "x.pte"
+    p.write_bytes(b"\x00" * 64)
+    with pytest.raises(FormatError):
+        detect(p)
+
+
+def test_cuda_is_refused_not_ignored(pte):
+    with pytest.raises(LoadError):
+        modelkit.load(pte, device="cuda")
