@@ -85,9 +85,18 @@ def _quantization(options: dict[str, Any], chains: list[list[EdgeSpec]]) -> str:
             raise UnsupportedConversionError(
                 f"quantization '{mode}' does not apply to {chain[-1].target.value}; formats that quantize: "
                 f"{', '.join(f.value for f in q.MODES_BY_TARGET)}")
-        for e in quantizing:
-            q.check_mode(mode, e.target)
+        if _quantizing_edge(chain, mode) is None:  # no hop of the chain has the mode: the last one says why
+            q.check_mode(mode, quantizing[-1].target)
     return mode
+
+
+def _quantizing_edge(chain: list[EdgeSpec], mode: str) -> EdgeSpec | None:
+    """The hop of a chain that applies `mode`: the first that takes it (keras -> onnx -> openvino at bf16
+    quantizes the openvino hop; the onnx hop before it stays exact). None when no hop takes it."""
+    from . import quantize as q
+
+    return next((e for e in chain if "quantize" in e.options and mode in q.MODES_BY_TARGET.get(e.target, ())),
+                None)
 
 
 def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | None = None, force: bool = False,
@@ -174,12 +183,15 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
     for chain in chains:
         current = src
         tag = None
+        quantizer = _quantizing_edge(chain, mode) if mode != "none" else None
         for edge in chain:
-            tag = tag or (mode if "quantize" in edge.options else None)  # downstream of a quantized hop too
+            tag = tag or (mode if edge is quantizer else None)  # downstream of a quantized hop too
             dest = output_path(src, edge.target, out, tag)
             if not any(h.dest == dest for h in hops):
                 specs, skipped = hop_routes(edge.source, edge.target, forced, options, config)
-                hops.append(_Hop(specs, current, dest, tried=skipped))
+                # a hop before the quantizing one that could quantize too stays exact
+                own = "none" if quantizer is not None and edge is not quantizer and "quantize" in edge.options else None
+                hops.append(_Hop(specs, current, dest, tried=skipped, quantize=own))
             current = dest
         finals.append(current)
     for hop in hops:
@@ -225,6 +237,7 @@ class _Hop:
     src: Path
     dest: Path
     tried: list[dict[str, Any]]
+    quantize: str | None = None  # this hop's own quantization mode, when it differs from the conversion's
     index: int = 0  # 1-based, in plan order (progress lines)
     next: int = 0  # the index in specs of the next route to try
     result: ConversionResult | None = None
@@ -272,7 +285,8 @@ def _run_plan(hops: list[_Hop], common: dict[str, Any], timeout: float | None, k
             payload.append({"src": str(hop.src), "dest": str(hop.dest), "source": hop.specs[0].source.value,
                             "target": hop.specs[0].target.value, "routes": [e.route for e in batch],
                             "tried": hop.tried, "last": hop.next + len(batch) == len(hop.specs),
-                            "index": hop.index, **common})
+                            "index": hop.index, **common,
+                            **({"options": {**common["options"], "quantize": hop.quantize}} if hop.quantize else {})})
         backend = group[0].specs[group[0].next].backend
         try:
             got = _child.run("modelkit.converters.hop:run_hops", {"hops": payload, "keep_going": keep_going},

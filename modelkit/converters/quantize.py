@@ -1,4 +1,4 @@
-"""Quantization shared by the lossy edges (keras -> tflite, keras -> onnx): mode names, calibration
+"""Quantization shared by the lossy edges (keras -> tflite, keras -> onnx, onnx -> openvino): mode names, calibration
 samples, ONNX quantization, and the accuracy gate that replaces numeric parity for lossy artifacts.
 
 A quantized artifact is not expected to match its source to 1e-4, so a lossy hop is judged on the
@@ -27,12 +27,15 @@ MODES: dict[str, str] = {
     "fp16": "weights stored as float16, computed in float32",
     "dynamic-int8": "int8 weights; activations quantized on the fly (no calibration)",
     "int8": "full integer: int8 weights and activations, calibrated on real samples",
+    "bf16": "float32 weights, computed in bfloat16 by the engine (OpenVINO on AMX / AVX-512 bf16 CPUs)",
 }
 _ALIASES = {"fp32": "none", "float32": "none", "no": "none", "dynamic": "dynamic-int8", "float16": "fp16",
-            "full-int8": "int8"}
+            "full-int8": "int8", "bfloat16": "bf16"}
 MODES_BY_TARGET: dict[Format, tuple[str, ...]] = {
     Format.TFLITE: ("none", "fp16", "dynamic-int8", "int8"),
     Format.ONNX: ("none", "dynamic-int8", "int8"),
+    Format.EXECUTORCH: ("none", "int8"),
+    Format.OPENVINO: ("none", "bf16"),
 }
 DEFAULT_MAX_ACCURACY_DROP = 0.01
 CALIBRATION_SAMPLES = 200  # enough for stable min/max ranges on small nets; calibration stays ~seconds
@@ -45,6 +48,9 @@ FP16_TOLERANCE = Tolerance(atol=1e-2, min_cosine=0.999)
 # (probabilities live in [0, 1]: 1.0 catches garbage / NaN only); cosine catches a broken graph and
 # the accuracy drop on labelled data is the real gate.
 INT8_TOLERANCE = Tolerance(atol=1.0, min_cosine=0.98)
+# bf16 keeps 8 bits of mantissa (~4e-3 relative): errors scale with each output's range like int8's (MobileNetV2's
+# logits, range +-18, moved by 1.5), so the same loose bounds; the accuracy drop is the gate.
+BF16_TOLERANCE = INT8_TOLERANCE
 
 
 def normalize(mode: str | None) -> str:
@@ -75,7 +81,7 @@ def tolerance_for(mode: str, base: Tolerance) -> Tolerance:
     key = normalize(mode)
     if key == "none":
         return base
-    return FP16_TOLERANCE if key == "fp16" else INT8_TOLERANCE
+    return FP16_TOLERANCE if key == "fp16" else BF16_TOLERANCE if key == "bf16" else INT8_TOLERANCE
 
 
 # ---------------------------------------------------------------------------------------------- data

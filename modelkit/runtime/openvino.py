@@ -110,15 +110,26 @@ def _spec(port: Any) -> TensorSpec:
     return TensorSpec(name, shape, dtype)
 
 
+def _recorded_precision(model: Any) -> str:
+    """The precision an IR records in rt_info (runtime_options / INFERENCE_PRECISION_HINT): 'bf16' for the IRs
+    `--quantize bf16` writes; 'f32' when it records none, or one this engine does not know."""
+    key = ["runtime_options", "INFERENCE_PRECISION_HINT"]
+    if not model.has_rt_info(key):
+        return "f32"
+    value = str(model.get_rt_info(key).astype(str)).strip().lower()
+    return value if value in PRECISIONS else "f32"
+
+
 @guard_load("openvino")
-def load(path: Path, device: str = "cpu", threads: int | None = None, precision: str = "f32",
+def load(path: Path, device: str = "cpu", threads: int | None = None, precision: str | None = None,
          hint: str = "latency", **options: Any) -> OpenVinoModel:
-    """precision: 'f32' (default, pinned), 'bf16' or 'f16' (lossy, knowingly); hint: 'latency' (default) or
-    'throughput'; threads: INFERENCE_NUM_THREADS."""
+    """precision: 'f32', 'bf16' or 'f16' (lossy, knowingly); None (default): f32 pinned, unless the IR records
+    another (`modelkit convert --to openvino --quantize bf16` writes bf16 there, accuracy-gated); hint: 'latency'
+    (default) or 'throughput'; threads: INFERENCE_NUM_THREADS."""
     from ..safety.openvino import check_openvino_ir
 
     parse_device(device, ("cpu",))
-    config = config_for(precision, hint, threads)
+    config_for(precision or "f32", hint, threads)  # bad options fail before any file is read
     path = Path(path)
     xml, bin_ = openvino_files(path)
     check_openvino_ir(xml, bin_, folder=path if path.is_dir() else None)
@@ -126,6 +137,7 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, precision:
     try:
         core = ov.Core()
         model = core.read_model(str(xml), str(bin_))
+        config = config_for(precision or _recorded_precision(model), hint, threads)
         compiled = core.compile_model(model, "CPU", config)
         return OpenVinoModel(path, compiled, config)
     except LoadError:

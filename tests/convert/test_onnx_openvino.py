@@ -88,3 +88,23 @@ def test_tiny_onnx_matches_onnxruntime_at_f32_with_a_dynamic_batch(tiny_onnx):
         got, want = ov.predict(x)["probs"], ort.predict(x)["probs"]
         assert got.shape == (batch, 3)
         assert np.abs(got - want).max() <= 1e-5
+
+
+def test_bf16_is_an_accuracy_gated_mode_of_the_openvino_hop_only(cnn_tf, tmp_path):
+    from modelkit.errors import UnsupportedConversionError
+
+    results = modelkit.convert(cnn_tf, "openvino", out_dir=tmp_path, quantize="bf16")
+    by_format = {r.format: r for r in results}
+    onnx, ir = by_format["onnx"], by_format["openvino"]
+    assert Path(onnx.path).name == "cnn_tf.onnx" and onnx.quantization == "none" and onnx.max_abs < 1e-4  # exact
+    assert Path(ir.path).name == "cnn_tf.bf16_openvino" and ir.quantization == "bf16"
+    assert ir.accuracy["ok"] and ir.accuracy["drop"] <= 0.01 and ir.accuracy["samples"] == 360
+    m = json.loads(manifest_path(ir.path).read_text())
+    assert m["quantization"] == "bf16" and m["extra"]["accuracy"]["ok"]
+    assert modelkit.load(ir.path).precision == "bf16"  # the IR records it (rt_info); the engine follows
+    assert modelkit.load(ir.path, precision="f32").precision == "f32"  # the caller's choice wins
+    assert modelkit.load(tmp_path / "cnn_tf.onnx").signature == modelkit.load(ir.path).signature
+    with pytest.raises(UnsupportedConversionError, match="valid modes for onnx: none, dynamic-int8, int8"):
+        modelkit.convert(cnn_tf, "onnx", out_dir=tmp_path / "o", quantize="bf16")
+    with pytest.raises(UnsupportedConversionError, match="valid modes for openvino: none, bf16"):
+        modelkit.convert(tmp_path / "cnn_tf.onnx", "openvino", out_dir=tmp_path / "i", quantize="fp16")
