@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MiB = 1 << 20
 INPUT_BYTES = 64 * MiB  # (4194304, 4) float32; the outputs (4194304, 3) take 48 MiB
 TIGHT = 16 * MiB  # less than the outputs: no engine can finish
-ENGINES = ["onnx", "keras", "saved_model", "tflite", "torchscript", "pt2", "tvm"]
+ENGINES = ["onnx", "keras", "saved_model", "tflite", "torchscript", "pt2", "tvm", "openvino"]
 ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0", "PYTHONWARNINGS": "ignore",
        "KERAS_BACKEND": "tensorflow", "OMP_NUM_THREADS": "1", "TVM_NUM_THREADS": "1",
        "MODELKIT_MAX_INPUT_BYTES": str(INPUT_BYTES + 4096)}
@@ -82,8 +82,18 @@ def run_child(*args: object) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="module")
+def openvino_ir(tmp_path_factory, artifacts) -> Path:
+    pytest.importorskip("openvino")
+    from tests.security._build import build_openvino
+
+    return build_openvino(tmp_path_factory.mktemp("memory_openvino"), artifacts["onnx"])
+
+
 def artifact(engine: str, artifacts: dict[str, Path], request) -> Path:
-    return request.getfixturevalue("tvm_library") if engine == "tvm" else artifacts[engine]
+    if engine in ("tvm", "openvino"):  # built from the onnx artifact
+        return request.getfixturevalue({"tvm": "tvm_library", "openvino": "openvino_ir"}[engine])
+    return artifacts[engine]
 
 
 def assert_ran_out_while_running(result: dict) -> str:
