@@ -15,6 +15,8 @@ the same wrapping and example inputs), then `to_edge_transform_and_lower(..., Xn
   (its JSON as uint8 bytes), and the maximum batch as `modelkit_max_batch`, so the engine
   (modelkit.runtime.executorch) needs neither Keras nor the manifest.
 
+Quantization (option `quantize`): none (float32), int8 (pt2e with XNNPACKQuantizer: symmetric int8, per-channel
+weights, calibrated on real samples; the hop judges it by the accuracy drop, as for TFLite's int8).
 Runs in a child process with KERAS_BACKEND=torch, so a .keras trained under TensorFlow or JAX converts too.
 """
 from __future__ import annotations
@@ -33,18 +35,22 @@ MAX_BATCH = 64  # memory is planned for this batch: the engine allocates it once
 SIGNATURE_METHOD, MAX_BATCH_METHOD = "modelkit_signature", "modelkit_max_batch"
 
 
-@converter(Format.KERAS, Format.EXECUTORCH, backend="torch", tolerance=TOLERANCE, options={"max_batch": MAX_BATCH})
-def keras_to_executorch(src: Path, dest: Path, trust_unsafe_code: bool = False,
-                        max_batch: int = MAX_BATCH) -> dict[str, Any]:
+@converter(Format.KERAS, Format.EXECUTORCH, backend="torch", tolerance=TOLERANCE,
+           options={"max_batch": MAX_BATCH, "quantize": "none", "calibration_data": None})
+def keras_to_executorch(src: Path, dest: Path, trust_unsafe_code: bool = False, max_batch: int = MAX_BATCH,
+                        quantize: str = "none", calibration_data: str | None = None) -> dict[str, Any]:
     import torch
 
+    from .. import manifest as _manifest
     from .._require import require
     from ..runtime.executorch import quiet_loggers
     from . import _torch_dims
+    from . import quantize as q
     from ._torch_module import check_batches, example_inputs, load_wrapped, signature_json
 
     quiet_loggers()
     require("executorch.exir", "executorch", "ExecuTorch")
+    mode = q.check_mode(quantize, Format.EXECUTORCH)
     max_batch = int(max_batch)
     if max_batch < 7:
         raise UnsupportedConversionError(f"max_batch={max_batch}: verification runs batches 1 and 7, so the "
@@ -66,26 +72,68 @@ def keras_to_executorch(src: Path, dest: Path, trust_unsafe_code: bool = False,
         raise ConversionError(f"torch.export could not export {Path(src).name} with a batch of 1..{max_batch}: "
                               f"{first_line(exc)}") from exc
     check_batches(program.module(), module, sig, "the exported program")
-    buffer = _lower(program, signature_json(sig), max_batch, Path(src).name)
+    calibration = None
+    if mode == "int8":
+        calibration = q.calibration_inputs(_manifest.read(src), sig, calibration_data)
+        program = _quantized(program, sig, calibration, shapes, Path(src).name)
+    buffer = _lower(program, signature_json(sig), max_batch, Path(src).name, fold=mode == "none")
     Path(dest).write_bytes(buffer)  # dest lies in the hop's .partial folder, renamed when the hop is done
     import executorch.version as et_version
 
     from ._torch_module import versions
 
-    return {"versions": {**versions(), "executorch": et_version.__version__},
-            "dim_ranges": {f"{s.name}:0": [1, max_batch] for s in sig.inputs if s.shape and s.shape[0] is None},
-            "backend_delegate": "XnnpackBackend"}
+    out: dict[str, Any] = {
+        "versions": {**versions(), "executorch": et_version.__version__},
+        "dim_ranges": {f"{s.name}:0": [1, max_batch] for s in sig.inputs if s.shape and s.shape[0] is None},
+        "backend_delegate": "XnnpackBackend", "quantization": mode}
+    if calibration is not None:  # XNNPACKQuantizer: symmetric int8, per-channel weights (pt2e)
+        out["calibration"] = {"samples": len(next(iter(calibration.values()))),
+                              "data": calibration_data or "training split (source manifest)"}
+    return out
 
 
-def _lower(program: Any, signature: str, max_batch: int, src_name: str) -> bytes:
+def _quantized(program: Any, sig: Any, calibration: dict[str, Any], shapes: tuple[Any, ...], src_name: str) -> Any:
+    """int8 by pt2e: the program folded (as for float32), XNNPACKQuantizer's observers inserted, calibrated on the
+    samples, converted to quantize / dequantize pairs that XNNPACK fuses into int8 kernels; exported again."""
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from executorch.exir.passes.constant_prop_pass import constant_prop_pass
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from . import _torch_dims
+    from ._torch_module import example_inputs
+    from .quantize import iter_samples
+
+    program = program.run_decompositions({})
+    _drop_layout_copies(program)
+    program = constant_prop_pass(program)
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    try:
+        prepared = prepare_pt2e(program.module(), quantizer)
+        with torch.no_grad():
+            for feed in iter_samples(calibration, batch=20):
+                prepared(*(torch.from_numpy(feed[n]) for n in sig.input_names))
+        converted = convert_pt2e(prepared)
+        with _torch_dims.symbolic_sizes():
+            return torch.export.export(converted, example_inputs(sig), dynamic_shapes=shapes, strict=False)
+    except (RuntimeError, TypeError, ValueError, AssertionError, KeyError, NotImplementedError) as exc:
+        raise ConversionError(f"int8 quantization (XNNPACKQuantizer, pt2e) failed on {src_name}: "
+                              f"{first_line(exc)}") from exc
+
+
+def _lower(program: Any, signature: str, max_batch: int, src_name: str, fold: bool = True) -> bytes:
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
     from executorch.exir.passes.constant_prop_pass import constant_prop_pass
 
-    program = program.run_decompositions({})  # functional: Keras' BatchNormalization updates in place (mul_, add_)
-    _drop_layout_copies(program)
-    program = constant_prop_pass(program)
+    if fold:  # a quantized program is folded before quantization: folding again would float its int8 weights
+        program = program.run_decompositions({})  # functional: Keras' BatchNormalization updates in place (mul_, ...)
+        _drop_layout_copies(program)
+        program = constant_prop_pass(program)
     constants = {SIGNATURE_METHOD: torch.tensor(list(signature.encode()), dtype=torch.uint8),
                  MAX_BATCH_METHOD: max_batch}
     try:

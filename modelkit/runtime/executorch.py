@@ -3,7 +3,7 @@
 `Runtime.get().load_program(path).load_method("forward")`, inputs passed in the Signature's order. A .pte has no
 tensor names: the Signature is read from the program's constant method `modelkit_signature` (written by
 modelkit.converters.keras_executorch), else from the manifest beside it. ExecuTorch plans memory for a maximum
-batch (`modelkit_max_batch`); a larger batch is a ShapeError naming it, before the runtime sees it. The program
+batch (`modelkit_max_batch`); a larger batch runs in slices of that size, concatenated. The program
 is verified by the runtime as it loads (flatbuffer and internal consistency), so a damaged file is a LoadError.
 CPU only. The runtime's own diagnostics (cpuinfo probes, kernel check failures) are kept off the terminal; the
 error it returns is turned into one typed line.
@@ -37,15 +37,21 @@ class ExecuTorchModel(Model):
         self.max_batch = max_batch
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = self.signature.input_names
+        n = inputs[names[0]].shape[0] if names and inputs[names[0]].ndim else 0
+        if self.max_batch is not None and n > self.max_batch:  # memory is planned for max_batch: run in slices
+            if not all(s.shape and s.shape[0] is None for s in (*self.signature.inputs, *self.signature.outputs)):
+                raise ShapeError(f"{self.path.name} takes batches of at most {self.max_batch} (ExecuTorch plans "
+                                 f"memory for it at conversion; max_batch=N converts for more); got {n}")
+            parts = [self._run_once({k: v[i:i + self.max_batch] for k, v in inputs.items()})
+                     for i in range(0, n, self.max_batch)]
+            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return self._run_once(inputs)
+
+    def _run_once(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
         names = self.signature.input_names
-        if self.max_batch is not None:
-            for n in names:
-                if inputs[n].ndim and inputs[n].shape[0] > self.max_batch:
-                    raise ShapeError(f"{self.path.name} takes batches of at most {self.max_batch} (ExecuTorch plans "
-                                     f"memory for it at conversion; max_batch=N converts for more); input '{n}' "
-                                     f"has {inputs[n].shape[0]}")
         args = [torch.from_numpy(np.ascontiguousarray(inputs[n]).copy()) for n in names]
         try:
             with engine_chatter_swallowed():
@@ -57,7 +63,8 @@ class ExecuTorchModel(Model):
         if len(outs) != len(out_names):
             raise LoadError(f"{self.path.name} returned {len(outs)} outputs, its signature names {len(out_names)}: "
                             f"{out_names}")
-        return {n: np.asarray(o.numpy() if hasattr(o, "numpy") else o) for n, o in zip(out_names, outs)}
+        # copies: an output lives in the program's planned memory, which the next call overwrites
+        return {n: np.array(o.numpy() if hasattr(o, "numpy") else o, copy=True) for n, o in zip(out_names, outs)}
 
 
 @guard_load("executorch")

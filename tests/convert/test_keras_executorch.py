@@ -54,8 +54,9 @@ def test_engine_runs_batches_up_to_the_planned_maximum(model, cnn_tf, pte):
         x = rng.random((batch, 8, 8, 1), dtype=np.float32)
         got, want = model.predict(x)["probs"], keras_model.predict(x)["probs"]
         assert got.shape == (batch, 10) and np.abs(got - want).max() <= TOLERANCE.atol
-    with pytest.raises(ShapeError, match=f"at most {MAX_BATCH}"):
-        model.predict(np.zeros((MAX_BATCH + 1, 8, 8, 1), np.float32))
+    x = rng.random((2 * MAX_BATCH + 5, 8, 8, 1), dtype=np.float32)  # past the planned batch: run in slices
+    got, want = model.predict(x)["probs"], keras_model.predict(x)["probs"]
+    assert got.shape == (2 * MAX_BATCH + 5, 10) and np.abs(got - want).max() <= TOLERANCE.atol
 
 
 def test_wrong_input_shape_is_a_shape_error(model):
@@ -100,3 +101,25 @@ def test_no_identifier_is_not_executorch(tmp_path):
 def test_cuda_is_refused_not_ignored(pte):
     with pytest.raises(LoadError):
         modelkit.load(pte, device="cuda")
+
+
+def test_int8_by_the_xnnpack_quantizer_is_accuracy_gated(cnn_tf, pte, tmp_path):
+    (r,) = modelkit.convert(cnn_tf, "executorch", out_dir=tmp_path, options={"quantize": "int8"})
+    path = Path(r.path)
+    assert path.name == "cnn_tf.int8.pte" and r.quantization == "int8"
+    acc = r.accuracy
+    assert acc["ok"] and acc["drop"] <= 0.01 and acc["samples"] > 100  # the digits test split, labelled
+    m = json.loads(manifest_path(path).read_text())
+    assert m["quantization"] == "int8" and m["extra"]["accuracy"]["ok"]
+    assert path.stat().st_size < 0.8 * pte.stat().st_size  # int8 weights, not float ones folded back
+    model = modelkit.load(path)
+    x = np.random.default_rng(0).random((7, 8, 8, 1), dtype=np.float32)
+    got, want = model.predict(x)["probs"], modelkit.load(pte).predict(x)["probs"]
+    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.85 and np.abs(got - want).max() < 0.2
+
+
+def test_quantization_modes_named_for_executorch(cnn_tf, tmp_path):
+    from modelkit.errors import UnsupportedConversionError
+
+    with pytest.raises(UnsupportedConversionError, match="valid modes for executorch: none, int8"):
+        modelkit.convert(cnn_tf, "executorch", out_dir=tmp_path, options={"quantize": "fp16"})
