@@ -12,8 +12,8 @@ from ._common import check_outputs, echo_json, human_size, import_option, table
 @click.command("convert")
 @click.argument("source", type=click.Path(exists=True, dir_okay=True))
 @click.option("--to", "to", required=True, metavar="FORMATS",
-              help="Comma-separated target formats: onnx, saved_model, tflite, torchscript, pt2, tvm, "
-                   "openvino; or 'all'.")
+              help="Comma-separated target formats: onnx, saved_model, tflite, torchscript, pt2, executorch, "
+                   "tvm, openvino; or 'all'.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Output folder (default: beside SOURCE).")
 @click.option("--force", is_flag=True, help="Overwrite existing artifacts.")
@@ -23,7 +23,8 @@ from ._common import check_outputs, echo_json, human_size, import_option, table
                    "onnx, lifted where float32's own error on an output is larger).")
 @click.option("--opset", type=click.IntRange(min=1), default=None, help="ONNX opset (default: the pinned one, 17).")
 @click.option("--quantize", type=click.Choice(["none", "fp16", "dynamic-int8", "int8", "bf16"]), default=None,
-              help="Quantize (tflite: fp16, dynamic-int8, int8; onnx: dynamic-int8, int8; openvino: bf16). Judged "
+              help="Quantize (tflite: fp16, dynamic-int8, int8; onnx: dynamic-int8, int8; executorch: int8; "
+                   "openvino: bf16). Judged "
                    "by the accuracy drop on labelled data; outputs are named e.g. cnn.int8.tflite.")
 @click.option("--calibration-data", type=click.Path(exists=True, dir_okay=False), default=None,
               help="int8 calibration samples (.npz: 'x' or one array per input name); default: the "

@@ -24,6 +24,7 @@ ENGINES = [
     (("ai-edge-litert",), "TFLite / LiteRT engine", "tflite"),
     (("apache-tvm",), "TVM compile", "tvm"),
     (("openvino",), "onnx->openvino, OpenVINO engine", "openvino"),
+    (("executorch",), "keras->executorch (.pte), ExecuTorch engine", "executorch"),
     (("torchserve",), "TorchServe packaging", "serve"),
     (("scikit-learn",), "shipped data sets", "keras"),
 ]
