@@ -47,6 +47,8 @@ def _log(msg: str) -> None:
 def prepare(folder: Path, image_size: int, models: list[str]) -> dict[str, dict[str, Path]]:
     """The sources and every artifact for each model, converted by modelkit (cached in `folder`)."""
     import modelkit
+    from modelkit.converters import output_path
+    from modelkit.formats import Format
 
     folder.mkdir(parents=True, exist_ok=True)
     out: dict[str, dict[str, Path]] = {}
@@ -64,11 +66,9 @@ def prepare(folder: Path, image_size: int, models: list[str]) -> dict[str, dict[
                 _log(f"building MobileNetV2 1.0 {image_size}x{image_size} -> {src}")
                 _child.run("benchmarks.bench_formats:build_mobilenet",
                            {"out": str(src), "image_size": image_size, "alpha": 1.0}, backend="tensorflow")
-        stem = src.name[: -len(".keras")]
         arts: dict[str, Path] = {"keras": src}
-        for fmt, name in (("onnx", f"{stem}.onnx"), ("tflite", f"{stem}.tflite"),
-                          ("torchscript", f"{stem}.torchscript.pt"), ("openvino", f"{stem}.openvino.xml")):
-            dest = folder / name
+        for fmt in ("onnx", "tflite", "torchscript", "openvino", "executorch"):
+            dest = output_path(src, Format(fmt), folder)
             if not dest.exists():
                 try:
                     _log(f"converting {src.name} -> {fmt}")
@@ -83,7 +83,7 @@ def prepare(folder: Path, image_size: int, models: list[str]) -> dict[str, dict[
             calib, evals = _self_labelled(arts["onnx"], folder, image_size)
             options = {"calibration_data": str(calib), "eval_data": str(evals), "max_accuracy_drop": 0.05}
         for fmt in ("onnx", "tflite"):
-            dest = folder / f"{stem}.int8.{fmt}"
+            dest = output_path(src, Format(fmt), folder, "int8")
             if not dest.exists():
                 try:
                     _log(f"quantizing {src.name} -> int8 {fmt}")

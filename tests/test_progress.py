@@ -16,6 +16,7 @@ from rich.progress import TimeRemainingColumn
 from modelkit import _child, _progress
 from modelkit._progress import eta, steps, verbosity
 from modelkit._text import QUIET_ENV, progress
+from tests.helpers import make_tiny_keras
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -144,13 +145,7 @@ def test_verbosity_sets_quiet_for_the_block_and_restores_it(monkeypatch) -> None
 
 @pytest.fixture(scope="module")
 def tiny_keras(tmp_path_factory) -> Path:
-    from modelkit._backend import import_keras
-
-    keras = import_keras()
-    inp = keras.Input((4,), name="x")
-    path = tmp_path_factory.mktemp("keras") / "tiny.keras"
-    keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="probs")(inp)).save(path)
-    return path
+    return make_tiny_keras(tmp_path_factory.mktemp("keras") / "tiny.keras")
 
 
 def test_convert_verbose_false_prints_no_progress(tiny_keras: Path, tmp_path: Path, capfd) -> None:

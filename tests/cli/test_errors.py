@@ -16,6 +16,7 @@ from numpy.lib import format as npformat
 
 import modelkit
 from modelkit.cli import main
+from tests.helpers import make_tiny_keras
 
 
 def _one_line_error(args: list[str]) -> str:
@@ -138,13 +139,7 @@ def test_valid_inputs_still_run(tiny_onnx: Path, tmp_path: Path, layout: str) ->
 
 @pytest.fixture(scope="module")
 def tiny_keras(tmp_path_factory) -> Path:
-    from modelkit._backend import import_keras
-
-    keras = import_keras()
-    inp = keras.Input((4,), name="x")
-    path = tmp_path_factory.mktemp("keras") / "tiny.keras"
-    keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="probs")(inp)).save(path)
-    return path
+    return make_tiny_keras(tmp_path_factory.mktemp("keras") / "tiny.keras")
 
 
 def test_convert_into_a_folder_under_a_file(tiny_keras: Path, tmp_path: Path) -> None:

@@ -17,6 +17,16 @@ def train_in_child(model: str, backend: str, out: Path, epochs: int = 3) -> Path
     return out
 
 
+def make_tiny_keras(path: Path) -> Path:
+    """A one-Dense .keras model: input 'x' (?, 4) -> softmax 'probs' (?, 3), under the default backend."""
+    from modelkit._backend import import_keras
+
+    keras = import_keras()
+    inp = keras.Input((4,), name="x")
+    keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="probs")(inp)).save(path)
+    return path
+
+
 def make_tiny_onnx(path: Path, weight_scale: float = 1.0, batch: int | str = "batch") -> Path:
     """A real ONNX model without any framework: probs = softmax(x @ W + b), x: (batch, 4) float32 (`batch`: a
     number fixes it)."""
