@@ -23,7 +23,7 @@ from ...errors import ConversionError, EngineNotInstalledError, UnsupportedConve
 from ...formats import Format
 from ...spec import Signature, TensorSpec
 from .. import registry
-from . import cross, tuning
+from . import cross, default_schedule, tuning
 
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
                 10: "float16", 11: "float64"}
@@ -290,6 +290,10 @@ def _build(mod: Any, tvm_target: Any, database: Any) -> Any:
     if database is not None:
         with tvm_target, database, tvm.transform.PassContext(opt_level=3):
             mod = T.MetaScheduleApplyDatabase()(mod)
+    # untuned, and any task a database has no record for (those it has are marked scheduled, and kept):
+    # parallel + vectorized default schedules instead of TVM's serial, scalar loop nests
+    with engine_chatter_swallowed():
+        mod, _ = default_schedule.apply(mod, tvm_target)
     try:
         return tvm.compile(mod, target=tvm_target)
     except Exception as exc:  # TVM raises its own error types from C++: re-raise typed

@@ -1,0 +1,260 @@
+"""Default CPU schedules for an untuned compile: what `tvm.compile` would otherwise leave serial and scalar.
+
+Without a tuning database every PrimFunc that LegalizeOps + FuseTIR produce is a plain loop nest: one
+thread, no SIMD. `apply` schedules each one, first with TVM's dlight CPU rules where they fit (GEMV,
+Reduction: softmax / norms), then with the generic rule below for the rest (convolutions, matmuls,
+pooling, elementwise):
+
+- every block at the function's root is scheduled on its own (a fused function's pad, conv and epilogue
+  each get their loop nest);
+- spatial loops go outside, reductions inside, and the innermost spatial loop (contiguous in the
+  output) innermost of all, split by the target's vector lanes (a constant extent only: a symbolic batch
+  stays a plain loop) and vectorized;
+- a reduction accumulates in a small local tile (registers), initialized and written back vectorized;
+- the outer spatial loops are fused and run in parallel when the block has enough work to pay for
+  waking the thread pool.
+
+Functions a rule scheduled carry `tirx.is_scheduled`, so nothing later reschedules them. Numbers: see
+docs/tvm.md ("Untuned performance").
+"""
+from __future__ import annotations
+
+from typing import Any
+
+PARALLEL_MIN_WORK = 1 << 15  # loop iterations (spatial x reduction) below which one thread does the block
+OUTER_TILE = 4                # per register tile of a reduction: rows, and channels, of output vectors
+
+
+def apply(mod: Any, tvm_target: Any) -> tuple[Any, int]:
+    """Schedule every unscheduled PrimFunc of mod for a CPU (llvm) target: (module, functions scheduled).
+    Other targets (CUDA) come back unchanged."""
+    import tvm
+    from tvm.s_tir import dlight as dl
+
+    if tvm_target.kind.name != "llvm":
+        return mod, 0
+    before = _scheduled_names(mod)
+    with tvm_target:
+        mod = dl.ApplyDefaultSchedule(dl.cpu.GEMV(), _reduction_rule(), _generic_rule())(mod)
+    del tvm
+    return mod, len(_scheduled_names(mod) - before)
+
+
+def _scheduled_names(mod: Any) -> set[str]:
+    from tvm import tirx
+
+    return {gv.name_hint for gv, f in mod.functions_items()
+            if isinstance(f, tirx.PrimFunc) and int(f.attrs.get("tirx.is_scheduled", 0) if f.attrs else 0) == 1}
+
+
+def _reduction_rule() -> Any:
+    """dlight's CPU Reduction rule (softmax, norms: one row per thread, every block computed at it), kept off
+    contractions: on a convolution it recomputes the padded input for every output pixel."""
+    from tvm import tirx
+    from tvm.s_tir.dlight.cpu import Reduction
+
+    class NonContraction(Reduction):  # type: ignore[misc]
+        def apply(self, func: Any, target: Any, tunable: bool) -> Any:
+            if isinstance(func, tirx.PrimFunc) and _has_contraction(func):
+                return None
+            return super().apply(func, target, tunable)
+
+    return NonContraction()
+
+
+def _has_contraction(func: Any) -> bool:
+    """Whether a reduction block reads two or more buffers along its reduction axes (conv, matmul), as
+    opposed to one (a sum, a max; softmax's max is read along spatial axes only)."""
+    from tvm import s_tir
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
+    from tvm.tirx.analysis import undefined_vars
+
+    sch = s_tir.Schedule(func)
+    for info in normalize_prim_func(sch) or []:
+        stmt = sch.get(info.block_rv)
+        reduce_vars = {iv.var for iv in stmt.iter_vars if int(iv.iter_type) == 2}  # CommReduce
+        if not reduce_vars:
+            continue
+        touching = 0
+        for region in stmt.reads:
+            used = {v for rng in region.region for v in undefined_vars(rng.min)}
+            touching += bool(used & reduce_vars)
+        if touching >= 2:
+            return True
+    return False
+
+
+def _generic_rule() -> Any:
+    from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
+
+    class Generic(CPUScheduleRule):  # type: ignore[misc]
+        """Parallel outer spatial loops, vectorized innermost spatial loop, reductions serial in between."""
+
+        def apply(self, func: Any, target: Any, _tunable: bool) -> Any:
+            from tvm import s_tir, tirx
+
+            if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+                return None
+            try:
+                sch = s_tir.Schedule(func)
+                return sch if schedule_blocks(sch, target) else None
+            except Exception:  # a loop nest the primitives refuse: leave the function as it was
+                return None
+
+    return Generic()
+
+
+def schedule_blocks(sch: Any, target: Any) -> bool:
+    """Schedule each root block of sch's function; True when at least one was scheduled."""
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
+    from tvm.target.codegen import llvm_get_vector_width
+
+    infos = normalize_prim_func(sch)
+    if not infos:
+        return False
+    _inline_elementwise_chains(sch, infos)
+    infos = normalize_prim_func(sch)
+    if not infos:
+        return False
+    vector_bits = llvm_get_vector_width(target)
+    vector_bits = vector_bits if vector_bits and vector_bits > 0 else 128
+    done = 0
+    gone: set[str] = set()  # epilogues inlined into a reduction's write-back
+    names = [sch.get(info.block_rv).name_hint for info in infos]
+    for info, name in zip(infos, names):
+        if name in gone:
+            continue
+        if _schedule_one(sch, info, vector_bits, gone):
+            done += 1
+    return done > 0
+
+
+def _inline_elementwise_chains(sch: Any, infos: list[Any]) -> None:
+    """Inline each injective block whose consumers are all injective (bias add into relu), so an epilogue is
+    one loop nest; producers of a reduction (a convolution's padding) stay blocks of their own."""
+    injective = {sch.get(i.block_rv).name_hint for i in infos if i.is_injective()}
+    for info in infos[:-1]:
+        if not info.is_injective():
+            continue
+        consumers = sch.get_consumers(info.block_rv)
+        if not consumers or any(sch.get(c).name_hint not in injective for c in consumers):
+            continue
+        try:
+            sch.compute_inline(info.block_rv)
+        except Exception:  # noqa: BLE001 - not inlinable (e.g. it writes an output): leave it
+            pass
+
+
+def _extent(sch: Any, loop: Any) -> Any:
+    from tvm import tirx
+
+    ext = sch.get(loop).extent
+    return int(ext.value) if isinstance(ext, tirx.IntImm) else None
+
+
+def _vector_factor(extent: int | None, lanes: int) -> int:
+    """The largest divisor of extent up to lanes (>= 2), else 1: a vector loop without a tail."""
+    if extent is None or extent < 2:
+        return 1
+    for d in range(min(lanes, extent), 1, -1):
+        if extent % d == 0:
+            return d
+    return 1
+
+
+def _schedule_one(sch: Any, info: Any, vector_bits: int, gone: set[str]) -> bool:
+    kinds = [it.kind for it in info.iters]
+    if not kinds or "O" in kinds or kinds.count("S") == 0:
+        return False
+    block = info.block_rv
+    stmt = sch.get(block)
+    if len(stmt.writes) != 1:
+        return False
+    dtype = stmt.writes[0].source.dtype
+    lanes = max(vector_bits // max(dtype.bits, 8), 1) if dtype.lanes == 1 else 1
+    spatial = [it.loop_rv for it in info.iters if it.kind == "S"]
+    reduce_ = [it.loop_rv for it in info.iters if it.kind == "R"]
+    extents = [_extent(sch, lp) for lp in spatial + reduce_]
+    work = None if any(e is None for e in extents) else _product(extents)
+
+    inner = spatial[-1]
+    vec = _vector_factor(_extent(sch, inner), lanes)
+    if vec > 1:
+        inner_outer, inner_vec = sch.split(inner, factors=[None, vec])
+    else:
+        inner_outer, inner_vec = inner, None
+    outer = spatial[:-1]
+    if reduce_:
+        # a register tile: up to OUTER_TILE x OUTER_TILE x vec accumulators (in NCHW: channels x rows x
+        # columns), reused over the whole reduction: each input vector loaded feeds several FMAs
+        unrolled = []
+        if inner_vec is not None:
+            tiled = []
+            for pos in (-1, -2):
+                if len(outer) < -pos:
+                    break
+                t = _vector_factor(_extent(sch, outer[pos]), OUTER_TILE)
+                if t > 1:
+                    o, i = sch.split(outer[pos], factors=[None, t])
+                    outer = outer[:pos] + [o] + (outer[pos + 1:] if pos != -1 else [])
+                    tiled.insert(0, i)
+            unrolled = tiled
+        tile = unrolled + ([inner_vec] if inner_vec is not None else [])
+        sch.reorder(*outer, inner_outer, *reduce_, *tile)
+        anchor = inner_outer
+    else:
+        anchor = None
+        sch.reorder(*outer, inner_outer, *([inner_vec] if inner_vec is not None else []))
+
+    # parallel: the fused outer spatial loops (or, with none, the outer part of the inner one)
+    if work is None or work >= PARALLEL_MIN_WORK:
+        par = sch.fuse(*outer) if len(outer) > 1 else (outer[0] if outer else inner_outer)
+        sch.parallel(par)
+        if not outer:
+            anchor = par if reduce_ else anchor
+
+    if inner_vec is not None:
+        sch.vectorize(inner_vec)
+    if reduce_ and inner_vec is not None and anchor is not None:
+        for lp in unrolled:
+            sch.unroll(lp)
+        wb = sch.cache_write(block, 0, "local")
+        sch.reverse_compute_at(wb, anchor, preserve_unit_loops=True)
+        init = sch.decompose_reduction(block, reduce_[0])
+        _vectorize_last(sch, init)
+        _epilogue_into(sch, wb, gone)
+        _vectorize_last(sch, wb)
+    return True
+
+
+def _epilogue_into(sch: Any, wb: Any, gone: set[str]) -> None:
+    """Inline the elementwise epilogue (bias, activation) that reads a reduction's result into the block that
+    writes the result back from registers, so it runs on the tile while it is in cache."""
+    for _ in range(4):
+        consumers = sch.get_consumers(wb)
+        if len(consumers) != 1:
+            return
+        name = sch.get(consumers[0]).name_hint
+        try:
+            sch.reverse_compute_inline(consumers[0])
+        except Exception:  # noqa: BLE001 - not an elementwise consumer of the whole tile
+            return
+        gone.add(name)
+
+
+def _vectorize_last(sch: Any, block: Any) -> None:
+    """Vectorize a tile block's innermost loop (and unroll the one above it) when its extent is constant."""
+    loops = sch.get_loops(block)
+    ext = _extent(sch, loops[-1])
+    if ext is not None and ext > 1:
+        sch.vectorize(loops[-1])
+
+
+def _product(values: list[int]) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
+__all__ = ["apply", "schedule_blocks", "PARALLEL_MIN_WORK"]

@@ -1,0 +1,99 @@
+"""Untuned TVM compiles get default CPU schedules (modelkit/targets/tvm/default_schedule.py): parallel outer
+loops, vectorized inner loops, register-tiled reductions; the numbers stay those of onnxruntime."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import modelkit
+
+pytest.importorskip("tvm")
+
+
+def _conv_onnx(path: Path, batch: int | str = "batch") -> Path:
+    """x (batch, 2, 8, 8) -> Conv 3x3 (8 channels, pad 1) + bias -> Relu -> Flatten -> MatMul -> Softmax."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((8, 2, 3, 3)) * 0.3).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    fc = (rng.standard_normal((8 * 8 * 8, 10)) * 0.05).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+         helper.make_node("Relu", ["c"], ["r"]),
+         helper.make_node("Flatten", ["r"], ["f"], axis=1),
+         helper.make_node("MatMul", ["f", "FC"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probs"], axis=-1)],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 2, 8, 8])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, 10])],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B"), numpy_helper.from_array(fc, "FC")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _prepared(onnx_path: Path, batch: int | None, target: str = "server-cpu"):
+    import onnx
+    import tvm
+
+    from modelkit.targets import registry
+    from modelkit.targets.tvm import compile as tvm_compile
+
+    tvm_target = tvm.target.Target(registry.get(target).tvm)
+    mod, _, _ = tvm_compile._import(onnx.load(str(onnx_path)), onnx_path.name, batch)
+    return tvm_compile._prepare(mod, tvm_target), tvm_target
+
+
+@pytest.mark.parametrize("batch", [None, 4])
+def test_every_primfunc_gets_a_default_schedule(tmp_path, batch):
+    from tvm import tirx
+
+    from modelkit.targets.tvm import default_schedule
+
+    mod, tvm_target = _prepared(_conv_onnx(tmp_path / "conv.onnx"), batch)
+    funcs = {gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}
+    mod, count = default_schedule.apply(mod, tvm_target)
+    assert count == len(funcs) > 0  # a dynamic batch (None) as well: symbolic extents are not vectorized
+    texts = {gv.name_hint: f.script() for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}
+    assert all(mod[name].attrs["tirx.is_scheduled"] for name in funcs)
+    conv = next(text for name, text in texts.items() if "conv2d" in name)
+    assert "T.parallel" in conv and "T.vectorized" in conv and 'scope="local"' in conv  # register tile
+    assert "T.max" in conv and "compute" not in [ln.split('"')[1] for ln in conv.splitlines() if "T.sblock(" in ln]
+
+
+def test_contractions_are_kept_from_the_row_reduction_rule(tmp_path):
+    from tvm import tirx
+
+    from modelkit.targets.tvm import default_schedule
+
+    mod, _ = _prepared(_conv_onnx(tmp_path / "conv.onnx"), 1)
+    found = {gv.name_hint: default_schedule._has_contraction(f) for gv, f in mod.functions_items()
+             if isinstance(f, tirx.PrimFunc)}
+    assert any(v for k, v in found.items() if "conv2d" in k) and any(v for k, v in found.items() if "matmul" in k)
+    assert not any(v for k, v in found.items() if "softmax" in k)
+
+
+def test_non_cpu_targets_are_left_alone(tmp_path):
+    import tvm
+
+    from modelkit.targets.tvm import default_schedule
+
+    mod, _ = _prepared(_conv_onnx(tmp_path / "conv.onnx"), 1)
+    _, count = default_schedule.apply(mod, tvm.target.Target({"kind": "cuda", "arch": "sm_90"}))
+    assert count == 0
+
+
+def test_untuned_library_keeps_parity_at_several_batches(tmp_path):
+    from modelkit.targets import compile
+
+    src = _conv_onnx(tmp_path / "conv.onnx")
+    result = compile(src, target="server-cpu")  # the hop verifies against onnxruntime
+    assert result.parity["ok"] and result.batch is None
+    lib, ref = modelkit.load(result.path), modelkit.load(src)
+    for n in (1, 3, 32):
+        x = np.random.default_rng(n).standard_normal((n, 2, 8, 8)).astype(np.float32)
+        np.testing.assert_allclose(lib.predict(x)["probs"], ref.predict(x)["probs"], atol=1e-5)
