@@ -123,3 +123,18 @@ def test_quantization_modes_named_for_executorch(cnn_tf, tmp_path):
 
     with pytest.raises(UnsupportedConversionError, match="valid modes for executorch: none, int8"):
         modelkit.convert(cnn_tf, "executorch", out_dir=tmp_path, options={"quantize": "fp16"})
+
+
+def test_an_open_sequence_length_is_refused_naming_the_formats_that_keep_it(tmp_path):
+    from modelkit._backend import import_keras
+    from modelkit.errors import UnsupportedConversionError
+
+    keras = import_keras("tensorflow")
+
+    x = keras.Input((None, 3), name="frames")
+    y = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(4, 3, padding="same")(x))
+    src = tmp_path / "seq.keras"
+    keras.Model(x, keras.layers.Dense(2, name="out")(y)).save(src)
+    with pytest.raises(UnsupportedConversionError, match=r"input 'frames' has an open dimension 1.*pt2, onnx"):
+        modelkit.convert(src, "executorch", out_dir=tmp_path / "out")
+    assert not (tmp_path / "out" / "seq.pte").exists()
