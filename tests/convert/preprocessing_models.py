@@ -111,8 +111,8 @@ def try_edge(edge: str, src: str, dest: str) -> str:
     from modelkit.formats import Format
 
     target = Format.parse(edge)
-    steps = [(Format.KERAS, Format.ONNX), (Format.ONNX, Format.TVM)] if target == Format.TVM else [
-        (Format.KERAS, target)]
+    via_onnx = (Format.TVM, Format.OPENVINO)  # formats converted from the ONNX model
+    steps = [(Format.KERAS, Format.ONNX), (Format.ONNX, target)] if target in via_onnx else [(Format.KERAS, target)]
     current = Path(src)
     try:
         for source, goal in steps:

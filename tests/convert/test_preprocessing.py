@@ -18,7 +18,7 @@ from modelkit.errors import UnsupportedConversionError
 from modelkit.formats import manifest_path
 from tests.convert import preprocessing_models
 
-FORMATS = ("onnx", "saved_model", "tflite", "torchscript", "pt2", "executorch", "tvm")  # the order refusals list them
+FORMATS = ("onnx", "saved_model", "tflite", "torchscript", "pt2", "executorch", "tvm", "openvino")  # refusals' order
 _ALL_BUT_SAVED_MODEL = {f: "" for f in FORMATS if f != "saved_model"}
 # kind -> {refused format: fragment of the reason}; every other cell converts with parity
 REFUSED: dict[str, dict[str, str]] = {
