@@ -3,7 +3,8 @@
     python benchmarks/bench_tvm.py [--out bench-out/tvm] [--budget 60s] [--image-size 96] [--duration 2s]
 
 Trains (or reuses) the CNN, builds MobileNetV2, converts both to ONNX, compiles each for server-cpu
-twice at batch 1 (untuned, and tuned with MetaSchedule for --budget per model; the tuning database is
+twice at batch 1 (untuned: the default schedules of docs/tvm.md, "Untuned performance"; and tuned with
+MetaSchedule for --budget per model; the tuning database is
 cached in OUT/cache, so a rerun measures again without tuning), verifies every library against its ONNX
 model, then times all three engines in this one process and prints medians and ratios. Numbers are
 printed, never asserted; on a shared machine, rerun for stable medians.
