@@ -97,3 +97,29 @@ def test_untuned_library_keeps_parity_at_several_batches(tmp_path):
     for n in (1, 3, 32):
         x = np.random.default_rng(n).standard_normal((n, 2, 8, 8)).astype(np.float32)
         np.testing.assert_allclose(lib.predict(x)["probs"], ref.predict(x)["probs"], atol=1e-5)
+
+
+def test_apply_leaves_its_module_alone_and_a_schedule_that_fails_to_compile_falls_back(tmp_path, monkeypatch,
+                                                                                         capsys):
+    import tvm
+    from tvm import tirx
+
+    from modelkit.targets.tvm import compile as tvm_compile
+    from modelkit.targets.tvm import default_schedule
+
+    mod, tvm_target = _prepared(_conv_onnx(tmp_path / "conv.onnx"), 1)
+    default_schedule.apply(mod, tvm_target)
+    assert not any(f.attrs and "tirx.is_scheduled" in f.attrs for _, f in mod.functions_items()
+                   if isinstance(f, tirx.PrimFunc))
+    real, seen = tvm.compile, []
+
+    def compile_once_failing(m, target):
+        seen.append(m)
+        if len(seen) == 1:
+            raise RuntimeError("a schedule LLVM rejects")
+        return real(m, target=target)
+
+    monkeypatch.setattr(tvm, "compile", compile_once_failing)
+    assert tvm_compile._build(mod, tvm_target, None) is not None
+    assert len(seen) == 2 and not seen[0].same_as(mod) and seen[1].same_as(mod)
+    assert "compiling without them" in capsys.readouterr().err

@@ -291,14 +291,22 @@ def _build(mod: Any, tvm_target: Any, database: Any) -> Any:
         with tvm_target, database, tvm.transform.PassContext(opt_level=3):
             mod = T.MetaScheduleApplyDatabase()(mod)
     # untuned, and any task a database has no record for (those it has are marked scheduled, and kept):
-    # parallel + vectorized default schedules instead of TVM's serial, scalar loop nests
+    # parallel + vectorized default schedules instead of TVM's serial, scalar loop nests (docs/tvm.md)
     with engine_chatter_swallowed():
-        mod, _ = default_schedule.apply(mod, tvm_target)
+        scheduled, count = default_schedule.apply(mod, tvm_target)
     try:
-        return tvm.compile(mod, target=tvm_target)
+        return tvm.compile(scheduled, target=tvm_target)
     except Exception as exc:  # TVM raises its own error types from C++: re-raise typed
-        raise ConversionError(f"tvm.compile failed for {tvm_target.kind.name}: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        first = exc
+    if count:  # a default schedule LLVM / TIR lowering rejects: the plain loop nests still compile
+        print(f"the default schedules did not compile ({_importer_text(first)}); compiling without them",
+              file=sys.stderr, flush=True)
+        try:
+            return tvm.compile(mod, target=tvm_target)
+        except Exception as exc:  # noqa: BLE001 - reported typed below, with the first error as the cause
+            first = exc
+    raise ConversionError(f"tvm.compile failed for {tvm_target.kind.name}: {type(first).__name__}: "
+                          f"{str(first).splitlines()[0] if str(first) else ''}") from first
 
 
 def _export(executable: Any, dest: Path, tgt: registry.Target) -> None:
