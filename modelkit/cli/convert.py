@@ -24,8 +24,8 @@ from ._common import check_outputs, echo_json, human_size, import_option, table
 @click.option("--opset", type=click.IntRange(min=1), default=None, help="ONNX opset (default: the pinned one, 17).")
 @click.option("--quantize", type=click.Choice(["none", "fp16", "dynamic-int8", "int8", "bf16"]), default=None,
               help="Quantize (tflite: fp16, dynamic-int8, int8; onnx: dynamic-int8, int8; executorch: int8; "
-                   "openvino: bf16). Judged "
-                   "by the accuracy drop on labelled data; outputs are named e.g. cnn.int8.tflite.")
+                   "openvino: bf16, int8 by NNCF). Judged by the accuracy drop on labelled data; outputs are named "
+                   "e.g. cnn.int8.tflite.")
 @click.option("--calibration-data", type=click.Path(exists=True, dir_okay=False), default=None,
               help="int8 calibration samples (.npz: 'x' or one array per input name); default: the "
                    "training split named by the source's manifest.")

@@ -92,9 +92,13 @@ def _quantization(options: dict[str, Any], chains: list[list[EdgeSpec]]) -> str:
 
 def _quantizing_edge(chain: list[EdgeSpec], mode: str) -> EdgeSpec | None:
     """The hop of a chain that applies `mode`: the first that takes it (keras -> onnx -> openvino at bf16
-    quantizes the openvino hop; the onnx hop before it stays exact). None when no hop takes it."""
+    quantizes the openvino hop; the onnx hop before it stays exact), or the last when its target applies the mode
+    itself (quantize.LAST_HOP_MODES: int8 to openvino is NNCF on the IR). None when no hop takes it."""
     from . import quantize as q
 
+    last = chain[-1] if chain else None
+    if last is not None and "quantize" in last.options and mode in q.LAST_HOP_MODES.get(last.target, ()):
+        return last
     return next((e for e in chain if "quantize" in e.options and mode in q.MODES_BY_TARGET.get(e.target, ())),
                 None)
 

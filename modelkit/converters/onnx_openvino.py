@@ -10,6 +10,13 @@ OpenVINO is imported only when the edge runs.
 (runtime_options / INFERENCE_PRECISION_HINT) that it runs in bf16; the engine compiles it so unless the caller
 asks for a precision. Lossy like the other modes, the hop is judged by the accuracy gate (top-1 drop on labelled
 data, default at most 0.01), not by atol.
+
+`quantize="int8"` (`--quantize int8`) quantizes the IR with NNCF's post-training quantization (`nncf.quantize`,
+the tool OpenVINO makes for it; `pip install 'modelkit[openvino]'` brings it), calibrated on the samples every
+int8 mode uses (the training split named by the manifest, or `--calibration-data`), preset performance
+(symmetric activations and weights, per-channel weights): FakeQuantize nodes that OpenVINO's CPU plugin runs as
+int8 kernels. Planned from keras, the int8 happens here, on the exact ONNX file before it (see
+quantize.LAST_HOP_MODES). Judged by the accuracy gate like the other int8 modes.
 """
 from __future__ import annotations
 
@@ -30,8 +37,9 @@ TOLERANCE = Tolerance(atol=5e-4, min_cosine=0.9999)
 PRECISION_KEY = ["runtime_options", "INFERENCE_PRECISION_HINT"]  # where an IR records the precision it runs at
 
 
-@converter(Format.ONNX, Format.OPENVINO, tolerance=TOLERANCE, options={"quantize": "none"})
-def onnx_to_openvino(src: Path, dest: Path, quantize: str = "none") -> dict[str, Any]:
+@converter(Format.ONNX, Format.OPENVINO, tolerance=TOLERANCE, options={"quantize": "none", "calibration_data": None})
+def onnx_to_openvino(src: Path, dest: Path, quantize: str = "none", calibration_data: str | None = None
+                     ) -> dict[str, Any]:
     from . import quantize as q
 
     mode = q.check_mode(quantize, Format.OPENVINO)
@@ -49,8 +57,47 @@ def onnx_to_openvino(src: Path, dest: Path, quantize: str = "none") -> dict[str,
         raise ConversionError(f"OpenVINO could not convert {src.name}: {first}") from exc
     if mode == "bf16":
         model.set_rt_info("bf16", PRECISION_KEY)
+    calibration = None
+    if mode == "int8":
+        from .. import manifest as _manifest
+        from ..runtime import load
+
+        src_manifest = _manifest.read(src)
+        sig = src_manifest.sig if src_manifest is not None else load(src).signature
+        calibration = q.calibration_inputs(src_manifest, sig, calibration_data)
+        model = _nncf_quantized(model, calibration, src.name)
     dest.mkdir()
     ov.save_model(model, str(dest / OPENVINO_XML), compress_to_fp16=False)
     if not (dest / OPENVINO_BIN).is_file():  # a model without weights still gets its (empty) .bin
         (dest / OPENVINO_BIN).write_bytes(b"")
-    return {"quantization": mode, "versions": {"openvino": ov.__version__.split("-")[0]}}
+    versions = {"openvino": ov.__version__.split("-")[0]}
+    out: dict[str, Any] = {"quantization": mode, "versions": versions}
+    if calibration is not None:
+        import nncf
+
+        versions["nncf"] = nncf.__version__
+        out["calibration"] = {"samples": len(next(iter(calibration.values()))), "preset": "performance",
+                              "data": calibration_data or "training split (source manifest)"}
+    return out
+
+
+def _nncf_quantized(model: Any, calibration: dict[str, Any], src_name: str) -> Any:
+    """`model` quantized by NNCF post-training quantization on `calibration` (one sample per step, fed by input
+    name), preset performance (symmetric). NNCF's logger and rich progress bars are kept off the terminal."""
+    import logging
+
+    from .._quiet import engine_chatter_swallowed
+    from .._require import require
+    from ..errors import ConversionError
+    from . import quantize as q
+
+    with engine_chatter_swallowed():  # import-time notices (torch version checks) too
+        nncf = require("nncf", "openvino")
+        nncf.set_log_level(logging.ERROR)
+        samples = list(q.iter_samples(calibration, batch=1))
+        try:
+            return nncf.quantize(model, nncf.Dataset(samples, lambda feed: feed),
+                                 preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(samples))
+        except Exception as exc:  # noqa: BLE001 - NNCF raises its own and OpenVINO's types; one typed line
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConversionError(f"NNCF could not quantize {src_name} to int8: {first}") from exc

@@ -35,7 +35,14 @@ MODES_BY_TARGET: dict[Format, tuple[str, ...]] = {
     Format.TFLITE: ("none", "fp16", "dynamic-int8", "int8"),
     Format.ONNX: ("none", "dynamic-int8", "int8"),
     Format.EXECUTORCH: ("none", "int8"),
-    Format.OPENVINO: ("none", "bf16"),
+    Format.OPENVINO: ("none", "bf16", "int8"),
+}
+# Modes a target applies at its own hop even when a hop before it could: a chain ending at the target quantizes
+# its last hop and keeps the hops before it exact. OpenVINO's int8 is NNCF on the IR (onnx_openvino.py), which
+# calibrates the graph OpenVINO runs, not onnxruntime's QDQ ONNX read back. Any other mode, and other targets
+# (keras -> onnx -> tvm at int8 quantizes the onnx hop), apply at the first hop that has the mode.
+LAST_HOP_MODES: dict[Format, tuple[str, ...]] = {
+    Format.OPENVINO: ("int8",),
 }
 DEFAULT_MAX_ACCURACY_DROP = 0.01
 CALIBRATION_SAMPLES = 200  # enough for stable min/max ranges on small nets; calibration stays ~seconds

@@ -108,3 +108,30 @@ def test_bf16_is_an_accuracy_gated_mode_of_the_openvino_hop_only(cnn_tf, tmp_pat
         modelkit.convert(cnn_tf, "onnx", out_dir=tmp_path / "o", quantize="bf16")
     with pytest.raises(UnsupportedConversionError, match="valid modes for openvino: none, bf16"):
         modelkit.convert(tmp_path / "cnn_tf.onnx", "openvino", out_dir=tmp_path / "i", quantize="fp16")
+
+
+def test_int8_by_nncf_at_the_openvino_hop_through_the_cli(cnn_tf, tmp_path):
+    pytest.importorskip("nncf", reason="NNCF is not installed (pip install 'modelkit[openvino]')")
+    from modelkit.converters import _quantizing_edge
+    from modelkit.converters.registry import plan
+
+    # int8 to openvino quantizes the openvino hop (NNCF on the IR), after an exact ONNX; int8 to tvm still
+    # quantizes the onnx hop (onnxruntime QDQ), as before
+    assert _quantizing_edge(plan(Format.KERAS, Format.OPENVINO), "int8").target == Format.OPENVINO
+    assert _quantizing_edge(plan(Format.KERAS, Format.TVM), "int8").target == Format.ONNX
+    r = CliRunner().invoke(main, ["convert", str(cnn_tf), "--to", "openvino", "--quantize", "int8",
+                                  "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "[2/2] onnx -> openvino: accuracy OK:" in r.output and "NNCF" not in r.output
+    assert "INFO:nncf" not in r.output and "Statistics collection" not in r.output  # NNCF's log and progress bars
+    ir = tmp_path / "cnn_tf.int8_openvino"
+    m = json.loads(manifest_path(ir).read_text())
+    assert m["quantization"] == "int8" and m["extra"]["accuracy"]["ok"] and m["extra"]["accuracy"]["drop"] <= 0.01
+    assert m["chain"][-1]["versions"]["nncf"] == "3.4.0" and m["chain"][0]["options"]["quantize"] == "none"
+    onnx = json.loads(manifest_path(tmp_path / "cnn_tf.onnx").read_text())
+    assert onnx["quantization"] == "none" and onnx["parity"]["ok"]  # the ONNX before it stays exact
+    assert "FakeQuantize" in (ir / "model.xml").read_text()
+    model = modelkit.load(ir)
+    x = np.random.default_rng(0).random((3, *model.signature.inputs[0].shape[1:]), dtype=np.float32)
+    out = model.predict({model.signature.input_names[0]: x})
+    assert out[model.signature.output_names[0]].shape[0] == 3
