@@ -119,14 +119,16 @@ def test_int8_by_nncf_at_the_openvino_hop_through_the_cli(cnn_tf, tmp_path):
     # quantizes the onnx hop (onnxruntime QDQ), as before
     assert _quantizing_edge(plan(Format.KERAS, Format.OPENVINO), "int8").target == Format.OPENVINO
     assert _quantizing_edge(plan(Format.KERAS, Format.TVM), "int8").target == Format.ONNX
+    # 0.03: the gate's mechanics are under test, not NNCF's accuracy on one CPU's int8 kernels (measured 0.0056
+    # here, 2 of 360 samples; the default 0.01 would leave one sample of margin on another CPU)
     r = CliRunner().invoke(main, ["convert", str(cnn_tf), "--to", "openvino", "--quantize", "int8",
-                                  "--out", str(tmp_path)])
+                                  "--max-accuracy-drop", "0.03", "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert "[2/2] onnx -> openvino: accuracy OK:" in r.output and "NNCF" not in r.output
     assert "INFO:nncf" not in r.output and "Statistics collection" not in r.output  # NNCF's log and progress bars
     ir = tmp_path / "cnn_tf.int8_openvino"
     m = json.loads(manifest_path(ir).read_text())
-    assert m["quantization"] == "int8" and m["extra"]["accuracy"]["ok"] and m["extra"]["accuracy"]["drop"] <= 0.01
+    assert m["quantization"] == "int8" and m["extra"]["accuracy"]["ok"] and m["extra"]["accuracy"]["drop"] <= 0.03
     assert m["chain"][-1]["versions"]["nncf"] == "3.4.0" and m["chain"][0]["options"]["quantize"] == "none"
     onnx = json.loads(manifest_path(tmp_path / "cnn_tf.onnx").read_text())
     assert onnx["quantization"] == "none" and onnx["parity"]["ok"]  # the ONNX before it stays exact
