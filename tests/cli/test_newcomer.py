@@ -100,8 +100,10 @@ def test_a_newcomer_goes_from_their_own_model_to_a_served_package(folder: Path, 
     assert "inputs: user samples (train.npz, 240 rows)" in done.stdout and "parity OK" in done.stdout
 
     # int8 calibrated and judged on the user's own colour data set (named by the manifest train wrote)
+    # (60 held-out samples: one flipped prediction is a 0.017 drop, so the limit leaves room for another CPU's
+    # int8 kernels; the journey is under test, not this toy model's int8 accuracy)
     _ok(folder, "convert", "my.keras", "--to", "tflite", "--quantize", "int8", "--import", "mybuild.py",
-        "--out", "q")
+        "--max-accuracy-drop", "0.05", "--out", "q")
     done = _ok(folder, "inspect", "q/my.int8.tflite")
     assert "quantization: int8" in done.stdout and "accuracy OK" in done.stdout
 
