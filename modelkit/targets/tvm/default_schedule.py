@@ -2,15 +2,17 @@
 
 Without a tuning database every PrimFunc that LegalizeOps + FuseTIR produce is a plain loop nest: one
 thread, no SIMD. `apply` schedules each one, first with TVM's dlight CPU rules where they fit (GEMV,
-Reduction: softmax / norms), then with the generic rule below for the rest (convolutions, matmuls,
-pooling, elementwise):
+Reduction: softmax / norms; not on contractions, where it recomputes a conv's padding per pixel), then
+with the generic rule below for the rest (convolutions, matmuls, pooling, elementwise):
 
-- every block at the function's root is scheduled on its own (a fused function's pad, conv and epilogue
-  each get their loop nest);
+- chains of elementwise blocks are inlined into one; every remaining block at the function's root is
+  scheduled on its own (a fused function's pad and conv each get their loop nest);
 - spatial loops go outside, reductions inside, and the innermost spatial loop (contiguous in the
   output) innermost of all, split by the target's vector lanes (a constant extent only: a symbolic batch
   stays a plain loop) and vectorized;
-- a reduction accumulates in a small local tile (registers), initialized and written back vectorized;
+- a reduction accumulates in a local tile of up to 4 x 4 output vectors (registers: each input vector
+  loaded feeds several FMAs), initialized and written back vectorized, the elementwise epilogue (bias,
+  activation) inlined into the write-back;
 - the outer spatial loops are fused and run in parallel when the block has enough work to pay for
   waking the thread pool.
 
@@ -241,7 +243,7 @@ def _epilogue_into(sch: Any, wb: Any, gone: set[str]) -> None:
 
 
 def _vectorize_last(sch: Any, block: Any) -> None:
-    """Vectorize a tile block's innermost loop (and unroll the one above it) when its extent is constant."""
+    """Vectorize a tile block's innermost loop when its extent is constant."""
     loops = sch.get_loops(block)
     ext = _extent(sch, loops[-1])
     if ext is not None and ext > 1:
