@@ -43,6 +43,7 @@ class TvmModel(Model):
         self._why_not = why_not  # set when this machine cannot run the library
         self._vm: Any = None
         self._dev: Any = None
+        self._on_cpu = False
         self._id_ranges = _id_ranges(manifest, self.signature)
 
     @property
@@ -72,7 +73,7 @@ class TvmModel(Model):
         except Exception as exc:  # TVM's loader raises its own error types from C++: re-raise typed
             raise LoadError(f"{self.path}: TVM could not load this library: {type(exc).__name__}: "
                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
-        self._dev = dev
+        self._dev, self._on_cpu = dev, kind == "cpu"
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for name, (low, high, why) in self._id_ranges.items():
@@ -84,7 +85,8 @@ class TvmModel(Model):
             self._load_vm()
         import tvm
 
-        args = [tvm.runtime.tensor(inputs[name], self._dev) for name in self.signature.input_names]
+        dev, cpu = self._dev, self._on_cpu
+        args = [_as_tensor(tvm, inputs[name], dev, cpu) for name in self.signature.input_names]
         try:
             out = self._vm["main"](*args)
         except (RuntimeError, ValueError, TypeError) as exc:  # TVM's errors derive from these; inputs were
@@ -97,6 +99,22 @@ class TvmModel(Model):
             raise LoadError(f"{self.path.name}: the library returned {len(values)} outputs, its manifest "
                             f"names {len(names)} ({names})")
         return {n: v.numpy() for n, v in zip(names, values)}
+
+
+def _as_tensor(tvm: Any, arr: np.ndarray, dev: Any, cpu: bool) -> Any:
+    """The array as a TVM tensor on `dev`. On the CPU through DLPack (~0.4 us): the caller's own memory when it
+    is 64-byte aligned, as TVM's kernels require (bind made it C-contiguous; the VM never writes its inputs),
+    else an aligned numpy copy (~1 us for a small input). tvm.runtime.tensor costs ~25 us a call, more than
+    the digits CNN's whole compiled call."""
+    if not cpu:
+        return tvm.runtime.tensor(arr, dev)
+    if not (arr.flags.writeable and arr.ctypes.data % 64 == 0):  # DLPack exports no read-only arrays either
+        buf = np.empty(arr.nbytes + 64, np.uint8)
+        start = -buf.ctypes.data % 64
+        aligned = buf[start:start + arr.nbytes].view(arr.dtype).reshape(arr.shape)
+        aligned[...] = arr
+        arr = aligned
+    return tvm.runtime.from_dlpack(arr)
 
 
 def _id_ranges(m: _manifest.Manifest, sig: Any) -> dict[str, tuple[int, int, str]]:
