@@ -63,6 +63,19 @@ _ALIASES = {"pte": "executorch", "et": "executorch",
 OPENVINO_XML, OPENVINO_BIN = "model.xml", "model.bin"
 
 
+# formats whose artifact is a folder named NAME<suffix> (no file extension: cnn_saved_model, cnn.int8_openvino)
+FOLDER_SUFFIXES = tuple(s for s in _SUFFIX.values() if not s.startswith("."))
+
+
+def strip_suffix(name: str) -> str:
+    """An artifact's file name without its format's suffix: `cnn.int8.tflite` -> `cnn.int8`, `cnn_openvino` -> `cnn`
+    (the name unchanged when no format's suffix ends it)."""
+    for suffix in sorted(_SUFFIX.values(), key=len, reverse=True):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def manifest_path(artifact: str | os.PathLike) -> Path:
     """Where the manifest of an artifact lives: beside it, `<artifact>.modelkit.json`."""
     p = Path(artifact)

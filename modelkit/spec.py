@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import DTypeError, InputError, InputNameError, ShapeError
+from .errors import DTypeError, InputError, InputNameError, ShapeError, first_line
 
 Dim = int | None
 
@@ -226,7 +226,7 @@ def _from_nested(spec: TensorSpec, value: list | tuple) -> np.ndarray:
     try:
         arr = np.asarray(value)
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        text = first_line(exc)
         where = _ragged(value, spec.rank)
         if where or "inhomogeneous" in text:
             raise ShapeError(f"input '{spec.name}': ragged nested list: {where or text}; the rows of a "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import echo_json, import_option, parse_int_list, read_inputs, table
+from ._common import echo_json, import_option, parse_int_list, table
 
 
 def _batches(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -36,16 +36,10 @@ def command(reference: str, candidate: str, atol: float | None, batches: tuple[i
     Exits 0 when every output is within tolerance, 2 otherwise (or when the reference's outputs do
     not change with the inputs, which would make the check meaningless).
     """
-    from pathlib import Path
+    from .. import verify  # the Python API: one reading of --data (a .npz, or a .npy for a one-input model)
 
-    from ..converters.verify import verify_artifacts
-
-    samples = read_inputs(data) if data else None
-    if samples is not None and not isinstance(samples, dict):
-        samples = {"x": samples}  # one .npy: the samples of a one-input model
-    report = verify_artifacts(reference, candidate, atol=atol, batch_sizes=batches, seed=seed, data=samples,
-                              raise_on_failure=False, data_label=Path(data).name if data else None,
-                              trust_unsafe_code=trust_unsafe_code)
+    report = verify(reference, candidate, atol=atol, batch_sizes=batches, seed=seed, data=data,
+                    raise_on_failure=False, trust_unsafe_code=trust_unsafe_code)
     if as_json:
         echo_json(report.to_dict())
     else:

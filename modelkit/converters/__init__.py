@@ -11,7 +11,7 @@ from typing import Any, Iterable
 from .. import _atomic, _child
 from .. import manifest as _manifest
 from ..errors import ConversionError, UnsupportedConversionError, first_line, retyped
-from ..formats import Format, detect
+from ..formats import Format, detect, strip_suffix
 from .registry import EdgeSpec, converter, edges, plan
 
 __all__ = ["convert", "converter", "plan", "edges", "ConversionResult", "parse_targets", "output_path"]
@@ -56,11 +56,7 @@ def _reachable(source: Format) -> set[Format]:
 
 def output_path(source: Path, fmt: Format, out_dir: Path, quantization: str | None = None) -> Path:
     """`cnn.keras` -> `out_dir/cnn.onnx`; quantized artifacts carry the mode: `cnn.int8.tflite`."""
-    stem = source.name
-    for suffix in (".keras", ".onnx", ".tflite", ".pt2", ".torchscript.pt", ".pte", "_saved_model", "_openvino"):
-        if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
+    stem = strip_suffix(source.name)
     tag = f".{quantization}" if quantization and quantization != "none" else ""
     return out_dir / f"{stem}{tag}{fmt.suffix}"
 

@@ -27,7 +27,7 @@ import numpy as np
 from .. import _atomic
 from .. import manifest as _manifest
 from .._text import progress
-from ..formats import Format
+from ..formats import FOLDER_SUFFIXES, Format
 from ..keras_io.inputs import parse_input_specs, using_input_spec
 from . import quantize as _q
 from .registry import get_edge
@@ -63,7 +63,7 @@ def failed_name(dest: Path, route: str | None = None) -> Path:
     """`cnn.onnx` -> `cnn.parity-failed.onnx`; `cnn_saved_model` -> `cnn_saved_model.parity-failed`; a
     route other than its pair's first keeps its own: `cnn.unrolled.parity-failed.tflite`."""
     tag = f".{route}" if route else ""
-    if dest.suffix and not dest.name.endswith(("_saved_model", "_openvino")):
+    if dest.suffix and not dest.name.endswith(FOLDER_SUFFIXES):
         return dest.with_name(f"{dest.stem}{tag}.parity-failed{dest.suffix}")
     return dest.with_name(f"{dest.name}{tag}.parity-failed")
 

@@ -26,13 +26,13 @@ from typing import Any
 
 from ..errors import ConversionError, UnsupportedConversionError, first_line
 from ..formats import Format
+from ..runtime.executorch import MAX_BATCH_METHOD, SIGNATURE_METHOD  # read back by the engine
 from .registry import Tolerance, converter
 
 # XNNPACK's float32 kernels sum in another order than aten's: measured max abs error <= 1e-7 on the digits CNN
 # and small dense nets; outputs where float32 itself errs more are judged at its own error (_float64)
 TOLERANCE = Tolerance(atol=1e-4, min_cosine=0.9999)
 MAX_BATCH = 64  # memory is planned for this batch: the engine allocates it once, at load
-SIGNATURE_METHOD, MAX_BATCH_METHOD = "modelkit_signature", "modelkit_max_batch"
 
 
 @converter(Format.KERAS, Format.EXECUTORCH, backend="torch", tolerance=TOLERANCE,
@@ -100,16 +100,13 @@ def _quantized(program: Any, sig: Any, calibration: dict[str, Any], shapes: tupl
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
-    from executorch.exir.passes.constant_prop_pass import constant_prop_pass
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     from . import _torch_dims
     from ._torch_module import example_inputs
     from .quantize import iter_samples
 
-    program = program.run_decompositions({})
-    _drop_layout_copies(program)
-    program = constant_prop_pass(program)
+    program = _folded(program)
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     try:
         prepared = prepare_pt2e(program.module(), quantizer)
@@ -128,12 +125,9 @@ def _lower(program: Any, signature: str, max_batch: int, src_name: str, fold: bo
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
-    from executorch.exir.passes.constant_prop_pass import constant_prop_pass
 
     if fold:  # a quantized program is folded before quantization: folding again would float its int8 weights
-        program = program.run_decompositions({})  # functional: Keras' BatchNormalization updates in place (mul_, ...)
-        _drop_layout_copies(program)
-        program = constant_prop_pass(program)
+        program = _folded(program)
     constants = {SIGNATURE_METHOD: torch.tensor(list(signature.encode()), dtype=torch.uint8),
                  MAX_BATCH_METHOD: max_batch}
     try:
@@ -142,6 +136,16 @@ def _lower(program: Any, signature: str, max_batch: int, src_name: str, fold: bo
         return bytes(edge.to_executorch().buffer)
     except (RuntimeError, TypeError, ValueError, AssertionError, KeyError, NotImplementedError) as exc:
         raise ConversionError(f"ExecuTorch could not lower {src_name}: {first_line(exc)}") from exc
+
+
+def _folded(program: Any) -> Any:
+    """The program made functional (Keras' BatchNormalization updates in place: mul_, ...), without layout-only
+    copies, its constants folded: what both XNNPACK lowering and the int8 quantizer take."""
+    from executorch.exir.passes.constant_prop_pass import constant_prop_pass
+
+    program = program.run_decompositions({})
+    _drop_layout_copies(program)
+    return constant_prop_pass(program)
 
 
 def _drop_layout_copies(program: Any) -> None:

@@ -44,7 +44,7 @@ def onnx_to_openvino(src: Path, dest: Path, quantize: str = "none", calibration_
 
     mode = q.check_mode(quantize, Format.OPENVINO)
     from .._require import require
-    from ..errors import ConversionError
+    from ..errors import ConversionError, first_line
     from ..runtime.openvino import ov_errors
     from ..safety import check_onnx_external_data
 
@@ -53,7 +53,7 @@ def onnx_to_openvino(src: Path, dest: Path, quantize: str = "none", calibration_
     try:
         model = ov.convert_model(str(src))
     except ov_errors() as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ConversionError(f"OpenVINO could not convert {src.name}: {first}") from exc
     if mode == "bf16":
         model.set_rt_info("bf16", PRECISION_KEY)
@@ -88,7 +88,7 @@ def _nncf_quantized(model: Any, calibration: dict[str, Any], src_name: str) -> A
 
     from .._quiet import engine_chatter_swallowed
     from .._require import require
-    from ..errors import ConversionError
+    from ..errors import ConversionError, first_line
     from . import quantize as q
 
     with engine_chatter_swallowed():  # import-time notices (torch version checks) too
@@ -99,5 +99,5 @@ def _nncf_quantized(model: Any, calibration: dict[str, Any], src_name: str) -> A
             return nncf.quantize(model, nncf.Dataset(samples, lambda feed: feed),
                                  preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(samples))
         except Exception as exc:  # noqa: BLE001 - NNCF raises its own and OpenVINO's types; one typed line
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise ConversionError(f"NNCF could not quantize {src_name} to int8: {first}") from exc

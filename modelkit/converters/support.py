@@ -113,8 +113,7 @@ KERAS_PACKAGES = ("keras", "keras_hub", "keras_cv", "keras_nlp")
 NO_STRING_TENSORS = (Format.TORCHSCRIPT, Format.TORCH_EXPORT, Format.EXECUTORCH)
 # the formats a .keras model converts to, in the order refusals list the ones that work
 KERAS_TARGETS = (Format.ONNX, Format.SAVED_MODEL, Format.TFLITE, Format.TORCHSCRIPT, Format.TORCH_EXPORT,
-                 Format.EXECUTORCH, Format.TVM,
-                 Format.OPENVINO)
+                 Format.EXECUTORCH, Format.TVM, Format.OPENVINO)
 
 
 @dataclass(frozen=True)

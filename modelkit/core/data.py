@@ -139,7 +139,9 @@ def inputs_for(model_name: str, images: np.ndarray, sig: Any = None) -> dict[str
     """The input dict of the model a manifest's `training.model` names: a zoo model's (model_inputs), or for a
     user's builder ('file.py:build', one input) the data rows reshaped to the input of `sig` (a Signature),
     as `train` fed them: any data set `train` accepts (colour images, tables) works here too."""
-    if ":" not in model_name or not model_name.rsplit(":", 1)[0].endswith(".py"):
+    from ..keras_io.custom import is_user_model
+
+    if not is_user_model(model_name):
         return model_inputs(model_name, images)
     if sig is None or len(sig.inputs) != 1:
         raise TrainingError(f"{model_name}: user models trained by modelkit take one input")

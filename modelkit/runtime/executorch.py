@@ -10,7 +10,6 @@ error it returns is turned into one typed line.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,9 @@ from ..formats import Format
 from ..spec import Signature
 from .base import Model, parse_device
 from .memory import guard_load
+from .torchscript import resolve_signature
 
-SIGNATURE_METHOD, MAX_BATCH_METHOD = "modelkit_signature", "modelkit_max_batch"  # as the keras -> executorch edge
+SIGNATURE_METHOD, MAX_BATCH_METHOD = "modelkit_signature", "modelkit_max_batch"  # the edge writes them
 
 
 class ExecuTorchModel(Model):
@@ -113,17 +113,11 @@ def _int(value: Any) -> int | None:
 
 
 def _signature(path: Path, embedded: Any) -> Signature:
-    """The Signature inside the program (JSON as uint8 bytes), else the manifest's; neither is a LoadError."""
+    """The Signature inside the program (JSON as a uint8 tensor), else the manifest's; neither is a LoadError."""
+    raw = None
     if embedded is not None:
         try:
-            data = np.asarray(embedded.numpy() if hasattr(embedded, "numpy") else embedded, dtype=np.uint8)
-            return Signature.from_dict(json.loads(data.tobytes().decode()))
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raw = np.asarray(embedded.numpy() if hasattr(embedded, "numpy") else embedded, dtype=np.uint8).tobytes()
+        except (ValueError, TypeError) as exc:
             raise LoadError(f"{path}: corrupt {SIGNATURE_METHOD} inside the program ({exc})") from exc
-    from .. import manifest as _manifest
-
-    m = _manifest.read(path)
-    if m is None:
-        raise LoadError(f"{path}: no {SIGNATURE_METHOD} inside and no manifest beside it; an ExecuTorch program "
-                        "carries no tensor names, so modelkit cannot bind inputs by name")
-    return m.sig
+    return resolve_signature(path, raw, SIGNATURE_METHOD)

@@ -24,7 +24,7 @@ import numpy as np
 from .. import manifest as _manifest
 from .._quiet import engine_chatter_swallowed
 from .._require import require
-from ..errors import LoadError, ShapeError
+from ..errors import LoadError, ShapeError, first_line
 from ..formats import Format
 from ..spec import Signature, TensorSpec
 from .base import Model, order_outputs, parse_device
@@ -84,7 +84,7 @@ class LiteRTModel(Model):
                 native.Invoke()
                 return {n: native.GetTensor(i, 0) for n, i in self._out_items}
             except (RuntimeError, ValueError) as exc:  # inputs were validated against the signature
-                text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                text = first_line(exc)
                 if not self._shapes and self._open_dims:
                     # sizing the tensors for new sizes of dynamic dims failed: these sizes do not fit the
                     # model (a valid convolution longer than the sequence); the next call resizes afresh
@@ -156,7 +156,7 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, **options:
         raise
     except (ValueError, RuntimeError, KeyError, IndexError) as exc:  # a corrupt flatbuffer (names that are not
         # UTF-8, bogus shapes) or an op the runtime lacks
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        text = first_line(exc)
         raise LoadError(f"{p}: ai-edge-litert could not load this model: {text}") from exc
 
 

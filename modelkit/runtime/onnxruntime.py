@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import manifest as _manifest
 from .._require import require
-from ..errors import LoadError
+from ..errors import LoadError, first_line
 from ..formats import Format
 from ..spec import Signature, TensorSpec
 from .base import Model, order_outputs, parse_device
@@ -76,7 +76,7 @@ class OnnxModel(Model):
             results = (call(self._output_names, inputs, None) if call is not None
                        else self.session.run(self._output_names, inputs))
         except ort_errors() as exc:  # inputs were validated: a failure here is the model's (corrupt graph)
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            first = first_line(exc)
             raise LoadError(f"{self.path}: onnxruntime failed running this model: {first}") from exc
         return dict(zip(self._output_names, results))
 
@@ -106,5 +106,5 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, **options:
         raise
     except ort_errors() as exc:  # onnxruntime's pybind11 errors (Fail, InvalidGraph, ...) are not RuntimeErrors;
         # a UnicodeDecodeError (a ValueError) comes from tensor names or types that are not UTF-8
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise LoadError(f"{path}: onnxruntime could not load this model: {first}") from exc

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import manifest as _manifest
 from .._require import require
-from ..errors import LoadError
+from ..errors import LoadError, first_line
 from ..formats import Format, openvino_files
 from ..spec import Signature, TensorSpec
 from .base import Model, order_outputs, parse_device
@@ -86,7 +86,7 @@ class OpenVinoModel(Model):
         try:
             results = self._request().infer(inputs)  # outputs are copied out of the request (share_outputs=False)
         except ov_errors() as exc:  # inputs were validated: a failure here is the model's
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise LoadError(f"{self.path}: OpenVINO failed running this model: {first}") from exc
         return {name: np.asarray(results[port]) for name, port in self._output_ports}
 
@@ -143,5 +143,5 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, precision:
     except LoadError:
         raise
     except ov_errors() as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise LoadError(f"{path}: OpenVINO could not load this model: {first}") from exc

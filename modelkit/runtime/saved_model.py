@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .. import manifest as _manifest
-from ..errors import LoadError
+from ..errors import LoadError, first_line
 from ..formats import Format
 from ..spec import Signature, TensorSpec
 from .base import Model, order_outputs, parse_device
@@ -45,7 +45,7 @@ class SavedModelModel(Model):
         except tf.errors.OpError as exc:  # inputs were validated: a failure here is the graph's (corrupt);
             # ResourceExhaustedError (memory) becomes ResourceError in Model.predict
             raise LoadError(f"{self.path}: TensorFlow failed running this SavedModel: "
-                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+                            f"{first_line(exc)}") from exc
         return {n: out[n].numpy() for n in self.signature.output_names}
 
 

@@ -85,16 +85,17 @@ def torch_device(device: str, threads: int | None) -> str:
     return "cpu" if kind == "cpu" else f"cuda:{index}"
 
 
-def resolve_signature(path: Path, embedded: str | bytes | None) -> Signature:
-    """The Signature stored inside the artifact, else the manifest's; neither is a LoadError."""
+def resolve_signature(path: Path, embedded: str | bytes | None, name: str = SIGNATURE_FILE) -> Signature:
+    """The Signature stored inside the artifact as `name` (JSON text or UTF-8 bytes), else the manifest's; neither
+    is a LoadError. TorchScript, .pt2 and ExecuTorch programs all carry it this way."""
     if embedded:
         try:
             return Signature.from_dict(json.loads(embedded))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise LoadError(f"{path}: corrupt {SIGNATURE_FILE} inside the artifact ({exc})") from exc
+        except (ValueError, KeyError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
+            raise LoadError(f"{path}: corrupt {name} inside the artifact ({exc})") from exc
     m = _manifest.read(path)
     if m is None:
-        raise LoadError(f"{path}: no {SIGNATURE_FILE} inside and no manifest beside it; torch artifacts "
+        raise LoadError(f"{path}: no {name} inside and no manifest beside it; torch artifacts "
                         "carry no tensor names, so modelkit cannot bind inputs by name")
     return m.sig
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError, ModelkitError
-from ..formats import MANIFEST_SUFFIX, OPENVINO_XML, Format, check_regular, detect
+from ..formats import MANIFEST_SUFFIX, OPENVINO_XML, Format, check_regular, detect, strip_suffix
 from .batcher import Batcher
 from .errors import ModelNotFound, Unavailable
 from .metrics import Metrics
@@ -150,7 +150,7 @@ class Repository:
             self.scanned |= {d.name for d in _model_dirs(path)}  # at startup, before the loop serves
             return
         detect(path)
-        name = name or path.name.split(".")[0].removesuffix("_saved_model").removesuffix("_openvino")
+        name = name or strip_suffix(path.name).split(".")[0]
         if not valid_name(name) or name in self.artifacts:
             raise ModelNotFound(f"bad or duplicate model name '{name}' for {path}; use NAME=PATH")
         self.artifacts[name] = path

@@ -16,22 +16,8 @@ from modelkit.cli import main
 from modelkit.errors import UserCodeError
 from modelkit.keras_io import custom
 from tests.helpers import modelkit_script
+from tests.helpers.user_code import SCALED_SWISH
 
-LAYERS = '''import keras
-
-
-@keras.saving.register_keras_serializable(package="mylayers")
-class ScaledSwish(keras.layers.Layer):
-    def __init__(self, scale=1.5, **kwargs):
-        super().__init__(**kwargs)
-        self.scale = scale
-
-    def call(self, x):
-        return x * keras.ops.sigmoid(self.scale * x)
-
-    def get_config(self):
-        return {**super().get_config(), "scale": self.scale}
-'''
 MAKE = '''import keras
 import numpy as np
 import mylayers
@@ -49,7 +35,7 @@ np.save("x.npy", np.random.default_rng(0).random((2, 6), dtype=np.float32))
 def folder(tmp_path_factory) -> Path:
     """The user's folder: their layer module, the model their own script saved, an input file."""
     d = tmp_path_factory.mktemp("newcomer")
-    (d / "mylayers.py").write_text(LAYERS)
+    (d / "mylayers.py").write_text(SCALED_SWISH)
     (d / "make.py").write_text(MAKE)
     done = subprocess.run([sys.executable, "make.py"], cwd=d, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -16,22 +16,8 @@ import numpy as np
 import pytest
 
 from tests.helpers import ServerProcess, http, modelkit_script
+from tests.helpers.user_code import SCALED_SWISH
 
-LAYERS = '''import keras
-
-
-@keras.saving.register_keras_serializable(package="mylayers")
-class ScaledSwish(keras.layers.Layer):
-    def __init__(self, beta=1.5, **kwargs):
-        super().__init__(**kwargs)
-        self.beta = beta
-
-    def call(self, x):
-        return x * keras.ops.sigmoid(self.beta * x)
-
-    def get_config(self):
-        return {**super().get_config(), "beta": self.beta}
-'''
 BUILD = '''import keras
 from mylayers import ScaledSwish
 
@@ -50,7 +36,7 @@ NOISE = ("oneDNN", "absl", "I0000", "cpu_feature_guard", "Traceback", "Warning:"
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("newcomer_journey")
-    (d / "mylayers.py").write_text(LAYERS)
+    (d / "mylayers.py").write_text(SCALED_SWISH)
     (d / "mybuild.py").write_text(BUILD)
     rng = np.random.default_rng(0)
     x = rng.random((240, 12, 12, 3), dtype=np.float32)  # colour images: channel means decide the class

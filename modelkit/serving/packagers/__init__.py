@@ -14,7 +14,7 @@ from typing import Any
 from ... import _atomic
 from ... import manifest as _manifest
 from ...errors import ModelkitError
-from ...formats import Format, detect
+from ...formats import Format, detect, strip_suffix
 from ...spec import Signature
 from ..errors import PackagingError
 
@@ -37,7 +37,7 @@ def signature_of(artifact: Path, fmt: Format) -> Signature:
 
 
 def default_name(artifact: Path) -> str:
-    stem = artifact.name.split(".")[0].removesuffix("_saved_model")
+    stem = strip_suffix(artifact.name).split(".")[0]
     name = re.sub(r"[^A-Za-z0-9_-]", "_", stem) or "model"
     return name if name[0].isalpha() else f"m_{name}"
 
