@@ -20,7 +20,7 @@ TARGETS = ("tf-serving", "torchserve", "triton", "kserve", "browser")
               help="Triton max_batch_size (0: no batching).")
 @click.option("--max-delay-ms", default=2.0, show_default=True, type=click.FloatRange(0),
               help="Triton dynamic_batching queue delay.")
-@click.option("--runtime", type=click.Choice(["triton", "tf-serving"]), default=None,
+@click.option("--runtime", type=click.Choice(["triton", "tf-serving", "openvino"]), default=None,
               help="KServe: which package the InferenceService serves (default: by format).")
 @click.option("--storage-uri", default=None, help="KServe: where the package will be uploaded.")
 @click.option("--quantize", type=click.Choice(["dynamic-int8", "int8"]), default=None,
@@ -37,8 +37,8 @@ def command(artifact: str, target: str, out: str, name: str | None, version: int
     \b
       tf-serving  SavedModel -> NAME/VERSION/ + models.config + warm-up requests
       torchserve  TorchScript -> model-store/NAME.mar + hardened config.properties
-      triton      ONNX / SavedModel / TorchScript -> NAME/config.pbtxt + NAME/VERSION/model
-      kserve      InferenceService YAML + the Triton or TF Serving package it serves
+      triton      ONNX / SavedModel / TorchScript / OpenVINO IR -> NAME/config.pbtxt + NAME/VERSION/model
+      kserve      InferenceService YAML + the Triton, TF Serving or OpenVINO Model Server package it serves
       browser     .keras / ONNX -> static folder: model.onnx, onnxruntime-web, modelkit.js, index.html
     \b
     Examples:

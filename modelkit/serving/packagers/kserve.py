@@ -1,14 +1,19 @@
 """KServe package: an InferenceService manifest next to the Triton or TF Serving package it serves.
 
-    OUT/triton/NAME/...  or  OUT/tf-serving/NAME/...   the model package (upload it to storage_uri)
+    OUT/triton/NAME/...  or  OUT/tf-serving/NAME/...  or  OUT/openvino/NAME/VERSION/model.xml|bin
     OUT/inferenceservice.yaml                           serving.kserve.io/v1beta1 InferenceService
 
 Runtime by format: SavedModel -> TF Serving (kserve-tensorflow-serving, REST v1); ONNX and TorchScript
--> Triton (kserve-tritonserver, Open Inference Protocol v2). storage_uri must point at the uploaded
-folder: the Triton repository root, or the TF Serving model folder NAME/ (holding the versions).
+-> Triton (kserve-tritonserver, Open Inference Protocol v2); an OpenVINO IR -> OpenVINO Model Server
+(kserve-openvino, modelFormat openvino, v2; it reads --model_path=/mnt/models holding the version folders),
+with --plugin_config pinning the precision modelkit runs the IR at (f32, or the bf16 the IR records): OVMS
+would otherwise compile with OpenVINO's CPU default, bf16 on AMX machines. storage_uri must point at the
+uploaded folder: the Triton repository root, or the model folder NAME/ (holding the versions) for TF Serving
+and OVMS.
 """
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -16,10 +21,12 @@ from typing import Any
 
 from ...formats import Format
 from ..errors import PackagingError
-from . import tf_serving, triton
+from . import openvino_ir, signature_of, tf_serving, triton
 
 RUNTIMES = {"triton": ("kserve-tritonserver", "triton", "v2"),
-            "tf-serving": ("kserve-tensorflow-serving", "tensorflow", "v1")}
+            "tf-serving": ("kserve-tensorflow-serving", "tensorflow", "v1"),
+            "openvino": ("kserve-openvino", "openvino", "v2")}
+DEFAULT_RUNTIME = {Format.SAVED_MODEL: "tf-serving", Format.OPENVINO: "openvino"}  # others: triton
 
 
 def k8s_name(name: str) -> str:
@@ -28,8 +35,18 @@ def k8s_name(name: str) -> str:
     return s or "model"
 
 
-def manifest(name: str, runtime: str, storage_uri: str, cpu: str = "1", memory: str = "2Gi") -> dict[str, Any]:
+def plugin_config(precision: str) -> str:
+    """OVMS' --plugin_config value: the IR's precision pinned, latency hint (modelkit's engine defaults)."""
+    return json.dumps({"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"})
+
+
+def manifest(name: str, runtime: str, storage_uri: str, cpu: str = "1", memory: str = "2Gi",
+             args: list[str] | None = None) -> dict[str, Any]:
     rt, fmt_name, protocol = RUNTIMES[runtime]
+    model: dict[str, Any] = {"modelFormat": {"name": fmt_name}, "runtime": rt, "protocolVersion": protocol,
+                             "storageUri": storage_uri}
+    if args:
+        model["args"] = args
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
@@ -38,10 +55,7 @@ def manifest(name: str, runtime: str, storage_uri: str, cpu: str = "1", memory: 
         "spec": {"predictor": {
             "minReplicas": 1,
             "model": {
-                "modelFormat": {"name": fmt_name},
-                "runtime": rt,
-                "protocolVersion": protocol,
-                "storageUri": storage_uri,
+                **model,
                 "resources": {"requests": {"cpu": cpu, "memory": memory},
                               "limits": {"cpu": cpu, "memory": memory}},
             },
@@ -53,18 +67,27 @@ def build(artifact: Path, fmt: Format, tmp: Path, *, dest: Path, name: str, vers
           runtime: str | None = None, storage_uri: str | None = None, **options: Any) -> None:
     import yaml
 
-    runtime = runtime or ("tf-serving" if fmt == Format.SAVED_MODEL else "triton")
+    runtime = runtime or DEFAULT_RUNTIME.get(fmt, "triton")
     if runtime not in RUNTIMES:
         raise PackagingError(f"unknown KServe runtime '{runtime}'; valid: {', '.join(RUNTIMES)}")
+    if runtime == "openvino" and fmt != Format.OPENVINO:
+        raise PackagingError(f"the KServe openvino runtime (OpenVINO Model Server) is packaged for OpenVINO IRs; "
+                             f"{artifact} is {fmt.value} (modelkit convert MODEL --to openvino, or --runtime triton)")
     sub = tmp / runtime
     sub.mkdir()
+    args = None
     if runtime == "triton":
         triton.build(artifact, fmt, sub, dest=dest / runtime, name=name, version=version, **options)
         default_uri = f"pvc://models/{name}/triton"
+    elif runtime == "openvino":
+        openvino_ir.copy_ir(artifact, sub / name / str(version))  # checked as the engine checks it, then
+        signature_of(artifact, fmt)  # loaded: an IR the engine cannot read is refused here, not in the cluster
+        args = [f"--plugin_config={plugin_config(openvino_ir.recorded_precision(sub / name / str(version)))}"]
+        default_uri = f"pvc://models/{name}/openvino/{name}"
     else:
         tf_serving.build(artifact, fmt, sub, dest=dest / runtime, name=name, version=version, **options)
         default_uri = f"pvc://models/{name}/tf-serving/{name}"
-    doc = manifest(name, runtime, storage_uri or default_uri)
+    doc = manifest(name, runtime, storage_uri or default_uri, args=args)
     where = f"the repository root (holding {name}/)" if runtime == "triton" else f"{name}/ (holding the versions)"
     placeholder = ""
     if storage_uri is None:  # a guess would deploy a predictor that finds no model: say so, loudly

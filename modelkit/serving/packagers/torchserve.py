@@ -68,8 +68,9 @@ def config_properties(name: str, ports: dict[str, int] | None = None,
 def build(artifact: Path, fmt: Format, tmp: Path, *, dest: Path, name: str, version: int,
           ports: dict[str, int] | None = None, workers: int = 1, **_: Any) -> None:
     if fmt != Format.TORCHSCRIPT:
+        also = "package it --for triton or --for kserve, or " if fmt == Format.OPENVINO else ""
         raise PackagingError(f"the TorchServe package wraps a TorchScript artifact; {artifact} is {fmt.value} "
-                             "(modelkit convert MODEL.keras --to torchscript)")
+                             f"({also}modelkit convert MODEL.keras --to torchscript)")
     sig = signature_of(artifact, fmt)
     work = tmp / ".work"
     work.mkdir()

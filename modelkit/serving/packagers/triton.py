@@ -1,22 +1,28 @@
 """Triton model repository: NAME/config.pbtxt + NAME/VERSION/<model file>, config from the Signature.
 
 Platforms: onnxruntime_onnx (model.onnx), tensorflow_savedmodel (model.savedmodel/), pytorch_libtorch
-(model.pt; tensors named <name>__<index> as the libtorch backend requires).
+(model.pt; tensors named <name>__<index> as the libtorch backend requires); the openvino backend
+(`backend: "openvino"`, VERSION/model.xml + VERSION/model.bin). The openvino backend fixes the batch at
+max_batch_size when batching is on and refuses smaller batches unless ENABLE_BATCH_PADDING is YES
+(triton-inference-server/openvino_backend), so a batched config sets it; max_batch_size 0 keeps the IR's
+dynamic batch instead.
 """
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 from ...formats import Format, manifest_path
 from ...spec import Signature, TensorSpec
 from ..errors import PackagingError
-from . import signature_of
+from . import openvino_ir, signature_of
 
 PLATFORM = {Format.ONNX: ("onnxruntime_onnx", "model.onnx"),
             Format.SAVED_MODEL: ("tensorflow_savedmodel", "model.savedmodel"),
-            Format.TORCHSCRIPT: ("pytorch_libtorch", "model.pt")}
+            Format.TORCHSCRIPT: ("pytorch_libtorch", "model.pt"), Format.OPENVINO: ("openvino", "model.xml")}
+BACKENDS = {Format.OPENVINO}  # named by `backend:` (a backend, not a platform); the others by `platform:`
 TYPES = {"bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16", "uint32": "TYPE_UINT32",
          "uint64": "TYPE_UINT64", "int8": "TYPE_INT8", "int16": "TYPE_INT16", "int32": "TYPE_INT32",
          "int64": "TYPE_INT64", "float16": "TYPE_FP16", "float32": "TYPE_FP32", "float64": "TYPE_FP64"}
@@ -30,10 +36,11 @@ def tensor_names(sig: Signature, fmt: Format) -> tuple[list[str], list[str]]:
 
 
 def config_pbtxt(name: str, sig: Signature, fmt: Format, max_batch_size: int = 32, max_delay_ms: float = 2.0,
-                 instances: int = 1, kind: str = "KIND_CPU") -> str:
+                 instances: int = 1, kind: str = "KIND_CPU", precision: str = "f32") -> str:
+    """config.pbtxt from the signature; precision: an OpenVINO IR's ('bf16' adds the backend's HINT_BF16)."""
     if fmt not in PLATFORM:
-        raise PackagingError(f"Triton has no backend for {fmt.value} here; package onnx, saved_model or "
-                             "torchscript (modelkit convert MODEL --to onnx)")
+        raise PackagingError(f"Triton has no backend for {fmt.value} here; package onnx, saved_model, "
+                             "torchscript or openvino (modelkit convert MODEL --to onnx)")
     platform, filename = PLATFORM[fmt]
     batched = max_batch_size > 0 and all(s.rank >= 1 and s.shape[0] is None for s in (*sig.inputs, *sig.outputs))
     in_names, out_names = tensor_names(sig, fmt)
@@ -53,22 +60,42 @@ def config_pbtxt(name: str, sig: Signature, fmt: Format, max_batch_size: int = 3
             items.append(f'  {{\n    name: "{n}"\n    data_type: {TYPES[s.dtype]}\n    dims: [ {dims_s} ]\n  }}')
         return ",\n".join(items)
 
-    lines = [f'name: "{name}"', f'platform: "{platform}"', f"max_batch_size: {max_batch_size if batched else 0}"]
+    key = "backend" if fmt in BACKENDS else "platform"
+    lines = [f'name: "{name}"', f'{key}: "{platform}"', f"max_batch_size: {max_batch_size if batched else 0}"]
     if fmt != Format.SAVED_MODEL:
         lines.append(f'default_model_filename: "{filename}"')
     lines += [f"input [\n{block(sig.inputs, in_names)}\n]", f"output [\n{block(sig.outputs, out_names)}\n]"]
     if batched:
         lines.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {int(max_delay_ms * 1000)}\n}}")
     lines.append(f"instance_group [\n  {{\n    count: {instances}\n    kind: {kind}\n  }}\n]")
+    if fmt == Format.OPENVINO:
+        params = {"PERFORMANCE_HINT": "LATENCY"}  # modelkit's engine default
+        if batched:
+            params["ENABLE_BATCH_PADDING"] = "YES"  # else any batch below max_batch_size is an error
+        if precision == "bf16":
+            params["HINT_BF16"] = "YES"
+        lines.append("parameters [\n" + ",\n".join(
+            f'  {{\n    key: "{k}"\n    value: {{ string_value: "{v}" }}\n  }}' for k, v in params.items()) + "\n]")
     return "\n".join(lines) + "\n"
 
 
 def build(artifact: Path, fmt: Format, tmp: Path, *, dest: Path, name: str, version: int,
           max_batch_size: int = 32, max_delay_ms: float = 2.0, **_: Any) -> None:
     """tmp/NAME/config.pbtxt and tmp/NAME/VERSION/<model>."""
+    model_dir = tmp / name
+    if fmt == Format.OPENVINO:  # the pair itself in VERSION/ (no manifest: Triton reads only the IR)
+        openvino_ir.copy_ir(artifact, model_dir / str(version))  # checked first: its own typed errors
+        sig = signature_of(artifact, fmt)
+        precision = openvino_ir.recorded_precision(model_dir / str(version))
+        (model_dir / "config.pbtxt").write_text(config_pbtxt(name, sig, fmt, max_batch_size, max_delay_ms,
+                                                             precision=precision))
+        if precision == "f32":
+            print("warning: Triton's openvino backend has no f32 setting: on CPUs with AMX or AVX-512 bf16 OpenVINO "
+                  "runs the IR in bf16 (lossy; docs/openvino.md). For exact results serve it with modelkit serve, "
+                  "or KServe (--for kserve pins f32), or package the ONNX model", file=sys.stderr, flush=True)
+        return
     sig = signature_of(artifact, fmt)
     text = config_pbtxt(name, sig, fmt, max_batch_size, max_delay_ms)
-    model_dir = tmp / name
     (model_dir / str(version)).mkdir(parents=True)
     target = model_dir / str(version) / PLATFORM[fmt][1]
     if artifact.is_dir():

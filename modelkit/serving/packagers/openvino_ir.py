@@ -1,0 +1,38 @@
+"""An OpenVINO IR in a server's version folder: VERSION/model.xml + VERSION/model.bin (Triton's openvino backend
+and OpenVINO Model Server both read that pair), checked before it is copied, and the precision it should run at.
+
+Servers compile an IR with OpenVINO's own defaults, and OpenVINO's CPU default on AMX / AVX-512 bf16 machines is
+bf16 (lossy; docs/openvino.md). An IR does not pin f32 by itself: OpenVINO 2026.4 ignores an rt_info
+runtime_options / INFERENCE_PRECISION_HINT of f32 at compile_model (measured), so the precision is set where the
+server allows it (OVMS: --plugin_config; Triton's backend has no f32 key, only HINT_BF16).
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ...formats import OPENVINO_BIN, OPENVINO_XML, openvino_files
+
+
+def copy_ir(artifact: Path, version_dir: Path) -> None:
+    """Check the IR's two files as the engine does (sizes, no DTD, constants inside the .bin, no links out of
+    its folder), then copy them to version_dir/model.xml and version_dir/model.bin (version_dir is created)."""
+    from ...safety.openvino import check_openvino_ir
+
+    xml, bin_ = openvino_files(artifact)
+    check_openvino_ir(xml, bin_, artifact if artifact.is_dir() else None)
+    version_dir.mkdir(parents=True)
+    shutil.copyfile(xml, version_dir / OPENVINO_XML)
+    shutil.copyfile(bin_, version_dir / OPENVINO_BIN)
+
+
+def recorded_precision(version_dir: Path) -> str:
+    """'bf16' when the IR records it (rt_info runtime_options / INFERENCE_PRECISION_HINT, written by
+    `modelkit convert --to openvino --quantize bf16`), else 'f32' (what modelkit's engine runs it at).
+    Reads the copy that copy_ir checked (no DTD: plain XML)."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(version_dir / OPENVINO_XML).getroot()
+    node = root.find("./rt_info/runtime_options/INFERENCE_PRECISION_HINT")
+    value = (node.get("value", "") if node is not None else "").strip().lower()
+    return "bf16" if value in ("bf16", "bfloat16") else "f32"
