@@ -44,6 +44,9 @@ from ._common import check_outputs, echo_json, human_size, import_option, table
               help="Use only these routes (comma-separated) for the pairs that have them, e.g. 'torch' (keras -> "
                    "onnx through torch.onnx) or 'unrolled'; default: each pair tries its routes in order "
                    "(keras->onnx: tf2onnx, torch; keras->tflite: converter, unrolled; keras->pt2: export, unrolled).")
+@click.option("--max-batch", "max_batch", default=None, metavar="N",
+              help="executorch: the largest batch the program plans memory for (7..4096, default 64; the engine "
+                   "runs a larger batch in slices).")
 @click.option("--trust-unsafe-code", is_flag=True,
               help="UNSAFE: load .keras files with Keras safe mode off (runs code stored in the file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
@@ -51,7 +54,7 @@ from ._common import check_outputs, echo_json, human_size, import_option, table
 def command(source: str, to: str, out_dir: str | None, force: bool, no_verify: bool, atol: float | None,
             opset: int | None, quantize: str | None, calibration_data: str | None, eval_data: str | None,
             max_accuracy_drop: float | None, data: str | None, input_spec: tuple[str, ...], route: str | None,
-            trust_unsafe_code: bool, as_json: bool) -> None:
+            max_batch: str | None, trust_unsafe_code: bool, as_json: bool) -> None:
     """Convert SOURCE to other formats, verifying every hop against its source.
 
     \b
@@ -63,6 +66,7 @@ def command(source: str, to: str, out_dir: str | None, force: bool, no_verify: b
       modelkit convert subclassed.keras --to all --input-spec x:?,8:float32
       modelkit convert tagger.keras --to tflite --input-spec frames:?,40,6   # unroll an RNN at length 40
       modelkit convert net.keras --to onnx --route torch
+      modelkit convert cnn.keras --to executorch --max-batch 16
 
     Each artifact gets a manifest beside it (<artifact>.modelkit.json) with its signature, the chain
     of converters and the parity report. A hop whose outputs differ from its source beyond the edge's
@@ -77,16 +81,30 @@ def command(source: str, to: str, out_dir: str | None, force: bool, no_verify: b
     from .. import convert  # the public function: the flags are its parameters
 
     check_outputs(out_dir)
+    batch = None if max_batch is None else _max_batch(max_batch, to)
     try:
         results = convert(source, to, out_dir=out_dir, force=force, verify=not no_verify, atol=atol,
                           quantize=quantize, calibration_data=calibration_data, eval_data=eval_data,
                           max_accuracy_drop=max_accuracy_drop, opset=opset, data=data,
-                          input_spec=list(input_spec) or None, route=route, trust_unsafe_code=trust_unsafe_code)
+                          input_spec=list(input_spec) or None, route=route, trust_unsafe_code=trust_unsafe_code,
+                          max_batch=batch)
     except ModelkitError as exc:  # some formats of several failed: show what was written, then the error line
         if getattr(exc, "results", None) is not None:
             _show(exc.results, as_json, exc.failures)
         raise
     _show(results, as_json, {})
+
+
+def _max_batch(value: str, to: str) -> int:
+    """--max-batch checked before any work: an integer in the executorch edge's range, and executorch asked for."""
+    from ..converters.keras_executorch import check_max_batch
+    from ..errors import UnsupportedConversionError
+    from ..formats import Format
+
+    names = [t.strip() for t in to.split(",") if t.strip()]
+    if "all" not in names and Format.EXECUTORCH not in {Format.parse(t) for t in names}:
+        raise UnsupportedConversionError(f"--max-batch applies to --to executorch only (asked: {to})")
+    return check_max_batch(value)
 
 
 def _show(results: list[Any], as_json: bool, failures: dict[str, str]) -> None:

@@ -33,6 +33,23 @@ from .registry import Tolerance, converter
 # and small dense nets; outputs where float32 itself errs more are judged at its own error (_float64)
 TOLERANCE = Tolerance(atol=1e-4, min_cosine=0.9999)
 MAX_BATCH = 64  # memory is planned for this batch: the engine allocates it once, at load
+MIN_MAX_BATCH = 7  # verification runs batches 1 and 7
+MAX_MAX_BATCH = 4096  # a plan for more rows than this is memory the engine would hold from load on, mostly unused
+
+
+def check_max_batch(value: Any) -> int:
+    """`max_batch` (`modelkit convert --max-batch N`) as an int in MIN_MAX_BATCH..MAX_MAX_BATCH, else
+    UnsupportedConversionError naming the range."""
+    try:
+        n = int(str(value).strip()) if not isinstance(value, (bool, float)) else None
+    except ValueError:
+        n = None
+    if n is None or not MIN_MAX_BATCH <= n <= MAX_MAX_BATCH:
+        raise UnsupportedConversionError(
+            f"max_batch={value!r}: the executorch program's largest batch must be an integer from {MIN_MAX_BATCH} "
+            f"(verification runs batches 1 and 7) to {MAX_MAX_BATCH} (memory is planned for it at load); "
+            f"default {MAX_BATCH}")
+    return n
 
 
 @converter(Format.KERAS, Format.EXECUTORCH, backend="torch", tolerance=TOLERANCE,
@@ -51,10 +68,7 @@ def keras_to_executorch(src: Path, dest: Path, trust_unsafe_code: bool = False, 
     quiet_loggers()
     require("executorch.exir", "executorch", "ExecuTorch")
     mode = q.check_mode(quantize, Format.EXECUTORCH)
-    max_batch = int(max_batch)
-    if max_batch < 7:
-        raise UnsupportedConversionError(f"max_batch={max_batch}: verification runs batches 1 and 7, so the "
-                                         "program must accept at least 7")
+    max_batch = check_max_batch(max_batch)
     module, sig = load_wrapped(src, trust_unsafe_code)
     opened = _torch_dims.open_axes(sig)
     if opened:
