@@ -44,8 +44,9 @@ def command(model: str, target: str, out: str | None, batch: int | None, dynamic
 
     The library is verified against the ONNX model on this machine (at its batch when fixed); libraries
     for other machines (arm64, armv7, CUDA) are checked by their ELF header only, as their manifest says.
-    A second compile of the same model and target reuses the tuning database instead of tuning again;
-    Ctrl-C during tuning keeps the records measured so far.
+    The tuning database is shared by every model compiled for the target: a second compile of the same
+    model applies it without tuning again, and another model's tasks already tuned there (same layer
+    shapes) are taken from it, not tuned again. Ctrl-C during tuning keeps the records measured so far.
     """
     from ..targets import DEFAULT_TRIALS, compile
 
@@ -61,7 +62,10 @@ def command(model: str, target: str, out: str | None, batch: int | None, dynamic
     parity = "not verified" if result.parity is None else ("ok" if result.parity["ok"] else "FAILED")
     worst = max((o["max_abs"] for o in (result.parity or {}).get("outputs", [])), default=None)
     tuning = result.tuning or {}
-    tuned = "-" if not tuning else ("reused cache" if tuning.get("reused") else f"{tuning.get('trials_run')} trials")
+    tuned = "-" if not tuning else ("no new trials" if tuning.get("reused") else f"{tuning.get('trials_run')} trials "
+                                    f"on {tuning.get('tasks_tuned', 0)} tasks")
+    if tuning:
+        tuned += f", {tuning.get('tasks_from_db', 0)}/{tuning.get('tasks', 0)} tasks from the database"
     rows = [[result.target, result.path, "dynamic" if result.batch is None else result.batch,
              human_size(result.size_bytes), f"{result.seconds:.1f} s", tuned, parity,
              "-" if worst is None else f"{worst:.1e}", result.verified]]

@@ -1,4 +1,5 @@
-"""Tuning: a short MetaSchedule run on the tiny model, its database cached and reused without new trials."""
+"""Tuning: a short MetaSchedule run on the tiny model into the shared database, reused without new trials by
+the same model and, task by task, by another model with the same layers."""
 import json
 from pathlib import Path
 
@@ -28,8 +29,9 @@ def test_short_tuning_run_records_trials(tuned):
     info = first.tuning
     assert info["reused"] is False and info["trials_run"] == 4 and info["records_before"] == 0
     db = Path(info["cache_dir"])
-    assert db.parent == cache and tuning.count_records(db) == 4
+    assert db.parent == cache / "db" and tuning.count_records(db) == 4
     assert info["tasks"] == 2 and info["best_latency_us"] > 0
+    assert info["tasks_from_db"] == 0 and info["tasks_tuned"] == 1  # one batch of 4: the heavier task
     assert first.batch == 1 and first.parity["ok"] and {c["batch"] for c in first.parity["cases"]} == {1}
     m = modelkit.load(first.path)
     x = np.random.default_rng(3).random((1, 4), dtype=np.float32)
@@ -44,10 +46,65 @@ def test_second_compile_reuses_the_database_without_trials(tuned):
     records = (db / tuning.RECORDS).read_bytes()
     second = compile(onnx_path, target="server-cpu", trials=4, cache_dir=cache, force=True)
     assert second.tuning["reused"] is True and second.tuning["trials_run"] == 0
+    assert second.tuning["tasks_tuned"] == 0 and second.tuning["tasks_from_db"] >= 1
     assert (db / tuning.RECORDS).read_bytes() == records  # not one new trial
     assert second.parity["ok"]
     manifest = json.loads(Path(second.path + ".modelkit.json").read_text())
     assert manifest["extra"]["tuning"]["reused"] is True and manifest["chain"][-1]["options"]["trials"] == 4
+
+
+def _tiny_with_a_new_head(path: Path) -> Path:
+    """The tiny model's layers (x @ W + b, softmax over 3; other weights) and a new layer after them."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+             for name, shape in (("W", (4, 3)), ("b", (3,)), ("W2", (3, 2)))]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+         helper.make_node("MatMul", ["probs", "W2"], ["y"])],
+        "tiny_head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return path
+
+
+def test_another_model_takes_the_shared_layers_from_the_database_and_tunes_only_its_new_ones(tuned, capfd):
+    """Records are keyed by workload, not by model: a model with the tiny model's layers and one more
+    takes the layer tuned for the tiny model from the database and spends its trials on the others."""
+    from modelkit.targets import compile
+
+    first, onnx_path, cache = tuned
+    db = Path(first.tuning["cache_dir"])
+    before = tuning.count_records(db)
+    other = _tiny_with_a_new_head(onnx_path.parent / "tiny_head.onnx")
+    capfd.readouterr()
+    result = compile(other, target="server-cpu", trials=4, cache_dir=cache)
+    info = result.tuning
+    assert info["cache_dir"] == str(db)  # one database per target, whatever the model
+    assert info["tasks"] == 3 and info["tasks_from_db"] >= 1  # the tiny model's tuned layer
+    assert info["trials_run"] == 4 and info["records_before"] == 0 and info["tasks_tuned"] == 1
+    assert info["tasks_tuned"] < info["tasks"] - info["tasks_from_db"] + 1  # only tasks not in the database
+    assert tuning.count_records(db) == before + 4 and info["database_records"] == before + 4
+    assert f"[tune] 3 tasks: {info['tasks_from_db']} from the database" in capfd.readouterr().err
+    assert result.parity["ok"]
+    again = compile(other, target="server-cpu", trials=4, cache_dir=cache, force=True)  # its own rerun: nothing
+    assert again.tuning["reused"] is True and again.tuning["trials_run"] == 0 and again.tuning["tasks_tuned"] == 0
+    assert tuning.count_records(db) == before + 4
+
+
+def test_the_database_is_keyed_by_target_and_tvm_not_by_model(tmp_path):
+    base = tuning.database_dir(tmp_path, {"kind": "llvm"}, "0.27")
+    assert base.parent == tmp_path / "db" and base == tuning.database_dir(tmp_path, {"kind": "llvm"}, "0.27")
+    assert len({base, tuning.database_dir(tmp_path, {"kind": "llvm", "mcpu": "x"}, "0.27"),
+                tuning.database_dir(tmp_path, {"kind": "llvm"}, "0.28")}) == 3
+
+
+def test_enough_records_is_the_requests_share_per_task():
+    assert tuning.enough_records(4, 3) == 2 and tuning.enough_records(64, 9) == 8 and tuning.enough_records(1, 9) == 1
+    assert tuning.enough_records(None, 9) == tuning.TRIALS_PER_ITER  # a budget alone: one batch
 
 
 def test_cache_key_separates_models_targets_and_batches():
@@ -82,7 +139,8 @@ def test_budget_stops_tuning_within_one_batch_then_the_spent_budget_is_reused(co
     assert 12 <= info["seconds"] < 12 + 45  # one batch of 4 candidates, even on a loaded 2-core machine
     assert info["trials_run"] >= 4 and info["tasks"] == 9 and info["tasks_tried"] >= 1
     db = Path(info["cache_dir"])
-    assert tuning.count_records(db) == info["trials_run"] and tuning.spent_seconds(db) >= 12
+    (ledger,) = (db / tuning.MODELS).glob("*.json")
+    assert tuning.count_records(db) == info["trials_run"] and tuning.spent_seconds(ledger) >= 12
     assert first.parity["ok"]
     again = compile(onnx_path, out=tmp_path / "b.tvm.so", budget="12s", cache_dir=cache)
     assert again.tuning["reused"] is True and again.tuning["trials_run"] == 0
@@ -101,18 +159,20 @@ def test_ctrl_c_in_the_first_round_keeps_the_records_and_the_next_run_resumes(co
     with cli_process("compile", str(onnx_path), "--budget", "10m", "--cache-dir", str(cache)) as proc:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
-            if sum(tuning.count_records(d) for d in cache.glob("*")) >= 4:
+            if sum(tuning.count_records(d) for d in cache.glob("db/*")) >= 4:
                 break
             time.sleep(0.3)
         out = ctrl_c(proc, timeout=150)
     assert proc.returncode == 2, out[-2000:]
     assert "error: tuning interrupted" in out and "run the same command again to resume" in out
-    (db,) = cache.glob("*")
+    (db,) = cache.glob("db/*")
     kept = tuning.count_records(db)
     assert kept >= 4 and f"{kept} records kept" in out
     assert "tasks tried 1/9" in out  # stopped inside the first round
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "cnn.onnx"]  # no library, no partial file
-    spent = tuning.spent_seconds(db)
+    (ledger,) = (db / tuning.MODELS).glob("*.json")
+    assert tuning.read_ledger(ledger)[0] == kept  # the model's own trials
+    spent = tuning.spent_seconds(ledger)
     assert spent is not None and 0 < spent < 600
     assert tuning._plan(kept, spent, None, 600.0) == (1_000_000, pytest.approx(600.0 - spent))
     resumed = compile(onnx_path, trials=kept + 4, cache_dir=cache)  # 4 more trials on top of the kept ones
@@ -120,23 +180,25 @@ def test_ctrl_c_in_the_first_round_keeps_the_records_and_the_next_run_resumes(co
     assert resumed.parity["ok"]
 
 
-def test_plan_counts_trials_and_budget_as_totals_for_the_database():
+def test_plan_counts_trials_and_budget_as_totals_for_the_model():
     assert tuning._plan(0, None, 8, None) == (8, None)
     assert tuning._plan(5, 3.0, 8, None) == (3, None)
     assert tuning._plan(8, 3.0, 8, None) is None              # enough records: reuse
     assert tuning._plan(0, None, None, 60.0) == (1_000_000, 60.0)
     assert tuning._plan(12, 20.0, None, 60.0) == (1_000_000, 40.0)  # interrupted after 20 s: 40 s left
     assert tuning._plan(12, 60.2, None, 60.0) is None         # budget spent: reuse
-    assert tuning._plan(12, None, None, 60.0) is None         # records without a time log: reuse
+    assert tuning._plan(0, None, None, 60.0) == (1_000_000, 60.0)  # no ledger: other models' records don't count
     assert tuning._plan(12, None, 20, 60.0) == (8, 60.0)
 
 
-def test_spent_seconds_survives_a_missing_or_corrupt_log(tmp_path):
-    assert tuning.spent_seconds(tmp_path) is None
-    (tmp_path / tuning.STATUS).write_text("{not json")
-    assert tuning.spent_seconds(tmp_path) is None
-    tuning.save_spent(tmp_path, 12.345)
-    assert tuning.spent_seconds(tmp_path) == 12.3
+def test_the_ledger_survives_a_missing_or_corrupt_file(tmp_path):
+    ledger = tuning.ledger_path(tmp_path, "m")
+    assert tuning.read_ledger(ledger) == (0, None) and tuning.spent_seconds(ledger) is None
+    ledger.parent.mkdir()
+    ledger.write_text("{not json")
+    assert tuning.read_ledger(ledger) == (0, None)
+    tuning.save_ledger(ledger, 8, 12.345)
+    assert tuning.read_ledger(ledger) == (8, 12.3) and tuning.spent_seconds(ledger) == 12.3
 
 
 def test_preloading_tensor_intrinsics_leaves_inspect_unpatched():

@@ -130,9 +130,9 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
                                              f"that runs here; '{tgt.name}' is for {tgt.arch}/{tgt.device} "
                                              "(tune over TVM RPC on the device instead)")
         model_sha = hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()
-        key = tuning.cache_key(model_sha, tgt.tvm, int(fixed or 1), tvm.__version__)
-        db_dir = (Path(cache_dir) / key) if cache_dir else tuning.cache_root() / key
-        database, tune_info = tuning.tune(mod, tvm_target, db_dir, trials, budget_s)
+        key = tuning.cache_key(model_sha, tgt.tvm, int(fixed or 1), tvm.__version__)  # this model's ledger
+        db_dir = tuning.database_dir(cache_dir, tgt.tvm, tvm.__version__)  # shared by every model
+        database, tune_info = tuning.tune(mod, tvm_target, db_dir, trials, budget_s, model_key=key)
     t1 = time.perf_counter()
     with engine_chatter_swallowed():  # and while lowering
         executable = _build(mod, tvm_target, database)

@@ -1,10 +1,14 @@
-"""MetaSchedule tuning with a trial count or a time budget, and a persistent tuning database.
+"""MetaSchedule tuning with a trial count or a time budget, into a tuning database shared by all models.
 
-The database lives in a cache folder keyed by the model and the target
-(`$MODELKIT_CACHE_DIR/tvm/<key>/` or `~/.cache/modelkit/tvm/<key>/`), so a second compile of the same
-model for the same target applies it without tuning again. The scheduler (scheduler.py) commits every
-batch of trials to the database as soon as it is measured, so an interrupted tuning run (Ctrl-C, a
-budget running out) keeps the records so far and the next compile resumes from them.
+One database per target and TVM version (`$MODELKIT_CACHE_DIR/tvm/db/<target key>/`, or
+`~/.cache/modelkit/tvm/db/...`; tuning_db.py), keyed by workload: a task whose workload already has
+enough records there (tuned for this model or any other) is taken from it and not tuned again, and the
+compile's trials or budget go to the other tasks. Each model keeps a small ledger beside it
+(`models/<model key>.json`: the trials and seconds its own runs spent), so trials and budget stay totals
+per model: a second compile of the same model applies the records without tuning, and a larger request
+tunes what is missing. The scheduler (scheduler.py) commits every batch of trials as soon as it is
+measured, so an interrupted run (Ctrl-C, a budget running out) keeps the records so far and the next
+compile resumes from them.
 """
 from __future__ import annotations
 
@@ -20,10 +24,10 @@ from ... import _atomic
 from ..._progress import steps
 from ..._text import progress
 from ...errors import ConversionError, TuningInterrupted
+from . import tuning_db
+from .tuning_db import RECORDS, WORKLOADS  # noqa: F401 - the database's two files, named here for callers
 
-WORKLOADS = "database_workload.json"
-RECORDS = "database_tuning_record.json"
-STATUS = "modelkit_tuning.json"  # seconds of tuning spent on the database so far
+MODELS = "models"        # per-model ledgers: {"trials": n, "seconds": s} spent by that model's own runs
 TRIALS_PER_ITER = 4      # small rounds: progress shows often and budgets stop close to their end
 BUILD_TIMEOUT_S = 300.0  # generous: a loaded 2-core machine links candidates slowly
 RUN_TIMEOUT_S = 120.0
@@ -36,8 +40,14 @@ def cache_root() -> Path:
     return user_cache() / "tvm"
 
 
+def database_dir(cache_dir: str | Path | None, tvm_target: dict[str, Any], tvm_version: str) -> Path:
+    """The shared database of a target: CACHE/db/<target key>/ (CACHE: cache_dir, else cache_root())."""
+    base = Path(cache_dir) if cache_dir else cache_root()
+    return base / "db" / tuning_db.target_key(tvm_target, tvm_version)
+
+
 def cache_key(model_sha256: str, tvm_target: dict[str, Any], batch: int, tvm_version: str) -> str:
-    """Same model bytes + same target dict + same batch + same TVM -> same database."""
+    """Same model bytes + same target dict + same batch + same TVM -> same ledger (a model's own tuning)."""
     blob = json.dumps({"model": model_sha256, "target": tvm_target, "batch": batch, "tvm": tvm_version},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -75,70 +85,84 @@ def parse_budget(text: str | float | int | None) -> float | None:
 
 
 def tune(mod: Any, tvm_target: Any, db_dir: Path, trials: int | None, budget_s: float | None,
-         log: Any = None) -> tuple[Any, dict[str, Any]]:
-    """Tune the prepared (fused) module's tasks into the database at db_dir; return (database, info).
+         log: Any = None, *, model_key: str = "model") -> tuple[Any, dict[str, Any]]:
+    """Tune the prepared (fused) module's tasks into the shared database at db_dir; return (database, info).
 
-    trials and budget_s are totals for the database: a database that holds `trials` records, or on
-    which `budget_s` of tuning was already spent, is reused without tuning; otherwise tuning runs
-    what is missing, stopping within one batch once the budget is spent. Ctrl-C stops after the
-    batch in flight (a second Ctrl-C at once) and raises TuningInterrupted; every batch measured
-    before it is already in the database, and the next call resumes.
+    trials and budget_s are totals for this model (`model_key`'s ledger): a model whose own runs already
+    measured `trials` records, or spent `budget_s`, is built from the database without tuning; otherwise
+    what is missing is tuned, stopping within one batch once the budget is spent, on the tasks whose
+    workload has fewer than `enough_records` valid records (the others come from the database, whichever
+    model tuned them). Ctrl-C stops after the batch in flight (a second Ctrl-C at once) and raises
+    TuningInterrupted; every batch measured before it is already in the database, and the next call resumes.
     """
     from tvm.s_tir import meta_schedule as ms
 
     log = log or _stderr
     db_dir = Path(db_dir)
-    db_dir.mkdir(parents=True, exist_ok=True)
-    before, spent = count_records(db_dir), spent_seconds(db_dir)
-    info: dict[str, Any] = {"cache_dir": str(db_dir), "trials_requested": trials, "budget_s": budget_s,
-                            "records_before": before, "trials_run": 0, "reused": False, "interrupted": False}
-    database = ms.database.JSONDatabase(path_workload=str(db_dir / WORKLOADS),
-                                        path_tuning_record=str(db_dir / RECORDS))
-    plan = _plan(before, spent, trials, budget_s)
-    if plan is None:
-        log(f"[tune] reusing {before} tuning records from {db_dir} (no new trials)")
-        info.update(reused=True, records_after=before, seconds=0.0)
-        return database, info
-    todo, left_s = plan
+    ledger = ledger_path(db_dir, model_key)
+    own, spent = read_ledger(ledger)
+    shared = tuning_db.open_shared(db_dir)
+    database = shared.inner  # in memory: what the build applies
     tasks = ms.relax_integration.extract_tasks(mod, tvm_target)
+    plan = _plan(own, spent, trials, budget_s)
+    enough = enough_records(trials, len(tasks)) if plan is not None else 1
+    from_db = [tuning_db.valid_records(database, t.dispatched[0], enough) >= enough for t in tasks]
+    todo_tasks = [t for t, done in zip(tasks, from_db) if not done]
+    info: dict[str, Any] = {"cache_dir": str(db_dir), "trials_requested": trials, "budget_s": budget_s,
+                            "records_before": own, "trials_run": 0, "reused": False, "interrupted": False,
+                            "tasks": len(tasks), "tasks_from_db": sum(from_db), "tasks_tuned": 0,
+                            "database_records": len(database)}
     if not tasks:
         log("[tune] nothing to tune (no tunable operators)")
-        info.update(records_after=before, seconds=0.0, tasks=0)
+        info.update(records_after=own, seconds=0.0)
         return database, info
-    if before:
-        log(f"[tune] resuming from {before} records" + (f" and {spent:.0f} s already spent" if spent else ""))
-    log(f"[tune] {len(tasks)} tasks, {todo if trials is not None else 'unlimited'} trials"
+    if plan is None or not todo_tasks:
+        why = "this model's tuning is done" if plan is None else f"all {len(tasks)} tasks are tuned there"
+        log(f"[tune] {why}: {sum(from_db)} of {len(tasks)} tasks from the database {db_dir} (no new trials)")
+        info.update(reused=True, records_after=own, seconds=0.0)
+        return database, info
+    todo, left_s = plan
+    if own:
+        log(f"[tune] resuming after {own} trials" + (f" and {spent:.0f} s already spent" if spent else ""))
+    log(f"[tune] {len(tasks)} tasks: {sum(from_db)} from the database (>= {enough} records), {len(todo_tasks)} "
+        f"to tune; {todo if trials is not None else 'unlimited'} trials"
         f"{f', budget {left_s:.0f} s' if left_s else ''}; database {db_dir}")
-    state = _run(ms, tasks, tvm_target, database, db_dir, todo, left_s, spent or 0.0, log)
-    after = count_records(db_dir)
-    info.update(records_after=after, trials_run=after - before, seconds=round(state.elapsed(), 1),
-                tasks=len(tasks), tasks_tried=len(state.tried),
-                best_latency_us=state.estimate_us([float(t.weight) for t in tasks]),
+    state = _run(ms, todo_tasks, tvm_target, shared, ledger, todo, left_s, own, spent or 0.0, log)
+    info.update(records_after=own + state.trials, trials_run=state.trials, seconds=round(state.elapsed(), 1),
+                tasks_tried=len(state.tried), tasks_tuned=len(state.tried), database_records=len(shared.inner),
+                best_latency_us=state.estimate_us([float(t.weight) for t in todo_tasks]),
                 interrupted=state.stop_reason == "interrupt", budget_spent=state.stop_reason == "budget")
     if state.stop_reason == "interrupt":
-        raise _interrupted(db_dir, before, budget_s)
-    log(f"[tune] done: {after - before} new trials in {info['seconds']:.0f} s; {after} records in {db_dir}")
-    return database, info
+        raise _interrupted(db_dir, ledger, state.trials, budget_s)
+    log(f"[tune] done: {state.trials} new trials on {len(state.tried)} tasks in {info['seconds']:.0f} s, "
+        f"{sum(from_db)} tasks from the database; {count_records(db_dir)} records in {db_dir}")
+    return shared.inner, info
+
+
+def enough_records(trials: int | None, n_tasks: int) -> int:
+    """Valid records a task's workload needs in the database to be taken from it untuned: this request's
+    share per task (trials / tasks, rounded up), or one batch when only a budget is given."""
+    if trials is None or n_tasks <= 0:
+        return TRIALS_PER_ITER
+    return max(1, -(-int(trials) // n_tasks))
 
 
 def _plan(before: int, spent: float | None, trials: int | None,
           budget_s: float | None) -> tuple[int, float | None] | None:
-    """(trials to run, budget left) for a database holding `before` records and `spent` seconds of
-    tuning, or None when it already satisfies the request."""
+    """(trials to run, budget left) for a model whose own runs measured `before` trials in `spent`
+    seconds, or None when that already satisfies the request."""
     if trials is not None and before >= trials:
         return None
     left_s = None
     if budget_s is not None:
-        if spent is None and before > 0 and trials is None:
-            return None  # records without a tuning-time log (an older modelkit): treat the budget as spent
         left_s = budget_s - (spent or 0.0)
         if left_s < 1.0:
             return None
     return (trials - before if trials is not None else 1_000_000), left_s
 
 
-def _run(ms: Any, tasks: list[Any], tvm_target: Any, database: Any, db_dir: Path, todo: int,
-         budget_s: float | None, spent: float, log: Any) -> Any:
+def _run(ms: Any, tasks: list[Any], tvm_target: Any, database: Any, ledger: Path, todo: int,
+         budget_s: float | None, own: int, spent: float, log: Any) -> Any:
     """Run MetaSchedule with modelkit's scheduler, builder and progress; return the TuningState."""
     from . import builder, scheduler
 
@@ -149,7 +173,7 @@ def _run(ms: Any, tasks: list[Any], tvm_target: Any, database: Any, db_dir: Path
     bar_total, label = (todo, "tuning (trials)") if by_trials else (round(budget_s), "tuning (s of budget)")
 
     def on_batch() -> None:
-        save_spent(db_dir, spent + state.elapsed())
+        save_ledger(ledger, own + state.trials, spent + state.elapsed())
         bar.set(min(state.trials, todo) if by_trials else min(round(state.elapsed()), bar_total))
 
     state.on_batch = on_batch
@@ -179,26 +203,36 @@ def _run(ms: Any, tasks: list[Any], tvm_target: Any, database: Any, db_dir: Path
     return state
 
 
-def spent_seconds(db_dir: Path) -> float | None:
-    """Seconds of tuning already spent on the database (None when no modelkit run logged any)."""
+def ledger_path(db_dir: Path, model_key: str) -> Path:
+    """Where a model's ledger lives in the shared database folder."""
+    return Path(db_dir) / MODELS / f"{model_key}.json"
+
+
+def read_ledger(ledger: Path) -> tuple[int, float | None]:
+    """(trials, seconds) that the model's own runs spent; (0, None) when none ran or the file is unreadable."""
     try:
-        return float(json.loads((Path(db_dir) / STATUS).read_text())["seconds"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+        data = json.loads(Path(ledger).read_text())
+        return int(data.get("trials", 0)), float(data["seconds"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return 0, None
 
 
-def save_spent(db_dir: Path, seconds: float) -> None:
-    _atomic.write_text(Path(db_dir) / STATUS, json.dumps({"seconds": round(seconds, 1)}))
+def spent_seconds(ledger: Path) -> float | None:
+    """Seconds of tuning the model's own runs spent (None when no modelkit run logged any)."""
+    return read_ledger(ledger)[1]
 
 
-def _interrupted(db_dir: Path, before: int, budget_s: float | None) -> TuningInterrupted:
-    after = count_records(db_dir)
-    new = f"{after - before} new trials measured, "
+def save_ledger(ledger: Path, trials: int, seconds: float) -> None:
+    _atomic.write_text(Path(ledger), json.dumps({"trials": int(trials), "seconds": round(seconds, 1)}))
+
+
+def _interrupted(db_dir: Path, ledger: Path, new: int, budget_s: float | None) -> TuningInterrupted:
     left = ""
     if budget_s is not None:
-        left = f" ({max(0.0, budget_s - (spent_seconds(db_dir) or 0.0)):.0f} s of the budget left)"
-    return TuningInterrupted(f"tuning interrupted: {new}{after} records kept in {db_dir}; run the same command "
-                             f"again to resume from them{left}; no library was written")
+        left = f" ({max(0.0, budget_s - (spent_seconds(ledger) or 0.0)):.0f} s of the budget left)"
+    return TuningInterrupted(f"tuning interrupted: {new} new trials measured, {count_records(db_dir)} records kept "
+                             f"in {db_dir}; run the same command again to resume from them{left}; no library "
+                             "was written")
 
 
 def _threads(tvm_target: Any) -> int:
