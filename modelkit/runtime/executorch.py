@@ -4,7 +4,9 @@
 tensor names: the Signature is read from the program's constant method `modelkit_signature` (written by
 modelkit.converters.keras_executorch), else from the manifest beside it. ExecuTorch plans memory for a maximum
 batch (`modelkit_max_batch`); a larger batch runs in slices of that size, concatenated. The program
-is verified by the runtime as it loads (flatbuffer and internal consistency), so a damaged file is a LoadError.
+is verified by the runtime as it loads (flatbuffer and internal consistency), so a damaged file is a LoadError;
+the value indices the runtime trusts (one past its plan aborts the process at execute) are checked before it
+(modelkit.safety.executorch).
 CPU only. The runtime's own diagnostics (cpuinfo probes, kernel check failures) are kept off the terminal; the
 error it returns is turned into one typed line.
 """
@@ -69,8 +71,11 @@ class ExecuTorchModel(Model):
 
 @guard_load("executorch")
 def load(path: Path, device: str = "cpu", threads: int | None = None, **options: Any) -> ExecuTorchModel:
+    from ..safety.executorch import check_program
+
     parse_device(device, ("cpu",))  # 'cuda' is a typed error: this engine runs on the CPU only
     runtime = import_runtime()
+    check_program(path)
     try:
         with engine_chatter_swallowed():
             program = runtime.Runtime.get().load_program(str(path))

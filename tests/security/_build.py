@@ -124,6 +124,15 @@ def build_openvino(folder: Path, onnx_path: Path) -> Path:
     return Path(r.path)
 
 
+def build_executorch(folder: Path, keras_path: Path) -> Path:
+    """The tiny Keras model as a .pte (torch.export, lowered to XNNPACK, in a torch child: a real program with
+    the signature inside it, as users get one)."""
+    import modelkit
+
+    (r,) = modelkit.convert(keras_path, "executorch", out_dir=folder, force=True)
+    return Path(r.path)
+
+
 def build_tvm(folder: Path, onnx_path: Path) -> Path:
     import modelkit
 

@@ -33,6 +33,14 @@ def openvino_artifact(tmp_path_factory, artifacts) -> Path:
 
 
 @pytest.fixture(scope="session")
+def executorch_artifact(tmp_path_factory, artifacts) -> Path:
+    pytest.importorskip("executorch")
+    from ._build import build_executorch
+
+    return build_executorch(tmp_path_factory.mktemp("security_executorch"), artifacts["keras"])
+
+
+@pytest.fixture(scope="session")
 def tvm_artifact(tmp_path_factory, artifacts) -> Path:
     pytest.importorskip("tvm")
     from ._build import build_tvm

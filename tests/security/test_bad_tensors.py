@@ -15,14 +15,14 @@ from modelkit.errors import DTypeError, InputError, InputNameError, ShapeError
 
 from ._build import expected
 
-ENGINES = ["onnx", "keras", "saved_model", "tflite", "torchscript", "pt2", "tvm", "openvino"]
+ENGINES = ["onnx", "keras", "saved_model", "tflite", "torchscript", "pt2", "tvm", "openvino", "executorch"]
 EXAMPLES = int(os.environ.get("MODELKIT_TENSOR_EXAMPLES", "25"))
 
 
 @pytest.fixture(scope="module")
 def models(artifacts, request):
     def get(engine):
-        built = engine in ("tvm", "openvino")  # converted from the onnx artifact
+        built = engine in ("tvm", "openvino", "executorch")  # converted from the onnx (executorch: keras) artifact
         path = request.getfixturevalue(f"{engine}_artifact") if built else artifacts[engine]
         return modelkit.load(path)
     return get

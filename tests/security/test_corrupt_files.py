@@ -16,14 +16,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-# openvino: its graph (model.xml) damaged; openvino-bin: its weights (model.bin)
-FORMATS = ["onnx", "keras", "saved_model", "tflite", "torchscript", "pt2", "tvm", "openvino", "openvino-bin"]
+# openvino: its graph (model.xml) damaged; openvino-bin: its weights (model.bin); executorch: a .pte program
+FORMATS = ["onnx", "keras", "saved_model", "tflite", "torchscript", "pt2", "tvm", "openvino", "openvino-bin",
+           "executorch"]
+BUILT = ("tvm", "openvino", "openvino-bin", "executorch")  # converted by modelkit (conftest's *_artifact fixtures)
 TYPED = {"FormatError", "LoadError", "UnsafeModelError", "ResourceError"}
 FUZZ_EXAMPLES = int(os.environ.get("MODELKIT_FUZZ_EXAMPLES", "10"))  # per format; the slow run uses more
 
 
 def _source(fmt: str, artifacts, request) -> Path:
-    if fmt in ("tvm", "openvino", "openvino-bin"):
+    if fmt in BUILT:
         return request.getfixturevalue(f"{fmt.split('-')[0]}_artifact")
     return artifacts[fmt]
 
