@@ -126,3 +126,27 @@ def _show(results: list[Any], as_json: bool, failures: dict[str, str]) -> None:
         line = describe(r.route)
         if line:
             click.echo(f"{r.format}: {line}")
+    for line in _exact_on_the_way(results):
+        click.echo(line)
+
+
+def _exact_on_the_way(results: list[Any]) -> list[str]:
+    """Why an exact artifact sits beside quantized ones: a target that quantizes at its own hop (int8 to openvino:
+    NNCF on the IR) is made from an exact intermediate (`--to onnx,openvino --quantize int8` writes cnn.int8.onnx,
+    cnn.onnx and cnn.int8_openvino); one line per such intermediate, naming what it feeds."""
+    from pathlib import Path
+
+    from .. import manifest as _manifest
+
+    lines = []
+    for q in results:
+        if (q.quantization or "none") == "none":
+            continue
+        m = _manifest.read(q.path)
+        src = Path((m.source or {}).get("path") or "") if m is not None else None
+        for r in results:
+            if (r.quantization or "none") == "none" and src is not None and Path(r.path).resolve() == src.resolve():
+                checked = "parity-checked" if r.parity else "not verified"
+                lines.append(f"{r.format}: {Path(r.path).name} is exact (float32, {checked}): "
+                             f"{Path(q.path).name} is quantized ({q.quantization}) from it at the {q.format} hop")
+    return lines

@@ -1,0 +1,90 @@
+"""`modelkit convert cnn.keras --to onnx,openvino --quantize int8`: what it writes, which artifacts are int8, and
+how each is judged. onnx quantizes at its own hop (onnxruntime QDQ: cnn.int8.onnx); openvino quantizes at the
+openvino hop (NNCF on the IR, quantize.LAST_HOP_MODES) from an exact ONNX, which is therefore written too
+(cnn.onnx, float32, parity-checked) and named on a line under the table."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import modelkit
+from modelkit.cli import main
+from modelkit.formats import manifest_path
+
+pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'modelkit[openvino]')")
+pytest.importorskip("nncf", reason="NNCF is not installed (pip install 'modelkit[openvino]')")
+
+
+def _onnx_kinds(path: Path) -> tuple[set[str], set[int]]:
+    """(op types, initializer element types) of an ONNX file."""
+    import onnx
+
+    g = onnx.load(str(path)).graph
+    return {n.op_type for n in g.node}, {t.data_type for t in g.initializer}
+
+
+def test_the_plan_quantizes_onnx_at_its_hop_and_openvino_at_its_own_from_an_exact_onnx(tmp_path):
+    from modelkit.converters import _quantizing_edge, output_path
+    from modelkit.converters.registry import plan
+    from modelkit.formats import Format
+
+    to_onnx, to_openvino = plan(Format.KERAS, Format.ONNX), plan(Format.KERAS, Format.OPENVINO)
+    assert _quantizing_edge(to_onnx, "int8") is to_onnx[0]
+    assert [(e.source, e.target) for e in to_openvino] == [(Format.KERAS, Format.ONNX), (Format.ONNX, Format.OPENVINO)]
+    assert _quantizing_edge(to_openvino, "int8") is to_openvino[1]  # not the onnx hop: it stays exact
+    src = tmp_path / "cnn.keras"
+    assert [output_path(src, f, tmp_path, tag).name for f, tag in
+            ((Format.ONNX, "int8"), (Format.ONNX, None), (Format.OPENVINO, "int8"))] == [
+        "cnn.int8.onnx", "cnn.onnx", "cnn.int8_openvino"]
+
+
+@pytest.mark.slow  # two keras -> onnx hops, NNCF and three accuracy gates: 10 to 32 s on the shared 2-core machine
+def test_onnx_and_openvino_at_int8_write_two_int8_artifacts_and_the_exact_onnx_between(cnn_tf, tmp_path):
+    import onnx
+
+    # 0.03 as in test_onnx_openvino: the gate's mechanics are under test, not one CPU's int8 kernels
+    r = CliRunner().invoke(main, ["convert", str(cnn_tf), "--to", "onnx,openvino", "--quantize", "int8",
+                                  "--max-accuracy-drop", "0.03", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".modelkit.json"))
+    assert names == ["cnn_tf.int8.onnx", "cnn_tf.int8_openvino", "cnn_tf.onnx"]
+    rows = [line.split() for line in r.stdout.splitlines()[2:5]]
+    assert [(row[0], Path(row[1]).name) for row in rows] == [
+        ("onnx", "cnn_tf.int8.onnx"), ("onnx", "cnn_tf.onnx"), ("openvino", "cnn_tf.int8_openvino")]
+    assert ("onnx: cnn_tf.onnx is exact (float32, parity-checked): cnn_tf.int8_openvino is quantized (int8) from "
+            "it at the openvino hop") in r.stdout
+    m = {n: json.loads(manifest_path(tmp_path / n).read_text()) for n in names}
+
+    # cnn_tf.int8.onnx: onnxruntime's QDQ int8 (int8 weights, QuantizeLinear / DequantizeLinear), accuracy-gated
+    ops, types = _onnx_kinds(tmp_path / "cnn_tf.int8.onnx")
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and onnx.TensorProto.INT8 in types
+    q = m["cnn_tf.int8.onnx"]
+    assert q["quantization"] == "int8" and q["extra"]["accuracy"]["ok"] and q["extra"]["accuracy"]["drop"] <= 0.03
+    assert q["source"]["path"] == str(cnn_tf) and q["chain"][0]["options"]["quantize"] == "int8"
+
+    # cnn_tf.onnx: exact float32 (no quantization op, float weights), parity-checked against the Keras model
+    ops, types = _onnx_kinds(tmp_path / "cnn_tf.onnx")
+    assert not ops & {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+    assert onnx.TensorProto.FLOAT in types and types <= {onnx.TensorProto.FLOAT, onnx.TensorProto.INT64}
+    e = m["cnn_tf.onnx"]
+    assert e["quantization"] == "none" and e["parity"]["ok"]
+    assert max(o["max_abs"] for o in e["parity"]["outputs"]) <= 1e-4
+
+    # cnn_tf.int8_openvino: NNCF's int8 IR (FakeQuantize, i8 constants), made from the exact ONNX, accuracy-gated
+    xml = (tmp_path / "cnn_tf.int8_openvino" / "model.xml").read_text()
+    assert "FakeQuantize" in xml and 'element_type="i8"' in xml
+    v = m["cnn_tf.int8_openvino"]
+    assert v["quantization"] == "int8" and v["extra"]["accuracy"]["ok"] and v["extra"]["accuracy"]["drop"] <= 0.03
+    assert Path(v["source"]["path"]).name == "cnn_tf.onnx"
+    assert [h["options"]["quantize"] for h in v["chain"]] == ["none", "int8"]  # exact onnx hop, then NNCF
+
+    # all three run on the same inputs; the int8 artifacts agree with the exact one on most top-1 classes
+    x = np.random.default_rng(0).random((64, *modelkit.load(tmp_path / "cnn_tf.onnx").signature.inputs[0].shape[1:]),
+                                        dtype=np.float32)
+    top = {n: modelkit.load(tmp_path / n).predict(x)["probs"].argmax(1) for n in names}
+    keras_top = modelkit.load(cnn_tf).predict(x)["probs"].argmax(1)
+    assert (top["cnn_tf.onnx"] == keras_top).all()
+    for n in ("cnn_tf.int8.onnx", "cnn_tf.int8_openvino"):
+        assert (top[n] == top["cnn_tf.onnx"]).mean() >= 0.85, (n, (top[n] == top["cnn_tf.onnx"]).mean())
