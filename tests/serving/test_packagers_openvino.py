@@ -85,6 +85,15 @@ def test_triton_ir_without_batching_and_a_bf16_ir(ir, tmp_path):
     package(bf16, "triton", tmp_path / "b", name="half")
     params = {k: v.string_value for k, v in triton_config(tmp_path / "b" / "half" / "config.pbtxt").parameters.items()}
     assert params["HINT_BF16"] == "YES" and params["ENABLE_BATCH_PADDING"] == "YES"
+    # a bare IR made elsewhere (its .xml, the .bin of the same stem beside it) packages the same pair
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copyfile(ir / "model.xml", bare / "net.xml")
+    shutil.copyfile(ir / "model.bin", bare / "net.bin")
+    out = package(bare / "net.xml", "triton", tmp_path / "c")
+    assert sorted(p.name for p in (out / "net" / "1").iterdir()) == ["model.bin", "model.xml"]
+    assert (out / "net" / "1" / "model.bin").read_bytes() == (ir / "model.bin").read_bytes()
+    assert triton_config(out / "net" / "config.pbtxt").backend == "openvino"
 
 
 def _bf16_copy(ir: Path, tmp_path: Path) -> Path:
