@@ -117,7 +117,8 @@ def _show(results: list[Any], as_json: bool, failures: dict[str, str]) -> None:
         parity = "not verified" if r.parity is None else ("ok" if r.parity["ok"] else "FAILED")
         err = "-" if r.max_abs is None else f"{r.max_abs:.1e}"
         acc = "-" if not r.accuracy else f"{r.accuracy['artifact_accuracy']:.4f} ({r.accuracy['drop']:+.4f})"
-        rows.append([r.format, r.path, human_size(r.size_bytes), f"{r.seconds:.1f} s", parity, err, acc])
+        took = "reused" if (r.route or {}).get("reused") else f"{r.seconds:.1f} s"
+        rows.append([r.format, r.path, human_size(r.size_bytes), took, parity, err, acc])
     rows += [[f, "-", "-", "-", "FAILED (below)", "-", "-"] for f in failures]
     click.echo(table(["format", "path", "size", "time", "parity", "max abs err", "accuracy (drop)"], rows))
     from ..converters.routes import describe

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 from .. import _atomic, _child
 from .. import manifest as _manifest
-from ..errors import ConversionError, UnsupportedConversionError, first_line, retyped
+from ..errors import ConversionError, ManifestError, UnsupportedConversionError, first_line, retyped
 from ..formats import Format, detect, strip_suffix
 from .registry import EdgeSpec, converter, edges, plan
 
@@ -191,10 +191,12 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
                 specs, skipped = hop_routes(edge.source, edge.target, forced, options, config)
                 # a hop before the quantizing one that could quantize too stays exact
                 own = "none" if quantizer is not None and edge is not quantizer and "quantize" in edge.options else None
-                hops.append(_Hop(specs, current, dest, tried=skipped, quantize=own))
+                hops.append(_Hop(specs, current, dest, tried=skipped, quantize=own, mode=tag or "none"))
             current = dest
         finals.append(current)
     for hop in hops:
+        if not force and hop.dest not in finals and not route_names and _reuse(hop, options, verify):
+            continue
         _atomic.check_writable(hop.dest, force)
     _atomic.make_dirs(out)
     common = {"options": options, "verify": verify, "force": force, "trust_unsafe_code": trust_unsafe_code,
@@ -209,6 +211,38 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
     if refused:
         raise _partial(results, asked, refused)
     return results
+
+
+def _reuse(hop: _Hop, options: dict[str, Any], verify: bool) -> bool:
+    """An intermediate artifact already there (the ONNX file on the way to OpenVINO, written by an earlier
+    `--to onnx`) is reused, not refused, when its manifest says modelkit made it from this very source (same
+    sha256), it is unchanged since (same sha256), it passed its check and it carries the same quantization and
+    options; the hop is then done (hop.result, from the manifest). Anything else: False, and the usual
+    ArtifactExistsError follows."""
+    if not hop.dest.exists() or not hop.src.exists():
+        return False
+    try:
+        m = _manifest.read(hop.dest)
+    except ManifestError:  # damaged: not reusable (the refusal that follows names the file)
+        return False
+    if m is None or not m.chain or (m.quantization or "none") != hop.mode:
+        return False
+    if verify and not (m.parity or {}).get("ok"):
+        return False
+    made_with = m.chain[-1].get("options") or {}
+    lossy_keys = {"quantize", "calibration_data", "eval_data", "max_accuracy_drop"}
+    if any(made_with.get(k, v) != v for k, v in options.items() if k in made_with and
+           (hop.mode != "none" or k not in lossy_keys) and k != "quantize"):
+        return False
+    if (m.source or {}).get("sha256") != _manifest.sha256_of(hop.src) or m.sha256 != _manifest.sha256_of(hop.dest):
+        return False
+    hop.result = ConversionResult(m.format, str(hop.dest), 0.0, m.size_bytes, m.parity, m.quantization,
+                                  (m.extra or {}).get("accuracy"), {"reused": True})
+    from .._text import progress
+
+    progress(f"reusing {hop.dest.name}: made from this {hop.src.name} by modelkit, verified and unchanged "
+             "(--force converts it again)")
+    return True
 
 
 def _partial(results: list[ConversionResult], asked: int, failures: dict[Format, BaseException]) -> BaseException:
@@ -238,6 +272,7 @@ class _Hop:
     dest: Path
     tried: list[dict[str, Any]]
     quantize: str | None = None  # this hop's own quantization mode, when it differs from the conversion's
+    mode: str = "none"  # the quantization its artifact carries (its name says it: cnn.int8.onnx)
     index: int = 0  # 1-based, in plan order (progress lines)
     next: int = 0  # the index in specs of the next route to try
     result: ConversionResult | None = None
@@ -268,7 +303,7 @@ def _run_plan(hops: list[_Hop], common: dict[str, Any], timeout: float | None, k
 
     for i, hop in enumerate(hops, start=1):
         hop.index = i
-    pending = list(hops)
+    pending = [h for h in hops if h.result is None]  # a reused intermediate is done already
     while pending:
         for hop in pending:  # the hops that read a failed hop's artifact fail with its cause
             hop.error = next((h.error for h in hops if h.dest == hop.src and h.error is not None), None)

@@ -137,3 +137,27 @@ def test_int8_by_nncf_at_the_openvino_hop_through_the_cli(cnn_tf, tmp_path):
     x = np.random.default_rng(0).random((3, *model.signature.inputs[0].shape[1:]), dtype=np.float32)
     out = model.predict({model.signature.input_names[0]: x})
     assert out[model.signature.output_names[0]].shape[0] == 3
+
+
+def test_the_onnx_on_the_way_is_reused_when_modelkit_made_it_from_this_source(cnn_tf, tmp_path):
+    """`--to onnx` then `--to openvino`: the second reuses the verified ONNX (was: 'cnn.onnx exists; pass
+    --force'); an ONNX changed since, or made from another source, is still refused, never overwritten."""
+    (onnx_r,) = modelkit.convert(cnn_tf, "onnx", out_dir=tmp_path)
+    onnx_path = Path(onnx_r.path)
+    before = (onnx_path.read_bytes(), onnx_path.stat().st_mtime_ns)
+    r = CliRunner().invoke(main, ["convert", str(cnn_tf), "--to", "openvino", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "reusing cnn_tf.onnx: made from this cnn_tf.keras" in r.stderr
+    rows = {line.split()[0]: line for line in r.stdout.splitlines() if line.strip()}
+    assert "reused" in rows["onnx"] and "reused" not in rows["openvino"]
+    assert (onnx_path.read_bytes(), onnx_path.stat().st_mtime_ns) == before  # not written again
+    assert json.loads(manifest_path(tmp_path / "cnn_tf_openvino").read_text())["parity"]["ok"]
+
+    # changed since: the manifest's sha256 no longer matches, so the file is the user's -> refused, kept
+    import shutil
+
+    shutil.rmtree(tmp_path / "cnn_tf_openvino")
+    onnx_path.write_bytes(before[0] + b"\0")
+    with pytest.raises(ArtifactExistsError, match="cnn_tf.onnx exists; pass --force"):
+        modelkit.convert(cnn_tf, "openvino", out_dir=tmp_path)
+    assert onnx_path.read_bytes() == before[0] + b"\0" and not (tmp_path / "cnn_tf_openvino").exists()

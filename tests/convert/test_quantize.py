@@ -129,3 +129,25 @@ def test_cli_int8_with_user_calibration_and_eval_data(cnn_tf, tmp_path):
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert "quantization: int8" in shown.stdout and "accuracy OK" in shown.stdout and "on 100 samples of test.npz" \
         in shown.stdout
+
+
+def test_a_bare_models_int8_parity_runs_on_its_eval_data_not_on_noise(cnn_tf, tmp_path):
+    """A model with no training manifest: its int8 hop's parity used seeded uniform noise, outside the calibrated
+    ranges (a digits-trained MobileNetV2's int8 TFLite: cosine 0.94 on noise, refused; 0.9995 on its test
+    images, same accuracy). With --eval-data it runs on those samples' first rows."""
+    import shutil
+
+    bare = tmp_path / "src" / "cnn.keras"
+    bare.parent.mkdir()
+    shutil.copy(cnn_tf, bare)
+    ds = load("digits")
+    np.savez(tmp_path / "calib.npz", x=ds.x_train[:64])
+    np.savez(tmp_path / "test.npz", image=ds.x_test[:100], y=ds.y_test[:100])
+    (r,) = modelkit.convert(bare, "tflite", out_dir=tmp_path / "out", quantize="int8",
+                            calibration_data=tmp_path / "calib.npz", eval_data=tmp_path / "test.npz")
+    m = _manifest(Path(r.path))
+    used = m["extra"]["verification_inputs"]
+    assert used["source"] == "data" and used["label"].startswith("user samples (test.npz (user data), first 64 rows")
+    assert m["parity"]["ok"] and m["parity"]["inputs"] == used["label"] and r.accuracy["ok"]
+    (exact,) = modelkit.convert(bare, "tflite", out_dir=tmp_path / "out")  # exact hops keep their inferred inputs
+    assert _manifest(Path(exact.path))["extra"]["verification_inputs"]["source"] in ("inferred", "uniform")
