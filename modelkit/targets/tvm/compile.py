@@ -163,6 +163,7 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
 
     from ..._onnx import slim
     from .loops import reverse_sequences, unroll_loops
+    from .lower_rnn import lower_rnns, symbolic_batch
 
     sig = fix_batch(onnx_signature(proto), batch)
     if batch is not None:
@@ -170,8 +171,11 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
     proto = _onehot_for_tvm(slim(proto))  # TVM's importer rejects some exporters' Reshape patterns until simplified
     proto, unrolled = unroll_loops(proto)  # a recurrent loop of fixed length (the importer has no Loop)
     proto, reversed_ = reverse_sequences(proto)  # a masked backward RNN (nor ReverseSequence)
-    if unrolled or reversed_:
+    proto, rnns, rnns_left = lower_rnns(proto)  # ONNX LSTM / GRU / RNN of a fixed length (nor those)
+    if unrolled or reversed_ or rnns:
         proto = slim(proto)  # fold each copy's iteration-number arithmetic
+    if not reversed_:  # a recurrent layer's zero state and gate slices keep the batch symbolic (lower_rnn.py);
+        proto, _ = symbolic_batch(proto)  # not with a rewritten ReverseSequence, which then fails tvm.compile
     shape_dict = {s.name: list(s.shape) for s in sig.inputs} if batch is not None else None
     try:
         with engine_chatter_swallowed():  # the importer prints the operator it failed on, and C++ warnings
@@ -184,6 +188,7 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
             if "Loop" in text and open_dims:
                 hint = (f"; a Loop of a fixed number of steps is unrolled, and dimension '{open_dims[0][0]}' dim "
                         f"{open_dims[0][1]} is open: fix it when converting from Keras (--input-spec)")
+            hint += "".join(f"; {why}" for why in rnns_left)  # a recurrent node not unrolled, and why
             typed: ConversionError = UnsupportedConversionError(
                 f"TVM's ONNX importer cannot convert {name}: {text}; the ONNX model itself runs with onnxruntime{hint}")
         elif open_dims:
