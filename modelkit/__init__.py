@@ -94,16 +94,18 @@ def convert(source: Any, to: Any, out_dir: Any = None, force: bool = False, veri
 def compile(model: Any, target: Any = "server-cpu", out: Any = None, batch: int | None = None,  # noqa: A001
             dynamic_batch: bool = False, trials: int | None = None, budget: str | float | None = None,
             force: bool = False, verify: bool | None = None, cache_dir: Any = None, timeout: float | None = None,
-            data: Any = None, imports: Any = None, verbose: bool = True) -> Any:
+            data: Any = None, imports: Any = None, verbose: bool = True, rpc: str | None = None,
+            device_key: str | None = None) -> Any:
     """Compile a .keras or ONNX model with TVM for a named target; returns a CompileResult (`.path`, `.parity`).
 
     The parameters are the `modelkit compile` flags: `target` (a name from `modelkit targets`, e.g.
     "server-cpu", "edge-arm64"), `out` (a .tvm.so name or a folder), `batch` (fix the batch) or
     `dynamic_batch`, `trials` / `budget` ("10m", seconds) to tune with MetaSchedule (the database is cached
     and reused), `force`, `verify` (default: True where the library runs here), `cache_dir`, `timeout`,
-    `data` (.npz to verify on), `imports` (modules that register custom layers). `verbose=False` silences
-    the progress (compile and tuning lines, the tuning bar on a terminal) for this call and its child
-    processes, as `modelkit -q` does. Details: modelkit.targets.compile.
+    `data` (.npz to verify on), `imports` (modules that register custom layers), `rpc` ("HOST:PORT" of a
+    TVM RPC tracker) and `device_key` to measure the tuning candidates on the device registered there.
+    `verbose=False` silences the progress (compile and tuning lines, the tuning bar on a terminal) for this
+    call and its child processes, as `modelkit -q` does. Details: modelkit.targets.compile.
 
     Example:
         result = modelkit.compile("cnn.onnx", "server-cpu", budget="5m")
@@ -114,7 +116,8 @@ def compile(model: Any, target: Any = "server-cpu", out: Any = None, batch: int 
     _use(imports)
     with verbosity(verbose):
         return _compile(model, target, out=out, batch=batch, dynamic_batch=dynamic_batch, trials=trials,
-                        budget=budget, force=force, verify=verify, cache_dir=cache_dir, timeout=timeout, data=data)
+                        budget=budget, force=force, verify=verify, cache_dir=cache_dir, timeout=timeout, data=data,
+                        rpc=rpc, device_key=device_key)
 
 
 def verify(a: Any, b: Any, atol: float | None = None, batch_sizes: tuple[int, ...] = (1, 7), seed: int = 0,

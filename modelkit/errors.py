@@ -93,6 +93,11 @@ class TuningInterrupted(ModelkitError):
     """Tuning was stopped by Ctrl-C; the records measured so far are kept and the next run resumes."""
 
 
+class RemoteDeviceError(ModelkitError, ValueError):
+    """Tuning on a device over TVM RPC cannot start: a bad HOST:PORT, a tracker that does not answer, or no
+    free device registered under the key; the message names them and the command to run."""
+
+
 class ManifestError(LoadError):
     """A manifest beside an artifact is not valid JSON or does not match the manifest schema."""
 

@@ -21,6 +21,11 @@ from ._common import check_outputs, echo_json, human_size, import_option, table
                    "default with --tune alone: 64).")
 @click.option("--budget", default=None, metavar="TIME",
               help="Tuning time budget, e.g. 90s, 10m, 1h (implies --tune); stops early, keeps the records.")
+@click.option("--rpc", default=None, metavar="HOST:PORT",
+              help="Measure tuning candidates on a device registered with this TVM RPC tracker (with --device-key; "
+                   "the target may be a cross target such as edge-arm64).")
+@click.option("--device-key", default=None, metavar="KEY",
+              help="The key the device's RPC server registered under (python -m tvm.exec.rpc_server --key KEY).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Tuning database folder (default: $MODELKIT_CACHE_DIR/tvm or ~/.cache/modelkit/tvm).")
 @click.option("--force", is_flag=True, help="Overwrite an existing library.")
@@ -31,8 +36,8 @@ from ._common import check_outputs, echo_json, human_size, import_option, table
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @import_option
 def command(model: str, target: str, out: str | None, batch: int | None, dynamic_batch: bool, tune: bool,
-            trials: int | None, budget: str | None, cache_dir: str | None, force: bool, no_verify: bool,
-            data: str | None, as_json: bool) -> None:
+            trials: int | None, budget: str | None, rpc: str | None, device_key: str | None, cache_dir: str | None,
+            force: bool, no_verify: bool, data: str | None, as_json: bool) -> None:
     """Compile MODEL (ONNX, or .keras via ONNX) into a TVM shared library for a target.
 
     \b
@@ -40,6 +45,7 @@ def command(model: str, target: str, out: str | None, batch: int | None, dynamic
       modelkit compile cnn.onnx --target server-cpu
       modelkit compile cnn.keras --target server-cpu --tune --budget 10m
       modelkit compile cnn.onnx --target edge-arm64 --out cnn.arm64.tvm.so
+      modelkit compile cnn.onnx --target edge-arm64 --tune --rpc 192.168.1.20:9190 --device-key rpi4
       modelkit compile cnn.onnx --target '{"kind": "llvm", "mcpu": "znver4"}'
 
     The library is verified against the ONNX model on this machine (at its batch when fixed); libraries
@@ -55,7 +61,7 @@ def command(model: str, target: str, out: str | None, batch: int | None, dynamic
         trials = DEFAULT_TRIALS
     result = compile(model, target=target, out=out, batch=batch, dynamic_batch=dynamic_batch, trials=trials,
                      budget=budget, force=force, verify=False if no_verify else None, cache_dir=cache_dir,
-                     data=data)
+                     data=data, rpc=rpc, device_key=device_key)
     if as_json:
         echo_json(result.to_dict())
         return
@@ -71,3 +77,7 @@ def command(model: str, target: str, out: str | None, batch: int | None, dynamic
              "-" if worst is None else f"{worst:.1e}", result.verified]]
     click.echo(table(["target", "path", "batch", "size", "time", "tuning", "parity", "max abs err", "verified"],
                      rows))
+    if tuning.get("device"):
+        d = tuning["device"]
+        click.echo(f"tuned on the device '{d['key']}' via the RPC tracker at {d['tracker']}: the latencies are "
+                   "that device's (meaningless if it is emulated, e.g. under qemu)")

@@ -61,16 +61,19 @@ def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu
             out: str | os.PathLike | None = None, batch: int | None = None, dynamic_batch: bool = False,
             trials: int | None = None, budget: str | float | None = None, force: bool = False,
             verify: bool | None = None, cache_dir: str | os.PathLike | None = None,
-            timeout: float | None = None, data: str | os.PathLike | None = None) -> CompileResult:
+            timeout: float | None = None, data: str | os.PathLike | None = None, rpc: str | None = None,
+            device_key: str | None = None) -> CompileResult:
     """Compile a model into a TVM library for `target` (a name from `modelkit targets`, or a TVM target dict).
 
     batch fixes the batch size; dynamic_batch keeps it dynamic (the default where the target allows it and
     nothing is tuned). trials / budget ('10m', seconds) tune with MetaSchedule, caching the tuning database
     per model and target, so a second compile reuses it without tuning. verify defaults to True for targets
     that run here and cannot be True for the others. data: a .npz of samples to verify on (see convert()).
+    rpc ('HOST:PORT' of a TVM RPC tracker) and device_key measure the tuning candidates on the device
+    registered there under that key (cross targets too); the tracker is checked before any work.
     """
     from .tvm import tuning
-    from .tvm.compile import check_toolchain, choose_batch
+    from .tvm.compile import check_toolchain, choose_batch, remote_device
 
     tgt = registry.get(target)
     check_toolchain(tgt)  # fail fast: no conversion work when the compiler is missing
@@ -81,9 +84,15 @@ def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu
                               "fixed batch)")
     if dynamic_batch and not tgt.dynamic_batch:
         raise ConversionError(f"target '{tgt.name}' needs a fixed batch; drop --dynamic-batch or pass --batch N")
-    if tuned and tgt.cross:
+    device = remote_device(tgt, rpc, device_key, tuned)
+    if device is not None:
+        from .tvm import rpc as _rpc
+
+        _rpc.check(device)  # fail fast: no conversion work when the tracker or the device is not there
+    elif tuned and tgt.cross:
         raise UnsupportedConversionError(f"tuning measures candidates on this machine; '{tgt.name}' runs on "
-                                         f"{tgt.arch}/{tgt.device}, not here (compile it untuned)")
+                                         f"{tgt.arch}/{tgt.device}, not here (compile it untuned, or tune on "
+                                         "the device over TVM RPC: --rpc HOST:PORT --device-key KEY)")
     fixed = choose_batch(tgt, batch, tuned)
     if verify and tgt.cross:
         raise ConversionError(f"a library for {tgt.name} ({tgt.arch}/{tgt.device}) cannot run on this machine, "
@@ -96,7 +105,8 @@ def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu
     _atomic.check_writable(dest, force)
     options = {"target": tgt.tvm if tgt.name == "custom" else tgt.name, "batch": fixed,
                "trials": int(trials) if trials else None, "budget": budget_s,
-               "cache_dir": str(cache_dir) if cache_dir else None}
+               "cache_dir": str(cache_dir) if cache_dir else None,
+               **({"rpc": rpc, "device_key": device_key} if device is not None else {})}
     hop = {"src": str(onnx_path), "dest": str(dest), "source": "onnx", "target": "tvm", "options": options,
            "verify": verify, "force": force, **({"data": samples} if samples else {})}
     grace = {"interrupt_grace": TUNING_STOP_GRACE_S} if tuned else {}

@@ -13,8 +13,12 @@ from typing import Any
 BUILDS_PER_WORKER = 64
 
 
-def make_builder(ms: Any, timeout_s: float) -> Any:
-    """A PyBuilder building candidates one at a time in a reused, periodically recycled worker."""
+def make_builder(ms: Any, timeout_s: float, link: tuple[str | None, str] | None = None) -> Any:
+    """A PyBuilder building candidates one at a time in a reused, periodically recycled worker.
+
+    link=None exports each candidate as TVM's tar of object files (the local runner links it here);
+    link=(cxx, folder) links a shared library into folder with cxx (None: this machine's compiler), which
+    a device's runtime-only RPC server loads as it is."""
     from tvm.ir.utils import derived_object
     from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
 
@@ -27,7 +31,7 @@ def make_builder(ms: Any, timeout_s: float) -> Any:
 
         def build(self, build_inputs: list[Any]) -> list[Any]:
             results = []
-            jobs = [(b.mod, b.target) for b in build_inputs]
+            jobs = [(b.mod, b.target, link) for b in build_inputs]
             for r in self.pool.map_with_error_catching(build_one, jobs):
                 if r.status == StatusKind.COMPLETE:
                     results.append(ms.builder.BuilderResult(r.value, None))
@@ -43,12 +47,21 @@ def make_builder(ms: Any, timeout_s: float) -> Any:
     return PersistentBuilder()
 
 
-def build_one(job: tuple[Any, Any]) -> str:
+def build_one(job: tuple[Any, Any, tuple[str | None, str] | None]) -> str:
     """In the worker: build one candidate module for its target and export it; return the artifact path."""
-    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
+    import tempfile
 
-    mod, target = job
-    return default_export(default_build(mod, target, None))
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
+    from tvm.support import cc
+
+    mod, target, link = job
+    built = default_build(mod, target, None)
+    if link is None:
+        return default_export(built)
+    cxx, folder = link
+    path = f"{tempfile.mkdtemp(dir=folder)}/candidate.so"
+    built.export_library(path, **({"fcompile": cc.cross_compiler(cxx)} if cxx else {}))
+    return path
 
 
 def preload_tensor_intrinsics() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from ... import manifest as _manifest
 from ..._onnx import onnxslim_version, opset_of
 from ..._quiet import engine_chatter_swallowed
-from ...errors import ConversionError, EngineNotInstalledError, UnsupportedConversionError
+from ...errors import ConversionError, EngineNotInstalledError, RemoteDeviceError, UnsupportedConversionError
 from ...formats import Format
 from ...spec import Signature, TensorSpec
 from .. import registry
@@ -90,9 +90,11 @@ def check_toolchain(target: registry.Target) -> None:
 
 def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-cpu", batch: int | None = None,
                  trials: int | None = None, budget: str | float | None = None,
-                 cache_dir: str | None = None) -> dict[str, Any]:
+                 cache_dir: str | None = None, rpc: str | None = None,
+                 device_key: str | None = None) -> dict[str, Any]:
     """Compile the ONNX model at src into the library dest; write a provisional manifest beside it.
 
+    rpc ('HOST:PORT' of a TVM RPC tracker) and device_key tune on the device registered there (rpc.py).
     Returns the edge's info (versions, opset, target, extra) for the hop's manifest.
     """
     import onnx
@@ -104,6 +106,7 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
     trials = int(trials) if trials else None
     tuned = trials is not None or budget_s is not None
     fixed = choose_batch(tgt, batch, tuned)
+    device = remote_device(tgt, rpc, device_key, tuned)
     t0 = time.perf_counter()
     proto = onnx.load(str(src))
     batch_note = None
@@ -125,14 +128,19 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
     tune_info = None
     database = None
     if tuned:
-        if tgt.cross:
+        if tgt.cross and device is None:
             raise UnsupportedConversionError(f"tuning measures candidates on this machine, so it needs a target "
                                              f"that runs here; '{tgt.name}' is for {tgt.arch}/{tgt.device} "
-                                             "(tune over TVM RPC on the device instead)")
+                                             "(tune on the device over TVM RPC: --rpc HOST:PORT --device-key KEY)")
         model_sha = hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()
         key = tuning.cache_key(model_sha, tgt.tvm, int(fixed or 1), tvm.__version__)  # this model's ledger
         db_dir = tuning.database_dir(cache_dir, tgt.tvm, tvm.__version__)  # shared by every model
-        database, tune_info = tuning.tune(mod, tvm_target, db_dir, trials, budget_s, model_key=key)
+        if device is not None:
+            from . import rpc as _rpc
+
+            _rpc.check(device)  # before a session is asked for: a key nobody registered would wait forever
+            tvm_target = _rpc.with_cores(tvm_target, device)  # a cross target does not say how many
+        database, tune_info = tuning.tune(mod, tvm_target, db_dir, trials, budget_s, model_key=key, device=device)
     t1 = time.perf_counter()
     with engine_chatter_swallowed():  # and while lowering
         executable = _build(mod, tvm_target, database)
@@ -151,6 +159,21 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
     _write_manifest(src, dest, tgt, sig, extra)
     return {"opset": opset_of(proto), "ir_version": int(proto.ir_version), "target": tgt.name, "extra": extra,
             "versions": {"tvm": tvm.__version__, "onnx": onnx.__version__, "onnxslim": onnxslim_version()}}
+
+
+def remote_device(tgt: registry.Target, rpc: str | None, device_key: str | None, tuned: bool) -> Any:
+    """The rpc.Device to tune on (None: tune here), its candidates linked by the target's compiler."""
+    if rpc is None and device_key is None:
+        return None
+    from . import rpc as _rpc
+
+    if rpc is None:
+        raise RemoteDeviceError("--device-key needs --rpc HOST:PORT: the TVM RPC tracker the device "
+                                     "registered with")
+    if not tuned:
+        raise RemoteDeviceError("--rpc measures tuning candidates on the device: add --tune (or --trials "
+                                     "/ --budget)")
+    return _rpc.device(rpc, device_key, cross.compiler_for(tgt))
 
 
 def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, Any]:
@@ -332,4 +355,4 @@ def _write_manifest(src: Path, dest: Path, tgt: registry.Target, sig: Signature,
     _manifest.write(dest, m)
 
 
-__all__ = ["compile_onnx", "onnx_signature", "fix_batch", "choose_batch", "check_toolchain"]
+__all__ = ["compile_onnx", "onnx_signature", "fix_batch", "choose_batch", "check_toolchain", "remote_device"]

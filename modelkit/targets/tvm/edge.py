@@ -21,15 +21,18 @@ TOLERANCE = Tolerance(atol=1e-4, min_cosine=0.9999)
 
 
 @converter(Format.ONNX, Format.TVM, tolerance=TOLERANCE,
-           options={"target": "server-cpu", "batch": None, "trials": None, "budget": None, "cache_dir": None})
+           options={"target": "server-cpu", "batch": None, "trials": None, "budget": None, "cache_dir": None,
+                    "rpc": None, "device_key": None})
 def onnx_to_tvm(src: Path, dest: Path, target: Any = "server-cpu", batch: int | None = None,
                 trials: int | None = None, budget: str | float | None = None,
-                cache_dir: str | None = None) -> dict[str, Any]:
+                cache_dir: str | None = None, rpc: str | None = None, device_key: str | None = None) -> dict[str, Any]:
     """target: a name from `modelkit targets` or a TVM target dict; batch: fix the batch (default dynamic
-    where the target allows it); trials / budget: MetaSchedule tuning (fixes the batch, default 1)."""
+    where the target allows it); trials / budget: MetaSchedule tuning (fixes the batch, default 1);
+    rpc ('HOST:PORT' of a TVM RPC tracker) / device_key: measure the candidates on that device."""
     from ...safety import check_onnx_external_data
     from .compile import compile_onnx
 
     check_onnx_external_data(src)  # before onnx.load / TVM read any external-data file
 
-    return compile_onnx(src, dest, target=target, batch=batch, trials=trials, budget=budget, cache_dir=cache_dir)
+    return compile_onnx(src, dest, target=target, batch=batch, trials=trials, budget=budget, cache_dir=cache_dir,
+                        rpc=rpc, device_key=device_key)

@@ -55,6 +55,13 @@ def available() -> str | None:
     return None
 
 
+def runtime_env() -> dict[str, str]:
+    """The environment of the emulated aarch64 Python: its site folder, TVM's runtime only, one thread."""
+    return {**os.environ, "PYTHONHOME": "/usr", "PYTHONPATH": str(env_dir() / "site"), "TVM_USE_RUNTIME_LIB": "1",
+            "LD_LIBRARY_PATH": CROSS_LIBS, "OPENBLAS_NUM_THREADS": "1", "OPENBLAS_CORETYPE": "ARMV8",
+            "TVM_NUM_THREADS": "1"}  # OpenBLAS' thread start-up spins forever under qemu without these
+
+
 def setup() -> Path:
     """Build the aarch64 Python environment: the launcher, then the aarch64 wheels unpacked into site/."""
     from ...safety.archive import safe_extract
@@ -96,10 +103,7 @@ class EmulatedModel(Model):
         self.timeout = timeout
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        d = env_dir()
-        env = {**os.environ, "PYTHONHOME": "/usr", "PYTHONPATH": str(d / "site"), "TVM_USE_RUNTIME_LIB": "1",
-               "LD_LIBRARY_PATH": CROSS_LIBS, "OPENBLAS_NUM_THREADS": "1", "OPENBLAS_CORETYPE": "ARMV8",
-               "TVM_NUM_THREADS": "1"}  # OpenBLAS' thread start-up spins forever under qemu without these
+        d, env = env_dir(), runtime_env()
         with tempfile.TemporaryDirectory(prefix="modelkit-qemu-") as td:
             inp, out = Path(td) / "in.npz", Path(td) / "out.npz"
             np.savez(inp, **inputs)

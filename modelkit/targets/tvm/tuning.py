@@ -85,7 +85,7 @@ def parse_budget(text: str | float | int | None) -> float | None:
 
 
 def tune(mod: Any, tvm_target: Any, db_dir: Path, trials: int | None, budget_s: float | None,
-         log: Any = None, *, model_key: str = "model") -> tuple[Any, dict[str, Any]]:
+         log: Any = None, *, model_key: str = "model", device: Any = None) -> tuple[Any, dict[str, Any]]:
     """Tune the prepared (fused) module's tasks into the shared database at db_dir; return (database, info).
 
     trials and budget_s are totals for this model (`model_key`'s ledger): a model whose own runs already
@@ -127,7 +127,13 @@ def tune(mod: Any, tvm_target: Any, db_dir: Path, trials: int | None, budget_s: 
     log(f"[tune] {len(tasks)} tasks: {sum(from_db)} from the database (>= {enough} records), {len(todo_tasks)} "
         f"to tune; {todo if trials is not None else 'unlimited'} trials"
         f"{f', budget {left_s:.0f} s' if left_s else ''}; database {db_dir}")
-    state = _run(ms, todo_tasks, tvm_target, shared, ledger, todo, left_s, own, spent or 0.0, log)
+    if device is not None:  # an rpc.Device: candidates run on the board the tracker holds under its key
+        from . import rpc
+
+        info["device"] = {"tracker": f"{device.host}:{device.port}", "key": device.key, **rpc.check(device)}
+        log(f"[tune] measuring on {device}: latencies are that device's (under an emulator such as qemu they "
+            "say nothing about speed)")
+    state = _run(ms, todo_tasks, tvm_target, shared, ledger, todo, left_s, own, spent or 0.0, log, device)
     info.update(records_after=own + state.trials, trials_run=state.trials, seconds=round(state.elapsed(), 1),
                 tasks_tried=len(state.tried), tasks_tuned=len(state.tried), database_records=len(shared.inner),
                 best_latency_us=state.estimate_us([float(t.weight) for t in todo_tasks]),
@@ -162,7 +168,7 @@ def _plan(before: int, spent: float | None, trials: int | None,
 
 
 def _run(ms: Any, tasks: list[Any], tvm_target: Any, database: Any, ledger: Path, todo: int,
-         budget_s: float | None, own: int, spent: float, log: Any) -> Any:
+         budget_s: float | None, own: int, spent: float, log: Any, device: Any = None) -> Any:
     """Run MetaSchedule with modelkit's scheduler, builder and progress; return the TuningState."""
     from . import builder, scheduler
 
@@ -185,11 +191,11 @@ def _run(ms: Any, tasks: list[Any], tvm_target: Any, database: Any, ledger: Path
             tasks, work_dir=work_dir, num_threads=_threads(tvm_target), seed=0,
             strategy=ms.search_strategy.EvolutionarySearch(population_size=64, init_min_unmeasured=16,
                                                            genetic_num_iters=2))
-        build = builder.make_builder(ms, BUILD_TIMEOUT_S)
+        build = builder.make_builder(ms, BUILD_TIMEOUT_S, None if device is None else (device.cxx, work_dir))
         try:
             ms.tune_tasks(tasks=contexts, task_weights=task_weights, work_dir=work_dir, max_trials_global=todo,
                           max_trials_per_task=todo, num_trials_per_iter=TRIALS_PER_ITER, builder=build,
-                          runner=ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S),
+                          runner=_runner(ms, device),
                           database=database, cost_model=_cost_model(ms),
                           measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress],
                           task_scheduler=scheduler.make_scheduler(ms, state))
@@ -201,6 +207,15 @@ def _run(ms: Any, tasks: list[Any], tvm_target: Any, database: Any, ledger: Path
             build.close()
     state.on_batch()
     return state
+
+
+def _runner(ms: Any, device: Any) -> Any:
+    """Measure here, or on the device over TVM RPC (rpc.py)."""
+    if device is None:
+        return ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S)
+    from . import rpc
+
+    return rpc.make_runner(ms, device)
 
 
 def ledger_path(db_dir: Path, model_key: str) -> Path:
