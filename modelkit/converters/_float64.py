@@ -101,12 +101,23 @@ def _rebuild_float64(model: Any) -> Any:
     twin = model.__class__.from_config(_widen(model.get_config()))
     weights = model.get_weights()
     twin.set_weights([w.astype(np.float64) if w.dtype.kind == "f" else w for w in weights])
+    _finalize(twin)
     probe = twin.get_weights()
     if len(probe) != len(weights) or any(a.shape != b.shape for a, b in zip(probe, weights)):
         raise ValueError("the float64 twin has other weights")
     if keras.backend.standardize_dtype(twin.outputs[0].dtype) != "float64":
         raise ValueError("the twin does not compute in float64")
     return twin
+
+
+def _finalize(model: Any) -> None:
+    """Recompute the state that layers derive from their weights, as Keras' loader does after setting them:
+    set_weights alone leaves an adapted Normalization at mean 0, variance 1 (its build-time state), so the
+    twin would compute another function and the floor would be that difference, not float32's error."""
+    for layer in model._flatten_layers(include_self=False):
+        finalize = getattr(layer, "finalize_state", None)
+        if callable(finalize):
+            finalize()
 
 
 def _widen(node: Any) -> Any:

@@ -72,6 +72,20 @@ def test_the_float64_twin_computes_in_float64_and_token_ids_stay_integers(keras,
     assert Float64Twin.for_reference(modelkit.load(_onnx(tmp_path))) is None  # no Keras model: no floor
 
 
+def test_the_float64_twin_keeps_an_adapted_normalization(keras, tmp_path):
+    # set_weights alone left the twin's Normalization at mean 0, variance 1: a floor of ~1.0 on softmax outputs
+    data = np.random.default_rng(0).uniform(0, 16, (64, 6)).astype(np.float32)
+    norm = keras.layers.Normalization()
+    norm.adapt(data)
+    x = keras.Input((6,), name="x")
+    keras.Model(x, keras.layers.Dense(3, activation="softmax", name="p")(norm(x))).save(tmp_path / "n.keras")
+    ref = modelkit.load(tmp_path / "n.keras")
+    feed = {"x": data[:7]}
+    wide = Float64Twin.for_reference(ref).predict(feed)["p"]
+    assert wide.dtype == np.float64
+    np.testing.assert_allclose(wide, ref.predict(feed)["p"], atol=1e-6)
+
+
 def _onnx(tmp_path):
     from tests.helpers import make_tiny_onnx
 
