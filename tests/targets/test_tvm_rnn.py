@@ -245,6 +245,8 @@ def _keras_model(kind: str, path: str) -> str:
         y = L.Dense(3)(L.GRU(6, reset_after=False)(x))
     elif kind == "unrolled_lstm_gru":
         y = L.Dense(3)(L.GRU(5, unroll=True)(L.LSTM(6, unroll=True, return_sequences=True)(x)))
+    elif kind == "masked_lstm":  # tf2onnx writes a masked LSTM as a Loop (loops.py unrolls it), zero state and all
+        y = L.Dense(3)(L.LSTM(6)(L.Masking(0.0)(x)))
     elif kind == "attention":
         h = L.MultiHeadAttention(2, 4)(x, x)
         y = L.Dense(3)(L.GlobalAveragePooling1D()(L.LayerNormalization()(L.Add()([x, h]))))
@@ -263,6 +265,7 @@ def _compiles_and_matches(tmp_path: Path, kind: str) -> None:
     # recurrent layers keep the batch dynamic; attention's computed head Reshape compiles at batch 1 (docs/tvm.md)
     assert r.parity["ok"] and fixed == (1 if kind == "attention" else None), (kind, fixed)
     x = np.random.default_rng(5).normal(size=(4, 7, 5)).astype(np.float32)
+    x[:, 5:], x[0, 2:4] = 0.0, 0.0  # padding (masked_lstm skips these steps) at the end and inside
     want = keras_model.predict({"seq": x})
     got = [lib.predict({"seq": x[i:i + 1] if fixed else x}) for i in range(4 if fixed else 1)]
     for name, expected in want.items():
@@ -270,6 +273,6 @@ def _compiles_and_matches(tmp_path: Path, kind: str) -> None:
 
 
 @pytest.mark.slow  # 20-35 s each on a loaded 2-core machine; the fast checks above cover each mechanism
-@pytest.mark.parametrize("kind", ["lstm", "bilstm_sequences", "gru", "unrolled_lstm_gru", "attention"])
+@pytest.mark.parametrize("kind", ["lstm", "bilstm_sequences", "gru", "unrolled_lstm_gru", "masked_lstm", "attention"])
 def test_keras_recurrent_and_attention_models_compile_with_tvm(tmp_path, kind):
     _compiles_and_matches(tmp_path, kind)
