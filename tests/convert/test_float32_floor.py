@@ -72,18 +72,36 @@ def test_the_float64_twin_computes_in_float64_and_token_ids_stay_integers(keras,
     assert Float64Twin.for_reference(modelkit.load(_onnx(tmp_path))) is None  # no Keras model: no floor
 
 
-def test_the_float64_twin_keeps_an_adapted_normalization(keras, tmp_path):
-    # set_weights alone left the twin's Normalization at mean 0, variance 1: a floor of ~1.0 on softmax outputs
+def _normalized_model(keras, path, nudge: float = 0.0):
+    keras.utils.set_random_seed(0)
     data = np.random.default_rng(0).uniform(0, 16, (64, 6)).astype(np.float32)
     norm = keras.layers.Normalization()
     norm.adapt(data)
     x = keras.Input((6,), name="x")
-    keras.Model(x, keras.layers.Dense(3, activation="softmax", name="p")(norm(x))).save(tmp_path / "n.keras")
-    ref = modelkit.load(tmp_path / "n.keras")
+    head = keras.layers.Dense(3, activation="softmax", name="p")
+    model = keras.Model(x, head(norm(x)))
+    if nudge:
+        head.bias.assign(head.bias.numpy() + nudge)
+    model.save(path)
+    return path, data
+
+
+def test_the_float64_twin_keeps_an_adapted_normalization(keras, tmp_path):
+    # set_weights alone left the twin's Normalization at mean 0, variance 1: a floor of ~1.0 on softmax outputs
+    path, data = _normalized_model(keras, tmp_path / "n.keras")
+    ref = modelkit.load(path)
     feed = {"x": data[:7]}
     wide = Float64Twin.for_reference(ref).predict(feed)["p"]
     assert wide.dtype == np.float64
     np.testing.assert_allclose(wide, ref.predict(feed)["p"], atol=1e-6)
+
+
+def test_an_atol_that_float32_did_not_lift_is_not_called_lifted(keras, tmp_path):
+    good, _ = _normalized_model(keras, tmp_path / "good.keras")
+    bad, _ = _normalized_model(keras, tmp_path / "bad.keras", nudge=[0.05, 0.0, 0.0])
+    with pytest.raises(ParityError) as err:
+        verify_artifacts(good, bad)
+    assert "float32's own error there is smaller" in str(err.value) and "lifted" not in str(err.value)
 
 
 def _onnx(tmp_path):
