@@ -13,9 +13,9 @@ def _lookup(keras: Any) -> Any:
 
 
 def _lstm(keras: Any) -> Any:
-    """A fixed-length LSTM (TVM's ONNX importer has no LSTM)."""
+    """An LSTM of open length: TVM's ONNX importer has no LSTM, and modelkit unrolls fixed lengths only."""
     L = keras.layers
-    x = keras.Input((6, 3), name="steps")
+    x = keras.Input((None, 3), name="steps")
     return keras.Model(x, L.Dense(2, name="value")(L.LSTM(5)(x)))
 
 

@@ -43,7 +43,8 @@ def test_one_format_keeps_its_own_error_unchanged(models, tmp_path):
 
 
 def test_cli_shows_what_was_written_then_one_error_line(models, tmp_path):
-    """keras -> onnx is written and verified; onnx -> tvm fails in its child (no LSTM in TVM's importer)."""
+    """keras -> onnx is written and verified; onnx -> tvm fails in its child (an LSTM of open length: TVM's
+    importer has none and modelkit.targets.tvm.lower_rnn unrolls fixed lengths only)."""
     r = CliRunner().invoke(main, ["convert", str(models["lstm"]), "--to", "onnx,tvm", "--out", str(tmp_path)])
     assert r.exit_code == 2, r.output
     table = r.stdout
