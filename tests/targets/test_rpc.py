@@ -44,9 +44,9 @@ def _answers(port: int) -> bool:
         return False
 
 
-def _registered(port: int) -> bool:
+def _registered(port: int, key: str = KEY) -> bool:
     try:
-        return (rpc.summary("127.0.0.1", port, 2.0)["queue_info"].get(KEY) or {}).get("free", 0) > 0
+        return (rpc.summary("127.0.0.1", port, 2.0)["queue_info"].get(key) or {}).get("free", 0) > 0
     except OSError:
         return False
 
@@ -69,19 +69,27 @@ def _tracker_and(folder: Path, start_server) -> tuple[int, Path, list[subprocess
     return port, slog, procs
 
 
-def _host_server(port: int, log: Path) -> subprocess.Popen:
+def _host_server(port: int, log: Path, key: str = KEY, env: dict[str, str] | None = None) -> subprocess.Popen:
     own = free_port()
     return subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}", "--key",
-                             KEY, "--host", "127.0.0.1", "--port", str(own), "--port-end", str(own + 1)],
+                             key, "--host", "127.0.0.1", "--port", str(own), "--port-end", str(own + 1)],
                             stdout=log.open("w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
+
+
+RUNTIME_ONLY = "runtime-only"  # a second device: TVM's runtime library alone, without the measuring functions
 
 
 @pytest.fixture(scope="module")
 def device(tmp_path_factory):
+    import os
+
     folder = tmp_path_factory.mktemp("rpc")
     port, slog, procs = _tracker_and(folder, _host_server)
     try:
+        log = folder / "runtime-only.log"
+        procs.append(_host_server(port, log, RUNTIME_ONLY, {**os.environ, "TVM_USE_RUNTIME_LIB": "1"}))
+        _wait("the runtime-only server", lambda: _registered(port, RUNTIME_ONLY), procs, [log])
         yield port, slog, folder
     finally:
         for p in reversed(procs):
@@ -139,10 +147,26 @@ def test_unknown_key_is_a_one_line_cli_error(device, tiny_onnx):
     port, _, _ = device
     t0 = time.monotonic()
     line = _one_line_error(["compile", str(tiny_onnx), "--tune", "--rpc", f"127.0.0.1:{port}", "--device-key", "nope"])
-    assert f"the RPC tracker at 127.0.0.1:{port} has no device with key 'nope' (free keys there: {KEY})" in line
+    free = f"{RUNTIME_ONLY}, {KEY}"
+    assert f"the RPC tracker at 127.0.0.1:{port} has no device with key 'nope' (free keys there: {free})" in line
     assert f"python -m tvm.exec.rpc_server --tracker 127.0.0.1:{port} --key nope" in line
     assert time.monotonic() - t0 < 30  # no wait for a key nobody registered, no conversion, no tuning
     assert not list(tiny_onnx.parent.glob("*.tvm.so"))
+
+
+def test_a_device_that_measures_nothing_is_an_error(device):
+    """A runtime-only TVM server loads every candidate but cannot fill its inputs: no library passes for tuned."""
+    port, _, folder = device
+    onnx_path = make_tiny_onnx(folder / "nothing.onnx")
+    with pytest.raises(RemoteDeviceError) as err:
+        modelkit.compile(onnx_path, "server-cpu", trials=4, cache_dir=folder / "cache-runtime-only",
+                         rpc=f"127.0.0.1:{port}", device_key=RUNTIME_ONLY)
+    text = str(err.value)
+    assert text.startswith(f"all 4 candidates failed on the device '{RUNTIME_ONLY}' via the RPC tracker at "
+                           f"127.0.0.1:{port}, so nothing was tuned: AttributeError: Unable to find function "
+                           '"tvm.contrib.random.random_fill_for_measure"'), text
+    assert "--load-library <site-packages>/tvm/lib/libtvm_runtime_extra.so" in text
+    assert not (folder / "nothing.server-cpu.tvm.so").exists()
 
 
 def test_unreachable_tracker_is_a_one_line_cli_error(tiny_onnx):

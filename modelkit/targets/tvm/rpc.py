@@ -142,6 +142,45 @@ def make_runner(ms: Any, dev: Device, session_timeout_s: int = SESSION_TIMEOUT_S
                                evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40))
 
 
+def failure_watch(ms: Any) -> Any:
+    """A measure callback counting the device's valid and failed runs (of candidates that built), keeping
+    the first failure's message: a device that measures nothing must not pass for a tuned one."""
+    from tvm.ir.utils import derived_object
+
+    @derived_object
+    class Watch(ms.measure_callback.PyMeasureCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.valid, self.failed, self.first_error = 0, 0, ""
+
+        def apply(self, sched: Any, task_id: int, candidates: Any, builds: Any, runs: Any) -> None:
+            for build, run in zip(builds, runs):
+                if build.error_msg is not None:
+                    continue
+                if run.error_msg is None:
+                    self.valid += 1
+                else:
+                    self.failed += 1
+                    self.first_error = self.first_error or str(run.error_msg)
+
+    return Watch()
+
+
+def raise_if_nothing_measured(watch: Any, dev: Device) -> None:
+    """RemoteDeviceError when every candidate that reached the device failed there."""
+    if watch.valid or not watch.failed:
+        return
+    lines = [ln.strip() for ln in watch.first_error.splitlines() if ln.strip()]
+    why = lines[-1] if lines else "no message"
+    hint = ""
+    if "random_fill_for_measure" in watch.first_error:
+        hint = ("; the device's TVM runtime lacks the measuring functions of libtvm_runtime_extra.so: run the "
+                "server with the full apache-tvm package, or add --load-library "
+                "<site-packages>/tvm/lib/libtvm_runtime_extra.so to a runtime-only one")
+    raise RemoteDeviceError(f"all {watch.failed} candidates failed on the device {dev}, so nothing was tuned: "
+                            f"{why[:300]}{hint}")
+
+
 # An RPC server for the emulated aarch64 Python (emulate.py): runtime-only TVM has the measuring helpers
 # (random fill, time evaluator) in libtvm_runtime_extra.so, which it does not load itself; and each session
 # is served in this process, because a forked child segfaults under qemu-user and nothing can exec an

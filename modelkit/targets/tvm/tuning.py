@@ -192,12 +192,14 @@ def _run(ms: Any, tasks: list[Any], tvm_target: Any, database: Any, ledger: Path
             strategy=ms.search_strategy.EvolutionarySearch(population_size=64, init_min_unmeasured=16,
                                                            genetic_num_iters=2))
         build = builder.make_builder(ms, BUILD_TIMEOUT_S, None if device is None else (device.cxx, work_dir))
+        watch = [] if device is None else [_rpc_module().failure_watch(ms)]  # runs that failed on the device
         try:
             ms.tune_tasks(tasks=contexts, task_weights=task_weights, work_dir=work_dir, max_trials_global=todo,
                           max_trials_per_task=todo, num_trials_per_iter=TRIALS_PER_ITER, builder=build,
                           runner=_runner(ms, device),
                           database=database, cost_model=_cost_model(ms),
-                          measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress],
+                          measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress,
+                                             *watch],
                           task_scheduler=scheduler.make_scheduler(ms, state))
         except BaseException as exc:  # a second Ctrl-C surfaces here, possibly wrapped by TVM's FFI
             if not (state.interrupts >= 2 or isinstance(exc, KeyboardInterrupt)):
@@ -206,6 +208,8 @@ def _run(ms: Any, tasks: list[Any], tvm_target: Any, database: Any, ledger: Path
         finally:
             build.close()
     state.on_batch()
+    if watch and state.stop_reason != "interrupt":
+        _rpc_module().raise_if_nothing_measured(watch[0], device)
     return state
 
 
@@ -213,9 +217,13 @@ def _runner(ms: Any, device: Any) -> Any:
     """Measure here, or on the device over TVM RPC (rpc.py)."""
     if device is None:
         return ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S)
+    return _rpc_module().make_runner(ms, device)
+
+
+def _rpc_module() -> Any:
     from . import rpc
 
-    return rpc.make_runner(ms, device)
+    return rpc
 
 
 def ledger_path(db_dir: Path, model_key: str) -> Path:
