@@ -73,6 +73,8 @@ def tools() -> list[dict[str, Any]]:
          "pip install 'modelkit[web]'"),
         ("xgboost", _version("xgboost"), "compile --tune: the XGBoost cost model (random without it, slower)",
          "pip install --no-deps xgboost==3.2.0"),
+        ("tornado", _version("tornado"), "compile --rpc: TVM's RPC tracker (python -m tvm.exec.rpc_tracker)",
+         "pip install 'modelkit[tvm]'"),
     ]
     for compiler, packages in APT_PACKAGES.items():
         arch = "edge-arm64, mobile-arm64" if compiler.startswith("aarch64") else "edge-armv7"

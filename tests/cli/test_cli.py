@@ -121,8 +121,8 @@ def test_doctor_lists_engines(runner):
     versions = {e["package"]: e["version"] for e in info["engines"]}
     assert versions["onnxruntime"] == "1.32.0" and versions["keras"] == "3.15.1"
     assert info["machine"]["cpus"] >= 1
-    assert {t["tool"] for t in info["tools"]} >= {"java", "chromium", "playwright", "xgboost", "aarch64-linux-gnu-g++",
-                                                  "qemu-aarch64 + runtime"}
+    assert {t["tool"] for t in info["tools"]} >= {"java", "chromium", "playwright", "xgboost", "tornado",
+                                                  "aarch64-linux-gnu-g++", "qemu-aarch64 + runtime"}
 
 
 def test_doctor_names_the_fix_of_each_missing_tool(runner, tmp_path, monkeypatch):
