@@ -132,6 +132,7 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
         if verify:
             report = compare_models(reference, candidate, tolerance, data=plan.data, inputs_label=plan.label,
                                     ranges=plan.ranges)
+            report.candidate = str(dest_p)  # the name it is written at, not the partial folder it was checked in
             if lossy:
                 inputs, labels, label = _q.eval_set(src_manifest, reference.signature, eval_data)
                 accuracy = _q.accuracy_gate(reference, candidate, inputs, labels, max_drop, label, mode)
@@ -148,10 +149,11 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
             print(f"{tag}: {_q.summary(accuracy)}", file=sys.stderr, flush=True)
         if (report is not None and not report.ok) or (accuracy is not None and not accuracy["ok"]):
             bad = failed_name(dest_p, None if first else edge.route)
+            report.candidate = str(bad)
+            m.parity = report.to_dict()
             _atomic.replace(tmp, bad, force=True)
             _manifest.write(bad, m)
             print(f"{tag}: {_verdict(report, accuracy, mode)}; kept as {bad.name}", file=sys.stderr, flush=True)
-            report.candidate = str(bad)
             if accuracy is not None:  # for a lossy hop the task metric is the verdict that matters
                 _q.raise_if_failed(accuracy, str(bad))
             report.raise_if_failed()
