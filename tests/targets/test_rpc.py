@@ -189,6 +189,26 @@ def test_bad_rpc_options_are_one_line_cli_errors(tiny_onnx, args, message):
     assert message in _one_line_error(["compile", str(tiny_onnx), *args])
 
 
+def test_a_port_that_is_not_a_tracker_is_named():
+    import socket
+    import threading
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def answer() -> None:  # not TVM's tracker magic
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(4)
+                conn.sendall(b"HTTP")
+
+        worker = threading.Thread(target=answer, daemon=True)
+        worker.start()
+        with pytest.raises(RemoteDeviceError, match=f"^127.0.0.1:{port} answered, but it is not a TVM RPC tracker$"):
+            rpc.check(rpc.device(f"127.0.0.1:{port}", KEY), timeout_s=5)
+        worker.join(5)
+
+
 def test_parse_address():
     assert rpc.parse_address("192.168.1.20:9190") == ("192.168.1.20", 9190)
     assert rpc.parse_address("[::1]:9190") == ("::1", 9190)

@@ -93,6 +93,8 @@ def check(dev: Device, timeout_s: float = CHECK_TIMEOUT_S) -> dict[str, Any]:
     while True:
         try:
             info = summary(dev.host, dev.port, max(0.5, deadline - time.monotonic()))
+        except RemoteDeviceError:
+            raise
         except (OSError, ValueError, struct.error) as exc:  # refused, unreachable, timed out, garbled
             raise RemoteDeviceError(
                 f"cannot reach the TVM RPC tracker at {dev.host}:{dev.port} ({type(exc).__name__}: "
