@@ -59,12 +59,18 @@ def save_onnx(proto: Any, src: Path, dest: Path, sig: Any, onnxslim: bool, quant
               calibration_data: str | None) -> tuple[Any, str]:
     """What every keras -> onnx route does last: name the dynamic dims, slim (optional), check, save, quantize
     in place (none / dynamic-int8 / int8 static QDQ); returns the saved proto and the quantization mode."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import onnx
 
     from .quantize import quantize_onnx_file
 
     name_dynamic_dims(proto)
     proto.producer_name = "modelkit"
+    try:  # not the exporter's own ("1.17.0 None" from tf2onnx), which read as modelkit's version
+        proto.producer_version = version("modelkit")
+    except PackageNotFoundError:  # a source tree that is not installed
+        proto.producer_version = ""
     if onnxslim:
         proto = slim(proto)
     try:

@@ -124,3 +124,16 @@ def test_an_invalid_graph_from_the_exporter_is_a_route_failure_so_the_next_route
                                               r"registered for StatefulPartitionedCall") as info:
         save_onnx(proto, tmp_path / "m.keras", dest, None, False, "none", None)
     assert isinstance(info.value, ROUTE_FAILURES) and not dest.exists()
+
+
+def test_the_producer_is_modelkit_at_its_own_version(tmp_path):
+    import onnx
+
+    from modelkit.converters.keras_onnx import save_onnx
+    from tests.helpers import make_tiny_onnx
+
+    proto = onnx.load(str(make_tiny_onnx(tmp_path / "tiny.onnx")))
+    proto.producer_name, proto.producer_version = "tf2onnx", "1.17.0 None"  # what tf2onnx writes
+    save_onnx(proto, tmp_path / "src.keras", tmp_path / "out.onnx", None, False, "none", None)
+    saved = onnx.load(str(tmp_path / "out.onnx"))
+    assert (saved.producer_name, saved.producer_version) == ("modelkit", modelkit.__version__)
