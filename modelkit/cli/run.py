@@ -1,6 +1,8 @@
 """`modelkit run ARTIFACT --input x.npy`: run any artifact through modelkit.load."""
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ._common import check_outputs, echo_json, import_option, read_inputs
@@ -9,7 +11,8 @@ from ._common import check_outputs, echo_json, import_option, read_inputs
 @click.command("run")
 @click.argument("artifact", type=click.Path(exists=True))
 @click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help=".npy for a single-input model, or .npz keyed by input name.")
+              help=".npy for a single-input model, or .npz keyed by input name ('x' for a one-input model; "
+                   "labels 'y' are left out, as on --data).")
 @click.option("--output", "output_path", type=click.Path(dir_okay=False), default=None,
               help="Save the outputs to this .npz instead of printing them in full.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
@@ -35,7 +38,7 @@ def command(artifact: str, input_path: str, output_path: str | None, device: str
 
     check_outputs(output_path)
     model = load(artifact, device=device, threads=threads, trust_unsafe_code=trust_unsafe_code)
-    outputs = model.predict(read_inputs(input_path))
+    outputs = model.predict(_for_model(read_inputs(input_path), model.signature.input_names))
     if output_path:
         from .. import _atomic
 
@@ -52,3 +55,14 @@ def command(artifact: str, input_path: str, output_path: str | None, device: str
         if value.ndim == 2 and value.shape[1] > 1:
             click.echo(f"  argmax: {value.argmax(-1).tolist()}")
         click.echo(np.array2string(value, precision=4, threshold=60, edgeitems=3))
+
+
+def _for_model(inputs: Any, names: list[str]) -> Any:
+    """An .npz read as --data reads it on convert and verify: labels ('y', 'y_test') that name no input are
+    left out, and for a one-input model a lone 'x' (else 'x_test') is that input."""
+    if not isinstance(inputs, dict):
+        return inputs
+    items = {k: v for k, v in inputs.items() if k in names or k not in ("y", "y_test")}
+    if len(names) == 1 and names[0] not in items and items and set(items) <= {"x", "x_test"}:
+        return {names[0]: items["x" if "x" in items else "x_test"]}
+    return items
