@@ -198,19 +198,47 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
         if not force and hop.dest not in finals and not route_names and _reuse(hop, options, verify):
             continue
         _atomic.check_writable(hop.dest, force)
+    created = _first_missing(out)
     _atomic.make_dirs(out)
     common = {"options": options, "verify": verify, "force": force, "trust_unsafe_code": trust_unsafe_code,
               "atol": atol, "total": len(hops), **hop_opts}
     asked = len(targets) + len(refused)
-    _run(hops, common, timeout, keep_going=asked > 1)
+    try:
+        _run(hops, common, timeout, keep_going=asked > 1)
+    except BaseException:
+        _remove_if_empty(out, created)
+        raise
     by_dest = {h.dest: h for h in hops}
     for target, final in zip(targets, finals):
         if by_dest[final].error is not None:
             refused[target] = by_dest[final].error
     results = [h.result for h in hops if h.result is not None]
     if refused:
+        _remove_if_empty(out, created)
         raise _partial(results, asked, refused)
     return results
+
+
+def _first_missing(out: Path) -> Path | None:
+    """The outermost folder of `out` that does not exist yet (what make_dirs creates), or None."""
+    top, p = None, out.absolute()
+    while not p.exists() and p != p.parent:
+        top, p = p, p.parent
+    return top
+
+
+def _remove_if_empty(out: Path, created: Path | None) -> None:
+    """The folders this run created for `out`, when it failed before writing anything there (a bad --data or
+    --calibration-data file): not left behind empty. rmdir refuses a folder that holds anything."""
+    p = out.absolute()
+    while created is not None:
+        try:
+            p.rmdir()
+        except OSError:
+            return
+        if p == created:
+            return
+        p = p.parent
 
 
 def _reuse(hop: _Hop, options: dict[str, Any], verify: bool) -> bool:
