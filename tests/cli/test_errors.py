@@ -17,15 +17,7 @@ from numpy.lib import format as npformat
 import modelkit
 from modelkit.cli import main
 from tests.helpers import make_tiny_keras
-
-
-def _one_line_error(args: list[str]) -> str:
-    """Run the CLI; it must exit 2 with exactly one line, `error: ...`; return that line."""
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 2, result.output[-3000:]
-    lines = result.output.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output[-3000:]
-    return lines[0]
+from tests.helpers.cli import one_line_error
 
 
 def _npy_bytes(header: dict, data: bytes) -> bytes:
@@ -56,7 +48,7 @@ def test_run_refuses_a_header_claiming_4_tib_before_allocating(tiny_onnx: Path, 
             z.writestr("x.npy", _huge_header_npy())
     else:
         path.write_bytes(_huge_header_npy())
-    line = _one_line_error(["run", str(tiny_onnx), "--input", str(path)])
+    line = one_line_error(["run", str(tiny_onnx), "--input", str(path)])
     member = " member 'x.npy':" if kind == "npz" else ""
     assert line == (f"error: {path}:{member} its header claims shape (17179869184, 64) of float32, 4398046511104 "
                     "bytes, more than the limit of 4294967296 (MODELKIT_MAX_INPUT_BYTES)")
@@ -104,13 +96,13 @@ def test_inputs_that_lie_or_are_corrupt_are_one_line(tiny_onnx: Path, tmp_path: 
     make, expected = BAD_INPUTS[name]
     path = tmp_path / name
     make(path)
-    line = _one_line_error(["run", str(tiny_onnx), "--input", str(path)])
+    line = one_line_error(["run", str(tiny_onnx), "--input", str(path)])
     assert line.startswith(f"error: {path}: ") and expected in line, line
 
 
 def test_the_limit_is_modelkit_max_input_bytes(tiny_onnx: Path, x_npy: Path, monkeypatch) -> None:
     monkeypatch.setattr("modelkit.runtime.base.MAX_INPUT_BYTES", 31)  # x.npy holds 32 bytes
-    line = _one_line_error(["run", str(tiny_onnx), "--input", str(x_npy)])
+    line = one_line_error(["run", str(tiny_onnx), "--input", str(x_npy)])
     assert line == (f"error: {x_npy}: its header claims shape (2, 4) of float32, 32 bytes, more than the limit "
                     "of 31 (MODELKIT_MAX_INPUT_BYTES)")  # refused from the header, before the file is read
     monkeypatch.setattr("modelkit.runtime.base.MAX_INPUT_BYTES", 32)
@@ -145,7 +137,7 @@ def tiny_keras(tmp_path_factory) -> Path:
 def test_convert_into_a_folder_under_a_file(tiny_keras: Path, tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("a file, not a folder")
     out = tmp_path / "afile" / "new"
-    line = _one_line_error(["convert", str(tiny_keras), "--to", "onnx", "--out", str(out)])
+    line = one_line_error(["convert", str(tiny_keras), "--to", "onnx", "--out", str(out)])
     assert line == f"error: cannot write {out}: {tmp_path / 'afile'} is a file, not a folder"
 
 
@@ -155,7 +147,7 @@ def test_an_os_error_deeper_down_is_one_line_too(tiny_keras: Path, tmp_path: Pat
     monkeypatch.setattr("modelkit.cli.convert.check_outputs", lambda *paths: None)
     (tmp_path / "afile").write_text("a file, not a folder")
     out = tmp_path / "afile" / "new"
-    line = _one_line_error(["convert", str(tiny_keras), "--to", "onnx", "--out", str(out)])
+    line = one_line_error(["convert", str(tiny_keras), "--to", "onnx", "--out", str(out)])
     assert line == f"error: cannot create folder {out}: {tmp_path / 'afile'} is a file, not a folder"
 
     def full_disk(folder):
@@ -163,7 +155,7 @@ def test_an_os_error_deeper_down_is_one_line_too(tiny_keras: Path, tmp_path: Pat
 
     monkeypatch.setattr("modelkit._atomic.make_dirs", full_disk)
     out = tmp_path / "new"
-    line = _one_line_error(["convert", str(tiny_keras), "--to", "onnx", "--out", str(out)])
+    line = one_line_error(["convert", str(tiny_keras), "--to", "onnx", "--out", str(out)])
     assert line == f"error: {out}: No space left on device"
 
 
@@ -174,9 +166,9 @@ def test_convert_and_train_into_an_unwritable_folder(tiny_keras: Path, tmp_path:
     ro.mkdir()
     ro.chmod(0o500)
     try:
-        line = _one_line_error(["convert", str(tiny_keras), "--to", "onnx", "--out", str(ro / "new")])
+        line = one_line_error(["convert", str(tiny_keras), "--to", "onnx", "--out", str(ro / "new")])
         assert line == f"error: cannot write {ro / 'new'}: {ro} is not writable"
-        line = _one_line_error(["train", "--model", "mlp", "--out", str(ro / "m.keras")])
+        line = one_line_error(["train", "--model", "mlp", "--out", str(ro / "m.keras")])
         assert line == f"error: cannot write {ro / 'm.keras'}: {ro} is not writable"
         assert list(ro.iterdir()) == []
     finally:
@@ -186,9 +178,9 @@ def test_convert_and_train_into_an_unwritable_folder(tiny_keras: Path, tmp_path:
 def test_train_and_run_outputs_under_a_file(tiny_onnx: Path, x_npy: Path, tmp_path: Path) -> None:
     afile = tmp_path / "afile"
     afile.write_text("a file, not a folder")
-    line = _one_line_error(["train", "--model", "mlp", "--epochs", "1", "--out", str(afile / "m.keras")])
+    line = one_line_error(["train", "--model", "mlp", "--epochs", "1", "--out", str(afile / "m.keras")])
     assert line == f"error: cannot write {afile / 'm.keras'}: {afile} is a file, not a folder"
-    line = _one_line_error(["run", str(tiny_onnx), "--input", str(x_npy), "--output", str(afile / "y.npz")])
+    line = one_line_error(["run", str(tiny_onnx), "--input", str(x_npy), "--output", str(afile / "y.npz")])
     assert line == f"error: cannot write {afile / 'y.npz'}: {afile} is a file, not a folder"
 
 
@@ -213,4 +205,4 @@ def _bad_manifest(tiny_onnx: Path, change) -> Path:
 def test_a_bad_manifest_is_one_line(tiny_onnx: Path, x_npy: Path, command: str, change, expected: str) -> None:
     mp = _bad_manifest(tiny_onnx, change)
     args = [command, str(tiny_onnx)] + (["--input", str(x_npy)] if command == "run" else [])
-    assert _one_line_error(args) == f"error: {mp}: invalid manifest: {expected}"
+    assert one_line_error(args) == f"error: {mp}: invalid manifest: {expected}"

@@ -52,3 +52,16 @@ def modelkit_script(*args: str, cwd: str | os.PathLike, timeout: float = 300,
     env = {**base, "PYTHONPATH": os.pathsep.join(p for p in (root, base.get("PYTHONPATH")) if p)}
     return subprocess.run([sys.executable, "-c", _SCRIPT, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def one_line_error(args: list[str]) -> str:
+    """Run the CLI in-process (CliRunner); it must exit 2 with exactly one line, `error: ...`; return that line."""
+    from click.testing import CliRunner
+
+    from modelkit.cli import main
+
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output[-3000:]
+    lines = result.output.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output[-3000:]
+    return lines[0]

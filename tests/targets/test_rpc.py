@@ -17,6 +17,7 @@ import modelkit
 from modelkit.errors import RemoteDeviceError
 from modelkit.targets.tvm import rpc
 from tests.helpers import free_port, make_tiny_onnx, stop_group
+from tests.helpers.cli import one_line_error
 
 pytest.importorskip("tvm")
 pytest.importorskip("tornado")  # TVM's tracker needs it
@@ -133,20 +134,12 @@ def test_server_cpu_is_tuned_on_the_rpc_device(device):
                                modelkit.load(onnx_path).predict(x)["probs"], atol=1e-5)
 
 
-def _one_line_error(args: list[str]) -> str:
-    from modelkit.cli import main
-
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 2, result.output[-3000:]
-    lines = result.output.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output[-3000:]
-    return lines[0]
 
 
 def test_unknown_key_is_a_one_line_cli_error(device, tiny_onnx):
     port, _, _ = device
     t0 = time.monotonic()
-    line = _one_line_error(["compile", str(tiny_onnx), "--tune", "--rpc", f"127.0.0.1:{port}", "--device-key", "nope"])
+    line = one_line_error(["compile", str(tiny_onnx), "--tune", "--rpc", f"127.0.0.1:{port}", "--device-key", "nope"])
     free = f"{RUNTIME_ONLY}, {KEY}"
     assert f"the RPC tracker at 127.0.0.1:{port} has no device with key 'nope' (free keys there: {free})" in line
     assert f"python -m tvm.exec.rpc_server --tracker 127.0.0.1:{port} --key nope" in line
@@ -171,7 +164,7 @@ def test_a_device_that_measures_nothing_is_an_error(device):
 
 def test_unreachable_tracker_is_a_one_line_cli_error(tiny_onnx):
     port = free_port()  # nothing listens there
-    line = _one_line_error(["compile", str(tiny_onnx), "--target", "server-cpu", "--trials", "4", "--rpc",
+    line = one_line_error(["compile", str(tiny_onnx), "--target", "server-cpu", "--trials", "4", "--rpc",
                             f"127.0.0.1:{port}", "--device-key", KEY])
     assert f"cannot reach the TVM RPC tracker at 127.0.0.1:{port} (ConnectionRefusedError" in line
     assert f"python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port {port}" in line
@@ -186,7 +179,7 @@ def test_unreachable_tracker_is_a_one_line_cli_error(tiny_onnx):
     (["--rpc", "board:9190", "--device-key", KEY], "--rpc measures tuning candidates on the device: add --tune"),
 ])
 def test_bad_rpc_options_are_one_line_cli_errors(tiny_onnx, args, message):
-    assert message in _one_line_error(["compile", str(tiny_onnx), *args])
+    assert message in one_line_error(["compile", str(tiny_onnx), *args])
 
 
 def test_a_port_that_is_not_a_tracker_is_named():
