@@ -192,6 +192,19 @@ def check_data_available(src_manifest: Any, mode: str, calibration_data: str | N
     if missing:
         raise ConversionError(f"quantization '{mode}' needs data that the source's manifest does not name (no "
                               f"training data set): {'; and '.join(missing)}")
+    if verify and is_lossy(mode) and eval_data:
+        _check_labelled(Path(eval_data))
+
+
+def _check_labelled(p: Path) -> None:
+    """An --eval-data file without labels fails here, before any work, as it would after the conversion."""
+    try:
+        with np.load(p, allow_pickle=False) as data:  # the member names only: no array is read
+            names = list(getattr(data, "files", None) or [])
+    except (OSError, ValueError, AttributeError) as exc:
+        raise InputError(f"{p}: not a readable .npz file without pickles ({exc})") from exc
+    if "y" not in names:
+        raise InputError(f"{p}: no labels; an evaluation .npz needs 'y' (integer class per sample)")
 
 
 # ------------------------------------------------------------------------------------ accuracy gate

@@ -85,6 +85,23 @@ def test_int8_asks_for_every_missing_dataset_in_one_message_before_any_work(cnn_
         modelkit.convert(bare, "onnx", out_dir=out, options={"quantize": "dynamic-int8"})
 
 
+def test_eval_data_without_labels_is_refused_before_any_work(tmp_path, capfd, monkeypatch):
+    import modelkit.converters as converters
+    from tests.helpers import make_tiny_onnx
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("a hop started (with a .keras source: seconds of loading the model first)")
+
+    monkeypatch.setattr(converters, "_run", no_work)
+    src = make_tiny_onnx(tmp_path / "tiny.onnx")
+    np.savez(tmp_path / "calib.npz", x=np.zeros((8, 4), np.float32))
+    np.savez(tmp_path / "nolabels.npz", x=np.zeros((8, 4), np.float32))  # the calibration file given twice
+    with pytest.raises(InputError, match=r"nolabels.npz: no labels; an evaluation .npz needs 'y'"):
+        modelkit.convert(src, "openvino", out_dir=tmp_path / "out", quantize="int8",
+                         calibration_data=tmp_path / "calib.npz", eval_data=tmp_path / "nolabels.npz")
+    assert "converting" not in capfd.readouterr().err and not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("mode", ["dynamic-int8", "int8"])
 def test_onnx_quantized_accuracy_recorded(cnn_tf, tmp_path, mode):
     (r,) = modelkit.convert(cnn_tf, "onnx", out_dir=tmp_path, options={"quantize": mode})
