@@ -49,4 +49,28 @@ def command(reference: str, candidate: str, atol: float | None, batches: tuple[i
         click.echo(table(["output", "max abs", "max rel", "cosine", "argmax agree", "result"], rows))
         click.echo(f"inputs: {report.inputs}; cases: {', '.join(str(c['batch']) for c in report.cases)}")
         click.echo(report.summary())
+    if not report.ok:
+        _note_quantized(candidate, reference)
     report.raise_if_failed()
+
+
+def _note_quantized(*paths: str) -> None:
+    """A quantized artifact (its manifest says so) is not expected to match within a float atol: say so, and
+    what its conversion judged it by, before the failure line."""
+    from .. import manifest as _manifest
+    from ..errors import ManifestError
+
+    for path in paths:
+        try:
+            m = _manifest.read(path)
+        except ManifestError:
+            continue
+        mode = (m.quantization if m is not None else None) or "none"
+        if mode in ("none", "fp32"):
+            continue
+        acc = (m.extra or {}).get("accuracy") or {}
+        judged = (f"; its conversion judged it by accuracy: {acc['source_accuracy']:.4f} -> "
+                  f"{acc['artifact_accuracy']:.4f} (drop {acc['drop']:+.4f}) on {acc['data']}"
+                  if {"source_accuracy", "artifact_accuracy", "drop", "data"} <= set(acc) else "")
+        click.echo(f"note: {path} is quantized ({mode}): its outputs are not expected to match the float "
+                   f"model's within the parity tolerance{judged} (modelkit inspect {path})", err=True)
