@@ -53,7 +53,10 @@ def command(artifact: str, input_path: str, output_path: str | None, device: str
     for name, value in outputs.items():
         click.echo(f"{name}: {value.dtype}{tuple(value.shape)}")
         if value.ndim == 2 and value.shape[1] > 1:
-            click.echo(f"  argmax: {value.argmax(-1).tolist()}")
+            # shortened past 60 rows like the values below it (a 360-row eval set printed 360 labels)
+            labels = np.array2string(value.argmax(-1), separator=", ", threshold=60, edgeitems=10,
+                                     max_line_width=1 << 20)
+            click.echo(f"  argmax: {labels}")
         click.echo(np.array2string(value, precision=4, threshold=60, edgeitems=3))
 
 
