@@ -82,6 +82,7 @@ def command(source: str, to: str, out_dir: str | None, force: bool, no_verify: b
 
     check_outputs(out_dir)
     batch = None if max_batch is None else _max_batch(max_batch, to)
+    _warn_unused_quantize_flags(quantize, calibration_data, eval_data, max_accuracy_drop)
     try:
         results = convert(source, to, out_dir=out_dir, force=force, verify=not no_verify, atol=atol,
                           quantize=quantize, calibration_data=calibration_data, eval_data=eval_data,
@@ -93,6 +94,17 @@ def command(source: str, to: str, out_dir: str | None, force: bool, no_verify: b
             _show(exc.results, as_json, exc.failures)
         raise
     _show(results, as_json, {})
+
+
+def _warn_unused_quantize_flags(quantize: str | None, calibration_data: str | None, eval_data: str | None,
+                                max_accuracy_drop: float | None) -> None:
+    """--eval-data, --calibration-data and --max-accuracy-drop without a lossy --quantize: one warning line
+    (they were silently ignored: an exact hop is judged by parity, not accuracy; use --data to verify on)."""
+    given = [flag for flag, value in (("--calibration-data", calibration_data), ("--eval-data", eval_data),
+                                      ("--max-accuracy-drop", max_accuracy_drop)) if value is not None]
+    if given and (quantize or "none") in ("none", "fp32"):
+        click.echo(f"warning: {', '.join(given)} apply to quantized conversions only (--quantize); ignored: "
+                   "each hop is judged by parity (--data: the samples to verify on)", err=True)
 
 
 def _max_batch(value: str, to: str) -> int:

@@ -1,0 +1,35 @@
+"""`modelkit convert` with --eval-data, --calibration-data or --max-accuracy-drop but no lossy --quantize: the
+conversion runs as asked and one warning line says those flags were ignored (they were silently dropped)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from modelkit.cli import main
+from tests.helpers import make_tiny_onnx
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    pytest.importorskip("openvino")
+    np.savez(tmp_path / "test.npz", x=np.zeros((4, 4), np.float32), y=np.arange(4))
+    return make_tiny_onnx(tmp_path / "tiny.onnx")
+
+
+def test_eval_data_without_quantize_warns_and_converts(tiny, tmp_path):
+    r = CliRunner().invoke(main, ["-q", "convert", str(tiny), "--to", "openvino", "--eval-data",
+                                  str(tmp_path / "test.npz"), "--max-accuracy-drop", "0.02"])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.strip().splitlines() == [
+        "warning: --eval-data, --max-accuracy-drop apply to quantized conversions only (--quantize); ignored: "
+        "each hop is judged by parity (--data: the samples to verify on)"]
+    assert (tmp_path / "tiny_openvino").is_dir()
+
+
+def test_no_warning_with_quantize_or_without_the_flags(tiny, tmp_path):
+    r = CliRunner().invoke(main, ["-q", "convert", str(tiny), "--to", "openvino"])
+    assert r.exit_code == 0 and "warning" not in r.stderr
+    r = CliRunner().invoke(main, ["-q", "convert", str(tiny), "--to", "openvino", "--quantize", "bf16",
+                                  "--eval-data", str(tmp_path / "test.npz"), "--out", str(tmp_path / "q")])
+    assert "warning: --eval-data" not in r.stderr
