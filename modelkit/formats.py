@@ -153,6 +153,9 @@ def detect(path: str | os.PathLike) -> Format:
         return Format.ONNX
     if _looks_like_openvino_ir(_read_head(p, 512)):  # a bare IR .xml (made elsewhere; its .bin beside)
         return Format.OPENVINO
+    if p.name.endswith(MANIFEST_SUFFIX) and len(p.name) > len(MANIFEST_SUFFIX):
+        artifact = p.with_name(p.name[:-len(MANIFEST_SUFFIX)])
+        raise FormatError(f"{p}: the manifest of {artifact.name}, not a model (modelkit inspect {artifact})")
     raise FormatError(f"{p}: not a model file of a known format "
                       f"(valid: {', '.join(f.value for f in Format)})")
 
@@ -199,6 +202,10 @@ def _detect_zip(p: Path) -> Format:
         return Format.TORCH_EXPORT
     if any(n.endswith("/data.pkl") for n in names) and any("/code/" in n for n in names):
         return Format.TORCHSCRIPT
+    if names and all(n.endswith(".npy") for n in names):
+        raise FormatError(f"{p}: a numpy .npz of arrays ({', '.join(n[:-4] for n in names[:4])}"
+                          f"{', ...' if len(names) > 4 else ''}), data and not a model: pass it to --data, "
+                          "--input, --calibration-data or --eval-data")
     raise FormatError(f"{p}: a zip archive, but not a .keras, TorchScript or .pt2 model")
 
 

@@ -44,6 +44,19 @@ def test_keras_zip_and_other_zips(tmp_path):
         detect(other)
 
 
+def test_a_data_npz_and_a_manifest_are_named_for_what_they_are(tmp_path, tiny_onnx):
+    import numpy as np
+
+    np.savez(tmp_path / "test.npz", x=np.zeros((2, 4), np.float32), y=np.arange(2))
+    with pytest.raises(FormatError, match=r"test.npz: a numpy .npz of arrays \(x, y\), data and not a model: "
+                                          r"pass it to --data, --input"):
+        detect(tmp_path / "test.npz")
+    manifest = tmp_path / "tiny.onnx.modelkit.json"
+    manifest.write_text('{"format": "onnx"}')
+    with pytest.raises(FormatError, match=r"the manifest of tiny.onnx, not a model \(modelkit inspect .*tiny.onnx\)"):
+        detect(manifest)
+
+
 def test_saved_model_folder(tmp_path):
     (tmp_path / "sm").mkdir()
     with pytest.raises(FormatError, match="not a TF SavedModel"):
