@@ -156,6 +156,10 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
             print(f"{tag}: {_verdict(report, accuracy, mode)}; kept as {bad.name}", file=sys.stderr, flush=True)
             if accuracy is not None:  # for a lossy hop the task metric is the verdict that matters
                 _q.raise_if_failed(accuracy, str(bad))
+                from ..errors import ParityError
+
+                raise ParityError(f"{bad} ({mode}): {_q.summary(accuracy)}, but its outputs fail the {mode} sanity "
+                                  f"bounds kept under the accuracy gate: {report.failures()}", report.to_dict())
             report.raise_if_failed()
         # Manifest first: a kill between the two renames leaves a manifest without an artifact, which
         # the next run overwrites, never an artifact without its manifest (which --force would guard).
@@ -175,6 +179,8 @@ def _verdict(report: Any, accuracy: dict[str, Any] | None, mode: str) -> str:
     with the output difference as information only (its atol is not a judgement)."""
     if accuracy is None:
         return report.summary() if report else "not verified"
+    if report is not None and not report.ok:  # the loose bounds kept under the gate (quantize.INT8_TOLERANCE)
+        return f"{_q.summary(accuracy)}, but the outputs fail the {mode} sanity bounds: {report.failures()}"
     worst = max((o.max_abs for o in report.outputs), default=None) if report else None
     diff = f"; outputs differ by up to {worst:.1e} ({mode}, not judged on)" if worst is not None else ""
     return f"judged by {_q.summary(accuracy)}{diff}"
