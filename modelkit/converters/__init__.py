@@ -280,7 +280,8 @@ def _partial(results: list[ConversionResult], asked: int, failures: dict[Format,
     first = next(iter(failures.values()))
     if asked == 1:
         return first
-    written = ", ".join(r.format for r in results) or "nothing"
+    written = ", ".join(r.format + (f" ({r.quantization})" if (r.quantization or "none") != "none" else "")
+                        for r in results) or "nothing"  # onnx (int8), onnx: the quantized file and its exact source
     by_reason: dict[str, list[str]] = {}  # one cause (an unregistered class) is said once for its formats
     for f, e in failures.items():
         by_reason.setdefault(first_line(e), []).append(f.value)
