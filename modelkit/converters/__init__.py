@@ -10,7 +10,14 @@ from typing import Any, Iterable
 
 from .. import _atomic, _child
 from .. import manifest as _manifest
-from ..errors import ConversionError, ManifestError, UnsupportedConversionError, first_line, retyped
+from ..errors import (
+    ArtifactExistsError,
+    ConversionError,
+    ManifestError,
+    UnsupportedConversionError,
+    first_line,
+    retyped,
+)
 from ..formats import Format, detect, strip_suffix
 from .registry import EdgeSpec, converter, edges, plan
 
@@ -194,10 +201,17 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
                 hops.append(_Hop(specs, current, dest, tried=skipped, quantize=own, mode=tag or "none"))
             current = dest
         finals.append(current)
+    existing = []
     for hop in hops:
         if not force and hop.dest not in finals and not route_names and _reuse(hop, options, verify):
             continue
-        _atomic.check_writable(hop.dest, force)
+        if not force and hop.dest.exists():
+            existing.append(hop.dest)
+    if len(existing) == 1:
+        _atomic.check_writable(existing[0], force)
+    elif existing:  # every one named at once, not one per run (`--to all` beside earlier artifacts)
+        raise ArtifactExistsError(f"{len(existing)} artifacts exist: {', '.join(str(p) for p in existing)}; pass "
+                                  "--force (force=True) to overwrite them, or --out another folder")
     created = _first_missing(out)
     _atomic.make_dirs(out)
     common = {"options": options, "verify": verify, "force": force, "trust_unsafe_code": trust_unsafe_code,

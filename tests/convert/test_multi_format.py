@@ -100,3 +100,18 @@ def test_the_written_list_tells_a_quantized_artifact_from_its_exact_source():
                ConversionResult("onnx", "m.onnx", 0.1, 1, None, quantization="none")]
     exc = _partial(written, 3, {Format.OPENVINO: AccuracyError("m.int8_openvino loses too much accuracy")})
     assert str(exc).startswith("1 of 3 formats failed (written: onnx (int8), onnx) | openvino: m.int8_openvino")
+
+
+def test_every_existing_artifact_is_named_at_once(tmp_path):
+    from modelkit.errors import ArtifactExistsError
+    from tests.helpers import make_tiny_onnx
+
+    src = make_tiny_onnx(tmp_path / "tiny.onnx")
+    (tmp_path / "tiny_openvino").mkdir()
+    (tmp_path / "tiny.tvm.so").write_bytes(b"earlier")
+    with pytest.raises(ArtifactExistsError, match=r"^2 artifacts exist: .*tiny_openvino, .*tiny.tvm.so; pass --force"):
+        modelkit.convert(src, "openvino,tvm", verbose=False)
+    (tmp_path / "tiny.tvm.so").unlink()
+    with pytest.raises(ArtifactExistsError, match=r"tiny_openvino exists; pass --force \(force=True\) to overwrite"):
+        modelkit.convert(src, "openvino,tvm", verbose=False)
+    assert (tmp_path / "tiny_openvino").is_dir() and not (tmp_path / "tiny.tvm.so").exists()
