@@ -85,6 +85,9 @@ def command(artifact: str, trust_unsafe_code: bool, as_json: bool) -> None:
         for e in m.get("chain") or []:
             versions = ", ".join(f"{k} {v}" for k, v in (e.get("versions") or {}).items())
             click.echo(f"  {e['source']} -> {e['target']} by {e['converter']} ({versions})")
+        planned = ((m.get("chain") or [{}])[-1].get("options") or {}).get("max_batch")
+        if info["format"] == "executorch" and planned:  # the signature says '?' for the batch: how far it goes
+            click.echo(f"batch: 1..{planned} planned in the program (--max-batch); a larger one runs in slices")
         parity = m.get("parity")
         accuracy = (m.get("extra") or {}).get("accuracy")
         if m.get("quantization") and m["quantization"] != "none":
