@@ -100,11 +100,11 @@ def load_npz(path: str | os.PathLike, sig: Signature, need_labels: bool) -> tupl
     Float arrays are cast to the input's float dtype (np.savez keeps float64 by default).
     """
     p = Path(path)
-    try:
-        with np.load(p, allow_pickle=False) as data:  # never unpickle user files
+    with _open_npz(p) as data:
+        try:
             arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError, AttributeError) as exc:
-        raise InputError(f"{p}: not a readable .npz file without pickles ({exc})") from exc
+        except (OSError, ValueError, AttributeError) as exc:
+            raise InputError(f"{p}: not a readable .npz file without pickles ({exc})") from exc
     inputs: dict[str, np.ndarray] = {}
     for spec in sig.inputs:
         key = spec.name if spec.name in arrays else ("x" if len(sig.inputs) == 1 and "x" in arrays else None)
@@ -196,13 +196,22 @@ def check_data_available(src_manifest: Any, mode: str, calibration_data: str | N
         _check_labelled(Path(eval_data))
 
 
-def _check_labelled(p: Path) -> None:
-    """An --eval-data file without labels fails here, before any work, as it would after the conversion."""
+def _open_npz(p: Path) -> Any:
+    """np.load of a user .npz, never unpickling; a .npy (one bare array, no names) is an InputError too."""
     try:
-        with np.load(p, allow_pickle=False) as data:  # the member names only: no array is read
-            names = list(getattr(data, "files", None) or [])
+        data = np.load(p, allow_pickle=False)
     except (OSError, ValueError, AttributeError) as exc:
         raise InputError(f"{p}: not a readable .npz file without pickles ({exc})") from exc
+    if not hasattr(data, "files"):  # np.load gave an ndarray: the file is a .npy
+        raise InputError(f"{p}: a single array (.npy), not an .npz; save the arrays by name: "
+                         "np.savez(path, x=inputs) (and y=labels for --eval-data)")
+    return data
+
+
+def _check_labelled(p: Path) -> None:
+    """An --eval-data file without labels fails here, before any work, as it would after the conversion."""
+    with _open_npz(p) as data:  # the member names only: no array is read
+        names = list(data.files)
     if "y" not in names:
         raise InputError(f"{p}: no labels; an evaluation .npz needs 'y' (integer class per sample)")
 

@@ -100,6 +100,14 @@ def test_eval_data_without_labels_is_refused_before_any_work(tmp_path, capfd, mo
         modelkit.convert(src, "openvino", out_dir=tmp_path / "out", quantize="int8",
                          calibration_data=tmp_path / "calib.npz", eval_data=tmp_path / "nolabels.npz")
     assert "converting" not in capfd.readouterr().err and not (tmp_path / "out").exists()
+    np.save(tmp_path / "x.npy", np.zeros((8, 4), np.float32))  # a bare array: no names, no labels
+    bare = r"x.npy: a single array \(.npy\), not an .npz; save the arrays by name"
+    with pytest.raises(InputError, match=bare):  # was a TypeError traceback (ndarray in a `with`)
+        modelkit.convert(src, "openvino", out_dir=tmp_path / "out", quantize="int8",
+                         calibration_data=tmp_path / "calib.npz", eval_data=tmp_path / "x.npy")
+    sig = Signature((TensorSpec("x", (None, 4)),), (TensorSpec("probs", (None, 3)),))
+    with pytest.raises(InputError, match=bare):  # --calibration-data x.npy, read in the hop
+        q.load_npz(tmp_path / "x.npy", sig, need_labels=False)
 
 
 @pytest.mark.parametrize("mode", ["dynamic-int8", "int8"])
