@@ -47,10 +47,26 @@ def keras_source(path: Path, fmt: Format) -> Path | None:
         src = (m.source or {}) if m else {}
         if not src.get("path"):
             return None
-        nxt = Path(src["path"])
-        if not nxt.exists():
+        nxt = _source_file(current, src)
+        if nxt is None:
             return None
         current, current_fmt = nxt.resolve(), Format.parse(src.get("format") or detect(nxt))
+    return None
+
+
+def _source_file(artifact: Path, src: dict[str, Any]) -> Path | None:
+    """The file a manifest's source names. Its path is as the conversion was given it, relative to the folder
+    `modelkit convert` ran in: from another folder it is looked for beside the artifact and in the folders
+    above it (`--out all/` puts the source one level up), taken only when its sha256 is the recorded one."""
+    named = Path(src["path"])
+    if named.exists():
+        return named
+    if named.is_absolute() or not src.get("sha256"):
+        return None
+    for base in list(artifact.parents)[:4]:
+        candidate = base / named
+        if candidate.is_file() and _manifest.sha256_of(candidate) == src["sha256"]:
+            return candidate
     return None
 
 
