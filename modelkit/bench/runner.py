@@ -29,10 +29,12 @@ class Job:
     mode: str  # "run" (the runtime engine) or "keras.predict"
     kind: str  # "artifact" or "baseline"
     source: Path | None  # the .keras this artifact was converted from (None if unknown)
+    shown: str | None = None  # the name in rows and plots: the file name, else the path as given where two clash
 
     @property
     def label(self) -> str:
-        return f"{self.path.name} (keras.predict)" if self.mode == "keras.predict" else self.path.name
+        name = self.shown or self.path.name
+        return f"{name} (keras.predict)" if self.mode == "keras.predict" else name
 
 
 def keras_source(path: Path, fmt: Format) -> Path | None:
@@ -84,15 +86,20 @@ def plan_jobs(artifacts: list[str | os.PathLike], baseline: bool = True) -> list
             raise FormatError(f"{p}: no runtime engine for format '{fmt.value}' yet; benchmarkable formats: "
                               f"{', '.join(f.value for f in ENGINES)}")
         jobs.append(Job(p, fmt, "run", "artifact", keras_source(p, fmt)))
+    names = [j.path.name for j in jobs]
+    for j in jobs:  # all/cnn.onnx and int8/cnn.onnx: two rows (and plot groups) named cnn.onnx otherwise
+        if names.count(j.path.name) > 1:
+            j.shown = str(j.path)
     if not baseline:
         return jobs
     given = {j.path.resolve() for j in jobs if j.format == Format.KERAS}
     sources = list(dict.fromkeys(j.source for j in jobs if j.source is not None))
     base: list[Job] = []
     for src in sources:
-        base.append(Job(src, Format.KERAS, "keras.predict", "baseline", src))
+        shown = str(src) if [s.name for s in sources].count(src.name) > 1 else None
+        base.append(Job(src, Format.KERAS, "keras.predict", "baseline", src, shown))
         if src not in given:
-            base.append(Job(src, Format.KERAS, "run", "baseline", src))
+            base.append(Job(src, Format.KERAS, "run", "baseline", src, shown))
     return base + jobs
 
 
