@@ -93,6 +93,35 @@ def _quantization(options: dict[str, Any], chains: list[list[EdgeSpec]]) -> str:
     return mode
 
 
+def _asks_all(to: Any) -> bool:
+    items = [to] if isinstance(to, (str, Format)) else list(to)
+    return any(n.strip().lower() == "all" for item in items for n in str(getattr(item, "value", item)).split(","))
+
+
+def _quantizable(targets: list[Format], chains: list[list[EdgeSpec]], options: dict[str, Any]
+                 ) -> tuple[list[Format], list[list[EdgeSpec]]]:
+    """`--to all` with a quantization: the formats that cannot apply the mode are left out with one line (named
+    formats are refused instead: asking for one by name that cannot is a mistake to hear about before any work).
+    None left: the first refusal is raised."""
+    kept = [(t, c) for t, c in zip(targets, chains) if _refusal(options, c) is None]
+    if not kept:
+        raise _refusal(options, chains[0]) or UnsupportedConversionError("no format takes this quantization")
+    left = [t.value for t, c in zip(targets, chains) if (t, c) not in kept]
+    if left:
+        from .._text import progress
+
+        progress(f"--to all --quantize {options['quantize']}: leaving out {', '.join(left)} (no such mode there)")
+    return [t for t, _ in kept], [c for _, c in kept]
+
+
+def _refusal(options: dict[str, Any], chain: list[EdgeSpec]) -> UnsupportedConversionError | None:
+    try:
+        _quantization(options, [chain])
+    except UnsupportedConversionError as exc:
+        return exc
+    return None
+
+
 def _quantizing_edge(chain: list[EdgeSpec], mode: str) -> EdgeSpec | None:
     """The hop of a chain that applies `mode`: the first that takes it (keras -> onnx -> openvino at bf16
     quantizes the openvino hop; the onnx hop before it stays exact), or the last when its target applies the mode
@@ -177,6 +206,8 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
             raise _partial([], len(targets), refused)
         targets, chains = [t for t in targets if t not in refused], [c for t, c in zip(targets, chains)
                                                                       if t not in refused]
+    if _asks_all(to) and options.get("quantize"):  # `--to all --quantize M`: every format that can take M
+        targets, chains = _quantizable(targets, chains, options)
     mode = _quantization(options, chains)
     if mode != "none":
         from . import quantize as q

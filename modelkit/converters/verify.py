@@ -336,16 +336,23 @@ def verify_artifacts(a: str | os.PathLike, b: str | os.PathLike, tolerance: Tole
                      data_label: str | None = None, **load_options: Any) -> ParityReport:
     """Load two artifacts with modelkit.load and compare them; `a` is the reference.
 
-    The tolerance defaults to the registered edge's (a's format -> b's format), else atol 1e-4. Inputs:
-    `data` (checked against a's inputs), else modelkit.converters.samples.plan_inputs picks them.
+    The tolerance defaults to the registered edge's (a's format -> b's format), else atol 1e-4; when either
+    artifact is quantized (its manifest says so), the loose bounds its conversion checked under the accuracy
+    gate (modelkit.converters.quantize.tolerance_for: int8/bf16 atol 1.0, cosine 0.98), so `--atol` can judge it
+    too. Inputs: `data` (checked against a's inputs), else modelkit.converters.samples.plan_inputs picks them.
     """
     from ..formats import detect
     from ..runtime import load
     from .registry import edges
 
     if tolerance is None:
+        from .quantize import tolerance_for
+
         edge = edges().get((detect(a), detect(b)))
         tolerance = edge.tolerance if edge else Tolerance(atol=1e-4, min_cosine=0.9999)
+        mode = _quantization_of(b) or _quantization_of(a)
+        if mode is not None:
+            tolerance = tolerance_for(mode, tolerance)
     if atol is not None:
         tolerance = Tolerance(atol=atol, min_cosine=tolerance.min_cosine,
                               min_argmax_agreement=tolerance.min_argmax_agreement, float32_floor=False)
@@ -358,3 +365,16 @@ def verify_artifacts(a: str | os.PathLike, b: str | os.PathLike, tolerance: Tole
     if raise_on_failure:
         report.raise_if_failed()
     return report
+
+
+def _quantization_of(path: str | os.PathLike) -> str | None:
+    """The lossy mode an artifact's manifest records, else None (none, no manifest, or an unreadable one)."""
+    from .. import manifest as _manifest
+    from ..errors import ManifestError
+
+    try:
+        m = _manifest.read(path)
+    except ManifestError:
+        return None
+    mode = (m.quantization if m is not None else None) or "none"
+    return None if mode in ("none", "fp32") else mode
