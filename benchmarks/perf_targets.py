@@ -59,14 +59,19 @@ def holds(value: float | None, op: str, threshold: float) -> bool | None:
 def side_by_side(fns: dict[str, Callable[[], Any]], rounds: int, calls: int, warmup: int = 3
                  ) -> dict[str, list[float]]:
     """Interleave the functions: each round times `calls` calls of each in turn and keeps the median per
-    call (seconds). Returns name -> one median per round, so ratios can be taken round by round."""
+    call (seconds). Returns name -> one median per round, so ratios can be taken round by round. The order
+    within a round is shuffled (seeded): a row never always follows the same neighbour (a long torch call
+    whose thread pool is still spinning, a cache another engine just filled)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     out: dict[str, list[float]] = {k: [] for k in fns}
     clock = time.perf_counter
+    order = np.random.default_rng(0)
+    names = list(fns)
     for _ in range(rounds):
-        for name, fn in fns.items():
+        for name in order.permutation(names):
+            fn = fns[name]
             times = []
             for _ in range(calls):
                 t0 = clock()
