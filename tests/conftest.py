@@ -26,6 +26,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _quiet_does_not_leak():
+    """`modelkit -q` sets MODELKIT_QUIET=1 for its process and the children it starts (a real CLI process then
+    ends); a test that invokes it in-process (CliRunner) must not leave it set for the next tests, whose
+    subprocesses would print no progress lines."""
+    from modelkit._text import QUIET_ENV
+
+    before = os.environ.get(QUIET_ENV)
+    yield
+    if before is None:
+        os.environ.pop(QUIET_ENV, None)
+    else:
+        os.environ[QUIET_ENV] = before
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("models")
