@@ -1,8 +1,6 @@
 """`modelkit run ARTIFACT --input x.npy`: run any artifact through modelkit.load."""
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from ._common import check_outputs, echo_json, import_option, read_inputs
@@ -34,11 +32,15 @@ def command(artifact: str, input_path: str, output_path: str | None, device: str
     """
     import numpy as np
 
+    from ..converters.samples import as_inputs
     from ..runtime import load
 
     check_outputs(output_path)
     model = load(artifact, device=device, threads=threads, trust_unsafe_code=trust_unsafe_code)
-    outputs = model.predict(_for_model(read_inputs(input_path), model.signature.input_names))
+    inputs = read_inputs(input_path)  # an .npz read as --data is on convert and verify (labels left out)
+    if isinstance(inputs, dict):
+        inputs = as_inputs(inputs, model.signature.input_names)
+    outputs = model.predict(inputs)
     if output_path:
         from .. import _atomic
 
@@ -59,13 +61,3 @@ def command(artifact: str, input_path: str, output_path: str | None, device: str
             click.echo(f"  argmax: {labels}")
         click.echo(np.array2string(value, precision=4, threshold=60, edgeitems=3))
 
-
-def _for_model(inputs: Any, names: list[str]) -> Any:
-    """An .npz read as --data reads it on convert and verify: labels ('y', 'y_test') that name no input are
-    left out, and for a one-input model a lone 'x' (else 'x_test') is that input."""
-    if not isinstance(inputs, dict):
-        return inputs
-    items = {k: v for k, v in inputs.items() if k in names or k not in ("y", "y_test")}
-    if len(names) == 1 and names[0] not in items and items and set(items) <= {"x", "x_test"}:
-        return {names[0]: items["x" if "x" in items else "x_test"]}
-    return items

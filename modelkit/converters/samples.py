@@ -116,7 +116,7 @@ def read_samples(path: str | os.PathLike, sig: Signature) -> dict[str, np.ndarra
 def check_samples(data: Mapping[str, Any], sig: Signature, label: str) -> dict[str, np.ndarray]:
     """Samples keyed by input name (or `x` for a one-input model), every input present, shapes that fit."""
     names = sig.input_names
-    items = _as_inputs(dict(data), names)
+    items = as_inputs(dict(data), names)
     unknown = [k for k in items if k not in names]
     missing = [n for n in names if n not in items]
     if unknown or missing:
@@ -141,9 +141,9 @@ def check_samples(data: Mapping[str, Any], sig: Signature, label: str) -> dict[s
     return out
 
 
-def _as_inputs(items: dict[str, Any], names: list[str]) -> dict[str, Any]:
+def as_inputs(items: dict[str, Any], names: list[str]) -> dict[str, Any]:
     """Labels (`y`, `y_test`) that name no input are not samples; for a one-input model a training .npz's `x`
-    (else `x_test`) is the input. Any other key must name an input."""
+    (else `x_test`) is the input. Any other key must name an input (`--data` here, `modelkit run --input`)."""
     items = {k: v for k, v in items.items() if k in names or k not in ("y", "y_test")}
     if len(names) == 1 and names[0] not in items and items and set(items) <= {"x", "x_test"}:
         return {names[0]: items["x" if "x" in items else "x_test"]}
