@@ -36,6 +36,11 @@ def signature_of(artifact: Path, fmt: Format) -> Signature:
                              f"runtime cannot load {fmt.value} to read its signature: {exc}") from exc
 
 
+def ir_elsewhere(fmt: Format) -> str:
+    """The start of a refusal's hint for an OpenVINO IR, which only Triton and KServe take (else '')."""
+    return "package it --for triton or --for kserve, or " if fmt == Format.OPENVINO else ""
+
+
 def default_name(artifact: Path) -> str:
     stem = strip_suffix(artifact.name).split(".")[0]
     name = re.sub(r"[^A-Za-z0-9_-]", "_", stem) or "model"

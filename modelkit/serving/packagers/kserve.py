@@ -21,7 +21,7 @@ from typing import Any
 
 from ...formats import Format
 from ..errors import PackagingError
-from . import openvino_ir, signature_of, tf_serving, triton
+from . import openvino_ir, tf_serving, triton
 
 RUNTIMES = {"triton": ("kserve-tritonserver", "triton", "v2"),
             "tf-serving": ("kserve-tensorflow-serving", "tensorflow", "v1"),
@@ -80,9 +80,8 @@ def build(artifact: Path, fmt: Format, tmp: Path, *, dest: Path, name: str, vers
         triton.build(artifact, fmt, sub, dest=dest / runtime, name=name, version=version, **options)
         default_uri = f"pvc://models/{name}/triton"
     elif runtime == "openvino":
-        openvino_ir.copy_ir(artifact, sub / name / str(version))  # checked as the engine checks it, then
-        signature_of(artifact, fmt)  # loaded: an IR the engine cannot read is refused here, not in the cluster
-        args = [f"--plugin_config={plugin_config(openvino_ir.recorded_precision(sub / name / str(version)))}"]
+        _, precision = openvino_ir.place_ir(artifact, sub / name / str(version))  # checked, loadable
+        args = [f"--plugin_config={plugin_config(precision)}"]
         default_uri = f"pvc://models/{name}/openvino/{name}"
     else:
         tf_serving.build(artifact, fmt, sub, dest=dest / runtime, name=name, version=version, **options)

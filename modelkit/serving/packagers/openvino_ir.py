@@ -11,7 +11,17 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ...formats import OPENVINO_BIN, OPENVINO_XML, openvino_files
+from ...formats import OPENVINO_BIN, OPENVINO_XML, Format, openvino_files
+from ...spec import Signature
+from . import signature_of
+
+
+def place_ir(artifact: Path, version_dir: Path) -> tuple[Signature, str]:
+    """The IR checked and copied into version_dir (copy_ir: its own typed errors first), then its signature read
+    (the engine loads it when no manifest says it: an IR the engine cannot read is refused here, not in the
+    server) and the precision it records: (signature, 'f32' or 'bf16')."""
+    copy_ir(artifact, version_dir)
+    return signature_of(artifact, Format.OPENVINO), recorded_precision(version_dir)
 
 
 def copy_ir(artifact: Path, version_dir: Path) -> None:

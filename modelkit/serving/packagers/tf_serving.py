@@ -21,6 +21,7 @@ import numpy as np
 from ...formats import Format
 from ...spec import Signature
 from ..errors import PackagingError
+from . import ir_elsewhere
 
 SIGNATURE_NAME = "serving_default"
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -72,15 +73,11 @@ def models_config(names: list[str], base: str = "/models") -> str:
     return f"model_config_list {{\n{entries}}}\n"
 
 
-def _elsewhere(fmt: Format) -> str:
-    return "package it --for triton or --for kserve, or " if fmt == Format.OPENVINO else ""
-
-
 def build(artifact: Path, fmt: Format, tmp: Path, *, dest: Path, name: str, version: int,
           base_path: str = "/models", **_: Any) -> None:
     if fmt != Format.SAVED_MODEL:
         raise PackagingError(f"TF Serving serves SavedModels; {artifact} is {fmt.value} "
-                             f"({_elsewhere(fmt)}modelkit convert MODEL.keras --to saved_model)")
+                             f"({ir_elsewhere(fmt)}modelkit convert MODEL.keras --to saved_model)")
     import tensorflow as tf
 
     from ...runtime import load

@@ -22,7 +22,7 @@ from typing import Any
 
 from ...formats import Format
 from ..errors import PackagingError
-from . import signature_of, torchserve_handler
+from . import ir_elsewhere, signature_of, torchserve_handler
 
 DEFAULT_PORTS = {"inference": 8080, "management": 8081, "metrics": 8082, "grpc_inference": 7070,
                  "grpc_management": 7071}
@@ -68,9 +68,8 @@ def config_properties(name: str, ports: dict[str, int] | None = None,
 def build(artifact: Path, fmt: Format, tmp: Path, *, dest: Path, name: str, version: int,
           ports: dict[str, int] | None = None, workers: int = 1, **_: Any) -> None:
     if fmt != Format.TORCHSCRIPT:
-        also = "package it --for triton or --for kserve, or " if fmt == Format.OPENVINO else ""
         raise PackagingError(f"the TorchServe package wraps a TorchScript artifact; {artifact} is {fmt.value} "
-                             f"({also}modelkit convert MODEL.keras --to torchscript)")
+                             f"({ir_elsewhere(fmt)}modelkit convert MODEL.keras --to torchscript)")
     sig = signature_of(artifact, fmt)
     work = tmp / ".work"
     work.mkdir()

@@ -84,9 +84,7 @@ def build(artifact: Path, fmt: Format, tmp: Path, *, dest: Path, name: str, vers
     """tmp/NAME/config.pbtxt and tmp/NAME/VERSION/<model>."""
     model_dir = tmp / name
     if fmt == Format.OPENVINO:  # the pair itself in VERSION/ (no manifest: Triton reads only the IR)
-        openvino_ir.copy_ir(artifact, model_dir / str(version))  # checked first: its own typed errors
-        sig = signature_of(artifact, fmt)
-        precision = openvino_ir.recorded_precision(model_dir / str(version))
+        sig, precision = openvino_ir.place_ir(artifact, model_dir / str(version))
         (model_dir / "config.pbtxt").write_text(config_pbtxt(name, sig, fmt, max_batch_size, max_delay_ms,
                                                              precision=precision))
         if precision == "f32":
