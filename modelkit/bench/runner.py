@@ -86,21 +86,25 @@ def plan_jobs(artifacts: list[str | os.PathLike], baseline: bool = True) -> list
             raise FormatError(f"{p}: no runtime engine for format '{fmt.value}' yet; benchmarkable formats: "
                               f"{', '.join(f.value for f in ENGINES)}")
         jobs.append(Job(p, fmt, "run", "artifact", keras_source(p, fmt)))
-    names = [j.path.name for j in jobs]
-    for j in jobs:  # all/cnn.onnx and int8/cnn.onnx: two rows (and plot groups) named cnn.onnx otherwise
-        if names.count(j.path.name) > 1:
-            j.shown = str(j.path)
+    for j, shown in zip(jobs, _shown([j.path for j in jobs])):
+        j.shown = shown
     if not baseline:
         return jobs
     given = {j.path.resolve() for j in jobs if j.format == Format.KERAS}
     sources = list(dict.fromkeys(j.source for j in jobs if j.source is not None))
     base: list[Job] = []
-    for src in sources:
-        shown = str(src) if [s.name for s in sources].count(src.name) > 1 else None
+    for src, shown in zip(sources, _shown(sources)):
         base.append(Job(src, Format.KERAS, "keras.predict", "baseline", src, shown))
         if src not in given:
             base.append(Job(src, Format.KERAS, "run", "baseline", src, shown))
     return base + jobs
+
+
+def _shown(paths: list[Path]) -> list[str | None]:
+    """Job.shown for each path: None (its file name) unless another path has that file name, then the path as
+    given (all/cnn.onnx and int8/cnn.onnx: two rows and plot groups named cnn.onnx otherwise)."""
+    names = [p.name for p in paths]
+    return [str(p) if names.count(p.name) > 1 else None for p in paths]
 
 
 def run_bench(artifacts: list[str | os.PathLike], batches: tuple[int, ...] = (1, 8, 32), threads: int | None = None,
