@@ -36,8 +36,10 @@ def k8s_name(name: str) -> str:
 
 
 def plugin_config(precision: str) -> str:
-    """OVMS' --plugin_config value: the IR's precision pinned, latency hint (modelkit's engine defaults)."""
-    return json.dumps({"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"})
+    """OVMS' --plugin_config value: the IR's precision pinned, latency hint (modelkit's engine config for it)."""
+    from ...runtime.openvino import config_for
+
+    return json.dumps(config_for(precision))
 
 
 def manifest(name: str, runtime: str, storage_uri: str, cpu: str = "1", memory: str = "2Gi",

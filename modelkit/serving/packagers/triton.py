@@ -69,7 +69,9 @@ def config_pbtxt(name: str, sig: Signature, fmt: Format, max_batch_size: int = 3
         lines.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {int(max_delay_ms * 1000)}\n}}")
     lines.append(f"instance_group [\n  {{\n    count: {instances}\n    kind: {kind}\n  }}\n]")
     if fmt == Format.OPENVINO:
-        params = {"PERFORMANCE_HINT": "LATENCY"}  # modelkit's engine default
+        from ...runtime.openvino import config_for
+
+        params = {"PERFORMANCE_HINT": config_for()["PERFORMANCE_HINT"]}  # modelkit's engine default
         if batched:
             params["ENABLE_BATCH_PADDING"] = "YES"  # else any batch below max_batch_size is an error
         if precision == "bf16":
