@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..._onnx import opset_of
 from .loops import MAX_STEPS
 
 _ACTIVATIONS = {"Sigmoid", "Tanh", "Relu"}  # ONNX ops of the same name
@@ -43,7 +44,7 @@ def lower_rnns(proto: Any) -> tuple[Any, list[str], list[str]]:
         return proto, [], []
     shapes = _static_shapes(onnx.shape_inference.infer_shapes(proto))
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
+    opset = opset_of(proto) or 13
     nodes: list[Any] = []
     done: list[str] = []
     left: list[str] = []
@@ -83,7 +84,7 @@ def _why_not(node: Any, attrs: dict[str, Any], shapes: dict[str, tuple], inits: 
     layout = int(attrs.get("layout", 0))
     shape = shapes.get(ins[0])
     steps = shape[layout] if shape and len(shape) == 3 else None
-    acts = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations", [])]
+    acts = _activations(attrs)
     if steps is None:
         return "its sequence length is not fixed (fix it when converting from Keras: --input-spec)"
     if steps > MAX_STEPS:
@@ -98,6 +99,15 @@ def _why_not(node: Any, attrs: dict[str, Any], shapes: dict[str, tuple], inits: 
     if any(w not in inits for w in weights):
         return "its weights are computed in the graph, not constants"
     return None
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _activations(attrs: dict[str, Any]) -> list[str]:
+    """The node's `activations` attribute as str (onnx gives bytes)."""
+    return [_text(a) for a in attrs.get("activations", [])]
 
 
 class _Builder:
@@ -146,10 +156,9 @@ def _unroll(b: _Builder, node: Any, attrs: dict[str, Any], x_shape: tuple, inits
     outs = list(node.output) + [""] * (3 - len(node.output))
     layout = int(attrs.get("layout", 0))
     hidden = int(attrs["hidden_size"])
-    direction = attrs.get("direction", b"forward")
-    direction = direction.decode() if isinstance(direction, bytes) else direction
+    direction = _text(attrs.get("direction", b"forward"))
     dirs = 2 if direction == "bidirectional" else 1
-    acts = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations", [])] or _DEFAULTS[kind] * dirs
+    acts = _activations(attrs) or _DEFAULTS[kind] * dirs
     per = len(_DEFAULTS[kind])
     steps = x_shape[layout]
     gates = _GATES[kind]

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ...errors import RemoteDeviceError
+from ...errors import RemoteDeviceError, first_line
 
 CHECK_TIMEOUT_S = 10.0     # the tracker must answer, and a device with the key be free, within this
 SESSION_TIMEOUT_S = 120    # one candidate's session on the device: upload, load, time (slow boards, qemu)
@@ -133,7 +133,7 @@ def _session(dev: Device, timeout_s: int) -> Any:
     try:
         return RPCConfig(dev.host, dev.port, dev.key, session_timeout_sec=timeout_s).connect_server()
     except (ValueError, RuntimeError, OSError) as exc:
-        raise RemoteDeviceError(f"no RPC session with {dev}: {str(exc).strip().splitlines()[0]}") from exc
+        raise RemoteDeviceError(f"no RPC session with {dev}: {first_line(exc)}") from exc
 
 
 def make_runner(ms: Any, dev: Device, session_timeout_s: int = SESSION_TIMEOUT_S) -> Any:

@@ -24,7 +24,7 @@ from ... import _atomic
 from ..._progress import steps
 from ..._text import progress
 from ...errors import ConversionError, TuningInterrupted
-from . import tuning_db
+from . import rpc, tuning_db  # rpc imports no TVM: measuring on a device (--rpc)
 from .tuning_db import RECORDS, WORKLOADS  # noqa: F401 - the database's two files, named here for callers
 
 MODELS = "models"        # per-model ledgers: {"trials": n, "seconds": s} spent by that model's own runs
@@ -128,8 +128,6 @@ def tune(mod: Any, tvm_target: Any, db_dir: Path, trials: int | None, budget_s: 
         f"to tune; {todo if trials is not None else 'unlimited'} trials"
         f"{f', budget {left_s:.0f} s' if left_s else ''}; database {db_dir}")
     if device is not None:  # an rpc.Device: candidates run on the board the tracker holds under its key
-        from . import rpc
-
         info["device"] = {"tracker": f"{device.host}:{device.port}", "key": device.key, **rpc.check(device)}
         log(f"[tune] measuring on {device}: latencies are that device's (under an emulator such as qemu they "
             "say nothing about speed)")
@@ -192,7 +190,7 @@ def _run(ms: Any, tasks: list[Any], tvm_target: Any, database: Any, ledger: Path
             strategy=ms.search_strategy.EvolutionarySearch(population_size=64, init_min_unmeasured=16,
                                                            genetic_num_iters=2))
         build = builder.make_builder(ms, BUILD_TIMEOUT_S, None if device is None else (device.cxx, work_dir))
-        watch = [] if device is None else [_rpc_module().failure_watch(ms)]  # runs that failed on the device
+        watch = [] if device is None else [rpc.failure_watch(ms)]  # runs that failed on the device
         try:
             ms.tune_tasks(tasks=contexts, task_weights=task_weights, work_dir=work_dir, max_trials_global=todo,
                           max_trials_per_task=todo, num_trials_per_iter=TRIALS_PER_ITER, builder=build,
@@ -209,7 +207,7 @@ def _run(ms: Any, tasks: list[Any], tvm_target: Any, database: Any, ledger: Path
             build.close()
     state.on_batch()
     if watch and state.stop_reason != "interrupt":
-        _rpc_module().raise_if_nothing_measured(watch[0], device)
+        rpc.raise_if_nothing_measured(watch[0], device)
     return state
 
 
@@ -217,13 +215,7 @@ def _runner(ms: Any, device: Any) -> Any:
     """Measure here, or on the device over TVM RPC (rpc.py)."""
     if device is None:
         return ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S)
-    return _rpc_module().make_runner(ms, device)
-
-
-def _rpc_module() -> Any:
-    from . import rpc
-
-    return rpc
+    return rpc.make_runner(ms, device)
 
 
 def ledger_path(db_dir: Path, model_key: str) -> Path:

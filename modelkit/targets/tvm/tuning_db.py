@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from ...errors import ConversionError
+from ...errors import ConversionError, first_line
 
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
@@ -71,9 +71,12 @@ def _drop_cut_line(path: Path) -> None:
     if not path.is_file() or path.stat().st_size == 0:
         return
     with open(path, "rb+") as fh:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":  # the usual case: no need to read the whole file before TVM does
+            return
+        fh.seek(0)
         data = fh.read()
-        if not data.endswith(b"\n"):
-            fh.truncate(data.rfind(b"\n") + 1)
+        fh.truncate(data.rfind(b"\n") + 1)
 
 
 def _load(ms: Any, db_dir: Path) -> Any:
@@ -84,7 +87,7 @@ def _load(ms: Any, db_dir: Path) -> Any:
         return ms.database.JSONDatabase(path_workload=str(db_dir / WORKLOADS),
                                         path_tuning_record=str(db_dir / RECORDS))
     except Exception as exc:  # TVM's ValueError naming the bad line
-        raise ConversionError(f"the tuning database {db_dir} cannot be read ({str(exc).splitlines()[0]}); "
+        raise ConversionError(f"the tuning database {db_dir} cannot be read ({first_line(exc)}); "
                               "move it away to start a new one") from exc
 
 
