@@ -44,7 +44,7 @@ def onnx_to_openvino(src: Path, dest: Path, quantize: str = "none", calibration_
 
     mode = q.check_mode(quantize, Format.OPENVINO)
     from .._require import require
-    from ..errors import ConversionError, first_line
+    from ..errors import ConversionError
     from ..runtime.openvino import ov_errors
     from ..safety import check_onnx_external_data
 
@@ -53,8 +53,7 @@ def onnx_to_openvino(src: Path, dest: Path, quantize: str = "none", calibration_
     try:
         model = ov.convert_model(str(src))
     except ov_errors() as exc:
-        first = first_line(exc)
-        raise ConversionError(f"OpenVINO could not convert {src.name}: {first}") from exc
+        raise ConversionError(f"OpenVINO could not convert {src.name}: {frontend_reason(exc)}") from exc
     if mode == "bf16":
         model.set_rt_info("bf16", PRECISION_KEY)
     calibration = None
@@ -79,6 +78,23 @@ def onnx_to_openvino(src: Path, dest: Path, quantize: str = "none", calibration_
         out["calibration"] = {"samples": len(next(iter(calibration.values()))), "preset": "performance",
                               "data": calibration_data or "training split (source manifest)"}
     return out
+
+
+def frontend_reason(exc: BaseException) -> str:
+    """OpenVINO's frontend failure in one line: its summary ("No conversion rule found for operations: X",
+    "Conversion is failed for: Loop-17") and the first node's reason. Its first line only names the C++ file
+    that raised ("Check 'false' failed at src/frontends/common_translators/src/unconverted_ops_report.cpp:151:"),
+    which says nothing of the model."""
+    from ..errors import first_line
+
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    summary = [ln.lstrip("- ").strip() for ln in lines[lines.index("Summary:") + 1:]] if "Summary:" in lines else []
+    detail = next((f"{ln.rstrip(':')}: {nxt}" for ln, nxt in zip(lines, lines[1:])
+                   if ln.startswith("While validating ONNX node")), "")
+    if summary:
+        return "; ".join(summary) + (f" ({detail})" if detail else "")
+    plain = [ln for ln in lines if not ln.startswith("Check '")]
+    return plain[0] if plain else first_line(exc)
 
 
 def _nncf_quantized(model: Any, calibration: dict[str, Any], src_name: str) -> Any:
