@@ -92,13 +92,13 @@ def test_3d_pooling_converts_to_tflite_as_2d_pooling_with_parity(models, tmp_pat
 
 
 def test_the_written_list_tells_a_quantized_artifact_from_its_exact_source():
-    from modelkit.converters import ConversionResult, _partial
+    from modelkit.converters.result import ConversionResult, partial_failure
     from modelkit.errors import AccuracyError
     from modelkit.formats import Format
 
     written = [ConversionResult("onnx", "m.int8.onnx", 0.3, 1, None, quantization="int8"),
                ConversionResult("onnx", "m.onnx", 0.1, 1, None, quantization="none")]
-    exc = _partial(written, 3, {Format.OPENVINO: AccuracyError("m.int8_openvino loses too much accuracy")})
+    exc = partial_failure(written, 3, {Format.OPENVINO: AccuracyError("m.int8_openvino loses too much accuracy")})
     assert str(exc).startswith("1 of 3 formats failed (written: onnx (int8), onnx) | openvino: m.int8_openvino")
 
 

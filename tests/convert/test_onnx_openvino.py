@@ -112,13 +112,13 @@ def test_bf16_is_an_accuracy_gated_mode_of_the_openvino_hop_only(cnn_tf, tmp_pat
 
 def test_int8_by_nncf_at_the_openvino_hop_through_the_cli(cnn_tf, tmp_path):
     pytest.importorskip("nncf", reason="NNCF is not installed (pip install 'modelkit[openvino]')")
-    from modelkit.converters import _quantizing_edge
+    from modelkit.converters.planning import quantizing_edge
     from modelkit.converters.registry import plan
 
     # int8 to openvino quantizes the openvino hop (NNCF on the IR), after an exact ONNX; int8 to tvm still
     # quantizes the onnx hop (onnxruntime QDQ), as before
-    assert _quantizing_edge(plan(Format.KERAS, Format.OPENVINO), "int8").target == Format.OPENVINO
-    assert _quantizing_edge(plan(Format.KERAS, Format.TVM), "int8").target == Format.ONNX
+    assert quantizing_edge(plan(Format.KERAS, Format.OPENVINO), "int8").target == Format.OPENVINO
+    assert quantizing_edge(plan(Format.KERAS, Format.TVM), "int8").target == Format.ONNX
     # 0.03: the gate's mechanics are under test, not NNCF's accuracy on one CPU's int8 kernels (measured 0.0056
     # here, 2 of 360 samples; the default 0.01 would leave one sample of margin on another CPU)
     r = CliRunner().invoke(main, ["convert", str(cnn_tf), "--to", "openvino", "--quantize", "int8",

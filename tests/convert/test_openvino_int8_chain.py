@@ -26,14 +26,14 @@ def _onnx_kinds(path: Path) -> tuple[set[str], set[int]]:
 
 
 def test_the_plan_quantizes_onnx_at_its_hop_and_openvino_at_its_own_from_an_exact_onnx(tmp_path):
-    from modelkit.converters import _quantizing_edge, output_path
+    from modelkit.converters.planning import output_path, quantizing_edge
     from modelkit.converters.registry import plan
     from modelkit.formats import Format
 
     to_onnx, to_openvino = plan(Format.KERAS, Format.ONNX), plan(Format.KERAS, Format.OPENVINO)
-    assert _quantizing_edge(to_onnx, "int8") is to_onnx[0]
+    assert quantizing_edge(to_onnx, "int8") is to_onnx[0]
     assert [(e.source, e.target) for e in to_openvino] == [(Format.KERAS, Format.ONNX), (Format.ONNX, Format.OPENVINO)]
-    assert _quantizing_edge(to_openvino, "int8") is to_openvino[1]  # not the onnx hop: it stays exact
+    assert quantizing_edge(to_openvino, "int8") is to_openvino[1]  # not the onnx hop: it stays exact
     src = tmp_path / "cnn.keras"
     assert [output_path(src, f, tmp_path, tag).name for f, tag in
             ((Format.ONNX, "int8"), (Format.ONNX, None), (Format.OPENVINO, "int8"))] == [

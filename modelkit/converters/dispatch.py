@@ -1,0 +1,127 @@
+"""The parent side of a conversion: each hop of the plan (Hop), reused when a verified intermediate is already
+there, else run in a child per backend (modelkit.converters.hop runs it there), with a progress bar."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import _child
+from .. import manifest as _manifest
+from ..errors import ConversionError, ManifestError
+from .registry import EdgeSpec
+from .result import ConversionResult
+
+
+@dataclass
+class Hop:
+    """One hop of the plan: its routes (in order), source and destination, and the routes tried so far."""
+
+    specs: list[EdgeSpec]
+    src: Path
+    dest: Path
+    tried: list[dict[str, Any]]
+    quantize: str | None = None  # this hop's own quantization mode, when it differs from the conversion's
+    mode: str = "none"  # the quantization its artifact carries (its name says it: cnn.int8.onnx)
+    index: int = 0  # 1-based, in plan order (progress lines)
+    next: int = 0  # the index in specs of the next route to try
+    result: ConversionResult | None = None
+    error: BaseException | None = None  # it failed (a conversion to several formats goes on without it)
+
+    @property
+    def backend(self) -> str:
+        return self.specs[self.next].backend or ""
+
+
+def reuse(hop: Hop, options: dict[str, Any], verify: bool) -> bool:
+    """An intermediate artifact already there (the ONNX file on the way to OpenVINO, written by an earlier
+    `--to onnx`) is reused, not refused, when its manifest says modelkit made it from this very source (same
+    sha256), it is unchanged since (same sha256), it passed its check and it carries the same quantization and
+    options; the hop is then done (hop.result, from the manifest). Anything else: False, and the usual
+    ArtifactExistsError follows."""
+    if not hop.dest.exists() or not hop.src.exists():
+        return False
+    try:
+        m = _manifest.read(hop.dest)
+    except ManifestError:  # damaged: not reusable (the refusal that follows names the file)
+        return False
+    if m is None or not m.chain or (m.quantization or "none") != hop.mode:
+        return False
+    if verify and not (m.parity or {}).get("ok"):
+        return False
+    made_with = m.chain[-1].get("options") or {}
+    lossy_keys = {"quantize", "calibration_data", "eval_data", "max_accuracy_drop"}
+    if any(made_with.get(k, v) != v for k, v in options.items() if k in made_with and
+           (hop.mode != "none" or k not in lossy_keys) and k != "quantize"):
+        return False
+    if (m.source or {}).get("sha256") != _manifest.sha256_of(hop.src) or m.sha256 != _manifest.sha256_of(hop.dest):
+        return False
+    hop.result = ConversionResult(m.format, str(hop.dest), 0.0, m.size_bytes, m.parity, m.quantization,
+                                  (m.extra or {}).get("accuracy"), {"reused": True})
+    from .._text import progress
+
+    progress(f"reusing {hop.dest.name}: made from this {hop.src.name} by modelkit, verified and unchanged "
+             "(--force converts it again)")
+    return True
+
+
+def run(hops: list[Hop], common: dict[str, Any], timeout: float | None, keep_going: bool = False) -> None:
+    """_run_plan, with a progress bar over the hops on a terminal when there are several (their lines, printed by
+    the children, go above it)."""
+    from .._progress import steps
+
+    with steps(len(hops), "convert", bar=len(hops) > 1) as bar:
+        _run_plan(hops, common, timeout, keep_going, bar)
+        bar.set(sum(h.result is not None or h.error is not None for h in hops))
+
+
+def _run_plan(hops: list[Hop], common: dict[str, Any], timeout: float | None, keep_going: bool, bar: Any) -> None:
+    """Run the hops in children, one per backend among the hops whose source exists: a child gets every such
+    hop whose next route needs its backend; a hop whose routes in that child all failed goes on with its
+    next route in a later child (modelkit.converters.routes). Each hop ends with its `result`; with
+    keep_going, a failed hop ends with its `error` instead (and so do the hops that read its artifact), and
+    the others go on; else its error is raised."""
+    from .routes import next_batch
+
+    for i, hop in enumerate(hops, start=1):
+        hop.index = i
+    pending = [h for h in hops if h.result is None]  # a reused intermediate is done already
+    while pending:
+        for hop in pending:  # the hops that read a failed hop's artifact fail with its cause
+            hop.error = next((h.error for h in hops if h.dest == hop.src and h.error is not None), None)
+        pending = [h for h in pending if h.error is None]
+        bar.set(sum(h.result is not None or h.error is not None for h in hops))
+        if not pending:
+            break
+        waiting = {h.dest for h in pending}
+        ready = sorted((h for h in pending if h.src not in waiting), key=lambda h: (h.backend, h.index))
+        group = [h for h in ready if h.backend == ready[0].backend]
+        payload = []
+        for hop in group:
+            batch = next_batch(hop.specs, hop.next)
+            payload.append({"src": str(hop.src), "dest": str(hop.dest), "source": hop.specs[0].source.value,
+                            "target": hop.specs[0].target.value, "routes": [e.route for e in batch],
+                            "tried": hop.tried, "last": hop.next + len(batch) == len(hop.specs),
+                            "index": hop.index, **common,
+                            **({"options": {**common["options"], "quantize": hop.quantize}} if hop.quantize else {})})
+        backend = group[0].specs[group[0].next].backend
+        try:
+            got = _child.run("modelkit.converters.hop:run_hops", {"hops": payload, "keep_going": keep_going},
+                             backend=backend, timeout=timeout, error=ConversionError, what="the conversion")
+        except ConversionError as exc:  # the child died or timed out: every hop it had fails with that
+            if not keep_going:
+                raise
+            for hop in group:
+                hop.error = exc
+            continue
+        for hop, r in zip(group, got):
+            if "error" in r:
+                hop.error = _child.rebuild(r["error"], ConversionError)
+                continue
+            if "failed" in r:  # every route this child could try failed: the next ones run in another child
+                hop.tried = r["failed"]
+                hop.next += len(next_batch(hop.specs, hop.next))
+                continue
+            hop.result = ConversionResult(r["format"], r["path"], r["seconds"], r["size_bytes"], r["parity"],
+                                          r.get("quantization"), r.get("accuracy"), r.get("route"))
+        pending = [h for h in pending if h.result is None and h.error is None]

@@ -1,0 +1,46 @@
+"""What `convert` returns (ConversionResult per artifact written) and raises when some formats failed."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import first_line, retyped
+from ..formats import Format
+
+
+@dataclass
+class ConversionResult:
+    format: str
+    path: str
+    seconds: float
+    size_bytes: int | None
+    parity: dict[str, Any] | None
+    quantization: str | None = None
+    accuracy: dict[str, Any] | None = None  # lossy hops: source/artifact accuracy, drop, argmax agreement
+    route: dict[str, Any] | None = None  # {"taken": route name, "tried": [{"route", "type", "error"}, ...], ...}
+
+    @property
+    def max_abs(self) -> float | None:
+        outs = (self.parity or {}).get("outputs") or []
+        return max((o["max_abs"] for o in outs), default=None)
+
+
+
+def partial_failure(results: list[ConversionResult], asked: int,
+                    failures: dict[Format, BaseException]) -> BaseException:
+    """Some of the `asked` formats failed: the first failure's type (typed as the hop raised it), a message
+    naming each failed format and its reason and what was written, and `.results` (written) and `.failures`
+    ({format: message}) for callers; the failure of a one-format conversion is raised as is."""
+    first = next(iter(failures.values()))
+    if asked == 1:
+        return first
+    written = ", ".join(r.format + (f" ({r.quantization})" if (r.quantization or "none") != "none" else "")
+                        for r in results) or "nothing"  # onnx (int8), onnx: the quantized file and its exact source
+    by_reason: dict[str, list[str]] = {}  # one cause (an unregistered class) is said once for its formats
+    for f, e in failures.items():
+        by_reason.setdefault(first_line(e), []).append(f.value)
+    reasons = " | ".join(f"{', '.join(fs)}: {reason}" for reason, fs in by_reason.items())
+    exc = retyped(type(first), f"{len(failures)} of {asked} formats failed (written: {written}) | {reasons}",
+                  getattr(first, "report", None))
+    exc.results, exc.failures = results, {f.value: str(e) for f, e in failures.items()}  # type: ignore[attr-defined]
+    return exc
