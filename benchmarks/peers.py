@@ -281,30 +281,42 @@ def verdict(results: list[dict[str, Any]]) -> list[str]:
     peers = [r for r in exact if not r["row"].startswith("modelkit")]
     lines = []
     if mine and peers:
-        best_mine, best_peer = min(mine, key=lambda r: r["p50_ms"]), min(peers, key=lambda r: r["p50_ms"])
-        ratio = best_mine["p50_ms"] / best_peer["p50_ms"]
-        lines.append(f"best exact modelkit artifact {best_mine['row']} {best_mine['p50_ms']:.3f} ms vs best exact "
-                     f"peer {best_peer['row']} {best_peer['p50_ms']:.3f} ms: {ratio:.2f}x (goal <= 1.0x: "
-                     f"{'met' if ratio <= 1.0 else 'not met'})")
+        best_mine, best_peer = _fastest(mine), _fastest(peers)
+        lines.append(f"best exact modelkit artifact {_at(best_mine)} vs best exact peer {_at(best_peer)}: "
+                     f"{_goal(best_mine['p50_ms'] / best_peer['p50_ms'], '<=', 1.0)}")
     for engine in ("onnx", "tflite", "openvino"):
         fp32, q = by.get(f"modelkit {engine}"), by.get(f"modelkit {engine} int8")
         if fp32 and q:
             speedup = fp32["p50_ms"] / q["p50_ms"]
             lines.append(f"int8 {engine}: {speedup:.2f}x its fp32 ({q['p50_ms']:.3f} vs {fp32['p50_ms']:.3f} ms)"
-                         f"{_drop(q, fp32)} (goal >= 2x: {'met' if speedup >= 2 else 'not met'})")
+                         f"{_drop(q, fp32)} {_goal(speedup, '>=', 2, shown=False)}")
     gated = [r for r in results if r["row"].startswith("modelkit") and _lossy(r["row"])]
     if gated and exact:
-        fast, best = min(gated, key=lambda r: r["p50_ms"]), min(exact, key=lambda r: r["p50_ms"])
+        fast, best = _fastest(gated), _fastest(exact)
         speedup = best["p50_ms"] / fast["p50_ms"]
-        lines.append(f"fastest accuracy-gated artifact {fast['row']} {fast['p50_ms']:.3f} ms vs fastest exact "
-                     f"{best['row']} {best['p50_ms']:.3f} ms: {speedup:.2f}x{_drop(fast, best)} (goal >= 2x: "
-                     f"{'met' if speedup >= 2 else 'not met'})")
+        lines.append(f"fastest accuracy-gated artifact {_at(fast)} vs fastest exact {_at(best)}: {speedup:.2f}x"
+                     f"{_drop(fast, best)} {_goal(speedup, '>=', 2, shown=False)}")
         silent = by.get("OpenVINO default")
         if silent:
             lines.append(f"vs OpenVINO's own default ({silent['note'].split('(')[-1].rstrip(')')}, not gated) "
                          f"{silent['p50_ms']:.3f} ms: {silent['p50_ms'] / fast['p50_ms']:.2f}x"
                          f"{_drop(fast, silent)}")
     return lines or ["goal: n/a"]
+
+
+def _fastest(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return min(rows, key=lambda r: r["p50_ms"])
+
+
+def _at(row: dict[str, Any]) -> str:
+    return f"{row['row']} {row['p50_ms']:.3f} ms"
+
+
+def _goal(ratio: float, op: str, target: float, shown: bool = True) -> str:
+    """'1.02x (goal <= 1.0x: not met)'; shown=False leaves the ratio out (the sentence already has it)."""
+    met = ratio <= target if op == "<=" else ratio >= target
+    head = f"{ratio:.2f}x " if shown else ""
+    return f"{head}(goal {op} {target}x: {'met' if met else 'not met'})"
 
 
 def _drop(lossy: dict[str, Any], exact: dict[str, Any]) -> str:

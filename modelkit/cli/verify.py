@@ -57,17 +57,13 @@ def command(reference: str, candidate: str, atol: float | None, batches: tuple[i
 def _note_quantized(*paths: str) -> None:
     """A quantized artifact (its manifest says so) is not expected to match within a float atol: say so, and
     what its conversion judged it by, before the failure line."""
-    from .. import manifest as _manifest
-    from ..errors import ManifestError
+    from ..converters.verify import quantized_manifest
 
     for path in paths:
-        try:
-            m = _manifest.read(path)
-        except ManifestError:
+        m = quantized_manifest(path)
+        if m is None:
             continue
-        mode = (m.quantization if m is not None else None) or "none"
-        if mode in ("none", "fp32"):
-            continue
+        mode = m.quantization
         acc = (m.extra or {}).get("accuracy") or {}
         judged = (f"; its conversion judged it by accuracy: {acc['source_accuracy']:.4f} -> "
                   f"{acc['artifact_accuracy']:.4f} (drop {acc['drop']:+.4f}) on {acc['data']}"

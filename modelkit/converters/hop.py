@@ -104,7 +104,7 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
         check_support(src_p, edge.target, route=edge.route)  # typed refusal naming the layer, before any work
         call_opts["trust_unsafe_code"] = trust_unsafe_code
     src_manifest = _manifest.read(src_p)
-    reference, plan = None, None
+    reference, plan, evals = None, None, None
     first = get_edge(edge.source, edge.target).route == edge.route
     tag = f"[{index}/{total}] {edge.source.value} -> {edge.target.value}" + ("" if first else f" (route {edge.route})")
     _atomic.remove_stale_partials(dest_p)
@@ -115,7 +115,8 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
             reference = _reference(src_p, edge, trust_unsafe_code)
             plan = _plan(reference, src_manifest, data)
             if lossy and eval_data and plan.source in ("inferred", "uniform"):
-                plan = _eval_plan(reference, src_manifest, eval_data)
+                evals = _q.eval_set(src_manifest, reference.signature, eval_data)  # read once: the gate uses it too
+                plan = _eval_plan(reference, src_manifest, evals)
         progress(f"{tag}: converting {src_p.name} ...")
         tmp = tmpdir / dest_p.name
         t0 = time.perf_counter()
@@ -134,7 +135,7 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
                                     ranges=plan.ranges)
             report.candidate = str(dest_p)  # the name it is written at, not the partial folder it was checked in
             if lossy:
-                inputs, labels, label = _q.eval_set(src_manifest, reference.signature, eval_data)
+                inputs, labels, label = evals or _q.eval_set(src_manifest, reference.signature, eval_data)
                 accuracy = _q.accuracy_gate(reference, candidate, inputs, labels, max_drop, label, mode)
         source_sig = reference.signature if reference is not None else (src_manifest.sig if src_manifest else None)
         signature = _in_source_order(candidate.signature, source_sig)
@@ -226,12 +227,12 @@ def _plan(reference: Any, src_manifest: Any, data: str | None) -> InputPlan:
     return plan_inputs(reference.signature, reference, src_manifest, samples, Path(data).name if data else None)
 
 
-def _eval_plan(reference: Any, src_manifest: Any, eval_data: str) -> InputPlan:
+def _eval_plan(reference: Any, src_manifest: Any, evals: tuple[dict[str, np.ndarray], Any, str]) -> InputPlan:
     """A lossy hop with the user's --eval-data and no real samples of its own: parity runs on (the first
     EVAL_PARITY_ROWS of) those samples, the inputs the artifact is meant for. Synthetic inputs lie outside the
     calibrated ranges, where int8 is wrong by design (a MobileNetV2 trained on digits: cosine 0.94 on uniform
     noise, 0.9995 on its test images, the same accuracy)."""
-    inputs, _labels, label = _q.eval_set(src_manifest, reference.signature, eval_data)
+    inputs, _labels, label = evals
     rows = {k: v[:EVAL_PARITY_ROWS] for k, v in inputs.items()}
     return plan_inputs(reference.signature, reference, src_manifest, rows, f"{label}, first {EVAL_PARITY_ROWS} rows")
 

@@ -350,9 +350,9 @@ def verify_artifacts(a: str | os.PathLike, b: str | os.PathLike, tolerance: Tole
 
         edge = edges().get((detect(a), detect(b)))
         tolerance = edge.tolerance if edge else Tolerance(atol=1e-4, min_cosine=0.9999)
-        mode = _quantization_of(b) or _quantization_of(a)
-        if mode is not None:
-            tolerance = tolerance_for(mode, tolerance)
+        quantized = quantized_manifest(b) or quantized_manifest(a)
+        if quantized is not None:
+            tolerance = tolerance_for(quantized.quantization, tolerance)
     if atol is not None:
         tolerance = Tolerance(atol=atol, min_cosine=tolerance.min_cosine,
                               min_argmax_agreement=tolerance.min_argmax_agreement, float32_floor=False)
@@ -367,8 +367,9 @@ def verify_artifacts(a: str | os.PathLike, b: str | os.PathLike, tolerance: Tole
     return report
 
 
-def _quantization_of(path: str | os.PathLike) -> str | None:
-    """The lossy mode an artifact's manifest records, else None (none, no manifest, or an unreadable one)."""
+def quantized_manifest(path: str | os.PathLike) -> Any:
+    """The manifest of an artifact that records a lossy mode (`.quantization`: int8, bf16, ...), else None (not
+    quantized, no manifest, or an unreadable one)."""
     from .. import manifest as _manifest
     from ..errors import ManifestError
 
@@ -376,5 +377,4 @@ def _quantization_of(path: str | os.PathLike) -> str | None:
         m = _manifest.read(path)
     except ManifestError:
         return None
-    mode = (m.quantization if m is not None else None) or "none"
-    return None if mode in ("none", "fp32") else mode
+    return m if m is not None and (m.quantization or "none") not in ("none", "fp32") else None
