@@ -257,10 +257,19 @@ def _build_manifest(src: Path, edge: Any, info: dict[str, Any], opts: dict[str, 
         signature=signature.to_dict(),
         source={"path": str(src), "format": edge.source.value, "sha256": _manifest.sha256_of(src)},
         chain=chain, opset=info.get("opset"), ir_version=info.get("ir_version"),
-        quantization=info.get("quantization"), parity=report.to_dict() if report else None,
+        quantization=_quantization(info, src_manifest), parity=report.to_dict() if report else None,
         training=src_manifest.training if src_manifest else None,
         target=info.get("target"), extra=_extra(info, report, signature),
     )
+
+
+def _quantization(info: dict[str, Any], src_manifest: Any) -> str | None:
+    """The artifact's quantization: the edge's own mode, else its source's lossy one (the int8 onnx -> tvm hop
+    compiles a quantized graph: an int8 artifact, which `modelkit verify` and inspect must know)."""
+    own = info.get("quantization")
+    if _q.is_lossy(own) or src_manifest is None or not _q.is_lossy(src_manifest.quantization):
+        return own
+    return src_manifest.quantization
 
 
 def _extra(info: dict[str, Any], report: Any, signature: Any) -> dict[str, Any]:
