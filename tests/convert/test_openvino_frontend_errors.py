@@ -45,3 +45,22 @@ def test_an_op_without_a_conversion_rule_is_named_in_the_error(tmp_path):
     assert str(info.value) == ("OpenVINO could not convert frob.onnx: "
                                "No conversion rule found for operations: com.example.Frobnicate")
     assert not (tmp_path / "frob_openvino").exists()
+
+
+def test_a_tf2onnx_loop_gets_the_route_that_converts(tiny_onnx):
+    import modelkit
+    from modelkit import manifest as _manifest
+    from modelkit.converters.onnx_openvino import _route_hint
+
+    reason = frontend_reason(RuntimeError(GRU_LOOP))
+    assert _route_hint(tiny_onnx, reason) == ""  # no manifest: no claim about where the Loop came from
+    sig = modelkit.load(tiny_onnx).signature.to_dict()
+    made = _manifest.Manifest(format="onnx", signature=sig, source={"path": "m.keras", "format": "keras"},
+                              extra={"route": {"taken": "tf2onnx", "tried": []}})
+    _manifest.write(tiny_onnx, made)
+    hint = _route_hint(tiny_onnx, reason)
+    assert "as an ONNX Loop" in hint and "--route torch" in hint
+    assert _route_hint(tiny_onnx, "No conversion rule found for operations: com.example.Frobnicate") == ""
+    made.extra["route"]["taken"] = "torch"
+    _manifest.write(tiny_onnx, made)
+    assert _route_hint(tiny_onnx, reason) == ""
