@@ -42,23 +42,76 @@ def count_flops(path: str | os.PathLike, batch: int) -> dict[str, Any]:
         model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except (RuntimeError, onnx.shape_inference.InferenceError) as exc:  # type: ignore[attr-defined]
         raise LoadError(f"{p}: ONNX shape inference failed ({exc})") from exc
-    g = model.graph
-    shapes: dict[str, tuple[int, ...] | None] = {}
+    by_op: dict[str, int] = {}
+    unknown: set[str] = set()
+    _graph_flops(model.graph, {}, {}, 1, by_op, unknown)
+    return {"total": sum(by_op.values()), "by_op": dict(sorted(by_op.items(), key=lambda kv: -kv[1])),
+            "unknown": sorted(unknown)}
+
+
+def _graph_flops(g: Any, outer: dict[str, tuple[int, ...] | None], outer_consts: dict[str, Any], times: int,
+                 by_op: dict[str, int], unknown: set[str]) -> None:
+    """Add `times` x the FLOPs of graph `g` (the model's, or a Loop's body, which sees its outer scope's names).
+    A Loop with a constant trip count counts its body that many times (tf2onnx writes Keras' LSTM / GRU as one:
+    counted as its output's elements before, the recurrent MatMuls were missing)."""
+    from onnx import numpy_helper
+
+    shapes = dict(outer)
+    consts = dict(outer_consts)
     for vi in [*g.input, *g.value_info, *g.output]:
         shapes[vi.name] = _shape(vi)
     for t in g.initializer:
         shapes[t.name] = tuple(int(d) for d in t.dims)
-    by_op: dict[str, int] = {}
-    unknown: set[str] = set()
+        if len(t.dims) <= 1 and t.data_type == 7:  # int64 scalars: a Loop's trip count
+            consts[t.name] = t
+    if outer:  # a Loop body: its carried inputs (after the iteration number and condition) take the outer shapes
+        for parent_name, vi in zip(g.input[2:], outer_consts.get("__loop_inputs__", [])):
+            if shapes.get(parent_name.name) is None:
+                shapes[parent_name.name] = outer.get(vi)
     for node in g.node:
+        if node.output and shapes.get(node.output[0]) is None:
+            shapes[node.output[0]] = _propagated(node, shapes)
+        if node.op_type == "Loop":
+            trips = consts.get(node.input[0]) if node.input and node.input[0] else None
+            body = _attr(node, "body", None)
+            if trips is None or body is None:
+                unknown.add("Loop")
+                continue
+            count = int(numpy_helper.to_array(trips).reshape(-1)[0])
+            _graph_flops(body, shapes, {**consts, "__loop_inputs__": list(node.input[2:])}, times * max(count, 0),
+                         by_op, unknown)
+            for out, carried in zip(node.output, node.input[2:]):  # final carried values keep their shapes
+                if shapes.get(out) is None:
+                    shapes[out] = shapes.get(carried)
+            continue
         n = _node_flops(node, shapes)
         if n is None:
             unknown.add(node.op_type)
             continue
         if n:
-            by_op[node.op_type] = by_op.get(node.op_type, 0) + n
-    return {"total": sum(by_op.values()), "by_op": dict(sorted(by_op.items(), key=lambda kv: -kv[1])),
-            "unknown": sorted(unknown)}
+            by_op[node.op_type] = by_op.get(node.op_type, 0) + n * times
+
+
+ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Tanh", "Softmax", "Neg", "Sqrt", "Reciprocal",
+               "Exp", "Log", "Abs", "Clip", "Max", "Min", "Pow", "Where", "Erf", "HardSigmoid", "LeakyRelu"}
+
+
+def _propagated(node: Any, shapes: dict[str, tuple[int, ...] | None]) -> tuple[int, ...] | None:
+    """An output shape onnx's inference left open inside a Loop body (its carried state's type is unset there),
+    from the inputs' shapes: elementwise ops broadcast, MatMul's last two axes; else None."""
+    import numpy as np
+
+    ins = [shapes.get(i) if i else None for i in node.input]
+    if not ins or any(x is None for x in ins):
+        return None
+    try:
+        if node.op_type in ELEMENTWISE:
+            return tuple(int(d) for d in np.broadcast_shapes(*ins))
+        if node.op_type == "MatMul" and len(ins[0]) >= 2 and len(ins[1]) >= 2:
+            return (*np.broadcast_shapes(ins[0][:-2], ins[1][:-2]), ins[0][-2], ins[1][-1])
+    except ValueError:
+        return None
+    return None
 
 
 def _fix_batch(model: Any, batch: int) -> None:
