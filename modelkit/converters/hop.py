@@ -27,6 +27,7 @@ import numpy as np
 from .. import _atomic
 from .. import manifest as _manifest
 from .._text import progress
+from ..errors import ModelkitError
 from ..formats import FOLDER_SUFFIXES, Format
 from ..keras_io.inputs import parse_input_specs, using_input_spec
 from . import quantize as _q
@@ -172,6 +173,17 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
         _atomic.check_writable(dest_p, force)
         _manifest.write(dest_p, m, content=tmp)
         _atomic.replace(tmp, dest_p, force)
+    except ModelkitError as exc:
+        if str(tmpdir) not in str(exc):
+            raise
+        # the candidate failed while checked in its partial folder (an engine that names its file: ExecuTorch's
+        # "failed running this program"), which is removed below: name the artifact asked for, and that it is not
+        # there, not a path that no longer exists
+        from ..errors import retyped
+
+        where = str(tmpdir / dest_p.name)
+        msg = str(exc).replace(where, f"{dest_p} (not written)").replace(str(tmpdir), str(dest_p.parent))
+        raise retyped(type(exc), msg, getattr(exc, "report", None)) from exc
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     progress(f"{tag}: wrote {dest_p} in {seconds:.1f} s; {_verdict(report, accuracy, mode)}")
