@@ -53,7 +53,7 @@ def run_routes(src: str, dest: str, source: str, target: str, routes: list[str] 
             if isinstance(exc, UnregisteredClassError) or (last and name == names[-1] and not done):
                 raise  # the only route tried: its own error, unchanged
             done.append(failure(name, exc))
-            progress(f"{source} -> {target}: route '{name}' failed ({type(exc).__name__}): {_text(exc)[:300]}")
+            progress(f"{source} -> {target}: route '{name}' failed ({type(exc).__name__}): {clipped(_text(exc), 300)}")
     if last:
         raise combined_error(src, source, target, done)
     return {"failed": done, "path": dest}
@@ -161,10 +161,19 @@ def next_batch(specs: list[EdgeSpec], start: int) -> list[EdgeSpec]:
     return batch
 
 
+def clipped(text: str, limit: int) -> str:
+    """`text` cut to about `limit` characters at a word boundary, with "..." where it was cut (a line cut
+    mid-word read as the whole reason: "... express only )"); the full text is in the manifest (extra.route)."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0].rstrip(",;:")
+    return f"{cut} ..."
+
+
 def describe(route: dict[str, Any] | None) -> str | None:
     """"torch (tf2onnx failed: ...)" for a hop that did not take its first route; None otherwise."""
     if not route or not route.get("tried"):
         return None
-    why = "; ".join(f"{t['route']} failed: {t['error'][:160]}" for t in route["tried"])
+    why = "; ".join(f"{t['route']} failed: {clipped(t['error'], 160)}" for t in route["tried"])
     return f"route '{route['taken']}' ({why})"
 
