@@ -127,7 +127,7 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
         finals.append(current)
     existing = []
     for hop in hops:
-        if not force and hop.dest not in finals and not route_names and reuse(hop, options, verify):
+        if not force and hop.dest not in finals and reuse(hop, options, verify):
             continue
         if not force and hop.dest.exists():
             existing.append(hop.dest)

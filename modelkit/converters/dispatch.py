@@ -36,8 +36,9 @@ class Hop:
 def reuse(hop: Hop, options: dict[str, Any], verify: bool) -> bool:
     """An intermediate artifact already there (the ONNX file on the way to OpenVINO, written by an earlier
     `--to onnx`) is reused, not refused, when its manifest says modelkit made it from this very source (same
-    sha256), it is unchanged since (same sha256), it passed its check and it carries the same quantization and
-    options; the hop is then done (hop.result, from the manifest). Anything else: False, and the usual
+    sha256), it is unchanged since (same sha256), it passed its check, was made by a route this conversion
+    allows (hop.specs: all of the pair's, or those --route keeps) and carries the same quantization and options;
+    the hop is then done (hop.result, from the manifest). Anything else: False, and the usual
     ArtifactExistsError follows."""
     if not hop.dest.exists() or not hop.src.exists():
         return False
@@ -49,6 +50,8 @@ def reuse(hop: Hop, options: dict[str, Any], verify: bool) -> bool:
         return False
     if verify and not (m.parity or {}).get("ok"):
         return False
+    if ((m.extra or {}).get("route") or {}).get("taken") not in {s.route for s in hop.specs}:
+        return False  # made by a route this conversion does not allow (`--route torch`: a tf2onnx file is not reused)
     made_with = m.chain[-1].get("options") or {}
     lossy_keys = {"quantize", "calibration_data", "eval_data", "max_accuracy_drop"}
     if any(made_with.get(k, v) != v for k, v in options.items() if k in made_with and

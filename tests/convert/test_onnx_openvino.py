@@ -161,3 +161,14 @@ def test_the_onnx_on_the_way_is_reused_when_modelkit_made_it_from_this_source(cn
     with pytest.raises(ArtifactExistsError, match="cnn_tf.onnx exists; pass --force"):
         modelkit.convert(cnn_tf, "openvino", out_dir=tmp_path)
     assert onnx_path.read_bytes() == before[0] + b"\0" and not (tmp_path / "cnn_tf_openvino").exists()
+
+
+def test_the_onnx_on_the_way_is_reused_under_the_route_that_made_it(cnn_tf, tmp_path):
+    """`--route torch` kept every intermediate from being reused, even one that route made; now a file made by a
+    route the conversion allows is reused, and one made by another route is refused as before."""
+    modelkit.convert(cnn_tf, "onnx", out_dir=tmp_path, route="torch")
+    results = modelkit.convert(cnn_tf, "openvino", out_dir=tmp_path, route="torch")
+    assert [r.route for r in results][0] == {"reused": True} and results[-1].parity["ok"]
+    exists = r"2 artifacts exist: \S+cnn_tf\.onnx, \S+cnn_tf_openvino; pass --force"
+    with pytest.raises(ArtifactExistsError, match=exists):
+        modelkit.convert(cnn_tf, "openvino", out_dir=tmp_path, route="tf2onnx")  # the torch-made ONNX: not reused
