@@ -116,6 +116,15 @@ class UnregisteredClassError(UnsupportedConversionError):
     conversion stops at once (the message names --import)."""
 
 
+class OptimizeError(ModelkitError):
+    """`modelkit optimize` cannot pick an artifact: no candidate meets the limits (the message lists the closest
+    and what each missed by; `.report` holds the same), or its inputs are wrong."""
+
+    def __init__(self, message: str, report: object = None):
+        super().__init__(message)
+        self.report = report
+
+
 def first_line(exc: BaseException) -> str:
     """An error's first line for a one-line message (its type's name when it says nothing); for Keras'
     "Exception encountered when calling X.call()." the reason too, which Keras puts on the next line."""
@@ -132,6 +141,6 @@ def retyped(cls: type[ModelkitError], message: str, report: object = None) -> Mo
     `cls.__init__`, whose signature varies: a child's error rebuilt in the parent, or a summary of failures."""
     exc = cls.__new__(cls)
     Exception.__init__(exc, message)
-    if isinstance(exc, ParityError):
+    if isinstance(exc, (ParityError, OptimizeError)):
         exc.report = report
     return exc
