@@ -15,7 +15,8 @@ def _names(rows: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(r["name"] for r in rows))
 
 
-def _png(fig: Any) -> str:
+def png_base64(fig: Any) -> str:
+    """A matplotlib figure as a base64 PNG (for an <img src="data:...">), the figure then closed."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -60,7 +61,7 @@ def _grouped(rows: list[dict[str, Any]], value: Any, title: str, ylabel: str, lo
         if log:
             ax.set_yscale("log")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _png(fig)
+    return png_base64(fig)
 
 
 def _per_artifact(rows: list[dict[str, Any]], value: Any, title: str, xlabel: str) -> str:
@@ -74,7 +75,7 @@ def _per_artifact(rows: list[dict[str, Any]], value: Any, title: str, xlabel: st
     ax.set_xlabel(xlabel)
     ax.set_title(title)
     ax.invert_yaxis()
-    return _png(fig)
+    return png_base64(fig)
 
 
 def render_all(result: dict[str, Any]) -> list[tuple[str, str]]:
