@@ -14,12 +14,19 @@ they would otherwise tear: modelkit._progress), so progress shows either way.
 
 - `run(...)`: one child, waited for, with a timeout and Ctrl-C handling; returns its result.
 - `start(...)`: a child left running (several side by side: distributed training); `Child.result()`.
+- `serve(...)`: a persistent child holding one object (a loaded model being timed) that answers requests one
+  by one: `Worker.ready()`, `Worker.call(method, kwargs, timeout)`, `Worker.stop()`. Requests go as JSON lines
+  on the child's stdin; replies come back as JSON lines on a private pipe (not stdout, which engines print
+  to), so the child's own output is treated as above and never corrupts a reply. Every wait is bounded; a
+  child that dies, or does not answer in time (then killed), is the caller's error class naming `what`.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -99,23 +106,30 @@ def start(func: str, kwargs: dict[str, Any], out: Path, env: dict[str, str] | No
 
     The child runs in its own session, so a terminal's Ctrl-C reaches only this process (see run()).
     """
-    sink = None if _progress.live() else _stderr_fd()
-    if quiet:
-        streams: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    elif sink is not None:
-        streams = {"stdout": sink, "stderr": sink}
-    else:
-        streams = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
     proc = subprocess.Popen([sys.executable, "-m", "modelkit._child", str(out)], stdin=subprocess.PIPE, text=True,
-                            env=env if env is not None else child_env(), start_new_session=True, **streams)
+                            env=env if env is not None else child_env(), start_new_session=True, **_streams(quiet))
     assert proc.stdin is not None
     proc.stdin.write(json.dumps({"func": func, "kwargs": kwargs}))  # small: the child reads it first
     proc.stdin.close()
-    relay = None
-    if proc.stdout is not None:
-        relay = threading.Thread(target=_relay, args=(proc.stdout,), daemon=True)
-        relay.start()
-    return Child(proc, out, what or func, error, relay)
+    return Child(proc, out, what or func, error, _start_relay(proc))
+
+
+def _streams(quiet: bool) -> dict[str, Any]:
+    """Where a child's stdout and stderr go: nowhere (quiet), this process's stderr, or a pipe to relay."""
+    sink = None if _progress.live() else _stderr_fd()
+    if quiet:
+        return {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    if sink is not None:
+        return {"stdout": sink, "stderr": sink}
+    return {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+
+
+def _start_relay(proc: subprocess.Popen) -> threading.Thread | None:
+    if proc.stdout is None:
+        return None
+    relay = threading.Thread(target=_relay, args=(proc.stdout,), daemon=True)
+    relay.start()
+    return relay
 
 
 def run(func: str, kwargs: dict[str, Any], backend: str | None = None, timeout: float | None = None,
@@ -156,6 +170,102 @@ def _wait(child: Child, timeout: float | None, grace: float) -> bool:
     except (KeyboardInterrupt, subprocess.TimeoutExpired):
         child.kill()
         raise KeyboardInterrupt from None
+
+
+@dataclass
+class Worker:
+    """A served child (see serve()): one object living in a child process, called request by request."""
+    proc: subprocess.Popen
+    replies: queue.Queue
+    what: str
+    error: type[errors.ModelkitError]
+    threads: tuple[threading.Thread | None, ...] = ()
+    started: bool = False
+
+    def ready(self, timeout: float | None = None) -> None:
+        """Wait until the child has built its object (raises what building it raised, or `error`)."""
+        if not self.started:
+            self.started = True
+            self._reply(timeout)
+
+    def call(self, method: str, kwargs: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        """Call `method(**kwargs)` on the child's object and return its JSON-able result, waiting at most
+        `timeout` seconds (then the child is killed); its errors are raised here, typed as run() does."""
+        self.ready(timeout)
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps({"method": method, "kwargs": kwargs or {}}) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):  # the child is gone (ValueError: stdin closed here)
+            self._died()
+        return self._reply(timeout)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, grace: float = 2.0) -> None:
+        """End the child: its stdin is closed (it returns), then it is killed after `grace` seconds."""
+        with contextlib.suppress(OSError):  # BrokenPipeError: the child is gone
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for t in self.threads:  # bounded: a grandchild could hold a pipe open after the child exits
+            if t is not None:
+                t.join(timeout=5)
+
+    def _reply(self, timeout: float | None) -> Any:
+        try:
+            line = self.replies.get(timeout=timeout)
+        except queue.Empty:
+            self.stop(grace=0)
+            raise self.error(f"{self.what} did not answer within {timeout:.0f} s") from None
+        if line is None:
+            self._died()
+        payload = json.loads(line)
+        if "error" in payload:
+            raise rebuild(payload["error"], self.error)
+        return payload["result"]
+
+    def _died(self) -> None:
+        self.stop(grace=5)  # its reply pipe is closed: it is exiting (one that lingers is killed)
+        raise self.error(f"{self.what} died in its child process (exit code {self.proc.returncode}); see the "
+                         "output above")
+
+
+def serve(factory: str, kwargs: dict[str, Any], env: dict[str, str] | None = None, quiet: bool = False,
+          error: type[errors.ModelkitError] = errors.WorkerError, what: str | None = None) -> Worker:
+    """Start a child that builds `factory(**kwargs)` ("pkg.module:callable", e.g. a class) and then answers
+    Worker.call() requests on the object it built, until Worker.stop(). Returns at once; Worker.ready()
+    waits for the object. The child runs in its own session (a terminal's Ctrl-C reaches this process only:
+    stop the worker in a `finally`)."""
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "modelkit._child", "--serve", str(write_fd)],
+                                stdin=subprocess.PIPE, text=True, env=env if env is not None else child_env(),
+                                start_new_session=True, pass_fds=(write_fd,), **_streams(quiet))
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)  # the child holds its copy: end of file here means the child is gone
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps({"func": factory, "kwargs": kwargs}) + "\n")
+    proc.stdin.flush()
+    replies: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=_read_replies, args=(os.fdopen(read_fd, encoding="utf-8"), replies), daemon=True)
+    reader.start()
+    return Worker(proc, replies, what or factory, error, (reader, _start_relay(proc)))
+
+
+def _read_replies(stream: IO[str], replies: queue.Queue) -> None:
+    """Queue the child's reply lines as they come; None at end of file (the child exited)."""
+    with stream:
+        for line in stream:
+            replies.put(line)
+    replies.put(None)
 
 
 def _relay(stream: IO[str]) -> None:
@@ -224,12 +334,44 @@ def _main(out_path: str) -> int:
     return 0
 
 
+def _serve(fd: int) -> int:
+    """The child side of serve(): build the object from the first stdin line, then answer one reply line on
+    `fd` per request line until stdin ends. Every failure is a reply, so the object keeps serving."""
+    _die_with_parent()
+    import logging
+
+    logging.getLogger().setLevel(logging.ERROR)
+    out = os.fdopen(fd, "w", encoding="utf-8")
+
+    def reply(payload: dict[str, Any]) -> None:
+        out.write(json.dumps(payload, default=str) + "\n")
+        out.flush()
+
+    req = json.loads(sys.stdin.readline())
+    mod_name, fn_name = req["func"].split(":")
+    try:
+        obj = getattr(importlib.import_module(mod_name), fn_name)(**req["kwargs"])
+    except BaseException as exc:
+        reply({"error": error_payload(exc)})
+        return 0
+    reply({"result": None})
+    for line in sys.stdin:
+        req = json.loads(line)
+        try:
+            if req["method"].startswith("_"):
+                raise AttributeError(f"{req['method']} is private")
+            reply({"result": getattr(obj, req["method"])(**req["kwargs"])})
+        except BaseException as exc:
+            reply({"error": error_payload(exc)})
+    return 0
+
+
 def _jsonable(obj: Any) -> Any:
     return obj.to_dict() if hasattr(obj, "to_dict") else obj
 
 
 if __name__ == "__main__":
-    code = _main(sys.argv[1])
+    code = _serve(int(sys.argv[2])) if sys.argv[1] == "--serve" else _main(sys.argv[1])
     # The result file is written and closed; skip interpreter teardown (TensorFlow's shutdown alone
     # costs ~3 s per conversion child). Flush what the child printed first.
     sys.stdout.flush()
