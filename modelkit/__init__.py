@@ -14,8 +14,8 @@ from .formats import Format, detect
 from .spec import Signature, TensorSpec
 
 __version__ = "0.1.0"
-__all__ = ["load", "convert", "compile", "verify", "detect", "Format", "Signature", "TensorSpec", "ModelkitError",
-           "errors", "__version__"]
+__all__ = ["load", "convert", "compile", "verify", "optimize", "detect", "Format", "Signature", "TensorSpec",
+           "ModelkitError", "errors", "__version__"]
 
 
 def _use(imports: Any) -> None:
@@ -149,3 +149,42 @@ def verify(a: Any, b: Any, atol: float | None = None, batch_sizes: tuple[int, ..
         return verify_artifacts(a, b, atol=atol, batch_sizes=tuple(batch_sizes), seed=seed, data=data,
                                 raise_on_failure=raise_on_failure, data_label=label,
                                 trust_unsafe_code=trust_unsafe_code)
+
+
+def optimize(model: Any, target: str = "server-cpu", data: Any = None, max_accuracy_drop: float = 0.01,
+             max_p99_ms: float | None = None, max_size_mb: float | None = None, batch: int = 1,
+             budget: str | float | None = None, out: Any = None, package: str | None = None,
+             formats: Any = None, precisions: Any = None, threads: Any = None, calibration_data: Any = None,
+             rounds: int = 5, force: bool = False, cache_dir: Any = None, imports: Any = None,
+             verbose: bool = True) -> Any:
+    """The fastest artifact of a .keras model for a target that meets the limits, chosen by measurement.
+
+    The parameters are the `modelkit optimize` flags: `target` ("server-cpu"), `data` (.npz of real inputs with
+    'y' labels: parity and the accuracy gate run on it; lossy precisions are tried only with labels),
+    `max_accuracy_drop`, `max_p99_ms`, `max_size_mb`, `batch`, `budget` ("15m": the whole search), `out` (the
+    folder for the winner, default MODEL_optimized beside it), `package` ("triton", "kserve", "torchserve",
+    "tf-serving"), `formats` / `precisions` / `threads` (narrow the candidates), `calibration_data`, `rounds`
+    (interleaved measuring rounds), `force`, `cache_dir`. Returns an OptimizeResult (`.path` of the winner,
+    `.winner`, `.decision`, `.candidates`, `.report`); raises OptimizeError listing the closest candidates when
+    none meets the limits. Details: modelkit.optimization.optimize.
+
+    Example:
+        result = modelkit.optimize("cnn.keras", data="test.npz", max_p99_ms=2.0, budget="5m")
+        print(result.path, result.decision["why"])
+    """
+    from .optimization import optimize as _optimize
+
+    _use(imports)
+    with verbosity(verbose):
+        return _optimize(model, target=target, data=data, max_accuracy_drop=max_accuracy_drop,
+                         max_p99_ms=max_p99_ms, max_size_mb=max_size_mb, batch=batch, budget=budget, out=out,
+                         package=package, formats=_listed(formats), precisions=_listed(precisions),
+                         threads=_listed(threads), calibration_data=calibration_data, rounds=rounds, force=force,
+                         cache_dir=cache_dir)
+
+
+def _listed(value: Any) -> tuple[Any, ...] | None:
+    """"onnx,tflite" or ["onnx", "tflite"] -> ("onnx", "tflite"); None stays None."""
+    if value is None:
+        return None
+    return tuple(v.strip() for v in value.split(",")) if isinstance(value, str) else tuple(value)

@@ -12,6 +12,9 @@ def test_public_names_exist():
         assert hasattr(modelkit, name), name
     importlib.import_module("modelkit.converters")  # the package has its own name: no shadowing
     assert callable(modelkit.convert) and modelkit.convert.__module__ == "modelkit"
+    importlib.import_module("modelkit.optimization")  # optimize()'s package is not named optimize: not shadowed
+    assert callable(modelkit.optimize) and modelkit.optimize.__module__ == "modelkit"
+    assert "max_p99_ms=" in modelkit.optimize.__doc__
 
 
 def test_compile_and_verify_from_the_top_level(tmp_path):

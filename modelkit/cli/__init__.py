@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("modelkit.cli.doctor", "Show which engines are installed, with versions."),
     "serve": ("modelkit.cli.serve", "Serve artifacts over HTTP (Open Inference Protocol v2 + TF Serving REST)."),
     "compile": ("modelkit.cli.compile", "Compile a model with TVM for a named target, optionally tuned."),
+    "optimize": ("modelkit.cli.optimize", "Find the fastest artifact meeting accuracy, latency, size limits."),
     "targets": ("modelkit.cli.targets", "List the named compilation targets and what fits each."),
     "package": ("modelkit.cli.package", "Package an artifact for TF Serving, TorchServe, Triton, KServe or a browser."),
     "serve-static": ("modelkit.cli.serve_static", "Serve a browser bundle folder on loopback."),

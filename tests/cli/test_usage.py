@@ -36,7 +36,8 @@ REQUIRED = {name for name in COMMANDS if any(p.required for p in _command(name).
 
 
 def test_the_commands_with_required_parameters_are_the_expected_ones() -> None:
-    assert REQUIRED == {"bench", "compile", "convert", "verify", "run", "inspect", "serve", "package", "serve-static"}
+    assert REQUIRED == {"bench", "compile", "convert", "verify", "run", "inspect", "serve", "package", "serve-static",
+                        "optimize"}
 
 
 @pytest.mark.parametrize("name", sorted(REQUIRED))

@@ -1,4 +1,4 @@
-"""modelkit.optimize.cache: measurement keys, atomic JSON records, corrupt files as misses."""
+"""modelkit.optimization.cache: measurement keys, atomic JSON records, corrupt files as misses."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from modelkit.optimize import cache
+from modelkit.optimization import cache
 
 SHA = "a" * 64
 DATA = "d" * 64

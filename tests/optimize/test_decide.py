@@ -1,10 +1,10 @@
-"""modelkit.optimize.decide: accuracy drops, limits and their messages, the Pareto front, the winner."""
+"""modelkit.optimization.decide: accuracy drops, limits and their messages, the Pareto front, the winner."""
 from __future__ import annotations
 
 import pytest
 
 from modelkit.errors import ModelkitError, OptimizeError
-from modelkit.optimize.decide import accuracy_drops, check, choose, pareto_front
+from modelkit.optimization.decide import accuracy_drops, check, choose, pareto_front
 
 MB = 2**20
 

@@ -1,4 +1,4 @@
-"""modelkit.optimize.measure: persistent workers per candidate, interleaved rounds, accuracy, failures."""
+"""modelkit.optimization.measure: persistent workers per candidate, interleaved rounds, accuracy, failures."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelkit.optimize import measure as m
+from modelkit.optimization import measure as m
 
 ROOT = Path(__file__).resolve().parents[2]
 MEASURED = {"status", "p50_ms", "p99_ms", "ci95_ms", "rounds_ms", "calls", "accuracy", "load_s", "batch"}
@@ -165,7 +165,7 @@ def test_the_interval_widens_with_the_drift_between_rounds() -> None:
 
 
 def test_the_parent_imports_no_framework() -> None:
-    code = ("import modelkit.optimize.measure, sys; "
+    code = ("import modelkit.optimization.measure, sys; "
             "print(__import__('json').dumps([m for m in ('tensorflow', 'torch', 'onnxruntime', 'keras', 'jax', "
             "'ai_edge_litert') if m in sys.modules]))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

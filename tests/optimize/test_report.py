@@ -1,12 +1,12 @@
-"""modelkit.optimize.report: the terminal table and the HTML report (plots, table, decision, atomic write)."""
+"""modelkit.optimization.report: the terminal table and the HTML report (plots, table, decision, atomic write)."""
 from __future__ import annotations
 
 import re
 
 import pytest
 
-from modelkit.optimize import report
-from modelkit.optimize.decide import choose
+from modelkit.optimization import report
+from modelkit.optimization.decide import choose
 from tests.optimize.test_decide import baseline, cand
 
 LIMITS = {"max_accuracy_drop": 0.01, "max_p99_ms": 3.0, "max_size_mb": None}

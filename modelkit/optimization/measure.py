@@ -21,7 +21,7 @@ from .. import _child, errors
 LOAD_TIMEOUT_S = 300.0  # start, load, accuracy and warm-up of one worker
 MIN_CALLS = 3  # per worker and round, even when round_seconds is spent
 BOOTSTRAP_DRAWS = 2000
-PROBE = "modelkit.optimize.measure:Probe"  # what each worker serves
+PROBE = "modelkit.optimization.measure:Probe"  # what each worker serves
 
 
 def measure(candidates: list[dict], batch: int, data: str | None = None, rounds: int = 5,

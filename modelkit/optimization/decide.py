@@ -43,7 +43,7 @@ def describe_limits(limits: dict[str, Any] | None) -> str:
     if lim["max_accuracy_drop"] is not None:
         parts.append(f"accuracy drop <= {lim['max_accuracy_drop']:.4f}")
     if lim["max_p99_ms"] is not None:
-        parts.append(f"p99 <= {lim['max_p99_ms']:.2f} ms")
+        parts.append(f"p99 <= {ms_text(lim['max_p99_ms'])} ms")
     if lim["max_size_mb"] is not None:
         parts.append(f"size <= {lim['max_size_mb']:.1f} MB")
     return ", ".join(parts) or "no limits"
@@ -89,7 +89,7 @@ def _misses(candidate: dict[str, Any], limits: dict[str, Any] | None) -> list[tu
             out.append(("p99 unknown", math.inf))
         elif p99 > max_p99:
             rel = _relative(p99, max_p99)
-            out.append((f"p99 {p99:.2f} ms > {max_p99:.2f} ms (+{100 * rel:.0f} %)", rel))
+            out.append((f"p99 {ms_text(p99)} ms > {ms_text(max_p99)} ms (+{100 * rel:.0f} %)", rel))
     max_mb, size = lim["max_size_mb"], candidate.get("size_bytes")
     if max_mb is not None:
         if size is None:

@@ -1,0 +1,158 @@
+"""Build one candidate artifact of `modelkit optimize`: `modelkit convert` (or `compile` for TVM) with its
+parity or accuracy gate on the user's data, into the model's work folder under the cache.
+
+The work folder is keyed by the model's sha256, so every file in it comes from this very model. A build whose
+artifact is already there, made from this model and passed its check, is reused (a rerun converts nothing);
+a build that failed is remembered with its reason (keyed by the gate's settings and data), so a rerun does not
+pay for it again unless those changed. Failures never raise: they become the candidate's "failed" status.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import manifest as _manifest
+from ..errors import InputError, ModelkitError, first_line
+from ..formats import Format
+
+
+def artifact_path(source: Path, build: dict[str, Any], work: Path) -> Path:
+    """Where the build's artifact lands in the work folder (convert's and compile's own naming)."""
+    from ..converters.planning import output_path
+
+    if build["format"] == "tvm":
+        return work / f"{_stem(source)}.server-cpu{Format.TVM.suffix}"
+    return output_path(source, Format.parse(build["format"]), work, build["quantize"])
+
+
+def build(source: Path, b: dict[str, Any], work: Path, gate: dict[str, Any], timeout: float | None = None,
+          tune_budget: float | None = None) -> dict[str, Any]:
+    """Build `b` (a plan() entry) and return it with status "built" (path, size_bytes, sha256, gate, seconds,
+    cached) or "failed" (reason; an InputError, the user's data not fitting the model, is raised). `gate`:
+    {"model_sha256", "data", "calibration", "max_accuracy_drop", "batch", "data_sha256"} from optimize()."""
+    out = dict(b)
+    dest = artifact_path(source, b, work)
+    failure_key = _failure_key(b, gate)
+    known = _failures(work).get(failure_key)
+    if known:
+        return {**out, "status": "failed", "reason": known, "cached": True}
+    if _valid(dest, gate["model_sha256"]):
+        return _built(out, dest, seconds=0.0, cached=True)
+    _remove(dest)
+    t0 = time.monotonic()
+    try:
+        if b["format"] == "tvm":
+            _compile(source, dest, gate, timeout, tune_budget)
+        else:
+            _convert(source, b, work, gate, timeout)
+    except InputError:
+        raise  # the user's data does not fit the model: every build would fail the same way
+    except ModelkitError as exc:
+        reason = first_line(exc)
+        _remember(work, failure_key, reason)
+        return {**out, "status": "failed", "reason": reason, "cached": False}
+    return _built(out, dest, seconds=time.monotonic() - t0, cached=False)
+
+
+def _convert(source: Path, b: dict[str, Any], work: Path, gate: dict[str, Any], timeout: float | None) -> None:
+    from ..converters import convert
+
+    options: dict[str, Any] = {}
+    if b["quantize"]:
+        options.update(quantize=b["quantize"], eval_data=gate["data"], max_accuracy_drop=gate["max_accuracy_drop"])
+        if b["quantize"] == "int8" and gate.get("calibration"):
+            options["calibration_data"] = gate["calibration"]
+    convert(source, b["format"], out_dir=work, options=options, timeout=timeout, data=_inputs_only(gate))
+
+
+def _compile(source: Path, dest: Path, gate: dict[str, Any], timeout: float | None,
+             tune_budget: float | None) -> None:
+    from ..targets import compile as tvm_compile
+
+    tvm_compile(source, "server-cpu", out=dest, batch=gate["batch"], budget=tune_budget, timeout=timeout,
+                data=_inputs_only(gate))
+
+
+def _inputs_only(gate: dict[str, Any]) -> str | None:
+    """The exact hops' parity runs on the user's inputs (the eval file: its `y` is ignored there)."""
+    return gate.get("data")
+
+
+def _built(out: dict[str, Any], dest: Path, seconds: float, cached: bool) -> dict[str, Any]:
+    m = _manifest.read(dest)
+    gate = None
+    if m is not None:
+        gate = {"parity_ok": (m.parity or {}).get("ok"), "quantization": m.quantization,
+                "accuracy": (m.extra or {}).get("accuracy") or (m.parity or {}).get("accuracy")}
+    return {**out, "status": "built", "reason": None, "path": str(dest), "size_bytes": _manifest.size_of(dest),
+            "sha256": m.sha256 if m and m.sha256 else _manifest.sha256_of(dest), "gate": gate,
+            "build_seconds": round(seconds, 2), "cached": cached}
+
+
+def _valid(dest: Path, model_sha256: str) -> bool:
+    """Whether an artifact already in the work folder can be reused: made from this model, passed its check,
+    unchanged since (its sha256 is the manifest's)."""
+    if not dest.exists():
+        return False
+    try:
+        m = _manifest.read(dest)
+    except ModelkitError:
+        return False
+    if m is None or (m.source or {}).get("sha256") != model_sha256 and not _chained_from(m, model_sha256):
+        return False
+    if not (m.parity or {}).get("ok"):
+        return False
+    return not m.sha256 or _manifest.sha256_of(dest) == m.sha256
+
+
+def _chained_from(m: Any, model_sha256: str) -> bool:
+    """A TVM library's source is the ONNX file on the way; that file's manifest names the model."""
+    src = (m.source or {}).get("path")
+    if not src or not Path(src).exists():
+        return False
+    try:
+        up = _manifest.read(src)
+    except ModelkitError:
+        return False
+    return up is not None and (up.source or {}).get("sha256") == model_sha256
+
+
+def _remove(dest: Path) -> None:
+    """A stale artifact of this build (an earlier run's, not reusable) goes, with its manifest."""
+    if dest.is_dir():
+        shutil.rmtree(dest)
+    elif dest.exists():
+        dest.unlink()
+    mpath = _manifest.manifest_path(dest)
+    if mpath.exists():
+        mpath.unlink()
+
+
+def _failure_key(b: dict[str, Any], gate: dict[str, Any]) -> str:
+    lossy = b["quantize"] is not None
+    return json.dumps([b["build"], gate.get("data_sha256"), gate["max_accuracy_drop"] if lossy else None,
+                       gate["batch"] if b["format"] == "tvm" else None])
+
+
+def _failures(work: Path) -> dict[str, str]:
+    try:
+        data = json.loads((work / "failed.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _remember(work: Path, key: str, reason: str) -> None:
+    known = _failures(work)
+    known[key] = reason
+    tmp = work / f".failed.json.{os.getpid()}"
+    tmp.write_text(json.dumps(known, indent=1))
+    os.replace(tmp, work / "failed.json")
+
+
+def _stem(source: Path) -> str:
+    return source.name[: -len(".keras")] if source.name.endswith(".keras") else source.stem

@@ -1,0 +1,95 @@
+"""The user's data for `modelkit optimize`: the split that gates accuracy and the samples int8 calibrates on.
+
+Calibration never sees the rows accuracy is judged on. Their source, in this order: --calibration-data;
+else the training split the model's manifest names (a `modelkit train` model), used by convert itself; else the
+first quarter of --data's rows (at most 200), the rest judging accuracy. The files go into the model's work
+folder, named by the data's sha256, so a rerun with the same data reuses the builds made with it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import manifest as _manifest
+from ..errors import InputError, OptimizeError
+
+CALIBRATION_ROWS = 200
+MIN_EVAL_ROWS = 20
+
+
+def prepare(data: str | os.PathLike | None, model: Path, work: Path,
+            calibration_data: str | os.PathLike | None = None) -> dict[str, Any]:
+    """{"data": eval .npz or None, "calibration": .npz or None, "data_sha256", "labelled", "rows", "split"}."""
+    if data is None:
+        return {"data": None, "calibration": _given(calibration_data), "data_sha256": None, "labelled": False,
+                "rows": 0, "split": "no data: inputs generated for timing; lossy precisions not tried"}
+    arrays = _read(Path(data))
+    rows = _rows(arrays, Path(data))
+    sha = _manifest.sha256_of(data)
+    labelled = "y" in arrays
+    if labelled:
+        y = np.asarray(arrays["y"])
+        if y.dtype.kind not in "iub" and not (y.dtype.kind == "f" and np.all(y == np.round(y))):
+            raise OptimizeError(f"{data}: 'y' must hold integer class labels (dtype {y.dtype}); optimize judges "
+                                "top-1 accuracy")
+    if calibration_data is not None or _trained_on_named_data(model):
+        return {"data": str(Path(data).resolve()), "calibration": _given(calibration_data), "data_sha256": sha,
+                "labelled": labelled, "rows": rows,
+                "split": "accuracy on every row of --data; calibration on "
+                         + ("--calibration-data" if calibration_data is not None else "the model's training split")}
+    n_cal = min(CALIBRATION_ROWS, rows // 4)
+    if rows - n_cal < MIN_EVAL_ROWS:
+        raise OptimizeError(f"{data}: {rows} rows; optimize needs at least {MIN_EVAL_ROWS + n_cal} (a quarter "
+                            f"calibrates int8, the rest judges accuracy), or --calibration-data")
+    folder = work / f"data-{sha[:16]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    cal, ev = folder / "calibration.npz", folder / "eval.npz"
+    if not (cal.exists() and ev.exists()):
+        _save(cal, {k: v[:n_cal] for k, v in arrays.items() if k != "y"})
+        _save(ev, {k: v[n_cal:] for k, v in arrays.items()})
+    return {"data": str(ev), "calibration": str(cal), "data_sha256": sha, "labelled": labelled,
+            "rows": rows - n_cal, "split": f"calibration on rows 0..{n_cal - 1} of --data, accuracy on the "
+                                           f"other {rows - n_cal}"}
+
+
+def _given(path: str | os.PathLike | None) -> str | None:
+    if path is None:
+        return None
+    _read(Path(path))
+    return str(Path(path).resolve())
+
+
+def _read(path: Path) -> dict[str, np.ndarray]:
+    from ..input_files import read_inputs
+
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    arrays = read_inputs(path)
+    if not isinstance(arrays, dict):
+        raise InputError(f"{path}: optimize takes an .npz ('x' or one array per input name, and 'y' labels), "
+                         "not a single .npy array")
+    return arrays
+
+
+def _rows(arrays: dict[str, np.ndarray], path: Path) -> int:
+    sizes = {k: len(v) for k, v in arrays.items() if np.ndim(v) >= 1}
+    if not sizes:
+        raise InputError(f"{path}: no arrays with rows")
+    if len(set(sizes.values())) != 1:
+        raise InputError(f"{path}: arrays have different numbers of rows: {sizes}")
+    return next(iter(sizes.values()))
+
+
+def _trained_on_named_data(model: Path) -> bool:
+    m = _manifest.read(model)
+    training = (m.training or {}) if m is not None else {}
+    return bool(training.get("data") and training.get("model"))
+
+
+def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
