@@ -92,7 +92,8 @@ def optimize(model: str | os.PathLike, target: str = "server-cpu", data: str | o
         bar.note(f"optimize {source.name} for {target}: {len(planned)} builds x threads {list(counts)}, budget "
                  f"{budget_s:.0f} s; {prepared['split']}")
         builds = _build_all(source, builds, work, gate, deadline, budget_s, bar)
-        cands = [c for b in builds for c in (_cands.with_threads(b, counts) if b["status"] == "built" else [b])]
+        cands = [c for b in builds for c in (_cands.with_threads(b, counts) if b["status"] == "built"
+                                             else [{**b, "key": b["build"], "threads": None}])]
         cands.append(_baseline(source))
         measured = _measure(cands, int(batch), prepared, counts, root, deadline, rounds, bar)
     from . import decide

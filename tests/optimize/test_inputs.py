@@ -1,0 +1,29 @@
+"""`modelkit optimize` on what a newcomer brings: data without labels, data that does not fit the model, a model
+that is not one. Narrow, fast searches (one format, one thread, one round)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from modelkit import optimize
+
+FAST = dict(formats=("onnx",), threads=(1,), budget="60s", rounds=1)
+
+
+@pytest.fixture(scope="module")
+def digits_x(tmp_path_factory):
+    from modelkit.core import data as _data
+
+    ds = _data.load("digits", seed=0)
+    folder = tmp_path_factory.mktemp("opt_inputs")
+    np.savez(folder / "x_only.npz", x=ds.x_test)
+    return folder, ds
+
+
+def test_data_without_labels_tries_the_exact_builds_and_lists_the_lossy_ones_skipped(cnn_tf, digits_x, tmp_path):
+    folder, _ = digits_x
+    r = optimize(cnn_tf, data=folder / "x_only.npz", out=tmp_path / "o", cache_dir=tmp_path / "c", **FAST)
+    assert r.winner["key"] == "onnx-fp32-t1"
+    skipped = {c["key"]: c for c in r.candidates if c["status"] == "skipped"}
+    assert set(skipped) == {"onnx-dynamic-int8", "onnx-int8"}
+    assert all("labelled" in c["reason"] for c in skipped.values())
