@@ -91,7 +91,7 @@ def optimize(model: str | os.PathLike, target: str = "server-cpu", data: str | o
     with steps(len(planned) + 1, "optimize") as bar:
         bar.note(f"optimize {source.name} for {target}: {len(planned)} builds x threads {list(counts)}, budget "
                  f"{budget_s:.0f} s; {prepared['split']}")
-        builds = _build_all(source, builds, work, gate, deadline, budget_s, bar)
+        builds = _build_all(source, builds, work, gate, deadline, budget_s, bar, data)
         cands = [c for b in builds for c in (_cands.with_threads(b, counts) if b["status"] == "built"
                                              else [{**b, "key": b["build"], "threads": None}])]
         cands.append(_baseline(source))
@@ -112,9 +112,10 @@ def optimize(model: str | os.PathLike, target: str = "server-cpu", data: str | o
 
 
 def _build_all(source: Path, builds: list[dict[str, Any]], work: Path, gate: dict[str, Any], deadline: float,
-               budget_s: float, bar: Any) -> list[dict[str, Any]]:
-    """Each planned build in turn while the budget leaves time to measure; the rest 'skipped'."""
-    from .build import build
+               budget_s: float, bar: Any, data: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """Each planned build in turn while the budget leaves time to measure; the rest 'skipped'. The first
+    artifact built (or reused) checks that `data` fits the model (InputError), before any other build."""
+    from .build import build, check_data
 
     reserve = max(MIN_MEASURE_S, 0.25 * budget_s)
     tune = TVM_TUNE_SHARE * budget_s if budget_s >= 600 else None
@@ -130,6 +131,9 @@ def _build_all(source: Path, builds: list[dict[str, Any]], work: Path, gate: dic
             continue
         tuning = min(tune, left / 2) if tune and b["format"] == "tvm" else None
         r = build(source, b, work, gate, timeout=left, tune_budget=tuning)
+        if r["status"] == "built" and data is not None:
+            check_data(Path(r["path"]), data)  # a reused build ran no gate on this data
+            data = None
         done.append(r)
         how = "reused" if r.get("cached") else f"{r.get('build_seconds', 0):.1f} s"
         bar.advance(f"{b['build']}: {r['status']}" + (f" ({how})" if r["status"] == "built" else

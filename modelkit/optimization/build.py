@@ -58,6 +58,16 @@ def build(source: Path, b: dict[str, Any], work: Path, gate: dict[str, Any], tim
     return _built(out, dest, seconds=time.monotonic() - t0, cached=False)
 
 
+def check_data(artifact: Path, data: str | os.PathLike) -> None:
+    """InputError, naming the user's file, when `data` has no array for an input of `artifact` (its manifest's
+    signature) or one of the wrong shape: what convert's gate says of a fresh build, said of a reused one too."""
+    from ..converters.quantize import load_npz
+
+    m = _manifest.read(artifact)
+    if m is not None and m.signature:
+        load_npz(data, m.sig, need_labels=False)
+
+
 def _convert(source: Path, b: dict[str, Any], work: Path, gate: dict[str, Any], timeout: float | None) -> None:
     from ..converters import convert
 

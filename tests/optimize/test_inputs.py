@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from modelkit import optimize
+from modelkit.errors import InputError
 
 FAST = dict(formats=("onnx",), threads=(1,), budget="60s", rounds=1)
 
@@ -27,3 +28,17 @@ def test_data_without_labels_tries_the_exact_builds_and_lists_the_lossy_ones_ski
     skipped = {c["key"]: c for c in r.candidates if c["status"] == "skipped"}
     assert set(skipped) == {"onnx-dynamic-int8", "onnx-int8"}
     assert all("labelled" in c["reason"] for c in skipped.values())
+
+
+def test_data_that_does_not_fit_the_model_is_one_input_error_naming_the_file_even_when_builds_are_reused(
+        cnn_tf, digits_x, tmp_path):
+    folder, ds = digits_x
+    good, bad = folder / "good.npz", tmp_path / "wrong_shape.npz"
+    np.savez(good, x=ds.x_test, y=ds.y_test)
+    np.savez(bad, x=ds.x_test[:, :6], y=ds.y_test)
+    kw = dict(cache_dir=tmp_path / "c", formats=("onnx",), precisions=("fp32",), threads=(1,), budget="60s",
+              rounds=1)
+    optimize(cnn_tf, data=good, out=tmp_path / "first", **kw)  # builds onnx-fp32 into the cache
+    with pytest.raises(InputError, match=r"wrong_shape.npz: 'x' has shape \(\d+, 6, 8, 1\)"):
+        optimize(cnn_tf, data=bad, out=tmp_path / "o", **kw)
+    assert not (tmp_path / "o").exists()
