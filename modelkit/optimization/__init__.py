@@ -255,6 +255,9 @@ def _check_model(model: str | os.PathLike) -> Path:
         raise InputError(f"{p}: no such file")
     if not p.name.endswith(".keras"):
         raise OptimizeError(f"{p}: optimize starts from a .keras model (it converts it to every format itself)")
+    from ..keras_io.files import check_keras_archive
+
+    check_keras_archive(p)  # a damaged file is one LoadError now, not every build failing with it
     return p.resolve()
 
 

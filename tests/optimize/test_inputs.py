@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from modelkit import optimize
-from modelkit.errors import InputError
+from modelkit.errors import InputError, LoadError
 
 FAST = dict(formats=("onnx",), threads=(1,), budget="60s", rounds=1)
 
@@ -42,3 +42,11 @@ def test_data_that_does_not_fit_the_model_is_one_input_error_naming_the_file_eve
     with pytest.raises(InputError, match=r"wrong_shape.npz: 'x' has shape \(\d+, 6, 8, 1\)"):
         optimize(cnn_tf, data=bad, out=tmp_path / "o", **kw)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_damaged_keras_file_is_one_load_error_before_any_work(tmp_path):
+    bad = tmp_path / "damaged.keras"
+    bad.write_bytes(b"PK\x03\x04 not really a zip" * 8)
+    with pytest.raises(LoadError, match="damaged.keras: not a readable .keras archive"):
+        optimize(bad, out=tmp_path / "o", cache_dir=tmp_path / "c", **FAST)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
