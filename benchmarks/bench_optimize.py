@@ -49,8 +49,8 @@ def hand_pick(arts: dict[str, Path], x: np.ndarray, test: tuple[np.ndarray, np.n
             "best_exact_accuracy": best_exact, "table": results}
 
 
-def _test_file(folder: Path, test: tuple[np.ndarray, np.ndarray]) -> Path:
-    path = folder / "test_split.npz"
+def _test_file(folder: Path, key: str, test: tuple[np.ndarray, np.ndarray]) -> Path:
+    path = folder / f"{key}_test_split.npz"
     if not path.exists():
         np.savez(path, x=test[0], y=test[1])
     return path
@@ -82,7 +82,7 @@ def run_model(key: str, folder: Path, batch: int, budget: str, threads: int, rou
     pick = hand_pick(arts, x, test, threads, rounds)
     _log(f"{key}: hand pick {pick['row']} ({pick['p50_ms']:.3g} ms); running modelkit optimize (budget {budget})")
     t0 = time.monotonic()
-    res = modelkit.optimize(arts["keras"], data=_test_file(folder, test), batch=batch, budget=budget,
+    res = modelkit.optimize(arts["keras"], data=_test_file(folder, key, test), batch=batch, budget=budget,
                             out=folder / f"{key}_optimized_b{batch}", force=True, cache_dir=folder / "cache",
                             rounds=rounds)
     winner = {**res.winner, "path": res.path}
