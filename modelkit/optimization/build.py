@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import manifest as _manifest
-from ..errors import InputError, ModelkitError, first_line
+from ..errors import InputError, ModelkitError, UnregisteredClassError, first_line
 from ..formats import Format
 
 
@@ -49,8 +49,8 @@ def build(source: Path, b: dict[str, Any], work: Path, gate: dict[str, Any], tim
             _compile(source, dest, gate, timeout, tune_budget)
         else:
             _convert(source, b, work, gate, timeout)
-    except InputError:
-        raise  # the user's data does not fit the model: every build would fail the same way
+    except (InputError, UnregisteredClassError):
+        raise  # the user's data does not fit the model, or no format can rebuild it: every build would fail so
     except ModelkitError as exc:
         reason = first_line(exc)
         _remember(work, failure_key, reason)

@@ -50,3 +50,25 @@ def test_a_damaged_keras_file_is_one_load_error_before_any_work(tmp_path):
     with pytest.raises(LoadError, match="damaged.keras: not a readable .keras archive"):
         optimize(bad, out=tmp_path / "o", cache_dir=tmp_path / "c", **FAST)
     assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
+
+
+def test_a_model_no_format_can_rebuild_stops_the_search_at_once_and_is_not_remembered(cnn_tf, tmp_path):
+    """An unregistered custom class fails every build alike: one error naming --import, not N failures; and
+    nothing is remembered, so the rerun with --import builds."""
+    import json
+    import zipfile
+
+    from modelkit.errors import UnregisteredClassError
+
+    custom = tmp_path / "custom.keras"
+    with zipfile.ZipFile(cnn_tf) as src, zipfile.ZipFile(custom, "w") as dst:
+        for item in src.infolist():
+            raw = src.read(item.filename)
+            if item.filename == "config.json":
+                cfg = json.loads(raw)
+                cfg["config"]["layers"][-1].update(class_name="Head", module=None, registered_name="nc>Head")
+                raw = json.dumps(cfg).encode()
+            dst.writestr(item, raw)
+    with pytest.raises(UnregisteredClassError, match="--import"):
+        optimize(custom, out=tmp_path / "o", cache_dir=tmp_path / "c", **FAST)
+    assert not list((tmp_path / "c").rglob("failed.json")) and not (tmp_path / "o").exists()
