@@ -135,9 +135,12 @@ def _build_all(source: Path, builds: list[dict[str, Any]], work: Path, gate: dic
             check_data(Path(r["path"]), data)  # a reused build ran no gate on this data
             data = None
         done.append(r)
-        how = "reused" if r.get("cached") else f"{r.get('build_seconds', 0):.1f} s"
-        bar.advance(f"{b['build']}: {r['status']}" + (f" ({how})" if r["status"] == "built" else
-                                                      f": {r['reason']}"))
+        if r["status"] == "built":
+            how = "reused" if r.get("cached") else f"{r.get('build_seconds', 0):.1f} s"
+            bar.advance(f"{b['build']}: built ({how})")
+        else:
+            again = f" (remembered; delete {work / 'failed.json'} to retry)" if r.get("cached") else ""
+            bar.advance(f"{b['build']}: {r['status']}{again}: {r['reason']}")
     return done
 
 

@@ -53,7 +53,8 @@ def build(source: Path, b: dict[str, Any], work: Path, gate: dict[str, Any], tim
         raise  # the user's data does not fit the model, or no format can rebuild it: every build would fail so
     except ModelkitError as exc:
         reason = first_line(exc)
-        _remember(work, failure_key, reason)
+        if timeout is None or time.monotonic() - t0 < 0.9 * timeout:  # not a build the budget cut short
+            _remember(work, failure_key, reason)
         return {**out, "status": "failed", "reason": reason, "cached": False}
     return _built(out, dest, seconds=time.monotonic() - t0, cached=False)
 
@@ -143,9 +144,13 @@ def _remove(dest: Path) -> None:
 
 
 def _failure_key(b: dict[str, Any], gate: dict[str, Any]) -> str:
+    """What a remembered failure depends on: the build, the data, the gate's limit, TVM's batch and the user's
+    modules (--import / MODELKIT_IMPORTS: naming one can make a failed build work)."""
+    from ..keras_io.custom import env_imports
+
     lossy = b["quantize"] is not None
     return json.dumps([b["build"], gate.get("data_sha256"), gate["max_accuracy_drop"] if lossy else None,
-                       gate["batch"] if b["format"] == "tvm" else None])
+                       gate["batch"] if b["format"] == "tvm" else None, sorted(env_imports())])
 
 
 def _failures(work: Path) -> dict[str, str]:
