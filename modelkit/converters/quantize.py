@@ -97,7 +97,8 @@ def load_npz(path: str | os.PathLike, sig: Signature, need_labels: bool) -> tupl
                                                                                   np.ndarray | None]:
     """Inputs and labels from a user .npz: `x` (single-input models) or one key per input name, and `y`.
 
-    Float arrays are cast to the input's float dtype (np.savez keeps float64 by default).
+    Numeric arrays are cast to a float input's dtype (np.savez keeps float64 by default; images are often
+    uint8), as convert's parity samples are.
     """
     p = Path(path)
     with _open_npz(p) as data:
@@ -118,7 +119,7 @@ def load_npz(path: str | os.PathLike, sig: Signature, need_labels: bool) -> tupl
             anything = ", *: any size" if None in spec.shape[1:] else ""
             raise InputError(f"{p}: '{key}' has shape {tuple(arr.shape)}; input '{spec.name}' takes "
                              f"({', '.join(map(str, want))}) (N samples{anything})")
-        if arr.dtype.kind == "f" and np.dtype(spec.dtype).kind == "f":
+        if arr.dtype.kind in "fiub" and np.dtype(spec.dtype).kind == "f":  # as the parity samples are cast
             arr = arr.astype(spec.dtype)
         inputs[spec.name] = arr
     labels = arrays.get("y")

@@ -72,3 +72,18 @@ def test_a_model_no_format_can_rebuild_stops_the_search_at_once_and_is_not_remem
     with pytest.raises(UnregisteredClassError, match="--import"):
         optimize(custom, out=tmp_path / "o", cache_dir=tmp_path / "c", **FAST)
     assert not list((tmp_path / "c").rglob("failed.json")) and not (tmp_path / "o").exists()
+
+
+def test_uint8_images_for_a_float_input_are_read_as_floats_for_the_accuracy_gate_and_measuring(tmp_path):
+    """Parity casts samples to the input's dtype; the accuracy gate and the measuring workers (load_npz) do too,
+    so uint8 images reach a float32 model whole instead of failing every lossy build with a DTypeError."""
+    from modelkit.converters.quantize import load_npz
+    from modelkit.spec import Signature, TensorSpec
+
+    sig = Signature(inputs=(TensorSpec("image", (None, 8, 8, 1), "float32"),),
+                    outputs=(TensorSpec("probs", (None, 10), "float32"),))
+    x = np.arange(2 * 64, dtype=np.uint8).reshape(2, 8, 8, 1)
+    np.savez(tmp_path / "u8.npz", x=x, y=np.array([1, 2]))
+    inputs, labels = load_npz(tmp_path / "u8.npz", sig, need_labels=True)
+    assert inputs["image"].dtype == np.float32 and np.array_equal(inputs["image"], x.astype(np.float32))
+    assert labels.tolist() == [1, 2]
