@@ -120,9 +120,14 @@ def _build_all(source: Path, builds: list[dict[str, Any]], work: Path, gate: dic
     reserve = max(MIN_MEASURE_S, 0.25 * budget_s)
     tune = TVM_TUNE_SHARE * budget_s if budget_s >= 600 else None
     done = []
+    unjudged = None  # why the labels cannot judge a lossy build's accuracy, once the first artifact says so
     for b in builds:
         if b["status"] != "planned":
             done.append(b)
+            continue
+        if unjudged and b["quantize"] is not None:
+            done.append({**b, "status": "skipped", "reason": unjudged})
+            bar.advance(f"{b['build']}: skipped: {unjudged}")
             continue
         left = deadline - reserve - time.monotonic()
         if left <= 5:
@@ -132,7 +137,7 @@ def _build_all(source: Path, builds: list[dict[str, Any]], work: Path, gate: dic
         tuning = min(tune, left / 2) if tune and b["format"] == "tvm" else None
         r = build(source, b, work, gate, timeout=left, tune_budget=tuning)
         if r["status"] == "built" and data is not None:
-            check_data(Path(r["path"]), data)  # a reused build ran no gate on this data
+            unjudged = check_data(Path(r["path"]), data)  # a reused build ran no gate on this data
             data = None
         done.append(r)
         if r["status"] == "built":

@@ -59,14 +59,24 @@ def build(source: Path, b: dict[str, Any], work: Path, gate: dict[str, Any], tim
     return _built(out, dest, seconds=time.monotonic() - t0, cached=False)
 
 
-def check_data(artifact: Path, data: str | os.PathLike) -> None:
+def check_data(artifact: Path, data: str | os.PathLike) -> str | None:
     """InputError, naming the user's file, when `data` has no array for an input of `artifact` (its manifest's
-    signature) or one of the wrong shape: what convert's gate says of a fresh build, said of a reused one too."""
-    from ..converters.quantize import load_npz
+    signature) or one of the wrong shape: what convert's gate says of a fresh build, said of a reused one too.
+    Returns why the labels cannot judge accuracy (a model without a class-probability output: a regressor, a
+    single sigmoid), else None."""
+    from ..converters.quantize import class_output, load_npz
 
     m = _manifest.read(artifact)
-    if m is not None and m.signature:
-        load_npz(data, m.sig, need_labels=False)
+    if m is None or not m.signature:
+        return None
+    _, labels = load_npz(data, m.sig, need_labels=False)
+    if labels is None:
+        return None
+    try:
+        class_output(m.sig)
+    except ModelkitError as exc:
+        return f"{first_line(exc)} (optimize judges top-1 accuracy; the exact builds are measured)"
+    return None
 
 
 def _convert(source: Path, b: dict[str, Any], work: Path, gate: dict[str, Any], timeout: float | None) -> None:

@@ -161,7 +161,7 @@ class Probe:
 
             inputs, labels = load_npz(data, sig, need_labels=False)
             label = f"{data} (first {batch} rows{', tiled' if min(map(len, inputs.values())) < batch else ''})"
-            if labels is not None:
+            if labels is not None and _has_classes(sig):  # a regressor's labels judge no top-1 accuracy
                 samples = len(labels)
                 self.accuracy = float(np.mean(_classes(model, inputs) == labels))
             self.feed = make_inputs(sig, batch, None, seed, inputs)
@@ -189,6 +189,16 @@ class Probe:
             out.append(time.perf_counter() - t0)
             spent += out[-1]
         return out
+
+
+def _has_classes(sig: Any) -> bool:
+    from ..converters.quantize import class_output
+
+    try:
+        class_output(sig)
+    except errors.ModelkitError:
+        return False
+    return True
 
 
 def _classes(model: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:

@@ -2,6 +2,8 @@
 that is not one. Narrow, fast searches (one format, one thread, one round)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -87,3 +89,27 @@ def test_uint8_images_for_a_float_input_are_read_as_floats_for_the_accuracy_gate
     inputs, labels = load_npz(tmp_path / "u8.npz", sig, need_labels=True)
     assert inputs["image"].dtype == np.float32 and np.array_equal(inputs["image"], x.astype(np.float32))
     assert labels.tolist() == [1, 2]
+
+
+@pytest.fixture(scope="module")
+def regressor(tmp_path_factory):
+    """A one-output regressor (no class-probability output), saved in a child so this process keeps its backend."""
+    import subprocess
+    import sys
+
+    folder = tmp_path_factory.mktemp("opt_reg")
+    code = ("import keras, numpy as np; m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, "
+            "activation='relu'), keras.layers.Dense(1)]); m.save(r'%s')" % (folder / "reg.keras"))
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+    rng = np.random.default_rng(0)
+    np.savez(folder / "test.npz", x=rng.random((120, 4), dtype=np.float32), y=np.round(rng.random(120) * 300))
+    return folder / "reg.keras", folder / "test.npz"
+
+
+def test_a_regressor_with_labels_measures_its_exact_builds_and_skips_the_lossy_ones_saying_why(regressor, tmp_path):
+    model, test = regressor
+    r = optimize(model, data=test, out=tmp_path / "o", cache_dir=tmp_path / "c", **FAST)
+    assert r.winner["key"] == "onnx-fp32-t1" and r.winner["accuracy"] is None
+    skipped = [c for c in r.candidates if c["status"] == "skipped"]
+    assert {c["key"] for c in skipped} == {"onnx-dynamic-int8", "onnx-int8"}
+    assert all("no class-probability output" in c["reason"] for c in skipped)
