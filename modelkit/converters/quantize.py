@@ -97,8 +97,8 @@ def load_npz(path: str | os.PathLike, sig: Signature, need_labels: bool) -> tupl
                                                                                   np.ndarray | None]:
     """Inputs and labels from a user .npz: `x` (single-input models) or one key per input name, and `y`.
 
-    Numeric arrays are cast to a float input's dtype (np.savez keeps float64 by default; images are often
-    uint8), as convert's parity samples are.
+    One-hot `y` (samples x classes) is read as each row's class. Numeric arrays are cast to a float input's
+    dtype (np.savez keeps float64 by default; images are often uint8), as convert's parity samples are.
     """
     p = Path(path)
     with _open_npz(p) as data:
@@ -126,7 +126,10 @@ def load_npz(path: str | os.PathLike, sig: Signature, need_labels: bool) -> tupl
     if need_labels and labels is None:
         raise InputError(f"{p}: no labels; an evaluation .npz needs 'y' (integer class per sample)")
     if labels is not None:
-        labels = np.asarray(labels).reshape(-1).astype(np.int64)
+        labels = np.asarray(labels)
+        if labels.ndim == 2 and labels.shape[1] > 1:  # one-hot (or per-class scores): the class of each row
+            labels = np.argmax(labels, axis=-1)
+        labels = labels.reshape(-1).astype(np.int64)
         sizes = {len(a) for a in inputs.values()} | {len(labels)}
         if len(sizes) != 1:
             raise InputError(f"{p}: inputs and labels have different numbers of samples ({sorted(sizes)})")

@@ -113,3 +113,17 @@ def test_a_regressor_with_labels_measures_its_exact_builds_and_skips_the_lossy_o
     skipped = [c for c in r.candidates if c["status"] == "skipped"]
     assert {c["key"] for c in skipped} == {"onnx-dynamic-int8", "onnx-int8"}
     assert all("no class-probability output" in c["reason"] for c in skipped)
+
+
+def test_one_hot_labels_are_read_as_classes(tmp_path):
+    """Keras users' y is often one-hot (categorical_crossentropy): it was flattened to N x C labels, and refused as
+    'inputs and labels have different numbers of samples'."""
+    from modelkit.converters.quantize import load_npz
+    from modelkit.spec import Signature, TensorSpec
+
+    sig = Signature(inputs=(TensorSpec("x", (None, 3), "float32"),), outputs=(TensorSpec("p", (None, 3)),))
+    y = np.array([2, 0, 1, 2])
+    np.savez(tmp_path / "onehot.npz", x=np.zeros((4, 3), np.float32), y=np.eye(3, dtype=np.float32)[y])
+    assert load_npz(tmp_path / "onehot.npz", sig, need_labels=True)[1].tolist() == y.tolist()
+    np.savez(tmp_path / "column.npz", x=np.zeros((4, 3), np.float32), y=y[:, None])
+    assert load_npz(tmp_path / "column.npz", sig, need_labels=True)[1].tolist() == y.tolist()
