@@ -45,7 +45,7 @@ def describe_limits(limits: dict[str, Any] | None) -> str:
     if lim["max_p99_ms"] is not None:
         parts.append(f"p99 <= {ms_text(lim['max_p99_ms'])} ms")
     if lim["max_size_mb"] is not None:
-        parts.append(f"size <= {lim['max_size_mb']:.1f} MB")
+        parts.append(f"size <= {mb_text(lim['max_size_mb'])} MB")
     return ", ".join(parts) or "no limits"
 
 
@@ -95,7 +95,7 @@ def _misses(candidate: dict[str, Any], limits: dict[str, Any] | None) -> list[tu
         if size is None:
             out.append(("size unknown", math.inf))
         elif size / MB > max_mb:
-            out.append((f"size {size / MB:.1f} MB > {max_mb:.1f} MB", _relative(size / MB, max_mb)))
+            out.append((f"size {mb_text(size / MB)} MB > {mb_text(max_mb)} MB", _relative(size / MB, max_mb)))
     return out
 
 
@@ -146,12 +146,17 @@ def _figures(c: dict[str, Any]) -> str:
     return (f"p50 {ms_text(c['p50_ms'])} ms (95 % CI {ms_text(lo)}-{ms_text(hi)})"
             + (f", p99 {ms_text(c['p99_ms'])} ms" if c.get("p99_ms") is not None else "")
             + (f", accuracy drop {drop:.4f}" if drop is not None else ", accuracy not measured")
-            + (f", {size / MB:.1f} MB" if size is not None else ""))
+            + (f", {mb_text(size / MB)} MB" if size is not None else ""))
 
 
 def ms_text(v: float) -> str:
     """Milliseconds to 3 significant digits, keeping trailing zeros: 1.00, 0.450, 12.3, 143."""
     return f"{v:.0f}" if abs(v) >= 100 else f"{v:#.3g}"
+
+
+def mb_text(v: float) -> str:
+    """Megabytes to 3 significant digits, so small models do not all read 0.0: 0.0133, 1.00, 12.3, 143."""
+    return ms_text(v)
 
 
 def _times(v: float) -> str:

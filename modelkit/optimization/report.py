@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _atomic
-from .decide import MB, STATISTIC, describe_limits, full_limits, is_baseline, ms_text
+from .decide import MB, STATISTIC, describe_limits, full_limits, is_baseline, mb_text, ms_text
 
 HEADERS = ["", "candidate", "format", "precision", "threads", "p50 ms", "± ms", "p99 ms", "acc drop", "size MB",
            "status"]
@@ -69,7 +69,7 @@ def table_rows(result: dict[str, Any], width: int | None = None) -> tuple[list[s
             mark, str(c.get("key")), str(c.get("format") or "-"),
             "fp32" if c.get("quantize") is None else str(c["quantize"]), _f(c.get("threads"), "d"),
             _ms(c.get("p50_ms")), _f(_half_width(c), ".2g"), _ms(c.get("p99_ms")),
-            _f(c.get("accuracy_drop"), ".4f"), "-" if size is None else f"{size / MB:.1f}",
+            _f(c.get("accuracy_drop"), ".4f"), "-" if size is None else mb_text(size / MB),
             _cut(status, width) if width else status,
         ])
     return HEADERS, rows

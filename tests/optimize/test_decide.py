@@ -151,3 +151,14 @@ def test_nothing_measured_raises_with_the_reasons():
     cs = [cand("x", None, status="failed", reason="onnxruntime missing")]
     with pytest.raises(OptimizeError, match="no candidate was measured .*x: failed: onnxruntime missing"):
         choose(cs, {})
+
+
+def test_small_sizes_and_limits_are_written_to_three_significant_digits_not_as_zero():
+    """A 13 KB model against --max-size-mb 0.001 read 'size 0.0 MB > 0.0 MB' (and every size in the table 0.0)."""
+    from modelkit.optimization.report import text_table
+
+    c = cand("a", 1.0, size_mb=13_000 / MB)
+    assert check(c, {"max_size_mb": 0.001}) == ["size 0.0124 MB > 0.00100 MB"]
+    decision = choose([c, baseline()], {"max_size_mb": 0.5})
+    assert "0.0124 MB" in decision["why"] and "size <= 0.500 MB" in decision["why"]
+    assert " 0.0124 " in text_table({"candidates": [c], "decision": decision})
