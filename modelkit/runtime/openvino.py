@@ -116,8 +116,13 @@ def _recorded_precision(model: Any) -> str:
     key = ["runtime_options", "INFERENCE_PRECISION_HINT"]
     if not model.has_rt_info(key):
         return "f32"
-    value = str(model.get_rt_info(key).astype(str)).strip().lower()
-    return value if value in PRECISIONS else "f32"
+    return recorded(str(model.get_rt_info(key).astype(str)))
+
+
+def recorded(value: str | None) -> str:
+    """The precision an IR's INFERENCE_PRECISION_HINT value names, as this engine runs it ('bf16', 'f16'); 'f32'
+    for none or one it does not know. One reading for the engine and the packagers (which read the XML)."""
+    return PRECISIONS.get((value or "").strip().lower(), "f32")
 
 
 @guard_load("openvino")

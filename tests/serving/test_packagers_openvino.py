@@ -96,11 +96,11 @@ def test_triton_ir_without_batching_and_a_bf16_ir(ir, tmp_path):
     assert triton_config(out / "net" / "config.pbtxt").backend == "openvino"
 
 
-def _bf16_copy(ir: Path, tmp_path: Path) -> Path:
-    """The IR saved again by OpenVINO with rt_info runtime_options / INFERENCE_PRECISION_HINT = bf16."""
+def _bf16_copy(ir: Path, tmp_path: Path, precision: str = "bf16") -> Path:
+    """The IR saved again by OpenVINO with rt_info runtime_options / INFERENCE_PRECISION_HINT = precision."""
     model = ov.Core().read_model(str(ir / "model.xml"))
-    model.set_rt_info("bf16", ["runtime_options", "INFERENCE_PRECISION_HINT"])
-    dest = tmp_path / "tiny.bf16_openvino"
+    model.set_rt_info(precision, ["runtime_options", "INFERENCE_PRECISION_HINT"])
+    dest = tmp_path / f"tiny.{precision}_openvino"
     dest.mkdir()
     ov.save_model(model, str(dest / "model.xml"), compress_to_fp16=False)
     return dest
@@ -137,6 +137,12 @@ def test_kserve_package_of_an_ir_runs_on_openvino_model_server(ir, tmp_path, cap
     assert "# storageUri is a PLACEHOLDER (pvc://models/Tiny_Half/openvino/Tiny_Half)" in text
     args = yaml.safe_load(text)["spec"]["predictor"]["model"]["args"]
     assert json.loads(args[0].partition("=")[2])["INFERENCE_PRECISION_HINT"] == "bf16"
+    # an IR recording f16 is pinned f16 there, as modelkit's engine runs it (was: pinned f32, read another way)
+    f16 = _bf16_copy(ir, tmp_path, "f16")
+    out = package(f16, "kserve", tmp_path / "ks5", storage_uri="s3://b/h")
+    args = yaml.safe_load((out / "inferenceservice.yaml").read_text())["spec"]["predictor"]["model"]["args"]
+    assert json.loads(args[0].partition("=")[2])["INFERENCE_PRECISION_HINT"] == "f16"
+    assert modelkit.load(f16).config["INFERENCE_PRECISION_HINT"] == "f16"
     # --runtime triton serves an IR through Triton's openvino backend instead
     out = package(ir, "kserve", tmp_path / "ks3", runtime="triton", storage_uri="s3://b/t")
     assert triton_config(out / "triton" / "tiny" / "config.pbtxt").backend == "openvino"

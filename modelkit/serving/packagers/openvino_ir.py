@@ -37,12 +37,13 @@ def copy_ir(artifact: Path, version_dir: Path) -> None:
 
 
 def recorded_precision(version_dir: Path) -> str:
-    """'bf16' when the IR records it (rt_info runtime_options / INFERENCE_PRECISION_HINT, written by
-    `modelkit convert --to openvino --quantize bf16`), else 'f32' (what modelkit's engine runs it at).
-    Reads the copy that copy_ir checked (no DTD: plain XML)."""
+    """The precision modelkit's engine runs the IR at: the one its rt_info runtime_options /
+    INFERENCE_PRECISION_HINT records ('bf16' from `modelkit convert --to openvino --quantize bf16`, or 'f16'),
+    else 'f32' (runtime.openvino.recorded). Reads the copy that copy_ir checked (no DTD: plain XML)."""
     import xml.etree.ElementTree as ET
+
+    from ...runtime.openvino import recorded
 
     root = ET.parse(version_dir / OPENVINO_XML).getroot()
     node = root.find("./rt_info/runtime_options/INFERENCE_PRECISION_HINT")
-    value = (node.get("value", "") if node is not None else "").strip().lower()
-    return "bf16" if value in ("bf16", "bfloat16") else "f32"
+    return recorded(node.get("value") if node is not None else None)
