@@ -59,11 +59,13 @@ def keras_source(path: Path, fmt: Format) -> Path | None:
 def _source_file(artifact: Path, src: dict[str, Any]) -> Path | None:
     """The file a manifest's source names. Its path is as the conversion was given it, relative to the folder
     `modelkit convert` ran in: from another folder it is looked for beside the artifact and in the folders
-    above it (`--out all/` puts the source one level up), taken only when its sha256 is the recorded one."""
+    above it (`--out all/` puts the source one level up). A file is taken only when its sha256 is the recorded
+    one, the one at the named path too (another folder's m.keras is another model)."""
     named = Path(src["path"])
-    if named.exists():
+    recorded = src.get("sha256")
+    if named.exists() and (not recorded or named.is_dir() or _manifest.sha256_of(named) == recorded):
         return named
-    if named.is_absolute() or not src.get("sha256"):
+    if named.is_absolute() or not recorded:
         return None
     for base in list(artifact.parents)[:4]:
         candidate = base / named

@@ -34,3 +34,13 @@ def test_a_file_changed_since_is_not_taken_as_the_baseline(tmp_path, monkeypatch
     work, onnx = _converted(tmp_path, keras_bytes=b"retrained since")
     monkeypatch.chdir(tmp_path)
     assert keras_source(onnx, Format.ONNX) is None
+
+
+def test_another_model_at_the_named_path_is_not_taken(tmp_path, monkeypatch):
+    """From a folder that holds another m.keras, that file is not the baseline: the one beside the artifact is."""
+    work, onnx = _converted(tmp_path)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "m.keras").write_bytes(b"someone else's model")
+    monkeypatch.chdir(other)
+    assert keras_source(onnx, Format.ONNX) == (work / "m.keras").resolve()
