@@ -3,7 +3,8 @@
 Calibration never sees the rows accuracy is judged on. Their source, in this order: --calibration-data;
 else the training split the model's manifest names (a `modelkit train` model), used by convert itself; else the
 first quarter of --data's rows (at most 200), the rest judging accuracy. The files go into the model's work
-folder, named by the data's sha256, so a rerun with the same data reuses the builds made with it.
+folder, named by the data's sha256 (so a rerun with the same data reuses the builds made with it), each under
+the user's file name.
 """
 from __future__ import annotations
 
@@ -45,8 +46,10 @@ def prepare(data: str | os.PathLike | None, model: Path, work: Path,
         raise OptimizeError(f"{data}: {rows} rows; optimize needs at least {MIN_EVAL_ROWS + n_cal} (a quarter "
                             f"calibrates int8, the rest judges accuracy), or --calibration-data")
     folder = work / f"data-{sha[:16]}"
-    folder.mkdir(parents=True, exist_ok=True)
-    cal, ev = folder / "calibration.npz", folder / "eval.npz"
+    name = Path(data).name  # each part keeps the user's file name, so convert's messages name that file
+    cal, ev = folder / "calibration" / name, folder / "eval" / name
+    cal.parent.mkdir(parents=True, exist_ok=True)
+    ev.parent.mkdir(parents=True, exist_ok=True)
     if not (cal.exists() and ev.exists()):
         _save(cal, {k: v[:n_cal] for k, v in arrays.items() if k != "y"})
         _save(ev, {k: v[n_cal:] for k, v in arrays.items()})

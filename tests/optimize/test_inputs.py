@@ -127,3 +127,13 @@ def test_one_hot_labels_are_read_as_classes(tmp_path):
     assert load_npz(tmp_path / "onehot.npz", sig, need_labels=True)[1].tolist() == y.tolist()
     np.savez(tmp_path / "column.npz", x=np.zeros((4, 3), np.float32), y=y[:, None])
     assert load_npz(tmp_path / "column.npz", sig, need_labels=True)[1].tolist() == y.tolist()
+
+
+def test_data_with_wrong_keys_is_an_input_error_naming_the_users_file_not_the_split(regressor, tmp_path):
+    """--data is split into calibration and evaluation files in the cache; convert's messages about them used to
+    name 'eval.npz', a file the user never made."""
+    model, _ = regressor
+    bad = tmp_path / "my_test.npz"
+    np.savez(bad, features=np.zeros((100, 4), np.float32))
+    with pytest.raises(InputError, match=r"^my_test.npz: keys \['features'\] match no input"):
+        optimize(model, data=bad, out=tmp_path / "o", cache_dir=tmp_path / "c", **FAST)
