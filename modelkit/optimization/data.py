@@ -1,10 +1,10 @@
 """The user's data for `modelkit optimize`: the split that gates accuracy and the samples int8 calibrates on.
 
 Calibration never sees the rows accuracy is judged on. Their source, in this order: --calibration-data;
-else the training split the model's manifest names (a `modelkit train` model), used by convert itself; else the
-first quarter of --data's rows (at most 200), the rest judging accuracy. The files go into the model's work
-folder, named by the data's sha256 (so a rerun with the same data reuses the builds made with it), each under
-the user's file name.
+else the training split the model's manifest names (a `modelkit train` model), used by convert itself; else a
+quarter of --data's rows (at most 200) spread evenly over the file, the rest judging accuracy. The files go
+into the model's work folder, named by the data's sha256 (so a rerun with the same data reuses the builds made
+with it), each under the user's file name.
 """
 from __future__ import annotations
 
@@ -50,12 +50,14 @@ def prepare(data: str | os.PathLike | None, model: Path, work: Path,
     cal, ev = folder / "calibration" / name, folder / "eval" / name
     cal.parent.mkdir(parents=True, exist_ok=True)
     ev.parent.mkdir(parents=True, exist_ok=True)
+    picked = np.zeros(rows, dtype=bool)  # spread over the file: data sorted by class calibrates on every class
+    picked[np.round(np.linspace(0, rows - 1, n_cal)).astype(np.int64)] = True
     if not (cal.exists() and ev.exists()):
-        _save(cal, {k: v[:n_cal] for k, v in arrays.items() if k != "y"})
-        _save(ev, {k: v[n_cal:] for k, v in arrays.items()})
+        _save(cal, {k: v[picked] for k, v in arrays.items() if k != "y"})
+        _save(ev, {k: v[~picked] for k, v in arrays.items()})
     return {"data": str(ev), "calibration": str(cal), "data_sha256": sha, "labelled": labelled,
-            "rows": rows - n_cal, "split": f"calibration on rows 0..{n_cal - 1} of --data, accuracy on the "
-                                           f"other {rows - n_cal}"}
+            "rows": rows - n_cal, "split": f"calibration on {n_cal} rows spread evenly over --data (one in "
+                                           f"{rows / n_cal:.0f}), accuracy on the other {rows - n_cal}"}
 
 
 def _given(path: str | os.PathLike | None) -> str | None:
