@@ -19,6 +19,8 @@ from .. import manifest as _manifest
 from ..errors import InputError, ModelkitError, UnregisteredClassError, first_line
 from ..formats import Format
 
+CALIBRATED = "calibrated.json"  # int8 artifact name -> what it was calibrated on
+
 
 def artifact_path(source: Path, build: dict[str, Any], work: Path) -> Path:
     """Where the build's artifact lands in the work folder (convert's and compile's own naming)."""
@@ -40,7 +42,8 @@ def build(source: Path, b: dict[str, Any], work: Path, gate: dict[str, Any], tim
     known = _failures(work).get(failure_key)
     if known:
         return {**out, "status": "failed", "reason": known, "cached": True}
-    if _valid(dest, gate["model_sha256"]):
+    calibration = _calibration(b, gate)
+    if _valid(dest, gate["model_sha256"]) and _json(work / CALIBRATED).get(dest.name) == calibration:
         return _built(out, dest, seconds=0.0, cached=True)
     _remove(dest)
     t0 = time.monotonic()
@@ -56,7 +59,16 @@ def build(source: Path, b: dict[str, Any], work: Path, gate: dict[str, Any], tim
         if timeout is None or time.monotonic() - t0 < 0.9 * timeout:  # not a build the budget cut short
             _remember(work, failure_key, reason)
         return {**out, "status": "failed", "reason": reason, "cached": False}
+    if calibration is not None:
+        _record(work / CALIBRATED, dest.name, calibration)
     return _built(out, dest, seconds=time.monotonic() - t0, cached=False)
+
+
+def _calibration(b: dict[str, Any], gate: dict[str, Any]) -> str | None:
+    """What an int8 build calibrates on (the samples' sha256), so one calibrated on other samples is rebuilt."""
+    if b["quantize"] != "int8":
+        return None
+    return _manifest.sha256_of(gate["calibration"]) if gate.get("calibration") else "the model's training split"
 
 
 def check_data(artifact: Path, data: str | os.PathLike) -> str | None:
@@ -160,23 +172,32 @@ def _failure_key(b: dict[str, Any], gate: dict[str, Any]) -> str:
 
     lossy = b["quantize"] is not None
     return json.dumps([b["build"], gate.get("data_sha256"), gate["max_accuracy_drop"] if lossy else None,
-                       gate["batch"] if b["format"] == "tvm" else None, sorted(env_imports())])
+                       gate["batch"] if b["format"] == "tvm" else None, sorted(env_imports()),
+                       *([_calibration(b, gate)] if b["quantize"] == "int8" else [])])
 
 
 def _failures(work: Path) -> dict[str, str]:
+    return _json(work / "failed.json")
+
+
+def _remember(work: Path, key: str, reason: str) -> None:
+    _record(work / "failed.json", key, reason)
+
+
+def _json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads((work / "failed.json").read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def _remember(work: Path, key: str, reason: str) -> None:
-    known = _failures(work)
-    known[key] = reason
-    tmp = work / f".failed.json.{os.getpid()}"
+def _record(path: Path, key: str, value: Any) -> None:
+    known = _json(path)
+    known[key] = value
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(json.dumps(known, indent=1))
-    os.replace(tmp, work / "failed.json")
+    os.replace(tmp, path)
 
 
 def _stem(source: Path) -> str:

@@ -44,3 +44,30 @@ def test_a_build_the_budget_cut_short_is_not_remembered(failing):
     assert _build.build(src, B, work, GATE, timeout=0.0)["status"] == "failed"
     assert not _build.build(src, B, work, GATE, timeout=0.0)["cached"] and len(calls) == 2
     assert not (work / "failed.json").exists()
+
+
+def test_an_int8_build_calibrated_on_other_samples_is_built_again(monkeypatch, tmp_path):
+    """A reused int8 artifact was the one calibrated on whatever an earlier run used: --calibration-data (or new
+    --data) changed nothing, not even a wrong-shaped calibration file was noticed."""
+    import numpy as np
+
+    calls = []
+
+    def convert(source, b, work, gate, timeout):
+        calls.append(gate["calibration"])
+        dest = _build.artifact_path(source, b, work)
+        dest.write_bytes(f"calibrated on {gate['calibration']}".encode())
+
+    monkeypatch.setattr(_build, "_convert", convert)
+    monkeypatch.setattr(_build, "_valid", lambda dest, sha: dest.exists())  # made from this model, checked
+    monkeypatch.delenv("MODELKIT_IMPORTS", raising=False)
+    src, work = tmp_path / "m.keras", tmp_path / "work"
+    work.mkdir()
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    np.savez(a, x=np.zeros((4, 2)))
+    np.savez(b, x=np.ones((4, 2)))
+    int8 = {**B, "build": "onnx-int8", "quantize": "int8"}
+    assert not _build.build(src, int8, work, {**GATE, "calibration": str(a)})["cached"]
+    assert _build.build(src, int8, work, {**GATE, "calibration": str(a)})["cached"] and len(calls) == 1
+    assert not _build.build(src, int8, work, {**GATE, "calibration": str(b)})["cached"] and calls[-1] == str(b)
+    assert _build.build(src, B, work, GATE)["status"] == "built" and _build.build(src, B, work, GATE)["cached"]
