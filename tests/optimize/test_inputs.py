@@ -153,3 +153,13 @@ def test_calibration_rows_are_spread_over_data_sorted_by_class(tmp_path):
     assert len(cal_x) == 25 and sorted(set(y[cal_x.astype(int)])) == [0, 1, 2, 3]
     assert np.bincount(ev["y"]).tolist() in ([18, 19, 19, 19], [19, 18, 19, 19], [19, 19, 18, 19], [19, 19, 19, 18])
     assert not set(cal_x) & set(ev["x"].ravel())
+
+
+def test_labels_outside_the_models_classes_are_an_input_error_not_a_vacuous_gate(cnn_tf, digits_x, tmp_path):
+    """Labels out of the model's classes (wine's y - 5: every accuracy 0, every drop 0) passed every lossy build's
+    gate; they are refused once the first artifact shows the class count."""
+    folder, ds = digits_x
+    shifted = tmp_path / "shifted.npz"
+    np.savez(shifted, x=ds.x_test, y=ds.y_test + 1)
+    with pytest.raises(InputError, match=r"shifted.npz: 'y' holds labels 1..10; the model's output '\w+' has 10 "):
+        optimize(cnn_tf, data=shifted, out=tmp_path / "o", cache_dir=tmp_path / "c", **FAST)
