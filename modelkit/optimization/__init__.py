@@ -117,7 +117,7 @@ def _build_all(source: Path, builds: list[dict[str, Any]], work: Path, gate: dic
     artifact built (or reused) checks that `data` fits the model (InputError), before any other build."""
     from .build import build, check_data
 
-    reserve = max(MIN_MEASURE_S, 0.25 * budget_s)
+    reserve = max(min(MIN_MEASURE_S, budget_s / 2), 0.25 * budget_s)  # the shortest budget builds for half
     tune = TVM_TUNE_SHARE * budget_s if budget_s >= 600 else None
     done = []
     unjudged = None  # why the labels cannot judge a lossy build's accuracy, once the first artifact says so

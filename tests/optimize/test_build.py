@@ -71,3 +71,19 @@ def test_an_int8_build_calibrated_on_other_samples_is_built_again(monkeypatch, t
     assert _build.build(src, int8, work, {**GATE, "calibration": str(a)})["cached"] and len(calls) == 1
     assert not _build.build(src, int8, work, {**GATE, "calibration": str(b)})["cached"] and calls[-1] == str(b)
     assert _build.build(src, B, work, GATE)["status"] == "built" and _build.build(src, B, work, GATE)["cached"]
+
+
+def test_the_shortest_budget_accepted_leaves_time_to_build(monkeypatch, tmp_path):
+    """--budget 20s passed the 'at least 20 s' check, then kept all 20 s for measuring: every build skipped, and
+    'no candidate was measured'."""
+    import time
+
+    from modelkit import optimization
+
+    class Bar:
+        def advance(self, message=None):
+            pass
+
+    monkeypatch.setattr(_build, "build", lambda source, b, work, gate, timeout, tune_budget: {**b, "status": "built"})
+    done = optimization._build_all(tmp_path / "m.keras", [dict(B)], tmp_path, GATE, time.monotonic() + 20, 20.0, Bar())
+    assert [d["status"] for d in done] == ["built"]
