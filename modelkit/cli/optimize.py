@@ -16,10 +16,12 @@ def _ints(ctx: click.Context, param: click.Parameter, value: str | None) -> tupl
 
 @click.command("optimize")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
-@click.option("--target", default="server-cpu", show_default=True, help="Where the artifact will run.")
+@click.option("--target", default="server-cpu", show_default=True,
+              help="Where the artifact will run; optimize measures on this machine, for server-cpu.")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Real samples (.npz: 'x' or one array per input name) with 'y' labels: parity and the accuracy "
-                   "gate run on them; without labels only exact (fp32) candidates are tried.")
+              help="Real samples (.npz: 'x' or one array per input name) with 'y' labels (class ids or one-hot): "
+                   "parity and the accuracy gate run on them; without labels, or for a model with no class "
+                   "output (a regressor), only exact (fp32) candidates are tried.")
 @click.option("--max-accuracy-drop", type=float, default=0.01, show_default=True,
               help="Largest top-1 accuracy drop against the .keras model on --data.")
 @click.option("--max-p99-ms", type=float, default=None, help="Largest p99 latency per call, ms.")
@@ -44,7 +46,8 @@ def _ints(ctx: click.Context, param: click.Parameter, value: str | None) -> tupl
 @click.option("--rounds", type=click.IntRange(min=1, max=50), default=5, show_default=True,
               help="Interleaved measuring rounds.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-              help="Builds and measurements cache [default: ~/.cache/modelkit/optimize].")
+              help="Builds and measurements cache [default: ~/.cache/modelkit/optimize; TVM's tuning records "
+                   "stay in ~/.cache/modelkit/tvm].")
 @click.option("--force", is_flag=True, help="Replace an existing --out folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @import_option

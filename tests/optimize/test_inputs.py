@@ -163,3 +163,15 @@ def test_labels_outside_the_models_classes_are_an_input_error_not_a_vacuous_gate
     np.savez(shifted, x=ds.x_test, y=ds.y_test + 1)
     with pytest.raises(InputError, match=r"shifted.npz: 'y' holds labels 1..10; the model's output '\w+' has 10 "):
         optimize(cnn_tf, data=shifted, out=tmp_path / "o", cache_dir=tmp_path / "c", **FAST)
+
+
+def test_help_says_what_data_and_targets_optimize_takes():
+    """A newcomer with one-hot labels or a regressor could not tell from --help what optimize does with them, nor
+    which --target values it measures."""
+    from click.testing import CliRunner
+
+    from modelkit.cli import main
+
+    text = " ".join(CliRunner().invoke(main, ["optimize", "--help"]).output.split())
+    assert "class ids or one-hot" in text and "no class output (a regressor)" in text
+    assert "optimize measures on this machine, for server-cpu" in text
