@@ -158,8 +158,7 @@ def _measure(cands: list[dict[str, Any]], batch: int, prepared: dict[str, Any], 
     from .measure import measure
 
     def key(c: dict[str, Any]) -> str:
-        return cache.measurement_key(c.get("sha256") or c["build"], c.get("threads"), batch,
-                                     prepared["data_sha256"], c.get("mode", "run"))
+        return measurement_key(c, batch, prepared["data_sha256"])
 
     ready = [c for c in cands if c["status"] == "built"]
     results: dict[str, dict[str, Any]] = {}
@@ -190,6 +189,15 @@ def _measure(cands: list[dict[str, Any]], batch: int, prepared: dict[str, Any], 
                                                      f"{FINALISTS} fastest builds at {max(counts)} threads"}
         out.append(r)
     return out
+
+
+def measurement_key(c: dict[str, Any], batch: int, data_sha256: str | None) -> str:
+    """The measurement cache key of candidate `c`; the Keras baseline's includes its backend (predict's cost
+    differs by tens of times between them, and KERAS_BACKEND picks it)."""
+    from . import cache
+
+    mode = c.get("mode", "run") + (f":{c['backend']}" if c.get("backend") else "")
+    return cache.measurement_key(c.get("sha256") or c["build"], c.get("threads"), batch, data_sha256, mode)
 
 
 MEASURED_KEYS = ("status", "p50_ms", "p99_ms", "ci95_ms", "rounds_ms", "calls", "accuracy", "load_s", "batch")
@@ -252,8 +260,11 @@ def _keep_report(record: dict[str, Any], work: Path) -> None:
 
 
 def _baseline(source: Path) -> dict[str, Any]:
+    from .._backend import requested_backend
+
     return {"key": "keras.predict", "build": "keras.predict", "format": "keras", "quantize": None,
-            "engine": "keras", "mode": "keras.predict", "threads": None, "path": str(source), "status": "built",
+            "engine": "keras", "backend": requested_backend(), "mode": "keras.predict", "threads": None,
+            "path": str(source), "status": "built",
             "reason": None, "size_bytes": _manifest.size_of(source), "sha256": _manifest.sha256_of(source)}
 
 

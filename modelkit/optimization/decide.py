@@ -230,6 +230,7 @@ def choose(candidates: list[dict[str, Any]], limits: dict[str, Any] | None) -> d
     base = next((c for c in _measured(candidates) if is_baseline(c)), None)
     if base is not None:
         speedup = _times(base["p50_ms"] / winner["p50_ms"])
-        why += f"; {speedup} the speed of Keras predict ({ms_text(base['p50_ms'])} ms)"
+        on = f"{base['backend']}, " if base.get("backend") else ""
+        why += f"; {speedup} the speed of Keras predict ({on}{ms_text(base['p50_ms'])} ms)"
     return {"winner": winner["key"], "why": why + ".", "front": pareto_front(candidates), "rejected": rejected,
             "statistic": STATISTIC}
