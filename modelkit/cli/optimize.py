@@ -79,7 +79,7 @@ def command(model: str, target: str, data: str | None, max_accuracy_drop: float,
                       formats=formats, precisions=precisions, threads=threads, calibration_data=calibration_data,
                       rounds=rounds, force=force, cache_dir=cache_dir)
     if as_json:
-        echo_json(result)
+        echo_json(result.to_dict())
         return
     click.echo(text_table({"candidates": result.candidates, "decision": result.decision}))
     click.echo(f"wrote {result.path}\nwrote {result.report}" + (f"\nwrote {result.package}" if result.package else ""))

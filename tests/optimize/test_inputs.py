@@ -175,3 +175,23 @@ def test_help_says_what_data_and_targets_optimize_takes():
     text = " ".join(CliRunner().invoke(main, ["optimize", "--help"]).output.split())
     assert "class ids or one-hot" in text and "no class output (a regressor)" in text
     assert "optimize measures on this machine, for server-cpu" in text
+
+
+def test_json_prints_the_result_as_an_object(monkeypatch, tmp_path):
+    """--json printed one JSON string holding the dataclass's repr ('OptimizeResult(path=...)')."""
+    import json
+
+    from click.testing import CliRunner
+
+    from modelkit import optimization
+    from modelkit.cli import main
+
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"not read here")
+    result = optimization.OptimizeResult(path="/o/m.onnx", out_dir="/o", winner={"key": "onnx-fp32-t1"},
+                                         decision={"winner": "onnx-fp32-t1"}, candidates=[], report="/o/report.html",
+                                         package=None)
+    monkeypatch.setattr(optimization, "optimize", lambda *a, **k: result)
+    out = CliRunner().invoke(main, ["optimize", str(model), "--json", "--out", str(tmp_path / "o")]).output
+    got = json.loads(out)
+    assert isinstance(got, dict) and got["winner"]["key"] == "onnx-fp32-t1" and got["path"] == "/o/m.onnx"
