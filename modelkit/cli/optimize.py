@@ -81,5 +81,5 @@ def command(model: str, target: str, data: str | None, max_accuracy_drop: float,
     if as_json:
         echo_json(result.to_dict())
         return
-    click.echo(text_table({"candidates": result.candidates, "decision": result.decision}))
+    click.echo(text_table({"candidates": result.candidates, "decision": result.decision, "limits": result.limits}))
     click.echo(f"wrote {result.path}\nwrote {result.report}" + (f"\nwrote {result.package}" if result.package else ""))

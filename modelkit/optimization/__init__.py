@@ -41,6 +41,7 @@ class OptimizeResult:
     candidates: list[dict[str, Any]]
     report: str
     package: str | None
+    limits: dict[str, Any] | None = None  # those the decision applied (max_accuracy_drop, max_p99_ms, max_size_mb)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -238,7 +239,7 @@ def _write(record: dict[str, Any], dest: Path, force: bool, package: str | None)
     final = dest / art.name
     return OptimizeResult(path=str(final), out_dir=str(dest), winner=winner, decision=decision,
                           candidates=record["candidates"], report=str(dest / "report.html"),
-                          package=str(dest / pkg.name) if pkg is not None else None)
+                          package=str(dest / pkg.name) if pkg is not None else None, limits=record["limits"])
 
 
 def _decision_record(record: dict[str, Any], winner: dict[str, Any]) -> dict[str, Any]:

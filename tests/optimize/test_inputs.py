@@ -195,3 +195,20 @@ def test_json_prints_the_result_as_an_object(monkeypatch, tmp_path):
     out = CliRunner().invoke(main, ["optimize", str(model), "--json", "--out", str(tmp_path / "o")]).output
     got = json.loads(out)
     assert isinstance(got, dict) and got["winner"]["key"] == "onnx-fp32-t1" and got["path"] == "/o/m.onnx"
+
+
+def test_the_table_footer_states_the_limits_given(monkeypatch, tmp_path):
+    """The CLI's 'limits:' line read 'accuracy drop <= 0.0100' whatever --max-p99-ms / --max-size-mb said."""
+    from click.testing import CliRunner
+
+    from modelkit import optimization
+    from modelkit.cli import main
+
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"not read here")
+    limits = {"max_accuracy_drop": 0.01, "max_p99_ms": 0.05, "max_size_mb": 1.0}
+    result = optimization.OptimizeResult(path="/o/m.onnx", out_dir="/o", winner={"key": "a"}, decision={"winner": "a"},
+                                         candidates=[], report="/o/report.html", package=None, limits=limits)
+    monkeypatch.setattr(optimization, "optimize", lambda *a, **k: result)
+    out = CliRunner().invoke(main, ["optimize", str(model), "--out", str(tmp_path / "o")]).output
+    assert "limits: accuracy drop <= 0.0100, p99 <= 0.0500 ms, size <= 1.00 MB" in out
