@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,9 @@ def _half_width(c: dict[str, Any]) -> float | None:
 
 
 def _cut(text: str, width: int) -> str:
-    """`text` cut at a word to at most `width` characters, with '...' when cut."""
+    """`text` cut at a word to at most `width` characters, with '...' when cut; absolute paths first shortened
+    to their file names (a failed build's reason starts with its artifact's path in the cache)."""
+    text = re.sub(r"(?<![\w.])/(?:[^\s/]+/)+([^\s/]+)", r"\1", text)
     if len(text) <= width:
         return text
     head = text[: width - 3].rsplit(" ", 1)[0] if " " in text[: width - 3] else text[: width - 3]

@@ -94,3 +94,15 @@ def test_write_html_is_atomic_when_the_write_fails(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         report.write_html(make_result(), tmp_path / "r.html")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_builds_reason_in_the_terminal_table_shows_the_file_and_the_reason_not_the_cache_path():
+    """The reason starts with the artifact's absolute path in the cache: cut to the column's 70 characters at a
+    word, the row read only 'failed...'."""
+    from modelkit.optimization.report import table_rows
+
+    reason = ("/root/.cache/modelkit/optimize/builds/43014b47107217f9/wine_torch.int8.parity-failed.tflite (int8) "
+              "loses too much accuracy on test.npz (user data): 1.0000 -> 0.6667")
+    c = {"key": "tflite-int8", "format": "tflite", "quantize": "int8", "status": "failed", "reason": reason}
+    _, rows = table_rows({"candidates": [c], "decision": {}}, width=70)
+    assert rows[0][-1] == "failed: wine_torch.int8.parity-failed.tflite (int8) loses too much..."
