@@ -159,7 +159,7 @@ def _measure(cands: list[dict[str, Any]], batch: int, prepared: dict[str, Any], 
     from .measure import measure
 
     def key(c: dict[str, Any]) -> str:
-        return measurement_key(c, batch, prepared["data_sha256"])
+        return measurement_key(c, batch, prepared.get("eval_sha256") or prepared["data_sha256"])  # what it ran on
 
     ready = [c for c in cands if c["status"] == "built"]
     results: dict[str, dict[str, Any]] = {}

@@ -23,7 +23,8 @@ MIN_EVAL_ROWS = 20
 
 def prepare(data: str | os.PathLike | None, model: Path, work: Path,
             calibration_data: str | os.PathLike | None = None) -> dict[str, Any]:
-    """{"data": eval .npz or None, "calibration": .npz or None, "data_sha256", "labelled", "rows", "split"}."""
+    """{"data": eval .npz or None, "calibration": .npz or None, "data_sha256" (the user's file), "eval_sha256"
+    (the rows accuracy is measured on, when split off), "labelled", "rows", "split"}."""
     if data is None:
         return {"data": None, "calibration": _given(calibration_data), "data_sha256": None, "labelled": False,
                 "rows": 0, "split": "no data: inputs generated for timing; lossy precisions not tried"}
@@ -55,7 +56,8 @@ def prepare(data: str | os.PathLike | None, model: Path, work: Path,
     if not (cal.exists() and ev.exists()):
         _save(cal, {k: v[picked] for k, v in arrays.items() if k != "y"})
         _save(ev, {k: v[~picked] for k, v in arrays.items()})
-    return {"data": str(ev), "calibration": str(cal), "data_sha256": sha, "labelled": labelled,
+    return {"data": str(ev), "calibration": str(cal), "data_sha256": sha, "eval_sha256": _manifest.sha256_of(ev),
+            "labelled": labelled,
             "rows": rows - n_cal, "split": f"calibration on {n_cal} rows spread evenly over --data (one in "
                                            f"{rows / n_cal:.0f}), accuracy on the other {rows - n_cal}"}
 
