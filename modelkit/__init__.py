@@ -9,11 +9,11 @@ from typing import Any
 
 from . import errors
 from ._progress import verbosity
+from ._version import __version__  # its own module: serving names it without importing this root
 from .errors import ModelkitError
 from .formats import Format, detect
 from .spec import Signature, TensorSpec
 
-__version__ = "0.1.0"
 __all__ = ["load", "convert", "compile", "verify", "optimize", "detect", "Format", "Signature", "TensorSpec",
            "ModelkitError", "errors", "__version__"]
 

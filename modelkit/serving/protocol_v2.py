@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
+from .._version import __version__
 from .batcher import submit_current
 from .codec import decode_v2, encode_v2, v2_datatype, v2_shape
 from .errors import BadRequest
