@@ -22,12 +22,11 @@ from .. import manifest as _manifest
 from .._cache import cache_root
 from .._progress import steps
 from ..errors import InputError, OptimizeError
+from .stages import staged
 
 __all__ = ["optimize", "OptimizeResult", "DEFAULT_BUDGET_S"]
 
 DEFAULT_BUDGET_S = 15 * 60
-MAX_WORKERS = 16  # candidates measured side by side in one interleaved set (one process each)
-FINALISTS = 4  # builds whose every thread count is measured when there are more than MAX_WORKERS candidates
 MIN_MEASURE_S = 20.0
 TVM_TUNE_SHARE = 0.2  # of budgets of 10 minutes and more; shorter budgets compile TVM untuned
 
@@ -96,7 +95,7 @@ def optimize(model: str | os.PathLike, target: str = "server-cpu", data: str | o
         cands = [c for b in builds for c in (_cands.with_threads(b, counts) if b["status"] == "built"
                                              else [{**b, "key": b["build"], "threads": None}])]
         cands.append(_baseline(source))
-        measured = _measure(cands, int(batch), prepared, counts, root, deadline, rounds, bar)
+        measured = staged(cands, int(batch), prepared, counts, root, deadline, rounds, bar)
     from . import decide
 
     decide.accuracy_drops(measured)
@@ -148,70 +147,6 @@ def _build_all(source: Path, builds: list[dict[str, Any]], work: Path, gate: dic
             again = f" (remembered; delete {work / 'failed.json'} to retry)" if r.get("cached") else ""
             bar.advance(f"{b['build']}: {r['status']}{again}: {r['reason']}")
     return done
-
-
-def _measure(cands: list[dict[str, Any]], batch: int, prepared: dict[str, Any], counts: tuple[int, ...],
-             root: Path, deadline: float, rounds: int, bar: Any) -> list[dict[str, Any]]:
-    """Measure the built candidates side by side (cached ones are taken from the cache). With more candidates
-    than MAX_WORKERS: every build at the most threads first, then every thread count of the FINALISTS
-    fastest builds."""
-    from . import cache
-    from .measure import measure
-
-    def key(c: dict[str, Any]) -> str:
-        return measurement_key(c, batch, prepared.get("eval_sha256") or prepared["data_sha256"])  # what it ran on
-
-    ready = [c for c in cands if c["status"] == "built"]
-    results: dict[str, dict[str, Any]] = {}
-    for c in ready:
-        hit = cache.lookup(key(c), cache_dir=root / "measured")
-        if hit is not None:
-            results[c["key"]] = {**c, **hit, "from_cache": True}
-    todo = [c for c in ready if c["key"] not in results]
-    if len(todo) > MAX_WORKERS:
-        first = [c for c in todo if c.get("threads") in (None, max(counts))]
-        results.update(_run(measure, first, batch, prepared, deadline, rounds, bar, "every build"))
-        ranked = sorted((r for r in results.values() if r.get("status") == "measured" and r["key"] != "keras.predict"),
-                        key=lambda r: r["p50_ms"])
-        finalists = {r["build"] for r in ranked[:FINALISTS]}
-        todo = [c for c in todo if c["key"] not in results and c.get("build") in finalists]
-        todo += [results[k] for k in list(results) if results[k].get("build") in finalists]
-        todo = list({c["key"]: c for c in todo}.values())
-    results.update(_run(measure, todo, batch, prepared, deadline, rounds, bar, "side by side"))
-    for c in ready:
-        r = results.get(c["key"])
-        if r is not None and r.get("status") == "measured" and not r.get("from_cache"):
-            cache.store(key(c), {k: r[k] for k in r if k in MEASURED_KEYS}, cache_dir=root / "measured")
-    out = []
-    for c in cands:
-        r = results.get(c["key"], c)
-        if r.get("status") == "built":
-            r = {**r, "status": "skipped", "reason": "not a finalist: slower than the "
-                                                     f"{FINALISTS} fastest builds at {max(counts)} threads"}
-        out.append(r)
-    return out
-
-
-def measurement_key(c: dict[str, Any], batch: int, data_sha256: str | None) -> str:
-    """The measurement cache key of candidate `c`; the Keras baseline's includes its backend (predict's cost
-    differs by tens of times between them, and KERAS_BACKEND picks it)."""
-    from . import cache
-
-    mode = c.get("mode", "run") + (f":{c['backend']}" if c.get("backend") else "")
-    return cache.measurement_key(c.get("sha256") or c["build"], c.get("threads"), batch, data_sha256, mode)
-
-
-MEASURED_KEYS = ("status", "p50_ms", "p99_ms", "ci95_ms", "rounds_ms", "calls", "accuracy", "load_s", "batch")
-
-
-def _run(measure: Any, todo: list[dict[str, Any]], batch: int, prepared: dict[str, Any], deadline: float,
-         rounds: int, bar: Any, what: str) -> dict[str, dict[str, Any]]:
-    if not todo:
-        return {}
-    bar.note(f"measuring {len(todo)} candidates {what}, {rounds} interleaved rounds")
-    done = measure(todo, batch=batch, data=prepared["data"], rounds=rounds, deadline=deadline)
-    bar.advance(f"measured {sum(1 for d in done if d.get('status') == 'measured')} of {len(todo)}")
-    return {d["key"]: d for d in done}
 
 
 def _write(record: dict[str, Any], dest: Path, force: bool, package: str | None) -> OptimizeResult:

@@ -94,6 +94,7 @@ def test_the_keras_baseline_is_measured_and_cached_per_backend(monkeypatch, tmp_
     KERAS_BACKEND the shell had, with one cache entry for both: a rerun under the other backend reused the figure
     and the 'Nx the speed of Keras predict' claim changed 40-fold unannounced."""
     from modelkit import _backend, optimization
+    from modelkit.optimization import stages
 
     monkeypatch.setattr(_backend, "loaded_backend", lambda: None)  # as in the CLI: no Keras in the parent
     model = tmp_path / "m.keras"
@@ -103,7 +104,7 @@ def test_the_keras_baseline_is_measured_and_cached_per_backend(monkeypatch, tmp_
         monkeypatch.setenv("KERAS_BACKEND", backend)
         base = optimization._baseline(model)
         backends.append(base["backend"])
-        keys.add(optimization.measurement_key(base, 1, None))
+        keys.add(stages.measurement_key(base, 1, None))
     assert backends == ["tensorflow", "torch"] and len(keys) == 2
 
 
@@ -111,8 +112,8 @@ def test_a_measurement_is_cached_by_the_rows_it_ran_on_not_only_by_the_users_fil
     """Accuracy is measured on the evaluation rows split off --data; keyed by the user's file alone, a cached
     accuracy from another split (an earlier modelkit's) was compared with a fresh Keras one: an exact fp32 build
     showed an accuracy drop of 0.0049."""
-    from modelkit import optimization
     from modelkit.optimization import measure as _measure_mod
+    from modelkit.optimization import stages
 
     def fake(todo, batch, data, rounds, deadline):
         for c in todo:
@@ -132,6 +133,6 @@ def test_a_measurement_is_cached_by_the_rows_it_ran_on_not_only_by_the_users_fil
     runs = []
     for eval_sha in ("a" * 64, "b" * 64):
         prepared = {"data": "/d/eval/test.npz", "data_sha256": "0" * 64, "eval_sha256": eval_sha}
-        out = optimization._measure([dict(cand)], 1, prepared, (1,), tmp_path, 1e12, 1, Bar())
+        out = stages.staged([dict(cand)], 1, prepared, (1,), tmp_path, 1e12, 1, Bar())
         runs.append(out[0].get("from_cache", False))
     assert runs == [False, False]
