@@ -65,16 +65,22 @@ def check_target(target: str) -> str:
 
 
 def thread_counts(threads: tuple[int, ...] | None = None) -> tuple[int, ...]:
-    """The thread counts to try: given, else 1 and every core (and the powers of two between)."""
-    if threads:
-        return tuple(sorted(set(int(t) for t in threads)))
+    """The thread counts to try: given (at most the CPUs this process may use: more are measured here as
+    time-sliced threads, which says nothing of a bigger machine), else 1 and every core (and the powers of two
+    between)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    counts = {1, cores}
+    if threads:
+        counts = tuple(sorted(set(int(t) for t in threads)))
+        if counts[0] < 1 or counts[-1] > cores:
+            raise OptimizeError(f"--threads {','.join(map(str, counts))}: thread counts run from 1 to the {cores} "
+                                "CPUs this process may use here; candidates are measured on this machine")
+        return counts
+    auto = {1, cores}
     t = 2
     while t < cores:
-        counts.add(t)
+        auto.add(t)
         t *= 2
-    return tuple(sorted(counts))
+    return tuple(sorted(auto))
 
 
 def installed(fmt: str) -> bool:

@@ -120,7 +120,10 @@ def test_plan_says_why_a_candidate_is_not_tried(monkeypatch):
     tfl = [b for b in candidates.plan("server-cpu", formats=("tflite",)) if b["format"] == "tflite"]
     assert all(b["status"] == "skipped" and "modelkit[tflite]" in b["reason"] for b in tfl)
     assert candidates.plan("server-cpu", formats=("onnx",), precisions=("fp32",))[0]["quantize"] is None
-    assert candidates.thread_counts((4, 1, 4)) == (1, 4)
+    cores = len(os.sched_getaffinity(0))
+    assert candidates.thread_counts((cores, 1, cores)) == tuple(sorted({1, cores}))
+    with pytest.raises(OptimizeError, match=f"thread counts run from 1 to the {cores} CPUs"):
+        candidates.thread_counts((1, cores + 1))  # t{cores + 1} measured here would be time-sliced, and could win
 
 
 def test_calibration_rows_are_never_the_rows_accuracy_is_judged_on(tmp_path):
