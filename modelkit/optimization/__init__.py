@@ -170,7 +170,8 @@ def _write(record: dict[str, Any], dest: Path, force: bool, package: str | None)
         if package is not None:
             from ..serving.packagers import package as _package
 
-            pkg = _package(placed, package, tmp / f"package-{package}")
+            threads = winner.get("threads") if package in ("triton", "kserve") else None  # as it was measured
+            pkg = _package(placed, package, tmp / f"package-{package}", **({"threads": threads} if threads else {}))
     final = dest / art.name
     return OptimizeResult(path=str(final), out_dir=str(dest), winner=winner, decision=decision,
                           candidates=record["candidates"], report=str(dest / "report.html"),

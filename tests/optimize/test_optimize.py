@@ -97,7 +97,8 @@ def test_the_cli_prints_the_table_and_writes_dir(searched, cnn_tf, tmp_path):
     assert " won: " in r.stdout and "keras.predict" in r.stdout and "wrote " in r.stdout
     assert (tmp_path / "deploy" / "report.html").is_file()
     pkg = next((tmp_path / "deploy").glob("package-triton"))
-    assert (pkg / next(os.walk(pkg))[1][0] / "config.pbtxt").is_file()
+    config = (pkg / next(os.walk(pkg))[1][0] / "config.pbtxt").read_text()
+    assert 'key: "intra_op_thread_count"' in config and 'string_value: "1"' in config  # the winner's threads
 
 
 def test_cli_errors_are_one_line(cnn_tf, digits_test, tmp_path):

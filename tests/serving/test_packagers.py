@@ -104,6 +104,20 @@ def test_triton_platforms_for_saved_model_and_torchscript(tmp_path, tiny_saved_m
     assert not cfg.HasField("dynamic_batching")
 
 
+def test_triton_carries_the_threads_a_model_was_measured_at(tmp_path, tiny_saved_model, tiny_torchscript):
+    """threads= sets each backend's own intra-op key (what `modelkit optimize --package triton` measured the winner
+    at); a SavedModel's is server-wide, so its config has none."""
+    package(make_tiny_onnx(tmp_path / "t.onnx"), "triton", tmp_path / "o", name="o", threads=2)
+    cfg = triton_config(tmp_path / "o" / "o" / "config.pbtxt")
+    assert cfg.parameters["intra_op_thread_count"].string_value == "2"
+    package(tiny_torchscript[0], "triton", tmp_path / "t", name="t", threads=3)
+    assert triton_config(tmp_path / "t" / "t" / "config.pbtxt").parameters["INTRA_OP_THREAD_COUNT"].string_value == "3"
+    package(tiny_saved_model, "triton", tmp_path / "s", name="s", threads=2)
+    assert not triton_config(tmp_path / "s" / "s" / "config.pbtxt").parameters
+    package(make_tiny_onnx(tmp_path / "u.onnx"), "triton", tmp_path / "u", name="u")
+    assert not triton_config(tmp_path / "u" / "u" / "config.pbtxt").parameters  # none asked: the backend's default
+
+
 def _prediction_log_class():
     """TF Serving's PredictionLog, declared from its .proto field numbers in a private descriptor pool."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory

@@ -143,6 +143,12 @@ def test_kserve_package_of_an_ir_runs_on_openvino_model_server(ir, tmp_path, cap
     args = yaml.safe_load((out / "inferenceservice.yaml").read_text())["spec"]["predictor"]["model"]["args"]
     assert json.loads(args[0].partition("=")[2])["INFERENCE_PRECISION_HINT"] == "f16"
     assert modelkit.load(f16).config["INFERENCE_PRECISION_HINT"] == "f16"
+    # threads (the winner's, from optimize --package kserve) go into OVMS' plugin config and Triton's backend
+    out = package(ir, "kserve", tmp_path / "ks6", storage_uri="s3://b/t", threads=2)
+    args = yaml.safe_load((out / "inferenceservice.yaml").read_text())["spec"]["predictor"]["model"]["args"]
+    assert json.loads(args[0].partition("=")[2])["INFERENCE_NUM_THREADS"] == 2
+    out = package(ir, "triton", tmp_path / "tr6", threads=2)
+    assert triton_config(out / "tiny" / "config.pbtxt").parameters["INFERENCE_NUM_THREADS"].string_value == "2"
     # --runtime triton serves an IR through Triton's openvino backend instead
     out = package(ir, "kserve", tmp_path / "ks3", runtime="triton", storage_uri="s3://b/t")
     assert triton_config(out / "triton" / "tiny" / "config.pbtxt").backend == "openvino"

@@ -35,11 +35,12 @@ def k8s_name(name: str) -> str:
     return s or "model"
 
 
-def plugin_config(precision: str) -> str:
-    """OVMS' --plugin_config value: the IR's precision pinned, latency hint (modelkit's engine config for it)."""
+def plugin_config(precision: str, threads: int | None = None) -> str:
+    """OVMS' --plugin_config value: the IR's precision pinned, latency hint, and the threads when given
+    (modelkit's engine config for them)."""
     from ...runtime.openvino import config_for
 
-    return json.dumps(config_for(precision))
+    return json.dumps(config_for(precision, threads=threads))
 
 
 def manifest(name: str, runtime: str, storage_uri: str, cpu: str = "1", memory: str = "2Gi",
@@ -66,7 +67,8 @@ def manifest(name: str, runtime: str, storage_uri: str, cpu: str = "1", memory: 
 
 
 def build(artifact: Path, fmt: Format, tmp: Path, *, dest: Path, name: str, version: int,
-          runtime: str | None = None, storage_uri: str | None = None, **options: Any) -> None:
+          runtime: str | None = None, storage_uri: str | None = None, threads: int | None = None,
+          **options: Any) -> None:
     import yaml
 
     runtime = runtime or DEFAULT_RUNTIME.get(fmt, "triton")
@@ -79,11 +81,12 @@ def build(artifact: Path, fmt: Format, tmp: Path, *, dest: Path, name: str, vers
     sub.mkdir()
     args = None
     if runtime == "triton":
-        triton.build(artifact, fmt, sub, dest=dest / runtime, name=name, version=version, **options)
+        triton.build(artifact, fmt, sub, dest=dest / runtime, name=name, version=version, threads=threads,
+                     **options)
         default_uri = f"pvc://models/{name}/triton"
     elif runtime == "openvino":
         _, precision = openvino_ir.place_ir(artifact, sub / name / str(version))  # checked, loadable
-        args = [f"--plugin_config={plugin_config(precision)}"]
+        args = [f"--plugin_config={plugin_config(precision, threads)}"]
         default_uri = f"pvc://models/{name}/openvino/{name}"
     else:
         tf_serving.build(artifact, fmt, sub, dest=dest / runtime, name=name, version=version, **options)

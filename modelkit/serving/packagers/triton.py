@@ -22,6 +22,9 @@ from . import openvino_ir, signature_of
 PLATFORM = {Format.ONNX: ("onnxruntime_onnx", "model.onnx"),
             Format.SAVED_MODEL: ("tensorflow_savedmodel", "model.savedmodel"),
             Format.TORCHSCRIPT: ("pytorch_libtorch", "model.pt"), Format.OPENVINO: ("openvino", "model.xml")}
+# the per-model intra-op thread setting of each backend (TF's is server-wide: --backend-config=tensorflow,...)
+THREAD_KEYS = {Format.ONNX: "intra_op_thread_count", Format.TORCHSCRIPT: "INTRA_OP_THREAD_COUNT",
+               Format.OPENVINO: "INFERENCE_NUM_THREADS"}
 BACKENDS = {Format.OPENVINO}  # named by `backend:` (a backend, not a platform); the others by `platform:`
 TYPES = {"bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16", "uint32": "TYPE_UINT32",
          "uint64": "TYPE_UINT64", "int8": "TYPE_INT8", "int16": "TYPE_INT16", "int32": "TYPE_INT32",
@@ -36,8 +39,9 @@ def tensor_names(sig: Signature, fmt: Format) -> tuple[list[str], list[str]]:
 
 
 def config_pbtxt(name: str, sig: Signature, fmt: Format, max_batch_size: int = 32, max_delay_ms: float = 2.0,
-                 instances: int = 1, kind: str = "KIND_CPU", precision: str = "f32") -> str:
-    """config.pbtxt from the signature; precision: an OpenVINO IR's ('bf16' adds the backend's HINT_BF16)."""
+                 instances: int = 1, kind: str = "KIND_CPU", precision: str = "f32", threads: int | None = None) -> str:
+    """config.pbtxt from the signature; precision: an OpenVINO IR's ('bf16' adds the backend's HINT_BF16);
+    threads: the backend's intra-op threads per instance (THREAD_KEYS; a SavedModel's are set server-wide)."""
     if fmt not in PLATFORM:
         raise PackagingError(f"Triton has no backend for {fmt.value} here; package onnx, saved_model, "
                              "torchscript or openvino (modelkit convert MODEL --to onnx)")
@@ -68,34 +72,38 @@ def config_pbtxt(name: str, sig: Signature, fmt: Format, max_batch_size: int = 3
     if batched:
         lines.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {int(max_delay_ms * 1000)}\n}}")
     lines.append(f"instance_group [\n  {{\n    count: {instances}\n    kind: {kind}\n  }}\n]")
+    params: dict[str, str] = {}
     if fmt == Format.OPENVINO:
         from ...runtime.openvino import config_for
 
-        params = {"PERFORMANCE_HINT": config_for()["PERFORMANCE_HINT"]}  # modelkit's engine default
+        params["PERFORMANCE_HINT"] = config_for()["PERFORMANCE_HINT"]  # modelkit's engine default
         if batched:
             params["ENABLE_BATCH_PADDING"] = "YES"  # else any batch below max_batch_size is an error
         if precision == "bf16":
             params["HINT_BF16"] = "YES"
+    if threads is not None and fmt in THREAD_KEYS:
+        params[THREAD_KEYS[fmt]] = str(int(threads))
+    if params:
         lines.append("parameters [\n" + ",\n".join(
             f'  {{\n    key: "{k}"\n    value: {{ string_value: "{v}" }}\n  }}' for k, v in params.items()) + "\n]")
     return "\n".join(lines) + "\n"
 
 
 def build(artifact: Path, fmt: Format, tmp: Path, *, dest: Path, name: str, version: int,
-          max_batch_size: int = 32, max_delay_ms: float = 2.0, **_: Any) -> None:
-    """tmp/NAME/config.pbtxt and tmp/NAME/VERSION/<model>."""
+          max_batch_size: int = 32, max_delay_ms: float = 2.0, threads: int | None = None, **_: Any) -> None:
+    """tmp/NAME/config.pbtxt and tmp/NAME/VERSION/<model>; threads: the backend's intra-op threads."""
     model_dir = tmp / name
     if fmt == Format.OPENVINO:  # the pair itself in VERSION/ (no manifest: Triton reads only the IR)
         sig, precision = openvino_ir.place_ir(artifact, model_dir / str(version))
         (model_dir / "config.pbtxt").write_text(config_pbtxt(name, sig, fmt, max_batch_size, max_delay_ms,
-                                                             precision=precision))
+                                                             precision=precision, threads=threads))
         if precision == "f32":
             print("warning: Triton's openvino backend has no f32 setting: on CPUs with AMX or AVX-512 bf16 OpenVINO "
                   "runs the IR in bf16 (lossy; docs/openvino.md). For exact results serve it with modelkit serve, "
                   "or KServe (--for kserve pins f32), or package the ONNX model", file=sys.stderr, flush=True)
         return
     sig = signature_of(artifact, fmt)
-    text = config_pbtxt(name, sig, fmt, max_batch_size, max_delay_ms)
+    text = config_pbtxt(name, sig, fmt, max_batch_size, max_delay_ms, threads=threads)
     (model_dir / str(version)).mkdir(parents=True)
     target = model_dir / str(version) / PLATFORM[fmt][1]
     if artifact.is_dir():
