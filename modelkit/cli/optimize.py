@@ -17,7 +17,9 @@ def _ints(ctx: click.Context, param: click.Parameter, value: str | None) -> tupl
 @click.command("optimize")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.option("--target", default="server-cpu", show_default=True,
-              help="Where the artifact will run; optimize measures on this machine, for server-cpu.")
+              help="Where the artifact will run: server-cpu (measured on this machine), or edge-arm64, "
+                   "mobile-arm64, edge-armv7 (another machine's: built and gated here, the smallest within the "
+                   "limits chosen, latency not measured).")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Real samples (.npz: 'x' or one array per input name) with 'y' labels (class ids or one-hot): "
                    "parity and the accuracy gate run on them; without labels, or for a model with no class "

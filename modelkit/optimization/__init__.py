@@ -74,7 +74,12 @@ def optimize(model: str | os.PathLike, target: str = "server-cpu", data: str | o
     _cands.plan(target, formats, precisions, package=package)  # a format or precision it refuses: before any work
     dest = Path(out) if out is not None else source.with_name(f"{_stem(source)}_optimized")
     _atomic.check_writable(dest, force)
-    counts = _cands.thread_counts(threads)
+    away = _cands.elsewhere(target)  # another machine's artifacts: built and gated here, not measured
+    if away:
+        from .elsewhere import check_limits
+
+        check_limits(target, limits)
+    counts = None if away else _cands.thread_counts(threads)
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "optimize"
     sha = _manifest.sha256_of(source)
     work = root / "builds" / sha[:16]
@@ -89,20 +94,26 @@ def optimize(model: str | os.PathLike, target: str = "server-cpu", data: str | o
     deadline = t0 + budget_s
     planned = [b for b in builds if b["status"] == "planned"]
     with steps(len(planned) + 1, "optimize") as bar:
-        bar.note(f"optimize {source.name} for {target}: {len(planned)} builds x threads {list(counts)}, budget "
-                 f"{budget_s:.0f} s; {prepared['split']}")
+        bar.note(f"optimize {source.name} for {target}: {len(planned)} builds"
+                 + (" (another machine's: built and gated here, not measured)" if away else
+                    f" x threads {list(counts or ())}") + f", budget {budget_s:.0f} s; {prepared['split']}")
         builds = _build_all(source, builds, work, gate, deadline, budget_s, bar, data)
         cands = [c for b in builds for c in (_cands.with_threads(b, counts) if b["status"] == "built"
                                              else [{**b, "key": b["build"], "threads": None}])]
-        cands.append(_baseline(source))
-        measured = staged(cands, int(batch), prepared, counts, root, deadline, rounds, bar)
+        if away:
+            from . import elsewhere
+
+            measured = elsewhere.unmeasured(cands, target)
+        else:
+            cands.append(_baseline(source))
+            measured = staged(cands, int(batch), prepared, counts, root, deadline, rounds, bar)
     from . import decide
 
     decide.accuracy_drops(measured)
     record = {"model": str(source), "model_sha256": sha, "target": target, "batch": int(batch), "limits": limits,
               "candidates": measured, "budget_s": budget_s, "data": prepared, "machine": _machine()}
     try:
-        decision = decide.choose(measured, limits)
+        decision = elsewhere.choose(measured, limits, target) if away else decide.choose(measured, limits)
     except OptimizeError as exc:
         record.update(decision=None, spent_s=round(time.monotonic() - t0, 1))
         _keep_report(record, work)
@@ -118,7 +129,10 @@ def _build_all(source: Path, builds: list[dict[str, Any]], work: Path, gate: dic
     from .build import build, check_data
 
     reserve = max(min(MIN_MEASURE_S, budget_s / 2), 0.25 * budget_s)  # the shortest budget builds for half
-    tune = TVM_TUNE_SHARE * budget_s if budget_s >= 600 else None
+    from .candidates import elsewhere
+
+    here = not any(elsewhere(b["target"]) for b in builds if b.get("target"))  # cross libraries tune on devices
+    tune = TVM_TUNE_SHARE * budget_s if budget_s >= 600 and here else None
     done = []
     unjudged = None  # why the labels cannot judge a lossy build's accuracy, once the first artifact says so
     for b in builds:

@@ -27,7 +27,7 @@ def artifact_path(source: Path, build: dict[str, Any], work: Path) -> Path:
     from ..converters.planning import output_path
 
     if build["format"] == "tvm":
-        return work / f"{_stem(source)}.server-cpu{Format.TVM.suffix}"
+        return work / f"{_stem(source)}.{build.get('target', 'server-cpu')}{Format.TVM.suffix}"
     return output_path(source, Format.parse(build["format"]), work, build["quantize"])
 
 
@@ -49,7 +49,7 @@ def build(source: Path, b: dict[str, Any], work: Path, gate: dict[str, Any], tim
     t0 = time.monotonic()
     try:
         if b["format"] == "tvm":
-            _compile(source, dest, gate, timeout, tune_budget)
+            _compile(source, dest, gate, timeout, tune_budget, b.get("target", "server-cpu"))
         else:
             _convert(source, b, work, gate, timeout)
     except (InputError, UnregisteredClassError):
@@ -108,11 +108,11 @@ def _convert(source: Path, b: dict[str, Any], work: Path, gate: dict[str, Any], 
 
 
 def _compile(source: Path, dest: Path, gate: dict[str, Any], timeout: float | None,
-             tune_budget: float | None) -> None:
+             tune_budget: float | None, target: str = "server-cpu") -> None:
     from ..targets import compile as tvm_compile
 
-    tvm_compile(source, "server-cpu", out=dest, batch=gate["batch"], budget=tune_budget, timeout=timeout,
-                data=_inputs_only(gate))
+    tvm_compile(source, target, out=dest, batch=gate["batch"], budget=tune_budget, timeout=timeout,
+                data=_inputs_only(gate))  # another machine's library: checked by its ELF header (compile says so)
 
 
 def _inputs_only(gate: dict[str, Any]) -> str | None:
@@ -132,8 +132,8 @@ def _built(out: dict[str, Any], dest: Path, seconds: float, cached: bool) -> dic
 
 
 def _valid(dest: Path, model_sha256: str) -> bool:
-    """Whether an artifact already in the work folder can be reused: made from this model, passed its check,
-    unchanged since (its sha256 is the manifest's)."""
+    """Whether an artifact already in the work folder can be reused: made from this model, passed its check (a
+    library for another machine: its ELF check), unchanged since (its sha256 is the manifest's)."""
     if not dest.exists():
         return False
     try:
@@ -142,7 +142,7 @@ def _valid(dest: Path, model_sha256: str) -> bool:
         return False
     if m is None or (m.source or {}).get("sha256") != model_sha256 and not _chained_from(m, model_sha256):
         return False
-    if not (m.parity or {}).get("ok"):
+    if not (m.parity or {}).get("ok") and (m.extra or {}).get("verified") != "elf-architecture-only":
         return False
     return not m.sha256 or _manifest.sha256_of(dest) == m.sha256
 

@@ -16,6 +16,10 @@ from ..errors import OptimizeError
 # target -> formats measured for it, roughly best-first (the order builds run in while the budget lasts)
 FORMATS: dict[str, tuple[str, ...]] = {
     "server-cpu": ("onnx", "openvino", "tflite", "tvm", "torchscript", "pt2", "saved_model", "executorch"),
+    # another machine's: built and gated here, not measured here (optimization/elsewhere.py)
+    "edge-arm64": ("tflite", "onnx", "tvm"),
+    "mobile-arm64": ("tflite", "onnx", "tvm"),
+    "edge-armv7": ("tflite", "tvm"),
 }
 # format -> (engine, module that must import, pip extra)
 ENGINES: dict[str, tuple[str, str, str]] = {
@@ -50,18 +54,24 @@ def supported_targets() -> tuple[str, ...]:
 
 
 def check_target(target: str) -> str:
-    """The target name, if optimize can measure candidates for it here; else OptimizeError saying what to do."""
+    """The target name, if optimize has candidates for it; else OptimizeError saying what to do."""
     from ..targets import registry
 
     if target in FORMATS:
         return target
     if target not in registry.names():
-        raise OptimizeError(f"unknown target '{target}'; optimize measures candidates for: "
-                            f"{', '.join(FORMATS)} (all targets: modelkit targets)")
-    raise OptimizeError(f"optimize cannot measure candidates for {target} on this machine yet: its artifacts run on "
-                        f"another machine. Build them with `modelkit convert MODEL --to tflite --quantize int8` and "
-                        f"`modelkit compile MODEL --target {target} --tune --rpc HOST:PORT --device-key KEY`, and "
-                        f"measure there; optimize targets here: {', '.join(FORMATS)}")
+        raise OptimizeError(f"unknown target '{target}'; optimize targets: {', '.join(FORMATS)} "
+                            "(all targets: modelkit targets)")
+    raise OptimizeError(f"optimize has no candidates for {target} here (it needs its device to measure them on); "
+                        f"compile for it with `modelkit compile MODEL --target {target}`; optimize targets: "
+                        f"{', '.join(FORMATS)}")
+
+
+def elsewhere(target: str) -> bool:
+    """Whether the target's artifacts run on another machine than this one (built and gated here, not measured)."""
+    from ..targets import registry
+
+    return registry.get(target).cross
 
 
 def thread_counts(threads: tuple[int, ...] | None = None) -> tuple[int, ...]:
@@ -112,7 +122,7 @@ def plan(target: str, formats: tuple[str, ...] | None = None, precisions: tuple[
             if wanted is not None and q not in wanted:
                 continue
             build = {"build": build_name(fmt, q), "format": fmt, "quantize": q, "engine": ENGINES[fmt][0],
-                     "status": "planned", "reason": None}
+                     "target": target, "status": "planned", "reason": None}
             if not installed(fmt):
                 build.update(status="skipped", reason=f"{ENGINES[fmt][1]} is not installed "
                                                       f"(pip install 'modelkit[{ENGINES[fmt][2]}]')")
@@ -126,8 +136,11 @@ def build_name(fmt: str, quantize: str | None) -> str:
     return f"{fmt}-{PRECISION_NAMES[quantize]}"
 
 
-def with_threads(build: dict[str, Any], threads: tuple[int, ...]) -> list[dict[str, Any]]:
-    """One candidate per thread count of a build (its artifact, size and gate shared)."""
+def with_threads(build: dict[str, Any], threads: tuple[int, ...] | None) -> list[dict[str, Any]]:
+    """One candidate per thread count of a build (its artifact, size and gate shared); None: one candidate, its
+    threads left to the device (a target measured elsewhere)."""
+    if threads is None:
+        return [{**build, "key": build["build"], "threads": None}]
     return [{**build, "key": f"{build['build']}-t{t}", "threads": t} for t in threads]
 
 

@@ -102,7 +102,9 @@ def test_the_cli_prints_the_table_and_writes_dir(searched, cnn_tf, tmp_path):
 
 
 def test_cli_errors_are_one_line(cnn_tf, digits_test, tmp_path):
-    assert "edge-arm64" in one_line_error(["optimize", str(cnn_tf), "--target", "edge-arm64"])
+    assert "no candidates for server-gpu" in one_line_error(["optimize", str(cnn_tf), "--target", "server-gpu"])
+    assert "--max-p99-ms cannot be checked for edge-arm64" in one_line_error(
+        ["optimize", str(cnn_tf), "--target", "edge-arm64", "--max-p99-ms", "2"])
     assert "bad budget" in one_line_error(["optimize", str(cnn_tf), "--budget", "soon"])
     assert "valid: onnx" in one_line_error(["optimize", str(cnn_tf), "--formats", "onnx,coreml"])
     assert "serves onnx, saved_model, torchscript, openvino, not tflite" in one_line_error(
