@@ -134,6 +134,7 @@ def test_a_baseline_that_cannot_load_names_no_baseline(cnn_onnx, tmp_path) -> No
 
     from modelkit.cli import main
     from modelkit.formats import manifest_path
+    from modelkit.manifest import sha256_of
 
     src = tmp_path / "broken.keras"
     src.write_bytes(b"not a zip")  # the source the manifest names, now unreadable
@@ -141,6 +142,7 @@ def test_a_baseline_that_cannot_load_names_no_baseline(cnn_onnx, tmp_path) -> No
     shutil.copy(cnn_onnx, onnx)
     doc = json.loads(manifest_path(cnn_onnx).read_text())
     doc["source"]["path"] = str(src)
+    doc["source"]["sha256"] = sha256_of(src)  # the recorded source itself (another file there is not the baseline)
     manifest_path(onnx).write_text(json.dumps(doc))
     r = CliRunner().invoke(main, ["bench", str(onnx), "--batch", "1", "--iterations", "2"])
     assert r.exit_code == 2, r.output
