@@ -174,7 +174,7 @@ def test_help_says_what_data_and_targets_optimize_takes():
 
     text = " ".join(CliRunner().invoke(main, ["optimize", "--help"]).output.split())
     assert "class ids or one-hot" in text and "no class output (a regressor)" in text
-    assert "optimize measures on this machine, for server-cpu" in text
+    assert "server-cpu (measured on this machine)" in text and "edge-arm64" in text and "latency not measured" in text
 
 
 def test_json_prints_the_result_as_an_object(monkeypatch, tmp_path):
