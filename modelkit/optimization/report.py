@@ -120,7 +120,8 @@ def pareto_plot(result: dict[str, Any]) -> str:
         else:
             style = {"color": "tab:blue", "alpha": 0.7}
         ax.scatter([x], [y], s=area, **style)
-        ax.annotate(c["key"], (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        if c["key"] in front or is_baseline(c) or len(measured) <= 8:  # more names overprint: the table has them
+            ax.annotate(c["key"], (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
     pts = sorted((c["p50_ms"], c.get("accuracy_drop") or 0.0) for c in measured if c["key"] in front)
     if pts:
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "--", color="tab:green", label="Pareto front")
@@ -158,7 +159,9 @@ def p50_plot(result: dict[str, Any]) -> str:
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.6))
     ax.barh([c["key"] for c in rows], p50, xerr=err, capsize=3, color=colours, edgecolor="black", linewidth=0.5)
     ax.invert_yaxis()
-    ax.set_xlabel("p50 latency, ms (whiskers: 95 % interval)")
+    if max(p50) > 20 * min(p50):  # a Keras row or a slow engine would flatten the fast ones to nothing
+        ax.set_xscale("log")
+    ax.set_xlabel("p50 latency, ms (whiskers: 95 % interval)" + (", log scale" if ax.get_xscale() == "log" else ""))
     ax.set_title("p50 per candidate (gold: winner; red: misses a limit; grey: Keras)")
     return png_base64(fig)
 
