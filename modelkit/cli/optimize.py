@@ -33,8 +33,10 @@ def _ints(ctx: click.Context, param: click.Parameter, value: str | None) -> tupl
               help="Time for the whole search (builds, TVM tuning, measuring), e.g. 90s, 15m, 1h.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Folder for the winner, report.html and candidates.json [default: MODEL_optimized beside MODEL].")
-@click.option("--package", type=click.Choice(["torchserve", "triton", "tf-serving", "kserve"]), default=None,
-              help="Also package the winner for this server (a folder inside --out).")
+@click.option("--package", type=click.Choice(["torchserve", "triton", "tf-serving", "kserve", "browser"]),
+              default=None, help="Also package the winner for this server (a folder inside --out); the search keeps "
+                                 "to the formats it runs (browser: ONNX, timed here with native onnxruntime, whose "
+                                 "speed is not onnxruntime-web's).")
 @click.option("--formats", callback=_names, default=None, metavar="LIST",
               help="Only these formats, e.g. onnx,openvino,tflite [default: every one that fits the target].")
 @click.option("--precisions", callback=_names, default=None, metavar="LIST",

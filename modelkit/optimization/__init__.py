@@ -118,6 +118,9 @@ def optimize(model: str | os.PathLike, target: str = "server-cpu", data: str | o
         record.update(decision=None, spent_s=round(time.monotonic() - t0, 1))
         _keep_report(record, work)
         raise OptimizeError(f"{exc} (report: {work / 'report.html'})", getattr(exc, "report", None)) from None
+    if package == "browser":
+        decision["why"] += (" Timed with native onnxruntime on this machine: in a browser onnxruntime-web runs the "
+                            "same file (WebAssembly), at its own speed.")
     record.update(decision=decision, spent_s=round(time.monotonic() - t0, 1))
     return _write(record, dest, force, package)
 
@@ -181,7 +184,12 @@ def _write(record: dict[str, Any], dest: Path, force: bool, package: str | None)
         (tmp / "candidates.json").write_text(json.dumps(record, indent=1, default=str))
         report.write_html(record, tmp / "report.html")
         pkg = None
-        if package is not None:
+        if package == "browser":  # onnxruntime-web + the winner's ONNX file, a static folder
+            from ..web.bundle import build_bundle
+
+            pkg = tmp / "package-browser"
+            build_bundle(placed, pkg)
+        elif package is not None:
             from ..serving.packagers import package as _package
 
             threads = winner.get("threads") if package in ("triton", "kserve") else None  # as it was measured

@@ -45,6 +45,7 @@ PACKAGE_FORMATS: dict[str, tuple[str, ...]] = {
     "kserve": ("onnx", "saved_model", "torchscript", "openvino"),
     "tf-serving": ("saved_model",),
     "torchserve": ("torchscript",),
+    "browser": ("onnx",),  # onnxruntime-web runs the ONNX file; measured here with native onnxruntime (a proxy)
 }
 PRECISION_NAMES = {None: "fp32", "fp16": "fp16", "bf16": "bf16", "dynamic-int8": "dynamic-int8", "int8": "int8"}
 

@@ -101,6 +101,15 @@ def test_the_cli_prints_the_table_and_writes_dir(searched, cnn_tf, tmp_path):
     assert 'key: "intra_op_thread_count"' in config and 'string_value: "1"' in config  # the winner's threads
 
 
+def test_package_browser_bundles_the_onnx_winner_and_says_how_it_was_timed(searched, cnn_tf, tmp_path):
+    _, _, _, kw = searched
+    res = optimize(cnn_tf, out=tmp_path / "web", package="browser", **{**kw, "formats": ("onnx",)})
+    bundle = tmp_path / "web" / "package-browser"
+    assert res.package == str(bundle) and res.winner["format"] == "onnx"
+    assert (bundle / "model.onnx").read_bytes() == open(res.path, "rb").read() and (bundle / "index.html").is_file()
+    assert "onnxruntime-web runs the same file" in res.decision["why"]
+
+
 def test_cli_errors_are_one_line(cnn_tf, digits_test, tmp_path):
     assert "no candidates for server-gpu" in one_line_error(["optimize", str(cnn_tf), "--target", "server-gpu"])
     assert "--max-p99-ms cannot be checked for edge-arm64" in one_line_error(
