@@ -11,9 +11,19 @@ from modelkit.bench.roofline import achieved, flops_per_cycle, machine_peak, par
 from tests.helpers import make_tiny_onnx
 
 
+def _saved(graph, path: Path) -> Path:
+    """The graph as a checked opset-17 model file at `path`."""
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
 def _conv_net(path: Path) -> Path:
     """x (N, 8, 5, 5) -> depthwise 3x3 -> 1x1 conv 8->16 with bias -> global avg pool -> flatten -> Gemm 16->10."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -33,10 +43,7 @@ def _conv_net(path: Path) -> Path:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
                               [init("dw", 8, 1, 3, 3), init("pw", 16, 8, 1, 1), init("pb", 16),
                                init("fw", 10, 16), init("fb", 10)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return _saved(graph, path)
 
 
 @pytest.mark.parametrize("batch", [1, 7])
@@ -108,7 +115,6 @@ def test_achieved_rate() -> None:
 def _loop_net(path: Path, steps: int) -> Path:
     """h (N, 4) -> Loop of `steps` iterations: h = tanh(h @ W) with W (4, 4) from the outer scope -> y (N, 4).
     The body's carried input has no shape, as in tf2onnx's Loop for Keras' GRU / LSTM."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     body = helper.make_graph(
@@ -128,10 +134,7 @@ def _loop_net(path: Path, steps: int) -> Path:
         [numpy_helper.from_array(np.array(steps, np.int64), "trips"),
          numpy_helper.from_array(np.array(True), "cond"),
          numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return _saved(graph, path)
 
 
 @pytest.mark.parametrize("batch", [1, 3])
