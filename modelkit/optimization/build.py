@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from .. import _atomic
 from .. import manifest as _manifest
 from ..errors import InputError, ModelkitError, UnregisteredClassError, first_line
 from ..formats import Format
@@ -161,13 +161,8 @@ def _chained_from(m: Any, model_sha256: str) -> bool:
 
 def _remove(dest: Path) -> None:
     """A stale artifact of this build (an earlier run's, not reusable) goes, with its manifest."""
-    if dest.is_dir():
-        shutil.rmtree(dest)
-    elif dest.exists():
-        dest.unlink()
-    mpath = _manifest.manifest_path(dest)
-    if mpath.exists():
-        mpath.unlink()
+    _atomic.remove_path(dest)
+    _atomic.remove_path(_manifest.manifest_path(dest))
 
 
 def _failure_key(b: dict[str, Any], gate: dict[str, Any]) -> str:
@@ -200,9 +195,7 @@ def _json(path: Path) -> dict[str, Any]:
 def _record(path: Path, key: str, value: Any) -> None:
     known = _json(path)
     known[key] = value
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(known, indent=1))
-    os.replace(tmp, path)
+    _atomic.write_text(path, json.dumps(known, indent=1))
 
 
 def _stem(source: Path) -> str:
