@@ -61,12 +61,17 @@ class OutputPathError(ModelkitError, OSError):
     """An output cannot be written where asked: a parent is a file, no permission, a read-only disk."""
 
 
-class ParityError(ModelkitError):
-    """An artifact's outputs differ from its source's by more than the edge's tolerance."""
+class ReportedError(ModelkitError):
+    """An error that carries a `.report` (a parity report, optimize's closest candidates), kept when a child's
+    error is rebuilt in the parent or a summary retypes it (retyped)."""
 
     def __init__(self, message: str, report: object = None):
         super().__init__(message)
         self.report = report
+
+
+class ParityError(ReportedError):
+    """An artifact's outputs differ from its source's by more than the edge's tolerance."""
 
 
 class VacuousParityError(ParityError):
@@ -116,13 +121,9 @@ class UnregisteredClassError(UnsupportedConversionError):
     conversion stops at once (the message names --import)."""
 
 
-class OptimizeError(ModelkitError):
+class OptimizeError(ReportedError):
     """`modelkit optimize` cannot pick an artifact: no candidate meets the limits (the message lists the closest
     and what each missed by; `.report` holds the same), or its inputs are wrong."""
-
-    def __init__(self, message: str, report: object = None):
-        super().__init__(message)
-        self.report = report
 
 
 def first_line(exc: BaseException) -> str:
@@ -137,10 +138,10 @@ def first_line(exc: BaseException) -> str:
 
 
 def retyped(cls: type[ModelkitError], message: str, report: object = None) -> ModelkitError:
-    """An error of modelkit type `cls` with `message` (and a ParityError's `report`), built without calling
+    """An error of modelkit type `cls` with `message` (and a ReportedError's `report`), built without calling
     `cls.__init__`, whose signature varies: a child's error rebuilt in the parent, or a summary of failures."""
     exc = cls.__new__(cls)
     Exception.__init__(exc, message)
-    if isinstance(exc, (ParityError, OptimizeError)):
+    if isinstance(exc, ReportedError):
         exc.report = report
     return exc
