@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.perf_targets import median_ratio, side_by_side  # noqa: E402
+from benchmarks.perf_targets import holds, median_ratio, side_by_side  # noqa: E402
 from modelkit import _child  # noqa: E402
 from modelkit.errors import ModelkitError  # noqa: E402
 
@@ -314,7 +314,7 @@ def _at(row: dict[str, Any]) -> str:
 
 def _goal(ratio: float, op: str, target: float, shown: bool = True) -> str:
     """'1.02x (goal <= 1.0x: not met)'; shown=False leaves the ratio out (the sentence already has it)."""
-    met = ratio <= target if op == "<=" else ratio >= target
+    met = holds(ratio, op, target)
     head = f"{ratio:.2f}x " if shown else ""
     return f"{head}(goal {op} {target}x: {'met' if met else 'not met'})"
 
