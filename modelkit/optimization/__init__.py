@@ -22,6 +22,7 @@ from .. import manifest as _manifest
 from .._cache import cache_root
 from .._progress import steps
 from ..errors import InputError, OptimizeError
+from ..formats import strip_suffix
 from .stages import staged
 
 __all__ = ["optimize", "OptimizeResult", "DEFAULT_BUDGET_S"]
@@ -72,7 +73,7 @@ def optimize(model: str | os.PathLike, target: str = "server-cpu", data: str | o
         raise OptimizeError(f"unknown package target '{package}'; valid: {', '.join(_cands.PACKAGE_FORMATS)}")
     budget_s = _budget(budget)
     _cands.plan(target, formats, precisions, package=package)  # a format or precision it refuses: before any work
-    dest = Path(out) if out is not None else source.with_name(f"{_stem(source)}_optimized")
+    dest = Path(out) if out is not None else source.with_name(f"{strip_suffix(source.name)}_optimized")
     _atomic.check_writable(dest, force)
     away = _cands.elsewhere(target)  # another machine's artifacts: built and gated here, not measured
     if away:
@@ -271,7 +272,3 @@ def _machine() -> dict[str, Any]:
 
     peak = machine_peak()
     return {k: peak.get(k) for k in ("cpu", "logical_cpus", "physical_cores", "clock_mhz", "simd")}
-
-
-def _stem(source: Path) -> str:
-    return source.name[: -len(".keras")]

@@ -17,7 +17,7 @@ from typing import Any
 from .. import _atomic
 from .. import manifest as _manifest
 from ..errors import InputError, ModelkitError, UnregisteredClassError, first_line
-from ..formats import Format
+from ..formats import Format, strip_suffix
 
 CALIBRATED = "calibrated.json"  # int8 artifact name -> what it was calibrated on
 
@@ -27,7 +27,7 @@ def artifact_path(source: Path, build: dict[str, Any], work: Path) -> Path:
     from ..converters.planning import output_path
 
     if build["format"] == "tvm":
-        return work / f"{_stem(source)}.{build.get('target', 'server-cpu')}{Format.TVM.suffix}"
+        return work / f"{strip_suffix(source.name)}.{build.get('target', 'server-cpu')}{Format.TVM.suffix}"
     return output_path(source, Format.parse(build["format"]), work, build["quantize"])
 
 
@@ -196,7 +196,3 @@ def _record(path: Path, key: str, value: Any) -> None:
     known = _json(path)
     known[key] = value
     _atomic.write_text(path, json.dumps(known, indent=1))
-
-
-def _stem(source: Path) -> str:
-    return source.name[: -len(".keras")] if source.name.endswith(".keras") else source.stem
