@@ -50,8 +50,9 @@ def count_flops(path: str | os.PathLike, batch: int) -> dict[str, Any]:
 
 
 def _graph_flops(g: Any, outer: dict[str, tuple[int, ...] | None], outer_consts: dict[str, Any], times: int,
-                 by_op: dict[str, int], unknown: set[str]) -> None:
-    """Add `times` x the FLOPs of graph `g` (the model's, or a Loop's body, which sees its outer scope's names).
+                 by_op: dict[str, int], unknown: set[str], carried: list[str] | None = None) -> None:
+    """Add `times` x the FLOPs of graph `g` (the model's, or a Loop's body, which sees its outer scope's names;
+    `carried`: the outer names of a body's carried inputs, the Loop node's inputs after trip count and condition).
     A Loop with a constant trip count counts its body that many times (tf2onnx writes Keras' LSTM / GRU as one:
     counted as its output's elements before, the recurrent MatMuls were missing)."""
     from onnx import numpy_helper
@@ -64,10 +65,10 @@ def _graph_flops(g: Any, outer: dict[str, tuple[int, ...] | None], outer_consts:
         shapes[t.name] = tuple(int(d) for d in t.dims)
         if len(t.dims) <= 1 and t.data_type == 7:  # int64 scalars: a Loop's trip count
             consts[t.name] = t
-    if outer:  # a Loop body: its carried inputs (after the iteration number and condition) take the outer shapes
-        for parent_name, vi in zip(g.input[2:], outer_consts.get("__loop_inputs__", [])):
-            if shapes.get(parent_name.name) is None:
-                shapes[parent_name.name] = outer.get(vi)
+    # a Loop body: its carried inputs (after the iteration number and condition) take the outer shapes
+    for body_input, outer_name in zip(g.input[2:], carried or []):
+        if shapes.get(body_input.name) is None:
+            shapes[body_input.name] = outer.get(outer_name)
     for node in g.node:
         if node.output and shapes.get(node.output[0]) is None:
             shapes[node.output[0]] = _propagated(node, shapes)
@@ -78,11 +79,10 @@ def _graph_flops(g: Any, outer: dict[str, tuple[int, ...] | None], outer_consts:
                 unknown.add("Loop")
                 continue
             count = int(numpy_helper.to_array(trips).reshape(-1)[0])
-            _graph_flops(body, shapes, {**consts, "__loop_inputs__": list(node.input[2:])}, times * max(count, 0),
-                         by_op, unknown)
-            for out, carried in zip(node.output, node.input[2:]):  # final carried values keep their shapes
+            _graph_flops(body, shapes, consts, times * max(count, 0), by_op, unknown, carried=list(node.input[2:]))
+            for out, init in zip(node.output, node.input[2:]):  # final carried values keep their shapes
                 if shapes.get(out) is None:
-                    shapes[out] = shapes.get(carried)
+                    shapes[out] = shapes.get(init)
             continue
         n = _node_flops(node, shapes)
         if n is None:
