@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _atomic
 from .. import manifest as _manifest
 from ..errors import InputError, OptimizeError
 
@@ -97,6 +98,5 @@ def _trained_on_named_data(model: Path) -> bool:
 
 
 def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with _atomic.atomic_path(path, force=True) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
