@@ -318,11 +318,17 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def _main(out_path: str) -> int:
+def _as_child() -> None:
+    """What every child entry point does first: die with its parent, and keep libraries' root-logger advice
+    (which drowns the progress lines) quiet."""
     _die_with_parent()
     import logging
 
-    logging.getLogger().setLevel(logging.ERROR)  # libraries' root-logger advice drowns the progress lines
+    logging.getLogger().setLevel(logging.ERROR)
+
+
+def _main(out_path: str) -> int:
+    _as_child()
     req = json.loads(sys.stdin.read())
     mod_name, fn_name = req["func"].split(":")
     try:
@@ -337,10 +343,7 @@ def _main(out_path: str) -> int:
 def _serve(fd: int) -> int:
     """The child side of serve(): build the object from the first stdin line, then answer one reply line on
     `fd` per request line until stdin ends. Every failure is a reply, so the object keeps serving."""
-    _die_with_parent()
-    import logging
-
-    logging.getLogger().setLevel(logging.ERROR)
+    _as_child()
     out = os.fdopen(fd, "w", encoding="utf-8")
 
     def reply(payload: dict[str, Any]) -> None:
