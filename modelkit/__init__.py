@@ -185,11 +185,11 @@ def optimize(model: Any, target: str = "server-cpu", data: Any = None, max_accur
 
 def _listed(value: Any) -> tuple[Any, ...] | None:
     """"onnx,tflite" or ["onnx", "tflite"] -> ("onnx", "tflite"); None stays None. A string is split as convert's
-    `to` is (converters.planning.target_names: empty items dropped, as the CLI's --formats / --threads are)."""
+    `to` is (converters.planning.listed_names: empty items dropped, as the CLI's --formats / --threads are)."""
     if value is None:
         return None
     if isinstance(value, str):
-        from .converters.planning import target_names
+        from .converters.planning import listed_names
 
-        return tuple(target_names(value))
+        return tuple(listed_names(value))
     return tuple(value)

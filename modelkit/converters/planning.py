@@ -16,15 +16,16 @@ HOP_OPTIONS = ("eval_data", "max_accuracy_drop", "data", "input_spec")
 ROUTE_OPTION = "route"
 
 
-def target_names(to: str | Format | Iterable[str | Format]) -> list[str]:
-    """The names in `to`: 'onnx,saved_model' / ['onnx', 'tflite'] / Format.ONNX -> ['onnx', 'saved_model'], ..."""
+def listed_names(to: str | Format | Iterable[str | Format]) -> list[str]:
+    """The names in a comma list or a list of them, empty ones dropped: convert's `to` ('onnx,saved_model' /
+    ['onnx', 'tflite'] / Format.ONNX -> ['onnx', 'saved_model'], ...), its route names, optimize's lists."""
     items = [to] if isinstance(to, (str, Format)) else list(to)
     return [n.strip() for item in items for n in str(getattr(item, "value", item)).split(",") if n.strip()]
 
 
 def parse_targets(to: str | Format | Iterable[str | Format], source: Format) -> list[Format]:
     """'onnx,saved_model' / ['onnx'] / 'all' -> formats; 'all' means every format reachable from source."""
-    names = target_names(to)
+    names = listed_names(to)
     if not names:
         raise UnsupportedConversionError("no target format given; e.g. --to onnx,saved_model")
     if "all" in names:
@@ -74,7 +75,7 @@ def check_quantizes(chain: list[EdgeSpec], mode: str) -> None:
 
 def asks_all(to: Any) -> bool:
     """`to` names 'all' (any case)."""
-    return any(n.lower() == "all" for n in target_names(to))
+    return any(n.lower() == "all" for n in listed_names(to))
 
 
 def quantizable(targets: list[Format], chains: list[list[EdgeSpec]], options: dict[str, Any]

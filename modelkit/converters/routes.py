@@ -26,6 +26,7 @@ from ..errors import (
     UnsupportedConversionError,
 )
 from ..formats import Format
+from .planning import listed_names
 from .registry import ROUTES, EdgeSpec, route_table, routes
 
 # failures after which the next route runs; EngineNotInstalledError: a route whose framework is missing
@@ -111,8 +112,7 @@ def forced_routes(value: Any, pairs: list[tuple[Format, Format]]) -> set[str]:
     pair, else UnsupportedConversionError listing the route table."""
     if value is None:
         return set()
-    items = [value] if isinstance(value, str) else list(value)
-    names = {n.strip() for item in items for n in str(item).split(",") if n.strip()}
+    names = set(listed_names(value))
     known = {r.name for pair in pairs for r in ROUTES.get(pair, ())}
     unknown = sorted(names - known)
     if unknown:
