@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import _child, errors
+from ..bench.worker import THREAD_ENV
 
 LOAD_TIMEOUT_S = 300.0  # start, load, accuracy and warm-up of one worker
 MIN_CALLS = 3  # per worker and round, even when round_seconds is spent
@@ -117,17 +118,11 @@ def _bootstrap(rounds_s: list[list[float]], seed: int) -> tuple[float, float]:
 
 def _start(cand: dict, batch: int, data: str | None, warmup: int, seed: int) -> _child.Worker:
     threads = cand.get("threads")
-    extra = {var: str(threads) for var in _thread_env()} if threads else {}
+    extra = {var: str(threads) for var in THREAD_ENV} if threads else {}
     kwargs = {"path": str(cand["path"]), "mode": cand.get("mode") or "run", "threads": threads, "batch": batch,
               "data": data, "warmup": warmup, "seed": seed, "backend": cand.get("backend")}
     return _child.serve(PROBE, kwargs, env=_child.child_env(cand.get("backend"), extra),
                         error=errors.WorkerError, what=f"measuring {cand.get('key', cand['path'])}")
-
-
-def _thread_env() -> tuple[str, ...]:
-    from ..bench.worker import THREAD_ENV
-
-    return THREAD_ENV
 
 
 def _fail(cand: dict, exc: BaseException) -> None:
@@ -140,12 +135,8 @@ class Probe:
 
     def __init__(self, path: str, mode: str, threads: int | None, batch: int, data: str | None, warmup: int,
                  seed: int, backend: str | None = None) -> None:
-        from ..bench.worker import FRAMEWORKS, THREAD_ENV, _keras_predict, _other
-
-        if threads:  # before any engine import (serve() already set them in the child's environment)
-            for var in THREAD_ENV:
-                os.environ[var] = str(threads)
         from .. import manifest as _manifest
+        from ..bench.worker import FRAMEWORKS, _keras_predict, _other
         from ..converters.hop import reference_data
         from ..converters.verify import make_inputs
         from ..runtime import load
