@@ -39,7 +39,7 @@ def hand_pick(arts: dict[str, Path], x: np.ndarray, test: tuple[np.ndarray, np.n
               rounds: int) -> dict[str, Any]:
     """The fastest modelkit artifact of peers.py's table within 0.01 of the best exact accuracy."""
     rows = peers.modelkit_rows(arts, threads)
-    rows["onnxruntime (raw)"] = peers.peer_rows(arts, threads)["onnxruntime (raw)"]  # peers.measure's reference
+    rows["onnxruntime (raw)"] = peers.raw_ort_row(arts, threads)  # peers.measure's reference
     results = [r for r in peers.measure(rows, x, rounds, 0.3, test) if r["row"].startswith("modelkit ")]
     best_exact = max(r["accuracy"] for r in results if r["exact"])
     ok = [r for r in results if r["accuracy"] >= best_exact - 0.01]

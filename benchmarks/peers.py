@@ -168,16 +168,20 @@ def _self_labelled(onnx_path: Path, folder: Path, image_size: int) -> tuple[Path
 
 # ------------------------------------------------------------------------------------------------ rows
 
-def peer_rows(arts: dict[str, Path], threads: int) -> dict[str, tuple[Callable[[np.ndarray], Any], str]]:
-    """name -> (call(x) -> first output, note) for the engines a user would call by hand."""
-    rows: dict[str, tuple[Callable[[np.ndarray], Any], str]] = {}
+def raw_ort_row(arts: dict[str, Path], threads: int) -> tuple[Callable[[np.ndarray], Any], str]:
+    """The "onnxruntime (raw)" row: the reference every row's outputs are compared with (measure)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
     sess = ort.InferenceSession(str(arts["onnx"]), so, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    rows["onnxruntime (raw)"] = (lambda x: sess.run(None, {name: x})[0], "peer")
+    return (lambda x: sess.run(None, {name: x})[0], "peer")
+
+
+def peer_rows(arts: dict[str, Path], threads: int) -> dict[str, tuple[Callable[[np.ndarray], Any], str]]:
+    """name -> (call(x) -> first output, note) for the engines a user would call by hand."""
+    rows: dict[str, tuple[Callable[[np.ndarray], Any], str]] = {"onnxruntime (raw)": raw_ort_row(arts, threads)}
     try:
         import openvino as ov
     except ImportError:
