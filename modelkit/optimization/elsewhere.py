@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import OptimizeError
+from .decide import MB, describe_limits
 
 NOT_HERE = "not measured here"
 
@@ -42,8 +43,6 @@ def unmeasured(candidates: list[dict[str, Any]], target: str) -> list[dict[str, 
 def choose(candidates: list[dict[str, Any]], limits: dict[str, Any], target: str) -> dict[str, Any]:
     """The smallest candidate within the accuracy and size limits (an exact one first among equal sizes); else
     OptimizeError naming what each missed."""
-    from .decide import describe_limits
-
     max_drop, max_mb = limits.get("max_accuracy_drop"), limits.get("max_size_mb")
     rejected: dict[str, list[str]] = {}
     ok = []
@@ -56,7 +55,7 @@ def choose(candidates: list[dict[str, Any]], limits: dict[str, Any], target: str
         if max_drop is not None and (drop is None or drop > max_drop):
             missed.append("no labelled data to gate accuracy" if drop is None else
                           f"accuracy drop {drop:.4f} > {max_drop:.4f}")
-        mb = (c.get("size_bytes") or 0) / 2**20
+        mb = (c.get("size_bytes") or 0) / MB
         if max_mb is not None and mb > max_mb:
             missed.append(f"size {mb:.3g} MB > {max_mb:.3g} MB")
         if missed:
@@ -71,7 +70,7 @@ def choose(candidates: list[dict[str, Any]], limits: dict[str, Any], target: str
     drop = winner.get("accuracy_drop")
     judged = "not judged" if drop is None else f"{drop:.4f}"
     why = (f"{winner['key']} chosen by size, latency not measured: {target} runs on another machine. The smallest "
-           f"of {len(ok)} within the limits ({describe_limits(limits)}): {(winner.get('size_bytes') or 0) / 2**20:.3g}"
+           f"of {len(ok)} within the limits ({describe_limits(limits)}): {(winner.get('size_bytes') or 0) / MB:.3g}"
            f" MB, accuracy drop {judged}. Measure it on the device (modelkit bench) before shipping it.")
     return {"winner": winner["key"], "why": why, "front": [], "rejected": rejected,
             "statistic": "size (latency not measured on this machine)"}
