@@ -25,7 +25,8 @@ def is_baseline(candidate: dict[str, Any]) -> bool:
     return candidate.get("key") == BASELINE or candidate.get("mode") == BASELINE
 
 
-def _measured(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def measured_candidates(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Those measured here, with a p50_ms (the rows the decision and the report's plots use)."""
     return [c for c in candidates if c.get("status") == "measured" and c.get("p50_ms") is not None]
 
 
@@ -55,7 +56,7 @@ def accuracy_drops(candidates: list[dict[str, Any]]) -> None:
     The baseline accuracy is the Keras predict row's, else the best exact (quantize None) candidate's. Without
     one (no labels), every drop is None; a candidate with no accuracy of its own gets None too.
     """
-    measured = _measured(candidates)
+    measured = measured_candidates(candidates)
     base = next((c.get("accuracy") for c in measured if is_baseline(c) and c.get("accuracy") is not None), None)
     if base is None:
         exact = [c["accuracy"] for c in measured if c.get("quantize") is None and c.get("accuracy") is not None]
@@ -120,7 +121,7 @@ def _point(c: dict[str, Any]) -> tuple[float, float, float]:
 def pareto_front(candidates: list[dict[str, Any]]) -> list[str]:
     """Keys of the measured candidates (not the baseline) that no other beats or equals on all of p50_ms,
     accuracy_drop (None counts as 0) and size_bytes, fastest first."""
-    pts = [(c["key"], _point(c)) for c in _measured(candidates) if not is_baseline(c)]
+    pts = [(c["key"], _point(c)) for c in measured_candidates(candidates) if not is_baseline(c)]
     front = [(k, p) for k, p in pts if not any(_dominates(q, p) for _, q in pts)]
     return [k for k, _ in sorted(front, key=lambda kp: kp[1])]
 
@@ -167,7 +168,7 @@ def _times(v: float) -> str:
 def _closest(candidates: list[dict[str, Any]], limits: dict[str, Any] | None, n: int = 3) -> list[dict[str, Any]]:
     """The `n` measured candidates missing the fewest limits, then by the smallest summed relative miss."""
     scored = []
-    for c in _measured(candidates):
+    for c in measured_candidates(candidates):
         if is_baseline(c):
             continue
         misses = _misses(c, limits)
@@ -227,7 +228,7 @@ def choose(candidates: list[dict[str, Any]], limits: dict[str, Any] | None) -> d
     else:
         why = (f"{winner['key']} won: {_figures(winner)}; the lowest p50 of {len(ok)} meeting the limits "
                f"({describe_limits(limits)})")
-    base = next((c for c in _measured(candidates) if is_baseline(c)), None)
+    base = next((c for c in measured_candidates(candidates) if is_baseline(c)), None)
     if base is not None:
         speedup = _times(base["p50_ms"] / winner["p50_ms"])
         on = f"{base['backend']}, " if base.get("backend") else ""

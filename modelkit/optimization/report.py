@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _atomic
-from .decide import MB, STATISTIC, describe_limits, full_limits, is_baseline, mb_text, ms_text
+from .decide import MB, STATISTIC, describe_limits, full_limits, is_baseline, mb_text, measured_candidates, ms_text
 
 HEADERS = ["", "candidate", "format", "precision", "threads", "p50 ms", "± ms", "p99 ms", "acc drop", "size MB",
            "status"]
@@ -94,10 +94,6 @@ def text_table(result: dict[str, Any]) -> str:
                       _decision_line(result)])
 
 
-def _measured(result: dict[str, Any]) -> list[dict[str, Any]]:
-    return [c for c in result["candidates"] if c.get("status") == "measured" and c.get("p50_ms") is not None]
-
-
 def pareto_plot(result: dict[str, Any]) -> str:
     """Base64 PNG: p50 vs accuracy drop, marker area by size, the front as a line, the winner starred."""
     import matplotlib.pyplot as plt
@@ -107,7 +103,7 @@ def pareto_plot(result: dict[str, Any]) -> str:
 
     decision = result.get("decision") or {}
     rejected, front = decision.get("rejected") or {}, decision.get("front") or []
-    measured = _measured(result)
+    measured = measured_candidates(result["candidates"])
     biggest = max([c.get("size_bytes") or 0 for c in measured] + [1])
     fig, ax = plt.subplots(figsize=(8, 5))
     for c in measured:
@@ -150,7 +146,7 @@ def p50_plot(result: dict[str, Any]) -> str:
     from ..bench.plots import png_base64
 
     decision = result.get("decision") or {}
-    rows = sorted(_measured(result), key=lambda c: c["p50_ms"])
+    rows = sorted(measured_candidates(result["candidates"]), key=lambda c: c["p50_ms"])
     p50 = [c["p50_ms"] for c in rows]
     ci = [c.get("ci95_ms") or [c["p50_ms"], c["p50_ms"]] for c in rows]
     err = [[max(0.0, p - lo) for p, (lo, _) in zip(p50, ci)], [max(0.0, hi - p) for p, (_, hi) in zip(p50, ci)]]
@@ -171,7 +167,7 @@ def render_plots(result: dict[str, Any]) -> list[tuple[str, str]]:
     import matplotlib
 
     matplotlib.use("Agg")
-    if not _measured(result):
+    if not measured_candidates(result["candidates"]):
         return []
     return [("Pareto front: p50 latency vs accuracy drop, marker area by size", pareto_plot(result)),
             ("p50 latency per candidate with its 95 % interval", p50_plot(result))]
