@@ -22,6 +22,7 @@ def staged(cands: list[dict[str, Any]], batch: int, prepared: dict[str, Any], co
     says; those the finalist stage left out are 'skipped' with the reason."""
     from . import cache
     from . import measure as _measure
+    from .decide import is_baseline
 
     def key(c: dict[str, Any]) -> str:
         return measurement_key(c, batch, prepared.get("eval_sha256") or prepared["data_sha256"])  # what it ran on
@@ -36,7 +37,7 @@ def staged(cands: list[dict[str, Any]], batch: int, prepared: dict[str, Any], co
     if len(todo) > MAX_WORKERS:
         first = [c for c in todo if c.get("threads") in (None, max(counts))]
         results.update(_run(_measure.measure, first, batch, prepared, deadline, rounds, bar, "every build"))
-        ranked = sorted((r for r in results.values() if r.get("status") == "measured" and r["key"] != "keras.predict"),
+        ranked = sorted((r for r in results.values() if r.get("status") == "measured" and not is_baseline(r)),
                         key=lambda r: r["p50_ms"])
         finalists = {r["build"] for r in ranked[:FINALISTS]}
         todo = [c for c in ready if c.get("build") in finalists and not results.get(c["key"], {}).get("from_cache")]
