@@ -126,8 +126,7 @@ def _start(cand: dict, batch: int, data: str | None, warmup: int, seed: int) -> 
 
 
 def _fail(cand: dict, exc: BaseException) -> None:
-    lines = str(exc).strip().splitlines() or [type(exc).__name__]
-    cand.update(status="failed", reason=lines[0])
+    cand.update(status="failed", reason=errors.first_line(exc))
 
 
 class Probe:
