@@ -1,0 +1,42 @@
+"""optimize on a recurrent model: OpenVINO refuses the ONNX Loop tf2onnx writes for an LSTM, and convert's fix
+(`--route torch`) is not an option of optimize, so every OpenVINO candidate of an LSTM/GRU classifier failed
+with advice the user could not follow. The build takes that route itself, beside the onnx candidate's file."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from modelkit import manifest as _manifest
+from modelkit.optimization import build as _build
+
+pytest.importorskip("openvino")
+pytest.importorskip("torch")
+
+
+def test_an_lstm_classifier_gets_its_openvino_candidate_and_the_onnx_file_stays_tf2onnx(tmp_path):
+    """Masking -> LSTM: tf2onnx writes a Loop (an LSTM alone becomes an ONNX LSTM op, which OpenVINO takes)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8)), keras.layers.Masking(0.0), keras.layers.LSTM(8),
+                              keras.layers.Dense(3, activation="softmax")])
+    src = tmp_path / "rnn.keras"
+    model.save(src)
+    x = np.random.default_rng(0).random((16, 8, 8), dtype=np.float32)
+    data = tmp_path / "test.npz"
+    np.savez(data, x=x)
+    work = tmp_path / "work"
+    work.mkdir()
+    gate = {"model_sha256": _manifest.sha256_of(src), "data": str(data), "calibration": None,
+            "data_sha256": _manifest.sha256_of(data), "max_accuracy_drop": 0.01, "batch": 1}
+    onnx = {"build": "onnx-fp32", "format": "onnx", "quantize": None, "engine": "onnxruntime", "status": "planned"}
+    ov = {"build": "openvino-fp32", "format": "openvino", "quantize": None, "engine": "openvino", "status": "planned"}
+    first = _build.build(src, onnx, work, gate)
+    built = _build.build(src, ov, work, gate)
+    assert built["status"] == "built", built["reason"]
+    assert built["gate"]["parity_ok"]
+    onnx_manifest = _manifest.read(first["path"])
+    assert onnx_manifest.sha256 == _manifest.sha256_of(first["path"]) == first["sha256"]  # not replaced
+    assert _build.build(src, onnx, work, gate)["cached"]
+    again = _build.build(src, ov, work, gate)
+    assert again["cached"] and again["path"] == built["path"]
