@@ -27,15 +27,19 @@ def _cpuinfo_text() -> str:
         return ""
 
 
+def allowed_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def machine_id() -> dict[str, Any]:
     """What identifies this machine for timings: the CPU model name, its logical CPUs (from /proc/cpuinfo),
     the CPUs this process may run on, and the architecture."""
     from ..bench.roofline import parse_cpuinfo
 
     info = parse_cpuinfo(_cpuinfo_text())
-    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return {"cpu": info["model"] or platform.processor() or platform.machine(), "logical_cpus": info["logical_cpus"],
-            "allowed_cpus": allowed, "arch": platform.machine()}
+            "allowed_cpus": allowed_cpus(), "arch": platform.machine()}
 
 
 def _version() -> str:

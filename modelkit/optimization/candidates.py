@@ -8,7 +8,6 @@ written here, not guessed: the engines that run on that machine, each with the p
 from __future__ import annotations
 
 import importlib.util
-import os
 from typing import Any
 
 from ..errors import OptimizeError
@@ -79,7 +78,9 @@ def thread_counts(threads: tuple[int, ...] | None = None) -> tuple[int, ...]:
     """The thread counts to try: given (at most the CPUs this process may use: more are measured here as
     time-sliced threads, which says nothing of a bigger machine), else 1 and every core (and the powers of two
     between)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from .cache import allowed_cpus
+
+    cores = allowed_cpus()
     if threads:
         counts = tuple(sorted(set(int(t) for t in threads)))
         if counts[0] < 1 or counts[-1] > cores:
