@@ -221,9 +221,10 @@ def _keep_report(record: dict[str, Any], work: Path) -> None:
 
 def _baseline(source: Path) -> dict[str, Any]:
     from .._backend import requested_backend
+    from .decide import BASELINE
 
-    return {"key": "keras.predict", "build": "keras.predict", "format": "keras", "quantize": None,
-            "engine": "keras", "backend": requested_backend(), "mode": "keras.predict", "threads": None,
+    return {"key": BASELINE, "build": BASELINE, "format": "keras", "quantize": None,
+            "engine": "keras", "backend": requested_backend(), "mode": BASELINE, "threads": None,
             "path": str(source), "status": "built",
             "reason": None, "size_bytes": _manifest.size_of(source), "sha256": _manifest.sha256_of(source)}
 
