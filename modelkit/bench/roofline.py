@@ -65,6 +65,11 @@ def parse_cpuinfo(text: str) -> dict[str, Any]:
             "physical_cores": len(cores) or logical}
 
 
+def allowed_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def machine_peak(cpuinfo: str | None = None) -> dict[str, Any]:
     """The machine section of a benchmark result: CPU, clock, SIMD level and the estimated peak."""
     if cpuinfo is None:
@@ -75,7 +80,7 @@ def machine_peak(cpuinfo: str | None = None) -> dict[str, Any]:
     info = parse_cpuinfo(cpuinfo)
     simd, per_cycle = flops_per_cycle(info["flags"])
     mhz = _max_mhz() or info["mhz"]
-    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    allowed = allowed_cpus()
     cores = max(1, min(info["physical_cores"] or allowed, allowed))
     peak = cores * (mhz / 1e3) * per_cycle if mhz else None
     override = os.environ.get("MODELKIT_PEAK_GFLOPS")

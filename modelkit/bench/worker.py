@@ -55,11 +55,11 @@ def measure(artifact: str, mode: str, batches: list[int], threads: int | None, d
     model = load(path, device=device, threads=threads, **({"backend": backend} if backend else {}))
     load_s = time.perf_counter() - t0
     data, data_label = reference_data(_manifest.read(path), model.signature)
-    call = _keras_predict(model) if mode == "keras.predict" else model.predict
+    call = keras_predict(model) if mode == "keras.predict" else model.predict
     batches = _takes(model.signature, batches, label)
     results = []
     for i, batch in enumerate(batches):
-        feed = make_inputs(model.signature, batch, _other(model.signature), seed, data)
+        feed = make_inputs(model.signature, batch, other_dim(model.signature), seed, data)
         t0 = time.perf_counter()
         call(feed)
         first_s = time.perf_counter() - t0
@@ -91,11 +91,12 @@ def _takes(sig: Any, batches: list[int], label: str) -> list[int]:
     return kept
 
 
-def _other(sig: Any) -> int | None:
+def other_dim(sig: Any) -> int | None:
+    """The size generated inputs give a dynamic non-batch dimension (None when the model has none)."""
     return OTHER_DIM if any(d is None for s in sig.inputs for d in s.shape[1:]) else None
 
 
-def _keras_predict(model: Any) -> Callable[[dict[str, np.ndarray]], Any]:
+def keras_predict(model: Any) -> Callable[[dict[str, np.ndarray]], Any]:
     """Keras' own `model.predict` (the baseline most users start from), fed like the direct call."""
     keras_model = model.model
     sig = model.signature

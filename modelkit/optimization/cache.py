@@ -27,15 +27,10 @@ def _cpuinfo_text() -> str:
         return ""
 
 
-def allowed_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def machine_id() -> dict[str, Any]:
     """What identifies this machine for timings: the CPU model name, its logical CPUs (from /proc/cpuinfo),
     the CPUs this process may run on, and the architecture."""
-    from ..bench.roofline import parse_cpuinfo
+    from ..bench.roofline import allowed_cpus, parse_cpuinfo
 
     info = parse_cpuinfo(_cpuinfo_text())
     return {"cpu": info["model"] or platform.processor() or platform.machine(), "logical_cpus": info["logical_cpus"],

@@ -78,7 +78,7 @@ def thread_counts(threads: tuple[int, ...] | None = None) -> tuple[int, ...]:
     """The thread counts to try: given (at most the CPUs this process may use: more are measured here as
     time-sliced threads, which says nothing of a bigger machine), else 1 and every core (and the powers of two
     between)."""
-    from .cache import allowed_cpus
+    from ..bench.roofline import allowed_cpus
 
     cores = allowed_cpus()
     if threads:

@@ -135,7 +135,7 @@ class Probe:
     def __init__(self, path: str, mode: str, threads: int | None, batch: int, data: str | None, warmup: int,
                  seed: int, backend: str | None = None) -> None:
         from .. import manifest as _manifest
-        from ..bench.worker import FRAMEWORKS, _keras_predict, _other
+        from ..bench.worker import FRAMEWORKS, keras_predict, other_dim
         from ..converters.hop import reference_data
         from ..converters.verify import make_inputs
         from ..runtime import load
@@ -158,8 +158,8 @@ class Probe:
         else:
             ref, ref_label = reference_data(_manifest.read(path), sig)
             label = ref_label or f"seeded uniform [0,1), seed {seed}"
-            self.feed = make_inputs(sig, batch, _other(sig), seed, ref)
-        self.fn = _keras_predict(model) if mode == "keras.predict" else model.predict
+            self.feed = make_inputs(sig, batch, other_dim(sig), seed, ref)
+        self.fn = keras_predict(model) if mode == "keras.predict" else model.predict
         for _ in range(max(0, warmup)):
             self.fn(self.feed)
         self.worker = {"env": {v: os.environ.get(v) for v in THREAD_ENV}, "engine": model.engine,
