@@ -231,8 +231,16 @@ def class_output(sig: Signature) -> str:
 
 
 def predict_classes(model: Any, inputs: Mapping[str, np.ndarray], output: str) -> np.ndarray:
+    """Top-1 class of every row, predicted in chunks of EVAL_BATCH, or of the batch the signature fixes (the last
+    chunk then filled up with rows from the start)."""
     n = min(len(a) for a in inputs.values())
-    parts = [np.argmax(model.predict(feed)[output], axis=-1) for feed in iter_samples(inputs, EVAL_BATCH)]
+    fixed = {s.shape[0] for s in model.signature.inputs if s.shape}
+    if len(fixed) == 1 and None not in fixed:
+        (size,) = fixed
+        feeds = ({k: v[np.arange(i, i + size) % n] for k, v in inputs.items()} for i in range(0, n, size))
+    else:
+        feeds = iter_samples(inputs, EVAL_BATCH)
+    parts = [np.argmax(model.predict(feed)[output], axis=-1) for feed in feeds]
     return np.concatenate(parts)[:n] if parts else np.zeros(0, dtype=np.int64)
 
 

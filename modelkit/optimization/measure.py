@@ -192,17 +192,7 @@ def _has_classes(sig: Any) -> bool:
 
 
 def _classes(model: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """Top-1 class of every row, predicted in chunks (of the signature's batch when it fixes one)."""
+    """Top-1 class of every row (converters.quantize.predict_classes: in chunks, of the batch a signature fixes)."""
     from ..converters.quantize import class_output, predict_classes
 
-    output = class_output(model.signature)
-    fixed = {s.shape[0] for s in model.signature.inputs if s.shape}
-    if len(fixed) != 1 or None in fixed:
-        return predict_classes(model, inputs, output)
-    (size,) = fixed
-    n = min(len(a) for a in inputs.values())
-    parts = []
-    for start in range(0, n, size):
-        idx = np.arange(start, start + size) % n  # the last chunk filled up with rows from the start
-        parts.append(np.argmax(model.predict({k: v[idx] for k, v in inputs.items()})[output], axis=-1))
-    return np.concatenate(parts)[:n]
+    return predict_classes(model, inputs, class_output(model.signature))

@@ -192,3 +192,30 @@ def test_to_all_with_a_quantization_converts_the_formats_that_take_it(cnn_tf, tm
     with pytest.raises(UnsupportedConversionError, match="'bf16' is not available for executorch"):
         modelkit.convert(cnn_tf, "openvino,executorch", out_dir=tmp_path / "named", quantize="bf16")
     assert not (tmp_path / "named").exists()
+
+
+def test_classes_of_a_model_with_a_fixed_batch_are_predicted_in_chunks_of_that_batch():
+    """A signature that fixes the batch (4) takes only 4 rows a call: 10 rows in 3 calls, the last filled up with
+    rows from the start; a dynamic batch takes EVAL_BATCH rows a call."""
+    from types import SimpleNamespace
+
+    from modelkit.converters.quantize import predict_classes
+    from modelkit.spec import Signature, TensorSpec
+
+    calls = []
+
+    def model_with(batch):
+        sig = Signature((TensorSpec("x", (batch, 3)),), (TensorSpec("p", (batch, 3)),))
+
+        def predict(feed):
+            calls.append(len(feed["x"]))
+            assert batch is None or len(feed["x"]) == batch
+            return {"p": np.eye(3, dtype=np.float32)[feed["x"][:, 0].astype(int) % 3]}
+        return SimpleNamespace(signature=sig, predict=predict)
+
+    x = np.repeat(np.arange(10, dtype=np.float32)[:, None], 3, axis=1)
+    np.testing.assert_array_equal(predict_classes(model_with(4), {"x": x}, "p"), np.arange(10) % 3)
+    assert calls == [4, 4, 4]
+    calls.clear()
+    np.testing.assert_array_equal(predict_classes(model_with(None), {"x": x}, "p"), np.arange(10) % 3)
+    assert calls == [10]
