@@ -98,7 +98,7 @@ def optimize(model: str | os.PathLike, target: str = "server-cpu", data: str | o
         bar.note(f"optimize {source.name} for {target}: {len(planned)} builds"
                  + (" (another machine's: built and gated here, not measured)" if away else
                     f" x threads {list(counts or ())}") + f", budget {budget_s:.0f} s; {prepared['split']}")
-        builds = _build_all(source, builds, work, gate, deadline, budget_s, bar, data)
+        builds = _build_all(source, builds, work, gate, deadline, budget_s, bar, data, tune=not away)
         cands = [c for b in builds for c in (_cands.with_threads(b, counts) if b["status"] == "built"
                                              else [{**b, "key": b["build"], "threads": None}])]
         if away:
@@ -127,16 +127,15 @@ def optimize(model: str | os.PathLike, target: str = "server-cpu", data: str | o
 
 
 def _build_all(source: Path, builds: list[dict[str, Any]], work: Path, gate: dict[str, Any], deadline: float,
-               budget_s: float, bar: Any, data: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+               budget_s: float, bar: Any, data: str | os.PathLike | None = None, tune: bool = True
+               ) -> list[dict[str, Any]]:
     """Each planned build in turn while the budget leaves time to measure; the rest 'skipped'. The first
-    artifact built (or reused) checks that `data` fits the model (InputError), before any other build."""
+    artifact built (or reused) checks that `data` fits the model (InputError), before any other build. `tune`:
+    whether TVM may tune here (not for another machine's library, which tunes on its device)."""
     from .build import build, check_data
 
     reserve = max(min(MIN_MEASURE_S, budget_s / 2), 0.25 * budget_s)  # the shortest budget builds for half
-    from .candidates import elsewhere
-
-    here = not any(elsewhere(b["target"]) for b in builds if b.get("target"))  # cross libraries tune on devices
-    tune = TVM_TUNE_SHARE * budget_s if budget_s >= 600 and here else None
+    tune_s = TVM_TUNE_SHARE * budget_s if budget_s >= 600 and tune else None
     done = []
     unjudged = None  # why the labels cannot judge a lossy build's accuracy, once the first artifact says so
     for b in builds:
@@ -152,7 +151,7 @@ def _build_all(source: Path, builds: list[dict[str, Any]], work: Path, gate: dic
             done.append({**b, "status": "skipped", "reason": "the budget ran out before it was built (--budget)"})
             bar.advance(f"{b['build']}: skipped (budget)")
             continue
-        tuning = min(tune, left / 2) if tune and b["format"] == "tvm" else None
+        tuning = min(tune_s, left / 2) if tune_s and b["format"] == "tvm" else None
         r = build(source, b, work, gate, timeout=left, tune_budget=tuning)
         if r["status"] == "built" and data is not None:
             unjudged = check_data(Path(r["path"]), data)  # a reused build ran no gate on this data
