@@ -123,3 +123,36 @@ def test_apply_leaves_its_module_alone_and_a_schedule_that_fails_to_compile_fall
     assert tvm_compile._build(mod, tvm_target, None) is not None
     assert len(seen) == 2 and not seen[0].same_as(mod) and seen[1].same_as(mod)
     assert "compiling without them" in capsys.readouterr().err
+
+
+def _depthwise_on_one_pixel_onnx(path: Path) -> Path:
+    """x (1, 4, 1, 1) -> depthwise Conv 5x5, pad 2, + bias -> Flatten -> Softmax: MobileNetV3Small's last
+    depthwise conv at a 32x32 input, where the feature map is down to one pixel."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "W", "B"], ["c"], kernel_shape=[5, 5], pads=[2, 2, 2, 2], group=4),
+         helper.make_node("Flatten", ["c"], ["f"], axis=1),
+         helper.make_node("Softmax", ["f"], ["probs"], axis=-1)],
+        "dw",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 1, 1])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(rng.standard_normal((4, 1, 5, 5)).astype(np.float32), "W"),
+         numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "B")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_function_dlights_gemv_rule_asserts_on_is_scheduled_by_the_other_rules(tmp_path):
+    """dlight's GEMV rule raised a bare AssertionError (`assert s_loops`) on a depthwise conv over a one-pixel
+    feature map (MobileNetV3Small at 32x32), which failed the whole compile ("AssertionError: AssertionError"
+    in optimize's table)."""
+    from modelkit.targets.tvm import default_schedule
+
+    mod, tvm_target = _prepared(_depthwise_on_one_pixel_onnx(tmp_path / "dw.onnx"), 1)
+    _, count = default_schedule.apply(mod, tvm_target)
+    assert count > 0
