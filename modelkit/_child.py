@@ -286,8 +286,18 @@ def _stderr_fd() -> int | None:
 
 def error_payload(exc: BaseException) -> dict[str, Any]:
     """An exception as a child reports it to its parent (rebuilt there by `rebuild`)."""
-    return {"type": type(exc).__name__, "message": str(exc) or type(exc).__name__,
+    return {"type": type(exc).__name__, "message": str(exc) or _raised_at(exc),
             "traceback": "".join(traceback.format_exception(exc)), "report": _jsonable(getattr(exc, "report", None))}
+
+
+def _raised_at(exc: BaseException) -> str:
+    """For an exception without a message (a bare `assert` in an engine): where it was raised, so the one line
+    the user sees says more than "AssertionError: AssertionError"."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "no message"
+    last = frames[-1]
+    return f"no message; raised at {'/'.join(Path(last.filename).parts[-2:])}:{last.lineno} in {last.name}"
 
 
 def rebuild(err: dict[str, Any], fallback: type[errors.ModelkitError]) -> BaseException:

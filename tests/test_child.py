@@ -28,6 +28,10 @@ def raise_foreign() -> None:
     raise ZeroDivisionError("division by zero")
 
 
+def raise_bare_assert() -> None:
+    raise AssertionError
+
+
 def die(code: int) -> None:
     sys.stdout.flush()
     os._exit(code)
@@ -53,6 +57,13 @@ def test_a_modelkit_error_comes_back_with_its_type_message_and_the_childs_traceb
 def test_a_foreign_error_comes_back_as_the_callers_error_class(error) -> None:
     with pytest.raises(error, match="^ZeroDivisionError: division by zero$"):
         _child.run(f"{HERE}:raise_foreign", {}, error=error)
+
+
+def test_a_foreign_error_without_a_message_says_where_it_was_raised() -> None:
+    """A bare `assert` in an engine (TVM's dlight) came back as "AssertionError: AssertionError"."""
+    with pytest.raises(ConversionError, match=r"^AssertionError: no message; raised at tests/test_child\.py:\d+ "
+                                              r"in raise_bare_assert$"):
+        _child.run(f"{HERE}:raise_bare_assert", {}, error=ConversionError)
 
 
 def test_a_child_that_dies_without_a_result_is_a_typed_error_naming_the_work_and_exit_code() -> None:
