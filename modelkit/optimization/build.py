@@ -186,14 +186,16 @@ def _remove(dest: Path) -> None:
 
 
 def _failure_key(b: dict[str, Any], gate: dict[str, Any]) -> str:
-    """What a remembered failure depends on: the build, the data, the gate's limit, TVM's batch and the user's
-    modules (--import / MODELKIT_IMPORTS: naming one can make a failed build work)."""
+    """What a remembered failure depends on: the build, the data, the gate's limit, TVM's batch and target and the
+    user's modules (--import / MODELKIT_IMPORTS: naming one can make a failed build work)."""
     from ..keras_io.custom import env_imports
 
     lossy = b["quantize"] is not None
+    target = b.get("target", "server-cpu")  # a TVM library is built for its target: another one's failure is not its
     return json.dumps([b["build"], gate.get("data_sha256"), gate["max_accuracy_drop"] if lossy else None,
                        gate["batch"] if b["format"] == "tvm" else None, sorted(env_imports()),
-                       *([_calibration(b, gate)] if b["quantize"] == "int8" else [])])
+                       *([_calibration(b, gate)] if b["quantize"] == "int8" else []),
+                       *([target] if b["format"] == "tvm" and target != "server-cpu" else [])])
 
 
 def _failures(work: Path) -> dict[str, str]:
