@@ -37,8 +37,10 @@ class LiteRTModel(Model):
     format = Format.TFLITE
     engine = "ai-edge-litert"
 
-    def __init__(self, path: Path, interpreter: Any):
-        self.interpreter = interpreter
+    def __init__(self, path: Path, interpreter: Any, without_xnnpack: Any = None):
+        # makes the interpreter again without the default XNNPACK delegate, for a model XNNPACK fails to prepare
+        # at some shape (an int8 unrolled LSTM: "failed to create XNNPACK runtime"); the builtin kernels run it
+        self._without_xnnpack = without_xnnpack
         inputs, outputs = _named_details(interpreter, path)
         m = _manifest.read(path)
         in_order = order_outputs(list(inputs), m.sig.input_names if m else None)
@@ -57,9 +59,12 @@ class LiteRTModel(Model):
         # The interpreter's C++ calls, past its Python methods (~1 us a call): invoke()'s check for numpy views
         # into the tensors (modelkit never makes one: get_tensor copies) and one wrapper call per tensor. No
         # reference to the C++ object is kept: the Python methods that still run (resize) count its references.
+        self._use(interpreter)
+
+    def _use(self, interpreter: Any) -> None:
+        self.interpreter, self._shapes = interpreter, ()
         native = getattr(interpreter, "_interpreter", None)
         self._fast = all(callable(getattr(native, n, None)) for n in ("SetTensor", "Invoke", "GetTensor"))
-        del native
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         it = self.interpreter
@@ -85,13 +90,19 @@ class LiteRTModel(Model):
                 return {n: native.GetTensor(i, 0) for n, i in self._out_items}
             except (RuntimeError, ValueError) as exc:  # inputs were validated against the signature
                 text = first_line(exc)
-                if not self._shapes and self._open_dims:
+                if self._without_xnnpack is not None and "XNNPACK" in text:
+                    with engine_chatter_swallowed():
+                        self._use(self._without_xnnpack())
+                    self._without_xnnpack = None
+                elif not self._shapes and self._open_dims:
                     # sizing the tensors for new sizes of dynamic dims failed: these sizes do not fit the
                     # model (a valid convolution longer than the sequence); the next call resizes afresh
                     given = ", ".join(f"'{n}' {s}" for (n, _), s in zip(self._in_items, shapes))
                     raise ShapeError(f"{self.path.name} cannot run at input shapes {given}: ai-edge-litert "
                                      f"could not size the model's tensors for them ({text})") from exc
-                raise LoadError(f"{self.path}: ai-edge-litert failed running this model: {text}") from exc
+                else:
+                    raise LoadError(f"{self.path}: ai-edge-litert failed running this model: {text}") from exc
+        return self._run(inputs)  # again, on the builtin kernels
 
 
 def _named_details(it: Any, path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
@@ -138,7 +149,7 @@ def _spec(name: str, d: dict[str, Any]) -> TensorSpec:
 def load(path: Path, device: str = "cpu", threads: int | None = None, **options: Any) -> LiteRTModel:
     """Load a .tflite file with ai-edge-litert; threads -> the interpreter's num_threads."""
     parse_device(device, ("cpu",))
-    Interpreter = require("ai_edge_litert.interpreter", "run-tflite", "ai-edge-litert").Interpreter
+    lite = require("ai_edge_litert.interpreter", "run-tflite", "ai-edge-litert")
     p = Path(path)
     if not p.is_file():
         raise LoadError(f"no such TFLite file: {p}")
@@ -148,10 +159,23 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, **options:
     try:
         # the runtime announces its delegate on fd 2 ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU."),
         # once per load; a failure still reaches the user as the typed error below
+        n = int(threads) if threads else None
+
+        def without_xnnpack() -> Any:
+            plain = lite.Interpreter(model_content=data, num_threads=n,
+                                     experimental_op_resolver_type=lite.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+            _allocate(plain)
+            return plain
+
         with engine_chatter_swallowed():
-            interpreter = Interpreter(model_content=data, num_threads=int(threads) if threads else None)
-            _allocate(interpreter)
-        return LiteRTModel(p, interpreter)
+            interpreter = lite.Interpreter(model_content=data, num_threads=n)
+            try:
+                _allocate(interpreter)
+            except RuntimeError as exc:
+                if "XNNPACK" not in str(exc):
+                    raise
+                return LiteRTModel(p, without_xnnpack())
+        return LiteRTModel(p, interpreter, without_xnnpack)
     except LoadError:
         raise
     except (ValueError, RuntimeError, KeyError, IndexError) as exc:  # a corrupt flatbuffer (names that are not
