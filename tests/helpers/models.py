@@ -27,6 +27,19 @@ def make_tiny_keras(path: Path) -> Path:
     return path
 
 
+def make_masked_lstm(path: Path, units: int, classes: int) -> tuple[Any, np.ndarray]:
+    """Masking -> LSTM(units) -> softmax(classes) on (?, 8, 8), seeded; saved to path. Returns the Keras model and
+    40 seeded rows of input (tf2onnx writes this as an ONNX Loop, XNNPACK refuses its full-int8 unrolled form)."""
+    from modelkit._backend import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8)), keras.layers.Masking(0.0), keras.layers.LSTM(units),
+                              keras.layers.Dense(classes, activation="softmax")])
+    model.save(path)
+    return model, np.random.default_rng(0).random((40, 8, 8), dtype=np.float32)
+
+
 def make_tiny_onnx(path: Path, weight_scale: float = 1.0, batch: int | str = "batch") -> Path:
     """A real ONNX model without any framework: probs = softmax(x @ W + b), x: (batch, 4) float32 (`batch`: a
     number fixes it)."""

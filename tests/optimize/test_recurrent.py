@@ -8,6 +8,7 @@ import pytest
 
 from modelkit import manifest as _manifest
 from modelkit.optimization import build as _build
+from tests.helpers.models import make_masked_lstm
 
 pytest.importorskip("openvino")
 pytest.importorskip("torch")
@@ -15,16 +16,10 @@ pytest.importorskip("torch")
 
 def test_an_lstm_classifier_gets_its_openvino_candidate_and_the_onnx_file_stays_tf2onnx(tmp_path):
     """Masking -> LSTM: tf2onnx writes a Loop (an LSTM alone becomes an ONNX LSTM op, which OpenVINO takes)."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8, 8)), keras.layers.Masking(0.0), keras.layers.LSTM(8),
-                              keras.layers.Dense(3, activation="softmax")])
     src = tmp_path / "rnn.keras"
-    model.save(src)
-    x = np.random.default_rng(0).random((16, 8, 8), dtype=np.float32)
+    _, x = make_masked_lstm(src, units=8, classes=3)
     data = tmp_path / "test.npz"
-    np.savez(data, x=x)
+    np.savez(data, x=x[:16])
     work = tmp_path / "work"
     work.mkdir()
     gate = {"model_sha256": _manifest.sha256_of(src), "data": str(data), "calibration": None,

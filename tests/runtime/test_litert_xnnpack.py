@@ -7,21 +7,16 @@ import numpy as np
 import pytest
 
 import modelkit
+from tests.helpers.models import make_masked_lstm
 
 pytest.importorskip("ai_edge_litert")
 
 
 def test_an_int8_lstm_xnnpack_refuses_runs_without_it(tmp_path):
-    import keras
-
     from modelkit.converters import convert
 
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8, 8)), keras.layers.Masking(0.0), keras.layers.LSTM(32),
-                              keras.layers.Dense(10, activation="softmax")])
     src = tmp_path / "rnn.keras"
-    model.save(src)
-    x = np.random.default_rng(0).random((40, 8, 8), dtype=np.float32)
+    model, x = make_masked_lstm(src, units=32, classes=10)
     cal = tmp_path / "cal.npz"
     np.savez(cal, x=x)
     res = convert(src, "tflite", out_dir=tmp_path, verify=False,
