@@ -3,8 +3,9 @@ parity or accuracy gate on the user's data, into the model's work folder under t
 
 The work folder is keyed by the model's sha256, so every file in it comes from this very model. A build whose
 artifact is already there, made from this model and passed its check, is reused (a rerun converts nothing);
-a build that failed is remembered with its reason (keyed by the gate's settings and data), so a rerun does not
-pay for it again unless those changed. Failures never raise: they become the candidate's "failed" status.
+a build that failed is remembered with its reason (keyed by the gate's settings, data and modelkit's version), so
+a rerun does not pay for it again unless those changed. Failures never raise: they become the candidate's "failed"
+status.
 """
 from __future__ import annotations
 
@@ -186,8 +187,10 @@ def _remove(dest: Path) -> None:
 
 
 def _failure_key(b: dict[str, Any], gate: dict[str, Any]) -> str:
-    """What a remembered failure depends on: the build, the data, the gate's limit, TVM's batch and target and the
-    user's modules (--import / MODELKIT_IMPORTS: naming one can make a failed build work)."""
+    """What a remembered failure depends on: the build, the data, the gate's limit, TVM's batch and target, the
+    user's modules (--import / MODELKIT_IMPORTS: naming one can make a failed build work) and modelkit's version
+    (a new modelkit may build it)."""
+    from .. import _version
     from ..keras_io.custom import env_imports
 
     lossy = b["quantize"] is not None
@@ -195,7 +198,8 @@ def _failure_key(b: dict[str, Any], gate: dict[str, Any]) -> str:
     return json.dumps([b["build"], gate.get("data_sha256"), gate["max_accuracy_drop"] if lossy else None,
                        gate["batch"] if b["format"] == "tvm" else None, sorted(env_imports()),
                        *([_calibration(b, gate)] if b["quantize"] == "int8" else []),
-                       *([target] if b["format"] == "tvm" and target != "server-cpu" else [])])
+                       *([target] if b["format"] == "tvm" and target != "server-cpu" else []),
+                       _version.__version__])
 
 
 def _failures(work: Path) -> dict[str, str]:

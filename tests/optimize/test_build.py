@@ -38,6 +38,18 @@ def test_a_remembered_failure_is_not_tried_again_but_naming_a_module_tries_it(fa
     assert not _build.build(src, B, work, GATE)["cached"] and len(calls) == 2
 
 
+def test_a_failure_remembered_by_another_modelkit_version_is_tried_again(failing, monkeypatch):
+    from modelkit import _version
+
+    calls, src, work = failing
+    work.mkdir()
+    _build.build(src, B, work, GATE)
+    monkeypatch.setattr(_version, "__version__", "9.9.9")  # an upgraded modelkit may build what this one could not
+    again = _build.build(src, B, work, GATE)
+    assert (again["status"], again["cached"], len(calls)) == ("failed", False, 2)
+    assert _build.build(src, B, work, GATE)["cached"] and len(calls) == 2  # and remembers its own failure
+
+
 def test_a_build_the_budget_cut_short_is_not_remembered(failing):
     calls, src, work = failing
     work.mkdir()
