@@ -102,10 +102,11 @@ def _route_hint(src: Path, reason: str) -> str:
     """The fix when the ONNX came from tf2onnx and OpenVINO refused its Loop (Keras' recurrent layers: LSTM, GRU):
     torch.onnx's export of the same model converts (measured on a Conv1D-GRU classifier, parity 1.9e-8)."""
     from .. import manifest as _manifest
+    from ..errors import ManifestError
 
     try:
         m = _manifest.read(src)
-    except Exception:  # noqa: BLE001 - a hint only; the error stands without it
+    except ManifestError:  # a hint only; the error stands without it
         return ""
     route = ((m.extra or {}).get("route") or {}).get("taken") if m is not None else None
     if "Loop" not in reason or route != "tf2onnx" or not m.source or m.source.get("format") != "keras":
