@@ -13,6 +13,7 @@ from .._require import require
 from ..errors import FormatError
 from ..formats import Format, check_regular, detect
 from .base import Model
+from .id_ranges import IdRanges, id_ranges
 
 # format -> (engine module, pip extra that installs it: the runtime-only one where there is one)
 ENGINES: dict[Format, tuple[str, str]] = {
@@ -47,4 +48,18 @@ def load(path: str | os.PathLike, device: str = "cpu", threads: int | None = Non
                           f"loadable formats: {', '.join(f.value for f in ENGINES)}")
     module_name, extra = ENGINES[fmt]
     module = require(module_name, extra, f"the engine for {fmt.value}")
-    return module.load(p, device=device, threads=threads, **options)
+    model = module.load(p, device=device, threads=threads, **options)
+    model.id_ranges = _recorded_id_ranges(p, model)
+    return model
+
+
+def _recorded_id_ranges(path: Path, model: Model) -> IdRanges:
+    """The id ranges the manifest beside `path` records (none without one; a corrupt manifest is the engine's
+    business, which reads it itself where it needs it)."""
+    from .. import manifest as _manifest
+    from ..errors import ManifestError
+
+    try:
+        return id_ranges(_manifest.read(path), model.signature)
+    except ManifestError:
+        return {}

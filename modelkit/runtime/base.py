@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import LoadError, ShapeError
 from ..formats import Format
 from ..spec import Signature
+from .id_ranges import IdRanges, check_ids
 from .memory import predict_error
 
 MAX_INPUT_BYTES = int(os.environ.get("MODELKIT_MAX_INPUT_BYTES", str(4 * 1024**3)))
@@ -26,6 +27,7 @@ class Model:
 
     format: Format
     engine: str = "?"
+    id_ranges: IdRanges = {}  # set by modelkit.load from the manifest (modelkit.runtime.id_ranges)
 
     def __init__(self, path: Path, signature: Signature):
         self.path = Path(path)
@@ -37,7 +39,11 @@ class Model:
         Running out of memory, however the engine says it, raises ResourceError (modelkit.runtime.memory)."""
         try:
             bound = self.signature.bind_fast(inputs)  # exactly right already: no copy, nothing left to check
-            return self._run(bound if bound is not None else self.signature.bind(precheck(inputs)))
+            if bound is None:
+                bound = self.signature.bind(precheck(inputs))
+            if self.id_ranges:
+                check_ids(self.id_ranges, bound)
+            return self._run(bound)
         except Exception as exc:  # no cost unless raised; only memory failures are changed
             err = predict_error(self.path, self.engine, self.signature, inputs, exc)
             if err is None:

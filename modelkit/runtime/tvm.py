@@ -11,9 +11,8 @@ compile (modelkit.trust: the local trust store) with UnsafeModelError unless tru
 The check is repeated on the bytes dlopen will read, right before the first predict loads them.
 
 TVM's gather ("take") does not check its indices: a token id past an Embedding's input_dim reads out of
-bounds (garbage, or a crash) where onnxruntime and LiteRT raise. Integer inputs whose manifest records a
-hard id range (extra.verification_inputs: Embedding input_dim, CategoryEncoding num_tokens) are checked
-against it before the VM runs, with an InputError naming the layer.
+bounds (garbage, or a crash). Model.predict checks ids against the range the manifest records before the VM
+runs, as for every engine (modelkit.runtime.id_ranges).
 """
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ import numpy as np
 
 from .. import manifest as _manifest
 from .._require import require
-from ..errors import InputError, LoadError, UnsafeModelError
+from ..errors import LoadError, UnsafeModelError
 from ..formats import Format
 from .base import Model, parse_device
 from .memory import guard_load
@@ -44,7 +43,6 @@ class TvmModel(Model):
         self._vm: Any = None
         self._dev: Any = None
         self._on_cpu = False
-        self._id_ranges = _id_ranges(manifest, self.signature)
 
     @property
     def runnable(self) -> bool:
@@ -76,11 +74,6 @@ class TvmModel(Model):
         self._dev, self._on_cpu = dev, kind == "cpu"
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        for name, (low, high, why) in self._id_ranges.items():
-            arr = inputs[name]
-            if arr.size and (arr.min() < low or arr.max() >= high):
-                raise InputError(f"input '{name}': ids must be in [{low}, {high}) ({why}); got values from "
-                                 f"{arr.min()} to {arr.max()} (a TVM library does not check indices)")
         if self._vm is None:
             self._load_vm()
         import tvm
@@ -115,19 +108,6 @@ def _as_tensor(tvm: Any, arr: np.ndarray, dev: Any, cpu: bool) -> Any:
         aligned[...] = arr
         arr = aligned
     return tvm.runtime.from_dlpack(arr)
-
-
-def _id_ranges(m: _manifest.Manifest, sig: Any) -> dict[str, tuple[int, int, str]]:
-    """Integer inputs with a hard id range in the manifest (low/high read from an Embedding or CategoryEncoding;
-    a vocabulary of `values` maps unknown ids to a bucket, so it is not a bound)."""
-    ranges = (((m.extra or {}).get("verification_inputs") or {}).get("ranges")) or {}
-    out = {}
-    for spec in sig.inputs:
-        r = ranges.get(spec.name) or {}
-        if np.dtype(spec.dtype).kind in "iu" and r.get("values") is None and isinstance(r.get("low"), int) \
-                and isinstance(r.get("high"), int):
-            out[spec.name] = (r["low"], r["high"], r.get("why") or "the model's id range")
-    return out
 
 
 def _is_sequence(value: Any) -> bool:

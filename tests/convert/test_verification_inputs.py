@@ -110,7 +110,7 @@ def test_a_tvm_library_refuses_ids_past_the_embedding_table(keras, tmp_path):
     for name in want:
         np.testing.assert_allclose(got[name], want[name], atol=1e-5)
     with pytest.raises(InputError, match=r"input 'ids': ids must be in \[0, 50\) \(Embedding .*got values from 0 to "
-                                         r"9999 \(a TVM library does not check indices\)"):
+                                         r"9999$"):
         lib.predict(np.array([[0, 7, 9999]], np.int32))
 
 
