@@ -87,20 +87,36 @@ def plan_inputs(sig: Signature, reference: Any = None, manifest: Any = None,
     if data is not None:
         checked = check_samples(data, sig, data_label or "--data")
         rows = len(next(iter(checked.values())))
-        return InputPlan("data", f"user samples ({data_label or 'data'}, {rows} rows)", checked)
+        return InputPlan("data", f"user samples ({data_label or 'data'}, {rows} rows)", checked,
+                         _id_ranges(_known_ranges(sig, reference, manifest), sig))
     found, label = dataset_samples(manifest, sig)
     if found is not None:
-        return InputPlan("dataset", label or "real samples", found)
-    ranges = _keras_ranges(reference, sig) if reference is not None else {}
-    if not ranges and manifest is not None:
-        stored = ((manifest.extra or {}).get("verification_inputs") or {}).get("ranges") or {}
-        ranges = {k: Range.from_dict(v) for k, v in stored.items() if k in sig.input_names}
+        return InputPlan("dataset", label or "real samples", found,
+                         _id_ranges(_known_ranges(sig, reference, manifest), sig))
+    ranges = _known_ranges(sig, reference, manifest)
     uniform = f"seeded uniform [0,1), seed {seed}"
     if not ranges:
         return InputPlan("uniform", uniform)
     parts = [f"'{n}' in {r.describe()}" for n, r in ranges.items()]
     rest = "" if len(ranges) == len(sig.inputs) else f"; other inputs {uniform}"
     return InputPlan("inferred", f"ranges inferred from the model: {'; '.join(parts)}{rest}", None, ranges)
+
+
+def _known_ranges(sig: Signature, reference: Any, manifest: Any) -> dict[str, Range]:
+    """Ranges inferred from the Keras reference, else those its manifest carries from an earlier hop."""
+    ranges = _keras_ranges(reference, sig) if reference is not None else {}
+    if not ranges and manifest is not None:
+        stored = ((manifest.extra or {}).get("verification_inputs") or {}).get("ranges") or {}
+        ranges = {k: Range.from_dict(v) for k, v in stored.items() if k in sig.input_names}
+    return ranges
+
+
+def _id_ranges(ranges: dict[str, Range], sig: Signature) -> dict[str, Range]:
+    """The hard id bounds (Embedding, CategoryEncoding) of integer inputs: recorded with real samples too, as
+    the engines check ids against them (modelkit.runtime.id_ranges)."""
+    ints = {s.name for s in sig.inputs if np.dtype(s.dtype).kind in "iu"}
+    return {k: r for k, r in ranges.items() if k in ints and r.values is None
+            and isinstance(r.low, int) and isinstance(r.high, int)}
 
 
 def read_samples(path: str | os.PathLike, sig: Signature) -> dict[str, np.ndarray]:

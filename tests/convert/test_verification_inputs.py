@@ -122,3 +122,21 @@ def test_a_constant_model_says_which_inputs_were_used_and_how_to_pass_real_ones(
         modelkit.convert(src, "onnx", out_dir=tmp_path)
     assert str(info.value).endswith("(inputs: seeded uniform [0,1), seed 0; if the model expects other values, "
                                     "pass real samples with --data samples.npz, keyed by input name)")
+
+
+def test_an_artifact_verified_on_user_samples_still_records_its_id_range(keras, tmp_path):
+    """With --data the manifest recorded no id range, so engines could not check ids (found on a JAX attention
+    classifier over token ids converted with --data: id 99 past Embedding(18) ran silently on OpenVINO)."""
+    from modelkit.errors import InputError
+
+    ids = keras.Input((None,), dtype="int32", name="ids")
+    src = tmp_path / "tagger.keras"
+    keras.Model(ids, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(18, 4)(ids)))
+                ).save(src)
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, ids=np.arange(40, dtype=np.int32).reshape(4, 10) % 18)
+    (r,) = modelkit.convert(src, "onnx", out_dir=tmp_path, data=str(samples), verbose=False)
+    assert "user samples" in r.parity["inputs"]
+    with pytest.raises(InputError, match=r"input 'ids': ids must be in \[0, 18\) \(Embedding .*got values from 1 to "
+                                         r"99$"):
+        modelkit.load(r.path).predict(np.array([[1, 99]], np.int32))
