@@ -33,11 +33,15 @@ from ._common import check_outputs, echo_json, human_size, import_option, table
 @click.option("--data", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Samples to verify on (.npz keyed by input name, or 'x' for a one-input model); default: the "
                    "training data set, else ranges inferred from the model, else [0, 1).")
+@click.option("--input-spec", "input_spec", multiple=True, metavar="NAME:SHAPE[:DTYPE]",
+              help="A .keras source's input with its shape fixed on the way to ONNX, e.g. tokens:?,64:int32 for a "
+                   "sequence length TVM cannot keep open ('?': dynamic; the first dimension is the batch); repeat "
+                   "per input.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @import_option
 def command(model: str, target: str, out: str | None, batch: int | None, dynamic_batch: bool, tune: bool,
             trials: int | None, budget: str | None, rpc: str | None, device_key: str | None, cache_dir: str | None,
-            force: bool, no_verify: bool, data: str | None, as_json: bool) -> None:
+            force: bool, no_verify: bool, data: str | None, input_spec: tuple[str, ...], as_json: bool) -> None:
     """Compile MODEL (ONNX, or .keras via ONNX) into a TVM shared library for a target.
 
     \b
@@ -47,6 +51,7 @@ def command(model: str, target: str, out: str | None, batch: int | None, dynamic
       modelkit compile cnn.onnx --target edge-arm64 --out cnn.arm64.tvm.so
       modelkit compile cnn.onnx --target edge-arm64 --tune --rpc 192.168.1.20:9190 --device-key rpi4
       modelkit compile cnn.onnx --target '{"kind": "llvm", "mcpu": "znver4"}'
+      modelkit compile tagger.keras --input-spec tokens:?,64:int32   # an open sequence length fixed
 
     The library is verified against the ONNX model on this machine (at its batch when fixed); libraries
     for other machines (arm64, armv7, CUDA) are checked by their ELF header only, as their manifest says.
@@ -61,7 +66,7 @@ def command(model: str, target: str, out: str | None, batch: int | None, dynamic
         trials = DEFAULT_TRIALS
     result = compile(model, target=target, out=out, batch=batch, dynamic_batch=dynamic_batch, trials=trials,
                      budget=budget, force=force, verify=False if no_verify else None, cache_dir=cache_dir,
-                     data=data, rpc=rpc, device_key=device_key)
+                     data=data, rpc=rpc, device_key=device_key, input_spec=list(input_spec) or None)
     if as_json:
         echo_json(result.to_dict())
         return

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from .. import _atomic, _child
 from .. import manifest as _manifest
@@ -62,7 +62,7 @@ def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu
             trials: int | None = None, budget: str | float | None = None, force: bool = False,
             verify: bool | None = None, cache_dir: str | os.PathLike | None = None,
             timeout: float | None = None, data: str | os.PathLike | None = None, rpc: str | None = None,
-            device_key: str | None = None) -> CompileResult:
+            device_key: str | None = None, input_spec: Iterable[str] | str | None = None) -> CompileResult:
     """Compile a model into a TVM library for `target` (a name from `modelkit targets`, or a TVM target dict).
 
     batch fixes the batch size; dynamic_batch keeps it dynamic (the default where the target allows it and
@@ -71,6 +71,8 @@ def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu
     that run here and cannot be True for the others. data: a .npz of samples to verify on (see convert()).
     rpc ('HOST:PORT' of a TVM RPC tracker) and device_key measure the tuning candidates on the device
     registered there under that key (cross targets too); the tracker is checked before any work.
+    input_spec fixes the inputs of a .keras source on its way to ONNX, e.g. ["tokens:?,64:int32"] for a
+    sequence length TVM's importer cannot keep open (see convert()).
     """
     from .tvm import tuning
     from .tvm.compile import check_toolchain, choose_batch, remote_device
@@ -100,7 +102,8 @@ def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu
     verify = (not tgt.cross) if verify is None else verify
     src = Path(model)
     samples = str(Path(data).resolve()) if data is not None else None
-    onnx_path = _as_onnx(src, Path(out).parent if out and _names_library(out) else out, force, samples)
+    onnx_path = _as_onnx(src, Path(out).parent if out and _names_library(out) else out, force, samples,
+                         _spec_dicts(input_spec))
     dest = default_output(onnx_path, tgt, out)
     _atomic.check_writable(dest, force)
     options = {"target": tgt.tvm if tgt.name == "custom" else tgt.name, "batch": fixed,
@@ -120,19 +123,32 @@ def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu
                          tuning=extra.get("tuning"))
 
 
-def _as_onnx(src: Path, out_dir: str | os.PathLike | None, force: bool, data: str | None = None) -> Path:
-    """The ONNX model to compile: src itself, an up-to-date conversion of it, or a new verified conversion."""
+def _as_onnx(src: Path, out_dir: str | os.PathLike | None, force: bool, data: str | None = None,
+             input_spec: list[dict[str, Any]] | None = None) -> Path:
+    """The ONNX model to compile: src itself, an up-to-date conversion of it (with the same input spec), or a
+    new verified conversion."""
     fmt = detect(src)
     if fmt == Format.ONNX:
+        if input_spec:
+            raise ConversionError(f"--input-spec applies to a .keras source; {src.name} is ONNX, whose inputs are "
+                                  "fixed when it is exported (modelkit convert MODEL.keras --to onnx --input-spec ...)")
         return src
     from ..converters import convert, output_path
 
     folder = Path(out_dir) if out_dir else src.parent
     existing = output_path(src, Format.ONNX, folder)
     m = _manifest.read(existing) if existing.is_file() else None
-    if m and (m.source or {}).get("sha256") == _manifest.sha256_of(src) and m.parity and m.parity.get("ok"):
-        return existing  # converted from exactly these bytes, and verified
-    results = convert(src, Format.ONNX.value, out_dir=folder, force=force, data=data)
+    if m and (m.source or {}).get("sha256") == _manifest.sha256_of(src) and m.parity and m.parity.get("ok") \
+            and (m.extra or {}).get("input_spec") == input_spec:
+        return existing  # converted from exactly these bytes, with these inputs, and verified
+    results = convert(src, Format.ONNX.value, out_dir=folder, force=force, data=data, input_spec=input_spec)
     return Path(next(r.path for r in results if r.format == Format.ONNX.value))
 
 
+def _spec_dicts(input_spec: Iterable[str] | str | None) -> list[dict[str, Any]] | None:
+    """`--input-spec` values parsed (a typed error for a bad one, before any work), as the manifest records them."""
+    if not input_spec:
+        return None
+    from ..keras_io.inputs import parse_input_specs
+
+    return [s.to_dict() for s in parse_input_specs(input_spec)] or None
