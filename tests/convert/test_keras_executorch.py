@@ -135,6 +135,10 @@ def test_an_open_sequence_length_is_refused_naming_the_formats_that_keep_it(tmp_
     y = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(4, 3, padding="same")(x))
     src = tmp_path / "seq.keras"
     keras.Model(x, keras.layers.Dense(2, name="out")(y)).save(src)
-    with pytest.raises(UnsupportedConversionError, match=r"input 'frames' has an open dimension 1.*pt2, onnx"):
+    with pytest.raises(UnsupportedConversionError, match=r"input 'frames' has an open dimension 1.*fix the size when "
+                                                         r"converting, e.g. --input-spec frames:\?,64,3:float32, or "
+                                                         r"convert to pt2, onnx"):
         modelkit.convert(src, "executorch", out_dir=tmp_path / "out")
     assert not (tmp_path / "out" / "seq.pte").exists()
+    (r,) = modelkit.convert(src, "executorch", out_dir=tmp_path / "out", input_spec=["frames:?,64,3:float32"])
+    assert r.parity["ok"]  # the fix it names works
