@@ -120,6 +120,8 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
         if verify:  # the source and its verification inputs first: samples that do not fit fail before converting
             reference = _reference(src_p, edge, trust_unsafe_code)
             plan = _plan(reference, src_manifest, data)
+            if lossy:  # a model the accuracy gate cannot judge: refused before converting, by any route
+                _q.check_judgeable(reference.signature)
             if lossy and eval_data and plan.source in ("inferred", "uniform"):
                 evals = _q.eval_set(src_manifest, reference.signature, eval_data)  # read once: the gate uses it too
                 plan = _eval_plan(reference, src_manifest, evals)

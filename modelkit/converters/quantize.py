@@ -227,7 +227,18 @@ def class_output(sig: Signature) -> str:
     for spec in sig.outputs:
         if spec.rank == 2 and (spec.shape[1] or 0) > 1:
             return spec.name
-    raise ConversionError(f"no class-probability output among {sig.output_names} to measure accuracy on")
+    raise ConversionError(f"no class-probability output among {sig.output_names} to measure accuracy on: a "
+                          "quantized artifact is judged by top-1 accuracy, which needs an output of shape (batch, "
+                          "classes), classes > 1 (a regressor or a single sigmoid has none); convert without "
+                          "--quantize, the float formats being gated by parity")
+
+
+def check_judgeable(sig: Signature) -> None:
+    """InputError (the user's --quantize, which no route would judge better) when `sig` has no class output."""
+    try:
+        class_output(sig)
+    except ConversionError as exc:
+        raise InputError(str(exc)) from exc
 
 
 def predict_classes(model: Any, inputs: Mapping[str, np.ndarray], output: str) -> np.ndarray:

@@ -219,3 +219,26 @@ def test_classes_of_a_model_with_a_fixed_batch_are_predicted_in_chunks_of_that_b
     calls.clear()
     np.testing.assert_array_equal(predict_classes(model_with(None), {"x": x}, "p"), np.arange(10) % 3)
     assert calls == [10]
+
+
+def test_a_model_without_class_output_is_refused_before_converting(tmp_path):
+    """A two-output wide & deep model (a sigmoid and a regression) was quantized first and refused after, with a
+    message that did not say what to do; now refused before the converter runs, naming the fix."""
+    from modelkit._backend import import_keras
+
+    keras = import_keras("tensorflow")
+    x = keras.Input((4,), name="x")
+    src = tmp_path / "reg.keras"
+    keras.Model(x, [keras.layers.Dense(1, activation="sigmoid", name="p")(x), keras.layers.Dense(1, name="v")(x)]
+                ).save(src)
+    data = tmp_path / "eval.npz"
+    np.savez(data, x=np.ones((8, 4), np.float32), y=np.arange(8) % 2)
+    out = subprocess.run([sys.executable, "-m", "modelkit", "convert", str(src), "--to", "onnx", "--quantize",
+                          "dynamic-int8", "--eval-data", str(data), "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr
+    assert "converting" not in out.stderr and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        "error: no class-probability output among ['p', 'v'] to measure accuracy on: a quantized artifact is judged "
+        "by top-1 accuracy, which needs an output of shape (batch, classes), classes > 1 (a regressor or a single "
+        "sigmoid has none); convert without --quantize, the float formats being gated by parity")
