@@ -41,8 +41,9 @@ class TorchModel(Model):
         try:
             with torch.inference_mode():
                 outs = self.module(*args)
-        except (RuntimeError, AssertionError) as exc:  # inputs were validated: a failure here is the model's
-            # (truncated weights), or a torch.export shape guard the Signature cannot express (a maximum batch)
+        except (RuntimeError, AssertionError, IndexError) as exc:  # inputs were validated: a failure here is the
+            # model's (truncated weights; an id past an Embedding's table where no manifest records the range), or a
+            # torch.export shape guard the Signature cannot express (a maximum batch)
             text = str(exc).strip()
             first = text.splitlines()[0] if text else type(exc).__name__
             if "Guard failed" in text:

@@ -45,3 +45,20 @@ def test_ids_past_the_table_are_an_input_error_for_every_engine(artifacts, fmt):
     assert ok["y"].shape == (2, 1)
     with pytest.raises(InputError, match=IDS_ERROR):
         model.predict({"cat": np.array([[25], [-1]], np.int32), "feats": feats})
+
+
+def test_a_pt2_without_its_manifest_fails_typed_on_an_id_past_the_table(artifacts, tmp_path):
+    """No manifest, no recorded range: torch's own IndexError came out bare from .pt2 (a LoadError from TorchScript)."""
+    import shutil
+
+    from modelkit.errors import LoadError
+
+    pytest.importorskip("torch")
+    src = artifacts["onnx"].replace(".onnx", ".keras")
+    (r,) = modelkit.convert(src, "pt2", out_dir=tmp_path, verbose=False)
+    bare = tmp_path / "bare" / "wide.pt2"
+    bare.parent.mkdir()
+    shutil.copy(r.path, bare)  # the artifact alone: its signature travels inside
+    model = modelkit.load(bare, verbose=False)
+    with pytest.raises(LoadError, match=r"wide.pt2: torch failed running this model: index out of range"):
+        model.predict({"cat": np.array([[25]], np.int32), "feats": np.ones((1, 3), np.float32)})
