@@ -138,11 +138,24 @@ def _as_onnx(src: Path, out_dir: str | os.PathLike | None, force: bool, data: st
     folder = Path(out_dir) if out_dir else src.parent
     existing = output_path(src, Format.ONNX, folder)
     m = _manifest.read(existing) if existing.is_file() else None
-    if m and (m.source or {}).get("sha256") == _manifest.sha256_of(src) and m.parity and m.parity.get("ok") \
-            and (m.extra or {}).get("input_spec") == input_spec:
-        return existing  # converted from exactly these bytes, with these inputs, and verified
+    if m and (m.source or {}).get("sha256") == _manifest.sha256_of(src) and m.parity and m.parity.get("ok"):
+        before = (m.extra or {}).get("input_spec")
+        if before == input_spec:
+            return existing  # converted from exactly these bytes, with these inputs, and verified
+        if not force:  # convert's own refusal ("exists; pass --force") would not say why a new ONNX is needed
+            raise ConversionError(f"{existing.name} was converted from {src.name} with {_spec_text(before)}, this "
+                                  f"compile asks for {_spec_text(input_spec)}; pass --force to convert it again "
+                                  "(replacing it), or --out DIR to keep it and write the new ONNX there")
     results = convert(src, Format.ONNX.value, out_dir=folder, force=force, data=data, input_spec=input_spec)
     return Path(next(r.path for r in results if r.format == Format.ONNX.value))
+
+
+def _spec_text(specs: list[dict[str, Any]] | None) -> str:
+    """[{'name': 'tokens', 'shape': [None, 8], 'dtype': 'int32'}] -> "--input-spec tokens:?,8:int32"."""
+    if not specs:
+        return "its own inputs (no --input-spec)"
+    return "--input-spec " + " ".join(
+        f"{d['name']}:{','.join('?' if x is None else str(x) for x in d['shape'])}:{d['dtype']}" for d in specs)
 
 
 def _spec_dicts(input_spec: Iterable[str] | str | None) -> list[dict[str, Any]] | None:

@@ -48,3 +48,22 @@ def test_input_spec_on_an_onnx_source_is_refused(tmp_path):
     assert res.exit_code == 2
     assert "error: --input-spec applies to a .keras source; tiny.onnx is ONNX" in res.output
     assert "Traceback" not in res.output
+
+
+def test_an_onnx_converted_without_the_spec_is_not_overwritten_and_the_error_says_why(attention_keras, tmp_path):
+    """Following TVM's hint after a compile without the spec (its ONNX left beside the model): convert's refusal
+    ('attn.onnx exists; pass --force') did not say that the spec is why a new ONNX is needed."""
+    runner = CliRunner()
+    assert runner.invoke(main, ["-q", "convert", str(attention_keras), "--to", "onnx", "--out", str(tmp_path)]) \
+        .exit_code == 0
+    onnx = tmp_path / "attn.onnx"
+    before = onnx.read_bytes()
+    args = ["-q", "compile", str(attention_keras), "--input-spec", "tokens:?,8:int32", "--out", str(tmp_path)]
+    res = runner.invoke(main, args)
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert ("error: attn.onnx was converted from attn.keras with its own inputs (no --input-spec), this compile "
+            "asks for --input-spec tokens:?,8:int32; pass --force") in res.output
+    assert onnx.read_bytes() == before
+    res = runner.invoke(main, [*args, "--force"])
+    assert res.exit_code == 0, res.output
+    assert onnx.read_bytes() != before
