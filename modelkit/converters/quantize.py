@@ -229,8 +229,7 @@ def class_output(sig: Signature) -> str:
             return spec.name
     raise ConversionError(f"no class-probability output among {sig.output_names} to measure accuracy on: a "
                           "quantized artifact is judged by top-1 accuracy, which needs an output of shape (batch, "
-                          "classes), classes > 1 (a regressor or a single sigmoid has none); convert without "
-                          "--quantize, the float formats being gated by parity")
+                          "classes), classes > 1 (a regressor or a single sigmoid has none)")
 
 
 def check_judgeable(sig: Signature) -> None:
@@ -238,7 +237,7 @@ def check_judgeable(sig: Signature) -> None:
     try:
         class_output(sig)
     except ConversionError as exc:
-        raise InputError(str(exc)) from exc
+        raise InputError(f"{exc}; convert without --quantize, the float formats being gated by parity") from exc
 
 
 def predict_classes(model: Any, inputs: Mapping[str, np.ndarray], output: str) -> np.ndarray:
