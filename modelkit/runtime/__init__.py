@@ -49,7 +49,7 @@ def load(path: str | os.PathLike, device: str = "cpu", threads: int | None = Non
     module_name, extra = ENGINES[fmt]
     module = require(module_name, extra, f"the engine for {fmt.value}")
     model = module.load(p, device=device, threads=threads, **options)
-    model.id_ranges = _recorded_id_ranges(p, model)
+    model.id_ranges = {**model.id_ranges, **_recorded_id_ranges(p, model)}  # an engine may read its own too
     return model
 
 

@@ -7,7 +7,9 @@ from typing import Any
 import numpy as np
 
 from ..formats import Format
+from ..keras_io.ranges import keras_id_ranges
 from .base import Model, parse_device
+from .id_ranges import as_bounds
 from .memory import check_headroom, guard_load
 
 
@@ -21,6 +23,8 @@ class KerasModel(Model):
         self.model = model
         self.engine = f"keras/{loaded_backend()}"
         super().__init__(path, keras_signature(model))
+        # ids past an Embedding's table: an error on TensorFlow and torch, values read out of bounds on JAX
+        self.id_ranges = as_bounds(keras_id_ranges(model, self.signature), self.signature)
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from ..keras_io.files import call_model

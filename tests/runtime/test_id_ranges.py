@@ -62,3 +62,14 @@ def test_a_pt2_without_its_manifest_fails_typed_on_an_id_past_the_table(artifact
     model = modelkit.load(bare, verbose=False)
     with pytest.raises(LoadError, match=r"wide.pt2: torch failed running this model: index out of range"):
         model.predict({"cat": np.array([[25]], np.int32), "feats": np.ones((1, 3), np.float32)})
+
+
+def test_a_keras_model_checks_the_ids_its_layers_bound(artifacts):
+    """A .keras file has no manifest: its Embedding's table is read from the model itself (TensorFlow's raw
+    InvalidArgumentError came out of predict; under JAX the lookup reads out of bounds without a word)."""
+    src = artifacts["onnx"].replace(".onnx", ".keras")
+    model = modelkit.load(src)
+    feats = np.ones((2, 3), np.float32)
+    assert model.predict({"cat": np.array([[0], [19]], np.int32), "feats": feats})["y"].shape == (2, 1)
+    with pytest.raises(InputError, match=IDS_ERROR):
+        model.predict({"cat": np.array([[25], [-1]], np.int32), "feats": feats})
