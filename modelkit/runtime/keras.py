@@ -23,7 +23,7 @@ class KerasModel(Model):
         self.model = model
         self.engine = f"keras/{loaded_backend()}"
         super().__init__(path, keras_signature(model))
-        # ids past an Embedding's table: an error on TensorFlow and torch, values read out of bounds on JAX
+        # ids past an Embedding's table: an error on TensorFlow and torch; on JAX NaN (id 25 of 20), or row 19 (id -1)
         self.id_ranges = as_bounds(keras_id_ranges(model, self.signature), self.signature)
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
