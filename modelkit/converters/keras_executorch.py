@@ -26,6 +26,7 @@ from typing import Any
 
 from ..errors import ConversionError, UnsupportedConversionError, first_line
 from ..formats import Format
+from ..keras_io.inputs import input_spec_text
 from ..runtime.executorch import MAX_BATCH_METHOD, SIGNATURE_METHOD  # read back by the engine
 from .registry import Tolerance, converter
 
@@ -73,12 +74,11 @@ def keras_to_executorch(src: Path, dest: Path, trust_unsafe_code: bool = False, 
     opened = _torch_dims.open_axes(sig)
     if opened:
         name, axis = opened[0]
-        spec = next(s for s in sig.inputs if s.name == name)
-        fixed = ",".join("?" if i == 0 else str(d or 64) for i, d in enumerate(spec.shape)) + f":{spec.dtype}"
+        fixed = input_spec_text(next(s for s in sig.inputs if s.name == name), fill=64)
         raise UnsupportedConversionError(
             f"input '{name}' has an open dimension {axis}: ExecuTorch plans memory ahead of time and modelkit's "
             f"executorch edge keeps only the batch open (up to max_batch); fix the size when converting, e.g. "
-            f"--input-spec {name}:{fixed}, or convert to pt2, {_torch_dims.KEEP_DYNAMIC}, which keep it open")
+            f"--input-spec {fixed}, or convert to pt2, {_torch_dims.KEEP_DYNAMIC}, which keep it open")
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     shapes = tuple({0: batch} if s.shape and s.shape[0] is None else None for s in sig.inputs)
     try:

@@ -48,6 +48,14 @@ def parse_input_spec(item: str | TensorSpec | dict[str, Any]) -> TensorSpec:
     return spec
 
 
+def input_spec_text(spec: TensorSpec, fill: int | None = None) -> str:
+    """The `--input-spec` value that gives `spec`, e.g. 'tokens:?,64:int32': the batch '?', an open dimension
+    `fill` (an example size; '?' when None), a fixed one its size."""
+    dims = ",".join("?" if i == 0 or (d is None and fill is None) else str(fill if d is None else d)
+                    for i, d in enumerate(spec.shape))
+    return f"{spec.name}:{dims}:{spec.dtype}"
+
+
 def parse_input_specs(items: Iterable[str | TensorSpec | dict[str, Any]] | str | None) -> tuple[TensorSpec, ...]:
     """Several specs (a list, or one string); names must be unique."""
     if items is None:

@@ -27,7 +27,7 @@ class Model:
 
     format: Format
     engine: str = "?"
-    id_ranges: IdRanges = {}  # set by modelkit.load from the manifest (modelkit.runtime.id_ranges)
+    id_ranges: IdRanges = {}  # set by modelkit.load from the manifest, by the Keras engine from its layers
 
     def __init__(self, path: Path, signature: Signature):
         self.path = Path(path)

@@ -154,8 +154,10 @@ def _spec_text(specs: list[dict[str, Any]] | None) -> str:
     """[{'name': 'tokens', 'shape': [None, 8], 'dtype': 'int32'}] -> "--input-spec tokens:?,8:int32"."""
     if not specs:
         return "its own inputs (no --input-spec)"
-    return "--input-spec " + " ".join(
-        f"{d['name']}:{','.join('?' if x is None else str(x) for x in d['shape'])}:{d['dtype']}" for d in specs)
+    from ..keras_io.inputs import input_spec_text
+    from ..spec import TensorSpec
+
+    return "--input-spec " + " ".join(input_spec_text(TensorSpec.from_dict(d)) for d in specs)
 
 
 def _spec_dicts(input_spec: Iterable[str] | str | None) -> list[dict[str, Any]] | None:

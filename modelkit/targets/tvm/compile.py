@@ -21,6 +21,7 @@ from ..._onnx import onnxslim_version, opset_of
 from ..._quiet import engine_chatter_swallowed
 from ...errors import ConversionError, EngineNotInstalledError, RemoteDeviceError, UnsupportedConversionError
 from ...formats import Format
+from ...keras_io.inputs import input_spec_text
 from ...spec import Signature, TensorSpec
 from .. import registry
 from . import cross, default_schedule, tuning
@@ -217,11 +218,11 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
         elif open_dims:
             iname, axis = open_dims[0]
             spec = next(s for s in sig.inputs if s.name == iname)
-            example = ",".join("?" if i == 0 else str(d or 64) for i, d in enumerate(spec.shape)) + f":{spec.dtype}"
+            example = input_spec_text(spec, fill=64)
             typed = UnsupportedConversionError(
                 f"TVM's ONNX importer rejected {name}, whose dimension '{iname}' dim {axis} is dynamic ({text}); "
                 f"formats that keep it dynamic: {KEEP_DYNAMIC}; for TVM, fix it when converting from Keras, e.g. "
-                f"--input-spec {iname}:{example}")
+                f"--input-spec {example}")
         else:
             typed = ConversionError(f"TVM's ONNX importer rejected {name}: {text}")
         raise typed from exc
