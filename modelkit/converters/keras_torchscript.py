@@ -7,7 +7,9 @@ open dims: a trace that baked a sequence length (a recurrent layer's loop is unr
 length) is refused with UnsupportedConversionError naming the dimension and the layer. Runs in a child
 process with KERAS_BACKEND=torch, so a .keras trained under TensorFlow or JAX converts too. The
 Signature is stored inside the artifact (`extra/modelkit_signature.json`), so the runtime needs neither
-Keras nor the manifest.
+Keras nor the manifest. The trace pins every tensor to the CPU it was traced on and lets cuDNN use TF32;
+the saved graph follows its input's device instead, exactly (runtime.torchscript.make_portable), so the
+file runs on a GPU as it is.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ TOLERANCE = Tolerance(atol=1e-5, min_cosine=0.99999)
 def keras_to_torchscript(src: Path, dest: Path, trust_unsafe_code: bool = False) -> dict[str, Any]:
     import torch
 
+    from ..runtime.torchscript import make_portable
     from ._torch_dims import check_lengths
     from ._torch_module import SIGNATURE_FILE, check_batches, example_inputs, load_wrapped, signature_json, versions
     from ._torch_rnn import fused_recurrent
@@ -37,6 +40,7 @@ def keras_to_torchscript(src: Path, dest: Path, trust_unsafe_code: bool = False)
         # real test that nothing shape-dependent was baked in
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(module, example_inputs(sig), check_trace=False)
+    make_portable(traced)
     check_batches(traced, module, sig, "the TorchScript trace")
     check_lengths(traced, module, sig, "the TorchScript trace", "torchscript")
     torch.jit.save(traced, str(dest), _extra_files={SIGNATURE_FILE: signature_json(sig)})

@@ -94,3 +94,52 @@ def test_a_trace_that_baked_the_batch_is_caught():
         check_batches(traced, baked, sig, "the TorchScript trace")
     good = torch.jit.trace(lambda x: (x.sum(1),), (torch.rand(3, 4),))
     check_batches(good, lambda x: (x.sum(1),), sig, "the TorchScript trace")  # no error
+
+
+def _pinned(path: Path) -> tuple[list[str], list[str]]:
+    """The Device constants and the TF32-allowing convolutions left in a TorchScript file's forward."""
+    import torch
+
+    graph = torch.jit.load(str(path)).inlined_graph
+    devices = [str(n) for n in graph.findAllNodes("prim::Constant") if n.output().type().kind() == "DeviceObjType"]
+    tf32 = [str(n) for n in graph.findAllNodes("aten::_convolution") if n.inputsAt(12).toIValue() is True]
+    return devices, tf32
+
+
+def test_the_saved_graph_follows_its_input_device_exactly_instead_of_how_it_was_traced(ts_cnn):
+    """Keras-on-torch's trace pins every tensor to 'cpu' (36 `.to(device='cpu')` in this CNN) and lets cuDNN use
+    TF32: loaded for a GPU, the file ran each op on the CPU (MobileNetV2 b32 on an H200: 107-171 ms instead of
+    8-13), and its convolutions lost precision (3.1e-3 max abs error)."""
+    import torch
+
+    code = torch.jit.load(str(ts_cnn["tensorflow"])).code
+    assert _pinned(ts_cnn["tensorflow"]) == ([], []) and "ops.prim.device(" in code and "_convolution(" in code
+
+
+def test_a_file_traced_with_pinned_devices_and_tf32_is_made_portable():
+    """What the engine does on load for device='cuda' with a file an older modelkit or another tool traced."""
+    import torch
+
+    from modelkit.runtime.torchscript import make_portable
+
+    class Pinned(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv1d(4, 2, 1)
+
+        def forward(self, x):
+            state = torch.zeros((x.shape[0], 2, 1), device=torch.device("cpu"))  # an RNN's zero state
+            return (self.conv(x.to(device=torch.device("cpu"), dtype=torch.float32)) + state,)
+
+    x = torch.rand(3, 4, 1)
+    traced = torch.jit.trace(Pinned(), (x,))
+    want = traced(x)[0]
+    traced_graph = traced.inlined_graph  # kept alive while its nodes are read
+    convolutions = traced_graph.findAllNodes("aten::_convolution")
+    assert [n.inputsAt(12).toIValue() for n in convolutions] == [True]  # as traced: TF32 allowed
+    assert make_portable(traced) == (2, 1)  # the two devices (zeros, .to) and the one convolution
+    assert make_portable(traced) == (0, 0)  # nothing left to replace
+    graph = traced.graph
+    assert not [n for n in graph.findAllNodes("prim::Constant") if n.output().type().kind() == "DeviceObjType"]
+    assert [n.inputsAt(12).toIValue() for n in graph.findAllNodes("aten::_convolution")] == [False]
+    assert torch.equal(traced(x)[0], want)
