@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 from .. import _atomic, _child
 from .. import manifest as _manifest
-from ..errors import ConversionError, UnsupportedConversionError
+from ..errors import ConversionError, OutputPathError, UnsupportedConversionError
 from ..formats import Format, detect
 from . import registry
 from .registry import Target, get, names, targets
@@ -52,6 +52,18 @@ def default_output(onnx_path: Path, target: Target, out: str | os.PathLike | Non
     return Path(out) if _names_library(out) else Path(out) / name
 
 
+def check_out(out: str | os.PathLike | None) -> None:
+    """A library name without .tvm.so (`--out cnn.so`) would become a folder named cnn.so holding the library:
+    refused before any work, naming the path to use."""
+    if out is None or _names_library(out) or Path(out).is_dir():
+        return
+    name = Path(out).name
+    if Path(name).suffix.lower() in (".so", ".dylib", ".dll"):
+        fixed = Path(out).with_name(name[: -len(Path(name).suffix)] + Format.TVM.suffix)
+        raise OutputPathError(f"--out {out}: a TVM library's name ends with {Format.TVM.suffix} (how modelkit "
+                              f"recognises it when loading); pass --out {fixed}, or a folder for it")
+
+
 def _names_library(out: str | os.PathLike) -> bool:
     """Whether --out names the library itself (ends with .tvm.so and is not a folder), not a folder for it."""
     return Path(out).name.endswith(Format.TVM.suffix) and not Path(out).is_dir()
@@ -78,6 +90,7 @@ def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu
     from .tvm.compile import check_toolchain, choose_batch, remote_device
 
     tgt = registry.get(target)
+    check_out(out)
     check_toolchain(tgt)  # fail fast: no conversion work when the compiler is missing
     budget_s = tuning.parse_budget(budget)
     tuned = bool(trials) or budget_s is not None
