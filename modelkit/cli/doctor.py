@@ -48,12 +48,14 @@ def machine() -> dict[str, Any]:
         pass  # not Linux: no flags to report
     simd = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "amx_tile", "neon", "asimd")
             if f in flags]
+    from ..runtime.tvm_cuda import kernel_compiler
     from ..runtime.tvm_host import tvm_cuda_missing
 
     gpu_ort = _version("onnxruntime-gpu") is not None
     return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
             "simd": simd, "nvidia_smi": shutil.which("nvidia-smi") is not None,
             "tvm_cuda": tvm_cuda_missing() or "ready",
+            "tvm_cuda_kernels": kernel_compiler() or "nothing (install nvcc, or cuda-bindings with full TVM)",
             "onnxruntime_cuda": "onnxruntime-gpu installed" if gpu_ort else "CPU-only onnxruntime build"}
 
 
@@ -114,4 +116,5 @@ def command(as_json: bool) -> None:
                              [[t["tool"], t["found"] or "missing", t["needed_for"], t["fix"]] for t in needs]))
     click.echo(f"\npython {info['python']} on {info['platform']}, {info['cpus']} CPUs, "
                f"SIMD: {' '.join(info['simd']) or 'unknown'}, NVIDIA GPU: {'yes' if info['nvidia_smi'] else 'no'}")
-    click.echo(f"server-gpu: TVM CUDA runtime: {info['tvm_cuda']}; onnxruntime: {info['onnxruntime_cuda']}")
+    click.echo(f"server-gpu: TVM CUDA runtime: {info['tvm_cuda']}; kernels compiled at load by: "
+               f"{info['tvm_cuda_kernels']}; onnxruntime: {info['onnxruntime_cuda']}")

@@ -55,6 +55,10 @@ class TvmModel(Model):
         from tvm.runtime.vm import VirtualMachine  # the runtime's VM: works with TVM_USE_RUNTIME_LIB=1 too
 
         kind, index = parse_device(self.device, ("cpu", "cuda"))
+        if kind == "cuda":
+            from .tvm_cuda import prepare
+
+            prepare(index)  # TVM's CUDA runtime, and a compiler for kernels the library carries as source
         dev = tvm.cpu(index) if kind == "cpu" else tvm.cuda(index)
         if not dev.exist:
             why = f"TVM sees no {kind.upper()} device {index}"

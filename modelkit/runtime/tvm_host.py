@@ -4,7 +4,8 @@ registry and the cross toolchains (modelkit.targets) read the same facts from he
 
 GPU: PyPI's apache-tvm 0.27 ships its CUDA runtime as a sidecar, `tvm/lib/libtvm_runtime_cuda.so`, which TVM
 loads at import when the NVIDIA driver (`libcuda.so.1`) and the CUDA runtime it was linked against
-(`libcudart.so.13` for 0.27) can be found, and silently skips otherwise. No custom TVM build is needed on
+(`libcudart.so.13` for 0.27) can be found, and silently skips otherwise (runtime-only TVM loads no backend at
+import: modelkit's TVM engine loads the sidecar itself for device='cuda'). No custom TVM build is needed on
 a GPU server whose driver supports that CUDA version; these checks say which piece is missing.
 (onnxruntime's CUDA provider is checked where it is used: runtime.onnxruntime.providers_for.)
 """
@@ -25,6 +26,7 @@ EM_X86_64, EM_AARCH64, EM_ARM = 62, 183, 40
 MACHINES = {EM_X86_64: "x86_64", EM_AARCH64: "aarch64", EM_ARM: "armv7"}
 
 SIDECAR = "libtvm_runtime_cuda.so"
+COMPILER = "libtvm_compiler.so"
 
 
 def host_arch() -> str:
@@ -81,6 +83,23 @@ def tvm_cuda_missing() -> str | None:
     if cudart and not _loadable(cudart):
         return (f"TVM's CUDA runtime needs {cudart}, which is not on the library path (install the CUDA "
                 f"{cudart.rsplit('.', 1)[-1]} runtime, e.g. the CUDA toolkit, and run ldconfig)")
+    return None
+
+
+def tvm_compiler_missing() -> str | None:
+    """None when TVM here can compile; otherwise why not, in words. A GPU server or a board may carry TVM's
+    runtime alone (the wheel without libtvm_compiler.so, or TVM_USE_RUNTIME_LIB=1): it runs libraries, and
+    TVM's compiler passes are then missing names (AttributeError deep in the importer)."""
+    spec = importlib.util.find_spec("tvm")
+    if spec is None or not spec.submodule_search_locations:
+        return "TVM is not installed: pip install 'modelkit[tvm]'"
+    if os.environ.get("TVM_USE_RUNTIME_LIB") == "1":
+        return "TVM_USE_RUNTIME_LIB=1 loads TVM's runtime only, which runs libraries but cannot compile them"
+    for folder in spec.submodule_search_locations:
+        lib = Path(folder) / "lib"  # the wheel's layout; a source build finds its libraries elsewhere
+        if (lib / "libtvm_runtime.so").is_file() and not (lib / COMPILER).is_file():
+            return (f"this TVM package has its runtime only (no {COMPILER} in {lib}): compile on a machine "
+                    "with the full apache-tvm wheel (pip install 'modelkit[tvm]') and copy the library here")
     return None
 
 

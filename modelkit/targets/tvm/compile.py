@@ -10,7 +10,6 @@ sees them). Verification of a fixed-batch library runs at that batch.
 from __future__ import annotations
 
 import hashlib
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,8 @@ from ..._quiet import engine_chatter_swallowed
 from ...errors import ConversionError, EngineNotInstalledError, RemoteDeviceError, UnsupportedConversionError
 from ...formats import Format
 from ...keras_io.inputs import input_spec_text
+from ...runtime.tvm_cuda import kernel_compiler
+from ...runtime.tvm_host import tvm_compiler_missing, tvm_cuda_missing
 from ...spec import Signature, TensorSpec
 from .. import registry
 from . import cross, default_schedule, tuning
@@ -78,13 +79,17 @@ def choose_batch(target: registry.Target, batch: int | None, tuned: bool) -> int
 
 
 def check_toolchain(target: registry.Target) -> None:
-    """Fail before any work when the target's compiler is missing (cross g++, CUDA's nvcc)."""
+    """Fail before any work when the target's compiler is missing (TVM's own, cross g++, a CUDA compiler)."""
+    why = tvm_compiler_missing()
+    if why is not None:
+        raise EngineNotInstalledError(f"compiling for '{target.name}' needs TVM's compiler: {why}")
     if target.device == "cuda":
-        if shutil.which("nvcc") is None:
+        # where TVM's CUDA runtime loads (a GPU build host), TVM compiles the kernels now, with NVRTC or nvcc;
+        # elsewhere it stores their source, compiled by the GPU server at load (runtime.tvm_cuda): nothing needed
+        if tvm_cuda_missing() is None and kernel_compiler() is None:
             raise EngineNotInstalledError(
-                f"target '{target.name}' compiles CUDA kernels with nvcc, which is not installed here (TVM from "
-                "PyPI has no CUDA toolkit); compile on a machine with the CUDA toolkit, or run the ONNX model "
-                "on the GPU with onnxruntime-gpu: modelkit.load('model.onnx', device='cuda')")
+                f"target '{target.name}': TVM compiles the CUDA kernels on this GPU machine now, and nothing here "
+                "can: install the CUDA toolkit's nvcc, or NVRTC (pip install cuda-bindings)")
         return
     cross.compiler_for(target)
 
@@ -120,8 +125,8 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
         # attention heads): compile at batch 1, where the shapes fold to constants, and say so
         mod, sig, proto = _import(proto, src.name, 1)
         fixed, batch_note = 1, f"compiled at a fixed batch of 1: TVM's importer cannot keep the batch " \
-                               f"dynamic in this graph ({_importer_text(exc.__cause__)}); pass --batch N for " \
-                               "another batch"
+                               f"dynamic in this graph ({_importer_text(exc.__cause__)}); for another batch, " \
+                               f"`modelkit compile {src.name} --batch N`"
         print(f"{src.name}: {batch_note}", file=sys.stderr, flush=True)
     tvm_target = tvm.target.Target(tgt.tvm)
     with engine_chatter_swallowed():  # TVM's C++ warnings while legalizing (e.g. a gather's "Fast mode" notice)
@@ -297,7 +302,8 @@ def _verified(tgt: registry.Target) -> str:
     if not tgt.cross:
         return "parity"
     if tgt.device == "cuda":
-        return "compiled-only: CUDA kernels built, not run here (load it with device='cuda' on the GPU server)"
+        return ("compiled-only: not run here; its CUDA kernels are compiled for the GPU when it loads there "
+                "(NVRTC or nvcc): load it with device='cuda' on the GPU server")
     return "elf-architecture-only"
 
 
