@@ -162,3 +162,15 @@ def test_small_sizes_and_limits_are_written_to_three_significant_digits_not_as_z
     decision = choose([c, baseline()], {"max_size_mb": 0.5})
     assert "0.0124 MB" in decision["why"] and "size <= 0.500 MB" in decision["why"]
     assert " 0.0124 " in text_table({"candidates": [c], "decision": decision})
+
+
+def test_the_cli_offers_exactly_the_package_targets_optimize_knows():
+    """cli/optimize.py spells its --package choices out (no import of the optimizer on `modelkit --help`)."""
+    import click
+
+    from modelkit.cli import main
+    from modelkit.optimization.candidates import PACKAGE_FORMATS
+
+    command = main.get_command(click.Context(main), "optimize")
+    option = next(p for p in command.params if p.name == "package")
+    assert sorted(option.type.choices) == sorted(PACKAGE_FORMATS)
