@@ -302,8 +302,7 @@ def _verified(tgt: registry.Target) -> str:
     if not tgt.cross:
         return "parity"
     if tgt.device == "cuda":
-        return ("compiled-only: not run here; its CUDA kernels are compiled for the GPU when it loads there "
-                "(NVRTC or nvcc): load it with device='cuda' on the GPU server")
+        return "compiled-only: load it with device='cuda' on the GPU server (its CUDA kernels compile there, at load)"
     return "elf-architecture-only"
 
 
