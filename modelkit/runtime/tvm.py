@@ -58,7 +58,7 @@ class TvmModel(Model):
         if kind == "cuda":
             from .tvm_cuda import prepare
 
-            prepare(index)  # TVM's CUDA runtime, and a compiler for kernels the library carries as source
+            prepare(index, self.path)  # TVM's CUDA runtime, and a compiler for kernels carried as source
         dev = tvm.cpu(index) if kind == "cpu" else tvm.cuda(index)
         if not dev.exist:
             why = f"TVM sees no {kind.upper()} device {index}"

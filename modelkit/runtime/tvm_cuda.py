@@ -12,10 +12,11 @@ server compiles the kernels when it loads the library, through the Python callba
 - runtime-only TVM also loads no backend at import, so its CUDA runtime (the wheel's
   libtvm_runtime_cuda.so) must be loaded by hand.
 
-`prepare(index)` does both where needed: it loads the CUDA runtime, and it picks the kernel compiler: TVM's
-own when TVM is complete (NVRTC if installed, else nvcc, told TVM_CUDA_NVCC_NO_FAST_MATH unless the user set
-it: TVM's nvcc path adds --use_fast_math), else modelkit's nvcc callback below, which compiles for the device's
-own architecture without fast math, so the kernels compute what the source says. Neither: LoadError.
+`prepare(index, library)` does both where needed: it loads the CUDA runtime, and, for a library carrying
+source, it picks the kernel compiler: TVM's own when TVM is complete (NVRTC if installed, else nvcc, told
+TVM_CUDA_NVCC_NO_FAST_MATH unless the user set it: TVM's nvcc path adds --use_fast_math), else modelkit's nvcc
+callback below, which compiles for the device's own architecture without fast math, so the kernels compute what
+the source says. Neither: LoadError. A library whose kernels TVM compiled at build (on a GPU host) needs none.
 The variables are set for this process (setdefault: a user's own choice stands).
 """
 from __future__ import annotations
@@ -38,14 +39,14 @@ NVCC_FLAGS = ["-U__CUDA_NO_HALF_OPERATORS__", "-U__CUDA_NO_HALF_CONVERSIONS__", 
               "-U__CUDA_NO_BFLOAT162_CONVERSIONS__", "--expt-relaxed-constexpr", "--expt-extended-lambda"]
 
 
-def prepare(index: int) -> None:
-    """Make TVM able to load a server-gpu library on CUDA device `index` here (see the module's text)."""
+def prepare(index: int, library: Path) -> None:
+    """Make TVM able to load the server-gpu `library` on CUDA device `index` here (see the module's text)."""
     import tvm
 
     load_cuda_runtime()
     dev = tvm.cuda(index)
-    if not dev.exist:
-        return  # the caller names what is missing
+    if not dev.exist or not carries_cuda_source(library):
+        return  # the caller names what is missing; kernels compiled at build (on a GPU host) need no compiler
     compiler = kernel_compiler()
     if compiler is None:
         raise LoadError(_NO_COMPILER)
@@ -57,6 +58,11 @@ def prepare(index: int) -> None:
 
         arch = "sm_" + str(dev.compute_version).replace(".", "")
         tvm_ffi.register_global_func(CALLBACK, lambda source: nvcc_compile(str(source), arch), override=True)
+
+
+def carries_cuda_source(library: Path) -> bool:
+    """Whether the library holds its kernels as CUDA source (built where TVM's CUDA runtime did not load)."""
+    return b'extern "C" __global__' in Path(library).read_bytes()
 
 
 def kernel_compiler() -> str | None:

@@ -82,3 +82,16 @@ def test_what_compiles_a_server_gpu_librarys_kernels_here_is_named(monkeypatch, 
     assert kernel_compiler() is None
     out = CliRunner().invoke(main, ["doctor"]).output
     assert "kernels compiled at load by: nothing (install nvcc, or cuda-bindings with full TVM)" in out
+
+
+def test_a_server_gpu_library_built_without_a_gpu_is_known_to_carry_cuda_source(tiny_onnx, tmp_path):
+    """Only such a library needs a CUDA compiler on the GPU server; one whose kernels TVM compiled at build (on a
+    GPU host) loads without one."""
+    from modelkit.runtime.tvm_cuda import carries_cuda_source
+    from modelkit.runtime.tvm_host import tvm_compiler_missing, tvm_cuda_missing
+
+    if tvm_compiler_missing() or tvm_cuda_missing() is None:
+        pytest.skip("needs TVM's compiler, on a machine without a GPU (where TVM stores the kernels' source)")
+    gpu = modelkit.compile(tiny_onnx, "server-gpu", out=tmp_path / "g.tvm.so").path
+    cpu = modelkit.compile(tiny_onnx, "server-cpu", out=tmp_path / "c.tvm.so").path
+    assert carries_cuda_source(gpu) and not carries_cuda_source(cpu)
