@@ -144,14 +144,13 @@ def run(out: Path, duration: float, rounds: int = 3) -> list[dict]:
 
 
 def _print(rows: list[dict]) -> None:
-    print(f"{'model':<18} {'b':>3} {'engine':<18} {'p50 ms':>9} {'vs ORT cpu':>10} {'max abs diff':>12}")
-    for r in rows:
-        if "p50_ms" in r:
-            ratio = f"{r['vs_ort_cpu']:.2f}x" if r["vs_ort_cpu"] else "-"
-            print(f"{r['model']:<18} {r['batch']:>3} {r['engine']:<18} {r['p50_ms']:>9.3f} {ratio:>10} "
-                  f"{r['max_abs_diff']:>12.1e}")
-        else:
-            print(f"{r['model']:<18} {r['batch']:>3} {r['engine']:<18} not run: {r['not_run']}")
+    from modelkit._text import table
+
+    print(table(["model", "b", "engine", "p50 ms", "vs ORT cpu", "max abs diff"],
+                [[r["model"], r["batch"], r["engine"], f"{r['p50_ms']:.3f}",
+                  f"{r['vs_ort_cpu']:.2f}x" if r["vs_ort_cpu"] else "-", f"{r['max_abs_diff']:.1e}"]
+                 if "p50_ms" in r else [r["model"], r["batch"], r["engine"], "-", "-", f"not run: {r['not_run']}"]
+                 for r in rows]))
 
 
 def main(argv: list[str] | None = None) -> None:

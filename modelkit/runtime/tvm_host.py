@@ -52,16 +52,18 @@ def read_elf_header(path: str | os.PathLike) -> dict[str, Any]:
             "machine": e_machine, "arch": MACHINES.get(e_machine, f"unknown ({e_machine})")}
 
 
-def tvm_cuda_sidecar() -> Path | None:
-    """The CUDA runtime library inside the installed TVM package, if the wheel has one."""
+def _tvm_lib_folders() -> list[Path] | None:
+    """The `lib` folders of the installed TVM package (the wheel's layout), without importing it; None when TVM
+    is not installed."""
     spec = importlib.util.find_spec("tvm")
     if spec is None or not spec.submodule_search_locations:
         return None
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / "lib" / SIDECAR
-        if path.is_file():
-            return path
-    return None
+    return [Path(folder) / "lib" for folder in spec.submodule_search_locations]
+
+
+def tvm_cuda_sidecar() -> Path | None:
+    """The CUDA runtime library inside the installed TVM package, if the wheel has one."""
+    return next((lib / SIDECAR for lib in _tvm_lib_folders() or [] if (lib / SIDECAR).is_file()), None)
 
 
 def needed_cudart(sidecar: Path) -> str | None:
@@ -90,13 +92,12 @@ def tvm_compiler_missing() -> str | None:
     """None when TVM here can compile; otherwise why not, in words. A GPU server or a board may carry TVM's
     runtime alone (the wheel without libtvm_compiler.so, or TVM_USE_RUNTIME_LIB=1): it runs libraries, and
     TVM's compiler passes are then missing names (AttributeError deep in the importer)."""
-    spec = importlib.util.find_spec("tvm")
-    if spec is None or not spec.submodule_search_locations:
+    folders = _tvm_lib_folders()
+    if folders is None:
         return "TVM is not installed: pip install 'modelkit[tvm]'"
     if os.environ.get("TVM_USE_RUNTIME_LIB") == "1":
         return "TVM_USE_RUNTIME_LIB=1 loads TVM's runtime only, which runs libraries but cannot compile them"
-    for folder in spec.submodule_search_locations:
-        lib = Path(folder) / "lib"  # the wheel's layout; a source build finds its libraries elsewhere
+    for lib in folders:  # a source build finds its libraries elsewhere: only the wheel's layout is read
         if (lib / "libtvm_runtime.so").is_file() and not (lib / COMPILER).is_file():
             return (f"this TVM package has its runtime only (no {COMPILER} in {lib}): compile on a machine "
                     "with the full apache-tvm wheel (pip install 'modelkit[tvm]') and copy the library here")
