@@ -1,7 +1,7 @@
 """TVM untuned vs tuned vs warm-database vs onnxruntime: the digits CNN (trained) and MobileNetV2 (alpha 0.35).
 
     python benchmarks/bench_tvm.py [--out bench-out/tvm] [--budget 60s] [--models cnn] [--batches 1,32]
-                                   [--warm-trials 8] [--image-size 96] [--duration 2s]
+                                   [--warm-trials 8] [--image-size 96] [--duration 20s]
 
 Trains (or reuses) the CNN, builds MobileNetV2, converts both to ONNX, and at each batch compiles each
 for server-cpu three ways: untuned (the default schedules of docs/tvm.md, "Untuned performance"); tuned
@@ -10,8 +10,13 @@ a fine-tuned copy would have) compiled with --warm-trials against the shared tun
 compile just filled, so its backbone tasks come from the database and only its new tasks are tuned (the
 row shows the seconds spent tuning and how many tasks came from the database). The database is cached in
 OUT/cache, so a rerun measures again without tuning. Every library is verified against its ONNX model,
-then all engines are timed in this one process; medians and ratios vs onnxruntime are printed, never
-asserted; on a shared machine, rerun for stable medians.
+then all engines are timed in this one process in interleaved rounds (each round times a block of calls of
+every engine, in a shuffled order; --duration is the whole timing's length per model and batch); the medians
+over rounds, and the median of each round's ratio to onnxruntime, are printed, never asserted.
+
+Both engines keep their thread pools spinning for a while after a call, so on a small machine the engine that
+runs next in a round can lose a core to the other's idle workers (measured on 2 cores: either one up to 2x,
+depending on the pair); interleaving spreads that over every row, and a rerun shows how large it was.
 """
 from __future__ import annotations
 
@@ -27,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 import modelkit  # noqa: E402
-from modelkit.bench.stats import parse_duration, time_calls  # noqa: E402
+from benchmarks.perf_targets import median_ratio, side_by_side  # noqa: E402
+from modelkit.bench.stats import parse_duration  # noqa: E402
 
 
 def models(folder: Path, image_size: int) -> dict[str, Path]:
@@ -84,10 +90,21 @@ def compile_one(onnx_path: Path, folder: Path, kind: str, batch: int, **opts) ->
             "max_abs": max(o["max_abs"] for o in r.parity["outputs"])}
 
 
-def median_ms(path: str, feed: dict, duration: float) -> float:
-    m = modelkit.load(path)
-    times = time_calls(lambda: m.predict(feed), duration=duration, warmup=3)
-    return float(np.median(times) * 1e3)
+def interleaved_ms(paths: dict[str, str], feed: dict, duration: float, rounds: int = 7) -> dict[str, list[float]]:
+    """Each engine's median per round (ms), interleaved rounds over all of them (perf_targets.side_by_side);
+    the blocks are sized so that the whole timing takes about `duration` seconds."""
+    models = {name: modelkit.load(path) for name, path in paths.items()}
+    fns = {name: (lambda m=m: m.predict(feed)) for name, m in models.items()}
+    slowest = max(_one_call_s(fn) for fn in fns.values())
+    calls = max(3, min(500, int(duration / rounds / len(fns) / slowest)))
+    return {name: [t * 1e3 for t in ts] for name, ts in side_by_side(fns, rounds=rounds, calls=calls).items()}
+
+
+def _one_call_s(fn) -> float:
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    return max(time.perf_counter() - t0, 1e-6)
 
 
 def tuning_note(lib: dict) -> str:
@@ -108,13 +125,15 @@ def run_batch(name: str, onnx_path: Path, related: Path, out: Path, batch: int, 
     rng = np.random.default_rng(0)
     ort = modelkit.load(onnx_path)
     feed = {s.name: rng.random(s.concrete_shape(batch), dtype=np.float32) for s in ort.signature.inputs}
-    t = {"onnxruntime": median_ms(str(onnx_path), feed, duration),
-         "onnxruntime (new head)": median_ms(str(related), feed, duration)}
-    t.update({engine: median_ms(lib["path"], feed, duration) for engine, lib in libs.items()})
-    base = {engine: t["onnxruntime (new head)" if "new head" in engine else "onnxruntime"] for engine in t}
-    rows = [[name, str(batch), engine, f"{ms:.3f}", f"{ms / base[engine]:.2f}",
-             tuning_note(libs.get(engine, {}))] for engine, ms in t.items()]
-    return rows, {"median_ms": t, **libs}
+    paths = {"onnxruntime": str(onnx_path), "onnxruntime (new head)": str(related),
+             **{engine: lib["path"] for engine, lib in libs.items()}}
+    rounds = interleaved_ms(paths, feed, duration)
+    t = {engine: float(np.median(ms)) for engine, ms in rounds.items()}
+    ratio = {engine: median_ratio(ms, rounds["onnxruntime (new head)" if "new head" in engine else "onnxruntime"])
+             for engine, ms in rounds.items()}
+    rows = [[name, str(batch), engine, f"{t[engine]:.3f}", f"{ratio[engine]:.2f}",
+             tuning_note(libs.get(engine, {}))] for engine in t]
+    return rows, {"median_ms": t, "ratio_to_onnxruntime": ratio, **libs}
 
 
 def main() -> None:
@@ -125,7 +144,8 @@ def main() -> None:
                     help="trials for the related model compiled against the warm database (its new tasks)")
     ap.add_argument("--batches", default="1,32", help="batch sizes to compile and time, e.g. 1 or 1,32")
     ap.add_argument("--image-size", type=int, default=96, help="MobileNetV2 input size (<= 224)")
-    ap.add_argument("--duration", default="2s", help="timed calls per engine")
+    ap.add_argument("--duration", default="20s",
+                    help="timing per model and batch, all engines together (interleaved rounds)")
     ap.add_argument("--models", default="cnn,mobilenetv2", help="which of cnn, mobilenetv2 to run")
     args = ap.parse_args()
     from modelkit._text import table

@@ -134,10 +134,9 @@ def load(path: Path, device: str | None = None, threads: int | None = None, trus
     why_not = _why_not_runnable(Path(path), extra)
     if why_not is None and kind != lib_device:  # loads for inspection; predict says why it cannot run
         why_not = f"compiled for {lib_device} (target {m.target}); load it with device='{lib_device}', not '{device}'"
-    if threads:
-        import os
+    from .tvm_host import use_threads
 
-        os.environ.setdefault("TVM_NUM_THREADS", str(int(threads)))  # read when TVM's thread pool starts
+    use_threads(threads)  # TVM's own default is half the CPUs on x86-64 (tvm_host.default_threads)
     return TvmModel(Path(path), m, device, why_not, trust_unsafe_code)
 
 

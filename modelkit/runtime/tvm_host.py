@@ -35,6 +35,36 @@ def host_arch() -> str:
     return {"amd64": "x86_64", "arm64": "aarch64", "armv7l": "armv7"}.get(m, m)
 
 
+def default_threads(sysfs: str | os.PathLike = "/sys/devices/system/cpu") -> int:
+    """Threads for TVM's pool when the caller names none: one per physical core this process may run on (its
+    affinity mask), as onnxruntime starts with. TVM's own default (threading_backend.cc) is half of all the
+    machine's logical CPUs on every x86-64 host, assuming two hyper-threads per core, whatever the affinity:
+    one thread on a 2-core VM without SMT, where onnxruntime runs two."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in cpus:
+        topology = Path(sysfs) / f"cpu{cpu}" / "topology"
+        try:
+            cores.add(((topology / "physical_package_id").read_text().strip(),
+                       (topology / "core_id").read_text().strip()))
+        except OSError:  # no topology (a container hiding /sys, another OS): one thread per allowed CPU
+            return max(1, len(cpus))
+    return max(1, len(cores))
+
+
+def use_threads(threads: int | None = None) -> None:
+    """Settle TVM's thread pool before it starts (TVM reads these once per process, when its pool starts at the
+    first parallel call; a later request does not resize a running pool), unless the environment already says:
+    - TVM_NUM_THREADS: `threads`, default `default_threads()` (OMP_NUM_THREADS, which TVM also reads, is kept);
+    - TVM_BIND_THREADS=0: a pool smaller than the CPUs otherwise pins the *calling* thread to one core, and every
+      thread the process starts after it inherits that one-core mask (an onnxruntime session or torch's pool
+      created next runs on a single core)."""
+    os.environ.setdefault("TVM_BIND_THREADS", "0")
+    if "OMP_NUM_THREADS" in os.environ and "TVM_NUM_THREADS" not in os.environ and not threads:
+        return
+    os.environ.setdefault("TVM_NUM_THREADS", str(int(threads) if threads else default_threads()))
+
+
 def read_elf_header(path: str | os.PathLike) -> dict[str, Any]:
     """Class, byte order, type and machine from an ELF header; FormatError if it is not an ELF file."""
     p = Path(path)

@@ -95,3 +95,59 @@ def test_import_runtime_stays_light():
            "print(sorted(m for m in ('tvm', 'tensorflow', 'torch', 'onnx') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _fake_topology(root, cores):
+    """A sysfs cpu folder where allowed CPU i sits on physical core cores[i] (one package)."""
+    import os
+
+    for cpu, core in zip(sorted(os.sched_getaffinity(0)), cores):
+        topo = root / f"cpu{cpu}" / "topology"
+        topo.mkdir(parents=True)
+        (topo / "physical_package_id").write_text("0\n")
+        (topo / "core_id").write_text(f"{core}\n")
+
+
+def test_default_threads_counts_physical_cores_of_the_affinity_mask(tmp_path):
+    import os
+
+    from modelkit.runtime.tvm_host import default_threads
+
+    allowed = len(os.sched_getaffinity(0))
+    _fake_topology(tmp_path / "smt", [i // 2 for i in range(allowed)])  # two hyper-threads per core
+    assert default_threads(tmp_path / "smt") == max(1, (allowed + 1) // 2)
+    _fake_topology(tmp_path / "plain", list(range(allowed)))  # one thread per core (a VM's vCPUs)
+    assert default_threads(tmp_path / "plain") == allowed
+    assert default_threads(tmp_path / "hidden") == allowed  # no topology: every allowed CPU
+
+
+def test_engine_starts_tvm_with_one_thread_per_core(tiny_lib):
+    """TVM alone would start half the logical CPUs on x86-64 (1 thread on a 2-core VM without SMT, where
+    onnxruntime runs 2); the engine starts its pool with default_threads(), and an explicit threads= wins."""
+    import os
+
+    code = ("import sys, numpy as np, modelkit, tvm; from modelkit.runtime.tvm_host import default_threads; "
+            "kw = {'threads': int(sys.argv[2])} if len(sys.argv) > 2 else {}; default = default_threads(); "
+            "m = modelkit.load(sys.argv[1], **kw); m.predict(np.zeros((64, 4), np.float32)); "
+            "print(tvm.runtime.num_threads(), default)")
+    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    run = lambda *extra: subprocess.run([sys.executable, "-c", code, tiny_lib[0].path, *extra], env=env,  # noqa: E731
+                                        capture_output=True, text=True, check=True, timeout=120).stdout.split()
+    started, default = run()
+    assert started == default
+    assert run("1")[0] == "1"
+
+
+def test_a_small_tvm_pool_leaves_the_process_cpu_mask_alone(tiny_lib):
+    """TVM binds its threads by default: a pool smaller than the CPUs pins the calling thread to one core, and
+    every thread started after it (an onnxruntime or torch pool) inherits the one-core mask."""
+    import os
+
+    code = ("import os, sys, threading, modelkit, tvm; before = os.sched_getaffinity(0); "
+            "modelkit.load(sys.argv[1], threads=1); tvm.runtime.num_threads(); "  # starts TVM's pool
+            "seen = []; t = threading.Thread(target=lambda: seen.append(os.sched_getaffinity(0))); t.start(); "
+            "t.join(); print(before == os.sched_getaffinity(0) == seen[0], len(before))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TVM_", "OMP_"))}
+    out = subprocess.run([sys.executable, "-c", code, tiny_lib[0].path], env=env, capture_output=True, text=True,
+                         check=True, timeout=120).stdout.split()
+    assert out[0] == "True", f"TVM's pool changed the process's CPU mask ({out[1]} CPUs before)"

@@ -213,7 +213,10 @@ def _run(ms: Any, tasks: list[Any], tvm_target: Any, database: Any, ledger: Path
 
 def _runner(ms: Any, device: Any) -> Any:
     """Measure here, or on the device over TVM RPC (rpc.py)."""
-    if device is None:
+    if device is None:  # its workers time candidates with the thread count the engine will run them with
+        from ...runtime.tvm_host import use_threads
+
+        use_threads()
         return ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S)
     return rpc.make_runner(ms, device)
 
