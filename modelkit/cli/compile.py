@@ -77,6 +77,8 @@ def command(model: str, target: str, out: str | None, batch: int | None, dynamic
                                     f"on {tuning.get('tasks_tuned', 0)} tasks")
     if tuning:
         tuned += f", {tuning.get('tasks_from_db', 0)}/{tuning.get('tasks', 0)} tasks from the database"
+        if tuning.get("tasks_default_faster"):
+            tuned += f", default schedule kept on {tuning['tasks_default_faster']} (faster)"
     rows = [[result.target, result.path, "dynamic" if result.batch is None else result.batch,
              human_size(result.size_bytes), f"{result.seconds:.1f} s", tuned, parity,
              "-" if worst is None else f"{worst:.1e}", result.verified]]

@@ -125,9 +125,11 @@ def test_server_cpu_is_tuned_on_the_rpc_device(device):
     info = manifest["extra"]["tuning"]
     assert info["trials_run"] == 4 and info["device"]["key"] == KEY
     assert info["device"]["tracker"] == f"127.0.0.1:{port}" and info["device"]["free"] >= 1
-    assert _loads(slog) - before == 4  # every candidate was uploaded to the server and loaded there
+    assert info["baseline"] == {"measured": 2, "failed": 0, "seconds": info["baseline"]["seconds"]}
+    assert _loads(slog) - before == 4 + 2  # every candidate, and each task's default schedule, loaded there
     runs = _measured(info["cache_dir"])
     assert len(runs) == 4 and all(0 < r < 1.0 for r in runs)  # measured (seconds), not failed (1e10)
+    assert len(_measured(Path(info["cache_dir"]) / "baseline")) == 2  # the default schedules, timed there
     assert manifest["parity"]["ok"] and manifest["extra"]["verified"] == "parity"
     x = np.random.default_rng(5).random((1, 4), dtype=np.float32)
     np.testing.assert_allclose(modelkit.load(library).predict(x)["probs"],
@@ -230,7 +232,8 @@ def test_edge_arm64_is_tuned_through_an_emulated_aarch64_rpc_server(tmp_path, ca
         for p in reversed(procs):
             stop_group(p, 10)
     assert result.tuning["trials_run"] == 4 and result.tuning["device"]["key"] == KEY
-    assert _loads(slog) == 4  # every aarch64 candidate loaded by the emulated runtime
+    assert _loads(slog) == 4 + result.tuning["baseline"]["measured"]  # every aarch64 candidate (and default
+    assert result.tuning["baseline"]["measured"] == 2  # schedule) loaded by the emulated runtime
     runs = _measured(result.tuning["cache_dir"])
     assert len(runs) == 4 and all(0 < r < 1.0 for r in runs)
     assert result.verified == "parity-under-qemu-aarch64" and result.parity["ok"]

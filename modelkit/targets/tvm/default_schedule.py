@@ -40,6 +40,18 @@ def apply(mod: Any, tvm_target: Any) -> tuple[Any, int]:
     return out, len(_scheduled_names(out) - before)
 
 
+def traced(mod: Any, tvm_target: Any) -> Any:
+    """The default schedule of a one-function module (a tuning task's workload) as a traced Schedule, whose
+    trace MetaSchedule can store as a record and replay on the same workload; None when no rule fits."""
+    func = mod["main"]
+    with tvm_target:
+        for rule in (_gemv_rule(), _reduction_rule(), _generic_rule()):
+            space = rule.apply(func, tvm_target, False)
+            if space is not None:
+                return space[0] if isinstance(space, list) else space
+    return None
+
+
 def _gemv_rule() -> Any:
     """dlight's CPU GEMV rule, as a rule that does not fit where it raises: on a depthwise conv over a one-pixel
     feature map (MobileNetV3Small at 32x32) its analysis asserts (`assert s_loops`), and a rule's exception
@@ -273,4 +285,4 @@ def _product(values: list[int]) -> int:
     return out
 
 
-__all__ = ["apply", "schedule_blocks", "PARALLEL_MIN_WORK"]
+__all__ = ["apply", "traced", "schedule_blocks", "PARALLEL_MIN_WORK"]

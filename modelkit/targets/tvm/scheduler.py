@@ -34,6 +34,7 @@ class TuningState:
         self.tried: set[int] = set()
         self.trials = 0
         self.on_batch: Callable[[], None] = lambda: None  # called after each measured batch
+        self.baseline: dict[str, Any] = {}  # what timing the default schedules measured (baseline.py)
 
 
     def estimate_us(self, weights: list[float]) -> float | None:

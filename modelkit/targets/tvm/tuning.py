@@ -24,7 +24,7 @@ from ... import _atomic
 from ..._progress import steps
 from ..._text import progress
 from ...errors import ConversionError, TuningInterrupted
-from . import rpc, tuning_db  # rpc imports no TVM: measuring on a device (--rpc)
+from . import baseline, rpc, tuning_db  # rpc imports no TVM: measuring on a device (--rpc)
 from .tuning_db import RECORDS, WORKLOADS  # noqa: F401 - the database's two files, named here for callers
 
 MODELS = "models"        # per-model ledgers: {"trials": n, "seconds": s} spent by that model's own runs
@@ -119,8 +119,9 @@ def tune(mod: Any, tvm_target: Any, db_dir: Path, trials: int | None, budget_s: 
     if plan is None or not todo_tasks:
         why = "this model's tuning is done" if plan is None else f"all {len(tasks)} tasks are tuned there"
         log(f"[tune] {why}: {sum(from_db)} of {len(tasks)} tasks from the database {db_dir} (no new trials)")
-        info.update(reused=True, records_after=own, seconds=0.0)
-        return database, info
+        info.update(reused=True, records_after=own, seconds=0.0,
+                    tasks_default_faster=baseline.default_faster(ms, tasks, database, db_dir))
+        return baseline.with_baseline(ms, database, db_dir), info
     todo, left_s = plan
     if own:
         log(f"[tune] resuming after {own} trials" + (f" and {spent:.0f} s already spent" if spent else ""))
@@ -131,16 +132,21 @@ def tune(mod: Any, tvm_target: Any, db_dir: Path, trials: int | None, budget_s: 
         info["device"] = {"tracker": f"{device.host}:{device.port}", "key": device.key, **rpc.check(device)}
         log(f"[tune] measuring on {device}: latencies are that device's (under an emulator such as qemu they "
             "say nothing about speed)")
-    state = _run(ms, todo_tasks, tvm_target, shared, ledger, todo, left_s, own, spent or 0.0, log, device)
+    state = _run(ms, todo_tasks, tvm_target, shared, ledger, todo, left_s, own, spent or 0.0, log, device,
+                 all_tasks=tasks, db_dir=db_dir)
     info.update(records_after=own + state.trials, trials_run=state.trials, seconds=round(state.elapsed(), 1),
                 tasks_tried=len(state.tried), tasks_tuned=len(state.tried), database_records=len(shared.inner),
                 best_latency_us=state.estimate_us([float(t.weight) for t in todo_tasks]),
                 interrupted=state.stop_reason == "interrupt", budget_spent=state.stop_reason == "budget")
     if state.stop_reason == "interrupt":
         raise _interrupted(db_dir, ledger, state.trials, budget_s)
+    info.update(baseline=state.baseline,
+                tasks_default_faster=baseline.default_faster(ms, tasks, shared.inner, db_dir))
+    kept = f"; the default schedule stays on {info['tasks_default_faster']} (faster than any tuned record)" \
+        if info["tasks_default_faster"] else ""
     log(f"[tune] done: {state.trials} new trials on {len(state.tried)} tasks in {info['seconds']:.0f} s, "
-        f"{sum(from_db)} tasks from the database; {count_records(db_dir)} records in {db_dir}")
-    return shared.inner, info
+        f"{sum(from_db)} tasks from the database{kept}; {count_records(db_dir)} records in {db_dir}")
+    return baseline.with_baseline(ms, shared.inner, db_dir), info
 
 
 def enough_records(trials: int | None, n_tasks: int) -> int:
@@ -166,8 +172,10 @@ def _plan(before: int, spent: float | None, trials: int | None,
 
 
 def _run(ms: Any, tasks: list[Any], tvm_target: Any, database: Any, ledger: Path, todo: int,
-         budget_s: float | None, own: int, spent: float, log: Any, device: Any = None) -> Any:
-    """Run MetaSchedule with modelkit's scheduler, builder and progress; return the TuningState."""
+         budget_s: float | None, own: int, spent: float, log: Any, device: Any = None, *,
+         all_tasks: list[Any], db_dir: Path) -> Any:
+    """Time the default schedules (baseline.py), then run MetaSchedule with modelkit's scheduler, builder and
+    progress; return the TuningState (its `baseline`: what timing the default schedules measured)."""
     from . import builder, scheduler
 
     builder.preload_tensor_intrinsics()
@@ -191,10 +199,13 @@ def _run(ms: Any, tasks: list[Any], tvm_target: Any, database: Any, ledger: Path
                                                            genetic_num_iters=2))
         build = builder.make_builder(ms, BUILD_TIMEOUT_S, None if device is None else (device.cxx, work_dir))
         watch = [] if device is None else [rpc.failure_watch(ms)]  # runs that failed on the device
+        runner = _runner(ms, device)
         try:
+            state.baseline = baseline.measure(ms, all_tasks, tvm_target, db_dir, build, runner, log,
+                                              stop=state.should_stop)
             ms.tune_tasks(tasks=contexts, task_weights=task_weights, work_dir=work_dir, max_trials_global=todo,
                           max_trials_per_task=todo, num_trials_per_iter=TRIALS_PER_ITER, builder=build,
-                          runner=_runner(ms, device),
+                          runner=runner,
                           database=database, cost_model=_cost_model(ms),
                           measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress,
                                              *watch],
