@@ -147,12 +147,49 @@ def _depthwise_on_one_pixel_onnx(path: Path) -> Path:
     return path
 
 
-def test_a_function_dlights_gemv_rule_asserts_on_is_scheduled_by_the_other_rules(tmp_path):
-    """dlight's GEMV rule raised a bare AssertionError (`assert s_loops`) on a depthwise conv over a one-pixel
-    feature map (MobileNetV3Small at 32x32), which failed the whole compile ("AssertionError: AssertionError"
-    in optimize's table)."""
+def test_a_depthwise_conv_over_one_pixel_is_scheduled(tmp_path):
+    """dlight's GEMV rule (no longer used) raised a bare AssertionError (`assert s_loops`) on a depthwise conv
+    over a one-pixel feature map (MobileNetV3Small at 32x32), which failed the whole compile."""
     from modelkit.targets.tvm import default_schedule
 
     mod, tvm_target = _prepared(_depthwise_on_one_pixel_onnx(tmp_path / "dw.onnx"), 1)
     _, count = default_schedule.apply(mod, tvm_target)
     assert count > 0
+
+
+def _squeeze_excitation_onnx(path: Path) -> Path:
+    """EfficientNet's excitation: x (1, 48, 1, 1) -> 1x1 Conv to 1152 channels -> Sigmoid -> scale y (1, 1152, 2, 2)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "W"], ["c"], kernel_shape=[1, 1]),
+         helper.make_node("Sigmoid", ["c"], ["s"]),
+         helper.make_node("Mul", ["y", "s"], ["out"])],
+        "se",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 48, 1, 1]),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1152, 2, 2])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 1152, 2, 2])],
+        [numpy_helper.from_array((rng.standard_normal((1152, 48, 1, 1)) * 0.1).astype(np.float32), "W")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return path
+
+
+def test_no_default_schedule_is_wider_than_the_targets_vectors(tmp_path):
+    """dlight's GEMV rule vectorized 128 outputs of EfficientNetB0's excitation conv (1152 x 48, an inner
+    reduction) as strided gathers; LLVM took 469 s on that one function (the whole model: 8 minutes, 2 s
+    without). Every vectorized loop of a default schedule is at most the target's lanes."""
+    import re
+
+    from tvm.target.codegen import llvm_get_vector_width
+
+    from modelkit.targets.tvm import default_schedule
+
+    mod, tvm_target = _prepared(_squeeze_excitation_onnx(tmp_path / "se.onnx"), 1)
+    scheduled, count = default_schedule.apply(mod, tvm_target)
+    assert count > 0
+    lanes = max(llvm_get_vector_width(tvm_target), 128) // 32
+    widths = [int(w) for w in re.findall(r"T\.vectorized\(T\.int64\((\d+)\)\)", scheduled.script())]
+    assert widths and max(widths) <= lanes, widths

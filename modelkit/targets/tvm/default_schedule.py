@@ -1,9 +1,12 @@
 """Default CPU schedules for an untuned compile: what `tvm.compile` would otherwise leave serial and scalar.
 
 Without a tuning database every PrimFunc that LegalizeOps + FuseTIR produce is a plain loop nest: one
-thread, no SIMD. `apply` schedules each one, first with TVM's dlight CPU rules where they fit (GEMV,
-Reduction: softmax / norms; not on contractions, where it recomputes a conv's padding per pixel), then
-with the generic rule below for the rest (convolutions, matmuls, pooling, elementwise):
+thread, no SIMD. `apply` schedules each one, first with TVM's dlight CPU Reduction rule where it fits
+(softmax / norms; not on contractions, where it recomputes a conv's padding per pixel), then with the
+generic rule below for the rest (convolutions, matmuls, pooling, elementwise). dlight's CPU GEMV rule is not
+used: it vectorizes 128 outputs of an inner-reduction matvec as strided gathers, on which LLVM spent 469 s
+for one squeeze-excitation conv of EfficientNetB0 (1152 x 48), and it was no faster than the generic rule
+on MobileNetV2 or an MLP (docs/tvm.md):
 
 - chains of elementwise blocks are inlined into one; every remaining block at the function's root is
   scheduled on its own (a fused function's pad and conv each get their loop nest);
@@ -36,7 +39,7 @@ def apply(mod: Any, tvm_target: Any) -> tuple[Any, int]:
         return mod, 0
     before = _scheduled_names(mod)
     with tvm_target:  # dlight's pass updates the module it is given: give it a copy
-        out = dl.ApplyDefaultSchedule(_gemv_rule(), _reduction_rule(), _generic_rule())(mod.clone())
+        out = dl.ApplyDefaultSchedule(_reduction_rule(), _generic_rule())(mod.clone())
     return out, len(_scheduled_names(out) - before)
 
 
@@ -45,27 +48,11 @@ def traced(mod: Any, tvm_target: Any) -> Any:
     trace MetaSchedule can store as a record and replay on the same workload; None when no rule fits."""
     func = mod["main"]
     with tvm_target:
-        for rule in (_gemv_rule(), _reduction_rule(), _generic_rule()):
+        for rule in (_reduction_rule(), _generic_rule()):
             space = rule.apply(func, tvm_target, False)
             if space is not None:
                 return space[0] if isinstance(space, list) else space
     return None
-
-
-def _gemv_rule() -> Any:
-    """dlight's CPU GEMV rule, as a rule that does not fit where it raises: on a depthwise conv over a one-pixel
-    feature map (MobileNetV3Small at 32x32) its analysis asserts (`assert s_loops`), and a rule's exception
-    fails the whole compile; the next rules schedule that function instead."""
-    from tvm.s_tir.dlight.cpu import GEMV
-
-    class Guarded(GEMV):  # type: ignore[misc]
-        def apply(self, func: Any, target: Any, tunable: bool) -> Any:
-            try:
-                return super().apply(func, target, tunable)
-            except Exception:  # noqa: BLE001 - dlight's analysis asserts on shapes it does not expect
-                return None
-
-    return Guarded()
 
 
 def _scheduled_names(mod: Any) -> set[str]:
