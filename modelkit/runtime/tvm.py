@@ -95,7 +95,19 @@ class TvmModel(Model):
         if len(values) != len(names):
             raise LoadError(f"{self.path.name}: the library returned {len(values)} outputs, its manifest "
                             f"names {len(names)} ({names})")
-        return {n: v.numpy() for n, v in zip(names, values)}
+        return {n: _to_numpy(v, cpu) for n, v in zip(names, values)}
+
+
+def _to_numpy(tensor: Any, cpu: bool) -> np.ndarray:
+    """A CPU output through DLPack and one numpy copy (~0.4 us; TVM's .numpy() costs ~4 us, more than a
+    fifth of the digits CNN's whole call). Copied: the VM may return a tensor it keeps (a constant output)
+    or the caller's own input, which the caller must not be able to change through the result."""
+    if cpu:
+        try:
+            return np.from_dlpack(tensor).copy()
+        except (TypeError, BufferError, RuntimeError):  # a dtype numpy's DLPack import does not know
+            pass
+    return tensor.numpy()
 
 
 def _as_tensor(tvm: Any, arr: np.ndarray, dev: Any, cpu: bool) -> Any:

@@ -151,3 +151,39 @@ def test_a_small_tvm_pool_leaves_the_process_cpu_mask_alone(tiny_lib):
     out = subprocess.run([sys.executable, "-c", code, tiny_lib[0].path], env=env, capture_output=True, text=True,
                          check=True, timeout=120).stdout.split()
     assert out[0] == "True", f"TVM's pool changed the process's CPU mask ({out[1]} CPUs before)"
+
+
+def _passthrough_onnx(path):
+    """y = x (an input passed through), k = argmax(x) (int64), g = x > 0.5 (bool)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"]),
+         helper.make_node("ArgMax", ["x"], ["k"], axis=1, keepdims=0),
+         helper.make_node("Greater", ["x", "zero"], ["g"])],
+        "passthrough", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4]),
+         helper.make_tensor_value_info("k", TensorProto.INT64, ["batch"]),
+         helper.make_tensor_value_info("g", TensorProto.BOOL, ["batch", 4])],
+        [helper.make_tensor("zero", TensorProto.FLOAT, [], [0.5])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return path
+
+
+def test_outputs_are_the_callers_own_arrays_of_every_dtype(tmp_path):
+    """Outputs come back through DLPack and a copy: int64 and bool too, and an output that is the input
+    passed through is not the caller's input memory (changing it changes nothing else)."""
+    from modelkit.targets import compile
+
+    result = compile(_passthrough_onnx(tmp_path / "p.onnx"), target="server-cpu")
+    m = modelkit.load(result.path)
+    buf = np.empty(16 + 64, np.float32)  # a 64-byte aligned input: the engine passes it to TVM without a copy
+    x = buf[(-buf.ctypes.data % 64) // 4:][:16].reshape(4, 4)
+    x[...] = np.arange(16, dtype=np.float32).reshape(4, 4) - 7
+    out = m.predict(x)
+    assert out["k"].dtype == np.int64 and out["k"].tolist() == [3, 3, 3, 3]
+    assert out["g"].dtype == np.bool_ and out["g"].tolist() == (x > 0.5).tolist()
+    assert not np.shares_memory(out["y"], x) and out["y"].flags.writeable
+    out["y"][...] = 99
+    assert x[0, 0] == -7 and m.predict(x)["y"][0, 0] == -7
