@@ -5,8 +5,8 @@ thread, no SIMD. `apply` schedules each one, first with TVM's dlight CPU Reducti
 (softmax / norms; not on contractions, where it recomputes a conv's padding per pixel), then with the
 generic rule below for the rest (convolutions, matmuls, pooling, elementwise). dlight's CPU GEMV rule is not
 used: it vectorizes 128 outputs of an inner-reduction matvec as strided gathers, on which LLVM spent 469 s
-for one squeeze-excitation conv of EfficientNetB0 (1152 x 48), and it was no faster than the generic rule
-on MobileNetV2 or an MLP (docs/tvm.md):
+for one squeeze-excitation conv of EfficientNetB0 (1152 x 48); it matched no function of the digits CNN,
+MobileNetV2 or an MLP (docs/tvm.md):
 
 - chains of elementwise blocks are inlined into one; every remaining block at the function's root is
   scheduled on its own (a fused function's pad and conv each get their loop nest);
