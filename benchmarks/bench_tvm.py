@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 import modelkit  # noqa: E402
-from benchmarks.perf_targets import median_ratio, side_by_side  # noqa: E402
+from benchmarks.perf_targets import median_ratio, sized_rounds  # noqa: E402
 from modelkit.bench.stats import parse_duration  # noqa: E402
 
 
@@ -91,20 +91,12 @@ def compile_one(onnx_path: Path, folder: Path, kind: str, batch: int, **opts) ->
 
 
 def interleaved_ms(paths: dict[str, str], feed: dict, duration: float, rounds: int = 7) -> dict[str, list[float]]:
-    """Each engine's median per round (ms), interleaved rounds over all of them (perf_targets.side_by_side);
+    """Each engine's median per round (ms), interleaved rounds over all of them (perf_targets.sized_rounds);
     the blocks are sized so that the whole timing takes about `duration` seconds."""
     models = {name: modelkit.load(path) for name, path in paths.items()}
     fns = {name: (lambda m=m: m.predict(feed)) for name, m in models.items()}
-    slowest = max(_one_call_s(fn) for fn in fns.values())
-    calls = max(3, min(500, int(duration / rounds / len(fns) / slowest)))
-    return {name: [t * 1e3 for t in ts] for name, ts in side_by_side(fns, rounds=rounds, calls=calls).items()}
-
-
-def _one_call_s(fn) -> float:
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    return max(time.perf_counter() - t0, 1e-6)
+    times = sized_rounds(fns, rounds, duration / rounds / len(fns), at_most=500)
+    return {name: [t * 1e3 for t in ts] for name, ts in times.items()}
 
 
 def tuning_note(lib: dict) -> str:

@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.perf_targets import holds, median_ratio, side_by_side  # noqa: E402
+from benchmarks.perf_targets import holds, median_ratio, sized_rounds  # noqa: E402
 from modelkit import _child  # noqa: E402
 from modelkit.errors import ModelkitError  # noqa: E402
 
@@ -235,14 +234,7 @@ def measure(rows: dict[str, tuple[Callable[[np.ndarray], Any], str]], x: np.ndar
             round_seconds: float, test: tuple[np.ndarray, np.ndarray] | None = None) -> list[dict[str, Any]]:
     ref = np.asarray(rows["onnxruntime (raw)"][0](x))
     fns = {k: (lambda f=f: f(x)) for k, (f, _note) in rows.items()}
-    per_call = {}
-    for k, f in fns.items():
-        f()
-        t0 = time.perf_counter()
-        f()
-        per_call[k] = max(time.perf_counter() - t0, 1e-6)
-    calls = int(max(3, min(2000, round_seconds / max(per_call.values()))))
-    t = side_by_side(fns, rounds, calls)
+    t = sized_rounds(fns, rounds, round_seconds)
     out = []
     for k, (f, note) in rows.items():
         diff = float(np.abs(np.asarray(f(x), np.float32) - ref).max())

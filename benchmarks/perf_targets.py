@@ -81,6 +81,20 @@ def side_by_side(fns: dict[str, Callable[[], Any]], rounds: int, calls: int, war
     return out
 
 
+def sized_rounds(fns: dict[str, Callable[[], Any]], rounds: int, block_s: float, at_most: int = 2000
+                 ) -> dict[str, list[float]]:
+    """side_by_side with every block about block_s seconds long for the slowest function (one call of each,
+    timed after a first call, sizes it): at least 3 calls, at most at_most."""
+    per_call = {}
+    for name, fn in fns.items():
+        fn()
+        t0 = time.perf_counter()
+        fn()
+        per_call[name] = max(time.perf_counter() - t0, 1e-6)
+    calls = int(max(3, min(at_most, block_s / max(per_call.values()))))
+    return side_by_side(fns, rounds, calls)
+
+
 def median_ratio(num: list[float], den: list[float]) -> float:
     """Median over rounds of num/den (both measured in the same round)."""
     return float(np.median(np.asarray(num) / np.asarray(den)))

@@ -104,7 +104,7 @@ def test_the_build_applies_the_faster_of_the_tuned_record_and_the_default_schedu
     _claim_run_secs(db, tuned_s)
     tasks, target = _tiny_tasks(onnx_path)
     shared = tuning_db.open_shared(db).inner
-    union = baseline.with_baseline(ms, shared, db)
+    union = baseline.with_baseline(ms, shared, baseline.load(db))
     both = [t for t in tasks if tuning_db.valid_records(shared, t.dispatched[0], 1)]
     assert len(both) == 1  # the task the 4 trials went to
     mod = both[0].dispatched[0]

@@ -86,20 +86,21 @@ def _device_type(tvm_target: Any) -> str:
     return "cpu" if kind == "llvm" else kind
 
 
-def with_baseline(ms: Any, database: Any, db_dir: Path) -> Any:
+def load(db_dir: Path) -> Any:
+    """The baseline database beside the shared one at db_dir (in memory), or None when none was measured."""
+    path = folder(db_dir)
+    return tuning_db.open_shared(path).inner if (path / tuning_db.RECORDS).is_file() else None
+
+
+def with_baseline(ms: Any, database: Any, base: Any) -> Any:
     """The database a build applies: per workload the faster of its best record and the baseline's."""
-    path = folder(db_dir)
-    if not (path / tuning_db.RECORDS).is_file():
-        return database
-    return ms.database.UnionDatabase(database, tuning_db.open_shared(path).inner)
+    return database if base is None else ms.database.UnionDatabase(database, base)
 
 
-def default_faster(ms: Any, tasks: list[Any], database: Any, db_dir: Path) -> int:
+def default_faster(tasks: list[Any], database: Any, base: Any) -> int:
     """How many tasks the baseline wins: tasks whose default schedule is faster than every tuned record."""
-    path = folder(db_dir)
-    if not (path / tuning_db.RECORDS).is_file():
+    if base is None:
         return 0
-    base = tuning_db.open_shared(path).inner
     won = 0
     for task in tasks:
         mod = task.dispatched[0]

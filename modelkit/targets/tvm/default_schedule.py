@@ -39,7 +39,7 @@ def apply(mod: Any, tvm_target: Any) -> tuple[Any, int]:
         return mod, 0
     before = _scheduled_names(mod)
     with tvm_target:  # dlight's pass updates the module it is given: give it a copy
-        out = dl.ApplyDefaultSchedule(_reduction_rule(), _generic_rule())(mod.clone())
+        out = dl.ApplyDefaultSchedule(*_rules())(mod.clone())
     return out, len(_scheduled_names(out) - before)
 
 
@@ -48,11 +48,16 @@ def traced(mod: Any, tvm_target: Any) -> Any:
     trace MetaSchedule can store as a record and replay on the same workload; None when no rule fits."""
     func = mod["main"]
     with tvm_target:
-        for rule in (_reduction_rule(), _generic_rule()):
+        for rule in _rules():
             space = rule.apply(func, tvm_target, False)
             if space is not None:
                 return space[0] if isinstance(space, list) else space
     return None
+
+
+def _rules() -> tuple[Any, ...]:
+    """The rules in the order they are tried on each function."""
+    return _reduction_rule(), _generic_rule()
 
 
 def _scheduled_names(mod: Any) -> set[str]:

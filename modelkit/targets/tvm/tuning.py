@@ -119,9 +119,10 @@ def tune(mod: Any, tvm_target: Any, db_dir: Path, trials: int | None, budget_s: 
     if plan is None or not todo_tasks:
         why = "this model's tuning is done" if plan is None else f"all {len(tasks)} tasks are tuned there"
         log(f"[tune] {why}: {sum(from_db)} of {len(tasks)} tasks from the database {db_dir} (no new trials)")
+        base = baseline.load(db_dir)
         info.update(reused=True, records_after=own, seconds=0.0,
-                    tasks_default_faster=baseline.default_faster(ms, tasks, database, db_dir))
-        return baseline.with_baseline(ms, database, db_dir), info
+                    tasks_default_faster=baseline.default_faster(tasks, database, base))
+        return baseline.with_baseline(ms, database, base), info
     todo, left_s = plan
     if own:
         log(f"[tune] resuming after {own} trials" + (f" and {spent:.0f} s already spent" if spent else ""))
@@ -140,13 +141,13 @@ def tune(mod: Any, tvm_target: Any, db_dir: Path, trials: int | None, budget_s: 
                 interrupted=state.stop_reason == "interrupt", budget_spent=state.stop_reason == "budget")
     if state.stop_reason == "interrupt":
         raise _interrupted(db_dir, ledger, state.trials, budget_s)
-    info.update(baseline=state.baseline,
-                tasks_default_faster=baseline.default_faster(ms, tasks, shared.inner, db_dir))
+    base = baseline.load(db_dir)
+    info.update(baseline=state.baseline, tasks_default_faster=baseline.default_faster(tasks, shared.inner, base))
     kept = f"; the default schedule stays on {info['tasks_default_faster']} (faster than any tuned record)" \
         if info["tasks_default_faster"] else ""
     log(f"[tune] done: {state.trials} new trials on {len(state.tried)} tasks in {info['seconds']:.0f} s, "
         f"{sum(from_db)} tasks from the database{kept}; {count_records(db_dir)} records in {db_dir}")
-    return baseline.with_baseline(ms, shared.inner, db_dir), info
+    return baseline.with_baseline(ms, shared.inner, base), info
 
 
 def enough_records(trials: int | None, n_tasks: int) -> int:
