@@ -10,7 +10,7 @@ from ._common import check_outputs, echo_json, human_size, import_option, table
 @click.argument("model", type=click.Path(exists=True, dir_okay=True))
 @click.option("--target", "target", default="server-cpu", show_default=True, metavar="NAME|JSON",
               help="A target from `modelkit targets`, or a TVM target dict as JSON.")
-@click.option("--out", "out", type=click.Path(), default=None,
+@click.option("--out", "-o", "out", type=click.Path(), default=None,
               help="Library path (*.tvm.so), or else a folder, created when missing (default: MODEL's stem + target "
                    "beside the ONNX model).")
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Compile for this fixed batch size.")

@@ -14,7 +14,7 @@ from ._common import check_outputs, echo_json, human_size, import_option, table
 @click.option("--to", "to", required=True, metavar="FORMATS",
               help="Comma-separated target formats: onnx, saved_model, tflite, torchscript, pt2, executorch, "
                    "tvm, openvino; or 'all'.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Output folder (default: beside SOURCE).")
 @click.option("--force", is_flag=True, help="Overwrite existing artifacts.")
 @click.option("--no-verify", is_flag=True, help="Skip the parity check (not recommended).")

@@ -31,7 +31,7 @@ def _ints(ctx: click.Context, param: click.Parameter, value: str | None) -> tupl
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size measured.")
 @click.option("--budget", default="15m", show_default=True, metavar="TIME",
               help="Time for the whole search (builds, TVM tuning, measuring), e.g. 90s, 15m, 1h.")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
+@click.option("--out", "-o", type=click.Path(file_okay=False), default=None,
               help="Folder for the winner, report.html and candidates.json [default: MODEL_optimized beside MODEL].")
 @click.option("--package", type=click.Choice(["torchserve", "triton", "tf-serving", "kserve", "browser"]),
               default=None, help="Also package the winner for this server (a folder inside --out); the search keeps "

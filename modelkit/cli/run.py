@@ -1,6 +1,8 @@
 """`modelkit run ARTIFACT --input x.npy`: run any artifact through modelkit.load."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ._common import check_outputs, echo_json, import_option, read_inputs
@@ -28,11 +30,13 @@ def command(artifact: str, input_path: str, output_path: str | None, device: str
     Example:
       python -c "import numpy as np; np.save('x.npy', np.random.rand(2, 8, 8, 1).astype('float32'))"
       modelkit run cnn.onnx --input x.npy
-    Inputs are checked against the model's signature (names, rank, fixed dims, dtype) first.
+    Inputs are checked against the model's signature (names, rank, fixed dims, dtype) first. A library
+    compiled for a fixed batch (modelkit compile --batch N, or tuned) runs the file's rows N at a time.
     """
     import numpy as np
 
-    from ..converters.samples import as_inputs
+    from .._text import progress
+    from ..converters.samples import as_inputs, fixed_batch, predict_rows
     from ..runtime import load
 
     check_outputs(output_path)
@@ -40,7 +44,16 @@ def command(artifact: str, input_path: str, output_path: str | None, device: str
     inputs = read_inputs(input_path)  # an .npz read as --data is on convert and verify (labels left out)
     if isinstance(inputs, dict):
         inputs = as_inputs(inputs, model.signature.input_names)
-    outputs = model.predict(inputs)
+    names, fixed = model.signature.input_names, fixed_batch(model.signature)
+    if fixed and isinstance(inputs, np.ndarray) and len(names) == 1:
+        inputs = {names[0]: inputs}
+    rows = {len(a) for a in inputs.values() if np.ndim(a)} if isinstance(inputs, dict) else set()
+    if fixed and len(rows) == 1 and rows != {fixed}:  # the model takes batches of `fixed` rows only
+        (n,) = rows
+        progress(f"{Path(artifact).name} takes batches of {fixed}: running the {n} rows in {-(-n // fixed)} calls")
+        outputs = predict_rows(model, inputs)
+    else:
+        outputs = model.predict(inputs)
     if output_path:
         from .. import _atomic
 

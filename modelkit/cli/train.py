@@ -69,7 +69,7 @@ _MODELS_HELP = ", ".join(MODELS)
 @click.option("--devices", type=click.IntRange(min=1), help="Data-parallel over N devices per worker (JAX).")
 @click.option("--workers", type=click.IntRange(min=1), help="N local worker processes (JAX distributed, 127.0.0.1).")
 @click.option("--timeout", type=click.FloatRange(min=1), help="Seconds allowed for --devices/--workers runs.")
-@click.option("--out", type=click.Path(),
+@click.option("--out", "-o", type=click.Path(),
               help="Output .keras file, or a folder (created when missing) to write <model>.keras in; a manifest "
                    "<out>.modelkit.json is written beside it. [default: model.keras]")
 @click.option("--force", is_flag=True, default=None, help="Overwrite an existing output file.")

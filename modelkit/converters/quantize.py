@@ -20,6 +20,7 @@ from ..errors import AccuracyError, ConversionError, InputError, UnsupportedConv
 from ..formats import Format
 from ..spec import Signature
 from .registry import Tolerance
+from .samples import predict_rows
 
 # mode -> what it does. "none" is fp32 (no quantization).
 MODES: dict[str, str] = {
@@ -241,17 +242,11 @@ def check_judgeable(sig: Signature) -> None:
 
 
 def predict_classes(model: Any, inputs: Mapping[str, np.ndarray], output: str) -> np.ndarray:
-    """Top-1 class of every row, predicted in chunks of EVAL_BATCH, or of the batch the signature fixes (the last
-    chunk then filled up with rows from the start)."""
-    n = min(len(a) for a in inputs.values())
-    fixed = {s.shape[0] for s in model.signature.inputs if s.shape}
-    if len(fixed) == 1 and None not in fixed:
-        (size,) = fixed
-        feeds = ({k: v[np.arange(i, i + size) % n] for k, v in inputs.items()} for i in range(0, n, size))
-    else:
-        feeds = iter_samples(inputs, EVAL_BATCH)
-    parts = [np.argmax(model.predict(feed)[output], axis=-1) for feed in feeds]
-    return np.concatenate(parts)[:n] if parts else np.zeros(0, dtype=np.int64)
+    """Top-1 class of every row, predicted in chunks of EVAL_BATCH, or of the batch the signature fixes
+    (samples.predict_rows)."""
+    if min((len(a) for a in inputs.values()), default=0) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.argmax(predict_rows(model, inputs, EVAL_BATCH)[output], axis=-1)
 
 
 def accuracy_gate(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarray], labels: np.ndarray,

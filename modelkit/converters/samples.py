@@ -121,6 +121,34 @@ def as_inputs(items: dict[str, Any], names: list[str]) -> dict[str, Any]:
     return items
 
 
+def fixed_batch(sig: Signature) -> int | None:
+    """The batch size every input of `sig` fixes (a library compiled for one batch), else None."""
+    sizes = {s.shape[0] for s in sig.inputs if s.shape}
+    return sizes.pop() if len(sizes) == 1 and None not in sizes else None
+
+
+def predict_rows(model: Any, inputs: Mapping[str, np.ndarray], chunk: int | None = None) -> dict[str, np.ndarray]:
+    """Every row of `inputs` through model.predict, outputs concatenated: in calls of the batch the signature
+    fixes (the last call filled up with rows from the start, whose outputs are dropped), else in calls of
+    `chunk` rows (None: one call). Inputs of different or no row counts go to predict whole, for its typed
+    error; a ShapeError when an output has no row per input row."""
+    rows = {len(a) for a in inputs.values()}
+    fixed = fixed_batch(model.signature)
+    size = fixed or chunk
+    if len(rows) != 1 or not size or rows in ({0}, {size}):
+        return model.predict(dict(inputs))
+    (n,) = rows
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, n, size):
+        idx = np.arange(start, start + size) % n if fixed else np.arange(start, min(start + size, n))
+        for name, value in model.predict({k: v[idx] for k, v in inputs.items()}).items():
+            if value.ndim == 0 or value.shape[0] != len(idx):
+                raise ShapeError(f"output '{name}' has shape {value.shape}, not one row per input row: {n} rows "
+                                 f"cannot be run {size} at a time")
+            parts.setdefault(name, []).append(value)
+    return {name: np.concatenate(vs)[:n] for name, vs in parts.items()}
+
+
 def dataset_samples(manifest: Any, sig: Signature) -> tuple[dict[str, np.ndarray] | None, str | None]:
     """Real samples: the test split of the data set the manifest says the model was trained on."""
     training = (manifest.training if manifest else None) or {}

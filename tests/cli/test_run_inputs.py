@@ -42,3 +42,21 @@ def test_a_key_that_names_no_input_is_still_one_line(pixels_onnx, tmp_path):
     assert r.output.strip().splitlines() == [
         "error: input names do not match the signature: missing ['pixels'], unexpected ['image']; "
         "expected ['pixels']"]
+
+
+def test_a_library_of_a_fixed_batch_runs_every_row_of_the_file(tmp_path):
+    """A compiled library takes the batch it was compiled for only: `run` feeds the file's rows that many at a
+    time and says so, instead of failing on a 500-row file with 'dimension 0 must be 1'."""
+    from tests.helpers.server import tiny_expected
+
+    path = make_tiny_onnx(tmp_path / "b2.onnx", batch=2)
+    x = np.random.default_rng(0).random((5, 4), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    r = CliRunner().invoke(main, ["run", str(path), "--input", str(tmp_path / "x.npy"),
+                                  "--output", str(tmp_path / "out.npz")])
+    assert r.exit_code == 0, r.output
+    assert "b2.onnx takes batches of 2: running the 5 rows in 3 calls" in r.output
+    np.testing.assert_allclose(np.load(tmp_path / "out.npz")["probs"], tiny_expected(x), atol=1e-6)
+    np.save(tmp_path / "two.npy", x[:2])  # exactly the batch: one call, nothing said
+    r = CliRunner().invoke(main, ["run", str(path), "--input", str(tmp_path / "two.npy")])
+    assert r.exit_code == 0 and "takes batches" not in r.output and "probs: float32(2, 3)" in r.output

@@ -127,3 +127,40 @@ def test_plan_prefers_samples_then_inferred_ranges_then_uniform(keras, tmp_path)
     keras.Model(y, keras.layers.Dense(2)(y)).save(plain)
     ref = modelkit.load(plain)
     assert plan_inputs(ref.signature, ref).label == "seeded uniform [0,1), seed 0"
+
+
+def _reduce_all_onnx(path, batch: int):
+    """A real ONNX model with a fixed batch whose one output has no row per input row (a sum over all)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0)], "total",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])],
+                              [helper.make_tensor_value_info("total", TensorProto.FLOAT, [])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
+    return path
+
+
+def test_predict_rows_runs_a_fixed_batch_model_over_every_row(tmp_path):
+    from modelkit.converters.samples import fixed_batch, predict_rows
+    from tests.helpers import make_tiny_onnx
+    from tests.helpers.server import tiny_expected
+
+    fixed = modelkit.load(make_tiny_onnx(tmp_path / "b3.onnx", batch=3))
+    dynamic = modelkit.load(make_tiny_onnx(tmp_path / "dyn.onnx"))
+    assert (fixed_batch(fixed.signature), fixed_batch(dynamic.signature)) == (3, None)
+    x = np.random.default_rng(1).random((7, 4), dtype=np.float32)  # 3 + 3 + 1 (the last call filled up)
+    out = predict_rows(fixed, {"x": x})["probs"]
+    assert out.shape == (7, 3)
+    np.testing.assert_allclose(out, tiny_expected(x), atol=1e-6)
+    np.testing.assert_allclose(predict_rows(dynamic, {"x": x}, chunk=2)["probs"], out, atol=1e-6)
+    with pytest.raises(ShapeError, match="dimension 0 must be 3"):  # rows that disagree: predict's own error
+        predict_rows(fixed, {"x": x[:0]})
+
+
+def test_predict_rows_refuses_an_output_without_rows(tmp_path):
+    from modelkit.converters.samples import predict_rows
+
+    model = modelkit.load(_reduce_all_onnx(tmp_path / "total.onnx", batch=2))
+    with pytest.raises(ShapeError, match=r"output 'total' has shape \(\), not one row per input row: 5 rows"):
+        predict_rows(model, {"x": np.ones((5, 4), np.float32)})
