@@ -193,3 +193,24 @@ def test_no_default_schedule_is_wider_than_the_targets_vectors(tmp_path):
     lanes = max(llvm_get_vector_width(tvm_target), 128) // 32
     widths = [int(w) for w in re.findall(r"T\.vectorized\(T\.int64\((\d+)\)\)", scheduled.script())]
     assert widths and max(widths) <= lanes, widths
+
+
+def test_a_dynamic_batch_wakes_the_thread_pool_only_for_enough_work(tmp_path):
+    """Waking TVM's pool costs ~3 us a call: with a dynamic batch every small block (a softmax over 10 classes,
+    a text model's dense head) was run in parallel anyway, and a text model's untuned call took 47 us instead of
+    12 (nc18). A symbolic batch now counts as SYMBOLIC_EXTENT rows: the 8x8 conv still runs in parallel (9,216
+    iterations a row), the softmax (10 a row) on one thread, and with 4,096 fixed rows in parallel again."""
+    from tvm import tirx
+
+    from modelkit.targets.tvm import default_schedule
+
+    def scripts(batch):
+        mod, tvm_target = _prepared(_conv_onnx(tmp_path / f"conv{batch}.onnx"), batch)
+        mod, _ = default_schedule.apply(mod, tvm_target)
+        return {gv.name_hint: f.script() for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}
+
+    dynamic = scripts(None)
+    parallel = {name: "T.parallel" in text for name, text in dynamic.items()}
+    assert any(v for k, v in parallel.items() if "conv2d" in k)
+    assert not any(v for k, v in parallel.items() if "softmax" in k), parallel
+    assert any("T.parallel" in text for name, text in scripts(4096).items() if "softmax" in name)

@@ -17,7 +17,7 @@ MobileNetV2 or an MLP (docs/tvm.md):
   loaded feeds several FMAs), initialized and written back vectorized, the elementwise epilogue (bias,
   activation) inlined into the write-back;
 - the outer spatial loops are fused and run in parallel when the block has enough work to pay for
-  waking the thread pool.
+  waking the thread pool (a symbolic batch counted as SYMBOLIC_EXTENT rows).
 
 Functions a rule scheduled carry `tirx.is_scheduled`, so nothing later reschedules them. Numbers: see
 docs/tvm.md ("Untuned performance").
@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 PARALLEL_MIN_WORK = 1 << 15  # loop iterations (spatial x reduction) below which one thread does the block
+SYMBOLIC_EXTENT = 16          # what a symbolic extent (a dynamic batch) counts as when weighing that work
 OUTER_TILE = 4                # per register tile of a reduction: rows, and channels, of output vectors
 
 
@@ -75,8 +76,8 @@ def _reduction_rule() -> Any:
 
     class NonContraction(Reduction):  # type: ignore[misc]
         def apply(self, func: Any, target: Any, tunable: bool) -> Any:
-            if isinstance(func, tirx.PrimFunc) and _has_contraction(func):
-                return None
+            if isinstance(func, tirx.PrimFunc) and (_has_contraction(func) or _largest_work(func) < PARALLEL_MIN_WORK):
+                return None  # the generic rule schedules it (serial when the work is this small)
             return super().apply(func, target, tunable)
 
     return NonContraction()
@@ -102,6 +103,16 @@ def _has_contraction(func: Any) -> bool:
         if touching >= 2:
             return True
     return False
+
+
+def _largest_work(func: Any) -> int:
+    """The most loop iterations of any block of func (a symbolic extent counted as SYMBOLIC_EXTENT)."""
+    from tvm import s_tir
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
+
+    sch = s_tir.Schedule(func)
+    return max((_product([_extent(sch, it.loop_rv) or SYMBOLIC_EXTENT for it in info.iters])
+                for info in normalize_prim_func(sch) or []), default=0)
 
 
 def _generic_rule() -> Any:
@@ -194,8 +205,9 @@ def _schedule_one(sch: Any, info: Any, vector_bits: int, gone: set[str]) -> bool
     lanes = max(vector_bits // max(dtype.bits, 8), 1) if dtype.lanes == 1 else 1
     spatial = [it.loop_rv for it in info.iters if it.kind == "S"]
     reduce_ = [it.loop_rv for it in info.iters if it.kind == "R"]
-    extents = [_extent(sch, lp) for lp in spatial + reduce_]
-    work = None if any(e is None for e in extents) else _product(extents)
+    # a symbolic extent (a dynamic batch) counts as a small serving batch: waking the pool costs ~3 us a
+    # call, more than a dense head's or a softmax's whole work at batch 1 (4x a text model's call, untuned)
+    work = _product([_extent(sch, lp) or SYMBOLIC_EXTENT for lp in spatial + reduce_])
 
     inner = spatial[-1]
     vec = _vector_factor(_extent(sch, inner), lanes)
@@ -227,7 +239,7 @@ def _schedule_one(sch: Any, info: Any, vector_bits: int, gone: set[str]) -> bool
         sch.reorder(*outer, inner_outer, *([inner_vec] if inner_vec is not None else []))
 
     # parallel: the fused outer spatial loops (or, with none, the outer part of the inner one)
-    if work is None or work >= PARALLEL_MIN_WORK:
+    if work >= PARALLEL_MIN_WORK:
         par = sch.fuse(*outer) if len(outer) > 1 else (outer[0] if outer else inner_outer)
         sch.parallel(par)
         if not outer:
@@ -277,4 +289,4 @@ def _product(values: list[int]) -> int:
     return out
 
 
-__all__ = ["apply", "traced", "schedule_blocks", "PARALLEL_MIN_WORK"]
+__all__ = ["apply", "traced", "schedule_blocks", "PARALLEL_MIN_WORK", "SYMBOLIC_EXTENT"]
