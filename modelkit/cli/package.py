@@ -13,7 +13,8 @@ TARGETS = ("tf-serving", "torchserve", "triton", "kserve", "browser")
 @click.command("package")
 @click.argument("artifact", type=click.Path(exists=True))
 @click.option("--for", "target", required=True, type=click.Choice(TARGETS), help="The server to package for.")
-@click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Output folder (built atomically).")
+@click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False),
+              help="Output folder (built atomically).")
 @click.option("--name", default=None, help="Model name (default: from the artifact's file name).")
 @click.option("--version", "version", default=1, show_default=True, type=click.IntRange(1), help="Model version.")
 @click.option("--max-batch-size", default=32, show_default=True, type=click.IntRange(0),
