@@ -24,10 +24,13 @@ docs/tvm.md ("Untuned performance").
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 PARALLEL_MIN_WORK = 1 << 15  # loop iterations (spatial x reduction) below which one thread does the block
 SYMBOLIC_EXTENT = 16          # what a symbolic extent (a dynamic batch) counts as when weighing that work
+COSTLY_MATH = ("exp", "erf", "tanh", "sigmoid", "log", "pow", "sin", "cos")  # calls weighed as COSTLY_WEIGHT
+COSTLY_WEIGHT = 16            # iterations: a transcendental per element costs about this many multiply-adds
 OUTER_TILE = 4                # per register tile of a reduction: rows, and channels, of output vectors
 
 
@@ -76,8 +79,11 @@ def _reduction_rule() -> Any:
 
     class NonContraction(Reduction):  # type: ignore[misc]
         def apply(self, func: Any, target: Any, tunable: bool) -> Any:
-            if isinstance(func, tirx.PrimFunc) and (_has_contraction(func) or _largest_work(func) < PARALLEL_MIN_WORK):
-                return None  # the generic rule schedules it (serial when the work is this small)
+            if not isinstance(func, tirx.PrimFunc) or _has_contraction(func):
+                return None
+            if _largest_work(func) < PARALLEL_MIN_WORK:
+                with _serial():  # its rows computed in cache as the rule does, on the calling thread
+                    return super().apply(func, target, tunable)
             return super().apply(func, target, tunable)
 
     return NonContraction()
@@ -105,6 +111,20 @@ def _has_contraction(func: Any) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def _serial() -> Iterator[None]:
+    """Schedule.parallel does nothing (and is not traced) while a rule written to parallelize its rows schedules
+    a function too small to pay for waking the thread pool (dlight's Reduction rule has no such threshold)."""
+    from tvm import s_tir
+
+    parallel = s_tir.Schedule.parallel
+    s_tir.Schedule.parallel = lambda self, loop: None
+    try:
+        yield
+    finally:
+        s_tir.Schedule.parallel = parallel
+
+
 def _largest_work(func: Any) -> int:
     """The most loop iterations of any block of func (a symbolic extent counted as SYMBOLIC_EXTENT)."""
     from tvm import s_tir
@@ -112,7 +132,14 @@ def _largest_work(func: Any) -> int:
 
     sch = s_tir.Schedule(func)
     return max((_product([_extent(sch, it.loop_rv) or SYMBOLIC_EXTENT for it in info.iters])
-                for info in normalize_prim_func(sch) or []), default=0)
+                * _cost(sch.get(info.block_rv)) for info in normalize_prim_func(sch) or []), default=0)
+
+
+def _cost(block: Any) -> int:
+    """An iteration's weight: COSTLY_WEIGHT when the block computes a transcendental (GELU's erf, a softmax's exp),
+    else 1, so a GELU over 1k elements a row is worth waking the pool for and a bias add is not."""
+    text = str(block)
+    return COSTLY_WEIGHT if any(f"T.{name}(" in text for name in COSTLY_MATH) else 1
 
 
 def _generic_rule() -> Any:
@@ -207,7 +234,7 @@ def _schedule_one(sch: Any, info: Any, vector_bits: int, gone: set[str]) -> bool
     reduce_ = [it.loop_rv for it in info.iters if it.kind == "R"]
     # a symbolic extent (a dynamic batch) counts as a small serving batch: waking the pool costs ~3 us a
     # call, more than a dense head's or a softmax's whole work at batch 1 (4x a text model's call, untuned)
-    work = _product([_extent(sch, lp) or SYMBOLIC_EXTENT for lp in spatial + reduce_])
+    work = _product([_extent(sch, lp) or SYMBOLIC_EXTENT for lp in spatial + reduce_]) * _cost(stmt)
 
     inner = spatial[-1]
     vec = _vector_factor(_extent(sch, inner), lanes)
