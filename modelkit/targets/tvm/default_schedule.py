@@ -17,7 +17,8 @@ MobileNetV2 or an MLP (docs/tvm.md):
   loaded feeds several FMAs), initialized and written back vectorized, the elementwise epilogue (bias,
   activation) inlined into the write-back;
 - the outer spatial loops are fused and run in parallel when the block has enough work to pay for
-  waking the thread pool (a symbolic batch counted as SYMBOLIC_EXTENT rows).
+  waking the thread pool (a symbolic batch counted as SYMBOLIC_EXTENT rows, a transcendental as
+  COSTLY_WEIGHT iterations); a small function the Reduction rule takes is scheduled by it without parallel.
 
 Functions a rule scheduled carry `tirx.is_scheduled`, so nothing later reschedules them. Numbers: see
 docs/tvm.md ("Untuned performance").
