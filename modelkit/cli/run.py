@@ -44,13 +44,13 @@ def command(artifact: str, input_path: str, output_path: str | None, device: str
     inputs = read_inputs(input_path)  # an .npz read as --data is on convert and verify (labels left out)
     if isinstance(inputs, dict):
         inputs = as_inputs(inputs, model.signature.input_names)
-    names, fixed = model.signature.input_names, fixed_batch(model.signature)
-    if fixed and isinstance(inputs, np.ndarray) and len(names) == 1:
-        inputs = {names[0]: inputs}
-    rows = {len(a) for a in inputs.values() if np.ndim(a)} if isinstance(inputs, dict) else set()
-    if fixed and len(rows) == 1 and rows != {fixed}:  # the model takes batches of `fixed` rows only
-        (n,) = rows
-        progress(f"{Path(artifact).name} takes batches of {fixed}: running the {n} rows in {-(-n // fixed)} calls")
+    fixed = fixed_batch(model.signature)
+    if fixed and isinstance(inputs, np.ndarray) and len(model.signature.input_names) == 1:
+        inputs = {model.signature.input_names[0]: inputs}
+    if fixed and isinstance(inputs, dict):  # the model takes batches of `fixed` rows only: predict_rows splits
+        rows = {np.shape(a)[0] for a in inputs.values() if np.ndim(a)}
+        if len(rows) == 1 and rows != {fixed} and (n := rows.pop()):
+            progress(f"{Path(artifact).name} takes batches of {fixed}: running the {n} rows in {-(-n // fixed)} calls")
         outputs = predict_rows(model, inputs)
     else:
         outputs = model.predict(inputs)

@@ -132,10 +132,10 @@ def predict_rows(model: Any, inputs: Mapping[str, np.ndarray], chunk: int | None
     fixes (the last call filled up with rows from the start, whose outputs are dropped), else in calls of
     `chunk` rows (None: one call). Inputs of different or no row counts go to predict whole, for its typed
     error; a ShapeError when an output has no row per input row."""
-    rows = {len(a) for a in inputs.values()}
+    rows = {np.shape(a)[0] if np.ndim(a) else None for a in inputs.values()}
     fixed = fixed_batch(model.signature)
     size = fixed or chunk
-    if len(rows) != 1 or not size or rows in ({0}, {size}):
+    if len(rows) != 1 or not size or rows in ({0}, {None}, {size}):
         return model.predict(dict(inputs))
     (n,) = rows
     parts: dict[str, list[np.ndarray]] = {}

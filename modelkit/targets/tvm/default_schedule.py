@@ -132,8 +132,13 @@ def _largest_work(func: Any) -> int:
     from tvm.s_tir.dlight.analysis import normalize_prim_func
 
     sch = s_tir.Schedule(func)
-    return max((_product([_extent(sch, it.loop_rv) or SYMBOLIC_EXTENT for it in info.iters])
-                * _cost(sch.get(info.block_rv)) for info in normalize_prim_func(sch) or []), default=0)
+    return max((_work(sch, [it.loop_rv for it in info.iters], info.block_rv)
+                for info in normalize_prim_func(sch) or []), default=0)
+
+
+def _work(sch: Any, loops: list[Any], block: Any) -> int:
+    """A block's weighed work: its loops' iterations (a symbolic extent counted as SYMBOLIC_EXTENT) x _cost."""
+    return _product([_extent(sch, lp) or SYMBOLIC_EXTENT for lp in loops]) * _cost(sch.get(block))
 
 
 def _cost(block: Any) -> int:
@@ -235,7 +240,7 @@ def _schedule_one(sch: Any, info: Any, vector_bits: int, gone: set[str]) -> bool
     reduce_ = [it.loop_rv for it in info.iters if it.kind == "R"]
     # a symbolic extent (a dynamic batch) counts as a small serving batch: waking the pool costs ~3 us a
     # call, more than a dense head's or a softmax's whole work at batch 1 (4x a text model's call, untuned)
-    work = _product([_extent(sch, lp) or SYMBOLIC_EXTENT for lp in spatial + reduce_]) * _cost(stmt)
+    work = _work(sch, spatial + reduce_, block)
 
     inner = spatial[-1]
     vec = _vector_factor(_extent(sch, inner), lanes)
