@@ -106,7 +106,7 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
         from . import quantize as q
 
         q.check_data_available(_manifest.read(src), mode, options.get("calibration_data"), hop_opts.get("eval_data"),
-                               verify)
+                               verify, signature=lambda: _source_signature(src, trust_unsafe_code))
     if "quantize" in options:
         options["quantize"] = mode  # canonical name ('fp32' -> 'none') in every manifest
     hops: list[Hop] = []
@@ -177,3 +177,10 @@ def _remove_if_empty(out: Path, created: Path | None) -> None:
         if p == created:
             return
         p = p.parent
+
+
+def _source_signature(src: Path, trust_unsafe_code: bool) -> Any:
+    """The source's Signature, loading it with the runtime (only asked for on an error path)."""
+    from ..runtime import load
+
+    return load(src, trust_unsafe_code=trust_unsafe_code).signature

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import AccuracyError, ConversionError, InputError, UnsupportedConversionError
+from ..errors import AccuracyError, ConversionError, InputError, ModelkitError, UnsupportedConversionError
 from ..formats import Format
 from ..spec import Signature
 from .registry import Tolerance
@@ -184,9 +184,11 @@ def eval_set(src_manifest: Any, sig: Signature, eval_data: str | None = None
 
 
 def check_data_available(src_manifest: Any, mode: str, calibration_data: str | None, eval_data: str | None,
-                         verify: bool = True) -> None:
+                         verify: bool = True, signature: Callable[[], Signature] | None = None) -> None:
     """Before any work, everything a quantization mode needs that neither the user nor the source's manifest
-    (its training data set) gives, in one message: int8 calibration samples, labelled data for the gate."""
+    (its training data set) gives, in one message: int8 calibration samples, labelled data for the gate.
+    When data is missing and `signature` gives the source's, a model the gate cannot judge (a regressor) is
+    told so first: no data would make its quantization acceptable."""
     training = _training(src_manifest)
     named = bool(training.get("data") and training.get("model"))
     missing = []
@@ -195,10 +197,22 @@ def check_data_available(src_manifest: Any, mode: str, calibration_data: str | N
     if verify and is_lossy(mode) and not eval_data and not named:
         missing.append("labelled data for the accuracy gate (--eval-data test.npz: the inputs and 'y' labels)")
     if missing:
+        if verify and is_lossy(mode) and signature is not None:
+            _judgeable_if_known(signature)
         raise ConversionError(f"quantization '{mode}' needs data that the source's manifest does not name (no "
                               f"training data set): {'; and '.join(missing)}")
     if verify and is_lossy(mode) and eval_data:
         _check_labelled(Path(eval_data))
+
+
+def _judgeable_if_known(signature: Callable[[], Signature]) -> None:
+    """check_judgeable on the source's signature when it can be read; a source that fails to load is left to
+    the missing-data message (the conversion would report its load error after the data is given)."""
+    try:
+        sig = signature()
+    except ModelkitError:
+        return
+    check_judgeable(sig)
 
 
 def _open_npz(p: Path) -> Any:

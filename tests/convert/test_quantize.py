@@ -242,3 +242,19 @@ def test_a_model_without_class_output_is_refused_before_converting(tmp_path):
         "error: no class-probability output among ['p', 'v'] to measure accuracy on: a quantized artifact is judged "
         "by top-1 accuracy, which needs an output of shape (batch, classes), classes > 1 (a regressor or a single "
         "sigmoid has none); convert without --quantize, the float formats being gated by parity")
+
+
+def test_a_regressor_without_eval_data_is_told_it_cannot_be_judged_not_asked_for_labels(tmp_path):
+    """A newcomer's diabetes regressor with --quantize int8 was asked for labelled data and calibration samples
+    first, and after giving them told that no accuracy gate can judge it: now the second answer comes first."""
+    from modelkit._backend import import_keras
+
+    keras = import_keras("tensorflow")
+    x = keras.Input((10,), name="features")
+    src = tmp_path / "diab.keras"  # the user's own file: no manifest, no data set
+    keras.Model(x, keras.layers.Dense(1, name="target")(x)).save(src)
+    for mode in ("int8", "dynamic-int8"):
+        with pytest.raises(InputError, match=r"no class-probability output among \['target'\] .*convert without "
+                                             r"--quantize"):
+            modelkit.convert(src, "onnx", out_dir=tmp_path / "out", options={"quantize": mode})
+    assert not (tmp_path / "out").exists()
