@@ -10,10 +10,11 @@ from ._common import check_outputs, echo_json, import_option, read_inputs
 
 @click.command("run")
 @click.argument("artifact", type=click.Path(exists=True))
-@click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False),
+@click.argument("input_file", metavar="[INPUT]", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--input", "-i", "input_path", type=click.Path(exists=True, dir_okay=False),
               help=".npy for a single-input model, or .npz keyed by input name ('x' for a one-input model; "
-                   "labels 'y' are left out, as on --data).")
-@click.option("--output", "output_path", type=click.Path(dir_okay=False), default=None,
+                   "labels 'y' are left out, as on --data). Also taken as the second argument.")
+@click.option("--output", "-o", "output_path", type=click.Path(dir_okay=False), default=None,
               help="Save the outputs to this .npz instead of printing them in full.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads of the engine.")
@@ -22,14 +23,14 @@ from ._common import check_outputs, echo_json, import_option, read_inputs
                    "TVM libraries not compiled here). Only for files you trust; see docs/reliability.md.")
 @click.option("--json", "as_json", is_flag=True, help="Print outputs as JSON lists.")
 @import_option
-def command(artifact: str, input_path: str, output_path: str | None, device: str, threads: int | None,
-            trust_unsafe_code: bool, as_json: bool) -> None:
-    """Run ARTIFACT (any format) on inputs from a .npy / .npz file.
+def command(artifact: str, input_file: str | None, input_path: str | None, output_path: str | None, device: str,
+            threads: int | None, trust_unsafe_code: bool, as_json: bool) -> None:
+    """Run ARTIFACT (any format) on inputs from a .npy / .npz file (INPUT, or --input).
 
     \b
     Example:
       python -c "import numpy as np; np.save('x.npy', np.random.rand(2, 8, 8, 1).astype('float32'))"
-      modelkit run cnn.onnx --input x.npy
+      modelkit run cnn.onnx x.npy -o out.npz
     Inputs are checked against the model's signature (names, rank, fixed dims, dtype) first. A library
     compiled for a fixed batch (modelkit compile --batch N, or tuned) runs the file's rows N at a time.
     """
@@ -39,6 +40,11 @@ def command(artifact: str, input_path: str, output_path: str | None, device: str
     from ..converters.samples import as_inputs, fixed_batch, predict_rows
     from ..runtime import load
 
+    if input_file and input_path:
+        raise click.UsageError(f"two input files ({input_file} and --input {input_path}): give one")
+    input_path = input_file or input_path
+    if not input_path:
+        raise click.UsageError("no input file: modelkit run ARTIFACT x.npz (or --input x.npz)")
     check_outputs(output_path)
     model = load(artifact, device=device, threads=threads, trust_unsafe_code=trust_unsafe_code)
     inputs = read_inputs(input_path)  # an .npz read as --data is on convert and verify (labels left out)

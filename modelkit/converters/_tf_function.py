@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConversionError, ModelkitError
 from ..spec import Signature
 
 
@@ -121,7 +122,29 @@ def shared_serving_function(model: Any, sig: Signature, as_dict: bool) -> tuple[
 
 def _make(model: Any, sig: Signature, as_dict: bool) -> tuple[Any, list[Any]]:
     fn, specs = serving_function(model, sig, as_dict)
+    try:  # traced here (tf.function keeps the trace), so a layer that cannot be traced fails with a hint
+        fn.get_concrete_function(*specs)
+    except ModelkitError:
+        raise
+    except Exception as exc:  # a layer's own code, whatever it raises while TensorFlow traces it
+        raise _trace_error(sig, exc) from exc
     return (fn, specs) if as_dict else (FrozenFunction(fn, specs), specs)
+
+
+def _trace_error(sig: Signature, exc: BaseException) -> ConversionError:
+    """The trace's failure, one line; with an open height, width or length, what fixes it: a layer computing
+    sizes in Python (Keras' UpSampling2D bilinear, for one) needs them known in a TensorFlow graph."""
+    from ..keras_io.inputs import input_spec_text
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    msg = f"TensorFlow could not trace the model into a graph ({type(exc).__name__}: {text})"
+    open_dims = [s for s in sig.inputs if any(d is None for d in s.shape[1:])]
+    if open_dims:
+        spec = open_dims[0]
+        msg += (f"; input '{spec.name}' has open dimensions {list(spec.shape)}, which a layer may need known: fix "
+                f"them when converting, e.g. --input-spec {input_spec_text(spec, fill=64)}; the torch-based formats "
+                "(pt2, torchscript) trace the model with torch and may keep them open")
+    return ConversionError(msg)
 
 
 def shared_saved_model(src: Path, endpoint: str, trust_unsafe_code: bool = False) -> Path:

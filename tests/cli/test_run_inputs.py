@@ -60,3 +60,20 @@ def test_a_library_of_a_fixed_batch_runs_every_row_of_the_file(tmp_path):
     np.save(tmp_path / "two.npy", x[:2])  # exactly the batch: one call, nothing said
     r = CliRunner().invoke(main, ["run", str(path), "--input", str(tmp_path / "two.npy")])
     assert r.exit_code == 0 and "takes batches" not in r.output and "probs: float32(2, 3)" in r.output
+
+
+def test_the_input_file_can_be_the_second_argument_and_o_names_the_output(pixels_onnx, tmp_path):
+    """A newcomer typed `modelkit run model.tflite x.npz -o out.npz` (nc21): 'No such option -o', and the file as
+    an argument was 'unexpected extra argument'. Both forms work; two inputs or none is a usage error."""
+    x = np.random.default_rng(0).random((3, 4), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    r = CliRunner().invoke(main, ["run", str(pixels_onnx), str(tmp_path / "x.npy"), "-o", str(tmp_path / "o.npz")])
+    assert r.exit_code == 0, r.output
+    with np.load(tmp_path / "o.npz") as got:
+        assert got["probs"].shape == (3, 3)
+    r = CliRunner().invoke(main, ["run", str(pixels_onnx), "-i", str(tmp_path / "x.npy")])
+    assert r.exit_code == 0 and "probs: float32(3, 3)" in r.output
+    r = CliRunner().invoke(main, ["run", str(pixels_onnx), str(tmp_path / "x.npy"), "--input", str(tmp_path / "x.npy")])
+    assert r.exit_code == 2 and "Error: two input files" in r.output
+    r = CliRunner().invoke(main, ["run", str(pixels_onnx)])
+    assert r.exit_code == 2 and "Error: no input file: modelkit run ARTIFACT x.npz (or --input x.npz)" in r.output

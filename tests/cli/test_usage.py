@@ -134,9 +134,9 @@ def test_values_the_command_refuses_exit_2(files: dict[str, str], args: list[str
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_every_out_option_has_the_short_o(name: str) -> None:
     """`-o` is what a newcomer types first (`modelkit compile m.onnx -o m.tvm.so` answered "No such option");
-    where a command writes to --out, -o says the same, and no command uses -o for anything else."""
+    where a command writes to --out (run: --output), -o says the same, and no command uses -o for anything else."""
     for param in _command(name).params:
-        if "--out" in getattr(param, "opts", []):
+        if "--out" in getattr(param, "opts", []) or (name == "run" and "--output" in getattr(param, "opts", [])):
             assert "-o" in param.opts, f"{name} --out has no -o"
         else:
             assert "-o" not in getattr(param, "opts", []) + getattr(param, "secondary_opts", []), name

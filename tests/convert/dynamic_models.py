@@ -47,6 +47,17 @@ def _image(keras: Any) -> Any:
     return keras.Model(x, L.Dense(5, activation="softmax", name="probs")(L.GlobalAveragePooling2D()(h)))
 
 
+def _resize(keras: Any) -> Any:
+    """Images of any size resized inside the model (a Keras Resizing layer: TVM's importer refused the Resize
+    tf2onnx writes for it until modelkit/targets/tvm/mends.py), bilinear then nearest, with a Rescaling."""
+    L = keras.layers
+    x = keras.Input((None, None, 3), name="image")
+    h = L.Rescaling(1 / 255.0)(L.Resizing(24, 20)(x))
+    h = L.Conv2D(8, 3, padding="same", activation="relu")(h)
+    h = L.Resizing(12, 12, interpolation="nearest")(h)
+    return keras.Model(x, L.Dense(4, activation="softmax", name="probs")(L.GlobalAveragePooling2D()(h)))
+
+
 def _embed(keras: Any) -> Any:
     """Token ids of any length: Embedding over int sequences (None,), mean over time, a Dense head."""
     L = keras.layers
@@ -92,7 +103,7 @@ def _position_layer(keras: Any) -> Any:
 
 BUILDERS: dict[str, Callable[[Any], Any]] = {
     "conv1d": _conv1d, "gru": _gru, "causal": _causal, "image": _image, "embed": _embed, "tcn": _tcn,
-    "posenc": _posenc}
+    "posenc": _posenc, "resize": _resize}
 
 
 def save(kind: str, path: str, seed: int = 0) -> str:

@@ -1,8 +1,8 @@
 """Dynamic non-batch dimensions (a sequence length, an image side) in every format.
 
-Six models users build (tests/convert/dynamic_models.py: a Conv1D + pooling classifier, a GRU with
-per-step outputs, a causal Transformer block, images of any size, an Embedding over token ids, a
-temporal convolution stack), saved
+Eight models users build (tests/convert/dynamic_models.py: a Conv1D + pooling classifier, a GRU with
+per-step outputs, a causal Transformer block, images of any size, images of any size resized in the model, an
+Embedding over token ids, a temporal convolution stack, positions for any length), saved
 under TensorFlow, converted to every format in one child process per backend. Each hop either passes
 parity at several lengths (1, 13, 64, or fallbacks where the model cannot run at 1) with the verified
 range in the manifest, or is refused with a typed error naming the dimension or layer and the formats
@@ -30,7 +30,9 @@ TORCH_FORMATS = ("torchscript", "pt2")
 OK = "ok"
 # (model, format) -> OK, or the typed refusal: (error class, patterns its message must contain)
 EXPECTED: dict[tuple[str, str], object] = {
-    **{(k, f): OK for k in ("causal", "image", "embed", "tcn", "posenc") for f in TF_FORMATS + TORCH_FORMATS},
+    **{(k, f): OK for k in ("causal", "image", "embed", "tcn", "posenc", "resize")
+       for f in TF_FORMATS + TORCH_FORMATS},
+    ("resize", "tvm"): OK,
     ("posenc", "tvm"): ("UnsupportedConversionError", ["'events' dim 1 is dynamic",
                                                        r"--input-spec events:\?,64,8:float32"]),
     ("image", "tvm"): OK, ("embed", "tvm"): OK, ("tcn", "tvm"): OK,
@@ -111,7 +113,7 @@ def test_every_format_converts_verified_or_refuses_typed(results, kind, fmt):
     name, = dims
     assert dims[name]["0"]["role"] == "batch" and dims[name]["0"]["sizes"] == [1, 7]
     open_axes = sorted(a for a in dims[name] if a != "0")
-    assert open_axes == (["1", "2"] if kind == "image" else ["1"])
+    assert open_axes == (["1", "2"] if kind in ("image", "resize") else ["1"])
     for axis in open_axes:
         entry = dims[name][axis]
         assert entry["dynamic"] is True and "fixed" not in entry
@@ -122,7 +124,7 @@ def test_every_format_converts_verified_or_refuses_typed(results, kind, fmt):
     if kind in SIZES:  # a valid convolution cannot run at length 1: recorded, and fallback 29 used
         assert dims[name]["1"]["not_verified"] == [1]
         assert any("reference cannot run" in s["reason"] for s in parity["skipped_cases"])
-    if kind == "image":  # the two open sides differ within every case
+    if kind in ("image", "resize"):  # the two open sides differ within every case
         assert all(c["shapes"]["image"][1] != c["shapes"]["image"][2] for c in parity["cases"])
 
 

@@ -193,11 +193,13 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
     from ..._onnx import slim
     from .loops import reverse_sequences, unroll_loops
     from .lower_rnn import lower_rnns, symbolic_batch
+    from .mends import mend_onehot, mend_resize
 
     sig = fix_batch(onnx_signature(proto), batch)
     if batch is not None:
         proto = _with_shapes(proto, sig)
-    proto = _onehot_for_tvm(slim(proto))  # TVM's importer rejects some exporters' Reshape patterns until simplified
+    proto = slim(proto)  # TVM's importer rejects some exporters' Reshape patterns until simplified
+    proto = mend_resize(mend_onehot(proto))  # two ops' exporter patterns it rejects, mended (mends.py)
     proto, unrolled = unroll_loops(proto)  # a recurrent loop of fixed length (the importer has no Loop)
     proto, reversed_ = reverse_sequences(proto)  # a masked backward RNN (nor ReverseSequence)
     proto, rnns, rnns_left = lower_rnns(proto)  # ONNX LSTM / GRU / RNN of a fixed length (nor those)
@@ -235,32 +237,6 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
 
 def _importer_text(exc: BaseException | None) -> str:
     return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-
-
-def _onehot_for_tvm(proto: Any) -> Any:
-    """Two TVM importer bugs with ONNX OneHot (a Keras CategoryEncoding), fixed in the graph: `depth` as the
-    scalar the spec describes (tf2onnx writes a one-element tensor, which the importer passes on as an
-    array where relax.one_hot wants an int), and a Cast to the `values` dtype after it (the importer
-    makes float64 of float32 values, and a Concat with float32 tensors then fails). Same numbers."""
-    from onnx import helper, numpy_helper
-
-    inits = {i.name: i for i in proto.graph.initializer}
-    nodes = []
-    for node in proto.graph.node:
-        nodes.append(node)
-        if node.op_type != "OneHot" or len(node.input) < 3:
-            continue
-        depth, values = inits.get(node.input[1]), inits.get(node.input[2])
-        if depth is not None and list(depth.dims) == [1]:
-            depth.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(depth).reshape(()), depth.name))
-        if values is not None:
-            out = node.output[0]
-            node.output[0] = f"{out}__modelkit_onehot"
-            nodes.append(helper.make_node("Cast", [node.output[0]], [out], to=values.data_type,
-                                          name=f"{node.name}__modelkit_cast"))
-    del proto.graph.node[:]
-    proto.graph.node.extend(nodes)
-    return proto
 
 
 def _with_shapes(proto: Any, sig: Signature) -> Any:
