@@ -127,14 +127,29 @@ def load_npz(path: str | os.PathLike, sig: Signature, need_labels: bool) -> tupl
     if need_labels and labels is None:
         raise InputError(f"{p}: no labels; an evaluation .npz needs 'y' (integer class per sample)")
     if labels is not None:
-        labels = np.asarray(labels)
-        if labels.ndim == 2 and labels.shape[1] > 1:  # one-hot (or per-class scores): the class of each row
-            labels = np.argmax(labels, axis=-1)
-        labels = labels.reshape(-1).astype(np.int64)
+        labels = class_labels(np.asarray(labels), p)
         sizes = {len(a) for a in inputs.values()} | {len(labels)}
         if len(sizes) != 1:
             raise InputError(f"{p}: inputs and labels have different numbers of samples ({sorted(sizes)})")
     return inputs, labels
+
+
+CONVERT_FIX = "give integer classes, or convert without --quantize (the float formats are gated by parity)"
+
+
+def class_labels(labels: np.ndarray, p: Path, fix: str = CONVERT_FIX) -> np.ndarray:
+    """The class of each row: integer labels as they are, one-hot rows (or per-class scores) by their argmax. A
+    multi-hot matrix (0/1 with rows of no or several 1s: multi-label tags) is an InputError: the gate judges
+    top-1 classes, and the argmax of a multi-hot row is a number without meaning."""
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        binary = bool(np.isin(labels, (0, 1)).all())
+        if binary and len(labels) and not (labels.sum(axis=1) == 1).all():
+            bad = int(np.flatnonzero(labels.sum(axis=1) != 1)[0])
+            raise InputError(f"{p}: 'y' is multi-hot (row {bad} has {int(labels[bad].sum())} of "
+                             f"{labels.shape[1]} tags set): the accuracy gate judges one class per sample (top-1), "
+                             f"which a multi-label model does not have; {fix}")
+        labels = np.argmax(labels, axis=-1)
+    return labels.reshape(-1).astype(np.int64)
 
 
 def _training(src_manifest: Any) -> dict[str, Any]:
@@ -229,10 +244,11 @@ def _open_npz(p: Path) -> Any:
 
 def _check_labelled(p: Path) -> None:
     """An --eval-data file without labels fails here, before any work, as it would after the conversion."""
-    with _open_npz(p) as data:  # the member names only: no array is read
+    with _open_npz(p) as data:  # the member names, and the labels (small): no input array is read
         names = list(data.files)
-    if "y" not in names:
-        raise InputError(f"{p}: no labels; an evaluation .npz needs 'y' (integer class per sample)")
+        if "y" not in names:
+            raise InputError(f"{p}: no labels; an evaluation .npz needs 'y' (integer class per sample)")
+        class_labels(np.asarray(data["y"]), p)
 
 
 # ------------------------------------------------------------------------------------ accuracy gate

@@ -85,6 +85,36 @@ def test_int8_asks_for_every_missing_dataset_in_one_message_before_any_work(cnn_
         modelkit.convert(bare, "onnx", out_dir=out, options={"quantize": "dynamic-int8"})
 
 
+def test_multi_hot_labels_are_refused_one_hot_and_scores_read_as_classes(tmp_path, capfd, monkeypatch):
+    """A multi-label tagger's eval set (nc22: 4 sigmoid tags, 'y' multi-hot) was read by each row's argmax, the
+    index of its first tag, and the int8 gate printed accuracies without meaning (0.549 -> 0.725, a 'drop' of
+    -0.18). Refused before any work; one-hot rows and per-class scores are still their argmax."""
+    import modelkit.converters as converters
+    from tests.helpers import make_tiny_onnx
+
+    sig = Signature((TensorSpec("x", (None, 4)),), (TensorSpec("probs", (None, 3)),))
+    x = np.zeros((4, 4), np.float32)
+    np.savez(tmp_path / "onehot.npz", x=x, y=np.eye(3, dtype=np.int64)[[2, 0, 1, 2]])
+    np.savez(tmp_path / "scores.npz", x=x, y=np.array([[.1, .7, .2], [.8, .1, .1], [.2, .2, .6], [0, 0, 1.]]))
+    assert q.load_npz(tmp_path / "onehot.npz", sig, need_labels=True)[1].tolist() == [2, 0, 1, 2]
+    assert q.load_npz(tmp_path / "scores.npz", sig, need_labels=True)[1].tolist() == [1, 0, 2, 2]
+    np.savez(tmp_path / "tags.npz", x=x, y=np.array([[1, 0, 1], [0, 1, 0], [0, 0, 0], [1, 1, 1]]))
+    msg = r"tags.npz: 'y' is multi-hot \(row 0 has 2 of 3 tags set\): the accuracy gate judges one class per sample"
+    with pytest.raises(InputError, match=msg):
+        q.load_npz(tmp_path / "tags.npz", sig, need_labels=True)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("a hop started")
+
+    monkeypatch.setattr(converters, "run", no_work)
+    src = make_tiny_onnx(tmp_path / "tiny.onnx")
+    np.savez(tmp_path / "calib.npz", x=x)
+    with pytest.raises(InputError, match=msg + r".*convert without --quantize"):
+        modelkit.convert(src, "openvino", out_dir=tmp_path / "out", quantize="int8",
+                         calibration_data=tmp_path / "calib.npz", eval_data=tmp_path / "tags.npz")
+    assert "converting" not in capfd.readouterr().err and not (tmp_path / "out").exists()
+
+
 def test_eval_data_without_labels_is_refused_before_any_work(tmp_path, capfd, monkeypatch):
     import modelkit.converters as converters
     from tests.helpers import make_tiny_onnx
