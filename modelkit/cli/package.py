@@ -12,7 +12,8 @@ TARGETS = ("tf-serving", "torchserve", "triton", "kserve", "browser")
 
 @click.command("package")
 @click.argument("artifact", type=click.Path(exists=True))
-@click.option("--for", "target", required=True, type=click.Choice(TARGETS), help="The server to package for.")
+@click.option("--for", "--to", "target", required=True, type=click.Choice(TARGETS),
+              help="The server to package for (--to, as on convert, says the same).")
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False),
               help="Output folder (built atomically).")
 @click.option("--name", default=None, help="Model name (default: from the artifact's file name).")

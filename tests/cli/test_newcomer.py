@@ -114,6 +114,6 @@ def test_a_newcomer_goes_from_their_own_model_to_a_served_package(folder: Path, 
 
     done = _ok(folder, "package", "out/my_saved_model", "--for", "tf-serving", "--out", "tfs")
     assert "my/1/variables/ (2 files" in done.stdout and "my/1/saved_model.pb" in done.stdout
-    done = _ok(folder, "package", "out/my.onnx", "--for", "triton", "--out", "triton")
+    done = _ok(folder, "package", "out/my.onnx", "--to", "triton", "-o", "triton")  # --to as on convert (nc21)
     assert (folder / "triton" / "my" / "config.pbtxt").is_file()
     assert sys.executable  # the journey ran under this interpreter, as `modelkit` would
