@@ -3,7 +3,10 @@
 Requests wait in a bounded queue; one worker takes the first, then gathers more until max_batch_size
 rows or max_delay_ms have passed, concatenates them on the batch dimension, runs the engine once in
 the version's own thread, and splits the outputs back. A full queue answers QueueFull at once.
-Models whose inputs and outputs do not all have a dynamic batch dimension run one request per call.
+Models whose inputs and outputs do not all have a dynamic batch dimension run one request per call, except a
+library compiled for a fixed batch N (a tuned TVM library): it takes requests of any row count, gathered up to N
+rows and run N at a time (converters.samples.predict_rows; a short last call filled up with repeated rows whose
+outputs are dropped), and its served signature has an open batch (served_signature).
 """
 from __future__ import annotations
 
@@ -37,12 +40,31 @@ def batchable(model: Any) -> bool:
     return all(s.rank >= 1 and s.shape[0] is None for s in (*sig.inputs, *sig.outputs))
 
 
+def fixed_rows(sig: Any) -> int | None:
+    """N when every input and output of `sig` has the same fixed batch N (a library compiled for one batch)."""
+    from ..converters.samples import fixed_batch
+
+    n = fixed_batch(sig)
+    return n if n and all(s.rank >= 1 and s.shape[0] == n for s in sig.outputs) else None
+
+
+def served_signature(sig: Any) -> Any:
+    """`sig` as the server takes it: a fixed batch opened (the batcher runs any row count N at a time)."""
+    from dataclasses import replace
+
+    if not fixed_rows(sig):
+        return sig
+    return replace(sig, inputs=tuple(replace(s, shape=(None, *s.shape[1:])) for s in sig.inputs),
+                   outputs=tuple(replace(s, shape=(None, *s.shape[1:])) for s in sig.outputs))
+
+
 class Batcher:
     def __init__(self, model: Any, name: str, version: int, metrics: Metrics, max_batch_size: int = 32,
                  max_delay_ms: float = 2.0, queue_size: int = 256):
         self.model, self.name, self.version = model, name, str(version)
         self.metrics = metrics
-        self.max_batch = max(1, int(max_batch_size)) if batchable(model) else 1
+        self.fixed = fixed_rows(model.signature)
+        self.max_batch = self.fixed or (max(1, int(max_batch_size)) if batchable(model) else 1)
         self.max_delay = max(0.0, float(max_delay_ms)) / 1000.0
         self.queue_size = max(1, int(queue_size))
         self.pending = 0  # admitted and not yet answered (waiting, gathered or running)
@@ -72,6 +94,13 @@ class Batcher:
             return await fut
         finally:
             self.pending -= 1
+
+    def _predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not self.fixed:
+            return self.model.predict(inputs)
+        from ..converters.samples import predict_rows
+
+        return predict_rows(self.model, inputs)
 
     def run_sync(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run directly in the calling thread (warm-up before the version serves)."""
@@ -147,7 +176,7 @@ class Batcher:
         else:
             inputs = {n: np.concatenate([it.inputs[n] for it in batch]) for n in batch[0].inputs}
         try:
-            outputs = await loop.run_in_executor(self._executor, self.model.predict, inputs)
+            outputs = await loop.run_in_executor(self._executor, self._predict, inputs)
         except Exception as exc:  # noqa: BLE001 - engines raise their own types (tf OpError, ort Fail):
             # never swallowed: logged with its traceback here and re-raised into every waiting request,
             # whose handler answers 500 (or 400 for a ModelkitError about the input).

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from ..errors import FormatError, ModelkitError
 from ..formats import MANIFEST_SUFFIX, OPENVINO_XML, Format, check_regular, detect, strip_suffix
-from .batcher import Batcher
+from .batcher import Batcher, served_signature
 from .errors import ModelNotFound, Unavailable
 from .metrics import Metrics
 
@@ -59,9 +60,10 @@ class Version:
     batcher: Batcher
     format: Format
 
-    @property
+    @cached_property
     def signature(self) -> Any:
-        return self.model.signature
+        """What requests are checked against and the metadata says: the model's, a fixed batch opened."""
+        return served_signature(self.model.signature)
 
     @property
     def platform(self) -> str:

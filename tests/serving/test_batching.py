@@ -74,3 +74,24 @@ def test_full_queue_answers_503_quickly(serve, tmp_path):
     m = metrics(server.port)
     assert m['modelkit_requests_total{model="tiny",protocol="v2",code="503"}'] == 1
     assert m['modelkit_engine_calls_total{model="tiny",version="1"}'] == 1  # the two waiting ones, merged
+
+
+def test_a_fixed_batch_model_takes_any_row_count_run_n_at_a_time(serve, tmp_path):
+    """A library compiled for one batch (a tuned TVM library; here an ONNX model of batch 4, the same signature)
+    answered 400 "dimension 0 must be 4" to every request of another size. It is served with an open batch: rows
+    are gathered up to 4 and run 4 at a time (a short call filled up with repeated rows, dropped), each caller
+    getting its own rows; non-batch dimensions are still checked."""
+    server = serve(make_tiny_onnx(tmp_path / "tiny.onnx", batch=4), "--max-delay-ms", 50)
+    status, meta = call(server.port, "GET", "/v2/models/tiny")
+    assert status == 200 and meta["inputs"][0]["shape"] == [-1, 4] and meta["outputs"][0]["shape"] == [-1, 3]
+    assert meta["parameters"]["max_batch_size"] == 4
+    rng = np.random.default_rng(2)
+    xs = [rng.standard_normal((n, 4)).astype(np.float32) for n in (1, 2, 3, 4, 5, 9, 1, 2)]
+    for x, (status, resp) in zip(xs, _concurrent(server.port, xs)):
+        assert status == 200, resp
+        got = np.reshape(resp["outputs"][0]["data"], resp["outputs"][0]["shape"])
+        np.testing.assert_allclose(got, tiny_expected(x), atol=1e-6)
+    status, resp = call(server.port, "POST", "/v1/models/tiny:predict", {"instances": xs[1].tolist()})
+    assert status == 200 and np.allclose(resp["predictions"], tiny_expected(xs[1]), atol=1e-6)
+    status, resp = call(server.port, "POST", "/v2/models/tiny/infer", v2_request(np.zeros((3, 5), np.float32)))
+    assert status == 400 and "dimension 1 must be 4" in resp["error"]
