@@ -53,6 +53,11 @@ class UnsupportedConversionError(ConversionError, ValueError):
     """No chain of converter edges leads from the source format to the target."""
 
 
+class FixedShapeError(UnsupportedConversionError):
+    """A library of fixed shapes (a TVM batch fixed by --batch or tuning) asked of a model with an open non-batch
+    dimension (an image of any size, a sequence of any length): it compiles with a dynamic batch, untuned."""
+
+
 class ArtifactExistsError(ModelkitError, FileExistsError):
     """Refusing to overwrite an existing artifact without force=True / --force."""
 

@@ -130,10 +130,22 @@ def _convert(source: Path, b: dict[str, Any], work: Path, gate: dict[str, Any],
 
 def _compile(source: Path, dest: Path, gate: dict[str, Any], timeout: float | None,
              tune_budget: float | None, target: str = "server-cpu") -> None:
+    from ..errors import FixedShapeError
     from ..targets import compile as tvm_compile
 
-    tvm_compile(source, target, out=dest, batch=gate["batch"], budget=tune_budget, timeout=timeout,
-                data=_inputs_only(gate))  # another machine's library: checked by its ELF header (compile says so)
+    t0 = time.monotonic()
+    try:  # the measured batch, fixed: static shapes schedule better
+        tvm_compile(source, target, out=dest, batch=gate["batch"], budget=tune_budget, timeout=timeout,
+                    data=_inputs_only(gate))  # another machine's library: checked by its ELF header (compile says so)
+    except FixedShapeError:
+        if tune_budget:  # tuning measures fixed shapes: nothing else to try
+            raise
+        from .._text import progress
+
+        # an image of any size, a sequence of any length: a dynamic-batch library keeps them open (untuned)
+        progress(f"{dest.name}: an open non-batch dimension: compiling with a dynamic batch instead")
+        left = None if timeout is None else max(1.0, timeout - (time.monotonic() - t0))
+        tvm_compile(source, target, out=dest, dynamic_batch=True, timeout=left, data=_inputs_only(gate), force=True)
 
 
 def _inputs_only(gate: dict[str, Any]) -> str | None:

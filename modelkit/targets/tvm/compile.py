@@ -18,7 +18,13 @@ from typing import Any
 from ... import manifest as _manifest
 from ..._onnx import onnxslim_version, opset_of
 from ..._quiet import engine_chatter_swallowed
-from ...errors import ConversionError, EngineNotInstalledError, RemoteDeviceError, UnsupportedConversionError
+from ...errors import (
+    ConversionError,
+    EngineNotInstalledError,
+    FixedShapeError,
+    RemoteDeviceError,
+    UnsupportedConversionError,
+)
 from ...formats import Format
 from ...keras_io.inputs import input_spec_text
 from ...runtime.tvm_cuda import kernel_compiler
@@ -56,7 +62,7 @@ def fix_batch(sig: Signature, batch: int | None) -> Signature:
     def one(s: TensorSpec, is_input: bool) -> TensorSpec:
         open_axes = [i for i, d in enumerate(s.shape) if i > 0 and d is None]
         if is_input and open_axes and batch is not None:
-            raise UnsupportedConversionError(
+            raise FixedShapeError(
                 f"input '{s.name}' {s.shape_str()}: dimension {open_axes[0]} is dynamic, and a TVM library with "
                 f"a fixed batch (batch={batch}: tuning, or a target without dynamic shapes) is compiled for fixed "
                 f"shapes only; compile untuned for a target with a dynamic batch, or use a format that keeps "
