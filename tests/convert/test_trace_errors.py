@@ -16,12 +16,9 @@ from modelkit.errors import ConversionError
 
 @pytest.fixture(scope="module")
 def upsample_keras(tmp_path_factory):
-    from modelkit._backend import import_keras
+    from tests.helpers.models import any_size_images
 
-    keras = import_keras("tensorflow")
-    keras.utils.set_random_seed(0)
-    L = keras.layers
-    x = keras.Input((None, None, 3), name="image")
+    keras, L, x = any_size_images()
     h = L.UpSampling2D(2, interpolation="bilinear")(L.Conv2D(4, 3, padding="same")(x))
     path = tmp_path_factory.mktemp("up") / "upsample.keras"
     keras.Model(x, L.Dense(3, name="p")(L.GlobalAveragePooling2D()(h))).save(path)

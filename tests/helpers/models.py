@@ -17,6 +17,16 @@ def train_in_child(model: str, backend: str, out: Path, epochs: int = 3) -> Path
     return out
 
 
+def any_size_images(seed: int = 0) -> tuple[Any, Any, Any]:
+    """(keras under TensorFlow, keras.layers, an 'image' Input of any height and width, RGB), seeded: the start
+    of the any-size image models tests build (a Resizing, an UpSampling2D...)."""
+    from modelkit._backend import import_keras
+
+    keras = import_keras("tensorflow")
+    keras.utils.set_random_seed(seed)
+    return keras, keras.layers, keras.Input((None, None, 3), name="image")
+
+
 def make_tiny_keras(path: Path) -> Path:
     """A one-Dense .keras model: input 'x' (?, 4) -> softmax 'probs' (?, 3), under the default backend."""
     from modelkit._backend import import_keras

@@ -15,12 +15,9 @@ pytest.importorskip("tvm", reason="TVM is not installed (pip install 'modelkit[t
 
 @pytest.fixture(scope="module")
 def any_size(tmp_path_factory):
-    from modelkit._backend import import_keras
+    from tests.helpers.models import any_size_images
 
-    keras = import_keras("tensorflow")
-    keras.utils.set_random_seed(0)
-    L = keras.layers
-    x = keras.Input((None, None, 3), name="image")
+    keras, L, x = any_size_images()
     h = L.Conv2D(4, 3, padding="same", activation="relu")(L.Rescaling(1 / 255.0)(L.Resizing(16, 16)(x)))
     folder = tmp_path_factory.mktemp("anysize")
     keras.Model(x, L.Dense(3, activation="softmax", name="p")(L.GlobalAveragePooling2D()(h))).save(
