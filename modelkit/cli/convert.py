@@ -31,10 +31,11 @@ from ._common import check_outputs, echo_json, human_size, import_option, table
                    "training split named by the source's manifest.")
 @click.option("--eval-data", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Labelled data for the accuracy gate of quantized hops (.npz: 'x' or per-input arrays, "
-                   "and 'y': class ids or one-hot rows; multi-hot tags are refused); default: the test split "
-                   "named by the source's manifest.")
+                   "and 'y': class ids or one-hot rows judge top-1 accuracy; 0/1 labels of a one-column output "
+                   "and multi-hot tag rows judge binary accuracy); default: the test split named by the source's "
+                   "manifest.")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0, max=1), default=None,
-              help="Largest allowed top-1 accuracy drop of a quantized artifact (default 0.01).")
+              help="Largest allowed accuracy drop of a quantized artifact (default 0.01).")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Samples to verify every hop on (.npz keyed by input name, or 'x' / a .npy for a one-input "
                    "model); default: the training data set, else ranges inferred from the model, else [0, 1).")

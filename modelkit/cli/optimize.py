@@ -21,12 +21,12 @@ def _ints(ctx: click.Context, param: click.Parameter, value: str | None) -> tupl
                    "mobile-arm64, edge-armv7 (another machine's: built and gated here, the smallest within the "
                    "limits chosen, latency not measured).")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Real samples (.npz: 'x' or one array per input name) with 'y' labels (class ids or one-hot; "
-                   "multi-hot refused): parity and the accuracy gate run on them; without labels, or for a model "
-                   "with no class "
-                   "output (a regressor), only exact (fp32) candidates are tried.")
+              help="Real samples (.npz: 'x' or one array per input name) with 'y' labels (class ids or one-hot: "
+                   "top-1 accuracy; 0/1 for a one-column output, multi-hot tag rows: binary accuracy): parity and "
+                   "the accuracy gate run on them; without labels, or for a model with no output they fit (a "
+                   "regressor), only exact (fp32) candidates are tried.")
 @click.option("--max-accuracy-drop", type=float, default=0.01, show_default=True,
-              help="Largest top-1 accuracy drop against the .keras model on --data.")
+              help="Largest accuracy drop against the .keras model on --data.")
 @click.option("--max-p99-ms", type=float, default=None, help="Largest p99 latency per call, ms.")
 @click.option("--max-size-mb", type=float, default=None, help="Largest artifact size, MB.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size measured.")

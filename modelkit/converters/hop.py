@@ -30,6 +30,7 @@ from .._text import progress
 from ..errors import ModelkitError
 from ..formats import FOLDER_SUFFIXES, Format
 from ..keras_io.inputs import parse_input_specs, using_input_spec
+from . import gate as _gate
 from . import quantize as _q
 from .registry import get_edge
 from .samples import InputPlan, dataset_samples, plan_inputs
@@ -120,10 +121,11 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
         if verify:  # the source and its verification inputs first: samples that do not fit fail before converting
             reference = _reference(src_p, edge, trust_unsafe_code)
             plan = _plan(reference, src_manifest, data)
-            if lossy:  # a model the accuracy gate cannot judge: refused before converting, by any route
-                _q.check_judgeable(reference.signature)
-            if lossy and eval_data and plan.source in ("inferred", "uniform"):
+            if lossy:  # a model the accuracy gate cannot judge, or labels that do not fit it: refused before
+                _gate.check_judgeable(reference.signature)  # converting, by any route
                 evals = _q.eval_set(src_manifest, reference.signature, eval_data)  # read once: the gate uses it too
+                _gate.check_judgeable(reference.signature, evals[1])
+            if lossy and eval_data and plan.source in ("inferred", "uniform"):
                 plan = _eval_plan(reference, src_manifest, evals)
         progress(f"{tag}: converting {src_p.name} ...")
         tmp = tmpdir / dest_p.name
@@ -144,7 +146,7 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
             report.candidate = str(dest_p)  # the name it is written at, not the partial folder it was checked in
             if lossy:
                 inputs, labels, label = evals or _q.eval_set(src_manifest, reference.signature, eval_data)
-                accuracy = _q.accuracy_gate(reference, candidate, inputs, labels, max_drop, label, mode)
+                accuracy = _gate.accuracy_gate(reference, candidate, inputs, labels, max_drop, label, mode)
         source_sig = reference.signature if reference is not None else (src_manifest.sig if src_manifest else None)
         signature = _in_source_order(candidate.signature, source_sig)
         m = _build_manifest(src_p, edge, info, opts, seconds, src_manifest, report, signature)
@@ -155,7 +157,7 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
             m.extra["input_spec"] = [s.to_dict() for s in parse_input_specs(input_spec)]
         if accuracy is not None:
             m.extra["accuracy"] = accuracy
-            print(f"{tag}: {_q.summary(accuracy)}", file=sys.stderr, flush=True)
+            print(f"{tag}: {_gate.summary(accuracy)}", file=sys.stderr, flush=True)
         if (report is not None and not report.ok) or (accuracy is not None and not accuracy["ok"]):
             bad = failed_name(dest_p, None if first else edge.route)
             report.candidate = str(bad)
@@ -164,10 +166,10 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
             _manifest.write(bad, m)
             print(f"{tag}: {_verdict(report, accuracy, mode)}; kept as {bad.name}", file=sys.stderr, flush=True)
             if accuracy is not None:  # for a lossy hop the task metric is the verdict that matters
-                _q.raise_if_failed(accuracy, str(bad))
+                _gate.raise_if_failed(accuracy, str(bad))
                 from ..errors import ParityError
 
-                raise ParityError(f"{bad} ({mode}): {_q.summary(accuracy)}, but its outputs fail the {mode} sanity "
+                raise ParityError(f"{bad} ({mode}): {_gate.summary(accuracy)}, but its outputs fail the {mode} sanity "
                                   f"bounds kept under the accuracy gate: {report.failures()}", report.to_dict())
             report.raise_if_failed()
         # Manifest first: a kill between the two renames leaves a manifest without an artifact, which
@@ -200,10 +202,10 @@ def _verdict(report: Any, accuracy: dict[str, Any] | None, mode: str) -> str:
     if accuracy is None:
         return report.summary() if report else "not verified"
     if report is not None and not report.ok:  # the loose bounds kept under the gate (quantize.INT8_TOLERANCE)
-        return f"{_q.summary(accuracy)}, but the outputs fail the {mode} sanity bounds: {report.failures()}"
+        return f"{_gate.summary(accuracy)}, but the outputs fail the {mode} sanity bounds: {report.failures()}"
     worst = max((o.max_abs for o in report.outputs), default=None) if report else None
     diff = f"; outputs differ by up to {worst:.1e} ({mode}, not judged on)" if worst is not None else ""
-    return f"judged by {_q.summary(accuracy)}{diff}"
+    return f"judged by {_gate.summary(accuracy)}{diff}"
 
 
 def _in_source_order(sig: Any, want: Any) -> Any:

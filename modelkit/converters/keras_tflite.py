@@ -71,13 +71,36 @@ def convert_saved_model(saved: Path, mode: str, calibration: dict[str, Any] | No
     import tensorflow as tf
     from tensorflow.lite.python.convert_phase import ConverterError  # not exported under tf.lite
 
+    from .float_islands import said_kept
+
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[SIGNATURE_KEY])
     _configure(conv, tf, mode, calibration)
     try:
         with engine_chatter_swallowed():  # MLIR prints every diagnostic; the refusal carries them
-            return conv.convert()
+            blob = conv.convert()
+            kept, blob = _float_islands(conv, blob) if mode == "int8" else ([], blob)
     except (ConverterError, RuntimeError, ValueError, tf.errors.OpError) as exc:
         raise refusal(exc) from exc
+    said_kept(kept)
+    return blob
+
+
+def _float_islands(conv: Any, blob: bytes) -> tuple[list[str], bytes]:
+    """The ops converters.float_islands keeps in float32 and the int8 model made again with them float, when
+    there are any (a Normalization over raw features); else ([], blob). The converter's own quantization is
+    calibrate, then mlir_quantize: the same two steps, taken apart to pass `denylisted_nodes` (as
+    tf.lite.experimental.QuantizationDebugger does), which leaves those ops float between a DEQUANTIZE and a
+    QUANTIZE."""
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    from .float_islands import tflite_kept_float, tflite_may_keep
+
+    if not tflite_may_keep(blob):  # no elementwise op with a per-feature constant: nothing to look at
+        return [], blob
+    conv._experimental_calibrate_only = True  # noqa: SLF001 - the converter's calibrated, unquantized model
+    calibrated = conv.convert()
+    kept = tflite_kept_float(calibrated)
+    return (kept, mlir_quantize(calibrated, denylisted_nodes=kept)) if kept else ([], blob)
 
 
 def info(mode: str, calibration: dict[str, Any] | None, calibration_data: str | None) -> dict[str, Any]:

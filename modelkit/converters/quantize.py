@@ -1,9 +1,7 @@
 """Quantization shared by the lossy edges (keras -> tflite, keras -> onnx, onnx -> openvino): mode names, calibration
-samples, ONNX quantization, and the accuracy gate that replaces numeric parity for lossy artifacts.
+samples, the labelled data of the accuracy gate (modelkit.converters.gate) and ONNX quantization.
 
-A quantized artifact is not expected to match its source to 1e-4, so a lossy hop is judged on the
-task: top-1 accuracy of source and artifact on labelled data, and the drop between them. Labelled
-data is the test split of the data set the source was trained on (from its manifest) or a user .npz.
+Labelled data is the test split of the data set the source was trained on (from its manifest) or a user .npz.
 Calibration samples come from the *training* split, never the split used to judge accuracy.
 """
 from __future__ import annotations
@@ -16,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import AccuracyError, ConversionError, InputError, ModelkitError, UnsupportedConversionError
+from ..errors import ConversionError, InputError, ModelkitError, UnsupportedConversionError
 from ..formats import Format
 from ..spec import Signature
+from .float_islands import onnx_kept_float, said_kept
+from .gate import BINARY, Judge, check_judgeable, read_labels
 from .registry import Tolerance
-from .samples import predict_rows
 
 # mode -> what it does. "none" is fp32 (no quantization).
 MODES: dict[str, str] = {
@@ -46,8 +45,9 @@ LAST_HOP_MODES: dict[Format, tuple[str, ...]] = {
     Format.OPENVINO: ("int8",),
 }
 DEFAULT_MAX_ACCURACY_DROP = 0.01
+NO_LABELS = ("no labels; an evaluation .npz needs 'y' (class ids, one-hot or multi-hot rows, or 0/1 for a "
+             "one-column output)")
 CALIBRATION_SAMPLES = 200  # enough for stable min/max ranges on small nets; calibration stays ~seconds
-EVAL_BATCH = 256
 
 # Numeric bounds still checked on lossy hops, as a sanity net under the accuracy gate:
 # fp16 weights round at ~1e-3 relative, so softmax outputs move by up to ~1e-3; 1e-2 leaves room.
@@ -125,31 +125,13 @@ def load_npz(path: str | os.PathLike, sig: Signature, need_labels: bool) -> tupl
         inputs[spec.name] = arr
     labels = arrays.get("y")
     if need_labels and labels is None:
-        raise InputError(f"{p}: no labels; an evaluation .npz needs 'y' (integer class per sample)")
+        raise InputError(f"{p}: {NO_LABELS}")
     if labels is not None:
-        labels = class_labels(np.asarray(labels), p)
+        labels = read_labels(np.asarray(labels), p)
         sizes = {len(a) for a in inputs.values()} | {len(labels)}
         if len(sizes) != 1:
             raise InputError(f"{p}: inputs and labels have different numbers of samples ({sorted(sizes)})")
     return inputs, labels
-
-
-CONVERT_FIX = "give integer classes, or convert without --quantize (the float formats are gated by parity)"
-
-
-def class_labels(labels: np.ndarray, p: Path, fix: str = CONVERT_FIX) -> np.ndarray:
-    """The class of each row: integer labels as they are, one-hot rows (or per-class scores) by their argmax. A
-    multi-hot matrix (0/1 with rows of no or several 1s: multi-label tags) is an InputError: the gate judges
-    top-1 classes, and the argmax of a multi-hot row is a number without meaning."""
-    if labels.ndim == 2 and labels.shape[1] > 1:
-        binary = bool(np.isin(labels, (0, 1)).all())
-        if binary and len(labels) and not (labels.sum(axis=1) == 1).all():
-            bad = int(np.flatnonzero(labels.sum(axis=1) != 1)[0])
-            raise InputError(f"{p}: 'y' is multi-hot (row {bad} has {int(labels[bad].sum())} of "
-                             f"{labels.shape[1]} tags set): the accuracy gate judges one class per sample (top-1), "
-                             f"which a multi-label model does not have; {fix}")
-        labels = np.argmax(labels, axis=-1)
-    return labels.reshape(-1).astype(np.int64)
 
 
 def _training(src_manifest: Any) -> dict[str, Any]:
@@ -212,22 +194,26 @@ def check_data_available(src_manifest: Any, mode: str, calibration_data: str | N
     if verify and is_lossy(mode) and not eval_data and not named:
         missing.append("labelled data for the accuracy gate (--eval-data test.npz: the inputs and 'y' labels)")
     if missing:
+        note = ""
         if verify and is_lossy(mode) and signature is not None:
-            _judgeable_if_known(signature)
+            j = _judgeable_if_known(signature)
+            if j is not None and j.metric == BINARY:
+                note = (f" (its output '{j.output}' has one column: 0/1 labels judge it by binary accuracy; a "
+                        "regressor cannot be gated by accuracy: convert it without --quantize)")
         raise ConversionError(f"quantization '{mode}' needs data that the source's manifest does not name (no "
-                              f"training data set): {'; and '.join(missing)}")
+                              f"training data set): {'; and '.join(missing)}{note}")
     if verify and is_lossy(mode) and eval_data:
         _check_labelled(Path(eval_data))
 
 
-def _judgeable_if_known(signature: Callable[[], Signature]) -> None:
+def _judgeable_if_known(signature: Callable[[], Signature]) -> Judge | None:
     """check_judgeable on the source's signature when it can be read; a source that fails to load is left to
     the missing-data message (the conversion would report its load error after the data is given)."""
     try:
         sig = signature()
     except ModelkitError:
-        return
-    check_judgeable(sig)
+        return None
+    return check_judgeable(sig)
 
 
 def _open_npz(p: Path) -> Any:
@@ -247,64 +233,8 @@ def _check_labelled(p: Path) -> None:
     with _open_npz(p) as data:  # the member names, and the labels (small): no input array is read
         names = list(data.files)
         if "y" not in names:
-            raise InputError(f"{p}: no labels; an evaluation .npz needs 'y' (integer class per sample)")
-        class_labels(np.asarray(data["y"]), p)
-
-
-# ------------------------------------------------------------------------------------ accuracy gate
-
-def class_output(sig: Signature) -> str:
-    """The output the labels refer to: the first one with a class axis (rank 2, more than one class)."""
-    for spec in sig.outputs:
-        if spec.rank == 2 and (spec.shape[1] or 0) > 1:
-            return spec.name
-    raise ConversionError(f"no class-probability output among {sig.output_names} to measure accuracy on: a "
-                          "quantized artifact is judged by top-1 accuracy, which needs an output of shape (batch, "
-                          "classes), classes > 1 (a regressor or a single sigmoid has none)")
-
-
-def check_judgeable(sig: Signature) -> None:
-    """InputError (the user's --quantize, which no route would judge better) when `sig` has no class output."""
-    try:
-        class_output(sig)
-    except ConversionError as exc:
-        raise InputError(f"{exc}; convert without --quantize, the float formats being gated by parity") from exc
-
-
-def predict_classes(model: Any, inputs: Mapping[str, np.ndarray], output: str) -> np.ndarray:
-    """Top-1 class of every row, predicted in chunks of EVAL_BATCH, or of the batch the signature fixes
-    (samples.predict_rows)."""
-    if min((len(a) for a in inputs.values()), default=0) == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.argmax(predict_rows(model, inputs, EVAL_BATCH)[output], axis=-1)
-
-
-def accuracy_gate(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarray], labels: np.ndarray,
-                  max_drop: float, label: str, mode: str) -> dict[str, Any]:
-    """Top-1 accuracy of source and artifact on labelled data; `ok` is False when the drop exceeds max_drop."""
-    output = class_output(reference.signature)
-    ref = predict_classes(reference, inputs, output)
-    cand = predict_classes(candidate, inputs, output)
-    src_acc, art_acc = float(np.mean(ref == labels)), float(np.mean(cand == labels))
-    drop = src_acc - art_acc
-    return {"ok": bool(drop <= max_drop + 1e-12), "quantization": mode, "data": label, "samples": len(labels),
-            "output": output, "source_accuracy": round(src_acc, 6), "artifact_accuracy": round(art_acc, 6),
-            "drop": round(drop, 6), "max_accuracy_drop": float(max_drop),
-            "argmax_agreement": round(float(np.mean(ref == cand)), 6)}
-
-
-def raise_if_failed(acc: Mapping[str, Any], candidate: str) -> None:
-    if acc["ok"]:
-        return
-    raise AccuracyError(f"{candidate} ({acc['quantization']}) loses too much accuracy on {acc['data']}: "
-                        f"{acc['source_accuracy']:.4f} -> {acc['artifact_accuracy']:.4f}, drop {acc['drop']:.4f} > "
-                        f"max_accuracy_drop {acc['max_accuracy_drop']:g} ({acc['samples']} samples)", dict(acc))
-
-
-def summary(acc: Mapping[str, Any]) -> str:
-    head = "accuracy OK" if acc["ok"] else "accuracy FAILED"
-    return (f"{head}: {acc['source_accuracy']:.4f} -> {acc['artifact_accuracy']:.4f} (drop {acc['drop']:+.4f}, "
-            f"max {acc['max_accuracy_drop']:g}) on {acc['samples']} samples of {acc['data']}")
+            raise InputError(f"{p}: {NO_LABELS}")
+        read_labels(np.asarray(data["y"]), p)
 
 
 def check_max_drop(value: Any) -> float:
@@ -351,8 +281,10 @@ def quantize_onnx(fp32: Path, dest: Path, mode: str, calibration: Mapping[str, n
     # gate judges on the converting machine).
     pre = _preprocessed(fp32)
     try:
+        kept = onnx_kept_float(str(pre or fp32))  # a Normalization over raw features (float_islands)
+        said_kept(kept)
         quantize_static(str(pre or fp32), str(dest), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=kept)
     finally:
         if pre is not None:
             pre.unlink(missing_ok=True)

@@ -78,9 +78,9 @@ def check_data(artifact: Path, data: str | os.PathLike) -> str | None:
     """InputError, naming the user's file, when `data` has no array for an input of `artifact` (its manifest's
     signature) or one of the wrong shape: what convert's gate says of a fresh build, said of a reused one too.
     Labels outside the class output's classes are an InputError too (no row could be right, every drop 0).
-    Returns why the labels cannot judge accuracy (a model without a class-probability output: a regressor, a
-    single sigmoid), else None."""
-    from ..converters.quantize import class_output, load_npz
+    Returns why the labels cannot judge accuracy (a model without an output they fit: a regressor), else None."""
+    from ..converters.gate import judge
+    from ..converters.quantize import load_npz
 
     m = _manifest.read(artifact)
     if m is None or not m.signature:
@@ -89,13 +89,11 @@ def check_data(artifact: Path, data: str | os.PathLike) -> str | None:
     if labels is None:
         return None
     try:
-        output = class_output(m.sig)
+        judge(m.sig, labels)
+    except InputError as exc:
+        raise InputError(f"{Path(data).name}: {exc}") from exc
     except ModelkitError as exc:
-        return f"{first_line(exc)} (optimize judges top-1 accuracy; the exact builds are measured)"
-    classes = next(s.shape[1] for s in m.sig.outputs if s.name == output)
-    if len(labels) and (labels.min() < 0 or labels.max() >= classes):  # no row could be right: a vacuous gate
-        raise InputError(f"{Path(data).name}: 'y' holds labels {labels.min()}..{labels.max()}; the model's output "
-                         f"'{output}' has {classes} classes (labels 0..{classes - 1})")
+        return f"{first_line(exc)} (optimize judges accuracy; the exact builds are measured)"
     return None
 
 

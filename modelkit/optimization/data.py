@@ -34,13 +34,10 @@ def prepare(data: str | os.PathLike | None, model: Path, work: Path,
     sha = _manifest.sha256_of(data)
     labelled = "y" in arrays
     if labelled:
-        y = np.asarray(arrays["y"])
-        if y.dtype.kind not in "iub" and not (y.dtype.kind == "f" and np.all(y == np.round(y))):
-            raise OptimizeError(f"{data}: 'y' must hold integer class labels (dtype {y.dtype}); optimize judges "
-                                "top-1 accuracy")
-        from ..converters.quantize import class_labels
+        from ..converters.gate import read_labels
 
-        class_labels(y, Path(data), fix="save --data without 'y' to measure the exact (fp32) builds only")
+        read_labels(np.asarray(arrays["y"]), Path(data), fix="save --data without 'y' to measure the exact (fp32) "
+                    "builds only")
     if calibration_data is not None or _trained_on_named_data(model):
         return {"data": str(Path(data).resolve()), "calibration": _given(calibration_data), "data_sha256": sha,
                 "labelled": labelled, "rows": rows,

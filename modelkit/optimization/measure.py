@@ -1,9 +1,10 @@
 """Measure built candidates side by side: one persistent worker process per candidate, interleaved rounds.
 
 Each worker (modelkit._child.serve) loads its artifact once, with its own thread settings and engine imports,
-computes top-1 accuracy on the labelled data, and then times calls on request. Rounds visit the workers in a
-seeded shuffled order, one worker at a time (the others wait idle, so they never compete for cores); the drift
-of a noisy machine then falls on every candidate alike, and the spread between rounds is reported.
+computes accuracy (converters.gate) on the labelled data, and then times calls on request. Rounds visit the
+workers in a seeded shuffled order, one worker at a time (the others wait idle, so they never compete for
+cores); the drift of a noisy machine then falls on every candidate alike, and the spread between rounds is
+reported.
 The parent imports no framework.
 """
 from __future__ import annotations
@@ -32,7 +33,8 @@ def measure(candidates: list[dict], batch: int, data: str | None = None, rounds:
 
     Each measured candidate gets: status "measured", p50_ms (median of the per-round median call times),
     p99_ms (99th percentile of all timed calls pooled), ci95_ms [lo, hi], rounds_ms (per-round medians),
-    calls (timed calls in all), accuracy (top-1 on all of `data`'s rows when it has labels `y`, else None),
+    calls (timed calls in all), accuracy (converters.gate: top-1 or binary, on all of `data`'s rows when it has
+    labels `y`, else None),
     load_s, batch, and worker (the worker's thread environment, engine, frameworks, inputs and labelled samples).
     ci95_ms is a 95 % percentile-bootstrap interval of p50_ms over both sources of noise: each draw resamples
     the rounds with replacement and redraws each drawn round's median from a resample of its own calls
@@ -147,13 +149,15 @@ class Probe:
         self.accuracy: float | None = None
         samples = None
         if data:
+            from ..converters.gate import accuracy
             from ..converters.quantize import load_npz
 
             inputs, labels = load_npz(data, sig, need_labels=False)
             label = f"{data} (first {batch} rows{', tiled' if min(map(len, inputs.values())) < batch else ''})"
-            if labels is not None and _has_classes(sig):  # a regressor's labels judge no top-1 accuracy
+            judge = _judge(sig, labels)
+            if judge is not None:  # a regressor's labels judge no accuracy
                 samples = len(labels)
-                self.accuracy = float(np.mean(_classes(model, inputs) == labels))
+                self.accuracy = accuracy(model, inputs, labels, judge)[0]
             self.feed = make_inputs(sig, batch, None, seed, inputs)
         else:
             ref, ref_label = reference_data(_manifest.read(path), sig)
@@ -181,18 +185,13 @@ class Probe:
         return out
 
 
-def _has_classes(sig: Any) -> bool:
-    from ..converters.quantize import class_output
+def _judge(sig: Any, labels: np.ndarray | None) -> Any:
+    """The gate's Judge of `labels` on `sig` (converters.gate.judge), or None without labels or one that fits."""
+    from ..converters.gate import judge
 
+    if labels is None:
+        return None
     try:
-        class_output(sig)
+        return judge(sig, labels)
     except errors.ModelkitError:
-        return False
-    return True
-
-
-def _classes(model: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """Top-1 class of every row (converters.quantize.predict_classes: in chunks, of the batch a signature fixes)."""
-    from ..converters.quantize import class_output, predict_classes
-
-    return predict_classes(model, inputs, class_output(model.signature))
+        return None

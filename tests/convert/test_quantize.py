@@ -85,36 +85,6 @@ def test_int8_asks_for_every_missing_dataset_in_one_message_before_any_work(cnn_
         modelkit.convert(bare, "onnx", out_dir=out, options={"quantize": "dynamic-int8"})
 
 
-def test_multi_hot_labels_are_refused_one_hot_and_scores_read_as_classes(tmp_path, capfd, monkeypatch):
-    """A multi-label tagger's eval set (nc22: 4 sigmoid tags, 'y' multi-hot) was read by each row's argmax, the
-    index of its first tag, and the int8 gate printed accuracies without meaning (0.549 -> 0.725, a 'drop' of
-    -0.18). Refused before any work; one-hot rows and per-class scores are still their argmax."""
-    import modelkit.converters as converters
-    from tests.helpers import make_tiny_onnx
-
-    sig = Signature((TensorSpec("x", (None, 4)),), (TensorSpec("probs", (None, 3)),))
-    x = np.zeros((4, 4), np.float32)
-    np.savez(tmp_path / "onehot.npz", x=x, y=np.eye(3, dtype=np.int64)[[2, 0, 1, 2]])
-    np.savez(tmp_path / "scores.npz", x=x, y=np.array([[.1, .7, .2], [.8, .1, .1], [.2, .2, .6], [0, 0, 1.]]))
-    assert q.load_npz(tmp_path / "onehot.npz", sig, need_labels=True)[1].tolist() == [2, 0, 1, 2]
-    assert q.load_npz(tmp_path / "scores.npz", sig, need_labels=True)[1].tolist() == [1, 0, 2, 2]
-    np.savez(tmp_path / "tags.npz", x=x, y=np.array([[1, 0, 1], [0, 1, 0], [0, 0, 0], [1, 1, 1]]))
-    msg = r"tags.npz: 'y' is multi-hot \(row 0 has 2 of 3 tags set\): the accuracy gate judges one class per sample"
-    with pytest.raises(InputError, match=msg):
-        q.load_npz(tmp_path / "tags.npz", sig, need_labels=True)
-
-    def no_work(*args, **kwargs):
-        raise AssertionError("a hop started")
-
-    monkeypatch.setattr(converters, "run", no_work)
-    src = make_tiny_onnx(tmp_path / "tiny.onnx")
-    np.savez(tmp_path / "calib.npz", x=x)
-    with pytest.raises(InputError, match=msg + r".*convert without --quantize"):
-        modelkit.convert(src, "openvino", out_dir=tmp_path / "out", quantize="int8",
-                         calibration_data=tmp_path / "calib.npz", eval_data=tmp_path / "tags.npz")
-    assert "converting" not in capfd.readouterr().err and not (tmp_path / "out").exists()
-
-
 def test_eval_data_without_labels_is_refused_before_any_work(tmp_path, capfd, monkeypatch):
     import modelkit.converters as converters
     from tests.helpers import make_tiny_onnx
@@ -229,7 +199,7 @@ def test_classes_of_a_model_with_a_fixed_batch_are_predicted_in_chunks_of_that_b
     rows from the start; a dynamic batch takes EVAL_BATCH rows a call."""
     from types import SimpleNamespace
 
-    from modelkit.converters.quantize import predict_classes
+    from modelkit.converters.gate import predict_classes
     from modelkit.spec import Signature, TensorSpec
 
     calls = []
@@ -249,42 +219,3 @@ def test_classes_of_a_model_with_a_fixed_batch_are_predicted_in_chunks_of_that_b
     calls.clear()
     np.testing.assert_array_equal(predict_classes(model_with(None), {"x": x}, "p"), np.arange(10) % 3)
     assert calls == [10]
-
-
-def test_a_model_without_class_output_is_refused_before_converting(tmp_path):
-    """A two-output wide & deep model (a sigmoid and a regression) was quantized first and refused after, with a
-    message that did not say what to do; now refused before the converter runs, naming the fix."""
-    from modelkit._backend import import_keras
-
-    keras = import_keras("tensorflow")
-    x = keras.Input((4,), name="x")
-    src = tmp_path / "reg.keras"
-    keras.Model(x, [keras.layers.Dense(1, activation="sigmoid", name="p")(x), keras.layers.Dense(1, name="v")(x)]
-                ).save(src)
-    data = tmp_path / "eval.npz"
-    np.savez(data, x=np.ones((8, 4), np.float32), y=np.arange(8) % 2)
-    out = subprocess.run([sys.executable, "-m", "modelkit", "convert", str(src), "--to", "onnx", "--quantize",
-                          "dynamic-int8", "--eval-data", str(data), "--out", str(tmp_path / "out")],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 2, out.stderr
-    assert "converting" not in out.stderr and "Traceback" not in out.stderr
-    assert out.stderr.strip().splitlines()[-1] == (
-        "error: no class-probability output among ['p', 'v'] to measure accuracy on: a quantized artifact is judged "
-        "by top-1 accuracy, which needs an output of shape (batch, classes), classes > 1 (a regressor or a single "
-        "sigmoid has none); convert without --quantize, the float formats being gated by parity")
-
-
-def test_a_regressor_without_eval_data_is_told_it_cannot_be_judged_not_asked_for_labels(tmp_path):
-    """A newcomer's diabetes regressor with --quantize int8 was asked for labelled data and calibration samples
-    first, and after giving them told that no accuracy gate can judge it: now the second answer comes first."""
-    from modelkit._backend import import_keras
-
-    keras = import_keras("tensorflow")
-    x = keras.Input((10,), name="features")
-    src = tmp_path / "diab.keras"  # the user's own file: no manifest, no data set
-    keras.Model(x, keras.layers.Dense(1, name="target")(x)).save(src)
-    for mode in ("int8", "dynamic-int8"):
-        with pytest.raises(InputError, match=r"no class-probability output among \['target'\] .*convert without "
-                                             r"--quantize"):
-            modelkit.convert(src, "onnx", out_dir=tmp_path / "out", options={"quantize": mode})
-    assert not (tmp_path / "out").exists()

@@ -1,0 +1,174 @@
+"""The accuracy gate of lossy artifacts: which output the labels judge, how, and the verdict.
+
+A quantized artifact is not expected to match its source to 1e-4, so it is judged on the task: the accuracy
+of source and artifact on labelled data, and the drop between them. The labels decide the metric:
+
+- class ids (or one-hot rows, per-class scores: their argmax) judge the first output of shape (batch, classes),
+  classes > 1, by **top-1** accuracy;
+- 0/1 labels judge a model whose outputs have one column (a single-sigmoid or single-logit binary classifier)
+  by **binary** accuracy on its first such output;
+- multi-hot rows (0/1, several or no 1s per row: a multi-label tagger) judge the first output with as many
+  columns, by **binary** accuracy over every tag.
+
+A binary decision is a score above 0.5 when the model's scores on the data all lie in [0, 1] (probabilities,
+with 0.01 of slack for an int8 sigmoid's rounding), else above 0 (logits); each model's threshold is read from
+its own scores and recorded. A regressor's labels fit none of these: it cannot be gated, and says so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import AccuracyError, ConversionError, InputError
+from ..spec import Signature
+from .samples import predict_rows
+
+EVAL_BATCH = 256
+TOP1, BINARY = "top-1", "binary"
+CONVERT_FIX = "convert without --quantize (the float formats are gated by parity)"
+_PROBABILITY_SLACK = 0.01
+
+
+@dataclass(frozen=True)
+class Judge:
+    """The output labels judge and the metric: TOP1 (class ids) or BINARY (0/1 labels or multi-hot rows)."""
+
+    output: str
+    metric: str
+
+
+def read_labels(y: np.ndarray, p: Path, fix: str = CONVERT_FIX) -> np.ndarray:
+    """Labels as the gate takes them: class ids (N,) as int64 (one-hot rows and per-class scores by their
+    argmax, a (N, 1) column flattened), or a multi-hot (N, tags) matrix as int8. Non-integer values (a
+    regressor's targets) are an InputError ending with `fix`."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        if np.isin(y, (0, 1)).all() and len(y) and not (y.sum(axis=1) == 1).all():
+            return y.astype(np.int8)
+        return np.argmax(y, axis=-1).astype(np.int64)
+    flat = y.reshape(-1)
+    if flat.dtype.kind not in "iub":
+        odd = flat[:1] if flat.dtype.kind != "f" else flat[~np.isfinite(flat) | (flat != np.round(flat))][:1]
+        if len(odd):
+            raise InputError(f"{p}: 'y' holds values that are no class labels (e.g. {odd[0].item()!r}, dtype "
+                             f"{y.dtype}): the accuracy gate needs class ids, one-hot or multi-hot rows, and a "
+                             f"regressor cannot be gated by accuracy; {fix}")
+    return flat.astype(np.int64)
+
+
+def _rank2(sig: Signature) -> list[tuple[str, int]]:
+    return [(s.name, int(s.shape[1] or 0)) for s in sig.outputs if s.rank == 2]
+
+
+def _none_message(sig: Signature) -> str:
+    return (f"no output among {sig.output_names} to measure accuracy on: a quantized artifact is judged by "
+            "accuracy on labelled data, which needs an output of shape (batch, classes) (top-1 on class ids), "
+            "(batch, 1) (binary, on 0/1 labels) or (batch, tags) (binary, on multi-hot rows)")
+
+
+def judge(sig: Signature, labels: np.ndarray | None = None) -> Judge:
+    """The Judge of `labels` (read_labels') on a model of signature `sig`; without labels, the top-1 judge
+    when the model has a class output, else its first one-column output (labels decide later). A
+    ConversionError when nothing can judge (a regressor, a segmentation map)."""
+    outputs = _rank2(sig)
+    if labels is not None and labels.ndim == 2:
+        tags = labels.shape[1]
+        found = next((name for name, width in outputs if width == tags), None)
+        if found is None:
+            raise ConversionError(f"'y' holds multi-hot rows of {tags} tags, and no output among {sig.output_names}"
+                                  f" has shape (batch, {tags}) to judge them by binary accuracy")
+        return Judge(found, BINARY)
+    classes = next(((name, width) for name, width in outputs if width > 1), None)
+    if classes is not None:
+        if labels is not None and len(labels) and (labels.min() < 0 or labels.max() >= classes[1]):
+            raise InputError(f"'y' holds labels {labels.min()}..{labels.max()}; the model's output "
+                             f"'{classes[0]}' has {classes[1]} classes (labels 0..{classes[1] - 1})")
+        return Judge(classes[0], TOP1)
+    single = next((name for name, width in outputs if width == 1), None)
+    if single is None:
+        raise ConversionError(_none_message(sig))
+    if labels is not None and not np.isin(labels, (0, 1)).all():
+        raise ConversionError(f"'y' holds labels {labels.min()}..{labels.max()}, and the model's outputs "
+                              f"{sig.output_names} have one column: they are judged by binary accuracy on 0/1 "
+                              "labels (a regressor cannot be gated by accuracy)")
+    return Judge(single, BINARY)
+
+
+def check_judgeable(sig: Signature, labels: np.ndarray | None = None) -> Judge:
+    """judge(), its ConversionError made the user's InputError (their --quantize, which no route would judge
+    better), with the fix."""
+    try:
+        return judge(sig, labels)
+    except ConversionError as exc:
+        raise InputError(f"{exc}; {CONVERT_FIX}") from exc
+
+
+def threshold(scores: np.ndarray) -> float:
+    """0.5 for probabilities (every score within [0, 1], with slack), else 0 (logits)."""
+    if scores.size == 0:
+        return 0.5
+    lo, hi = float(np.min(scores)), float(np.max(scores))
+    return 0.5 if lo >= -_PROBABILITY_SLACK and hi <= 1 + _PROBABILITY_SLACK else 0.0
+
+
+def decisions(model: Any, inputs: Mapping[str, np.ndarray], j: Judge) -> tuple[np.ndarray, float | None]:
+    """What `model` decides for every row: its top-1 class (N,), or its 0/1 decision per column (N, columns)
+    with the threshold read from its scores; predicted in chunks of EVAL_BATCH (or of a fixed batch)."""
+    if min((len(a) for a in inputs.values()), default=0) == 0:
+        return np.zeros(0, dtype=np.int64), None
+    scores = predict_rows(model, inputs, EVAL_BATCH)[j.output]
+    if j.metric == TOP1:
+        return np.argmax(scores, axis=-1), None
+    t = threshold(scores)
+    return (scores > t).astype(np.int8), t
+
+
+def accuracy(model: Any, inputs: Mapping[str, np.ndarray], labels: np.ndarray, j: Judge
+             ) -> tuple[float, np.ndarray, float | None]:
+    """(accuracy, decisions, threshold) of `model` on labelled rows under judge `j`."""
+    made, t = decisions(model, inputs, j)
+    if j.metric == BINARY:
+        made = made.reshape(labels.shape) if labels.ndim == 2 else made.reshape(-1)
+    return (float(np.mean(made == labels)) if labels.size else 0.0), made, t
+
+
+def predict_classes(model: Any, inputs: Mapping[str, np.ndarray], output: str) -> np.ndarray:
+    """Top-1 class of every row of `output`."""
+    return decisions(model, inputs, Judge(output, TOP1))[0]
+
+
+def accuracy_gate(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarray], labels: np.ndarray,
+                  max_drop: float, label: str, mode: str) -> dict[str, Any]:
+    """Accuracy of source and artifact on labelled data; `ok` is False when the drop exceeds max_drop."""
+    j = judge(reference.signature, labels)
+    src_acc, ref, t_ref = accuracy(reference, inputs, labels, j)
+    art_acc, cand, t_cand = accuracy(candidate, inputs, labels, j)
+    drop = src_acc - art_acc
+    out = {"ok": bool(drop <= max_drop + 1e-12), "quantization": mode, "data": label, "samples": len(labels),
+           "output": j.output, "metric": j.metric, "source_accuracy": round(src_acc, 6),
+           "artifact_accuracy": round(art_acc, 6), "drop": round(drop, 6), "max_accuracy_drop": float(max_drop),
+           "argmax_agreement" if j.metric == TOP1 else "decision_agreement": round(float(np.mean(ref == cand)), 6)}
+    if j.metric == BINARY:
+        out["threshold"] = {"source": t_ref, "artifact": t_cand}
+    return out
+
+
+def raise_if_failed(acc: Mapping[str, Any], candidate: str) -> None:
+    if acc["ok"]:
+        return
+    raise AccuracyError(f"{candidate} ({acc['quantization']}) loses too much {_metric(acc)} on {acc['data']}: "
+                        f"{acc['source_accuracy']:.4f} -> {acc['artifact_accuracy']:.4f}, drop {acc['drop']:.4f} > "
+                        f"max_accuracy_drop {acc['max_accuracy_drop']:g} ({acc['samples']} samples)", dict(acc))
+
+
+def _metric(acc: Mapping[str, Any]) -> str:
+    return "binary accuracy" if acc.get("metric") == BINARY else "accuracy"
+
+
+def summary(acc: Mapping[str, Any]) -> str:
+    head = f"{_metric(acc)} {'OK' if acc['ok'] else 'FAILED'}"
+    return (f"{head}: {acc['source_accuracy']:.4f} -> {acc['artifact_accuracy']:.4f} (drop {acc['drop']:+.4f}, "
+            f"max {acc['max_accuracy_drop']:g}) on {acc['samples']} samples of {acc['data']}")
