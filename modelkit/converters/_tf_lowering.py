@@ -10,6 +10,10 @@ traced function per process (modelkit.converters._tf_function).
 
 3-D pooling (MaxPooling3D, AveragePooling3D) traces to MaxPool3D / AvgPool3D, which TFLite lacks; it is
 traced as 2-D pooling over height and width, then over depth (the same numbers: the box is separable).
+
+A grouped convolution (Conv2D(groups=g); keras.applications' ConvNeXt writes its depthwise convolutions so) runs
+inside tf.function(jit_compile=True) in Keras' TF backend, which tf2onnx cannot see into; it is traced as a
+depthwise convolution or one convolution per group (the same sums).
 """
 from __future__ import annotations
 
@@ -27,11 +31,38 @@ def lowerings() -> Iterator[None]:
         return
     from unittest import mock  # the standard library's attribute patching, restored on exit
 
-    patches = {"max_pool": _pool3d(nn.max_pool, "MAX"), "average_pool": _pool3d(nn.average_pool, "AVG")}
+    patches = {"max_pool": _pool3d(nn.max_pool, "MAX"), "average_pool": _pool3d(nn.average_pool, "AVG"),
+               "conv": _grouped_conv(nn.conv)}
     if hasattr(nn, "_apply_masks") and hasattr(nn, "_get_large_negative"):
         patches["_apply_masks"] = _apply_masks
     with mock.patch.multiple(nn, **patches):
         yield
+
+
+def _grouped_conv(keras_conv: Any) -> Any:
+    """Keras' TF backend runs a grouped convolution inside tf.function(jit_compile=True), which tf2onnx leaves as
+    an opaque StatefulPartitionedCall ("No Op registered for StatefulPartitionedCall"). Traced instead,
+    channels_last, as a depthwise convolution (one input channel per group, 2-D, equal strides, no stride with a
+    dilation) or as one convolution per group, concatenated."""
+    def conv(inputs: Any, kernel: Any, strides: Any = 1, padding: str = "valid", data_format: Any = None,
+             dilation_rate: Any = 1) -> Any:
+        import tensorflow as tf
+        from keras.src import backend
+
+        channels, per_group = inputs.shape[-1], kernel.shape[-2]
+        if (backend.standardize_data_format(data_format) != "channels_last" or channels is None
+                or channels == per_group):
+            return keras_conv(inputs, kernel, strides, padding, data_format, dilation_rate)
+        rank = len(inputs.shape) - 2
+        step = (strides,) * rank if isinstance(strides, int) else tuple(strides)
+        rate = (dilation_rate,) * rank if isinstance(dilation_rate, int) else tuple(dilation_rate)
+        if per_group == 1 and rank == 2 and step[0] == step[1] and (set(step) == {1} or set(rate) == {1}):
+            k = tf.reshape(kernel, (*kernel.shape[:2], channels, kernel.shape[-1] // channels))
+            return tf.nn.depthwise_conv2d(inputs, k, strides=(1, *step, 1), padding=padding.upper(), dilations=rate)
+        groups = channels // per_group
+        parts = zip(tf.split(inputs, groups, axis=-1), tf.split(kernel, groups, axis=-1))
+        return tf.concat([keras_conv(x, k, strides, padding, data_format, dilation_rate) for x, k in parts], axis=-1)
+    return conv
 
 
 def _pool3d(keras_pool: Any, kind: str) -> Any:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .._onnx import onnxslim_version, slim
+from .._quiet import engine_chatter_swallowed
 from ..errors import ConversionError, first_line
 from ..formats import Format
 from .registry import Tolerance, converter
@@ -43,8 +44,9 @@ def keras_to_onnx(src: Path, dest: Path, opset: int = OPSET, trust_unsafe_code: 
     register_erfc()
     with lowerings():  # lowerings TFLite can express too (the TF-based edges trace alike)
         fn, specs = shared_serving_function(model, sig, as_dict=False)
-        try:
-            proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=int(opset))
+        try:  # tf2onnx logs a line per op it cannot map: its exception says what matters, in one line
+            with engine_chatter_swallowed():
+                proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=int(opset))
         except Exception as exc:  # tf2onnx raises assorted errors on graphs it cannot map: the next route goes on
             raise ConversionError(f"tf2onnx could not convert {Path(src).name}: {type(exc).__name__}: "
                                   f"{first_line(exc)}") from exc

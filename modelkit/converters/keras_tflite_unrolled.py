@@ -101,9 +101,7 @@ def traced_saved_model(model: Any, sig: Any, folder: Path, traced: Callable[[], 
     """A SavedModel of `model` traced anew under the caller's patches (serving_default, Keras names), with
     TFLite's lowerings (modelkit.converters._tf_lowering), at folder/saved_model; `traced` runs right after
     the serving function is traced (it may refuse)."""
-    import keras
-
-    from ._tf_function import serving_function
+    from ._tf_function import serving_function, write_saved_model
     from ._tf_lowering import lowerings
     from .keras_tflite import SIGNATURE_KEY
 
@@ -111,8 +109,5 @@ def traced_saved_model(model: Any, sig: Any, folder: Path, traced: Callable[[], 
         fn, specs = serving_function(model, sig, as_dict=True)  # a new trace, not the shared one
         fn.get_concrete_function(*specs)
         traced()
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.add_endpoint(SIGNATURE_KEY, fn, input_signature=specs)
-        archive.write_out(str(folder / "saved_model"), verbose=False)
+        write_saved_model(model, SIGNATURE_KEY, fn, specs, folder / "saved_model")
     return folder / "saved_model"
