@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,7 +32,34 @@ def test_the_rule_keeps_a_normalization_over_raw_features_and_nothing_else():
     # centering alone, on a model input, of features of very different scales
     assert kept_float(ops[:1], {"mean": mean}, ["x"]) == ["sub"]
     assert kept_float(ops[:1], {"mean": mean}, []) == []
+    # a LayerScale (ConvNeXt: per-channel gammas from 1e-6) after a bias Add inside the graph: the Mul alone
+    layer_scale = [Op("mm", "matmul", ("x", "w"), ("h",)), Op("bias", "add", ("h", "b"), ("h2",)),
+                   Op("gamma", "mul", ("h2", "g"), ("y",))]
+    assert kept_float(layer_scale, {"w": np.ones((3, 4)), "b": np.ones(4), "g": np.array([1e-6, 3e-3, 0.2, 1e-5])},
+                      ["x"]) == ["gamma"]
+
+
+def test_a_masked_softmax_stays_float_up_from_its_penalty():
+    """Keras' Attention(use_causal_mask=True) under tf2onnx: scores - 1e9, times the mask, added, then Softmax."""
+    ops = [Op("scores", "matmul", ("q", "k"), ("s0",)), Op("scale", "mul", ("s0", "scale"), ("s",)),
+           Op("penalty", "sub", ("s", "big"), ("p",)),
+           Op("masked", "mul", ("mask", "p"), ("pm",)), Op("kept", "mul", ("s", "keep"), ("sk",)),
+           Op("select", "add", ("pm", "sk"), ("z",)), Op("softmax", "softmax", ("z",), ("a",)),
+           Op("context", "matmul", ("a", "v"), ("c",)), Op("out", "add", ("c", "bias"), ("o",))]
+    constants = {"big": np.array(1e9, np.float32), "mask": np.tril(np.ones((4, 4), np.float32)),
+                 "bias": np.ones(4, np.float32), "scale": np.array(0.5, np.float32)}
+    assert kept_float(ops, constants, ["q"]) == ["scale", "penalty", "masked", "select", "softmax"]
+    assert kept_float(ops, {**constants, "big": np.array(1e9, np.int64)}, ["q"]) == []  # int bounds (slices)
     assert wide(np.array([0.0, 1.0, 65.0])) and not wide(np.array([0.0, 1.0, 63.0])) and not wide(np.array(5.0))
+
+
+def _int8(trained: tuple[Path, Path, Path], fmt: str, out: Path, capfd) -> tuple[Any, str]:
+    """The int8 conversion of a (model, calibration, eval) triple (onnx by tf2onnx), and its 'kept' line."""
+    src, cal, ev = trained
+    options = {"quantize": "int8", "calibration_data": str(cal), "eval_data": str(ev)}
+    (r,) = modelkit.convert(src, fmt, out_dir=out, options={**options, **({"route": "tf2onnx"} if fmt == "onnx"
+                                                                         else {})})
+    return r, next(ln for ln in capfd.readouterr().err.splitlines() if "kept in float32" in ln)
 
 
 @pytest.fixture(scope="module")
@@ -64,15 +92,45 @@ np.savez(r"{folder / 'test.npz'}", x=x[400:], y=y[400:])
 
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
 def test_int8_of_a_tabular_model_keeps_its_normalization_float_and_its_accuracy(cancer, tmp_path, capfd, fmt):
-    src, train, test = cancer
-    options = {"quantize": "int8", "calibration_data": str(train), "eval_data": str(test)}
-    (r,) = modelkit.convert(src, fmt, out_dir=tmp_path, options={**options, **({"route": "tf2onnx"} if fmt == "onnx"
-                                                                              else {})})
+    r, line = _int8(cancer, fmt, tmp_path, capfd)
     acc = r.accuracy
     assert acc["ok"] and acc["source_accuracy"] >= 0.9 and acc["drop"] <= 0.01, acc
     assert acc["metric"] == "binary" and acc["decision_agreement"] >= 0.97
-    line = next(ln for ln in capfd.readouterr().err.splitlines() if "kept in float32" in ln)
     assert "int8: 2 op(s) kept in float32" in line and "normalization" in line
     assert json.loads(Path(r.path + ".modelkit.json").read_text())["parity"]["ok"]
-    fed = np.load(test)["x"][:16]  # the int8 model's output follows its input, not one class for every row
+    fed = np.load(cancer[2])["x"][:16]  # the int8 model's output follows its input, not one class for every row
     assert np.ptp(next(iter(modelkit.load(r.path).predict({"features": fed}).values()))) > 0.5
+
+
+@pytest.fixture(scope="module")
+def causal(tmp_path_factory):
+    """A sequence classifier with a causal Keras Attention (nc26: digits read as 8 rows of 8 pixels), trained in
+    a child under torch; (model, calibration .npz, eval .npz)."""
+    folder = tmp_path_factory.mktemp("causal")
+    code = f"""
+import keras, numpy as np
+from sklearn.datasets import load_digits
+keras.utils.set_random_seed(0)
+d = load_digits()
+x, y = (d.images / 16.0).astype("float32"), d.target
+L = keras.layers
+rows = keras.Input((8, 8), name="rows")
+h = L.Dense(32, activation="relu")(rows)
+h = L.Add()([h, L.Attention(use_scale=True)([h, h], use_causal_mask=True)])
+m = keras.Model(rows, L.Dense(10, activation="softmax", name="digit")(L.Flatten()(h)))
+m.compile("adam", "sparse_categorical_crossentropy")
+m.fit(x[:1400], y[:1400], epochs=20, batch_size=32, verbose=0)
+m.save(r"{folder / 'causal.keras'}")
+np.savez(r"{folder / 'cal.npz'}", x=x[:300])
+np.savez(r"{folder / 'eval.npz'}", x=x[1400:], y=y[1400:])
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=600, env={**os.environ, "KERAS_BACKEND": "torch"})
+    return folder / "causal.keras", folder / "cal.npz", folder / "eval.npz"
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_int8_of_a_causal_attention_keeps_its_masked_softmax_float(causal, tmp_path, capfd, fmt):
+    r, line = _int8(causal, fmt, tmp_path, capfd)
+    assert r.accuracy["ok"] and r.accuracy["metric"] == "top-1" and r.accuracy["drop"] <= 0.01, r.accuracy
+    assert r.accuracy["source_accuracy"] >= 0.85
+    assert "attention" in line and "Softmax" in line
