@@ -127,7 +127,13 @@ def load_npz(path: str | os.PathLike, sig: Signature, need_labels: bool) -> tupl
     if need_labels and labels is None:
         raise InputError(f"{p}: {NO_LABELS}")
     if labels is not None:
-        labels = read_labels(np.asarray(labels), p)
+        try:
+            labels = read_labels(np.asarray(labels), p)
+        except InputError:
+            if need_labels:
+                raise
+            labels = None  # a regressor's targets beside samples read for calibration or timing: not labels
+    if labels is not None:
         sizes = {len(a) for a in inputs.values()} | {len(labels)}
         if len(sizes) != 1:
             raise InputError(f"{p}: inputs and labels have different numbers of samples ({sorted(sizes)})")

@@ -91,7 +91,8 @@ def optimize(model: str | os.PathLike, target: str = "server-cpu", data: str | o
     gate = {"model_sha256": sha, "data": prepared["data"], "calibration": prepared["calibration"],
             "data_sha256": prepared["data_sha256"], "max_accuracy_drop": limits["max_accuracy_drop"],
             "batch": int(batch)}
-    builds = _cands.plan(target, formats, precisions, labelled=prepared["labelled"], package=package)
+    builds = _cands.plan(target, formats, precisions, labelled=prepared["labelled"], package=package,
+                         unlabelled=prepared.get("unlabelled"))
     deadline = t0 + budget_s
     planned = [b for b in builds if b["status"] == "planned"]
     with steps(len(planned) + 1, "optimize") as bar:

@@ -100,7 +100,7 @@ def installed(fmt: str) -> bool:
 
 
 def plan(target: str, formats: tuple[str, ...] | None = None, precisions: tuple[str, ...] | None = None,
-         labelled: bool = True, package: str | None = None) -> list[dict[str, Any]]:
+         labelled: bool = True, package: str | None = None, unlabelled: str | None = None) -> list[dict[str, Any]]:
     """The builds to try for `target`, best-first: one dict per (format, quantize), status "planned" or "skipped"
     with the reason (engine not installed; a lossy precision without labelled data to gate it). With a
     `package` target, only the formats its server runs."""
@@ -129,7 +129,8 @@ def plan(target: str, formats: tuple[str, ...] | None = None, precisions: tuple[
                 build.update(status="skipped", reason=f"{ENGINES[fmt][1]} is not installed "
                                                       f"(pip install 'modelkit[{ENGINES[fmt][2]}]')")
             elif q is not None and not labelled:
-                build.update(status="skipped", reason="no labelled data to gate its accuracy (--data with 'y')")
+                build.update(status="skipped", reason=unlabelled or "no labelled data to gate its accuracy (--data "
+                                                                    "with 'y')")
             elif package == "triton" and fmt == "openvino" and q is None and _cpu_has_bf16():
                 build.update(status="skipped", reason=TRITON_OPENVINO_F32)
             builds.append(build)

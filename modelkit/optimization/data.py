@@ -19,28 +19,33 @@ from .. import manifest as _manifest
 from ..errors import InputError, OptimizeError
 
 CALIBRATION_ROWS = 200
+REGRESSION_TARGETS = ("'y' holds values that are no class labels (a regressor's targets): no accuracy gate can "
+                      "judge a lossy build")
 MIN_EVAL_ROWS = 20
 
 
 def prepare(data: str | os.PathLike | None, model: Path, work: Path,
             calibration_data: str | os.PathLike | None = None) -> dict[str, Any]:
     """{"data": eval .npz or None, "calibration": .npz or None, "data_sha256" (the user's file), "eval_sha256"
-    (the rows accuracy is measured on, when split off), "labelled", "rows", "split"}."""
+    (the rows accuracy is measured on, when split off), "labelled", "unlabelled" (why labels cannot judge), "rows",
+    "split"}."""
     if data is None:
         return {"data": None, "calibration": _given(calibration_data), "data_sha256": None, "labelled": False,
                 "rows": 0, "split": "no data: inputs generated for timing; lossy precisions not tried"}
     arrays = _read(Path(data))
     rows = _rows(arrays, Path(data))
     sha = _manifest.sha256_of(data)
-    labelled = "y" in arrays
+    labelled, unlabelled = "y" in arrays, None
     if labelled:
         from ..converters.gate import read_labels
 
-        read_labels(np.asarray(arrays["y"]), Path(data), fix="save --data without 'y' to measure the exact (fp32) "
-                    "builds only")
+        try:
+            read_labels(np.asarray(arrays["y"]), Path(data))
+        except InputError:  # a regressor's targets: its exact builds are measured, its lossy ones skipped, said why
+            labelled, unlabelled = False, REGRESSION_TARGETS
     if calibration_data is not None or _trained_on_named_data(model):
         return {"data": str(Path(data).resolve()), "calibration": _given(calibration_data), "data_sha256": sha,
-                "labelled": labelled, "rows": rows,
+                "labelled": labelled, "unlabelled": unlabelled, "rows": rows,
                 "split": "accuracy on every row of --data; calibration on "
                          + ("--calibration-data" if calibration_data is not None else "the model's training split")}
     n_cal = min(CALIBRATION_ROWS, rows // 4)
@@ -58,7 +63,7 @@ def prepare(data: str | os.PathLike | None, model: Path, work: Path,
         _save(cal, {k: v[picked] for k, v in arrays.items() if k != "y"})
         _save(ev, {k: v[~picked] for k, v in arrays.items()})
     return {"data": str(ev), "calibration": str(cal), "data_sha256": sha, "eval_sha256": _manifest.sha256_of(ev),
-            "labelled": labelled,
+            "labelled": labelled, "unlabelled": unlabelled,
             "rows": rows - n_cal, "split": f"calibration on {n_cal} rows spread evenly over --data (one in "
                                            f"{rows / n_cal:.0f}), accuracy on the other {rows - n_cal}"}
 

@@ -50,6 +50,18 @@ def test_labels_pick_the_metric_and_the_output_they_judge(tmp_path):
                                          r"\(top-1 on class ids\), \(batch, 1\) .*; convert without --quantize"):
         gate.check_judgeable(_sig(("mask", (None, 8, 8, 2))))
     assert gate.threshold(np.array([0.0, 0.3, 1.004])) == 0.5  # an int8 sigmoid rounds a little past 1
+
+
+def test_a_regressors_targets_beside_calibration_samples_are_no_labels_and_no_error(tmp_path):
+    """--calibration-data (labels not needed) holding a regressor's 'y' was refused for its labels."""
+    from modelkit.converters.quantize import load_npz
+
+    sig = Signature((TensorSpec("x", (None, 8)),), (TensorSpec("v", (None, 1)),))
+    np.savez(tmp_path / "train.npz", x=np.zeros((4, 8), np.float32), y=np.array([3.5, 151.25, 8.0, 0.1]))
+    inputs, labels = load_npz(tmp_path / "train.npz", sig, need_labels=False)
+    assert labels is None and inputs["x"].shape == (4, 8)
+    with pytest.raises(InputError, match="'y' holds values that are no class labels"):
+        load_npz(tmp_path / "train.npz", sig, need_labels=True)
     assert gate.threshold(np.array([-2.5, 0.3, 4.0])) == 0.0  # logits
 
 

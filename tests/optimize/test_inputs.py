@@ -115,6 +115,19 @@ def test_a_regressor_with_labels_measures_its_exact_builds_and_skips_the_lossy_o
     assert all("a regressor cannot be gated by accuracy" in c["reason"] for c in skipped)
 
 
+def test_a_regressors_real_valued_targets_measure_its_exact_builds_too(regressor, tmp_path):
+    """Targets that are no class labels (151.5, not 151) stopped optimize with an error; they are measured like
+    the rounded ones above, the lossy builds skipped with the reason."""
+    model, test = regressor
+    with np.load(test) as d:
+        np.savez(tmp_path / "real.npz", x=d["x"], y=d["y"] + 0.5)
+    r = optimize(model, data=tmp_path / "real.npz", out=tmp_path / "o", cache_dir=tmp_path / "c", **FAST)
+    assert r.winner["key"] == "onnx-fp32-t1" and r.winner["accuracy"] is None
+    skipped = [c for c in r.candidates if c["status"] == "skipped"]
+    assert {c["key"] for c in skipped} == {"onnx-dynamic-int8", "onnx-int8"}
+    assert all("no class labels (a regressor's targets)" in c["reason"] for c in skipped)
+
+
 def test_one_hot_labels_are_read_as_classes(tmp_path):
     """Keras users' y is often one-hot (categorical_crossentropy): it was flattened to N x C labels, and refused as
     'inputs and labels have different numbers of samples'."""
