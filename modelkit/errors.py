@@ -133,8 +133,12 @@ class OptimizeError(ReportedError):
 
 def first_line(exc: BaseException) -> str:
     """An error's first line for a one-line message (its type's name when it says nothing); for Keras'
-    "Exception encountered when calling X.call()." the reason too, which Keras puts on the next line."""
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    "Exception encountered when calling X.call()." the reason too, which Keras puts on the next line. Terminal
+    escape codes (Keras writes the reason in bold) are dropped."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     if not lines:
         return type(exc).__name__
     if lines[0].startswith("Exception encountered when calling") and len(lines) > 1:

@@ -97,6 +97,15 @@ RULES: dict[Format, dict[str, str | Rule]] = {
     Format.OPENVINO: {**_STRING_LAYERS, **{k: f"{v} (and torch.onnx cannot make it either; OpenVINO converts the ONNX "
                                               "model)" for k, v in _TF2ONNX_RULES.items() if k in _TORCH_COMMON}},
 }
+# a stateful recurrent layer (stateful=True, a fixed batch) keeps its state in the model from one call to the
+# next; an artifact is a function of its inputs, and the traces fail on Keras' check of the state's batch
+_STATEFUL = Rule("it is stateful (stateful=True): it keeps its state inside the model from one call to the next, "
+                 "and every format here is a function of its inputs; for a streaming model, build it with "
+                 "stateful=False and return_state=True, take the state in as an Input passed as initial_state, "
+                 "and feed each call's state output to the next call", lambda config: bool(config.get("stateful")))
+for _rules in RULES.values():
+    for _name in _RNN_CLASSES:
+        _rules.setdefault(_name, _STATEFUL)
 # (format, route) -> {Keras class name -> why that route cannot convert it}: refusals of one route
 # (modelkit.converters.registry.ROUTES), which the format's other routes may not share
 ROUTE_RULES: dict[tuple[Format, str], dict[str, str | Rule]] = {

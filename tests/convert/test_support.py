@@ -131,3 +131,23 @@ def test_unregistered_custom_layer_is_refused_for_every_format(keras, tmp_path):
                 check_support(src, fmt)
     finally:
         keras.saving.get_custom_objects()["my_pkg>MyLayer"] = MyLayer
+
+
+def test_a_stateful_rnn_is_refused_before_any_work_saying_how_to_stream(keras, tmp_path):
+    """nc27: a stateful GRU (batch 1) failed every format after tracing, with Keras' "If an RNN is stateful, the
+    batch size of the input sequences must be the same ..." (and its terminal's bold escape codes)."""
+    frames = keras.Input((10, 6), batch_size=1, name="frames")
+    src = _save(keras, tmp_path, "stateful", frames,
+                keras.layers.Dense(3, name="scores")(keras.layers.GRU(8, stateful=True, name="gru")(frames)))
+    for fmt in ("onnx", "saved_model", "tflite", "pt2"):
+        with pytest.raises(UnsupportedConversionError, match=rf"layer 'gru' \(GRU\) cannot be converted to {fmt}: it "
+                                                             r"is stateful \(stateful=True\).*return_state=True.*"
+                                                             r"formats that take it: none$"):
+            check_support(src, Format.parse(fmt))
+    streaming = keras.layers.GRU(8, return_state=True, name="gru")  # the recipe the message gives converts
+    state = keras.Input((8,), name="state")
+    seq, new_state = streaming(frames, initial_state=state)
+    src = _save(keras, tmp_path, "streaming", [frames, state], [keras.layers.Dense(3, name="scores")(seq), new_state])
+    for fmt in Format:
+        if fmt not in (Format.KERAS, Format.EXECUTORCH):
+            check_support(src, fmt)
