@@ -4,7 +4,6 @@ models no labels can judge (regressors, maps) refused before any work, saying wh
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import modelkit
 from modelkit.converters import gate
 from modelkit.errors import ConversionError, InputError
 from modelkit.spec import Signature, TensorSpec
+from tests.helpers.models import train_binary
 
 
 def _sig(*outputs: tuple[str, tuple]) -> Signature:
@@ -65,42 +65,10 @@ def test_a_regressors_targets_beside_calibration_samples_are_no_labels_and_no_er
     assert gate.threshold(np.array([-2.5, 0.3, 4.0])) == 0.0  # logits
 
 
-def _train(kind: str, folder: Path) -> tuple[Path, Path]:
-    """A small model of `kind` trained in a child (TensorFlow backend) on generated data; (model, eval .npz)."""
-    code = f"""
-import numpy as np, keras
-keras.utils.set_random_seed(0)
-rng = np.random.default_rng(0)
-x = rng.random((768, 8), dtype=np.float32)
-L = keras.layers
-inp = keras.Input((8,), name="x")
-h = L.Dense(32, activation="relu")(inp)
-if "{kind}" == "tagger":  # four independent tags: x[:, i] > 0.5
-    y = (x[:, :4] > 0.5).astype(np.int64)
-    m = keras.Model(inp, L.Dense(4, activation="sigmoid", name="tags")(h))
-    m.compile("adam", "binary_crossentropy")
-elif "{kind}" == "logit":  # one logit, from_logits training
-    y = (x[:, 0] + x[:, 1] > 1).astype(np.int64)
-    m = keras.Model(inp, L.Dense(1, name="logit")(h))
-    m.compile("adam", keras.losses.BinaryCrossentropy(from_logits=True))
-else:  # wide & deep: a sigmoid first, then a regression head
-    y = (x[:, 0] + x[:, 1] > 1).astype(np.int64)
-    m = keras.Model(inp, [L.Dense(1, activation="sigmoid", name="p")(h), L.Dense(1, name="v")(h)])
-    m.compile("adam", ["binary_crossentropy", "mse"])
-targets = [y[:512], x[:512, :1] * 3] if "{kind}" == "wide" else y[:512]
-m.fit(x[:512], targets, epochs=60, batch_size=32, verbose=0)
-m.save(r"{folder / kind}.keras")
-np.savez(r"{folder / kind}_eval.npz", x=x[512:], y=y[512:])
-"""
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=600)
-    return folder / f"{kind}.keras", folder / f"{kind}_eval.npz"
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gate")
-    return {kind: _train(kind, folder) for kind in ("tagger", "logit", "wide")}
+    return {kind: train_binary(kind, folder) for kind in ("tagger", "logit", "wide")}
 
 
 @pytest.mark.parametrize("kind, output, threshold", [("tagger", "tags", 0.5), ("logit", "logit", 0.0)])

@@ -89,3 +89,40 @@ def converted_to_torch(src: Path, tmp_path_factory) -> dict[str, Any]:
 
         _CONVERTED[key] = {r.format: r for r in modelkit.convert(src, "torchscript,pt2", out_dir=out)}
     return _CONVERTED[key]
+
+
+def train_binary(kind: str, folder: Path) -> tuple[Path, Path]:
+    """A small model judged by binary accuracy, trained in a child (TensorFlow) on generated data: "tagger" (4
+    sigmoid tags), "logit" (one logit), "wide" (a sigmoid, then a regression head); (model, eval .npz)."""
+    code = f"""
+import numpy as np, keras
+keras.utils.set_random_seed(0)
+rng = np.random.default_rng(0)
+x = rng.random((768, 8), dtype=np.float32)
+L = keras.layers
+inp = keras.Input((8,), name="x")
+h = L.Dense(32, activation="relu")(inp)
+if "{kind}" == "tagger":  # four independent tags: x[:, i] > 0.5
+    y = (x[:, :4] > 0.5).astype(np.int64)
+    m = keras.Model(inp, L.Dense(4, activation="sigmoid", name="tags")(h))
+    m.compile("adam", "binary_crossentropy")
+elif "{kind}" == "logit":  # one logit, from_logits training
+    y = (x[:, 0] + x[:, 1] > 1).astype(np.int64)
+    m = keras.Model(inp, L.Dense(1, name="logit")(h))
+    m.compile("adam", keras.losses.BinaryCrossentropy(from_logits=True))
+else:  # wide & deep: a sigmoid first, then a regression head
+    y = (x[:, 0] + x[:, 1] > 1).astype(np.int64)
+    m = keras.Model(inp, [L.Dense(1, activation="sigmoid", name="p")(h), L.Dense(1, name="v")(h)])
+    m.compile("adam", ["binary_crossentropy", "mse"])
+targets = [y[:512], x[:512, :1] * 3] if "{kind}" == "wide" else y[:512]
+m.fit(x[:512], targets, epochs=60, batch_size=32, verbose=0)
+m.save(r"{folder / kind}.keras")
+np.savez(r"{folder / kind}_eval.npz", x=x[512:], y=y[512:])
+"""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=600)
+    return folder / f"{kind}.keras", folder / f"{kind}_eval.npz"
