@@ -121,9 +121,9 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
         if verify:  # the source and its verification inputs first: samples that do not fit fail before converting
             reference = _reference(src_p, edge, trust_unsafe_code)
             plan = _plan(reference, src_manifest, data)
-            if lossy:  # a model the accuracy gate cannot judge, or labels that do not fit it: refused before
-                _gate.check_judgeable(reference.signature)  # converting, by any route
-                evals = _q.eval_set(src_manifest, reference.signature, eval_data)  # read once: the gate uses it too
+            if lossy:  # refused before converting, by any route: a model no labels can judge, then labels that
+                _gate.check_judgeable(reference.signature)  # do not fit it (read once: the gate uses them too)
+                evals = _q.eval_set(src_manifest, reference.signature, eval_data)
                 _gate.check_judgeable(reference.signature, evals[1])
             if lossy and eval_data and plan.source in ("inferred", "uniform"):
                 plan = _eval_plan(reference, src_manifest, evals)
@@ -145,7 +145,7 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
                                     ranges=plan.ranges)
             report.candidate = str(dest_p)  # the name it is written at, not the partial folder it was checked in
             if lossy:
-                inputs, labels, label = evals or _q.eval_set(src_manifest, reference.signature, eval_data)
+                inputs, labels, label = evals  # type: ignore[misc]  # read above: verify and lossy
                 accuracy = _gate.accuracy_gate(reference, candidate, inputs, labels, max_drop, label, mode)
         source_sig = reference.signature if reference is not None else (src_manifest.sig if src_manifest else None)
         signature = _in_source_order(candidate.signature, source_sig)
