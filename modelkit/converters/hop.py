@@ -145,7 +145,7 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
                                     ranges=plan.ranges)
             report.candidate = str(dest_p)  # the name it is written at, not the partial folder it was checked in
             if lossy:
-                inputs, labels, label = evals  # type: ignore[misc]  # read above: verify and lossy
+                inputs, labels, label = evals  # read before converting (verify and lossy)
                 accuracy = _gate.accuracy_gate(reference, candidate, inputs, labels, max_drop, label, mode)
         source_sig = reference.signature if reference is not None else (src_manifest.sig if src_manifest else None)
         signature = _in_source_order(candidate.signature, source_sig)
