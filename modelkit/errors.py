@@ -87,6 +87,12 @@ class AccuracyError(ParityError):
     """A lossy (quantized) artifact's accuracy on labelled data drops more than the allowed maximum."""
 
 
+class SourceRouteError(ConversionError, ReportedError):
+    """A hop cannot take the artifact the route before it made, and another route of that hop takes the model
+    (OpenVINO and tf2onnx's recurrent Loop: torch.onnx's export converts); `.report["route"]` names it. convert
+    takes that route by itself when the user did not pick the first one."""
+
+
 class BackendError(ModelkitError, ValueError):
     """An unknown Keras backend, or work that needs a backend other than the loaded one."""
 

@@ -32,7 +32,9 @@ from ._common import check_outputs, echo_json, human_size, import_option, table
 @click.option("--eval-data", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Labelled data for the accuracy gate of quantized hops (.npz: 'x' or per-input arrays, "
                    "and 'y': class ids or one-hot rows judge top-1 accuracy; 0/1 labels of a one-column output "
-                   "and multi-hot tag rows judge binary accuracy); default: the test split named by the source's "
+                   "and multi-hot tag rows judge binary accuracy; a class id per pixel or token (N, H, W) / (N, T) "
+                   "judges a (batch, ..., classes) output by top-1 per position); default: the test split named by "
+                   "the source's "
                    "manifest.")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0, max=1), default=None,
               help="Largest allowed accuracy drop of a quantized artifact (default 0.01).")

@@ -22,7 +22,8 @@ def _ints(ctx: click.Context, param: click.Parameter, value: str | None) -> tupl
                    "limits chosen, latency not measured).")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Real samples (.npz: 'x' or one array per input name) with 'y' labels (class ids or one-hot: "
-                   "top-1 accuracy; 0/1 for a one-column output, multi-hot tag rows: binary accuracy): parity and "
+                   "top-1 accuracy; 0/1 for a one-column output, multi-hot tag rows: binary accuracy; a class id per "
+                   "pixel or token: top-1 per position): parity and "
                    "the accuracy gate run on them; without labels, or for a model with no output they fit (a "
                    "regressor), only exact (fp32) candidates are tried.")
 @click.option("--max-accuracy-drop", type=float, default=0.01, show_default=True,

@@ -11,7 +11,7 @@ from .. import _atomic
 from .. import manifest as _manifest
 from ..errors import ArtifactExistsError, UnsupportedConversionError
 from ..formats import Format, detect
-from .dispatch import Hop, reuse, run
+from .dispatch import Hop, reuse, run_and_retry
 from .planning import (
     HOP_OPTIONS,
     ROUTE_OPTION,
@@ -142,7 +142,7 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
               "atol": atol, "total": len(hops), **hop_opts}
     asked = len(targets) + len(refused)
     try:
-        run(hops, common, timeout, keep_going=asked > 1)
+        run_and_retry(hops, common, timeout, forced, keep_going=asked > 1)
     except BaseException:
         _remove_if_empty(out, created)
         raise

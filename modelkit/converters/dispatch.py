@@ -128,3 +128,52 @@ def _run_plan(hops: list[Hop], common: dict[str, Any], timeout: float | None, ke
             hop.result = ConversionResult(r["format"], r["path"], r["seconds"], r["size_bytes"], r["parity"],
                                           r.get("quantization"), r.get("accuracy"), r.get("route"))
         pending = [h for h in pending if h.result is None and h.error is None]
+
+
+def run_and_retry(hops: list[Hop], common: dict[str, Any], timeout: float | None, forced: set[str],
+                  keep_going: bool) -> None:
+    """run() the hops, then those that failed on what their source's route made (source_route_retries: a
+    SourceRouteError, which even a one-format run keeps as the hop's error) once more by the route they name; a
+    file the retry needs that an earlier run made is reused when verified and unchanged. The retried hop ends as
+    its retry did; the retry's own files join `hops`."""
+    run(hops, common, timeout, keep_going=keep_going)
+    retries = source_route_retries(hops, forced)
+    if not retries:
+        return
+    for made in retries[0::2]:
+        if not common["force"] and made.dest.exists():
+            reuse(made, common["options"], common["verify"])
+    run(retries, {**common, "total": len(retries)}, timeout, keep_going=keep_going)
+    for retry in retries[1::2]:
+        failed = next(h for h in hops if h.dest == retry.dest)
+        failed.result, failed.error = retry.result, retry.error
+    hops += retries[0::2]
+
+
+def source_route_retries(hops: list[Hop], forced: set[str]) -> list[Hop]:
+    """For each hop that failed with SourceRouteError (OpenVINO refusing tf2onnx's recurrent Loop): the hop before
+    it again by the route the error names, into `<name>.<route><suffix>` beside the first route's file (which stays
+    for whatever else reads it: the onnx asked for, TVM), then the failed hop again from that file; pairs of hops,
+    in that order. None for a hop whose source hop's route the user picked (`--route`), or that has no such route."""
+    from .._text import progress
+    from ..errors import SourceRouteError, first_line
+    from ..formats import strip_suffix
+
+    out: list[Hop] = []
+    for hop in hops:
+        if not isinstance(hop.error, SourceRouteError):
+            continue
+        report = getattr(hop.error, "report", None) or {}
+        route = report.get("route")
+        before = next((h for h in hops if h.dest == hop.src), None)
+        if before is None or {s.route for s in before.specs} & forced:
+            continue
+        specs = [s for s in before.specs if s.route == route]
+        if not specs or before.result is None or (before.result.route or {}).get("taken") == route:
+            continue
+        dest = before.dest.with_name(f"{strip_suffix(before.dest.name)}.{route}{specs[0].target.suffix}")
+        progress(f"{hop.specs[0].target.value}: {before.dest.name}: {report.get('why') or first_line(hop.error)}; "
+                 f"converting {before.src.name} to {dest.name} by the {route} route instead")
+        out += [Hop(specs, before.src, dest, [], quantize=before.quantize, mode=before.mode),
+                Hop(hop.specs, dest, hop.dest, [], quantize=hop.quantize, mode=hop.mode)]
+    return out

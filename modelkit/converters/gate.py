@@ -8,7 +8,11 @@ of source and artifact on labelled data, and the drop between them. The labels d
 - 0/1 labels judge a model whose outputs have one column (a single-sigmoid or single-logit binary classifier)
   by **binary** accuracy on its first such output;
 - multi-hot rows (0/1, several or no 1s per row: a multi-label tagger) judge the first output with as many
-  columns, by **binary** accuracy over every tag.
+  columns, by **binary** accuracy over every tag;
+- labels per position (a segmentation mask (N, H, W) of class ids, a tagger's (N, T) token classes, or their
+  one-hot form) judge the first output of shape (batch, *the labels' positions*, classes) by **top-1 per
+  position** (pixel / token accuracy); 0/1 masks judge a (batch, *positions*[, 1]) output by binary accuracy per
+  position.
 
 A binary decision is a score above 0.5 when the model's scores on the data all lie in [0, 1] (probabilities,
 with 0.01 of slack for an int8 sigmoid's rounding), else above 0 (logits); each model's threshold is read from
@@ -34,61 +38,114 @@ _PROBABILITY_SLACK = 0.01
 
 @dataclass(frozen=True)
 class Judge:
-    """The output labels judge and the metric: TOP1 (class ids) or BINARY (0/1 labels or multi-hot rows)."""
+    """The output labels judge and the metric: TOP1 (class ids) or BINARY (0/1 labels or multi-hot rows); `dense`
+    when every position of a sample (pixel, token) is judged."""
 
     output: str
     metric: str
+    dense: bool = False
 
 
 def read_labels(y: np.ndarray, p: Path, fix: str = CONVERT_FIX) -> np.ndarray:
-    """Labels as the gate takes them: class ids (N,) as int64 (one-hot rows and per-class scores by their
-    argmax, a (N, 1) column flattened), or a multi-hot (N, tags) matrix as int8. Non-integer values (a
-    regressor's targets) are an InputError ending with `fix`."""
+    """Labels as the gate takes them: class ids as int64, (N,) or one per position (N, *positions) (one-hot rows
+    and per-class scores by their argmax, a trailing axis of 1 dropped), or a multi-hot (N, tags) matrix as int8.
+    Non-integer values (a regressor's targets) are an InputError ending with `fix`."""
     y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] > 1:
-        if np.isin(y, (0, 1)).all() and len(y) and not (y.sum(axis=1) == 1).all():
+    if y.ndim >= 2 and y.shape[-1] == 1:
+        y = y[..., 0]
+    if y.ndim >= 2 and len(y):
+        zero_one = bool(np.isin(y, (0, 1)).all())
+        if zero_one and (y.sum(axis=-1) == 1).all() and y.shape[-1] > 1:
+            return np.argmax(y, axis=-1).astype(np.int64)  # one-hot, per row or per position
+        if zero_one and y.ndim == 2:
             return y.astype(np.int8)
-        return np.argmax(y, axis=-1).astype(np.int64)
-    flat = y.reshape(-1)
-    if flat.dtype.kind not in "iub":
-        odd = flat[:1] if flat.dtype.kind != "f" else flat[~np.isfinite(flat) | (flat != np.round(flat))][:1]
+        if y.ndim == 2 and y.dtype.kind == "f" and not _integral(y):
+            return np.argmax(y, axis=-1).astype(np.int64)  # per-class scores (soft labels)
+    if y.dtype.kind not in "iub":
+        flat = y.reshape(-1)
+        odd = flat[:1] if y.dtype.kind != "f" else flat[~np.isfinite(flat) | (flat != np.round(flat))][:1]
         if len(odd):
             raise InputError(f"{p}: 'y' holds values that are no class labels (e.g. {odd[0].item()!r}, dtype "
                              f"{y.dtype}): the accuracy gate needs class ids, one-hot or multi-hot rows, and a "
                              f"regressor cannot be gated by accuracy; {fix}")
-    return flat.astype(np.int64)
+    return y.astype(np.int64)
+
+
+def _integral(y: np.ndarray) -> bool:
+    return bool(np.isfinite(y).all() and (y == np.round(y)).all())
 
 
 def _rank2(sig: Signature) -> list[tuple[str, int]]:
     return [(s.name, int(s.shape[1] or 0)) for s in sig.outputs if s.rank == 2]
 
 
+def _dense_outputs(sig: Signature) -> list[Any]:
+    return [s for s in sig.outputs if s.rank >= 3]
+
+
 def _none_message(sig: Signature) -> str:
     return (f"no output among {sig.output_names} to measure accuracy on: a quantized artifact is judged by "
             "accuracy on labelled data, which needs an output of shape (batch, classes) (top-1 on class ids), "
-            "(batch, 1) (binary, on 0/1 labels) or (batch, tags) (binary, on multi-hot rows)")
+            "(batch, 1) (binary, on 0/1 labels), (batch, tags) (binary, on multi-hot rows) or (batch, *positions, "
+            "classes) (top-1 per position, on a class id per position)")
+
+
+def _fits(dims: tuple[Any, ...], sizes: tuple[int, ...]) -> bool:
+    return len(dims) == len(sizes) and all(d is None or int(d) == n for d, n in zip(dims, sizes))
+
+
+def _judge_dense(sig: Signature, labels: np.ndarray) -> Judge:
+    """The Judge of labels with one class id per position (N, *positions): the first output of shape (batch,
+    *positions, classes) by top-1 per position, or, for 0/1 labels, (batch, *positions[, 1]) by binary accuracy."""
+    positions = tuple(int(n) for n in labels.shape[1:])
+    zero_one = bool(np.isin(labels, (0, 1)).all())
+    for s in _dense_outputs(sig) + [s for s in sig.outputs if s.rank == 2]:
+        dims = tuple(s.shape[1:])
+        width = dims[-1] if len(dims) == len(positions) + 1 else None
+        if width is not None and _fits(dims[:-1], positions) and (width or 0) > 1:
+            _check_range(labels, s.name, int(width))
+            return Judge(s.name, TOP1, dense=True)
+        if zero_one and (_fits(dims, positions) or (width == 1 and _fits(dims[:-1], positions))):
+            return Judge(s.name, BINARY, dense=True)
+    want = ", ".join(map(str, positions))
+    raise ConversionError(f"'y' holds a class id per position, of shape (N, {want}), and no output among "
+                          f"{sig.output_names} has shape (batch, {want}, classes) to judge them by top-1 per position"
+                          f"{'' if not zero_one else f' or (batch, {want}[, 1]) for binary accuracy per position'}")
+
+
+def _check_range(labels: np.ndarray, output: str, classes: int) -> None:
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        raise InputError(f"'y' holds labels {labels.min()}..{labels.max()}; the model's output "
+                         f"'{output}' has {classes} classes (labels 0..{classes - 1})")
 
 
 def judge(sig: Signature, labels: np.ndarray | None = None) -> Judge:
     """The Judge of `labels` (read_labels') on a model of signature `sig`; without labels, the top-1 judge
-    when the model has a class output, else its first one-column output (labels decide later). A
-    ConversionError when nothing can judge (a regressor, a segmentation map)."""
+    when the model has a class output, else its first one-column output, else its first output with positions
+    (labels decide later). A ConversionError when nothing can judge (a regressor)."""
     outputs = _rank2(sig)
-    if labels is not None and labels.ndim == 2:
+    if labels is not None and labels.ndim == 2 and labels.dtype == np.int8:  # multi-hot rows
         tags = labels.shape[1]
         found = next((name for name, width in outputs if width == tags), None)
-        if found is None:
+        if found is not None:
+            return Judge(found, BINARY)
+        try:  # or 0/1 class ids per token
+            return _judge_dense(sig, labels.astype(np.int64))
+        except ConversionError:
             raise ConversionError(f"'y' holds multi-hot rows of {tags} tags, and no output among {sig.output_names}"
-                                  f" has shape (batch, {tags}) to judge them by binary accuracy")
-        return Judge(found, BINARY)
+                                  f" has shape (batch, {tags}) to judge them by binary accuracy") from None
+    if labels is not None and labels.ndim >= 2:
+        return _judge_dense(sig, labels)
     classes = next(((name, width) for name, width in outputs if width > 1), None)
     if classes is not None:
-        if labels is not None and len(labels) and (labels.min() < 0 or labels.max() >= classes[1]):
-            raise InputError(f"'y' holds labels {labels.min()}..{labels.max()}; the model's output "
-                             f"'{classes[0]}' has {classes[1]} classes (labels 0..{classes[1] - 1})")
+        if labels is not None:
+            _check_range(labels, *classes)
         return Judge(classes[0], TOP1)
     single = next((name for name, width in outputs if width == 1), None)
     if single is None:
+        dense = _dense_outputs(sig)
+        if labels is None and dense:  # a segmentation map, a token tagger: judged per position once labels come
+            return Judge(dense[0].name, TOP1 if (dense[0].shape[-1] or 0) > 1 else BINARY, dense=True)
         raise ConversionError(_none_message(sig))
     if labels is not None and not np.isin(labels, (0, 1)).all():
         raise ConversionError(f"'y' holds labels {labels.min()}..{labels.max()}, and the model's outputs "
@@ -130,8 +187,8 @@ def accuracy(model: Any, inputs: Mapping[str, np.ndarray], labels: np.ndarray, j
              ) -> tuple[float, np.ndarray, float | None]:
     """(accuracy, decisions, threshold) of `model` on labelled rows under judge `j`."""
     made, t = decisions(model, inputs, j)
-    if j.metric == BINARY:
-        made = made.reshape(labels.shape) if labels.ndim == 2 else made.reshape(-1)
+    if made.size == labels.size:  # (N, 1) decisions of a one-column output, a mask's trailing axis of 1
+        made = made.reshape(labels.shape)
     return (float(np.mean(made == labels)) if labels.size else 0.0), made, t
 
 
@@ -153,6 +210,8 @@ def accuracy_gate(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarra
            "argmax_agreement" if j.metric == TOP1 else "decision_agreement": round(float(np.mean(ref == cand)), 6)}
     if j.metric == BINARY:
         out["threshold"] = {"source": t_ref, "artifact": t_cand}
+    if j.dense:
+        out["positions_per_sample"] = int(labels[0].size) if len(labels) else 0
     return out
 
 
@@ -165,7 +224,8 @@ def raise_if_failed(acc: Mapping[str, Any], candidate: str) -> None:
 
 
 def _metric(acc: Mapping[str, Any]) -> str:
-    return "binary accuracy" if acc.get("metric") == BINARY else "accuracy"
+    name = "binary accuracy" if acc.get("metric") == BINARY else "accuracy"
+    return f"{name} per position" if acc.get("positions_per_sample") else name
 
 
 def summary(acc: Mapping[str, Any]) -> str:

@@ -45,9 +45,11 @@ def run_hops(hops: list[dict[str, Any]], keep_going: bool = False) -> list[dict[
     (modelkit.converters.routes.run_routes); return their summaries. A hop whose routes in this process all
     failed, with more routes to go, gives {"failed": [...]}, and convert() goes on with its next route.
     With keep_going (a conversion to several formats), a hop that fails gives {"error": ...} and the
-    others still run; else its error ends the call. (A hop never shares a child with the hop whose artifact
+    others still run; else its error ends the call, unless it is a SourceRouteError (convert retries the hop
+    from a file its source's other route makes). (A hop never shares a child with the hop whose artifact
     it reads: convert() sends it once that one has finished.)"""
     from .. import _child
+    from ..errors import SourceRouteError
     from .routes import run_routes
 
     out: list[dict[str, Any]] = []
@@ -55,10 +57,11 @@ def run_hops(hops: list[dict[str, Any]], keep_going: bool = False) -> list[dict[
         try:
             out.append(run_routes(**h))
         except Exception as exc:
-            if not keep_going:
+            if not keep_going and not isinstance(exc, SourceRouteError):  # that one, convert may retry
                 raise
-            print(f"[{h['index']}/{h['total']}] {h['source']} -> {h['target']}: FAILED ({type(exc).__name__}); "
-                  "going on with the other formats", file=sys.stderr, flush=True)
+            if keep_going:
+                print(f"[{h['index']}/{h['total']}] {h['source']} -> {h['target']}: FAILED ({type(exc).__name__}); "
+                      "going on with the other formats", file=sys.stderr, flush=True)
             out.append({"error": _child.error_payload(exc)})
     return out
 

@@ -21,8 +21,9 @@ Runs in a child process with KERAS_BACKEND=torch, so a .keras trained under Tens
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import ConversionError, UnsupportedConversionError, first_line
 from ..formats import Format
@@ -147,11 +148,34 @@ def _lower(program: Any, signature: str, max_batch: int, src_name: str, fold: bo
     constants = {SIGNATURE_METHOD: torch.tensor(list(signature.encode()), dtype=torch.uint8),
                  MAX_BATCH_METHOD: max_batch}
     try:
-        edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()], constant_methods=constants)
+        with _softmax_in_logical_layout():
+            edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
+                                               constant_methods=constants)
         _bound_batch(edge.exported_program(), max_batch)
         return bytes(edge.to_executorch().buffer)
     except (RuntimeError, TypeError, ValueError, AssertionError, KeyError, NotImplementedError) as exc:
         raise ConversionError(f"ExecuTorch could not lower {src_name}: {first_line(exc)}") from exc
+
+
+@contextlib.contextmanager
+def _softmax_in_logical_layout() -> Iterator[None]:
+    """XNNPACK keeps a convolution's output channels-last until an op needs the logical (NCHW) layout, and it
+    treats softmax as layout-free: a softmax over the last axis of a 4-D tensor whose layout was left
+    channels-last (Keras' torch backend: conv, permute to NHWC, softmax, as in every segmentation head) ran over
+    the wrong axis (max abs error 0.5-1.0 against aten; executorch 1.5.1). While lowering, softmax is one of the
+    ops that take the logical layout, as `view` is: XNNPACK inserts the transpose it needs and still runs it."""
+    from executorch.backends.xnnpack._passes.channels_last_tagged_reshape_pass import ChannelsLastTaggedReshapePass
+    from executorch.exir.dialects._ops import ops as exir_ops
+
+    ops = ChannelsLastTaggedReshapePass.memory_sensitive_ops_nchw
+    softmax = exir_ops.edge.aten._softmax.default
+    added = softmax not in ops
+    ops.add(softmax)
+    try:
+        yield
+    finally:
+        if added:
+            ops.discard(softmax)
 
 
 def _folded(program: Any) -> Any:

@@ -35,6 +35,7 @@ TOLERANCE = Tolerance(atol=5e-4, min_cosine=0.9999)
 
 
 PRECISION_KEY = ["runtime_options", "INFERENCE_PRECISION_HINT"]  # where an IR records the precision it runs at
+LOOP_WHY = "tf2onnx wrote the model's recurrent loop as an ONNX Loop, which OpenVINO's frontend does not take"
 
 
 @converter(Format.ONNX, Format.OPENVINO, tolerance=TOLERANCE, options={"quantize": "none", "calibration_data": None})
@@ -44,7 +45,7 @@ def onnx_to_openvino(src: Path, dest: Path, quantize: str = "none", calibration_
 
     mode = q.check_mode(quantize, Format.OPENVINO)
     from .._require import require
-    from ..errors import ConversionError
+    from ..errors import ConversionError, SourceRouteError
     from ..runtime.openvino import ov_errors
     from ..safety import check_onnx_external_data
 
@@ -54,7 +55,11 @@ def onnx_to_openvino(src: Path, dest: Path, quantize: str = "none", calibration_
         model = ov.convert_model(str(src))
     except ov_errors() as exc:
         reason = frontend_reason(exc)
-        raise ConversionError(f"OpenVINO could not convert {src.name}: {reason}{_route_hint(src, reason)}") from exc
+        hint = _route_hint(src, reason)
+        message = f"OpenVINO could not convert {src.name}: {reason}{hint}"
+        if hint:
+            raise SourceRouteError(message, {"route": "torch", "why": LOOP_WHY}) from exc
+        raise ConversionError(message) from exc
     if mode == "bf16":
         model.set_rt_info("bf16", PRECISION_KEY)
     calibration = None
@@ -111,9 +116,8 @@ def _route_hint(src: Path, reason: str) -> str:
     route = ((m.extra or {}).get("route") or {}).get("taken") if m is not None else None
     if "Loop" not in reason or route != "tf2onnx" or not m.source or m.source.get("format") != "keras":
         return ""
-    return ("; tf2onnx wrote the model's recurrent loop as an ONNX Loop, which OpenVINO's frontend does not take: "
-            "convert again with --route torch --force (route='torch', force=True in Python): the ONNX on the way is "
-            "then exported through torch.onnx, which it takes")
+    return (f"; {LOOP_WHY}: convert again with --route torch --force (route='torch', force=True in Python): the "
+            "ONNX on the way is then exported through torch.onnx, which it takes")
 
 
 def _nncf_quantized(model: Any, calibration: dict[str, Any], src_name: str) -> Any:

@@ -34,8 +34,8 @@ def partial_failure(results: list[ConversionResult], asked: int,
     first = next(iter(failures.values()))
     if asked == 1:
         return first
-    written = ", ".join(r.format + (f" ({r.quantization})" if (r.quantization or "none") != "none" else "")
-                        for r in results) or "nothing"  # onnx (int8), onnx: the quantized file and its exact source
+    made = (r.format + (f" ({r.quantization})" if (r.quantization or "none") != "none" else "") for r in results)
+    written = ", ".join(dict.fromkeys(made)) or "nothing"  # onnx (int8), onnx: the quantized file and its exact source
     by_reason: dict[str, list[str]] = {}  # one cause (an unregistered class) is said once for its formats
     for f, e in failures.items():
         by_reason.setdefault(first_line(e), []).append(f.value)

@@ -21,7 +21,6 @@ from ..errors import InputError, ModelkitError, UnregisteredClassError, first_li
 from ..formats import Format, strip_suffix
 
 CALIBRATED = "calibrated.json"  # int8 artifact name -> what it was calibrated on
-TORCH_ROUTE = "route-torch"  # OpenVINO builds of recurrent models: the keras -> onnx hop through torch.onnx
 
 
 def artifact_path(source: Path, build: dict[str, Any], work: Path) -> Path:
@@ -45,16 +44,15 @@ def build(source: Path, b: dict[str, Any], work: Path, gate: dict[str, Any], tim
     if known:
         return {**out, "status": "failed", "reason": known, "cached": True}
     calibration = _calibration(b, gate)
-    for made in (dest, artifact_path(source, b, work / TORCH_ROUTE)) if b["format"] == "openvino" else (dest,):
-        if _valid(made, gate["model_sha256"]) and _json(work / CALIBRATED).get(made.name) == calibration:
-            return _built(out, made, seconds=0.0, cached=True)
+    if _valid(dest, gate["model_sha256"]) and _json(work / CALIBRATED).get(dest.name) == calibration:
+        return _built(out, dest, seconds=0.0, cached=True)
     _remove(dest)
     t0 = time.monotonic()
     try:
         if b["format"] == "tvm":
             _compile(source, dest, gate, timeout, tune_budget, b.get("target", "server-cpu"))
         else:
-            dest = _convert(source, b, work, gate, timeout) or dest
+            _convert(source, b, work, gate, timeout)
     except (InputError, UnregisteredClassError):
         raise  # the user's data does not fit the model, or no format can rebuild it: every build would fail so
     except ModelkitError as exc:
@@ -97,12 +95,9 @@ def check_data(artifact: Path, data: str | os.PathLike) -> str | None:
     return None
 
 
-def _convert(source: Path, b: dict[str, Any], work: Path, gate: dict[str, Any],
-             timeout: float | None) -> Path | None:
-    """Convert; returns where the artifact went when not artifact_path's place (None: it is there). OpenVINO
-    refuses the ONNX Loop tf2onnx writes for Keras' recurrent layers, and convert's fix (`--route torch`: the
-    ONNX on the way exported by torch.onnx) is not an option of optimize: that route is taken here, into a
-    folder of its own so the onnx candidate's tf2onnx file is neither replaced nor reused."""
+def _convert(source: Path, b: dict[str, Any], work: Path, gate: dict[str, Any], timeout: float | None) -> None:
+    """Convert into the work folder (an OpenVINO build of a recurrent model takes the torch route by itself:
+    convert retries what tf2onnx's Loop fails)."""
     from ..converters import convert
 
     options: dict[str, Any] = {}
@@ -110,20 +105,7 @@ def _convert(source: Path, b: dict[str, Any], work: Path, gate: dict[str, Any],
         options.update(quantize=b["quantize"], eval_data=gate["data"], max_accuracy_drop=gate["max_accuracy_drop"])
         if b["quantize"] == "int8" and gate.get("calibration"):
             options["calibration_data"] = gate["calibration"]
-    t0 = time.monotonic()
-    try:
-        convert(source, b["format"], out_dir=work, options=options, timeout=timeout, data=_inputs_only(gate))
-        return None
-    except ModelkitError as exc:
-        if b["format"] != "openvino" or "--route torch" not in str(exc):
-            raise
-    left = None if timeout is None else max(1.0, timeout - (time.monotonic() - t0))
-    from .._text import progress
-
-    progress(f"{b['build']}: OpenVINO refused tf2onnx's recurrent Loop; converting through torch.onnx instead")
-    convert(source, "openvino", out_dir=work / TORCH_ROUTE, options={**options, "route": "torch"}, timeout=left,
-            data=_inputs_only(gate), force=True)
-    return artifact_path(source, b, work / TORCH_ROUTE)
+    convert(source, b["format"], out_dir=work, options=options, timeout=timeout, data=_inputs_only(gate))
 
 
 def _compile(source: Path, dest: Path, gate: dict[str, Any], timeout: float | None,

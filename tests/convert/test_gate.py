@@ -1,6 +1,7 @@
 """The accuracy gate of quantized hops on models that are not single-label classifiers (modelkit.converters.gate):
-multi-label taggers and one-column binary classifiers (sigmoid or logit) judged by binary accuracy, and the
-models no labels can judge (regressors, maps) refused before any work, saying why and what to do."""
+multi-label taggers and one-column binary classifiers (sigmoid or logit) judged by binary accuracy, segmenters
+and token taggers judged per position, regressors judged by their mean absolute error, and what no labels fit
+refused before any work, saying why and what to do."""
 from __future__ import annotations
 
 import json
@@ -13,9 +14,9 @@ import pytest
 
 import modelkit
 from modelkit.converters import gate
-from modelkit.errors import ConversionError, InputError
+from modelkit.errors import AccuracyError, ConversionError, InputError
 from modelkit.spec import Signature, TensorSpec
-from tests.helpers.models import train_binary
+from tests.helpers.models import train_binary, train_dense
 
 
 def _sig(*outputs: tuple[str, tuple]) -> Signature:
@@ -30,9 +31,11 @@ def test_labels_pick_the_metric_and_the_output_they_judge(tmp_path):
     assert gate.read_labels(np.array([[.1, .7, .2]]), p).tolist() == [1]  # per-class scores
     tags = gate.read_labels(np.array([[1, 0, 1], [0, 0, 0], [0, 1, 0]]), p)
     assert tags.shape == (3, 3) and tags.tolist() == [[1, 0, 1], [0, 0, 0], [0, 1, 0]]  # multi-hot kept whole
-    with pytest.raises(InputError, match=r"eval.npz: 'y' holds values that are no class labels \(e.g. 151.5, dtype "
-                                         r"float64\).*a regressor cannot be gated by accuracy; convert without"):
-        gate.read_labels(np.array([3.0, 151.5]), p)
+    targets = gate.read_labels(np.array([[3.0], [151.5]]), p)  # a regressor's: kept as numbers
+    assert targets.dtype == np.float64 and targets.tolist() == [3.0, 151.5]
+    with pytest.raises(InputError, match=r"eval.npz: 'y' holds nan: labels and targets must be finite numbers; "
+                                         r"convert without"):
+        gate.read_labels(np.array([3.0, np.nan]), p)
 
     both = _sig(("probs", (None, 4)), ("p", (None, 1)))
     assert gate.judge(both, np.array([0, 3])) == gate.Judge("probs", gate.TOP1)
@@ -43,25 +46,26 @@ def test_labels_pick_the_metric_and_the_output_they_judge(tmp_path):
     with pytest.raises(ConversionError, match=r"'y' holds multi-hot rows of 3 tags, and no output among \['probs', "
                                               r"'p'\] has shape \(batch, 3\)"):
         gate.judge(both, tags)
-    with pytest.raises(ConversionError, match=r"'y' holds labels 0..300, and the model's outputs \['v'\] have one "
-                                              r"column: .*0/1 labels \(a regressor cannot be gated by accuracy\)"):
-        gate.judge(_sig(("v", (None, 1))), np.array([0, 300]))
-    with pytest.raises(InputError, match=r"no output among \['mask'\] to measure accuracy on: .*\(batch, classes\) "
-                                         r"\(top-1 on class ids\), \(batch, 1\) .*; convert without --quantize"):
-        gate.check_judgeable(_sig(("mask", (None, 8, 8, 2))))
+    assert gate.judge(_sig(("v", (None, 1))), np.array([0, 300])) == gate.Judge("v", gate.MAE)  # counts
+    assert gate.judge(_sig(("v", (None, 1))), targets) == gate.Judge("v", gate.MAE)
+    with pytest.raises(ConversionError, match=r"'y' holds a regressor's targets of shape \(N, 3\), and no output "
+                                              r"among \['v'\] has that shape per row"):
+        gate.judge(_sig(("v", (None, 1))), np.full((2, 3), 0.5))
     assert gate.threshold(np.array([0.0, 0.3, 1.004])) == 0.5  # an int8 sigmoid rounds a little past 1
 
 
-def test_a_regressors_targets_beside_calibration_samples_are_no_labels_and_no_error(tmp_path):
+def test_a_regressors_targets_are_read_as_numbers_and_bad_ones_only_matter_where_labels_do(tmp_path):
     """--calibration-data (labels not needed) holding a regressor's 'y' was refused for its labels."""
     from modelkit.converters.quantize import load_npz
 
     sig = Signature((TensorSpec("x", (None, 8)),), (TensorSpec("v", (None, 1)),))
     np.savez(tmp_path / "train.npz", x=np.zeros((4, 8), np.float32), y=np.array([3.5, 151.25, 8.0, 0.1]))
     inputs, labels = load_npz(tmp_path / "train.npz", sig, need_labels=False)
-    assert labels is None and inputs["x"].shape == (4, 8)
-    with pytest.raises(InputError, match="'y' holds values that are no class labels"):
-        load_npz(tmp_path / "train.npz", sig, need_labels=True)
+    assert labels.tolist() == [3.5, 151.25, 8.0, 0.1] and inputs["x"].shape == (4, 8)
+    np.savez(tmp_path / "bad.npz", x=np.zeros((2, 8), np.float32), y=np.array([1.5, np.inf]))
+    assert load_npz(tmp_path / "bad.npz", sig, need_labels=False)[1] is None
+    with pytest.raises(InputError, match="'y' holds inf: labels and targets must be finite numbers"):
+        load_npz(tmp_path / "bad.npz", sig, need_labels=True)
     assert gate.threshold(np.array([-2.5, 0.3, 4.0])) == 0.0  # logits
 
 
@@ -108,22 +112,94 @@ def _regressor(tmp_path: Path) -> Path:
     return src
 
 
-def test_a_regressor_is_refused_before_converting_whatever_labels_it_brings(tmp_path, capfd):
-    """A regressor's targets are no labels: refused before any work, each time saying a regressor cannot be
-    gated; without --eval-data the request for data says so too (a one-column output could be a classifier)."""
+def test_a_regressor_is_gated_by_its_mean_absolute_error(tmp_path, capfd):
+    """A regressor's targets were no labels, and every quantization of a regressor was refused ("a regressor
+    cannot be gated by accuracy"; nc31's denoising autoencoder, even at fp16): its quantized artifact is judged by
+    the relative increase of its mean absolute error against the targets, real-valued or integer (counts)."""
     src = _regressor(tmp_path)
-    x = np.random.default_rng(0).random((16, 10), dtype=np.float32)
+    x = np.random.default_rng(0).random((64, 10), dtype=np.float32)
     with pytest.raises(ConversionError, match=r"needs data .*\(its output 'target' has one column: 0/1 labels judge "
-                                              r"it by binary accuracy; a regressor cannot be gated by accuracy: "
-                                              r"convert it without --quantize\)"):
+                                              r"it by binary accuracy, a regressor's targets by mean absolute error\)"):
         modelkit.convert(src, "onnx", out_dir=tmp_path / "out", quantize="dynamic-int8")
-    np.savez(tmp_path / "targets.npz", x=x, y=np.linspace(25, 346, 16))
-    with pytest.raises(InputError, match=r"targets.npz: 'y' holds values that are no class labels \(e.g. 46.4, "):
-        modelkit.convert(src, "onnx", out_dir=tmp_path / "out", quantize="dynamic-int8",
-                         eval_data=tmp_path / "targets.npz")
-    np.savez(tmp_path / "rounded.npz", x=x, y=np.arange(16) * 20)
-    with pytest.raises(InputError, match=r"'y' holds labels 0..300, .*\(a regressor cannot be gated by accuracy\); "
-                                         r"convert without --quantize"):
-        modelkit.convert(src, "onnx", out_dir=tmp_path / "out", quantize="dynamic-int8",
-                         eval_data=tmp_path / "rounded.npz")
     assert "converting" not in capfd.readouterr().err and not (tmp_path / "out").exists()
+    for name, y in (("targets", np.linspace(25, 346, 64)), ("counts", np.arange(64) * 20)):
+        np.savez(tmp_path / f"{name}.npz", features=x, y=y)
+        (r,) = modelkit.convert(src, "onnx", out_dir=tmp_path / name, quantize="fp16",
+                                eval_data=tmp_path / f"{name}.npz")
+        acc = r.accuracy
+        assert acc["ok"] and acc["metric"] == "mae" and acc["output"] == "target" and acc["samples"] == 64
+        assert acc["source_accuracy"] > 10 and abs(acc["drop"]) < 1e-3 and acc["output_mae"] < 1e-2
+        assert gate.summary(acc).startswith("MAE OK: ") and gate.short(acc).startswith("MAE ")
+    with pytest.raises(AccuracyError, match=r"raises the mean absolute error too much on .*: \d.* -> .*, [+-]\d.*% > "
+                                            r"max_accuracy_drop 0 \(a relative increase for a regressor\)"):
+        modelkit.convert(src, "onnx", out_dir=tmp_path / "strict", quantize="int8", max_accuracy_drop=0.0,
+                         calibration_data=tmp_path / "targets.npz", eval_data=tmp_path / "targets.npz")
+
+
+def test_a_denoiser_is_gated_per_pixel_from_the_cli(tmp_path):
+    from modelkit._backend import import_keras
+
+    keras = import_keras("tensorflow")
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 6, 1), name="noisy")
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
+    keras.Model(inp, keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid", name="clean")(h)).save(
+        tmp_path / "dae.keras")
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "test.npz", noisy=rng.random((40, 6, 6, 1), dtype=np.float32),
+             y=rng.random((40, 6, 6), dtype=np.float32))  # (N, H, W) targets for a (batch, H, W, 1) output
+    out = subprocess.run([sys.executable, "-m", "modelkit", "convert", str(tmp_path / "dae.keras"), "--to", "tflite",
+                          "--quantize", "fp16", "--eval-data", str(tmp_path / "test.npz"), "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "MAE OK: " in out.stderr and "on 40 samples of test.npz" in out.stderr
+    assert "MAE " in next(ln for ln in out.stdout.splitlines() if ln.startswith("tflite"))
+
+
+def test_labels_per_position_judge_an_output_per_position(tmp_path):
+    """nc29's segmentation net (a per-pixel softmax) had 'no output to measure accuracy on': a class id per pixel
+    or token judges the output of shape (batch, *positions, classes) by top-1 per position."""
+    p = tmp_path / "eval.npz"
+    masks = np.array([[[0, 2], [1, 1]], [[2, 2], [0, 1]]])  # (N, H, W) class ids
+    assert gate.read_labels(masks, p).tolist() == masks.tolist()
+    assert gate.read_labels(np.eye(3)[masks], p).tolist() == masks.tolist()  # one-hot per pixel
+    assert gate.read_labels(masks[..., None].astype(np.float32), p).tolist() == masks.tolist()  # (N, H, W, 1)
+    tokens = gate.read_labels(np.array([[3, 0, 1], [2, 2, 0]]), p)  # (N, T) ids, no longer argmax-ed as scores
+    assert tokens.tolist() == [[3, 0, 1], [2, 2, 0]]
+    assert gate.read_labels(np.full((2, 4, 4), 0.25), p).dtype == np.float64  # a depth map: a regressor's targets
+
+    seg = _sig(("mask", (None, 2, 2, 3)))
+    assert gate.judge(seg, masks) == gate.Judge("mask", gate.TOP1, dense=True)
+    assert gate.check_judgeable(seg) == gate.Judge("mask", gate.TOP1, dense=True)  # labels decide later
+    with pytest.raises(InputError, match=r"'y' holds labels 1..3; the model's output 'mask' has 3 classes"):
+        gate.judge(seg, masks + 1)
+    with pytest.raises(ConversionError, match=r"'y' holds a class id per position, of shape \(N, 4, 4\), and no "
+                                              r"output among \['mask'\] has shape \(batch, 4, 4, classes\)"):
+        gate.judge(seg, np.zeros((2, 4, 4), np.int64))
+    tagger = _sig(("tags", (None, None, 4)))  # any sequence length
+    assert gate.judge(tagger, tokens) == gate.Judge("tags", gate.TOP1, dense=True)
+    zero_one = gate.read_labels(np.array([[1, 0, 1], [0, 0, 1]]), p)  # read as multi-hot rows: 3 tags
+    assert gate.judge(_sig(("tags", (None, None, 2))), zero_one) == gate.Judge("tags", gate.TOP1, dense=True)
+    binary_mask = _sig(("p", (None, 2, 2, 1)))
+    assert gate.judge(binary_mask, (masks > 1).astype(np.int64)) == gate.Judge("p", gate.BINARY, dense=True)
+    with pytest.raises(InputError, match=r"no output among \['v'\] to measure accuracy on: .*\(batch, classes\) "
+                                         r"\(top-1 on class ids\), \(batch, 1\) .*\(batch, \*positions, classes\) "
+                                         r"\(top-1 per position.*; convert without --quantize"):
+        gate.check_judgeable(_sig(("v", (None,))))
+
+
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dense")
+    return {kind: train_dense(kind, folder) for kind in ("segmenter", "tokens")}
+
+
+@pytest.mark.parametrize("kind, output, positions", [("segmenter", "mask", 144), ("tokens", "tags", 10)])
+def test_a_segmenter_and_a_token_tagger_are_judged_per_position(dense, tmp_path, kind, output, positions):
+    src, ev = dense[kind]
+    (r,) = modelkit.convert(src, "onnx", out_dir=tmp_path, quantize="dynamic-int8", eval_data=ev)
+    acc = r.accuracy
+    assert acc["ok"] and acc["metric"] == "top-1" and acc["output"] == output and acc["samples"] == 128
+    assert acc["positions_per_sample"] == positions and acc["argmax_agreement"] >= 0.97
+    assert acc["source_accuracy"] >= 0.9 and abs(acc["drop"]) <= 0.01
+    assert gate.summary(acc).startswith("accuracy per position OK: ")

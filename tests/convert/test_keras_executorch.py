@@ -142,3 +142,20 @@ def test_an_open_sequence_length_is_refused_naming_the_formats_that_keep_it(tmp_
     assert not (tmp_path / "out" / "seq.pte").exists()
     (r,) = modelkit.convert(src, "executorch", out_dir=tmp_path / "out", input_spec=["frames:?,64,3:float32"])
     assert r.parity["ok"]  # the fix it names works
+
+
+def test_a_softmax_per_pixel_after_a_convolution_keeps_its_axis(tmp_path):
+    """nc29's segmentation net failed parity (max abs error 1.0): XNNPACK left the convolution's output
+    channels-last and ran the softmax over the wrong axis. A conv then softmax, and a slice between them."""
+    from modelkit._backend import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 6, 2), name="image")
+    h = keras.layers.Conv2D(4, 3, padding="same")(inp)
+    heads = [keras.layers.Conv2D(3, 1, activation="softmax", name="mask")(inp),
+             keras.layers.Softmax(name="sliced")(h[..., :3])]
+    keras.Model(inp, heads).save(tmp_path / "seg.keras")
+    (r,) = modelkit.convert(tmp_path / "seg.keras", "executorch", out_dir=tmp_path / "out")
+    outputs = {o["name"]: o for o in r.parity["outputs"]}
+    assert outputs["mask"]["max_abs"] <= 1e-5 and outputs["sliced"]["max_abs"] <= 1e-5

@@ -92,7 +92,7 @@ def test_eval_data_without_labels_is_refused_before_any_work(tmp_path, capfd, mo
     def no_work(*args, **kwargs):
         raise AssertionError("a hop started (with a .keras source: seconds of loading the model first)")
 
-    monkeypatch.setattr(converters, "run", no_work)  # convert calls dispatch.run by this name
+    monkeypatch.setattr(converters, "run_and_retry", no_work)  # convert calls dispatch.run_and_retry by this name
     src = make_tiny_onnx(tmp_path / "tiny.onnx")
     np.savez(tmp_path / "calib.npz", x=np.zeros((8, 4), np.float32))
     np.savez(tmp_path / "nolabels.npz", x=np.zeros((8, 4), np.float32))  # the calibration file given twice

@@ -119,10 +119,44 @@ m.fit(x[:512], targets, epochs=60, batch_size=32, verbose=0)
 m.save(r"{folder / kind}.keras")
 np.savez(r"{folder / kind}_eval.npz", x=x[512:], y=y[512:])
 """
+    _train_tf(code)
+    return folder / f"{kind}.keras", folder / f"{kind}_eval.npz"
+
+
+def train_dense(kind: str, folder: Path) -> tuple[Path, Path]:
+    """A small model that decides per position, trained in a child (TensorFlow) on generated data:
+    "segmenter" (a per-pixel softmax over 3 classes: background, bright, dim; 12x12 images), "tokens" (a per-token
+    softmax over 4 classes, any length); (model, eval .npz of 128 rows with 'y' per position)."""
+    code = f"""
+import numpy as np, keras
+keras.utils.set_random_seed(0)
+rng = np.random.default_rng(0)
+L = keras.layers
+if "{kind}" == "segmenter":
+    x = rng.random((640, 12, 12, 1), dtype=np.float32)
+    y = np.digitize(x[..., 0], [0.33, 0.66]).astype(np.int64)  # (N, 12, 12) class ids
+    inp = keras.Input((12, 12, 1), name="image")
+    h = L.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    out = L.Conv2D(3, 1, activation="softmax", name="mask")(L.Concatenate()([h, inp]))
+else:
+    x = rng.integers(1, 20, (640, 10)).astype(np.int64)
+    y = (x % 4).astype(np.int64)  # (N, T) class ids
+    inp = keras.Input((None,), dtype="int64", name="ids")
+    out = L.Dense(4, activation="softmax", name="tags")(L.Embedding(20, 16)(inp))
+m = keras.Model(inp, out)
+m.compile("adam", "sparse_categorical_crossentropy")
+m.fit(x[:512], y[:512], epochs=40, batch_size=32, verbose=0)
+m.save(r"{folder / kind}.keras")
+np.savez(r"{folder / kind}_eval.npz", x=x[512:], y=y[512:])
+"""
+    _train_tf(code)
+    return folder / f"{kind}.keras", folder / f"{kind}_eval.npz"
+
+
+def _train_tf(code: str) -> None:
     import os
     import subprocess
     import sys
 
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=600)
-    return folder / f"{kind}.keras", folder / f"{kind}_eval.npz"

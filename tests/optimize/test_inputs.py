@@ -112,7 +112,7 @@ def test_a_regressor_with_labels_measures_its_exact_builds_and_skips_the_lossy_o
     assert r.winner["key"] == "onnx-fp32-t1" and r.winner["accuracy"] is None
     skipped = [c for c in r.candidates if c["status"] == "skipped"]
     assert {c["key"] for c in skipped} == {"onnx-dynamic-int8", "onnx-int8"}
-    assert all("a regressor cannot be gated by accuracy" in c["reason"] for c in skipped)
+    assert all("a regressor's targets: optimize ranks lossy builds by accuracy" in c["reason"] for c in skipped)
 
 
 def test_a_regressors_real_valued_targets_measure_its_exact_builds_too(regressor, tmp_path):
@@ -125,7 +125,7 @@ def test_a_regressors_real_valued_targets_measure_its_exact_builds_too(regressor
     assert r.winner["key"] == "onnx-fp32-t1" and r.winner["accuracy"] is None
     skipped = [c for c in r.candidates if c["status"] == "skipped"]
     assert {c["key"] for c in skipped} == {"onnx-dynamic-int8", "onnx-int8"}
-    assert all("no class labels (a regressor's targets)" in c["reason"] for c in skipped)
+    assert all("a regressor's targets: optimize ranks lossy builds by accuracy" in c["reason"] for c in skipped)
 
 
 def test_one_hot_labels_are_read_as_classes(tmp_path):

@@ -1,6 +1,6 @@
-"""optimize on a recurrent model: OpenVINO refuses the ONNX Loop tf2onnx writes for an LSTM, and convert's fix
-(`--route torch`) is not an option of optimize, so every OpenVINO candidate of an LSTM/GRU classifier failed
-with advice the user could not follow. The build takes that route itself, beside the onnx candidate's file."""
+"""optimize on a recurrent model: OpenVINO refuses the ONNX Loop tf2onnx writes for an LSTM; every OpenVINO
+candidate of an LSTM/GRU classifier once failed with advice (`--route torch`) the user could not give optimize.
+convert takes that route itself now (tests/convert/test_openvino_route_retry.py), beside the onnx candidate's file."""
 from __future__ import annotations
 
 import numpy as np

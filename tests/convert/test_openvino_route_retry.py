@@ -1,0 +1,47 @@
+"""OpenVINO refuses the ONNX Loop tf2onnx writes for a masked LSTM / GRU. convert said "convert again with
+--route torch" and stopped (nc30's TimeDistributed + GRU clip classifier, `--to all`); optimize retried by matching
+that text. convert now takes the torch route for that hop itself, beside the tf2onnx file, unless the user picked
+the tf2onnx route."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import modelkit
+from modelkit.errors import SourceRouteError
+from tests.helpers.models import make_masked_lstm
+
+pytest.importorskip("openvino")
+pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def rnn(tmp_path_factory):
+    src = tmp_path_factory.mktemp("rnn") / "rnn.keras"
+    make_masked_lstm(src, units=8, classes=3)
+    return src
+
+
+def test_openvino_takes_the_torch_route_when_tf2onnx_writes_a_loop(rnn, tmp_path, capfd):
+    results = modelkit.convert(rnn, "openvino", out_dir=tmp_path)
+    err = capfd.readouterr().err
+    assert ("openvino: rnn.onnx: tf2onnx wrote the model's recurrent loop as an ONNX Loop, which OpenVINO's frontend "
+            "does not take; converting rnn.keras to rnn.torch.onnx by the torch route instead") in err
+    by_path = {r.path: r for r in results}
+    ov = by_path[str(tmp_path / "rnn_openvino")]
+    assert ov.format == "openvino" and ov.parity["ok"]
+    assert by_path[str(tmp_path / "rnn.onnx")].route["taken"] == "tf2onnx"  # the first file stays as it was
+    assert by_path[str(tmp_path / "rnn.torch.onnx")].route["taken"] == "torch"
+    chain = json.loads((tmp_path / "rnn_openvino.modelkit.json").read_text())["chain"]
+    assert [e["converter"].rsplit(":", 1)[1] for e in chain] == ["keras_to_onnx_torch", "onnx_to_openvino"]
+    model = modelkit.load(tmp_path / "rnn_openvino")
+    assert model.engine == "openvino" and model.signature.output_names
+
+
+def test_a_picked_tf2onnx_route_is_kept_and_the_error_says_what_to_do(rnn, tmp_path):
+    with pytest.raises(SourceRouteError, match=r"OpenVINO could not convert rnn.onnx: .*Loop.*convert again with "
+                                               r"--route torch --force") as info:
+        modelkit.convert(rnn, "openvino", out_dir=tmp_path, options={"route": "tf2onnx"})
+    assert info.value.report["route"] == "torch"
+    assert not (tmp_path / "rnn_openvino").exists() and not (tmp_path / "rnn.torch.onnx").exists()
