@@ -32,7 +32,8 @@ _MASKED_RNN = ("it consumes a mask (from Masking or Embedding(mask_zero=True)), 
 # measured with executorch 1.5.1 (Keras LSTM(4), GRU(4), SimpleRNN(4) over 8 steps, and a Conv1D-GRU(16) classifier):
 # the export and lowering succeed, then the program fails at its first run, after minutes of work
 _EXECUTORCH_RNN = ("ExecuTorch's runtime fails running the recurrent loop torch.export makes of it "
-                   "(method->execute() error 0x10 for LSTM / GRU; SimpleRNN's export fixes the batch)")
+                   "(method->execute() error 0x10 for LSTM / GRU; SimpleRNN's and ConvLSTM's export fixes the "
+                   "batch)")
 _RNN_CLASSES = ("LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
 
 
@@ -73,7 +74,7 @@ _ONNX_RULES: dict[str, str | Rule] = {**_STRING_LAYERS, **_TF2ONNX_RULES}  # wha
 RULES: dict[Format, dict[str, str | Rule]] = {
     Format.TORCHSCRIPT: dict(_TORCH_COMMON),
     Format.TORCH_EXPORT: dict(_TORCH_COMMON),
-    Format.EXECUTORCH: {**_TORCH_COMMON, **{c: _EXECUTORCH_RNN for c in ("LSTM", "GRU", "SimpleRNN", "Bidirectional")}},
+    Format.EXECUTORCH: {**_TORCH_COMMON, **{c: _EXECUTORCH_RNN for c in _RNN_CLASSES}},
     Format.ONNX: dict(_STRING_LAYERS),
     Format.TVM: {
         **{k: (f"{v} (TVM compiles the ONNX model)" if isinstance(v, str) else v) for k, v in _ONNX_RULES.items()},

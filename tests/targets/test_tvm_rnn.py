@@ -159,6 +159,74 @@ def test_shape_casts_are_removed_when_the_graph_still_type_checks():
     assert count == 0 and [n.op_type for n in kept.graph.node].count("Cast") == 2
 
 
+def _gathered_shape_model(perm: tuple[int, int] = (1, 0)) -> object:
+    """The zero state after onnxruntime's optimizer (its int8 quantizer runs it): `Gather(Shape(x), perm)` where
+    tf2onnx had a Transpose's Shape, then Slice -> Concat -> Expand (nc30: a TimeDistributed CNN + GRU, int8)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Shape", ["x"], ["s"], start=0), helper.make_node("Gather", ["s", "perm"], ["p"]),
+             helper.make_node("Slice", ["p", "one", "two", "zero"], ["b"]),
+             helper.make_node("Concat", ["b", "units"], ["bu"], axis=0),
+             helper.make_node("Expand", ["z", "bu"], ["zeros"]), helper.make_node("Add", ["zeros", "x"], ["y"])]
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
+             (("perm", list(perm)), ("zero", [0]), ("one", [1]), ("two", [2]), ("units", [4]))]
+    inits.append(numpy_helper.from_array(np.array(0.5, np.float32), "z"))
+    graph = helper.make_graph(nodes, "gathered", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_gathers_from_a_shape_become_shape_slices_with_the_same_numbers():
+    import onnx
+
+    from modelkit.targets.tvm.lower_rnn import shape_gathers
+
+    model = _gathered_shape_model()
+    feed = {"x": np.arange(12, dtype=np.float32).reshape(3, 4)}
+    rewritten, count = shape_gathers(model)
+    assert count == 1 and "Gather" not in [n.op_type for n in rewritten.graph.node]
+    onnx.checker.check_model(rewritten, full_check=True)
+    np.testing.assert_array_equal(_run(rewritten, feed)[0], _run(model, feed)[0])
+    assert shape_gathers(_gathered_shape_model((-1, 0)))[1] == 0  # a position from the end: left as it is
+
+
+def test_a_gru_after_onnxruntimes_optimizer_compiles_with_a_dynamic_batch(tmp_path):
+    """onnxruntime's optimizer (run by its int8 quantizer) folds the Transpose before tf2onnx's Shape into
+    `Gather(Shape(x), perm)`: TVM then failed to legalize the zero state, and nc30's int8 TVM build (a
+    TimeDistributed CNN + GRU) stopped with a bare AssertionError. A graph it still cannot legalize is a
+    ConversionError naming the step."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from modelkit._backend import import_keras
+    from modelkit.errors import ConversionError
+
+    keras = import_keras("tensorflow")
+    keras.utils.set_random_seed(0)
+    x = keras.Input((5, 3), name="x")
+    h = keras.layers.Conv1D(4, 2)(x)  # a GRU after another layer: tf2onnx writes its Loop, not an ONNX GRU
+    keras.Model(x, keras.layers.Dense(2, name="head")(keras.layers.GRU(4)(h))).save(tmp_path / "gru.keras")
+    (r,) = modelkit.convert(tmp_path / "gru.keras", "onnx", out_dir=tmp_path)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.optimized_model_filepath = str(tmp_path / "gru_opt.onnx")
+    ort.InferenceSession(r.path, so, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(tmp_path / "gru_opt.onnx")
+    shapes = {n.output[0] for n in optimized.graph.node if n.op_type == "Shape"}
+    gathers = [n for n in optimized.graph.node if n.op_type == "Gather" and n.input[0] in shapes]
+    assert len(gathers) == 1
+    compiled = modelkit.compile(tmp_path / "gru_opt.onnx", "server-cpu")
+    assert compiled.batch is None and compiled.parity["ok"]
+    perm = next(i for i in optimized.graph.initializer if i.name == gathers[0].input[1])
+    positions = numpy_helper.to_array(perm)
+    perm.CopyFrom(numpy_helper.from_array(positions - len(positions), perm.name))  # the same, from the end
+    onnx.save(optimized, tmp_path / "from_end.onnx")
+    with pytest.raises(ConversionError, match=r"TVM could not legalize from_end.onnx \(after its ONNX import\): "
+                                              r"AssertionError: emit_te now only supports Tensor that has ShapeExpr"):
+        modelkit.compile(tmp_path / "from_end.onnx", "server-cpu")
+
+
 def test_whole_axis_slices_drop_that_axis_and_keep_the_numbers():
     import onnx
     from onnx import TensorProto, helper, numpy_helper

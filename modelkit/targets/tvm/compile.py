@@ -136,7 +136,11 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
         print(f"{src.name}: {batch_note}", file=sys.stderr, flush=True)
     tvm_target = tvm.target.Target(tgt.tvm)
     with engine_chatter_swallowed():  # TVM's C++ warnings while legalizing (e.g. a gather's "Fast mode" notice)
-        mod = _prepare(mod, tvm_target)
+        try:
+            mod = _prepare(mod, tvm_target)
+        except (AssertionError, RuntimeError, ValueError, TypeError) as exc:  # a shape the importer left unknown
+            raise ConversionError(f"TVM could not legalize {src.name} (after its ONNX import): "
+                                  f"{_importer_text(exc)}") from exc
     tune_info = None
     database = None
     if tuned:

@@ -17,6 +17,10 @@ verified against the original ONNX model in onnxruntime like any hop, which is w
   Casts are removed (their consumers read the shape itself; an Identity would not keep it symbolic either)
   and the int32 constants concatenated with them made int64, when the graph still type-checks (the ONNX
   checker's full check) afterwards; otherwise nothing is changed.
+- **Gathers of constant positions from a Shape** (onnxruntime's optimizer, run by its int8 quantizer, folds a
+  Transpose before a Shape into `Gather(Shape(x), perm)`; the importer takes the gathered shape as an opaque
+  tensor, and the zero state loses its shape as above): written as the Concat of one-element
+  `Shape(x, start=i, end=i+1)`, which it keeps symbolic (`shape_gathers`).
 - **Whole-axis Slices** of a dynamic batch (`[0:INT_MAX]`, tf2onnx's gate slices): that axis is dropped from
   the Slice, so the batch stays the batch (`whole_axis_slices`).
 """
@@ -253,11 +257,52 @@ def _outputs(b: _Builder, outs: list[str], ys: list[str], hs: list[str], cs: lis
 
 
 def symbolic_batch(proto: Any) -> tuple[Any, int]:
-    """The graph rewritten so that the importer keeps a dynamic batch symbolic: shape casts removed, whole-axis
-    slices dropped (see the module docstring); returns the number of nodes changed."""
+    """The graph rewritten so that the importer keeps a dynamic batch symbolic: gathers from a shape made shape
+    slices, shape casts removed, whole-axis slices dropped (see the module docstring); returns the number of nodes
+    changed."""
+    proto, gathers = shape_gathers(proto)
     proto, casts = shape_casts(proto)
     proto, slices = whole_axis_slices(proto)
-    return proto, casts + slices
+    return proto, gathers + casts + slices
+
+
+def shape_gathers(proto: Any) -> tuple[Any, int]:
+    """(the graph with each Gather of constant positions from a whole Shape -- onnxruntime's optimizer folds a
+    Transpose before a Shape into `Gather(Shape(x), perm)` -- written as the Concat of one-element Shapes
+    (`Shape(x, start=i, end=i+1)`), which the importer keeps symbolic as it does a Slice of the shape; how many)."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+
+    if opset_of(proto) < 15:  # Shape's start / end
+        return proto, 0
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    graph = out.graph
+    inits = {i.name: i for i in graph.initializer}
+    whole = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Shape"
+             and all(a.name == "start" and a.i == 0 for a in n.attribute)}
+    nodes, count = [], 0
+    for node in graph.node:
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        idx = inits.get(node.input[1]) if node.op_type == "Gather" and len(node.input) == 2 else None
+        positions = numpy_helper.to_array(idx).astype(np.int64).tolist() if idx is not None and len(idx.dims) == 1 \
+            else None
+        if node.op_type != "Gather" or node.input[0] not in whole or axis != 0 or not positions \
+                or min(positions) < 0:
+            nodes.append(node)
+            continue
+        parts = [f"{node.output[0]}__dim{k}" for k in range(len(positions))]
+        nodes += [helper.make_node("Shape", [whole[node.input[0]]], [p], start=i, end=i + 1)
+                  for p, i in zip(parts, positions)]
+        nodes.append(helper.make_node("Concat", parts, [node.output[0]], axis=0))
+        count += 1
+    if not count:
+        return proto, 0
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return out, count
 
 
 def whole_axis_slices(proto: Any) -> tuple[Any, int]:
@@ -348,4 +393,4 @@ def _resolve(bypass: dict[str, str], name: str) -> str:
     return name
 
 
-__all__ = ["lower_rnns", "symbolic_batch", "shape_casts", "whole_axis_slices"]
+__all__ = ["lower_rnns", "symbolic_batch", "shape_casts", "shape_gathers", "whole_axis_slices"]
