@@ -33,11 +33,13 @@ from ._common import check_outputs, echo_json, human_size, import_option, table
               help="Labelled data for the accuracy gate of quantized hops (.npz: 'x' or per-input arrays, "
                    "and 'y': class ids or one-hot rows judge top-1 accuracy; 0/1 labels of a one-column output "
                    "and multi-hot tag rows judge binary accuracy; a class id per pixel or token (N, H, W) / (N, T) "
-                   "judges a (batch, ..., classes) output by top-1 per position); default: the test split named by "
+                   "judges a (batch, ..., classes) output by top-1 per position; a regressor's real-valued "
+                   "targets judge the output of their shape by mean absolute error); default: the test split named by "
                    "the source's "
                    "manifest.")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0, max=1), default=None,
-              help="Largest allowed accuracy drop of a quantized artifact (default 0.01).")
+              help="Largest allowed accuracy drop of a quantized artifact (default 0.01); for a regressor "
+                   "(real-valued 'y'), the largest relative increase of its mean absolute error (0.01: 1 %).")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Samples to verify every hop on (.npz keyed by input name, or 'x' / a .npy for a one-input "
                    "model); default: the training data set, else ranges inferred from the model, else [0, 1).")
@@ -128,11 +130,13 @@ def _show(results: list[Any], as_json: bool, failures: dict[str, str]) -> None:
     if as_json:
         echo_json([r.__dict__ for r in results] + [{"format": f, "error": e} for f, e in failures.items()])
         return
+    from ..converters.gate import short
+
     rows = []
     for r in results:
         parity = "not verified" if r.parity is None else ("ok" if r.parity["ok"] else "FAILED")
         err = "-" if r.max_abs is None else f"{r.max_abs:.1e}"
-        acc = "-" if not r.accuracy else f"{r.accuracy['artifact_accuracy']:.4f} ({r.accuracy['drop']:+.4f})"
+        acc = "-" if not r.accuracy else short(r.accuracy)
         took = "reused" if (r.route or {}).get("reused") else f"{r.seconds:.1f} s"
         rows.append([r.format, r.path, human_size(r.size_bytes), took, parity, err, acc])
     rows += [[f, "-", "-", "-", "FAILED (below)", "-", "-"] for f in failures]

@@ -68,5 +68,8 @@ def _note_quantized(*paths: str) -> None:
         judged = (f"; its conversion judged it by accuracy: {acc['source_accuracy']:.4f} -> "
                   f"{acc['artifact_accuracy']:.4f} (drop {acc['drop']:+.4f}) on {acc['data']}"
                   if {"source_accuracy", "artifact_accuracy", "drop", "data"} <= set(acc) else "")
+        if acc.get("metric") == "mae" and judged:  # a regressor's (converters.gate)
+            judged = (f"; its conversion judged it by mean absolute error: {acc['source_accuracy']:.4g} -> "
+                      f"{acc['artifact_accuracy']:.4g} ({acc['drop']:+.2%}) on {acc['data']}")
         click.echo(f"note: {path} is quantized ({mode}): its outputs are not expected to match the float "
                    f"model's within the parity tolerance{judged} (modelkit inspect {path})", err=True)

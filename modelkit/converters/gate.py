@@ -16,7 +16,12 @@ of source and artifact on labelled data, and the drop between them. The labels d
 
 A binary decision is a score above 0.5 when the model's scores on the data all lie in [0, 1] (probabilities,
 with 0.01 of slack for an int8 sigmoid's rounding), else above 0 (logits); each model's threshold is read from
-its own scores and recorded. A regressor's labels fit none of these: it cannot be gated, and says so.
+its own scores and recorded.
+
+A regressor's targets (real values, or integers beyond what a class output takes: counts on a one-column
+output) judge the first output of their shape by the **mean absolute error** (MAE); its "drop" is the relative
+increase of the artifact's MAE over the source's ((a - s) / s: 0.01 = 1 % more error), limited by the same
+max_accuracy_drop.
 """
 from __future__ import annotations
 
@@ -31,15 +36,15 @@ from ..spec import Signature
 from .samples import predict_rows
 
 EVAL_BATCH = 256
-TOP1, BINARY = "top-1", "binary"
+TOP1, BINARY, MAE = "top-1", "binary", "mae"
 CONVERT_FIX = "convert without --quantize (the float formats are gated by parity)"
 _PROBABILITY_SLACK = 0.01
 
 
 @dataclass(frozen=True)
 class Judge:
-    """The output labels judge and the metric: TOP1 (class ids) or BINARY (0/1 labels or multi-hot rows); `dense`
-    when every position of a sample (pixel, token) is judged."""
+    """The output labels judge and the metric: TOP1 (class ids), BINARY (0/1 labels or multi-hot rows) or MAE (a
+    regressor's targets); `dense` when every position of a sample (pixel, token) is judged."""
 
     output: str
     metric: str
@@ -48,8 +53,9 @@ class Judge:
 
 def read_labels(y: np.ndarray, p: Path, fix: str = CONVERT_FIX) -> np.ndarray:
     """Labels as the gate takes them: class ids as int64, (N,) or one per position (N, *positions) (one-hot rows
-    and per-class scores by their argmax, a trailing axis of 1 dropped), or a multi-hot (N, tags) matrix as int8.
-    Non-integer values (a regressor's targets) are an InputError ending with `fix`."""
+    and per-class scores by their argmax, a trailing axis of 1 dropped), a multi-hot (N, tags) matrix as int8, or
+    a regressor's real-valued targets as float64 (their shape kept, a trailing axis of 1 dropped). Values that are
+    not finite numbers are an InputError ending with `fix`."""
     y = np.asarray(y)
     if y.ndim >= 2 and y.shape[-1] == 1:
         y = y[..., 0]
@@ -61,13 +67,15 @@ def read_labels(y: np.ndarray, p: Path, fix: str = CONVERT_FIX) -> np.ndarray:
             return y.astype(np.int8)
         if y.ndim == 2 and y.dtype.kind == "f" and not _integral(y):
             return np.argmax(y, axis=-1).astype(np.int64)  # per-class scores (soft labels)
-    if y.dtype.kind not in "iub":
-        flat = y.reshape(-1)
-        odd = flat[:1] if y.dtype.kind != "f" else flat[~np.isfinite(flat) | (flat != np.round(flat))][:1]
-        if len(odd):
-            raise InputError(f"{p}: 'y' holds values that are no class labels (e.g. {odd[0].item()!r}, dtype "
-                             f"{y.dtype}): the accuracy gate needs class ids, one-hot or multi-hot rows, and a "
-                             f"regressor cannot be gated by accuracy; {fix}")
+    if y.dtype.kind not in "iubf":
+        raise InputError(f"{p}: 'y' holds values that are neither labels nor targets (dtype {y.dtype}): the "
+                         f"accuracy gate needs class ids, one-hot or multi-hot rows, or a regressor's numbers; {fix}")
+    if y.dtype.kind == "f":
+        bad = y.reshape(-1)[~np.isfinite(y.reshape(-1))][:1]
+        if len(bad):
+            raise InputError(f"{p}: 'y' holds {bad[0].item()!r}: labels and targets must be finite numbers; {fix}")
+        if not _integral(y):
+            return y.astype(np.float64)  # a regressor's targets
     return y.astype(np.int64)
 
 
@@ -86,8 +94,9 @@ def _dense_outputs(sig: Signature) -> list[Any]:
 def _none_message(sig: Signature) -> str:
     return (f"no output among {sig.output_names} to measure accuracy on: a quantized artifact is judged by "
             "accuracy on labelled data, which needs an output of shape (batch, classes) (top-1 on class ids), "
-            "(batch, 1) (binary, on 0/1 labels), (batch, tags) (binary, on multi-hot rows) or (batch, *positions, "
-            "classes) (top-1 per position, on a class id per position)")
+            "(batch, 1) (binary, on 0/1 labels), (batch, tags) (binary, on multi-hot rows), (batch, *positions, "
+            "classes) (top-1 per position, on a class id per position) or any shape of a regressor's targets "
+            "(mean absolute error)")
 
 
 def _fits(dims: tuple[Any, ...], sizes: tuple[int, ...]) -> bool:
@@ -121,8 +130,44 @@ def _check_range(labels: np.ndarray, output: str, classes: int) -> None:
 
 def judge(sig: Signature, labels: np.ndarray | None = None) -> Judge:
     """The Judge of `labels` (read_labels') on a model of signature `sig`; without labels, the top-1 judge
-    when the model has a class output, else its first one-column output, else its first output with positions
-    (labels decide later). A ConversionError when nothing can judge (a regressor)."""
+    when the model has a class output, else its first one-column output, else its first output with positions,
+    else its first (batch,) output by MAE (labels decide later). Integer labels no class judgement takes (counts on
+    a one-column output) are a regressor's targets too. A ConversionError when nothing can judge them."""
+    if labels is not None and labels.dtype.kind == "f":
+        return _judge_regression(sig, labels)
+    try:
+        return _judge_classes(sig, labels)
+    except ConversionError:
+        flat = [s for s in sig.outputs if s.rank == 1]
+        if labels is None and flat:
+            return Judge(flat[0].name, MAE)
+        if labels is None:
+            raise
+        try:
+            return _judge_regression(sig, labels)
+        except ConversionError:
+            pass
+        raise
+
+
+def _squeezed(dims: tuple[Any, ...]) -> tuple[Any, ...]:
+    while dims and dims[-1] == 1:
+        dims = dims[:-1]
+    return dims
+
+
+def _judge_regression(sig: Signature, targets: np.ndarray) -> Judge:
+    """The first output whose per-row shape is the targets' (trailing axes of 1 aside), judged by MAE."""
+    want = _squeezed(tuple(int(n) for n in targets.shape[1:]))
+    for s in sig.outputs:
+        if _fits(_squeezed(tuple(s.shape[1:])), want):
+            return Judge(s.name, MAE)
+    shape = ", ".join(["N", *map(str, want)])
+    raise ConversionError(f"'y' holds a regressor's targets of shape ({shape}), and no output among "
+                          f"{sig.output_names} has that shape per row to judge them by mean absolute error")
+
+
+def _judge_classes(sig: Signature, labels: np.ndarray | None) -> Judge:
     outputs = _rank2(sig)
     if labels is not None and labels.ndim == 2 and labels.dtype == np.int8:  # multi-hot rows
         tags = labels.shape[1]
@@ -150,7 +195,7 @@ def judge(sig: Signature, labels: np.ndarray | None = None) -> Judge:
     if labels is not None and not np.isin(labels, (0, 1)).all():
         raise ConversionError(f"'y' holds labels {labels.min()}..{labels.max()}, and the model's outputs "
                               f"{sig.output_names} have one column: they are judged by binary accuracy on 0/1 "
-                              "labels (a regressor cannot be gated by accuracy)")
+                              "labels, or by mean absolute error on a regressor's targets")
     return Judge(single, BINARY)
 
 
@@ -185,7 +230,13 @@ def decisions(model: Any, inputs: Mapping[str, np.ndarray], j: Judge) -> tuple[n
 
 def accuracy(model: Any, inputs: Mapping[str, np.ndarray], labels: np.ndarray, j: Judge
              ) -> tuple[float, np.ndarray, float | None]:
-    """(accuracy, decisions, threshold) of `model` on labelled rows under judge `j`."""
+    """(accuracy, decisions, threshold) of `model` on labelled rows under judge `j`; for MAE, (the mean absolute
+    error, the outputs, None)."""
+    if j.metric == MAE:
+        if not labels.size:
+            return 0.0, np.zeros(labels.shape), None
+        out = predict_rows(model, inputs, EVAL_BATCH)[j.output].astype(np.float64).reshape(labels.shape)
+        return float(np.mean(np.abs(out - labels))), out, None
     made, t = decisions(model, inputs, j)
     if made.size == labels.size:  # (N, 1) decisions of a one-column output, a mask's trailing axis of 1
         made = made.reshape(labels.shape)
@@ -199,10 +250,17 @@ def predict_classes(model: Any, inputs: Mapping[str, np.ndarray], output: str) -
 
 def accuracy_gate(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarray], labels: np.ndarray,
                   max_drop: float, label: str, mode: str) -> dict[str, Any]:
-    """Accuracy of source and artifact on labelled data; `ok` is False when the drop exceeds max_drop."""
+    """Accuracy of source and artifact on labelled data; `ok` is False when the drop exceeds max_drop. For MAE,
+    `source_accuracy` / `artifact_accuracy` hold the mean absolute errors and `drop` their relative increase."""
     j = judge(reference.signature, labels)
     src_acc, ref, t_ref = accuracy(reference, inputs, labels, j)
     art_acc, cand, t_cand = accuracy(candidate, inputs, labels, j)
+    if j.metric == MAE:
+        drop = art_acc / max(src_acc, 1e-12) - 1.0
+        return {"ok": bool(drop <= max_drop + 1e-12), "quantization": mode, "data": label, "samples": len(labels),
+                "output": j.output, "metric": MAE, "source_accuracy": float(f"{src_acc:.6g}"),
+                "artifact_accuracy": float(f"{art_acc:.6g}"), "drop": round(drop, 6),
+                "max_accuracy_drop": float(max_drop), "output_mae": float(f"{np.mean(np.abs(ref - cand)):.6g}")}
     drop = src_acc - art_acc
     out = {"ok": bool(drop <= max_drop + 1e-12), "quantization": mode, "data": label, "samples": len(labels),
            "output": j.output, "metric": j.metric, "source_accuracy": round(src_acc, 6),
@@ -218,6 +276,11 @@ def accuracy_gate(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarra
 def raise_if_failed(acc: Mapping[str, Any], candidate: str) -> None:
     if acc["ok"]:
         return
+    if acc.get("metric") == MAE:
+        raise AccuracyError(f"{candidate} ({acc['quantization']}) raises the mean absolute error too much on "
+                            f"{acc['data']}: {acc['source_accuracy']:.4g} -> {acc['artifact_accuracy']:.4g}, "
+                            f"{acc['drop']:+.2%} > max_accuracy_drop {acc['max_accuracy_drop']:g} (a relative "
+                            f"increase for a regressor) ({acc['samples']} samples)", dict(acc))
     raise AccuracyError(f"{candidate} ({acc['quantization']}) loses too much {_metric(acc)} on {acc['data']}: "
                         f"{acc['source_accuracy']:.4f} -> {acc['artifact_accuracy']:.4f}, drop {acc['drop']:.4f} > "
                         f"max_accuracy_drop {acc['max_accuracy_drop']:g} ({acc['samples']} samples)", dict(acc))
@@ -229,6 +292,17 @@ def _metric(acc: Mapping[str, Any]) -> str:
 
 
 def summary(acc: Mapping[str, Any]) -> str:
+    if acc.get("metric") == MAE:
+        head = f"MAE {'OK' if acc['ok'] else 'FAILED'}"
+        return (f"{head}: {acc['source_accuracy']:.4g} -> {acc['artifact_accuracy']:.4g} ({acc['drop']:+.2%}, max "
+                f"+{acc['max_accuracy_drop']:.2%}) on {acc['samples']} samples of {acc['data']}")
     head = f"{_metric(acc)} {'OK' if acc['ok'] else 'FAILED'}"
     return (f"{head}: {acc['source_accuracy']:.4f} -> {acc['artifact_accuracy']:.4f} (drop {acc['drop']:+.4f}, "
             f"max {acc['max_accuracy_drop']:g}) on {acc['samples']} samples of {acc['data']}")
+
+
+def short(acc: Mapping[str, Any]) -> str:
+    """The accuracy column of a table: '0.9861 (+0.0000)', or 'MAE 0.0712 (+0.4%)' for a regressor."""
+    if acc.get("metric") == MAE:
+        return f"MAE {acc['artifact_accuracy']:.3g} ({acc['drop']:+.1%})"
+    return f"{acc['artifact_accuracy']:.4f} ({acc['drop']:+.4f})"

@@ -185,7 +185,7 @@ def _folded(program: Any) -> Any:
 
     program = program.run_decompositions({})
     _drop_layout_copies(program)
-    return constant_prop_pass(program)
+    return _contiguous_constants(constant_prop_pass(program))
 
 
 def _drop_layout_copies(program: Any) -> None:
@@ -200,6 +200,25 @@ def _drop_layout_copies(program: Any) -> None:
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
     program.graph_module.recompile()
+
+
+def _contiguous_constants(program: Any) -> Any:
+    """Every folded constant in the standard (contiguous) layout. A Keras kernel folded into torch's (out, in, h, w)
+    is a permuted view; with one output channel (a denoiser's, a depth or saliency map's last convolution) that view
+    is also channels-last contiguous, so XNNPACK's layout pass tagged the weight channels-last where the convolution
+    reads it channels-first and refused the program ("The same constant data tensor can't be used in NHWC format in
+    one place and NCHW in another")."""
+    sig = program.graph_signature
+    names = {**sig.inputs_to_parameters, **sig.inputs_to_buffers, **sig.inputs_to_lifted_tensor_constants}
+    for node in program.graph.nodes:
+        name = names.get(node.name) if node.op == "placeholder" else None
+        val = node.meta.get("val")
+        if name is None or val is None or val.is_contiguous():
+            continue
+        store = program.constants if name in program.constants else program.state_dict
+        store[name] = store[name].contiguous()
+        node.meta["val"] = val.contiguous()
+    return program
 
 
 def _bound_batch(program: Any, max_batch: int) -> None:

@@ -204,8 +204,8 @@ def check_data_available(src_manifest: Any, mode: str, calibration_data: str | N
         if verify and is_lossy(mode) and signature is not None:
             j = _judgeable_if_known(signature)
             if j is not None and j.metric == BINARY and not j.dense:
-                note = (f" (its output '{j.output}' has one column: 0/1 labels judge it by binary accuracy; a "
-                        "regressor cannot be gated by accuracy: convert it without --quantize)")
+                note = (f" (its output '{j.output}' has one column: 0/1 labels judge it by binary accuracy, a "
+                        "regressor's targets by mean absolute error)")
         raise ConversionError(f"quantization '{mode}' needs data that the source's manifest does not name (no "
                               f"training data set): {'; and '.join(missing)}{note}")
     if verify and is_lossy(mode) and eval_data:

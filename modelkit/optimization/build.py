@@ -77,7 +77,7 @@ def check_data(artifact: Path, data: str | os.PathLike) -> str | None:
     signature) or one of the wrong shape: what convert's gate says of a fresh build, said of a reused one too.
     Labels outside the class output's classes are an InputError too (no row could be right, every drop 0).
     Returns why the labels cannot judge accuracy (a model without an output they fit: a regressor), else None."""
-    from ..converters.gate import judge
+    from ..converters.gate import MAE, judge
     from ..converters.quantize import load_npz
 
     m = _manifest.read(artifact)
@@ -87,7 +87,10 @@ def check_data(artifact: Path, data: str | os.PathLike) -> str | None:
     if labels is None:
         return None
     try:
-        judge(m.sig, labels)
+        if judge(m.sig, labels).metric == MAE:  # integer targets of a regressor (counts): as data.prepare says
+            from .data import REGRESSION_TARGETS
+
+            return REGRESSION_TARGETS
     except InputError as exc:
         raise InputError(f"{Path(data).name}: {exc}") from exc
     except ModelkitError as exc:

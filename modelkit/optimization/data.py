@@ -19,8 +19,8 @@ from .. import manifest as _manifest
 from ..errors import InputError, OptimizeError
 
 CALIBRATION_ROWS = 200
-REGRESSION_TARGETS = ("'y' holds values that are no class labels (a regressor's targets): no accuracy gate can "
-                      "judge a lossy build")
+REGRESSION_TARGETS = ("'y' holds a regressor's targets: optimize ranks lossy builds by accuracy, so only the exact "
+                      "ones are measured (convert --quantize gates a regressor by its mean absolute error)")
 MIN_EVAL_ROWS = 20
 
 
@@ -39,9 +39,10 @@ def prepare(data: str | os.PathLike | None, model: Path, work: Path,
     if labelled:
         from ..converters.gate import read_labels
 
-        try:
-            read_labels(np.asarray(arrays["y"]), Path(data))
-        except InputError:  # a regressor's targets: its exact builds are measured, its lossy ones skipped, said why
+        try:  # a regressor's targets: its exact builds are measured, its lossy ones skipped, said why
+            if read_labels(np.asarray(arrays["y"]), Path(data)).dtype.kind == "f":
+                labelled, unlabelled = False, REGRESSION_TARGETS
+        except InputError:
             labelled, unlabelled = False, REGRESSION_TARGETS
     if calibration_data is not None or _trained_on_named_data(model):
         return {"data": str(Path(data).resolve()), "calibration": _given(calibration_data), "data_sha256": sha,

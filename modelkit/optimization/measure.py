@@ -186,12 +186,14 @@ class Probe:
 
 
 def _judge(sig: Any, labels: np.ndarray | None) -> Any:
-    """The gate's Judge of `labels` on `sig` (converters.gate.judge), or None without labels or one that fits."""
-    from ..converters.gate import judge
+    """The gate's Judge of `labels` on `sig` (converters.gate.judge), or None without labels, one that fits, or
+    a regressor's (optimize ranks by accuracy; a regressor's lossy builds are not measured)."""
+    from ..converters.gate import MAE, judge
 
     if labels is None:
         return None
     try:
-        return judge(sig, labels)
+        j = judge(sig, labels)
     except errors.ModelkitError:
         return None
+    return None if j.metric == MAE else j

@@ -124,16 +124,19 @@ def test_a_regressor_is_gated_by_its_mean_absolute_error(tmp_path, capfd):
     assert "converting" not in capfd.readouterr().err and not (tmp_path / "out").exists()
     for name, y in (("targets", np.linspace(25, 346, 64)), ("counts", np.arange(64) * 20)):
         np.savez(tmp_path / f"{name}.npz", features=x, y=y)
-        (r,) = modelkit.convert(src, "onnx", out_dir=tmp_path / name, quantize="fp16",
+        (r,) = modelkit.convert(src, "onnx", out_dir=tmp_path / name, quantize="dynamic-int8",
                                 eval_data=tmp_path / f"{name}.npz")
         acc = r.accuracy
         assert acc["ok"] and acc["metric"] == "mae" and acc["output"] == "target" and acc["samples"] == 64
-        assert acc["source_accuracy"] > 10 and abs(acc["drop"]) < 1e-3 and acc["output_mae"] < 1e-2
+        assert acc["source_accuracy"] > 10 and abs(acc["drop"]) < 1e-2 and acc["output_mae"] < 0.05
         assert gate.summary(acc).startswith("MAE OK: ") and gate.short(acc).startswith("MAE ")
-    with pytest.raises(AccuracyError, match=r"raises the mean absolute error too much on .*: \d.* -> .*, [+-]\d.*% > "
-                                            r"max_accuracy_drop 0 \(a relative increase for a regressor\)"):
-        modelkit.convert(src, "onnx", out_dir=tmp_path / "strict", quantize="int8", max_accuracy_drop=0.0,
-                         calibration_data=tmp_path / "targets.npz", eval_data=tmp_path / "targets.npz")
+    exact = modelkit.load(src).predict({"features": x})["target"]  # targets the source meets exactly
+    np.savez(tmp_path / "exact.npz", features=x, y=exact)
+    with pytest.raises(AccuracyError, match=r"onnx \(int8\) raises the mean absolute error too much on exact.npz "
+                                            r"\(user data\): 0 -> .*, \+\d.*% > max_accuracy_drop 0.01 \(a relative "
+                                            r"increase for a regressor\) \(64 samples\)"):
+        modelkit.convert(src, "onnx", out_dir=tmp_path / "strict", quantize="int8",
+                         calibration_data=tmp_path / "exact.npz", eval_data=tmp_path / "exact.npz")
 
 
 def test_a_denoiser_is_gated_per_pixel_from_the_cli(tmp_path):
@@ -182,10 +185,7 @@ def test_labels_per_position_judge_an_output_per_position(tmp_path):
     assert gate.judge(_sig(("tags", (None, None, 2))), zero_one) == gate.Judge("tags", gate.TOP1, dense=True)
     binary_mask = _sig(("p", (None, 2, 2, 1)))
     assert gate.judge(binary_mask, (masks > 1).astype(np.int64)) == gate.Judge("p", gate.BINARY, dense=True)
-    with pytest.raises(InputError, match=r"no output among \['v'\] to measure accuracy on: .*\(batch, classes\) "
-                                         r"\(top-1 on class ids\), \(batch, 1\) .*\(batch, \*positions, classes\) "
-                                         r"\(top-1 per position.*; convert without --quantize"):
-        gate.check_judgeable(_sig(("v", (None,))))
+    assert gate.check_judgeable(_sig(("v", (None,)))) == gate.Judge("v", gate.MAE)  # only targets fit a (batch,)
 
 
 @pytest.fixture(scope="module")

@@ -159,3 +159,22 @@ def test_a_softmax_per_pixel_after_a_convolution_keeps_its_axis(tmp_path):
     (r,) = modelkit.convert(tmp_path / "seg.keras", "executorch", out_dir=tmp_path / "out")
     outputs = {o["name"]: o for o in r.parity["outputs"]}
     assert outputs["mask"]["max_abs"] <= 1e-5 and outputs["sliced"]["max_abs"] <= 1e-5
+
+
+def test_a_one_channel_convolution_converts(tmp_path):
+    """nc31's denoising autoencoder failed lowering ("The same constant data tensor can't be used in NHWC format in
+    one place and NCHW in another"): a one-output-channel kernel, folded from Keras' layout, was a view XNNPACK read
+    as channels-last."""
+    from modelkit._backend import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 6, 2), name="noisy")
+    h = keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same", activation="relu")(inp)
+    out = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid", name="clean")(h)
+    keras.Model(inp, out).save(tmp_path / "dae.keras")
+    (r,) = modelkit.convert(tmp_path / "dae.keras", "executorch", out_dir=tmp_path / "out")
+    assert r.parity["ok"] and r.parity["outputs"][0]["max_abs"] <= 1e-5
+    x = np.random.default_rng(0).random((3, 6, 6, 2), dtype=np.float32)
+    got, want = modelkit.load(r.path).predict(x)["clean"], modelkit.load(tmp_path / "dae.keras").predict(x)["clean"]
+    assert got.shape == (3, 12, 12, 1) and np.abs(got - want).max() <= 1e-5
