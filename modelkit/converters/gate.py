@@ -137,17 +137,16 @@ def judge(sig: Signature, labels: np.ndarray | None = None) -> Judge:
         return _judge_regression(sig, labels)
     try:
         return _judge_classes(sig, labels)
-    except ConversionError:
-        flat = [s for s in sig.outputs if s.rank == 1]
-        if labels is None and flat:
-            return Judge(flat[0].name, MAE)
-        if labels is None:
+    except ConversionError as exc:
+        if labels is not None:  # integer targets no class judgement takes; the class reason if none fits either
+            try:
+                return _judge_regression(sig, labels)
+            except ConversionError:
+                raise exc from None
+        flat = next((s.name for s in sig.outputs if s.rank == 1), None)
+        if flat is None:
             raise
-        try:
-            return _judge_regression(sig, labels)
-        except ConversionError:
-            pass
-        raise
+        return Judge(flat, MAE)
 
 
 def _squeezed(dims: tuple[Any, ...]) -> tuple[Any, ...]:
