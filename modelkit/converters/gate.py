@@ -65,7 +65,7 @@ def read_labels(y: np.ndarray, p: Path, fix: str = CONVERT_FIX) -> np.ndarray:
             return np.argmax(y, axis=-1).astype(np.int64)  # one-hot, per row or per position
         if zero_one and y.ndim == 2:
             return y.astype(np.int8)
-        if y.ndim == 2 and y.dtype.kind == "f" and not _integral(y):
+        if y.ndim == 2 and y.dtype.kind == "f" and not _integral(y) and _distributions(y):
             return np.argmax(y, axis=-1).astype(np.int64)  # per-class scores (soft labels)
     if y.dtype.kind not in "iubf":
         raise InputError(f"{p}: 'y' holds values that are neither labels nor targets (dtype {y.dtype}): the "
@@ -77,6 +77,12 @@ def read_labels(y: np.ndarray, p: Path, fix: str = CONVERT_FIX) -> np.ndarray:
         if not _integral(y):
             return y.astype(np.float64)  # a regressor's targets
     return y.astype(np.int64)
+
+
+def _distributions(y: np.ndarray) -> bool:
+    """Rows of per-class scores (soft labels: each in [0, 1], summing to 1), not a regressor's (N, k) targets."""
+    return bool(np.isfinite(y).all() and (y >= 0).all() and (y <= 1).all() and np.allclose(y.sum(axis=-1), 1,
+                                                                                             atol=1e-3))
 
 
 def _integral(y: np.ndarray) -> bool:

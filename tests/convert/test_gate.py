@@ -29,6 +29,8 @@ def test_labels_pick_the_metric_and_the_output_they_judge(tmp_path):
     assert gate.read_labels(np.array([[0.], [1.]]), p).tolist() == [0, 1]  # a column of float 0/1
     assert gate.read_labels(np.eye(3)[[2, 0]], p).tolist() == [2, 0]  # one-hot rows
     assert gate.read_labels(np.array([[.1, .7, .2]]), p).tolist() == [1]  # per-class scores
+    xy = gate.read_labels(np.array([[3.2, 4.1], [0.5, 7.25]]), p)  # nc33's centroid head: targets, not scores
+    assert xy.dtype == np.float64 and xy.tolist() == [[3.2, 4.1], [0.5, 7.25]]
     tags = gate.read_labels(np.array([[1, 0, 1], [0, 0, 0], [0, 1, 0]]), p)
     assert tags.shape == (3, 3) and tags.tolist() == [[1, 0, 1], [0, 0, 0], [0, 1, 0]]  # multi-hot kept whole
     targets = gate.read_labels(np.array([[3.0], [151.5]]), p)  # a regressor's: kept as numbers
