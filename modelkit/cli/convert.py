@@ -33,7 +33,8 @@ from ._common import check_outputs, echo_json, human_size, import_option, table
               help="Labelled data for the accuracy gate of quantized hops (.npz: 'x' or per-input arrays, "
                    "and 'y': class ids or one-hot rows judge top-1 accuracy; 0/1 labels of a one-column output "
                    "and multi-hot tag rows judge binary accuracy; a class id per pixel or token (N, H, W) / (N, T) "
-                   "judges a (batch, ..., classes) output by top-1 per position; a regressor's real-valued "
+                   "judges a (batch, ..., classes) output by top-1 per position, except positions the Keras model "
+                   "masks or labelled -1; a regressor's real-valued "
                    "targets judge the output of their shape by mean absolute error); default: the test split named by "
                    "the source's "
                    "manifest.")

@@ -12,7 +12,9 @@ of source and artifact on labelled data, and the drop between them. The labels d
 - labels per position (a segmentation mask (N, H, W) of class ids, a tagger's (N, T) token classes, or their
   one-hot form) judge the first output of shape (batch, *the labels' positions*, classes) by **top-1 per
   position** (pixel / token accuracy); 0/1 masks judge a (batch, *positions*[, 1]) output by binary accuracy per
-  position.
+  position. Positions no one reads are not judged: those a Keras source masks (Embedding(mask_zero=True),
+  Masking: the padding of a token tagger, whose predictions its masked loss never trained), and those labelled
+  below 0 (-1, -100: the usual "ignore" label) or by an all-zero one-hot row.
 
 A binary decision is a score above 0.5 when the model's scores on the data all lie in [0, 1] (probabilities,
 with 0.01 of slack for an int8 sigmoid's rounding), else above 0 (logits); each model's threshold is read from
@@ -63,6 +65,8 @@ def read_labels(y: np.ndarray, p: Path, fix: str = CONVERT_FIX) -> np.ndarray:
         zero_one = bool(np.isin(y, (0, 1)).all())
         if zero_one and (y.sum(axis=-1) == 1).all() and y.shape[-1] > 1:
             return np.argmax(y, axis=-1).astype(np.int64)  # one-hot, per row or per position
+        if zero_one and y.ndim >= 3 and y.shape[-1] > 1 and (y.sum(axis=-1) <= 1).all() and y.any():
+            return np.where(y.any(axis=-1), np.argmax(y, axis=-1), -1).astype(np.int64)  # all-zero rows: padding
         if zero_one and y.ndim == 2:
             return y.astype(np.int8)
         if y.ndim == 2 and y.dtype.kind == "f" and not _integral(y) and _distributions(y):
@@ -113,12 +117,13 @@ def _judge_dense(sig: Signature, labels: np.ndarray) -> Judge:
     """The Judge of labels with one class id per position (N, *positions): the first output of shape (batch,
     *positions, classes) by top-1 per position, or, for 0/1 labels, (batch, *positions[, 1]) by binary accuracy."""
     positions = tuple(int(n) for n in labels.shape[1:])
-    zero_one = bool(np.isin(labels, (0, 1)).all())
+    judged = labels[labels >= 0]  # below 0: positions not judged (padding)
+    zero_one = bool(np.isin(judged, (0, 1)).all())
     for s in _dense_outputs(sig) + [s for s in sig.outputs if s.rank == 2]:
         dims = tuple(s.shape[1:])
         width = dims[-1] if len(dims) == len(positions) + 1 else None
         if width is not None and _fits(dims[:-1], positions) and (width or 0) > 1:
-            _check_range(labels, s.name, int(width))
+            _check_range(judged, s.name, int(width))
             return Judge(s.name, TOP1, dense=True)
         if zero_one and (_fits(dims, positions) or (width == 1 and _fits(dims[:-1], positions))):
             return Judge(s.name, BINARY, dense=True)
@@ -241,11 +246,15 @@ def accuracy(model: Any, inputs: Mapping[str, np.ndarray], labels: np.ndarray, j
         if not labels.size:
             return 0.0, np.zeros(labels.shape), None
         out = predict_rows(model, inputs, EVAL_BATCH)[j.output].astype(np.float64).reshape(labels.shape)
-        return float(np.mean(np.abs(out - labels))), out, None
+        errors = np.abs(out - labels)[~np.isnan(labels)]  # NaN: a position the source masks, not judged
+        return (float(np.mean(errors)) if errors.size else 0.0), out, None
     made, t = decisions(model, inputs, j)
     if made.size == labels.size:  # (N, 1) decisions of a one-column output, a mask's trailing axis of 1
         made = made.reshape(labels.shape)
-    return (float(np.mean(made == labels)) if labels.size else 0.0), made, t
+    right = made == labels
+    if j.dense:  # positions labelled below 0 are not judged (padding)
+        right = right[labels >= 0]
+    return (float(np.mean(right)) if right.size else 0.0), made, t
 
 
 def predict_classes(model: Any, inputs: Mapping[str, np.ndarray], output: str) -> np.ndarray:
@@ -258,24 +267,56 @@ def accuracy_gate(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarra
     """Accuracy of source and artifact on labelled data; `ok` is False when the drop exceeds max_drop. For MAE,
     `source_accuracy` / `artifact_accuracy` hold the mean absolute errors and `drop` their relative increase."""
     j = judge(reference.signature, labels)
+    labels, masked = masked_labels(reference, inputs, labels, j)
     src_acc, ref, t_ref = accuracy(reference, inputs, labels, j)
     art_acc, cand, t_cand = accuracy(candidate, inputs, labels, j)
+    judged = ~np.isnan(labels) if j.metric == MAE else labels >= 0 if j.dense else np.ones(labels.shape, bool)
     if j.metric == MAE:
         drop = art_acc / max(src_acc, 1e-12) - 1.0
-        return {"ok": bool(drop <= max_drop + 1e-12), "quantization": mode, "data": label, "samples": len(labels),
-                "output": j.output, "metric": MAE, "source_accuracy": float(f"{src_acc:.6g}"),
-                "artifact_accuracy": float(f"{art_acc:.6g}"), "drop": round(drop, 6),
-                "max_accuracy_drop": float(max_drop), "output_mae": float(f"{np.mean(np.abs(ref - cand)):.6g}")}
+        moved = np.abs(ref - cand)[judged]
+        out = {"ok": bool(drop <= max_drop + 1e-12), "quantization": mode, "data": label, "samples": len(labels),
+               "output": j.output, "metric": MAE, "source_accuracy": float(f"{src_acc:.6g}"),
+               "artifact_accuracy": float(f"{art_acc:.6g}"), "drop": round(drop, 6), "max_accuracy_drop":
+               float(max_drop), "output_mae": float(f"{np.mean(moved) if moved.size else 0:.6g}")}
+        if masked:
+            out.update(positions_per_sample=int(labels[0].size), positions_judged=int(judged.sum()),
+                       positions_ignored_by=masked)
+        return out
     drop = src_acc - art_acc
     out = {"ok": bool(drop <= max_drop + 1e-12), "quantization": mode, "data": label, "samples": len(labels),
            "output": j.output, "metric": j.metric, "source_accuracy": round(src_acc, 6),
            "artifact_accuracy": round(art_acc, 6), "drop": round(drop, 6), "max_accuracy_drop": float(max_drop),
-           "argmax_agreement" if j.metric == TOP1 else "decision_agreement": round(float(np.mean(ref == cand)), 6)}
+           "argmax_agreement" if j.metric == TOP1 else "decision_agreement":
+           round(float(np.mean((ref == cand)[judged])) if judged.any() else 0.0, 6)}
     if j.metric == BINARY:
         out["threshold"] = {"source": t_ref, "artifact": t_cand}
     if j.dense:
         out["positions_per_sample"] = int(labels[0].size) if len(labels) else 0
+        out["positions_judged"] = int(judged.sum())
+        if not judged.all():
+            out["positions_ignored_by"] = masked or "labels below 0"
     return out
+
+
+def masked_labels(reference: Any, inputs: Mapping[str, np.ndarray], labels: np.ndarray, j: Judge
+                  ) -> tuple[np.ndarray, str | None]:
+    """`labels` with -1 (not judged; NaN for a regressor's targets) where the Keras source masks `j.output` (a
+    token tagger's padding, a per-step regressor's), and what masked them; unchanged (and None) for other judges,
+    sources without masks (a reference with no `masks` reader: not Keras), or a mask of another shape. The mask
+    is read in chunks of EVAL_BATCH, stopping at the first chunk without one."""
+    reader = getattr(reference, "masks", None)
+    if not (j.dense or j.metric == MAE) or reader is None or not len(labels):
+        return labels, None
+    parts = []
+    for start in range(0, len(labels), EVAL_BATCH):
+        mask = reader({k: v[start:start + EVAL_BATCH] for k, v in inputs.items()}).get(j.output)
+        if mask is None:
+            return labels, None
+        parts.append(mask)
+    mask = np.concatenate(parts)
+    if mask.size != labels.size:
+        return labels, None
+    return np.where(mask.reshape(labels.shape), labels, np.nan if j.metric == MAE else -1), "the source model's mask"
 
 
 def raise_if_failed(acc: Mapping[str, Any], candidate: str) -> None:
@@ -297,13 +338,16 @@ def _metric(acc: Mapping[str, Any]) -> str:
 
 
 def summary(acc: Mapping[str, Any]) -> str:
+    ignored = acc.get("positions_ignored_by")
+    where = "" if not ignored else (f" ({acc['positions_judged']} of {acc['samples'] * acc['positions_per_sample']} "
+                                    f"positions judged; the rest ignored by {ignored})")
     if acc.get("metric") == MAE:
         head = f"MAE {'OK' if acc['ok'] else 'FAILED'}"
         return (f"{head}: {acc['source_accuracy']:.4g} -> {acc['artifact_accuracy']:.4g} ({acc['drop']:+.2%}, max "
-                f"+{acc['max_accuracy_drop']:.2%}) on {acc['samples']} samples of {acc['data']}")
+                f"+{acc['max_accuracy_drop']:.2%}) on {acc['samples']} samples of {acc['data']}{where}")
     head = f"{_metric(acc)} {'OK' if acc['ok'] else 'FAILED'}"
     return (f"{head}: {acc['source_accuracy']:.4f} -> {acc['artifact_accuracy']:.4f} (drop {acc['drop']:+.4f}, "
-            f"max {acc['max_accuracy_drop']:g}) on {acc['samples']} samples of {acc['data']}")
+            f"max {acc['max_accuracy_drop']:g}) on {acc['samples']} samples of {acc['data']}{where}")
 
 
 def short(acc: Mapping[str, Any]) -> str:

@@ -168,7 +168,18 @@ def dataset_samples(manifest: Any, sig: Signature) -> tuple[dict[str, np.ndarray
 
 def generate(spec: TensorSpec, shape: tuple[int, ...], rng: np.random.Generator, rng_range: Range | None = None
              ) -> np.ndarray:
-    """Seeded values of spec's dtype: within rng_range when given, else uniform [0, 1) / ints in [0, 10)."""
+    """Seeded values of spec's dtype: within rng_range when given, else uniform [0, 1) / ints in [0, 10); every
+    other row padded from a random step when the range has a `pad` (the value a Masking layer or an
+    Embedding(mask_zero=True) masks)."""
+    out = _values(spec, shape, rng, rng_range)
+    if rng_range is not None and rng_range.pad is not None and len(shape) >= 2 and shape[1] >= 2:
+        for row in range(1, shape[0], 2):
+            out[row, int(rng.integers(1, shape[1])):] = rng_range.pad
+    return out
+
+
+def _values(spec: TensorSpec, shape: tuple[int, ...], rng: np.random.Generator, rng_range: Range | None
+            ) -> np.ndarray:
     from ..errors import ParityError
 
     dtype = np.dtype(spec.dtype)

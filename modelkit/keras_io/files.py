@@ -151,3 +151,18 @@ def call_model(model: Any, inputs: dict[str, np.ndarray], sig: Signature) -> dic
     outs = model(feed, training=False)
     flat = keras.tree.flatten(outs)
     return {n: np.asarray(keras.ops.convert_to_numpy(o)) for n, o in zip(sig.output_names, flat)}
+
+
+def call_model_masks(model: Any, inputs: dict[str, np.ndarray], sig: Signature) -> dict[str, np.ndarray]:
+    """The Keras masks the model's outputs carry for `inputs` (an Embedding(mask_zero=True) or a Masking layer
+    upstream), keyed by output name: True where a position is real, False where it is padding; outputs without
+    one are left out."""
+    keras = import_keras()
+    from keras.src.backend.common.masking import get_keras_mask  # no public reader of a tensor's mask
+
+    args = [inputs[n] for n in sig.input_names]
+    structured = isinstance(getattr(model, "_inputs_struct", None), dict)
+    feed: Any = dict(inputs) if structured else (args if len(args) > 1 else args[0])
+    flat = keras.tree.flatten(model(feed, training=False))
+    found = {n: get_keras_mask(o) for n, o in zip(sig.output_names, flat)}
+    return {n: np.asarray(keras.ops.convert_to_numpy(m)).astype(bool) for n, m in found.items() if m is not None}

@@ -1,6 +1,8 @@
 """Where a Keras model's inputs take their values, read from the layer each input feeds first (looking through
 value-preserving layers and nested models): Rescaling, Normalization (mean +- 2 std), Discretization, Embedding and
-CategoryEncoding (ids below input_dim / num_tokens), IntegerLookup / StringLookup (the vocabulary).
+CategoryEncoding (ids below input_dim / num_tokens), IntegerLookup / StringLookup (the vocabulary). An input a
+Masking layer or an Embedding(mask_zero=True) reads is padded too (`pad`): every other generated row ends in
+padding from a random step, so parity proves that an artifact masks what its source masks.
 
 Verification draws its generated inputs from these ranges (modelkit.converters.samples), and the engines check
 integer ids against the hard ones (modelkit.runtime.id_ranges): an id past an Embedding's table is undefined per
@@ -8,7 +10,7 @@ engine (an error, or garbage read out of bounds).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator, Mapping
 
 import numpy as np
@@ -21,33 +23,38 @@ _VALUE_PRESERVING = frozenset({
     "Reshape", "Flatten", "Permute", "Resizing", "CenterCrop", "Cropping1D", "Cropping2D", "Cropping3D",
     "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
     "GaussianNoise", "GaussianDropout", "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
-    "RandomCrop", "Identity", "Masking"})
+    "RandomCrop", "Identity"})
 _MODEL_CLASSES = ("Functional", "Sequential", "Model")
 
 
 @dataclass(frozen=True)
 class Range:
     """Where one input's values come from: uniform in [low, high) (per channel when low/high are lists
-    as long as the last dimension), or drawn from `values`; `why` names the layer it was read from."""
+    as long as the last dimension), or drawn from `values` (neither: uniform [0, 1) / ints in [0, 10)); `pad`: the
+    value the model masks (every other row padded with it from a random step); `why` names the layer(s)."""
 
     low: float | list[float] | None = None
     high: float | list[float] | None = None
     values: list[Any] | None = None
     why: str = ""
+    pad: float | None = None
 
     def describe(self) -> str:
+        padded = "" if self.pad is None else f", every other row padded with {self.pad:g} from a random step"
         if self.values is not None:
             shown = ", ".join(str(v) for v in self.values[:5]) + (", ..." if len(self.values) > 5 else "")
-            return f"one of [{shown}] ({self.why})"
+            return f"one of [{shown}]{padded} ({self.why})"
+        if self.low is None or self.high is None:
+            return f"uniform{padded} ({self.why})"
         per = " per channel" if isinstance(self.low, list) or isinstance(self.high, list) else ""
-        return f"[{_fmt(self.low, min)}, {_fmt(self.high, max)}){per} ({self.why})"
+        return f"[{_fmt(self.low, min)}, {_fmt(self.high, max)}){per}{padded} ({self.why})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"low": self.low, "high": self.high, "values": self.values, "why": self.why}
+        return {"low": self.low, "high": self.high, "values": self.values, "why": self.why, "pad": self.pad}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Range":
-        return cls(d.get("low"), d.get("high"), d.get("values"), str(d.get("why", "")))
+        return cls(d.get("low"), d.get("high"), d.get("values"), str(d.get("why", "")), d.get("pad"))
 
 
 def _fmt(v: Any, pick: Any) -> str:
@@ -96,7 +103,12 @@ class _Graph:
             return None
         for layer in self.consumers(name):
             cls = layer.get("class_name")
-            if cls in _VALUE_PRESERVING:
+            if cls == "Masking":  # the values of the layers after it, padded with the value it masks
+                after = self.range_for(_name(layer), depth + 1) or Range()
+                value = float((layer.get("config") or {}).get("mask_value", 0.0))
+                why = f"Masking '{_name(layer)}' masks steps of {value:g}"
+                found = replace(after, pad=value, why=f"{after.why}; {why}" if after.why else why)
+            elif cls in _VALUE_PRESERVING:
                 found = self.range_for(_name(layer), depth + 1)
             elif cls in _MODEL_CLASSES or (layer.get("config") or {}).get("layers"):
                 inner = self._live(layer)
@@ -153,7 +165,9 @@ def layer_range(cls: str, cfg: dict[str, Any], live: Any, name: str) -> Range | 
         pad = (hi - lo) / max(len(bounds) - 1, 1) or 1.0
         return Range(lo - pad, hi + pad, why=f"{why}: around its bin boundaries")
     if cls == "Embedding" and cfg.get("input_dim"):
-        return Range(0, int(cfg["input_dim"]), why=f"{why}: ids below input_dim {cfg['input_dim']}")
+        pad = 0.0 if cfg.get("mask_zero") else None
+        masks = ", 0 pads (mask_zero)" if pad is not None else ""
+        return Range(0, int(cfg["input_dim"]), why=f"{why}: ids below input_dim {cfg['input_dim']}{masks}", pad=pad)
     if cls == "CategoryEncoding" and cfg.get("num_tokens"):
         return Range(0, int(cfg["num_tokens"]), why=f"{why}: ids below num_tokens {cfg['num_tokens']}")
     if cls in ("IntegerLookup", "StringLookup") and not cfg.get("invert"):

@@ -85,9 +85,9 @@ def optimize(model: str | os.PathLike, target: str = "server-cpu", data: str | o
     sha = _manifest.sha256_of(source)
     work = root / "builds" / sha[:16]
     work.mkdir(parents=True, exist_ok=True)
-    from .data import prepare
+    from .data import mask_padding, prepare
 
-    prepared = prepare(data, source, work, calibration_data)
+    prepared = mask_padding(prepare(data, source, work, calibration_data), source, work)
     gate = {"model_sha256": sha, "data": prepared["data"], "calibration": prepared["calibration"],
             "data_sha256": prepared["data_sha256"], "max_accuracy_drop": limits["max_accuracy_drop"],
             "batch": int(batch)}

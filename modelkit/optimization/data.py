@@ -69,6 +69,37 @@ def prepare(data: str | os.PathLike | None, model: Path, work: Path,
                                            f"{rows / n_cal:.0f}), accuracy on the other {rows - n_cal}"}
 
 
+def mask_padding(prepared: dict[str, Any], model: Path, work: Path) -> dict[str, Any]:
+    """`prepared` with its eval file written again, 'y' -1 at the positions the Keras model masks (a token
+    tagger's padding: convert's gate ignores them), so that the baseline and every build are measured on the same
+    positions; unchanged unless labels per position meet an output the model masks."""
+    if not prepared.get("labelled") or prepared.get("data") is None:
+        return prepared
+    ev = Path(prepared["data"])
+    arrays = _read(ev)
+    if np.ndim(arrays["y"]) < 2:  # one label per sample: nothing a mask covers
+        return prepared
+    from ..converters.gate import judge, masked_labels
+    from ..converters.quantize import load_npz
+    from ..errors import ModelkitError
+    from ..runtime import load
+
+    reference = load(model)
+    try:
+        inputs, labels = load_npz(ev, reference.signature, need_labels=True)
+        labels, by = masked_labels(reference, inputs, labels, judge(reference.signature, labels))
+    except ModelkitError:  # labels that do not fit: said by the builds' own checks
+        return prepared
+    if by is None:
+        return prepared
+    sha = _manifest.sha256_of(ev)
+    out = work / f"data-{sha[:16]}" / "masked" / ev.name
+    if not out.exists():
+        _save(out, {**arrays, "y": labels})
+    return {**prepared, "data": str(out), "eval_sha256": _manifest.sha256_of(out),
+            "split": f"{prepared['split']}; positions the model masks (padding) not judged"}
+
+
 def _given(path: str | os.PathLike | None) -> str | None:
     if path is None:
         return None

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..formats import Format
 from ..keras_io.ranges import keras_id_ranges
-from .base import Model, parse_device
+from .base import Model, parse_device, precheck
 from .id_ranges import as_bounds
 from .memory import check_headroom, guard_load
 
@@ -31,6 +31,14 @@ class KerasModel(Model):
 
         check_headroom(self, inputs)  # TensorFlow aborts the process when an allocation fails
         return call_model(self.model, inputs, self.signature)
+
+    def masks(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The Keras masks of the outputs that carry one (True: a real position, False: padding)."""
+        from ..keras_io.files import call_model_masks
+
+        bound = self.signature.bind(precheck(inputs))
+        check_headroom(self, bound)
+        return call_model_masks(self.model, bound, self.signature)
 
 
 @guard_load("keras")

@@ -190,10 +190,38 @@ def test_labels_per_position_judge_an_output_per_position(tmp_path):
     assert gate.check_judgeable(_sig(("v", (None,)))) == gate.Judge("v", gate.MAE)  # only targets fit a (batch,)
 
 
+def test_positions_labelled_below_0_or_by_an_all_zero_one_hot_row_are_not_judged(tmp_path):
+    """The usual "ignore" labels of a padded sequence (-1, -100) and the all-zero one-hot rows Keras users pad
+    with: not judged, and said so."""
+    p = tmp_path / "eval.npz"
+    one_hot = np.eye(3)[[[0, 2, 1], [2, 0, 0]]]
+    one_hot[1, 2] = 0  # the last token of the second sentence: padding
+    assert gate.read_labels(one_hot, p).tolist() == [[0, 2, 1], [2, 0, -1]]
+    tagger = _sig(("tags", (None, 3, 3)))
+    labels = np.array([[0, 2, -100], [2, -1, -1]])
+    assert gate.judge(tagger, labels) == gate.Judge("tags", gate.TOP1, dense=True)
+    with pytest.raises(InputError, match=r"'y' holds labels 0..3; the model's output 'tags' has 3 classes"):
+        gate.judge(tagger, np.array([[0, 3, -1]]))
+
+    class Fixed:  # a model whose answers are known: right on both judged positions of the first row, wrong on
+        signature = tagger  # the judged one of the second, and wrong on every position labelled below 0
+
+        def predict(self, inputs):
+            return {"tags": np.eye(3)[[[0, 2, 1], [1, 0, 0]]]}
+
+    acc, made, _ = gate.accuracy(Fixed(), {"x": np.zeros((2, 3))}, labels, gate.Judge("tags", gate.TOP1, dense=True))
+    assert acc == pytest.approx(2 / 3) and made.tolist() == [[0, 2, 1], [1, 0, 0]]
+    out = gate.accuracy_gate(Fixed(), Fixed(), {"x": np.zeros((2, 3))}, labels, 0.01, "eval.npz", "int8")
+    assert out["positions_judged"] == 3 and out["positions_ignored_by"] == "labels below 0"
+    assert out["argmax_agreement"] == 1.0 and out["source_accuracy"] == pytest.approx(0.666667)
+    assert gate.summary(out).endswith("on 2 samples of eval.npz (3 of 6 positions judged; the rest ignored by "
+                                      "labels below 0)")
+
+
 @pytest.fixture(scope="module")
 def dense(tmp_path_factory):
     folder = tmp_path_factory.mktemp("dense")
-    return {kind: train_dense(kind, folder) for kind in ("segmenter", "tokens")}
+    return {kind: train_dense(kind, folder) for kind in ("segmenter", "tokens", "masked", "masked_steps")}
 
 
 @pytest.mark.parametrize("kind, output, positions", [("segmenter", "mask", 144), ("tokens", "tags", 10)])
@@ -205,3 +233,49 @@ def test_a_segmenter_and_a_token_tagger_are_judged_per_position(dense, tmp_path,
     assert acc["positions_per_sample"] == positions and acc["argmax_agreement"] >= 0.97
     assert acc["source_accuracy"] >= 0.9 and abs(acc["drop"]) <= 0.01
     assert gate.summary(acc).startswith("accuracy per position OK: ")
+
+
+def test_the_padding_a_keras_model_masks_is_not_judged(dense, tmp_path):
+    """nc32: a token tagger with Embedding(mask_zero=True), its padding labelled 0: the gate judged every position,
+    padding too (0.650 where Keras' own masked accuracy is 0.985). Positions the source masks are ignored."""
+    src, ev = dense["masked"]
+    data = np.load(ev)
+    real = data["x"] != 0
+    (r,) = modelkit.convert(src, "onnx", out_dir=tmp_path, quantize="dynamic-int8", eval_data=ev)
+    acc = r.accuracy
+    assert acc["ok"] and acc["positions_per_sample"] == 10 and acc["positions_judged"] == int(real.sum())
+    assert 0 < acc["positions_judged"] < 1280 and acc["positions_ignored_by"] == "the source model's mask"
+    keras_tags = np.argmax(modelkit.load(src).predict({"ids": data["x"]})["tags"], axis=-1)
+    assert acc["source_accuracy"] == pytest.approx(float(np.mean(keras_tags[real] == data["y"][real])), abs=1e-6)
+    assert acc["source_accuracy"] >= 0.95 and abs(acc["drop"]) <= 0.01
+
+
+def test_a_per_step_regressors_padding_is_not_judged_by_its_mae(dense, tmp_path):
+    """nc34: a per-step regressor behind Masking, its padding's targets junk: the MAE gate counted them (0.072
+    where the real steps' MAE is 0.022). Positions the source masks are not judged (NaN targets inside)."""
+    src, ev = dense["masked_steps"]
+    data = np.load(ev)
+    real = ~(data["x"] == 0).all(-1)
+    (r,) = modelkit.convert(src, "onnx", out_dir=tmp_path, quantize="dynamic-int8", eval_data=ev)
+    acc = r.accuracy
+    assert acc["ok"] and acc["metric"] == "mae" and acc["positions_judged"] == int(real.sum()) < real.size
+    assert acc["positions_ignored_by"] == "the source model's mask"
+    level = modelkit.load(src).predict({"frames": data["x"]})["level"][..., 0]
+    assert acc["source_accuracy"] == pytest.approx(float(np.mean(np.abs(level - data["y"])[real])), rel=1e-5)
+    assert acc["source_accuracy"] < 0.5 < float(np.mean(np.abs(level - data["y"])))  # the junk would dominate
+    assert "positions judged; the rest ignored by the source model's mask" in gate.summary(acc)
+
+
+def test_optimize_measures_every_build_on_the_positions_the_model_does_not_mask(dense, tmp_path):
+    """optimize's baseline and builds are measured by its own probes, which see no Keras mask: the eval split is
+    written again with -1 where the source masks, and only the same positions are judged."""
+    from modelkit.optimization.data import mask_padding
+
+    src, ev = dense["masked"]
+    prepared = {"data": str(ev), "labelled": True, "split": "accuracy on every row of --data"}
+    got = mask_padding(prepared, src, tmp_path)
+    x, y = np.load(got["data"])["x"], np.load(got["data"])["y"]
+    assert Path(got["data"]).parent.name == "masked" and got["split"].endswith("(padding) not judged")
+    assert (y[x == 0] == -1).all() and (y[x != 0] == np.load(ev)["y"][x != 0]).all()
+    unmasked = dense["tokens"]  # the same kind of tagger without a mask: its eval file is left as it is
+    assert mask_padding({**prepared, "data": str(unmasked[1])}, unmasked[0], tmp_path)["data"] == str(unmasked[1])

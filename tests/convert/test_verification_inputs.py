@@ -140,3 +140,49 @@ def test_an_artifact_verified_on_user_samples_still_records_its_id_range(keras, 
     with pytest.raises(InputError, match=r"input 'ids': ids must be in \[0, 18\) \(Embedding .*got values from 1 to "
                                          r"99$"):
         modelkit.load(r.path).predict(np.array([[1, 99]], np.int32))
+
+
+def _masked_pair(keras, tmp_path):
+    """A Masking -> LSTM classifier, and the same weights without the Masking layer: an artifact that ignores
+    the mask (reads padded steps as data)."""
+    keras.utils.set_random_seed(0)
+    x = keras.Input((6, 3), name="series")
+    lstm, head = keras.layers.LSTM(8), keras.layers.Dense(3, activation="softmax")
+    masked = keras.Model(x, head(lstm(keras.layers.Masking(0.0)(x))))
+    unmasked = keras.Model(x, head(lstm(x)))
+    masked.save(tmp_path / "masked.keras")
+    unmasked.save(tmp_path / "unmasked.keras")
+    return tmp_path / "masked.keras", tmp_path / "unmasked.keras"
+
+
+def test_a_masked_models_parity_inputs_are_padded_so_that_ignoring_the_mask_fails(keras, tmp_path):
+    """Uniform samples never hold a step of all zeros, so a Masking layer never masked anything during parity:
+    an artifact that ignored the mask passed. Inputs a Masking layer (or an Embedding(mask_zero=True)) reads are
+    padded with its value in every other row, and such an artifact fails."""
+    from modelkit.converters.samples import plan_inputs
+
+    src, wrong = _masked_pair(keras, tmp_path)
+    reference = modelkit.load(src)
+    plan = plan_inputs(reference.signature, reference)
+    assert plan.source == "inferred" and plan.ranges["series"].pad == 0.0
+    assert "'series' in uniform, every other row padded with 0 from a random step (Masking" in plan.label
+    report = compare_models(reference, modelkit.load(wrong), Tolerance(atol=1e-4), ranges=plan.ranges)
+    assert not report.ok
+    assert compare_models(reference, modelkit.load(wrong), Tolerance(atol=1e-4)).ok  # what uniform inputs proved
+    (r,) = modelkit.convert(src, "onnx", out_dir=tmp_path)  # a converter that keeps the mask passes
+    assert r.parity["ok"] and "padded with 0" in r.parity["inputs"]
+
+
+def test_an_embedding_that_masks_id_0_is_fed_padded_rows(keras, tmp_path):
+    from modelkit.converters.samples import generate, plan_inputs
+    from modelkit.spec import TensorSpec
+
+    ids = keras.Input((12,), dtype="int32", name="tokens")
+    h = keras.layers.Embedding(5000, 4, mask_zero=True)(ids)  # a vocabulary where 0 is rarely drawn
+    src = tmp_path / "tagger.keras"
+    keras.Model(ids, keras.layers.Dense(2)(keras.layers.GRU(4, return_sequences=True)(h))).save(src)
+    reference = modelkit.load(src)
+    r = plan_inputs(reference.signature, reference).ranges["tokens"]
+    assert (r.low, r.high, r.pad) == (0, 5000, 0.0) and "0 pads (mask_zero)" in r.why
+    x = generate(TensorSpec("tokens", (None, 12), "int32"), (6, 12), np.random.default_rng(0), r)
+    assert all((x[row, -1] == 0) for row in (1, 3, 5)) and (x[0] > 0).all() and x.max() < 5000

@@ -126,26 +126,42 @@ np.savez(r"{folder / kind}_eval.npz", x=x[512:], y=y[512:])
 def train_dense(kind: str, folder: Path) -> tuple[Path, Path]:
     """A small model that decides per position, trained in a child (TensorFlow) on generated data:
     "segmenter" (a per-pixel softmax over 3 classes: background, bright, dim; 12x12 images), "tokens" (a per-token
-    softmax over 4 classes, any length); (model, eval .npz of 128 rows with 'y' per position)."""
+    softmax over 4 classes, any length), "masked" (the same tagger on sequences padded with id 0, which its
+    Embedding(mask_zero=True) masks), "masked_steps" (a per-step regressor over frames padded with zero rows,
+    which Masking masks, the padding's targets junk); (model, eval .npz of 128 rows with 'y' per position)."""
     code = f"""
 import numpy as np, keras
 keras.utils.set_random_seed(0)
 rng = np.random.default_rng(0)
 L = keras.layers
+loss = "sparse_categorical_crossentropy"
 if "{kind}" == "segmenter":
     x = rng.random((640, 12, 12, 1), dtype=np.float32)
     y = np.digitize(x[..., 0], [0.33, 0.66]).astype(np.int64)  # (N, 12, 12) class ids
     inp = keras.Input((12, 12, 1), name="image")
     h = L.Conv2D(8, 3, padding="same", activation="relu")(inp)
     out = L.Conv2D(3, 1, activation="softmax", name="mask")(L.Concatenate()([h, inp]))
+elif "{kind}" == "masked":  # padded to 10 tokens with id 0, which the Embedding masks
+    x = rng.integers(1, 20, (640, 10)).astype(np.int64)
+    x[np.arange(10) >= rng.integers(3, 11, (640, 1))] = 0
+    y = (x % 4).astype(np.int64)  # padding labelled 0 too, as the newcomer's was
+    inp = keras.Input((10,), dtype="int64", name="ids")
+    out = L.Dense(4, activation="softmax", name="tags")(L.Embedding(20, 16, mask_zero=True)(inp))
+elif "{kind}" == "masked_steps":  # a per-step regressor over frames padded with zero rows, which Masking masks
+    x = rng.random((640, 8, 3), dtype=np.float32)
+    x[np.arange(8) >= rng.integers(3, 9, (640, 1))] = 0.0
+    y = np.where((x == 0).all(-1), 9.0, x.sum(-1)).astype(np.float32)  # (N, T); padding holds junk (9.0)
+    inp = keras.Input((8, 3), name="frames")
+    out = L.Dense(1, name="level")(L.Dense(16, activation="relu")(L.Masking(0.0)(inp)))
+    loss = "mse"
 else:
     x = rng.integers(1, 20, (640, 10)).astype(np.int64)
     y = (x % 4).astype(np.int64)  # (N, T) class ids
     inp = keras.Input((None,), dtype="int64", name="ids")
     out = L.Dense(4, activation="softmax", name="tags")(L.Embedding(20, 16)(inp))
 m = keras.Model(inp, out)
-m.compile("adam", "sparse_categorical_crossentropy")
-m.fit(x[:512], y[:512], epochs=40, batch_size=32, verbose=0)
+m.compile("adam", loss)
+m.fit(x[:512], y[:512, ..., None] if loss == "mse" else y[:512], epochs=40, batch_size=32, verbose=0)
 m.save(r"{folder / kind}.keras")
 np.savez(r"{folder / kind}_eval.npz", x=x[512:], y=y[512:])
 """
