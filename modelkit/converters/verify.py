@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import ParityError, ResourceError, ShapeError, VacuousParityError
+from ..errors import DTypeError, InputNameError, ParityError, ResourceError, ShapeError, VacuousParityError
 from ..spec import Signature
 from . import _shapes
 from .registry import Tolerance
@@ -201,6 +201,9 @@ def _run_case(reference: Any, candidate: Any, feed: dict[str, np.ndarray],
         return {"skipped": "reference", "reason": f"the reference cannot run at these sizes: {_first_line(exc)}"}
     try:
         c_out = candidate.predict(feed)
+    except (InputNameError, DTypeError) as exc:  # on a feed its source runs on: the artifact's inputs are others
+        raise ParityError(f"{candidate.path.name} does not take the inputs {reference.path.name} runs on: "
+                          f"{_first_line(exc)}") from exc
     except ShapeError as exc:  # a typed refusal: the artifact accepts a narrower range (recorded)
         if not dynamic:
             raise

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import numpy as np
 
@@ -60,12 +60,15 @@ class OpenVinoModel(Model):
     format = Format.OPENVINO
     engine = "openvino"
 
-    def __init__(self, path: Path, compiled: Any, config: dict[str, Any]):
+    def __init__(self, path: Path, compiled: Any, config: dict[str, Any], model: Any = None):
         self.compiled = compiled
         self.config = config
         m = _manifest.read(path)
-        ins = [(port, _spec(port)) for port in compiled.inputs]
-        outs = {_spec(port).name: (port, _spec(port)) for port in compiled.outputs}
+        # compiling merges a fused node's names into a port's (an int32 input cast to int64 by torch.onnx is also
+        # '_to_copy'): each port keeps the name the IR gives it
+        known = {p.get_any_name() for p in (*model.inputs, *model.outputs) if p.get_names()} if model else set()
+        ins = [(port, _spec(port, known)) for port in compiled.inputs]
+        outs = {(spec := _spec(port, known)).name: (port, spec) for port in compiled.outputs}
         names = order_outputs(list(outs), m.sig.output_names if m else None)
         super().__init__(path, Signature(tuple(s for _, s in ins), tuple(outs[n][1] for n in names)))
         self._output_ports = [(n, outs[n][0]) for n in names]
@@ -91,11 +94,11 @@ class OpenVinoModel(Model):
         return {name: np.asarray(results[port]) for name, port in self._output_ports}
 
 
-def _spec(port: Any) -> TensorSpec:
+def _spec(port: Any, known: Collection[str] = ()) -> TensorSpec:
     names = sorted(port.get_names())
     if not names:
         raise LoadError(f"an OpenVINO tensor has no name (port {port}); modelkit binds tensors by name")
-    name = port.get_any_name()
+    name = next((n for n in names if n in known), port.get_any_name())
     try:
         dtype = np.dtype(port.get_element_type().to_dtype()).name
     except (RuntimeError, TypeError, ValueError) as exc:
@@ -144,7 +147,7 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, precision:
         model = core.read_model(str(xml), str(bin_))
         config = config_for(precision or _recorded_precision(model), hint, threads)
         compiled = core.compile_model(model, "CPU", config)
-        return OpenVinoModel(path, compiled, config)
+        return OpenVinoModel(path, compiled, config, model)
     except LoadError:
         raise
     except ov_errors() as exc:

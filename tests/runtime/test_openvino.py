@@ -197,3 +197,28 @@ def test_modelkit_serve_takes_an_ir_folder_and_a_repository_of_them(conv, serve,
         assert status == 200, resp
         got = np.reshape(resp["outputs"][0]["data"], (2, 10))
         assert np.abs(got - want).max() <= 1e-5
+
+
+def test_an_input_cast_on_entry_keeps_its_name(tmp_path):
+    """nc32: torch.onnx casts a tagger's int32 ids to int64 ('_to_copy'); OpenVINO's CPU plugin folds that Cast into
+    the input when compiling, and the compiled port took the Cast's name: every call failed on 'tokens'."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = np.arange(20, dtype=np.float32).reshape(10, 2)
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["tokens"], ["_to_copy"], to=TensorProto.INT64),
+         helper.make_node("Gather", ["table", "_to_copy"], ["vectors"])],
+        "ids", [helper.make_tensor_value_info("tokens", TensorProto.INT32, ["batch", 3])],
+        [helper.make_tensor_value_info("vectors", TensorProto.FLOAT, ["batch", 3, 2])],
+        [numpy_helper.from_array(table, "table")])
+    src = tmp_path / "ids.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(src))
+    compiled = ov.Core().compile_model(ov.convert_model(str(src)), "CPU")
+    assert "_to_copy" in compiled.inputs[0].get_names()  # what the name is kept from (else the test proves nothing)
+    (r,) = modelkit.convert(src, "openvino", out_dir=tmp_path)
+    assert r.parity["ok"]
+    m = modelkit.load(r.path)
+    assert m.signature.input_names == ["tokens"] and m.signature.output_names == ["vectors"]
+    ids = np.array([[1, 0, 9]], np.int32)
+    assert m.predict({"tokens": ids})["vectors"].tolist() == table[ids].tolist()
