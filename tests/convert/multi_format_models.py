@@ -28,6 +28,16 @@ def _heads(keras: Any) -> Any:
     return keras.Model(x, L.Dense(3, name="logits")(L.GlobalAveragePooling1D()(h)))
 
 
+def _masked_heads(keras: Any) -> Any:
+    """nc35's shape: padded token ids, Embedding(mask_zero=True), self-attention under the padding mask, masked
+    average pooling (tf2onnx slices the mask `[0:1000000000]` and computes the heads' Reshape from the batch)."""
+    L = keras.layers
+    x = keras.Input((10,), dtype="int32", name="ids")
+    h = L.Embedding(30, 8, mask_zero=True)(x)
+    h = L.LayerNormalization()(L.Add()([h, L.MultiHeadAttention(num_heads=2, key_dim=4)(h, h)]))
+    return keras.Model(x, L.Dense(3, name="logits")(L.GlobalAveragePooling1D()(h)))
+
+
 def _pool3d(keras: Any) -> Any:
     """3-D max and average pooling with depth windows, 'same' and 'valid' padding (TFLite has 2-D pooling only)."""
     L = keras.layers
@@ -39,7 +49,7 @@ def _pool3d(keras: Any) -> Any:
     return keras.Model(x, L.Dense(3, name="out")(L.Flatten()(h)))
 
 
-BUILDERS = {"lookup": _lookup, "lstm": _lstm, "heads": _heads, "pool3d": _pool3d}
+BUILDERS = {"lookup": _lookup, "lstm": _lstm, "heads": _heads, "masked_heads": _masked_heads, "pool3d": _pool3d}
 
 
 def save(folder: str) -> dict[str, str]:

@@ -35,6 +35,7 @@ _ACTIVATIONS = {"Sigmoid", "Tanh", "Relu"}  # ONNX ops of the same name
 _DEFAULTS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"], "RNN": ["Tanh"]}
 _GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 _SHAPE_OPS = {"Slice", "Gather", "Squeeze", "Unsqueeze", "Identity"}
+WHOLE_AXIS_END = 10**9  # a Slice end at least this large keeps a whole axis (no batch is that large)
 
 
 def lower_rnns(proto: Any) -> tuple[Any, list[str], list[str]]:
@@ -306,10 +307,11 @@ def shape_gathers(proto: Any) -> tuple[Any, int]:
 
 
 def whole_axis_slices(proto: Any) -> tuple[Any, int]:
-    """Slice axes that keep the whole axis (start 0, end >= 2**31 - 1, step 1; tf2onnx slices a recurrent
-    cell's gates as `[0:INT_MAX, a:b]`) removed from each Slice of constant parameters: the importer gives
-    such an axis the size min(2147483647, batch), which it cannot prove equal to the batch, so the cell's
-    Add has no known shape (the same legalization failure as above). Returns the number of Slices changed."""
+    """Slice axes that keep the whole axis (start 0, end >= 10**9, step 1; tf2onnx slices a recurrent cell's
+    gates as `[0:INT_MAX, a:b]`, a MultiHeadAttention's mask as `[0:1000000000]`) removed from each Slice of
+    constant parameters, a Slice of whole axes only made an Identity: the importer gives such an axis the size
+    min(end, batch), which it cannot prove equal to the batch, so the cell's Add (the mask's And) has no known
+    shape (the same legalization failure as above). Returns the number of Slices changed."""
     import numpy as np
     from onnx import numpy_helper
 
@@ -323,10 +325,14 @@ def whole_axis_slices(proto: Any) -> tuple[Any, int]:
             continue
         starts, ends, axes = (inits[p].reshape(-1) for p in params[:3])
         steps = inits[params[3]].reshape(-1) if len(params) > 3 and params[3] else np.ones_like(starts)
-        keep = [k for k in range(len(axes)) if not (starts[k] == 0 and ends[k] >= 2**31 - 1 and steps[k] == 1)]
-        if len(keep) in (0, len(axes)):
+        keep = [k for k in range(len(axes)) if not (starts[k] == 0 and ends[k] >= WHOLE_AXIS_END and steps[k] == 1)]
+        if len(keep) == len(axes):
             continue
         count += 1
+        if not keep:  # every sliced axis whole: the data as it is
+            node.op_type = "Identity"
+            del node.input[1:]
+            continue
         names = []
         for role, values in (("starts", starts), ("ends", ends), ("axes", axes), ("steps", steps)):
             names.append(f"{node.name or node.output[0]}__mk_{role}")
