@@ -40,10 +40,11 @@ def shape_at(spec: Any, batch: int, size: int | None = None) -> tuple[int, ...]:
                  for i, d in enumerate(spec.shape))
 
 
-def export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str) -> Any:
-    """torch.export of `module` with every open dimension dynamic; typed errors where torch cannot."""
+def export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str, fmt: str = "pt2") -> Any:
+    """torch.export of `module` with every open dimension dynamic; typed errors where torch cannot, naming the
+    format `fmt` the program is made for."""
     with symbolic_sizes():
-        return _export(module, sig, example, src_name)
+        return _export(module, sig, example, src_name, fmt)
 
 
 @contextlib.contextmanager
@@ -61,7 +62,7 @@ def symbolic_sizes() -> Iterator[None]:
         yield
 
 
-def _export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str) -> Any:
+def _export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str, fmt: str) -> Any:
     import torch
 
     with watch(module, sig) as seen:
@@ -81,7 +82,7 @@ def _export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str
     fixed = [(n, a) for (n, a), r in ranges(program, sig).items() if r is None]
     if fixed:
         name, axis = fixed[0]
-        raise UnsupportedConversionError(refusal("pt2", "torch.export", name, axis, seen.get((name, axis))))
+        raise UnsupportedConversionError(refusal(fmt, "torch.export", name, axis, seen.get((name, axis))))
     return program
 
 
@@ -171,6 +172,9 @@ def refusal(fmt: str, what: str, name: str, axis: int, layer: str | None, size: 
     if fmt == "pt2" and layer and re.search(r"\((LSTM|GRU|Bidirectional)\)", layer):
         keep += ("; an LSTM / GRU with tanh / sigmoid gates and a bias (a GRU with reset_after=True) would run at "
                  "any length in pt2 and torchscript")
+    if fmt.startswith("onnx"):  # the torch route (OpenVINO's for a recurrent model): tf2onnx's keeps the length
+        keep = ("onnx by its default route (tf2onnx), saved_model; or fix the length when converting "
+                "(--input-spec) for this route and OpenVINO")
     return (f"{what} cannot keep dimension {axis} of input '{name}' dynamic: {where} turns it into the "
             f"traced size {example_size(axis)}{at}; {fmt} would run at that size only. Formats that keep it "
             f"dynamic: {keep}")

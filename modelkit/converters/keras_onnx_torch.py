@@ -46,7 +46,7 @@ def keras_to_onnx_torch(src: Path, dest: Path, opset: int = OPSET, trust_unsafe_
     module, sig = load_wrapped(src, trust_unsafe_code)
     example = example_inputs(sig)
     with unrolled_rnn() as seen:  # Keras' masked / generic recurrent loop would fix the batch (see _unroll)
-        program = _torch_dims.export(module, sig, example, Path(src).name)
+        program = _torch_dims.export(module, sig, example, Path(src).name, "onnx (route 'torch')")
         accepted = _torch_dims.ranges(program, sig)
         check_batches(program.module(), module, sig, "the exported program")
         _torch_dims.check_lengths(program.module(), module, sig, "torch.export", "onnx (route 'torch')",

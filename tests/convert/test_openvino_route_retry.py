@@ -45,3 +45,13 @@ def test_a_picked_tf2onnx_route_is_kept_and_the_error_says_what_to_do(rnn, tmp_p
         modelkit.convert(rnn, "openvino", out_dir=tmp_path, options={"route": "tf2onnx"})
     assert info.value.report["route"] == "torch"
     assert not (tmp_path / "rnn_openvino").exists() and not (tmp_path / "rnn.torch.onnx").exists()
+
+
+def test_the_torch_routes_length_refusal_names_its_format_and_the_fix():
+    """nc34: a GRU over frames of any length to OpenVINO (the torch route's ONNX) was refused saying "pt2 would run
+    at that size only" (pt2 itself converts it), with no way forward; the refusal names the route and the fix."""
+    from modelkit.converters._torch_dims import refusal
+
+    text = refusal("onnx (route 'torch')", "torch.export", "series", 1, "'gru_cell' (GRUCell)")
+    assert "onnx (route 'torch') would run at that size only" in text and "pt2" not in text
+    assert "onnx by its default route (tf2onnx), saved_model" in text and "(--input-spec)" in text
