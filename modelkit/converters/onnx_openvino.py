@@ -16,7 +16,8 @@ the tool OpenVINO makes for it; `pip install 'modelkit[openvino]'` brings it), c
 int8 mode uses (the training split named by the manifest, or `--calibration-data`), preset performance
 (symmetric activations and weights, per-channel weights): FakeQuantize nodes that OpenVINO's CPU plugin runs as
 int8 kernels. Planned from keras, the int8 happens here, on the exact ONNX file before it (see
-quantize.LAST_HOP_MODES). Judged by the accuracy gate like the other int8 modes.
+quantize.LAST_HOP_MODES). Judged by the accuracy gate like the other int8 modes. Recurrent ops (LSTMSequence,
+GRUSequence, ...) keep float weights (NNCF's ignored scope): the CPU plugin takes only constant weights into them.
 """
 from __future__ import annotations
 
@@ -120,6 +121,11 @@ def _route_hint(src: Path, reason: str) -> str:
             "ONNX on the way is then exported through torch.onnx, which it takes")
 
 
+# OpenVINO ops whose weights NNCF would fake-quantize but the CPU plugin needs constant ("LSTMSequence ... expects
+# Constant for port 4"): a recurrent layer keeps float weights, the rest of the model is int8
+RECURRENT_OPS = frozenset({"LSTMSequence", "GRUSequence", "RNNSequence", "LSTMCell", "GRUCell", "RNNCell"})
+
+
 def _nncf_quantized(model: Any, calibration: dict[str, Any], src_name: str) -> Any:
     """`model` quantized by NNCF post-training quantization on `calibration` (one sample per step, fed by input
     name), preset performance (symmetric). NNCF's logger and rich progress bars are kept off the terminal."""
@@ -134,9 +140,11 @@ def _nncf_quantized(model: Any, calibration: dict[str, Any], src_name: str) -> A
         nncf = require("nncf", "openvino")
         nncf.set_log_level(logging.ERROR)
         samples = list(q.iter_samples(calibration, batch=1))
-        try:
+        recurrent = sorted({op.get_type_name() for op in model.get_ordered_ops()} & RECURRENT_OPS)
+        try:  # recurrent ops stay float: the CPU plugin takes only constant weights into an LSTMSequence
             return nncf.quantize(model, nncf.Dataset(samples, lambda feed: feed),
-                                 preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(samples))
+                                 preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(samples),
+                                 ignored_scope=nncf.IgnoredScope(types=recurrent) if recurrent else None)
         except Exception as exc:  # noqa: BLE001 - NNCF raises its own and OpenVINO's types; one typed line
             first = first_line(exc)
             raise ConversionError(f"NNCF could not quantize {src_name} to int8: {first}") from exc

@@ -88,3 +88,40 @@ def test_onnx_and_openvino_at_int8_write_two_int8_artifacts_and_the_exact_onnx_b
     assert (top["cnn_tf.onnx"] == keras_top).all()
     for n in ("cnn_tf.int8.onnx", "cnn_tf.int8_openvino"):
         assert (top[n] == top["cnn_tf.onnx"]).mean() >= 0.85, (n, (top[n] == top["cnn_tf.onnx"]).mean())
+
+
+def test_a_recurrent_model_quantizes_to_openvino_int8_with_its_lstm_kept_float(tmp_path):
+    """nc37 (an LSTM forecaster: Normalization, encoder LSTM, RepeatVector, decoder LSTM, per-step head): NNCF
+    fake-quantized the LSTMSequence's input weights, and OpenVINO's CPU plugin then refused the IR ("LSTMSequence
+    ... expects Constant for port 4"). Recurrent ops stay float; the rest is int8."""
+    from collections import Counter
+
+    import openvino as ov
+
+    from modelkit._backend import import_keras
+
+    keras = import_keras("tensorflow")
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    t = np.arange(16)[None, :] + rng.uniform(0, 50, (600, 1))
+    series = (np.sin(rng.uniform(0.2, 0.6, (600, 1)) * t) * 10 + 50).astype("float32")
+    history, future = series[:, :12, None], series[:, 12:]
+    L = keras.layers
+    norm = L.Normalization(axis=None)
+    norm.adapt(history)
+    x = keras.Input((12, 1), name="history")
+    h = L.LSTM(16, return_sequences=True)(L.RepeatVector(4)(L.LSTM(16)(norm(x))))
+    model = keras.Model(x, L.TimeDistributed(L.Dense(1), name="forecast")(h))
+    model.compile("adam", "mae")
+    model.fit(history[:400], future[:400, :, None], epochs=20, batch_size=32, verbose=0)
+    src = tmp_path / "fc.keras"
+    model.save(src)
+    np.savez(tmp_path / "cal.npz", history=history[:100])
+    np.savez(tmp_path / "ev.npz", history=history[400:], y=future[400:])
+    results = modelkit.convert(src, "openvino", out_dir=tmp_path, quantize="int8",
+                               calibration_data=tmp_path / "cal.npz", eval_data=tmp_path / "ev.npz")
+    r = next(r for r in results if r.format == "openvino")
+    assert r.accuracy["ok"] and r.accuracy["metric"] == "mae"
+    (xml,) = Path(r.path).glob("*.xml")
+    ops = Counter(op.get_type_name() for op in ov.Core().read_model(str(xml)).get_ordered_ops())
+    assert ops["LSTMSequence"] == 2 and ops["FakeQuantize"] >= 2  # the rest int8, the LSTMs float
