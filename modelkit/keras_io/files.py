@@ -142,15 +142,7 @@ def output_names(model: Any) -> list[str]:
 def call_model(model: Any, inputs: dict[str, np.ndarray], sig: Signature) -> dict[str, np.ndarray]:
     """Run the model directly (not model.predict) and return outputs keyed by output name."""
     keras = import_keras()
-    args = [inputs[n] for n in sig.input_names]
-    structure = model.input if isinstance(getattr(model, "_inputs_struct", None), dict) else None
-    if structure is not None:
-        feed: Any = dict(inputs)
-    else:
-        feed = args if len(args) > 1 else args[0]
-    outs = model(feed, training=False)
-    flat = keras.tree.flatten(outs)
-    return {n: np.asarray(keras.ops.convert_to_numpy(o)) for n, o in zip(sig.output_names, flat)}
+    return {n: np.asarray(keras.ops.convert_to_numpy(o)) for n, o in _called(model, inputs, sig).items()}
 
 
 def call_model_masks(model: Any, inputs: dict[str, np.ndarray], sig: Signature) -> dict[str, np.ndarray]:
@@ -160,9 +152,14 @@ def call_model_masks(model: Any, inputs: dict[str, np.ndarray], sig: Signature) 
     keras = import_keras()
     from keras.src.backend.common.masking import get_keras_mask  # no public reader of a tensor's mask
 
-    args = [inputs[n] for n in sig.input_names]
-    structured = isinstance(getattr(model, "_inputs_struct", None), dict)
-    feed: Any = dict(inputs) if structured else (args if len(args) > 1 else args[0])
-    flat = keras.tree.flatten(model(feed, training=False))
-    found = {n: get_keras_mask(o) for n, o in zip(sig.output_names, flat)}
+    found = {n: get_keras_mask(o) for n, o in _called(model, inputs, sig).items()}
     return {n: np.asarray(keras.ops.convert_to_numpy(m)).astype(bool) for n, m in found.items() if m is not None}
+
+
+def _called(model: Any, inputs: dict[str, np.ndarray], sig: Signature) -> dict[str, Any]:
+    """The model's output tensors for `inputs` (a dict for a dict-input model, else positional), by output name."""
+    keras = import_keras()
+    args = [inputs[n] for n in sig.input_names]
+    feed: Any = dict(inputs) if isinstance(getattr(model, "_inputs_struct", None), dict) else (
+        args if len(args) > 1 else args[0])
+    return dict(zip(sig.output_names, keras.tree.flatten(model(feed, training=False))))

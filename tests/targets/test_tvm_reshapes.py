@@ -18,7 +18,7 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from modelkit.targets.tvm import reshapes  # noqa: E402
-from modelkit.targets.tvm.lower_rnn import whole_axis_slices  # noqa: E402
+from modelkit.targets.tvm.symbolic import whole_axis_slices  # noqa: E402
 
 
 def _heads_graph(path: Path | None = None) -> onnx.ModelProto:

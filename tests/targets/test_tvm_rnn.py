@@ -144,7 +144,7 @@ def _zero_state_model(consumer_needs_int32: bool) -> object:
 def test_shape_casts_are_removed_when_the_graph_still_type_checks():
     import onnx
 
-    from modelkit.targets.tvm.lower_rnn import shape_casts
+    from modelkit.targets.tvm.symbolic import shape_casts
 
     feed = {"x": np.arange(12, dtype=np.float32).reshape(3, 4)}
     model = _zero_state_model(False)
@@ -179,7 +179,7 @@ def _gathered_shape_model(perm: tuple[int, int] = (1, 0)) -> object:
 def test_gathers_from_a_shape_become_shape_slices_with_the_same_numbers():
     import onnx
 
-    from modelkit.targets.tvm.lower_rnn import shape_gathers
+    from modelkit.targets.tvm.symbolic import shape_gathers
 
     model = _gathered_shape_model()
     feed = {"x": np.arange(12, dtype=np.float32).reshape(3, 4)}
@@ -231,7 +231,7 @@ def test_whole_axis_slices_drop_that_axis_and_keep_the_numbers():
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from modelkit.targets.tvm.lower_rnn import whole_axis_slices
+    from modelkit.targets.tvm.symbolic import whole_axis_slices
 
     inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
              (("starts", [0, 2]), ("ends", [2**31 - 1, 5]), ("axes", [0, 1]), ("tail", [-1]), ("all", [2**62]))]

@@ -202,9 +202,10 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
 
     from ..._onnx import slim
     from .loops import reverse_sequences, unroll_loops
-    from .lower_rnn import lower_rnns, symbolic_batch
+    from .lower_rnn import lower_rnns
     from .mends import mend_onehot, mend_resize
     from .reshapes import constant_reshapes
+    from .symbolic import symbolic_batch
 
     sig = fix_batch(onnx_signature(proto), batch)
     if batch is not None:
@@ -218,7 +219,7 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
         proto = slim(proto)  # fold each copy's iteration-number arithmetic
     if batch is None:  # attention heads' Reshape targets computed from the batch, made constant (reshapes.py)
         proto, _ = constant_reshapes(proto)
-    if not reversed_:  # a recurrent layer's zero state and gate slices keep the batch symbolic (lower_rnn.py);
+    if not reversed_:  # a recurrent layer's zero state and gate slices keep the batch symbolic (symbolic.py);
         proto, _ = symbolic_batch(proto)  # not with a rewritten ReverseSequence, which then fails tvm.compile
     shape_dict = {s.name: list(s.shape) for s in sig.inputs} if batch is not None else None
     try:

@@ -1,6 +1,6 @@
 """ONNX graph mends for TVM 0.27's ONNX importer: exporter patterns (tf2onnx's) it rejects or mistypes, rewritten
-before import into graphs of the same numbers. Recurrent nodes and loops have their own modules (lower_rnn.py,
-loops.py)."""
+before import into graphs of the same numbers. Recurrent nodes, loops, the batch's symbolic shape and
+batch-computed Reshape targets have their own modules (lower_rnn.py, loops.py, symbolic.py, reshapes.py)."""
 from __future__ import annotations
 
 from typing import Any

@@ -9,7 +9,7 @@ When the batch is the only open dimension, every such Reshape's output shape is 
 onnxruntime at batches 1, 2 and 3: a Reshape whose output has one axis that grows with the batch (size k *
 batch) and all others fixed gets the constant target of those sizes with -1 on that axis; one whose output does
 not change gets its sizes. Any other case (two axes that change, sizes not proportional to the batch) is left as
-it is. The arithmetic that computed the targets is then dead and removed (its ReduceProd too). The compiled
+it is. The arithmetic that computed the targets is then dead and removed by onnxslim (its ReduceProd too). The compiled
 library is verified against the original ONNX model at batches 1 and 7 like any hop, which is what proves the
 constant targets.
 """
@@ -26,13 +26,23 @@ def constant_reshapes(proto: Any) -> tuple[Any, int]:
     import onnx
     from onnx import numpy_helper
 
+    from ..._onnx import slim
+    from ...errors import ModelkitError
+    from .compile import onnx_signature
+
     graph = proto.graph
     known = {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
     computed = [n for n in graph.node if n.op_type == "Reshape" and len(n.input) == 2 and n.input[1] not in known
                 and not any(a.name == "allowzero" and a.i for a in n.attribute)]
-    if not computed or not _batch_only(graph) or any(a.type in (5, 10) for n in graph.node for a in n.attribute):
-        return proto, 0  # (a GRAPH / GRAPHS attribute: a Loop or If body may read what pruning would remove)
-    shapes = _probe(proto, [n.output[0] for n in computed])
+    if not computed or any(a.type in (5, 10) for n in graph.node for a in n.attribute):
+        return proto, 0  # (a GRAPH / GRAPHS attribute: a Loop or If body, whose shapes are not probed)
+    try:
+        sig = onnx_signature(proto)
+    except ModelkitError:  # an input of a type the TVM path does not take: its import says so
+        return proto, 0
+    if any(None in s.shape[1:] for s in sig.inputs):
+        return proto, 0
+    shapes = _probe(proto, sig, [n.output[0] for n in computed])
     if shapes is None:
         return proto, 0
     out = onnx.ModelProto()
@@ -46,22 +56,10 @@ def constant_reshapes(proto: Any) -> tuple[Any, int]:
         out.graph.initializer.append(numpy_helper.from_array(target, name))
         node.input[1] = name
         count += 1
-    return (_pruned(out), count) if count else (proto, 0)
+    return (slim(out), count) if count else (proto, 0)  # onnxslim drops the arithmetic no node reads now
 
 
-def _batch_only(graph: Any) -> bool:
-    """Every input has a rank, an open first axis at most, and fixed others."""
-    inits = {i.name for i in graph.initializer}
-    for i in graph.input:
-        if i.name in inits:
-            continue
-        dims = i.type.tensor_type.shape.dim
-        if not i.type.tensor_type.HasField("shape") or any(not d.HasField("dim_value") for d in list(dims)[1:]):
-            return False
-    return True
-
-
-def _probe(proto: Any, names: list[str]) -> dict[str, list[tuple[int, ...]]] | None:
+def _probe(proto: Any, sig: Any, names: list[str]) -> dict[str, list[tuple[int, ...]]] | None:
     """{Reshape output: its shape at each of BATCHES}, by onnxruntime on zeros; None when it fails."""
     import numpy as np
     import onnx
@@ -83,21 +81,12 @@ def _probe(proto: Any, names: list[str]) -> dict[str, list[tuple[int, ...]]] | N
         session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
         found: dict[str, list[tuple[int, ...]]] = {n: [] for n in names}
         for batch in BATCHES:
-            feed = {i.name: np.zeros((batch, *i.shape[1:]), dtype=_numpy_type(i.type)) for i in session.get_inputs()}
+            feed = {s.name: np.zeros((batch, *s.shape[1:]), dtype=s.dtype) for s in sig.inputs}
             for n, value in zip(names, session.run(names, feed)):
                 found[n].append(tuple(int(d) for d in np.shape(value)))
         return found
     except Exception:  # noqa: BLE001 - a probe that cannot run changes nothing (the batch-1 fallback stays)
         return None
-
-
-def _numpy_type(ort_type: str) -> Any:
-    import numpy as np
-
-    names = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
-             "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
-             "tensor(bool)": np.bool_}
-    return names[ort_type]  # KeyError for another: the probe is given up
 
 
 def _target(shapes: list[tuple[int, ...]] | None) -> Any:
@@ -116,22 +105,3 @@ def _target(shapes: list[tuple[int, ...]] | None) -> Any:
             return None
         return np.array([-1 if a == axis else d for a, d in enumerate(first)], dtype=np.int64)
     return np.array(first, dtype=np.int64)
-
-
-def _pruned(proto: Any) -> Any:
-    """The graph without the nodes no output depends on any more (the target arithmetic)."""
-    graph = proto.graph
-    needed = {o.name for o in graph.output}
-    keep = []
-    for node in reversed(graph.node):
-        if any(o in needed for o in node.output):
-            keep.append(node)
-            needed.update(i for i in node.input if i)
-    keep.reverse()
-    del graph.node[:]
-    graph.node.extend(keep)
-    used = {i for n in keep for i in n.input}
-    inits = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
-    return proto
