@@ -120,6 +120,44 @@ def test_a_node_that_cannot_be_unrolled_is_left_with_the_reason():
         assert [n.op_type for n in lowered.graph.node] in (["LSTM"], ["GRU"])
 
 
+def test_a_length_shape_inference_does_not_reach_is_read_by_onnxruntime_and_unrolled():
+    """nc37's int8 forecaster: the decoder LSTM reads a RepeatVector's Tile whose repeats ONNX's shape inference
+    cannot read (there, QDQ pairs between; here a Cast), so its length looked open and TVM refused the LSTM.
+    onnxruntime's shapes at batches 1 to 3 give the fixed length; the unrolled graph keeps onnxruntime's numbers."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from modelkit.targets.tvm.lower_rnn import lower_rnns
+
+    node = _rnn_model("LSTM").graph
+    repeats = numpy_helper.from_array(np.array([T, 1, 1], np.int32), "repeats")
+    graph = helper.make_graph(
+        [helper.make_node("Unsqueeze", ["h", "zero"], ["h1"]), helper.make_node("Cast", ["repeats"], ["r"], to=7),
+         helper.make_node("Tile", ["h1", "r"], ["x"]), *node.node],
+        "repeat", [helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", IN])], list(node.output),
+        [*node.initializer, repeats, numpy_helper.from_array(np.array([0], np.int64), "zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
+    open_length = onnx.ModelProto()  # repeated as many times as the batch: onnxruntime sees it change
+    open_length.CopyFrom(model)
+    del open_length.graph.node[1]
+    open_length.graph.node.insert(1, helper.make_node("Concat", ["b", "ones"], ["r"], axis=0))
+    open_length.graph.node.insert(1, helper.make_node("Slice", ["s", "zero", "one"], ["b"]))
+    open_length.graph.node.insert(1, helper.make_node("Shape", ["h"], ["s"]))
+    open_length.graph.initializer.extend([numpy_helper.from_array(np.array([1], np.int64), "one"),
+                                          numpy_helper.from_array(np.array([1, 1], np.int64), "ones")])
+    assert _run(open_length, {"h": np.ones((2, IN), np.float32)})[0].shape == (2, 1, 2, H)
+    lowered, done, left = lower_rnns(open_length)
+    assert done == [] and "sequence length is not fixed" in left[0]
+    feed = {"h": np.random.default_rng(0).normal(size=(6, IN)).astype(np.float32)}
+    want = _run(model, feed)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    lowered, done, left = lower_rnns(copy)
+    assert done == ["LSTM"] and left == []
+    for got, expected in zip(_run(lowered, feed), want):
+        np.testing.assert_allclose(got, expected, atol=2e-6)
+
+
 def _zero_state_model(consumer_needs_int32: bool) -> object:
     """tf2onnx's zero state of a recurrent layer: Shape -> Cast(int32) -> Slice -> Concat -> Cast(int64) -> Expand."""
     from onnx import TensorProto, helper, numpy_helper

@@ -7,7 +7,8 @@ verified against the original ONNX model in onnxruntime like any hop, which is w
   no such op) of a fixed sequence length: unrolled into MatMul / Add / Mul / Sigmoid / Tanh (/ Relu), one
   copy of the cell per step, forward and backward directions, either layout, peepholes, and the outputs Y,
   Y_h and Y_c. The input projection of every step is one MatMul; a missing initial state is zero (the first
-  step drops its recurrent terms, so no batch-shaped zeros are needed). A node with an open length,
+  step drops its recurrent terms, so no batch-shaped zeros are needed). A length shape inference does not reach
+  is read by onnxruntime (_probed_lengths). A node with an open length,
   per-row sequence lengths, clipping, coupled input-forget gates or other activations is left as it is,
   and `lower_rnns` says why (the importer then refuses it, typed, naming the op).
 
@@ -35,7 +36,7 @@ def lower_rnns(proto: Any) -> tuple[Any, list[str], list[str]]:
     graph = proto.graph
     if not any(n.op_type in _GATES for n in graph.node):
         return proto, [], []
-    shapes = _static_shapes(onnx.shape_inference.infer_shapes(proto))
+    shapes = _probed_lengths(proto, _static_shapes(onnx.shape_inference.infer_shapes(proto)))
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     opset = opset_of(proto) or 13
     nodes: list[Any] = []
@@ -69,6 +70,26 @@ def _static_shapes(inferred: Any) -> dict[str, tuple[int | None, ...]]:
         dims = vi.type.tensor_type.shape.dim
         out[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
     return out
+
+
+def _probed_lengths(proto: Any, shapes: dict[str, tuple[int | None, ...]]) -> dict[str, tuple[int | None, ...]]:
+    """`shapes`, with the input of each recurrent node whose length shape inference did not reach read by
+    onnxruntime instead (reshapes.probe_shapes, at batches 1 to 3), where that length is the same at each: an int8
+    graph's QDQ pairs stop ONNX's inference between a RepeatVector's Tile and the decoder LSTM (nc37), though the
+    float graph's length is fixed."""
+    from .reshapes import probe_shapes
+
+    def steps(node: Any) -> int | None:
+        layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
+        shape = shapes.get(node.input[0])
+        return shape[layout] if shape and len(shape) == 3 else None
+
+    open_ = [n.input[0] for n in proto.graph.node if n.op_type in _GATES and steps(n) is None]
+    probed = probe_shapes(proto, open_) if open_ else None
+    for name, seen in (probed or {}).items():
+        if len({len(s) for s in seen}) == 1 and len(seen[0]) == 3:  # one axis may follow the batch, the length not
+            shapes[name] = tuple(d if all(s[a] == d for s in seen) else None for a, d in enumerate(seen[0]))
+    return shapes
 
 
 def _why_not(node: Any, attrs: dict[str, Any], shapes: dict[str, tuple], inits: dict[str, Any]) -> str | None:

@@ -27,22 +27,14 @@ def constant_reshapes(proto: Any) -> tuple[Any, int]:
     from onnx import numpy_helper
 
     from ..._onnx import slim
-    from ...errors import ModelkitError
-    from .compile import onnx_signature
 
     graph = proto.graph
     known = {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
     computed = [n for n in graph.node if n.op_type == "Reshape" and len(n.input) == 2 and n.input[1] not in known
                 and not any(a.name == "allowzero" and a.i for a in n.attribute)]
-    if not computed or any(a.type in (5, 10) for n in graph.node for a in n.attribute):
-        return proto, 0  # (a GRAPH / GRAPHS attribute: a Loop or If body, whose shapes are not probed)
-    try:
-        sig = onnx_signature(proto)
-    except ModelkitError:  # an input of a type the TVM path does not take: its import says so
+    if not computed:
         return proto, 0
-    if any(None in s.shape[1:] for s in sig.inputs):
-        return proto, 0
-    shapes = _probe(proto, sig, [n.output[0] for n in computed])
+    shapes = probe_shapes(proto, [n.output[0] for n in computed])
     if shapes is None:
         return proto, 0
     out = onnx.ModelProto()
@@ -59,12 +51,24 @@ def constant_reshapes(proto: Any) -> tuple[Any, int]:
     return (slim(out), count) if count else (proto, 0)  # onnxslim drops the arithmetic no node reads now
 
 
-def _probe(proto: Any, sig: Any, names: list[str]) -> dict[str, list[tuple[int, ...]]] | None:
-    """{Reshape output: its shape at each of BATCHES}, by onnxruntime on zeros; None when it fails."""
+def probe_shapes(proto: Any, names: list[str]) -> dict[str, list[tuple[int, ...]]] | None:
+    """{tensor name: its shape at each of BATCHES}, by onnxruntime on zeros; None when an input has another open
+    dimension, the graph has a Loop or If body (whose shapes are not probed), or the probe fails."""
     import numpy as np
     import onnx
     from onnx import helper
 
+    from ...errors import ModelkitError
+    from .compile import onnx_signature
+
+    if any(a.type in (5, 10) for n in proto.graph.node for a in n.attribute):  # GRAPH / GRAPHS attributes
+        return None
+    try:
+        sig = onnx_signature(proto)
+    except ModelkitError:  # an input of a type the TVM path does not take: its import says so
+        return None
+    if any(None in s.shape[1:] for s in sig.inputs):
+        return None
     try:
         import onnxruntime as ort
 
