@@ -89,6 +89,9 @@ class LiteRTModel(Model):
                 native.Invoke()
                 return {n: native.GetTensor(i, 0) for n, i in self._out_items}
             except (RuntimeError, ValueError) as exc:  # inputs were validated against the signature
+                # this frame outlives the call in the exception's traceback (a server keeps the error): its
+                # reference to the C++ object would make every later resize fail ("at least 1 reference")
+                native = None  # noqa: F841
                 text = first_line(exc)
                 if self._without_xnnpack is not None and "XNNPACK" in text:
                     with engine_chatter_swallowed():

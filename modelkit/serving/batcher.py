@@ -2,7 +2,8 @@
 
 Requests wait in a bounded queue; one worker takes the first, then gathers more until max_batch_size
 rows or max_delay_ms have passed, concatenates them on the batch dimension, runs the engine once in
-the version's own thread, and splits the outputs back. A full queue answers QueueFull at once.
+the version's own thread, and splits the outputs back (a merged call that fails runs again one request at a
+time: a request's error is its own). A full queue answers QueueFull at once.
 Models whose inputs and outputs do not all have a dynamic batch dimension run one request per call, except a
 library compiled for a fixed batch N (a tuned TVM library): it takes requests of any row count, gathered up to N
 rows and run N at a time (converters.samples.predict_rows; a short last call filled up with repeated rows whose
@@ -178,13 +179,19 @@ class Batcher:
         try:
             outputs = await loop.run_in_executor(self._executor, self._predict, inputs)
         except Exception as exc:  # noqa: BLE001 - engines raise their own types (tf OpError, ort Fail):
-            # never swallowed: logged with its traceback here and re-raised into every waiting request,
-            # whose handler answers 500 (or 400 for a ModelkitError about the input).
-            log.error("model '%s' v%s: engine failed on a batch of %d rows: %s", self.name, self.version,
-                      rows, exc, exc_info=not isinstance(exc, ServingError))
-            for it in batch:
-                if not it.future.done():
-                    it.future.set_exception(exc)
+            # never swallowed: logged with its traceback here and re-raised into the waiting request, whose
+            # handler answers 500 (or 400 for a ModelkitError about the input). A merged batch is run again one
+            # request at a time, so that one request's rows (an int8 TFLite mean over a row of padding only
+            # divides by zero and fails the whole call) fail that request alone, not its batch-mates.
+            log.error("model '%s' v%s: engine failed on a batch of %d rows%s: %s", self.name, self.version,
+                      rows, f" ({len(batch)} requests: run again one by one)" if len(batch) > 1 else "", exc,
+                      exc_info=not isinstance(exc, ServingError))
+            if len(batch) > 1:
+                for it in batch:
+                    await self._run([it], it.rows)
+                return
+            if not batch[0].future.done():
+                batch[0].future.set_exception(exc)
             return
         self.metrics.engine_calls.inc(self.name, self.version)
         self.metrics.batched_requests.inc(self.name, self.version, by=len(batch))

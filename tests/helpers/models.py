@@ -50,6 +50,28 @@ def make_masked_lstm(path: Path, units: int, classes: int) -> tuple[Any, np.ndar
     return model, np.random.default_rng(0).random((40, 8, 8), dtype=np.float32)
 
 
+def masked_mean_int8_tflite(path: Path) -> tuple[Path, Any]:
+    """An int8 TFLite review model (ids -> Embedding(mask_zero=True) -> masked mean -> Dense), made by TFLite's
+    own converter: a row of padding only divides by a zero count, which TFLite's int8 DIV refuses for the whole
+    call. (model path, its float Keras model)."""
+    import tensorflow as tf
+
+    from modelkit._backend import import_keras
+
+    keras = import_keras("tensorflow")
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((6,), dtype="int32", name="ids")
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(10, 4, mask_zero=True)(ids))
+    model = keras.Model(ids, keras.layers.Dense(2, name="score")(pooled))
+    rows = np.random.default_rng(0).integers(1, 10, (32, 6)).astype(np.int32)
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([r[None]] for r in rows)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    path.write_bytes(conv.convert())
+    return path, model
+
+
 def make_tiny_onnx(path: Path, weight_scale: float = 1.0, batch: int | str = "batch") -> Path:
     """A real ONNX model without any framework: probs = softmax(x @ W + b), x: (batch, 4) float32 (`batch`: a
     number fixes it)."""

@@ -7,16 +7,16 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import call, make_tiny_onnx, metrics, tiny_expected, v2_request
+from tests.helpers import call, make_tiny_onnx, masked_mean_int8_tflite, metrics, tiny_expected, v2_request
 
 
-def _concurrent(port: int, xs: list[np.ndarray], path: str = "/v2/models/tiny/infer") -> list:
+def _concurrent(port: int, xs: list[np.ndarray], path: str = "/v2/models/tiny/infer", **request: str) -> list:
     results: list = [None] * len(xs)
     barrier = threading.Barrier(len(xs))
 
     def one(i: int) -> None:
         barrier.wait(10)
-        results[i] = call(port, "POST", path, v2_request(xs[i]), timeout=30)
+        results[i] = call(port, "POST", path, v2_request(xs[i], **request), timeout=30)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(len(xs))]
     for t in threads:
@@ -95,3 +95,21 @@ def test_a_fixed_batch_model_takes_any_row_count_run_n_at_a_time(serve, tmp_path
     assert status == 200 and np.allclose(resp["predictions"], tiny_expected(xs[1]), atol=1e-6)
     status, resp = call(server.port, "POST", "/v2/models/tiny/infer", v2_request(np.zeros((3, 5), np.float32)))
     assert status == 400 and "dimension 1 must be 4" in resp["error"]
+
+
+def test_one_requests_rows_that_fail_the_engine_fail_that_request_alone(serve, tmp_path):
+    """nc39: an int8 TFLite masked-mean model failed to load in `modelkit serve` (its warm-up fed zeros, a row
+    of padding only), and a merged batch holding one such row failed every request in it. The warm-up feeds ones;
+    a merged call that fails runs again one request at a time."""
+    path, model = masked_mean_int8_tflite(tmp_path / "reviews.tflite")
+    server = serve(path, "--max-delay-ms", 200)
+    good = [np.random.default_rng(i).integers(1, 10, (2, 6)).astype(np.int32) for i in range(5)]
+    padding = np.zeros((1, 6), np.int32)
+    results = _concurrent(server.port, [*good, padding], "/v2/models/reviews/infer", name="ids", datatype="INT32")
+    for x, (status, resp) in zip(good, results):
+        assert status == 200, resp
+        got = np.reshape(resp["outputs"][0]["data"], resp["outputs"][0]["shape"])
+        np.testing.assert_allclose(got, model.predict(x, verbose=0), atol=0.1)  # int8
+    status, resp = results[-1]
+    assert status == 500 and "DIV" in resp["error"]
+    assert "run again one by one" in server.log.read_text()  # the six requests were merged, then split

@@ -60,8 +60,8 @@ def warmup_records(model_name: str, sig: Signature, batch_sizes: tuple[int, ...]
     import tensorflow as tf
 
     records = []
-    for n in batch_sizes:
-        tensors = {s.name: tf.make_tensor_proto(np.zeros(s.concrete_shape(n, 1), s.dtype)).SerializeToString()
+    for n in batch_sizes:  # ones, as modelkit's server warms up: 0 is Keras' padding (repository._load_and_warm)
+        tensors = {s.name: tf.make_tensor_proto(np.ones(s.concrete_shape(n, 1), s.dtype)).SerializeToString()
                    for s in sig.inputs}
         records.append(prediction_log(model_name, tensors))
     return records
