@@ -82,6 +82,12 @@ class Signature:
         return cls(inputs=tuple(TensorSpec.from_dict(x) for x in d["inputs"]),
                    outputs=tuple(TensorSpec.from_dict(x) for x in d.get("outputs", [])))
 
+    def warmup_inputs(self, rows: int) -> dict[str, np.ndarray]:
+        """Inputs of `rows` rows to warm an engine up with (open non-batch dims of 1): ones, not zeros, since 0 is
+        Keras' padding (mask_zero, Masking), and a row of padding only is no warm-up (an int8 TFLite masked mean
+        divides by its zero count and fails the call)."""
+        return {s.name: np.ones(s.concrete_shape(rows, 1), s.dtype) for s in self.inputs}
+
     def describe(self) -> str:
         lines = ["inputs:"] + [f"  {s.name}: {s.dtype}{s.shape_str()}" for s in self.inputs]
         lines += ["outputs:"] + [f"  {s.name}: {s.dtype}{s.shape_str()}" for s in self.outputs]

@@ -18,8 +18,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import FormatError, ModelkitError
 from ..formats import MANIFEST_SUFFIX, OPENVINO_XML, Format, check_regular, detect, strip_suffix
 from .batcher import Batcher, served_signature
@@ -281,9 +279,8 @@ class Repository:
                      trust_unsafe_code=self.config.trust_unsafe_code)
         rows = {1, self.config.max_batch_size} if all(s.shape and s.shape[0] is None
                                                       for s in model.signature.inputs) else {1}
-        for n in sorted(rows):  # ones, not zeros: 0 is Keras' padding (mask_zero, Masking), and a row of padding
-            # only is no warm-up (an int8 TFLite masked mean divides by its zero count and fails the call)
-            model.predict({s.name: np.ones(s.concrete_shape(n, 1), s.dtype) for s in model.signature.inputs})
+        for n in sorted(rows):
+            model.predict(model.signature.warmup_inputs(n))
         return model
 
     async def _retire(self, entry: Entry) -> None:

@@ -16,8 +16,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ...formats import Format
 from ...spec import Signature
 from ..errors import PackagingError
@@ -60,9 +58,8 @@ def warmup_records(model_name: str, sig: Signature, batch_sizes: tuple[int, ...]
     import tensorflow as tf
 
     records = []
-    for n in batch_sizes:  # ones, as modelkit's server warms up: 0 is Keras' padding (repository._load_and_warm)
-        tensors = {s.name: tf.make_tensor_proto(np.ones(s.concrete_shape(n, 1), s.dtype)).SerializeToString()
-                   for s in sig.inputs}
+    for n in batch_sizes:  # the inputs modelkit's own server warms up with
+        tensors = {name: tf.make_tensor_proto(x).SerializeToString() for name, x in sig.warmup_inputs(n).items()}
         records.append(prediction_log(model_name, tensors))
     return records
 
