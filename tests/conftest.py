@@ -41,6 +41,17 @@ def _quiet_does_not_leak():
         os.environ[QUIET_ENV] = before
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _signal_stack_kept(request):
+    """A module that leaves the main thread's alternate signal stack freed (OpenVINO Cores dropped out of order did)
+    fails here, named, instead of the suite dying of SIGSEGV at the next test that raises a signal."""
+    from tests.helpers.signals import freed_signal_stack
+
+    yield
+    freed = freed_signal_stack()
+    assert freed is None, f"{request.module.__name__}: {freed}; the next signal handler would crash the process"
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("models")

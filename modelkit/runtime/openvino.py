@@ -8,6 +8,11 @@ concurrent requests; `threads` sets INFERENCE_NUM_THREADS.
 
 Both files are checked before OpenVINO reads them (modelkit.safety.openvino): sizes, no DTD, every
 constant's range inside the .bin. The .bin passed to OpenVINO is the one checked, never one the .xml names.
+
+Every model is compiled on one Core for the process (`core()`): OpenVINO's CPU plugin gives the thread that first
+compiles on a Core an alternate signal stack and, when that Core goes, frees it and puts back the stack it found.
+With a Core per model, models dropped out of load order (a server swapping versions) left the thread on a freed
+stack, and the next Python signal handler (Ctrl-C, SIGTERM) crashed the process with SIGSEGV.
 """
 from __future__ import annotations
 
@@ -43,6 +48,19 @@ def config_for(precision: str = "f32", hint: str = "latency", threads: int | Non
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     return config
+
+
+_CORE: list[Any] = []
+_CORE_LOCK = threading.Lock()
+
+
+def core() -> Any:
+    """The process's one OpenVINO Core (made on first use; never dropped, see the module docstring). A Core is
+    thread-safe; a compile's settings go in its config, never on the Core."""
+    with _CORE_LOCK:
+        if not _CORE:
+            _CORE.append(require("openvino", "openvino").Core())
+        return _CORE[0]
 
 
 def ov_errors() -> tuple[type[BaseException], ...]:
@@ -141,12 +159,10 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, precision:
     path = Path(path)
     xml, bin_ = openvino_files(path)
     check_openvino_ir(xml, bin_, folder=path if path.is_dir() else None)
-    ov = require("openvino", "openvino")
     try:
-        core = ov.Core()
-        model = core.read_model(str(xml), str(bin_))
+        model = core().read_model(str(xml), str(bin_))
         config = config_for(precision or _recorded_precision(model), hint, threads)
-        compiled = core.compile_model(model, "CPU", config)
+        compiled = core().compile_model(model, "CPU", config)
         return OpenVinoModel(path, compiled, config, model)
     except LoadError:
         raise

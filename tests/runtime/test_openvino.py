@@ -214,7 +214,9 @@ def test_an_input_cast_on_entry_keeps_its_name(tmp_path):
         [numpy_helper.from_array(table, "table")])
     src = tmp_path / "ids.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(src))
-    compiled = ov.Core().compile_model(ov.convert_model(str(src)), "CPU")
+    from modelkit.runtime.openvino import core  # one Core per process: see the module's docstring
+
+    compiled = core().compile_model(ov.convert_model(str(src)), "CPU")
     assert "_to_copy" in compiled.inputs[0].get_names()  # what the name is kept from (else the test proves nothing)
     (r,) = modelkit.convert(src, "openvino", out_dir=tmp_path)
     assert r.parity["ok"]
@@ -222,3 +224,28 @@ def test_an_input_cast_on_entry_keeps_its_name(tmp_path):
     assert m.signature.input_names == ["tokens"] and m.signature.output_names == ["vectors"]
     ids = np.array([[1, 0, 9]], np.int32)
     assert m.predict({"tokens": ids})["vectors"].tolist() == table[ids].tolist()
+
+
+_OUT_OF_ORDER = """
+import gc, signal, sys
+import modelkit
+first, second = modelkit.load(sys.argv[1]), modelkit.load(sys.argv[1])
+del first; gc.collect()
+del second; gc.collect()  # the second's Core put back the first one's alternate signal stack, already freed
+got = []
+signal.signal(signal.SIGINT, lambda *_: got.append(1))
+signal.raise_signal(signal.SIGINT)  # Ctrl-C, or a server's SIGTERM: the handler runs on that stack
+print("handled", len(got))
+"""
+
+
+def test_models_dropped_out_of_order_leave_signal_handling_working(conv):
+    """OpenVINO's CPU plugin gives the thread that first compiles on a Core an alternate signal stack, and puts back
+    the one it found when the Core goes. With a Core per model, models dropped out of load order (a server swapping
+    versions) left the thread on a freed stack: the next Python signal handler (Ctrl-C, SIGTERM) died of SIGSEGV."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _OUT_OF_ORDER, str(conv[1])], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+    assert proc.returncode == 0 and proc.stdout.split() == ["handled", "1"], (proc.returncode, proc.stderr[-2000:])

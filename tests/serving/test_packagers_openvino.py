@@ -32,9 +32,12 @@ def ir(tmp_path_factory) -> Path:
 
 
 def _run_packaged(version_dir: Path, config: dict) -> tuple[object, np.ndarray]:
-    """The packaged pair read and compiled by OpenVINO with `config`: (compiled model, probs for X)."""
-    model = ov.Core().read_model(str(version_dir / "model.xml"), str(version_dir / "model.bin"))
-    compiled = ov.Core().compile_model(model, "CPU", config)
+    """The packaged pair read and compiled by OpenVINO with `config`: (compiled model, probs for X). On the process's
+    one Core, as the engine compiles: Cores dropped out of order leave a freed signal stack (runtime/openvino.py)."""
+    from modelkit.runtime.openvino import core
+
+    model = core().read_model(str(version_dir / "model.xml"), str(version_dir / "model.bin"))
+    compiled = core().compile_model(model, "CPU", config)
     return compiled, compiled({"x": X})[compiled.output(0)]
 
 
