@@ -140,11 +140,14 @@ class OptimizeError(ReportedError):
 def first_line(exc: BaseException) -> str:
     """An error's first line for a one-line message (its type's name when it says nothing); for Keras'
     "Exception encountered when calling X.call()." the reason too, which Keras puts on the next line. Terminal
-    escape codes (Keras writes the reason in bold) are dropped."""
+    escape codes (Keras writes the reason in bold) are dropped, and so are OpenVINO's lines that only say where in
+    its sources the error passed ("Exception from src/inference/src/cpp/core.cpp:84:")."""
     import re
 
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    said = [ln for ln in lines if not re.fullmatch(r"Exception from \S+:\d+:?", ln)]
+    lines = said or lines
     if not lines:
         return type(exc).__name__
     if lines[0].startswith("Exception encountered when calling") and len(lines) > 1:

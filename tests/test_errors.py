@@ -10,3 +10,10 @@ def test_keras_reason_joins_its_first_line_without_terminal_escape_codes():
     assert first_line(exc) == "Exception encountered when calling GRU.call(). If an RNN is stateful, the batch " \
                               "size must match."
     assert first_line(RuntimeError("")) == "RuntimeError"
+
+
+def test_openvino_source_locations_give_way_to_the_reason():
+    exc = RuntimeError("Exception from src/inference/src/cpp/core.cpp:84:\nException from src/core/xml_util/src/"
+                       "xml_deserialize_util.cpp:1286:\nOpset opset1 doesn't contain the operation with type: X\n\n")
+    assert first_line(exc) == "Opset opset1 doesn't contain the operation with type: X"
+    assert first_line(RuntimeError("Exception from src/a.cpp:1:")) == "Exception from src/a.cpp:1:"  # nothing else

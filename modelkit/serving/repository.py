@@ -5,6 +5,8 @@ NAME/VERSION/<artifact> (the Triton and TF Serving layout; a VERSION folder may 
 A new version is loaded and warmed next to the serving one and becomes the default only then;
 requests already routed finish on the old one, which is drained and unloaded. A version that fails to
 load is recorded (log, metrics, repository index, TF Serving status) and the previous one keeps serving.
+Versions are loaded newest first, and one older than the --keep-versions newest loaded is never loaded (it would
+be unloaded at once): at startup only the versions served are loaded, and old versions left on disk are not.
 Filesystem work (scans, format detection, content keys) and loading run in threads, never on the event
 loop; model names from requests are checked against the name pattern before any filesystem lookup.
 """
@@ -215,8 +217,8 @@ class Repository:
         errors = []
         for model, model_dir, versions in found:
             entry = self._entry(model, model_dir)
-            for v, vdir, key in versions:
-                if v in entry.versions:
+            for v, vdir, key in sorted(versions, key=lambda found: -found[0]):  # newest first
+                if v in entry.versions or self._retired_at_once(entry, v):
                     continue
                 if v in entry.failed and entry.failed[v][0] == key:
                     errors.append(entry.failed[v][1])
@@ -227,6 +229,11 @@ class Repository:
         if name is not None and name not in self.entries:
             raise ModelNotFound(f"no model '{name}' in the repositories {[str(r) for r in self.roots]}")
         return errors
+
+    def _retired_at_once(self, entry: Entry, version: int) -> bool:
+        """Whether `version` is older than the --keep-versions newest loaded ones: loaded, it would be unloaded
+        at once. Versions retired earlier stay on disk; every scan (each poll) loaded and unloaded them again."""
+        return sum(v > version for v in entry.versions) >= max(1, self.config.keep_versions)
 
     async def poll(self, interval: float) -> None:
         while True:
@@ -243,7 +250,7 @@ class Repository:
 
     async def _load(self, entry: Entry, version: int, path: Path, key: tuple = ()) -> str | None:
         async with entry.lock:
-            if version in entry.versions:
+            if version in entry.versions or self._retired_at_once(entry, version):  # a concurrent scan loaded newer
                 return None
             if key and version in entry.failed and entry.failed[version][0] == key:
                 return entry.failed[version][1]  # failed meanwhile (a concurrent rescan), unchanged since

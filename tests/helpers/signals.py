@@ -23,8 +23,7 @@ def freed_signal_stack() -> str | None:
         return None
     low, high = stack.ss_sp or 0, (stack.ss_sp or 0) + stack.ss_size
     with open("/proc/self/maps") as maps:
-        for line in maps:
-            start, end = (int(a, 16) for a in line.split()[0].split("-"))
-            if start <= low and high <= end:
-                return None
+        spans = [tuple(int(a, 16) for a in line.split()[0].split("-")) for line in maps]
+    if all(any(start <= at < end for start, end in spans) for at in (low, high - 1)):  # both ends: maps may abut
+        return None
     return f"the alternate signal stack {low:#x}..{high:#x} is not mapped memory (freed)"

@@ -138,7 +138,8 @@ def test_corrupt_xml_and_truncated_bin_are_load_errors_and_one_line_on_the_cli(c
     # an op OpenVINO does not know: its own error, typed
     unknown = _copy(art, tmp_path / "op")
     (unknown / "model.xml").write_text(xml.replace('type="ReLU"', 'type="NoSuchOp"', 1))
-    with pytest.raises(LoadError, match="OpenVINO could not load this model"):
+    with pytest.raises(LoadError, match="OpenVINO could not load this model: Opset opset1 doesn't contain the "
+                                        "operation with type: NoSuchOp"):
         modelkit.load(unknown)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -79,6 +80,26 @@ def test_failing_new_version_leaves_the_old_one_serving(serve, tmp_path):
     assert metrics(server.port)['modelkit_model_load_failures_total{model="tiny",version="2"}'] == 1
     assert "version 2 failed to load" in server.text()
     assert call(server.port, "GET", "/v2/health/ready")[0] == 200
+
+
+def test_versions_older_than_the_kept_ones_are_never_loaded(serve, tmp_path):
+    """Only the served versions are loaded at startup (newest first; a newest that fails leaves the next one
+    serving), and an unloaded version left on disk stays unloaded: every scan loaded and unloaded it again."""
+    repo = tmp_path / "repo"
+    add_version(repo, 1)
+    add_version(repo, 2, weight_scale=2.0)
+    add_version(repo, 3, content=b"\x08\x07\x12\x04junk" + os.urandom(64))  # the newest fails
+    server = serve(repo)
+    status, resp = call(server.port, "POST", "/v2/models/tiny/infer", v2_request(X))
+    assert status == 200 and resp["model_version"] == "2"
+    add_version(repo, 4, weight_scale=3.0)
+    for _ in range(3):  # each load request scans the repository, as each poll does
+        status, resp = call(server.port, "POST", "/v2/repository/models/tiny/load")
+        assert status == 200 and resp["default_version"] == "4", resp  # 3, failed and now old, no longer reported
+    log = server.text()
+    loads = [int(v) for v in re.findall(r"loading model 'tiny' version (\d+)", log)]
+    assert loads == [3, 2, 4], log  # never 1; 2 not again after its unloading
+    assert call(server.port, "GET", "/v2/models/tiny")[1]["versions"] == ["4"]
 
 
 def test_sigterm_drains_accepted_requests_and_exits_0(serve, tmp_path):
