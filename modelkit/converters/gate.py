@@ -298,6 +298,19 @@ def accuracy_gate(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarra
     return out
 
 
+def left_by(src_manifest: Any, max_drop: float, label: str) -> float:
+    """What a quantized source's own drop (its manifest's accuracy record, on the same data) leaves of max_drop for
+    an exact hop from it, so that the chain stays within max_drop of the float model: max_drop - drop, or for a
+    regressor's relative MAE increase (1 + max_drop) / (1 + increase) - 1; never below 0. max_drop when the
+    source has no record on that data."""
+    record = ((getattr(src_manifest, "extra", None) or {}).get("accuracy") or {}) if src_manifest else {}
+    if record.get("data") != label or "drop" not in record:
+        return max_drop
+    drop = float(record["drop"])
+    left = (1 + max_drop) / (1 + drop) - 1 if record.get("metric") == MAE else max_drop - drop
+    return max(0.0, round(left, 9))
+
+
 def masked_labels(reference: Any, inputs: Mapping[str, np.ndarray], labels: np.ndarray, j: Judge
                   ) -> tuple[np.ndarray, str | None]:
     """`labels` with -1 (not judged; NaN for a regressor's targets) where the Keras source masks `j.output` (a
@@ -341,13 +354,16 @@ def summary(acc: Mapping[str, Any]) -> str:
     ignored = acc.get("positions_ignored_by")
     where = "" if not ignored else (f" ({acc['positions_judged']} of {acc['samples'] * acc['positions_per_sample']} "
                                     f"positions judged; the rest ignored by {ignored})")
+    chain = acc.get("max_accuracy_drop_of_chain")
     if acc.get("metric") == MAE:
         head = f"MAE {'OK' if acc['ok'] else 'FAILED'}"
+        left = "" if chain is None else f", what the source's own increase left of +{chain:.2%}"
         return (f"{head}: {acc['source_accuracy']:.4g} -> {acc['artifact_accuracy']:.4g} ({acc['drop']:+.2%}, max "
-                f"+{acc['max_accuracy_drop']:.2%}) on {acc['samples']} samples of {acc['data']}{where}")
+                f"+{acc['max_accuracy_drop']:.2%}{left}) on {acc['samples']} samples of {acc['data']}{where}")
     head = f"{_metric(acc)} {'OK' if acc['ok'] else 'FAILED'}"
+    left = "" if chain is None else f", what the source's own drop left of {chain:g}"
     return (f"{head}: {acc['source_accuracy']:.4f} -> {acc['artifact_accuracy']:.4f} (drop {acc['drop']:+.4f}, "
-            f"max {acc['max_accuracy_drop']:g}) on {acc['samples']} samples of {acc['data']}{where}")
+            f"max {acc['max_accuracy_drop']:g}{left}) on {acc['samples']} samples of {acc['data']}{where}")
 
 
 def short(acc: Mapping[str, Any]) -> str:

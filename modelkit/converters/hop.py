@@ -4,7 +4,9 @@ convert into a temporary path, verify against the source, write the manifest, th
 A hop that fails parity keeps its artifact under a name that says so (`x.parity-failed.onnx`) with
 its manifest and report, and raises ParityError; a hop that fails otherwise leaves nothing behind.
 A lossy hop (quantized) is judged on the task instead of atol: source and artifact accuracy on labelled
-data go into the manifest (extra["accuracy"]), and a drop above max_accuracy_drop raises AccuracyError.
+data go into the manifest (extra["accuracy"]), and a drop above max_accuracy_drop raises AccuracyError. So is an
+exact hop from a quantized source (int8 onnx -> tvm) when there is labelled data, within what the source's own drop
+left of max_accuracy_drop: the drops of a chain add up to at most max_accuracy_drop against the float model.
 `route` picks one of the pair's routes (modelkit.converters.registry.ROUTES; run_hops tries them in order
 through modelkit.converters.routes); the manifest records it and the routes tried before it (extra["route"]).
 The verification inputs (the user's `data`, the training data set, ranges inferred from the model, or
@@ -100,11 +102,17 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
     mode = _q.check_mode(opts["quantize"], edge.target) if "quantize" in opts else "none"
     lossy = _q.is_lossy(mode)
     tolerance = _q.tolerance_for(mode, edge.tolerance)
+    src_manifest = _manifest.read(src_p)
+    gate_mode = mode if lossy else None  # the hops judged on the task: lossy ones, and those below
     if not lossy and (quantized := quantized_manifest(src_p)) is not None:
         # an exact hop from a quantized source (int8 onnx -> tvm): two engines run the same quantized graph, and
         # one that requantizes in integers rounds some values to the neighbouring step (1/255 on a softmax
-        # output), so the bounds `modelkit verify` applies to a quantized artifact (was the edge's atol 1e-4)
+        # output), so the bounds `modelkit verify` applies to a quantized artifact (was the edge's atol 1e-4);
+        # those bounds say little (atol 1 on a probability), so with labelled data the hop is judged on the task
+        # too, within what the source's own drop left of max_accuracy_drop
         tolerance = _q.tolerance_for(quantized.quantization, edge.tolerance)
+        if verify and _q.has_eval_data(src_manifest, eval_data):
+            gate_mode = quantized.quantization
     tolerance = tolerance if atol is None else replace(tolerance, atol=float(atol), float32_floor=False)
     max_drop = _q.check_max_drop(max_accuracy_drop)
     if lossy:  # fail before converting when there is nothing to calibrate with or judge the artifact on
@@ -113,7 +121,6 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
     if edge.source == Format.KERAS:
         check_support(src_p, edge.target, route=edge.route)  # typed refusal naming the layer, before any work
         call_opts["trust_unsafe_code"] = trust_unsafe_code
-    src_manifest = _manifest.read(src_p)
     reference, plan, evals = None, None, None
     first = get_edge(edge.source, edge.target).route == edge.route
     tag = f"[{index}/{total}] {edge.source.value} -> {edge.target.value}" + ("" if first else f" (route {edge.route})")
@@ -124,11 +131,11 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
         if verify:  # the source and its verification inputs first: samples that do not fit fail before converting
             reference = _reference(src_p, edge, trust_unsafe_code)
             plan = _plan(reference, src_manifest, data)
-            if lossy:  # refused before converting, by any route: a model no labels can judge, then labels that
-                _gate.check_judgeable(reference.signature)  # do not fit it (read once: the gate uses them too)
+            if gate_mode:  # refused before converting, by any route: a model no labels can judge, then labels
+                _gate.check_judgeable(reference.signature)  # that do not fit it (read once: the gate uses them too)
                 evals = _q.eval_set(src_manifest, reference.signature, eval_data)
                 _gate.check_judgeable(reference.signature, evals[1])
-            if lossy and eval_data and plan.source in ("inferred", "uniform"):
+            if gate_mode and eval_data and plan.source in ("inferred", "uniform"):
                 plan = _eval_plan(reference, src_manifest, evals)
         progress(f"{tag}: converting {src_p.name} ...")
         tmp = tmpdir / dest_p.name
@@ -147,9 +154,12 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
             report = compare_models(reference, candidate, tolerance, data=plan.data, inputs_label=plan.label,
                                     ranges=plan.ranges)
             report.candidate = str(dest_p)  # the name it is written at, not the partial folder it was checked in
-            if lossy:
-                inputs, labels, label = evals  # read before converting (verify and lossy)
-                accuracy = _gate.accuracy_gate(reference, candidate, inputs, labels, max_drop, label, mode)
+            if gate_mode:
+                inputs, labels, label = evals  # read before converting (verify and gate_mode)
+                budget = max_drop if lossy else _gate.left_by(src_manifest, max_drop, label)
+                accuracy = _gate.accuracy_gate(reference, candidate, inputs, labels, budget, label, gate_mode)
+                if budget != max_drop:
+                    accuracy["max_accuracy_drop_of_chain"] = max_drop
         source_sig = reference.signature if reference is not None else (src_manifest.sig if src_manifest else None)
         signature = _in_source_order(candidate.signature, source_sig)
         m = _build_manifest(src_p, edge, info, opts, seconds, src_manifest, report, signature)
@@ -167,13 +177,15 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
             m.parity = report.to_dict()
             _atomic.replace(tmp, bad, force=True)
             _manifest.write(bad, m)
-            print(f"{tag}: {_verdict(report, accuracy, mode)}; kept as {bad.name}", file=sys.stderr, flush=True)
+            print(f"{tag}: {_verdict(report, accuracy, gate_mode or mode)}; kept as {bad.name}", file=sys.stderr,
+                  flush=True)
             if accuracy is not None:  # for a lossy hop the task metric is the verdict that matters
                 _gate.raise_if_failed(accuracy, str(bad))
                 from ..errors import ParityError
 
-                raise ParityError(f"{bad} ({mode}): {_gate.summary(accuracy)}, but its outputs fail the {mode} sanity "
-                                  f"bounds kept under the accuracy gate: {report.failures()}", report.to_dict())
+                raise ParityError(f"{bad} ({gate_mode}): {_gate.summary(accuracy)}, but its outputs fail the "
+                                  f"{gate_mode} sanity bounds kept under the accuracy gate: {report.failures()}",
+                                  report.to_dict())
             report.raise_if_failed()
         # Manifest first: a kill between the two renames leaves a manifest without an artifact, which
         # the next run overwrites, never an artifact without its manifest (which --force would guard).
@@ -193,7 +205,7 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
         raise retyped(type(exc), msg, getattr(exc, "report", None)) from exc
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
-    progress(f"{tag}: wrote {dest_p} in {seconds:.1f} s; {_verdict(report, accuracy, mode)}")
+    progress(f"{tag}: wrote {dest_p} in {seconds:.1f} s; {_verdict(report, accuracy, gate_mode or mode)}")
     return {"format": edge.target.value, "path": str(dest_p), "seconds": seconds,
             "size_bytes": m.size_bytes, "parity": report.to_dict() if report else None,
             "quantization": m.quantization, "accuracy": accuracy, "route": m.extra["route"]}

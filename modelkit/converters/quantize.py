@@ -186,14 +186,19 @@ def eval_set(src_manifest: Any, sig: Signature, eval_data: str | None = None
     return inputs, labels, f"{training['data']} test split"
 
 
+def has_eval_data(src_manifest: Any, eval_data: str | None) -> bool:
+    """Whether eval_set has labelled data to give: the user's, or the training set the manifest names."""
+    training = _training(src_manifest)
+    return bool(eval_data) or bool(training.get("data") and training.get("model"))
+
+
 def check_data_available(src_manifest: Any, mode: str, calibration_data: str | None, eval_data: str | None,
                          verify: bool = True, signature: Callable[[], Signature] | None = None) -> None:
     """Before any work, everything a quantization mode needs that neither the user nor the source's manifest
     (its training data set) gives, in one message: int8 calibration samples, labelled data for the gate.
     When data is missing and `signature` gives the source's, a model the gate cannot judge (a regressor) is
     told so first: no data would make its quantization acceptable."""
-    training = _training(src_manifest)
-    named = bool(training.get("data") and training.get("model"))
+    named = has_eval_data(src_manifest, None)
     missing = []
     if mode == "int8" and not calibration_data and not named:
         missing.append("calibration samples (--calibration-data x.npz: 'x' or one array per input name)")
