@@ -125,6 +125,7 @@ def _quantized(program: Any, sig: Any, calibration: dict[str, Any], shapes: tupl
 
     program = _folded(program)
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    quantizer.transform_for_annotation = _integer_scalars_kept(quantizer.transform_for_annotation)
     try:
         prepared = prepare_pt2e(program.module(), quantizer)
         with torch.no_grad():
@@ -136,6 +137,33 @@ def _quantized(program: Any, sig: Any, calibration: dict[str, Any], shapes: tupl
     except (RuntimeError, TypeError, ValueError, AssertionError, KeyError, NotImplementedError) as exc:
         raise ConversionError(f"int8 quantization (XNNPACKQuantizer, pt2e) failed on {src_name}: "
                               f"{first_line(exc)}") from exc
+
+
+def _integer_scalars_kept(transform: Any) -> Any:
+    """XNNPACKQuantizer's transform for annotation, after which an add / mul of an integer tensor by a scalar keeps
+    its integer type. The transform makes every such scalar a float32 constant, so that a float add can be
+    quantized; on integer tensors that turned integer arithmetic into float: Keras' Embedding wraps negative ids
+    (where(ids < 0, ids + n, ids)), and its indices became float ('Expected tensor for argument #1 'indices' to
+    have one of the following scalar types: Long, Int'), so no model with an Embedding quantized."""
+    import torch
+
+    def transform_for_annotation(model: Any) -> Any:
+        model = transform(model)
+        for node in model.graph.nodes:
+            out = node.meta.get("val")
+            if node.target not in (torch.ops.aten.add.Tensor, torch.ops.aten.mul.Tensor) or out is None \
+                    or out.dtype.is_floating_point:
+                continue
+            for arg in node.args:
+                made = isinstance(arg, torch.fx.Node) and arg.op == "get_attr"
+                if made and arg.target.startswith("_tensor_constant_"):  # the transform's name for them
+                    value = getattr(model, arg.target).to(out.dtype)
+                    model.register_buffer(arg.target, value)
+                    arg.meta["val"] = out.fake_mode.from_tensor(value, static_shapes=True)
+        model.recompile()
+        return model
+
+    return transform_for_annotation
 
 
 def _lower(program: Any, signature: str, max_batch: int, src_name: str, fold: bool = True) -> bytes:

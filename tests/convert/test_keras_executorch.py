@@ -178,3 +178,32 @@ def test_a_one_channel_convolution_converts(tmp_path):
     x = np.random.default_rng(0).random((3, 6, 6, 2), dtype=np.float32)
     got, want = modelkit.load(r.path).predict(x)["clean"], modelkit.load(tmp_path / "dae.keras").predict(x)["clean"]
     assert got.shape == (3, 12, 12, 1) and np.abs(got - want).max() <= 1e-5
+
+
+def test_int8_of_a_model_with_an_embedding_keeps_its_index_arithmetic_integer(tmp_path):
+    """nc43's wide-and-deep model (ids through an Embedding beside numeric features) could not be quantized: the
+    XNNPACK quantizer makes every add's scalar a float32 constant, and Keras' wrap of negative ids
+    (where(ids < 0, ids + n, ids)) handed the Embedding float indices."""
+    from modelkit._backend import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 12, (400, 6)).astype(np.int32)
+    num = rng.standard_normal((400, 2)).astype(np.float32)
+    y = ((ids == 3).sum(1) + (num[:, 0] > 0) > 1).astype(np.int32)  # a keyword count and one numeric feature
+    i_in, n_in = keras.Input((6,), dtype="int32", name="ids"), keras.Input((2,), name="num")
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(12, 8)(i_in))
+    h = keras.layers.Dense(16, activation="relu")(keras.layers.Concatenate()([h, n_in]))
+    model = keras.Model({"ids": i_in, "num": n_in}, keras.layers.Dense(2, activation="softmax", name="probs")(h))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit({"ids": ids[:300], "num": num[:300]}, y[:300], epochs=30, verbose=0)
+    model.save(tmp_path / "wd.keras")
+    np.savez(tmp_path / "calib.npz", ids=ids[:100], num=num[:100])
+    np.savez(tmp_path / "test.npz", ids=ids[300:], num=num[300:], y=y[300:])
+    (r,) = modelkit.convert(tmp_path / "wd.keras", "executorch", out_dir=tmp_path / "out", quantize="int8",
+                            calibration_data=tmp_path / "calib.npz", eval_data=tmp_path / "test.npz")
+    assert r.quantization == "int8" and r.accuracy["ok"] and r.accuracy["source_accuracy"] > 0.8
+    feed = {"ids": ids[300:310], "num": num[300:310]}
+    got = modelkit.load(r.path).predict(feed)["probs"]
+    assert (got.argmax(1) == model.predict(feed, verbose=0).argmax(1)).mean() >= 0.9
