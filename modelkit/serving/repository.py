@@ -217,7 +217,7 @@ class Repository:
         errors = []
         for model, model_dir, versions in found:
             entry = self._entry(model, model_dir)
-            for v, vdir, key in sorted(versions, key=lambda found: -found[0]):  # newest first
+            for v, vdir, key in reversed(versions):  # newest first (_scan lists them in ascending order)
                 if v in entry.versions or self._retired_at_once(entry, v):
                     continue
                 if v in entry.failed and entry.failed[v][0] == key:
