@@ -126,6 +126,7 @@ def _quantized(program: Any, sig: Any, calibration: dict[str, Any], shapes: tupl
     program = _folded(program)
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     quantizer.transform_for_annotation = _integer_scalars_kept(quantizer.transform_for_annotation)
+    quantizer.annotate = _pads_share_quantization(quantizer.annotate)
     try:
         prepared = prepare_pt2e(program.module(), quantizer)
         with torch.no_grad():
@@ -164,6 +165,50 @@ def _integer_scalars_kept(transform: Any) -> Any:
         return model
 
     return transform_for_annotation
+
+
+def _pads_share_quantization(annotate: Any) -> Any:
+    """XNNPACKQuantizer's annotation, after which a pad that adds no new value (zeros, or copies of the input's
+    edge) shares its input's quantization, as the quantizer's own layout ops (permute, view, ...) do. Left alone,
+    a pad of a quantized tensor (ZeroPadding2D, a causal or asymmetric 'same' Conv1D after another layer) was
+    handed to XNNPACK with an int8 input and a float output, which it refuses at load ("Failed to create
+    StaticConstantPad node ... xnn_status_invalid_parameter"); the quantized pad is exact: 0 is a zero point."""
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer_utils import propagate_annotation
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+
+    key = "quantization_annotation"
+    pads = (torch.ops.aten.pad.default, torch.ops.aten.constant_pad_nd.default)
+
+    def adds_no_value(node: Any) -> bool:
+        if node.target == torch.ops.aten.constant_pad_nd.default:
+            return float(node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0.0)) == 0.0
+        mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
+        value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value")
+        return mode != "constant" or not value
+
+    def share_pads(model: Any) -> int:
+        shared = 0
+        for node in model.graph.nodes:
+            if node.op != "call_function" or node.target not in pads or not adds_no_value(node):
+                continue
+            source = node.args[0]
+            made = source.meta.get(key)
+            if made is None or made.output_qspec is None or getattr(node.meta.get(key), "_annotated", False):
+                continue
+            spec = SharedQuantizationSpec(source)
+            node.meta[key] = QuantizationAnnotation(input_qspec_map={source: spec}, output_qspec=spec,
+                                                    _annotated=True)
+            shared += 1
+        return shared
+
+    def annotate_pads(model: Any) -> Any:
+        model = annotate(model)
+        while share_pads(model):  # and the layout ops after them (a permute to NCHW), as the quantizer's own pass
+            propagate_annotation(model)
+        return model
+
+    return annotate_pads
 
 
 def _lower(program: Any, signature: str, max_batch: int, src_name: str, fold: bool = True) -> bytes:

@@ -207,3 +207,31 @@ def test_int8_of_a_model_with_an_embedding_keeps_its_index_arithmetic_integer(tm
     feed = {"ids": ids[300:310], "num": num[300:310]}
     got = modelkit.load(r.path).predict(feed)["probs"]
     assert (got.argmax(1) == model.predict(feed, verbose=0).argmax(1)).mean() >= 0.9
+
+
+def test_int8_of_a_causal_convolution_after_another_layer_loads(tmp_path):
+    """nc45's keyword-spotting TCN (and ZeroPadding2D after a convolution, as in MobileNetV2) made int8 programs
+    XNNPACK refused at load: the pad of a quantized tensor had an int8 input and a float output ("Failed to create
+    StaticConstantPad node"), then the permute after it two scales. A pad now shares its input's quantization."""
+    from modelkit._backend import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 20, 3)).astype(np.float32)
+    y = (x[:, :, 0].cumsum(1)[:, -1] > 0).astype(np.int32)  # the sign of a running sum: needs the whole series
+    inp = keras.Input((20, 3), name="series")
+    h = keras.layers.Conv1D(8, 1)(inp)
+    r = keras.layers.Conv1D(8, 3, padding="causal", dilation_rate=2, activation="relu")(h)
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Add()([h, r]))
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax", name="probs")(h))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x[:300], y[:300], epochs=20, verbose=0)
+    model.save(tmp_path / "tcn.keras")
+    np.savez(tmp_path / "calib.npz", series=x[:100])
+    np.savez(tmp_path / "test.npz", series=x[300:], y=y[300:])
+    (r,) = modelkit.convert(tmp_path / "tcn.keras", "executorch", out_dir=tmp_path / "out", quantize="int8",
+                            calibration_data=tmp_path / "calib.npz", eval_data=tmp_path / "test.npz")
+    assert r.quantization == "int8" and r.accuracy["ok"] and r.accuracy["source_accuracy"] > 0.8
+    got = modelkit.load(r.path).predict({"series": x[300:340]})["probs"]
+    assert (got.argmax(1) == model.predict(x[300:340], verbose=0).argmax(1)).mean() >= 0.9
