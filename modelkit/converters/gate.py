@@ -332,6 +332,28 @@ def masked_labels(reference: Any, inputs: Mapping[str, np.ndarray], labels: np.n
     return np.where(mask.reshape(labels.shape), labels, np.nan if j.metric == MAE else -1), "the source model's mask"
 
 
+def open_size_hint(report: Any, sig: Signature) -> str:
+    """For a lossy artifact whose outputs failed the sanity bounds at another size of an open dimension than the
+    samples' (the check's first case): what to do. Calibration and the gate saw the samples' size only."""
+    from ..keras_io.inputs import input_spec_text
+
+    spec = next((s for s in sig.inputs if any(d is None for d in s.shape[1:])), None)
+    if spec is None or not report.cases:
+        return ""
+    axes = [i for i, d in enumerate(spec.shape) if i > 0 and d is None]
+
+    def sizes(case: int) -> list[int]:
+        shape = report.cases[case]["shapes"].get(spec.name, ())
+        return [shape[i] for i in axes if i < len(shape)]
+
+    own = sizes(0)
+    if not any(o.failed_case is not None and sizes(o.failed_case) != own for o in report.outputs if not o.ok):
+        return ""
+    return (f". An open dimension is checked at other sizes than the samples' too, and a quantized model is "
+            f"calibrated and judged at theirs ({', '.join(map(str, own))}): fix the size you deploy (e.g. "
+            f"--input-spec {input_spec_text(spec, fill=own[0] if own else 64)}), or keep it open in float32")
+
+
 def raise_if_failed(acc: Mapping[str, Any], candidate: str) -> None:
     if acc["ok"]:
         return

@@ -184,7 +184,8 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
                 from ..errors import ParityError
 
                 raise ParityError(f"{bad} ({gate_mode}): {_gate.summary(accuracy)}, but its outputs fail the "
-                                  f"{gate_mode} sanity bounds kept under the accuracy gate: {report.failures()}",
+                                  f"{gate_mode} sanity bounds kept under the accuracy gate: {report.failures()}"
+                                  f"{_gate.open_size_hint(report, reference.signature)}",
                                   report.to_dict())
             report.raise_if_failed()
         # Manifest first: a kill between the two renames leaves a manifest without an artifact, which

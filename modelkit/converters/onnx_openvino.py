@@ -146,6 +146,7 @@ def _nncf_quantized(model: Any, calibration: dict[str, Any], src_name: str) -> A
     said_kept(kept)
     with engine_chatter_swallowed():  # import-time notices (torch version checks) too
         nncf = require("nncf", "openvino")
+        from nncf.quantization.advanced_parameters import QuantizationParameters
         from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
         nncf.set_log_level(logging.ERROR)
@@ -154,8 +155,13 @@ def _nncf_quantized(model: Any, calibration: dict[str, Any], src_name: str) -> A
         # activation ranges by min and max over all samples, as onnxruntime's and TFLite's calibrations take
         # them: NNCF's default (the mean over samples of each one's max) clipped a masked mean's count of real
         # tokens to 12.8 of up to 20, a padding-masked attention classifier lost 0.06 of top-1 (0.0 with this)
+        # NNCF quantizes a depthwise convolution's input per channel along axis 1: in a sequence model (batch,
+        # length, features) that axis is the length, and the IR ran at the calibration length only ("Subtract
+        # node ... DequantizationSubtract Check 'input_shape[j] == 1' failed"): with an open size, per tensor
+        per_tensor = QuantizationParameters(per_channel=False) if _open_sizes(model) else None
         ranges = nncf.AdvancedQuantizationParameters(
-            activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
+            activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
+            activations_quantization_params=per_tensor)
         try:  # recurrent ops stay float: the CPU plugin takes only constant weights into an LSTMSequence
             return nncf.quantize(model, nncf.Dataset(samples, lambda feed: feed),
                                  preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(samples),
@@ -164,3 +170,8 @@ def _nncf_quantized(model: Any, calibration: dict[str, Any], src_name: str) -> A
         except Exception as exc:  # noqa: BLE001 - NNCF raises its own and OpenVINO's types; one typed line
             first = first_line(exc)
             raise ConversionError(f"NNCF could not quantize {src_name} to int8: {first}") from exc
+
+
+def _open_sizes(model: Any) -> bool:
+    """Whether an input of the OpenVINO model leaves a dimension other than the batch open."""
+    return any(d.is_dynamic for i in model.inputs for d in list(i.get_partial_shape())[1:])

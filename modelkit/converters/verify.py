@@ -41,6 +41,7 @@ class OutputParity:
     # applied, when the edge's atol was exceeded and the floor was measured (modelkit.converters._float64)
     float32_floor: float | None = None
     atol_applied: float | None = None
+    failed_case: int | None = None  # index in the report's cases of the worst case that failed it, if it failed
 
 
 @dataclass
@@ -173,10 +174,11 @@ def compare_models(reference: Any, candidate: Any, tolerance: Tolerance, batch_s
         raise ParityError(f"no verification case ran on both {reference.path.name} and {candidate.path.name}: "
                           f"{reasons}")
     dims = _shapes.summarize(sig, candidate.signature, cases, skipped)
-    outputs = [_compare_output(r, refs[r], cands[r], tolerance) for r, _ in pairs]
+    where = [_shapes_text(c["shapes"]) for c in cases] if dynamic else None
+    outputs = [_compare_output(r, refs[r], cands[r], tolerance, where=where) for r, _ in pairs]
     # above the edge's atol: is it the reference's own error? (an atol the user passed is kept as given)
     if tolerance.float32_floor and any(o.max_abs > tolerance.atol for o in outputs):
-        outputs = _with_float32_floor(reference, feeds, refs, cands, cases, tolerance, outputs)
+        outputs = _with_float32_floor(reference, feeds, refs, cands, cases, tolerance, outputs, where)
     label = inputs_label or ("real samples" if data else f"seeded uniform [0,1), seed {seed}")
     if plans[0] is None:
         label += "; open dimensions also at other sizes, seeded"
@@ -243,7 +245,7 @@ def fixed_batch(reference_sig: Signature, candidate_sig: Signature) -> int | Non
 
 def _with_float32_floor(reference: Any, feeds: list[dict[str, np.ndarray]], refs: dict[str, list[np.ndarray]],
                         cands: dict[str, list[np.ndarray]], cases: list[dict[str, Any]], tol: Tolerance,
-                        outputs: list[OutputParity]) -> list[OutputParity]:
+                        outputs: list[OutputParity], where: list[str] | None = None) -> list[OutputParity]:
     """Compare again with each case's atol lifted to float32's own error on it (modelkit.converters._float64:
     the reference's error against its float64 evaluation when it is a Keras model, and the outputs' ulp)."""
     from ._float64 import Float64Twin, case_atols, floors
@@ -255,16 +257,20 @@ def _with_float32_floor(reference: Any, feeds: list[dict[str, np.ndarray]], refs
         for i, case in enumerate(cases):
             case["float32_floor"] = {name: values[i] for name, values in measured.items()}
     return [_compare_output(o.name, refs[o.name], cands[o.name], tol, case_atols(tol.atol, measured[o.name],
-                                                                                  refs[o.name]), measured[o.name])
+                                                                                  refs[o.name]), measured[o.name],
+                            where)
             for o in outputs]
 
 
 def _compare_output(name: str, refs: list[np.ndarray], cands: list[np.ndarray], tol: Tolerance,
-                    atols: list[float] | None = None, floor: list[float] | None = None) -> OutputParity:
+                    atols: list[float] | None = None, floor: list[float] | None = None,
+                    where: list[str] | None = None) -> OutputParity:
     """Statistics over the cases, each computed per case (cases may differ in shape): the worst max abs /
     max rel error and cosine, argmax agreement over all rows, and the vacuity guard over cases of one shape.
-    `atols` (per case) replaces the edge's atol where the reference's float32 floor (per case) was measured."""
+    `atols` (per case) replaces the edge's atol where the reference's float32 floor (per case) was measured.
+    `where` (per case, for cases of several shapes) names the input shapes of the worst cosine and max abs."""
     max_abs = max_rel = 0.0
+    worst_abs = worst_cos = 0  # the cases they came from
     over: list[tuple[float, float, float]] = []  # (max abs, atol, floor) of the cases above their atol
     cosine = 1.0
     agree_n = agree_total = 0
@@ -275,7 +281,8 @@ def _compare_output(name: str, refs: list[np.ndarray], cands: list[np.ndarray], 
             case_abs = float("inf")
         else:
             case_abs = float(np.nanmax(diff)) if diff.size else 0.0
-        max_abs = max(max_abs, case_abs)
+        if case_abs > max_abs:
+            max_abs, worst_abs = case_abs, i
         case_atol = atols[i] if atols is not None else tol.atol
         if not case_abs <= case_atol:
             over.append((case_abs, case_atol, floor[i] if floor is not None else float("nan")))
@@ -285,7 +292,8 @@ def _compare_output(name: str, refs: list[np.ndarray], cands: list[np.ndarray], 
         # far from its decision (1e-5 against an int8 0.0), a ReLU regressor at 0 against 3e-9, one per row
         quiet = case_abs <= min(tol.atol, COSINE_NOISE)
         cos = 1.0 if (na == 0 and nb == 0) or quiet else float(np.dot(a64.ravel(), b64.ravel()) / max(na * nb, 1e-300))
-        cosine = min(cosine, cos)
+        if cos < cosine:
+            cosine, worst_cos = cos, i
         if a.ndim >= 2 and a.shape[-1] > 1:
             agree_n += int(np.sum(np.argmax(a64, -1) == np.argmax(b64, -1)))
             agree_total += int(np.prod(a.shape[:-1]))
@@ -296,8 +304,11 @@ def _compare_output(name: str, refs: list[np.ndarray], cands: list[np.ndarray], 
     if rows > 1 and spread <= 1e-6 * max(scale, 1e-6):
         reasons.append(f"vacuous check: the reference output is constant across {rows} different "
                        f"inputs (largest std {spread:.1e}); a dead or untrained model proves nothing")
+    def at(i: int) -> str:
+        return f" at input shapes {where[i]}" if where else ""
+
     if over and atols is None:
-        reasons.append(f"max abs error {max_abs:.3e} > atol {tol.atol:.0e}")
+        reasons.append(f"max abs error {max_abs:.3e} > atol {tol.atol:.0e}{at(worst_abs)}")
     elif over:
         worst = max(over, key=lambda t: t[0] / t[1])
         own = f"{worst[2]:.1e}" if np.isfinite(worst[2]) else "not measured"
@@ -312,12 +323,13 @@ def _compare_output(name: str, refs: list[np.ndarray], cands: list[np.ndarray], 
             reasons.append(f"max abs error {worst[0]:.3e} > atol {tol.atol:.0e} (the outputs' float32 resolution "
                            "there is smaller)")
     if cosine < tol.min_cosine:
-        reasons.append(f"cosine similarity {cosine:.6f} < {tol.min_cosine}")
+        reasons.append(f"cosine similarity {cosine:.6f} < {tol.min_cosine}{at(worst_cos)}")
     if agreement is not None and agreement < tol.min_argmax_agreement:
         reasons.append(f"argmax agreement {agreement:.3f} < {tol.min_argmax_agreement}")
     measured = [f for f in floor or [] if np.isfinite(f)]
+    failed = worst_cos if cosine < tol.min_cosine else worst_abs if over else None
     return OutputParity(name, max_abs, max_rel, cosine, agreement, spread, not reasons, "; ".join(reasons),
-                        max(measured) if measured else None, max(atols) if atols is not None else None)
+                        max(measured) if measured else None, max(atols) if atols is not None else None, failed)
 
 
 def _spread(refs: list[np.ndarray]) -> tuple[float, int]:

@@ -270,8 +270,30 @@ def test_candidate_wrong_only_at_long_lengths_fails(tmp_path):
     assert not report.ok and report.outputs[0].max_abs > 1e-3
     by_len = {c["shapes"]["x"][1]: c["max_abs"]["y"] for c in report.cases}
     assert by_len[1] < 1e-6 and by_len[13] < 1e-6 and by_len[64] > 1e-3  # only the long case tells
-    with pytest.raises(ParityError, match="max abs error"):
+    assert report.outputs[0].reason.endswith(" at input shapes 'x' (7, 64, 4)")  # the worst case, named
+    assert report.cases[report.outputs[0].failed_case]["shapes"]["x"] == [7, 64, 4]
+    with pytest.raises(ParityError, match=r"max abs error .* at input shapes 'x' \(7, 64, 4\)"):
         report.raise_if_failed()
+
+
+def test_a_lossy_artifact_straying_at_other_lengths_is_told_to_fix_the_size_it_deploys(tmp_path):
+    """Calibrated and judged at its samples' length, an int8 model is also checked at other lengths (nc45's TCN
+    strayed at length 1): the refusal says so and gives the --input-spec that fixes the samples' length."""
+    from modelkit.converters.gate import open_size_hint
+    from modelkit.converters.verify import verify_artifacts
+    from modelkit.runtime import load
+
+    ref, cand = _onnx(tmp_path / "mean.onnx", "mean"), _onnx(tmp_path / "first16.onnx", "first16")
+    samples = {"x": np.random.default_rng(1).random((9, 10, 4)).astype(np.float32)}
+    report = verify_artifacts(ref, cand, atol=1e-5, data=samples, raise_on_failure=False)
+    assert [c["shapes"]["x"][1] for c in report.cases][:2] == [10, 10]  # the samples' own length first
+    sig = load(ref).signature
+    assert open_size_hint(report, sig) == (
+        ". An open dimension is checked at other sizes than the samples' too, and a quantized model is calibrated "
+        "and judged at theirs (10): fix the size you deploy (e.g. --input-spec x:?,10,4:float32), or keep it "
+        "open in float32")
+    same = verify_artifacts(ref, ref, atol=1e-5, data=samples, raise_on_failure=False)
+    assert same.ok and open_size_hint(same, sig) == ""  # nothing failed: nothing to say
 
 
 def test_candidate_that_fixes_the_length_is_compared_at_it_and_recorded_fixed(tmp_path):
