@@ -60,11 +60,12 @@ def onnx_to_openvino(src: Path, dest: Path, quantize: str = "none", calibration_
         model = ov.convert_model(str(src))
     except ov_errors() as exc:
         reason = frontend_reason(exc)
-        hint = _route_hint(src, reason)
-        message = f"OpenVINO could not convert {src.name}: {reason}{hint}"
-        if hint:
-            raise SourceRouteError(message, {"route": "torch", "why": LOOP_WHY}) from exc
-        raise ConversionError(message) from exc
+        why = _torch_route_why(src, reason)
+        if why:
+            raise SourceRouteError(f"OpenVINO could not convert {src.name}: {reason}; {why}: convert again with "
+                                   "--route torch --force (route='torch', force=True in Python): the ONNX on the way "
+                                   "is then exported through torch.onnx", {"route": "torch", "why": why}) from exc
+        raise ConversionError(f"OpenVINO could not convert {src.name}: {reason}") from exc
     if mode == "bf16":
         model.set_rt_info("bf16", PRECISION_KEY)
     calibration = None
@@ -108,21 +109,23 @@ def frontend_reason(exc: BaseException) -> str:
     return plain[0] if plain else first_line(exc)
 
 
-def _route_hint(src: Path, reason: str) -> str:
-    """The fix when the ONNX came from tf2onnx and OpenVINO refused its Loop (Keras' recurrent layers: LSTM, GRU):
-    torch.onnx's export of the same model converts (measured on a Conv1D-GRU classifier, parity 1.9e-8)."""
+def _torch_route_why(src: Path, reason: str) -> str:
+    """Why torch.onnx's export of the same Keras model is worth a try, when OpenVINO's frontend refused an ONNX
+    that tf2onnx made from it, else "". Its recurrent Loop (Keras' LSTM, GRU): the torch route's converts (a
+    Conv1D-GRU classifier, parity 1.9e-8). Any other refusal: tf2onnx's graph for an einsum (nc46's mixture of
+    experts: a Transpose of 3 axes over an Unsqueeze of 4, which onnxruntime runs and OpenVINO refuses), and
+    torch.onnx writes other ops for the same layers."""
     from .. import manifest as _manifest
     from ..errors import ManifestError
 
     try:
         m = _manifest.read(src)
-    except ManifestError:  # a hint only; the error stands without it
+    except ManifestError:  # a retry only; the error stands without it
         return ""
     route = ((m.extra or {}).get("route") or {}).get("taken") if m is not None else None
-    if "Loop" not in reason or route != "tf2onnx" or not m.source or m.source.get("format") != "keras":
+    if route != "tf2onnx" or not m.source or m.source.get("format") != "keras":
         return ""
-    return (f"; {LOOP_WHY}: convert again with --route torch --force (route='torch', force=True in Python): the "
-            "ONNX on the way is then exported through torch.onnx, which it takes")
+    return LOOP_WHY if "Loop" in reason else "OpenVINO's ONNX frontend refused the graph tf2onnx wrote"
 
 
 # OpenVINO ops whose weights NNCF would fake-quantize but the CPU plugin needs constant ("LSTMSequence ... expects

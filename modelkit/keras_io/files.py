@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zipfile
 import zlib
 from pathlib import Path
@@ -69,6 +70,19 @@ def _h5_config(p: Path) -> dict[str, Any]:
     return config
 
 
+def _unregistered(message: str) -> str | None:
+    """"the custom class 'Net' (registered as 'nc46>Net')" from Keras' "Could not locate class 'Net'. ... Full
+    object config: {...}" (a dump of the whole config), else None."""
+    found = re.search(r"Could not locate (class|function) '([^']+)'", message)
+    if not found:
+        return None
+    registered = re.search(r"'registered_name': '([^']+)'", message)
+    also = f" (registered as '{registered.group(1)}')" if registered and registered.group(1) != found.group(2) else ""
+    if f"'module': None, 'class_name': '{found.group(2)}'" in message:  # defined in the script that saved it
+        also += ", defined in the script that saved the model (move it to a module of its own)"
+    return f"the custom {found.group(1)} '{found.group(2)}'{also}"
+
+
 def load_keras(path: str | os.PathLike, trust_unsafe_code: bool = False, compile: bool = False,
                backend: str | None = None, input_spec: Any = None) -> Any:
     """Load a .keras (or legacy .h5) model with Keras safe_mode on (off only with trust_unsafe_code=True).
@@ -104,6 +118,11 @@ def load_keras(path: str | os.PathLike, trust_unsafe_code: bool = False, compile
         raise LoadError(f"{p}: Keras could not load this model: {msg.splitlines()[0] if msg else exc}") from exc
     except (TypeError, KeyError, OSError, AttributeError, IndexError, EOFError, RecursionError, RuntimeError,
             zipfile.BadZipFile, zlib.error) as exc:  # h5py raises RuntimeError on damaged weights
+        unregistered = _unregistered(str(exc))
+        if unregistered:
+            raise LoadError(f"{p}: Keras could not load this model: it uses {unregistered}, which no imported module "
+                            "registers: pass --import with the module or .py file that defines it (imports=[...] "
+                            "in Python, or MODELKIT_IMPORTS)") from exc
         raise LoadError(f"{p}: Keras could not load this model: {type(exc).__name__}: {exc}") from exc
     from .inputs import ensure_inputs
 

@@ -54,6 +54,37 @@ def test_without_import_the_error_names_the_flag(folder: Path) -> None:
     assert "mylayers.ScaledSwish" in line and "--import MODULE_OR_FILE" in line
 
 
+NET = '''import keras
+
+
+@keras.saving.register_keras_serializable(package="mynet")
+class TinyNet(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.head = keras.layers.Dense(3)
+
+    def call(self, x):
+        return self.head(x)
+'''
+
+
+def test_an_unregistered_subclassed_model_names_its_class_and_the_flag(tmp_path: Path) -> None:
+    """nc46: a subclassed keras.Model defined in the training script itself is saved with no module, which the
+    safety scan cannot name; Keras failed, and the line was its "Could not locate class 'Net'" with the whole
+    config dumped, never saying --import."""
+    (tmp_path / "mynet.py").write_text(NET)
+    make = NET + "\nnet = TinyNet()\nnet(keras.ops.zeros((1, 4)))\nnet.save('net.keras')\n"
+    done = subprocess.run([sys.executable, "-c", make], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = _one_line_error(modelkit_script("inspect", "net.keras", cwd=tmp_path))
+    assert line.endswith("net.keras: Keras could not load this model: it uses the custom class 'TinyNet' (registered "
+                         "as 'mynet>TinyNet'), defined in the script that saved the model (move it to a module of its "
+                         "own), which no imported module registers: pass --import with the module or .py file that "
+                         "defines it (imports=[...] in Python, or MODELKIT_IMPORTS)"), line
+    done = modelkit_script("inspect", "net.keras", "--import", "mynet", cwd=tmp_path)  # the class, moved
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_every_command_takes_the_users_module_by_name_from_their_folder(folder: Path) -> None:
     done = modelkit_script("convert", "my.keras", "--to", "onnx", "--out", "out", "--import", "mylayers", cwd=folder)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -47,20 +47,20 @@ def test_an_op_without_a_conversion_rule_is_named_in_the_error(tmp_path):
     assert not (tmp_path / "frob_openvino").exists()
 
 
-def test_a_tf2onnx_loop_gets_the_route_that_converts(tiny_onnx):
+def test_a_tf2onnx_graph_openvino_refuses_gets_the_route_that_converts(tiny_onnx):
     import modelkit
     from modelkit import manifest as _manifest
-    from modelkit.converters.onnx_openvino import _route_hint
+    from modelkit.converters.onnx_openvino import LOOP_WHY, _torch_route_why
 
     reason = frontend_reason(RuntimeError(GRU_LOOP))
-    assert _route_hint(tiny_onnx, reason) == ""  # no manifest: no claim about where the Loop came from
+    assert _torch_route_why(tiny_onnx, reason) == ""  # no manifest: no claim about where the graph came from
     sig = modelkit.load(tiny_onnx).signature.to_dict()
     made = _manifest.Manifest(format="onnx", signature=sig, source={"path": "m.keras", "format": "keras"},
                               extra={"route": {"taken": "tf2onnx", "tried": []}})
     _manifest.write(tiny_onnx, made)
-    hint = _route_hint(tiny_onnx, reason)
-    assert "as an ONNX Loop" in hint and "--route torch" in hint
-    assert _route_hint(tiny_onnx, "No conversion rule found for operations: com.example.Frobnicate") == ""
+    assert _torch_route_why(tiny_onnx, reason) == LOOP_WHY
+    assert _torch_route_why(tiny_onnx, "Conversion is failed for: Transpose-17") == (  # nc46's einsum
+        "OpenVINO's ONNX frontend refused the graph tf2onnx wrote")
     made.extra["route"]["taken"] = "torch"
     _manifest.write(tiny_onnx, made)
-    assert _route_hint(tiny_onnx, reason) == ""
+    assert _torch_route_why(tiny_onnx, reason) == ""  # the torch route's own graph: nothing else to try

@@ -47,6 +47,48 @@ def test_a_picked_tf2onnx_route_is_kept_and_the_error_says_what_to_do(rnn, tmp_p
     assert not (tmp_path / "rnn_openvino").exists() and not (tmp_path / "rnn.torch.onnx").exists()
 
 
+EXPERTS = '''import keras
+
+
+@keras.saving.register_keras_serializable(package="experts")
+class Experts(keras.layers.Layer):
+    """Every expert at once (one einsum over stacked kernels), mixed by a softmax gate (another einsum)."""
+
+    def build(self, shape):
+        self.gate = self.add_weight(shape=(shape[-1], 4), name="gate")
+        self.kernels = self.add_weight(shape=(4, shape[-1], 5), name="kernels")
+
+    def call(self, x):
+        ops = keras.ops
+        weights = ops.softmax(ops.matmul(x, self.gate), axis=-1)
+        return ops.einsum("beu,be->bu", ops.einsum("bd,edu->beu", x, self.kernels), weights)
+'''
+
+
+def test_an_einsum_graph_openvino_refuses_takes_the_torch_route_too(tmp_path, capfd):
+    """nc46's mixture of experts (experts as one einsum): OpenVINO's frontend refused the graph tf2onnx wrote for
+    the einsum (a Transpose of 3 axes over an Unsqueeze of 4; onnxruntime runs it), so `--to all` wrote every
+    format but openvino; torch.onnx's export of the same model converts."""
+    import importlib.util
+
+    from modelkit._backend import import_keras
+
+    (tmp_path / "experts.py").write_text(EXPERTS)
+    spec = importlib.util.spec_from_file_location("experts", tmp_path / "experts.py")
+    experts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(experts)
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    x = keras.Input((6,), name="x")
+    keras.Model(x, keras.layers.Dense(3, name="y")(experts.Experts()(x))).save(tmp_path / "moe.keras")
+    results = modelkit.convert(tmp_path / "moe.keras", "openvino", out_dir=tmp_path,
+                               imports=[str(tmp_path / "experts.py")])
+    assert "OpenVINO's ONNX frontend refused the graph tf2onnx wrote; converting moe.keras to moe.torch.onnx by " \
+           "the torch route instead" in capfd.readouterr().err
+    ov = next(r for r in results if r.format == "openvino")
+    assert ov.parity["ok"] and ov.parity["outputs"][0]["max_abs"] < 1e-4
+
+
 def test_the_torch_routes_length_refusal_names_its_format_and_the_fix():
     """nc34: a GRU over frames of any length to OpenVINO (the torch route's ONNX) was refused saying "pt2 would run
     at that size only" (pt2 itself converts it), with no way forward; the refusal names the route and the fix."""
