@@ -12,6 +12,7 @@ per-tensor int8 scale rounds its smallest values to nothing: also ConvNeXt's Lay
 wide constant applied to a model input (centering raw features of different scales), the chain of elementwise
 ops with a constant operand that leads from a model input to those (the Sub before the Mul), and an attention
 mask applied as a penalty with the Softmax after it and the ops that bring the scores to it (_masked_softmax).
+In TFLite, ONE_HOT too: its int8 kernel computes wrong values (TFLITE_WRONG_IN_INT8).
 The rest of the graph, where the time goes (Conv, MatMul), is still int8. A graph without such ops is quantized
 exactly as before. OpenVINO's NNCF takes the same names as its ignored scope (onnx_openvino.py).
 """
@@ -30,6 +31,9 @@ SELECTS = ("where", "select", "select_v2")
 PASSING = ("reshape", "transpose", "squeeze", "expand_dims", "unsqueeze", "identity", "cast")
 # the ops that compute attention scores: where a walk back from the masking stops, kept float itself
 SCORES = ("sum", "reducesum", "matmul", "batch_matmul", "batchmatmul", "einsum", "fully_connected")
+# TFLite ops whose int8 kernel computes wrong values: ONE_HOT (nc46's mixture of experts, weights of the top-2
+# experts as one_hot(ids) * softmax: int8 top-1 0.736 against 0.907 in float, 0.902 with ONE_HOT alone kept float)
+TFLITE_WRONG_IN_INT8 = ("one_hot",)
 # OpenVINO's op type names, lower-cased, that name an op the rule knows by another name
 OPENVINO_KINDS = {"multiply": "mul", "divide": "div", "subtract": "sub", "convert": "cast"}
 
@@ -170,15 +174,17 @@ def tflite_kept_float(model: bytes) -> list[str]:
     """kept_float of a TFLite flatbuffer (float, or calibrated and not yet quantized): the ops' first output
     tensor names, as the MLIR quantizer's `denylisted_nodes` takes them."""
     ops, constants, inputs = _tflite_graph(model)
-    return kept_float(ops, constants, inputs)
+    kept = set(kept_float(ops, constants, inputs)) | {op.name for op in ops if op.kind in TFLITE_WRONG_IN_INT8}
+    return [op.name for op in ops if op.name in kept]
 
 
 def tflite_may_keep(model: bytes) -> bool:
     """Whether a TFLite flatbuffer (quantized or not) has an elementwise op with a constant of more than one
-    value: only such a model can have ops to keep in float (its constants, once int8, no longer show it)."""
+    value, or an op TFLite computes wrongly in int8: only such a model can have ops to keep in float (its
+    constants, once int8, no longer show it)."""
     ops, constants, _ = _tflite_graph(model)
-    return any(op.kind in SCALES + SHIFTS and any(np.size(constants.get(i, 0)) > 1 for i in op.inputs)
-               for op in ops)
+    return any(op.kind in TFLITE_WRONG_IN_INT8 or op.kind in SCALES + SHIFTS and any(
+        np.size(constants.get(i, 0)) > 1 for i in op.inputs) for op in ops)
 
 
 def _tflite_graph(model: bytes) -> tuple[list[Op], dict[str, np.ndarray], list[str]]:
@@ -208,8 +214,8 @@ def said_kept(kept: Sequence[str]) -> None:
         from .._text import progress
 
         progress(f"int8: {len(kept)} op(s) kept in float32, which one int8 scale per tensor would ruin (constants "
-                 f"spanning more than {SPAN:g}x, an attention mask's penalty; modelkit/converters/float_islands.py): "
-                 f"{', '.join(kept)}")
+                 f"spanning more than {SPAN:g}x, an attention mask's penalty) or TFLite's int8 ONE_HOT computes "
+                 f"wrongly (modelkit/converters/float_islands.py): {', '.join(kept)}")
 
 
 def _small(dims: Sequence[int]) -> bool:

@@ -202,3 +202,31 @@ def test_int8_of_a_padding_masked_attention_keeps_its_scores_float_and_its_accur
     acc = r.accuracy
     assert acc["ok"] and acc["metric"] == "top-1" and acc["source_accuracy"] >= 0.95 and acc["drop"] <= 0.01, acc
     assert "Softmax" in line and ("Sum" if kind == "additive" else "Mul") in line
+
+
+def test_int8_tflite_keeps_one_hot_float_whose_int8_kernel_is_wrong(tmp_path, capfd):
+    """nc46's mixture of experts (top-2 experts weighted as one_hot(ids) * softmax) lost 0.17 of top-1 in TFLite
+    int8, and CategoryEncoding(output_mode='one_hot') beside numeric features 0.12 (0.805 -> 0.685): TFLite's int8
+    ONE_HOT computes wrong values. Kept float, nothing is lost; onnxruntime, OpenVINO and ExecuTorch lost nothing."""
+    code = f"""
+import keras, numpy as np
+keras.utils.set_random_seed(0)
+rng = np.random.default_rng(0)
+ids = rng.integers(0, 6, (600, 1)).astype(np.int32)
+num = rng.standard_normal((600, 3)).astype(np.float32)
+y = ((ids[:, 0] % 3) + (num[:, 0] > 0)).astype(np.int32) % 3
+i_in, n_in = keras.Input((1,), dtype="int32", name="ids"), keras.Input((3,), name="num")
+h = keras.layers.Concatenate()([keras.layers.CategoryEncoding(6, output_mode="one_hot")(i_in), n_in])
+h = keras.layers.Dense(16, activation="relu")(h)
+m = keras.Model({{"ids": i_in, "num": n_in}}, keras.layers.Dense(3, activation="softmax", name="probs")(h))
+m.compile("adam", "sparse_categorical_crossentropy")
+m.fit({{"ids": ids[:400], "num": num[:400]}}, y[:400], epochs=40, verbose=0)
+m.save(r"{tmp_path / 'oh.keras'}")
+np.savez(r"{tmp_path / 'cal.npz'}", ids=ids[:100], num=num[:100])
+np.savez(r"{tmp_path / 'ev.npz'}", ids=ids[400:], num=num[400:], y=y[400:])
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=600,
+                   env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+    r, line = _int8((tmp_path / "oh.keras", tmp_path / "cal.npz", tmp_path / "ev.npz"), "tflite", tmp_path, capfd)
+    assert r.accuracy["ok"] and r.accuracy["source_accuracy"] >= 0.75 and r.accuracy["drop"] <= 0.01, r.accuracy
+    assert "int8: 1 op(s) kept in float32" in line and "one_hot" in line and "TFLite's int8 ONE_HOT" in line
