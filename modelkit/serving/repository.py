@@ -182,6 +182,19 @@ class Repository:
         names = set(self.artifacts) | self.scanned
         return bool(names) and all(n in self.entries and self.entries[n].default is not None for n in names)
 
+    def startup_state(self) -> str:
+        """'ready', or which models have no version loaded and why: the line `modelkit serve` prints once the
+        first load is done (it said 'ready' while /v2/health/ready answered 503 for a model that failed)."""
+        if self.ready():
+            return "ready"
+        names = sorted(set(self.artifacts) | self.scanned)
+        down = [n for n in names if n not in self.entries or self.entries[n].default is None]
+        why = [f"'{n}' {next(iter(self.entries[n].failed.values()))[1]}" if n in self.entries and
+               self.entries[n].failed else f"'{n}' has no version" for n in down]
+        return (f"NOT ready: {len(down)} of {len(names)} model(s) have no version loaded ({'; '.join(why)}); "
+                "/v2/health/ready answers 503 until they load (a version is tried again when its files change)"
+                if names else "NOT ready: no models found")
+
     def queue_depths(self) -> dict[tuple[str, ...], float]:
         return {(e.name,): float(sum(v.batcher.pending for v in e.versions.values())) for e in self.entries.values()}
 

@@ -163,7 +163,7 @@ class Server:
         self.loaded = True
         log.info("ready: %s", ", ".join(f"{n} v{e.default.version}" for n, e in self.repo.entries.items()
                                         if e.default) or "no models")
-        print("modelkit serve: ready", flush=True)
+        print(f"modelkit serve: {self.repo.startup_state()}", flush=True)
         if self.options.poll_interval > 0 and self.repo.roots:
             await self.repo.poll(self.options.poll_interval)
 

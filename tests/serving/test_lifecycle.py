@@ -100,6 +100,24 @@ def test_versions_older_than_the_kept_ones_are_never_loaded(serve, tmp_path):
     loads = [int(v) for v in re.findall(r"loading model 'tiny' version (\d+)", log)]
     assert loads == [3, 2, 4], log  # never 1; 2 not again after its unloading
     assert call(server.port, "GET", "/v2/models/tiny")[1]["versions"] == ["4"]
+    assert "modelkit serve: ready" in log  # the newest failed, and v2 serves: ready
+
+
+def test_a_model_that_fails_at_startup_is_said_not_ready(serve, tmp_path):
+    """nc46 served a custom model without --import: the only model failed to load, and the server printed
+    "modelkit serve: ready" while /v2/health/ready answered 503."""
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x07\x12\x04junk" + os.urandom(64))  # looks like ONNX, is not
+    server = serve(bad, ready=False)
+    end = time.monotonic() + 60
+    while time.monotonic() < end and "ready" not in server.text().split("listening on", 1)[1]:
+        time.sleep(0.05)
+    line = next(ln for ln in server.text().splitlines() if ln.startswith("modelkit serve: ") and "ready" in ln)
+    assert line.startswith("modelkit serve: NOT ready: 1 of 1 model(s) have no version loaded ('broken' version 1 "
+                           "failed to load: LoadError: "), line
+    assert line.endswith("/v2/health/ready answers 503 until they load (a version is tried again when its files "
+                         "change)"), line
+    assert call(server.port, "GET", "/v2/health/ready")[0] == 503
 
 
 def test_sigterm_drains_accepted_requests_and_exits_0(serve, tmp_path):
