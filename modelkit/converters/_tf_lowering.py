@@ -14,6 +14,9 @@ traced as 2-D pooling over height and width, then over depth (the same numbers: 
 A grouped convolution (Conv2D(groups=g); keras.applications' ConvNeXt writes its depthwise convolutions so) runs
 inside tf.function(jit_compile=True) in Keras' TF backend, which tf2onnx cannot see into; it is traced as a
 depthwise convolution or one convolution per group (the same sums).
+
+`keras.ops.argmax` / `argmin` over floats is traced as TF's own (Keras tells -0.0 from 0.0 by bit operations that
+neither TFLite nor ONNX has): a model that answers with its class id converts.
 """
 from __future__ import annotations
 
@@ -35,8 +38,28 @@ def lowerings() -> Iterator[None]:
                "conv": _grouped_conv(nn.conv)}
     if hasattr(nn, "_apply_masks") and hasattr(nn, "_get_large_negative"):
         patches["_apply_masks"] = _apply_masks
-    with mock.patch.multiple(nn, **patches):
+    from keras.src.backend.tensorflow import numpy as tnp
+
+    arg = {"argmax": _arg_extreme("argmax"), "argmin": _arg_extreme("argmin")}
+    with mock.patch.multiple(nn, **patches), mock.patch.multiple(tnp, **arg):
         yield
+
+
+def _arg_extreme(kind: str) -> Any:
+    """keras.ops.argmax / argmin as tf.math.argmax / argmin. Keras' TF backend first tells -0.0 below 0.0 by its
+    sign bit (Bitcast and BitwiseAnd: no TFLite builtin, no ONNX op), so a model that answers with its class id
+    converted to neither. The only difference: a tie between -0.0 and 0.0 goes to the first index, as between
+    any equal values (and every hop is verified against its source)."""
+    def arg(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(x)
+        flat = axis is None
+        y = getattr(tf.math, kind)(tf.reshape(x, [-1]) if flat else x, axis=0 if flat else axis, output_type="int32")
+        if keepdims:
+            y = tf.reshape(y, [1] * len(x.shape)) if flat else tf.expand_dims(y, axis)
+        return y
+    return arg
 
 
 def _grouped_conv(keras_conv: Any) -> Any:
