@@ -385,7 +385,7 @@ def summary(acc: Mapping[str, Any]) -> str:
     head = f"{_metric(acc)} {'OK' if acc['ok'] else 'FAILED'}"
     left = "" if chain is None else f", what the source's own drop left of {chain:g}"
     return (f"{head}: {acc['source_accuracy']:.4f} -> {acc['artifact_accuracy']:.4f} (drop {acc['drop']:+.4f}, "
-            f"max {acc['max_accuracy_drop']:g}{left}) on {acc['samples']} samples of {acc['data']}{where}")
+            f"max {round(acc['max_accuracy_drop'], 4):g}{left}) on {acc['samples']} samples of {acc['data']}{where}")
 
 
 def short(acc: Mapping[str, Any]) -> str:

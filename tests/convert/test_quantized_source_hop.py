@@ -76,3 +76,13 @@ def test_the_budget_left_by_a_source_adds_drops_and_compounds_mae_increases():
     assert left_by(src(drop=0.1, metric="mae"), 0.21, "d") == pytest.approx(0.1)  # 1.1 * 1.1 = 1.21
     assert left_by(src(drop=0.004, metric="top-1"), 0.01, "other data") == 0.01  # judged on other data: all of it
     assert left_by(None, 0.01, "d") == 0.01
+
+
+def test_the_budget_left_is_printed_rounded():
+    """nc44 / nc45: 'max 0.016667, what the source's own drop left of 0.01' (a drop of -0.0067 left 0.0167)."""
+    from modelkit.converters.gate import summary
+
+    acc = {"ok": True, "metric": "top-1", "source_accuracy": 0.9983, "artifact_accuracy": 0.9983, "drop": 0.0,
+           "max_accuracy_drop": 0.01 + 1 / 600, "max_accuracy_drop_of_chain": 0.01, "samples": 600,
+           "data": "test.npz (user data)"}
+    assert "(drop +0.0000, max 0.0117, what the source's own drop left of 0.01)" in summary(acc)
