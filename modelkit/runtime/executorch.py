@@ -12,6 +12,7 @@ error it returns is turned into one typed line.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, **options:
     runtime = import_runtime()
     check_program(path)
     try:
-        with engine_chatter_swallowed():
+        with engine_chatter_swallowed() as said:
             program = runtime.Runtime.get().load_program(str(path))
             names = set(program.method_names)
             if "forward" not in names:
@@ -87,8 +88,18 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, **options:
             embedded = _constant(program, SIGNATURE_METHOD) if SIGNATURE_METHOD in names else None
             max_batch = _constant(program, MAX_BATCH_METHOD) if MAX_BATCH_METHOD in names else None
     except (RuntimeError, ValueError, OSError) as exc:  # the runtime's verifier refuses a damaged program
-        raise LoadError(f"{path}: ExecuTorch could not load this program: {exc}") from exc
+        raise LoadError(f"{path}: ExecuTorch could not load this program: {exc}{_why(said)}") from exc
     return ExecuTorchModel(path, method, _signature(path, embedded), _int(max_batch))
+
+
+def _why(said: list[str]) -> str:
+    """The runtime's first logged failure, for an exception that gives only a code ("Failed to load method
+    forward, error: 0x:1"): " (XNNCompiler: Failed to create StaticConstantPad node 11 with code: ...)"."""
+    for line in "".join(said).splitlines():
+        found = re.match(r"\s*\[(\w+)\.cpp:\d+\]\s*(.*[Ff]ail.*)", line)
+        if found:
+            return f" ({found.group(1)}: {found.group(2).strip()})"
+    return ""
 
 
 def quiet_loggers() -> None:

@@ -235,3 +235,16 @@ def test_int8_of_a_causal_convolution_after_another_layer_loads(tmp_path):
     assert r.quantization == "int8" and r.accuracy["ok"] and r.accuracy["source_accuracy"] > 0.8
     got = modelkit.load(r.path).predict({"series": x[300:340]})["probs"]
     assert (got.argmax(1) == model.predict(x[300:340], verbose=0).argmax(1)).mean() >= 0.9
+
+
+def test_a_program_xnnpack_refuses_at_load_names_the_runtime_s_reason():
+    """ExecuTorch's exception gives a code only ("Failed to load method forward, error: 0x:1"); its log said which
+    node XNNPACK refused (nc45's int8 TCN), and the LoadError now carries that line."""
+    from modelkit.runtime.executorch import _why
+
+    log = ("[cpuinfo_utils.cpp:71] Reading file /sys/devices/soc0/image_version\n"
+           "[XNNCompiler.cpp:1262] Failed to create StaticConstantPad node 11 with code: xnn_status_invalid_parameter\n"
+           "[XNNPACKBackend.cpp:143] XNNCompiler::compileModel failed: 0x1\n")
+    assert _why([log]) == (" (XNNCompiler: Failed to create StaticConstantPad node 11 with code: "
+                           "xnn_status_invalid_parameter)")
+    assert _why([""]) == "" and _why([]) == ""
