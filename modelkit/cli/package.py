@@ -10,7 +10,7 @@ from ._common import check_outputs, human_size, import_option
 TARGETS = ("tf-serving", "torchserve", "triton", "kserve", "browser")
 
 
-@click.command("package")
+@click.command("package", context_settings={"token_normalize_func": lambda t: t.replace("_", "-")})  # tf_serving
 @click.argument("artifact", type=click.Path(exists=True))
 @click.option("--for", "--to", "target", required=True, type=click.Choice(TARGETS),
               help="The server to package for (--to, as on convert, says the same).")

@@ -140,3 +140,12 @@ def test_every_out_option_has_the_short_o(name: str) -> None:
             assert "-o" in param.opts, f"{name} --out has no -o"
         else:
             assert "-o" not in getattr(param, "opts", []) + getattr(param, "secondary_opts", []), name
+
+
+def test_package_takes_the_servers_name_with_an_underscore_too(tmp_path: Path) -> None:
+    """`--for tf_serving` (the Python spelling) was a usage error listing 'tf-serving'; it reaches the command."""
+    bad = tmp_path / "m.onnx"
+    bad.write_bytes(b"not a model")
+    result = CliRunner().invoke(main, ["package", str(bad), "--for", "tf_serving", "--out", str(tmp_path / "p")])
+    assert result.exit_code == 2 and result.output.startswith("error: ") and "not a model file" in result.output
+    assert "Invalid value" not in result.output and not (tmp_path / "p").exists()
