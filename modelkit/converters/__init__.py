@@ -83,10 +83,14 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
     config = None
     refused: dict[Format, BaseException] = {}
     if src_fmt == Format.KERAS:
+        from .._text import progress
         from ..keras_io.files import check_keras_archive
+        from ..keras_io.policy import note as mixed_note
         from .support import check_rules
 
         config = check_keras_archive(src)
+        if (line := mixed_note(config, src.name)) is not None:
+            progress(line)
         for target, chain in zip(targets, chains):  # refused when every route refuses, naming the format asked for
             names = [e.route for e in pair_routes(*chain[0].pair) if e.route in forced] if len(chain) == 1 else []
             try:

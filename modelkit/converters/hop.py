@@ -166,6 +166,8 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
         if plan is not None:
             m.extra["verification_inputs"] = plan.to_dict()
         m.extra["route"] = {"taken": edge.route, "tried": for_manifest(tried), **(info.get("route") or {})}
+        if edge.source == Format.KERAS and (policy := _saved_policy(src_p)) is not None:
+            m.extra["source_dtype_policy"] = {"policy": policy, "computed_in": "float32"}  # keras_io.policy
         if input_spec:
             m.extra["input_spec"] = [s.to_dict() for s in parse_input_specs(input_spec)]
         if accuracy is not None:
@@ -210,6 +212,13 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
     return {"format": edge.target.value, "path": str(dest_p), "seconds": seconds,
             "size_bytes": m.size_bytes, "parity": report.to_dict() if report else None,
             "quantization": m.quantization, "accuracy": accuracy, "route": m.extra["route"]}
+
+
+def _saved_policy(src: Path) -> str | None:
+    from ..keras_io.files import check_keras_archive
+    from ..keras_io.policy import saved_mixed_policy
+
+    return saved_mixed_policy(check_keras_archive(src))
 
 
 def _verdict(report: Any, accuracy: dict[str, Any] | None, mode: str) -> str:

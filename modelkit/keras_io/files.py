@@ -89,6 +89,8 @@ def load_keras(path: str | os.PathLike, trust_unsafe_code: bool = False, compile
 
     The config is scanned first (modelkit.safety.keras): Lambda layers, TFSMLayers and any callable
     outside Keras that is not registered in this process are refused before Keras sees the file.
+    A mixed-precision model (policy mixed_float16 / mixed_bfloat16) comes back computing in float32, the
+    policy it was saved with kept in `modelkit.keras_io.policy.POLICY_ATTR`.
     A model without defined inputs (subclassed) comes back wrapped in a functional model over named
     inputs: `input_spec` (or the conversion's, modelkit.keras_io.inputs), else its saved build shapes.
     """
@@ -125,8 +127,13 @@ def load_keras(path: str | os.PathLike, trust_unsafe_code: bool = False, compile
                             "in Python, or MODELKIT_IMPORTS)") from exc
         raise LoadError(f"{p}: Keras could not load this model: {type(exc).__name__}: {exc}") from exc
     from .inputs import ensure_inputs
+    from .policy import POLICY_ATTR, in_float32
 
-    return ensure_inputs(model, p, input_spec)
+    model = in_float32(model)  # a mixed-precision model computes in float32 (modelkit.keras_io.policy)
+    out = ensure_inputs(model, p, input_spec)
+    if out is not model and hasattr(model, POLICY_ATTR):
+        setattr(out, POLICY_ATTR, getattr(model, POLICY_ATTR))
+    return out
 
 
 def _dtype_name(dtype: Any) -> str:

@@ -4,11 +4,10 @@ wrote an invalid graph (only the torch route converted it). Traced as TF's own a
 (modelkit.converters._tf_lowering), both convert with the class ids intact."""
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 
 import modelkit
+from tests.helpers.user_code import write_module
 
 HEADS = '''import keras
 
@@ -32,10 +31,7 @@ class Lowest(keras.layers.Layer):
 def test_a_model_answering_with_its_class_id_converts_by_tf2onnx_and_to_tflite(tmp_path):
     from modelkit._backend import import_keras
 
-    (tmp_path / "heads.py").write_text(HEADS)
-    spec = importlib.util.spec_from_file_location("heads", tmp_path / "heads.py")
-    heads = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(heads)
+    heads = write_module(tmp_path, "heads", HEADS)
     keras = import_keras("tensorflow")
     keras.utils.set_random_seed(0)
     x = keras.Input((6,), name="x")

@@ -11,6 +11,7 @@ import pytest
 import modelkit
 from modelkit.errors import SourceRouteError
 from tests.helpers.models import make_masked_lstm
+from tests.helpers.user_code import write_module
 
 pytest.importorskip("openvino")
 pytest.importorskip("torch")
@@ -69,14 +70,9 @@ def test_an_einsum_graph_openvino_refuses_takes_the_torch_route_too(tmp_path, ca
     """nc46's mixture of experts (experts as one einsum): OpenVINO's frontend refused the graph tf2onnx wrote for
     the einsum (a Transpose of 3 axes over an Unsqueeze of 4; onnxruntime runs it), so `--to all` wrote every
     format but openvino; torch.onnx's export of the same model converts."""
-    import importlib.util
-
     from modelkit._backend import import_keras
 
-    (tmp_path / "experts.py").write_text(EXPERTS)
-    spec = importlib.util.spec_from_file_location("experts", tmp_path / "experts.py")
-    experts = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(experts)
+    experts = write_module(tmp_path, "experts", EXPERTS)
     keras = import_keras()
     keras.utils.set_random_seed(0)
     x = keras.Input((6,), name="x")

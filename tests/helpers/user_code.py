@@ -1,4 +1,20 @@
 """Source files a newcomer would write beside their model, shared by the tests that play that newcomer."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+
+def write_module(folder: Path, name: str, source: str) -> ModuleType:
+    """`source` written to folder/name.py and imported from there (its Keras classes registered), as a user's
+    module beside their model: the module, whose file `--import` / imports=[...] can name too."""
+    path = folder / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 # mylayers.py: a custom activation layer registered with Keras (package "mylayers")
 SCALED_SWISH = '''import keras
