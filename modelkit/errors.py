@@ -127,9 +127,19 @@ class UserCodeError(ModelkitError):
     file and line, and --debug shows the traceback."""
 
 
-class UnregisteredClassError(UnsupportedConversionError):
+class SourceRefusedError(UnsupportedConversionError):
+    """What refuses the source itself, for every route and format: a conversion (and every build of
+    `optimize`) stops at once instead of trying the next route."""
+
+
+class UnregisteredClassError(SourceRefusedError):
     """The model uses a custom class no imported module registers: no route nor format can rebuild it, so a
     conversion stops at once (the message names --import)."""
+
+
+class RandomModelError(SourceRefusedError):
+    """The model answers differently on the same inputs (random draws at inference): no artifact can be checked
+    against it (the message names the outputs that vary, and how to keep those that do not)."""
 
 
 class OptimizeError(ReportedError):

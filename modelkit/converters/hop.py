@@ -131,6 +131,10 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
         if verify:  # the source and its verification inputs first: samples that do not fit fail before converting
             reference = _reference(src_p, edge, trust_unsafe_code)
             plan = _plan(reference, src_manifest, data)
+            if edge.source == Format.KERAS:  # random draws at inference: nothing to check an artifact against
+                from .determinism import check_deterministic
+
+                check_deterministic(reference, plan, src_p.name)
             if gate_mode:  # refused before converting, by any route: a model no labels can judge, then labels
                 _gate.check_judgeable(reference.signature)  # that do not fit it (read once: the gate uses them too)
                 evals = _q.eval_set(src_manifest, reference.signature, eval_data)

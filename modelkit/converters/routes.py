@@ -22,7 +22,7 @@ from ..errors import (
     ConversionError,
     EngineNotInstalledError,
     ParityError,
-    UnregisteredClassError,
+    SourceRefusedError,
     UnsupportedConversionError,
 )
 from ..formats import Format
@@ -51,7 +51,7 @@ def run_routes(src: str, dest: str, source: str, target: str, routes: list[str] 
         try:
             return run_hop(src, dest, source, target, route=name, tried=done, **hop)
         except ROUTE_FAILURES as exc:
-            if isinstance(exc, UnregisteredClassError) or (last and name == names[-1] and not done):
+            if isinstance(exc, SourceRefusedError) or (last and name == names[-1] and not done):
                 raise  # the only route tried: its own error, unchanged
             done.append(failure(name, exc))
             progress(f"{source} -> {target}: route '{name}' failed ({type(exc).__name__}): {clipped(_text(exc), 300)}")

@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import _atomic
 from .. import manifest as _manifest
-from ..errors import InputError, ModelkitError, UnregisteredClassError, first_line
+from ..errors import InputError, ModelkitError, SourceRefusedError, first_line
 from ..formats import Format, strip_suffix
 
 CALIBRATED = "calibrated.json"  # int8 artifact name -> what it was calibrated on
@@ -53,7 +53,7 @@ def build(source: Path, b: dict[str, Any], work: Path, gate: dict[str, Any], tim
             _compile(source, dest, gate, timeout, tune_budget, b.get("target", "server-cpu"))
         else:
             _convert(source, b, work, gate, timeout)
-    except (InputError, UnregisteredClassError):
+    except (InputError, SourceRefusedError):
         raise  # the user's data does not fit the model, or no format can rebuild it: every build would fail so
     except ModelkitError as exc:
         reason = first_line(exc)

@@ -1,0 +1,83 @@
+"""A model that draws random numbers at inference (nc51: a VAE encoder sampling its latent with keras.random; a
+layer adding noise) cannot be checked against: its eight formats failed with seven unrelated reasons (tf2onnx "No
+Op registered for StatelessRandomNormalV2", torch.export on the draw's shape, a TorchScript trace "baked the
+batch") and SavedModel passed by the luck of a shared seed state. Each format is now refused with one line that
+names the outputs that vary and how to keep the ones that do not (modelkit.converters.determinism)."""
+from __future__ import annotations
+
+import pytest
+
+import modelkit
+from modelkit.errors import RandomModelError
+from tests.helpers.user_code import write_module
+
+SAMPLING = '''import keras
+
+
+@keras.saving.register_keras_serializable(package="vae")
+class Sampling(keras.layers.Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seed_generator = keras.random.SeedGenerator(1337)
+
+    def call(self, inputs):
+        z_mean, z_log_var = inputs
+        eps = keras.random.normal(keras.ops.shape(z_mean), seed=self.seed_generator)
+        return z_mean + keras.ops.exp(0.5 * z_log_var) * eps
+'''
+
+
+def _encoder(keras, sampling):
+    keras.utils.set_random_seed(0)
+    x = keras.Input((8,), name="x")
+    h = keras.layers.Dense(16, activation="relu")(x)
+    z_mean, z_log_var = keras.layers.Dense(2, name="z_mean")(h), keras.layers.Dense(2, name="z_log_var")(h)
+    return keras.Model(x, [z_mean, z_log_var, sampling.Sampling(name="z")([z_mean, z_log_var])])
+
+
+def test_a_sampling_encoder_is_refused_once_per_format_naming_the_outputs_to_keep(tmp_path):
+    from modelkit._backend import import_keras
+
+    sampling = write_module(tmp_path, "vae_layers", SAMPLING)
+    keras = import_keras("tensorflow")
+    encoder = _encoder(keras, sampling)
+    encoder.save(tmp_path / "encoder.keras")
+    with pytest.raises(RandomModelError) as info:
+        modelkit.convert(tmp_path / "encoder.keras", "onnx,saved_model", out_dir=tmp_path / "out",
+                         imports=[str(tmp_path / "vae_layers.py")])
+    message = str(info.value)
+    assert "onnx, saved_model: encoder.keras: output(s) 'z' differ between two runs on the same inputs" in message
+    assert "for n in ('z_mean', 'z_log_var')" in message and "--no-verify" in message
+    assert "route" not in message  # the source's refusal: no other route was tried
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    # the way out the message gives: the deterministic outputs as a model of their own convert
+    keep = keras.Model(encoder.inputs, [encoder.get_layer(n).output for n in ("z_mean", "z_log_var")])
+    keep.save(tmp_path / "mean.keras")
+    (r,) = modelkit.convert(tmp_path / "mean.keras", "onnx", out_dir=tmp_path / "out")
+    assert r.parity["ok"]
+
+
+NOISY = '''import keras
+
+
+@keras.saving.register_keras_serializable(package="noisy")
+class Jitter(keras.layers.Layer):
+    def call(self, x):
+        return x + keras.random.uniform(keras.ops.shape(x), -0.1, 0.1)
+'''
+
+
+def test_a_model_adding_noise_at_inference_is_refused(tmp_path):
+    from modelkit._backend import import_keras
+
+    noisy = write_module(tmp_path, "noisy", NOISY)
+    keras = import_keras("tensorflow")
+    keras.utils.set_random_seed(0)
+    x = keras.Input((6,), name="x")
+    h = noisy.Jitter()(keras.layers.Dense(32, activation="relu")(x))
+    keras.Model(x, keras.layers.Dense(3, name="scores")(h)).save(tmp_path / "noisy.keras")
+    with pytest.raises(RandomModelError, match=r"^noisy.keras: output\(s\) 'scores' differ between two runs .* "
+                                               r"training=True\), so no artifact can be checked against it or "
+                                               r"convert unchecked with --no-verify$"):
+        modelkit.convert(tmp_path / "noisy.keras", "tflite", out_dir=tmp_path / "out",
+                         imports=[str(tmp_path / "noisy.py")])
