@@ -263,13 +263,20 @@ def _folded(program: Any) -> Any:
 
 def _drop_layout_copies(program: Any) -> None:
     """Remove `contiguous(x, memory_format=...)` (a `clone` once decomposed): a layout-only copy of a functional
-    graph, the identity in torch semantics."""
+    graph, the identity in torch semantics. Kept where a view reads the copy of a tensor that is not contiguous:
+    there the copy is what makes the view possible (Keras' UpSampling1D on torch repeats by expand, clone and
+    view; without its clone to_edge refused "Cannot view a tensor with ... strides (48, 4, 0, 1)", nc53)."""
     import torch
 
     graph = program.graph_module.graph
     copies = (torch.ops.aten.contiguous.default, torch.ops.aten.clone.default)
+    views = (torch.ops.aten.view.default, torch.ops.aten._unsafe_view.default)
     for node in list(graph.nodes):
         if node.op == "call_function" and node.target in copies and "memory_format" in node.kwargs:
+            val = getattr(node.args[0], "meta", {}).get("val")
+            laid_out = val is None or not hasattr(val, "is_contiguous") or val.is_contiguous()
+            if not laid_out and any(user.target in views for user in node.users):
+                continue
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
     program.graph_module.recompile()

@@ -180,6 +180,25 @@ def test_a_one_channel_convolution_converts(tmp_path):
     assert got.shape == (3, 12, 12, 1) and np.abs(got - want).max() <= 1e-5
 
 
+def test_an_upsampling_by_repetition_converts(tmp_path):
+    """nc53's signal denoiser failed lowering ("Cannot view a tensor with shape [s33, 48, 2, 16] and strides (768, 1,
+    0, 48) as (s33, 96, 16)"): Keras' torch UpSampling1D repeats by expand, clone and view, and the clone, taken for
+    a layout-only copy, was dropped."""
+    from modelkit._backend import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((12, 1), name="signal")
+    h = keras.layers.UpSampling1D(2)(keras.layers.Conv1D(4, 3, padding="same", activation="relu")(inp))
+    out = keras.layers.Conv1D(1, 3, padding="same", name="denoised")(h)
+    keras.Model(inp, out).save(tmp_path / "up.keras")
+    (r,) = modelkit.convert(tmp_path / "up.keras", "executorch", out_dir=tmp_path / "out")
+    x = np.random.default_rng(0).standard_normal((5, 12, 1)).astype(np.float32)
+    got = modelkit.load(r.path).predict(x)["denoised"]
+    want = modelkit.load(tmp_path / "up.keras").predict(x)["denoised"]
+    assert got.shape == (5, 24, 1) and np.abs(got - want).max() <= 1e-5
+
+
 def test_int8_of_a_model_with_an_embedding_keeps_its_index_arithmetic_integer(tmp_path):
     """nc43's wide-and-deep model (ids through an Embedding beside numeric features) could not be quantized: the
     XNNPACK quantizer makes every add's scalar a float32 constant, and Keras' wrap of negative ids
