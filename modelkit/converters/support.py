@@ -35,6 +35,13 @@ _EXECUTORCH_RNN = ("ExecuTorch's runtime fails running the recurrent loop torch.
                    "(method->execute() error 0x10 for LSTM / GRU; SimpleRNN's and ConvLSTM's export fixes the "
                    "batch)")
 _RNN_CLASSES = ("LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
+# measured with executorch 1.5.1 (nc54, a volumetric segmenter): XNNPACK has no 3-D convolution or pooling, and
+# the runtime's portable kernels have no 3-D pooling (load fails: operator missing, error 0x14) and a convolution
+# for 1-D and 2-D inputs only (the first run fails: error 0x12)
+_EXECUTORCH_3D = ("it works on volumes (3-D), and ExecuTorch has no kernel for that: XNNPACK has no 3-D convolution "
+                  "or pooling, and the runtime's portable kernels fail on it (pooling: operator missing at load; "
+                  "convolution: error 0x12 at the first run)")
+_3D_CLASSES = ("Conv3D", "Conv3DTranspose", "MaxPooling3D", "AveragePooling3D")
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,8 @@ _ONNX_RULES: dict[str, str | Rule] = {**_STRING_LAYERS, **_TF2ONNX_RULES}  # wha
 RULES: dict[Format, dict[str, str | Rule]] = {
     Format.TORCHSCRIPT: dict(_TORCH_COMMON),
     Format.TORCH_EXPORT: dict(_TORCH_COMMON),
-    Format.EXECUTORCH: {**_TORCH_COMMON, **{c: _EXECUTORCH_RNN for c in _RNN_CLASSES}},
+    Format.EXECUTORCH: {**_TORCH_COMMON, **{c: _EXECUTORCH_RNN for c in _RNN_CLASSES},
+                        **{c: _EXECUTORCH_3D for c in _3D_CLASSES}},
     Format.ONNX: dict(_STRING_LAYERS),
     Format.TVM: {
         **{k: (f"{v} (TVM compiles the ONNX model)" if isinstance(v, str) else v) for k, v in _ONNX_RULES.items()},

@@ -88,18 +88,26 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, **options:
             embedded = _constant(program, SIGNATURE_METHOD) if SIGNATURE_METHOD in names else None
             max_batch = _constant(program, MAX_BATCH_METHOD) if MAX_BATCH_METHOD in names else None
     except (RuntimeError, ValueError, OSError) as exc:  # the runtime's verifier refuses a damaged program
-        raise LoadError(f"{path}: ExecuTorch could not load this program: {exc}{_why(said)}") from exc
+        raise LoadError(f"{path}: ExecuTorch could not load this program: {exc}{_why(said, str(exc))}") from exc
     return ExecuTorchModel(path, method, _signature(path, embedded), _int(max_batch))
 
 
-def _why(said: list[str]) -> str:
+# ExecuTorch's error codes (runtime/core/error.h) that a load names only by number
+_CODES = {0x14: "operator missing: the runtime has no kernel for an op the program runs outside its delegate"}
+_NOISE = ("cpuinfo_utils",)  # lines every load may log on a machine without /sys/devices/soc0 (no failure of its)
+
+
+def _why(said: list[str], message: str = "") -> str:
     """The runtime's first logged failure, for an exception that gives only a code ("Failed to load method
-    forward, error: 0x:1"): " (XNNCompiler: Failed to create StaticConstantPad node 11 with code: ...)"."""
+    forward, error: 0x:1"): " (XNNCompiler: Failed to create StaticConstantPad node 11 with code: ...)"; else
+    what the code means where it is one of _CODES."""
     for line in "".join(said).splitlines():
         found = re.match(r"\s*\[(\w+)\.cpp:\d+\]\s*(.*[Ff]ail.*)", line)
-        if found:
+        if found and found.group(1) not in _NOISE:
             return f" ({found.group(1)}: {found.group(2).strip()})"
-    return ""
+    code = re.search(r"error:? 0x:?([0-9a-fA-F]+)", message)
+    meaning = _CODES.get(int(code.group(1), 16)) if code else None
+    return f" ({meaning})" if meaning else ""
 
 
 def quiet_loggers() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 import modelkit
 from modelkit.converters.keras_executorch import MAX_BATCH, TOLERANCE
-from modelkit.errors import FormatError, LoadError, ShapeError
+from modelkit.errors import FormatError, LoadError, ShapeError, UnsupportedConversionError
 from modelkit.formats import Format, detect, manifest_path
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("executorch") is None,
@@ -267,3 +267,26 @@ def test_a_program_xnnpack_refuses_at_load_names_the_runtime_s_reason():
     assert _why([log]) == (" (XNNCompiler: Failed to create StaticConstantPad node 11 with code: "
                            "xnn_status_invalid_parameter)")
     assert _why([""]) == "" and _why([]) == ""
+    # nc54: the only failing line was cpuinfo's, which every load may log: the code's meaning instead
+    noise = "[cpuinfo_utils.cpp:53] Failed to open midr file /sys/devices/soc0/image_version\n"
+    assert _why([noise], "Failed to load method forward, error: 0x:14") == (
+        " (operator missing: the runtime has no kernel for an op the program runs outside its delegate)")
+    assert _why([noise], "Failed to load method forward, error: 0x:1") == ""
+
+
+def test_a_volumetric_model_is_refused_before_any_work_naming_the_formats_that_take_it(tmp_path):
+    """nc54's 3-D segmenter lowered, then its program failed at load (no 3-D pooling kernel, error 0x14) and a Conv3D
+    alone at its first run (error 0x12): refused before any work now, as RNNs are."""
+    from modelkit._backend import import_keras
+
+    keras = import_keras()
+    inp = keras.Input((6, 6, 6, 1), name="volume")
+    h = keras.layers.MaxPooling3D(2)(keras.layers.Conv3D(4, 3, padding="same")(inp))
+    out = keras.layers.Dense(2, name="o")(keras.layers.GlobalAveragePooling3D()(h))
+    keras.Model(inp, out).save(tmp_path / "v.keras")
+    with pytest.raises(UnsupportedConversionError, match=r"v.keras: layer 'conv3d' \(Conv3D\) cannot be converted "
+                                                         r"to executorch: it works on volumes \(3-D\).*formats that "
+                                                         r"take it: onnx, saved_model, tflite, torchscript, pt2, tvm, "
+                                                         r"openvino$"):
+        modelkit.convert(tmp_path / "v.keras", "executorch", out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
