@@ -137,29 +137,32 @@ def run_and_retry(hops: list[Hop], common: dict[str, Any], timeout: float | None
     file the retry needs that an earlier run made is reused when verified and unchanged. The retried hop ends as
     its retry did; the retry's own files join `hops`."""
     run(hops, common, timeout, keep_going=keep_going)
-    retries = source_route_retries(hops, forced)
-    if not retries:
+    makes, agains = source_route_retries(hops, forced)
+    if not agains:
         return
-    for made in retries[0::2]:
+    for made in makes:
         if not common["force"] and made.dest.exists():
             reuse(made, common["options"], common["verify"])
+    retries = makes + agains
     run(retries, {**common, "total": len(retries)}, timeout, keep_going=keep_going)
-    for retry in retries[1::2]:
+    for retry in agains:
         failed = next(h for h in hops if h.dest == retry.dest)
         failed.result, failed.error = retry.result, retry.error
-    hops += retries[0::2]
+    hops += makes
 
 
-def source_route_retries(hops: list[Hop], forced: set[str]) -> list[Hop]:
+def source_route_retries(hops: list[Hop], forced: set[str]) -> tuple[list[Hop], list[Hop]]:
     """For each hop that failed with SourceRouteError (OpenVINO refusing tf2onnx's recurrent Loop): the hop before
     it again by the route the error names, into `<name>.<route><suffix>` beside the first route's file (which stays
-    for whatever else reads it: the onnx asked for, TVM), then the failed hop again from that file; pairs of hops,
-    in that order. None for a hop whose source hop's route the user picked (`--route`), or that has no such route."""
+    for whatever else reads it: the onnx asked for, TVM), once for all the hops that need it (TVM and OpenVINO from
+    one ONNX), and the failed hop again from that file: (those files' hops, the failed hops again). None for a hop
+    whose source hop's route the user picked (`--route`), or that has no such route."""
     from .._text import progress
     from ..errors import SourceRouteError, first_line
     from ..formats import strip_suffix
 
-    out: list[Hop] = []
+    makes: list[Hop] = []
+    agains: list[Hop] = []
     for hop in hops:
         if not isinstance(hop.error, SourceRouteError):
             continue
@@ -174,6 +177,7 @@ def source_route_retries(hops: list[Hop], forced: set[str]) -> list[Hop]:
         dest = before.dest.with_name(f"{strip_suffix(before.dest.name)}.{route}{specs[0].target.suffix}")
         progress(f"{hop.specs[0].target.value}: {before.dest.name}: {report.get('why') or first_line(hop.error)}; "
                  f"converting {before.src.name} to {dest.name} by the {route} route instead")
-        out += [Hop(specs, before.src, dest, [], quantize=before.quantize, mode=before.mode),
-                Hop(hop.specs, dest, hop.dest, [], quantize=hop.quantize, mode=hop.mode)]
-    return out
+        if not any(m.dest == dest for m in makes):
+            makes.append(Hop(specs, before.src, dest, [], quantize=before.quantize, mode=before.mode))
+        agains.append(Hop(hop.specs, dest, hop.dest, [], quantize=hop.quantize, mode=hop.mode))
+    return makes, agains

@@ -40,7 +40,8 @@ TOLERANCE = Tolerance(atol=5e-4, min_cosine=0.9999)
 
 
 PRECISION_KEY = ["runtime_options", "INFERENCE_PRECISION_HINT"]  # where an IR records the precision it runs at
-LOOP_WHY = "tf2onnx wrote the model's recurrent loop as an ONNX Loop, which OpenVINO's frontend does not take"
+LOOP_WHY = ("tf2onnx wrote the model's loop (a recurrent layer's, ops.fori_loop's) as an ONNX Loop, which OpenVINO's "
+            "frontend does not take")
 
 
 @converter(Format.ONNX, Format.OPENVINO, tolerance=TOLERANCE, options={"quantize": "none", "calibration_data": None})
@@ -115,15 +116,9 @@ def _torch_route_why(src: Path, reason: str) -> str:
     Conv1D-GRU classifier, parity 1.9e-8). Any other refusal: tf2onnx's graph for an einsum (nc46's mixture of
     experts: a Transpose of 3 axes over an Unsqueeze of 4, which onnxruntime runs and OpenVINO refuses), and
     torch.onnx writes other ops for the same layers."""
-    from .. import manifest as _manifest
-    from ..errors import ManifestError
+    from .routes import made_by_tf2onnx_from_keras
 
-    try:
-        m = _manifest.read(src)
-    except ManifestError:  # a retry only; the error stands without it
-        return ""
-    route = ((m.extra or {}).get("route") or {}).get("taken") if m is not None else None
-    if route != "tf2onnx" or not m.source or m.source.get("format") != "keras":
+    if not made_by_tf2onnx_from_keras(src):
         return ""
     return LOOP_WHY if "Loop" in reason else "OpenVINO's ONNX frontend refused the graph tf2onnx wrote"
 

@@ -177,3 +177,16 @@ def describe(route: dict[str, Any] | None) -> str | None:
     why = "; ".join(f"{t['route']} failed: {clipped(t['error'], 160)}" for t in route["tried"])
     return f"route '{route['taken']}' ({why})"
 
+
+def made_by_tf2onnx_from_keras(src: str | Path) -> bool:
+    """Whether the ONNX file `src` is one modelkit made from a Keras model by the tf2onnx route (its manifest says
+    so): the hop after it may then ask for torch.onnx's export of the same model instead (SourceRouteError)."""
+    from .. import manifest as _manifest
+    from ..errors import ManifestError
+
+    try:
+        m = _manifest.read(Path(src))
+    except ManifestError:  # a retry only; the error stands without it
+        return False
+    route = ((m.extra or {}).get("route") or {}).get("taken") if m is not None else None
+    return route == "tf2onnx" and bool(m.source) and m.source.get("format") == "keras"

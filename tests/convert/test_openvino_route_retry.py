@@ -27,8 +27,9 @@ def rnn(tmp_path_factory):
 def test_openvino_takes_the_torch_route_when_tf2onnx_writes_a_loop(rnn, tmp_path, capfd):
     results = modelkit.convert(rnn, "openvino", out_dir=tmp_path)
     err = capfd.readouterr().err
-    assert ("openvino: rnn.onnx: tf2onnx wrote the model's recurrent loop as an ONNX Loop, which OpenVINO's frontend "
-            "does not take; converting rnn.keras to rnn.torch.onnx by the torch route instead") in err
+    assert ("openvino: rnn.onnx: tf2onnx wrote the model's loop (a recurrent layer's, ops.fori_loop's) as an ONNX "
+            "Loop, which OpenVINO's frontend does not take; converting rnn.keras to rnn.torch.onnx by the torch route "
+            "instead") in err
     by_path = {r.path: r for r in results}
     ov = by_path[str(tmp_path / "rnn_openvino")]
     assert ov.format == "openvino" and ov.parity["ok"]
@@ -93,3 +94,40 @@ def test_the_torch_routes_length_refusal_names_its_format_and_the_fix():
     text = refusal("onnx (route 'torch')", "torch.export", "series", 1, "'gru_cell' (GRUCell)")
     assert "onnx (route 'torch') would run at that size only" in text and "pt2" not in text
     assert "onnx by its default route (tf2onnx), saved_model" in text and "(--input-spec)" in text
+
+
+REFINE = '''import keras
+
+
+@keras.saving.register_keras_serializable(package="refine")
+class Refine(keras.layers.Layer):
+    def build(self, shape):
+        self.w = self.add_weight(shape=(shape[-1], shape[-1]), initializer="glorot_uniform", name="w")
+
+    def call(self, x):
+        return keras.ops.fori_loop(0, 3, lambda i, h: h + 0.5 * keras.ops.tanh(keras.ops.matmul(h, self.w)), x)
+'''
+
+
+def test_a_fori_loop_reaches_tvm_and_openvino_through_one_torch_export(tmp_path, capfd):
+    """nc55's iterative refinement layer (ops.fori_loop): tf2onnx writes a Loop whose condition its body computes,
+    which TVM's importer refused ("not supported for frontend ONNX: Loop"; no pass unrolls it) and OpenVINO's
+    frontend refused. Both now take torch.onnx's export, which traces the loop into its steps, made once for both
+    (two hops asking for it failed with "rnn.torch.onnx exists")."""
+    from modelkit._backend import import_keras
+
+    refine = write_module(tmp_path, "refine", REFINE)
+    keras = import_keras("tensorflow")
+    keras.utils.set_random_seed(0)
+    x = keras.Input((5,), name="x")
+    keras.Model(x, keras.layers.Dense(3, name="scores")(refine.Refine()(keras.layers.Dense(8)(x)))).save(
+        tmp_path / "loop.keras")
+    results = modelkit.convert(tmp_path / "loop.keras", "tvm,openvino", out_dir=tmp_path / "out",
+                               imports=[str(tmp_path / "refine.py")])
+    err = capfd.readouterr().err
+    assert "tvm: loop.onnx: tf2onnx wrote the model's loop as an ONNX Loop whose number of steps the graph" in err
+    assert err.count("keras -> onnx (route torch): wrote") == 1
+    by_format = {r.format: r for r in results}
+    assert by_format["tvm"].parity["ok"] and by_format["openvino"].parity["ok"]
+    tvm_manifest = json.loads((tmp_path / "out" / "loop.tvm.so.modelkit.json").read_text())
+    assert tvm_manifest["source"]["path"].endswith("loop.torch.onnx")

@@ -236,6 +236,7 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
             hint += "".join(f"; {why}" for why in rnns_left)  # a recurrent node not unrolled, and why
             typed: ConversionError = UnsupportedConversionError(
                 f"TVM's ONNX importer cannot convert {name}: {text}; the ONNX model itself runs with onnxruntime{hint}")
+            typed.loop_left = "Loop" in text and not open_dims and not rnns_left  # edge.py: another ONNX may do
         elif open_dims:
             iname, axis = open_dims[0]
             spec = next(s for s in sig.inputs if s.name == iname)

@@ -18,6 +18,10 @@ from ...formats import Format
 # onnxruntime evaluates in another order: ~1e-6 on small nets; 1e-4 leaves room for deep ones while any
 # real mistake (wrong layout, wrong op) is off by > 1e-2.
 TOLERANCE = Tolerance(atol=1e-4, min_cosine=0.9999)
+# a Loop no pass here unrolls (a while loop whose condition the body computes: ops.fori_loop under TensorFlow, nc55);
+# torch.onnx traces the same model's loop into its steps
+LOOP_WHY = ("tf2onnx wrote the model's loop as an ONNX Loop whose number of steps the graph computes, which TVM's "
+            "importer does not take")
 
 
 @converter(Format.ONNX, Format.TVM, tolerance=TOLERANCE,
@@ -29,10 +33,18 @@ def onnx_to_tvm(src: Path, dest: Path, target: Any = "server-cpu", batch: int | 
     """target: a name from `modelkit targets` or a TVM target dict; batch: fix the batch (default dynamic
     where the target allows it); trials / budget: MetaSchedule tuning (fixes the batch, default 1);
     rpc ('HOST:PORT' of a TVM RPC tracker) / device_key: measure the candidates on that device."""
+    from ...converters.routes import made_by_tf2onnx_from_keras
+    from ...errors import SourceRouteError, UnsupportedConversionError
     from ...safety import check_onnx_external_data
     from .compile import compile_onnx
 
     check_onnx_external_data(src)  # before onnx.load / TVM read any external-data file
-
-    return compile_onnx(src, dest, target=target, batch=batch, trials=trials, budget=budget, cache_dir=cache_dir,
-                        rpc=rpc, device_key=device_key)
+    try:
+        return compile_onnx(src, dest, target=target, batch=batch, trials=trials, budget=budget,
+                            cache_dir=cache_dir, rpc=rpc, device_key=device_key)
+    except UnsupportedConversionError as exc:
+        if getattr(exc, "loop_left", False) and made_by_tf2onnx_from_keras(src):
+            raise SourceRouteError(f"{exc}; {LOOP_WHY}: convert again with --route torch --force (route='torch', "
+                                   "force=True in Python): the ONNX on the way is then exported through torch.onnx",
+                                   {"route": "torch", "why": LOOP_WHY}) from exc
+        raise
