@@ -27,6 +27,7 @@ max_accuracy_drop.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -364,7 +365,17 @@ def raise_if_failed(acc: Mapping[str, Any], candidate: str) -> None:
                             f"increase for a regressor) ({acc['samples']} samples)", dict(acc))
     raise AccuracyError(f"{candidate} ({acc['quantization']}) loses too much {_metric(acc)} on {acc['data']}: "
                         f"{acc['source_accuracy']:.4f} -> {acc['artifact_accuracy']:.4f}, drop {acc['drop']:.4f} > "
-                        f"max_accuracy_drop {acc['max_accuracy_drop']:g} ({acc['samples']} samples)", dict(acc))
+                        f"max_accuracy_drop {acc['max_accuracy_drop']:g} ({acc['samples']} samples){_few(acc)}",
+                        dict(acc))
+
+
+def _few(acc: Mapping[str, Any]) -> str:
+    """The hint for a set so small that one changed answer is above the allowed drop (48 samples: 0.0208 > 0.01)."""
+    n = int(acc.get("samples") or 0)
+    if n <= 0 or acc.get("positions_per_sample") or 1 / n <= acc["max_accuracy_drop"]:
+        return ""
+    return (f"; one sample is {1 / n:.4f} of {n}, so on this set the gate allows no changed answer: judge on more "
+            f"labelled samples (--eval-data), or allow one with --max-accuracy-drop {math.ceil(1000 / n) / 1000:g}")
 
 
 def _metric(acc: Mapping[str, Any]) -> str:
