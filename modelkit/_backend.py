@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sys
 from types import ModuleType
+from typing import Any
 
 from ._require import BACKEND_EXTRAS, require
 from .errors import BackendError
@@ -46,4 +47,38 @@ def import_keras(backend: str | None = None) -> ModuleType:
     os.environ["KERAS_BACKEND"] = want
     if want != "tensorflow":  # the backend's own framework first: Keras imports it at its first import
         require(want, BACKEND_EXTRAS[want], f"Keras with the {want} backend")
-    return require("keras", BACKEND_EXTRAS[want], f"Keras with the {want} backend")
+    keras = require("keras", BACKEND_EXTRAS[want], f"Keras with the {want} backend")
+    if want == "torch":
+        _dotted_layer_names_tracked()
+    return keras
+
+
+def _dotted_layer_names_tracked() -> None:
+    """Keras' torch backend registers each variable as a torch parameter keyed by its path ('click.prob/kernel'),
+    and torch refuses a '.' in a parameter's name, so a model with a weighted layer named 'click.prob' (legal under
+    TensorFlow and JAX, nc56) could not even load under torch ("parameter name can't contain '.'"). The keys get
+    '__' for '.'; nothing reads a variable back by that key but these three methods (Keras 3.15)."""
+    from keras.src.backend.torch import layer as torch_layer
+
+    cls = torch_layer.TorchLayer
+    if getattr(cls, "_modelkit_keys", False) or not all(
+            hasattr(cls, m) for m in ("_track_variables", "_post_track_variable", "_post_untrack_variable")):
+        return
+    import torch
+
+    def key(variable: Any) -> str:
+        return variable.path.replace(".", "__")
+
+    def _track_variables(self: Any) -> None:
+        self._torch_params = torch.nn.ParameterDict({key(v): v.value for v in self.variables})
+
+    def _post_track_variable(self: Any, variable: Any) -> None:
+        if hasattr(self, "_torch_params") and key(variable) not in self.torch_params:
+            self.torch_params[key(variable)] = variable.value
+
+    def _post_untrack_variable(self: Any, variable: Any) -> None:
+        if hasattr(self, "_torch_params") and key(variable) in self.torch_params:
+            self.torch_params.pop(key(variable))
+
+    cls._track_variables, cls._post_track_variable = _track_variables, _post_track_variable
+    cls._post_untrack_variable, cls._modelkit_keys = _post_untrack_variable, True

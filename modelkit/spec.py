@@ -323,3 +323,34 @@ def _not_a_number(value: Any, at: str = "") -> str:
         return f"element {at} is None"
     text = repr(value)
     return f"element {at} is a {type(value).__name__} ({text if len(text) <= 40 else text[:37] + '...'})"
+
+
+def tf_input_names(names: Any) -> dict[str, str]:
+    """{input name: the name a TensorFlow signature (SavedModel, TFLite) carries for it}. TF keeps only letters,
+    digits and '_' in a signature's argument names: it made 'user-id' 'user_id' behind the converter's back and
+    refused 'price ($)' beside another input ("non-unique argument names"). Each other character becomes '_', a
+    leading digit gets 'input_' before it, and a name already taken gets '_2', '_3', ...; names TF keeps are
+    unchanged. The converter names the signature so and the engines map the names back (the manifest has the
+    model's own names)."""
+    import re
+
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for name in names:
+        base = re.sub(r"[^A-Za-z0-9_]", "_", name) or "input"
+        base = f"input_{base}" if base[0].isdigit() else base
+        cand, i = base, 2
+        while cand in used:
+            cand, i = f"{base}_{i}", i + 1
+        used.add(cand)
+        out[name] = cand
+    return out
+
+
+def tf_names_back(found: Any, names: list[str] | None) -> dict[str, str]:
+    """{name in a TF signature: the model's own name} for the inputs a modelkit converter renamed for TF
+    (tf_input_names of `names`, the manifest's input names); empty without them or when none was renamed."""
+    if not names:
+        return {}
+    back = {tf: mine for mine, tf in tf_input_names(names).items() if tf != mine}
+    return back if back and set(back) <= set(found) else {}

@@ -18,11 +18,16 @@ from ..spec import Signature
 
 
 def serving_function(model: Any, sig: Signature, as_dict: bool) -> tuple[Any, list[Any]]:
-    """(tf.function, input TensorSpecs) calling the model in inference mode."""
+    """(tf.function, input TensorSpecs) calling the model in inference mode. as_dict=True is the form of a SavedModel
+    / TFLite signature, whose argument names TF restricts: the specs are named by modelkit.spec.tf_input_names
+    (unchanged for names TF keeps); tf2onnx's form keeps the model's names, which ONNX takes as they are."""
     import keras
     import tensorflow as tf
 
-    specs = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in sig.inputs]
+    from ..spec import tf_input_names
+
+    tf_names = tf_input_names(sig.input_names) if as_dict else {n: n for n in sig.input_names}
+    specs = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=tf_names[s.name]) for s in sig.inputs]
     dict_inputs = isinstance(getattr(model, "_inputs_struct", None), dict)
     names = sig.output_names
 

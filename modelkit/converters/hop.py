@@ -152,6 +152,11 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
             record_known_good(tmp)
         from ..runtime import load
 
+        if reference is not None and _renamed_for_tf(edge.target, reference.signature):
+            # inputs TF renamed ('user-id' -> 'user_id'): the engine maps them back by the manifest, so the candidate
+            # is checked with one, as users load it (the final one replaces it)
+            _manifest.write(tmp, _build_manifest(src_p, edge, info, opts, seconds, src_manifest, None,
+                                                 reference.signature))
         candidate = load(tmp)
         report, accuracy = None, None
         if verify:
@@ -216,6 +221,13 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
     return {"format": edge.target.value, "path": str(dest_p), "seconds": seconds,
             "size_bytes": m.size_bytes, "parity": report.to_dict() if report else None,
             "quantization": m.quantization, "accuracy": accuracy, "route": m.extra["route"]}
+
+
+def _renamed_for_tf(target: Format, sig: Any) -> bool:
+    from ..spec import tf_input_names
+
+    return target in (Format.SAVED_MODEL, Format.TFLITE) and any(
+        a != b for a, b in tf_input_names(sig.input_names).items())
 
 
 def _saved_policy(src: Path) -> str | None:

@@ -131,10 +131,13 @@ def _configure(conv: Any, tf: Any, mode: str, calibration: dict[str, Any] | None
     if mode == "fp16":
         conv.target_spec.supported_types = [tf.float16]
     elif mode == "int8":
+        from ..spec import tf_input_names
         from .quantize import iter_samples
 
-        # one sample per step, keyed by the signature's input names (the Keras names)
-        conv.representative_dataset = lambda: iter_samples(calibration or {}, batch=1)
+        # one sample per step, keyed by the signature's input names (the Keras names, as TF keeps them)
+        tf_names = tf_input_names(calibration or {})
+        conv.representative_dataset = lambda: ({tf_names[k]: v for k, v in row.items()}
+                                               for row in iter_samples(calibration or {}, batch=1))
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = tf.float32  # float interface kept on purpose (see module docstring)
         conv.inference_output_type = tf.float32

@@ -26,7 +26,7 @@ from .._quiet import engine_chatter_swallowed
 from .._require import require
 from ..errors import LoadError, ShapeError, first_line
 from ..formats import Format
-from ..spec import Signature, TensorSpec
+from ..spec import Signature, TensorSpec, tf_names_back
 from .base import Model, order_outputs, parse_device
 from .memory import guard_load
 
@@ -43,6 +43,9 @@ class LiteRTModel(Model):
         self._without_xnnpack = without_xnnpack
         inputs, outputs = _named_details(interpreter, path)
         m = _manifest.read(path)
+        # inputs the converter named for TF ('user-id' -> 'user_id'): the model's own names, from the manifest
+        back = tf_names_back(inputs, m.sig.input_names if m else None)
+        inputs = {back.get(n, n): d for n, d in inputs.items()}
         in_order = order_outputs(list(inputs), m.sig.input_names if m else None)
         out_order = order_outputs(list(outputs), m.sig.output_names if m else None)
         sig = Signature(tuple(_spec(n, inputs[n]) for n in in_order), tuple(_spec(n, outputs[n]) for n in out_order))

@@ -13,7 +13,7 @@ import numpy as np
 from .. import manifest as _manifest
 from ..errors import LoadError, first_line
 from ..formats import Format
-from ..spec import Signature, TensorSpec
+from ..spec import Signature, TensorSpec, tf_names_back
 from .base import Model, order_outputs, parse_device
 from .memory import check_headroom, guard_load
 
@@ -28,7 +28,9 @@ class SavedModelModel(Model):
         self._loaded = loaded  # keeps variables alive
         self.fn = fn
         m = _manifest.read(path)
-        in_specs = fn.structured_input_signature[1]
+        self._tf_names = tf_names_back(fn.structured_input_signature[1], m.sig.input_names if m else None)
+        in_specs = {self._tf_names.get(n, n): s for n, s in fn.structured_input_signature[1].items()}
+        self._tf_names = {mine: tf for tf, mine in self._tf_names.items()}  # model's name -> the signature's
         in_order = order_outputs(sorted(in_specs), m.sig.input_names if m else None)
         out_specs = fn.structured_outputs
         out_order = order_outputs(sorted(out_specs), m.sig.output_names if m else None)
@@ -41,7 +43,7 @@ class SavedModelModel(Model):
 
         check_headroom(self, inputs)  # TensorFlow aborts the process when an allocation fails
         try:
-            out = self.fn(**{k: tf.constant(v) for k, v in inputs.items()})
+            out = self.fn(**{self._tf_names.get(k, k): tf.constant(v) for k, v in inputs.items()})
         except tf.errors.OpError as exc:  # inputs were validated: a failure here is the graph's (corrupt);
             # ResourceExhaustedError (memory) becomes ResourceError in Model.predict
             raise LoadError(f"{self.path}: TensorFlow failed running this SavedModel: "

@@ -57,9 +57,13 @@ def prediction_log(model_name: str, inputs: dict[str, bytes], signature_name: st
 def warmup_records(model_name: str, sig: Signature, batch_sizes: tuple[int, ...] = (1,)) -> list[bytes]:
     import tensorflow as tf
 
+    from ...spec import tf_input_names
+
+    keys = tf_input_names(sig.input_names)  # the signature's own keys ('user-id' is 'user_id' there)
     records = []
     for n in batch_sizes:  # the inputs modelkit's own server warms up with
-        tensors = {name: tf.make_tensor_proto(x).SerializeToString() for name, x in sig.warmup_inputs(n).items()}
+        tensors = {keys[name]: tf.make_tensor_proto(x).SerializeToString()
+                   for name, x in sig.warmup_inputs(n).items()}
         records.append(prediction_log(model_name, tensors))
     return records
 
@@ -79,7 +83,7 @@ def build(artifact: Path, fmt: Format, tmp: Path, *, dest: Path, name: str, vers
 
     from ...runtime import load
 
-    sig = load(artifact).signature  # the serving_default keys, which the warm-up requests must use
+    sig = load(artifact).signature  # the model's inputs; warmup_records keys them as serving_default does
     vdir = tmp / name / str(version)
     shutil.copytree(artifact, vdir, ignore=shutil.ignore_patterns("*.modelkit.json"))
     extra = vdir / "assets.extra"
