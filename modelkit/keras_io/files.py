@@ -154,14 +154,35 @@ def keras_signature(model: Any) -> Signature:
 
 
 def output_names(model: Any) -> list[str]:
-    """Output names: those Keras gives functional models, else the producing layers' names."""
+    """Output names: those Keras gives functional models, else the producing layers' names. Keras names each
+    output after its layer, so a layer answering with several tensors (a dict of top-k ids and scores, nc57) gave
+    one name twice, which no format can carry: then a dict output's keys, else the name and a position."""
     names = getattr(model, "output_names", None)
     if names and len(names) == len(model.outputs):
-        return list(names)
+        out = list(names)
+    else:
+        out = []
+        for t in model.outputs:
+            hist = getattr(t, "_keras_history", None)
+            out.append(hist[0].name if hist else t.name)
+    return out if len(set(out)) == len(out) else _unique(model, out)
+
+
+def _unique(model: Any, names: list[str]) -> list[str]:
+    struct = getattr(model, "_outputs_struct", None)
+    if isinstance(struct, dict):
+        keras = import_keras()
+        keys = ["_".join(str(p) for p in path) for path, _ in keras.tree.flatten_with_path(struct)]
+        if len(keys) == len(names) and len(set(keys)) == len(keys):
+            return keys
+    seen: dict[str, int] = {}
     out = []
-    for t in model.outputs:
-        hist = getattr(t, "_keras_history", None)
-        out.append(hist[0].name if hist else t.name)
+    for name in names:
+        if names.count(name) > 1:
+            out.append(f"{name}_{seen.get(name, 0)}")
+            seen[name] = seen.get(name, 0) + 1
+        else:
+            out.append(name)
     return out
 
 
