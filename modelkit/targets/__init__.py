@@ -128,6 +128,12 @@ def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu
     grace = {"interrupt_grace": TUNING_STOP_GRACE_S} if tuned else {}
     (r,) = _child.run("modelkit.converters.hop:run_hops", {"hops": [hop]}, backend=None, timeout=timeout,
                       error=ConversionError, what="the TVM compile", **grace)
+    if "error" in r:  # a SourceRouteError (tf2onnx's Loop): convert retries it by the other route, compile cannot
+        err = r["error"]
+        advice = (f"; compile takes the ONNX as it is: export it by torch.onnx first (modelkit convert {src.name} "
+                  f"--to onnx --route torch --out DIR), then compile DIR/{onnx_path.name}") if src != onnx_path else ""
+        raise _child.rebuild({**err, "message": err["message"].split(": convert again with")[0] + advice},
+                             ConversionError)
     m = _manifest.read(dest)
     extra = (m.extra if m else None) or {}
     return CompileResult(path=r["path"], onnx=str(onnx_path), target=tgt.name, batch=fixed, seconds=r["seconds"],

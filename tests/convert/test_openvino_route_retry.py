@@ -131,3 +131,21 @@ def test_a_fori_loop_reaches_tvm_and_openvino_through_one_torch_export(tmp_path,
     assert by_format["tvm"].parity["ok"] and by_format["openvino"].parity["ok"]
     tvm_manifest = json.loads((tmp_path / "out" / "loop.tvm.so.modelkit.json").read_text())
     assert tvm_manifest["source"]["path"].endswith("loop.torch.onnx")
+
+
+def test_compile_of_that_loop_says_how_to_export_it_by_torch(tmp_path, monkeypatch):
+    """`modelkit compile` compiles the ONNX it is given: it crashed (KeyError 'path') on the retry convert takes;
+    it now raises the typed error with the two commands that compile the model."""
+    from modelkit._backend import import_keras
+    from modelkit.errors import SourceRouteError
+    from modelkit.targets import compile as compile_model
+
+    refine = write_module(tmp_path, "refine", REFINE)
+    monkeypatch.setenv("MODELKIT_IMPORTS", str(tmp_path / "refine.py"))  # as `modelkit --import refine.py compile`
+    keras = import_keras("tensorflow")
+    x = keras.Input((5,), name="x")
+    keras.Model(x, keras.layers.Dense(3, name="scores")(refine.Refine()(x))).save(tmp_path / "loop.keras")
+    with pytest.raises(SourceRouteError, match=r"Loop whose number of steps the graph computes.*compile takes the ONNX "
+                                               r"as it is: export it by torch.onnx first \(modelkit convert loop.keras "
+                                               r"--to onnx --route torch --out DIR\), then compile DIR/loop.onnx$"):
+        compile_model(tmp_path / "loop.keras", "server-cpu", out=tmp_path / "out")
