@@ -81,3 +81,22 @@ def test_a_model_adding_noise_at_inference_is_refused(tmp_path):
                                                r"convert unchecked with --no-verify$"):
         modelkit.convert(tmp_path / "noisy.keras", "tflite", out_dir=tmp_path / "out",
                          imports=[str(tmp_path / "noisy.py")])
+
+
+def test_augmentation_layers_draw_only_in_training_and_convert(tmp_path):
+    """nc58: the usual augmentation block inside an image model (flip, rotation, zoom, translation, contrast,
+    brightness, erasing, blur) is the identity at inference: not refused, and every artifact matches."""
+    from modelkit._backend import import_keras
+
+    keras = import_keras("tensorflow")
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    aug = keras.Sequential([L.RandomFlip("horizontal"), L.RandomRotation(0.05), L.RandomZoom(0.1),
+                            L.RandomTranslation(0.05, 0.05), L.RandomContrast(0.1),
+                            L.RandomBrightness(0.1, value_range=(0, 1)), L.RandomErasing(value_range=(0, 1)),
+                            L.RandomGaussianBlur(value_range=(0, 1))], name="augment")
+    x = keras.Input((12, 12, 3), name="image")
+    h = L.GlobalAveragePooling2D()(L.Conv2D(4, 3, activation="relu")(aug(x)))
+    keras.Model(x, L.Dense(3, activation="softmax", name="probs")(h)).save(tmp_path / "aug.keras")
+    results = modelkit.convert(tmp_path / "aug.keras", "onnx,tflite", out_dir=tmp_path / "out")
+    assert all(r.parity["ok"] and r.parity["outputs"][0]["max_abs"] < 1e-5 for r in results)
