@@ -78,3 +78,14 @@ def test_a_weighted_layer_named_with_a_dot_loads_under_torch(columns):
     (r,) = modelkit.convert(folder / "ctr.keras", "torchscript", out_dir=folder / "torch")
     want = modelkit.load(folder / "ctr.keras").predict(feed)["click.prob"]
     np.testing.assert_allclose(modelkit.load(r.path).predict(feed)["click.prob"], want, atol=1e-5)
+
+
+def test_triton_s_config_names_the_saved_model_s_own_keys():
+    from modelkit.formats import Format
+    from modelkit.serving.packagers.triton import tensor_names
+    from modelkit.spec import Signature, TensorSpec
+
+    sig = Signature((TensorSpec("user-id", (None, 2), "float32"), TensorSpec("x", (None, 1), "float32")),
+                    (TensorSpec("click.prob", (None, 3), "float32"),))
+    assert tensor_names(sig, Format.SAVED_MODEL) == (["user_id", "x"], ["click.prob"])
+    assert tensor_names(sig, Format.ONNX) == (["user-id", "x"], ["click.prob"])  # ONNX keeps the model's names

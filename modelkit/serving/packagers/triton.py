@@ -35,6 +35,10 @@ def tensor_names(sig: Signature, fmt: Format) -> tuple[list[str], list[str]]:
     if fmt == Format.TORCHSCRIPT:
         return ([f"{s.name}__{i}" for i, s in enumerate(sig.inputs)],
                 [f"{s.name}__{i}" for i, s in enumerate(sig.outputs)])
+    if fmt == Format.SAVED_MODEL:  # the signature's own keys: 'user-id' is 'user_id' there (spec.tf_input_names)
+        from ...spec import tf_input_names
+
+        return list(tf_input_names(sig.input_names).values()), sig.output_names
     return sig.input_names, sig.output_names
 
 
