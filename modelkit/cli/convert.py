@@ -131,7 +131,7 @@ def _show(results: list[Any], as_json: bool, failures: dict[str, str]) -> None:
     if as_json:
         echo_json([r.__dict__ for r in results] + [{"format": f, "error": e} for f, e in failures.items()])
         return
-    from ..converters.gate import short
+    from ..converters.gate_verdict import short
 
     rows = []
     for r in results:

@@ -93,7 +93,7 @@ def command(artifact: str, trust_unsafe_code: bool, as_json: bool) -> None:
         if m.get("quantization") and m["quantization"] != "none":
             click.echo(f"quantization: {m['quantization']}")
         if accuracy:  # a lossy hop is judged by its accuracy, not by the parity atol
-            from ..converters.gate import summary
+            from ..converters.gate_verdict import summary
 
             click.echo(summary(accuracy))
         elif parity:

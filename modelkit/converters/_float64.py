@@ -98,38 +98,12 @@ def floors(twin: Float64Twin, feeds: list[Mapping[str, np.ndarray]], refs: Mappi
 def _rebuild_float64(model: Any) -> Any:
     import keras
 
-    twin = model.__class__.from_config(_widen(model.get_config()))
-    weights = model.get_weights()
-    twin.set_weights([w.astype(np.float64) if w.dtype.kind == "f" else w for w in weights])
-    _finalize(twin)
-    probe = twin.get_weights()
-    if len(probe) != len(weights) or any(a.shape != b.shape for a, b in zip(probe, weights)):
-        raise ValueError("the float64 twin has other weights")
+    from ..keras_io.policy import rebuilt
+
+    twin = rebuilt(model, {"float32": "float64"}, cast=lambda w: w.astype(np.float64) if w.dtype.kind == "f" else w)
     if keras.backend.standardize_dtype(twin.outputs[0].dtype) != "float64":
         raise ValueError("the twin does not compute in float64")
     return twin
-
-
-def _finalize(model: Any) -> None:
-    """Recompute the state that layers derive from their weights, as Keras' loader does after setting them:
-    set_weights alone leaves an adapted Normalization at mean 0, variance 1 (its build-time state), so the
-    twin would compute another function and the floor would be that difference, not float32's error."""
-    for layer in model._flatten_layers(include_self=False):
-        finalize = getattr(layer, "finalize_state", None)
-        if callable(finalize):
-            finalize()
-
-
-def _widen(node: Any) -> Any:
-    """The config with every float32 dtype (policies, input layers) made float64."""
-    if isinstance(node, dict):
-        if node.get("class_name") == "DTypePolicy" and isinstance(node.get("config"), dict):
-            name = node["config"].get("name")
-            return {**node, "config": {**node["config"], "name": "float64" if name == "float32" else name}}
-        return {k: ("float64" if k == "dtype" and v == "float32" else _widen(v)) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_widen(v) for v in node]
-    return node
 
 
 def _keras_model(reference: Any) -> Any:

@@ -33,6 +33,7 @@ from ..errors import ModelkitError
 from ..formats import FOLDER_SUFFIXES, Format
 from ..keras_io.inputs import parse_input_specs, using_input_spec
 from . import gate as _gate
+from . import gate_verdict as _said
 from . import quantize as _q
 from .registry import get_edge
 from .samples import InputPlan, dataset_samples, plan_inputs
@@ -181,7 +182,7 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
             m.extra["input_spec"] = [s.to_dict() for s in parse_input_specs(input_spec)]
         if accuracy is not None:
             m.extra["accuracy"] = accuracy
-            print(f"{tag}: {_gate.summary(accuracy)}", file=sys.stderr, flush=True)
+            print(f"{tag}: {_said.summary(accuracy)}", file=sys.stderr, flush=True)
         if (report is not None and not report.ok) or (accuracy is not None and not accuracy["ok"]):
             bad = failed_name(dest_p, None if first else edge.route)
             report.candidate = str(bad)
@@ -191,12 +192,12 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
             print(f"{tag}: {_verdict(report, accuracy, gate_mode or mode)}; kept as {bad.name}", file=sys.stderr,
                   flush=True)
             if accuracy is not None:  # for a lossy hop the task metric is the verdict that matters
-                _gate.raise_if_failed(accuracy, str(bad))
+                _said.raise_if_failed(accuracy, str(bad))
                 from ..errors import ParityError
 
-                raise ParityError(f"{bad} ({gate_mode}): {_gate.summary(accuracy)}, but its outputs fail the "
+                raise ParityError(f"{bad} ({gate_mode}): {_said.summary(accuracy)}, but its outputs fail the "
                                   f"{gate_mode} sanity bounds kept under the accuracy gate: {report.failures()}"
-                                  f"{_gate.open_size_hint(report, reference.signature)}",
+                                  f"{_said.open_size_hint(report, reference.signature)}",
                                   report.to_dict())
             report.raise_if_failed()
         # Manifest first: a kill between the two renames leaves a manifest without an artifact, which
@@ -243,10 +244,10 @@ def _verdict(report: Any, accuracy: dict[str, Any] | None, mode: str) -> str:
     if accuracy is None:
         return report.summary() if report else "not verified"
     if report is not None and not report.ok:  # the loose bounds kept under the gate (quantize.INT8_TOLERANCE)
-        return f"{_gate.summary(accuracy)}, but the outputs fail the {mode} sanity bounds: {report.failures()}"
+        return f"{_said.summary(accuracy)}, but the outputs fail the {mode} sanity bounds: {report.failures()}"
     worst = max((o.max_abs for o in report.outputs), default=None) if report else None
     diff = f"; outputs differ by up to {worst:.1e} ({mode}, not judged on)" if worst is not None else ""
-    return f"judged by {_gate.summary(accuracy)}{diff}"
+    return f"judged by {_said.summary(accuracy)}{diff}"
 
 
 def _in_source_order(sig: Any, want: Any) -> Any:

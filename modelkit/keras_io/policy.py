@@ -15,7 +15,7 @@ Models whose variables are themselves float16 or bfloat16 (policy "float16", "bf
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Mapping
 
 MIXED = ("mixed_float16", "mixed_bfloat16")
 POLICY_ATTR = "_modelkit_mixed_policy"  # set on a model computed in float32 here: the policy it was saved with
@@ -56,28 +56,46 @@ def _rebuilt(model: Any) -> Any:
 
     if type(model) not in (keras.Sequential, Functional):
         raise TypeError("not a functional model")
-    twin = model.__class__.from_config(_float32(model.get_config()))
-    weights = model.get_weights()
-    twin.set_weights(weights)
-    for layer in twin._flatten_layers(include_self=False):  # state derived from weights (adapted Normalization)
-        finalize = getattr(layer, "finalize_state", None)
-        if callable(finalize):
-            finalize()
-    if len(twin.get_weights()) != len(weights) or mixed_policy(twin) is not None:
-        raise ValueError("the float32 rebuild differs")
+    twin = rebuilt(model, {m: "float32" for m in MIXED})
+    if mixed_policy(twin) is not None:
+        raise ValueError("the float32 rebuild kept a mixed policy")
     return twin
 
 
-def _float32(node: Any) -> Any:
-    """The config with every mixed DTypePolicy made float32."""
+def rebuilt(model: Any, dtypes: Mapping[str, str], cast: Callable[[Any], Any] | None = None) -> Any:
+    """`model` built again from its config with the dtypes and dtype policies named in `dtypes` renamed (mixed ->
+    float32 here; float32 -> float64 for the verifier's twin, modelkit.converters._float64), its weights set
+    (through `cast` when given) and the state layers derive from them recomputed."""
+    twin = model.__class__.from_config(retyped_config(model.get_config(), dtypes))
+    weights = model.get_weights()
+    twin.set_weights([cast(w) for w in weights] if cast else weights)
+    finalize_states(twin)
+    probe = twin.get_weights()
+    if len(probe) != len(weights) or any(a.shape != b.shape for a, b in zip(probe, weights)):
+        raise ValueError("the rebuilt model has other weights")
+    return twin
+
+
+def finalize_states(model: Any) -> None:
+    """Recompute the state that layers derive from their weights, as Keras' loader does after setting them:
+    set_weights alone leaves an adapted Normalization at mean 0, variance 1 (its build-time state), so a rebuilt
+    model would compute another function."""
+    for layer in model._flatten_layers(include_self=False):
+        finalize = getattr(layer, "finalize_state", None)
+        if callable(finalize):
+            finalize()
+
+
+def retyped_config(node: Any, dtypes: Mapping[str, str]) -> Any:
+    """A model config with every dtype and DTypePolicy named in `dtypes` renamed."""
     if isinstance(node, dict):
         if node.get("class_name") == "DTypePolicy" and isinstance(node.get("config"), dict):
-            if node["config"].get("name") in MIXED:
-                return {**node, "config": {**node["config"], "name": "float32"}}
-            return node
-        return {k: (("float32" if v in MIXED else v) if k == "dtype" else _float32(v)) for k, v in node.items()}
+            name = node["config"].get("name")
+            return {**node, "config": {**node["config"], "name": dtypes.get(name, name)}}
+        return {k: (dtypes.get(v, v) if k == "dtype" and isinstance(v, str) else retyped_config(v, dtypes))
+                for k, v in node.items()}
     if isinstance(node, list):
-        return [_float32(v) for v in node]
+        return [retyped_config(v, dtypes) for v in node]
     return node
 
 

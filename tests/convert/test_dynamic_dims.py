@@ -279,7 +279,7 @@ def test_candidate_wrong_only_at_long_lengths_fails(tmp_path):
 def test_a_lossy_artifact_straying_at_other_lengths_is_told_to_fix_the_size_it_deploys(tmp_path):
     """Calibrated and judged at its samples' length, an int8 model is also checked at other lengths (nc45's TCN
     strayed at length 1): the refusal says so and gives the --input-spec that fixes the samples' length."""
-    from modelkit.converters.gate import open_size_hint
+    from modelkit.converters.gate_verdict import open_size_hint
     from modelkit.converters.verify import verify_artifacts
     from modelkit.runtime import load
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import modelkit
-from modelkit.converters import gate
+from modelkit.converters import gate, gate_verdict
 from modelkit.errors import AccuracyError, ConversionError, InputError
 from modelkit.spec import Signature, TensorSpec
 from tests.helpers.models import train_binary, train_dense
@@ -131,7 +131,7 @@ def test_a_regressor_is_gated_by_its_mean_absolute_error(tmp_path, capfd):
         acc = r.accuracy
         assert acc["ok"] and acc["metric"] == "mae" and acc["output"] == "target" and acc["samples"] == 64
         assert acc["source_accuracy"] > 10 and abs(acc["drop"]) < 1e-2 and acc["output_mae"] < 0.05
-        assert gate.summary(acc).startswith("MAE OK: ") and gate.short(acc).startswith("MAE ")
+        assert gate_verdict.summary(acc).startswith("MAE OK: ") and gate_verdict.short(acc).startswith("MAE ")
     exact = modelkit.load(src).predict({"features": x})["target"]  # targets the source meets exactly
     np.savez(tmp_path / "exact.npz", features=x, y=exact)
     with pytest.raises(AccuracyError, match=r"onnx \(int8\) raises the mean absolute error too much on exact.npz "
@@ -214,7 +214,7 @@ def test_positions_labelled_below_0_or_by_an_all_zero_one_hot_row_are_not_judged
     out = gate.accuracy_gate(Fixed(), Fixed(), {"x": np.zeros((2, 3))}, labels, 0.01, "eval.npz", "int8")
     assert out["positions_judged"] == 3 and out["positions_ignored_by"] == "labels below 0"
     assert out["argmax_agreement"] == 1.0 and out["source_accuracy"] == pytest.approx(0.666667)
-    assert gate.summary(out).endswith("on 2 samples of eval.npz (3 of 6 positions judged; the rest ignored by "
+    assert gate_verdict.summary(out).endswith("on 2 samples of eval.npz (3 of 6 positions judged; the rest ignored by "
                                       "labels below 0)")
 
 
@@ -232,7 +232,7 @@ def test_a_segmenter_and_a_token_tagger_are_judged_per_position(dense, tmp_path,
     assert acc["ok"] and acc["metric"] == "top-1" and acc["output"] == output and acc["samples"] == 128
     assert acc["positions_per_sample"] == positions and acc["argmax_agreement"] >= 0.97
     assert acc["source_accuracy"] >= 0.9 and abs(acc["drop"]) <= 0.01
-    assert gate.summary(acc).startswith("accuracy per position OK: ")
+    assert gate_verdict.summary(acc).startswith("accuracy per position OK: ")
 
 
 def test_the_padding_a_keras_model_masks_is_not_judged(dense, tmp_path):
@@ -263,7 +263,7 @@ def test_a_per_step_regressors_padding_is_not_judged_by_its_mae(dense, tmp_path)
     level = modelkit.load(src).predict({"frames": data["x"]})["level"][..., 0]
     assert acc["source_accuracy"] == pytest.approx(float(np.mean(np.abs(level - data["y"])[real])), rel=1e-5)
     assert acc["source_accuracy"] < 0.5 < float(np.mean(np.abs(level - data["y"])))  # the junk would dominate
-    assert "positions judged; the rest ignored by the source model's mask" in gate.summary(acc)
+    assert "positions judged; the rest ignored by the source model's mask" in gate_verdict.summary(acc)
 
 
 def test_optimize_measures_every_build_on_the_positions_the_model_does_not_mask(dense, tmp_path):
@@ -289,6 +289,6 @@ def test_a_set_where_one_changed_answer_is_above_the_allowed_drop_says_so():
     with pytest.raises(AccuracyError, match=r"\(48 samples\); one sample is 0.0208 of 48, so on this set the gate "
                                             r"allows no changed answer: judge on more labelled samples "
                                             r"\(--eval-data\), or allow one with --max-accuracy-drop 0.021$"):
-        gate.raise_if_failed(acc, "m.int8.onnx")
+        gate_verdict.raise_if_failed(acc, "m.int8.onnx")
     with pytest.raises(AccuracyError, match=r"\(400 samples\)$"):  # one answer is 0.0025 there: no hint
-        gate.raise_if_failed({**acc, "samples": 400, "drop": 0.02}, "m.int8.onnx")
+        gate_verdict.raise_if_failed({**acc, "samples": 400, "drop": 0.02}, "m.int8.onnx")

@@ -46,7 +46,7 @@ def _labelled(model_path, tmp_path, flip: int = 0):
 def test_with_labelled_data_the_hop_is_judged_on_the_task_within_what_the_source_left(tiny_onnx, tmp_path):
     """atol 1 on a probability says little: with --eval-data the hop is judged on top-1 too, and its budget is
     what the int8 source's own drop (its manifest's record on the same data) left of max_accuracy_drop."""
-    from modelkit.converters.gate import summary
+    from modelkit.converters.gate_verdict import summary
 
     sig = modelkit.load(tiny_onnx).signature
     data = _labelled(tiny_onnx, tmp_path, flip=4)
@@ -80,7 +80,7 @@ def test_the_budget_left_by_a_source_adds_drops_and_compounds_mae_increases():
 
 def test_the_budget_left_is_printed_rounded():
     """nc44 / nc45: 'max 0.016667, what the source's own drop left of 0.01' (a drop of -0.0067 left 0.0167)."""
-    from modelkit.converters.gate import summary
+    from modelkit.converters.gate_verdict import summary
 
     acc = {"ok": True, "metric": "top-1", "source_accuracy": 0.9983, "artifact_accuracy": 0.9983, "drop": 0.0,
            "max_accuracy_drop": 0.01 + 1 / 600, "max_accuracy_drop_of_chain": 0.01, "samples": 600,
