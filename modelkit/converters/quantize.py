@@ -20,6 +20,7 @@ from ..spec import Signature
 from .float_islands import onnx_kept_float, said_kept
 from .gate import BINARY, Judge, check_judgeable, read_labels
 from .registry import Tolerance
+from .samples import as_inputs
 
 # mode -> what it does. "none" is fp32 (no quantization).
 MODES: dict[str, str] = {
@@ -108,13 +109,16 @@ def load_npz(path: str | os.PathLike, sig: Signature, need_labels: bool) -> tupl
         except (OSError, ValueError, AttributeError) as exc:
             raise InputError(f"{p}: not a readable .npz file without pickles ({exc})") from exc
     inputs: dict[str, np.ndarray] = {}
+    named = as_inputs(dict(arrays), sig.input_names)
+    if len(sig.inputs) == 1 and "x" in arrays:
+        named.setdefault(sig.input_names[0], arrays["x"])
     for spec in sig.inputs:
-        key = spec.name if spec.name in arrays else ("x" if len(sig.inputs) == 1 and "x" in arrays else None)
-        if key is None:
+        if spec.name not in named:
             want = "'x' or " if len(sig.inputs) == 1 else ""
-            raise InputError(f"{p}: no array for input '{spec.name}' (expected keys {want}{sig.input_names}; "
-                             f"found {sorted(arrays)})")
-        arr = arrays[key]
+            raise InputError(f"{p}: no array for input '{spec.name}' (expected keys {want}{sig.input_names}, or "
+                             f"np.savez's arr_0... in that order; found {sorted(arrays)})")
+        arr = named[spec.name]
+        key = next(k for k, v in arrays.items() if v is arr)  # the file's own name for it, in messages
         want = ("N", *("*" if d is None else d for d in spec.shape[1:]))
         if arr.ndim != len(spec.shape) or any(d is not None and d != a for d, a in zip(spec.shape[1:], arr.shape[1:])):
             anything = ", *: any size" if None in spec.shape[1:] else ""

@@ -94,7 +94,9 @@ def check_samples(data: Mapping[str, Any], sig: Signature, label: str) -> dict[s
         what = "; ".join(p for p in (f"keys {unknown} match no input" if unknown else "",
                                      f"inputs {missing} have no samples" if missing else "") if p)
         raise InputNameError(f"{label}: {what}; the model's inputs are {names}"
-                             + (" (or key 'x' for a one-input model)" if len(names) == 1 else ""))
+                             + (" (or key 'x' for a one-input model)" if len(names) == 1 else "")
+                             + (f", or np.savez's arr_0 to arr_{len(names) - 1} in that order" if len(names) > 1
+                                else ", or np.savez's arr_0 alone"))
     out: dict[str, np.ndarray] = {}
     rows = None
     for spec in sig.inputs:
@@ -114,10 +116,15 @@ def check_samples(data: Mapping[str, Any], sig: Signature, label: str) -> dict[s
 
 def as_inputs(items: dict[str, Any], names: list[str]) -> dict[str, Any]:
     """Labels (`y`, `y_test`) that name no input are not samples; for a one-input model a training .npz's `x`
-    (else `x_test`) is the input. Any other key must name an input (`--data` here, `modelkit run --input`)."""
+    (else `x_test`) is the input; `np.savez(path, a, b)`'s keys `arr_0`, `arr_1` are the inputs in the model's
+    order, when there is one per input. Any other key must name an input (`--data`, `--calibration-data`,
+    `--eval-data`, `modelkit run --input`)."""
     items = {k: v for k, v in items.items() if k in names or k not in ("y", "y_test")}
     if len(names) == 1 and names[0] not in items and items and set(items) <= {"x", "x_test"}:
         return {names[0]: items["x" if "x" in items else "x_test"]}
+    positional = [f"arr_{i}" for i in range(len(names))]
+    if not set(names) & set(items) and sorted(items) == sorted(positional):
+        return dict(zip(names, (items[k] for k in positional)))
     return items
 
 

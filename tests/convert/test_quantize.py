@@ -67,6 +67,11 @@ def test_user_npz_is_read_by_input_name_and_checked(tmp_path):
     np.savez(tmp_path / "colour.npz", x=np.zeros((5, 8, 8, 3)))  # checked before any engine sees it
     with pytest.raises(InputError, match=r"'x' has shape \(5, 8, 8, 3\); input 'image' takes \(N, 8, 8, 1\)"):
         q.load_npz(tmp_path / "colour.npz", sig, need_labels=False)
+    np.savez(tmp_path / "positional.npz", x)  # np.savez(path, x): the one array is the input
+    assert q.load_npz(tmp_path / "positional.npz", sig, need_labels=False)[0]["image"].shape == (5, 8, 8, 1)
+    np.savez(tmp_path / "wide.npz", np.zeros((5, 8, 8, 3)))
+    with pytest.raises(InputError, match=r"'arr_0' has shape \(5, 8, 8, 3\); input 'image' takes"):
+        q.load_npz(tmp_path / "wide.npz", sig, need_labels=False)
 
 
 def test_int8_asks_for_every_missing_dataset_in_one_message_before_any_work(cnn_tf, tmp_path):

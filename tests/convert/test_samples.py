@@ -93,7 +93,8 @@ def test_user_samples_are_checked_against_the_inputs():
     assert sorted(check_samples(good, sig, "s.npz")) == ["image", "meta"]
     with pytest.raises(InputNameError) as info:
         check_samples({**good, "imgae": np.zeros(3)}, sig, "s.npz")
-    assert str(info.value) == "s.npz: keys ['imgae'] match no input; the model's inputs are ['image', 'meta']"
+    assert str(info.value) == ("s.npz: keys ['imgae'] match no input; the model's inputs are ['image', 'meta'], "
+                               "or np.savez's arr_0 to arr_1 in that order")
     assert sorted(check_samples({**good, "y": np.zeros(3)}, sig, "s.npz")) == ["image", "meta"]  # labels
     with pytest.raises(InputNameError, match=r"inputs \['meta'\] have no samples"):
         check_samples({"image": good["image"]}, sig, "s.npz")
@@ -110,6 +111,21 @@ def test_user_samples_are_checked_against_the_inputs():
     assert check_samples({"x_test": np.zeros((4, 3)), "y_test": np.zeros(4)}, one, "t.npz")["pixels"].shape == (4, 3)
     with pytest.raises(InputNameError, match=r"keys \['foo'\] match no input; inputs \['pixels'\] have no samples"):
         check_samples({"foo": np.ones((2, 3))}, one, "junk.npz")
+
+
+def test_np_savez_positional_arrays_are_the_inputs_in_order():
+    """`np.savez("test.npz", x)` names its array arr_0 (nc64: a keyword model's test waveforms): that is the
+    input of a one-input model; arr_0, arr_1 are a two-input model's inputs in its order."""
+    one = Signature((TensorSpec("waveform", (None, 40)),))
+    assert check_samples({"arr_0": np.ones((2, 40))}, one, "t.npz")["waveform"].shape == (2, 40)
+    sig = Signature((TensorSpec("image", (None, 4, 4, 1)), TensorSpec("meta", (None, 2))))
+    got = check_samples({"arr_1": np.zeros((3, 2)), "arr_0": np.ones((3, 4, 4, 1))}, sig, "t.npz")
+    assert got["image"].shape == (3, 4, 4, 1) and got["meta"].shape == (3, 2)
+    with pytest.raises(InputNameError, match=r"keys \['arr_0'\] match no input; inputs \['image', 'meta'\] have no "
+                                             r"samples; .* or np.savez's arr_0 to arr_1 in that order"):
+        check_samples({"arr_0": np.ones((3, 4, 4, 1))}, sig, "t.npz")  # one array for two inputs: which?
+    with pytest.raises(ShapeError, match=r"samples of 'image' have shape \(3, 2\)"):
+        check_samples({"arr_0": np.zeros((3, 2)), "arr_1": np.ones((3, 4, 4, 1))}, sig, "t.npz")  # swapped
 
 
 def test_plan_prefers_samples_then_inferred_ranges_then_uniform(keras, tmp_path):
