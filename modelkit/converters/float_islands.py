@@ -34,6 +34,11 @@ SCORES = ("sum", "reducesum", "matmul", "batch_matmul", "batchmatmul", "einsum",
 # TFLite ops whose int8 kernel computes wrong values: ONE_HOT (nc46's mixture of experts, weights of the top-2
 # experts as one_hot(ids) * softmax: int8 top-1 0.736 against 0.907 in float, 0.902 with ONE_HOT alone kept float)
 TFLITE_WRONG_IN_INT8 = ("one_hot",)
+# ops with weights (ONNX, TFLite, OpenVINO names, lower-cased): a spectrogram front end has two (the STFT as a
+# real and an imaginary convolution) or an STFT / RFFT op of its own
+WEIGHTED = ("conv", "conv_2d", "convolution", "groupconvolution", "depthwise_conv_2d", "matmul", "gemm",
+            "fully_connected", "batch_matmul")
+FRONT_END_WEIGHTED = 2
 # OpenVINO's op type names, lower-cased, that name an op the rule knows by another name
 OPENVINO_KINDS = {"multiply": "mul", "divide": "div", "subtract": "sub", "convert": "cast"}
 
@@ -82,8 +87,32 @@ def kept_float(ops: Sequence[Op], constants: Mapping[str, np.ndarray], graph_inp
             keep_chain(op)
         elif op.kind in SHIFTS and has_wide(op) and any(i in inputs for i in op.inputs):
             keep_chain(op)
-    kept |= _masked_softmax(ops, constants)
+    kept |= _masked_softmax(ops, constants) | _log_front_end(ops, constants, inputs)
     return [op.name for op in ops if op.name in kept]
+
+
+def _log_front_end(ops: Sequence[Op], constants: Mapping[str, np.ndarray], inputs: set[str]) -> set[str]:
+    """A logarithm taken near the model's input (a spectrogram's log or dB: Keras' MelSpectrogram,
+    STFTSpectrogram(mode="log")) and every op before it: a power spectrum spans many orders of magnitude, one int8
+    scale rounds all but its peaks to zero and their logarithm to the floor (measured: a keyword classifier on
+    STFTSpectrogram features, int8 accuracy 0.43 against 0.705 in float). Only when at most FRONT_END_WEIGHTED
+    weighted ops (the STFT's real and imaginary convolutions) lie between the input and the log, so that a log
+    deep in a network does not keep the network float."""
+    producer, named = {out: op for op in ops for out in op.outputs}, {op.name: op for op in ops}
+    kept: set[str] = set()
+    for log in (op for op in ops if op.kind == "log"):
+        before, todo, weighted = {log.name}, [log], 0
+        while todo and weighted <= FRONT_END_WEIGHTED:
+            op = todo.pop()
+            for p in (producer[i] for i in op.inputs if i in producer and i not in constants):
+                if p.name not in before:
+                    before.add(p.name)
+                    weighted += p.kind in WEIGHTED
+                    todo.append(p)
+        reaches_input = any(i in inputs for name in before for i in named[name].inputs)
+        if weighted <= FRONT_END_WEIGHTED and reaches_input:
+            kept |= before
+    return kept
 
 
 def _masked_softmax(ops: Sequence[Op], constants: Mapping[str, np.ndarray]) -> set[str]:
@@ -180,10 +209,10 @@ def tflite_kept_float(model: bytes) -> list[str]:
 
 def tflite_may_keep(model: bytes) -> bool:
     """Whether a TFLite flatbuffer (quantized or not) has an elementwise op with a constant of more than one
-    value, or an op TFLite computes wrongly in int8: only such a model can have ops to keep in float (its
+    value, a logarithm, or an op TFLite computes wrongly in int8: only such a model can have ops to keep in float (its
     constants, once int8, no longer show it)."""
     ops, constants, _ = _tflite_graph(model)
-    return any(op.kind in TFLITE_WRONG_IN_INT8 or op.kind in SCALES + SHIFTS and any(
+    return any(op.kind in TFLITE_WRONG_IN_INT8 + ("log",) or op.kind in SCALES + SHIFTS and any(
         np.size(constants.get(i, 0)) > 1 for i in op.inputs) for op in ops)
 
 
@@ -214,8 +243,15 @@ def said_kept(kept: Sequence[str]) -> None:
         from .._text import progress
 
         progress(f"int8: {len(kept)} op(s) kept in float32, which one int8 scale per tensor would ruin (constants "
-                 f"spanning more than {SPAN:g}x, an attention mask's penalty) or TFLite's int8 ONE_HOT computes "
-                 f"wrongly (modelkit/converters/float_islands.py): {', '.join(kept)}")
+                 f"spanning more than {SPAN:g}x, an attention mask's penalty, a spectrogram before its log) or "
+                 f"TFLite's int8 ONE_HOT computes wrongly (modelkit/converters/float_islands.py): {_listed(kept)}")
+
+
+def _listed(kept: Sequence[str], most: int = 16) -> str:
+    """The ops' names, each to its first ';' (TFLite names a fused op after all it fused), at most `most`."""
+    names = list(dict.fromkeys(k.split(";")[0] for k in kept))
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
 
 
 def _small(dims: Sequence[int]) -> bool:

@@ -58,7 +58,7 @@ def onnx_to_openvino(src: Path, dest: Path, quantize: str = "none", calibration_
     check_onnx_external_data(src)  # before OpenVINO's frontend reads any external-data file
     ov = require("openvino", "openvino")
     try:
-        model = ov.convert_model(str(src))
+        model = _converted(ov, src)
     except ov_errors() as exc:
         reason = frontend_reason(exc)
         why = _torch_route_why(src, reason)
@@ -91,6 +91,26 @@ def onnx_to_openvino(src: Path, dest: Path, quantize: str = "none", calibration_
         out["calibration"] = {"samples": len(next(iter(calibration.values()))), "preset": "performance",
                               "data": calibration_data or "training split (source manifest)"}
     return out
+
+
+def _converted(ov: Any, src: Path) -> Any:
+    """OpenVINO's model of the ONNX at `src`; one its frontend refuses that has an STFT node (it takes only a
+    signal of static shape) is converted again with each STFT written as a Conv (onnx_stft.py)."""
+    try:
+        return ov.convert_model(str(src))
+    except Exception:
+        import tempfile
+
+        import onnx
+
+        from .onnx_stft import stft_as_conv
+
+        proto, replaced = stft_as_conv(onnx.load(str(src)))
+        if not replaced:
+            raise
+        with tempfile.TemporaryDirectory(prefix="modelkit-stft-") as tmp:
+            onnx.save(proto, f"{tmp}/{src.name}")
+            return ov.convert_model(f"{tmp}/{src.name}")
 
 
 def frontend_reason(exc: BaseException) -> str:

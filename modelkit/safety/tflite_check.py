@@ -244,7 +244,7 @@ def _check_model(root: _Table, size: int) -> None:
 
 def _check_subgraph(g: int, sg: _Table, codes: list[int], sizes: list[int], nsub: int) -> tuple[int, set[int]]:
     tensors = sg.tables(0)
-    nt, types, const = len(tensors), [], set()
+    nt, types, const, empty = len(tensors), [], set(), set()
     for i, t in enumerate(tensors):
         shape, ttype, buf = t.ints(0), t.num(1, "b"), t.num(2, "I")
         what = f"tensor {i} of subgraph {g}"
@@ -270,6 +270,8 @@ def _check_subgraph(g: int, sg: _Table, codes: list[int], sizes: list[int], nsub
         types.append(ttype)
         if sizes[buf] or t.num(5, "B"):  # data, or a variable tensor (state the interpreter keeps)
             const.add(i)
+        elif shape and 0 in shape:  # no element to read (a RESHAPE's [] shape is the constant of shape [0])
+            empty.add(i)
     written = set(sg.ints(1))  # subgraph inputs, then operators' outputs: written once, before it is read
     for kind, slot in (("input", 1), ("output", 2)):
         for x in sg.ints(slot):
@@ -296,7 +298,7 @@ def _check_subgraph(g: int, sg: _Table, codes: list[int], sizes: list[int], nsub
                 if not a <= n <= b:
                     takes = f"{a}" if a == b else f"{a} or more" if b == math.inf else f"{a} to {b}"
                     raise _Corrupt(f"{what} has {n} {kind[:-1] if n == 1 else kind}; {name} takes {takes}")
-        unset = [x for x in ins if x >= 0 and x not in written and x not in const]
+        unset = [x for x in ins if x >= 0 and x not in written and x not in const and x not in empty]
         if unset:
             raise _Corrupt(f"{what} reads tensor {unset[0]} before anything wrote it")
         again = [x for x in outs if x in const or x in written or outs.count(x) > 1]

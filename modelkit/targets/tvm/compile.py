@@ -122,25 +122,20 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
     t0 = time.perf_counter()
     proto = onnx.load(str(src))
     batch_note = None
+    tvm_target = tvm.target.Target(tgt.tvm)
     try:
-        mod, sig, proto = _import(proto, src.name, fixed)
+        mod, sig, proto = _import_and_legalize(proto, src.name, fixed, tvm_target)
     except ConversionError as exc:
         if fixed is not None or isinstance(exc, UnsupportedConversionError):  # a missing op, an open length
             raise
-        # the importer cannot keep the batch dynamic in this graph (shape arithmetic feeding a Reshape, e.g.
-        # attention heads): compile at batch 1, where the shapes fold to constants, and say so
-        mod, sig, proto = _import(proto, src.name, 1)
-        fixed, batch_note = 1, f"compiled at a fixed batch of 1: TVM's importer cannot keep the batch " \
-                               f"dynamic in this graph ({_importer_text(exc.__cause__)}); for another batch, " \
+        # TVM cannot keep the batch dynamic in this graph (shape arithmetic feeding a Reshape, e.g. attention
+        # heads; an Expand to a shape computed from the batch, e.g. Keras' take_along_axis, whose output shape
+        # legalization cannot know): compile at batch 1, where the shapes fold to constants, and say so
+        mod, sig, proto = _import_and_legalize(proto, src.name, 1, tvm_target)
+        fixed, batch_note = 1, f"compiled at a fixed batch of 1: TVM cannot keep the batch dynamic in this " \
+                               f"graph ({_importer_text(exc.__cause__)}); for another batch, " \
                                f"`modelkit compile {src.name} --batch N`"
         print(f"{src.name}: {batch_note}", file=sys.stderr, flush=True)
-    tvm_target = tvm.target.Target(tgt.tvm)
-    with engine_chatter_swallowed():  # TVM's C++ warnings while legalizing (e.g. a gather's "Fast mode" notice)
-        try:
-            mod = _prepare(mod, tvm_target)
-        except (AssertionError, RuntimeError, ValueError, TypeError) as exc:  # a shape the importer left unknown
-            raise ConversionError(f"TVM could not legalize {src.name} (after its ONNX import): "
-                                  f"{_importer_text(exc)}") from exc
     tune_info = None
     database = None
     if tuned:
@@ -192,6 +187,17 @@ def remote_device(tgt: registry.Target, rpc: str | None, device_key: str | None,
     return _rpc.device(rpc, device_key, cross.compiler_for(tgt))
 
 
+def _import_and_legalize(proto: Any, name: str, batch: int | None, tvm_target: Any) -> tuple[Any, Signature, Any]:
+    """_import, then _prepare: a shape the importer left unknown fails there, as a ConversionError."""
+    mod, sig, proto = _import(proto, name, batch)
+    with engine_chatter_swallowed():  # TVM's C++ warnings while legalizing (e.g. a gather's "Fast mode" notice)
+        try:
+            return _prepare(mod, tvm_target), sig, proto
+        except (AssertionError, RuntimeError, ValueError, TypeError) as exc:  # a shape the importer left unknown
+            raise ConversionError(f"TVM could not legalize {name} (after its ONNX import): "
+                                  f"{_importer_text(exc)}") from exc
+
+
 def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, Any]:
     """Simplify and import into Relax: (module, signature, simplified graph). With a fixed batch the
     graph's inputs get their concrete shapes first, so that onnxslim folds the shape arithmetic (TVM's
@@ -201,6 +207,7 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
     from tvm.relax.frontend.onnx import from_onnx
 
     from ..._onnx import slim
+    from ...converters.onnx_stft import stft_as_conv
     from .loops import reverse_sequences, unroll_loops
     from .lower_rnn import lower_rnns
     from .mends import mend_onehot, mend_resize
@@ -212,6 +219,7 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
         proto = _with_shapes(proto, sig)
     proto = slim(proto)  # TVM's importer rejects some exporters' Reshape patterns until simplified
     proto = mend_resize(mend_onehot(proto))  # two ops' exporter patterns it rejects, mended (mends.py)
+    proto, _ = stft_as_conv(proto)  # nor STFT (a Keras MelSpectrogram): the Conv1D it is (converters/onnx_stft.py)
     proto, unrolled = unroll_loops(proto)  # a recurrent loop of fixed length (the importer has no Loop)
     proto, reversed_ = reverse_sequences(proto)  # a masked backward RNN (nor ReverseSequence)
     proto, rnns, rnns_left = lower_rnns(proto)  # ONNX LSTM / GRU / RNN of a fixed length (nor those)

@@ -1,0 +1,63 @@
+"""Models that sort (nc65: digit rows pooled by a trimmed mean, `ops.sort` over time, and the top-3 rows by energy,
+`ops.argsort` then `ops.take_along_axis`, beside `ops.cumsum` and `ops.where`; trained on TF, JAX and torch).
+
+Three formats failed: pt2 and ExecuTorch ("Constraints violated (batch)": Keras' torch take_along_axis broadcasts
+with torch.take_along_dim, which reads the batch as an int), ExecuTorch once that was mended (aten.sort.stable is
+not in its Core ATen op set; sort and argsort are now topk of every element), and TVM ("emit_te now only supports
+Tensor that has ShapeExpr shape": the Expand tf2onnx writes for take_along_axis has a shape computed from the
+batch, unknown to legalization; compiled at batch 1 now, as for an import that cannot keep the batch open)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import modelkit
+from tests.helpers.user_code import write_module
+
+ROBUST = '''import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="robust")
+class TrimmedMean(keras.layers.Layer):
+    def call(self, x):
+        return ops.mean(ops.sort(x, axis=1)[:, 2:-2, :], axis=1)
+
+
+@keras.saving.register_keras_serializable(package="robust")
+class TopRows(keras.layers.Layer):
+    def call(self, x):
+        energy = ops.sum(x * x, axis=-1)
+        order = ops.argsort(energy, axis=-1)
+        top = ops.take_along_axis(x, ops.expand_dims(order[:, -3:], -1), axis=1)
+        total = ops.cumsum(x, axis=1)[:, -1, :]
+        gate = ops.where(ops.max(energy, axis=-1, keepdims=True) > 1.0, total, -total)
+        return ops.concatenate([ops.reshape(top, (-1, 3 * x.shape[-1])), gate], axis=-1)
+'''
+
+
+def test_a_model_that_sorts_converts_to_pt2_executorch_and_tvm(tmp_path):
+    pytest.importorskip("executorch")
+    pytest.importorskip("tvm")
+    from modelkit._backend import import_keras
+
+    robust = write_module(tmp_path, "robust", ROBUST)
+    keras = import_keras("tensorflow")
+    keras.utils.set_random_seed(0)
+    rows = keras.Input((8, 8), name="rows")
+    h = keras.layers.Dense(6, activation="relu")(rows)
+    both = keras.layers.Concatenate()([robust.TrimmedMean()(h), robust.TopRows()(h)])
+    keras.Model(rows, keras.layers.Dense(10, activation="softmax", name="probs")(both)).save(tmp_path / "rows.keras")
+    results = modelkit.convert(tmp_path / "rows.keras", "pt2,executorch,tvm", out_dir=tmp_path / "out",
+                               imports=[str(tmp_path / "robust.py")])
+    assert sorted(r.format for r in results) == ["executorch", "onnx", "pt2", "tvm"]
+    feed = np.random.default_rng(1).random((3, 8, 8), dtype=np.float32)
+    want = modelkit.load(tmp_path / "rows.keras").predict(feed)["probs"]
+    for r in results:
+        model = modelkit.load(r.path)
+        if r.format == "tvm":  # compiled at batch 1: the Expand's shape depends on the batch
+            assert model.signature.inputs[0].shape[0] == 1
+            got = np.concatenate([model.predict(feed[i:i + 1])["probs"] for i in range(3)])
+        else:  # the batch stays open
+            got = model.predict(feed)["probs"]
+        np.testing.assert_allclose(got, want, atol=1e-5)
