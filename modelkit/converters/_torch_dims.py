@@ -51,44 +51,19 @@ def export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str,
 def symbolic_sizes() -> Iterator[None]:
     """Let Keras ops take torch's symbolic sizes where they take Python numbers: under torch.export,
     `ops.shape(x)[1]` is a `torch.SymInt`, and Keras infers dtypes from Python types only (e.g.
-    `ops.arange(ops.shape(x)[1])`, common in position embeddings, fails with "Invalid dtype: SymInt"); and
-    `ops.take_along_axis` without a broadcast that fixes the batch (_take_along_axis)."""
+    `ops.arange(ops.shape(x)[1])`, common in position embeddings, fails with "Invalid dtype: SymInt"); and the
+    Keras ops whose torch code fixes an open batch, written without it (_torch_export_ops.py)."""
     from unittest import mock  # the standard library's dict patching, restored on exit
 
     import torch
     from keras.src.backend.common import dtypes
-    from keras.src.backend.torch import numpy as torch_numpy
+
+    from ._torch_export_ops import batch_keeping_ops
 
     known = dtypes.PYTHON_DTYPES_MAP
     with mock.patch.dict(known, {torch.SymInt: known[int], torch.SymFloat: known[float], torch.SymBool: known[bool]}), \
-            mock.patch.object(torch_numpy, "take_along_axis", _take_along_axis(torch_numpy.take_along_axis)):
+            batch_keeping_ops():
         yield
-
-
-def _take_along_axis(keras_own: Any) -> Any:
-    """Keras' torch `take_along_axis` as gather of explicitly expanded operands: its torch.take_along_dim reads
-    every size as a Python int to broadcast, which fixes an open batch under torch.export (nc65: the top-3 rows
-    by energy, `take_along_axis(x, order[:, -3:, None], axis=1)`: "Constraints violated (batch)"). A size of 1
-    that the other operand broadcasts is expanded; other sizes are taken as equal (a mismatch fails in gather).
-    Operands of different ranks, or no axis, go to Keras' own."""
-    import torch
-    from keras.src.backend.torch.core import convert_to_tensor
-
-    def take(x: Any, indices: Any, axis: int | None = None) -> Any:
-        x, indices = convert_to_tensor(x), convert_to_tensor(indices).long()
-        if axis is None or x.ndim != indices.ndim:
-            return keras_own(x, indices, axis=axis)
-        axis %= x.ndim
-
-        def ones(t: Any, d: int) -> bool:
-            return d != axis and isinstance(t.shape[d], int) and t.shape[d] == 1
-
-        x_to = [indices.shape[d] if ones(x, d) else x.shape[d] for d in range(x.ndim)]
-        i_to = [x_to[d] if ones(indices, d) else indices.shape[d] for d in range(x.ndim)]
-        indices = torch.where(indices < 0, indices + x.shape[axis], indices)  # Keras' "fill" of negative ids
-        return torch.gather(x.expand(x_to), axis, indices.expand(i_to))
-
-    return take
 
 
 def _export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str, fmt: str) -> Any:

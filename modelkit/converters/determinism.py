@@ -21,26 +21,27 @@ from ..errors import RandomModelError
 RTOL, ATOL = 1e-5, 1e-6
 
 
-def check_deterministic(reference: Any, plan: Any, source: str) -> None:
+def check_deterministic(reference: Any, plan: Any, source: str) -> list[str]:
     """Raise RandomModelError when the Keras model behind `reference` gives other outputs on a second run
-    over the same inputs (a batch of 2 from the verification inputs `plan`); nothing for other sources."""
+    over the same inputs (a batch of 2 from the verification inputs `plan`); nothing for other sources. Returns
+    the outputs whose rows depend on the other rows of their batch (rows_coupled)."""
     from ..keras_io.files import call_model
     from .samples import _keras_model
     from .verify import make_inputs
 
     model = _keras_model(reference)
     if model is None:
-        return
+        return []
     sig = reference.signature
     other = 8 if any(d is None for s in sig.inputs for d in s.shape[1:]) else None
     feed = make_inputs(sig, 2, other, 7, plan.data, 0, plan.ranges)
     try:
         first, second = call_model(model, feed, sig), call_model(model, feed, sig)
     except Exception:  # noqa: BLE001 - a model that cannot run here fails in the parity check with its own reason
-        return
+        return []
     varying = [n for n in first if _differ(first[n], second[n])]
     if not varying:
-        return
+        return rows_coupled(model, feed, sig, first)
     fixed = [n for n in first if n not in varying]
     names_varying = ", ".join(repr(n) for n in varying)  # not by how much: each route's draw differs
     keep = ""
@@ -52,6 +53,18 @@ def check_deterministic(reference: Any, plan: Any, source: str) -> None:
         f"{source}: output(s) {names_varying} differ between two runs on the same inputs: the model draws random "
         "numbers at inference (keras.random in a layer's call, or a layer run with training=True), so no artifact "
         f"can be checked against it{keep} or convert unchecked with --no-verify")
+
+
+def rows_coupled(model: Any, feed: dict[str, np.ndarray], sig: Any, together: dict[str, np.ndarray]) -> list[str]:
+    """The outputs whose row differs when its input row runs alone rather than in the batch `feed` (of 2): a
+    layer that reduces over the batch at inference (Keras' MelSpectrogram clips to `max(spectrogram) - top_db`
+    with the max over the whole batch, nc64). Converted faithfully, such a model answers a request by what was
+    batched with it; the server runs it one request per call (serving/batcher.py)."""
+    from ..keras_io.files import call_model
+
+    alone = [call_model(model, {k: v[i:i + 1] for k, v in feed.items()}, sig) for i in range(2)]
+    return [n for n, out in together.items() if np.ndim(out) and np.shape(out)[0] == 2
+            and any(_differ(np.asarray(out)[i:i + 1], alone[i][n]) for i in range(2))]
 
 
 def _differ(a: Any, b: Any) -> bool:

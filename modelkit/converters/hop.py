@@ -123,6 +123,7 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
         check_support(src_p, edge.target, route=edge.route)  # typed refusal naming the layer, before any work
         call_opts["trust_unsafe_code"] = trust_unsafe_code
     reference, plan, evals = None, None, None
+    coupled = list(((src_manifest.extra or {}) if src_manifest else {}).get("rows_coupled") or [])
     first = get_edge(edge.source, edge.target).route == edge.route
     tag = f"[{index}/{total}] {edge.source.value} -> {edge.target.value}" + ("" if first else f" (route {edge.route})")
     _atomic.remove_stale_partials(dest_p)
@@ -135,7 +136,11 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
             if edge.source == Format.KERAS:  # random draws at inference: nothing to check an artifact against
                 from .determinism import check_deterministic
 
-                check_deterministic(reference, plan, src_p.name)
+                coupled = check_deterministic(reference, plan, src_p.name)
+                if coupled:
+                    progress(f"{tag}: output(s) {', '.join(map(repr, coupled))} of a row depend on the other rows "
+                             "of its batch (a layer reduces over the batch at inference); the artifact computes "
+                             "the same, and `modelkit serve` runs it one request per call")
             if gate_mode:  # refused before converting, by any route: a model no labels can judge, then labels
                 _gate.check_judgeable(reference.signature)  # that do not fit it (read once: the gate uses them too)
                 evals = _q.eval_set(src_manifest, reference.signature, eval_data)
@@ -178,6 +183,8 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
         m.extra["route"] = {"taken": edge.route, "tried": for_manifest(tried), **(info.get("route") or {})}
         if edge.source == Format.KERAS and (policy := _saved_policy(src_p)) is not None:
             m.extra["source_dtype_policy"] = {"policy": policy, "computed_in": "float32"}  # keras_io.policy
+        if coupled:
+            m.extra["rows_coupled"] = coupled  # serving/batcher.py: never merged with other requests
         if input_spec:
             m.extra["input_spec"] = [s.to_dict() for s in parse_input_specs(input_spec)]
         if accuracy is not None:

@@ -29,6 +29,7 @@ from ..errors import ConversionError, UnsupportedConversionError, first_line
 from ..formats import Format
 from ..keras_io.inputs import input_spec_text
 from ..runtime.executorch import MAX_BATCH_METHOD, SIGNATURE_METHOD  # read back by the engine
+from ._torch_export_ops import sort_as_topk
 from .registry import Tolerance, converter
 
 # XNNPACK's float32 kernels sum in another order than aten's: measured max abs error <= 1e-7 on the digits CNN
@@ -83,7 +84,7 @@ def keras_to_executorch(src: Path, dest: Path, trust_unsafe_code: bool = False, 
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     shapes = tuple({0: batch} if s.shape and s.shape[0] is None else None for s in sig.inputs)
     try:
-        with _torch_dims.symbolic_sizes(), _sort_as_topk():
+        with _torch_dims.symbolic_sizes(), sort_as_topk():
             program = torch.export.export(module, example_inputs(sig), dynamic_shapes=(shapes,), strict=False)
     except (RuntimeError, TypeError, ValueError) as exc:
         raise ConversionError(f"torch.export could not export {Path(src).name} with a batch of 1..{max_batch}: "
@@ -133,7 +134,7 @@ def _quantized(program: Any, sig: Any, calibration: dict[str, Any], shapes: tupl
             for feed in iter_samples(calibration, batch=20):
                 prepared(*(torch.from_numpy(feed[n]) for n in sig.input_names))
         converted = convert_pt2e(prepared)
-        with _torch_dims.symbolic_sizes(), _sort_as_topk():
+        with _torch_dims.symbolic_sizes(), sort_as_topk():
             return torch.export.export(converted, example_inputs(sig), dynamic_shapes=shapes, strict=False)
     except (RuntimeError, TypeError, ValueError, AssertionError, KeyError, NotImplementedError) as exc:
         raise ConversionError(f"int8 quantization (XNNPACKQuantizer, pt2e) failed on {src_name}: "
@@ -319,33 +320,3 @@ def _bound_batch(program: Any, max_batch: int) -> None:
             if getattr(expr, "is_symbol", False):
                 env.var_to_range[expr] = ValueRanges(1, max_batch)
 
-
-@contextlib.contextmanager
-def _sort_as_topk() -> Iterator[None]:
-    """Keras' torch `sort` and `argsort` as torch.topk of every element, smallest first: torch.export writes them
-    as aten.sort.stable, which is not in the Core ATen op set ExecuTorch lowers ("SpecViolationError"; nc65's
-    trimmed-mean pooling), while topk is, and has a portable kernel. The same values; ties (equal values) may
-    come in another order, which the parity check would show. Booleans and axis=None go to Keras' own."""
-    from unittest import mock
-
-    import torch
-    from keras.src.backend.torch import numpy as torch_numpy
-    from keras.src.backend.torch.core import cast, convert_to_tensor
-
-    def smallest_first(x: Any, axis: int) -> Any:
-        return torch.topk(x, x.shape[axis], dim=axis, largest=False, sorted=True)
-
-    own_sort, own_argsort = torch_numpy.sort, torch_numpy.argsort
-
-    def sort(x: Any, axis: int | None = -1) -> Any:
-        x = convert_to_tensor(x)
-        return own_sort(x, axis) if axis is None or x.dtype == torch.bool else smallest_first(x, axis).values
-
-    def argsort(x: Any, axis: int | None = -1) -> Any:
-        x = convert_to_tensor(x)
-        if axis is None or x.dtype == torch.bool:
-            return own_argsort(x, axis)
-        return cast(smallest_first(x, axis).indices, "int32")
-
-    with mock.patch.object(torch_numpy, "sort", sort), mock.patch.object(torch_numpy, "argsort", argsort):
-        yield

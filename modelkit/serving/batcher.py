@@ -37,8 +37,22 @@ _STOP = object()
 
 
 def batchable(model: Any) -> bool:
+    """Whether requests may be merged into one call: an open batch on every input and output, and rows that do
+    not depend on each other (a manifest's `rows_coupled`, converters/determinism.py: merged, one client's answer
+    would depend on another's request)."""
     sig = model.signature
-    return all(s.rank >= 1 and s.shape[0] is None for s in (*sig.inputs, *sig.outputs))
+    return all(s.rank >= 1 and s.shape[0] is None for s in (*sig.inputs, *sig.outputs)) and not _rows_coupled(model)
+
+
+def _rows_coupled(model: Any) -> bool:
+    from .. import manifest as _manifest
+    from ..errors import ModelkitError
+
+    try:
+        m = _manifest.read(model.path)
+    except ModelkitError:  # a corrupt manifest is the engine's business
+        return False
+    return bool(m is not None and (m.extra or {}).get("rows_coupled"))
 
 
 def fixed_rows(sig: Any) -> int | None:

@@ -39,7 +39,7 @@ def _classifier(keras, front: str):
             keras.layers.Reshape((SAMPLES, 1))(wave))
         h = keras.layers.Reshape((h.shape[1], h.shape[2], 1))(h)
     h = keras.layers.Conv2D(8, 3, activation="relu")(keras.layers.BatchNormalization()(h))
-    out = keras.layers.Dense(4, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
+    out = keras.layers.Dense(4, activation="softmax", name="keyword")(keras.layers.GlobalAveragePooling2D()(h))
     return keras.Model(wave, out)
 
 
@@ -58,10 +58,10 @@ def test_a_mel_spectrogram_model_converts_to_tflite_openvino_and_tvm(keras, tmp_
     np.savez(tmp_path / "waves.npz", x)  # np.savez's own key arr_0: the one input
     results = modelkit.convert(tmp_path / "kws.keras", "tflite,openvino,tvm", out_dir=tmp_path / "out",
                                data=str(tmp_path / "waves.npz"))
-    want = modelkit.load(tmp_path / "kws.keras").predict(x)["dense"]
+    want = modelkit.load(tmp_path / "kws.keras").predict(x)["keyword"]
     assert sorted(r.format for r in results) == ["onnx", "openvino", "tflite", "tvm"]
     for r in results:
-        np.testing.assert_allclose(modelkit.load(r.path).predict(x)["dense"], want, atol=1e-5)
+        np.testing.assert_allclose(modelkit.load(r.path).predict(x)["keyword"], want, atol=1e-5)
 
 
 def test_stft_as_conv_computes_onnx_stft(tmp_path):
@@ -111,8 +111,12 @@ def test_a_spectrogram_before_its_log_is_kept_float_and_a_deep_log_is_not():
     kept = kept_float(front + net, {"k_re": np.ones(4), "k_im": np.ones(4)}, ["wave"])
     assert kept == ["frame", "re", "im", "re2", "im2", "power", "log"]  # the network after it stays int8
     deep = [op("in", "reshape", "wave"), op("c1", "conv", "in", "w1"), op("c2", "conv", "c1", "w2"),
-            op("fc", "matmul", "c2", "w3"), op("fc_log", "log", "fc")]  # after three weighted layers: no front end
+            op("fc", "matmul", "c2", "w3"), op("fc_log", "log", "fc"),  # after three weighted layers: no front end
+            op("head", "matmul", "fc_log", "w4")]
     assert kept_float(deep, {}, ["wave"]) == []
+    end = [op("in", "reshape", "wave"), op("d1", "matmul", "in", "w1"), op("d2", "matmul", "d1", "w2"),
+           op("p", "softmax", "d2"), op("logp", "log", "p")]  # log-probabilities out of a small network
+    assert kept_float(end, {}, ["wave"]) == []
 
 
 def test_int8_of_a_log_spectrogram_classifier_keeps_its_accuracy(keras, tmp_path):

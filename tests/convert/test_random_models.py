@@ -9,7 +9,7 @@ import pytest
 
 import modelkit
 from modelkit.errors import RandomModelError
-from tests.helpers.user_code import write_module
+from tests.helpers.user_code import keras_beside, write_module
 
 SAMPLING = '''import keras
 
@@ -100,3 +100,40 @@ def test_augmentation_layers_draw_only_in_training_and_convert(tmp_path):
     keras.Model(x, L.Dense(3, activation="softmax", name="probs")(h)).save(tmp_path / "aug.keras")
     results = modelkit.convert(tmp_path / "aug.keras", "onnx,tflite", out_dir=tmp_path / "out")
     assert all(r.parity["ok"] and r.parity["outputs"][0]["max_abs"] < 1e-5 for r in results)
+
+
+CENTER = '''import keras
+
+
+@keras.saving.register_keras_serializable(package="center")
+class Center(keras.layers.Layer):
+    def call(self, x):
+        return x - keras.ops.mean(x)  # no axis: the mean of the whole batch, a common slip
+'''
+
+
+def test_a_model_whose_rows_depend_on_their_batch_is_converted_said_and_served_one_request_per_call(tmp_path, capfd):
+    """A layer reducing over the whole batch at inference (a mean without an axis; Keras' MelSpectrogram clips to
+    its batch's max): the artifact computes the same, so it converts, but one row's answer depends on what is
+    batched with it. Said once, recorded in the manifest (also of a later hop), and the server never merges
+    requests for it."""
+    import numpy as np
+
+    from modelkit.serving.batcher import batchable
+
+    center, keras = keras_beside(tmp_path, "center", CENTER)
+    x = keras.Input((4,), name="x")
+    keras.Model(x, keras.layers.Dense(3, name="y")(center.Center()(x))).save(tmp_path / "c.keras")
+    keras.Model(x, keras.layers.Dense(3, name="y")(x)).save(tmp_path / "plain.keras")
+    results = modelkit.convert(tmp_path / "c.keras", "onnx,openvino", out_dir=tmp_path / "out",
+                               imports=[str(tmp_path / "center.py")])
+    said = capfd.readouterr().err
+    assert "output(s) 'y' of a row depend on the other rows of its batch" in said
+    for r in results:
+        assert modelkit.manifest.read(r.path).extra["rows_coupled"] == ["y"]
+        assert not batchable(modelkit.load(r.path))
+    feed = np.random.default_rng(0).random((2, 4), dtype=np.float32)
+    onnx = modelkit.load(next(r.path for r in results if r.format == "onnx"))
+    assert not np.allclose(onnx.predict(feed)["y"][:1], onnx.predict(feed[:1])["y"])  # what the note is about
+    (plain,) = modelkit.convert(tmp_path / "plain.keras", "onnx", out_dir=tmp_path / "plain")
+    assert "rows_coupled" not in modelkit.manifest.read(plain.path).extra and batchable(modelkit.load(plain.path))

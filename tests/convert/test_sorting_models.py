@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import modelkit
-from tests.helpers.user_code import write_module
+from tests.helpers.user_code import keras_beside
 
 ROBUST = '''import keras
 from keras import ops
@@ -39,11 +39,7 @@ class TopRows(keras.layers.Layer):
 def test_a_model_that_sorts_converts_to_pt2_executorch_and_tvm(tmp_path):
     pytest.importorskip("executorch")
     pytest.importorskip("tvm")
-    from modelkit._backend import import_keras
-
-    robust = write_module(tmp_path, "robust", ROBUST)
-    keras = import_keras("tensorflow")
-    keras.utils.set_random_seed(0)
+    robust, keras = keras_beside(tmp_path, "robust", ROBUST)
     rows = keras.Input((8, 8), name="rows")
     h = keras.layers.Dense(6, activation="relu")(rows)
     both = keras.layers.Concatenate()([robust.TrimmedMean()(h), robust.TopRows()(h)])

@@ -16,6 +16,17 @@ def write_module(folder: Path, name: str, source: str) -> ModuleType:
     spec.loader.exec_module(module)
     return module
 
+def keras_beside(folder: Path, name: str, source: str, backend: str = "tensorflow") -> tuple[ModuleType, ModuleType]:
+    """(the user's module from write_module, keras under `backend` with the seed set to 0): what a test that builds
+    a model from a newcomer's own layers starts with."""
+    from modelkit._backend import import_keras
+
+    module = write_module(folder, name, source)
+    keras = import_keras(backend)
+    keras.utils.set_random_seed(0)
+    return module, keras
+
+
 # mylayers.py: a custom activation layer registered with Keras (package "mylayers")
 SCALED_SWISH = '''import keras
 

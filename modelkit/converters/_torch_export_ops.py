@@ -1,0 +1,106 @@
+"""Keras' torch-backend ops written again for torch.export, where Keras' own code fixes an open batch or emits an
+op ExecuTorch cannot lower. Each is patched into `keras.src.backend.torch` only inside a context manager (around an
+export), computes the same numbers, and leaves the cases it does not cover to Keras' own code.
+
+- `take_along_axis`: Keras calls torch.take_along_dim, whose broadcast reads every size as a Python int (nc65).
+- segment reductions (`segment_sum`, `_max`, `_min`, `_prod`): Keras repeats the ids by a tensor computed from the
+  data's shape, a size torch cannot know ahead (an unbacked symbol), so the program asserts the traced batch (nc66).
+- `sort`, `argsort` (ExecuTorch only): aten.sort.stable is not in the Core ATen op set ExecuTorch lowers.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+
+@contextlib.contextmanager
+def batch_keeping_ops() -> Iterator[None]:
+    """take_along_axis and the segment reductions without a size that fixes the batch."""
+    from unittest import mock
+
+    from keras.src.backend.torch import math as torch_math
+    from keras.src.backend.torch import numpy as torch_numpy
+
+    segments = _segment_reduction(torch_math._segment_reduction_fn)  # noqa: SLF001 - the one function all four call
+    with mock.patch.object(torch_numpy, "take_along_axis", _take_along_axis(torch_numpy.take_along_axis)), \
+            mock.patch.object(torch_math, "_segment_reduction_fn", segments):
+        yield
+
+
+def _take_along_axis(keras_own: Any) -> Any:
+    """Keras' torch `take_along_axis` as gather of explicitly expanded operands (nc65: the top-3 rows by energy,
+    `take_along_axis(x, order[:, -3:, None], axis=1)`, failed "Constraints violated (batch)"). A size of 1 that the
+    other operand broadcasts is expanded; other sizes are taken as equal (a mismatch fails in gather). Operands of
+    different ranks, or no axis, go to Keras' own."""
+    import torch
+    from keras.src.backend.torch.core import convert_to_tensor
+
+    def take(x: Any, indices: Any, axis: int | None = None) -> Any:
+        x, indices = convert_to_tensor(x), convert_to_tensor(indices).long()
+        if axis is None or x.ndim != indices.ndim:
+            return keras_own(x, indices, axis=axis)
+        axis %= x.ndim
+
+        def ones(t: Any, d: int) -> bool:
+            return d != axis and isinstance(t.shape[d], int) and t.shape[d] == 1
+
+        x_to = [indices.shape[d] if ones(x, d) else x.shape[d] for d in range(x.ndim)]
+        i_to = [x_to[d] if ones(indices, d) else indices.shape[d] for d in range(x.ndim)]
+        indices = torch.where(indices < 0, indices + x.shape[axis], indices)  # Keras' "fill" of negative ids
+        return torch.gather(x.expand(x_to), axis, indices.expand(i_to))
+
+    return take
+
+
+def _segment_reduction(keras_own: Any) -> Any:
+    """Keras' torch segment reduction with the ids expanded over the data's trailing axes (a view), not repeated by
+    a tensor count (nc66: a graph network's `segment_sum(messages, dst + graph * nodes, num_segments=batch *
+    nodes)` exported as a program that ran only at the traced batch: "Runtime assertion failed for expression
+    u0 >= 768"). Ids out of range go to an extra segment that is dropped, as in Keras; a sum is scatter_add (the
+    op ExecuTorch's portable kernels have; scatter_reduce, which Keras calls, is missing there). Without `num_segments`
+    (its size read from the ids' values) or with ids of another rank than 1, Keras' own."""
+    import torch
+
+    def reduce(data: Any, segment_ids: Any, reduction_method: str, num_segments: Any) -> Any:
+        if num_segments is None or segment_ids.ndim != 1:
+            return keras_own(data, segment_ids, reduction_method, num_segments)
+        ids = segment_ids.long().reshape((-1,) + (1,) * (data.ndim - 1)).expand(data.shape)
+        ids = torch.where((ids >= 0) & (ids < num_segments), ids, num_segments)
+        start = {"amax": -float("inf"), "amin": float("inf"), "prod": 1.0}.get(reduction_method, 0.0)
+        result = torch.full((num_segments + 1, *data.shape[1:]), start, device=data.device)
+        if reduction_method == "sum":  # scatter_add has an ExecuTorch kernel, scatter_reduce none
+            return result.scatter_add(0, ids, data.float())[:-1].type(data.dtype)
+        return result.scatter_reduce(0, ids, data.float(), reduction_method)[:-1].type(data.dtype)
+
+    return reduce
+
+
+@contextlib.contextmanager
+def sort_as_topk() -> Iterator[None]:
+    """Keras' torch `sort` and `argsort` as torch.topk of every element, smallest first: torch.export writes them
+    as aten.sort.stable, which is not in the Core ATen op set ExecuTorch lowers ("SpecViolationError"; nc65's
+    trimmed-mean pooling), while topk is, and has a portable kernel. The same values; ties (equal values) may
+    come in another order, which the parity check would show. Booleans and axis=None go to Keras' own."""
+    from unittest import mock
+
+    import torch
+    from keras.src.backend.torch import numpy as torch_numpy
+    from keras.src.backend.torch.core import cast, convert_to_tensor
+
+    def smallest_first(x: Any, axis: int) -> Any:
+        return torch.topk(x, x.shape[axis], dim=axis, largest=False, sorted=True)
+
+    own_sort, own_argsort = torch_numpy.sort, torch_numpy.argsort
+
+    def sort(x: Any, axis: int | None = -1) -> Any:
+        x = convert_to_tensor(x)
+        return own_sort(x, axis) if axis is None or x.dtype == torch.bool else smallest_first(x, axis).values
+
+    def argsort(x: Any, axis: int | None = -1) -> Any:
+        x = convert_to_tensor(x)
+        if axis is None or x.dtype == torch.bool:
+            return own_argsort(x, axis)
+        return cast(smallest_first(x, axis).indices, "int32")
+
+    with mock.patch.object(torch_numpy, "sort", sort), mock.patch.object(torch_numpy, "argsort", argsort):
+        yield
