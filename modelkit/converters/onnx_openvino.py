@@ -96,21 +96,24 @@ def onnx_to_openvino(src: Path, dest: Path, quantize: str = "none", calibration_
 def _converted(ov: Any, src: Path) -> Any:
     """OpenVINO's model of the ONNX at `src`; one its frontend refuses that has an STFT node (it takes only a
     signal of static shape) is converted again with each STFT written as a Conv (onnx_stft.py)."""
+    import tempfile
+
     try:
         return ov.convert_model(str(src))
     except Exception:
-        import tempfile
-
         import onnx
 
         from .onnx_stft import stft_as_conv
 
-        proto, replaced = stft_as_conv(onnx.load(str(src)))
+        try:
+            proto, replaced = stft_as_conv(onnx.load(str(src)))
+        except Exception:  # noqa: BLE001 - a file onnx cannot read either: OpenVINO's refusal is the one to report
+            replaced = 0
         if not replaced:
             raise
-        with tempfile.TemporaryDirectory(prefix="modelkit-stft-") as tmp:
-            onnx.save(proto, f"{tmp}/{src.name}")
-            return ov.convert_model(f"{tmp}/{src.name}")
+    with tempfile.TemporaryDirectory(prefix="modelkit-stft-") as tmp:
+        onnx.save(proto, f"{tmp}/{src.name}")
+        return ov.convert_model(f"{tmp}/{src.name}")
 
 
 def frontend_reason(exc: BaseException) -> str:
