@@ -56,7 +56,7 @@ def test_convert_with_wrong_keys_is_one_line_before_any_work(scaled, tmp_path):
     assert r.exit_code == 2
     errors = [line for line in r.output.splitlines() if line.startswith("error:")]
     assert errors == ["error: bad.npz: keys ['feat'] match no input; inputs ['feats'] have no samples; the model's "
-                      "inputs are ['image', 'feats']"]
+                      "inputs are ['image', 'feats'], or np.savez's arr_0 to arr_1 in that order"]
     assert "Traceback" not in r.output and "converting" not in r.output  # refused before the exporter ran
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("scaled.onnx*"))
 
@@ -77,7 +77,7 @@ def test_verify_uses_the_samples(scaled, tmp_path):
     assert r.exit_code == 2
     assert r.output.strip().splitlines() == [
         "error: wrong.npz: keys ['pixels'] match no input; inputs ['image', 'feats'] have no samples; the model's "
-        "inputs are ['image', 'feats']"]
+        "inputs are ['image', 'feats'], or np.savez's arr_0 to arr_1 in that order"]
 
 
 def test_compile_verifies_on_the_samples(tiny_onnx, tmp_path):
