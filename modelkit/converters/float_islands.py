@@ -149,18 +149,18 @@ def _log_front_end(ops: Sequence[Op], constants: Mapping[str, np.ndarray], input
     weighted ops (the STFT's real and imaginary convolutions) lie between the input and the log, so that a log
     deep in a network does not keep the network float, and when a weighted op reads its result: a log at the end
     (log-probabilities after a small network's softmax) is no front end."""
-    (producer, consumers), named = _links(ops), {op.name: op for op in ops}
+    producer, consumers = _links(ops)
     kept: set[str] = set()
     for log in (op for op in ops if op.kind == "log" and _feeds_weighted(op, consumers)):
-        before, todo, weighted = {log.name}, [log], 0
+        before, todo, weighted, reaches_input = {log.name}, [log], 0, False
         while todo and weighted <= FRONT_END_WEIGHTED:
             op = todo.pop()
+            reaches_input |= any(i in inputs for i in op.inputs)
             for p in (producer[i] for i in op.inputs if i in producer and i not in constants):
                 if p.name not in before:
                     before.add(p.name)
                     weighted += p.kind in WEIGHTED
                     todo.append(p)
-        reaches_input = any(i in inputs for name in before for i in named[name].inputs)
         if weighted <= FRONT_END_WEIGHTED and reaches_input:
             kept |= before
     return kept

@@ -319,4 +319,3 @@ def _bound_batch(program: Any, max_batch: int) -> None:
             env, expr = dims[0].node.shape_env, dims[0].node.expr
             if getattr(expr, "is_symbol", False):
                 env.var_to_range[expr] = ValueRanges(1, max_batch)
-

@@ -98,20 +98,18 @@ def _converted(ov: Any, src: Path) -> Any:
     signal of static shape) is converted again with each STFT written as a Conv (onnx_stft.py)."""
     import tempfile
 
+    from ..runtime.openvino import ov_errors
+    from .onnx_stft import read_with_stft_as_conv
+
     try:
         return ov.convert_model(str(src))
-    except Exception:
-        import onnx
-
-        from .onnx_stft import stft_as_conv
-
-        try:
-            proto, replaced = stft_as_conv(onnx.load(str(src)))
-        except Exception:  # noqa: BLE001 - a file onnx cannot read either: OpenVINO's refusal is the one to report
-            replaced = 0
-        if not replaced:
+    except ov_errors():
+        proto = read_with_stft_as_conv(src)
+        if proto is None:  # no STFT to write otherwise (or no file onnx reads): OpenVINO's refusal stands
             raise
     with tempfile.TemporaryDirectory(prefix="modelkit-stft-") as tmp:
+        import onnx
+
         onnx.save(proto, f"{tmp}/{src.name}")
         return ov.convert_model(f"{tmp}/{src.name}")
 

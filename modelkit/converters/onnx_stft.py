@@ -16,6 +16,20 @@ def has_stft(proto: Any) -> bool:
     return any(n.op_type == "STFT" and n.domain in ("", "ai.onnx") for n in proto.graph.node)
 
 
+def read_with_stft_as_conv(path: Any) -> Any:
+    """The ONNX model at `path` with its STFT nodes written as Conv (stft_as_conv), or None when it has none to
+    write, or is no file onnx can parse."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        proto = onnx.load(str(path))
+    except (DecodeError, OSError, ValueError):
+        return None
+    proto, replaced = stft_as_conv(proto)
+    return proto if replaced else None
+
+
 def stft_as_conv(proto: Any) -> tuple[Any, int]:
     """`proto` with each STFT node of a real signal, constant step, window and frame length replaced by
     Transpose, Conv, Reshape, Transpose (the same output: batch, frames, bins, real/imaginary), and how many

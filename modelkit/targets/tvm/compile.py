@@ -194,8 +194,9 @@ def _import_and_legalize(proto: Any, name: str, batch: int | None, tvm_target: A
         try:
             return _prepare(mod, tvm_target), sig, proto
         except (AssertionError, RuntimeError, ValueError, TypeError) as exc:  # a shape the importer left unknown
-            raise ConversionError(f"TVM could not legalize {name} (after its ONNX import): "
-                                  f"{_importer_text(exc)}") from exc
+            typed = ConversionError(f"TVM could not legalize {name} (after its ONNX import): {_importer_text(exc)}")
+            typed.another_onnx = "graph"
+            raise typed from exc
 
 
 def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, Any]:
@@ -244,7 +245,8 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
             hint += "".join(f"; {why}" for why in rnns_left)  # a recurrent node not unrolled, and why
             typed: ConversionError = UnsupportedConversionError(
                 f"TVM's ONNX importer cannot convert {name}: {text}; the ONNX model itself runs with onnxruntime{hint}")
-            typed.loop_left = "Loop" in text and not open_dims and not rnns_left  # edge.py: another ONNX may do
+            if "Loop" in text and not open_dims and not rnns_left:
+                typed.another_onnx = "loop"  # edge.py: another exporter's ONNX may do
         elif open_dims:
             iname, axis = open_dims[0]
             spec = next(s for s in sig.inputs if s.name == iname)
@@ -255,6 +257,7 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
                 f"--input-spec {example}")
         else:
             typed = ConversionError(f"TVM's ONNX importer rejected {name}: {text}")
+            typed.another_onnx = "graph"
         raise typed from exc
 
 

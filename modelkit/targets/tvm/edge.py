@@ -25,7 +25,6 @@ LOOP_WHY = ("tf2onnx wrote the model's loop as an ONNX Loop whose number of step
 # TVM's importer or legalization failing on a tf2onnx graph (nc66: a graph network's segment_sum, which tf2onnx
 # writes with Unique and a ScatterND of indices of unknown shape, "'NoneType' object is not subscriptable");
 # torch.onnx writes the same layers with other ops (a ScatterElements of known shape)
-GRAPH_FAILS = ("TVM's ONNX importer rejected", "TVM could not legalize")
 GRAPH_WHY = "TVM's ONNX importer could not take the graph tf2onnx wrote"
 
 
@@ -39,7 +38,7 @@ def onnx_to_tvm(src: Path, dest: Path, target: Any = "server-cpu", batch: int | 
     where the target allows it); trials / budget: MetaSchedule tuning (fixes the batch, default 1);
     rpc ('HOST:PORT' of a TVM RPC tracker) / device_key: measure the candidates on that device."""
     from ...converters.routes import made_by_tf2onnx_from_keras
-    from ...errors import ConversionError, SourceRouteError, UnsupportedConversionError
+    from ...errors import ConversionError, SourceRouteError
     from ...safety import check_onnx_external_data
     from .compile import compile_onnx
 
@@ -48,9 +47,7 @@ def onnx_to_tvm(src: Path, dest: Path, target: Any = "server-cpu", batch: int | 
         return compile_onnx(src, dest, target=target, batch=batch, trials=trials, budget=budget,
                             cache_dir=cache_dir, rpc=rpc, device_key=device_key)
     except ConversionError as exc:
-        why = (LOOP_WHY if getattr(exc, "loop_left", False)
-               else GRAPH_WHY if not isinstance(exc, UnsupportedConversionError) and str(exc).startswith(GRAPH_FAILS)
-               else "")
+        why = {"loop": LOOP_WHY, "graph": GRAPH_WHY}.get(getattr(exc, "another_onnx", ""), "")  # set by compile.py
         if why and made_by_tf2onnx_from_keras(src):
             raise SourceRouteError(f"{exc}; {why}: convert again with --route torch --force (route='torch', "
                                    "force=True in Python): the ONNX on the way is then exported through torch.onnx",
