@@ -34,9 +34,9 @@ from ._common import check_outputs, echo_json, human_size, import_option, table
               help="Samples to verify on (.npz keyed by input name, or 'x' for a one-input model); default: the "
                    "training data set, else ranges inferred from the model, else [0, 1).")
 @click.option("--input-spec", "input_spec", multiple=True, metavar="NAME:SHAPE[:DTYPE]",
-              help="A .keras source's input with its shape fixed on the way to ONNX, e.g. tokens:?,64:int32 for a "
-                   "sequence length TVM cannot keep open ('?': dynamic; the first dimension is the batch); repeat "
-                   "per input.")
+              help="An input with open dimensions fixed, e.g. tokens:?,64:int32 for a sequence length TVM cannot "
+                   "keep open ('?': as the model has it; the first dimension is the batch); repeat per input. A "
+                   ".keras source is fixed on the way to ONNX; an ONNX source in its graph (its dtypes kept).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @import_option
 def command(model: str, target: str, out: str | None, batch: int | None, dynamic_batch: bool, tune: bool,
@@ -52,6 +52,7 @@ def command(model: str, target: str, out: str | None, batch: int | None, dynamic
       modelkit compile cnn.onnx --target edge-arm64 --tune --rpc 192.168.1.20:9190 --device-key rpi4
       modelkit compile cnn.onnx --target '{"kind": "llvm", "mcpu": "znver4"}'
       modelkit compile tagger.keras --input-spec tokens:?,64:int32   # an open sequence length fixed
+      modelkit compile upscaler.onnx --input-spec image:?,256,256,3     # an image of any size, fixed
 
     The library is verified against the ONNX model on this machine (at its batch when fixed); libraries
     for other machines (arm64, armv7, CUDA) are checked by their ELF header only, as their manifest says.

@@ -137,8 +137,8 @@ def _make(model: Any, sig: Signature, as_dict: bool) -> tuple[Any, list[Any]]:
 
 
 def _trace_error(sig: Signature, exc: BaseException) -> ConversionError:
-    """The trace's failure, one line; with an open height, width or length, what fixes it: a layer computing
-    sizes in Python (Keras' UpSampling2D bilinear, for one) needs them known in a TensorFlow graph."""
+    """The trace's failure, one line; with an open height, width or length, what fixes it: a layer branching in
+    Python on a size needs it known in a TensorFlow graph (Keras' own resize is traced open: _tf_lowering)."""
     from ..keras_io.inputs import input_spec_text
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

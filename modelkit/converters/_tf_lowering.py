@@ -17,6 +17,10 @@ depthwise convolution or one convolution per group (the same sums).
 
 `keras.ops.argmax` / `argmin` over floats is traced as TF's own (Keras tells -0.0 from 0.0 by bit operations that
 neither TFLite nor ONNX has): a model that answers with its class id converts.
+
+`keras.ops.image.resize` to a size computed from an open height or width (UpSampling2D(interpolation="bilinear")
+of a fully convolutional model, a layer resizing to `2 * ops.shape(x)[1]`) checks `size[0] <= 0` in Python, which
+a graph tensor cannot answer; with a size that holds tensors the checks are skipped and Keras' own resize runs.
 """
 from __future__ import annotations
 
@@ -41,7 +45,12 @@ def lowerings() -> Iterator[None]:
     from keras.src.backend.tensorflow import numpy as tnp
 
     arg = {"argmax": _arg_extreme("argmax"), "argmin": _arg_extreme("argmin")}
-    with mock.patch.multiple(nn, **patches), mock.patch.multiple(tnp, **arg):
+    import keras
+    from keras.src.ops import image as src_image
+
+    resize = {"resize": _resize_open(src_image)}
+    with (mock.patch.multiple(nn, **patches), mock.patch.multiple(tnp, **arg),
+          mock.patch.multiple(src_image, **resize), mock.patch.multiple(keras.ops.image, **resize)):
         yield
 
 
@@ -60,6 +69,20 @@ def _arg_extreme(kind: str) -> Any:
             y = tf.reshape(y, [1] * len(x.shape)) if flat else tf.expand_dims(y, axis)
         return y
     return arg
+
+
+def _resize_open(src_image: Any) -> Any:
+    """keras.ops.image.resize that takes a size holding graph tensors: Keras' checks (`size[0] <= 0`) ask such a
+    tensor for a Python bool; its private `_resize` (the backend's resize and the dtype handling) runs instead."""
+    checked = src_image.resize
+
+    def resize(images: Any, size: Any, *args: Any, **kwargs: Any) -> Any:
+        import tensorflow as tf
+
+        if len(size) == 2 and any(tf.is_tensor(s) for s in size) and hasattr(src_image, "_resize"):
+            return src_image._resize(images, tuple(size), *args, **kwargs)
+        return checked(images, size, *args, **kwargs)
+    return resize
 
 
 def _grouped_conv(keras_conv: Any) -> Any:

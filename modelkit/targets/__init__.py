@@ -83,8 +83,8 @@ def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu
     that run here and cannot be True for the others. data: a .npz of samples to verify on (see convert()).
     rpc ('HOST:PORT' of a TVM RPC tracker) and device_key measure the tuning candidates on the device
     registered there under that key (cross targets too); the tracker is checked before any work.
-    input_spec fixes the inputs of a .keras source on its way to ONNX, e.g. ["tokens:?,64:int32"] for a
-    sequence length TVM's importer cannot keep open (see convert()).
+    input_spec fixes open dimensions, e.g. ["tokens:?,64:int32"] for a sequence length TVM's importer cannot keep
+    open: a .keras source's on its way to ONNX (see convert()), an ONNX source's in its graph (its dtypes kept).
     """
     from .tvm import tuning
     from .tvm.compile import check_toolchain, choose_batch, remote_device
@@ -115,13 +115,14 @@ def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu
     verify = (not tgt.cross) if verify is None else verify
     src = Path(model)
     samples = str(Path(data).resolve()) if data is not None else None
-    onnx_path = _as_onnx(src, Path(out).parent if out and _names_library(out) else out, force, samples,
-                         _spec_dicts(input_spec))
+    specs = _spec_dicts(input_spec)
+    onnx_path = _as_onnx(src, Path(out).parent if out and _names_library(out) else out, force, samples, specs)
     dest = default_output(onnx_path, tgt, out)
     _atomic.check_writable(dest, force)
     options = {"target": tgt.tvm if tgt.name == "custom" else tgt.name, "batch": fixed,
                "trials": int(trials) if trials else None, "budget": budget_s,
                "cache_dir": str(cache_dir) if cache_dir else None,
+               "input_spec": specs if onnx_path == src else None,  # a .keras source's ONNX already has them
                **({"rpc": rpc, "device_key": device_key} if device is not None else {})}
     hop = {"src": str(onnx_path), "dest": str(dest), "source": "onnx", "target": "tvm", "options": options,
            "verify": verify, "force": force, **({"data": samples} if samples else {})}
@@ -136,7 +137,8 @@ def compile(model: str | os.PathLike, target: str | dict[str, Any] = "server-cpu
                              ConversionError)
     m = _manifest.read(dest)
     extra = (m.extra if m else None) or {}
-    return CompileResult(path=r["path"], onnx=str(onnx_path), target=tgt.name, batch=fixed, seconds=r["seconds"],
+    batch = extra.get("batch", fixed)  # compile may fall back to batch 1 (a graph TVM cannot keep dynamic)
+    return CompileResult(path=r["path"], onnx=str(onnx_path), target=tgt.name, batch=batch, seconds=r["seconds"],
                          size_bytes=r["size_bytes"], parity=r["parity"] or extra.get("emulated_parity"),
                          verified=extra.get("verified", "parity" if verify else "not verified"),
                          tuning=extra.get("tuning"))
@@ -148,10 +150,7 @@ def _as_onnx(src: Path, out_dir: str | os.PathLike | None, force: bool, data: st
     new verified conversion."""
     fmt = detect(src)
     if fmt == Format.ONNX:
-        if input_spec:
-            raise ConversionError(f"--input-spec applies to a .keras source; {src.name} is ONNX, whose inputs are "
-                                  "fixed when it is exported (modelkit convert MODEL.keras --to onnx --input-spec ...)")
-        return src
+        return src  # an input spec fixes its open dimensions in the compile itself (tvm/fix_dims.py)
     from ..converters import convert, output_path
 
     folder = Path(out_dir) if out_dir else src.parent

@@ -1,8 +1,12 @@
-"""A layer TensorFlow cannot trace with open dimensions (newcomer trial nc21: Keras 3.15's UpSampling2D bilinear on
-an image of any size asks Python for a bool of a symbolic shape). The trace failed as a raw
-OperatorNotAllowedInGraphError, first line only, for every TensorFlow format, and no other route was tried. Now
-it is a ConversionError that says which dimensions are open and what fixes them, and keras -> onnx goes on to
-its torch route, which keeps them open."""
+"""Models TensorFlow has to trace with open dimensions.
+
+nc21: Keras 3.15's UpSampling2D bilinear on an image of any size asks Python for a bool of a symbolic shape
+(`keras.ops.image.resize` checks `size[0] <= 0`); the trace failed for every TensorFlow format. It became a
+ConversionError naming the open dimensions. nc69 (a fully convolutional super-resolution model: bilinear
+upsampling plus a learned residual through a pixel shuffle, trained on TF, torch and JAX) showed the fix a user
+needs: the resize is traced with Keras' checks skipped for a size holding tensors (modelkit/converters/
+_tf_lowering.py), so SavedModel, TFLite and tf2onnx keep height and width open. A layer whose own Python asks a
+tensor for a bool still gets the typed message."""
 from __future__ import annotations
 
 import json
@@ -12,36 +16,86 @@ import pytest
 
 import modelkit
 from modelkit.errors import ConversionError
+from tests.helpers.user_code import keras_beside
+
+SHUFFLE = '''import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="sr")
+class PixelShuffle(keras.layers.Layer):
+    """Channels to space, for any image size."""
+
+    def call(self, x):
+        s = ops.shape(x)
+        c = x.shape[-1] // 4
+        x = ops.reshape(x, (s[0], s[1], s[2], 2, 2, c))
+        x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+        return ops.reshape(x, (s[0], s[1] * 2, s[2] * 2, c))
+
+    def compute_output_shape(self, s):
+        twice = lambda d: None if d is None else 2 * d
+        return (s[0], twice(s[1]), twice(s[2]), s[3] // 4)
+
+
+@keras.saving.register_keras_serializable(package="sr")
+class CropWhenLarge(keras.layers.Layer):
+    """A user's Python branch on the image size: no graph can hold it."""
+
+    def call(self, x):
+        if ops.shape(x)[1] > 8:
+            return x[:, :8]
+        return x
+
+    def compute_output_shape(self, s):
+        return s
+'''
 
 
 @pytest.fixture(scope="module")
-def upsample_keras(tmp_path_factory):
-    from tests.helpers.models import any_size_images
+def upscaler(tmp_path_factory):
+    """(folder, path): a super-resolution model of any image size, bilinear upsampling plus a pixel-shuffled
+    residual."""
+    folder = tmp_path_factory.mktemp("sr")
+    sr, keras = keras_beside(folder, "sr", SHUFFLE)
+    L = keras.layers
+    x = keras.Input((None, None, 1), name="image")
+    h = L.Conv2D(8, 3, padding="same", activation="relu")(x)
+    h = sr.PixelShuffle()(L.Conv2D(4, 3, padding="same")(h))
+    out = L.Add(name="upscaled")([L.UpSampling2D(2, interpolation="bilinear")(x), h])
+    keras.Model(x, out).save(folder / "upscaler.keras")
+    return folder, folder / "upscaler.keras"
 
-    keras, L, x = any_size_images()
-    h = L.UpSampling2D(2, interpolation="bilinear")(L.Conv2D(4, 3, padding="same")(x))
-    path = tmp_path_factory.mktemp("up") / "upsample.keras"
-    keras.Model(x, L.Dense(3, name="p")(L.GlobalAveragePooling2D()(h))).save(path)
-    return path
+
+def test_bilinear_upsampling_of_any_size_keeps_the_sides_open_in_every_tensorflow_format(upscaler, tmp_path):
+    folder, path = upscaler
+    results = modelkit.convert(path, "saved_model,tflite,onnx", out_dir=tmp_path, imports=[str(folder / "sr.py")])
+    assert sorted(r.format for r in results) == ["onnx", "saved_model", "tflite"]
+    onnx_route = json.loads((tmp_path / "upscaler.onnx.modelkit.json").read_text())["extra"]["route"]
+    assert onnx_route["taken"] == "tf2onnx" and not onnx_route["tried"]  # the TF trace itself now works
+    reference = modelkit.load(path, imports=[str(folder / "sr.py")])
+    x = np.random.default_rng(3).random((2, 6, 11, 1), dtype=np.float32)  # a size no check used
+    want = reference.predict(x)["upscaled"]
+    assert want.shape == (2, 12, 22, 1)
+    for r in results:
+        got = modelkit.load(r.path).predict(x)["upscaled"]
+        np.testing.assert_allclose(got, want, atol=1e-4, err_msg=r.format)
+        dims = r.parity["dynamic_dims"]["image"]
+        assert dims["1"]["dynamic"] and dims["2"]["dynamic"], r.format
 
 
-def test_an_untraceable_layer_says_which_dims_are_open_and_how_to_fix_them(upsample_keras, tmp_path):
+def test_a_python_branch_on_an_open_size_says_which_dims_are_open_and_how_to_fix_them(upscaler, tmp_path):
+    folder, _ = upscaler
+    sr, keras = keras_beside(folder, "sr", SHUFFLE)
+    x = keras.Input((None, None, 3), name="image")
+    h = sr.CropWhenLarge()(keras.layers.Conv2D(4, 3, padding="same")(x))
+    path = folder / "crop.keras"
+    keras.Model(x, keras.layers.Dense(3, name="p")(keras.layers.GlobalAveragePooling2D()(h))).save(path)
     with pytest.raises(ConversionError) as info:
-        modelkit.convert(upsample_keras, "saved_model", out_dir=tmp_path)
+        modelkit.convert(path, "saved_model", out_dir=tmp_path, imports=[str(folder / "sr.py")])
     msg = str(info.value)
     assert msg.startswith("TensorFlow could not trace the model into a graph (OperatorNotAllowedInGraphError: "
-                          "Exception encountered when calling UpSampling2D.call().)"), msg
+                          "Exception encountered when calling CropWhenLarge.call().)"), msg
     assert "input 'image' has open dimensions [None, None, None, 3]" in msg
     assert "--input-spec image:?,64,64,3:float32" in msg and "\n" not in msg
     assert not list(tmp_path.iterdir())  # nothing written
-
-
-def test_onnx_takes_the_torch_route_and_keeps_the_sides_open(upsample_keras, tmp_path):
-    r = modelkit.convert(upsample_keras, "onnx", out_dir=tmp_path)[0]
-    assert r.parity["ok"]
-    route = json.loads((tmp_path / "upsample.onnx.modelkit.json").read_text())["extra"]["route"]
-    assert [t["type"] for t in route["tried"]] == ["ConversionError"]
-    assert "TensorFlow could not trace" in route["tried"][0]["error"]
-    onnx_model, keras_model = modelkit.load(r.path), modelkit.load(upsample_keras)
-    x = np.random.default_rng(3).random((2, 9, 5, 3), dtype=np.float32)
-    np.testing.assert_allclose(onnx_model.predict(x)["p"], keras_model.predict(x)["p"], atol=1e-4)

@@ -1,6 +1,6 @@
 """`modelkit compile MODEL.keras --input-spec`: TVM's importer needs a fixed sequence length for attention, and its
 error said to pass --input-spec, which compile did not take ('No such option'; found on a JAX attention classifier
-over token ids of open length). The spec fixes the inputs on the way to ONNX; an ONNX source is refused."""
+over token ids of open length). The spec fixes the inputs on the way to ONNX; an ONNX source's in its graph."""
 from __future__ import annotations
 
 import json
@@ -40,14 +40,41 @@ def test_compile_fixes_an_open_length_with_input_spec(attention_keras, tmp_path)
     assert [i["shape"][1:] for i in inputs] == [[8]]
 
 
-def test_input_spec_on_an_onnx_source_is_refused(tmp_path):
+def test_an_onnx_source_gets_its_open_length_fixed_in_the_graph(attention_keras, tmp_path):
+    """nc69: an ONNX of a model of any image size (made by torch.onnx, or another tool) could not be fixed at all:
+    '--input-spec applies to a .keras source', while TVM's refusal said to pass it."""
+    runner = CliRunner()
+    assert runner.invoke(main, ["-q", "convert", str(attention_keras), "--to", "onnx", "--out", str(tmp_path)]) \
+        .exit_code == 0
+    onnx = tmp_path / "attn.onnx"
+    res = runner.invoke(main, ["-q", "compile", str(onnx), "--out", str(tmp_path / "open.tvm.so")])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "fix it with --input-spec tokens:?,64:int32 (modelkit compile attn.onnx or MODEL.keras" in res.output
+    res = runner.invoke(main, ["-q", "compile", str(onnx), "--input-spec", "tokens:?,8:int32", "--json",
+                               "--out", str(tmp_path / "fixed.tvm.so")])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)
+    assert got["parity"]["ok"]
+    with open(got["path"] + ".modelkit.json") as f:
+        manifest = json.load(f)
+    assert [i["shape"][1:] for i in manifest["signature"]["inputs"]] == [[8]]
+    assert manifest["extra"]["input_spec"] == [{"name": "tokens", "shape": [None, 8], "dtype": "int32"}]
+    assert got["batch"] == manifest["extra"]["batch"]  # the batch the library has (1 where TVM fell back to it)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("z:?,4", "error: --input-spec names 'z', which is not an input of tiny.onnx; its inputs: x"),
+    ("x:?,4,2", "error: --input-spec gives 'x' 3 dimensions; in tiny.onnx it has 2"),
+    ("x:?,5", "error: --input-spec sets dimension 1 of 'x' to 5; tiny.onnx fixes it at 4"),
+])
+def test_an_input_spec_that_does_not_fit_the_onnx_is_refused(tmp_path, spec, message):
     from tests.helpers.models import make_tiny_onnx
 
     src = make_tiny_onnx(tmp_path / "tiny.onnx")
-    res = CliRunner().invoke(main, ["compile", str(src), "--input-spec", "x:?,4", "--out", str(tmp_path)])
+    res = CliRunner().invoke(main, ["compile", str(src), "--input-spec", spec, "--out", str(tmp_path)])
     assert res.exit_code == 2
-    assert "error: --input-spec applies to a .keras source; tiny.onnx is ONNX" in res.output
-    assert "Traceback" not in res.output
+    assert message in res.output, res.output
+    assert "Traceback" not in res.output and not list(tmp_path.glob("*.tvm.so"))
 
 
 def test_an_onnx_converted_without_the_spec_is_not_overwritten_and_the_error_says_why(attention_keras, tmp_path):

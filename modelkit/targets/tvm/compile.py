@@ -103,10 +103,11 @@ def check_toolchain(target: registry.Target) -> None:
 def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-cpu", batch: int | None = None,
                  trials: int | None = None, budget: str | float | None = None,
                  cache_dir: str | None = None, rpc: str | None = None,
-                 device_key: str | None = None) -> dict[str, Any]:
+                 device_key: str | None = None, input_spec: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Compile the ONNX model at src into the library dest; write a provisional manifest beside it.
 
     rpc ('HOST:PORT' of a TVM RPC tracker) and device_key tune on the device registered there (rpc.py).
+    input_spec ([{"name", "shape"}]) fixes open dimensions of the graph's inputs first (fix_dims.py).
     Returns the edge's info (versions, opset, target, extra) for the hop's manifest.
     """
     import onnx
@@ -121,6 +122,10 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
     device = remote_device(tgt, rpc, device_key, tuned)
     t0 = time.perf_counter()
     proto = onnx.load(str(src))
+    if input_spec:
+        from .fix_dims import fix_input_dims
+
+        proto = fix_input_dims(proto, input_spec, src.name)
     batch_note = None
     tvm_target = tvm.target.Target(tgt.tvm)
     try:
@@ -163,7 +168,7 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
     extra = {"tvm_target": tgt.tvm, "tvm_version": tvm.__version__, "arch": tgt.arch, "device": tgt.device,
              "batch": fixed, "dynamic_batch": fixed is None, "batch_note": batch_note, "elf": header,
              "compile_seconds": round(time.perf_counter() - t1, 2), "import_seconds": round(t1 - t0, 2),
-             "tuning": tune_info, "detected": tgt.detected or None,
+             "tuning": tune_info, "detected": tgt.detected or None, "input_spec": input_spec or None,
              "verified": _verified(tgt)}
     if tgt.cross and tgt.device == "cpu":
         _verify_emulated(src, dest, sig, tgt, extra)
@@ -253,8 +258,8 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
             example = input_spec_text(spec, fill=64)
             typed = UnsupportedConversionError(
                 f"TVM's ONNX importer rejected {name}, whose dimension '{iname}' dim {axis} is dynamic ({text}); "
-                f"formats that keep it dynamic: {KEEP_DYNAMIC}; for TVM, fix it when converting from Keras, e.g. "
-                f"--input-spec {example}")
+                f"formats that keep it dynamic: {KEEP_DYNAMIC}; for TVM, fix it with --input-spec {example} "
+                f"(modelkit compile {name} or MODEL.keras, or modelkit convert MODEL.keras --to tvm)")
         else:
             typed = ConversionError(f"TVM's ONNX importer rejected {name}: {text}")
             typed.another_onnx = "graph"

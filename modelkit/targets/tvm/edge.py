@@ -30,13 +30,15 @@ GRAPH_WHY = "TVM's ONNX importer could not take the graph tf2onnx wrote"
 
 @converter(Format.ONNX, Format.TVM, tolerance=TOLERANCE,
            options={"target": "server-cpu", "batch": None, "trials": None, "budget": None, "cache_dir": None,
-                    "rpc": None, "device_key": None})
+                    "rpc": None, "device_key": None, "input_spec": None})
 def onnx_to_tvm(src: Path, dest: Path, target: Any = "server-cpu", batch: int | None = None,
                 trials: int | None = None, budget: str | float | None = None,
-                cache_dir: str | None = None, rpc: str | None = None, device_key: str | None = None) -> dict[str, Any]:
+                cache_dir: str | None = None, rpc: str | None = None, device_key: str | None = None,
+                input_spec: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """target: a name from `modelkit targets` or a TVM target dict; batch: fix the batch (default dynamic
     where the target allows it); trials / budget: MetaSchedule tuning (fixes the batch, default 1);
-    rpc ('HOST:PORT' of a TVM RPC tracker) / device_key: measure the candidates on that device."""
+    rpc ('HOST:PORT' of a TVM RPC tracker) / device_key: measure the candidates on that device; input_spec
+    ([{"name", "shape"}]): open dimensions of an ONNX source fixed first (fix_dims.py)."""
     from ...converters.routes import made_by_tf2onnx_from_keras
     from ...errors import ConversionError, SourceRouteError
     from ...safety import check_onnx_external_data
@@ -45,7 +47,7 @@ def onnx_to_tvm(src: Path, dest: Path, target: Any = "server-cpu", batch: int | 
     check_onnx_external_data(src)  # before onnx.load / TVM read any external-data file
     try:
         return compile_onnx(src, dest, target=target, batch=batch, trials=trials, budget=budget,
-                            cache_dir=cache_dir, rpc=rpc, device_key=device_key)
+                            cache_dir=cache_dir, rpc=rpc, device_key=device_key, input_spec=input_spec)
     except ConversionError as exc:
         why = {"loop": LOOP_WHY, "graph": GRAPH_WHY}.get(getattr(exc, "another_onnx", ""), "")  # set by compile.py
         if why and made_by_tf2onnx_from_keras(src):
