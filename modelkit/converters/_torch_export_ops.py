@@ -6,6 +6,8 @@ export), computes the same numbers, and leaves the cases it does not cover to Ke
 - segment reductions (`segment_sum`, `_max`, `_min`, `_prod`): Keras repeats the ids by a tensor computed from the
   data's shape, a size torch cannot know ahead (an unbacked symbol), so the program asserts the traced batch (nc66).
 - `sort`, `argsort` (ExecuTorch only): aten.sort.stable is not in the Core ATen op set ExecuTorch lowers.
+- `split` into equal sections (ExecuTorch only): the runtime fails the split_with_sizes_copy of an open batch
+  (error 0x12 at the first run; an LSTM's or GRU's gates, nc70); the same sections are taken as slices.
 """
 from __future__ import annotations
 
@@ -76,21 +78,27 @@ def _segment_reduction(keras_own: Any) -> Any:
 
 
 @contextlib.contextmanager
-def sort_as_topk() -> Iterator[None]:
+def executorch_ops() -> Iterator[None]:
+    """Keras' torch `sort` / `argsort` as topk and `split` as slices, for an export ExecuTorch lowers and runs."""
+    from unittest import mock
+
+    from keras.src.backend.torch import numpy as torch_numpy
+
+    sort, argsort = _sort_as_topk(torch_numpy.sort, torch_numpy.argsort)
+    with mock.patch.multiple(torch_numpy, sort=sort, argsort=argsort, split=_split_as_slices(torch_numpy.split)):
+        yield
+
+
+def _sort_as_topk(own_sort: Any, own_argsort: Any) -> tuple[Any, Any]:
     """Keras' torch `sort` and `argsort` as torch.topk of every element, smallest first: torch.export writes them
     as aten.sort.stable, which is not in the Core ATen op set ExecuTorch lowers ("SpecViolationError"; nc65's
     trimmed-mean pooling), while topk is, and has a portable kernel. The same values; ties (equal values) may
     come in another order, which the parity check would show. Booleans and axis=None go to Keras' own."""
-    from unittest import mock
-
     import torch
-    from keras.src.backend.torch import numpy as torch_numpy
     from keras.src.backend.torch.core import cast, convert_to_tensor
 
     def smallest_first(x: Any, axis: int) -> Any:
         return torch.topk(x, x.shape[axis], dim=axis, largest=False, sorted=True)
-
-    own_sort, own_argsort = torch_numpy.sort, torch_numpy.argsort
 
     def sort(x: Any, axis: int | None = -1) -> Any:
         x = convert_to_tensor(x)
@@ -102,5 +110,22 @@ def sort_as_topk() -> Iterator[None]:
             return own_argsort(x, axis)
         return cast(smallest_first(x, axis).indices, "int32")
 
-    with mock.patch.object(torch_numpy, "sort", sort), mock.patch.object(torch_numpy, "argsort", argsort):
-        yield
+    return sort, argsort
+
+
+def _split_as_slices(keras_own: Any) -> Any:
+    """Keras' torch `split` into a number of equal sections, over an axis of known size, as that many narrow
+    slices (the same tensors): ExecuTorch's split_with_sizes_copy of a tensor with an open batch fails its first
+    run (error 0x12), and Keras' LSTM and GRU cells split their gates so (nc70). Other splits go to Keras' own."""
+    import torch
+    from keras.src.backend.torch.core import convert_to_tensor
+
+    def split(x: Any, indices_or_sections: Any, axis: int = 0) -> Any:
+        x = convert_to_tensor(x)
+        size = x.shape[axis]
+        if not isinstance(indices_or_sections, int) or not isinstance(size, int) or size % indices_or_sections:
+            return keras_own(x, indices_or_sections, axis=axis)
+        step = size // indices_or_sections
+        return [torch.narrow(x, axis, i * step, step) for i in range(indices_or_sections)]
+
+    return split

@@ -29,7 +29,8 @@ from ..errors import ConversionError, UnsupportedConversionError, first_line
 from ..formats import Format
 from ..keras_io.inputs import input_spec_text
 from ..runtime.executorch import MAX_BATCH_METHOD, SIGNATURE_METHOD  # read back by the engine
-from ._torch_export_ops import sort_as_topk
+from ._torch_export_ops import executorch_ops
+from ._unroll import unrolled_rnn
 from .registry import Tolerance, converter
 
 # XNNPACK's float32 kernels sum in another order than aten's: measured max abs error <= 1e-7 on the digits CNN
@@ -84,7 +85,7 @@ def keras_to_executorch(src: Path, dest: Path, trust_unsafe_code: bool = False, 
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     shapes = tuple({0: batch} if s.shape and s.shape[0] is None else None for s in sig.inputs)
     try:
-        with _torch_dims.symbolic_sizes(), sort_as_topk():
+        with _torch_dims.symbolic_sizes(), executorch_ops(), unrolled_rnn(fused=False):
             program = torch.export.export(module, example_inputs(sig), dynamic_shapes=(shapes,), strict=False)
     except (RuntimeError, TypeError, ValueError) as exc:
         raise ConversionError(f"torch.export could not export {Path(src).name} with a batch of 1..{max_batch}: "
@@ -134,7 +135,7 @@ def _quantized(program: Any, sig: Any, calibration: dict[str, Any], shapes: tupl
             for feed in iter_samples(calibration, batch=20):
                 prepared(*(torch.from_numpy(feed[n]) for n in sig.input_names))
         converted = convert_pt2e(prepared)
-        with _torch_dims.symbolic_sizes(), sort_as_topk():
+        with _torch_dims.symbolic_sizes(), executorch_ops(), unrolled_rnn(fused=False):
             return torch.export.export(converted, example_inputs(sig), dynamic_shapes=shapes, strict=False)
     except (RuntimeError, TypeError, ValueError, AssertionError, KeyError, NotImplementedError) as exc:
         raise ConversionError(f"int8 quantization (XNNPACKQuantizer, pt2e) failed on {src_name}: "

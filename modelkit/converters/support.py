@@ -29,11 +29,6 @@ _NO_STRING_SIGNATURE = ("it takes or makes string tensors, and modelkit's signat
 _MASKED_RNN = ("it consumes a mask (from Masking or Embedding(mask_zero=True)), and Keras' masked RNN loop "
                "under torch iterates over the batch (list(output)), so torch.export fixes the batch size (a masked "
                "LSTM / GRU with tanh / sigmoid gates and a bias runs as torch's scan instead)")
-# measured with executorch 1.5.1 (Keras LSTM(4), GRU(4), SimpleRNN(4) over 8 steps, and a Conv1D-GRU(16) classifier):
-# the export and lowering succeed, then the program fails at its first run, after minutes of work
-_EXECUTORCH_RNN = ("ExecuTorch's runtime fails running the recurrent loop torch.export makes of it "
-                   "(method->execute() error 0x10 for LSTM / GRU; SimpleRNN's and ConvLSTM's export fixes the "
-                   "batch)")
 _RNN_CLASSES = ("LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
 # measured with executorch 1.5.1 (nc54, a volumetric segmenter): XNNPACK has no 3-D convolution or pooling, and
 # the runtime's portable kernels have no 3-D pooling (load fails: operator missing, error 0x14) and a convolution
@@ -81,8 +76,7 @@ _ONNX_RULES: dict[str, str | Rule] = {**_STRING_LAYERS, **_TF2ONNX_RULES}  # wha
 RULES: dict[Format, dict[str, str | Rule]] = {
     Format.TORCHSCRIPT: dict(_TORCH_COMMON),
     Format.TORCH_EXPORT: dict(_TORCH_COMMON),
-    Format.EXECUTORCH: {**_TORCH_COMMON, **{c: _EXECUTORCH_RNN for c in _RNN_CLASSES},
-                        **{c: _EXECUTORCH_3D for c in _3D_CLASSES}},
+    Format.EXECUTORCH: {**_TORCH_COMMON, **{c: _EXECUTORCH_3D for c in _3D_CLASSES}},
     Format.ONNX: dict(_STRING_LAYERS),
     Format.TVM: {
         **{k: (f"{v} (TVM compiles the ONNX model)" if isinstance(v, str) else v) for k, v in _ONNX_RULES.items()},
@@ -129,7 +123,7 @@ ROUTE_SCOPE: dict[tuple[Format, str], tuple[str, ...]] = {
     (Format.TORCH_EXPORT, "unrolled"): _RNN_CLASSES,
 }
 # (format, route) that cannot take a masked recurrent layer (a mask from Masking or Embedding(mask_zero=True))
-MASKED_RNN_ROUTES = {(Format.TORCH_EXPORT, "export"): _MASKED_RNN, (Format.EXECUTORCH, "xnnpack"): _MASKED_RNN}
+MASKED_RNN_ROUTES = {(Format.TORCH_EXPORT, "export"): _MASKED_RNN}
 KERAS_PACKAGES = ("keras", "keras_hub", "keras_cv", "keras_nlp")
 # formats whose tensors cannot hold strings (string-typed model inputs are refused)
 NO_STRING_TENSORS = (Format.TORCHSCRIPT, Format.TORCH_EXPORT, Format.EXECUTORCH)

@@ -68,7 +68,7 @@ def test_masked_rnn_is_refused_by_the_pt2_export_route_only(keras, tmp_path):
     with pytest.raises(UnsupportedConversionError,
                        match=r"layer 'rnn' \(SimpleRNN\) cannot be converted to pt2: it consumes a mask .*iterates "
                              r"over the batch .*fixes the batch size .*; routes of pt2 that take it: unrolled; formats "
-                             "that take it: onnx, saved_model, tflite, torchscript, tvm, openvino$"):
+                             "that take it: onnx, saved_model, tflite, torchscript, executorch, tvm, openvino$"):
         check_support(src, "pt2", route="export")
     check_support(src, "pt2")  # the 'unrolled' route takes it (tests/convert/test_routes.py converts it)
     check_support(src, "pt2", route="unrolled")
