@@ -224,7 +224,7 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
     if batch is not None:
         proto = _with_shapes(proto, sig)
     proto = slim(proto)  # TVM's importer rejects some exporters' Reshape patterns until simplified
-    proto = mend_resize(mend_onehot(proto))  # two ops' exporter patterns it rejects, mended (mends.py)
+    proto = mend_resize(proto)  # an exporter's Resize pattern it rejects, mended (mends.py)
     proto, _ = stft_as_conv(proto)  # nor STFT (a Keras MelSpectrogram): the Conv1D it is (converters/onnx_stft.py)
     proto, unrolled = unroll_loops(proto)  # a recurrent loop of fixed length (the importer has no Loop)
     proto, reversed_ = reverse_sequences(proto)  # a masked backward RNN (nor ReverseSequence)
@@ -235,6 +235,8 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
         proto, _ = constant_reshapes(proto)
     if not reversed_:  # a recurrent layer's zero state and gate slices keep the batch symbolic (symbolic.py);
         proto, _ = symbolic_batch(proto)  # not with a rewritten ReverseSequence, which then fails tvm.compile
+    # OneHot's mends last: its Cast looks like a no-op to the simplifier, which constant_reshapes runs (nc71)
+    proto = mend_onehot(proto)
     shape_dict = {s.name: list(s.shape) for s in sig.inputs} if batch is not None else None
     try:
         with engine_chatter_swallowed():  # the importer prints the operator it failed on, and C++ warnings
