@@ -51,8 +51,8 @@ def command(model: str, target: str, out: str | None, batch: int | None, dynamic
       modelkit compile cnn.onnx --target edge-arm64 --out cnn.arm64.tvm.so
       modelkit compile cnn.onnx --target edge-arm64 --tune --rpc 192.168.1.20:9190 --device-key rpi4
       modelkit compile cnn.onnx --target '{"kind": "llvm", "mcpu": "znver4"}'
-      modelkit compile tagger.keras --input-spec tokens:?,64:int32   # an open sequence length fixed
-      modelkit compile upscaler.onnx --input-spec image:?,256,256,3     # an image of any size, fixed
+      modelkit compile tagger.keras --input-spec tokens:?,64:int32    # an open sequence length fixed
+      modelkit compile upscaler.onnx --input-spec image:?,256,256,3   # an image of any size, fixed
 
     The library is verified against the ONNX model on this machine (at its batch when fixed); libraries
     for other machines (arm64, armv7, CUDA) are checked by their ELF header only, as their manifest says.
