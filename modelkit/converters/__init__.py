@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 from .. import _atomic
 from .. import manifest as _manifest
-from ..errors import ArtifactExistsError, UnsupportedConversionError
+from ..errors import ArtifactExistsError, ConversionError, UnsupportedConversionError
 from ..formats import Format, detect
 from .dispatch import Hop, reuse, run_and_retry
 from .planning import (
@@ -72,6 +72,11 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
         options["input_spec"] = input_spec
     if options.get("input_spec") is not None:
         options["input_spec"] = [s.to_dict() for s in parse_input_specs(options["input_spec"])] or None
+        if options["input_spec"] and src_fmt != Format.KERAS:  # it shapes how a .keras model is loaded, nothing else
+            fix = (f"; to fix an ONNX model's open dimensions for TVM: modelkit compile {src.name} --input-spec ..."
+                   if src_fmt == Format.ONNX else "")
+            raise ConversionError(f"--input-spec fixes the inputs of a .keras source; {src.name} is {src_fmt.value}, "
+                                  f"whose inputs are what its file says{fix}")
     for key in ("calibration_data", "eval_data", "data"):
         if options.get(key):
             options[key] = str(Path(options[key]).resolve())

@@ -94,3 +94,18 @@ def test_an_onnx_converted_without_the_spec_is_not_overwritten_and_the_error_say
     res = runner.invoke(main, [*args, "--force"])
     assert res.exit_code == 0, res.output
     assert onnx.read_bytes() != before
+
+
+def test_convert_refuses_an_input_spec_for_an_onnx_source(tmp_path):
+    """`modelkit convert tiny.onnx --to openvino --input-spec x:?,9` wrote a model of 4 features and said nothing:
+    the spec shapes how a .keras model is loaded, and was ignored for any other source."""
+    from tests.helpers.models import make_tiny_onnx
+
+    src = make_tiny_onnx(tmp_path / "tiny.onnx")
+    res = CliRunner().invoke(main, ["convert", str(src), "--to", "openvino", "--input-spec", "x:?,9",
+                                    "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert ("error: --input-spec fixes the inputs of a .keras source; tiny.onnx is onnx, whose inputs are what its "
+            "file says; to fix an ONNX model's open dimensions for TVM: modelkit compile tiny.onnx --input-spec") \
+        in res.output, res.output
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
