@@ -252,7 +252,7 @@ def _verdict(report: Any, accuracy: dict[str, Any] | None, mode: str) -> str:
         return report.summary() if report else "not verified"
     if report is not None and not report.ok:  # the loose bounds kept under the gate (quantize.INT8_TOLERANCE)
         return f"{_said.summary(accuracy)}, but the outputs fail the {mode} sanity bounds: {report.failures()}"
-    from .verify import split_max_abs
+    from .parity_report import split_max_abs
 
     worst, seeded = split_max_abs(report.to_dict() if report else None)
     also = f" on the samples ({seeded:.1e} on seeded inputs at other sizes)" if seeded and seeded > worst else ""

@@ -21,10 +21,10 @@ class ConversionResult:
 
     @property
     def max_abs(self) -> float | None:
-        """The largest output difference; a quantized artifact's on the samples' own cases (verify.split_max_abs)."""
+        """The largest output difference; a quantized artifact's on the samples' own cases (split_max_abs)."""
         outs = (self.parity or {}).get("outputs") or []
         if (self.quantization or "none") != "none":
-            from .verify import split_max_abs
+            from .parity_report import split_max_abs
 
             return split_max_abs(self.parity)[0]
         return max((o["max_abs"] for o in outs), default=None)

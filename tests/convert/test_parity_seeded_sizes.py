@@ -10,9 +10,10 @@ from types import SimpleNamespace
 import numpy as np
 
 from modelkit.converters.hop import _verdict
+from modelkit.converters.parity_report import split_max_abs
 from modelkit.converters.registry import Tolerance
 from modelkit.converters.result import ConversionResult
-from modelkit.converters.verify import compare_models, split_max_abs
+from modelkit.converters.verify import compare_models
 from modelkit.spec import Signature, TensorSpec
 
 SIG = Signature((TensorSpec("x", (None, None)),), (TensorSpec("y", (None, None)),))

@@ -32,6 +32,7 @@ from ...runtime.tvm_host import tvm_compiler_missing, tvm_cuda_missing
 from ...spec import Signature, TensorSpec
 from .. import registry
 from . import cross, default_schedule, tuning
+from .fix_dims import fix_input_dims
 
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
                 10: "float16", 11: "float64"}
@@ -123,8 +124,6 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
     t0 = time.perf_counter()
     proto = onnx.load(str(src))
     if input_spec:
-        from .fix_dims import fix_input_dims
-
         proto = fix_input_dims(proto, input_spec, src.name)
     batch_note = None
     tvm_target = tvm.target.Target(tgt.tvm)
@@ -222,7 +221,7 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
 
     sig = fix_batch(onnx_signature(proto), batch)
     if batch is not None:
-        proto = _with_shapes(proto, sig)
+        proto = fix_input_dims(proto, [s.to_dict() for s in sig.inputs], name)  # the batch too (fix_dims.py)
     proto = slim(proto)  # TVM's importer rejects some exporters' Reshape patterns until simplified
     proto = mend_resize(proto)  # an exporter's Resize pattern it rejects, mended (mends.py)
     proto, _ = stft_as_conv(proto)  # nor STFT (a Keras MelSpectrogram): the Conv1D it is (converters/onnx_stft.py)
@@ -270,22 +269,6 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
 
 def _importer_text(exc: BaseException | None) -> str:
     return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-
-
-def _with_shapes(proto: Any, sig: Signature) -> Any:
-    """A copy of the graph whose inputs have the signature's (concrete) shapes."""
-    import onnx
-
-    out = onnx.ModelProto()
-    out.CopyFrom(proto)
-    shapes = {s.name: s.shape for s in sig.inputs}
-    for vi in out.graph.input:
-        if vi.name in shapes and all(d is not None for d in shapes[vi.name]):
-            dims = vi.type.tensor_type.shape.dim
-            for d, size in zip(dims, shapes[vi.name]):
-                d.Clear()
-                d.dim_value = int(size)
-    return out
 
 
 def _verify_emulated(src: Path, dest: Path, sig: Signature, tgt: registry.Target, extra: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@ attention's sequence length). A .keras source is fixed on its way to ONNX; an ON
 dynamic axes, a model zoo's file) is fixed here: its graph inputs get the spec's sizes before the importer sees
 them, so the simplifier folds the shape arithmetic. A dimension the file fixes stays what it is (a spec that says
 another size is refused, typed); `?` keeps a dimension as the file has it (the batch, usually). dtypes are the
-file's.
+file's. compile.py fixes a batch (tuning, `--batch N`) the same way, with the signature's shapes as the spec.
 """
 from __future__ import annotations
 
