@@ -109,3 +109,28 @@ def test_convert_refuses_an_input_spec_for_an_onnx_source(tmp_path):
             "file says; to fix an ONNX model's open dimensions for TVM: modelkit compile tiny.onnx --input-spec") \
         in res.output, res.output
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_a_torch_onnx_of_any_image_size_says_to_fix_its_sides_and_compiles_when_fixed(tmp_path):
+    """nc72: a user's own torch.onnx export (a denoiser: PixelUnshuffle, two convolutions, PixelShuffle; height and
+    width as dynamic axes). The importer took it and the build failed "tvm.compile failed for llvm: InternalError:
+    CodeGenVM cannot emit this Relax operator directly", naming neither the open sides nor the fix."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    body = torch.nn.Sequential(torch.nn.PixelUnshuffle(2), torch.nn.Conv2d(12, 8, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.Conv2d(8, 12, 3, padding=1), torch.nn.PixelShuffle(2)).eval()
+    onnx = tmp_path / "denoiser.onnx"
+    torch.onnx.export(body, (torch.rand(1, 3, 16, 16),), str(onnx), input_names=["img"], output_names=["clean"],
+                      dynamic_axes={"img": {0: "n", 2: "h", 3: "w"}, "clean": {0: "n", 2: "h2", 3: "w2"}},
+                      dynamo=False)
+    runner = CliRunner()
+    res = runner.invoke(main, ["-q", "compile", str(onnx), "--out", str(tmp_path / "open.tvm.so")])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "error: TVM could not build denoiser.onnx, whose dimension 'img' dim 2 is dynamic (" in res.output
+    assert "fix it with --input-spec img:?,3,64,64:float32 (modelkit compile denoiser.onnx" in res.output
+    assert not (tmp_path / "open.tvm.so").exists()
+    res = runner.invoke(main, ["-q", "compile", str(onnx), "--input-spec", "img:?,3,24,40", "--json",
+                               "--out", str(tmp_path / "fixed.tvm.so")])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)
+    assert got["parity"]["ok"] and got["batch"] is None  # the sides fixed, the batch kept open
