@@ -5,7 +5,9 @@ takes the sizes DYNAMIC_SIZES: 1, an odd size (a 'same' padding baked at an even
 there) and a long one, rotated across open axes so that two open dims of one input differ within a
 case. An axis the candidate fixes (a library compiled for one length) takes the candidate's size.
 Sizes the reference itself cannot run at (shorter than a valid convolution) give way to
-FALLBACK_SIZES. Per axis, one size serves every input: two inputs whose lengths must agree still can.
+FALLBACK_SIZES, then to ALIGNED_SIZES, multiples of 32, for a model that takes only multiples of a stride
+(a pixel unshuffle, a U-Net's skip connections). Per axis, one size serves every input: two inputs whose
+lengths must agree still can.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from ..spec import Signature, TensorSpec
 
 DYNAMIC_SIZES = (1, 13, 64)
 FALLBACK_SIZES = (29, 100, 256)
+ALIGNED_SIZES = (32, 96, 160)
 
 Sizes = dict[int, int]  # open axis -> size, for one case
 
@@ -44,15 +47,12 @@ def size_plans(reference_sig: Signature, candidate_sig: Signature) -> list[Sizes
     if not axes:
         return [{}]
     fixed = fixed_axes(reference_sig, candidate_sig)
-    pool = DYNAMIC_SIZES + FALLBACK_SIZES
     plans: list[Sizes] = []
-    for j in range(len(pool)):
-        primary = j < len(DYNAMIC_SIZES)
-        sizes = {a: fixed.get(a, (DYNAMIC_SIZES[(j + k) % len(DYNAMIC_SIZES)] if primary
-                                  else FALLBACK_SIZES[(j - len(DYNAMIC_SIZES) + k) % len(FALLBACK_SIZES)]))
-                 for k, a in enumerate(axes)}
-        if sizes not in plans:
-            plans.append(sizes)
+    for tier in (DYNAMIC_SIZES, FALLBACK_SIZES, ALIGNED_SIZES):
+        for j in range(len(tier)):
+            sizes = {a: fixed.get(a, tier[(j + k) % len(tier)]) for k, a in enumerate(axes)}
+            if sizes not in plans:
+                plans.append(sizes)
     return plans
 
 

@@ -98,7 +98,7 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, **options:
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # a failed run's error is raised, typed: its log line on stderr said it twice
     try:
         session = ort.InferenceSession(str(path), sess_options=so, providers=providers_for(kind, index))
         return OnnxModel(path, session)

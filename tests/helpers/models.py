@@ -98,6 +98,20 @@ def make_tiny_onnx(path: Path, weight_scale: float = 1.0, batch: int | str = "ba
 _CONVERTED: dict[str, dict[str, Any]] = {}
 
 
+def torch_denoiser_onnx(path: Path, dynamo: bool = False) -> Path:
+    """A user's own torch.onnx export of a denoiser of any image size (nc72): PixelUnshuffle(2), two 3x3
+    convolutions, PixelShuffle(2); batch, height and width as dynamic axes. It takes even sides only."""
+    import torch
+
+    torch.manual_seed(0)
+    body = torch.nn.Sequential(torch.nn.PixelUnshuffle(2), torch.nn.Conv2d(12, 8, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.Conv2d(8, 12, 3, padding=1), torch.nn.PixelShuffle(2)).eval()
+    torch.onnx.export(body, (torch.rand(1, 3, 16, 16),), str(path), input_names=["img"], output_names=["clean"],
+                      dynamic_axes={"img": {0: "n", 2: "h", 3: "w"}, "clean": {0: "n", 2: "h2", 3: "w2"}},
+                      dynamo=dynamo)
+    return path
+
+
 def converted_to_torch(src: Path, tmp_path_factory) -> dict[str, Any]:
     """`src` converted to torchscript and pt2 once per session: both edges run in one torch child.
 

@@ -1,5 +1,6 @@
 """Untuned TVM compiles get default CPU schedules (modelkit/targets/tvm/default_schedule.py): parallel outer
 loops, vectorized inner loops, register-tiled reductions; the numbers stay those of onnxruntime."""
+import re
 from pathlib import Path
 
 import numpy as np
@@ -181,7 +182,6 @@ def test_no_default_schedule_is_wider_than_the_targets_vectors(tmp_path):
     """dlight's GEMV rule vectorized 128 outputs of EfficientNetB0's excitation conv (1152 x 48, an inner
     reduction) as strided gathers; LLVM took 469 s on that one function (the whole model: 8 minutes, 2 s
     without). Every vectorized loop of a default schedule is at most the target's lanes."""
-    import re
 
     from tvm.target.codegen import llvm_get_vector_width
 
@@ -237,3 +237,22 @@ def test_a_transcendental_weighs_more_than_an_add(tmp_path):
     texts = {gv.name_hint: f.script() for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}
     assert count == 2, texts.keys()
     assert ["T.parallel" in t for n, t in sorted(texts.items())] == [False, True], sorted(texts)  # add, erf
+
+
+def test_no_parallel_loop_fuses_more_than_one_symbolic_extent(tmp_path):
+    """nc72: a denoiser of any image size (pixel unshuffle and shuffle: 6-D reshapes over batch, height and
+    width, all three open). The default schedule fused all outer loops into the parallel one; the index
+    expressions of nested divisions by three symbolic extents kept TVM's simplifier busy for over 20 minutes at
+    build. Only a prefix with one symbolic extent is fused now; the rest stay serial loops inside it."""
+    pytest.importorskip("torch")
+    from tvm import tirx
+
+    from modelkit.targets.tvm import default_schedule
+    from tests.helpers.models import torch_denoiser_onnx
+
+    mod, tvm_target = _prepared(torch_denoiser_onnx(tmp_path / "denoiser.onnx"), None)
+    mod, count = default_schedule.apply(mod, tvm_target)
+    extents = [m for _, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)
+               for m in re.findall(r" in T\.parallel\((.*)\):$", f.script(), re.M)]
+    symbolic = [set(re.findall(r"\b[a-z_]\w*\b", e)) - {"int64", "int32"} for e in extents]  # n, h, w
+    assert count > 0 and len(extents) >= 4 and max(map(len, symbolic)) == 1, extents

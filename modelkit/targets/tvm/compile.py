@@ -54,7 +54,8 @@ def onnx_signature(proto: Any) -> Signature:
                      tuple(spec(o) for o in proto.graph.output))
 
 
-KEEP_DYNAMIC = "onnx (onnxruntime), saved_model, tflite"  # formats that run any size of an open dim
+# formats that run any size of an open dim
+KEEP_DYNAMIC = "onnx (onnxruntime), saved_model, tflite, openvino, pt2, torchscript"
 
 
 def fix_batch(sig: Signature, batch: int | None) -> Signature:
@@ -158,13 +159,7 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
         database, tune_info = tuning.tune(mod, tvm_target, db_dir, trials, budget_s, model_key=key, device=device)
     t1 = time.perf_counter()
     with engine_chatter_swallowed():  # and while lowering
-        try:
-            executable = _build(mod, tvm_target, database)
-        except ConversionError as exc:  # nc72: a torch.onnx denoiser of any image size ("CodeGenVM cannot emit")
-            if not any(d is None for s in sig.inputs for d in s.shape[1:]):
-                raise
-            raise UnsupportedConversionError(f"TVM could not build {src.name}, {_open_dims_hint(sig, src.name, exc)}") \
-                from exc
+        executable = _build(mod, tvm_target, database)
     _export(executable, dest, tgt)
     from ...trust import record_library
 

@@ -273,7 +273,8 @@ def _schedule_one(sch: Any, info: Any, vector_bits: int, gone: set[str]) -> bool
 
     # parallel: the fused outer spatial loops (or, with none, the outer part of the inner one)
     if work >= PARALLEL_MIN_WORK:
-        par = sch.fuse(*outer) if len(outer) > 1 else (outer[0] if outer else inner_outer)
+        fusable = _one_symbolic_prefix(sch, outer)
+        par = sch.fuse(*fusable) if len(fusable) > 1 else (fusable[0] if fusable else inner_outer)
         sch.parallel(par)
         if not outer:
             anchor = par if reduce_ else anchor
@@ -290,6 +291,21 @@ def _schedule_one(sch: Any, info: Any, vector_bits: int, gone: set[str]) -> bool
         _epilogue_into(sch, wb, gone)
         _vectorize_last(sch, wb)
     return True
+
+
+def _one_symbolic_prefix(sch: Any, loops: list[Any]) -> list[Any]:
+    """The outer loops to fuse into the parallel one: all of them up to a second symbolic extent. Fusing a
+    dynamic batch with constant extents is cheap; fusing it with open image sides too (nc72: a pixel shuffle of
+    any size) gives index expressions of nested divisions by symbolic values that TVM's simplifier takes
+    minutes on (a 6-D reshape: > 20 min at build)."""
+    out: list[Any] = []
+    symbolic = 0
+    for lp in loops:
+        symbolic += _extent(sch, lp) is None
+        if symbolic > 1:
+            break
+        out.append(lp)
+    return out
 
 
 def _epilogue_into(sch: Any, wb: Any, gone: set[str]) -> None:
