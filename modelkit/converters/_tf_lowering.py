@@ -21,6 +21,11 @@ neither TFLite nor ONNX has): a model that answers with its class id converts.
 `keras.ops.image.resize` to a size computed from an open height or width (UpSampling2D(interpolation="bilinear")
 of a fully convolutional model, a layer resizing to `2 * ops.shape(x)[1]`) checks `size[0] <= 0` in Python, which
 a graph tensor cannot answer; with a size that holds tensors the checks are skipped and Keras' own resize runs.
+
+`keras.ops.repeat` by a whole number along an axis (UpSampling2D's nearest mode) is traced as expand, tile and a
+reshape to a shape whose known dims are constants: tf.repeat's own reshape target, computed from the input's shape,
+left the TFLite converter every dim unknown, the channels too, and the convolution after a U-Net's skip
+concatenation of any image size had no builtin (nc73: "TF Select ops: Conv2D").
 """
 from __future__ import annotations
 
@@ -44,7 +49,7 @@ def lowerings() -> Iterator[None]:
         patches["_apply_masks"] = _apply_masks
     from keras.src.backend.tensorflow import numpy as tnp
 
-    arg = {"argmax": _arg_extreme("argmax"), "argmin": _arg_extreme("argmin")}
+    arg = {"argmax": _arg_extreme("argmax"), "argmin": _arg_extreme("argmin"), "repeat": _repeat_static(tnp.repeat)}
     import keras
     from keras.src.ops import image as src_image
 
@@ -69,6 +74,24 @@ def _arg_extreme(kind: str) -> Any:
             y = tf.reshape(y, [1] * len(x.shape)) if flat else tf.expand_dims(y, axis)
         return y
     return arg
+
+
+def _repeat_static(keras_repeat: Any) -> Any:
+    """keras.ops.repeat whose output keeps every dim its input knows (see the module's docstring)."""
+    def repeat(x: Any, repeats: Any, axis: Any = None) -> Any:
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(x)
+        rank = x.shape.rank
+        if (not isinstance(repeats, int) or isinstance(repeats, bool) or axis is None or not rank
+                or x.dtype == tf.uint16):  # tf.repeat takes no uint16 either: Keras casts it
+            return keras_repeat(x, repeats, axis)
+        axis = axis % rank
+        dims = [d if d is not None else tf.shape(x)[i] for i, d in enumerate(x.shape)]
+        dims[axis] = dims[axis] * repeats
+        tiled = tf.tile(tf.expand_dims(x, axis + 1), [1] * (axis + 1) + [repeats] + [1] * (rank - axis - 1))
+        return tf.reshape(tiled, tf.stack(dims) if any(tf.is_tensor(d) for d in dims) else dims)
+    return repeat
 
 
 def _resize_open(src_image: Any) -> Any:
