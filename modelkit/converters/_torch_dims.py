@@ -7,11 +7,13 @@ narrow a range or fix a dimension. A dimension torch fixes (a recurrent layer's 
 1-D pooling kernels that read sizes as Python ints) is refused with UnsupportedConversionError naming
 the dimension, the layer where it was fixed, and the formats that keep it open. The layer is found by
 watching the trace: a forward hook on every Keras layer notes the first one after which the input's
-size symbol became a constant.
+size symbol became a constant. The example the model is traced at has its open sizes at 8, 10, ...; a model that
+runs only at multiples of a stride (a U-Net) is traced at 32, 64, ... instead (fit_examples, at load).
 """
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import re
 from typing import Any, Iterator
 
@@ -23,10 +25,36 @@ KEEP_DYNAMIC = "onnx, saved_model"
 CHECK_LENGTHS = (1, 13)  # sizes of open non-batch dims a trace is checked at (traced at example_size)
 
 
+ALIGNED_EXAMPLE = 32  # a model that runs only at multiples of a stride is traced at 32, 64, ... (fit_examples)
+_aligned = contextvars.ContextVar("modelkit_aligned_examples", default=False)
+
+
 def example_size(axis: int) -> int:
     """The size an open non-batch dimension is traced at: 8, 10, 12 ... (distinct per axis, so two open
-    dims of one input cannot be mistaken for one; none of them a verification size)."""
-    return 8 + 2 * (axis - 1)
+    dims of one input cannot be mistaken for one; none of them a verification size); 32, 64, 96 ... for a
+    model fit_examples found running only at multiples of a stride."""
+    return ALIGNED_EXAMPLE * axis if _aligned.get() else 8 + 2 * (axis - 1)
+
+
+def fit_examples(module: Any, sig: Signature) -> None:
+    """Choose the example sizes of the model just loaded: a model that takes only multiples of a stride (a U-Net's
+    poolings and skip concatenations, nc73: 10 pools to 5, then 2, which comes back as 4) cannot be traced at 8,
+    10, ...; when it runs at multiples of 32 instead, those are its examples. Neither: the defaults, and the
+    export's own error says why."""
+    import torch
+
+    _aligned.set(False)
+    if not open_axes(sig):
+        return
+    for aligned in (False, True):
+        _aligned.set(aligned)
+        try:
+            with torch.no_grad():
+                module(*_inputs(sig, 2))
+            return
+        except Exception:  # noqa: BLE001 - any error of the user's model at these sizes: try the next
+            continue
+    _aligned.set(False)
 
 
 def open_axes(sig: Signature) -> list[tuple[str, int]]:

@@ -32,6 +32,9 @@ def load_wrapped(src: Path, trust_unsafe_code: bool = False) -> tuple[Any, Signa
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
+    from ._torch_dims import fit_examples
+
+    fit_examples(module, sig)  # the sizes its open dims are traced at
     return module, sig
 
 
