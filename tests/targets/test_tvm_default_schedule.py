@@ -243,7 +243,8 @@ def test_no_parallel_loop_fuses_more_than_one_symbolic_extent(tmp_path):
     """nc72: a denoiser of any image size (pixel unshuffle and shuffle: 6-D reshapes over batch, height and
     width, all three open). The default schedule fused all outer loops into the parallel one; the index
     expressions of nested divisions by three symbolic extents kept TVM's simplifier busy for over 20 minutes at
-    build. Only a prefix with one symbolic extent is fused now; the rest stay serial loops inside it."""
+    build. In a block without a reduction only a prefix with one symbolic extent is fused now (the rest stay serial
+    loops inside it); a convolution's affine indices are cheap to simplify, and it keeps its rows in parallel."""
     pytest.importorskip("torch")
     from tvm import tirx
 
@@ -252,7 +253,10 @@ def test_no_parallel_loop_fuses_more_than_one_symbolic_extent(tmp_path):
 
     mod, tvm_target = _prepared(torch_denoiser_onnx(tmp_path / "denoiser.onnx"), None)
     mod, count = default_schedule.apply(mod, tvm_target)
-    extents = [m for _, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)
-               for m in re.findall(r" in T\.parallel\((.*)\):$", f.script(), re.M)]
-    symbolic = [set(re.findall(r"\b[a-z_]\w*\b", e)) - {"int64", "int32"} for e in extents]  # n, h, w
-    assert count > 0 and len(extents) >= 4 and max(map(len, symbolic)) == 1, extents
+    symbolic = {(gv.name_hint, m): set(re.findall(r"\b[a-z_]\w*\b", m)) - {"int64", "int32"}  # n, h, w
+                for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)
+                for m in re.findall(r" in T\.parallel\((.*)\):$", f.script(), re.M)}
+    moves = [len(v) for (name, _), v in symbolic.items() if "conv" not in name]
+    convs = [len(v) for (name, _), v in symbolic.items() if "conv" in name]
+    assert count > 0 and len(moves) >= 4 and max(moves) == 1, symbolic
+    assert max(convs) == 2, symbolic  # a convolution keeps batch and rows in parallel

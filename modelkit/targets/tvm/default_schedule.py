@@ -273,7 +273,7 @@ def _schedule_one(sch: Any, info: Any, vector_bits: int, gone: set[str]) -> bool
 
     # parallel: the fused outer spatial loops (or, with none, the outer part of the inner one)
     if work >= PARALLEL_MIN_WORK:
-        fusable = _one_symbolic_prefix(sch, outer)
+        fusable = outer if reduce_ else _one_symbolic_prefix(sch, outer)
         par = sch.fuse(*fusable) if len(fusable) > 1 else (fusable[0] if fusable else inner_outer)
         sch.parallel(par)
         if not outer:
@@ -294,10 +294,11 @@ def _schedule_one(sch: Any, info: Any, vector_bits: int, gone: set[str]) -> bool
 
 
 def _one_symbolic_prefix(sch: Any, loops: list[Any]) -> list[Any]:
-    """The outer loops to fuse into the parallel one: all of them up to a second symbolic extent. Fusing a
-    dynamic batch with constant extents is cheap; fusing it with open image sides too (nc72: a pixel shuffle of
-    any size) gives index expressions of nested divisions by symbolic values that TVM's simplifier takes
-    minutes on (a 6-D reshape: > 20 min at build)."""
+    """The outer loops of a block without a reduction to fuse into the parallel one: all of them up to a second
+    symbolic extent. Fusing a dynamic batch with constant extents is cheap; fusing it with open image sides too
+    (nc72: a pixel shuffle of any size) gives index expressions of nested divisions by symbolic values that TVM's
+    simplifier takes minutes on (a 6-D reshape: > 20 min at build). A reduction's (a convolution's) indices are
+    affine: it fuses all of them, and keeps its rows in parallel."""
     out: list[Any] = []
     symbolic = 0
     for lp in loops:
