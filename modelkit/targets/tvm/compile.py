@@ -255,22 +255,16 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
             if "Loop" in text and not open_dims and not rnns_left:
                 typed.another_onnx = "loop"  # edge.py: another exporter's ONNX may do
         elif open_dims:
-            hint = _open_dims_hint(sig, name, text)
-            typed = UnsupportedConversionError(f"TVM's ONNX importer rejected {name}, {hint}")
+            iname, axis = open_dims[0]
+            example = input_spec_text(next(s for s in sig.inputs if s.name == iname), fill=64)
+            typed = UnsupportedConversionError(
+                f"TVM's ONNX importer rejected {name}, whose dimension '{iname}' dim {axis} is dynamic ({text}); "
+                f"formats that keep it dynamic: {KEEP_DYNAMIC}; for TVM, fix it with --input-spec {example} "
+                f"(modelkit compile {name} or MODEL.keras, or modelkit convert MODEL.keras --to tvm)")
         else:
             typed = ConversionError(f"TVM's ONNX importer rejected {name}: {text}")
             typed.another_onnx = "graph"
         raise typed from exc
-
-
-def _open_dims_hint(sig: Signature, name: str, why: Any) -> str:
-    """"whose dimension 'x' dim 2 is dynamic (why); ... fix it with --input-spec ...": TVM failing on a graph with an
-    open dimension other than the batch, and the two ways to fix it."""
-    iname, axis = next((s.name, i) for s in sig.inputs for i, d in enumerate(s.shape) if i > 0 and d is None)
-    example = input_spec_text(next(s for s in sig.inputs if s.name == iname), fill=64)
-    return (f"whose dimension '{iname}' dim {axis} is dynamic ({why}); formats that keep it dynamic: {KEEP_DYNAMIC}; "
-            f"for TVM, fix it with --input-spec {example} (modelkit compile {name} or MODEL.keras, or modelkit "
-            "convert MODEL.keras --to tvm)")
 
 
 def _importer_text(exc: BaseException | None) -> str:
