@@ -3,8 +3,9 @@
 Every dimension the Keras model leaves open stays open: torch.export gets a named `Dim` for each (the
 batch `batch`, any other `<input>_<axis>`, minimum 1, no maximum); when torch cannot prove those ranges
 (a valid convolution needs a longer sequence) the export is repeated with `Dim.AUTO`, which lets torch
-narrow a range or fix a dimension. A dimension torch fixes (a recurrent layer's Python loop over time,
-1-D pooling kernels that read sizes as Python ints) is refused with UnsupportedConversionError naming
+narrow a range or fix a dimension, first with size-oblivious reasoning (no hidden `size != 1` guards), then
+without. A dimension torch fixes (a recurrent layer's Python loop over time, a kernel that reads a size as
+a Python int) is refused with UnsupportedConversionError naming
 the dimension, the layer where it was fixed, and the formats that keep it open. The layer is found by
 watching the trace: a forward hook on every Keras layer notes the first one after which the input's
 size symbol became a constant. The example the model is traced at has its open sizes at 8, 10, ...; a model that
@@ -22,7 +23,9 @@ from ..spec import Signature
 
 # formats whose TensorFlow trace keeps every open dimension symbolic (verified on the tests' models)
 KEEP_DYNAMIC = "onnx, saved_model"
-CHECK_LENGTHS = (1, 13)  # sizes of open non-batch dims a trace is checked at (traced at example_size)
+# sizes of open non-batch dims a trace is checked at (traced at example_size): 13 to 16 cover every residue of a
+# size, its half and its quarter, which a program's guards may test (a "same" padding's parity, nc75)
+CHECK_LENGTHS = (1, 13, 14, 15, 16)
 
 
 ALIGNED_EXAMPLE = 32  # a model that runs only at multiples of a stride is traced at 32, 64, ... (fit_examples)
@@ -105,17 +108,46 @@ def _export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str
     if not open_axes(sig):
         raise ConversionError(f"torch.export could not export {src_name} with a dynamic batch: "
                               f"{first_line(first)}") from first
-    with watch(module, sig) as seen:
-        try:  # let torch narrow the ranges (or fix dims, refused below)
-            program = torch.export.export(module, example, dynamic_shapes=(_dims(sig, auto=True),), strict=False)
-        except (RuntimeError, TypeError, ValueError) as exc:
-            raise ConversionError(f"torch.export could not export {src_name} with its dynamic dimensions: "
-                                  f"{first_line(first)}") from exc
-    fixed = [(n, a) for (n, a), r in ranges(program, sig).items() if r is None]
-    if fixed:
-        name, axis = fixed[0]
-        raise UnsupportedConversionError(refusal(fmt, "torch.export", name, axis, seen.get((name, axis))))
-    return program
+    program = None
+    for oblivious in (True, False):  # let torch narrow the ranges (or fix dims, refused below)
+        with watch(module, sig) as seen, _size_oblivious(oblivious):
+            try:
+                program = torch.export.export(module, example, dynamic_shapes=(_dims(sig, auto=True),), strict=False)
+            except (RuntimeError, TypeError, ValueError) as exc:
+                if not oblivious:
+                    raise ConversionError(f"torch.export could not export {src_name} with its dynamic dimensions: "
+                                          f"{first_line(first)}") from exc
+                continue
+        kept = all(r is not None for r in ranges(program, sig).values())
+        if kept and (not oblivious or _holds(program, module, sig)):
+            return program
+    assert program is not None  # the last attempt returned a program or raised
+    name, axis = next(k for k, r in ranges(program, sig).items() if r is None)
+    raise UnsupportedConversionError(refusal(fmt, "torch.export", name, axis, seen.get((name, axis))))
+
+
+def _holds(program: Any, module: Any, sig: Signature) -> bool:
+    """Whether a size-oblivious program agrees with the eager model at batches 1 and 5 and at the checked sizes
+    it accepts (size-oblivious reasoning may get size 1 wrong: a U-Net's came with a guard `batch > 1`)."""
+    from ._torch_module import check_batches
+
+    module_of_program = program.module()
+    try:
+        check_batches(module_of_program, module, sig, "the exported program")
+        check_lengths(module_of_program, module, sig, "torch.export", "pt2", accepted=ranges(program, sig))
+    except (ConversionError, RuntimeError, AssertionError):  # a refusal, or a guard of the program at batch 1
+        return False
+    return True
+
+
+def _size_oblivious(on: bool) -> Any:
+    """torch's size-oblivious reasoning about sizes (`backed_size_oblivious`) while `on`: a size torch cannot prove
+    is not 1 (a pooled length, L // 4) is taken as not 1, where otherwise the program keeps a guard `L // 4 != 1`
+    that ranges() cannot see, refusing sizes the Keras model runs at (nc75: lengths 4 to 7). Tried first when the
+    exact export fails; a program it gets wrong at size 1 is refused by check_lengths and check_batches."""
+    import torch.fx.experimental._config as fx_config
+
+    return fx_config.patch(backed_size_oblivious=on)
 
 
 def ranges(program: Any, sig: Signature) -> dict[tuple[str, int], list[int | None] | None]:
@@ -176,7 +208,9 @@ def check_lengths(traced: Any, reference: Any, sig: Signature, what: str, fmt: s
             with torch.no_grad():
                 got = traced(*feed)
             ok = all(same_result(g, w, atol) for g, w in zip(got, want))
-        except (RuntimeError, AssertionError):  # a baked size in a kernel call, or a guard of the program
+        except (RuntimeError, AssertionError) as exc:  # a baked size in a kernel call, or a guard of the program
+            if "Guard failed" in str(exc):
+                raise UnsupportedConversionError(guarded(fmt, what, axes, size, exc)) from exc
             ok = False
         if not ok:
             blamed = find_fixing_layers(reference, sig)
@@ -210,6 +244,19 @@ def refusal(fmt: str, what: str, name: str, axis: int, layer: str | None, size: 
     return (f"{what} cannot keep dimension {axis} of input '{name}' dynamic: {where} turns it into the "
             f"traced size {example_size(axis)}{at}; {fmt} would run at that size only. Formats that keep it "
             f"dynamic: {keep}")
+
+
+def guarded(fmt: str, what: str, axes: list[tuple[str, int]], size: int, exc: BaseException) -> str:
+    """The refusal of a program that keeps its open dims symbolic but guards them (a parity of a size), so it
+    refuses sizes the Keras model runs at."""
+    dims = ", ".join(f"dimension {a} of input '{n}'" for n, a in axes)
+    return (f"{what} keeps {dims} open only for some sizes: at size {size}, which the Keras model runs at, {fmt} "
+            f"fails its guard ({_short(first_line(exc))}). Formats that keep it dynamic: {KEEP_DYNAMIC}; or fix the "
+            "size when converting (--input-spec)")
+
+
+def _short(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def find_fixing_layers(module: Any, sig: Signature) -> dict[tuple[str, int], str]:

@@ -5,6 +5,11 @@ export), computes the same numbers, and leaves the cases it does not cover to Ke
 - `take_along_axis`: Keras calls torch.take_along_dim, whose broadcast reads every size as a Python int (nc65).
 - segment reductions (`segment_sum`, `_max`, `_min`, `_prod`): Keras repeats the ids by a tensor computed from the
   data's shape, a size torch cannot know ahead (an unbacked symbol), so the program asserts the traced batch (nc66).
+- 1-D `max_pool`, `average_pool`: torch's max_pool1d reads the length as a Python int, fixing an open sequence
+  length (nc75); the same pooling as Keras' own 2-D one over a unit height keeps it open.
+- "same" padding of a strided convolution or max pooling (`_apply_same_padding`): Keras pads in the op when both
+  sides get the same amount, else by hand, a branch on the parity of an open size that torch.export keeps as a
+  guard, so the program refused every other size (nc75); the padding is always applied by hand there.
 - `sort`, `argsort` (ExecuTorch only): aten.sort.stable is not in the Core ATen op set ExecuTorch lowers.
 - `split` into equal sections (ExecuTorch only): the runtime fails the split_with_sizes_copy of an open batch
   (error 0x12 at the first run; an LSTM's or GRU's gates, nc70); the same sections are taken as slices.
@@ -12,21 +17,96 @@ export), computes the same numbers, and leaves the cases it does not cover to Ke
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from typing import Any, Iterator
 
 
 @contextlib.contextmanager
 def batch_keeping_ops() -> Iterator[None]:
-    """take_along_axis and the segment reductions without a size that fixes the batch."""
+    """take_along_axis and the segment reductions without a size that fixes the batch; 1-D pooling without one
+    that fixes an open length."""
     from unittest import mock
 
     from keras.src.backend.torch import math as torch_math
+    from keras.src.backend.torch import nn as torch_nn
     from keras.src.backend.torch import numpy as torch_numpy
 
     segments = _segment_reduction(torch_math._segment_reduction_fn)  # noqa: SLF001 - the one function all four call
     with mock.patch.object(torch_numpy, "take_along_axis", _take_along_axis(torch_numpy.take_along_axis)), \
-            mock.patch.object(torch_math, "_segment_reduction_fn", segments):
+            mock.patch.object(torch_math, "_segment_reduction_fn", segments), \
+            mock.patch.multiple(torch_nn, max_pool=_max_pooling(_pool_1d_as_2d(torch_nn.max_pool)),
+                                average_pool=_pool_1d_as_2d(torch_nn.average_pool),
+                                _apply_same_padding=_same_padding(torch_nn._apply_same_padding)):  # noqa: SLF001
         yield
+
+
+_in_max_pool = contextvars.ContextVar("modelkit_in_max_pool", default=False)
+
+
+def _max_pooling(pool: Any) -> Any:
+    """`pool`, marked as a max pooling for _same_padding (Keras names both poolings "pooling" there)."""
+    def max_pool(*args: Any, **kwargs: Any) -> Any:
+        token = _in_max_pool.set(True)
+        try:
+            return pool(*args, **kwargs)
+        finally:
+            _in_max_pool.reset(token)
+
+    return max_pool
+
+
+def _same_padding(keras_own: Any) -> Any:
+    """Keras' torch `_apply_same_padding` without a branch on an open size: a strided convolution's or max
+    pooling's "same" padding over a symbolic size is always applied by hand (zeros for a convolution; the edge
+    value repeated for a max pooling, as Keras does when the sides differ, which for a max is the same as the
+    op's own padding). Keras branches on whether both sides get the same amount, a parity of the size that
+    torch.export kept as a guard (nc75: a strided "same" pooling after a length-halving one refused every length
+    whose half was odd). Static sizes, stride 1 (padding independent of the size) and average pooling (whose
+    numbers differ by branch in Keras) go to Keras' own."""
+    import torch
+    from keras.src.utils.argument_validation import standardize_tuple
+
+    def apply(inputs: Any, kernel_size: Any, strides: Any, data_format: Any, operation_type: str,
+              dilation_rate: Any = 1) -> Any:
+        spatial = inputs.shape[2:]
+        pooling = operation_type == "pooling"
+        if (all(isinstance(d, int) for d in spatial) or all(s == 1 for s in strides)
+                or (pooling and not _in_max_pool.get())):
+            return keras_own(inputs, kernel_size, strides, data_format, operation_type, dilation_rate)
+        dilation = (1,) * len(spatial) if pooling else standardize_tuple(dilation_rate, len(spatial), "dilation_rate")
+        pads: list[Any] = []
+        for size, k, s, d in reversed(list(zip(spatial, kernel_size, strides, dilation))):
+            reach = (k - 1) * d + 1
+            total = reach - 1 if s == 1 else torch.sym_max(0, ((size + s - 1) // s - 1) * s + reach - size)
+            pads += [total // 2, total - total // 2]
+        return torch.nn.functional.pad(inputs, tuple(pads), mode="replicate" if pooling else "constant"), 0
+
+    return apply
+
+
+def _pool_1d_as_2d(keras_own: Any) -> Any:
+    """Keras' torch 1-D pooling as its own 2-D pooling over a unit height (the same windows, the same "same"
+    padding, as pool and stride 1 pad nothing): torch's max_pool1d reads the length as a Python int, so an exported
+    program ran only at the traced length (nc75: "layer 'max_pooling1d' turns it into the traced size 8"), while
+    max_pool2d keeps it symbolic. Inputs of another rank go to Keras' own."""
+    from keras.src import backend
+    from keras.src.backend.torch.core import convert_to_tensor
+
+    def pool(inputs: Any, pool_size: Any, strides: Any = None, padding: str = "valid", data_format: Any = None) -> Any:
+        x = convert_to_tensor(inputs)
+        if x.ndim != 3:
+            return keras_own(x, pool_size, strides, padding, data_format)
+        size = _single(pool_size)
+        step = size if strides is None else _single(strides)
+        height = 1 if backend.standardize_data_format(data_format) == "channels_last" else 2
+        return keras_own(x.unsqueeze(height), (1, size), (1, step), padding, data_format).squeeze(height)
+
+    return pool
+
+
+def _single(value: Any) -> int:
+    """A 1-D pool size or stride given as an int or a 1-tuple."""
+    return int(value if isinstance(value, int) else tuple(value)[0])
 
 
 def _take_along_axis(keras_own: Any) -> Any:
