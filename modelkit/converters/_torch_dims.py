@@ -109,10 +109,13 @@ def _export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str
         raise ConversionError(f"torch.export could not export {src_name} with a dynamic batch: "
                               f"{first_line(first)}") from first
     program = None
-    for oblivious in (True, False):  # let torch narrow the ranges (or fix dims, refused below)
+    # let torch narrow the ranges (or fix dims, refused below): size-oblivious from 1, then from 2 (its program may
+    # guard `L != 1`: a strided convolution's, nc75), then as torch does by default
+    for oblivious, smallest in ((True, 1), (True, 2), (False, 1)):
         with watch(module, sig) as seen, _size_oblivious(oblivious):
             try:
-                program = torch.export.export(module, example, dynamic_shapes=(_dims(sig, auto=True),), strict=False)
+                program = torch.export.export(module, example, strict=False,
+                                              dynamic_shapes=(_dims(sig, auto=True, smallest=smallest),))
             except (RuntimeError, TypeError, ValueError) as exc:
                 if not oblivious:
                     raise ConversionError(f"torch.export could not export {src_name} with its dynamic dimensions: "
@@ -263,7 +266,7 @@ def find_fixing_layers(module: Any, sig: Signature) -> dict[tuple[str, int], str
     """Which layer fixes each open dimension under torch.export (Dim.AUTO), for naming it in a refusal."""
     import torch
 
-    with watch(module, sig) as seen:
+    with watch(module, sig) as seen, symbolic_sizes():  # the ops as the export writes them (1-D pooling as 2-D)
         try:
             torch.export.export(module, _inputs(sig, 3), dynamic_shapes=(_dims(sig, auto=True),), strict=False)
         except (RuntimeError, TypeError, ValueError):
@@ -313,8 +316,9 @@ def _is_constant(node: Any) -> bool:
     return bool(getattr(_resolved(node), "is_number", False))
 
 
-def _dims(sig: Signature, auto: bool) -> tuple[Any, ...]:
-    """dynamic_shapes for forward(*args): one entry per input, a {axis: Dim} for its open dims."""
+def _dims(sig: Signature, auto: bool, smallest: int = 1) -> tuple[Any, ...]:
+    """dynamic_shapes for forward(*args): one entry per input, a {axis: Dim} for its open dims (open non-batch dims
+    from `smallest`)."""
     from torch.export import Dim
 
     out = []
@@ -326,7 +330,7 @@ def _dims(sig: Signature, auto: bool) -> tuple[Any, ...]:
             if axis == 0:
                 d[axis] = Dim("batch", min=1)
             else:
-                d[axis] = Dim.AUTO(min=1) if auto else Dim(_ident(f"{spec.name}_{axis}"), min=1)
+                d[axis] = Dim.AUTO(min=smallest) if auto else Dim(_ident(f"{spec.name}_{axis}"), min=smallest)
         out.append(d or None)
     return tuple(out)
 

@@ -11,11 +11,15 @@ Keras) is refused, typed. TorchScript of that model had shipped silently wrong a
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import modelkit
 from modelkit.errors import UnsupportedConversionError
+from modelkit.formats import manifest_path
 
 
 def _classifier(folder, name: str, second_pool: str):
@@ -46,6 +50,32 @@ def test_strided_max_pooling_keeps_every_length_the_model_runs_at(tmp_path, fmt)
         x = np.random.default_rng(length).random((3, length, 6), dtype=np.float32)
         np.testing.assert_allclose(artifact.predict(x)["logits"], keras_model.predict(x)["logits"], atol=1e-5,
                                    err_msg=f"length {length}")
+
+
+def test_strided_same_convolutions_keep_every_length_from_2(tmp_path):
+    """Strided `same` Conv1Ds (nc75): the size-oblivious program guards `L != 1`, so it is exported from 2; before,
+    the default export recorded `accepts [2, None]` and refused lengths 2 to 5 with hidden `... != 1` guards."""
+    from modelkit._backend import import_keras
+    from modelkit.errors import ShapeError
+
+    keras = import_keras("tensorflow")
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    x = keras.Input((None, 6), name="signal")
+    h = L.Conv1D(16, 4, strides=2, padding="same", activation="relu")(x)
+    h = L.Conv1D(16, 3, strides=3, padding="same", activation="relu")(h)
+    src = tmp_path / "strided.keras"
+    keras.Model(x, L.Dense(3, name="logits")(L.GlobalAveragePooling1D()(h))).save(src)
+    (result,) = modelkit.convert(src, "pt2", out_dir=tmp_path)
+    keras_model, artifact = modelkit.load(src), modelkit.load(result.path)
+    for length in range(2, 12):
+        x = np.random.default_rng(length).random((3, length, 6), dtype=np.float32)
+        np.testing.assert_allclose(artifact.predict(x)["logits"], keras_model.predict(x)["logits"], atol=1e-5,
+                                   err_msg=f"length {length}")
+    manifest = json.loads(manifest_path(Path(result.path)).read_text())
+    assert manifest["extra"]["dynamic_dims"]["signal"]["1"]["accepts"] == [2, None]
+    with pytest.raises(ShapeError, match=r"exported for other input shapes than 'signal' \(3, 1, 6\): Guard failed"):
+        artifact.predict(np.ones((3, 1, 6), np.float32))
 
 
 @pytest.mark.parametrize("fmt, message", [
