@@ -71,11 +71,25 @@ def shape_at(spec: Any, batch: int, size: int | None = None) -> tuple[int, ...]:
                  for i, d in enumerate(spec.shape))
 
 
-def export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str, fmt: str = "pt2") -> Any:
-    """torch.export of `module` with every open dimension dynamic; typed errors where torch cannot, naming the
-    format `fmt` the program is made for."""
+def export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str,
+           fmt: str = "pt2") -> tuple[Any, dict[tuple[str, int], list[int | None] | None]]:
+    """torch.export of `module` with every open dimension dynamic, checked against the eager model at other
+    batches and sizes (checked()); the program and the ranges() it accepts. Typed errors where torch cannot,
+    naming the format `fmt` the program is made for."""
     with symbolic_sizes():
-        return _export(module, sig, example, src_name, fmt)
+        program, accepted = _export(module, sig, example, src_name, fmt)
+    return program, accepted if accepted is not None else checked(program, module, sig, fmt)
+
+
+def checked(program: Any, module: Any, sig: Signature, fmt: str) -> dict[tuple[str, int], list[int | None] | None]:
+    """The ranges() `program` accepts, once it agrees with the eager `module` at batches 1 and 5 and at the checked
+    sizes it accepts; a typed error where it does not."""
+    from ._torch_module import check_batches
+
+    accepted = ranges(program, sig)
+    check_batches(program.module(), module, sig, "the exported program")
+    check_lengths(program.module(), module, sig, "torch.export", fmt, accepted=accepted)
+    return accepted
 
 
 @contextlib.contextmanager
@@ -97,12 +111,13 @@ def symbolic_sizes() -> Iterator[None]:
         yield
 
 
-def _export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str, fmt: str) -> Any:
+def _export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str, fmt: str) -> tuple[Any, Any]:
+    """The program, with its checked() ranges where a size-oblivious attempt was checked already (else None)."""
     import torch
 
     with watch(module, sig) as seen:
         try:
-            return torch.export.export(module, example, dynamic_shapes=(_dims(sig, auto=False),), strict=False)
+            return torch.export.export(module, example, dynamic_shapes=(_dims(sig, auto=False),), strict=False), None
         except (RuntimeError, TypeError, ValueError) as exc:  # torch's UserError is a RuntimeError
             first = exc
     if not open_axes(sig):
@@ -121,26 +136,25 @@ def _export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str
                     raise ConversionError(f"torch.export could not export {src_name} with its dynamic dimensions: "
                                           f"{first_line(first)}") from exc
                 continue
-        kept = all(r is not None for r in ranges(program, sig).values())
-        if kept and (not oblivious or _holds(program, module, sig)):
-            return program
+        if any(r is None for r in ranges(program, sig).values()):
+            continue
+        if not oblivious:
+            return program, None
+        accepted = _holding(program, module, sig, fmt)
+        if accepted is not None:
+            return program, accepted
     assert program is not None  # the last attempt returned a program or raised
     name, axis = next(k for k, r in ranges(program, sig).items() if r is None)
     raise UnsupportedConversionError(refusal(fmt, "torch.export", name, axis, seen.get((name, axis))))
 
 
-def _holds(program: Any, module: Any, sig: Signature) -> bool:
-    """Whether a size-oblivious program agrees with the eager model at batches 1 and 5 and at the checked sizes
-    it accepts (size-oblivious reasoning may get size 1 wrong: a U-Net's came with a guard `batch > 1`)."""
-    from ._torch_module import check_batches
-
-    module_of_program = program.module()
+def _holding(program: Any, module: Any, sig: Signature, fmt: str) -> Any:
+    """checked() of a size-oblivious program, None where it fails (size-oblivious reasoning may get size 1 wrong: a
+    U-Net's came with a guard `batch > 1`), so the next attempt runs."""
     try:
-        check_batches(module_of_program, module, sig, "the exported program")
-        check_lengths(module_of_program, module, sig, "torch.export", "pt2", accepted=ranges(program, sig))
+        return checked(program, module, sig, fmt)
     except (ConversionError, RuntimeError, AssertionError):  # a refusal, or a guard of the program at batch 1
-        return False
-    return True
+        return None
 
 
 def _size_oblivious(on: bool) -> Any:

@@ -64,6 +64,7 @@ def _same_padding(keras_own: Any) -> Any:
     whose half was odd). Static sizes, stride 1 (padding independent of the size) and average pooling (whose
     numbers differ by branch in Keras) go to Keras' own."""
     import torch
+    from keras.src.backend.torch.nn import _compute_padding_length  # Keras' own amounts, symbolic sizes welcome
     from keras.src.utils.argument_validation import standardize_tuple
 
     def apply(inputs: Any, kernel_size: Any, strides: Any, data_format: Any, operation_type: str,
@@ -76,9 +77,7 @@ def _same_padding(keras_own: Any) -> Any:
         dilation = (1,) * len(spatial) if pooling else standardize_tuple(dilation_rate, len(spatial), "dilation_rate")
         pads: list[Any] = []
         for size, k, s, d in reversed(list(zip(spatial, kernel_size, strides, dilation))):
-            reach = (k - 1) * d + 1
-            total = reach - 1 if s == 1 else torch.sym_max(0, ((size + s - 1) // s - 1) * s + reach - size)
-            pads += [total // 2, total - total // 2]
+            pads += _compute_padding_length(size, k, s, d)
         return torch.nn.functional.pad(inputs, tuple(pads), mode="replicate" if pooling else "constant"), 0
 
     return apply

@@ -38,7 +38,7 @@ def keras_to_onnx_torch(src: Path, dest: Path, opset: int = OPSET, trust_unsafe_
     from .._onnx import opset_of
     from ..errors import ConversionError
     from . import _torch_dims
-    from ._torch_module import check_batches, example_inputs, load_wrapped, versions
+    from ._torch_module import example_inputs, load_wrapped, versions
     from ._unroll import recurrent_layers, unrolled_rnn
     from .keras_onnx import save_onnx
 
@@ -46,11 +46,7 @@ def keras_to_onnx_torch(src: Path, dest: Path, opset: int = OPSET, trust_unsafe_
     module, sig = load_wrapped(src, trust_unsafe_code)
     example = example_inputs(sig)
     with unrolled_rnn() as seen:  # Keras' masked / generic recurrent loop would fix the batch (see _unroll)
-        program = _torch_dims.export(module, sig, example, Path(src).name, "onnx (route 'torch')")
-        accepted = _torch_dims.ranges(program, sig)
-        check_batches(program.module(), module, sig, "the exported program")
-        _torch_dims.check_lengths(program.module(), module, sig, "torch.export", "onnx (route 'torch')",
-                                  accepted=accepted)
+        program, accepted = _torch_dims.export(module, sig, example, Path(src).name, "onnx (route 'torch')")
     try:
         exported = torch.onnx.export(program, example, dynamo=True, opset_version=int(opset),
                                      input_names=sig.input_names, output_names=sig.output_names, verbose=False)

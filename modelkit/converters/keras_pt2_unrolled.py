@@ -28,7 +28,7 @@ def keras_to_pt2_unrolled(src: Path, dest: Path, trust_unsafe_code: bool = False
 
     from ..errors import UnsupportedConversionError
     from . import _torch_dims
-    from ._torch_module import SIGNATURE_FILE, check_batches, example_inputs, load_wrapped, signature_json, versions
+    from ._torch_module import SIGNATURE_FILE, example_inputs, load_wrapped, signature_json, versions
     from ._unroll import recurrent_layers, unrolled_rnn
 
     module, sig = load_wrapped(src, trust_unsafe_code)
@@ -37,10 +37,7 @@ def keras_to_pt2_unrolled(src: Path, dest: Path, trust_unsafe_code: bool = False
         raise UnsupportedConversionError(f"{Path(src).name}: the '{ROUTE}' route replaces Keras' recurrent loop, "
                                          "and the model has no recurrent layer")
     with unrolled_rnn() as seen:
-        program = _torch_dims.export(module, sig, example_inputs(sig), Path(src).name)
-        exported, accepted = program.module(), _torch_dims.ranges(program, sig)
-        check_batches(exported, module, sig, "the exported program")
-        _torch_dims.check_lengths(exported, module, sig, "torch.export", "pt2", accepted=accepted)
+        program, accepted = _torch_dims.export(module, sig, example_inputs(sig), Path(src).name)
     torch.export.save(program, str(dest), extra_files={SIGNATURE_FILE: signature_json(sig)})
     return {"versions": versions(), "dim_ranges": {f"{n}:{a}": r for (n, a), r in accepted.items()},
             "route": {"unrolled": {"layers": [layer.name for layer in layers], "steps": sorted(set(seen.steps))}}}
