@@ -9,7 +9,10 @@ a Python int) is refused with UnsupportedConversionError naming
 the dimension, the layer where it was fixed, and the formats that keep it open. The layer is found by
 watching the trace: a forward hook on every Keras layer notes the first one after which the input's
 size symbol became a constant. The example the model is traced at has its open sizes at 8, 10, ...; a model that
-runs only at multiples of a stride (a U-Net) is traced at 32, 64, ... instead (fit_examples, at load).
+runs only at multiples of a stride (a U-Net, an any-size keras.applications network) is traced at 64, 96, ...
+instead (fit_examples, at load). A program may still guard sizes below its example (torch's memory-format checks
+ask whether a feature map is 1 high): `lowest_sizes` finds the smallest size from which it runs, and the range
+recorded starts there.
 """
 from __future__ import annotations
 
@@ -26,23 +29,25 @@ KEEP_DYNAMIC = "onnx, saved_model"
 # sizes of open non-batch dims a trace is checked at (traced at example_size): 13 to 16 cover every residue of a
 # size, its half and its quarter, which a program's guards may test (a "same" padding's parity, nc75)
 CHECK_LENGTHS = (1, 13, 14, 15, 16)
+Ranges = dict[tuple[str, int], list[int | None] | None]  # (input, axis) -> [min, max or None]; None: fixed
 
 
-ALIGNED_EXAMPLE = 32  # a model that runs only at multiples of a stride is traced at 32, 64, ... (fit_examples)
+ALIGNED_EXAMPLE = 32  # a model that runs only at multiples of a stride is traced at 64, 96, ... (fit_examples)
 _aligned = contextvars.ContextVar("modelkit_aligned_examples", default=False)
 
 
 def example_size(axis: int) -> int:
     """The size an open non-batch dimension is traced at: 8, 10, 12 ... (distinct per axis, so two open
-    dims of one input cannot be mistaken for one; none of them a verification size); 32, 64, 96 ... for a
-    model fit_examples found running only at multiples of a stride."""
-    return ALIGNED_EXAMPLE * axis if _aligned.get() else 8 + 2 * (axis - 1)
+    dims of one input cannot be mistaken for one; none of them a verification size); 64, 96, ... for a
+    model fit_examples found running only at multiples of a stride: not 32, where a network that downsamples 32
+    times (MobileNetV2) ends in a 1-high map, and the program then guards that height, refusing larger sizes (nc76)."""
+    return ALIGNED_EXAMPLE * (axis + 1) if _aligned.get() else 8 + 2 * (axis - 1)
 
 
 def fit_examples(module: Any, sig: Signature) -> None:
     """Choose the example sizes of the model just loaded: a model that takes only multiples of a stride (a U-Net's
     poolings and skip concatenations, nc73: 10 pools to 5, then 2, which comes back as 4) cannot be traced at 8,
-    10, ...; when it runs at multiples of 32 instead, those are its examples. Neither: the defaults, and the
+    10, ...; when it runs at 64, 96, ... instead, those are its examples. Neither: the defaults, and the
     export's own error says why."""
     import torch
 
@@ -81,15 +86,38 @@ def export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str,
     return program, accepted if accepted is not None else checked(program, module, sig, fmt)
 
 
-def checked(program: Any, module: Any, sig: Signature, fmt: str) -> dict[tuple[str, int], list[int | None] | None]:
+def checked(program: Any, module: Any, sig: Signature, fmt: str) -> Ranges:
     """The ranges() `program` accepts, once it agrees with the eager `module` at batches 1 and 5 and at the checked
     sizes it accepts; a typed error where it does not."""
     from ._torch_module import check_batches
 
     accepted = ranges(program, sig)
     check_batches(program.module(), module, sig, "the exported program")
+    accepted = lowest_sizes(program.module(), module, sig, fmt, accepted)
     check_lengths(program.module(), module, sig, "torch.export", fmt, accepted=accepted)
     return accepted
+
+
+def lowest_sizes(traced: Any, reference: Any, sig: Signature, fmt: str, accepted: Ranges) -> Ranges:
+    """`accepted` with the lower bound of every open non-batch dim raised to the smallest size from which the program
+    runs at every size up to its example (all open dims at that size), where it guards a smaller size the Keras model
+    runs at: ranges() cannot see such guards (nc76: an any-size MobileNetV2 traced at 64x96 guards its feature maps'
+    sizes, so it accepts from 63, not 2). Tried downwards from the example to the first guard; sizes the Keras model
+    cannot run at are skipped; a size where the program runs but answers otherwise is refused, as in check_lengths."""
+    axes = open_axes(sig)
+    if not axes or any(accepted.get(k) is None for k in axes):
+        return accepted
+    floor = low = max(accepted[k][0] or 1 for k in axes)  # type: ignore[index]
+    for size in range(min(example_size(a) for _, a in axes) - 1, low - 1, -1):
+        verdict = _at_size(traced, reference, sig, size, 1e-4)
+        if verdict == "wrong":
+            raise UnsupportedConversionError(refusal(fmt, "torch.export", *axes[0], None, size))
+        if isinstance(verdict, BaseException):  # a guard: the range starts above it
+            floor = size + 1
+            break
+    if floor == low:
+        return accepted
+    return {k: ([max(r[0] or 1, floor), r[1]] if k in axes and r is not None else r) for k, r in accepted.items()}
 
 
 @contextlib.contextmanager
@@ -207,32 +235,38 @@ def check_lengths(traced: Any, reference: Any, sig: Signature, what: str, fmt: s
     `reference`: a trace that baked a size is refused (typed, naming the dim and the layer), not shipped.
     Sizes the eager model itself cannot run at (shorter than a valid convolution) are skipped, and so are
     sizes outside the `accepted` ranges of an exported program (it refuses those with a guard)."""
-    import torch
-
     axes = open_axes(sig)
     if not axes:
         return
     for size in CHECK_LENGTHS:
         if accepted and not all(_within(size, accepted.get(k)) for k in axes):
             continue
-        feed = _inputs(sig, 2, size, seed=size)
-        try:
-            with torch.no_grad():
-                want = reference(*feed)
-        except (RuntimeError, ValueError, IndexError):  # the model itself does not run at this size
-            continue
-        try:
-            with torch.no_grad():
-                got = traced(*feed)
-            ok = all(same_result(g, w, atol) for g, w in zip(got, want))
-        except (RuntimeError, AssertionError) as exc:  # a baked size in a kernel call, or a guard of the program
-            if "Guard failed" in str(exc):
-                raise UnsupportedConversionError(guarded(fmt, what, axes, size, exc)) from exc
-            ok = False
-        if not ok:
+        verdict = _at_size(traced, reference, sig, size, atol)
+        if isinstance(verdict, BaseException):
+            raise UnsupportedConversionError(guarded(fmt, what, axes, size, verdict)) from verdict
+        if verdict == "wrong":
             blamed = find_fixing_layers(reference, sig)
             key = next((k for k in axes if k in blamed), axes[0])
             raise UnsupportedConversionError(refusal(fmt, what, key[0], key[1], blamed.get(key), size))
+
+
+def _at_size(traced: Any, reference: Any, sig: Signature, size: int, atol: float) -> str | BaseException:
+    """`traced` against the eager `reference` with every open non-batch dim at `size`: "same", "skip" (the model
+    itself does not run there), "wrong" (other results, or a baked size failing in a kernel) or the guard's error."""
+    import torch
+
+    feed = _inputs(sig, 2, size, seed=size)
+    try:
+        with torch.no_grad():
+            want = reference(*feed)
+    except (RuntimeError, ValueError, IndexError):
+        return "skip"
+    try:
+        with torch.no_grad():
+            got = traced(*feed)
+    except (RuntimeError, AssertionError) as exc:  # a baked size in a kernel call, or a guard of the program
+        return exc if "Guard failed" in str(exc) else "wrong"
+    return "same" if all(same_result(g, w, atol) for g, w in zip(got, want)) else "wrong"
 
 
 def same_result(got: Any, want: Any, atol: float) -> bool:

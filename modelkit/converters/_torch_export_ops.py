@@ -9,7 +9,9 @@ export), computes the same numbers, and leaves the cases it does not cover to Ke
   length (nc75); the same pooling as Keras' own 2-D one over a unit height keeps it open.
 - "same" padding of a strided convolution or max pooling (`_apply_same_padding`): Keras pads in the op when both
   sides get the same amount, else by hand, a branch on the parity of an open size that torch.export keeps as a
-  guard, so the program refused every other size (nc75); the padding is always applied by hand there.
+  guard, so the program refused every other size (nc75); the padding is always applied by hand there. Under
+  torch.jit.trace (`traced_same_padding`) the amounts are computed from the traced sizes, so a TorchScript trace
+  does not bake the traced size's branch either (a strided "same" Conv1D was refused for odd lengths).
 - `sort`, `argsort` (ExecuTorch only): aten.sort.stable is not in the Core ATen op set ExecuTorch lowers.
 - `split` into equal sections (ExecuTorch only): the runtime fails the split_with_sizes_copy of an open batch
   (error 0x12 at the first run; an LSTM's or GRU's gates, nc70); the same sections are taken as slices.
@@ -40,6 +42,19 @@ def batch_keeping_ops() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def traced_same_padding() -> Iterator[None]:
+    """For torch.jit.trace: the "same" padding of a strided convolution or max pooling computed from the traced
+    sizes (tensor arithmetic the trace records), not baked at the traced size's branch."""
+    from unittest import mock
+
+    from keras.src.backend.torch import nn as torch_nn
+
+    with mock.patch.multiple(torch_nn, max_pool=_max_pooling(torch_nn.max_pool),
+                             _apply_same_padding=_same_padding(torch_nn._apply_same_padding)):  # noqa: SLF001
+        yield
+
+
 _in_max_pool = contextvars.ContextVar("modelkit_in_max_pool", default=False)
 
 
@@ -62,7 +77,8 @@ def _same_padding(keras_own: Any) -> Any:
     op's own padding). Keras branches on whether both sides get the same amount, a parity of the size that
     torch.export kept as a guard (nc75: a strided "same" pooling after a length-halving one refused every length
     whose half was odd). Static sizes, stride 1 (padding independent of the size) and average pooling (whose
-    numbers differ by branch in Keras) go to Keras' own."""
+    numbers differ by branch in Keras) go to Keras' own. Under torch.jit.trace the sizes are Python ints, so
+    the amounts are computed from `_shape_as_tensor`, which the trace records."""
     import torch
     from keras.src.backend.torch.nn import _compute_padding_length  # Keras' own amounts, symbolic sizes welcome
     from keras.src.utils.argument_validation import standardize_tuple
@@ -71,16 +87,30 @@ def _same_padding(keras_own: Any) -> Any:
               dilation_rate: Any = 1) -> Any:
         spatial = inputs.shape[2:]
         pooling = operation_type == "pooling"
-        if (all(isinstance(d, int) for d in spatial) or all(s == 1 for s in strides)
+        tracing = torch.jit.is_tracing()
+        if ((not tracing and all(isinstance(d, int) for d in spatial)) or all(s == 1 for s in strides)
                 or (pooling and not _in_max_pool.get())):
             return keras_own(inputs, kernel_size, strides, data_format, operation_type, dilation_rate)
         dilation = (1,) * len(spatial) if pooling else standardize_tuple(dilation_rate, len(spatial), "dilation_rate")
+        if tracing:
+            spatial = list(torch._shape_as_tensor(inputs)[2:])  # noqa: SLF001 - the sizes as traced values
+        amounts = _traced_padding_length if tracing else _compute_padding_length
         pads: list[Any] = []
         for size, k, s, d in reversed(list(zip(spatial, kernel_size, strides, dilation))):
-            pads += _compute_padding_length(size, k, s, d)
+            pads += amounts(size, k, s, d)
         return torch.nn.functional.pad(inputs, tuple(pads), mode="replicate" if pooling else "constant"), 0
 
     return apply
+
+
+def _traced_padding_length(size: Any, kernel: int, stride: int, dilation: int) -> tuple[Any, Any]:
+    """Keras' `_compute_padding_length` for a traced size (a 0-d tensor): its `max(0, ...)` as a clamp, since a
+    Python comparison would turn the traced size into the traced number."""
+    import torch
+
+    total = torch.clamp(((size + stride - 1) // stride - 1) * stride + (kernel - 1) * dilation + 1 - size, min=0)
+    left = total // 2
+    return left, total - left
 
 
 def _pool_1d_as_2d(keras_own: Any) -> Any:

@@ -13,6 +13,7 @@ file runs on a GPU as it is.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,14 @@ def keras_to_torchscript(src: Path, dest: Path, trust_unsafe_code: bool = False)
     import torch
 
     from ..runtime.torchscript import make_portable
-    from ._torch_dims import check_lengths
+    from ._torch_dims import check_lengths, open_axes
+    from ._torch_export_ops import traced_same_padding
     from ._torch_module import SIGNATURE_FILE, check_batches, example_inputs, load_wrapped, signature_json, versions
     from ._torch_rnn import fused_recurrent
 
     module, sig = load_wrapped(src, trust_unsafe_code)
-    with torch.no_grad(), warnings.catch_warnings(), fused_recurrent():  # LSTM / GRU: one op, any length
+    padding = traced_same_padding() if open_axes(sig) else contextlib.nullcontext()  # a strided "same" padding
+    with torch.no_grad(), warnings.catch_warnings(), fused_recurrent(), padding:  # LSTM / GRU: one op, any length
         # Keras' input checks turn sizes into Python values while tracing; check_batches below is the
         # real test that nothing shape-dependent was baked in
         warnings.simplefilter("ignore", torch.jit.TracerWarning)

@@ -22,12 +22,17 @@ from modelkit.errors import UnsupportedConversionError
 from modelkit.formats import manifest_path
 
 
-def _classifier(folder, name: str, second_pool: str):
+def _keras():
+    """Keras under TensorFlow, seeded, and its layers."""
     from modelkit._backend import import_keras
 
     keras = import_keras("tensorflow")
     keras.utils.set_random_seed(0)
-    L = keras.layers
+    return keras, keras.layers
+
+
+def _classifier(folder, name: str, second_pool: str):
+    keras, L = _keras()
     x = keras.Input((None, 6), name="signal")
     h = L.Conv1D(16, 3, padding="same", activation="relu")(x)
     h = L.MaxPooling1D(2)(h)
@@ -55,12 +60,9 @@ def test_strided_max_pooling_keeps_every_length_the_model_runs_at(tmp_path, fmt)
 def test_strided_same_convolutions_keep_every_length_from_2(tmp_path):
     """Strided `same` Conv1Ds (nc75): the size-oblivious program guards `L != 1`, so it is exported from 2; before,
     the default export recorded `accepts [2, None]` and refused lengths 2 to 5 with hidden `... != 1` guards."""
-    from modelkit._backend import import_keras
     from modelkit.errors import ShapeError
 
-    keras = import_keras("tensorflow")
-    keras.utils.set_random_seed(0)
-    L = keras.layers
+    keras, L = _keras()
     x = keras.Input((None, 6), name="signal")
     h = L.Conv1D(16, 4, strides=2, padding="same", activation="relu")(x)
     h = L.Conv1D(16, 3, strides=3, padding="same", activation="relu")(h)
@@ -90,3 +92,32 @@ def test_a_length_only_some_sizes_keep_is_refused_typed_and_writes_nothing(tmp_p
         modelkit.convert(src, fmt, out_dir=tmp_path / "out")
     out = tmp_path / "out"
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_torchscript_traces_strided_same_padding_for_every_size(tmp_path):
+    """A TorchScript trace took one side of Keras' "same"-padding branch (whether both sides get the same amount,
+    a parity of the size) and was refused for 1-D and 2-D strided convolutions over open sizes ("at size 1 it
+    fails or gives other results"); the amounts are now traced from the input's size. Kernels 3 and 5 at stride 2
+    shift the window by parity; 4 at stride 2 and 3 at stride 3 change only the right side."""
+    keras, L = _keras()
+    x = keras.Input((None, 3), name="signal")
+    h = L.Conv1D(8, 3, strides=2, padding="same", activation="relu")(x)
+    h = L.Conv1D(8, 4, strides=2, padding="same", activation="relu")(h)
+    h = L.Conv1D(8, 3, strides=3, padding="same")(L.UpSampling1D(3)(h))
+    seq = tmp_path / "seq.keras"
+    keras.Model(x, L.Dense(2, name="logits")(L.GlobalMaxPooling1D()(h))).save(seq)
+    x = keras.Input((None, None, 2), name="image")
+    h = L.Conv2D(4, 5, strides=2, padding="same", activation="relu")(x)
+    h = L.MaxPooling2D(3, strides=2, padding="same")(h)
+    img = tmp_path / "img.keras"
+    keras.Model(x, L.Dense(2, name="logits")(L.GlobalAveragePooling2D()(h))).save(img)
+    results = modelkit.convert(seq, "torchscript", out_dir=tmp_path) + modelkit.convert(img, "torchscript",
+                                                                                         out_dir=tmp_path)
+    for src, result in zip((seq, img), results):
+        keras_model, artifact = modelkit.load(src), modelkit.load(result.path)
+        name = keras_model.signature.inputs[0].name
+        for size in range(1, 12):
+            shape = (2, size, 3) if name == "signal" else (2, size, 13 - size, 2)
+            x = {name: np.random.default_rng(size).random(shape, dtype=np.float32)}
+            np.testing.assert_allclose(artifact.predict(x)["logits"], keras_model.predict(x)["logits"], atol=1e-5,
+                                       err_msg=f"{src.name} at {shape}")
