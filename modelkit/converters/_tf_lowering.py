@@ -26,6 +26,10 @@ a graph tensor cannot answer; with a size that holds tensors the checks are skip
 reshape to a shape whose known dims are constants: tf.repeat's own reshape target, computed from the input's shape,
 left the TFLite converter every dim unknown, the channels too, and the convolution after a U-Net's skip
 concatenation of any image size had no builtin (nc73: "TF Select ops: Conv2D").
+
+`keras.ops.scan` (a custom layer's recurrence) is traced as a while loop over plain tensors
+(modelkit.converters._tf_scan): Keras' own keeps its carry in a TensorList that neither tf2onnx nor TFLite's
+builtins take (nc77).
 """
 from __future__ import annotations
 
@@ -51,11 +55,15 @@ def lowerings() -> Iterator[None]:
 
     arg = {"argmax": _arg_extreme("argmax"), "argmin": _arg_extreme("argmin"), "repeat": _repeat_static(tnp.repeat)}
     import keras
+    from keras.src.backend.tensorflow import core
     from keras.src.ops import image as src_image
+
+    from ._tf_scan import lowered_scan
 
     resize = {"resize": _resize_open(src_image)}
     with (mock.patch.multiple(nn, **patches), mock.patch.multiple(tnp, **arg),
-          mock.patch.multiple(src_image, **resize), mock.patch.multiple(keras.ops.image, **resize)):
+          mock.patch.multiple(src_image, **resize), mock.patch.multiple(keras.ops.image, **resize),
+          mock.patch.object(core, "scan", lowered_scan(core.scan))):
         yield
 
 

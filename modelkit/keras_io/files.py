@@ -117,7 +117,7 @@ def load_keras(path: str | os.PathLike, trust_unsafe_code: bool = False, compile
                 f"{p}: refused to load: the model contains code that would run on load (e.g. a Lambda "
                 "layer); Keras safe mode is on. If you wrote this file yourself and trust it, pass "
                 f"--trust-unsafe-code (trust_unsafe_code=True). Keras said: {msg.splitlines()[0]}") from exc
-        raise LoadError(f"{p}: Keras could not load this model: {msg.splitlines()[0] if msg else exc}") from exc
+        raise LoadError(f"{p}: Keras could not load this model: {_keras_reason(exc, keras)}") from exc
     except (TypeError, KeyError, OSError, AttributeError, IndexError, EOFError, RecursionError, RuntimeError,
             zipfile.BadZipFile, zlib.error) as exc:  # h5py raises RuntimeError on damaged weights
         unregistered = _unregistered(str(exc))
@@ -125,7 +125,8 @@ def load_keras(path: str | os.PathLike, trust_unsafe_code: bool = False, compile
             raise LoadError(f"{p}: Keras could not load this model: it uses {unregistered}, which no imported module "
                             "registers: pass --import with the module or .py file that defines it (imports=[...] "
                             "in Python, or MODELKIT_IMPORTS)") from exc
-        raise LoadError(f"{p}: Keras could not load this model: {type(exc).__name__}: {exc}") from exc
+        raise LoadError(f"{p}: Keras could not load this model: {type(exc).__name__}: {_keras_reason(exc, keras)}"
+                        ) from exc
     from .inputs import ensure_inputs
     from .policy import POLICY_ATTR, in_float32
 
@@ -134,6 +135,22 @@ def load_keras(path: str | os.PathLike, trust_unsafe_code: bool = False, compile
     if out is not model and hasattr(model, POLICY_ATTR):
         setattr(out, POLICY_ATTR, getattr(model, POLICY_ATTR))
     return out
+
+
+def _keras_reason(exc: BaseException, keras: Any) -> str:
+    """One line of why Keras failed. A layer that raised while the model was rebuilt says only "Exception
+    encountered when calling X.call()"; its own error, which Keras puts after "Error encountered:", and the backend
+    it ran under are the part a user can act on (nc77: a layer's associative_scan over an open length, saved under
+    torch, fails under TensorFlow: "as_list() is not defined on an unknown TensorShape")."""
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    head = lines[0]
+    if "Exception encountered when calling" in head:
+        after = next((i for i, ln in enumerate(lines) if ln.rstrip().endswith("Error encountered:")), None)
+        cause = lines[after + 1] if after is not None and after + 1 < len(lines) else ""
+        head = f"{head.rstrip('.')} under the {keras.backend.backend()} backend" + (f": {cause}" if cause else "")
+    return head
 
 
 def _dtype_name(dtype: Any) -> str:

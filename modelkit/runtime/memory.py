@@ -26,6 +26,10 @@ _OOM = re.compile(r"\bOOM\b")  # TensorFlow: "OOM when allocating tensor"
 _TYPES = frozenset({"ResourceExhaustedError", "OutOfMemoryError"})  # tf.errors, torch(.cuda): by name, no import
 
 F = TypeVar("F", bound=Callable[..., Any])
+# std::bad_alloc on inputs and outputs of at most SMALL_NEED, while FREE_PROBE can still be mapped, is seldom memory:
+# TVM throws it for a buffer of a negative extent (a Cropping1D((1, 1)) at length 1, nc76)
+SMALL_NEED = 1 << 20
+FREE_PROBE = 4 << 30
 
 
 def oom_cause(exc: BaseException) -> BaseException | None:
@@ -86,6 +90,16 @@ def _running_out(path: Path, engine: str, signature: Signature, inputs: Any, sai
                 else " (the outputs' size is not known in advance)")
         need = (f": the inputs take {size(inputs_bytes)}{outs}, so it needs at least "
                 f"{size(inputs_bytes + (outputs_bytes or 0))}")
+    total = inputs_bytes + (outputs_bytes or 0)
+    if re.search(r"bad[_ ]alloc", said, re.I) and 0 < total <= SMALL_NEED and _can_allocate(FREE_PROBE):
+        shapes = (", ".join(f"'{k}' {tuple(np.shape(v))}" for k, v in inputs.items()) if isinstance(inputs, Mapping)
+                  else str(tuple(np.shape(inputs))))
+        return ResourceError(
+            f"{path.name}: {engine} could not allocate a buffer running this model on inputs of shape {shapes} "
+            f"({size(inputs_bytes)}), though {size(FREE_PROBE)} can be mapped: a size the model computes "
+            "from its input shapes is likely negative at these shapes (a crop, a valid convolution or a window longer "
+            "than the input), or one tensor inside it is vastly larger than its inputs (attention over a very long "
+            f"sequence); try the sizes the model was made for ({engine} {said})")
     return ResourceError(f"{path.name}: {engine} ran out of memory running this model{need}{_limits()}; free "
                          f"memory, use a smaller batch, or give the process more memory ({engine} {said})")
 

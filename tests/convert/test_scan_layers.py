@@ -1,0 +1,120 @@
+"""nc77: custom layers built on `keras.ops.scan` (a newcomer's moving average with a learned decay, trained under
+JAX, and a two-state recurrence read from the end), over an open sequence length.
+
+Found converting the moving-average model with `--to all`: only saved_model was written. tf2onnx wrote an invalid
+graph ("No Op registered for TensorListReserve with domain_version of 17") and the TFLite converter refused it
+("'tf.TensorListReserve' op requires element_shape to be static"): Keras' TF scan keeps its carry in a one-slot
+TensorArray read and written at every step. The TF-based edges now trace scan as a while loop over plain tensors
+(modelkit.converters._tf_scan); the torch formats keep the length only when it is fixed (Keras' torch scan is a
+Python loop), which their refusal says.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import modelkit
+from modelkit import _child
+from modelkit.errors import LoadError, UnsupportedConversionError
+from tests.helpers.user_code import keras_beside
+
+SCANS = '''import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="scans")
+class EMA(keras.layers.Layer):
+    """A moving average over time with a learned decay per channel."""
+    def build(self, shape):
+        self.logit = self.add_weight(shape=(shape[-1],), initializer="random_normal", name="logit")
+
+    def call(self, x):
+        a = ops.sigmoid(self.logit)
+
+        def step(carry, xt):
+            c = a * carry + (1 - a) * xt
+            return c, c
+
+        _, ys = ops.scan(step, ops.zeros_like(x[:, 0, :]), ops.transpose(x, (1, 0, 2)))
+        return ops.transpose(ys, (1, 0, 2))
+
+
+@keras.saving.register_keras_serializable(package="scans")
+class PeakAndSum(keras.layers.Layer):
+    """Read from the end: a running max and a gated running sum (two states); per-step outputs of both."""
+    def call(self, x):
+        seq = ops.transpose(x, (1, 0, 2))
+
+        def step(carry, xt):
+            peak, total = carry
+            peak = ops.maximum(peak, xt)
+            total = total + xt * ops.sigmoid(0.5 * xt)
+            return (peak, total), (peak, total)
+
+        init = (ops.full_like(x[:, 0, :], -1e9), ops.zeros_like(x[:, 0, :]))
+        (last_peak, _), (peaks, totals) = ops.scan(step, init, seq, reverse=True)
+        steps = ops.transpose(ops.concatenate([peaks, totals], axis=-1), (1, 0, 2))
+        return steps + ops.expand_dims(last_peak, 1)[..., :1]
+
+
+@keras.saving.register_keras_serializable(package="scans")
+class RunningProduct(keras.layers.Layer):
+    def call(self, x):
+        return ops.associative_scan(lambda a, b: a * b, ops.sigmoid(x), axis=1)
+'''
+
+
+def save(folder: str, backend: str, layers: tuple[str, ...] = ("EMA", "PeakAndSum")) -> str:
+    """The model saved under `backend` beside its scans.py (in a child for a backend other than this process's)."""
+    from pathlib import Path
+
+    tmp_path = Path(folder)
+    scans, keras = keras_beside(tmp_path, "scans", SCANS, backend)
+    series = keras.Input((None, 3), name="series")
+    h = keras.layers.Dense(4)(series)
+    h = keras.layers.Concatenate()([getattr(scans, name)()(h) for name in layers])
+    out = keras.layers.Dense(2, name="y")(keras.layers.GlobalAveragePooling1D()(h))
+    path = tmp_path / f"scan_{backend}.keras"
+    keras.Model(series, out).save(path)
+    return str(path)
+
+
+def _model(tmp_path, backend: str, layers: tuple[str, ...] = ("EMA", "PeakAndSum")):
+    if backend == "tensorflow":
+        return save(str(tmp_path), backend, layers)
+    kwargs = {"folder": str(tmp_path), "backend": backend, "layers": list(layers)}
+    return _child.run("tests.convert.test_scan_layers:save", kwargs, backend=backend, quiet=True)
+
+
+@pytest.mark.parametrize("backend", ["jax", "tensorflow"])
+def test_scan_layers_convert_to_onnx_and_tflite_at_any_length(tmp_path, backend):
+    src = _model(tmp_path, backend)
+    imports = [str(tmp_path / "scans.py")]
+    results = modelkit.convert(src, "onnx,tflite", out_dir=tmp_path / "out", imports=imports)
+    assert sorted(r.format for r in results) == ["onnx", "tflite"]
+    keras_model = modelkit.load(src, imports=imports)
+    for r in results:
+        assert r.parity["ok"]
+        artifact = modelkit.load(r.path)
+        assert artifact.signature.inputs[0].shape[1] is None
+        for length in (1, 2, 7, 40):
+            x = np.random.default_rng(length).normal(size=(3, length, 3)).astype(np.float32)
+            np.testing.assert_allclose(artifact.predict(x)["y"], keras_model.predict(x)["y"], atol=1e-5,
+                                       err_msg=f"{r.format} at length {length}")
+
+
+def test_the_torch_formats_say_the_length_must_be_fixed(tmp_path):
+    src = _model(tmp_path, "jax")
+    with pytest.raises(UnsupportedConversionError, match=r"layer 'ema' \(EMA\) turns it into the traced size"):
+        modelkit.convert(src, "torchscript", out_dir=tmp_path / "out", imports=[str(tmp_path / "scans.py")])
+
+
+def test_a_layer_that_fails_under_tensorflow_says_why_when_loaded(tmp_path):
+    """Keras' TF associative_scan cannot take an open length (a Keras limitation); the model, saved under torch, fails
+    to load for the TF-based formats. The error said only "Exception encountered when calling RunningProduct.call()";
+    it now names the backend and the layer's own error."""
+    src = _model(tmp_path, "torch", ("RunningProduct", "EMA"))
+    with pytest.raises(LoadError, match=r"Keras could not load this model: Exception encountered when calling "
+                                        r"RunningProduct.call\(\) under the tensorflow backend: as_list\(\) is not "
+                                        r"defined on an unknown TensorShape\.$"):
+        modelkit.load(src, imports=[str(tmp_path / "scans.py")])
