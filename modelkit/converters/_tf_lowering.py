@@ -30,6 +30,11 @@ concatenation of any image size had no builtin (nc73: "TF Select ops: Conv2D").
 `keras.ops.scan` (a custom layer's recurrence) is traced as a while loop over plain tensors
 (modelkit.converters._tf_scan): Keras' own keeps its carry in a TensorList that neither tf2onnx nor TFLite's
 builtins take (nc77).
+
+`keras.ops.rfft` over a known frame length (up to MAX_DFT) is traced as two matrix products with the cosines and
+negated sines of the frequencies (tf2onnx has no RFFT: "No Op registered for RFFT"), and
+`keras.ops.image.rgb_to_hsv` as TensorFlow's own kernel's arithmetic (max, min, selects; tf2onnx has no RGBToHSV,
+TFLite no builtin): a spectral feature layer and a colour feature layer convert (nc78).
 """
 from __future__ import annotations
 
@@ -56,6 +61,8 @@ def lowerings() -> Iterator[None]:
     arg = {"argmax": _arg_extreme("argmax"), "argmin": _arg_extreme("argmin"), "repeat": _repeat_static(tnp.repeat)}
     import keras
     from keras.src.backend.tensorflow import core
+    from keras.src.backend.tensorflow import image as timage
+    from keras.src.backend.tensorflow import math as tmath
     from keras.src.ops import image as src_image
 
     from ._tf_scan import lowered_scan
@@ -63,7 +70,8 @@ def lowerings() -> Iterator[None]:
     resize = {"resize": _resize_open(src_image)}
     with (mock.patch.multiple(nn, **patches), mock.patch.multiple(tnp, **arg),
           mock.patch.multiple(src_image, **resize), mock.patch.multiple(keras.ops.image, **resize),
-          mock.patch.object(core, "scan", lowered_scan(core.scan))):
+          mock.patch.object(core, "scan", lowered_scan(core.scan)), mock.patch.object(tmath, "rfft", _rfft(tmath.rfft)),
+          mock.patch.object(timage, "rgb_to_hsv", _rgb_to_hsv(timage.rgb_to_hsv))):
         yield
 
 
@@ -82,6 +90,56 @@ def _arg_extreme(kind: str) -> Any:
             y = tf.reshape(y, [1] * len(x.shape)) if flat else tf.expand_dims(y, axis)
         return y
     return arg
+
+
+MAX_DFT = 1024  # frame lengths the matrix form takes: two (n, n/2+1) float32 constants, 4 MiB each at most
+
+
+def _rfft(keras_rfft: Any) -> Any:
+    """keras.ops.rfft as (x @ cos, x @ -sin) over the last axis, for a known length n <= MAX_DFT (fft_length pads
+    or cuts the frames first, as the FFT does); other calls stay TF's RFFT."""
+    def rfft(x: Any, fft_length: Any = None) -> Any:
+        import numpy as np
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(x)
+        frame = x.shape[-1] if x.shape.rank else None
+        n = frame if fft_length is None else fft_length
+        if not isinstance(frame, int) or not isinstance(n, int) or not 0 < n <= MAX_DFT or not x.dtype.is_floating:
+            return keras_rfft(x, fft_length)
+        if n < frame:
+            x = x[..., :n]
+        elif n > frame:
+            x = tf.pad(x, [[0, 0]] * (x.shape.rank - 1) + [[0, n - frame]])
+        angle = 2 * np.pi * np.outer(np.arange(n), np.arange(n // 2 + 1)) / n
+        cos = tf.constant(np.cos(angle), x.dtype)
+        sin = tf.constant(-np.sin(angle), x.dtype)
+        return tf.matmul(x, cos), tf.matmul(x, sin)
+    return rfft
+
+
+def _rgb_to_hsv(keras_rgb_to_hsv: Any) -> Any:
+    """keras.ops.image.rgb_to_hsv (channels_last floats) in the arithmetic of TensorFlow's RGBToHSV kernel."""
+    def rgb_to_hsv(images: Any, data_format: Any = None) -> Any:
+        import tensorflow as tf
+        from keras.src import backend
+
+        images = tf.convert_to_tensor(images)
+        if (backend.standardize_data_format(data_format) != "channels_last" or not images.dtype.is_floating
+                or images.shape.rank not in (3, 4) or images.shape[-1] != 3):
+            return keras_rgb_to_hsv(images, data_format)
+        r, g, b = tf.unstack(images, 3, axis=-1)
+        value = tf.reduce_max(images, axis=-1)
+        spread = value - tf.reduce_min(images, axis=-1)
+        zero = tf.zeros_like(value)
+        saturation = tf.where(value > 0, spread / tf.where(value > 0, value, tf.ones_like(value)), zero)
+        norm = 1.0 / (6.0 * tf.where(spread > 0, spread, tf.ones_like(spread)))
+        hue = tf.where(tf.equal(r, value), norm * (g - b),
+                       tf.where(tf.equal(g, value), norm * (b - r) + 2.0 / 6.0, norm * (r - g) + 4.0 / 6.0))
+        hue = tf.where(spread > 0, hue, zero)
+        hue = tf.where(hue < 0, hue + 1.0, hue)
+        return tf.stack([hue, saturation, value], axis=-1)
+    return rgb_to_hsv
 
 
 def _repeat_static(keras_repeat: Any) -> Any:
