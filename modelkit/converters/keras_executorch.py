@@ -262,6 +262,7 @@ def _folded(program: Any) -> Any:
 
     program = program.run_decompositions({})
     _drop_layout_copies(program)
+    _splits_as_slices(program)
     return _contiguous_constants(constant_prop_pass(program))
 
 
@@ -283,6 +284,42 @@ def _drop_layout_copies(program: Any) -> None:
                 continue
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
+    program.graph_module.recompile()
+
+
+def _splits_as_slices(program: Any) -> None:
+    """Each part of a split (`torch.split`, `chunk`: Keras' torch `rgb_to_hsv` splits the channels) as a slice of its
+    input. ExecuTorch 1.5.1 runs split_with_sizes only at the batch it was traced with: at any other batch the
+    method failed ("execute() failed with error 0x12"; 0x10 in a whole colour layer, nc78); a slice runs at every
+    batch. Splits along a dimension of unknown size are left as they are."""
+    import operator
+
+    import torch
+
+    graph = program.graph_module.graph
+    aten = torch.ops.aten
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in (aten.split_with_sizes.default, aten.split.Tensor):
+            continue
+        source = node.args[0]
+        val = getattr(source, "meta", {}).get("val")
+        dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+        total = val.shape[dim % val.dim()] if val is not None else None
+        users = list(node.users)
+        if not isinstance(total, int) or not all(u.target is operator.getitem for u in users):
+            continue
+        step = node.args[1]
+        sizes = [min(step, total - s) for s in range(0, total, step)] if isinstance(step, int) else list(step)
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        for user in users:
+            i = user.args[1]
+            with graph.inserting_before(user):
+                bounds = (source, dim % val.dim(), starts[i], starts[i] + sizes[i])
+                part = graph.call_function(aten.slice.Tensor, bounds)
+            part.meta = dict(user.meta)
+            user.replace_all_uses_with(part)
+            graph.erase_node(user)
+        graph.erase_node(node)
     program.graph_module.recompile()
 
 

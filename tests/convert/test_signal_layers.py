@@ -82,3 +82,20 @@ def test_a_spectral_layer_converts_to_onnx_at_any_number_of_frames(tmp_path, fft
         signal = np.concatenate([np.sin(t), np.cos(3 * t), np.random.default_rng(frames).normal(size=t.shape)])
         signal = signal.astype(np.float32)
         np.testing.assert_allclose(onnx_model.predict(signal)["y"], keras_model.predict(signal)["y"], atol=1e-3)
+
+
+def test_a_colour_feature_layer_runs_in_executorch_at_every_batch(tmp_path):
+    """Keras' torch rgb_to_hsv splits the channels (torch.split); ExecuTorch 1.5.1 ran split_with_sizes only at the
+    batch it was traced with ("execute() failed with error 0x10" at any other): the edge writes each part as a
+    slice."""
+    pytest.importorskip("executorch")
+    feats, keras = keras_beside(tmp_path, "feats", FEATS)
+    x = keras.Input((6, 6, 3), name="image")
+    keras.Model(x, keras.layers.Dense(2, name="y")(feats.ColorFeatures()(x))).save(tmp_path / "hsv.keras")
+    imports = [str(tmp_path / "feats.py")]
+    (result,) = modelkit.convert(tmp_path / "hsv.keras", "executorch", out_dir=tmp_path / "out", imports=imports)
+    keras_model, program = modelkit.load(tmp_path / "hsv.keras", imports=imports), modelkit.load(result.path)
+    for batch in (1, 3, 8):
+        got, want = program.predict(_images(batch))["y"], keras_model.predict(_images(batch))["y"]
+        assert got.shape == (batch, 6, 6, 2)
+        np.testing.assert_allclose(got, want, atol=1e-4, err_msg=f"batch {batch}")
