@@ -50,7 +50,8 @@ def rnn(step_function: Any, inputs: Any, initial_states: Any, go_backwards: bool
     def step(t: Any, prev: list[Any] | None, states: tuple[Any, ...]) -> tuple[Any, list[Any], tuple[Any, ...]]:
         index = steps - 1 - t if go_backwards else t
         x = tree.pack_sequence_as(inputs, [tf.gather(f, index, axis=axis) for f in flat_in])
-        output, new_states = step_function(x, states + extra)
+        nested = tuple(tree.pack_sequence_as(tuple(initial_states), list(states)))  # a stack of cells: per cell
+        output, new_states = step_function(x, nested + extra)
         flat_out = tree.flatten(output)
         new_flat = tree.flatten(new_states)
         if keep_mask is not None:

@@ -35,6 +35,9 @@ builtins take (nc77).
 negated sines of the frequencies (tf2onnx has no RFFT: "No Op registered for RFFT"), and
 `keras.ops.image.rgb_to_hsv` as TensorFlow's own kernel's arithmetic (max, min, selects; tf2onnx has no RGBToHSV,
 TFLite no builtin): a spectral feature layer and a colour feature layer convert (nc78).
+
+`keras.ops.quantile` / `median` compute their indices in float32 (modelkit.converters._tf_quantile; Keras' float64
+arithmetic over an open length has no TFLite builtin: nc79's median over time).
 """
 from __future__ import annotations
 
@@ -58,7 +61,10 @@ def lowerings() -> Iterator[None]:
         patches["_apply_masks"] = _apply_masks
     from keras.src.backend.tensorflow import numpy as tnp
 
-    arg = {"argmax": _arg_extreme("argmax"), "argmin": _arg_extreme("argmin"), "repeat": _repeat_static(tnp.repeat)}
+    from ._tf_quantile import float32_quantile
+
+    arg = {"argmax": _arg_extreme("argmax"), "argmin": _arg_extreme("argmin"), "repeat": _repeat_static(tnp.repeat),
+           "_quantile": float32_quantile(tnp._quantile)}
     import keras
     from keras.src.backend.tensorflow import core
     from keras.src.backend.tensorflow import image as timage

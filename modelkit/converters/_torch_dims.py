@@ -161,6 +161,10 @@ def _export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str
                                               dynamic_shapes=(_dims(sig, auto=True, smallest=smallest),))
             except (RuntimeError, TypeError, ValueError) as exc:
                 if not oblivious:
+                    fixed = next(iter(seen.items()), None)  # a layer that made an open dim a constant: named
+                    if fixed is not None:  # (nc79: a generic RNN's Python loop over time, "Constraints violated")
+                        (name, axis), layer = fixed
+                        raise UnsupportedConversionError(refusal(fmt, "torch.export", name, axis, layer)) from exc
                     raise ConversionError(f"torch.export could not export {src_name} with its dynamic dimensions: "
                                           f"{first_line(first)}") from exc
                 continue

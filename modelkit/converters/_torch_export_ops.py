@@ -12,9 +12,10 @@ export), computes the same numbers, and leaves the cases it does not cover to Ke
   guard, so the program refused every other size (nc75); the padding is always applied by hand there. Under
   torch.jit.trace (`traced_same_padding`) the amounts are computed from the traced sizes, so a TorchScript trace
   does not bake the traced size's branch either (a strided "same" Conv1D was refused for odd lengths).
-- `sort`, `argsort` (ExecuTorch only): aten.sort.stable is not in the Core ATen op set ExecuTorch lowers.
-- `split` into equal sections (ExecuTorch only): the runtime fails the split_with_sizes_copy of an open batch
-  (error 0x12 at the first run; an LSTM's or GRU's gates, nc70); the same sections are taken as slices.
+- `sort`, `argsort` (ExecuTorch only): aten.sort.stable is not in the Core ATen op set ExecuTorch lowers; and
+  torch.quantile (`quantile`, `median`), which ExecuTorch has no kernel for (modelkit.converters._torch_quantile).
+Splits (an LSTM's or GRU's gates, nc70; `rgb_to_hsv`'s channels, nc78), which ExecuTorch runs only at the traced
+batch, are rewritten as slices in the exported graph (keras_executorch._splits_as_slices), whichever code split.
 """
 from __future__ import annotations
 
@@ -188,13 +189,17 @@ def _segment_reduction(keras_own: Any) -> Any:
 
 @contextlib.contextmanager
 def executorch_ops() -> Iterator[None]:
-    """Keras' torch `sort` / `argsort` as topk and `split` as slices, for an export ExecuTorch lowers and runs."""
+    """Keras' torch `sort` / `argsort` and torch.quantile as topk, for an export ExecuTorch lowers and runs."""
     from unittest import mock
 
+    import torch
     from keras.src.backend.torch import numpy as torch_numpy
 
+    from ._torch_quantile import topk_quantile
+
     sort, argsort = _sort_as_topk(torch_numpy.sort, torch_numpy.argsort)
-    with mock.patch.multiple(torch_numpy, sort=sort, argsort=argsort, split=_split_as_slices(torch_numpy.split)):
+    with mock.patch.multiple(torch_numpy, sort=sort, argsort=argsort), \
+            mock.patch.object(torch, "quantile", topk_quantile(torch.quantile)):
         yield
 
 
@@ -220,21 +225,3 @@ def _sort_as_topk(own_sort: Any, own_argsort: Any) -> tuple[Any, Any]:
         return cast(smallest_first(x, axis).indices, "int32")
 
     return sort, argsort
-
-
-def _split_as_slices(keras_own: Any) -> Any:
-    """Keras' torch `split` into a number of equal sections, over an axis of known size, as that many narrow
-    slices (the same tensors): ExecuTorch's split_with_sizes_copy of a tensor with an open batch fails its first
-    run (error 0x12), and Keras' LSTM and GRU cells split their gates so (nc70). Other splits go to Keras' own."""
-    import torch
-    from keras.src.backend.torch.core import convert_to_tensor
-
-    def split(x: Any, indices_or_sections: Any, axis: int = 0) -> Any:
-        x = convert_to_tensor(x)
-        size = x.shape[axis]
-        if not isinstance(indices_or_sections, int) or not isinstance(size, int) or size % indices_or_sections:
-            return keras_own(x, indices_or_sections, axis=axis)
-        step = size // indices_or_sections
-        return [torch.narrow(x, axis, i * step, step) for i in range(indices_or_sections)]
-
-    return split

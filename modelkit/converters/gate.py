@@ -33,7 +33,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import ConversionError, InputError
+from ..errors import ConversionError, InputError, ModelkitError
 from ..spec import Signature
 from .samples import predict_rows
 
@@ -209,6 +209,38 @@ def _judge_classes(sig: Signature, labels: np.ndarray | None) -> Judge:
     return Judge(single, BINARY)
 
 
+def fitting(sig: Signature, labels: np.ndarray) -> list[Judge]:
+    """Every output `labels` fit as judge() judges them (same metric, same per-position reading): judge()'s own
+    first, then the others in the model's order. Several when a model has two heads of a fitting shape (a
+    16-wide embedding before a 10-class softmax: class ids 0..9 fit both)."""
+    first = judge(sig, labels)
+    found = [first]
+    for spec in sig.outputs:
+        if spec.name == first.output:
+            continue
+        try:
+            other = judge(Signature(sig.inputs, (spec,)), labels)
+        except ModelkitError:
+            continue
+        if (other.metric, other.dense) == (first.metric, first.dense):
+            found.append(other)
+    return found
+
+
+def judge_on(model: Any, inputs: Mapping[str, np.ndarray], labels: np.ndarray) -> tuple[Judge, dict[str, float]]:
+    """The Judge of `labels` and, when several outputs fit them (fitting()), the score of `model` (the source)
+    on each: the output judged is the one these labels describe best, the highest accuracy (the lowest mean
+    absolute error for a regressor's targets), not the first that fits (an embedding head judged on class ids
+    scored 0.03 where the class head scored 0.83). The scores are {} when one output fits."""
+    found = fitting(model.signature, labels)
+    if len(found) == 1:
+        return found[0], {}
+    scores = {j.output: accuracy(model, inputs, labels, j)[0] for j in found}
+    pick = min if found[0].metric == MAE else max
+    best = pick(found, key=lambda j: scores[j.output])  # ties: the first in the model's order
+    return best, scores
+
+
 def check_judgeable(sig: Signature, labels: np.ndarray | None = None) -> Judge:
     """judge(), its ConversionError made the user's InputError (their --quantize, which no route would judge
     better), with the fix."""
@@ -266,7 +298,7 @@ def accuracy_gate(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarra
                   max_drop: float, label: str, mode: str) -> dict[str, Any]:
     """Accuracy of source and artifact on labelled data; `ok` is False when the drop exceeds max_drop. For MAE,
     `source_accuracy` / `artifact_accuracy` hold the mean absolute errors and `drop` their relative increase."""
-    j = judge(reference.signature, labels)
+    j, chosen = judge_on(reference, inputs, labels)
     labels, masked = masked_labels(reference, inputs, labels, j)
     src_acc, ref, t_ref = accuracy(reference, inputs, labels, j)
     art_acc, cand, t_cand = accuracy(candidate, inputs, labels, j)
@@ -281,7 +313,7 @@ def accuracy_gate(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarra
         if masked:
             out.update(positions_per_sample=int(labels[0].size), positions_judged=int(judged.sum()),
                        positions_ignored_by=masked)
-        return out
+        return _with_choice(out, chosen)
     drop = src_acc - art_acc
     out = {"ok": bool(drop <= max_drop + 1e-12), "quantization": mode, "data": label, "samples": len(labels),
            "output": j.output, "metric": j.metric, "source_accuracy": round(src_acc, 6),
@@ -295,6 +327,13 @@ def accuracy_gate(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarra
         out["positions_judged"] = int(judged.sum())
         if not judged.all():
             out["positions_ignored_by"] = masked or "labels below 0"
+    return _with_choice(out, chosen)
+
+
+def _with_choice(out: dict[str, Any], scores: Mapping[str, float]) -> dict[str, Any]:
+    """The gate's report with, when several outputs fit the labels, the source's score on each (judge_on)."""
+    if scores:
+        out["source_accuracy_per_output"] = {k: float(f"{v:.6g}") for k, v in scores.items()}
     return out
 
 

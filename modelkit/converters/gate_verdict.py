@@ -65,6 +65,7 @@ def summary(acc: Mapping[str, Any]) -> str:
     ignored = acc.get("positions_ignored_by")
     where = "" if not ignored else (f" ({acc['positions_judged']} of {acc['samples'] * acc['positions_per_sample']} "
                                     f"positions judged; the rest ignored by {ignored})")
+    where += _choice(acc)
     chain = acc.get("max_accuracy_drop_of_chain")
     if acc.get("metric") == MAE:
         head = f"MAE {'OK' if acc['ok'] else 'FAILED'}"
@@ -75,6 +76,16 @@ def summary(acc: Mapping[str, Any]) -> str:
     left = "" if chain is None else f", what the source's own drop left of {chain:g}"
     return (f"{head}: {acc['source_accuracy']:.4f} -> {acc['artifact_accuracy']:.4f} (drop {acc['drop']:+.4f}, "
             f"max {round(acc['max_accuracy_drop'], 4):g}{left}) on {acc['samples']} samples of {acc['data']}{where}")
+
+
+def _choice(acc: Mapping[str, Any]) -> str:
+    """Which output was judged, when the labels fit several (gate.judge_on): the source's score on each."""
+    scores = acc.get("source_accuracy_per_output")
+    if not scores:
+        return ""
+    what = "MAE" if acc.get("metric") == MAE else "accuracy"
+    each = ", ".join(f"'{k}' {v:.4g}" for k, v in scores.items())
+    return f"; judged on output '{acc['output']}', where the labels fit several (the source's {what}: {each})"
 
 
 def short(acc: Mapping[str, Any]) -> str:

@@ -79,7 +79,7 @@ def mask_padding(prepared: dict[str, Any], model: Path, work: Path) -> dict[str,
     arrays = _read(ev)
     if np.ndim(arrays["y"]) < 2:  # one label per sample: nothing a mask covers
         return prepared
-    from ..converters.gate import judge, masked_labels
+    from ..converters.gate import judge_on, masked_labels
     from ..converters.quantize import load_npz
     from ..errors import ModelkitError
     from ..runtime import load
@@ -87,7 +87,7 @@ def mask_padding(prepared: dict[str, Any], model: Path, work: Path) -> dict[str,
     reference = load(model)
     try:
         inputs, labels = load_npz(ev, reference.signature, need_labels=True)
-        labels, by = masked_labels(reference, inputs, labels, judge(reference.signature, labels))
+        labels, by = masked_labels(reference, inputs, labels, judge_on(reference, inputs, labels)[0])
     except ModelkitError:  # labels that do not fit: said by the builds' own checks
         return prepared
     if by is None:

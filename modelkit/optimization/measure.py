@@ -154,7 +154,7 @@ class Probe:
 
             inputs, labels = load_npz(data, sig, need_labels=False)
             label = f"{data} (first {batch} rows{', tiled' if min(map(len, inputs.values())) < batch else ''})"
-            judge = _judge(sig, labels)
+            judge = _judge(model, inputs, labels)
             if judge is not None:  # a regressor's labels judge no accuracy
                 samples = len(labels)
                 self.accuracy = accuracy(model, inputs, labels, judge)[0]
@@ -185,15 +185,16 @@ class Probe:
         return out
 
 
-def _judge(sig: Any, labels: np.ndarray | None) -> Any:
-    """The gate's Judge of `labels` on `sig` (converters.gate.judge), or None without labels, one that fits, or
-    a regressor's (optimize ranks by accuracy; a regressor's lossy builds are not measured)."""
-    from ..converters.gate import MAE, judge
+def _judge(model: Any, inputs: Any, labels: np.ndarray | None) -> Any:
+    """The gate's Judge of `labels` on `model` (converters.gate.judge_on: of several outputs that fit, the one
+    the labels describe best), or None without labels, one that fits, or a regressor's (optimize ranks by
+    accuracy; a regressor's lossy builds are not measured)."""
+    from ..converters.gate import MAE, judge_on
 
     if labels is None:
         return None
     try:
-        j = judge(sig, labels)
+        j = judge_on(model, inputs, labels)[0]
     except errors.ModelkitError:
         return None
     return None if j.metric == MAE else j

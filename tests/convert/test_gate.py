@@ -5,6 +5,7 @@ refused before any work, saying why and what to do."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -292,3 +293,31 @@ def test_a_set_where_one_changed_answer_is_above_the_allowed_drop_says_so():
         gate_verdict.raise_if_failed(acc, "m.int8.onnx")
     with pytest.raises(AccuracyError, match=r"\(400 samples\)$"):  # one answer is 0.0025 there: no hint
         gate_verdict.raise_if_failed({**acc, "samples": 400, "drop": 0.02}, "m.int8.onnx")
+
+
+def test_labels_that_fit_two_heads_judge_the_head_they_describe(tmp_path):
+    """nc79's metric-learning model (a 16-wide unit-norm embedding, then a 10-class softmax) was judged on its
+    first output: class ids 0..9 fit the embedding's 16 columns too, and the gate measured 0.03 -> 0.03 on it (any
+    drop of the class head unseen). Of the outputs labels fit, the one the source scores best on is judged."""
+    from modelkit._backend import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    x = keras.Input((8,), name="x")
+    h = keras.layers.Dense(16, activation="relu")(x)
+    emb = keras.layers.UnitNormalization(name="embedding")(keras.layers.Dense(16)(h))
+    keras.Model(x, [emb, keras.layers.Dense(10, activation="softmax", name="cls")(h)]).save(tmp_path / "two.keras")
+    rows = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
+    source = modelkit.load(tmp_path / "two.keras")
+    y = source.predict(rows)["cls"].argmax(-1)  # the class head's own answers: its accuracy is 1
+    assert gate.judge(source.signature, y) == gate.Judge("embedding", gate.TOP1)  # the first that fits
+    j, scores = gate.judge_on(source, {"x": rows}, y)
+    assert j == gate.Judge("cls", gate.TOP1) and scores["cls"] == 1.0 and scores["embedding"] < 0.5
+    np.savez(tmp_path / "eval.npz", x=rows, y=y)
+    (r,) = modelkit.convert(tmp_path / "two.keras", "onnx", out_dir=tmp_path / "out", quantize="dynamic-int8",
+                            eval_data=tmp_path / "eval.npz", max_accuracy_drop=0.1)
+    acc = r.accuracy
+    assert acc["output"] == "cls" and acc["source_accuracy"] == 1.0 and acc["artifact_accuracy"] > 0.9
+    assert list(acc["source_accuracy_per_output"]) == ["embedding", "cls"]
+    assert re.search(r"; judged on output 'cls', where the labels fit several \(the source's accuracy: 'embedding' "
+                     r"0\.\d+, 'cls' 1\)", gate_verdict.summary(acc))
