@@ -1,18 +1,17 @@
 """Dynamic dimensions for the torch edges (TorchScript, .pt2).
 
-Every dimension the Keras model leaves open stays open: torch.export gets a named `Dim` for each (the
-batch `batch`, any other `<input>_<axis>`, minimum 1, no maximum); when torch cannot prove those ranges
-(a valid convolution needs a longer sequence) the export is repeated with `Dim.AUTO`, which lets torch
-narrow a range or fix a dimension, first with size-oblivious reasoning (no hidden `size != 1` guards), then
-without. A dimension torch fixes (a recurrent layer's Python loop over time, a kernel that reads a size as
-a Python int) is refused with UnsupportedConversionError naming
-the dimension, the layer where it was fixed, and the formats that keep it open. The layer is found by
-watching the trace: a forward hook on every Keras layer notes the first one after which the input's
-size symbol became a constant. The example the model is traced at has its open sizes at 8, 10, ...; a model that
-runs only at multiples of a stride (a U-Net, an any-size keras.applications network) is traced at 64, 96, ...
-instead (fit_examples, at load). A program may still guard sizes below its example (torch's memory-format checks
-ask whether a feature map is 1 high): `lowest_sizes` finds the smallest size from which it runs, and the range
-recorded starts there.
+Every dimension the Keras model leaves open stays open: torch.export gets a named `Dim` for each (the batch `batch`,
+any other `<input>_<axis>`, minimum 1, no maximum); when torch cannot prove those ranges (a valid convolution needs
+a longer sequence) the export is repeated with `Dim.AUTO`, which lets torch narrow a range or fix a dimension, first
+with size-oblivious reasoning (no hidden `size != 1` guards), then without. A dimension torch fixes (a recurrent
+layer's Python loop over time, a kernel that reads a size as a Python int) is refused with
+UnsupportedConversionError naming the dimension, the layer where it was fixed, and the formats that keep it open.
+The layer is found by watching the trace (modelkit.converters._torch_watch): a forward hook on every Keras layer
+notes the first one after which the input's size symbol became a constant. The example the model is traced at has
+its open sizes at 8, 10, ...; a model that runs only at multiples of a stride (a U-Net, an any-size
+keras.applications network) is traced at 64, 96, ... instead (fit_examples, at load). A program may still guard
+sizes below its example (torch's memory-format checks ask whether a feature map is 1 high): `lowest_sizes` finds the
+smallest size from which it runs, and the range recorded starts there.
 """
 from __future__ import annotations
 
@@ -23,6 +22,7 @@ from typing import Any, Iterator
 
 from ..errors import ConversionError, UnsupportedConversionError, first_line
 from ..spec import Signature
+from ._torch_watch import resolved, watch
 
 # formats whose TensorFlow trace keeps every open dimension symbolic (verified on the tests' models)
 KEEP_DYNAMIC = "onnx, saved_model"
@@ -214,7 +214,7 @@ def ranges(program: Any, sig: Signature) -> dict[tuple[str, int], list[int | Non
             if d is not None:
                 continue
             got = shape[axis]
-            expr = _resolved(got.node) if isinstance(got, torch.SymInt) else None
+            expr = resolved(got.node) if isinstance(got, torch.SymInt) else None
             if expr is None or expr.is_number:  # specialized to the example size
                 out[(spec.name, axis)] = None
                 continue
@@ -324,48 +324,6 @@ def find_fixing_layers(module: Any, sig: Signature) -> dict[tuple[str, int], str
         except (RuntimeError, TypeError, ValueError):
             pass
     return dict(seen)
-
-
-@contextlib.contextmanager
-def watch(module: Any, sig: Signature) -> Iterator[dict[tuple[str, int], str]]:
-    """While torch.export traces `module`: {(input, axis): "'name' (Class)"} of the first Keras layer after
-    whose call the symbol of that open dimension had become a constant."""
-    seen: dict[tuple[str, int], str] = {}
-    symbols: dict[tuple[str, int], Any] = {}
-
-    def before(_mod: Any, args: tuple[Any, ...]) -> None:
-        symbols.clear()
-        for spec, arg in zip(sig.inputs, args):
-            for axis, d in enumerate(spec.shape):
-                size = arg.shape[axis] if d is None and axis > 0 else None
-                node = getattr(size, "node", None)
-                if node is not None and getattr(node, "shape_env", None) is not None:
-                    symbols[(spec.name, axis)] = node
-
-    def after(layer: Any, _args: Any, _out: Any) -> None:
-        for key, node in symbols.items():
-            if key not in seen and _is_constant(node):
-                seen[key] = f"'{getattr(layer, 'name', '?')}' ({type(layer).__name__})"
-
-    handles = [module.register_forward_pre_hook(before)]
-    keras_model = getattr(module, "model", None)
-    layers = keras_model._flatten_layers(include_self=False, recursive=True) if keras_model is not None else []
-    handles += [layer.register_forward_hook(after) for layer in layers if hasattr(layer, "register_forward_hook")]
-    try:
-        yield seen
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def _resolved(node: Any) -> Any:
-    """A SymInt node's expression after the shape environment's replacements (a number once fixed)."""
-    env = getattr(node, "shape_env", None)
-    return env.replace(node.expr) if env is not None else node.expr
-
-
-def _is_constant(node: Any) -> bool:
-    return bool(getattr(_resolved(node), "is_number", False))
 
 
 def _dims(sig: Signature, auto: bool, smallest: int = 1) -> tuple[Any, ...]:

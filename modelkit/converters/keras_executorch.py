@@ -304,7 +304,8 @@ def _splits_as_slices(program: Any) -> None:
         source = node.args[0]
         val = getattr(source, "meta", {}).get("val")
         dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
-        total = val.shape[dim % val.dim()] if val is not None else None
+        dim = dim % val.dim() if val is not None else dim
+        total = val.shape[dim] if val is not None else None
         users = list(node.users)
         if not isinstance(total, int) or not all(u.target is operator.getitem for u in users):
             continue
@@ -314,7 +315,7 @@ def _splits_as_slices(program: Any) -> None:
         for user in users:
             i = user.args[1]
             with graph.inserting_before(user):
-                bounds = (source, dim % val.dim(), starts[i], starts[i] + sizes[i])
+                bounds = (source, dim, starts[i], starts[i] + sizes[i])
                 part = graph.call_function(aten.slice.Tensor, bounds)
             part.meta = dict(user.meta)
             user.replace_all_uses_with(part)
