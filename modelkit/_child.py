@@ -143,7 +143,10 @@ def run(func: str, kwargs: dict[str, Any], backend: str | None = None, timeout: 
     a second Ctrl-C, or the grace running out, kills it (interrupt_grace=0: at once).
     """
     with tempfile.TemporaryDirectory(prefix="modelkit-child-") as td:
-        child = start(func, kwargs, Path(td) / "result.json", child_env(backend), quiet, error, what)
+        scratch = Path(td) / "tmp"  # the child's temporary files, removed with td even when it is killed or
+        scratch.mkdir()  # skips its exit handlers (os._exit below): a shared SavedModel folder leaked per child
+        env = child_env(backend, {"TMPDIR": str(scratch)})
+        child = start(func, kwargs, Path(td) / "result.json", env, quiet, error, what)
         try:
             interrupted = _wait(child, timeout, interrupt_grace)
         except subprocess.TimeoutExpired as exc:

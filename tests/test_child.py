@@ -41,6 +41,18 @@ def sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
+def leave_temp_files(then_sleep: float = 0.0) -> str:
+    """What a conversion child does: a temporary folder with a file in it, never removed by this process (the
+    child ends with os._exit, which skips atexit handlers; a killed one runs nothing at all)."""
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="modelkit-saved-model-")
+    with open(os.path.join(folder, "weights.bin"), "wb") as f:
+        f.write(b"0" * 1024)
+    time.sleep(then_sleep)
+    return folder
+
+
 # --- the tests -------------------------------------------------------------------------------------------------
 def test_run_returns_the_childs_result_from_another_process() -> None:
     got = _child.run(f"{HERE}:echo", {"value": [1, 2]})
@@ -76,6 +88,30 @@ def test_a_child_past_its_timeout_is_killed_and_reported() -> None:
     with pytest.raises(TrainingError, match=r"^training did not finish within 1 s$"):
         _child.run(f"{HERE}:sleep", {"seconds": 120}, timeout=1, error=TrainingError, what="training")
     assert time.monotonic() - t0 < 60  # killed, not waited for
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """This test's own temporary root, for this process and its children alike."""
+    import tempfile
+
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setenv("TMPDIR", str(root))
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
+
+
+def test_a_childs_temporary_files_are_removed_when_it_ends(private_tmp) -> None:
+    folder = _child.run(f"{HERE}:leave_temp_files", {})
+    assert folder.startswith(str(private_tmp)) and "modelkit-saved-model-" in folder
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_a_killed_childs_temporary_files_are_removed_too(private_tmp) -> None:
+    with pytest.raises(WorkerError, match="did not finish within 5 s"):
+        _child.run(f"{HERE}:leave_temp_files", {"then_sleep": 120}, timeout=5)
+    assert list(private_tmp.iterdir()) == []
 
 
 def test_output_is_relayed_line_by_line_when_stderr_is_not_a_real_file(monkeypatch) -> None:
