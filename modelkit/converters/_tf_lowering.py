@@ -38,6 +38,9 @@ TFLite no builtin): a spectral feature layer and a colour feature layer convert 
 
 `keras.ops.quantile` / `median` compute their indices in float32 (modelkit.converters._tf_quantile; Keras' float64
 arithmetic over an open length has no TFLite builtin: nc79's median over time).
+
+`keras.ops.image.affine_transform` (a spatial transformer's warp) is traced as gathers (modelkit.converters._warp):
+ImageProjectiveTransformV3 has no ONNX op and no TFLite builtin (nc81).
 """
 from __future__ import annotations
 
@@ -72,12 +75,13 @@ def lowerings() -> Iterator[None]:
     from keras.src.ops import image as src_image
 
     from ._tf_scan import lowered_scan
+    from ._warp import gathered_warps
 
     resize = {"resize": _resize_open(src_image)}
     with (mock.patch.multiple(nn, **patches), mock.patch.multiple(tnp, **arg),
           mock.patch.multiple(src_image, **resize), mock.patch.multiple(keras.ops.image, **resize),
           mock.patch.object(core, "scan", lowered_scan(core.scan)), mock.patch.object(tmath, "rfft", _rfft(tmath.rfft)),
-          mock.patch.object(timage, "rgb_to_hsv", _rgb_to_hsv(timage.rgb_to_hsv))):
+          mock.patch.object(timage, "rgb_to_hsv", _rgb_to_hsv(timage.rgb_to_hsv)), gathered_warps("tensorflow")):
         yield
 
 

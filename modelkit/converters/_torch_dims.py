@@ -150,7 +150,7 @@ def _export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str
             first = exc
     if not open_axes(sig):
         raise ConversionError(f"torch.export could not export {src_name} with a dynamic batch: "
-                              f"{first_line(first)}") from first
+                              f"{first_line(first)}{batch_fixed_by(seen)}") from first
     program = None
     # let torch narrow the ranges (or fix dims, refused below): size-oblivious from 1, then from 2 (its program may
     # guard `L != 1`: a strided convolution's, nc75), then as torch does by default
@@ -161,12 +161,14 @@ def _export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str
                                               dynamic_shapes=(_dims(sig, auto=True, smallest=smallest),))
             except (RuntimeError, TypeError, ValueError) as exc:
                 if not oblivious:
-                    fixed = next(iter(seen.items()), None)  # a layer that made an open dim a constant: named
-                    if fixed is not None:  # (nc79: a generic RNN's Python loop over time, "Constraints violated")
+                    # a layer that made an open dim a constant: named (nc79: a generic RNN's Python loop over
+                    # time, "Constraints violated")
+                    fixed = next(((key, layer) for key, layer in seen.items() if key[1] > 0), None)
+                    if fixed is not None:
                         (name, axis), layer = fixed
                         raise UnsupportedConversionError(refusal(fmt, "torch.export", name, axis, layer)) from exc
                     raise ConversionError(f"torch.export could not export {src_name} with its dynamic dimensions: "
-                                          f"{first_line(first)}") from exc
+                                          f"{first_line(first)}{batch_fixed_by(seen)}") from exc
                 continue
         if any(r is None for r in ranges(program, sig).values()):
             continue
@@ -286,6 +288,15 @@ def _within(size: int, bounds: list[int | None] | None) -> bool:
     return bounds is not None and size >= (bounds[0] or 1) and (bounds[1] is None or size <= bounds[1])
 
 
+def batch_fixed_by(seen: dict[tuple[str, int], str]) -> str:
+    """For an export that failed on the batch: the layer a `watch` saw make it a constant, and what to do."""
+    layer = next((layer for (_, axis), layer in seen.items() if axis == 0), None)
+    if layer is None:
+        return ""
+    return (f"; layer {layer} turns the batch into the traced size (a Python loop over the batch, or the batch read "
+            "as a number): written with ops over the whole batch, it exports")
+
+
 def refusal(fmt: str, what: str, name: str, axis: int, layer: str | None, size: int | None = None) -> str:
     where = f"layer {layer}" if layer else "the traced code"
     at = f" (at size {size} it fails or gives other results than the Keras model)" if size else ""
@@ -315,8 +326,12 @@ def _short(text: str, limit: int = 100) -> str:
 
 
 def find_fixing_layers(module: Any, sig: Signature) -> dict[tuple[str, int], str]:
-    """Which layer fixes each open dimension under torch.export (Dim.AUTO), for naming it in a refusal."""
+    """Which layer fixes each open dimension under torch.export (Dim.AUTO), for naming it in a refusal (none for a
+    reference that is no torch module)."""
     import torch
+
+    if not isinstance(module, torch.nn.Module):
+        return {}
 
     with watch(module, sig) as seen, symbolic_sizes():  # the ops as the export writes them (1-D pooling as 2-D)
         try:

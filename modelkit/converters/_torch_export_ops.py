@@ -12,6 +12,8 @@ export), computes the same numbers, and leaves the cases it does not cover to Ke
   guard, so the program refused every other size (nc75); the padding is always applied by hand there. Under
   torch.jit.trace (`traced_same_padding`) the amounts are computed from the traced sizes, so a TorchScript trace
   does not bake the traced size's branch either (a strided "same" Conv1D was refused for odd lengths).
+- `affine_transform` (a spatial transformer's warp): Keras warps image by image in a Python loop over the batch
+  (nc81); written as gathers in modelkit.converters._warp, under torch.jit.trace too.
 - `sort`, `argsort` (ExecuTorch only): aten.sort.stable is not in the Core ATen op set ExecuTorch lowers; and
   torch.quantile (`quantile`, `median`), which ExecuTorch has no kernel for (modelkit.converters._torch_quantile).
 Splits (an LSTM's or GRU's gates, nc70; `rgb_to_hsv`'s channels, nc78), which ExecuTorch runs only at the traced
@@ -26,16 +28,19 @@ from typing import Any, Iterator
 
 @contextlib.contextmanager
 def batch_keeping_ops() -> Iterator[None]:
-    """take_along_axis and the segment reductions without a size that fixes the batch; 1-D pooling without one
-    that fixes an open length."""
+    """take_along_axis, the segment reductions and affine_transform without a size that fixes the batch; 1-D
+    pooling without one that fixes an open length."""
     from unittest import mock
 
     from keras.src.backend.torch import math as torch_math
     from keras.src.backend.torch import nn as torch_nn
     from keras.src.backend.torch import numpy as torch_numpy
 
+    from ._warp import gathered_warps
+
     segments = _segment_reduction(torch_math._segment_reduction_fn)  # noqa: SLF001 - the one function all four call
-    with mock.patch.object(torch_numpy, "take_along_axis", _take_along_axis(torch_numpy.take_along_axis)), \
+    take_along_axis = _take_along_axis(torch_numpy.take_along_axis)
+    with gathered_warps("torch"), mock.patch.object(torch_numpy, "take_along_axis", take_along_axis), \
             mock.patch.object(torch_math, "_segment_reduction_fn", segments), \
             mock.patch.multiple(torch_nn, max_pool=_max_pooling(_pool_1d_as_2d(torch_nn.max_pool)),
                                 average_pool=_pool_1d_as_2d(torch_nn.average_pool),

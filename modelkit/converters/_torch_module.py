@@ -79,7 +79,7 @@ def check_batches(module: Any, reference: Any, sig: Signature, what: str, batche
     """
     import torch
 
-    from ._torch_dims import same_result
+    from ._torch_dims import batch_fixed_by, find_fixing_layers, same_result
 
     for batch in batches:
         feed = example_inputs(sig, batch, seed=batch)
@@ -87,13 +87,16 @@ def check_batches(module: Any, reference: Any, sig: Signature, what: str, batche
             with torch.no_grad():
                 got, want = module(*feed), reference(*feed)
         except RuntimeError as exc:
+            blamed = batch_fixed_by(find_fixing_layers(reference, sig))
             raise ConversionError(f"{what} does not run at batch {batch} (traced at {EXAMPLE_BATCH}): the "
-                                  f"batch size was baked into the graph. Torch said: {first_line(exc)}") from exc
+                                  f"batch size was baked into the graph{blamed}. Torch said: "
+                                  f"{first_line(exc)}") from exc
         for name, g, w in zip(sig.output_names, got, want):
             if not same_result(g, w, atol):
+                blamed = batch_fixed_by(find_fixing_layers(reference, sig))
                 raise ConversionError(f"{what} gives wrong results for output '{name}' at batch {batch} "
                                       f"(traced at {EXAMPLE_BATCH}): the batch size or data-dependent "
-                                      "control flow was baked into the graph")
+                                      f"control flow was baked into the graph{blamed}")
 
 
 def signature_json(sig: Signature) -> str:

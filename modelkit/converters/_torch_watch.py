@@ -16,7 +16,7 @@ from ..spec import Signature
 @contextlib.contextmanager
 def watch(module: Any, sig: Signature) -> Iterator[dict[tuple[str, int], str]]:
     """While torch.export traces `module`: {(input, axis): "'name' (Class)"} of the first Keras layer after
-    whose call the symbol of that open dimension had become a constant."""
+    whose call the symbol of that open dimension (the batch too) had become a constant."""
     seen: dict[tuple[str, int], str] = {}
     symbols: dict[tuple[str, int], Any] = {}
 
@@ -24,7 +24,7 @@ def watch(module: Any, sig: Signature) -> Iterator[dict[tuple[str, int], str]]:
         symbols.clear()
         for spec, arg in zip(sig.inputs, args):
             for axis, d in enumerate(spec.shape):
-                size = arg.shape[axis] if d is None and axis > 0 else None
+                size = arg.shape[axis] if d is None else None
                 node = getattr(size, "node", None)
                 if node is not None and getattr(node, "shape_env", None) is not None:
                     symbols[(spec.name, axis)] = node

@@ -68,6 +68,7 @@ def keras_to_executorch(src: Path, dest: Path, trust_unsafe_code: bool = False, 
     from . import _torch_dims
     from . import quantize as q
     from ._torch_module import check_batches, example_inputs, load_wrapped, signature_json
+    from ._torch_watch import watch
 
     quiet_loggers()
     require("executorch.exir", "executorch", "ExecuTorch")
@@ -85,11 +86,11 @@ def keras_to_executorch(src: Path, dest: Path, trust_unsafe_code: bool = False, 
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     shapes = tuple({0: batch} if s.shape and s.shape[0] is None else None for s in sig.inputs)
     try:
-        with _torch_dims.symbolic_sizes(), executorch_ops(), unrolled_rnn(fused=False):
+        with watch(module, sig) as seen, _torch_dims.symbolic_sizes(), executorch_ops(), unrolled_rnn(fused=False):
             program = torch.export.export(module, example_inputs(sig), dynamic_shapes=(shapes,), strict=False)
     except (RuntimeError, TypeError, ValueError) as exc:
         raise ConversionError(f"torch.export could not export {Path(src).name} with a batch of 1..{max_batch}: "
-                              f"{first_line(exc)}") from exc
+                              f"{first_line(exc)}{_torch_dims.batch_fixed_by(seen)}") from exc
     check_batches(program.module(), module, sig, "the exported program")
     calibration = None
     if mode == "int8":

@@ -35,10 +35,11 @@ def keras_to_torchscript(src: Path, dest: Path, trust_unsafe_code: bool = False)
     from ._torch_export_ops import traced_same_padding
     from ._torch_module import SIGNATURE_FILE, check_batches, example_inputs, load_wrapped, signature_json, versions
     from ._torch_rnn import fused_recurrent
+    from ._warp import gathered_warps  # a warp per image in a Python loop would fix the batch
 
     module, sig = load_wrapped(src, trust_unsafe_code)
     padding = traced_same_padding() if open_axes(sig) else contextlib.nullcontext()  # a strided "same" padding
-    with torch.no_grad(), warnings.catch_warnings(), fused_recurrent(), padding:  # LSTM / GRU: one op, any length
+    with torch.no_grad(), warnings.catch_warnings(), fused_recurrent(), padding, gathered_warps("torch"):
         # Keras' input checks turn sizes into Python values while tracing; check_batches below is the
         # real test that nothing shape-dependent was baked in
         warnings.simplefilter("ignore", torch.jit.TracerWarning)

@@ -1,6 +1,7 @@
 """keras -> torchscript: parity of the trained digits CNN from two backends (TensorFlow- and
 torch-trained, both traced under torch), the JAX-trained two-input model with names kept, shapes
 that Flatten/Reshape could bake, and the check that catches a trace which baked the batch."""
+import importlib.util
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from modelkit.converters.keras_torchscript import TOLERANCE
 from modelkit.errors import ConversionError
 from modelkit.formats import Format, manifest_path
 from tests.helpers import converted_to_torch
+from tests.helpers.user_code import keras_beside
 
 ATOL = 1e-5  # the edge's tolerance: the traced graph runs the same torch kernels as eager Keras
 
@@ -143,3 +145,32 @@ def test_a_file_traced_with_pinned_devices_and_tf32_is_made_portable():
     assert not [n for n in graph.findAllNodes("prim::Constant") if n.output().type().kind() == "DeviceObjType"]
     assert [n.inputsAt(12).toIValue() for n in graph.findAllNodes("aten::_convolution")] == [False]
     assert torch.equal(traced(x)[0], want)
+
+
+LOOP = '''import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="loop")
+class PerImage(keras.layers.Layer):
+    """Each row over its own max, row by row (batched while Keras builds the model, when the batch is unknown)."""
+    def call(self, x):
+        if x.shape[0] is None:
+            return x / (ops.max(x, axis=1, keepdims=True) + 1.0)
+        return ops.stack([x[i] / (ops.max(x[i]) + 1.0) for i in range(x.shape[0])])
+'''
+
+
+def test_a_layer_that_loops_over_the_batch_is_named_by_every_torch_format(tmp_path):
+    """A custom layer normalizing image by image in a Python loop fixes the batch: torchscript, pt2 and executorch
+    name the layer and say what to do, beside torch's own words ("Constraints violated (batch)")."""
+    loop, keras = keras_beside(tmp_path, "loop", LOOP)
+    x = keras.Input((6,), name="x")
+    keras.Model(x, keras.layers.Dense(2, name="y")(loop.PerImage(name="per_image")(x))).save(tmp_path / "loop.keras")
+    formats = "torchscript,pt2" + (",executorch" if importlib.util.find_spec("executorch") else "")
+    with pytest.raises(ConversionError) as info:
+        modelkit.convert(tmp_path / "loop.keras", formats, out_dir=tmp_path / "out",
+                         imports=[str(tmp_path / "loop.py")])
+    text = str(info.value)
+    named = "layer 'per_image' (PerImage) turns the batch into the traced size (a Python loop over the batch"
+    assert text.count(named) == len(formats.split(",")), text
