@@ -40,7 +40,8 @@ TFLite no builtin): a spectral feature layer and a colour feature layer convert 
 arithmetic over an open length has no TFLite builtin: nc79's median over time).
 
 `keras.ops.image.affine_transform` (a spatial transformer's warp) is traced as gathers (modelkit.converters._warp):
-ImageProjectiveTransformV3 has no ONNX op and no TFLite builtin (nc81).
+ImageProjectiveTransformV3 has no ONNX op and no TFLite builtin (nc81); `keras.ops.searchsorted` over a 1-D sequence as
+comparisons and a count (modelkit.converters._search; UpperBound / LowerBound have neither: nc82).
 """
 from __future__ import annotations
 
@@ -74,6 +75,7 @@ def lowerings() -> Iterator[None]:
     from keras.src.backend.tensorflow import math as tmath
     from keras.src.ops import image as src_image
 
+    from ._search import counted_searchsorted
     from ._tf_scan import lowered_scan
     from ._warp import gathered_warps
 
@@ -81,7 +83,8 @@ def lowerings() -> Iterator[None]:
     with (mock.patch.multiple(nn, **patches), mock.patch.multiple(tnp, **arg),
           mock.patch.multiple(src_image, **resize), mock.patch.multiple(keras.ops.image, **resize),
           mock.patch.object(core, "scan", lowered_scan(core.scan)), mock.patch.object(tmath, "rfft", _rfft(tmath.rfft)),
-          mock.patch.object(timage, "rgb_to_hsv", _rgb_to_hsv(timage.rgb_to_hsv)), gathered_warps("tensorflow")):
+          mock.patch.object(timage, "rgb_to_hsv", _rgb_to_hsv(timage.rgb_to_hsv)), gathered_warps("tensorflow"),
+          counted_searchsorted("tensorflow")):
         yield
 
 

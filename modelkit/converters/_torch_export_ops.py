@@ -13,7 +13,8 @@ export), computes the same numbers, and leaves the cases it does not cover to Ke
   torch.jit.trace (`traced_same_padding`) the amounts are computed from the traced sizes, so a TorchScript trace
   does not bake the traced size's branch either (a strided "same" Conv1D was refused for odd lengths).
 - `affine_transform` (a spatial transformer's warp): Keras warps image by image in a Python loop over the batch
-  (nc81); written as gathers in modelkit.converters._warp, under torch.jit.trace too.
+  (nc81); written as gathers in modelkit.converters._warp, under torch.jit.trace too. `searchsorted` as comparisons
+  and a count (modelkit.converters._search: torch.onnx and ExecuTorch lacked aten.searchsorted, nc82).
 - `sort`, `argsort` (ExecuTorch only): aten.sort.stable is not in the Core ATen op set ExecuTorch lowers; and
   torch.quantile (`quantile`, `median`), which ExecuTorch has no kernel for (modelkit.converters._torch_quantile).
 Splits (an LSTM's or GRU's gates, nc70; `rgb_to_hsv`'s channels, nc78), which ExecuTorch runs only at the traced
@@ -36,11 +37,13 @@ def batch_keeping_ops() -> Iterator[None]:
     from keras.src.backend.torch import nn as torch_nn
     from keras.src.backend.torch import numpy as torch_numpy
 
+    from ._search import counted_searchsorted
     from ._warp import gathered_warps
 
     segments = _segment_reduction(torch_math._segment_reduction_fn)  # noqa: SLF001 - the one function all four call
     take_along_axis = _take_along_axis(torch_numpy.take_along_axis)
-    with gathered_warps("torch"), mock.patch.object(torch_numpy, "take_along_axis", take_along_axis), \
+    with gathered_warps("torch"), counted_searchsorted("torch"), \
+            mock.patch.object(torch_numpy, "take_along_axis", take_along_axis), \
             mock.patch.object(torch_math, "_segment_reduction_fn", segments), \
             mock.patch.multiple(torch_nn, max_pool=_max_pooling(_pool_1d_as_2d(torch_nn.max_pool)),
                                 average_pool=_pool_1d_as_2d(torch_nn.average_pool),

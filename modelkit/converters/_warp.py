@@ -17,27 +17,16 @@ have a channel axis, and one gather per bilinear corner reads single values. A c
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 
-@contextlib.contextmanager
-def gathered_warps(backend: str) -> Iterator[None]:
+def gathered_warps(backend: str) -> contextlib.AbstractContextManager[None]:
     """Patch `keras.src.backend.<backend>.image.affine_transform` (backend: tensorflow or torch) for the
     duration of an export."""
-    import importlib
-    from unittest import mock
+    from ._keras_patch import backend_patch
 
-    try:
-        module = importlib.import_module(f"keras.src.backend.{backend}.image")
-    except ImportError:  # pragma: no cover - another Keras layout: nothing to patch
-        yield
-        return
-    own = getattr(module, "affine_transform", None)
-    if own is None:  # pragma: no cover
-        yield
-        return
-    with mock.patch.object(module, "affine_transform", gathered_affine_transform(own, torch_like=backend == "torch")):
-        yield
+    return backend_patch(backend, "image", "affine_transform",
+                         lambda own: gathered_affine_transform(own, torch_like=backend == "torch"))
 
 
 def gathered_affine_transform(keras_own: Callable[..., Any], torch_like: bool) -> Callable[..., Any]:

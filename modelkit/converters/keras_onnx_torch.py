@@ -36,7 +36,7 @@ def keras_to_onnx_torch(src: Path, dest: Path, opset: int = OPSET, trust_unsafe_
     import torch
 
     from .._onnx import opset_of
-    from ..errors import ConversionError
+    from ..errors import ConversionError, first_line
     from . import _torch_dims
     from ._torch_module import example_inputs, load_wrapped, versions
     from ._unroll import recurrent_layers, unrolled_rnn
@@ -51,9 +51,8 @@ def keras_to_onnx_torch(src: Path, dest: Path, opset: int = OPSET, trust_unsafe_
         exported = torch.onnx.export(program, example, dynamo=True, opset_version=int(opset),
                                      input_names=sig.input_names, output_names=sig.output_names, verbose=False)
     except Exception as exc:  # noqa: BLE001 - torch.onnx raises its own error classes (and RuntimeError)
-        text = str(exc).strip().splitlines()
         raise ConversionError(f"torch.onnx could not export {Path(src).name}: {type(exc).__name__}: "
-                              f"{text[0] if text else ''}") from exc
+                              f"{first_line(exc)}") from exc
     proto = exported.model_proto
     if [i.name for i in proto.graph.input] != sig.input_names or [o.name for o in proto.graph.output] != \
             sig.output_names:

@@ -31,6 +31,7 @@ def keras_to_torchscript(src: Path, dest: Path, trust_unsafe_code: bool = False)
     import torch
 
     from ..runtime.torchscript import make_portable
+    from ._search import counted_searchsorted
     from ._torch_dims import check_lengths, open_axes
     from ._torch_export_ops import traced_same_padding
     from ._torch_module import SIGNATURE_FILE, check_batches, example_inputs, load_wrapped, signature_json, versions
@@ -39,7 +40,8 @@ def keras_to_torchscript(src: Path, dest: Path, trust_unsafe_code: bool = False)
 
     module, sig = load_wrapped(src, trust_unsafe_code)
     padding = traced_same_padding() if open_axes(sig) else contextlib.nullcontext()  # a strided "same" padding
-    with torch.no_grad(), warnings.catch_warnings(), fused_recurrent(), padding, gathered_warps("torch"):
+    with torch.no_grad(), warnings.catch_warnings(), fused_recurrent(), padding, gathered_warps("torch"), \
+            counted_searchsorted("torch"):  # Keras' torch searchsorted passes a traced tensor as a flag
         # Keras' input checks turn sizes into Python values while tracing; check_batches below is the
         # real test that nothing shape-dependent was baked in
         warnings.simplefilter("ignore", torch.jit.TracerWarning)

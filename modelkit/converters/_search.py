@@ -1,0 +1,35 @@
+"""`keras.ops.searchsorted` over a 1-D sorted sequence written as comparisons and a count, for every exporter
+(nc82: a layer binning each feature among fixed quantile edges).
+
+TensorFlow writes it as UpperBound / LowerBound (tf2onnx: "No Op registered", TFLite: no builtin); torch as
+aten.searchsorted, which torch.onnx could not translate and ExecuTorch has no kernel for; and Keras' torch code
+passes `out_int32=len(sequence) <= ...`, a tensor under torch.jit.trace (TypeError). The insertion index of v is the
+number of entries below it (side "left": s < v; "right": s <= v): the same int32 for a sorted sequence, with one
+comparison per entry (edges and bins are short). N-D sequences go to Keras' own code.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable
+
+
+def counted_searchsorted(backend: str) -> contextlib.AbstractContextManager[None]:
+    """Patch `keras.src.backend.<backend>.numpy.searchsorted` for the duration of an export."""
+    from ._keras_patch import backend_patch
+
+    return backend_patch(backend, "numpy", "searchsorted", counted)
+
+
+def counted(keras_own: Callable[..., Any]) -> Callable[..., Any]:
+    """Keras' searchsorted signature: a 1-D sequence by counting, anything else by `keras_own`."""
+
+    def searchsorted(sorted_sequence: Any, values: Any, side: str = "left") -> Any:
+        from keras import ops
+
+        if len(ops.shape(sorted_sequence)) != 1 or side not in ("left", "right"):
+            return keras_own(sorted_sequence, values, side=side)
+        seq, v = ops.convert_to_tensor(sorted_sequence), ops.expand_dims(ops.convert_to_tensor(values), -1)
+        below = ops.less(seq, v) if side == "left" else ops.less_equal(seq, v)
+        return ops.sum(ops.cast(below, "int32"), axis=-1)
+
+    return searchsorted
