@@ -311,7 +311,9 @@ def rebuild(err: dict[str, Any], fallback: type[errors.ModelkitError]) -> BaseEx
     if isinstance(cls, type) and issubclass(cls, errors.ModelkitError):
         exc: BaseException = errors.retyped(cls, err["message"], err.get("report"))
     else:
-        exc = fallback(f"{err.get('type')}: {err.get('message')}")
+        # one line, as the CLI prints it (Keras' "Exception encountered when calling X.call()." with its reason);
+        # the rest stays in the child's traceback (--debug)
+        exc = fallback(f"{err.get('type')}: {errors.first_line(Exception(err.get('message') or ''))}")
     exc.child_traceback = err.get("traceback")
     return exc
 

@@ -28,6 +28,11 @@ def raise_foreign() -> None:
     raise ZeroDivisionError("division by zero")
 
 
+def raise_keras_style() -> None:
+    raise RuntimeError("Exception encountered when calling Deform.call().\n\n\x1b[1mUnsupported value kind: Tensor"
+                       "\x1b[0m\n\nArguments received by Deform.call():\n  \u2022 inputs=['torch.Tensor(...)']")
+
+
 def raise_bare_assert() -> None:
     raise AssertionError
 
@@ -69,6 +74,14 @@ def test_a_modelkit_error_comes_back_with_its_type_message_and_the_childs_traceb
 def test_a_foreign_error_comes_back_as_the_callers_error_class(error) -> None:
     with pytest.raises(error, match="^ZeroDivisionError: division by zero$"):
         _child.run(f"{HERE}:raise_foreign", {}, error=error)
+
+
+def test_a_foreign_error_comes_back_in_one_line_with_kerass_reason() -> None:
+    """nc83: the CLI printed Keras' four-line message (its reason in terminal bold) as the error line."""
+    with pytest.raises(ConversionError, match=r"^RuntimeError: Exception encountered when calling Deform\.call\(\)\. "
+                                              r"Unsupported value kind: Tensor$") as info:
+        _child.run(f"{HERE}:raise_keras_style", {}, error=ConversionError)
+    assert "Arguments received" in info.value.child_traceback
 
 
 def test_a_foreign_error_without_a_message_says_where_it_was_raised() -> None:
