@@ -309,7 +309,10 @@ def rebuild(err: dict[str, Any], fallback: type[errors.ModelkitError]) -> BaseEx
         return KeyboardInterrupt()
     cls = getattr(errors, err.get("type", ""), None)
     if isinstance(cls, type) and issubclass(cls, errors.ModelkitError):
-        exc: BaseException = errors.retyped(cls, err["message"], err.get("report"))
+        message = err["message"]
+        if message.startswith("Exception encountered when calling"):  # raised inside a layer: Keras wrapped it
+            message = errors.first_line(Exception(message))
+        exc: BaseException = errors.retyped(cls, message, err.get("report"))
     else:
         # one line, as the CLI prints it (Keras' "Exception encountered when calling X.call()." with its reason);
         # the rest stays in the child's traceback (--debug)

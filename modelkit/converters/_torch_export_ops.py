@@ -64,6 +64,27 @@ def traced_same_padding() -> Iterator[None]:
         yield
 
 
+def traced_vmap_refused() -> contextlib.AbstractContextManager[None]:
+    """For torch.jit.trace: `keras.ops.vectorized_map` (torch.vmap), which the tracer cannot record ("Unsupported
+    value kind: Tensor", nc83: a deformable sampling layer mapping map_coordinates over the batch), refused typed,
+    naming what takes it."""
+    from ..errors import UnsupportedConversionError
+    from ._keras_patch import backend_patch
+
+    def make(keras_own: Any) -> Any:
+        def vectorized_map(function: Any, elements: Any) -> Any:
+            try:
+                return keras_own(function, elements)
+            except RuntimeError as exc:
+                raise UnsupportedConversionError(
+                    "keras.ops.vectorized_map runs torch.vmap, which torch.jit.trace cannot record; the formats "
+                    "exported by torch.export (pt2, executorch) or by TensorFlow (onnx, tflite, saved_model) take "
+                    "it") from exc
+        return vectorized_map
+
+    return backend_patch("torch", "core", "vectorized_map", make)
+
+
 _in_max_pool = contextvars.ContextVar("modelkit_in_max_pool", default=False)
 
 

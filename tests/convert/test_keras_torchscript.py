@@ -174,3 +174,33 @@ def test_a_layer_that_loops_over_the_batch_is_named_by_every_torch_format(tmp_pa
     text = str(info.value)
     named = "layer 'per_image' (PerImage) turns the batch into the traced size (a Python loop over the batch"
     assert text.count(named) == len(formats.split(",")), text
+
+
+VMAP = '''import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="vmap")
+class RowScale(keras.layers.Layer):
+    """Each row times its own max, mapped over the batch (ops.vectorized_map)."""
+    def call(self, x):
+        return ops.vectorized_map(lambda row: row * ops.max(row), x)
+'''
+
+
+def test_vectorized_map_is_refused_by_torchscript_naming_what_takes_it(tmp_path):
+    """torch.jit.trace cannot record torch.vmap ("Unsupported value kind: Tensor", nc83); pt2 takes it."""
+    from modelkit.errors import UnsupportedConversionError
+
+    vmap, keras = keras_beside(tmp_path, "vmap", VMAP)
+    x = keras.Input((5,), name="x")
+    keras.Model(x, keras.layers.Dense(2, name="y")(vmap.RowScale(name="rows")(x))).save(tmp_path / "vmap.keras")
+    imports = [str(tmp_path / "vmap.py")]
+    with pytest.raises(UnsupportedConversionError, match=r"calling RowScale\.call\(\)\. keras\.ops\.vectorized_map "
+                                                         r"runs torch\.vmap, which torch\.jit\.trace cannot record; "
+                                                         r".*\(pt2, executorch\)"):
+        modelkit.convert(tmp_path / "vmap.keras", "torchscript", out_dir=tmp_path / "out", imports=imports)
+    (pt2,) = modelkit.convert(tmp_path / "vmap.keras", "pt2", out_dir=tmp_path / "out", imports=imports)
+    data = np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32)
+    want = modelkit.load(tmp_path / "vmap.keras", imports=imports).predict(data)["y"]
+    np.testing.assert_allclose(modelkit.load(pt2.path).predict(data)["y"], want, atol=1e-5)
