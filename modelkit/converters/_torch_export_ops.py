@@ -14,7 +14,8 @@ export), computes the same numbers, and leaves the cases it does not cover to Ke
   does not bake the traced size's branch either (a strided "same" Conv1D was refused for odd lengths).
 - `affine_transform` (a spatial transformer's warp): Keras warps image by image in a Python loop over the batch
   (nc81); written as gathers in modelkit.converters._warp, under torch.jit.trace too. `searchsorted` as comparisons
-  and a count (modelkit.converters._search: torch.onnx and ExecuTorch lacked aten.searchsorted, nc82).
+  and a count (modelkit.converters._search: torch.onnx and ExecuTorch lacked aten.searchsorted, nc82). `cond` on a
+  tensor as both branches and a select (nc85: torch.jit.trace had recorded one branch, silently).
 - `sort`, `argsort` (ExecuTorch only): aten.sort.stable is not in the Core ATen op set ExecuTorch lowers; and
   torch.quantile (`quantile`, `median`), which ExecuTorch has no kernel for (modelkit.converters._torch_quantile).
 Splits (an LSTM's or GRU's gates, nc70; `rgb_to_hsv`'s channels, nc78), which ExecuTorch runs only at the traced
@@ -42,7 +43,7 @@ def batch_keeping_ops() -> Iterator[None]:
 
     segments = _segment_reduction(torch_math._segment_reduction_fn)  # noqa: SLF001 - the one function all four call
     take_along_axis = _take_along_axis(torch_numpy.take_along_axis)
-    with gathered_warps("torch"), counted_searchsorted("torch"), \
+    with gathered_warps("torch"), counted_searchsorted("torch"), selected_cond(), \
             mock.patch.object(torch_numpy, "take_along_axis", take_along_axis), \
             mock.patch.object(torch_math, "_segment_reduction_fn", segments), \
             mock.patch.multiple(torch_nn, max_pool=_max_pooling(_pool_1d_as_2d(torch_nn.max_pool)),
@@ -62,6 +63,34 @@ def traced_same_padding() -> Iterator[None]:
     with mock.patch.multiple(torch_nn, max_pool=_max_pooling(torch_nn.max_pool),
                              _apply_same_padding=_same_padding(torch_nn._apply_same_padding)):  # noqa: SLF001
         yield
+
+
+def selected_cond() -> contextlib.AbstractContextManager[None]:
+    """`keras.ops.cond` on a tensor as both branches and a select. Keras' torch code branches in Python (`if pred`):
+    torch.jit.trace recorded only the branch the example took, so a TorchScript artifact computed it for every
+    input, silently (nc85: `ops.cond(ops.mean(x) > 0, ...)`, parity's samples all took one branch), and
+    torch.export failed on the data-dependent branch. The select gives the same values wherever both branches have
+    one structure and shape; other branches run Keras' own code (as before: a trace records one branch)."""
+    from ._keras_patch import backend_patch
+
+    return backend_patch("torch", "core", "cond", _cond_by_select)
+
+
+def _cond_by_select(keras_own: Any) -> Any:
+    def cond(pred: Any, true_fn: Any, false_fn: Any) -> Any:
+        import torch
+        from keras import tree
+
+        if not isinstance(pred, torch.Tensor) or pred.device.type == "meta":
+            return keras_own(pred, true_fn, false_fn)
+        a, b = true_fn(), false_fn()
+        fa, fb = tree.flatten(a), tree.flatten(b)
+        if len(fa) != len(fb) or any(not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor)
+                                     or tuple(x.shape) != tuple(y.shape) for x, y in zip(fa, fb)):
+            return keras_own(pred, true_fn, false_fn)  # no select of such branches: Keras' own, as before
+        return tree.pack_sequence_as(a, [torch.where(pred, x, y) for x, y in zip(fa, fb)])
+
+    return cond
 
 
 def traced_vmap_refused() -> contextlib.AbstractContextManager[None]:

@@ -204,3 +204,46 @@ def test_vectorized_map_is_refused_by_torchscript_naming_what_takes_it(tmp_path)
     data = np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32)
     want = modelkit.load(tmp_path / "vmap.keras", imports=imports).predict(data)["y"]
     np.testing.assert_allclose(modelkit.load(pt2.path).predict(data)["y"], want, atol=1e-5)
+
+
+COND = '''import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="cond")
+class Gate(keras.layers.Layer):
+    """Doubles the batch when its mean is positive, else shifts it (ops.cond on a tensor)."""
+    def call(self, x):
+        return ops.cond(ops.mean(x) > 0, lambda: x * 2.0, lambda: x - 1.0)
+'''
+
+
+def _cond_model(tmp_path):
+    cond, keras = keras_beside(tmp_path, "cond", COND)
+    x = keras.Input((4,), name="x")
+    keras.Model(x, keras.layers.Dense(3, name="y")(cond.Gate(name="gate")(x))).save(tmp_path / "cond.keras")
+    return tmp_path / "cond.keras", [str(tmp_path / "cond.py")]
+
+
+def _both_branches(source, artifact, what: str) -> None:
+    for x in (np.full((2, 4), 3.0, np.float32), np.full((5, 4), -3.0, np.float32)):
+        np.testing.assert_allclose(artifact.predict(x)["y"], source.predict(x)["y"], atol=1e-4, err_msg=what)
+
+
+def test_a_data_dependent_cond_keeps_both_branches_in_torchscript_and_pt2(tmp_path):
+    """nc85: Keras' torch cond branches in Python; torch.jit.trace recorded the branch the example took (a batch of
+    negative mean got x * 2 instead of x - 1, and parity's samples all took the traced branch), and torch.export
+    refused the data-dependent branch. Both branches and a select now."""
+    src, imports = _cond_model(tmp_path)
+    results = modelkit.convert(src, "torchscript,pt2", out_dir=tmp_path / "out", imports=imports)
+    source = modelkit.load(src, imports=imports)
+    for r in results:
+        _both_branches(source, modelkit.load(r.path), r.format)
+
+
+@pytest.mark.slow
+def test_a_data_dependent_cond_keeps_both_branches_in_executorch(tmp_path):
+    pytest.importorskip("executorch")
+    src, imports = _cond_model(tmp_path)
+    (result,) = modelkit.convert(src, "executorch", out_dir=tmp_path / "out", imports=imports)
+    _both_branches(modelkit.load(src, imports=imports), modelkit.load(result.path), "executorch")
