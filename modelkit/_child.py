@@ -311,14 +311,18 @@ def rebuild(err: dict[str, Any], fallback: type[errors.ModelkitError]) -> BaseEx
     if isinstance(cls, type) and issubclass(cls, errors.ModelkitError):
         message = err["message"]
         if message.startswith("Exception encountered when calling"):  # raised inside a layer: Keras wrapped it
-            message = errors.first_line(Exception(message))
+            message = _one_line(message)
         exc: BaseException = errors.retyped(cls, message, err.get("report"))
     else:
-        # one line, as the CLI prints it (Keras' "Exception encountered when calling X.call()." with its reason);
-        # the rest stays in the child's traceback (--debug)
-        exc = fallback(f"{err.get('type')}: {errors.first_line(Exception(err.get('message') or ''))}")
+        exc = fallback(f"{err.get('type')}: {_one_line(err.get('message') or '')}")
     exc.child_traceback = err.get("traceback")
     return exc
+
+
+def _one_line(message: str) -> str:
+    """A message as the CLI prints it: Keras' "Exception encountered when calling X.call()." with its reason, or
+    the first line; the rest stays in the child's traceback (--debug)."""
+    return errors.first_line(Exception(message))
 
 
 def _die_with_parent() -> None:

@@ -38,17 +38,24 @@ def batch_keeping_ops() -> Iterator[None]:
     from keras.src.backend.torch import nn as torch_nn
     from keras.src.backend.torch import numpy as torch_numpy
 
-    from ._search import counted_searchsorted
-    from ._warp import gathered_warps
-
     segments = _segment_reduction(torch_math._segment_reduction_fn)  # noqa: SLF001 - the one function all four call
     take_along_axis = _take_along_axis(torch_numpy.take_along_axis)
-    with gathered_warps("torch"), counted_searchsorted("torch"), selected_cond(), \
-            mock.patch.object(torch_numpy, "take_along_axis", take_along_axis), \
+    with traced_alike(), mock.patch.object(torch_numpy, "take_along_axis", take_along_axis), \
             mock.patch.object(torch_math, "_segment_reduction_fn", segments), \
             mock.patch.multiple(torch_nn, max_pool=_max_pooling(_pool_1d_as_2d(torch_nn.max_pool)),
                                 average_pool=_pool_1d_as_2d(torch_nn.average_pool),
                                 _apply_same_padding=_same_padding(torch_nn._apply_same_padding)):  # noqa: SLF001
+        yield
+
+
+@contextlib.contextmanager
+def traced_alike() -> Iterator[None]:
+    """The rewrites torch.export and torch.jit.trace both take: affine_transform as gathers (_warp), searchsorted
+    by counting (_search), cond as a select."""
+    from ._search import counted_searchsorted
+    from ._warp import gathered_warps
+
+    with gathered_warps("torch"), counted_searchsorted("torch"), _selected_cond():
         yield
 
 
@@ -65,7 +72,7 @@ def traced_same_padding() -> Iterator[None]:
         yield
 
 
-def selected_cond() -> contextlib.AbstractContextManager[None]:
+def _selected_cond() -> contextlib.AbstractContextManager[None]:
     """`keras.ops.cond` on a tensor as both branches and a select. Keras' torch code branches in Python (`if pred`):
     torch.jit.trace recorded only the branch the example took, so a TorchScript artifact computed it for every
     input, silently (nc85: `ops.cond(ops.mean(x) > 0, ...)`, parity's samples all took one branch), and

@@ -31,17 +31,15 @@ def keras_to_torchscript(src: Path, dest: Path, trust_unsafe_code: bool = False)
     import torch
 
     from ..runtime.torchscript import make_portable
-    from ._search import counted_searchsorted
     from ._torch_dims import check_lengths, open_axes
-    from ._torch_export_ops import selected_cond, traced_same_padding, traced_vmap_refused
+    from ._torch_export_ops import traced_alike, traced_same_padding, traced_vmap_refused
     from ._torch_module import SIGNATURE_FILE, check_batches, example_inputs, load_wrapped, signature_json, versions
     from ._torch_rnn import fused_recurrent
-    from ._warp import gathered_warps  # a warp per image in a Python loop would fix the batch
 
     module, sig = load_wrapped(src, trust_unsafe_code)
     padding = traced_same_padding() if open_axes(sig) else contextlib.nullcontext()  # a strided "same" padding
-    with torch.no_grad(), warnings.catch_warnings(), fused_recurrent(), padding, gathered_warps("torch"), \
-            counted_searchsorted("torch"), traced_vmap_refused(), selected_cond():  # both branches of an ops.cond
+    with torch.no_grad(), warnings.catch_warnings(), fused_recurrent(), padding, traced_alike(), \
+            traced_vmap_refused():  # LSTM / GRU: one op, any length; a warp, a cond, a search as torch.export has
         # Keras' input checks turn sizes into Python values while tracing; check_batches below is the
         # real test that nothing shape-dependent was baked in
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
