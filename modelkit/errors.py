@@ -53,6 +53,12 @@ class UnsupportedConversionError(ConversionError, ValueError):
     """No chain of converter edges leads from the source format to the target."""
 
 
+class RouteNotApplicableError(UnsupportedConversionError):
+    """A route found, once the model was loaded, that it is not for this model (the recurrent routes, given a model
+    whose custom layers hold no recurrent layer): the next route runs, and the route is left out of the reasons a
+    failed conversion gives (it is kept in the manifest's extra.route.tried)."""
+
+
 class FixedShapeError(UnsupportedConversionError):
     """A library of fixed shapes (a TVM batch fixed by --batch or tuning) asked of a model with an open non-batch
     dimension (an image of any size, a sequence of any length): it compiles with a dynamic batch, untuned."""

@@ -42,6 +42,9 @@ arithmetic over an open length has no TFLite builtin: nc79's median over time).
 `keras.ops.image.affine_transform` (a spatial transformer's warp) is traced as gathers (modelkit.converters._warp):
 ImageProjectiveTransformV3 has no ONNX op and no TFLite builtin (nc81); `keras.ops.searchsorted` over a 1-D sequence as
 comparisons and a count (modelkit.converters._search; UpperBound / LowerBound have neither: nc82).
+
+`keras.ops.roll` by whole numbers is traced as slices and a concat (a gather over an open axis): TF's Roll has no
+TFLite builtin (nc87: a token-shift layer of a small vision transformer).
 """
 from __future__ import annotations
 
@@ -68,7 +71,7 @@ def lowerings() -> Iterator[None]:
     from ._tf_quantile import float32_quantile
 
     arg = {"argmax": _arg_extreme("argmax"), "argmin": _arg_extreme("argmin"), "repeat": _repeat_static(tnp.repeat),
-           "_quantile": float32_quantile(tnp._quantile)}
+           "_quantile": float32_quantile(tnp._quantile), "roll": roll_by_slices(tnp.roll)}
     import keras
     from keras.src.backend.tensorflow import core
     from keras.src.backend.tensorflow import image as timage
@@ -129,6 +132,44 @@ def _rfft(keras_rfft: Any) -> Any:
         sin = tf.constant(-np.sin(angle), x.dtype)
         return tf.matmul(x, cos), tf.matmul(x, sin)
     return rfft
+
+
+def roll_by_slices(keras_roll: Any) -> Any:
+    """keras.ops.roll by whole numbers as two slices and a concat along each rolled axis (a gather of the indices
+    (i - shift) mod n over an open axis; over the flattened tensor for axis=None): TF's Roll has no TFLite builtin
+    (nc87: a token shift). A shift held in a tensor stays TF's Roll."""
+    def roll(x: Any, shift: Any, axis: Any = None) -> Any:
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(x)
+        shifts = list(shift) if isinstance(shift, (list, tuple)) else [shift]
+        axes = [None] if axis is None else list(axis) if isinstance(axis, (list, tuple)) else [axis]
+        if len(shifts) == 1:
+            shifts = shifts * len(axes)
+        if (not x.shape.rank or len(shifts) != len(axes) or (axis is None and len(shifts) != 1)
+                or not all(isinstance(s, int) and not isinstance(s, bool) for s in shifts)):
+            return keras_roll(x, shift, axis)
+        if axis is None:
+            flat = _rolled(tf.reshape(x, [-1]), shifts[0], 0)
+            return tf.reshape(flat, x.shape if x.shape.is_fully_defined() else tf.shape(x))
+        for s, a in zip(shifts, axes):
+            x = _rolled(x, s, a % x.shape.rank)
+        return x
+    return roll
+
+
+def _rolled(x: Any, shift: int, axis: int) -> Any:
+    import tensorflow as tf
+
+    n = x.shape[axis]
+    if n is None:
+        size = tf.shape(x)[axis]
+        return tf.gather(x, tf.math.floormod(tf.range(size) - shift, size), axis=axis)
+    shift %= max(n, 1)
+    if not shift:
+        return x
+    head = (slice(None),) * axis
+    return tf.concat([x[head + (slice(n - shift, None),)], x[head + (slice(0, n - shift),)]], axis=axis)
 
 
 def _rgb_to_hsv(keras_rgb_to_hsv: Any) -> Any:

@@ -26,7 +26,7 @@ ROUTE = "unrolled"
 def keras_to_pt2_unrolled(src: Path, dest: Path, trust_unsafe_code: bool = False) -> dict[str, Any]:
     import torch
 
-    from ..errors import UnsupportedConversionError
+    from ..errors import RouteNotApplicableError
     from . import _torch_dims
     from ._torch_module import SIGNATURE_FILE, example_inputs, load_wrapped, signature_json, versions
     from ._unroll import recurrent_layers, unrolled_rnn
@@ -34,7 +34,7 @@ def keras_to_pt2_unrolled(src: Path, dest: Path, trust_unsafe_code: bool = False
     module, sig = load_wrapped(src, trust_unsafe_code)
     layers = recurrent_layers(module.model)
     if not layers:
-        raise UnsupportedConversionError(f"{Path(src).name}: the '{ROUTE}' route replaces Keras' recurrent loop, "
+        raise RouteNotApplicableError(f"{Path(src).name}: the '{ROUTE}' route replaces Keras' recurrent loop, "
                                          "and the model has no recurrent layer")
     with unrolled_rnn() as seen:
         program, accepted = _torch_dims.export(module, sig, example_inputs(sig), Path(src).name)

@@ -42,14 +42,14 @@ def convert_recurrent(src: Path, dest: Path, quantize: str, calibration_data: st
     """What the recurrent routes of keras -> tflite share: the original model (the loop is swapped while
     tracing only), a refusal when it has no recurrent layer, `trace(model, sig, folder)` -> (SavedModel,
     the route's facts for the manifest), TFLite conversion, the edge's info with extra.route[route]."""
-    from ..errors import UnsupportedConversionError
+    from ..errors import RouteNotApplicableError
     from ._unroll import recurrent_layers
     from .keras_tflite import _refusal, convert_saved_model, info, prepare
 
     mode, model, sig, calibration = prepare(src, quantize, calibration_data, trust_unsafe_code)
     layers = recurrent_layers(model)
     if not layers:
-        raise UnsupportedConversionError(f"{Path(src).name}: the '{route}' route is for recurrent layers, and the "
+        raise RouteNotApplicableError(f"{Path(src).name}: the '{route}' route is for recurrent layers, and the "
                                          "model has none")
     folder = Path(tempfile.mkdtemp(prefix=f"modelkit-{route}-"))
     try:

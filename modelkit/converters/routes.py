@@ -22,6 +22,7 @@ from ..errors import (
     ConversionError,
     EngineNotInstalledError,
     ParityError,
+    RouteNotApplicableError,
     SourceRefusedError,
     UnsupportedConversionError,
 )
@@ -54,7 +55,9 @@ def run_routes(src: str, dest: str, source: str, target: str, routes: list[str] 
             if isinstance(exc, SourceRefusedError) or (last and name == names[-1] and not done):
                 raise  # the only route tried: its own error, unchanged
             done.append(failure(name, exc))
-            progress(f"{source} -> {target}: route '{name}' failed ({type(exc).__name__}): {clipped(_text(exc), 300)}")
+            if not isinstance(exc, RouteNotApplicableError):
+                    progress(f"{source} -> {target}: route '{name}' failed ({type(exc).__name__}): "
+                         f"{clipped(_text(exc), 300)}")
     if last:
         raise combined_error(src, source, target, done)
     return {"failed": done, "path": dest}
@@ -82,7 +85,15 @@ def for_manifest(tried: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def combined_error(src: str, source: str, target: str, tried: list[dict[str, Any]]) -> Exception:
     """Every route failed: one typed error with each route's reason. A ParityError when a route converted
     but failed parity (its artifact is kept), UnsupportedConversionError when every route refused, else
-    ConversionError."""
+    ConversionError. Routes that were not for this model (RouteNotApplicableError) give no reason; when one route is
+    left, its own error is raised."""
+    tried = relevant(tried) or tried
+    if len(tried) == 1:
+        cls = getattr(errors, tried[0]["type"], None)
+        if isinstance(cls, type) and issubclass(cls, errors.ReportedError):
+            return cls(tried[0]["error"], tried[0].get("report"))
+        if isinstance(cls, type) and issubclass(cls, ConversionError):
+            return cls(tried[0]["error"])
     reasons = "; ".join(f"route '{t['route']}' ({t['type']}): {t['error']}" for t in tried)
     message = f"{Path(src).name}: no route converts {source} to {target}: {reasons}"
     parity = [t for t in tried if _is(t["type"], ParityError)]
@@ -92,6 +103,11 @@ def combined_error(src: str, source: str, target: str, tried: list[dict[str, Any
     if all(_is(t["type"], UnsupportedConversionError) for t in tried):
         return UnsupportedConversionError(message)
     return ConversionError(message)
+
+
+def relevant(tried: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The failed routes worth naming: not those that found they were not for this model."""
+    return [t for t in tried if not _is(t["type"], RouteNotApplicableError)]
 
 
 def _is(type_name: str, base: type) -> bool:
@@ -172,9 +188,10 @@ def clipped(text: str, limit: int) -> str:
 
 def describe(route: dict[str, Any] | None) -> str | None:
     """"torch (tf2onnx failed: ...)" for a hop that did not take its first route; None otherwise."""
-    if not route or not route.get("tried"):
+    tried = relevant((route or {}).get("tried") or ())
+    if not tried:
         return None
-    why = "; ".join(f"{t['route']} failed: {clipped(t['error'], 160)}" for t in route["tried"])
+    why = "; ".join(f"{t['route']} failed: {clipped(t['error'], 160)}" for t in tried)
     return f"route '{route['taken']}' ({why})"
 
 

@@ -23,8 +23,15 @@ import pytest
 
 import modelkit
 from modelkit import _child
-from modelkit.converters.routes import combined_error, hop_routes, next_batch
-from modelkit.errors import AccuracyError, ConversionError, InputError, ParityError, UnsupportedConversionError
+from modelkit.converters.routes import combined_error, describe, hop_routes, next_batch
+from modelkit.errors import (
+    AccuracyError,
+    ConversionError,
+    InputError,
+    ParityError,
+    RouteNotApplicableError,
+    UnsupportedConversionError,
+)
 from modelkit.formats import Format, manifest_path
 from modelkit.keras_io.files import check_keras_archive
 from tests.helpers.cells import assert_parity, assert_refused
@@ -375,6 +382,29 @@ def test_combined_error_type_follows_what_the_routes_did():
     assert isinstance(err, AccuracyError) and isinstance(err, ParityError) and err.report == {"ok": False}
     assert str(err) == ("m.keras: no route converts keras to x: route 'a' (UnsupportedConversionError): no; "
                         "route 'c' (AccuracyError): drop")
+
+
+def test_routes_not_for_the_model_give_no_reason():
+    """A custom layer might hold an LSTM, so the recurrent routes of keras -> tflite run; once loaded, they find the
+    model has none (RouteNotApplicableError): the refusal is the route that was for it, unchanged, and the route
+    line of an artifact names only real failures."""
+    layer = {"route": "converter", "type": "UnsupportedConversionError", "error": "layer 'g' (G) cannot be converted"}
+    not_for = {"route": "unrolled", "type": "RouteNotApplicableError", "error": "m.keras: the model has none"}
+    drifted = {"route": "converter", "type": "AccuracyError", "error": "drop", "report": {"ok": False}}
+    err = combined_error("m.keras", "keras", "tflite", [layer, not_for, {**not_for, "route": "loop"}])
+    assert type(err) is UnsupportedConversionError and str(err) == "layer 'g' (G) cannot be converted"
+    err = combined_error("m.keras", "keras", "tflite", [drifted, not_for])
+    assert type(err) is AccuracyError and str(err) == "drop" and err.report == {"ok": False}
+    assert type(combined_error("m.keras", "keras", "x", [not_for])) is RouteNotApplicableError
+    assert describe({"taken": "torch", "tried": [not_for]}) is None
+    assert describe({"taken": "torch", "tried": [not_for, layer]}) == (
+        "route 'torch' (converter failed: layer 'g' (G) cannot be converted)")
+
+
+def test_a_custom_layer_refused_by_tflite_is_refused_by_its_own_reason(matrix):
+    message = matrix[("erf", "tflite")]["message"]
+    assert re.match(r"layer 'erf_gate' \(ErfGate\) cannot be converted to tflite", message), message
+    assert "recurrent" not in message and "no route converts" not in message, message
 
 
 def _mask_model(keras, layer, seed=0):
