@@ -44,7 +44,9 @@ ImageProjectiveTransformV3 has no ONNX op and no TFLite builtin (nc81); `keras.o
 comparisons and a count (modelkit.converters._search; UpperBound / LowerBound have neither: nc82).
 
 `keras.ops.roll` by whole numbers is traced as slices and a concat (a gather over an open axis): TF's Roll has no
-TFLite builtin (nc87: a token-shift layer of a small vision transformer).
+TFLite builtin (nc87: a token-shift layer of a small vision transformer). `keras.ops.cumprod` over floats as a
+log-depth scan, or by logarithms over an open axis (modelkit.converters._tf_cumprod; no TFLite builtin, and tf2onnx
+writes a Loop that TVM refuses: nc88).
 """
 from __future__ import annotations
 
@@ -68,10 +70,12 @@ def lowerings() -> Iterator[None]:
         patches["_apply_masks"] = _apply_masks
     from keras.src.backend.tensorflow import numpy as tnp
 
+    from ._tf_cumprod import stepped_cumprod
     from ._tf_quantile import float32_quantile
 
     arg = {"argmax": _arg_extreme("argmax"), "argmin": _arg_extreme("argmin"), "repeat": _repeat_static(tnp.repeat),
-           "_quantile": float32_quantile(tnp._quantile), "roll": roll_by_slices(tnp.roll)}
+           "_quantile": float32_quantile(tnp._quantile), "roll": roll_by_slices(tnp.roll),
+           "cumprod": stepped_cumprod(tnp.cumprod)}
     import keras
     from keras.src.backend.tensorflow import core
     from keras.src.backend.tensorflow import image as timage

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -240,7 +241,13 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
     shape_dict = {s.name: list(s.shape) for s in sig.inputs} if batch is not None else None
     try:
         with engine_chatter_swallowed():  # the importer prints the operator it failed on, and C++ warnings
-            return from_onnx(proto, shape_dict=shape_dict, keep_params_in_input=False), sig, proto
+            try:
+                return from_onnx(proto, shape_dict=shape_dict, keep_params_in_input=False), sig, proto
+            except Exception as exc:
+                # the importer's frames hold its BlockBuilder, which warns on descriptor 2 when freed ("destroyed
+                # with remaining blocks!"): freed here, while that descriptor is still swallowed
+                traceback.clear_frames(exc.__traceback__)
+                raise
     except Exception as exc:  # the importer raises assorted TVM / Python errors: re-raise typed, not swallowed
         text = _importer_text(exc)
         open_dims = [(s.name, i) for s in sig.inputs for i, d in enumerate(s.shape) if i > 0 and d is None]
