@@ -31,6 +31,13 @@ class ConversionResult:
 
 
 
+_ANY = "cannot be converted to \0:"  # a layer refusal's format, in the text grouping formats by their reason
+
+
+def _converted(formats: list[str]) -> str:
+    return f"cannot be converted to {formats[0]}:" if len(formats) == 1 else "cannot be converted to any of them:"
+
+
 def partial_failure(results: list[ConversionResult], asked: int,
                     failures: dict[Format, BaseException]) -> BaseException:
     """Some of the `asked` formats failed: the first failure's type (typed as the hop raised it), a message
@@ -41,10 +48,10 @@ def partial_failure(results: list[ConversionResult], asked: int,
         return first
     made = (r.format + (f" ({r.quantization})" if (r.quantization or "none") != "none" else "") for r in results)
     written = ", ".join(dict.fromkeys(made)) or "nothing"  # onnx (int8), onnx: the quantized file and its exact source
-    by_reason: dict[str, list[str]] = {}  # one cause (an unregistered class) is said once for its formats
+    by_reason: dict[str, list[str]] = {}  # one cause (an unregistered class, a stateful layer) said once
     for f, e in failures.items():
-        by_reason.setdefault(first_line(e), []).append(f.value)
-    reasons = " | ".join(f"{', '.join(fs)}: {reason}" for reason, fs in by_reason.items())
+        by_reason.setdefault(first_line(e).replace(f"cannot be converted to {f.value}:", _ANY, 1), []).append(f.value)
+    reasons = " | ".join(f"{', '.join(fs)}: {reason.replace(_ANY, _converted(fs))}" for reason, fs in by_reason.items())
     exc = retyped(type(first), f"{len(failures)} of {asked} formats failed (written: {written}) | {reasons}",
                   getattr(first, "report", None))
     exc.results, exc.failures = results, {f.value: str(e) for f, e in failures.items()}  # type: ignore[attr-defined]

@@ -1,6 +1,7 @@
 """Pre-conversion support checks: layers a format cannot represent are refused before any framework
 runs, with a typed error naming the layer, the format and the reason. Each refused case was found by
 trying it with the installed torch 2.13 / Keras 3.15 (see modelkit.converters.support.RULES)."""
+import re
 import time
 
 import pytest
@@ -144,6 +145,11 @@ def test_a_stateful_rnn_is_refused_before_any_work_saying_how_to_stream(keras, t
                                                              r"is stateful \(stateful=True\).*return_state=True.*"
                                                              r"formats that take it: none$"):
             check_support(src, Format.parse(fmt))
+    with pytest.raises(UnsupportedConversionError) as info:  # several formats: the refusal said once (nc89)
+        modelkit.convert(src, "onnx,tflite,pt2", out_dir=tmp_path / "out")
+    assert re.match(r"3 of 3 formats failed \(written: nothing\) \| onnx, tflite, pt2: \S*stateful.keras: layer 'gru' "
+                    r"\(GRU\) cannot be converted to any of them: it is stateful", str(info.value)), info.value
+    assert str(info.value).count("is stateful") == 1 and info.value.failures["pt2"].count("converted to pt2:") == 1
     streaming = keras.layers.GRU(8, return_state=True, name="gru")  # the recipe the message gives converts
     state = keras.Input((8,), name="state")
     seq, new_state = streaming(frames, initial_state=state)
