@@ -1,5 +1,6 @@
-"""`keras.ops.searchsorted` over a 1-D sorted sequence written as comparisons and a count, for every exporter
-(nc82: a layer binning each feature among fixed quantile edges).
+"""`keras.ops.searchsorted` over a 1-D sorted sequence, and `keras.ops.digitize` over constant increasing bins, written
+as comparisons and a count, for every exporter (nc82: a layer binning each feature among fixed quantile edges; nc90: a
+risk bucket inside a model: TF's Bucketize has no ONNX op, torch's aten.bucketize no ExecuTorch kernel).
 
 TensorFlow writes it as UpperBound / LowerBound (tf2onnx: "No Op registered", TFLite: no builtin); torch as
 aten.searchsorted, which torch.onnx could not translate and ExecuTorch has no kernel for; and Keras' torch code
@@ -18,6 +19,35 @@ def counted_searchsorted(backend: str) -> contextlib.AbstractContextManager[None
     from ._keras_patch import backend_patch
 
     return backend_patch(backend, "numpy", "searchsorted", counted)
+
+
+def counted_digitize(backend: str) -> contextlib.AbstractContextManager[None]:
+    """Patch `keras.src.backend.<backend>.numpy.digitize` for the duration of an export."""
+    from ._keras_patch import backend_patch
+
+    return backend_patch(backend, "numpy", "digitize", counted_bins)
+
+
+def counted_bins(keras_own: Callable[..., Any]) -> Callable[..., Any]:
+    """Keras' digitize(x, bins): for constant increasing bins, the number of bins <= x (TF's Bucketize and torch's
+    bucketize(right=True) alike; nc90: a risk bucket computed inside a model); anything else by `keras_own`."""
+
+    def digitize(x: Any, bins: Any) -> Any:
+        import numpy as np
+        from keras import ops
+
+        try:
+            edges = np.asarray(bins, dtype=np.float64)
+        except (TypeError, ValueError):  # bins held in a tensor of the trace
+            return keras_own(x, bins)
+        if edges.ndim != 1 or not edges.size or np.any(np.diff(edges) < 0):
+            return keras_own(x, bins)
+        x = ops.convert_to_tensor(x)
+        v = ops.expand_dims(x if "float" in str(x.dtype) else ops.cast(x, "float32"), -1)
+        below = ops.less_equal(ops.convert_to_tensor(edges.astype(np.float32), dtype=v.dtype), v)
+        return ops.sum(ops.cast(below, "int32"), axis=-1)
+
+    return digitize
 
 
 def counted(keras_own: Callable[..., Any]) -> Callable[..., Any]:

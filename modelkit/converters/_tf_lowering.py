@@ -82,7 +82,7 @@ def lowerings() -> Iterator[None]:
     from keras.src.backend.tensorflow import math as tmath
     from keras.src.ops import image as src_image
 
-    from ._search import counted_searchsorted
+    from ._search import counted_digitize, counted_searchsorted
     from ._tf_scan import lowered_scan
     from ._warp import gathered_warps
 
@@ -91,7 +91,7 @@ def lowerings() -> Iterator[None]:
           mock.patch.multiple(src_image, **resize), mock.patch.multiple(keras.ops.image, **resize),
           mock.patch.object(core, "scan", lowered_scan(core.scan)), mock.patch.object(tmath, "rfft", _rfft(tmath.rfft)),
           mock.patch.object(timage, "rgb_to_hsv", _rgb_to_hsv(timage.rgb_to_hsv)), gathered_warps("tensorflow"),
-          counted_searchsorted("tensorflow")):
+          counted_searchsorted("tensorflow"), counted_digitize("tensorflow")):
         yield
 
 

@@ -51,11 +51,11 @@ def batch_keeping_ops() -> Iterator[None]:
 @contextlib.contextmanager
 def traced_alike() -> Iterator[None]:
     """The rewrites torch.export and torch.jit.trace both take: affine_transform as gathers (_warp), searchsorted
-    by counting (_search), cond as a select."""
-    from ._search import counted_searchsorted
+    and digitize by counting (_search), cond as a select."""
+    from ._search import counted_digitize, counted_searchsorted
     from ._warp import gathered_warps
 
-    with gathered_warps("torch"), counted_searchsorted("torch"), _selected_cond():
+    with gathered_warps("torch"), counted_searchsorted("torch"), counted_digitize("torch"), _selected_cond():
         yield
 
 

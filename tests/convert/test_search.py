@@ -4,7 +4,8 @@ beside an `ops.fori_loop` refinement and a logsumexp pooling (trained under JAX)
 Found converting it with `--to all`: only SavedModel and pt2 were written. TensorFlow writes searchsorted as
 UpperBound (tf2onnx: "No Op registered", TFLite: no builtin), torch.onnx could not translate aten.searchsorted,
 ExecuTorch has no kernel for it, and Keras' torch code passed a traced tensor as a flag under torch.jit.trace
-(TypeError). It is now written as comparisons and a count (modelkit.converters._search)."""
+(TypeError). It is now written as comparisons and a count (modelkit.converters._search). So is `ops.digitize` over
+constant bins (nc90: a fraud model's risk bucket; TF's Bucketize has no ONNX op and ExecuTorch no aten.bucketize)."""
 from __future__ import annotations
 
 import numpy as np
@@ -32,13 +33,21 @@ class Bins(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "side": self.side}
+
+
+@keras.saving.register_keras_serializable(package="bins")
+class Buckets(keras.layers.Layer):
+    """The second feature's bucket among its edges (ops.digitize: nc90's risk bucket)."""
+    def call(self, x):
+        return ops.cast(ops.digitize(x[:, 1], EDGES[1]), "float32")
 '''
 
 
 def _model(tmp_path):
     bins, keras = keras_beside(tmp_path, "bins", BINS)
     x = keras.Input((2,), name="x")
-    outputs = {"left": bins.Bins("left", name="left")(x), "right": bins.Bins("right", name="right")(x)}
+    outputs = {"left": bins.Bins("left", name="left")(x), "right": bins.Bins("right", name="right")(x),
+               "bucket": bins.Buckets(name="bucket")(x)}
     keras.Model(x, outputs).save(tmp_path / "bins.keras")
     return tmp_path / "bins.keras", [str(tmp_path / "bins.py")]
 
@@ -70,6 +79,23 @@ def test_counting_is_searchsorted():
     assert int(ops.convert_to_numpy(search(seq, np.float32(0.0), side="right"))) == 3
 
 
+def test_counting_is_digitize():
+    from keras import ops
+
+    from modelkit.converters._search import counted_bins
+
+    def own(x, bins):
+        return "keras' own"
+
+    digitize = counted_bins(own)
+    edges = [-1.0, 0.0, 0.0, 2.5]
+    for values in (np.array([[-2.0, -1.0, 0.0], [1.0, 2.5, 3.0]], np.float32), np.array([-3, 0, 1, 2, 3], np.int32)):
+        got = ops.convert_to_numpy(digitize(values, edges))
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, np.digitize(values, edges))
+    assert digitize(np.zeros(3, np.float32), [2.0, 1.0]) == "keras' own"  # decreasing bins: not counted
+
+
 def test_a_binning_layer_converts_to_onnx_tflite_pt2_and_torchscript(tmp_path):
     src, imports = _model(tmp_path)
     results = modelkit.convert(src, "onnx,tflite,pt2,torchscript", out_dir=tmp_path / "out", imports=imports)
@@ -81,10 +107,11 @@ def test_a_binning_layer_converts_to_onnx_tflite_pt2_and_torchscript(tmp_path):
         artifact = modelkit.load(r.path)
         for batch in (1, 5, 9):
             got, want = artifact.predict(_samples(batch)), source.predict(_samples(batch))
-            for side in ("left", "right"):
+            for side in ("left", "right", "bucket"):
                 np.testing.assert_array_equal(got[side], want[side], err_msg=f"{r.format} {batch} {side}")
     want = source.predict(_samples(5))
     assert want["left"][0].tolist() == [0, 0] and want["right"][1].tolist() == [3, 2]  # the ties, each side
+    assert want["bucket"][:4].tolist() == [1, 2, 4, 0]  # on an edge: the bucket above it (np.digitize's)
 
 
 @pytest.mark.slow
@@ -95,5 +122,5 @@ def test_a_binning_layer_runs_in_executorch(tmp_path):
     source, program = modelkit.load(src, imports=imports), modelkit.load(result.path)
     for batch in (1, 5, 9):
         got, want = program.predict(_samples(batch)), source.predict(_samples(batch))
-        for side in ("left", "right"):
+        for side in ("left", "right", "bucket"):
             np.testing.assert_array_equal(got[side], want[side], err_msg=f"{batch} {side}")
