@@ -157,7 +157,8 @@ def first_line(exc: BaseException) -> str:
     """An error's first line for a one-line message (its type's name when it says nothing); for Keras'
     "Exception encountered when calling X.call()." the reason too, which Keras puts on the next line. Terminal
     escape codes (Keras writes the reason in bold) are dropped, and so are OpenVINO's lines that only say where in
-    its sources the error passed ("Exception from src/inference/src/cpp/core.cpp:84:")."""
+    its sources the error passed ("Exception from src/inference/src/cpp/core.cpp:84:"). A first line that ends with a
+    colon (TVM's "LLVM module verification failed with the following errors:") keeps the line it introduces."""
     import re
 
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
@@ -166,8 +167,8 @@ def first_line(exc: BaseException) -> str:
     lines = said or lines
     if not lines:
         return type(exc).__name__
-    if lines[0].startswith("Exception encountered when calling") and len(lines) > 1:
-        return f"{lines[0]} {lines[1]}"
+    if len(lines) > 1 and (lines[0].startswith("Exception encountered when calling") or lines[0].endswith(":")):
+        return f"{lines[0]} {lines[1]}"  # a line that introduces what follows ("... failed with the following errors:")
     return lines[0]
 
 

@@ -17,3 +17,14 @@ def test_openvino_source_locations_give_way_to_the_reason():
                        "xml_deserialize_util.cpp:1286:\nOpset opset1 doesn't contain the operation with type: X\n\n")
     assert first_line(exc) == "Opset opset1 doesn't contain the operation with type: X"
     assert first_line(RuntimeError("Exception from src/a.cpp:1:")) == "Exception from src/a.cpp:1:"  # nothing else
+
+
+def test_a_line_that_introduces_what_follows_keeps_it():
+    """TVM's LLVM verifier (nc90): "tvm.compile failed for llvm: InternalError: LLVM module verification failed with
+    the following errors:" said nothing of the error."""
+    exc = RuntimeError("LLVM module verification failed with the following errors:\nInvalid operand types for FCmp "
+                       "instruction\n  %5 = fcmp olt i32 %4, %3\n")
+    assert first_line(exc) == ("LLVM module verification failed with the following errors: Invalid operand types for "
+                               "FCmp instruction")
+    alone = "Check failed: (x == nullptr) is false:"
+    assert first_line(RuntimeError(alone)) == alone

@@ -25,6 +25,7 @@ from ...errors import (
     FixedShapeError,
     RemoteDeviceError,
     UnsupportedConversionError,
+    first_line,
 )
 from ...formats import Format
 from ...keras_io.inputs import input_spec_text
@@ -274,8 +275,8 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
         raise typed from exc
 
 
-def _importer_text(exc: BaseException | None) -> str:
-    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+def _importer_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {first_line(exc) if str(exc).strip() else ''}"
 
 
 def _verify_emulated(src: Path, dest: Path, sig: Signature, tgt: registry.Target, extra: dict[str, Any]) -> None:
@@ -338,8 +339,7 @@ def _build(mod: Any, tvm_target: Any, database: Any) -> Any:
             return tvm.compile(mod, target=tvm_target)
         except Exception as exc:  # noqa: BLE001 - reported typed below, with the first error as the cause
             first = exc
-    raise ConversionError(f"tvm.compile failed for {tvm_target.kind.name}: {type(first).__name__}: "
-                          f"{str(first).splitlines()[0] if str(first) else ''}") from first
+    raise ConversionError(f"tvm.compile failed for {tvm_target.kind.name}: {_importer_text(first)}") from first
 
 
 def _export(executable: Any, dest: Path, tgt: registry.Target) -> None:
