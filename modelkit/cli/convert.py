@@ -46,7 +46,9 @@ from ._common import check_outputs, echo_json, human_size, import_option, table
                    "model); default: the training data set, else ranges inferred from the model, else [0, 1).")
 @click.option("--input-spec", "input_spec", multiple=True, metavar="NAME:SHAPE[:DTYPE]",
               help="An input of a model that defines none (subclassed), e.g. x:?,8:float32 ('?': dynamic, the "
-                   "first dimension is the batch); repeat per input. Default: the shapes saved with the model.")
+                   "first dimension is the batch); repeat per input. Or a dimension a model's input leaves open, "
+                   "fixed (history:?,12:int64; inputs not named keep their shapes). Default: the shapes saved with "
+                   "the model.")
 @click.option("--route", "route", default=None, metavar="NAMES",
               help="Use only these routes (comma-separated) for the pairs that have them, e.g. 'torch' (keras -> "
                    "onnx through torch.onnx) or 'unrolled'; default: each pair tries its routes in order "

@@ -210,9 +210,11 @@ def _judge_classes(sig: Signature, labels: np.ndarray | None) -> Judge:
 
 
 def fitting(sig: Signature, labels: np.ndarray) -> list[Judge]:
-    """Every output `labels` fit as judge() judges them (same metric, same per-position reading): judge()'s own
-    first, then the others in the model's order. Several when a model has two heads of a fitting shape (a
-    16-wide embedding before a 10-class softmax: class ids 0..9 fit both)."""
+    """Every output `labels` fit as judge() judges them (the same per-position reading; an accuracy beside an
+    accuracy, top-1 or binary, a mean absolute error beside its own kind): judge()'s own first, then the others in
+    the model's order. Several when a model has two heads of a fitting shape (a 16-wide embedding before a 10-class
+    softmax: class ids 0..9 fit both; 0/1 labels fit the embedding's columns and a one-column sigmoid: nc92's
+    recommender answering a score and the user's vector)."""
     first = judge(sig, labels)
     found = [first]
     for spec in sig.outputs:
@@ -222,7 +224,7 @@ def fitting(sig: Signature, labels: np.ndarray) -> list[Judge]:
             other = judge(Signature(sig.inputs, (spec,)), labels)
         except ModelkitError:
             continue
-        if (other.metric, other.dense) == (first.metric, first.dense):
+        if other.dense == first.dense and (other.metric == first.metric or MAE not in (other.metric, first.metric)):
             found.append(other)
     return found
 

@@ -162,22 +162,25 @@ def ensure_inputs(model: Any, where: str | os.PathLike, specs: Iterable[Any] | N
 
 def fix_open_dims(model: Any, given: tuple[TensorSpec, ...], where: str | os.PathLike) -> Any:
     """A model that defines its inputs, with dimensions it leaves open fixed by `given` (a sequence length to
-    unroll at: frames:?,12,6): a functional wrapper over inputs of those shapes calling `model` (same layers,
-    same weights, same input and output names). Anything else an input spec would change is refused."""
+    unroll at: frames:?,12,6; one input of several, the others as the model has them): a functional wrapper over
+    inputs of those shapes calling `model` (same layers, same weights, same input and output names). Anything else
+    an input spec would change is refused."""
     import keras
 
     from .files import output_names
 
     names = [getattr(t, "name", "?") for t in model.inputs]
     by_name = {s.name: s for s in given}
-    fixes = sorted(by_name) == sorted(names) and all(
+    fixes = set(by_name) <= set(names) and all(
         _narrows(tuple(t.shape), str(keras.backend.standardize_dtype(t.dtype)), by_name[n])
-        for n, t in zip(names, model.inputs))
+        for n, t in zip(names, model.inputs) if n in by_name)
     if not fixes:
         raise InputError(f"{where}: the model defines its inputs {names}; an input spec is only for models "
-                         "that do not (subclassed models), or to fix dimensions it leaves open (the same names, "
-                         "ranks and dtypes, e.g. a sequence length to unroll at): drop --input-spec / input_spec")
-    tensors = [keras.Input(batch_shape=by_name[n].shape, dtype=by_name[n].dtype, name=n) for n in names]
+                         "that do not (subclassed models), or to fix dimensions they leave open (inputs of those "
+                         "names, the same ranks and dtypes, e.g. a sequence length to unroll at; the inputs not "
+                         "named keep their shapes): drop --input-spec / input_spec")
+    tensors = [keras.Input(batch_shape=by_name[n].shape, dtype=by_name[n].dtype, name=n) if n in by_name
+               else keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype, name=n) for n, t in zip(names, model.inputs)]
     feed: Any = (dict(zip(names, tensors)) if isinstance(getattr(model, "_inputs_struct", None), dict)
                  else tensors[0] if len(tensors) == 1 else tensors)
     outs = keras.tree.flatten(model(feed, training=False))

@@ -321,3 +321,24 @@ def test_labels_that_fit_two_heads_judge_the_head_they_describe(tmp_path):
     assert list(acc["source_accuracy_per_output"]) == ["embedding", "cls"]
     assert re.search(r"; judged on output 'cls', where the labels fit several \(the source's accuracy: 'embedding' "
                      r"0\.\d+, 'cls' 1\)", gate_verdict.summary(acc))
+
+
+def test_zero_one_labels_judge_the_sigmoid_beside_a_vector_output(tmp_path):
+    """nc92, a two-tower recommender answering {score: sigmoid, user_vec: 16-wide unit vector}: its 0/1 labels read as
+    class ids of user_vec (top-1), the sigmoid left out as another metric, and the gate measured 0.017 -> 0.020 on
+    the vector (the score's 0.856 unseen). Binary accuracy on the sigmoid competes, and wins."""
+    from modelkit._backend import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    x = keras.Input((8,), name="x")
+    h = keras.layers.Dense(16, activation="relu")(x)
+    vec = keras.layers.UnitNormalization(name="user_vec")(keras.layers.Dense(16)(h))
+    score = keras.layers.Dense(1, activation="sigmoid", name="score")(h)
+    keras.Model(x, {"score": score, "user_vec": vec}).save(tmp_path / "rec.keras")
+    rows = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
+    source = modelkit.load(tmp_path / "rec.keras")
+    y = (source.predict(rows)["score"][:, 0] > 0.5).astype(np.int64)  # the score's own decisions: accuracy 1
+    assert 0 < y.sum() < len(y)
+    j, scores = gate.judge_on(source, {"x": rows}, y)
+    assert j == gate.Judge("score", gate.BINARY) and scores["score"] == 1.0 and scores["user_vec"] < 0.6, scores

@@ -351,8 +351,20 @@ def test_input_spec_may_only_fix_open_dims_of_a_model_that_defines_inputs(tmp_pa
     assert tuple(fixed.inputs[0].shape) == (None, 5, 6) and fixed.output_names == ["out"]
     for spec in ("frames:?,5,7", "frames:?,5,6:int32", "frames:?,?,6", "other:?,5,6", "frames:?,5"):
         with pytest.raises(InputError, match=r"the model defines its inputs \['frames'\]; an input spec is only "
-                                             "for models that do not .*or to fix dimensions it leaves open"):
+                                             "for models that do not .*or to fix dimensions they leave open"):
             ensure_inputs(model, "m.keras", parse_input_specs([spec]))
+    # one input of several (nc92: a recommender's history of any length beside two ids): the others keep their shapes
+    ids, history = keras.Input((), dtype="int64", name="user"), keras.Input((None,), dtype="int64", name="history")
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(9, 3)(history))
+    two = keras.Model({"user": ids, "history": history},
+                      keras.layers.Dense(1, name="score")(pooled + keras.layers.Embedding(9, 3)(ids)))
+    fixed = ensure_inputs(two, "m.keras", parse_input_specs(["history:?,12:int64"]))
+    assert {t.name: tuple(t.shape) for t in fixed.inputs} == {"user": (None,), "history": (None, 12)}
+    got = fixed.predict({"user": np.array([1, 2]), "history": np.ones((2, 12), np.int64)}, verbose=0)
+    np.testing.assert_allclose(got, two.predict({"user": np.array([1, 2]), "history": np.ones((2, 12), np.int64)},
+                                                verbose=0), atol=1e-6)
+    with pytest.raises(InputError, match=r"the model defines its inputs \[.*'history'.*\]; an input spec is only"):
+        ensure_inputs(two, "m.keras", parse_input_specs(["user:?:int64"]))  # nothing open to fix there
 
 
 # ------------------------------------------------------------------------------------------------
