@@ -107,7 +107,7 @@ def combined_error(src: str, source: str, target: str, tried: list[dict[str, Any
 
 def relevant(tried: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The failed routes worth naming: not those that found they were not for this model."""
-    return [t for t in tried if not _is(t["type"], RouteNotApplicableError)]
+    return [t for t in tried if not _is(t.get("type", ""), RouteNotApplicableError)]
 
 
 def _is(type_name: str, base: type) -> bool:
