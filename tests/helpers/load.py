@@ -51,14 +51,17 @@ class LoadWorker:
             return None
         return self.proc.stdout.readline().strip()
 
-    def load(self, path: str | Path, inspect: bool = True, feeds: list | None = None) -> dict:
+    def load(self, path: str | Path, inspect: bool = True, feeds: list | None = None,
+             timeout: float | None = None) -> dict:
+        """One load in the child, bounded by `timeout` seconds (default: the worker's; a first load of a format
+        imports its engine, which under a loaded machine takes longer than any load of a file)."""
         if self.proc is None or self.proc.poll() is not None:
             self._start()
         assert self.proc is not None and self.proc.stdin is not None
         start = time.monotonic()
         self.proc.stdin.write(json.dumps({"path": str(path), "inspect": inspect, "feeds": feeds}) + "\n")
         self.proc.stdin.flush()
-        line = self._readline(self.timeout)
+        line = self._readline(self.timeout if timeout is None else timeout)
         if line:
             return json.loads(line)
         if line is None:  # no answer in time: a hang
