@@ -19,11 +19,12 @@ they would otherwise tear: modelkit._progress), so progress shows either way.
   on the child's stdin; replies come back as JSON lines on a private pipe (not stdout, which engines print
   to), so the child's own output is treated as above and never corrupts a reply. Every wait is bounded; a
   child that dies, or does not answer in time (then killed), is the caller's error class naming `what`.
+
+This module is the parent's side; the child runs modelkit._child_side, and errors cross by modelkit._child_errors.
 """
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import queue
@@ -32,13 +33,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from . import _progress, errors
 from ._backend import QUIET_ENV, check_backend
+from ._child_errors import rebuild
 
 
 def child_env(backend: str | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -106,7 +107,7 @@ def start(func: str, kwargs: dict[str, Any], out: Path, env: dict[str, str] | No
 
     The child runs in its own session, so a terminal's Ctrl-C reaches only this process (see run()).
     """
-    proc = subprocess.Popen([sys.executable, "-m", "modelkit._child", str(out)], stdin=subprocess.PIPE, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "modelkit._child_side", str(out)], stdin=subprocess.PIPE, text=True,
                             env=env if env is not None else child_env(), start_new_session=True, **_streams(quiet))
     assert proc.stdin is not None
     proc.stdin.write(json.dumps({"func": func, "kwargs": kwargs}))  # small: the child reads it first
@@ -246,7 +247,7 @@ def serve(factory: str, kwargs: dict[str, Any], env: dict[str, str] | None = Non
     stop the worker in a `finally`)."""
     read_fd, write_fd = os.pipe()
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "modelkit._child", "--serve", str(write_fd)],
+        proc = subprocess.Popen([sys.executable, "-m", "modelkit._child_side", "--serve", str(write_fd)],
                                 stdin=subprocess.PIPE, text=True, env=env if env is not None else child_env(),
                                 start_new_session=True, pass_fds=(write_fd,), **_streams(quiet))
     except BaseException:
@@ -285,120 +286,3 @@ def _stderr_fd() -> int | None:
         return sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
         return None
-
-
-def error_payload(exc: BaseException) -> dict[str, Any]:
-    """An exception as a child reports it to its parent (rebuilt there by `rebuild`)."""
-    return {"type": type(exc).__name__, "message": str(exc) or _raised_at(exc),
-            "traceback": "".join(traceback.format_exception(exc)), "report": _jsonable(getattr(exc, "report", None))}
-
-
-def _raised_at(exc: BaseException) -> str:
-    """For an exception without a message (a bare `assert` in an engine): where it was raised, so the one line
-    the user sees says more than "AssertionError: AssertionError"."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return "no message"
-    last = frames[-1]
-    return f"no message; raised at {'/'.join(Path(last.filename).parts[-2:])}:{last.lineno} in {last.name}"
-
-
-def rebuild(err: dict[str, Any], fallback: type[errors.ModelkitError]) -> BaseException:
-    """The child's error as an exception here: the same modelkit type, else `fallback` naming the type."""
-    if err.get("type") == "KeyboardInterrupt":  # the child was stopped and did not say more
-        return KeyboardInterrupt()
-    cls = getattr(errors, err.get("type", ""), None)
-    if isinstance(cls, type) and issubclass(cls, errors.ModelkitError):
-        message = err["message"]
-        if message.startswith("Exception encountered when calling"):  # raised inside a layer: Keras wrapped it
-            message = _one_line(message)
-        exc: BaseException = errors.retyped(cls, message, err.get("report"))
-    else:
-        exc = fallback(f"{err.get('type')}: {_one_line(err.get('message') or '')}")
-    exc.child_traceback = err.get("traceback")
-    return exc
-
-
-def _one_line(message: str) -> str:
-    """A message as the CLI prints it: Keras' "Exception encountered when calling X.call()." with its reason, or
-    the first line; the rest stays in the child's traceback (--debug)."""
-    return errors.first_line(Exception(message))
-
-
-def _die_with_parent() -> None:
-    """Linux: get SIGKILL when the parent dies, so killing `modelkit convert` stops its work too
-    (an orphaned child would otherwise finish and write the artifact the user interrupted)."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(1)
-
-
-def _as_child() -> None:
-    """What every child entry point does first: die with its parent, and keep libraries' root-logger advice
-    (which drowns the progress lines) quiet."""
-    _die_with_parent()
-    import logging
-
-    logging.getLogger().setLevel(logging.ERROR)
-
-
-def _main(out_path: str) -> int:
-    _as_child()
-    req = json.loads(sys.stdin.read())
-    mod_name, fn_name = req["func"].split(":")
-    try:
-        fn = getattr(importlib.import_module(mod_name), fn_name)
-        payload: dict[str, Any] = {"result": fn(**req["kwargs"])}
-    except BaseException as exc:  # report every failure to the parent, typed
-        payload = {"error": error_payload(exc)}
-    Path(out_path).write_text(json.dumps(payload, default=str))
-    return 0
-
-
-def _serve(fd: int) -> int:
-    """The child side of serve(): build the object from the first stdin line, then answer one reply line on
-    `fd` per request line until stdin ends. Every failure is a reply, so the object keeps serving."""
-    _as_child()
-    out = os.fdopen(fd, "w", encoding="utf-8")
-
-    def reply(payload: dict[str, Any]) -> None:
-        out.write(json.dumps(payload, default=str) + "\n")
-        out.flush()
-
-    req = json.loads(sys.stdin.readline())
-    mod_name, fn_name = req["func"].split(":")
-    try:
-        obj = getattr(importlib.import_module(mod_name), fn_name)(**req["kwargs"])
-    except BaseException as exc:
-        reply({"error": error_payload(exc)})
-        return 0
-    reply({"result": None})
-    for line in sys.stdin:
-        req = json.loads(line)
-        try:
-            if req["method"].startswith("_"):
-                raise AttributeError(f"{req['method']} is private")
-            reply({"result": getattr(obj, req["method"])(**req["kwargs"])})
-        except BaseException as exc:
-            reply({"error": error_payload(exc)})
-    return 0
-
-
-def _jsonable(obj: Any) -> Any:
-    return obj.to_dict() if hasattr(obj, "to_dict") else obj
-
-
-if __name__ == "__main__":
-    code = _serve(int(sys.argv[2])) if sys.argv[1] == "--serve" else _main(sys.argv[1])
-    # The result file is written and closed; skip interpreter teardown (TensorFlow's shutdown alone
-    # costs ~3 s per conversion child). Flush what the child printed first.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

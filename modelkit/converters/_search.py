@@ -43,9 +43,8 @@ def counted_bins(keras_own: Callable[..., Any]) -> Callable[..., Any]:
         if edges.ndim != 1 or not edges.size or np.any(np.diff(edges) < 0):
             return keras_own(x, bins)
         x = ops.convert_to_tensor(x)
-        v = ops.expand_dims(x if "float" in str(x.dtype) else ops.cast(x, "float32"), -1)
-        below = ops.less_equal(ops.convert_to_tensor(edges.astype(np.float32), dtype=v.dtype), v)
-        return ops.sum(ops.cast(below, "int32"), axis=-1)
+        x = x if "float" in str(x.dtype) else ops.cast(x, "float32")
+        return _count_below(ops.convert_to_tensor(edges.astype(np.float32), dtype=x.dtype), x, "right")
 
     return digitize
 
@@ -58,8 +57,16 @@ def counted(keras_own: Callable[..., Any]) -> Callable[..., Any]:
 
         if len(ops.shape(sorted_sequence)) != 1 or side not in ("left", "right"):
             return keras_own(sorted_sequence, values, side=side)
-        seq, v = ops.convert_to_tensor(sorted_sequence), ops.expand_dims(ops.convert_to_tensor(values), -1)
-        below = ops.less(seq, v) if side == "left" else ops.less_equal(seq, v)
-        return ops.sum(ops.cast(below, "int32"), axis=-1)
+        return _count_below(ops.convert_to_tensor(sorted_sequence), ops.convert_to_tensor(values), side)
 
     return searchsorted
+
+
+def _count_below(seq: Any, values: Any, side: str) -> Any:
+    """The insertion index of each value in the 1-D sorted `seq`: the entries below it ("left": s < v) or not above it
+    ("right": s <= v; digitize's bucket), as int32."""
+    from keras import ops
+
+    v = ops.expand_dims(values, -1)
+    below = ops.less(seq, v) if side == "left" else ops.less_equal(seq, v)
+    return ops.sum(ops.cast(below, "int32"), axis=-1)

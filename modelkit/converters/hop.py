@@ -51,7 +51,7 @@ def run_hops(hops: list[dict[str, Any]], keep_going: bool = False) -> list[dict[
     others still run; else its error ends the call, unless it is a SourceRouteError (convert retries the hop
     from a file its source's other route makes). (A hop never shares a child with the hop whose artifact
     it reads: convert() sends it once that one has finished.)"""
-    from .. import _child
+    from .._child_errors import error_payload
     from ..errors import SourceRouteError
     from .routes import run_routes
 
@@ -65,7 +65,7 @@ def run_hops(hops: list[dict[str, Any]], keep_going: bool = False) -> list[dict[
             if keep_going:
                 print(f"[{h['index']}/{h['total']}] {h['source']} -> {h['target']}: FAILED ({type(exc).__name__}); "
                       "going on with the other formats", file=sys.stderr, flush=True)
-            out.append({"error": _child.error_payload(exc)})
+            out.append({"error": error_payload(exc)})
     return out
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..errors import first_line, retyped
 from ..formats import Format
+from .support import CANNOT
 
 
 @dataclass
@@ -31,11 +32,11 @@ class ConversionResult:
 
 
 
-_ANY = "cannot be converted to \0:"  # a layer refusal's format, in the text grouping formats by their reason
+_ANY = CANNOT.format("\0")  # a layer's refusal with its format left out: formats grouped by their reason
 
 
-def _converted(formats: list[str]) -> str:
-    return f"cannot be converted to {formats[0]}:" if len(formats) == 1 else "cannot be converted to any of them:"
+def _for(formats: list[str], reason: str) -> str:
+    return reason.replace(_ANY, CANNOT.format(formats[0] if len(formats) == 1 else "any of them"))
 
 
 def partial_failure(results: list[ConversionResult], asked: int,
@@ -50,8 +51,8 @@ def partial_failure(results: list[ConversionResult], asked: int,
     written = ", ".join(dict.fromkeys(made)) or "nothing"  # onnx (int8), onnx: the quantized file and its exact source
     by_reason: dict[str, list[str]] = {}  # one cause (an unregistered class, a stateful layer) said once
     for f, e in failures.items():
-        by_reason.setdefault(first_line(e).replace(f"cannot be converted to {f.value}:", _ANY, 1), []).append(f.value)
-    reasons = " | ".join(f"{', '.join(fs)}: {reason.replace(_ANY, _converted(fs))}" for reason, fs in by_reason.items())
+        by_reason.setdefault(first_line(e).replace(CANNOT.format(f.value), _ANY, 1), []).append(f.value)
+    reasons = " | ".join(f"{', '.join(fs)}: {_for(fs, reason)}" for reason, fs in by_reason.items())
     exc = retyped(type(first), f"{len(failures)} of {asked} formats failed (written: {written}) | {reasons}",
                   getattr(first, "report", None))
     exc.results, exc.failures = results, {f.value: str(e) for f, e in failures.items()}  # type: ignore[attr-defined]

@@ -55,8 +55,8 @@ def run_routes(src: str, dest: str, source: str, target: str, routes: list[str] 
             if isinstance(exc, SourceRefusedError) or (last and name == names[-1] and not done):
                 raise  # the only route tried: its own error, unchanged
             done.append(failure(name, exc))
-            if not isinstance(exc, RouteNotApplicableError):
-                    progress(f"{source} -> {target}: route '{name}' failed ({type(exc).__name__}): "
+            if not isinstance(exc, RouteNotApplicableError):  # a route not for this model is no news
+                progress(f"{source} -> {target}: route '{name}' failed ({type(exc).__name__}): "
                          f"{clipped(_text(exc), 300)}")
     if last:
         raise combined_error(src, source, target, done)

@@ -124,6 +124,7 @@ ROUTE_SCOPE: dict[tuple[Format, str], tuple[str, ...]] = {
 }
 # (format, route) that cannot take a masked recurrent layer (a mask from Masking or Embedding(mask_zero=True))
 MASKED_RNN_ROUTES = {(Format.TORCH_EXPORT, "export"): _MASKED_RNN}
+CANNOT = "cannot be converted to {}:"  # a layer's refusal, per format (result.py says it once for several formats)
 KERAS_PACKAGES = ("keras", "keras_hub", "keras_cv", "keras_nlp")
 # formats whose tensors cannot hold strings (string-typed model inputs are refused)
 NO_STRING_TENSORS = (Format.TORCHSCRIPT, Format.TORCH_EXPORT, Format.EXECUTORCH)
@@ -322,7 +323,7 @@ def _unsupported(src: str | os.PathLike | None, refused: list[tuple[str | None, 
     """One message for every route's refusal: the first route's layer and reason, then each other route's
     (when they differ), and the formats some route of which takes the first layer."""
     first_route, (layer, reason) = refused[0]
-    text = f"{_where(src)}layer '{layer.name}' ({layer.class_name}) cannot be converted to {fmt.value}: {reason}"
+    text = f"{_where(src)}layer '{layer.name}' ({layer.class_name}) {CANNOT.format(fmt.value)} {reason}"
     others = [(name, r) for name, r in refused[1:] if r != (layer, reason)]
     if others:
         text += f" (route '{first_route}')"

@@ -140,7 +140,7 @@ def compile_onnx(src: Path, dest: Path, target: str | dict[str, Any] = "server-c
         # legalization cannot know): compile at batch 1, where the shapes fold to constants, and say so
         mod, sig, proto = _import_and_legalize(proto, src.name, 1, tvm_target)
         fixed, batch_note = 1, f"compiled at a fixed batch of 1: TVM cannot keep the batch dynamic in this " \
-                               f"graph ({_importer_text(exc.__cause__)}); for another batch, " \
+                               f"graph ({_error_text(exc.__cause__)}); for another batch, " \
                                f"`modelkit compile {src.name} --batch N`"
         print(f"{src.name}: {batch_note}", file=sys.stderr, flush=True)
     tune_info = None
@@ -201,7 +201,7 @@ def _import_and_legalize(proto: Any, name: str, batch: int | None, tvm_target: A
         try:
             return _prepare(mod, tvm_target), sig, proto
         except (AssertionError, RuntimeError, ValueError, TypeError) as exc:  # a shape the importer left unknown
-            typed = ConversionError(f"TVM could not legalize {name} (after its ONNX import): {_importer_text(exc)}")
+            typed = ConversionError(f"TVM could not legalize {name} (after its ONNX import): {_error_text(exc)}")
             typed.another_onnx = "graph"
             raise typed from exc
 
@@ -250,7 +250,7 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
                 traceback.clear_frames(exc.__traceback__)
                 raise
     except Exception as exc:  # the importer raises assorted TVM / Python errors: re-raise typed, not swallowed
-        text = _importer_text(exc)
+        text = _error_text(exc)
         open_dims = [(s.name, i) for s in sig.inputs for i, d in enumerate(s.shape) if i > 0 and d is None]
         if "not supported for frontend ONNX" in text:  # e.g. Loop (a recurrent layer), whatever the shapes
             hint = ""
@@ -275,7 +275,8 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
         raise typed from exc
 
 
-def _importer_text(exc: BaseException) -> str:
+def _error_text(exc: BaseException | None) -> str:
+    """"Type: first line" of a TVM error (the importer's, a build's), for one-line messages."""
     return f"{type(exc).__name__}: {first_line(exc) if str(exc).strip() else ''}"
 
 
@@ -333,13 +334,13 @@ def _build(mod: Any, tvm_target: Any, database: Any) -> Any:
     except Exception as exc:  # TVM raises its own error types from C++: re-raise typed
         first = exc
     if count:  # a default schedule LLVM / TIR lowering rejects: the plain loop nests still compile
-        print(f"the default schedules did not compile ({_importer_text(first)}); compiling without them",
+        print(f"the default schedules did not compile ({_error_text(first)}); compiling without them",
               file=sys.stderr, flush=True)
         try:
             return tvm.compile(mod, target=tvm_target)
         except Exception as exc:  # noqa: BLE001 - reported typed below, with the first error as the cause
             first = exc
-    raise ConversionError(f"tvm.compile failed for {tvm_target.kind.name}: {_importer_text(first)}") from first
+    raise ConversionError(f"tvm.compile failed for {tvm_target.kind.name}: {_error_text(first)}") from first
 
 
 def _export(executable: Any, dest: Path, tgt: registry.Target) -> None:
