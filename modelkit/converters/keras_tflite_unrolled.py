@@ -10,6 +10,9 @@ Unrolling needs the number of steps: the model's inputs must fix the sequence le
 naming the layer and the input spec to give. The artifact takes sequences of exactly that length (its
 signature says so) and is verified against the original Keras model (its own loop) at that length;
 the manifest records the route, the layers unrolled and the length (extra.route.unrolled).
+
+int8: dense weights are quantized per tensor, as on the converter route for Keras' unroll=True (see
+keras_tflite.unrolled_recurrence: per-channel scales were copied with every step's bias).
 """
 from __future__ import annotations
 
@@ -34,14 +37,17 @@ def keras_to_tflite_unrolled(src: Path, dest: Path, quantize: str = "none", cali
         lengths = {s.name: s.shape[1] for s in sig.inputs if len(s.shape) > 1}
         return saved, {"steps": sorted(set(steps)), "sequence_lengths": lengths}
 
-    return convert_recurrent(src, dest, quantize, calibration_data, trust_unsafe_code, ROUTE, trace)
+    return convert_recurrent(src, dest, quantize, calibration_data, trust_unsafe_code, ROUTE, trace,
+                             dense_per_tensor=True)
 
 
 def convert_recurrent(src: Path, dest: Path, quantize: str, calibration_data: str | None, trust_unsafe_code: bool,
-                      route: str, trace: Callable[[Any, Any, Path], tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
+                      route: str, trace: Callable[[Any, Any, Path], tuple[Path, dict[str, Any]]],
+                      dense_per_tensor: bool = False) -> dict[str, Any]:
     """What the recurrent routes of keras -> tflite share: the original model (the loop is swapped while
     tracing only), a refusal when it has no recurrent layer, `trace(model, sig, folder)` -> (SavedModel,
-    the route's facts for the manifest), TFLite conversion, the edge's info with extra.route[route]."""
+    the route's facts for the manifest), TFLite conversion, the edge's info with extra.route[route]
+    (dense_per_tensor: int8 dense weights quantized per tensor, see keras_tflite.unrolled_recurrence)."""
     from ..errors import RouteNotApplicableError
     from ._unroll import recurrent_layers
     from .keras_tflite import _refusal, convert_saved_model, info, prepare
@@ -55,11 +61,12 @@ def convert_recurrent(src: Path, dest: Path, quantize: str, calibration_data: st
     try:
         saved, facts = trace(model, sig, folder)
         # an op with no builtin (a layer's Erf) is refused naming its layer, as on the converter route
-        blob = convert_saved_model(saved, mode, calibration, lambda exc: _refusal(exc, model, sig, mode))
+        blob = convert_saved_model(saved, mode, calibration, lambda exc: _refusal(exc, model, sig, mode),
+                                   dense_per_tensor)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     dest.write_bytes(blob)
-    out = info(mode, calibration, calibration_data)
+    out = info(mode, calibration, calibration_data, dense_per_tensor)
     out["route"] = {route: {"layers": [layer.name for layer in layers], **facts}}
     return out
 
