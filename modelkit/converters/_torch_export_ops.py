@@ -16,6 +16,10 @@ export), computes the same numbers, and leaves the cases it does not cover to Ke
   (nc81); written as gathers in modelkit.converters._warp, under torch.jit.trace too. `searchsorted` as comparisons
   and a count (modelkit.converters._search: torch.onnx and ExecuTorch lacked aten.searchsorted, nc82). `cond` on a
   tensor as both branches and a select (nc85: torch.jit.trace had recorded one branch, silently).
+- `einsum` of three or more operands: torch.einsum picks its contraction order with opt_einsum from the operands'
+  sizes, a choice torch.export keeps as a guard on the batch (nc94: a bilinear score `einsum("bi,ij,bj->b")` fixed
+  it: "Constraints violated (batch)"). opt_einsum is off during the export: torch contracts left to right, the same
+  sum for every size.
 - `sort`, `argsort` (ExecuTorch only): aten.sort.stable is not in the Core ATen op set ExecuTorch lowers; and
   torch.quantile (`quantile`, `median`), which ExecuTorch has no kernel for (modelkit.converters._torch_quantile).
 Splits (an LSTM's or GRU's gates, nc70; `rgb_to_hsv`'s channels, nc78), which ExecuTorch runs only at the traced
@@ -30,17 +34,19 @@ from typing import Any, Iterator
 
 @contextlib.contextmanager
 def batch_keeping_ops() -> Iterator[None]:
-    """take_along_axis, the segment reductions and affine_transform without a size that fixes the batch; 1-D
-    pooling without one that fixes an open length."""
+    """take_along_axis, the segment reductions, affine_transform and einsum without a size that fixes the batch;
+    1-D pooling without one that fixes an open length."""
     from unittest import mock
 
+    import torch
     from keras.src.backend.torch import math as torch_math
     from keras.src.backend.torch import nn as torch_nn
     from keras.src.backend.torch import numpy as torch_numpy
 
     segments = _segment_reduction(torch_math._segment_reduction_fn)  # noqa: SLF001 - the one function all four call
     take_along_axis = _take_along_axis(torch_numpy.take_along_axis)
-    with traced_alike(), mock.patch.object(torch_numpy, "take_along_axis", take_along_axis), \
+    with traced_alike(), torch.backends.opt_einsum.flags(enabled=False), \
+            mock.patch.object(torch_numpy, "take_along_axis", take_along_axis), \
             mock.patch.object(torch_math, "_segment_reduction_fn", segments), \
             mock.patch.multiple(torch_nn, max_pool=_max_pooling(_pool_1d_as_2d(torch_nn.max_pool)),
                                 average_pool=_pool_1d_as_2d(torch_nn.average_pool),

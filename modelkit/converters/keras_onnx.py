@@ -51,6 +51,7 @@ def keras_to_onnx(src: Path, dest: Path, opset: int = OPSET, trust_unsafe_code: 
             raise ConversionError(f"tf2onnx could not convert {Path(src).name}: {type(exc).__name__}: "
                                   f"{first_line(exc)}") from exc
     rename_outputs(proto, sig.output_names)
+    unsqueeze_nothing_as_identity(proto)
     proto, mode = save_onnx(proto, src, dest, sig, onnxslim, quantize, calibration_data)
     return {"opset": int(opset), "ir_version": int(proto.ir_version), "quantization": mode,
             "versions": {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__,
@@ -99,6 +100,23 @@ def rename_outputs(proto: Any, names: list[str]) -> None:
                 node.input[i] = mapping[name]
     for o in graph.output:
         o.name = mapping[o.name]
+
+
+def unsqueeze_nothing_as_identity(proto: Any) -> int:
+    """Write each Unsqueeze of no axes (an initializer of size 0) as the Identity it is; how many there were.
+    tf2onnx writes them for an einsum of three operands (nc94's bilinear score `einsum("bi,ij,bj->b")`; nc46's
+    mixture of experts), valid ONNX that onnxruntime and TVM run, and OpenVINO's frontend adds an axis for them:
+    "Check 'input_order_shape[0].compatible(input_rank...)' failed" on the Transpose after it."""
+    import math
+
+    empty = {i.name for i in proto.graph.initializer if len(i.dims) == 1 and math.prod(i.dims) == 0}
+    done = 0
+    for node in proto.graph.node:
+        if node.op_type == "Unsqueeze" and len(node.input) == 2 and node.input[1] in empty:
+            node.op_type = "Identity"
+            del node.input[1]
+            done += 1
+    return done
 
 
 def name_dynamic_dims(proto: Any) -> None:

@@ -134,9 +134,8 @@ def frontend_reason(exc: BaseException) -> str:
 def _torch_route_why(src: Path, reason: str) -> str:
     """Why torch.onnx's export of the same Keras model is worth a try, when OpenVINO's frontend refused an ONNX
     that tf2onnx made from it, else "". Its recurrent Loop (Keras' LSTM, GRU): the torch route's converts (a
-    Conv1D-GRU classifier, parity 1.9e-8). Any other refusal: tf2onnx's graph for an einsum (nc46's mixture of
-    experts: a Transpose of 3 axes over an Unsqueeze of 4, which onnxruntime runs and OpenVINO refuses), and
-    torch.onnx writes other ops for the same layers."""
+    Conv1D-GRU classifier, parity 1.9e-8). Any other refusal: torch.onnx writes other ops for the same layers
+    (nc46's einsum was one, until keras_onnx.unsqueeze_nothing_as_identity)."""
     from .routes import made_by_tf2onnx_from_keras
 
     if not made_by_tf2onnx_from_keras(src):

@@ -67,10 +67,12 @@ class Experts(keras.layers.Layer):
 '''
 
 
-def test_an_einsum_graph_openvino_refuses_takes_the_torch_route_too(tmp_path, capfd):
+def test_an_einsum_graph_openvino_refused_converts_from_tf2onnxs_graph(tmp_path, capfd):
     """nc46's mixture of experts (experts as one einsum): OpenVINO's frontend refused the graph tf2onnx wrote for
-    the einsum (a Transpose of 3 axes over an Unsqueeze of 4; onnxruntime runs it), so `--to all` wrote every
-    format but openvino; torch.onnx's export of the same model converts."""
+    the einsum (an Unsqueeze of no axes, which it reads as adding one, under a Transpose of 3 axes; onnxruntime runs
+    it), so `--to all` wrote every format but openvino; then the torch route's ONNX was taken. The Unsqueeze is
+    written as the Identity it is (keras_onnx.unsqueeze_nothing_as_identity, nc94): tf2onnx's graph converts. (Other
+    refusals of tf2onnx's graph still take the torch route: tests/convert/test_openvino_frontend_errors.py.)"""
     from modelkit._backend import import_keras
 
     experts = write_module(tmp_path, "experts", EXPERTS)
@@ -80,10 +82,11 @@ def test_an_einsum_graph_openvino_refuses_takes_the_torch_route_too(tmp_path, ca
     keras.Model(x, keras.layers.Dense(3, name="y")(experts.Experts()(x))).save(tmp_path / "moe.keras")
     results = modelkit.convert(tmp_path / "moe.keras", "openvino", out_dir=tmp_path,
                                imports=[str(tmp_path / "experts.py")])
-    assert "OpenVINO's ONNX frontend refused the graph tf2onnx wrote; converting moe.keras to moe.torch.onnx by " \
-           "the torch route instead" in capfd.readouterr().err
+    assert "torch route" not in capfd.readouterr().err and not (tmp_path / "moe.torch.onnx").exists()
     ov = next(r for r in results if r.format == "openvino")
     assert ov.parity["ok"] and ov.parity["outputs"][0]["max_abs"] < 1e-4
+    chain = json.loads((tmp_path / "moe_openvino.modelkit.json").read_text())["chain"]
+    assert [e["converter"].rsplit(":", 1)[1] for e in chain] == ["keras_to_onnx", "onnx_to_openvino"]
 
 
 def test_the_torch_routes_length_refusal_names_its_format_and_the_fix():
