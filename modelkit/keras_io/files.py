@@ -171,9 +171,13 @@ def keras_signature(model: Any) -> Signature:
 
 
 def output_names(model: Any) -> list[str]:
-    """Output names: those Keras gives functional models, else the producing layers' names. Keras names each
-    output after its layer, so a layer answering with several tensors (a dict of top-k ids and scores, nc57) gave
-    one name twice, which no format can carry: then a dict output's keys, else the name and a position."""
+    """Output names: a dict of outputs' keys (what model.predict returns: Keras' own output_names are the layers'
+    names, and nc94's `{"same": score, "embedding": encoder(left)}` came out as 'encoder'); else those Keras gives
+    functional models, else the producing layers' names. Keras names each output after its layer, so a layer
+    answering with several tensors gave one name twice, which no format can carry: then the name and a position."""
+    keys = _dict_keys(model)
+    if keys is not None:
+        return keys
     names = getattr(model, "output_names", None)
     if names and len(names) == len(model.outputs):
         out = list(names)
@@ -182,16 +186,21 @@ def output_names(model: Any) -> list[str]:
         for t in model.outputs:
             hist = getattr(t, "_keras_history", None)
             out.append(hist[0].name if hist else t.name)
-    return out if len(set(out)) == len(out) else _unique(model, out)
+    return out if len(set(out)) == len(out) else _numbered(out)
 
 
-def _unique(model: Any, names: list[str]) -> list[str]:
+def _dict_keys(model: Any) -> list[str] | None:
+    """A dict of outputs' keys in the order of model.outputs (nested keys joined by '_'), or None when the outputs
+    are no dict, or the keys do not name each output once."""
     struct = getattr(model, "_outputs_struct", None)
-    if isinstance(struct, dict):
-        keras = import_keras()
-        keys = ["_".join(str(p) for p in path) for path, _ in keras.tree.flatten_with_path(struct)]
-        if len(keys) == len(names) and len(set(keys)) == len(keys):
-            return keys
+    if not isinstance(struct, dict):
+        return None
+    keras = import_keras()
+    keys = ["_".join(str(p) for p in path) for path, _ in keras.tree.flatten_with_path(struct)]
+    return keys if len(keys) == len(model.outputs) and len(set(keys)) == len(keys) else None
+
+
+def _numbered(names: list[str]) -> list[str]:
     seen: dict[str, int] = {}
     out = []
     for name in names:

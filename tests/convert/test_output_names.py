@@ -47,3 +47,31 @@ def test_a_dict_answering_layer_s_outputs_are_named_by_its_keys_and_convert(tmp_
         got = modelkit.load(r.path).predict(feed)
         assert got["items"].dtype == np.int32 and (got["items"] == want["items"]).all()
         np.testing.assert_allclose(got["scores"], want["scores"], atol=1e-6)
+
+
+def test_a_dict_of_outputs_is_named_by_its_keys_not_its_layers(tmp_path):
+    """nc94: a Siamese verifier answering `{"same": score, "embedding": encoder(left)}` named its second output after
+    the sub-model that made it ('encoder', Keras' output_names), so `predict(...)["embedding"]` worked on the Keras
+    model and failed on every artifact."""
+    from modelkit._backend import import_keras
+
+    keras = import_keras("tensorflow")
+    keras.utils.set_random_seed(0)
+    img = keras.Input((5,))
+    encoder = keras.Model(img, keras.layers.Dense(4)(img), name="encoder")
+    left, right = keras.Input((5,), name="left"), keras.Input((5,), name="right")
+    score = keras.layers.Dense(1, activation="sigmoid", name="head")(
+        keras.layers.Concatenate()([encoder(left), encoder(right)]))
+    model = keras.Model({"left": left, "right": right}, {"same": score, "embedding": encoder(left)})
+    assert model.output_names == ["encoder", "head"]  # Keras' own: the layers
+    assert keras_signature(model).output_names == ["embedding", "same"]
+    model.save(tmp_path / "pair.keras")
+    results = modelkit.convert(tmp_path / "pair.keras", "onnx,pt2", out_dir=tmp_path / "out")
+    rng = np.random.default_rng(0)
+    feed = {"left": rng.normal(size=(3, 5)).astype(np.float32), "right": rng.normal(size=(3, 5)).astype(np.float32)}
+    want = model.predict(feed, verbose=0)
+    for r in results:
+        got = modelkit.load(r.path).predict(feed)
+        assert sorted(got) == ["embedding", "same"], (r.format, sorted(got))
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], atol=1e-5, err_msg=f"{r.format} {name}")
