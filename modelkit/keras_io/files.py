@@ -197,7 +197,7 @@ def _dict_keys(model: Any) -> list[str] | None:
         return None
     keras = import_keras()
     keys = ["_".join(str(p) for p in path) for path, _ in keras.tree.flatten_with_path(struct)]
-    return keys if len(keys) == len(model.outputs) and len(set(keys)) == len(keys) else None
+    return keys if len(keys) == len(model.outputs or []) and len(set(keys)) == len(keys) else None
 
 
 def _numbered(names: list[str]) -> list[str]:
