@@ -90,9 +90,7 @@ def convert_saved_model(saved: Path, mode: str, calibration: dict[str, Any] | No
     from .float_islands import said_kept
 
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[SIGNATURE_KEY])
-    _configure(conv, tf, mode, calibration)
-    if mode == "int8":
-        conv._experimental_disable_per_channel_quantization_for_dense_layers = dense_per_tensor  # noqa: SLF001
+    _configure(conv, tf, mode, calibration, dense_per_tensor)
     try:
         with engine_chatter_swallowed():  # MLIR prints every diagnostic; the refusal carries them
             blob = conv.convert()
@@ -146,8 +144,9 @@ def info(mode: str, calibration: dict[str, Any] | None, calibration_data: str | 
     return out
 
 
-def _configure(conv: Any, tf: Any, mode: str, calibration: dict[str, Any] | None) -> None:
-    """Set the converter up for one quantization mode; only builtin TFLite ops in every mode."""
+def _configure(conv: Any, tf: Any, mode: str, calibration: dict[str, Any] | None, dense_per_tensor: bool) -> None:
+    """Set the converter up for one quantization mode; only builtin TFLite ops in every mode (dense_per_tensor:
+    see convert_saved_model)."""
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if mode == "none":
         return
@@ -165,6 +164,7 @@ def _configure(conv: Any, tf: Any, mode: str, calibration: dict[str, Any] | None
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = tf.float32  # float interface kept on purpose (see module docstring)
         conv.inference_output_type = tf.float32
+        conv._experimental_disable_per_channel_quantization_for_dense_layers = dense_per_tensor  # noqa: SLF001
     # dynamic-int8: Optimize.DEFAULT without a representative dataset is dynamic-range quantization
 
 
