@@ -47,6 +47,12 @@ comparisons and a count (modelkit.converters._search; UpperBound / LowerBound ha
 TFLite builtin (nc87: a token-shift layer of a small vision transformer). `keras.ops.cumprod` over floats as a
 log-depth scan, or by logarithms over an open axis (modelkit.converters._tf_cumprod; no TFLite builtin, and tf2onnx
 writes a Loop that TVM refuses: nc88).
+
+`keras.ops.einsum` of three or more operands is traced as two-operand einsums, left to right
+(modelkit.converters._tf_einsum): TensorFlow's own contraction order wrote intermediates that the TFLite converter
+lowered to a model that does not load, or to the wrong shape at an open length (nc95's attention pooling).
+Indexing with a new axis past the front (`weights[..., None]`) is traced as the slice without it and expand_dims
+(modelkit.converters._tf_newaxis): over open dimensions TFLite had no builtin for the StridedSlice.
 """
 from __future__ import annotations
 
@@ -71,11 +77,13 @@ def lowerings() -> Iterator[None]:
     from keras.src.backend.tensorflow import numpy as tnp
 
     from ._tf_cumprod import stepped_cumprod
+    from ._tf_einsum import pairwise_einsum
+    from ._tf_newaxis import expanded_new_axes
     from ._tf_quantile import float32_quantile
 
     arg = {"argmax": _arg_extreme("argmax"), "argmin": _arg_extreme("argmin"), "repeat": _repeat_static(tnp.repeat),
            "_quantile": float32_quantile(tnp._quantile), "roll": roll_by_slices(tnp.roll),
-           "cumprod": stepped_cumprod(tnp.cumprod)}
+           "cumprod": stepped_cumprod(tnp.cumprod), "einsum": pairwise_einsum(tnp.einsum)}
     import keras
     from keras.src.backend.tensorflow import core
     from keras.src.backend.tensorflow import image as timage
@@ -91,7 +99,7 @@ def lowerings() -> Iterator[None]:
           mock.patch.multiple(src_image, **resize), mock.patch.multiple(keras.ops.image, **resize),
           mock.patch.object(core, "scan", lowered_scan(core.scan)), mock.patch.object(tmath, "rfft", _rfft(tmath.rfft)),
           mock.patch.object(timage, "rgb_to_hsv", _rgb_to_hsv(timage.rgb_to_hsv)), gathered_warps("tensorflow"),
-          counted_searchsorted("tensorflow"), counted_digitize("tensorflow")):
+          counted_searchsorted("tensorflow"), counted_digitize("tensorflow"), expanded_new_axes()):
         yield
 
 

@@ -129,7 +129,7 @@ def load_npz(path: str | os.PathLike, sig: Signature, need_labels: bool) -> tupl
         inputs[spec.name] = arr
     labels = arrays.get("y")
     if need_labels and labels is None:
-        raise InputError(f"{p}: {NO_LABELS}")
+        raise InputError(_no_labels(p, arrays))
     if labels is not None:
         try:
             labels = read_labels(np.asarray(labels), p)
@@ -243,12 +243,18 @@ def _open_npz(p: Path) -> Any:
     return data
 
 
+def _no_labels(p: Path, names: Any) -> str:
+    """The missing-labels message, naming what the file holds (a newcomer's 'label' or 'targets' key)."""
+    held = ", ".join(repr(str(n)) for n in names) or "nothing"
+    return f"{p}: {NO_LABELS}; it holds {held} (rename the labels' array to 'y')"
+
+
 def _check_labelled(p: Path) -> None:
     """An --eval-data file without labels fails here, before any work, as it would after the conversion."""
     with _open_npz(p) as data:  # the member names, and the labels (small): no input array is read
         names = list(data.files)
         if "y" not in names:
-            raise InputError(f"{p}: {NO_LABELS}")
+            raise InputError(_no_labels(p, names))
         read_labels(np.asarray(data["y"]), p)
 
 

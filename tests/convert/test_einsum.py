@@ -74,3 +74,63 @@ def test_a_bilinear_einsum_of_three_operands_converts_with_an_open_batch(tmp_pat
                      "right": rng.normal(size=(batch, 5)).astype(np.float32)}
             np.testing.assert_allclose(artifact.predict(feeds)["same"], model.predict(feeds, verbose=0),
                                        atol=1e-5, err_msg=f"{r.format} batch {batch}")
+
+
+POOL = '''import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="attn")
+class AttentionPool(keras.layers.Layer):
+    """Additive attention over time: scores v . tanh(x) W, softmax, weighted sum."""
+    def build(self, shape):
+        self.w = self.add_weight(shape=(shape[-1], 16), initializer="glorot_uniform", name="w")
+        self.v = self.add_weight(shape=(16,), initializer="glorot_uniform", name="v")
+
+    def call(self, x):
+        weights = ops.softmax(ops.einsum("btd,de,e->bt", ops.tanh(x), self.w, self.v), axis=-1)
+        return ops.sum(x * weights[..., None], axis=1), weights
+'''
+
+
+def test_three_operand_einsums_contract_left_to_right_keeping_the_first_operands_order():
+    from modelkit.converters._tf_einsum import pairwise_plan
+
+    assert pairwise_plan("btd,de,e->bt", 3) == ["btd,de->bte", "bte,e->bt"]
+    assert pairwise_plan("bi,ij,bj->b", 3) == ["bi,ij->bj", "bj,bj->b"]
+    assert pairwise_plan("abc,cd,d->a", 3) == ["abc,cd->ad", "ad,d->a"]  # b summed where it is last seen
+    assert pairwise_plan("ij,jk,kl,lm->im", 4) == ["ij,jk->ik", "ik,kl->il", "il,lm->im"]
+    for left in (("ab,bc->ac", 2), ("...a,ab,b->...", 3), ("ab,bc,c", 3), ("aab,bc,c->a", 3)):
+        assert pairwise_plan(*left) is None, left  # left to TensorFlow
+
+
+def test_attention_pooling_by_a_three_operand_einsum_converts_to_tflite(tmp_path):
+    """nc95. TensorFlow's contraction order wrote `de,btd->ebt` (d=48): a TFLite model that did not load ("invalid
+    shape [-1, 8, 16]"); and `btd,d->bt` (d=12), which the converter lowered to shape (1, T) for (T, 1) at an open
+    length (parity failed). The layer's `weights[..., None]` had no TFLite builtin over an open length."""
+    pool, keras = keras_beside(tmp_path, "attn", POOL)
+    rng = np.random.default_rng(1)
+    for name, steps, width in (("fixed", 8, 48), ("open", None, 12)):
+        rows = keras.Input((steps, width), name="rows")
+        pooled, weights = pool.AttentionPool(name="pool")(rows)
+        model = keras.Model(rows, {"digit": keras.layers.Dense(10, activation="softmax")(pooled), "where": weights})
+        model.save(tmp_path / f"{name}.keras")
+        (r,) = modelkit.convert(tmp_path / f"{name}.keras", "tflite", out_dir=tmp_path / name,
+                                imports=[str(tmp_path / "attn.py")])
+        artifact = modelkit.load(r.path)
+        for batch, length in ((1, steps or 1), (3, steps or 5)):
+            x = rng.normal(size=(batch, length, width)).astype(np.float32)
+            got, want = artifact.predict({"rows": x}), model.predict(x, verbose=0)
+            for key in ("digit", "where"):
+                np.testing.assert_allclose(got[key], want[key], atol=1e-5, err_msg=f"{name} {key} {x.shape}")
+
+
+def test_new_axes_are_placed_where_the_index_puts_them():
+    from modelkit.converters._tf_newaxis import new_axes
+
+    assert new_axes((Ellipsis, None), 3) == [3]
+    assert new_axes((slice(None), slice(1, None), None), 3) == [2]
+    assert new_axes((0, None, Ellipsis, None), 3) == [0, 3]  # the int takes its axis away
+    assert new_axes((None, Ellipsis, None), 2) == [0, 3]
+    assert new_axes((slice(None), [0, 1], None), 3) is None  # a list: left to TensorFlow
+    assert new_axes((True, None), 3) is None

@@ -100,8 +100,10 @@ def test_eval_data_without_labels_is_refused_before_any_work(tmp_path, capfd, mo
     monkeypatch.setattr(converters, "run_and_retry", no_work)  # convert calls dispatch.run_and_retry by this name
     src = make_tiny_onnx(tmp_path / "tiny.onnx")
     np.savez(tmp_path / "calib.npz", x=np.zeros((8, 4), np.float32))
-    np.savez(tmp_path / "nolabels.npz", x=np.zeros((8, 4), np.float32))  # the calibration file given twice
-    with pytest.raises(InputError, match=r"nolabels.npz: no labels; an evaluation .npz needs 'y'"):
+    # labels under another name (a newcomer's 'label'): the message names what the file holds
+    np.savez(tmp_path / "nolabels.npz", x=np.zeros((8, 4), np.float32), label=np.zeros(8, np.int64))
+    with pytest.raises(InputError, match=r"nolabels.npz: no labels; an evaluation .npz needs 'y' .*; "
+                                         r"it holds 'x', 'label' \(rename the labels' array to 'y'\)"):
         modelkit.convert(src, "openvino", out_dir=tmp_path / "out", quantize="int8",
                          calibration_data=tmp_path / "calib.npz", eval_data=tmp_path / "nolabels.npz")
     assert "converting" not in capfd.readouterr().err and not (tmp_path / "out").exists()
