@@ -1,7 +1,8 @@
 """Route 'torch' of keras -> onnx: torch.onnx's exporter (dynamo, onnxscript) on the Keras model under torch.
 
-Used when the first route, tf2onnx, cannot convert a model: TensorFlow ops it maps to no ONNX op (e.g.
-Discretization's Bucketize), whose torch lowerings (torch.bucketize) export. The Keras model is loaded
+Used when the first route, tf2onnx, cannot convert a model: TensorFlow ops it maps to no ONNX op, or to one its
+opset lacks (a bit-flags layer's BitwiseAnd, written at opset 17, where ONNX has none), whose torch lowerings
+export. The Keras model is loaded
 under the torch backend and exported with torch.export, every open dimension a named Dim, with the same
 typed refusals as the pt2 edge (modelkit.converters._torch_dims); the program is then translated to ONNX by
 torch.onnx (onnxscript's aten library). Recurrent layers run modelkit's unrolled loop while exporting

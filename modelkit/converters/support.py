@@ -4,7 +4,7 @@ format cannot represent, naming the layer, the format, the reason and the format
 The checks read the archive's config.json only (modelkit.keras_io.files.check_keras_archive) and are
 table-driven: RULES maps a target format to per-class reasons (a Rule narrows one to some configs) that
 hold for every route to it, ROUTE_RULES a (format, route) to the reasons of one route (tf2onnx lacks
-Bucketize; the torch route to ONNX does not), found by trying each case with the installed frameworks
+StringToHashBucketFast), found by trying each case with the installed frameworks
 (tests/convert/test_support.py, tests/convert/test_routes.py and the preprocessing matrix in
 tests/convert/test_preprocessing.py). A model is refused for a format only when every route refuses it,
 with each route's reason; a hop checks its own route (modelkit.converters.hop). Unregistered custom
@@ -67,7 +67,6 @@ _TF_HASH_TABLE = ("it looks values up in a TensorFlow hash table (LookupTableFin
 _TF2ONNX_RULES: dict[str, str | Rule] = {
     "IntegerLookup": _TF_HASH_TABLE.format(target="tf2onnx maps to no standard ONNX op"),
     "Hashing": "it hashes with TensorFlow's StringToHashBucketFast, which tf2onnx maps to no standard ONNX op",
-    "Discretization": "it buckets with TensorFlow's Bucketize, which tf2onnx maps to no standard ONNX op",
 }
 _ONNX_RULES: dict[str, str | Rule] = {**_STRING_LAYERS, **_TF2ONNX_RULES}  # what TVM gets from tf2onnx's graph
 
@@ -82,9 +81,6 @@ RULES: dict[Format, dict[str, str | Rule]] = {
         **{k: (f"{v} (TVM compiles the ONNX model)" if isinstance(v, str) else v) for k, v in _ONNX_RULES.items()},
         "CenterCrop": ("TVM 0.27 compiles its ONNX Slice with a dynamic batch into code that fails at run time "
                        "(std::bad_alloc); `modelkit compile --batch N` compiles it for a fixed batch"),
-        "Discretization": ("tf2onnx cannot express its Bucketize, and TVM compiles the ONNX model: TVM 0.27 fails "
-                           "to compile the graph torch.onnx makes of it (LLVM module verification); the ONNX "
-                           "model itself converts (route 'torch')"),
     },
     Format.TFLITE: {
         **_STRING_LAYERS,

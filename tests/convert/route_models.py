@@ -1,9 +1,10 @@
 """Models for the route tests (tests/convert/test_routes.py): recurrent classifiers and taggers as users
 build them (LSTM, GRU, SimpleRNN, Bidirectional, stacked, masked by Embedding(mask_zero=True) or Masking),
-GELU feed-forward blocks (exact and tanh-approximated, Dense(activation="gelu"), a layer calling erf) and a
-Discretization front end. Built under any backend (`save` runs in a child with the backend to save under);
-`convert_each` runs hops in one child and reports each result or typed error. Name this module in
-MODELKIT_IMPORTS: it registers the two custom layers. Weights are seeded glorot, so outputs vary."""
+GELU feed-forward blocks (exact and tanh-approximated, Dense(activation="gelu"), a layer calling erf), a
+Discretization front end and a bit-flags decoder (the torch route's ONNX case). Built under any backend (`save`
+runs in a child with the backend to save under); `convert_each` runs hops in one child and reports each result or
+typed error. Name this module in MODELKIT_IMPORTS: it registers the custom layers. Weights are seeded glorot, so
+outputs vary."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -28,6 +29,15 @@ class ErfGate(keras.layers.Layer):
 
     def call(self, x: Any) -> Any:
         return x * (1.0 + keras.ops.erf(x / 2.0)) / 2.0
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BitFlags(keras.layers.Layer):
+    """A packed int of 4 bit flags unpacked into 4 float features (shift and bitwise and)."""
+
+    def call(self, x: Any) -> Any:
+        shifts = keras.ops.arange(4, dtype="int32")[None, :]
+        return keras.ops.cast(keras.ops.bitwise_and(keras.ops.right_shift(x, shifts), 1), "float32")
 
 
 def _lstm(L: Any) -> tuple[Any, Any]:
@@ -123,18 +133,26 @@ def _erf(L: Any) -> tuple[Any, Any]:
 
 
 def _discretize(L: Any) -> tuple[Any, Any]:
-    """Bucketed features (Discretization: TF's Bucketize, which tf2onnx lacks) one-hot encoded, then Dense."""
+    """Bucketed features (Discretization; keras.ops.digitize traced as comparisons and a count) one-hot encoded,
+    then Dense."""
     x = keras.Input((4,), name="features")
     h = L.Discretization(bin_boundaries=[0.25, 0.5, 0.75], name="buckets")(x)
     h = L.Flatten()(L.CategoryEncoding(num_tokens=4, output_mode="one_hot")(L.Reshape((4, 1))(h)))
     return x, L.Dense(3, name="out")(L.Concatenate()([h, x]))
 
 
+def _flags(L: Any) -> tuple[Any, Any]:
+    """Features unpacked from bit flags: tf2onnx writes BitwiseAnd at opset 17, where ONNX has none (it came at 18),
+    so keras -> onnx takes the torch route."""
+    x = keras.Input((1,), dtype="int32", name="packed")
+    return x, L.Dense(3, name="out")(BitFlags(name="flags")(x))
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "lstm": _lstm, "gru": _gru, "simple_rnn": _simple_rnn, "bilstm": _bilstm, "stacked": _stacked,
     "masked_bilstm": _masked_bilstm, "masking_gru": _masking_gru, "gru_open": _gru_open,
     "masked_open": _masked_open, "masked_pool": _masked_pool, "dead_gru": _dead_gru,
-    "gelu": _gelu, "erf": _erf, "discretize": _discretize}
+    "gelu": _gelu, "erf": _erf, "discretize": _discretize, "flags": _flags}
 
 
 def save(kind: str, path: str, seed: int = 0) -> str:
