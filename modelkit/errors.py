@@ -157,12 +157,15 @@ def first_line(exc: BaseException) -> str:
     """An error's first line for a one-line message (its type's name when it says nothing); for Keras'
     "Exception encountered when calling X.call()." the reason too, which Keras puts on the next line. Terminal
     escape codes (Keras writes the reason in bold) are dropped, and so are OpenVINO's lines that only say where in
-    its sources the error passed ("Exception from src/inference/src/cpp/core.cpp:84:"). A first line that ends with a
-    colon (TVM's "LLVM module verification failed with the following errors:") keeps the line it introduces."""
+    its sources the error passed ("Exception from src/inference/src/cpp/core.cpp:84:"), and torch.export's "The error
+    above occurred when calling torch.export.export. ..." (all a GuardOnDataDependentSymNode says: its name is kept).
+    A first line that ends with a colon (TVM's "LLVM module verification failed with the following errors:") keeps the
+    line it introduces."""
     import re
 
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in text.strip().splitlines()
+             if ln.strip() and not ln.strip().startswith("The error above occurred when calling torch.export")]
     said = [ln for ln in lines if not re.fullmatch(r"Exception from \S+:\d+:?", ln)]
     lines = said or lines
     if not lines:

@@ -20,6 +20,8 @@ export), computes the same numbers, and leaves the cases it does not cover to Ke
   sizes, a choice torch.export keeps as a guard on the batch (nc94: a bilinear score `einsum("bi,ij,bj->b")` fixed
   it: "Constraints violated (batch)"). opt_einsum is off during the export: torch contracts left to right, the same
   sum for every size.
+- the random draw of Keras augmentation layers that draw at inference too and use it only when training
+  (RandomGrayscale, RandomHue, ...: modelkit.converters._inference_draws; nc98).
 - `sort`, `argsort` (ExecuTorch only): aten.sort.stable is not in the Core ATen op set ExecuTorch lowers; and
   torch.quantile (`quantile`, `median`), which ExecuTorch has no kernel for (modelkit.converters._torch_quantile).
 Splits (an LSTM's or GRU's gates, nc70; `rgb_to_hsv`'s channels, nc78), which ExecuTorch runs only at the traced
@@ -43,9 +45,11 @@ def batch_keeping_ops() -> Iterator[None]:
     from keras.src.backend.torch import nn as torch_nn
     from keras.src.backend.torch import numpy as torch_numpy
 
+    from ._inference_draws import no_inference_draws
+
     segments = _segment_reduction(torch_math._segment_reduction_fn)  # noqa: SLF001 - the one function all four call
     take_along_axis = _take_along_axis(torch_numpy.take_along_axis)
-    with traced_alike(), torch.backends.opt_einsum.flags(enabled=False), \
+    with traced_alike(), torch.backends.opt_einsum.flags(enabled=False), no_inference_draws(), \
             mock.patch.object(torch_numpy, "take_along_axis", take_along_axis), \
             mock.patch.object(torch_math, "_segment_reduction_fn", segments), \
             mock.patch.multiple(torch_nn, max_pool=_max_pooling(_pool_1d_as_2d(torch_nn.max_pool)),

@@ -146,11 +146,26 @@ def _keras_reason(exc: BaseException, keras: Any) -> str:
     if not lines:
         return type(exc).__name__
     head = lines[0]
+    if "could not be deserialized" in head:
+        return _rebuild_reason(lines) or head
     if "Exception encountered when calling" in head:
         after = next((i for i, ln in enumerate(lines) if ln.rstrip().endswith("Error encountered:")), None)
         cause = lines[after + 1] if after is not None and after + 1 < len(lines) else ""
         head = f"{head.rstrip('.')} under the {keras.backend.backend()} backend" + (f": {cause}" if cause else "")
     return head
+
+
+def _rebuild_reason(lines: list[str]) -> str | None:
+    """For Keras' nested "X could not be deserialized properly ... Exception encountered: ..." (one level per model,
+    layer and config): the innermost class and its own error (nc98: RandomShear's get_config writes x_factor as
+    (-0.1, 0.1), which its from_config refuses: "The `factor` argument should be a number ... Received: -0.1")."""
+    text = "\n".join(lines)
+    names = re.findall(r"deserializing class '(\w+)'", text) or re.findall(r"(\w+)'> could not be deserialized", text)
+    causes = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Exception encountered:")]
+    causes = [c for c in causes if c and "could not be deserialized" not in c and "when deserializing" not in c]
+    if not names or not causes:
+        return None
+    return f"it could not rebuild {names[-1]} from its saved config: {causes[-1]}"
 
 
 def _dtype_name(dtype: Any) -> str:
