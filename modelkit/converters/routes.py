@@ -3,7 +3,8 @@ with parity. A route that fails with a typed conversion failure (ROUTE_FAILURES)
 route; the one taken, and why the others failed, go into the artifact's manifest
 (`extra.route = {"taken": name, "tried": [{"route", "type", "error"}, ...]}`) and the ConversionResult.
 The user's own errors (an existing output, bad options or inputs, a file Keras cannot load, a custom class
-no imported module registers) stop at once: no other route would do better. When every route fails, one
+no imported module registers) stop at once: no other route would do better; so does a vacuous check (the
+reference's outputs do not vary on the samples: every route's check would be as empty). When every route fails, one
 error gives every route's reason; a pair with one route raises that route's error unchanged.
 
 Routes of one pair may need different Keras backends (tf2onnx under TensorFlow, torch.onnx under torch):
@@ -25,6 +26,7 @@ from ..errors import (
     RouteNotApplicableError,
     SourceRefusedError,
     UnsupportedConversionError,
+    VacuousParityError,
 )
 from ..formats import Format
 from .planning import listed_names
@@ -55,6 +57,8 @@ def run_routes(src: str, dest: str, source: str, target: str, routes: list[str] 
             if isinstance(exc, SourceRefusedError) or (last and name == names[-1] and not done):
                 raise  # the only route tried: its own error, unchanged
             done.append(failure(name, exc))
+            if isinstance(exc, VacuousParityError):  # the reference proves nothing: no later route's check would
+                raise combined_error(src, source, target, done) from exc
             if not isinstance(exc, RouteNotApplicableError):  # a route not for this model is no news
                 progress(f"{source} -> {target}: route '{name}' failed ({type(exc).__name__}): "
                          f"{clipped(_text(exc), 300)}")
