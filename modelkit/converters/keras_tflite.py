@@ -198,27 +198,31 @@ def _refusal(exc: BaseException, model: Any, sig: Any, mode: str) -> Exception:
 
 
 def _flex_refusal(text: str, model: Any) -> Exception | None:
-    """A TensorFlow op with no TFLite builtin (the converter asks for Flex ops) as an UnsupportedConversionError
-    naming the Keras layer whose name scope the converter's error locates it in, or None."""
+    """A TensorFlow op with no TFLite builtin (the converter asks for Flex ops, or says the op is none) as an
+    UnsupportedConversionError naming the Keras layer whose name scope the converter's error locates it in (else
+    the model: an op called outside any layer), or None."""
     import re
 
     from ..errors import UnsupportedConversionError
 
     ops = re.search(r"TF Select ops: ([\w, ]+)", text)
-    if ops is None:
+    # some ops the converter cannot even hand to Flex ("'tf.Asin' op is neither a custom op nor a flex op")
+    names = ([n.strip() for n in ops.group(1).split(",") if n.strip()] if ops else
+             list(dict.fromkeys(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", text))))
+    if not names:
         return None
-    names = [n.strip() for n in ops.group(1).split(",") if n.strip()]
+    no_builtin = (f"op(s) {', '.join(names)}, which are no TFLite builtin ops (they need Flex ops, which "
+                  "ai-edge-litert cannot run); the format that keeps every TensorFlow op: saved_model")
     paths = [path for op, path in re.findall(r'fused\["(\w+):", "([^"@]+)@', text) if op in names]
     by_name = {layer.name: layer for layer in _layers(model)}
     for path in paths:
         for part in reversed(path.split("/")[:-1]):  # innermost scope first; TF adds "_1" to scope names
             layer = by_name.get(part) or by_name.get(re.sub(r"_\d+$", "", part))
             if layer is not None:
-                return UnsupportedConversionError(
-                    f"layer '{layer.name}' ({type(layer).__name__}) cannot be converted to tflite: it runs TensorFlow "
-                    f"op(s) {', '.join(names)}, which are no TFLite builtin ops (they need Flex ops, which "
-                    "ai-edge-litert cannot run); the format that keeps every TensorFlow op: saved_model")
-    return None
+                return UnsupportedConversionError(f"layer '{layer.name}' ({type(layer).__name__}) cannot be converted "
+                                                  f"to tflite: it runs TensorFlow {no_builtin}")
+    # keras.ops called on the model's tensors outside any layer (a functional model's `ops.arcsin(x)`)
+    return UnsupportedConversionError(f"the model cannot be converted to tflite: it runs TensorFlow {no_builtin}")
 
 
 def dynamic_dims_text(sig: Any) -> str:

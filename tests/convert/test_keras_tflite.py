@@ -120,3 +120,22 @@ def test_lossy_hop_without_labelled_data_asks_for_eval_data(cnn_tf, tmp_path):
         modelkit.convert(bare, "tflite", out_dir=tmp_path, options={"quantize": "fp16"})
     assert not (tmp_path / "bare.fp16.tflite").exists()
     assert not list(tmp_path.glob("*.tflite"))
+
+
+def test_an_op_with_no_builtin_called_outside_any_layer_is_refused_in_one_line(tmp_path):
+    """`ops.arcsin(x)` on a functional model's tensor (the angle of a cosine): the converter said "Could not translate
+    MLIR to FlatBuffer.<unknown>:0: error: loc(callsite(fused[..." and ended "'tf.Asin' op is neither a custom op nor
+    a flex op"; `ops.sinh` "TF Select ops: Sinh", without the typed refusal a layer's op gets."""
+    from modelkit._backend import import_keras
+    from modelkit.errors import UnsupportedConversionError
+
+    keras = import_keras("tensorflow")
+    for name, op, tf_name in (("angle", keras.ops.arcsin, "Asin"), ("sinh", keras.ops.sinh, "Sinh")):
+        x = keras.Input((4,), name="x")
+        keras.Model(x, keras.layers.Dense(2, name="out")(op(keras.ops.tanh(x) * 0.9))).save(tmp_path / f"{name}.keras")
+        with pytest.raises(UnsupportedConversionError) as info:
+            modelkit.convert(tmp_path / f"{name}.keras", "tflite", out_dir=tmp_path / name)
+        assert str(info.value) == (
+            f"the model cannot be converted to tflite: it runs TensorFlow op(s) {tf_name}, which are no TFLite builtin "
+            "ops (they need Flex ops, which ai-edge-litert cannot run); the format that keeps every TensorFlow op: "
+            "saved_model"), name
