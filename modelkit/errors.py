@@ -164,8 +164,8 @@ def first_line(exc: BaseException) -> str:
     import re
 
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    lines = [ln.strip() for ln in text.strip().splitlines()
-             if ln.strip() and not ln.strip().startswith("The error above occurred when calling torch.export")]
+    stripped = (ln.strip() for ln in text.splitlines())
+    lines = [ln for ln in stripped if ln and not ln.startswith("The error above occurred when calling torch.export")]
     said = [ln for ln in lines if not re.fullmatch(r"Exception from \S+:\d+:?", ln)]
     lines = said or lines
     if not lines:
