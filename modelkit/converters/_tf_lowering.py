@@ -53,6 +53,10 @@ writes a Loop that TVM refuses: nc88).
 lowered to a model that does not load, or to the wrong shape at an open length (nc95's attention pooling).
 Indexing with a new axis past the front (`weights[..., None]`) is traced as the slice without it and expand_dims
 (modelkit.converters._tf_newaxis): over open dimensions TFLite had no builtin for the StridedSlice.
+
+`tf.math.sinh`, `cosh`, `tan`, `atan`, `asin`, `acos`, `asinh`, `acosh`, `atanh`, `erf`, `erfinv` (no TFLite
+builtin) and `log1p`, `expm1` (tf2onnx writes ONNX ops that do not exist) are traced from Exp, Log, Sqrt, Sin, Cos,
+Atan2 in forms that keep float32 accuracy (modelkit.converters._tf_elementwise).
 """
 from __future__ import annotations
 
@@ -91,6 +95,7 @@ def lowerings() -> Iterator[None]:
     from keras.src.ops import image as src_image
 
     from ._search import counted_digitize, counted_searchsorted
+    from ._tf_elementwise import lowered_elementwise
     from ._tf_scan import lowered_scan
     from ._warp import gathered_warps
 
@@ -99,7 +104,8 @@ def lowerings() -> Iterator[None]:
           mock.patch.multiple(src_image, **resize), mock.patch.multiple(keras.ops.image, **resize),
           mock.patch.object(core, "scan", lowered_scan(core.scan)), mock.patch.object(tmath, "rfft", _rfft(tmath.rfft)),
           mock.patch.object(timage, "rgb_to_hsv", _rgb_to_hsv(timage.rgb_to_hsv)), gathered_warps("tensorflow"),
-          counted_searchsorted("tensorflow"), counted_digitize("tensorflow"), expanded_new_axes()):
+          counted_searchsorted("tensorflow"), counted_digitize("tensorflow"), expanded_new_axes(),
+          lowered_elementwise()):
         yield
 
 

@@ -42,6 +42,7 @@ def keras_to_onnx(src: Path, dest: Path, opset: int = OPSET, trust_unsafe_code: 
     sig = keras_signature(model)
     patch_tf2onnx()  # keras' shim for tf2onnx on numpy 2
     register_erfc()
+    register_where_select()
     with lowerings():  # lowerings TFLite can express too (the TF-based edges trace alike)
         fn, specs = shared_serving_function(model, sig, as_dict=False)
         try:  # tf2onnx logs a line per op it cannot map: its exception says what matters, in one line
@@ -128,6 +129,26 @@ def name_dynamic_dims(proto: Any) -> None:
             if not dim.HasField("dim_value"):
                 dim.dim_param = "batch" if axis == 0 else f"{vi.name}_{axis}"
 
+
+
+def register_where_select() -> None:
+    """Write every float Select of TensorFlow as ONNX's Where. tf2onnx 1.17 writes it as `c * a + (1 - c) * b`
+    unless it sees a NaN guard, and an Inf or NaN in the branch not taken (`where(u == 1, x, x / log(u))`, a safe
+    division) then makes the output NaN, where TensorFlow picks the other branch."""
+    from tf2onnx import constants
+    from tf2onnx.handler import tf_op
+    from tf2onnx.onnx_opset.controlflow import Select
+
+    handlers = tf_op.get_opsets().get(constants.ONNX_DOMAIN, [])
+    if any(getattr(h.get("SelectV2", (None,))[0], "__qualname__", "").startswith("WhereSelect") for h in handlers):
+        return  # registered already by an earlier hop in this process
+
+    @tf_op(["Select", "SelectV2"])
+    class WhereSelect:  # noqa: F841 - registered by the decorator
+        @classmethod
+        def version_9(cls, ctx: Any, node: Any, **kwargs: Any) -> None:
+            node.set_attr("handles_nan", True)  # tf2onnx's own flag for "keep Where"; not written to the graph
+            Select.version_9(ctx, node, **kwargs)
 
 
 def register_erfc() -> None:

@@ -39,6 +39,7 @@ def keras_to_onnx_torch(src: Path, dest: Path, opset: int = OPSET, trust_unsafe_
     from .._onnx import opset_of
     from ..errors import ConversionError, first_line
     from . import _torch_dims
+    from ._torch_aliases import canonical_aliases
     from ._torch_module import example_inputs, load_wrapped, versions
     from ._unroll import recurrent_layers, unrolled_rnn
     from .keras_onnx import save_onnx
@@ -48,6 +49,7 @@ def keras_to_onnx_torch(src: Path, dest: Path, opset: int = OPSET, trust_unsafe_
     example = example_inputs(sig)
     with unrolled_rnn() as seen:  # Keras' masked / generic recurrent loop would fix the batch (see _unroll)
         program, accepted = _torch_dims.export(module, sig, example, Path(src).name, "onnx (route 'torch')")
+    canonical_aliases(program)  # torch.onnx promotes `x * 3` for aten.mul, not for aten.multiply
     try:
         exported = torch.onnx.export(program, example, dynamo=True, opset_version=int(opset),
                                      input_names=sig.input_names, output_names=sig.output_names, verbose=False)

@@ -206,7 +206,7 @@ def _flex_refusal(text: str, model: Any) -> Exception | None:
     from ..errors import UnsupportedConversionError
 
     ops = re.search(r"TF Select ops: ([\w, ]+)", text)
-    # some ops the converter cannot even hand to Flex ("'tf.Asin' op is neither a custom op nor a flex op")
+    # some ops the converter cannot even hand to Flex ("'tf.MatrixSolve' op is neither a custom op nor a flex op")
     names = ([n.strip() for n in ops.group(1).split(",") if n.strip()] if ops else
              list(dict.fromkeys(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", text))))
     if not names:

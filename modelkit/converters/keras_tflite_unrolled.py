@@ -60,7 +60,7 @@ def convert_recurrent(src: Path, dest: Path, quantize: str, calibration_data: st
     folder = Path(tempfile.mkdtemp(prefix=f"modelkit-{route}-"))
     try:
         saved, facts = trace(model, sig, folder)
-        # an op with no builtin (a layer's Erf) is refused naming its layer, as on the converter route
+        # an op with no builtin (a layer's BitwiseAnd) is refused naming its layer, as on the converter route
         blob = convert_saved_model(saved, mode, calibration, lambda exc: _refusal(exc, model, sig, mode),
                                    dense_per_tensor)
     finally:

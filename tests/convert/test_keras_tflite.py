@@ -123,14 +123,22 @@ def test_lossy_hop_without_labelled_data_asks_for_eval_data(cnn_tf, tmp_path):
 
 
 def test_an_op_with_no_builtin_called_outside_any_layer_is_refused_in_one_line(tmp_path):
-    """`ops.arcsin(x)` on a functional model's tensor (the angle of a cosine): the converter said "Could not translate
-    MLIR to FlatBuffer.<unknown>:0: error: loc(callsite(fused[..." and ended "'tf.Asin' op is neither a custom op nor
-    a flex op"; `ops.sinh` "TF Select ops: Sinh", without the typed refusal a layer's op gets."""
+    """`ops.linalg.solve` on a functional model's tensors: the converter said "Could not translate MLIR to
+    FlatBuffer.<unknown>:0: error: loc(callsite(fused[..." and ended "'tf.MatrixSolve' op is neither a custom op nor a
+    flex op"; `ops.det` "TF Select ops: MatrixDeterminant", without the typed refusal a layer's op gets. (`ops.arcsin`
+    and `ops.sinh`, the first cases, convert now: modelkit.converters._tf_elementwise.)"""
     from modelkit._backend import import_keras
     from modelkit.errors import UnsupportedConversionError
 
     keras = import_keras("tensorflow")
-    for name, op, tf_name in (("angle", keras.ops.arcsin, "Asin"), ("sinh", keras.ops.sinh, "Sinh")):
+    ops = keras.ops
+
+    def square(t):
+        return ops.reshape(t, (-1, 2, 2)) + ops.eye(2) * 3
+
+    solve = lambda t: ops.reshape(ops.linalg.solve(square(t), square(t * 2)), (-1, 4))  # noqa: E731
+    det = lambda t: ops.expand_dims(ops.linalg.det(square(t)), -1)  # noqa: E731
+    for name, op, tf_name in (("solve", solve, "MatrixSolve"), ("det", det, "MatrixDeterminant")):
         x = keras.Input((4,), name="x")
         keras.Model(x, keras.layers.Dense(2, name="out")(op(keras.ops.tanh(x) * 0.9))).save(tmp_path / f"{name}.keras")
         with pytest.raises(UnsupportedConversionError) as info:

@@ -57,9 +57,10 @@ EXPECTED: dict[tuple[str, str], object] = {
     ("gru_open", "torchscript"): "trace",  # traced as torch's fused GRU op: any length (converters/_torch_rnn.py)
     ("gru_open", "pt2"): "export",  # a scan over the open length (converters/_torch_rnn.py)
     **{("gelu", f): r for f, r in PLAIN_OK.items()},
-    **{("erf", f): r for f, r in PLAIN_OK.items() if f != "tflite"},
-    ("erf", "tflite"): (U, [r"layer 'erf_gate' \(ErfGate\) cannot be converted to tflite: it runs TensorFlow op\(s\) "
-                           "Erf, which are no TFLite builtin ops", "keeps every TensorFlow op: saved_model"]),
+    **{("erf", f): r for f, r in PLAIN_OK.items()},  # TFLite: erf from Exp and arithmetic (converters/_tf_elementwise)
+    ("flags", "tflite"): (U, [r"layer 'flags' \(BitFlags\) cannot be converted to tflite: it runs TensorFlow op\(s\) ",
+                              "BitwiseAnd", "which are no TFLite builtin ops",
+                              "keeps every TensorFlow op: saved_model"]),
     **{("discretize", f): r for f, r in PLAIN_OK.items()},
     ("flags", "onnx"): "torch",  # tf2onnx writes BitwiseAnd at opset 17
 }
@@ -71,7 +72,7 @@ FORCED = ("gelu", "erf", "masked_bilstm")  # also converted to onnx by the torch
 # flags -> onnx and a length from --input-spec); the whole matrix is slow
 CI_CELLS = {("masked_bilstm", "tflite"), ("masked_bilstm", "pt2"), ("masking_gru", "tflite"), ("masking_gru", "pt2"),
             ("gru_open", "tflite"), ("masked_open", "tflite"), ("masked_open", "pt2"), ("masked_open", "torchscript"),
-            ("masked_pool", "pt2"), ("masked_pool", "torchscript"), ("erf", "tflite"), ("gelu", "onnx"),
+            ("masked_pool", "pt2"), ("masked_pool", "torchscript"), ("flags", "tflite"), ("gelu", "onnx"),
             ("masked_bilstm", "onnx:torch")}
 FIXED = {"stacked": 12, "bilstm": 12, "masked_bilstm": 10, "masking_gru": 12, "lstm": 12, "gru": 10, "simple_rnn": 9}
 
@@ -414,8 +415,8 @@ def test_routes_not_for_the_model_give_no_reason():
 
 
 def test_a_custom_layer_refused_by_tflite_is_refused_by_its_own_reason(matrix):
-    message = matrix[("erf", "tflite")]["message"]
-    assert re.match(r"layer 'erf_gate' \(ErfGate\) cannot be converted to tflite", message), message
+    message = matrix[("flags", "tflite")]["message"]
+    assert re.match(r"layer 'flags' \(BitFlags\) cannot be converted to tflite", message), message
     assert "recurrent" not in message and "no route converts" not in message, message
 
 
