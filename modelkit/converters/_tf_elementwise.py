@@ -29,19 +29,13 @@ def _floating(op: Callable[[Any], Any], own: Callable[[Any], Any]) -> Callable[.
     return fn
 
 
-def _where(cond: Any, a: Any, b: Any) -> Any:
-    import tensorflow as tf
-
-    return tf.where(cond, a, b)
-
-
 def log1p(x: Any) -> Any:
     """log(1 + x), exact near 0: log(u) * x / (u - 1) with u = 1 + x (Kahan)."""
     import tensorflow as tf
 
     u = 1.0 + x
     near = tf.math.log(u) * x / (u - 1.0)
-    return _where(tf.abs(x) > 0.5, tf.math.log(u), _where(tf.equal(u, 1.0), x, near))
+    return tf.where(tf.abs(x) > 0.5, tf.math.log(u), tf.where(tf.equal(u, 1.0), x, near))
 
 
 def expm1(x: Any) -> Any:
@@ -50,7 +44,7 @@ def expm1(x: Any) -> Any:
 
     u = tf.math.exp(x)
     near = (u - 1.0) * x / tf.math.log(u)
-    return _where(tf.abs(x) > 0.5, u - 1.0, _where(tf.equal(u, 1.0), x, near))
+    return tf.where(tf.abs(x) > 0.5, u - 1.0, tf.where(tf.equal(u, 1.0), x, near))
 
 
 def sinh(x: Any) -> Any:
@@ -59,7 +53,7 @@ def sinh(x: Any) -> Any:
     a = tf.abs(x)
     t = expm1(a)
     small = 0.5 * (t + t / (t + 1.0))
-    return tf.sign(x) * _where(a > 20.0, _half_exp(a), small)
+    return tf.sign(x) * tf.where(a > 20.0, _half_exp(a), small)
 
 
 def cosh(x: Any) -> Any:
@@ -67,7 +61,7 @@ def cosh(x: Any) -> Any:
 
     a = tf.abs(x)
     e = tf.math.exp(a)
-    return _where(a > 20.0, _half_exp(a), 0.5 * (e + 1.0 / e))
+    return tf.where(a > 20.0, _half_exp(a), 0.5 * (e + 1.0 / e))
 
 
 def _half_exp(a: Any) -> Any:
@@ -75,7 +69,7 @@ def _half_exp(a: Any) -> Any:
     import tensorflow as tf
 
     root = tf.math.exp(0.5 * a)  # exp(a) / 2 as (exp(a/2) / 2) * exp(a/2): no overflow before the result's
-    return _where(a > 88.0, (0.5 * root) * root, 0.5 * tf.math.exp(a))
+    return tf.where(a > 88.0, (0.5 * root) * root, 0.5 * tf.math.exp(a))
 
 
 def tan(x: Any) -> Any:
@@ -113,7 +107,7 @@ def asinh(x: Any) -> Any:
 
     a = tf.abs(x)
     near = log1p(a + a * a / (1.0 + tf.math.sqrt(1.0 + a * a)))
-    return tf.sign(x) * _where(a > _BIG, tf.math.log(a) + _LN2, near)
+    return tf.sign(x) * tf.where(a > _BIG, tf.math.log(a) + _LN2, near)
 
 
 def acosh(x: Any) -> Any:
@@ -121,7 +115,7 @@ def acosh(x: Any) -> Any:
 
     d = x - 1.0
     near = log1p(d + tf.math.sqrt(d * (x + 1.0)))
-    return _where(x > _BIG, tf.math.log(x) + _LN2, near)
+    return tf.where(x > _BIG, tf.math.log(x) + _LN2, near)
 
 
 def atanh(x: Any) -> Any:
@@ -145,7 +139,7 @@ def erf(x: Any) -> Any:
     a = tf.abs(x)
     t = 1.0 / (1.0 + _AS_P * a)
     far = tf.sign(x) * (1.0 - _poly(_AS, t) * tf.math.exp(-z))
-    return _where(a < 0.5, series, far)
+    return tf.where(a < 0.5, series, far)
 
 
 _CENTRAL = (2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087, -0.00125372503,
@@ -169,7 +163,7 @@ def erfinv(x: Any) -> Any:
     central = _poly(_CENTRAL, w - 2.5)
     tail = _poly(_TAIL, tf.math.sqrt(w) - 3.0)
     edge = tf.equal(tf.abs(x), 1.0)
-    return _where(edge, x * float("inf"), _where(w < 5.0, central, tail) * x)
+    return tf.where(edge, x * float("inf"), tf.where(w < 5.0, central, tail) * x)
 
 
 _OWN = {"log1p": log1p, "expm1": expm1, "sinh": sinh, "cosh": cosh, "tan": tan, "atan": atan, "asin": asin,
@@ -179,11 +173,11 @@ _OWN = {"log1p": log1p, "expm1": expm1, "sinh": sinh, "cosh": cosh, "tan": tan, 
 @contextlib.contextmanager
 def lowered_elementwise() -> Iterator[None]:
     """Patch tf.math.<name> (and its tf.<name> alias) with the forms above while a model is traced."""
+    from unittest import mock
+
     import tensorflow as tf
 
     with contextlib.ExitStack() as stack:
-        from unittest import mock
-
         for name, own in _OWN.items():
             op = getattr(tf.math, name)
             fn = _floating(op, own)

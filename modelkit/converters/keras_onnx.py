@@ -7,6 +7,7 @@ Keras output names, and every dynamic dimension stays symbolic: the batch is nam
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -131,17 +132,13 @@ def name_dynamic_dims(proto: Any) -> None:
 
 
 
+@functools.cache  # once per process: the handler stays registered
 def register_where_select() -> None:
     """Write every float Select of TensorFlow as ONNX's Where. tf2onnx 1.17 writes it as `c * a + (1 - c) * b`
     unless it sees a NaN guard, and an Inf or NaN in the branch not taken (`where(u == 1, x, x / log(u))`, a safe
     division) then makes the output NaN, where TensorFlow picks the other branch."""
-    from tf2onnx import constants
     from tf2onnx.handler import tf_op
     from tf2onnx.onnx_opset.controlflow import Select
-
-    handlers = tf_op.get_opsets().get(constants.ONNX_DOMAIN, [])
-    if any(getattr(h.get("SelectV2", (None,))[0], "__qualname__", "").startswith("WhereSelect") for h in handlers):
-        return  # registered already by an earlier hop in this process
 
     @tf_op(["Select", "SelectV2"])
     class WhereSelect:  # noqa: F841 - registered by the decorator
