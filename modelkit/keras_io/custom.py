@@ -258,8 +258,20 @@ def env_imports() -> list[str]:
 
 
 def import_from_env() -> list[ModuleType]:
-    """Import the modules named in MODELKIT_IMPORTS (a no-op when it is unset)."""
-    return import_all(env_imports())
+    """Import the modules named in MODELKIT_IMPORTS (a no-op when it is unset), Keras first when this process has
+    not imported it: a module that sets KERAS_BACKEND before its `import keras` (a training script, nc101) would
+    otherwise fix the process's backend to its own, and the hop's backend could not load (a TF child got JAX)."""
+    specs = env_imports()
+    if not specs:
+        return []
+    from .._backend import import_keras, loaded_backend
+
+    if loaded_backend() is None:
+        import_keras()
+    try:
+        return import_all(specs)
+    finally:  # its KERAS_BACKEND would name another backend to this process's later Keras loads and its children
+        os.environ["KERAS_BACKEND"] = loaded_backend() or os.environ.get("KERAS_BACKEND", "")
 
 
 def load_builder(model: str) -> tuple[Callable[..., Any], str]:

@@ -143,3 +143,34 @@ def test_python_callers_need_no_environment_variable(folder: Path, first: str, k
     assert done.returncode == 0, done.stderr[-2000:]
     ok, parity, diff = done.stdout.split()[-3:]
     assert ok == "OK" and parity == "True" and float(diff) < 1e-5
+
+
+JAX_SCRIPT = '''import os
+os.environ["KERAS_BACKEND"] = "jax"  # the user's own script picks its backend before importing Keras
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="jaxgate")
+class ErfGate(keras.layers.Layer):
+    def call(self, x):
+        return x * 0.5 * (1.0 + ops.erf(x / 1.4142135))
+
+
+if __name__ == "__main__":
+    inp = keras.Input((5,), name="features")
+    keras.Model(inp, keras.layers.Dense(2, name="out")(ErfGate()(keras.layers.Dense(8)(inp)))).save("gate.keras")
+'''
+
+
+def test_a_module_that_sets_its_own_backend_does_not_fix_the_hops_backend(tmp_path: Path) -> None:
+    """nc101: `--import train.py`, a script that sets KERAS_BACKEND=jax before `import keras`: importing it first in
+    the tensorflow and torch children loaded Keras under JAX there, and every format failed with "Keras is already
+    loaded with backend 'jax' in this process; 'tensorflow' needs a child process"."""
+    (tmp_path / "train.py").write_text(JAX_SCRIPT)
+    done = subprocess.run([sys.executable, "train.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    done = modelkit_script("convert", "gate.keras", "--to", "tflite,torchscript", "--out", "out", "--import",
+                           "train.py", cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "out" / "gate.tflite").is_file() and (tmp_path / "out" / "gate.torchscript.pt").is_file()
