@@ -52,7 +52,8 @@ class ParityReport:
         if worst.atol_applied and worst.atol_applied > self.tolerance["atol"]:
             own = f"; the reference's own: {worst.float32_floor:.1e}" if worst.float32_floor is not None else ""
             atol += f", up to {worst.atol_applied:.1e} where float32's own error is larger{own}"
-        return f"{head}: max abs error {worst.max_abs:.2e} on '{worst.name}' ({atol}){agree}"
+        error = f"max abs error {worst.max_abs:.2e}" if worst.max_abs != float("inf") else "NaN / inf against numbers"
+        return f"{head}: {error} on '{worst.name}' ({atol}){agree}"
 
     def failures(self) -> str:
         return "; ".join(f"output '{o.name}': {o.reason}" for o in self.outputs if not o.ok)

@@ -229,21 +229,25 @@ def _compare_output(name: str, refs: list[np.ndarray], cands: list[np.ndarray], 
     max_abs = max_rel = 0.0
     worst_abs = worst_cos = 0  # the cases they came from
     over: list[tuple[float, float, float]] = []  # (max abs, atol, floor) of the cases above their atol
+    odd_cases: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # NaN / inf against a number
     cosine = 1.0
     agree_n = agree_total = 0
     for i, (a, b) in enumerate(zip(refs, cands)):
         a64, b64 = a.astype(np.float64), b.astype(np.float64)
         diff = np.abs(a64 - b64)
-        if ((not np.all(np.isfinite(b64)) and np.all(np.isfinite(a64)))
-                or not np.array_equal(np.isnan(a64), np.isnan(b64))):  # NaN against a number: not "0 > atol"
+        odd = _nonfinite_mismatch(a64, b64)
+        if odd.any():  # NaN against a number: an infinite error, not "0 > atol"; named in its own reason
             case_abs = float("inf")
+            odd_cases.append((i, odd, a64, b64))
         else:
             case_abs = float(np.nanmax(diff)) if diff.size else 0.0
         if case_abs > max_abs:
             max_abs, worst_abs = case_abs, i
         case_atol = atols[i] if atols is not None else tol.atol
-        if not case_abs <= case_atol:
-            over.append((case_abs, case_atol, floor[i] if floor is not None else float("nan")))
+        rest = diff[~odd & np.isfinite(diff)] if odd.any() else None  # the error on the values both sides give
+        finite_abs = case_abs if rest is None else float(rest.max()) if rest.size else 0.0
+        if not finite_abs <= case_atol:
+            over.append((finite_abs, case_atol, floor[i] if floor is not None else float("nan")))
         max_rel = max(max_rel, float(np.nanmax(diff / (np.abs(a64) + 1e-7))) if diff.size else 0.0)
         na, nb = np.linalg.norm(a64), np.linalg.norm(b64)
         # outputs that differ by less than the atol and COSINE_NOISE have no direction worth judging: a sigmoid
@@ -265,8 +269,11 @@ def _compare_output(name: str, refs: list[np.ndarray], cands: list[np.ndarray], 
     def at(i: int) -> str:
         return f" at input shapes {where[i]}" if where else ""
 
+    if odd_cases:
+        reasons.append(_nonfinite_reason(odd_cases, sum(r.size for r in refs), at))
     if over and atols is None:
-        reasons.append(f"max abs error {max_abs:.3e} > atol {tol.atol:.0e}{at(worst_abs)}")
+        reasons.append(f"max abs error {max(o[0] for o in over):.3e} > atol {tol.atol:.0e}"
+                       f"{at(worst_abs) if not odd_cases else ''}")
     elif over:
         worst = max(over, key=lambda t: t[0] / t[1])
         own = f"{worst[2]:.1e}" if np.isfinite(worst[2]) else "not measured"
@@ -288,6 +295,28 @@ def _compare_output(name: str, refs: list[np.ndarray], cands: list[np.ndarray], 
     failed = worst_cos if cosine < tol.min_cosine else worst_abs if over else None
     return OutputParity(name, max_abs, max_rel, cosine, agreement, spread, not reasons, "; ".join(reasons),
                         max(measured) if measured else None, max(atols) if atols is not None else None, failed)
+
+
+def _nonfinite_mismatch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Where one side is NaN / inf and the other is not what it is (a number, or the other non-finite value)."""
+    fa, fb = np.isfinite(a), np.isfinite(b)
+    return (fa != fb) | (~fa & ~fb & ~((np.isnan(a) & np.isnan(b)) | (a == b)))
+
+
+def _nonfinite_reason(odd_cases: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]], total: int, at: Any) -> str:
+    """One reason naming what the non-finite values are, how many, and on which side: 'NaN at 3 of 640 values
+    where the source gives numbers' says where to look (a where / select whose untaken branch is NaN or inf)."""
+    count = sum(int(odd.sum()) for _, odd, _, _ in odd_cases)
+    first, odd, a, b = odd_cases[0]
+    cand_bad = odd & ~np.isfinite(b)
+    where = cand_bad if cand_bad.any() else odd & ~np.isfinite(a)
+    side, other, values, theirs = ("the converted model", "the source", b[where], a[where]) if cand_bad.any() else \
+        ("the source", "the converted model", a[where], b[where])
+    kinds = sorted({"NaN" if np.isnan(v) else "inf" if v > 0 else "-inf" for v in values.ravel()[:10000]})
+    numbers = "numbers" if np.all(np.isfinite(theirs)) else "other values"
+    hint = " (often a where / select whose branch not taken overflows or is NaN)" if cand_bad.any() else ""
+    return (f"{side} gives {' / '.join(kinds)} at {count} of {total} values where {other} gives {numbers}"
+            f"{at(first)}{hint}")
 
 
 def _spread(refs: list[np.ndarray]) -> tuple[float, int]:

@@ -333,7 +333,19 @@ def test_nan_against_a_number_is_an_infinite_error_not_zero(tmp_path):
 
     report = verify_artifacts(graph("nan", False), graph("number", True), atol=1e-5, raise_on_failure=False)
     assert not report.ok and report.outputs[0].max_abs == float("inf")
-    assert report.outputs[0].reason.startswith("max abs error inf > atol 1e-05")
+    reason = report.outputs[0].reason
+    assert reason.startswith("the source gives NaN at ") and "where the converted model gives numbers" in reason
+    assert "max abs error inf" not in reason and "select" not in reason  # the hint is for the converted side
+
+    # the usual case (nc102): the artifact gives NaN where the source gives numbers; the reason counts them and
+    # names the likely cause, the summary says NaN instead of "max abs error inf"
+    report = verify_artifacts(graph("number", True), graph("nan", False), atol=1e-5, raise_on_failure=False)
+    reason = report.outputs[0].reason
+    count, total = (int(t) for t in reason.split("NaN at ")[1].split(" values")[0].split(" of "))
+    assert 0 < count < total and total % 4 == 0, reason
+    assert reason.startswith("the converted model gives NaN at ") and "where the source gives numbers" in reason
+    assert "where / select" in reason and "max abs error" not in reason
+    assert "NaN / inf against numbers on 'y'" in report.summary()
 
 
 def test_candidate_wrong_only_at_long_lengths_fails(tmp_path):
