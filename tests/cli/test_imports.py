@@ -174,3 +174,61 @@ def test_a_module_that_sets_its_own_backend_does_not_fix_the_hops_backend(tmp_pa
                            "train.py", cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "out" / "gate.tflite").is_file() and (tmp_path / "out" / "gate.torchscript.pt").is_file()
+
+
+UNGUARDED = '''import keras
+import numpy as np
+
+
+@keras.saving.register_keras_serializable(package="user")
+class Gate(keras.layers.Layer):
+    def call(self, x):
+        return x * keras.ops.sigmoid(x)
+
+
+def build():
+    model = keras.Sequential([keras.Input((4,)), Gate()])
+    model.compile("adam", "mse")
+    return model
+
+
+model = build()
+for epoch in range(2):
+    model.fit(np.zeros((8, 4)), np.zeros((8, 4)), verbose=0)
+model.save("gate.keras")
+
+if __name__ == "__main__":
+    model.evaluate(np.zeros((8, 4)), np.zeros((8, 4)))
+'''
+
+
+def test_a_script_that_trains_when_imported_is_named_with_its_lines(tmp_path: Path, monkeypatch) -> None:
+    """nc101's script trained and saved at its top level: `--import train.py` re-ran it in this process and in every
+    child that loads the model, and nothing said why a conversion took minutes. The CLI names the calls and the fix;
+    work inside functions or under the `__main__` guard does not count. The file is read, not run."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from modelkit.keras_io.unguarded import top_level_work
+
+    (tmp_path / "train.py").write_text(UNGUARDED)
+    assert top_level_work(tmp_path / "train.py") == [("fit", 19), ("save", 20)]
+    (tmp_path / "layers.py").write_text(UNGUARDED.split("\n\nmodel = build()")[0] + "\n")
+    assert top_level_work(tmp_path / "layers.py") == []
+    (tmp_path / "broken.py").write_text("def f(:\n")
+    assert top_level_work(tmp_path / "broken.py") == []  # importing it reports the syntax error with its line
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=8),
+              str(tmp_path / "m.onnx"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(custom.ENV_IMPORTS, "")
+    result = CliRunner().invoke(main, ["inspect", "m.onnx", "--import", "train.py"])
+    assert result.exit_code == 0, result.output
+    assert ("warning: train.py runs fit() at line 19, save() at line 20 when imported; --import runs it here and "
+            "again in every process") in result.output
+    assert 'under `if __name__ == "__main__":`' in result.output and not (tmp_path / "gate.keras").exists()
+    result = CliRunner().invoke(main, ["inspect", "m.onnx", "--import", "layers"])  # by module name, in the folder
+    assert result.exit_code == 0 and "warning" not in result.output, result.output
