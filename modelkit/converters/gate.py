@@ -315,7 +315,7 @@ def accuracy_gate(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarra
         if masked:
             out.update(positions_per_sample=int(labels[0].size), positions_judged=int(judged.sum()),
                        positions_ignored_by=masked)
-        return _with_choice(out, chosen)
+        return _with_choice(out, chosen, len(reference.signature.outputs))
     drop = src_acc - art_acc
     out = {"ok": bool(drop <= max_drop + 1e-12), "quantization": mode, "data": label, "samples": len(labels),
            "output": j.output, "metric": j.metric, "source_accuracy": round(src_acc, 6),
@@ -329,13 +329,15 @@ def accuracy_gate(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarra
         out["positions_judged"] = int(judged.sum())
         if not judged.all():
             out["positions_ignored_by"] = masked or "labels below 0"
-    return _with_choice(out, chosen)
+    return _with_choice(out, chosen, len(reference.signature.outputs))
 
 
-def _with_choice(out: dict[str, Any], scores: Mapping[str, float]) -> dict[str, Any]:
-    """The gate's report with, when several outputs fit the labels, the source's score on each (judge_on)."""
+def _with_choice(out: dict[str, Any], scores: Mapping[str, float], outputs: int) -> dict[str, Any]:
+    """The gate's report with, when several outputs fit the labels, the source's score on each (judge_on), and the
+    model's output count (the verdict names the judged output when there are several)."""
     if scores:
         out["source_accuracy_per_output"] = {k: float(f"{v:.6g}") for k, v in scores.items()}
+    out["model_outputs"] = outputs
     return out
 
 

@@ -79,10 +79,11 @@ def summary(acc: Mapping[str, Any]) -> str:
 
 
 def _choice(acc: Mapping[str, Any]) -> str:
-    """Which output was judged, when the labels fit several (gate.judge_on): the source's score on each."""
+    """Which output was judged, when the model has several; when the labels fit several (gate.judge_on), the
+    source's score on each."""
     scores = acc.get("source_accuracy_per_output")
-    if not scores:
-        return ""
+    if not scores:  # one output fits: named when the model has others (a reconstruction beside its code)
+        return f"; judged on output '{acc['output']}'" if acc.get("model_outputs", 1) > 1 and acc.get("output") else ""
     what = "MAE" if acc.get("metric") == MAE else "accuracy"
     each = ", ".join(f"'{k}' {v:.4g}" for k, v in scores.items())
     return f"; judged on output '{acc['output']}', where the labels fit several (the source's {what}: {each})"

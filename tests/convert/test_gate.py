@@ -133,6 +133,7 @@ def test_a_regressor_is_gated_by_its_mean_absolute_error(tmp_path, capfd):
         assert acc["ok"] and acc["metric"] == "mae" and acc["output"] == "target" and acc["samples"] == 64
         assert acc["source_accuracy"] > 10 and abs(acc["drop"]) < 1e-2 and acc["output_mae"] < 0.05
         assert gate_verdict.summary(acc).startswith("MAE OK: ") and gate_verdict.short(acc).startswith("MAE ")
+        assert "judged on" not in gate_verdict.summary(acc) and acc["model_outputs"] == 1  # its only output
     exact = modelkit.load(src).predict({"features": x})["target"]  # targets the source meets exactly
     np.savez(tmp_path / "exact.npz", features=x, y=exact)
     with pytest.raises(AccuracyError, match=r"onnx \(int8\) raises the mean absolute error too much on exact.npz "
@@ -342,3 +343,26 @@ def test_zero_one_labels_judge_the_sigmoid_beside_a_vector_output(tmp_path):
     assert 0 < y.sum() < len(y)
     j, scores = gate.judge_on(source, {"x": rows}, y)
     assert j == gate.Judge("score", gate.BINARY) and scores["score"] == 1.0 and scores["user_vec"] < 0.6, scores
+
+
+def test_the_verdict_names_the_judged_output_of_a_model_with_several(tmp_path):
+    """nc103, an autoencoder answering {recon: image, code: unit vector}: its int8 verdict read "judged by MAE OK:
+    0.3676 -> 0.3676 on 297 samples", not saying that the reconstruction was judged (the only output the images
+    fit). With several outputs the verdict names the judged one; with one it does not."""
+    from modelkit._backend import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    x = keras.Input((8,), name="x")
+    h = keras.layers.Dense(16, activation="relu")(x)
+    code = keras.layers.UnitNormalization(name="code")(keras.layers.Dense(3)(h))
+    keras.Model(x, {"recon": keras.layers.Dense(8, name="recon")(h), "code": code}).save(tmp_path / "ae.keras")
+    rows = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
+    np.savez(tmp_path / "eval.npz", x=rows, y=rows)  # the reconstruction's targets: the input itself
+    (r,) = modelkit.convert(tmp_path / "ae.keras", "onnx", out_dir=tmp_path / "out", quantize="dynamic-int8",
+                            eval_data=tmp_path / "eval.npz", max_accuracy_drop=0.5)
+    acc = r.accuracy
+    assert acc["output"] == "recon" and acc["metric"] == "mae" and acc["model_outputs"] == 2
+    assert "source_accuracy_per_output" not in acc  # the labels fit one output only
+    assert re.search(r"^MAE OK: .* on 200 samples of eval\.npz.*; judged on output 'recon'$",
+                     gate_verdict.summary(acc)), gate_verdict.summary(acc)
