@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -39,21 +38,13 @@ def check_outputs(*paths: str | None) -> None:
 def _use_imports(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
     if value:
         from ..keras_io.custom import use_imports
+        from ..keras_io.unguarded import warning_for
 
         for spec in use_imports(value):  # typed UserCodeError: one line, exit 2 (the group catches it)
-            _warn_if_it_works(spec)
+            warning = warning_for(spec)  # a script that trains when imported would do so in every process
+            if warning:
+                click.echo(warning, err=True)
     return value
-
-
-def _warn_if_it_works(spec: str) -> None:
-    """A warning when the user's module trains or saves at its top level (modelkit.keras_io.unguarded): it would
-    run in this process and in every child. Checked for .py files and modules found in the current folder."""
-    from ..keras_io.unguarded import describe, top_level_work
-
-    path = Path(spec) if spec.endswith(".py") else Path.cwd() / f"{spec.replace('.', '/')}.py"
-    work = top_level_work(path) if path.is_file() else []
-    if work:
-        click.echo(describe(path, work), err=True)
 
 
 def import_option(f: Callable[..., Any]) -> Callable[..., Any]:

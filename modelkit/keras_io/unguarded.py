@@ -28,6 +28,14 @@ def top_level_work(path: Path) -> list[tuple[str, int]]:
     return found
 
 
+def warning_for(spec: str) -> str | None:
+    """The warning line for an `--import` spec (a .py path, or a module name looked up as a file in the current
+    folder, where a user's script lives; installed modules are not read) whose module works when imported."""
+    path = Path(spec) if spec.endswith(".py") else Path.cwd() / f"{spec.replace('.', '/')}.py"
+    work = top_level_work(path) if path.is_file() else []
+    return describe(path, work) if work else None
+
+
 def describe(path: Path, work: list[tuple[str, int]]) -> str:
     """One warning line naming the calls and where they are, and the fix."""
     calls = ", ".join(f"{name}() at line {line}" for name, line in work[:4]) + (", ..." if len(work) > 4 else "")
