@@ -74,7 +74,7 @@ def _static_shapes(inferred: Any) -> dict[str, tuple[int | None, ...]]:
 
 def _probed_lengths(proto: Any, shapes: dict[str, tuple[int | None, ...]]) -> dict[str, tuple[int | None, ...]]:
     """`shapes`, with the input of each recurrent node whose length shape inference did not reach read by
-    onnxruntime instead (reshapes.probe_shapes, at batches 1 to 3), where that length is the same at each: an int8
+    onnxruntime instead (reshapes.probe_shapes, at its PROBES), where that length is the same at each: an int8
     graph's QDQ pairs stop ONNX's inference between a RepeatVector's Tile and the decoder LSTM (nc37), though the
     float graph's length is fixed."""
     from .reshapes import probe_shapes

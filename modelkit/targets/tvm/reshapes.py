@@ -1,28 +1,35 @@
-"""Reshape targets computed from the batch, made constant for TVM 0.27's importer (a dynamic batch kept).
+"""Reshape targets computed at run time from the open dimensions, made constant for TVM 0.27's importer.
 
-Exporters compute some Reshape targets at run time from the batch: tf2onnx's Einsum of a MultiHeadAttention
-folds the batch and heads into one axis (`Shape -> Gather -> ReduceProd -> Concat -> Reshape`). The importer
-takes a Reshape only with a constant or symbolic shape ("Reshape requires the input new shape to be Shape"), and
-takes no shape value into ReduceProd, so such a model compiled at batch 1 only.
+Exporters compute some Reshape targets from the input's sizes: tf2onnx's Einsum of a MultiHeadAttention folds the
+batch and heads into one axis (`Shape -> Gather -> ReduceProd -> Concat -> Reshape`); Keras' GroupNormalization
+splits the channels into groups (`[batch, length, groups, channels / groups]`, computed); tf2onnx's Tensordot of a
+Dense on a sequence flattens the leading axes before its MatMul and restores them after. The importer takes a
+Reshape only with a constant or symbolic shape ("Reshape requires the input new shape to be Shape"), so such a
+model compiled at batch 1 only, or not at all with an open length.
 
-When the batch is the only open dimension, every such Reshape's output shape is read by running the graph in
-onnxruntime at batches 1, 2 and 3: a Reshape whose output has one axis that grows with the batch (size k *
-batch) and all others fixed gets the constant target of those sizes with -1 on that axis; one whose output does
-not change gets its sizes. Any other case (two axes that change, sizes not proportional to the batch) is left as
-it is. The arithmetic that computed the targets is then dead and removed by onnxslim (its ReduceProd too). The compiled
-library is verified against the original ONNX model at batches 1 and 7 like any hop, which is what proves the
-constant targets.
+Every such Reshape's input and output shapes are read by running the graph in onnxruntime at PROBES (the batch
+and each other open dimension varied independently). An output axis that does not change gets its size, one that
+equals the input's axis at the same position at every probe gets 0 (ONNX: copy that axis), and at most one other
+axis gets -1; anything else is left as it is. A Dense on a sequence (`Reshape -> MatMul(2-D weight) -> Reshape`,
+the output the input's leading axes and the weight's columns) becomes the one MatMul it is, which broadcasts over
+the leading axes (`_flattened_matmuls`). The arithmetic that computed the targets is then dead and removed by
+onnxslim. The compiled library is verified against the original ONNX model like any hop, at other sizes of each
+open dimension too, which is what proves the constant targets.
 """
 from __future__ import annotations
 
 from typing import Any
 
-BATCHES = (1, 2, 3)
+# (batch, size of the first other open axis) per probe; a further open axis gets 32 more than the one before it
+# (sizes of distinct axes differ, so an axis copied from another position is not mistaken for its own); multiples
+# of 32 run through the poolings of a U-Net
+PROBES = ((1, 32), (2, 32), (1, 64), (3, 96))
+BATCHES = tuple(b for b, _ in PROBES)
 
 
 def constant_reshapes(proto: Any) -> tuple[Any, int]:
-    """(the graph with each batch-computed Reshape target made constant, how many); unchanged (and 0) when no
-    Reshape's target is computed, an input has another open dimension, or onnxruntime cannot run the probe."""
+    """(the graph with each computed Reshape target made constant or its Dense pattern one MatMul, how many);
+    unchanged (and 0) when no Reshape's target is computed or onnxruntime cannot run the probe."""
     import onnx
     from onnx import numpy_helper
 
@@ -34,15 +41,20 @@ def constant_reshapes(proto: Any) -> tuple[Any, int]:
                 and not any(a.name == "allowzero" and a.i for a in n.attribute)]
     if not computed:
         return proto, 0
-    shapes = probe_shapes(proto, [n.output[0] for n in computed])
+    producers = {o: n for n in graph.node for o in n.output}
+    flattening = {n.output[0]: x for n in computed if (x := _dense_input(n, producers, known)) is not None}
+    names = [t for n in computed for t in (n.input[0], n.output[0])] + list(flattening.values())
+    shapes = probe_shapes(proto, list(dict.fromkeys(names)))
     if shapes is None:
         return proto, 0
     out = onnx.ModelProto()
     out.CopyFrom(proto)
-    count = 0
+    out, count = _flattened_matmuls(out, flattening, shapes)
     for node in out.graph.node:
-        target = _target(shapes.get(node.output[0])) if node.op_type == "Reshape" else None
-        if target is None or node.input[1] in known:
+        if node.op_type != "Reshape" or node.input[1] in known or node.input[1].endswith("__target"):
+            continue
+        target = _target(shapes.get(node.output[0]), shapes.get(node.input[0]))
+        if target is None:
             continue
         name = f"{node.output[0]}__target"
         out.graph.initializer.append(numpy_helper.from_array(target, name))
@@ -51,9 +63,70 @@ def constant_reshapes(proto: Any) -> tuple[Any, int]:
     return (slim(out), count) if count else (proto, 0)  # onnxslim drops the arithmetic no node reads now
 
 
+def _dense_input(node: Any, producers: dict[str, Any], known: set[str]) -> str | None:
+    """x, when `node` (a Reshape) restores the leading axes after `Reshape(x) -> MatMul(_, constant)`; else None."""
+    matmul = producers.get(node.input[0])
+    if matmul is None or matmul.op_type != "MatMul" or matmul.input[1] not in known:
+        return None
+    flat = producers.get(matmul.input[0])
+    return flat.input[0] if flat is not None and flat.op_type == "Reshape" else None
+
+
+def _flattened_matmuls(proto: Any, flattening: dict[str, str],
+                       shapes: dict[str, list[tuple[int, ...]]]) -> tuple[Any, int]:
+    """Each `y = Reshape(MatMul(Reshape(x, [-1, k]), w), computed)` whose y is x's leading axes and then fixed
+    sizes whose product is w's columns at every probe, written `y = MatMul(x, w)` (MatMul broadcasts over the
+    leading axes), with a Reshape to `[0, ..., 0, sizes]` after it when the sizes split the columns (a
+    MultiHeadAttention's heads); the first Reshape is left unread (onnxslim removes it); how many."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    weights = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    readers: dict[str, int] = {}
+    for n in proto.graph.node:
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+    count = 0
+    for node in list(proto.graph.node):
+        if node.op_type != "Reshape" or node.output[0] not in flattening:
+            continue
+        matmul = producers[node.input[0]]
+        w, x = weights.get(matmul.input[1]), flattening[node.output[0]]
+        tail = _split_columns(shapes.get(node.output[0]), shapes.get(x), w)
+        if tail is None or readers.get(matmul.output[0]) != 1 or readers.get(matmul.input[0]) != 1:
+            continue
+        matmul.input[0] = x
+        if tail == (w.shape[1],):  # the Dense itself: its MatMul writes y
+            matmul.output[0] = node.output[0]
+            proto.graph.node.remove(node)
+        else:
+            name = f"{node.output[0]}__target"
+            target = np.array([0] * (len(shapes[x][0]) - 1) + list(tail), dtype=np.int64)
+            proto.graph.initializer.append(numpy_helper.from_array(target, name))
+            node.input[1] = name
+        count += 1
+    return proto, count
+
+
+def _split_columns(seen: list[tuple[int, ...]] | None, ins: list[tuple[int, ...]] | None,
+                   w: Any) -> tuple[int, ...] | None:
+    """The fixed sizes after x's leading axes in each probed output (their product w's columns), or None."""
+    import math
+
+    if w is None or w.ndim != 2 or not seen or not ins or len(seen) != len(ins):
+        return None
+    tails = {s[len(i) - 1:] for s, i in zip(seen, ins) if s[:len(i) - 1] == i[:-1] and i[-1] == w.shape[0]}
+    if len(tails) != 1 or sum(1 for s, i in zip(seen, ins) if s[:len(i) - 1] == i[:-1]) != len(seen):
+        return None
+    (tail,) = tails
+    return tail if tail and math.prod(tail) == w.shape[1] else None
+
+
 def probe_shapes(proto: Any, names: list[str]) -> dict[str, list[tuple[int, ...]]] | None:
-    """{tensor name: its shape at each of BATCHES}, by onnxruntime on zeros; None when an input has another open
-    dimension, the graph has a Loop or If body (whose shapes are not probed), or the probe fails."""
+    """{tensor name: its shape at each of PROBES}, by onnxruntime on zeros (an open batch takes the probe's batch,
+    each other open axis its size); None when the graph has a Loop or If body (whose shapes are not probed) or the
+    probe fails (a size the model refuses)."""
     import numpy as np
     import onnx
     from onnx import helper
@@ -67,13 +140,12 @@ def probe_shapes(proto: Any, names: list[str]) -> dict[str, list[tuple[int, ...]
         sig = onnx_signature(proto)
     except ModelkitError:  # an input of a type the TVM path does not take: its import says so
         return None
-    if any(None in s.shape[1:] for s in sig.inputs):
-        return None
     try:
         import onnxruntime as ort
 
         typed = onnx.shape_inference.infer_shapes(proto)
         types = {v.name: v.type.tensor_type.elem_type for v in typed.graph.value_info}
+        types.update({v.name: v.type.tensor_type.elem_type for v in (*proto.graph.input, *proto.graph.output)})
         probe = onnx.ModelProto()
         probe.CopyFrom(proto)
         del probe.graph.output[:]
@@ -84,8 +156,8 @@ def probe_shapes(proto: Any, names: list[str]) -> dict[str, list[tuple[int, ...]
         options.log_severity_level = 3
         session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
         found: dict[str, list[tuple[int, ...]]] = {n: [] for n in names}
-        for batch in BATCHES:
-            feed = {s.name: np.zeros((batch, *s.shape[1:]), dtype=s.dtype) for s in sig.inputs}
+        for batch, size in PROBES:
+            feed = {s.name: np.zeros(_probe_shape(s.shape, batch, size), dtype=s.dtype) for s in sig.inputs}
             for n, value in zip(names, session.run(names, feed)):
                 found[n].append(tuple(int(d) for d in np.shape(value)))
         return found
@@ -93,19 +165,34 @@ def probe_shapes(proto: Any, names: list[str]) -> dict[str, list[tuple[int, ...]
         return None
 
 
-def _target(shapes: list[tuple[int, ...]] | None) -> Any:
-    """The constant target of shapes seen at BATCHES, or None when it is not one axis of k * batch."""
+def _probe_shape(shape: tuple[int | None, ...], batch: int, size: int) -> tuple[int, ...]:
+    """An input's shape at one probe: the batch on an open axis 0, `size` (+32 per open axis before it) on others."""
+    out, extra = [], 0
+    for axis, d in enumerate(shape):
+        if d is not None:
+            out.append(d)
+        elif axis == 0:
+            out.append(batch)
+        else:
+            out.append(size + extra)
+            extra += 32
+    return tuple(out)
+
+
+def _target(shapes: list[tuple[int, ...]] | None, inputs: list[tuple[int, ...]] | None = None) -> Any:
+    """The constant target of a Reshape's output shapes seen at PROBES, given its input's: each fixed axis its size,
+    an axis equal to the input's at that position 0 (copy), at most one other -1; None when that cannot say it."""
     import numpy as np
 
     if not shapes or len({len(s) for s in shapes}) != 1 or any(0 in s for s in shapes):
         return None
     first = shapes[0]
-    changing = [a for a in range(len(first)) if len({s[a] for s in shapes}) > 1]
-    if len(changing) > 1:
-        return None
-    if changing:
-        (axis,) = changing
-        if any(s[axis] != first[axis] * b for s, b in zip(shapes, BATCHES)):
-            return None
-        return np.array([-1 if a == axis else d for a, d in enumerate(first)], dtype=np.int64)
-    return np.array(first, dtype=np.int64)
+    target = []
+    for a, d in enumerate(first):
+        if all(s[a] == d for s in shapes):
+            target.append(d)
+        elif inputs and len(inputs) == len(shapes) and all(a < len(i) and i[a] == s[a] for s, i in zip(shapes, inputs)):
+            target.append(0)
+        else:
+            target.append(-1)
+    return np.array(target, dtype=np.int64) if target.count(-1) <= 1 else None
