@@ -220,6 +220,7 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
     from .lower_rnn import lower_rnns
     from .mends import mend_onehot, mend_resize
     from .reshapes import constant_reshapes
+    from .slices import constant_slices
     from .symbolic import symbolic_batch
 
     sig = fix_batch(onnx_signature(proto), batch)
@@ -233,8 +234,9 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
     proto, rnns, rnns_left = lower_rnns(proto)  # ONNX LSTM / GRU / RNN of a fixed length (nor those)
     if unrolled or reversed_ or rnns:
         proto = slim(proto)  # fold each copy's iteration-number arithmetic
-    if batch is None:  # attention heads' Reshape targets computed from the batch, made constant (reshapes.py)
-        proto, _ = constant_reshapes(proto)
+    if batch is None:  # Reshape targets and Slice bounds computed from an open size, made constant (reshapes.py,
+        proto, _ = constant_reshapes(proto)  # slices.py: attention heads, GroupNormalization, Conv1DTranspose)
+        proto, _ = constant_slices(proto)
     if not reversed_:  # a recurrent layer's zero state and gate slices keep the batch symbolic (symbolic.py);
         proto, _ = symbolic_batch(proto)  # not with a rewritten ReverseSequence, which then fails tvm.compile
     # OneHot's mends last: its Cast looks like a no-op to the simplifier, which constant_reshapes runs (nc71)

@@ -128,6 +128,16 @@ def probe_shapes(proto: Any, names: list[str]) -> dict[str, list[tuple[int, ...]
     each other open axis its size); None when the graph has a Loop or If body (whose shapes are not probed) or the
     probe fails (a size the model refuses)."""
     import numpy as np
+
+    values = probe_values(proto, names)
+    if values is None:
+        return None
+    return {n: [tuple(int(d) for d in np.shape(v)) for v in seen] for n, seen in values.items()}
+
+
+def probe_values(proto: Any, names: list[str]) -> dict[str, list[Any]] | None:
+    """{tensor name: its value at each of PROBES} (see probe_shapes), or None."""
+    import numpy as np
     import onnx
     from onnx import helper
 
@@ -155,11 +165,11 @@ def probe_shapes(proto: Any, names: list[str]) -> dict[str, list[tuple[int, ...]
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         options.log_severity_level = 3
         session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        found: dict[str, list[tuple[int, ...]]] = {n: [] for n in names}
+        found: dict[str, list[Any]] = {n: [] for n in names}
         for batch, size in PROBES:
             feed = {s.name: np.zeros(_probe_shape(s.shape, batch, size), dtype=s.dtype) for s in sig.inputs}
             for n, value in zip(names, session.run(names, feed)):
-                found[n].append(tuple(int(d) for d in np.shape(value)))
+                found[n].append(value)
         return found
     except Exception:  # noqa: BLE001 - a probe that cannot run changes nothing (the batch-1 fallback stays)
         return None
