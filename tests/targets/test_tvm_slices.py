@@ -70,6 +70,20 @@ def test_computed_crop_bounds_and_pads_become_constants_and_compile_with_the_len
         np.testing.assert_allclose(got, _run(model, x), rtol=1e-5, atol=1e-5)
 
 
+def test_bounds_computed_from_the_datas_values_are_left():
+    """The probes feed zeros: a bound computed from the data (here its largest value as an index) would look like a
+    constant there; only bounds computed from shapes and constants are rewritten."""
+    nodes = [helper.make_node("ReduceMax", ["x"], ["top"], keepdims=0),
+             helper.make_node("Cast", ["top"], ["index"], to=TensorProto.INT64),
+             helper.make_node("Reshape", ["index", "one"], ["end"]),
+             helper.make_node("Slice", ["x", "zero", "end", "one"], ["y"])]
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in [("zero", [0]), ("one", [1])]]
+    graph = helper.make_graph(nodes, "by_value", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", None])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    assert slices.constant_slices(model)[1] == 0
+
+
 def test_bounds_that_no_constant_says_are_left():
     assert slices._fixed([1, 1, 1], [10, 20, 30], end=False) == 1
     assert slices._fixed([9, 19, 29], [10, 20, 30], end=True) == -1

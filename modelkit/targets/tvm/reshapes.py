@@ -37,11 +37,12 @@ def constant_reshapes(proto: Any) -> tuple[Any, int]:
 
     graph = proto.graph
     known = {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    producers = {o: n for n in graph.node for o in n.output}
     computed = [n for n in graph.node if n.op_type == "Reshape" and len(n.input) == 2 and n.input[1] not in known
-                and not any(a.name == "allowzero" and a.i for a in n.attribute)]
+                and not any(a.name == "allowzero" and a.i for a in n.attribute)
+                and shape_derived(n.input[1], producers, known)]
     if not computed:
         return proto, 0
-    producers = {o: n for n in graph.node for o in n.output}
     flattening = {n.output[0]: x for n in computed if (x := _dense_input(n, producers, known)) is not None}
     names = [t for n in computed for t in (n.input[0], n.output[0])] + list(flattening.values())
     shapes = probe_shapes(proto, list(dict.fromkeys(names)))
@@ -61,6 +62,23 @@ def constant_reshapes(proto: Any) -> tuple[Any, int]:
         node.input[1] = name
         count += 1
     return (slim(out), count) if count else (proto, 0)  # onnxslim drops the arithmetic no node reads now
+
+
+def shape_derived(name: str, producers: dict[str, Any], known: set[str]) -> bool:
+    """Whether tensor `name` is computed from shapes and constants only (each path up ends at a Shape, Size or
+    constant): a bound computed from the data's values would look constant on the probes' zeros."""
+    todo, seen = [name], set()
+    while todo:
+        t = todo.pop()
+        if t in seen or t in known or not t:
+            continue
+        seen.add(t)
+        node = producers.get(t)
+        if node is None:  # a graph input
+            return False
+        if node.op_type not in ("Shape", "Size"):
+            todo.extend(node.input)
+    return True
 
 
 def _dense_input(node: Any, producers: dict[str, Any], known: set[str]) -> str | None:

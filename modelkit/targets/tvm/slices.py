@@ -29,16 +29,22 @@ def constant_slices(proto: Any) -> tuple[Any, int]:
     from onnx import numpy_helper
 
     from ..._onnx import slim
-    from .reshapes import probe_values
+    from .reshapes import probe_values, shape_derived
 
     graph = proto.graph
     consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
                    if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    producers = {o: n for n in graph.node for o in n.output}
+
+    def from_shapes(*names: str) -> bool:  # a bound computed from the data's values is left (reshapes.py)
+        return all(shape_derived(t, producers, set(consts)) for t in names)
+
     computed = [n for n in graph.node if n.op_type == "Slice" and len(n.input) >= 3
                 and (n.input[1] not in consts or n.input[2] not in consts)
-                and all(i in consts for i in n.input[3:] if i)]
-    pads = [n for n in graph.node if n.op_type == "Pad" and len(n.input) >= 2 and n.input[1] not in consts]
+                and all(i in consts for i in n.input[3:] if i) and from_shapes(n.input[1], n.input[2])]
+    pads = [n for n in graph.node if n.op_type == "Pad" and len(n.input) >= 2 and n.input[1] not in consts
+            and from_shapes(n.input[1])]
     if not computed and not pads:
         return proto, 0
     names = list(dict.fromkeys([t for n in computed for t in (n.input[0], n.input[1], n.input[2])]
