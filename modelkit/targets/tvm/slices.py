@@ -57,7 +57,8 @@ def constant_slices(proto: Any) -> tuple[Any, int]:
     count = 0
     todo = {n.output[0] for n in computed}
     for node in out.graph.node:
-        seen = values[node.input[1]] if node.op_type == "Pad" and node.input[1] in values else None
+        computed_pads = node.op_type == "Pad" and len(node.input) > 1 and node.input[1] not in consts
+        seen = values.get(node.input[1]) if computed_pads else None
         if seen and all(np.array_equal(v, seen[0]) for v in seen):  # pads the same at every size
             name = f"{node.output[0]}__pads"
             out.graph.initializer.append(numpy_helper.from_array(np.asarray(seen[0], np.int64), name))
