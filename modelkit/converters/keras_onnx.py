@@ -22,6 +22,7 @@ OPSET = 17  # pinned: supported by onnxruntime 1.32, TVM 0.27's Relax importer a
 # tf2onnx folds BatchNorm into Conv and reorders float sums: ~1e-6 on small nets; 1e-4 leaves room for
 # deep ones (MobileNetV2) while still catching any real mistake (a wrong layout is off by > 1e-1).
 TOLERANCE = Tolerance(atol=1e-4, min_cosine=0.9999)
+TF2ONNX_TRIES = 3  # conversions of one model while its output rank differs from Keras' (wrong_output_rank)
 
 
 @converter(Format.KERAS, Format.ONNX, backend="tensorflow", tolerance=TOLERANCE,
@@ -46,12 +47,15 @@ def keras_to_onnx(src: Path, dest: Path, opset: int = OPSET, trust_unsafe_code: 
     register_where_select()
     with lowerings():  # lowerings TFLite can express too (the TF-based edges trace alike)
         fn, specs = shared_serving_function(model, sig, as_dict=False)
-        try:  # tf2onnx logs a line per op it cannot map: its exception says what matters, in one line
-            with engine_chatter_swallowed():
-                proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=int(opset))
-        except Exception as exc:  # tf2onnx raises assorted errors on graphs it cannot map: the next route goes on
-            raise ConversionError(f"tf2onnx could not convert {Path(src).name}: {type(exc).__name__}: "
-                                  f"{first_line(exc)}") from exc
+        for _ in range(TF2ONNX_TRIES):
+            try:  # tf2onnx logs a line per op it cannot map: its exception says what matters, in one line
+                with engine_chatter_swallowed():
+                    proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=int(opset))
+            except Exception as exc:  # tf2onnx raises assorted errors on graphs it cannot map: the next route goes on
+                raise ConversionError(f"tf2onnx could not convert {Path(src).name}: {type(exc).__name__}: "
+                                      f"{first_line(exc)}") from exc
+            if wrong_output_rank(proto, sig) is None:  # else converted again; the last try goes to parity
+                break
     rename_outputs(proto, sig.output_names)
     unsqueeze_nothing_as_identity(proto)
     proto, mode = save_onnx(proto, src, dest, sig, onnxslim, quantize, calibration_data)
@@ -85,6 +89,22 @@ def save_onnx(proto: Any, src: Path, dest: Path, sig: Any, onnxslim: bool, quant
                               f"{first_line(exc)}") from exc
     onnx.save(proto, str(dest))
     return proto, quantize_onnx_file(src, dest, sig, quantize, calibration_data)
+
+
+def wrong_output_rank(proto: Any, sig: Any) -> str | None:
+    """Which graph output (in Keras' order) has another rank than the Keras output, None when all agree.
+
+XX
+    conversion in 60 of nc69's super-resolution model lost the Squeeze that ends a Transpose rewritten as
+    Unsqueeze -> Reshape -> Squeeze, and wrote a 5-D output for a 4-D one at every size. Parity refused that
+    graph (and the next route was taken); a rank checked here lets keras_to_onnx convert again instead. A rank
+    that stays different (a custom layer's compute_output_shape that is wrong) is left to parity, which
+    compares the values Keras computes."""
+    for out, spec in zip(proto.graph.output, sig.outputs):
+        tt = out.type.tensor_type
+        if tt.HasField("shape") and len(tt.shape.dim) != len(spec.shape):
+            return f"'{spec.name}' has rank {len(tt.shape.dim)} in the ONNX graph, {len(spec.shape)} in Keras"
+    return None
 
 
 def rename_outputs(proto: Any, names: list[str]) -> None:

@@ -10,11 +10,13 @@ tensor for a bool still gets the typed message."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import modelkit
+from modelkit import _child
 from modelkit.errors import ConversionError
 from tests.helpers.user_code import keras_beside
 
@@ -99,3 +101,44 @@ def test_a_python_branch_on_an_open_size_says_which_dims_are_open_and_how_to_fix
     assert "input 'image' has open dimensions [None, None, None, 3]" in msg
     assert "--input-spec image:?,64,64,3:float32" in msg and "\n" not in msg
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def convert_with_a_lost_squeeze(folder: str, dest: str) -> dict:
+    """keras_to_onnx of the upscaler, whose first tf2onnx graph loses the Squeeze that ends it, as tf2onnx's
+    optimizers did in about one conversion in 60 (a 5-D output for a 4-D one); run in a TensorFlow child."""
+    import tf2onnx
+
+    from modelkit.converters import keras_onnx
+    from tests.helpers.user_code import write_module
+
+    write_module(Path(folder), "sr", SHUFFLE)
+    real, calls = tf2onnx.convert.from_function, []
+
+    def lossy(*args, **kwargs):
+        proto, storage = real(*args, **kwargs)
+        calls.append(1)
+        last = next(n for n in proto.graph.node if n.output[0] == proto.graph.output[0].name)
+        if len(calls) == 1 and last.op_type == "Squeeze":  # the fault seen: its input becomes the graph output
+            producer = next(n for n in proto.graph.node if last.input[0] in n.output)
+            producer.output[0] = last.output[0]
+            proto.graph.node.remove(last)
+            dims = proto.graph.output[0].type.tensor_type.shape.dim
+            dims.insert(0, dims[0])  # and its declared rank, 5
+        return proto, storage
+
+    tf2onnx.convert.from_function = lossy
+    try:
+        keras_onnx.keras_to_onnx(Path(folder) / "upscaler.keras", Path(dest))
+    finally:
+        tf2onnx.convert.from_function = real
+    import onnxruntime as ort
+
+    got = ort.InferenceSession(dest).run(None, {"image": np.zeros((1, 1, 13, 1), np.float32)})[0]
+    return {"calls": len(calls), "shape": list(got.shape)}
+
+
+def test_a_tf2onnx_graph_whose_output_rank_differs_from_keras_is_converted_again(upscaler, tmp_path):
+    folder, _ = upscaler
+    got = _child.run("tests.convert.test_trace_errors:convert_with_a_lost_squeeze",
+                     {"folder": str(folder), "dest": str(tmp_path / "upscaler.onnx")}, backend="tensorflow")
+    assert got == {"calls": 2, "shape": [1, 2, 26, 1]}

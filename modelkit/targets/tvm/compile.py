@@ -201,8 +201,11 @@ def _import_and_legalize(proto: Any, name: str, batch: int | None, tvm_target: A
         try:
             return _prepare(mod, tvm_target), sig, proto
         except (AssertionError, RuntimeError, ValueError, TypeError) as exc:  # a shape the importer left unknown
-            typed = ConversionError(f"TVM could not legalize {name} (after its ONNX import): {_error_text(exc)}")
-            typed.another_onnx = "graph"
+            text = _error_text(exc)
+            typed = _open_dim_refusal(sig, name, f"it could not legalize the import ({text})")  # no retry helps
+            if typed is None:
+                typed = ConversionError(f"TVM could not legalize {name} (after its ONNX import): {text}")
+                typed.another_onnx = "graph"
             raise typed from exc
 
 
@@ -265,16 +268,25 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
             if "Loop" in text and not open_dims and not rnns_left:
                 typed.another_onnx = "loop"  # edge.py: another exporter's ONNX may do
         elif open_dims:
-            iname, axis = open_dims[0]
-            example = input_spec_text(next(s for s in sig.inputs if s.name == iname), fill=64)
-            typed = UnsupportedConversionError(
-                f"TVM's ONNX importer rejected {name}, whose dimension '{iname}' dim {axis} is dynamic ({text}); "
-                f"formats that keep it dynamic: {KEEP_DYNAMIC}; for TVM, fix it with --input-spec {example} "
-                f"(modelkit compile {name} or MODEL.keras, or modelkit convert MODEL.keras --to tvm)")
+            typed = _open_dim_refusal(sig, name, f"its ONNX importer rejected it ({text})")
         else:
             typed = ConversionError(f"TVM's ONNX importer rejected {name}: {text}")
             typed.another_onnx = "graph"
         raise typed from exc
+
+
+def _open_dim_refusal(sig: Signature, name: str, why: str) -> UnsupportedConversionError | None:
+    """The typed refusal of a graph TVM failed on while an input has an open dimension past the batch (None
+    when none has): that dimension named, the formats that keep it open, and the --input-spec that fixes it."""
+    open_dims = [(s, i) for s in sig.inputs for i, d in enumerate(s.shape) if i > 0 and d is None]
+    if not open_dims:
+        return None
+    spec, axis = open_dims[0]
+    return UnsupportedConversionError(
+        f"TVM cannot compile {name}, whose dimension '{spec.name}' dim {axis} is dynamic: {why}; "
+        f"formats that keep it dynamic: {KEEP_DYNAMIC}; for TVM, fix it with --input-spec "
+        f"{input_spec_text(spec, fill=64)} (modelkit compile {name} or MODEL.keras, or modelkit convert "
+        "MODEL.keras --to tvm)")
 
 
 def _error_text(exc: BaseException | None) -> str:
