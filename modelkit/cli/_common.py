@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Callable
 
 import click
@@ -15,7 +16,19 @@ __all__ = ["echo_json", "human_size", "table", "read_inputs", "parse_int_list", 
 
 
 def echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str))
+    """`obj` as strict JSON: a non-finite float (parity's inf / NaN against numbers) as the string "inf" /
+    "-inf" / "nan", which every JSON reader takes (Python's default writes the invalid bare Infinity / NaN)."""
+    click.echo(json.dumps(_finite(obj), indent=2, default=str, allow_nan=False))
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def parse_int_list(value: str, what: str) -> tuple[int, ...]:

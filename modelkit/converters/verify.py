@@ -248,13 +248,17 @@ def _compare_output(name: str, refs: list[np.ndarray], cands: list[np.ndarray], 
         finite_abs = case_abs if rest is None else float(rest.max()) if rest.size else 0.0
         if not finite_abs <= case_atol:
             over.append((finite_abs, case_atol, floor[i] if floor is not None else float("nan")))
-        max_rel = max(max_rel, float(np.nanmax(diff / (np.abs(a64) + 1e-7))) if diff.size else 0.0)
-        na, nb = np.linalg.norm(a64), np.linalg.norm(b64)
-        # outputs that differ by less than the atol and COSINE_NOISE have no direction worth judging: a sigmoid
-        # far from its decision (1e-5 against an int8 0.0), a ReLU regressor at 0 against 3e-9, one per row
-        quiet = case_abs <= min(tol.atol, COSINE_NOISE)
-        cos = 1.0 if (na == 0 and nb == 0) or quiet else float(np.dot(a64.ravel(), b64.ravel()) / max(na * nb, 1e-300))
-        if cos < cosine:
+        if odd.any():  # NaN-blind statistics would read "max rel 0, cosine 1" beside the reason: inf and NaN
+            max_rel, cos = float("inf"), float("nan")
+        else:
+            max_rel = max(max_rel, float(np.nanmax(diff / (np.abs(a64) + 1e-7))) if diff.size else 0.0)
+            na, nb = np.linalg.norm(a64), np.linalg.norm(b64)
+            # outputs that differ by less than the atol and COSINE_NOISE have no direction worth judging: a
+            # sigmoid far from its decision (1e-5 against an int8 0.0), a ReLU regressor at 0 against 3e-9
+            quiet = case_abs <= min(tol.atol, COSINE_NOISE)
+            cos = 1.0 if (na == 0 and nb == 0) or quiet else \
+                float(np.dot(a64.ravel(), b64.ravel()) / max(na * nb, 1e-300))
+        if cos < cosine or (np.isnan(cos) and not np.isnan(cosine)):
             cosine, worst_cos = cos, i
         if a.ndim >= 2 and a.shape[-1] > 1:
             agree_n += int(np.sum(np.argmax(a64, -1) == np.argmax(b64, -1)))

@@ -346,6 +346,22 @@ def test_nan_against_a_number_is_an_infinite_error_not_zero(tmp_path):
     assert reason.startswith("the converted model gives NaN at ") and "where the source gives numbers" in reason
     assert "where / select" in reason and "max abs error" not in reason
     assert "NaN / inf against numbers on 'y'" in report.summary()
+    # nc105: the statistics beside the reason read "max rel 0, cosine 1.000000" (NaN-blind); now inf and nan,
+    # and --json stays strict JSON (no bare Infinity / NaN)
+    out = report.outputs[0]
+    assert out.max_rel == float("inf") and np.isnan(out.cosine)
+    from click.testing import CliRunner
+
+    from modelkit.cli import main
+
+    args = ["verify", str(tmp_path / "number.onnx"), str(tmp_path / "nan.onnx")]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    row = next(line for line in res.output.splitlines() if line.lstrip("│| ").startswith("y "))
+    assert "inf" in row and "nan" in row and "1.000000" not in row, res.output
+    res = CliRunner().invoke(main, [*args, "--json"])
+    doc = json.loads(res.output[:res.output.rindex("}") + 1], parse_constant=lambda c: pytest.fail(f"bare {c}"))
+    assert doc["outputs"][0]["max_abs"] == "inf" and doc["outputs"][0]["cosine"] == "nan"
 
 
 def test_candidate_wrong_only_at_long_lengths_fails(tmp_path):
