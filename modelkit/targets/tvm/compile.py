@@ -221,6 +221,7 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
     from ...converters.onnx_stft import stft_as_conv
     from .loops import reverse_sequences, unroll_loops
     from .lower_rnn import lower_rnns
+    from .matmuls import gemms_as_matmuls, unfolded_matmuls
     from .mends import mend_onehot, mend_resize
     from .reshapes import constant_reshapes
     from .slices import constant_slices
@@ -238,7 +239,9 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
     if unrolled or reversed_ or rnns:
         proto = slim(proto)  # fold each copy's iteration-number arithmetic
     if batch is None:  # Reshape targets and Slice bounds computed from an open size, made constant (reshapes.py,
-        proto, _ = constant_reshapes(proto)  # slices.py: attention heads, GroupNormalization, Conv1DTranspose)
+        proto, _ = gemms_as_matmuls(proto)  # slices.py: attention heads, GroupNormalization, Conv1DTranspose),
+        proto, _ = unfolded_matmuls(proto)  # after attention's batch-folding Reshapes are unfolded (matmuls.py)
+        proto, _ = constant_reshapes(proto)
         proto, _ = constant_slices(proto)
     if not reversed_:  # a recurrent layer's zero state and gate slices keep the batch symbolic (symbolic.py);
         proto, _ = symbolic_batch(proto)  # not with a rewritten ReverseSequence, which then fails tvm.compile

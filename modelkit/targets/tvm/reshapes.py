@@ -95,9 +95,10 @@ def _flattened_matmuls(proto: Any, flattening: dict[str, str],
     """Each `y = Reshape(MatMul(Reshape(x, [-1, k]), w), computed)` whose y is x's leading axes and then fixed
     sizes whose product is w's columns at every probe, written `y = MatMul(x, w)` (MatMul broadcasts over the
     leading axes), with a Reshape to `[0, ..., 0, sizes]` after it when the sizes split the columns (a
-    MultiHeadAttention's heads); the first Reshape is left unread (onnxslim removes it); how many."""
+    MultiHeadAttention's heads); where x's last axes together are k (an output projection of heads x size), x is
+    first reshaped to `[0, ..., 0, k]`; the first Reshape is left unread (onnxslim removes it); how many."""
     import numpy as np
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
 
     weights = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
     producers = {o: n for n in proto.graph.node for o in n.output}
@@ -111,16 +112,25 @@ def _flattened_matmuls(proto: Any, flattening: dict[str, str],
             continue
         matmul = producers[node.input[0]]
         w, x = weights.get(matmul.input[1]), flattening[node.output[0]]
-        tail = _split_columns(shapes.get(node.output[0]), shapes.get(x), w)
-        if tail is None or readers.get(matmul.output[0]) != 1 or readers.get(matmul.input[0]) != 1:
+        split = _split_columns(shapes.get(node.output[0]), shapes.get(x), w)
+        if split is None or readers.get(matmul.output[0]) != 1:
             continue
-        matmul.input[0] = x
+        kept, tail = split
+        if kept == len(shapes[x][0]) - 1:  # x's last axis is the Dense's input
+            matmul.input[0] = x
+        else:  # x's last axes together are its rows (an einsum contracting heads and size): folded into one axis
+            folded = f"{matmul.output[0]}__folded"  # by a Reshape of its own: the flattening may feed other MatMuls
+            proto.graph.initializer.append(numpy_helper.from_array(np.array([0] * kept + [w.shape[0]], np.int64),
+                                                                   f"{folded}__target"))
+            index = list(proto.graph.node).index(matmul)
+            proto.graph.node.insert(index, helper.make_node("Reshape", [x, f"{folded}__target"], [folded]))
+            matmul.input[0] = folded
         if tail == (w.shape[1],):  # the Dense itself: its MatMul writes y
             matmul.output[0] = node.output[0]
             proto.graph.node.remove(node)
         else:
             name = f"{node.output[0]}__target"
-            target = np.array([0] * (len(shapes[x][0]) - 1) + list(tail), dtype=np.int64)
+            target = np.array([0] * kept + list(tail), dtype=np.int64)
             proto.graph.initializer.append(numpy_helper.from_array(target, name))
             node.input[1] = name
         count += 1
@@ -128,17 +138,21 @@ def _flattened_matmuls(proto: Any, flattening: dict[str, str],
 
 
 def _split_columns(seen: list[tuple[int, ...]] | None, ins: list[tuple[int, ...]] | None,
-                   w: Any) -> tuple[int, ...] | None:
-    """The fixed sizes after x's leading axes in each probed output (their product w's columns), or None."""
+                   w: Any) -> tuple[int, tuple[int, ...]] | None:
+    """(how many leading axes of x the output keeps, the fixed sizes after them in each probed output), where x's
+    other axes multiply to w's rows and those sizes to its columns at every probe; or None. x's last axis alone
+    is a Dense per step; several (a projection of heads x size) fold into one."""
     import math
 
-    if w is None or w.ndim != 2 or not seen or not ins or len(seen) != len(ins):
+    if w is None or w.ndim != 2 or not seen or not ins or len(seen) != len(ins) or len({len(i) for i in ins}) != 1:
         return None
-    tails = {s[len(i) - 1:] for s, i in zip(seen, ins) if s[:len(i) - 1] == i[:-1] and i[-1] == w.shape[0]}
-    if len(tails) != 1 or sum(1 for s, i in zip(seen, ins) if s[:len(i) - 1] == i[:-1]) != len(seen):
-        return None
-    (tail,) = tails
-    return tail if tail and math.prod(tail) == w.shape[1] else None
+    for kept in range(len(ins[0]) - 1, 0, -1):
+        tails = {s[kept:] for s, i in zip(seen, ins) if s[:kept] == i[:kept] and math.prod(i[kept:]) == w.shape[0]}
+        if len(tails) == 1 and all(s[:kept] == i[:kept] for s, i in zip(seen, ins)):
+            (tail,) = tails
+            if tail and math.prod(tail) == w.shape[1] and len({i[kept:] for i in ins}) == 1:
+                return kept, tail
+    return None
 
 
 def probe_shapes(proto: Any, names: list[str]) -> dict[str, list[tuple[int, ...]]] | None:
