@@ -271,10 +271,9 @@ def _first_line(exc: BaseException | str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from modelkit._backend import QUIET_ENV
+    from modelkit._backend import quiet_engines
 
-    for k, v in QUIET_ENV.items():  # before the zoo imports Keras: TensorFlow's C++ log lines stay off, as in the CLI
-        os.environ.setdefault(k, v)
+    quiet_engines()  # before the zoo imports Keras, as in the CLI
     from benchmarks.coverage_zoo import SPECS
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -14,6 +14,13 @@ DEFAULT_BACKEND = "tensorflow"
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0", "GRPC_VERBOSITY": "ERROR"}
 
 
+def quiet_engines() -> None:
+    """QUIET_ENV in this process's environment where the user set nothing else, before TensorFlow loads: its C++
+    log lines (oneDNN, absl) stay off."""
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+
+
 def check_backend(name: str) -> str:
     if name not in BACKENDS:
         raise BackendError(f"unknown Keras backend '{name}'; valid backends: {', '.join(BACKENDS)}")

@@ -109,9 +109,8 @@ def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
-    from .._backend import QUIET_ENV as ENGINE_QUIET_ENV
+    from .._backend import quiet_engines
 
-    for k, v in ENGINE_QUIET_ENV.items():  # TensorFlow's C++ log lines (oneDNN, absl) stay out of every command
-        os.environ.setdefault(k, v)
+    quiet_engines()  # TensorFlow's C++ log lines (oneDNN, absl) stay out of every command
     if quiet:  # for this process and the children it starts (modelkit._text.progress)
         os.environ[QUIET_ENV] = "1"

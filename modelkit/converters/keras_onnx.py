@@ -94,7 +94,7 @@ def save_onnx(proto: Any, src: Path, dest: Path, sig: Any, onnxslim: bool, quant
 def wrong_output_rank(proto: Any, sig: Any) -> str | None:
     """Which graph output (in Keras' order) has another rank than the Keras output, None when all agree.
 
-XX
+    tf2onnx's graph optimizers do not always give the same graph for the same function: about one
     conversion in 60 of nc69's super-resolution model lost the Squeeze that ends a Transpose rewritten as
     Unsqueeze -> Reshape -> Squeeze, and wrote a 5-D output for a 4-D one at every size. Parity refused that
     graph (and the next route was taken); a rank checked here lets keras_to_onnx convert again instead. A rank

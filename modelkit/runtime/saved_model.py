@@ -60,12 +60,9 @@ def _spec(name: str, ts: Any) -> TensorSpec:
 def load(path: Path, device: str = "cpu", threads: int | None = None, trust_unsafe_code: bool = False,
          **options: Any) -> SavedModelModel:
     parse_device(device, ("cpu",))
-    import os
+    from .._backend import quiet_engines
 
-    from .._backend import QUIET_ENV
-
-    for k, v in QUIET_ENV.items():
-        os.environ.setdefault(k, v)
+    quiet_engines()
     import tensorflow as tf
 
     if threads:

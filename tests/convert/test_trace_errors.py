@@ -141,4 +141,6 @@ def test_a_tf2onnx_graph_whose_output_rank_differs_from_keras_is_converted_again
     folder, _ = upscaler
     got = _child.run("tests.convert.test_trace_errors:convert_with_a_lost_squeeze",
                      {"folder": str(folder), "dest": str(tmp_path / "upscaler.onnx")}, backend="tensorflow")
-    assert got == {"calls": 2, "shape": [1, 2, 26, 1]}
+    # converted again after the lost Squeeze: 2 calls, or 3 where tf2onnx's own optimizers lost it again (its order
+    # varies by run: seen once in a full run), never the 5-D graph
+    assert 2 <= got["calls"] <= 3 and got["shape"] == [1, 2, 26, 1], got

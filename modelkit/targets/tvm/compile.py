@@ -259,11 +259,11 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
                 raise
     except Exception as exc:  # the importer raises assorted TVM / Python errors: re-raise typed, not swallowed
         text = _error_text(exc)
-        open_dims = [(s.name, i) for s in sig.inputs for i, d in enumerate(s.shape) if i > 0 and d is None]
+        open_dims = _open_dims(sig)
         if "not supported for frontend ONNX" in text:  # e.g. Loop (a recurrent layer), whatever the shapes
             hint = ""
             if "Loop" in text and open_dims:
-                hint = (f"; a Loop of a fixed number of steps is unrolled, and dimension '{open_dims[0][0]}' dim "
+                hint = (f"; a Loop of a fixed number of steps is unrolled, and dimension '{open_dims[0][0].name}' dim "
                         f"{open_dims[0][1]} is open: fix it when converting from Keras (--input-spec)")
             hint += "".join(f"; {why}" for why in rnns_left)  # a recurrent node not unrolled, and why
             typed: ConversionError = UnsupportedConversionError(
@@ -278,10 +278,15 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
         raise typed from exc
 
 
+def _open_dims(sig: Signature) -> list[tuple[TensorSpec, int]]:
+    """(input, axis) of each open dimension past the batch."""
+    return [(s, i) for s in sig.inputs for i, d in enumerate(s.shape) if i > 0 and d is None]
+
+
 def _open_dim_refusal(sig: Signature, name: str, why: str) -> UnsupportedConversionError | None:
     """The typed refusal of a graph TVM failed on while an input has an open dimension past the batch (None
     when none has): that dimension named, the formats that keep it open, and the --input-spec that fixes it."""
-    open_dims = [(s, i) for s in sig.inputs for i, d in enumerate(s.shape) if i > 0 and d is None]
+    open_dims = _open_dims(sig)
     if not open_dims:
         return None
     spec, axis = open_dims[0]

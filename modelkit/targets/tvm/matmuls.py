@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .reshapes import probe_shapes, shape_derived
+from .reshapes import constant_names, graph_readers, probe_shapes, shape_derived
 
 
 def gemms_as_matmuls(proto: Any) -> tuple[Any, int]:
@@ -32,7 +32,7 @@ def gemms_as_matmuls(proto: Any) -> tuple[Any, int]:
     graph = proto.graph
     weights = {i.name: i for i in graph.initializer}
     producers = {o: n for n in graph.node for o in n.output}
-    readers = _readers(graph)
+    readers = graph_readers(graph)
     count = 0
     for node in list(graph.node):
         if node.op_type != "Gemm" or len(node.input) < 2 or node.input[1] not in weights:
@@ -66,13 +66,14 @@ def gemms_as_matmuls(proto: Any) -> tuple[Any, int]:
 def unfolded_matmuls(proto: Any) -> tuple[Any, int]:
     """(the graph with each batch-folding Reshape pair around a MatMul unfolded, how many MatMuls); unchanged (and
     0) when there is none or onnxruntime cannot run the probes."""
+    import numpy as np
     import onnx
     from onnx import helper
 
     graph = proto.graph
-    known = {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    known = constant_names(graph)
     producers = {o: n for n in graph.node for o in n.output}
-    readers = _readers(graph)
+    readers = graph_readers(graph)
     pairs = []  # (matmul, [(reshape, transpose or None), (reshape, transpose or None)])
     for node in graph.node:
         if node.op_type != "MatMul":
@@ -99,7 +100,7 @@ def unfolded_matmuls(proto: Any) -> tuple[Any, int]:
             index = list(out.graph.node).index(node)
             out.graph.node.remove(node)
             name = f"{node.output[0]}__units"
-            out.graph.initializer.append(onnx.numpy_helper.from_array(_int64(units), name))
+            out.graph.initializer.append(onnx.numpy_helper.from_array(np.array(units, np.int64), name))
             op = helper.make_node("Squeeze", [node.input[0], name], [node.output[0]]) if units else \
                 helper.make_node("Identity", [node.input[0]], [node.output[0]])
             out.graph.node.insert(index, op)
@@ -148,16 +149,3 @@ def _unfold(ins: list[tuple[int, ...]] | None, outs: list[tuple[int, ...]] | Non
             return k, units, [i[:k] for i in ins]
     return None
 
-
-def _readers(graph: Any) -> dict[str, list[Any]]:
-    found: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            found.setdefault(i, []).append(n)
-    return found
-
-
-def _int64(values: list[int]) -> Any:
-    import numpy as np
-
-    return np.array(values, dtype=np.int64)

@@ -36,7 +36,7 @@ def constant_reshapes(proto: Any) -> tuple[Any, int]:
     from ..._onnx import slim
 
     graph = proto.graph
-    known = {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    known = constant_names(graph)
     producers = {o: n for n in graph.node for o in n.output}
     computed = [n for n in graph.node if n.op_type == "Reshape" and len(n.input) == 2 and n.input[1] not in known
                 and not any(a.name == "allowzero" and a.i for a in n.attribute)
@@ -62,6 +62,20 @@ def constant_reshapes(proto: Any) -> tuple[Any, int]:
         node.input[1] = name
         count += 1
     return (slim(out), count) if count else (proto, 0)  # onnxslim drops the arithmetic no node reads now
+
+
+def constant_names(graph: Any) -> set[str]:
+    """The names of the graph's initializers and Constant nodes' outputs."""
+    return {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+
+
+def graph_readers(graph: Any) -> dict[str, list[Any]]:
+    """{tensor name: the nodes that read it}."""
+    found: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            found.setdefault(i, []).append(n)
+    return found
 
 
 def shape_derived(name: str, producers: dict[str, Any], known: set[str]) -> bool:
@@ -102,10 +116,7 @@ def _flattened_matmuls(proto: Any, flattening: dict[str, str],
 
     weights = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
     producers = {o: n for n in proto.graph.node for o in n.output}
-    readers: dict[str, int] = {}
-    for n in proto.graph.node:
-        for i in n.input:
-            readers[i] = readers.get(i, 0) + 1
+    readers = graph_readers(proto.graph)
     count = 0
     for node in list(proto.graph.node):
         if node.op_type != "Reshape" or node.output[0] not in flattening:
@@ -113,7 +124,7 @@ def _flattened_matmuls(proto: Any, flattening: dict[str, str],
         matmul = producers[node.input[0]]
         w, x = weights.get(matmul.input[1]), flattening[node.output[0]]
         split = _split_columns(shapes.get(node.output[0]), shapes.get(x), w)
-        if split is None or readers.get(matmul.output[0]) != 1:
+        if split is None or len(readers.get(matmul.output[0], [])) != 1:
             continue
         kept, tail = split
         if kept == len(shapes[x][0]) - 1:  # x's last axis is the Dense's input
