@@ -1,0 +1,146 @@
+"""Positions over an open length for TVM: a `Range` of a computed length written as a count TVM keeps the shape of.
+
+Keras' MultiHeadAttention(use_causal_mask=True) compares `Range(0, queries)` as a column against `Range(0, keys)`
+as a row, both lengths read from the scores' shape; a positional encoding takes `ops.arange(length)`. tf2onnx
+writes the length as `Squeeze(Slice(Cast(Shape(x))))`, a tensor, and TVM 0.27's importer gives a Range of a tensor
+limit no shape: the masked scores lost theirs ("Reshape expects the input tensor to have known shape"), the sine
+of the positions failed legalization ("emit_te now only supports Tensor that has ShapeExpr shape"), and the model
+was refused at an open length.
+
+`counted_ranges` runs each such limit's arithmetic by itself in onnxruntime on made-up shapes, every axis of every
+tensor it reads given a distinct size, and where the Range's length is one axis's, the Range becomes
+`CumSum(ConstantOfShape(Gather(Shape(t), [axis]), 1), exclusive)` (0, 1, ..., n - 1, in the Range's type), times
+its step and plus its start where those are not 1 and 0: a shape the importer keeps. (Not at reshapes.PROBES,
+which give every input the same length: a cross-attention's query and memory axes would look alike.) A Range
+whose length is no axis's is left as it is. The compiled library is verified against the original graph, at other
+lengths too.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .reshapes import constant_names, shape_derived
+
+
+def counted_ranges(proto: Any) -> tuple[Any, int]:
+    """(the graph with each Range over an axis's length written as a CumSum of ones, how many); unchanged (and
+    0) when there is none or onnxruntime cannot evaluate the limits."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    known = constant_names(graph)
+    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
+                   if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    producers = {o: n for n in graph.node for o in n.output}
+    ranges = [n for n in graph.node if n.op_type == "Range" and n.input[0] in consts and n.input[2] in consts
+              and n.input[1] not in known and shape_derived(n.input[1], producers, known)]
+    places = _limit_axes(proto, ranges, consts, producers) if ranges else {}
+    if not places:
+        return proto, 0
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    for node in list(out.graph.node):
+        if node.op_type == "Range" and node.output[0] in places:
+            _count(out.graph, node, places[node.output[0]], consts[node.input[0]], consts[node.input[2]])
+    from ..._onnx import slim
+
+    return slim(out), len(places)  # onnxslim drops the length arithmetic no node reads now
+
+
+def _limit_axes(proto: Any, ranges: list[Any], consts: dict[str, Any],
+                producers: dict[str, Any]) -> dict[str, tuple[str, int]]:
+    """{Range output: (tensor, axis) whose size is the Range's length}. The limits' arithmetic is run by itself in
+    onnxruntime on made-up shapes, every axis of every tensor read a distinct size (the probes' sizes can agree
+    across inputs, as a cross-attention's query and memory lengths), twice with other sizes; a length that is not
+    the same one axis's both times is left out."""
+    import math
+
+    import numpy as np
+    import onnx
+    from onnx import helper
+
+    nodes, shapes, todo, seen = [], {}, [r.input[1] for r in ranges], set()
+    while todo:  # the limits' arithmetic, up to the Shape nodes it reads
+        t = todo.pop()
+        if t in seen or t not in producers:
+            continue
+        seen.add(t)
+        node = producers[t]
+        if node.op_type == "Shape":
+            shapes[node.output[0]] = node
+        else:
+            nodes.append(node)
+            todo.extend(node.input)
+    typed = onnx.shape_inference.infer_shapes(proto)
+    infos = {v.name: v.type.tensor_type for v in (*typed.graph.input, *typed.graph.value_info, *typed.graph.output)}
+    if any(n.input[0] not in infos or not infos[n.input[0]].HasField("shape") for n in shapes.values()):
+        return {}  # a rank shape inference does not know
+    ranks = {n.input[0]: len(infos[n.input[0]].shape.dim) for n in shapes.values()}
+    outputs = [r.input[1] for r in ranges]
+    sub = helper.make_graph(
+        [n for n in proto.graph.node if n in nodes], "limits",
+        [helper.make_tensor_value_info(name, onnx.TensorProto.INT64, None) for name in shapes],
+        [helper.make_tensor_value_info(o, infos[o].elem_type if o in infos else onnx.TensorProto.INT64, None)
+         for o in outputs],
+        [i for i in proto.graph.initializer if i.name in {i for n in nodes for i in n.input}])
+    model = helper.make_model(sub, opset_imports=proto.opset_import, ir_version=proto.ir_version)
+    try:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        rounds = []
+        for made_up in (lambda j, a: 1000 * (j + 1) + 7 * a + 3, lambda j, a: 3001 + 1013 * j + 131 * a):
+            feed, sizes = {}, {}
+            for j, (name, node) in enumerate(shapes.items()):
+                dims = [made_up(j, a) for a in range(ranks[node.input[0]])]
+                sizes.update({d: (node.input[0], a) for a, d in enumerate(dims)})
+                attrs = {a.name: a.i for a in node.attribute}
+                feed[name] = np.array(dims[attrs.get("start", 0):attrs.get("end", len(dims))], np.int64)
+            rounds.append((dict(zip(outputs, session.run(outputs, feed))), sizes))
+    except Exception:  # noqa: BLE001 - limits that cannot run alone change nothing (the refusal stays)
+        return {}
+    places = {}
+    for r in ranges:  # the same axis in both rounds: a length that is another axis's by chance is not taken
+        start, step = (float(np.asarray(consts[i]).item()) for i in (r.input[0], r.input[2]))
+        found = set()
+        for limits, sizes in rounds:
+            limit = np.asarray(limits[r.input[1]])
+            length = max(math.ceil((float(limit.item()) - start) / step), 0) if limit.size == 1 and step else -1
+            found.add(sizes.get(length))
+        if len(found) == 1 and None not in found:
+            places[r.output[0]] = found.pop()
+    return places
+
+
+def _count(graph: Any, node: Any, place: tuple[str, int], start: Any, step: Any) -> None:
+    """Replace `node` (a Range) in `graph` by a count of place's axis: 0 .. n-1, times step, plus start."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    tensor, axis = place
+    out = node.output[0]
+    dtype = np.asarray(start).dtype
+    prefix = f"{out}__count"
+    graph.initializer.extend([numpy_helper.from_array(np.array([axis], np.int64), f"{prefix}_axis"),
+                              numpy_helper.from_array(np.array(0, np.int64), f"{prefix}_dim")])
+    one = numpy_helper.from_array(np.array([1], dtype), f"{prefix}_one")
+    steps = [helper.make_node("Shape", [tensor], [f"{prefix}_shape"]),
+             helper.make_node("Gather", [f"{prefix}_shape", f"{prefix}_axis"], [f"{prefix}_size"], axis=0),
+             helper.make_node("ConstantOfShape", [f"{prefix}_size"], [f"{prefix}_ones"], value=one),
+             helper.make_node("CumSum", [f"{prefix}_ones", f"{prefix}_dim"], [f"{prefix}_n"], exclusive=1)]
+    last = f"{prefix}_n"
+    for op, value in (("Mul", step), ("Add", start)):
+        if np.asarray(value).item() == (1 if op == "Mul" else 0):
+            continue
+        graph.initializer.append(numpy_helper.from_array(np.asarray(value, dtype).reshape(()), f"{prefix}_{op}"))
+        steps.append(helper.make_node(op, [last, f"{prefix}_{op}"], [f"{prefix}_{op}_out"]))
+        last = f"{prefix}_{op}_out"
+    steps[-1].output[0] = out
+    index = list(graph.node).index(node)
+    graph.node.remove(node)
+    for i, step_node in enumerate(steps):
+        graph.node.insert(index + i, step_node)
+    for info in [v for v in graph.value_info if v.name == out]:  # a shape recorded for the Range's output
+        graph.value_info.remove(info)
