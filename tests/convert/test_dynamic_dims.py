@@ -34,7 +34,7 @@ EXPECTED: dict[tuple[str, str], object] = {
     **{(k, f): OK for k in ("causal", "image", "embed", "tcn", "posenc", "resize")
        for f in TF_FORMATS + TORCH_FORMATS},
     ("resize", "tvm"): OK,
-    ("posenc", "tvm"): OK, ("causal", "tvm"): OK,  # their Ranges over the length counted (targets/tvm/ranges.py)
+    ("posenc", "tvm"): OK, ("causal", "tvm"): OK,  # their Ranges over the length counted (targets/tvm/sizes.py)
     ("image", "tvm"): OK, ("embed", "tvm"): OK, ("tcn", "tvm"): OK,
     ("conv1d", "onnx"): OK, ("conv1d", "saved_model"): OK, ("conv1d", "tflite"): OK,
     ("conv1d", "tvm"): ("UnsupportedConversionError", ["'signal' dim 1 is dynamic", "saved_model, tflite"]),

@@ -18,7 +18,7 @@ pytest.importorskip("tvm", reason="TVM is not installed (pip install 'modelkit[t
 @pytest.fixture(scope="module")
 def open_length_keras(tmp_path_factory):
     """Token ids of open length -> Embedding -> a strided `same` Conv1D -> average -> Dense. TVM's importer
-    cannot pad a strided `same` convolution of an open length, so this model needs --input-spec. (Until ranges.py,
+    cannot pad a strided `same` convolution of an open length, so this model needs --input-spec. (Until sizes.py,
     a causal self-attention was this subject; TVM compiles it at an open length now.)"""
     from modelkit._backend import import_keras
 

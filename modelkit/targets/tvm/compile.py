@@ -223,8 +223,8 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
     from .lower_rnn import lower_rnns
     from .matmuls import gemms_as_matmuls, unfolded_matmuls
     from .mends import mend_onehot, mend_resize
-    from .ranges import counted_ranges
     from .reshapes import constant_reshapes
+    from .sizes import counted_ranges, traced_shapes
     from .slices import constant_slices
     from .symbolic import symbolic_batch
 
@@ -240,7 +240,8 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
     if unrolled or reversed_ or rnns:
         proto = slim(proto)  # fold each copy's iteration-number arithmetic
     if batch is None:  # Reshape targets and Slice bounds computed from an open size, made constant (reshapes.py,
-        proto, _ = counted_ranges(proto)  # positions over an open length (a causal mask's; ranges.py) first
+        proto, _ = counted_ranges(proto)  # positions over an open length (a causal mask's), and masks expanded
+        proto, _ = traced_shapes(proto)  # to shapes computed from it, traced to their axes first (sizes.py)
         proto, _ = gemms_as_matmuls(proto)  # slices.py: attention heads, GroupNormalization, Conv1DTranspose),
         proto, _ = unfolded_matmuls(proto)  # after attention's batch-folding Reshapes are unfolded (matmuls.py)
         proto, _ = constant_reshapes(proto)

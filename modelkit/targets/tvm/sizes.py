@@ -1,19 +1,21 @@
-"""Positions over an open length for TVM: a `Range` of a computed length written as a count TVM keeps the shape of.
+"""Sizes computed from an open length, traced to the axes they are, for TVM 0.27's importer.
 
 Keras' MultiHeadAttention(use_causal_mask=True) compares `Range(0, queries)` as a column against `Range(0, keys)`
-as a row, both lengths read from the scores' shape; a positional encoding takes `ops.arange(length)`. tf2onnx
-writes the length as `Squeeze(Slice(Cast(Shape(x))))`, a tensor, and TVM 0.27's importer gives a Range of a tensor
-limit no shape: the masked scores lost theirs ("Reshape expects the input tensor to have known shape"), the sine
-of the positions failed legalization ("emit_te now only supports Tensor that has ShapeExpr shape"), and the model
-was refused at an open length.
+as a row, both lengths read from the scores' shape; a positional encoding takes `ops.arange(length)`; a padding
+mask with a causal one is `Expand(ones, Cast(Concat(1, Slice(Cast(Shape(x))), ...)))`. tf2onnx computes such sizes
+through Casts, Squeezes and Concats to tensors, and TVM's importer gives a Range of a tensor limit, or an Expand
+or ConstantOfShape to a tensor shape, no shape: the masked scores lost theirs ("Reshape expects the input tensor
+to have known shape"), the sine of the positions failed legalization ("emit_te now only supports Tensor that has
+ShapeExpr shape"), and the model was refused at an open length.
 
-`counted_ranges` runs each such limit's arithmetic by itself in onnxruntime on made-up shapes, every axis of every
-tensor it reads given a distinct size, and where the Range's length is one axis's, the Range becomes
-`CumSum(ConstantOfShape(Gather(Shape(t), [axis]), 1), exclusive)` (0, 1, ..., n - 1, in the Range's type), times
-its step and plus its start where those are not 1 and 0: a shape the importer keeps. (Not at reshapes.PROBES,
-which give every input the same length: a cross-attention's query and memory axes would look alike.) A Range
-whose length is no axis's is left as it is. The compiled library is verified against the original graph, at other
-lengths too.
+Each such size is traced by running its arithmetic alone in onnxruntime on made-up shapes: every axis of every
+tensor it reads gets a distinct size, twice with other sizes (not at reshapes.PROBES, which give every input the
+same length: a cross-attention's query and memory axes would look alike). Where a Range's length is one axis's
+both times, `counted_ranges` writes it as `CumSum(ConstantOfShape(Gather(Shape(t), [axis]), 1), exclusive)` (0,
+1, ..., n - 1, in the Range's type), times its step and plus its start; where each element of an Expand's or
+ConstantOfShape's shape is one axis's or the same constant both times, `traced_shapes` writes that shape as the
+Concat of `Shape(t, start=axis, end=axis + 1)` and constants. Both are shapes the importer keeps. A size that is
+no axis's is left as it is. The compiled library is verified against the original graph, at other sizes too.
 """
 from __future__ import annotations
 
@@ -49,20 +51,16 @@ def counted_ranges(proto: Any) -> tuple[Any, int]:
     return slim(out), len(places)  # onnxslim drops the length arithmetic no node reads now
 
 
-def _limit_axes(proto: Any, ranges: list[Any], consts: dict[str, Any],
-                producers: dict[str, Any]) -> dict[str, tuple[str, int]]:
-    """{Range output: (tensor, axis) whose size is the Range's length}. The limits' arithmetic is run by itself in
-    onnxruntime on made-up shapes, every axis of every tensor read a distinct size (the probes' sizes can agree
-    across inputs, as a cross-attention's query and memory lengths), twice with other sizes; a length that is not
-    the same one axis's both times is left out."""
-    import math
-
+def _made_up(proto: Any, outputs: list[str], producers: dict[str, Any]) -> list[tuple[dict, dict]]:
+    """[({output: its value}, {made-up size: (tensor, axis)}) per round]: the arithmetic computing `outputs`
+    (from shapes and constants only) run by itself in onnxruntime, every axis of every tensor whose Shape it
+    reads given a distinct size, in two rounds of other sizes; [] when it cannot run alone."""
     import numpy as np
     import onnx
     from onnx import helper
 
-    nodes, shapes, todo, seen = [], {}, [r.input[1] for r in ranges], set()
-    while todo:  # the limits' arithmetic, up to the Shape nodes it reads
+    nodes, shapes, todo, seen = [], {}, list(outputs), set()
+    while todo:  # the arithmetic, up to the Shape nodes it reads
         t = todo.pop()
         if t in seen or t not in producers:
             continue
@@ -76,11 +74,10 @@ def _limit_axes(proto: Any, ranges: list[Any], consts: dict[str, Any],
     typed = onnx.shape_inference.infer_shapes(proto)
     infos = {v.name: v.type.tensor_type for v in (*typed.graph.input, *typed.graph.value_info, *typed.graph.output)}
     if any(n.input[0] not in infos or not infos[n.input[0]].HasField("shape") for n in shapes.values()):
-        return {}  # a rank shape inference does not know
+        return []  # a rank shape inference does not know
     ranks = {n.input[0]: len(infos[n.input[0]].shape.dim) for n in shapes.values()}
-    outputs = [r.input[1] for r in ranges]
     sub = helper.make_graph(
-        [n for n in proto.graph.node if n in nodes], "limits",
+        [n for n in proto.graph.node if n in nodes], "sizes",
         [helper.make_tensor_value_info(name, onnx.TensorProto.INT64, None) for name in shapes],
         [helper.make_tensor_value_info(o, infos[o].elem_type if o in infos else onnx.TensorProto.INT64, None)
          for o in outputs],
@@ -99,8 +96,19 @@ def _limit_axes(proto: Any, ranges: list[Any], consts: dict[str, Any],
                 attrs = {a.name: a.i for a in node.attribute}
                 feed[name] = np.array(dims[attrs.get("start", 0):attrs.get("end", len(dims))], np.int64)
             rounds.append((dict(zip(outputs, session.run(outputs, feed))), sizes))
-    except Exception:  # noqa: BLE001 - limits that cannot run alone change nothing (the refusal stays)
-        return {}
+    except Exception:  # noqa: BLE001 - arithmetic that cannot run alone changes nothing (the refusal stays)
+        return []
+    return rounds
+
+
+def _limit_axes(proto: Any, ranges: list[Any], consts: dict[str, Any],
+                producers: dict[str, Any]) -> dict[str, tuple[str, int]]:
+    """{Range output: (tensor, axis) whose size is the Range's length in both rounds of _made_up}."""
+    import math
+
+    import numpy as np
+
+    rounds = _made_up(proto, [r.input[1] for r in ranges], producers)
     places = {}
     for r in ranges:  # the same axis in both rounds: a length that is another axis's by chance is not taken
         start, step = (float(np.asarray(consts[i]).item()) for i in (r.input[0], r.input[2]))
@@ -112,6 +120,66 @@ def _limit_axes(proto: Any, ranges: list[Any], consts: dict[str, Any],
         if len(found) == 1 and None not in found:
             places[r.output[0]] = found.pop()
     return places
+
+
+def traced_shapes(proto: Any) -> tuple[Any, int]:
+    """(the graph with each Expand / ConstantOfShape whose shape is computed from shapes given that shape as a
+    Concat of one-axis Shapes and constants, how many); unchanged (and 0) when there is none."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from ..._onnx import opset_of, slim
+
+    graph = proto.graph
+    known = constant_names(graph)
+    producers = {o: n for n in graph.node for o in n.output}
+    position = {"Expand": 1, "ConstantOfShape": 0}
+    nodes = [n for n in graph.node if n.op_type in position and (opset_of(proto) or 0) >= 15  # Shape's start / end
+             and (t := n.input[position[n.op_type]]) not in known and shape_derived(t, producers, known)]
+    rounds = _made_up(proto, list(dict.fromkeys(n.input[position[n.op_type]] for n in nodes)), producers) \
+        if nodes else []
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    count = 0
+    for node in [n for n in out.graph.node if n in nodes] if rounds else []:
+        name = node.input[position[node.op_type]]
+        pieces = _pieces([np.asarray(values[name]).ravel().tolist() for values, _ in rounds],
+                         [sizes for _, sizes in rounds])
+        if pieces is None:
+            continue
+        parts, index = [], list(out.graph.node).index(node)
+        for k, piece in enumerate(pieces):
+            part = f"{name}__traced{count}_{k}"
+            if isinstance(piece, tuple):
+                out.graph.node.insert(index, helper.make_node("Shape", [piece[0]], [part], start=piece[1],
+                                                              end=piece[1] + 1))
+                index += 1
+            else:
+                out.graph.initializer.append(numpy_helper.from_array(np.array([piece], np.int64), part))
+            parts.append(part)
+        out.graph.node.insert(index, helper.make_node("Concat", parts, [f"{name}__traced{count}"], axis=0))
+        node.input[position[node.op_type]] = f"{name}__traced{count}"
+        count += 1
+    return (slim(out), count) if count else (proto, 0)
+
+
+def _pieces(seen: list[list[int]], sizes: list[dict[int, tuple[str, int]]]) -> list[Any] | None:
+    """Per element of a computed shape seen in each round: (tensor, axis) when it is that axis's size in every
+    round, the constant when it is the same value every time and no made-up size; None when one is neither, or
+    when every element is constant (nothing to trace)."""
+    if len({len(v) for v in seen}) != 1:
+        return None
+    pieces: list[Any] = []
+    for values in zip(*seen):
+        axes = {s.get(v) for v, s in zip(values, sizes)}
+        if len(axes) == 1 and None not in axes:
+            pieces.append(axes.pop())
+        elif len(set(values)) == 1 and axes == {None}:
+            pieces.append(int(values[0]))
+        else:
+            return None
+    return pieces if any(isinstance(p, tuple) for p in pieces) else None
 
 
 def _count(graph: Any, node: Any, place: tuple[str, int], start: Any, step: Any) -> None:
