@@ -4,6 +4,8 @@ and positions from `ops.arange(length)` were refused at an open length; each suc
 it spans. A mask expanded to a shape computed through Casts and a Concat is given that shape as one-axis Shapes."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -184,3 +186,31 @@ def test_a_computed_shape_is_traced_element_by_element_or_not_at_all():
     assert sizes._pieces([[1010, 4], [3001, 4]], rounds) is None  # another axis in the second round
     assert sizes._pieces([[1, 4], [1, 4]], rounds) is None  # constant: nothing to trace
     assert sizes._pieces([[1010, 2 * 1010], [3132, 2 * 3132]], rounds) is None  # twice an axis: no one axis
+
+
+FLIP = '''import keras
+
+
+@keras.saving.register_keras_serializable(package="flip")
+class Backwards(keras.layers.Layer):
+    def call(self, x):
+        return keras.ops.flip(x, axis=1)
+'''
+
+
+def test_a_sequence_flipped_over_its_open_length_compiles(tmp_path):
+    """`ops.flip` over an open length: tf2onnx writes a ReverseSequence whose lengths are the length expanded over
+    the batch (`Expand(Gather(Shape), Gather(Shape))`); TVM's importer failed on it ("'ShapeType' object has no
+    attribute 'shape'") until that shape was traced (and its reversal's Range counted)."""
+    import modelkit
+    from modelkit.targets.tvm.edge import onnx_to_tvm
+    from tests.helpers.user_code import keras_beside
+
+    flip, keras = keras_beside(tmp_path, "flip", FLIP)
+    x = keras.Input((None, 8), name="x")
+    keras.Model(x, keras.layers.Dense(3, name="y")(flip.Backwards()(x))).save(tmp_path / "flip.keras")
+    (r,) = modelkit.convert(tmp_path / "flip.keras", "onnx", out_dir=tmp_path, imports=[str(tmp_path / "flip.py")])
+    onnx_to_tvm(Path(r.path), tmp_path / "flip.tvm.so")
+    rng = np.random.default_rng(5)
+    _matches_onnxruntime(tmp_path / "flip.tvm.so", r.path,
+                         [{"x": rng.normal(size=(b, n, 8)).astype(np.float32)} for b, n in [(1, 1), (2, 6), (3, 33)]])
