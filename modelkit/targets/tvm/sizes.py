@@ -89,12 +89,12 @@ def _made_up(proto: Any, outputs: list[str], producers: dict[str, Any]) -> list[
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         rounds = []
         for made_up in (lambda j, a: 1000 * (j + 1) + 7 * a + 3, lambda j, a: 3001 + 1013 * j + 131 * a):
-            feed, sizes = {}, {}
-            for j, (name, node) in enumerate(shapes.items()):
-                dims = [made_up(j, a) for a in range(ranks[node.input[0]])]
-                sizes.update({d: (node.input[0], a) for a, d in enumerate(dims)})
-                attrs = {a.name: a.i for a in node.attribute}
-                feed[name] = np.array(dims[attrs.get("start", 0):attrs.get("end", len(dims))], np.int64)
+            dims = {t: [made_up(j, a) for a in range(r)] for j, (t, r) in enumerate(ranks.items())}  # per tensor:
+            sizes = {d: (t, a) for t, ds in dims.items() for a, d in enumerate(ds)}  # two Shapes of it agree
+            feed = {}
+            for name, node in shapes.items():
+                attrs, whole = {a.name: a.i for a in node.attribute}, dims[node.input[0]]
+                feed[name] = np.array(whole[attrs.get("start", 0):attrs.get("end", len(whole))], np.int64)
             rounds.append((dict(zip(outputs, session.run(outputs, feed))), sizes))
     except Exception:  # noqa: BLE001 - arithmetic that cannot run alone changes nothing (the refusal stays)
         return []
