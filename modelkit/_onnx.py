@@ -27,3 +27,13 @@ def onnxslim_version() -> str:
 def opset_of(proto: Any) -> int | None:
     """The default-domain opset a model imports (None when it imports none)."""
     return next((int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def constant_values(graph: Any) -> dict[str, Any]:
+    """{name: numpy value} of a graph's initializers and Constant nodes (those with a `value` tensor)."""
+    from onnx import numpy_helper
+
+    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    values.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
+                   if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    return values

@@ -38,14 +38,13 @@ def stft_as_conv(proto: Any) -> tuple[Any, int]:
     import onnx
     from onnx import helper, numpy_helper
 
+    from .._onnx import constant_values
+
     if not has_stft(proto):
         return proto, 0
     inferred = onnx.shape_inference.infer_shapes(proto)
     shapes = {v.name: v.type.tensor_type for v in (*inferred.graph.value_info, *inferred.graph.input)}
-    consts = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
-    for n in proto.graph.node:
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    consts = constant_values(proto.graph)
     nodes, added, done = [], [], 0
     for node in proto.graph.node:
         kernel = _kernel(node, shapes, consts) if node.op_type == "STFT" else None

@@ -18,15 +18,12 @@ MAX_STEPS = 512  # copies of a body; beyond this, compile time and library size 
 
 def unroll_loops(proto: Any) -> tuple[Any, list[int]]:
     """(the graph with every unrollable top-level Loop unrolled, the trip counts unrolled)."""
-    from onnx import numpy_helper
+    from ..._onnx import constant_values
 
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
 
     graph = proto.graph
-    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    consts = constant_values(graph)
     done: list[int] = []
     nodes: list[Any] = []
     added: list[Any] = []

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..._onnx import constant_values, opset_of, slim
 from .reshapes import constant_names, shape_derived
 
 
@@ -28,13 +29,10 @@ def counted_ranges(proto: Any) -> tuple[Any, int]:
     """(the graph with each Range over an axis's length written as a CumSum of ones, how many); unchanged (and
     0) when there is none or onnxruntime cannot evaluate the limits."""
     import onnx
-    from onnx import numpy_helper
 
     graph = proto.graph
     known = constant_names(graph)
-    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
-                   if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    consts = constant_values(graph)
     producers = {o: n for n in graph.node for o in n.output}
     ranges = [n for n in graph.node if n.op_type == "Range" and n.input[0] in consts and n.input[2] in consts
               and n.input[1] not in known and shape_derived(n.input[1], producers, known)]
@@ -46,8 +44,6 @@ def counted_ranges(proto: Any) -> tuple[Any, int]:
     for node in list(out.graph.node):
         if node.op_type == "Range" and node.output[0] in places:
             _count(out.graph, node, places[node.output[0]], consts[node.input[0]], consts[node.input[2]])
-    from ..._onnx import slim
-
     return slim(out), len(places)  # onnxslim drops the length arithmetic no node reads now
 
 
@@ -77,7 +73,7 @@ def _made_up(proto: Any, outputs: list[str], producers: dict[str, Any]) -> list[
         return []  # a rank shape inference does not know
     ranks = {n.input[0]: len(infos[n.input[0]].shape.dim) for n in shapes.values()}
     sub = helper.make_graph(
-        [n for n in proto.graph.node if n in nodes], "sizes",
+        [n for n in proto.graph.node if id(n) in {id(m) for m in nodes}], "sizes",  # in the graph's order
         [helper.make_tensor_value_info(name, onnx.TensorProto.INT64, None) for name in shapes],
         [helper.make_tensor_value_info(o, infos[o].elem_type if o in infos else onnx.TensorProto.INT64, None)
          for o in outputs],
@@ -129,20 +125,19 @@ def traced_shapes(proto: Any) -> tuple[Any, int]:
     import onnx
     from onnx import helper, numpy_helper
 
-    from ..._onnx import opset_of, slim
-
-    graph = proto.graph
-    known = constant_names(graph)
-    producers = {o: n for n in graph.node for o in n.output}
-    position = {"Expand": 1, "ConstantOfShape": 0}
-    nodes = [n for n in graph.node if n.op_type in position and (opset_of(proto) or 0) >= 15  # Shape's start / end
-             and (t := n.input[position[n.op_type]]) not in known and shape_derived(t, producers, known)]
-    rounds = _made_up(proto, list(dict.fromkeys(n.input[position[n.op_type]] for n in nodes)), producers) \
-        if nodes else []
+    if (opset_of(proto) or 0) < 15:  # Shape's start / end
+        return proto, 0
     out = onnx.ModelProto()
     out.CopyFrom(proto)
+    known = constant_names(out.graph)
+    producers = {o: n for n in out.graph.node for o in n.output}
+    position = {"Expand": 1, "ConstantOfShape": 0}
+    nodes = [n for n in out.graph.node if n.op_type in position
+             and (t := n.input[position[n.op_type]]) not in known and shape_derived(t, producers, known)]
+    rounds = _made_up(out, list(dict.fromkeys(n.input[position[n.op_type]] for n in nodes)), producers) \
+        if nodes else []
     count = 0
-    for node in [n for n in out.graph.node if n in nodes] if rounds else []:
+    for node in nodes if rounds else []:
         name = node.input[position[node.op_type]]
         pieces = _pieces([np.asarray(values[name]).ravel().tolist() for values, _ in rounds],
                          [sizes for _, sizes in rounds])

@@ -28,13 +28,11 @@ def constant_slices(proto: Any) -> tuple[Any, int]:
     import onnx
     from onnx import numpy_helper
 
-    from ..._onnx import slim
+    from ..._onnx import constant_values, slim
     from .reshapes import probe_values, shape_derived
 
     graph = proto.graph
-    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
-                   if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    consts = constant_values(graph)
     producers = {o: n for n in graph.node for o in n.output}
 
     def from_shapes(*names: str) -> bool:  # a bound computed from the data's values is left (reshapes.py)
