@@ -57,14 +57,15 @@ def convert(source: Any, to: Any, out_dir: Any = None, force: bool = False, veri
             eval_data: Any = None, max_accuracy_drop: float | None = None, opset: int | None = None,
             data: Any = None, input_spec: Any = None, route: str | None = None, trust_unsafe_code: bool = False,
             timeout: float | None = None, imports: Any = None, options: dict[str, Any] | None = None,
-            verbose: bool = True, max_batch: int | None = None) -> list[Any]:
+            verbose: bool = True, max_batch: int | None = None, max_length: int | None = None) -> list[Any]:
     """Convert a model to one or more formats, verifying each hop; one ConversionResult per artifact.
 
     The parameters are the `modelkit convert` flags: `to` ("onnx", "tflite,onnx" or "all"), `out_dir`
     (default: beside the source), `force`, `verify`, `atol`, `quantize` ("fp16", "dynamic-int8", "int8") with
     `calibration_data`, `eval_data` (.npz) and `max_accuracy_drop`, `opset`, `data` (.npz to verify on),
     `input_spec` (["x:?,8:float32"] for a subclassed model), `route` ("torch"), `max_batch` (executorch: the
-    largest batch its program plans memory for, 7..4096, default 64), `imports` (modules that
+    largest batch its program plans memory for, 7..4096, default 64), `max_length` (executorch: the largest size of
+    its other open dimensions, a sequence length, 16..65536, default 128), `imports` (modules that
     register custom layers). With several formats, one that fails does not stop the others: the error
     raised at the end names each failed format and carries `.results`, the artifacts written. Details:
     modelkit.converters.convert. `verbose=False` silences the progress (the per-hop lines on stderr, and on a
@@ -77,13 +78,15 @@ def convert(source: Any, to: Any, out_dir: Any = None, force: bool = False, veri
     from .converters import convert as _convert
 
     _use(imports)
-    if max_batch is not None:  # checked here, before any child starts
-        from .converters.keras_executorch import check_max_batch
+    if max_batch is not None or max_length is not None:  # checked here, before any child starts
+        from .converters.keras_executorch import check_max_batch, check_max_length
 
-        max_batch = check_max_batch(max_batch)
+        max_batch = None if max_batch is None else check_max_batch(max_batch)
+        max_length = None if max_length is None else check_max_length(max_length)
     opts = dict(options or {})
     given = {"quantize": quantize, "calibration_data": calibration_data, "eval_data": eval_data,
-             "max_accuracy_drop": max_accuracy_drop, "opset": opset, "route": route, "max_batch": max_batch}
+             "max_accuracy_drop": max_accuracy_drop, "opset": opset, "route": route, "max_batch": max_batch,
+             "max_length": max_length}
     opts.update({k: v for k, v in given.items() if v is not None})
     with verbosity(verbose):
         return _convert(source, to, out_dir=out_dir, force=force, verify=verify, options=opts,

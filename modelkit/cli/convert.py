@@ -56,6 +56,9 @@ from ._common import check_outputs, echo_json, human_size, import_option, table
 @click.option("--max-batch", "max_batch", default=None, metavar="N",
               help="executorch: the largest batch the program plans memory for (7..4096, default 64; the engine "
                    "runs a larger batch in slices).")
+@click.option("--max-length", "max_length", default=None, metavar="N",
+              help="executorch: the largest size of every open dimension other than the batch (a sequence length, "
+                   "an image side) that the program plans memory for (16..65536, default 128).")
 @click.option("--trust-unsafe-code", is_flag=True,
               help="UNSAFE: load .keras files with Keras safe mode off (runs code stored in the file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
@@ -63,7 +66,7 @@ from ._common import check_outputs, echo_json, human_size, import_option, table
 def command(source: str, to: str, out_dir: str | None, force: bool, no_verify: bool, atol: float | None,
             opset: int | None, quantize: str | None, calibration_data: str | None, eval_data: str | None,
             max_accuracy_drop: float | None, data: str | None, input_spec: tuple[str, ...], route: str | None,
-            max_batch: str | None, trust_unsafe_code: bool, as_json: bool) -> None:
+            max_batch: str | None, max_length: str | None, trust_unsafe_code: bool, as_json: bool) -> None:
     """Convert SOURCE to other formats, verifying every hop against its source.
 
     \b
@@ -76,6 +79,7 @@ def command(source: str, to: str, out_dir: str | None, force: bool, no_verify: b
       modelkit convert tagger.keras --to tflite --input-spec frames:?,40,6   # unroll an RNN at length 40
       modelkit convert net.keras --to onnx --route torch
       modelkit convert cnn.keras --to executorch --max-batch 16
+      modelkit convert gpt.keras --to executorch --max-length 256   # token sequences of 1..256
 
     Each artifact gets a manifest beside it (<artifact>.modelkit.json) with its signature, the chain
     of converters and the parity report. A hop whose outputs differ from its source beyond the edge's
@@ -90,14 +94,15 @@ def command(source: str, to: str, out_dir: str | None, force: bool, no_verify: b
     from .. import convert  # the public function: the flags are its parameters
 
     check_outputs(out_dir)
-    batch = None if max_batch is None else _max_batch(max_batch, to)
+    batch = None if max_batch is None else _executorch_bound(max_batch, to, "--max-batch")
+    length = None if max_length is None else _executorch_bound(max_length, to, "--max-length")
     _warn_unused_quantize_flags(quantize, calibration_data, eval_data, max_accuracy_drop)
     try:
         results = convert(source, to, out_dir=out_dir, force=force, verify=not no_verify, atol=atol,
                           quantize=quantize, calibration_data=calibration_data, eval_data=eval_data,
                           max_accuracy_drop=max_accuracy_drop, opset=opset, data=data,
                           input_spec=list(input_spec) or None, route=route, trust_unsafe_code=trust_unsafe_code,
-                          max_batch=batch)
+                          max_batch=batch, max_length=length)
     except ModelkitError as exc:  # some formats of several failed: show what was written, then the error line
         if getattr(exc, "results", None) is not None:
             _show(exc.results, as_json, exc.failures)
@@ -116,16 +121,17 @@ def _warn_unused_quantize_flags(quantize: str | None, calibration_data: str | No
                    "each hop is judged by parity (--data: the samples to verify on)", err=True)
 
 
-def _max_batch(value: str, to: str) -> int:
-    """--max-batch checked before any work: an integer in the executorch edge's range, and executorch asked for."""
-    from ..converters.keras_executorch import check_max_batch
+def _executorch_bound(value: str, to: str, flag: str) -> int:
+    """--max-batch / --max-length checked before any work: an integer in the executorch edge's range, and executorch
+    asked for."""
+    from ..converters.keras_executorch import check_max_batch, check_max_length
     from ..errors import UnsupportedConversionError
     from ..formats import Format
 
     names = [t.strip() for t in to.split(",") if t.strip()]
     if "all" not in names and Format.EXECUTORCH not in {Format.parse(t) for t in names}:
-        raise UnsupportedConversionError(f"--max-batch applies to --to executorch only (asked: {to})")
-    return check_max_batch(value)
+        raise UnsupportedConversionError(f"{flag} applies to --to executorch only (asked: {to})")
+    return check_max_batch(value) if flag == "--max-batch" else check_max_length(value)
 
 
 def _show(results: list[Any], as_json: bool, failures: dict[str, str]) -> None:

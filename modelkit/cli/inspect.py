@@ -88,6 +88,15 @@ def command(artifact: str, trust_unsafe_code: bool, as_json: bool) -> None:
         planned = ((m.get("chain") or [{}])[-1].get("options") or {}).get("max_batch")
         if info["format"] == "executorch" and planned:  # the signature says '?' for the batch: how far it goes
             click.echo(f"batch: 1..{planned} planned in the program (--max-batch); a larger one runs in slices")
+            for name, axes in ((m.get("extra") or {}).get("dynamic_dims") or {}).items():
+                for axis, entry in axes.items():
+                    accepts = entry.get("accepts") if axis != "0" else None
+                    if accepts:
+                        click.echo(f"input '{name}' dimension {axis}: {accepts[0]}..{accepts[1]} planned in the "
+                                   "program (--max-length)")
+            planned_bytes = (m.get("extra") or {}).get("planned_memory_bytes")
+            if planned_bytes:
+                click.echo(f"memory: {planned_bytes / 2**20:.1f} MiB planned for the largest sizes, allocated at load")
         parity = m.get("parity")
         accuracy = (m.get("extra") or {}).get("accuracy")
         if m.get("quantization") and m["quantization"] != "none":

@@ -41,19 +41,40 @@ def fixed_axes(reference_sig: Signature, candidate_sig: Signature) -> Sizes:
     return out
 
 
-def size_plans(reference_sig: Signature, candidate_sig: Signature) -> list[Sizes]:
-    """Candidate sizes per case, primary first then fallbacks; [{}] when no axis is open."""
+def size_plans(reference_sig: Signature, candidate_sig: Signature,
+               bounds: Mapping[int, tuple[int, int]] | None = None) -> list[Sizes]:
+    """Candidate sizes per case, primary first then fallbacks; [{}] when no axis is open. `bounds` (axis -> the
+    smallest and largest size a candidate takes: an ExecuTorch program plans memory up to a maximum) leaves out a
+    tier's sizes past the largest, so the rotation still gives every axis several sizes the candidate can run
+    (sizes below the smallest stay: where the model itself cannot run there, the record says so)."""
     axes = open_axes(reference_sig)
     if not axes:
         return [{}]
     fixed = fixed_axes(reference_sig, candidate_sig)
     plans: list[Sizes] = []
     for tier in (DYNAMIC_SIZES, FALLBACK_SIZES, ALIGNED_SIZES):
-        for j in range(len(tier)):
-            sizes = {a: fixed.get(a, tier[(j + k) % len(tier)]) for k, a in enumerate(axes)}
+        per_axis = {a: _within(tier, (bounds or {}).get(a)) for a in axes}
+        for j in range(max(len(v) for v in per_axis.values())):
+            sizes = {a: fixed.get(a, per_axis[a][(j + k) % len(per_axis[a])]) for k, a in enumerate(axes)}
             if sizes not in plans:
                 plans.append(sizes)
     return plans
+
+
+def _within(tier: tuple[int, ...], bounds: tuple[int, int] | None) -> tuple[int, ...]:
+    """The tier's sizes up to the largest of `bounds`; the whole tier where none is (its cases are then skipped,
+    recorded)."""
+    kept = tuple(v for v in tier if bounds is None or v <= bounds[1])
+    return kept or tier
+
+
+def axis_bounds(dim_ranges: Mapping[tuple[str, int], tuple[int, int]] | None) -> dict[int, tuple[int, int]]:
+    """{(input, axis): (min, max)} of a candidate as axis -> the range every input takes there."""
+    out: dict[int, tuple[int, int]] = {}
+    for (_, axis), (lo, hi) in (dim_ranges or {}).items():
+        was = out.get(axis, (lo, hi))
+        out[axis] = (max(lo, was[0]), min(hi, was[1]))
+    return out
 
 
 def case_signature(sig: Signature, sizes: Sizes) -> Signature:

@@ -30,6 +30,7 @@ KEEP_DYNAMIC = "onnx, saved_model"
 # size, its half and its quarter, which a program's guards may test (a "same" padding's parity, nc75)
 CHECK_LENGTHS = (1, 13, 14, 15, 16)
 Ranges = dict[tuple[str, int], list[int | None] | None]  # (input, axis) -> [min, max or None]; None: fixed
+Bounds = tuple[int, int]  # the largest batch, the largest size of every other open dim (executorch plans for them)
 
 
 ALIGNED_EXAMPLE = 32  # a model that runs only at multiples of a stride is traced at 64, 96, ... (fit_examples)
@@ -76,13 +77,14 @@ def shape_at(spec: Any, batch: int, size: int | None = None) -> tuple[int, ...]:
                  for i, d in enumerate(spec.shape))
 
 
-def export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str,
-           fmt: str = "pt2") -> tuple[Any, dict[tuple[str, int], list[int | None] | None]]:
+def export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str, fmt: str = "pt2",
+           bounds: Bounds | None = None) -> tuple[Any, dict[tuple[str, int], list[int | None] | None]]:
     """torch.export of `module` with every open dimension dynamic, checked against the eager model at other
     batches and sizes (checked()); the program and the ranges() it accepts. Typed errors where torch cannot,
-    naming the format `fmt` the program is made for."""
+    naming the format `fmt` the program is made for. `bounds` (largest batch, largest other open size): the
+    upper ends of the ranges, for a program that plans memory ahead (executorch); default none."""
     with symbolic_sizes():
-        program, accepted = _export(module, sig, example, src_name, fmt)
+        program, accepted = _export(module, sig, example, src_name, fmt, bounds)
     return program, accepted if accepted is not None else checked(program, module, sig, fmt)
 
 
@@ -139,13 +141,15 @@ def symbolic_sizes() -> Iterator[None]:
         yield
 
 
-def _export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str, fmt: str) -> tuple[Any, Any]:
+def _export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str, fmt: str,
+            bounds: Bounds | None) -> tuple[Any, Any]:
     """The program, with its checked() ranges where a size-oblivious attempt was checked already (else None)."""
     import torch
 
     with watch(module, sig) as seen:
         try:
-            return torch.export.export(module, example, dynamic_shapes=(_dims(sig, auto=False),), strict=False), None
+            return torch.export.export(module, example, dynamic_shapes=(_dims(sig, auto=False, bounds=bounds),),
+                                          strict=False), None
         except (RuntimeError, TypeError, ValueError) as exc:  # torch's UserError is a RuntimeError
             first = exc
     if not open_axes(sig):
@@ -158,7 +162,7 @@ def _export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str
         with watch(module, sig) as seen, _size_oblivious(oblivious):
             try:
                 program = torch.export.export(module, example, strict=False,
-                                              dynamic_shapes=(_dims(sig, auto=True, smallest=smallest),))
+                                              dynamic_shapes=(_dims(sig, auto=True, smallest=smallest, bounds=bounds),))
             except (RuntimeError, TypeError, ValueError) as exc:
                 if not oblivious:
                     # a layer that made an open dim a constant: named (nc79: a generic RNN's Python loop over
@@ -304,6 +308,8 @@ def refusal(fmt: str, what: str, name: str, axis: int, layer: str | None, size: 
     if fmt == "pt2" and layer and re.search(r"\((LSTM|GRU|Bidirectional)\)", layer):
         keep += ("; an LSTM / GRU with tanh / sigmoid gates and a bias (a GRU with reset_after=True) would run at "
                  "any length in pt2 and torchscript")
+    if fmt == "executorch":  # its recurrent layers run unrolled: over the length they were traced at
+        keep += "; or fix the size when converting (--input-spec) for executorch"
     if fmt.startswith("onnx"):  # the torch route (OpenVINO's for a recurrent model): tf2onnx's keeps the length
         keep = ("onnx by its default route (tf2onnx), saved_model; or fix the length when converting "
                 "(--input-spec) for this route and OpenVINO")
@@ -341,11 +347,12 @@ def find_fixing_layers(module: Any, sig: Signature) -> dict[tuple[str, int], str
     return dict(seen)
 
 
-def _dims(sig: Signature, auto: bool, smallest: int = 1) -> tuple[Any, ...]:
+def _dims(sig: Signature, auto: bool, smallest: int = 1, bounds: Bounds | None = None) -> tuple[Any, ...]:
     """dynamic_shapes for forward(*args): one entry per input, a {axis: Dim} for its open dims (open non-batch dims
-    from `smallest`)."""
+    from `smallest`; up to `bounds`, where given)."""
     from torch.export import Dim
 
+    top_batch, top = bounds if bounds is not None else (None, None)
     out = []
     for spec in sig.inputs:
         d: dict[int, Any] = {}
@@ -353,9 +360,10 @@ def _dims(sig: Signature, auto: bool, smallest: int = 1) -> tuple[Any, ...]:
             if size is not None:
                 continue
             if axis == 0:
-                d[axis] = Dim("batch", min=1)
+                d[axis] = Dim("batch", min=1, max=top_batch)
             else:
-                d[axis] = Dim.AUTO(min=smallest) if auto else Dim(_ident(f"{spec.name}_{axis}"), min=smallest)
+                name = ident(f"{spec.name}_{axis}")
+                d[axis] = Dim.AUTO(min=smallest, max=top) if auto else Dim(name, min=smallest, max=top)
         out.append(d or None)
     return tuple(out)
 
@@ -377,6 +385,6 @@ def _inputs(sig: Signature, batch: int, size: int | None = None, seed: int = 0) 
     return tuple(out)
 
 
-def _ident(name: str) -> str:
+def ident(name: str) -> str:
     text = re.sub(r"\W", "_", name)
     return text if text[:1].isalpha() or text[:1] == "_" else f"d_{text}"

@@ -5,14 +5,16 @@ the same wrapping and example inputs), then `to_edge_transform_and_lower(..., Xn
 `.to_executorch()`; the program's `.buffer` is the .pte file. Three things differ from .pt2:
 
 - ExecuTorch plans every tensor's memory ahead of time, so the batch is dynamic only up to a maximum
-  (`max_batch`, default 64), recorded in the manifest (`dim_ranges`) and inside the program. Other open
-  dimensions (a sequence length) are refused: the formats that keep them open are named.
+  (`max_batch`, default 64) and every other open dimension (a sequence length, an image side) up to `max_length`
+  (default 128), recorded in the manifest (`dim_ranges`) and inside the program (modelkit.converters.
+  _executorch_dims). A layer that fixes such a dimension (a recurrent layer runs unrolled) is refused, naming it.
 - Keras' torch backend makes its convolution kernels `contiguous(memory_format=channels_last)`, a layout-only
   copy that ExecuTorch's portable kernels reject at run time (and that keeps XNNPACK from taking the
   convolution); the copies are dropped from the graph (torch semantics do not depend on layout), and constants
   are folded so every convolution and matmul is delegated to XNNPACK.
 - A .pte has no tensor names: the Signature travels inside it as a constant method `modelkit_signature`
-  (its JSON as uint8 bytes), and the maximum batch as `modelkit_max_batch`, so the engine
+  (its JSON as uint8 bytes), the maximum batch as `modelkit_max_batch` and the other open dimensions' ranges as
+  `modelkit_dim_ranges`, so the engine
   (modelkit.runtime.executorch) needs neither Keras nor the manifest.
 
 Quantization (option `quantize`): none (float32), int8 (pt2e with XNNPACKQuantizer: symmetric int8, per-channel
@@ -27,8 +29,8 @@ from typing import Any, Iterator
 
 from ..errors import ConversionError, UnsupportedConversionError, first_line
 from ..formats import Format
-from ..keras_io.inputs import input_spec_text
-from ..runtime.executorch import MAX_BATCH_METHOD, SIGNATURE_METHOD  # read back by the engine
+from ..runtime.executorch import DIM_RANGES_METHOD, MAX_BATCH_METHOD, SIGNATURE_METHOD  # read back by the engine
+from ._executorch_dims import bounded_export, bounded_shapes, planned_bytes
 from ._torch_export_ops import executorch_ops
 from ._unroll import unrolled_rnn
 from .registry import Tolerance, converter
@@ -39,64 +41,60 @@ TOLERANCE = Tolerance(atol=1e-4, min_cosine=0.9999)
 MAX_BATCH = 64  # memory is planned for this batch: the engine allocates it once, at load
 MIN_MAX_BATCH = 7  # verification runs batches 1 and 7
 MAX_MAX_BATCH = 4096  # a plan for more rows than this is memory the engine would hold from load on, mostly unused
+MAX_LENGTH = 128  # every other open dimension's largest size: a plan of max_batch x max_length positions
+MIN_MAX_LENGTH = 16  # verification runs open dimensions at sizes up to 16
+MAX_MAX_LENGTH = 65536  # a second of 48 kHz audio and then some; memory grows with it
 
 
 def check_max_batch(value: Any) -> int:
     """`max_batch` (`modelkit convert --max-batch N`) as an int in MIN_MAX_BATCH..MAX_MAX_BATCH, else
     UnsupportedConversionError naming the range."""
+    return _bounded(value, "max_batch", "largest batch", MIN_MAX_BATCH, "verification runs batches 1 and 7",
+                    MAX_MAX_BATCH, MAX_BATCH)
+
+
+def check_max_length(value: Any) -> int:
+    """`max_length` (`modelkit convert --max-length N`): the largest size of every open dimension but the batch, an
+    int in MIN_MAX_LENGTH..MAX_MAX_LENGTH, else UnsupportedConversionError naming the range."""
+    return _bounded(value, "max_length", "largest size of an open dimension other than the batch", MIN_MAX_LENGTH,
+                    "verification runs sizes up to 16", MAX_MAX_LENGTH, MAX_LENGTH)
+
+
+def _bounded(value: Any, name: str, what: str, low: int, why_low: str, high: int, default: int) -> int:
     try:
         n = int(str(value).strip()) if not isinstance(value, (bool, float)) else None
     except ValueError:
         n = None
-    if n is None or not MIN_MAX_BATCH <= n <= MAX_MAX_BATCH:
+    if n is None or not low <= n <= high:
         raise UnsupportedConversionError(
-            f"max_batch={value!r}: the executorch program's largest batch must be an integer from {MIN_MAX_BATCH} "
-            f"(verification runs batches 1 and 7) to {MAX_MAX_BATCH} (memory is planned for it at load); "
-            f"default {MAX_BATCH}")
+            f"{name}={value!r}: the executorch program's {what} must be an integer from {low} ({why_low}) to "
+            f"{high} (memory is planned for it at load); default {default}")
     return n
 
 
 @converter(Format.KERAS, Format.EXECUTORCH, backend="torch", tolerance=TOLERANCE,
-           options={"max_batch": MAX_BATCH, "quantize": "none", "calibration_data": None})
+           options={"max_batch": MAX_BATCH, "max_length": MAX_LENGTH, "quantize": "none", "calibration_data": None})
 def keras_to_executorch(src: Path, dest: Path, trust_unsafe_code: bool = False, max_batch: int = MAX_BATCH,
-                        quantize: str = "none", calibration_data: str | None = None) -> dict[str, Any]:
-    import torch
-
+                        max_length: int = MAX_LENGTH, quantize: str = "none",
+                        calibration_data: str | None = None) -> dict[str, Any]:
     from .. import manifest as _manifest
     from .._require import require
     from ..runtime.executorch import quiet_loggers
-    from . import _torch_dims
     from . import quantize as q
-    from ._torch_module import check_batches, example_inputs, load_wrapped, signature_json
-    from ._torch_watch import watch
+    from ._torch_module import load_wrapped, signature_json
 
     quiet_loggers()
     require("executorch.exir", "executorch", "ExecuTorch")
     mode = q.check_mode(quantize, Format.EXECUTORCH)
-    max_batch = check_max_batch(max_batch)
+    max_batch, max_length = check_max_batch(max_batch), check_max_length(max_length)
     module, sig = load_wrapped(src, trust_unsafe_code)
-    opened = _torch_dims.open_axes(sig)
-    if opened:
-        name, axis = opened[0]
-        fixed = input_spec_text(next(s for s in sig.inputs if s.name == name), fill=64)
-        raise UnsupportedConversionError(
-            f"input '{name}' has an open dimension {axis}: ExecuTorch plans memory ahead of time and modelkit's "
-            f"executorch edge keeps only the batch open (up to max_batch); fix the size when converting, e.g. "
-            f"--input-spec {fixed}, or convert to pt2, {_torch_dims.KEEP_DYNAMIC}, which keep it open")
-    batch = torch.export.Dim("batch", min=1, max=max_batch)
-    shapes = tuple({0: batch} if s.shape and s.shape[0] is None else None for s in sig.inputs)
-    try:
-        with watch(module, sig) as seen, _torch_dims.symbolic_sizes(), executorch_ops(), unrolled_rnn(fused=False):
-            program = torch.export.export(module, example_inputs(sig), dynamic_shapes=(shapes,), strict=False)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise ConversionError(f"torch.export could not export {Path(src).name} with a batch of 1..{max_batch}: "
-                              f"{first_line(exc)}{_torch_dims.batch_fixed_by(seen)}") from exc
-    check_batches(program.module(), module, sig, "the exported program")
+    program, accepted = bounded_export(module, sig, Path(src).name, max_batch, max_length)
     calibration = None
     if mode == "int8":
         calibration = q.calibration_inputs(_manifest.read(src), sig, calibration_data)
-        program = _quantized(program, sig, calibration, shapes, Path(src).name)
-    buffer = _lower(program, signature_json(sig), max_batch, Path(src).name, fold=mode == "none")
+        program = _quantized(program, sig, calibration, bounded_shapes(sig, accepted), Path(src).name)
+    buffer, planned = _lower(program, sig, signature_json(sig), accepted, max_batch, Path(src).name,
+                             fold=mode == "none")
     Path(dest).write_bytes(buffer)  # dest lies in the hop's .partial folder, renamed when the hop is done
     import executorch.version as et_version
 
@@ -104,8 +102,9 @@ def keras_to_executorch(src: Path, dest: Path, trust_unsafe_code: bool = False, 
 
     out: dict[str, Any] = {
         "versions": {**versions(), "executorch": et_version.__version__},
-        "dim_ranges": {f"{s.name}:0": [1, max_batch] for s in sig.inputs if s.shape and s.shape[0] is None},
-        "backend_delegate": "XnnpackBackend", "quantization": mode}
+        "dim_ranges": {f"{n}:{a}": r for (n, a), r in accepted.items()},
+        "backend_delegate": "XnnpackBackend", "quantization": mode,
+        "extra": {"planned_memory_bytes": planned}}  # what the engine allocates at load, for the largest sizes
     if calibration is not None:  # XNNPACKQuantizer: symmetric int8, per-channel weights (pt2e)
         out["calibration"] = {"samples": len(next(iter(calibration.values()))),
                               "data": calibration_data or "training split (source manifest)"}
@@ -214,22 +213,30 @@ def _pads_share_quantization(annotate: Any) -> Any:
     return annotate_pads
 
 
-def _lower(program: Any, signature: str, max_batch: int, src_name: str, fold: bool = True) -> bytes:
-    import torch
+def _lower(program: Any, sig: Any, signature: str, accepted: dict[Any, Any], max_batch: int, src_name: str,
+           fold: bool = True) -> tuple[bytes, int]:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
     from torch._export.verifier import SpecViolationError  # an op outside the Core ATen set ExecuTorch lowers
 
+    from ._executorch_dims import partitioner_configs, prim_sym_ops, ranges_json, set_bounds
+
     if fold:  # a quantized program is folded before quantization: folding again would float its int8 weights
         program = _folded(program)
-    constants = {SIGNATURE_METHOD: torch.tensor(list(signature.encode()), dtype=torch.uint8),
-                 MAX_BATCH_METHOD: max_batch}
+    prim_sym_ops(program)
+    if not fold:  # int8: the out variants of (de)quantize ops left outside XNNPACK, run by the portable runtime
+        import executorch.kernels.quantized  # noqa: F401
+    constants = {SIGNATURE_METHOD: _bytes(signature), MAX_BATCH_METHOD: max_batch}
+    ranges = ranges_json(sig, accepted)
+    if ranges != "{}":  # open dims other than the batch: the engine refuses sizes past them
+        constants[DIM_RANGES_METHOD] = _bytes(ranges)
     try:
         with _softmax_in_logical_layout():
-            edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
+            edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner(configs=partitioner_configs())],
                                                constant_methods=constants)
-        _bound_batch(edge.exported_program(), max_batch)
-        return bytes(edge.to_executorch().buffer)
+        set_bounds(edge.exported_program(), sig, accepted, max_batch)
+        made = edge.to_executorch()
+        return bytes(made.buffer), planned_bytes(made.executorch_program)
     except (RuntimeError, TypeError, ValueError, AssertionError, KeyError, NotImplementedError,
             SpecViolationError) as exc:
         raise ConversionError(f"ExecuTorch could not lower {src_name}: {first_line(exc)}") from exc
@@ -344,18 +351,8 @@ def _contiguous_constants(program: Any) -> Any:
     return program
 
 
-def _bound_batch(program: Any, max_batch: int) -> None:
-    """to_edge re-traces the program and loses the batch's upper bound (its shape environment falls back to a
-    guess from the example batch: 15 for 3), and memory planning sizes every tensor from that bound; set it back."""
-    import torch
-    from torch.utils._sympy.value_ranges import ValueRanges
 
-    for node in program.graph.nodes:
-        if node.op != "placeholder":
-            continue
-        val = node.meta.get("val")
-        dims = getattr(val, "shape", ())
-        if dims and isinstance(dims[0], torch.SymInt):
-            env, expr = dims[0].node.shape_env, dims[0].node.expr
-            if getattr(expr, "is_symbol", False):
-                env.var_to_range[expr] = ValueRanges(1, max_batch)
+def _bytes(text: str) -> Any:
+    import torch
+
+    return torch.tensor(list(text.encode()), dtype=torch.uint8)

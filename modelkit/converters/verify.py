@@ -69,7 +69,8 @@ def compare_models(reference: Any, candidate: Any, tolerance: Tolerance, batch_s
     fixed = fixed_batch(sig, candidate.signature)
     if fixed is not None:  # e.g. a TVM library tuned at batch 1: compare at its batch, as many cases
         batch_sizes = tuple(fixed for _ in batch_sizes)
-    plans: list[dict[int, int] | None] = list(_shapes.size_plans(sig, candidate.signature))
+    bounds = _shapes.axis_bounds(getattr(candidate, "dim_ranges", None))  # an ExecuTorch program's planned sizes
+    plans: list[dict[int, int] | None] = list(_shapes.size_plans(sig, candidate.signature, bounds))
     dynamic = bool(_shapes.open_axes(sig))
     if dynamic and _shapes.data_covers_open_dims(sig, data):
         plans.insert(0, None)  # the real samples at their own length first, then seeded inputs at every size

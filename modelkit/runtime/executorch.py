@@ -3,15 +3,17 @@
 `Runtime.get().load_program(path).load_method("forward")`, inputs passed in the Signature's order. A .pte has no
 tensor names: the Signature is read from the program's constant method `modelkit_signature` (written by
 modelkit.converters.keras_executorch), else from the manifest beside it. ExecuTorch plans memory for a maximum
-batch (`modelkit_max_batch`); a larger batch runs in slices of that size, concatenated. The program
-is verified by the runtime as it loads (flatbuffer and internal consistency), so a damaged file is a LoadError;
-the value indices the runtime trusts (one past its plan aborts the process at execute) are checked before it
+batch (`modelkit_max_batch`); a larger batch runs in slices of that size, concatenated. Other open dimensions have a
+range (`modelkit_dim_ranges`): a size outside it is a ShapeError (the runtime would fail resizing past its plan).
+The program is verified by the runtime as it loads (flatbuffer and internal consistency), so a damaged file is a
+LoadError; the value indices the runtime trusts (one past its plan aborts the process at execute) are checked before it
 (modelkit.safety.executorch).
 CPU only. The runtime's own diagnostics (cpuinfo probes, kernel check failures) are kept off the terminal; the
 error it returns is turned into one typed line.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -28,19 +30,28 @@ from .memory import guard_load
 from .torchscript import resolve_signature
 
 SIGNATURE_METHOD, MAX_BATCH_METHOD = "modelkit_signature", "modelkit_max_batch"  # the edge writes them
+DIM_RANGES_METHOD = "modelkit_dim_ranges"  # {"input:axis": [min, max]} of the open dims other than the batch
 
 
 class ExecuTorchModel(Model):
     format = Format.EXECUTORCH
     engine = "executorch"
 
-    def __init__(self, path: Path, method: Any, signature: Signature, max_batch: int | None):
+    def __init__(self, path: Path, method: Any, signature: Signature, max_batch: int | None,
+                 dim_ranges: dict[tuple[str, int], tuple[int, int]] | None = None):
         super().__init__(path, signature)
         self.method = method
         self.max_batch = max_batch
+        self.dim_ranges = dim_ranges or {}  # (input, axis) -> (min, max): the sizes memory was planned for
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = self.signature.input_names
+        for (name, axis), (low, high) in self.dim_ranges.items():
+            size = inputs[name].shape[axis] if name in inputs and inputs[name].ndim > axis else None
+            if size is not None and not low <= size <= high:
+                raise ShapeError(f"input '{name}' dimension {axis} is {size}: {self.path.name} takes {low}..{high} "
+                                 f"there (ExecuTorch plans memory for it at conversion; max_length=N, --max-length N "
+                                 f"converts for more)")
         n = inputs[names[0]].shape[0] if names and inputs[names[0]].ndim else 0
         if self.max_batch is not None and n > self.max_batch:  # memory is planned for max_batch: run in slices
             if not all(s.shape and s.shape[0] is None for s in (*self.signature.inputs, *self.signature.outputs)):
@@ -87,9 +98,10 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, **options:
             method = program.load_method("forward")
             embedded = _constant(program, SIGNATURE_METHOD) if SIGNATURE_METHOD in names else None
             max_batch = _constant(program, MAX_BATCH_METHOD) if MAX_BATCH_METHOD in names else None
+            ranges = _constant(program, DIM_RANGES_METHOD) if DIM_RANGES_METHOD in names else None
     except (RuntimeError, ValueError, OSError) as exc:  # the runtime's verifier refuses a damaged program
         raise LoadError(f"{path}: ExecuTorch could not load this program: {exc}{_why(said, str(exc))}") from exc
-    return ExecuTorchModel(path, method, _signature(path, embedded), _int(max_batch))
+    return ExecuTorchModel(path, method, _signature(path, embedded), _int(max_batch), _ranges(path, ranges))
 
 
 # ExecuTorch's error codes (runtime/core/error.h) that a load names only by number
@@ -120,8 +132,14 @@ def quiet_loggers() -> None:
 
 
 def import_runtime() -> Any:
+    """executorch.runtime, with the kernels of the quantize / dequantize ops that an int8 program runs outside
+    XNNPACK registered (a 1-D convolution over an open batch and length stays outside: without them its load
+    failed, "error: 0x14", operator missing)."""
     quiet_loggers()
-    return require("executorch.runtime", "executorch", "ExecuTorch")
+    runtime = require("executorch.runtime", "executorch", "ExecuTorch")
+    import executorch.kernels.quantized  # noqa: F401  # registers them (2 ms)
+
+    return runtime
 
 
 def _constant(program: Any, name: str) -> Any:
@@ -134,6 +152,22 @@ def _int(value: Any) -> int | None:
         return int(value) if value is not None else None
     except (TypeError, ValueError):
         return None
+
+
+def _ranges(path: Path, embedded: Any) -> dict[tuple[str, int], tuple[int, int]]:
+    """The open dims' ranges inside the program (JSON as a uint8 tensor); a corrupt one is a LoadError."""
+    if embedded is None:
+        return {}
+    try:
+        raw = _text(embedded)
+        return {(key.rpartition(":")[0], int(key.rpartition(":")[2])): (int(lo), int(hi))
+                for key, (lo, hi) in json.loads(raw).items()}
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise LoadError(f"{path}: corrupt {DIM_RANGES_METHOD} inside the program ({exc})") from exc
+
+
+def _text(embedded: Any) -> str:
+    return np.asarray(embedded.numpy() if hasattr(embedded, "numpy") else embedded, dtype=np.uint8).tobytes().decode()
 
 
 def _signature(path: Path, embedded: Any) -> Signature:

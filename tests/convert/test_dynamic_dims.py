@@ -27,7 +27,7 @@ from modelkit.formats import manifest_path
 from tests.helpers.cells import assert_parity, assert_refused
 
 TF_FORMATS = ("onnx", "saved_model", "tflite")
-TORCH_FORMATS = ("torchscript", "pt2")
+TORCH_FORMATS = ("torchscript", "pt2", "executorch")
 OK = "ok"
 # (model, format) -> OK, or the typed refusal: (error class, patterns its message must contain)
 EXPECTED: dict[tuple[str, str], object] = {
@@ -47,14 +47,20 @@ EXPECTED: dict[tuple[str, str], object] = {
     ("gru", "tvm"): ("UnsupportedConversionError", ["Loop", "runs with onnxruntime"]),
     ("gru", "torchscript"): OK,  # traced as torch's fused GRU op (modelkit.converters._torch_rnn)
     ("gru", "pt2"): OK,  # a scan over the open length (modelkit.converters._torch_rnn.scanned_recurrent)
+    # executorch keeps the length open up to max_length (the batch-only edge refused all of these); its recurrent
+    # layers run unrolled, over the traced length: refused, naming the fix
+    ("conv1d", "executorch"): OK,
+    ("gru", "executorch"): ("UnsupportedConversionError", [r"layer 'gru_cell(_\d+)?' \(GRUCell\)",
+                                                           r"--input-spec frames:\?,64,6:float32"]),
 }
 SIZES = {"conv1d": [13, 29, 64], "tcn": [13, 29, 64]}  # a valid convolution cannot run at 1: fallback 29
-ATOL = {"onnx": 1e-4, "saved_model": 1e-5, "tflite": 1e-4, "torchscript": 1e-5, "pt2": 1e-5, "tvm": 1e-4}
+ATOL = {"onnx": 1e-4, "saved_model": 1e-5, "tflite": 1e-4, "torchscript": 1e-5, "pt2": 1e-5, "tvm": 1e-4,
+        "executorch": 1e-4}
 
 
 def _jobs(src: Path, out: Path, formats: tuple[str, ...], source: str = "keras") -> list[dict]:
     suffix = {"onnx": ".onnx", "saved_model": "_saved_model", "tflite": ".tflite", "torchscript": ".torchscript.pt",
-              "pt2": ".pt2", "tvm": ".tvm.so"}
+              "pt2": ".pt2", "tvm": ".tvm.so", "executorch": ".pte"}
     return [{"src": str(src), "dest": str(out / f"{src.name.split('.')[0]}{suffix[f]}"), "source": source,
              "target": f} for f in formats]
 
@@ -108,7 +114,7 @@ def test_every_format_converts_verified_or_refuses_typed(results, kind, fmt):
         return
     parity = assert_parity(r, ATOL[fmt])
     dims = json.loads(manifest_path(dest).read_text())["extra"]["dynamic_dims"]
-    assert dims == parity["dynamic_dims"] or fmt == "pt2"  # pt2 adds the ranges its program accepts
+    assert dims == parity["dynamic_dims"] or fmt in ("pt2", "executorch")  # they add the ranges programs accept
     name, = dims
     assert dims[name]["0"]["role"] == "batch" and dims[name]["0"]["sizes"] == [1, 7]
     open_axes = sorted(a for a in dims[name] if a != "0")
@@ -118,8 +124,9 @@ def test_every_format_converts_verified_or_refuses_typed(results, kind, fmt):
         assert entry["dynamic"] is True and "fixed" not in entry
         assert entry["sizes"] == SIZES.get(kind, [1, 13, 64])
         assert entry["verified"] == [entry["sizes"][0], entry["sizes"][-1]]
-        if fmt == "pt2":  # a valid convolution of 3 needs 3 (size-oblivious export: 4 before, a guard `!= 1`)
-            assert entry["accepts"] == ([3, None] if kind in SIZES else [1, None])
+        if fmt in ("pt2", "executorch"):  # a valid convolution of 3 needs 3 (size-oblivious export: 4 before, a
+            # guard `!= 1`); executorch plans memory up to max_length
+            assert entry["accepts"] == ([3 if kind in SIZES else 1, None if fmt == "pt2" else 128])
     if kind in SIZES:  # a valid convolution cannot run at length 1: recorded, and fallback 29 used
         assert dims[name]["1"]["not_verified"] == [1]
         assert any("reference cannot run" in s["reason"] for s in parity["skipped_cases"])

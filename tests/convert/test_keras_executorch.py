@@ -125,19 +125,22 @@ def test_quantization_modes_named_for_executorch(cnn_tf, tmp_path):
         modelkit.convert(cnn_tf, "executorch", out_dir=tmp_path, options={"quantize": "fp16"})
 
 
-def test_an_open_sequence_length_is_refused_naming_the_formats_that_keep_it(tmp_path):
+def test_a_recurrent_layer_over_an_open_length_is_refused_naming_it_and_the_fix(tmp_path):
+    """A recurrent layer runs unrolled in a .pte, over the length it was traced at: refused, naming the layer, the
+    formats that keep the length open and the --input-spec that fixes it (other open lengths stay open:
+    test_executorch_open_dims)."""
     from modelkit._backend import import_keras
     from modelkit.errors import UnsupportedConversionError
 
     keras = import_keras("tensorflow")
 
     x = keras.Input((None, 3), name="frames")
-    y = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(4, 3, padding="same")(x))
+    y = keras.layers.GRU(4)(keras.layers.Conv1D(4, 3, padding="same")(x))
     src = tmp_path / "seq.keras"
     keras.Model(x, keras.layers.Dense(2, name="out")(y)).save(src)
-    with pytest.raises(UnsupportedConversionError, match=r"input 'frames' has an open dimension 1.*fix the size when "
-                                                         r"converting, e.g. --input-spec frames:\?,64,3:float32, or "
-                                                         r"convert to pt2, onnx"):
+    with pytest.raises(UnsupportedConversionError, match=r"dimension 1 of input 'frames' dynamic: layer .*GRU.*"
+                                                         r"Formats that keep it dynamic: onnx, saved_model; or fix "
+                                                         r"the size .*\(e\.g\. --input-spec frames:\?,64,3:float32\)"):
         modelkit.convert(src, "executorch", out_dir=tmp_path / "out")
     assert not (tmp_path / "out" / "seq.pte").exists()
     (r,) = modelkit.convert(src, "executorch", out_dir=tmp_path / "out", input_spec=["frames:?,64,3:float32"])

@@ -1,0 +1,213 @@
+"""keras -> executorch with open dimensions besides the batch: a sequence length (or an image's sides) stays open up
+to `max_length`, planned in the program, read back by the engine, which refuses a size past it typed; the ranges and
+the memory planned are in the manifest and `modelkit inspect`. Refused before: the edge kept only the batch open.
+Models a newcomer brings: a reader of token ids with their own sinusoidal positions, an any-size image
+network with a strided `same` convolution on TensorFlow."""
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import modelkit
+from modelkit.cli import main
+from modelkit.errors import ShapeError
+from modelkit.formats import manifest_path
+
+needs_executorch = pytest.mark.skipif(importlib.util.find_spec("executorch") is None,
+                                      reason="executorch is not installed (pip install 'modelkit[executorch]')")
+
+SINUSOIDS = '''import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="reader")
+class Sinusoids(keras.layers.Layer):
+    """Fixed sinusoidal positions added to token embeddings, for any length."""
+
+    def call(self, x):
+        half = ops.shape(x)[-1] // 2
+        steps = ops.cast(ops.arange(ops.shape(x)[1]), "float32")[:, None]
+        rates = ops.exp(-ops.cast(ops.arange(half), "float32") * 0.5)[None, :]
+        angles = steps * rates
+        return x + ops.concatenate([ops.sin(angles), ops.cos(angles)], axis=-1)[None]
+'''
+
+
+@pytest.fixture(scope="module")
+def reader(tmp_path_factory):
+    """Token ids of any length -> 3 classes: the user's sinusoidal positions, causal self-attention, a `same`
+    Conv1D over time and a max over it; saved on TensorFlow; converted to executorch (default bounds)."""
+    from tests.helpers.user_code import keras_beside
+
+    folder = tmp_path_factory.mktemp("reader")
+    user, keras = keras_beside(folder, "sinusoids", SINUSOIDS)
+    L = keras.layers
+    ids = keras.Input((None,), dtype="int32", name="ids")
+    h = user.Sinusoids()(L.Embedding(40, 16)(ids))
+    h = L.LayerNormalization()(L.Add()([h, L.MultiHeadAttention(2, 8)(h, h, use_causal_mask=True)]))
+    h = L.GlobalMaxPooling1D()(L.Conv1D(12, 5, padding="same", activation="relu")(h))
+    keras.Model(ids, L.Dense(3, activation="softmax", name="probs")(h)).save(folder / "reader.keras")
+    return folder
+
+
+def _pte(folder, out, **options):
+    (r,) = modelkit.convert(folder / "reader.keras", "executorch", out_dir=folder / out,
+                            imports=[str(folder / "sinusoids.py")], **options)
+    return r
+
+
+def _ids(batch, length, seed=0):
+    return np.random.default_rng(seed).integers(1, 40, size=(batch, length)).astype(np.int32)
+
+
+@needs_executorch
+def test_an_open_sequence_length_stays_open_up_to_max_length(reader):
+    r = _pte(reader, "default")
+    assert r.parity["ok"]
+    m = json.loads(manifest_path(r.path).read_text())
+    dims = m["extra"]["dynamic_dims"]["ids"]
+    assert dims["1"]["accepts"] == [1, 128] and dims["0"]["accepts"] == [1, 64]
+    assert m["extra"]["planned_memory_bytes"] > 0
+    pte, source = modelkit.load(r.path), modelkit.load(reader / "reader.keras")
+    assert pte.signature.inputs[0].shape == (None, None)  # open for every caller, within the planned range
+    for batch, length in ((1, 1), (2, 128), (70, 37)):  # 70 rows: past max_batch, in slices
+        x = _ids(batch, length, seed=length)
+        assert np.abs(pte.predict(x)["probs"] - source.predict(x)["probs"]).max() <= 1e-4
+    with pytest.raises(ShapeError, match=r"input 'ids' dimension 1 is 129: reader\.pte takes 1\.\.128 there .*"
+                                         r"--max-length N converts for more"):
+        pte.predict(_ids(1, 129))
+
+
+@needs_executorch
+def test_max_length_reaches_the_program_the_engine_and_inspect(reader):
+    r = CliRunner().invoke(main, ["convert", str(reader / "reader.keras"), "--to", "executorch", "--max-length",
+                                  "24", "--import", str(reader / "sinusoids.py"), "--out", str(reader / "short")])
+    assert r.exit_code == 0, r.output
+    pte = reader / "short" / "reader.pte"
+    assert json.loads(manifest_path(pte).read_text())["extra"]["dynamic_dims"]["ids"]["1"]["accepts"] == [1, 24]
+    model = modelkit.load(pte)
+    assert model.predict(_ids(3, 24))["probs"].shape == (3, 3)
+    with pytest.raises(ShapeError, match="dimension 1 is 25: reader.pte takes 1..24"):
+        model.predict(_ids(3, 25))
+    shown = CliRunner().invoke(main, ["inspect", str(pte)])
+    assert shown.exit_code == 0, shown.output
+    assert "input 'ids' dimension 1: 1..24 planned in the program (--max-length)" in shown.output
+    planned = json.loads(manifest_path(pte).read_text())["extra"]["planned_memory_bytes"]
+    assert f"memory: {planned / 2**20:.1f} MiB planned for the largest sizes, allocated at load" in shown.output
+
+
+@pytest.mark.parametrize("value", ["8", "abc", "70000", "2.5"])
+def test_bad_max_length_is_one_line_exit_2_before_any_work(cnn_tf, tmp_path, value):
+    r = CliRunner().invoke(main, ["convert", str(cnn_tf), "--to", "executorch", "--max-length", value,
+                                  "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(f"error: max_length={value!r}: ") and "from 16 " in r.stderr and "to 65536" in r.stderr
+    assert not (tmp_path / "out").exists()
+    r = CliRunner().invoke(main, ["convert", str(cnn_tf), "--to", "onnx", "--max-length", "32"])
+    assert r.exit_code == 2 and r.stderr.strip() == "error: --max-length applies to --to executorch only (asked: onnx)"
+
+
+@needs_executorch
+def test_an_any_size_image_network_with_a_strided_same_convolution_converts(tmp_path):
+    """Its padding over an open side is `torch.sym_max(...)`, which to_edge's verifier refused (AssertionError)
+    before it was written as ExecuTorch's prim op."""
+    from modelkit._backend import import_keras
+
+    keras = import_keras("tensorflow")
+    keras.utils.set_random_seed(1)
+    L = keras.layers
+    image = keras.Input((None, None, 3), name="image")
+    h = L.DepthwiseConv2D(3, strides=2, padding="same")(L.Conv2D(8, 3, padding="same", activation="relu")(image))
+    keras.Model(image, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(L.Conv2D(4, 1)(h)))).save(
+        tmp_path / "anysize.keras")
+    (r,) = modelkit.convert(tmp_path / "anysize.keras", "executorch", out_dir=tmp_path / "out")
+    assert r.parity["ok"]
+    dims = json.loads(manifest_path(r.path).read_text())["extra"]["dynamic_dims"]["image"]
+    assert dims["1"]["accepts"] == dims["2"]["accepts"] == [1, 128]
+    pte, source = modelkit.load(r.path), modelkit.load(tmp_path / "anysize.keras")
+    for shape in ((2, 17, 33, 3), (1, 128, 5, 3)):
+        x = np.random.default_rng(2).random(shape, dtype=np.float32)
+        assert np.abs(pte.predict(x)["out"] - source.predict(x)["out"]).max() <= 1e-4
+
+
+@pytest.mark.slow  # an int8 calibration and lowering: ~25 s on the shared 2-core machine
+@needs_executorch
+def test_int8_over_an_open_length_runs_its_dequantize_ops_outside_xnnpack(tmp_path):
+    """The quantized 1-D convolution runs outside XNNPACK with the batch and the length open, and its
+    dequantize_per_channel had no out variant registered ("Missing out variants") before."""
+    from modelkit._backend import import_keras
+
+    keras = import_keras("tensorflow")
+    keras.utils.set_random_seed(3)
+    L = keras.layers
+    ids = keras.Input((None,), dtype="int32", name="ids")
+    h = L.GlobalAveragePooling1D()(L.Conv1D(16, 3, padding="same", activation="relu")(L.Embedding(40, 16)(ids)))
+    keras.Model(ids, L.Dense(3, activation="softmax", name="probs")(h)).save(tmp_path / "conv.keras")
+    x = _ids(200, 20, seed=4)
+    np.savez(tmp_path / "eval.npz", ids=x, y=modelkit.load(tmp_path / "conv.keras").predict(x)["probs"].argmax(-1))
+    (r,) = modelkit.convert(tmp_path / "conv.keras", "executorch", out_dir=tmp_path, quantize="int8",
+                            calibration_data=tmp_path / "eval.npz", eval_data=tmp_path / "eval.npz",
+                            max_accuracy_drop=0.1)  # labels from an untrained model's near-ties: not what is tested
+    assert json.loads(manifest_path(r.path).read_text())["extra"]["dynamic_dims"]["ids"]["1"]["accepts"] == [1, 128]
+    model = modelkit.load(r.path)
+    for length in (3, 100):
+        assert model.predict(_ids(2, length))["probs"].shape == (2, 3)
+
+
+def test_verification_sizes_stay_within_a_program_s_planned_range():
+    """A model that runs only at multiples of a stride is verified at 32, 96 and 160 (rotated across its sides):
+    within a program planned up to 128, only one case ran, and parity refused "checked at only 1 size(s)"."""
+    from modelkit.converters._shapes import axis_bounds, size_plans
+    from modelkit.spec import Signature, TensorSpec
+
+    sig = Signature(inputs=(TensorSpec("image", (None, None, None, 3)),), outputs=(TensorSpec("y", (None, 2)),))
+    bounds = axis_bounds({("image", 1): (4, 128), ("image", 2): (4, 128)})
+    aligned = [p for p in size_plans(sig, sig, bounds) if p[1] % 32 == 0 and p[2] % 32 == 0]
+    assert aligned == [{1: 32, 2: 96}, {1: 96, 2: 32}]
+    assert {1: 96, 2: 160} in size_plans(sig, sig)  # unbounded: as before
+    assert axis_bounds({("a", 1): (1, 64), ("b", 1): (3, 128)}) == {1: (3, 64)}
+
+
+def test_nested_export_contexts_leave_opt_einsum_as_they_found_it():
+    """A refusal names the layer by exporting again inside the first export's context; the inner context's exit
+    raised "ValueError: opt_einsum is not enabled ..." over the real error."""
+    import subprocess
+    import sys
+
+    code = ("from modelkit.converters._torch_dims import symbolic_sizes\n"
+            "import torch\n"
+            "with symbolic_sizes():\n"
+            "    with symbolic_sizes():\n"
+            "        pass\n"
+            "    assert not torch.backends.opt_einsum.enabled\n"
+            "assert torch.backends.opt_einsum.enabled\n"
+            "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "KERAS_BACKEND": "torch"})
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+@needs_executorch
+def test_a_model_traced_past_max_length_is_refused_naming_the_length_it_needs(tmp_path):
+    """A U-Net takes only multiples of 4, so it is traced at 64 and 96: below that, one typed line naming the
+    --max-length it needs (it was 'does not run at batch 1 ... the batch size was baked into the graph')."""
+    from modelkit._backend import import_keras
+    from modelkit.errors import UnsupportedConversionError
+
+    keras = import_keras("tensorflow")
+    L = keras.layers
+    image = keras.Input((None, None, 3), name="image")
+    a = L.Conv2D(4, 3, padding="same", activation="relu")(image)
+    b = L.Conv2D(4, 3, padding="same", activation="relu")(L.MaxPooling2D()(a))
+    c = L.Conv2D(4, 3, padding="same")(L.MaxPooling2D()(b))
+    u = L.Concatenate()([L.UpSampling2D()(L.Concatenate()([L.UpSampling2D()(c), b])), a])
+    keras.Model(image, L.Conv2D(1, 1, name="mask")(u)).save(tmp_path / "unet.keras")
+    with pytest.raises(UnsupportedConversionError, match=r"unet\.keras runs only at some sizes of its open dimensions "
+                                                         r"and is traced at 96, past max_length=32: convert with "
+                                                         r"--max-length 96 or more"):
+        modelkit.convert(tmp_path / "unet.keras", "executorch", out_dir=tmp_path / "short", max_length=32)
+    (r,) = modelkit.convert(tmp_path / "unet.keras", "executorch", out_dir=tmp_path / "out")
+    dims = json.loads(manifest_path(r.path).read_text())["extra"]["dynamic_dims"]["image"]
+    assert dims["1"]["accepts"] == [4, 128] and dims["1"]["sizes"] == dims["2"]["sizes"] == [32, 96]
