@@ -4,7 +4,7 @@ ExecuTorch sizes every tensor of a program ahead of time, from the upper bound o
 batch runs 1..max_batch and every other open dimension (a sequence length, an image side) 1..max_length; the
 export goes through modelkit.converters._torch_dims as for .pt2 (ranges narrowed by torch where a model needs
 them, guards found, the program checked against eager Keras at other batches and sizes), with those bounds.
-Three things the lowering needs on top:
+Four things the lowering needs on top:
 
 - `to_edge` re-traces the program and loses the upper bounds (its shape environment guesses one from the example:
   15 for a batch of 3), so `set_bounds` puts them back before memory is planned;
@@ -12,6 +12,8 @@ Three things the lowering needs on top:
   unsqueeze, nor for the unsqueeze / squeeze it wraps around a 1-D convolution (Conv1dUnsqueezePass): with the
   batch and the length open the lowering failed ("XNNPACK reshape only supports 1 dynamic dimension");
   `partitioner_configs` leave such nodes to ExecuTorch's portable kernels, which take any shape;
+- a strided `same` convolution's padding over an open size is `torch.sym_max(...)`, a Python function `to_edge`'s
+  verifier refuses: `prim_sym_ops` writes it as ExecuTorch's prim op, which it would become after `to_edge` anyway;
 - the program's bounds travel inside it (constant method `modelkit_dim_ranges`, JSON), so the engine refuses a size
   past them with a ShapeError before the runtime does (it fails on a resize past the plan, error 0x12).
 """

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from .errors import QueueFull, Retired, ServingError
 from .metrics import Metrics
 
@@ -197,9 +198,14 @@ class Batcher:
             # handler answers 500 (or 400 for a ModelkitError about the input). A merged batch is run again one
             # request at a time, so that one request's rows (an int8 TFLite mean over a row of padding only
             # divides by zero and fails the whole call) fail that request alone, not its batch-mates.
-            log.error("model '%s' v%s: engine failed on a batch of %d rows%s: %s", self.name, self.version,
-                      rows, f" ({len(batch)} requests: run again one by one)" if len(batch) > 1 else "", exc,
-                      exc_info=not isinstance(exc, ServingError))
+            if isinstance(exc, InputError) and len(batch) == 1:  # a size past what the artifact takes (an
+                # ExecuTorch program's planned length): the request's own error, answered 400; no traceback
+                log.warning("model '%s' v%s: a request's inputs refused by the engine: %s", self.name, self.version,
+                            exc)
+            else:
+                log.error("model '%s' v%s: engine failed on a batch of %d rows%s: %s", self.name, self.version,
+                          rows, f" ({len(batch)} requests: run again one by one)" if len(batch) > 1 else "", exc,
+                          exc_info=not isinstance(exc, (ServingError, InputError)))
             if len(batch) > 1:
                 for it in batch:
                     await self._run([it], it.rows)

@@ -294,13 +294,14 @@ class Repository:
 
     def _load_and_warm(self, artifact: Path) -> Any:
         from ..runtime import load
+        from .warmup import warm
 
         model = load(artifact, device=self.config.device, threads=self.config.threads,
                      trust_unsafe_code=self.config.trust_unsafe_code)
         rows = {1, self.config.max_batch_size} if all(s.shape and s.shape[0] is None
                                                       for s in model.signature.inputs) else {1}
         for n in sorted(rows):
-            model.predict(model.signature.warmup_inputs(n))
+            warm(model, n)
         return model
 
     async def _retire(self, entry: Entry) -> None:

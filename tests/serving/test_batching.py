@@ -113,3 +113,32 @@ def test_one_requests_rows_that_fail_the_engine_fail_that_request_alone(serve, t
     status, resp = results[-1]
     assert status == 500 and "DIV" in resp["error"]
     assert "run again one by one" in server.log.read_text()  # the six requests were merged, then split
+
+
+def test_a_model_that_needs_a_longer_input_warms_up_serves_and_answers_400_for_a_size_it_refuses(serve, tmp_path):
+    """A valid convolution of 3 over an open length: the warm-up fed length 1, so the model never served
+    ("version 1 failed to load: ShapeError"); it now warms up at the smallest length its parity ran at (13, from
+    the manifest). A request of length 1 passes the signature's check and the engine refuses it typed: a 400
+    naming the sizes, logged as one warning line, not as an engine failure with its traceback."""
+    import modelkit
+    from modelkit._backend import import_keras
+    from modelkit.serving.warmup import feeds
+
+    keras = import_keras("tensorflow")
+    keras.utils.set_random_seed(0)
+    frames = keras.Input((None, 4), name="frames")
+    out = keras.layers.GlobalMaxPooling1D()(keras.layers.Conv1D(2, 3, padding="valid")(frames))
+    keras.Model(frames, keras.layers.Dense(2, name="y")(out)).save(tmp_path / "conv.keras")
+    (r,) = modelkit.convert(tmp_path / "conv.keras", "tflite", out_dir=tmp_path)
+    sig = modelkit.load(r.path).signature
+    assert [f["frames"].shape for f in feeds(r.path, sig, 2)][:3] == [(2, 13, 4), (2, 1, 4), (2, 13, 4)]
+    assert next(feeds(tmp_path / "none.tflite", sig, 1))["frames"].shape == (1, 1, 4)  # no manifest: tried in turn
+    server = serve(r.path)
+    status, resp = call(server.port, "POST", "/v2/models/conv/infer", v2_request(np.ones((1, 1, 4), np.float32),
+                                                                               name="frames"))
+    assert status == 400 and "cannot run at input shapes 'frames' (1, 1, 4)" in resp["error"], resp
+    status, resp = call(server.port, "POST", "/v2/models/conv/infer", v2_request(np.ones((1, 5, 4), np.float32),
+                                                                               name="frames"))
+    assert status == 200, resp
+    log = server.log.read_text()
+    assert "a request's inputs refused by the engine: " in log and "Traceback" not in log

@@ -54,16 +54,18 @@ def prediction_log(model_name: str, inputs: dict[str, bytes], signature_name: st
     return _field(6, predict_log)  # PredictionLog.predict_log = 6
 
 
-def warmup_records(model_name: str, sig: Signature, batch_sizes: tuple[int, ...] = (1,)) -> list[bytes]:
+def warmup_records(model_name: str, sig: Signature, batch_sizes: tuple[int, ...] = (1,),
+                   artifact: Path | None = None) -> list[bytes]:
     import tensorflow as tf
 
     from ...spec import tf_input_names
+    from ..warmup import feeds
 
     keys = tf_input_names(sig.input_names)  # the signature's own keys ('user-id' is 'user_id' there)
     records = []
-    for n in batch_sizes:  # the inputs modelkit's own server warms up with
-        tensors = {keys[name]: tf.make_tensor_proto(x).SerializeToString()
-                   for name, x in sig.warmup_inputs(n).items()}
+    for n in batch_sizes:  # the inputs modelkit's own server tries first (the sizes its manifest verified)
+        feed = next(feeds(artifact, sig, n)) if artifact is not None else sig.warmup_inputs(n)
+        tensors = {keys[name]: tf.make_tensor_proto(x).SerializeToString() for name, x in feed.items()}
         records.append(prediction_log(model_name, tensors))
     return records
 
@@ -90,6 +92,6 @@ def build(artifact: Path, fmt: Format, tmp: Path, *, dest: Path, name: str, vers
     extra.mkdir(exist_ok=True)
     batch = (1, 8) if all(s.shape and s.shape[0] is None for s in sig.inputs) else (1,)
     with tf.io.TFRecordWriter(str(extra / WARMUP_FILE)) as writer:
-        for rec in warmup_records(name, sig, batch):
+        for rec in warmup_records(name, sig, batch, artifact=artifact):
             writer.write(rec)
     (tmp / "models.config").write_text(models_config([name], base_path.rstrip("/")))
