@@ -143,8 +143,9 @@ def test_a_recurrent_layer_over_an_open_length_is_refused_naming_it_and_the_fix(
                                                          r"the size .*\(e\.g\. --input-spec frames:\?,64,3:float32\)"):
         modelkit.convert(src, "executorch", out_dir=tmp_path / "out")
     assert not (tmp_path / "out" / "seq.pte").exists()
-    (r,) = modelkit.convert(src, "executorch", out_dir=tmp_path / "out", input_spec=["frames:?,64,3:float32"])
-    assert r.parity["ok"]  # the fix it names works
+    # the fix it names works (at 12 steps rather than its example's 64: the GRU is unrolled, 64 steps cost a minute)
+    (r,) = modelkit.convert(src, "executorch", out_dir=tmp_path / "out", input_spec=["frames:?,12,3:float32"])
+    assert r.parity["ok"]
 
 
 def test_a_softmax_per_pixel_after_a_convolution_keeps_its_axis(tmp_path):
