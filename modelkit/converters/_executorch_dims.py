@@ -54,7 +54,8 @@ def bounded_export(module: Any, sig: Signature, src_name: str, max_batch: int,
         except UnsupportedConversionError as exc:  # a layer fixes a length: the --input-spec that fixes it here
             fixed = " --input-spec ".join(input_spec_text(s, fill=64) for s in sig.inputs
                                           if any(n == s.name for n, _ in opened))
-            raise UnsupportedConversionError(f"{exc} (e.g. --input-spec {fixed})") from exc
+            raise UnsupportedConversionError(f"{exc}; or fix the size when converting (e.g. --input-spec {fixed})") \
+                from exc
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     shapes = tuple({0: batch} if s.shape and s.shape[0] is None else None for s in sig.inputs)
     try:

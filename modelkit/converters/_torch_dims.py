@@ -308,8 +308,6 @@ def refusal(fmt: str, what: str, name: str, axis: int, layer: str | None, size: 
     if fmt == "pt2" and layer and re.search(r"\((LSTM|GRU|Bidirectional)\)", layer):
         keep += ("; an LSTM / GRU with tanh / sigmoid gates and a bias (a GRU with reset_after=True) would run at "
                  "any length in pt2 and torchscript")
-    if fmt == "executorch":  # its recurrent layers run unrolled: over the length they were traced at
-        keep += "; or fix the size when converting (--input-spec) for executorch"
     if fmt.startswith("onnx"):  # the torch route (OpenVINO's for a recurrent model): tf2onnx's keeps the length
         keep = ("onnx by its default route (tf2onnx), saved_model; or fix the length when converting "
                 "(--input-spec) for this route and OpenVINO")

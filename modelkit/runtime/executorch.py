@@ -159,15 +159,16 @@ def _ranges(path: Path, embedded: Any) -> dict[tuple[str, int], tuple[int, int]]
     if embedded is None:
         return {}
     try:
-        raw = _text(embedded)
+        raw = _bytes(embedded).decode()
         return {(key.rpartition(":")[0], int(key.rpartition(":")[2])): (int(lo), int(hi))
                 for key, (lo, hi) in json.loads(raw).items()}
     except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise LoadError(f"{path}: corrupt {DIM_RANGES_METHOD} inside the program ({exc})") from exc
 
 
-def _text(embedded: Any) -> str:
-    return np.asarray(embedded.numpy() if hasattr(embedded, "numpy") else embedded, dtype=np.uint8).tobytes().decode()
+def _bytes(embedded: Any) -> bytes:
+    """A constant method's uint8 tensor (the edge's JSON) as bytes."""
+    return np.asarray(embedded.numpy() if hasattr(embedded, "numpy") else embedded, dtype=np.uint8).tobytes()
 
 
 def _signature(path: Path, embedded: Any) -> Signature:
@@ -175,7 +176,7 @@ def _signature(path: Path, embedded: Any) -> Signature:
     raw = None
     if embedded is not None:
         try:
-            raw = np.asarray(embedded.numpy() if hasattr(embedded, "numpy") else embedded, dtype=np.uint8).tobytes()
+            raw = _bytes(embedded)
         except (ValueError, TypeError) as exc:
             raise LoadError(f"{path}: corrupt {SIGNATURE_METHOD} inside the program ({exc})") from exc
     return resolve_signature(path, raw, SIGNATURE_METHOD)

@@ -41,9 +41,10 @@ def feeds(path: Path, sig: Signature, rows: int) -> Iterator[dict[str, np.ndarra
     """Warm-up inputs to try in turn: the manifest's sizes first, then each of WARM_SIZES for every open dim."""
     known = verified_sizes(path)
     opened = any(d is None for s in sig.inputs for d in s.shape[1:])
-    plans: list[Any] = ([known] if known else []) + (list(WARM_SIZES) if opened else [1])
-    for plan in plans:
-        yield {s.name: np.ones(_shape(s, rows, plan), s.dtype) for s in sig.inputs}
+    plans = ([(known, 1)] if known else []) + [({}, size) for size in (WARM_SIZES if opened else (1,))]
+    for sizes, default in plans:
+        yield {s.name: np.ones(tuple(d if d is not None else rows if i == 0 else sizes.get((s.name, i), default)
+                                     for i, d in enumerate(s.shape)), s.dtype) for s in sig.inputs}
 
 
 def warm(model: Any, rows: int) -> None:
@@ -58,7 +59,3 @@ def warm(model: Any, rows: int) -> None:
     assert first is not None  # feeds() yields at least one feed
     raise first
 
-
-def _shape(spec: Any, rows: int, plan: Any) -> tuple[int, ...]:
-    sized = (lambda axis: plan.get((spec.name, axis), 1)) if isinstance(plan, dict) else (lambda axis: plan)
-    return tuple(d if d is not None else rows if i == 0 else sized(i) for i, d in enumerate(spec.shape))
