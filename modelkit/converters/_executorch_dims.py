@@ -4,7 +4,7 @@ ExecuTorch sizes every tensor of a program ahead of time, from the upper bound o
 batch runs 1..max_batch and every other open dimension (a sequence length, an image side) 1..max_length; the
 export goes through modelkit.converters._torch_dims as for .pt2 (ranges narrowed by torch where a model needs
 them, guards found, the program checked against eager Keras at other batches and sizes), with those bounds.
-Four things the lowering needs on top:
+Five things the lowering needs on top:
 
 - `to_edge` re-traces the program and loses the upper bounds (its shape environment guesses one from the example:
   15 for a batch of 3), so `set_bounds` puts them back before memory is planned;
@@ -15,14 +15,18 @@ Four things the lowering needs on top:
 - a strided `same` convolution's padding over an open size is `torch.sym_max(...)`, a Python function `to_edge`'s
   verifier refuses: `prim_sym_ops` writes it as ExecuTorch's prim op, which it would become after `to_edge` anyway;
 - the program's bounds travel inside it (constant method `modelkit_dim_ranges`, JSON), so the engine refuses a size
-  past them with a ShapeError before the runtime does (it fails on a resize past the plan, error 0x12).
+  past them with a ShapeError before the runtime does (it fails on a resize past the plan, error 0x12);
+- lowering traces the program again from its example's sizes, where a size inside may be 1 (a length of 8 strided 8
+  times) and broadcasting then fixes it at 1: `lowering_example` gives larger sizes to export it again from first
+  (`reexport`, which also exports an int8 module over the float program's ranges), and `check_largest` runs every
+  program once at the largest sizes it plans for, where a tensor planned too small fails.
 """
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from ..errors import ConversionError, UnsupportedConversionError, first_line
+from ..errors import ConversionError, ModelkitError, UnsupportedConversionError, first_line
 from ..keras_io.inputs import input_spec_text
 from ..spec import Signature
 from . import _torch_dims
@@ -42,10 +46,12 @@ def bounded_export(module: Any, sig: Signature, src_name: str, max_batch: int,
 
     opened = _torch_dims.open_axes(sig)
     traced = max((_torch_dims.example_size(axis) for _, axis in opened), default=0)
-    if traced > max_length:  # a model that runs only at multiples of a stride is traced at 64, 96, ...
+    if traced > max_length:  # a model that does not run at 8, 10, ... is traced at 64, 96, ... (fit_examples)
         raise UnsupportedConversionError(
-            f"{src_name} runs only at some sizes of its open dimensions and is traced at {traced}, past "
-            f"max_length={max_length}: convert with --max-length {traced} or more (max_length={traced} in Python)")
+            f"{src_name} does not run at the small sizes an export is traced at (8, 10, ...: skip connections that "
+            f"take only multiples of a stride, or valid convolutions that need a minimum size) and is traced at "
+            f"{traced}, past max_length={max_length}: convert with --max-length {traced} or more "
+            f"(max_length={traced} in Python)")
     if opened:  # the .pt2 edge's export, checks and refusals, with bounds
         try:
             with executorch_ops(), unrolled_rnn(fused=False):
@@ -68,8 +74,94 @@ def bounded_export(module: Any, sig: Signature, src_name: str, max_batch: int,
     return program, {(s.name, 0): [1, max_batch] for s in sig.inputs if s.shape and s.shape[0] is None}
 
 
-def bounded_shapes(sig: Signature, accepted: Ranges) -> tuple[Any, ...]:
-    """dynamic_shapes for exporting the quantized module again: the ranges the first export accepted."""
+LOWERING_SIZE = 64  # an open dim's size when a program is traced again for lowering (plus 2 per axis past the first)
+
+
+def lowering_example(program: Any, sig: Signature, accepted: Ranges) -> tuple[Any, ...] | None:
+    """Example inputs at larger sizes (64, 66, ... within the accepted ranges) where a symbolic size inside `program`
+    is 1 at its example, else None. The lowering traces the program again from its example's sizes, and a size of 1
+    there is taken as 1 where broadcasting checks it: memory was planned for 1 row of a length 8 strided 8 times (nc114,
+    a keyword spotter: batch 7 x length 80 failed, "resize a bounded tensor with a maximum capacity of 2048 elements
+    to 3584", error 0x10)."""
+    import numpy as np
+    import torch
+
+    from ._torch_module import EXAMPLE_BATCH
+
+    ones = any(isinstance(d, torch.SymInt) and not d.node.expr.is_number and d.node.hint == 1
+               for node in program.graph.nodes for val in _vals(node.meta.get("val")) for d in val.shape)
+    if not ones:
+        return None
+    rng = np.random.default_rng(0)
+    out = []
+    for spec in sig.inputs:
+        shape = []
+        for axis, size in enumerate(spec.shape):
+            lo, hi = accepted.get((spec.name, axis)) or (1, None)
+            wanted = EXAMPLE_BATCH if axis == 0 else LOWERING_SIZE + 2 * (axis - 1)
+            shape.append(size if size is not None else max(lo or 1, min(wanted, hi or wanted)))
+        floats = np.dtype(spec.dtype).kind == "f"  # as the first example: uniform [0, 1), zero ints
+        out.append(torch.from_numpy(rng.random(shape).astype(spec.dtype) if floats else np.zeros(shape, spec.dtype)))
+    return tuple(out)
+
+
+def _vals(val: Any) -> list[Any]:
+    """The tensors of a node's meta value (one, or a tuple's)."""
+    vals = val if isinstance(val, (tuple, list)) else [val]
+    return [v for v in vals if hasattr(v, "shape") and hasattr(v, "dtype")]
+
+
+def reexport(module: Any, sig: Signature, accepted: Ranges, src_name: str,
+             example: tuple[Any, ...] | None = None) -> Any:
+    """`module` (an exported program's, or its quantized form) exported again over the ranges the first export
+    accepted, from `example` (default the first export's): as named Dims, else as Dim.AUTO within them,
+    size-oblivious first, as the first export may have needed (nc114: a strided `same` convolution's padding over
+    an open length, `max(0, ...)`, guards torch cannot prove for every length from named Dims, "Constraints
+    violated"). A program that narrows a range is not taken; ConversionError if none."""
+    import torch
+
+    from ._torch_module import example_inputs
+
+    failed = ""
+    for auto, oblivious in ((False, False), (True, True), (True, False)):
+        with _torch_dims.symbolic_sizes(), executorch_ops(), unrolled_rnn(fused=False), \
+                _torch_dims.size_oblivious(oblivious):
+            try:
+                program = torch.export.export(module, example if example is not None else example_inputs(sig),
+                                              strict=False, dynamic_shapes=_shapes(sig, accepted, auto))
+            except (RuntimeError, TypeError, ValueError) as exc:  # torch's UserError is a RuntimeError
+                failed = failed or first_line(exc)
+                continue
+        narrowed = [key for key, got in _torch_dims.ranges(program, sig).items() if not _covers(got, accepted.get(key))]
+        if not narrowed:
+            return program
+        failed = failed or f"the program narrows input {narrowed[0][0]!r} dimension {narrowed[0][1]}"
+    raise ConversionError(f"torch.export could not export {src_name} again over the sizes its program takes: {failed}")
+
+
+def check_largest(path: Any, sig: Signature, accepted: Ranges, max_batch: int, src_name: str) -> None:
+    """Run the program at the largest sizes its memory is planned for (batch max_batch, every open dim at its upper
+    bound; zeros): a tensor planned too small fails there (the runtime refuses to resize it past its capacity) while
+    every verification size, smaller, passes. ConversionError naming the sizes and the runtime's reason."""
+    import numpy as np
+
+    from ..runtime import executorch as engine
+
+    def largest(name: str, axis: int, size: int | None) -> int:
+        return size if size is not None else max_batch if axis == 0 else (accepted.get((name, axis)) or [1, 1])[1] or 1
+
+    feed = {s.name: np.zeros([largest(s.name, axis, size) for axis, size in enumerate(s.shape)], s.dtype)
+            for s in sig.inputs}
+    try:
+        engine.load(path).predict(feed)
+    except ModelkitError as exc:
+        sizes = ", ".join(f"{n!r} {tuple(v.shape)}" for n, v in feed.items())
+        raise ConversionError(f"the ExecuTorch program of {src_name} fails at the largest sizes it plans for "
+                              f"({sizes}): {first_line(exc)}") from exc
+
+
+def _shapes(sig: Signature, accepted: Ranges, auto: bool) -> tuple[Any, ...]:
+    """dynamic_shapes over the `accepted` ranges: one Dim per name (the batch shared), or Dim.AUTO past the batch."""
     import torch
 
     dims: dict[Any, Any] = {}
@@ -80,9 +172,18 @@ def bounded_shapes(sig: Signature, accepted: Ranges) -> tuple[Any, ...]:
             lo, hi = accepted.get((spec.name, axis)) or (None, None)
             if size is None and hi is not None:
                 key = "batch" if axis == 0 else ident(f"{spec.name}_{axis}")
-                entry[axis] = dims.setdefault(key, torch.export.Dim(key, min=lo or 1, max=hi))
+                entry[axis] = (torch.export.Dim.AUTO(min=lo or 1, max=hi) if auto and axis > 0 else
+                               dims.setdefault(key, torch.export.Dim(key, min=lo or 1, max=hi)))
         out.append(entry or None)
     return tuple(out)
+
+
+def _covers(got: list[int | None] | None, want: list[int | None] | None) -> bool:
+    """Whether the range `got` takes every size of `want` (None: fixed, or not open)."""
+    if want is None:
+        return True
+    return got is not None and (got[0] or 1) <= (want[0] or 1) and (got[1] is None or
+                                                                     (want[1] is not None and got[1] >= want[1]))
 
 
 def ranges_json(sig: Signature, accepted: Ranges) -> str:

@@ -159,7 +159,7 @@ def _export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str
     # let torch narrow the ranges (or fix dims, refused below): size-oblivious from 1, then from 2 (its program may
     # guard `L != 1`: a strided convolution's, nc75), then as torch does by default
     for oblivious, smallest in ((True, 1), (True, 2), (False, 1)):
-        with watch(module, sig) as seen, _size_oblivious(oblivious):
+        with watch(module, sig) as seen, size_oblivious(oblivious):
             try:
                 program = torch.export.export(module, example, strict=False,
                                               dynamic_shapes=(_dims(sig, auto=True, smallest=smallest, bounds=bounds),))
@@ -195,7 +195,7 @@ def _holding(program: Any, module: Any, sig: Signature, fmt: str) -> Any:
         return None
 
 
-def _size_oblivious(on: bool) -> Any:
+def size_oblivious(on: bool) -> Any:
     """torch's size-oblivious reasoning about sizes (`backed_size_oblivious`) while `on`: a size torch cannot prove
     is not 1 (a pooled length, L // 4) is taken as not 1, where otherwise the program keeps a guard `L // 4 != 1`
     that ranges() cannot see, refusing sizes the Keras model runs at (nc75: lengths 4 to 7). Tried first when the

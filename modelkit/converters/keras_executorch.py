@@ -30,9 +30,7 @@ from typing import Any, Iterator
 from ..errors import ConversionError, UnsupportedConversionError, first_line
 from ..formats import Format
 from ..runtime.executorch import DIM_RANGES_METHOD, MAX_BATCH_METHOD, SIGNATURE_METHOD  # read back by the engine
-from ._executorch_dims import bounded_export, bounded_shapes, planned_bytes
-from ._torch_export_ops import executorch_ops
-from ._unroll import unrolled_rnn
+from ._executorch_dims import bounded_export, check_largest, lowering_example, planned_bytes, reexport
 from .registry import Tolerance, converter
 
 # XNNPACK's float32 kernels sum in another order than aten's: measured max abs error <= 1e-7 on the digits CNN
@@ -89,13 +87,20 @@ def keras_to_executorch(src: Path, dest: Path, trust_unsafe_code: bool = False, 
     max_batch, max_length = check_max_batch(max_batch), check_max_length(max_length)
     module, sig = load_wrapped(src, trust_unsafe_code)
     program, accepted = bounded_export(module, sig, Path(src).name, max_batch, max_length)
+    example = lowering_example(program, sig, accepted)  # None unless a size inside is 1 at the export's example
+    if example is not None:
+        try:
+            program = reexport(program.module(), sig, accepted, Path(src).name, example)
+        except ConversionError:  # not at those sizes: lowered as exported, and check_largest judges its plan
+            example = None
     calibration = None
     if mode == "int8":
         calibration = q.calibration_inputs(_manifest.read(src), sig, calibration_data)
-        program = _quantized(program, sig, calibration, bounded_shapes(sig, accepted), Path(src).name)
+        program = _quantized(program, sig, calibration, accepted, Path(src).name, example)
     buffer, planned = _lower(program, sig, signature_json(sig), accepted, max_batch, Path(src).name,
                              fold=mode == "none")
     Path(dest).write_bytes(buffer)  # dest lies in the hop's .partial folder, renamed when the hop is done
+    check_largest(dest, sig, accepted, max_batch, Path(src).name)
     import executorch.version as et_version
 
     from ._torch_module import versions
@@ -111,7 +116,8 @@ def keras_to_executorch(src: Path, dest: Path, trust_unsafe_code: bool = False, 
     return out
 
 
-def _quantized(program: Any, sig: Any, calibration: dict[str, Any], shapes: tuple[Any, ...], src_name: str) -> Any:
+def _quantized(program: Any, sig: Any, calibration: dict[str, Any], accepted: dict[Any, Any], src_name: str,
+               example: Any) -> Any:
     """int8 by pt2e: the program folded (as for float32), XNNPACKQuantizer's observers inserted, calibrated on the
     samples, converted to quantize / dequantize pairs that XNNPACK fuses into int8 kernels; exported again."""
     import torch
@@ -121,8 +127,6 @@ def _quantized(program: Any, sig: Any, calibration: dict[str, Any], shapes: tupl
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from . import _torch_dims
-    from ._torch_module import example_inputs
     from .quantize import iter_samples
 
     program = _folded(program)
@@ -134,9 +138,7 @@ def _quantized(program: Any, sig: Any, calibration: dict[str, Any], shapes: tupl
         with torch.no_grad():
             for feed in iter_samples(calibration, batch=20):
                 prepared(*(torch.from_numpy(feed[n]) for n in sig.input_names))
-        converted = convert_pt2e(prepared)
-        with _torch_dims.symbolic_sizes(), executorch_ops(), unrolled_rnn(fused=False):
-            return torch.export.export(converted, example_inputs(sig), dynamic_shapes=shapes, strict=False)
+        return reexport(convert_pt2e(prepared), sig, accepted, src_name, example)
     except (RuntimeError, TypeError, ValueError, AssertionError, KeyError, NotImplementedError) as exc:
         raise ConversionError(f"int8 quantization (XNNPACKQuantizer, pt2e) failed on {src_name}: "
                               f"{first_line(exc)}") from exc

@@ -68,11 +68,12 @@ class ExecuTorchModel(Model):
         names = self.signature.input_names
         args = [torch.from_numpy(np.ascontiguousarray(inputs[n]).copy()) for n in names]
         try:
-            with engine_chatter_swallowed():
+            with engine_chatter_swallowed() as said:
                 outs = self.method.execute(args)
         except RuntimeError as exc:  # inputs were validated against the Signature: a failure here is the program's
             shapes = ", ".join(f"'{n}' {tuple(inputs[n].shape)}" for n in names)
-            raise LoadError(f"{self.path}: ExecuTorch failed running this program on {shapes}: {exc}") from exc
+            raise LoadError(f"{self.path}: ExecuTorch failed running this program on {shapes}: "
+                            f"{exc}{_why(said, str(exc))}") from exc
         out_names = self.signature.output_names
         if len(outs) != len(out_names):
             raise LoadError(f"{self.path.name} returned {len(outs)} outputs, its signature names {len(out_names)}: "
@@ -111,10 +112,11 @@ _NOISE = ("cpuinfo_utils",)  # lines every load may log on a machine without /sy
 
 def _why(said: list[str], message: str = "") -> str:
     """The runtime's first logged failure, for an exception that gives only a code ("Failed to load method
-    forward, error: 0x:1"): " (XNNCompiler: Failed to create StaticConstantPad node 11 with code: ...)"; else
+    forward, error: 0x:1"): " (XNNCompiler: Failed to create StaticConstantPad node 11 with code: ...)", " (tensor_impl:
+    Attempted to resize a bounded tensor with a maximum capacity of ...)"; else
     what the code means where it is one of _CODES."""
     for line in "".join(said).splitlines():
-        found = re.match(r"\s*\[(\w+)\.cpp:\d+\]\s*(.*[Ff]ail.*)", line)
+        found = re.match(r"\s*\[(\w+)\.cpp:\d+\]\s*(.*(?:[Ff]ail|Attempted).*)", line)
         if found and found.group(1) not in _NOISE:
             return f" ({found.group(1)}: {found.group(2).strip()})"
     code = re.search(r"error:? 0x:?([0-9a-fA-F]+)", message)

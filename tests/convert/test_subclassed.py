@@ -160,6 +160,7 @@ def test_parse_input_spec_errors(text, msg):
 @pytest.mark.parametrize("kind", ["classifier", "conv_gated", "two_tower", "pair"])
 def test_every_subclassed_model_to_every_format(saved, kind, tmp_path):
     results = modelkit.convert(saved[kind], "all", out_dir=tmp_path)
-    assert sorted(r.format for r in results) == ["onnx", "pt2", "saved_model", "tflite", "torchscript", "tvm"]
+    assert sorted(r.format for r in results) == ["executorch", "onnx", "openvino", "pt2", "saved_model", "tflite",
+                                                     "torchscript", "tvm"]
     names = {tuple(_signature(r.path)[1]) for r in results}
     assert len(names) == 1 and all(r.parity["ok"] for r in results)

@@ -56,8 +56,9 @@ def onnx_signature(proto: Any) -> Signature:
                      tuple(spec(o) for o in proto.graph.output))
 
 
-# formats that run any size of an open dim
-KEEP_DYNAMIC = "onnx (onnxruntime), saved_model, tflite, openvino, pt2, torchscript"
+# formats that run any size of an open dim (executorch: up to a planned maximum)
+KEEP_DYNAMIC = ("onnx (onnxruntime), saved_model, tflite, openvino, pt2, torchscript, "
+                "executorch (up to --max-length)")
 
 
 def fix_batch(sig: Signature, batch: int | None) -> Signature:
