@@ -156,8 +156,11 @@ def check_largest(path: Any, sig: Signature, accepted: Ranges, max_batch: int, s
         engine.load(path).predict(feed)
     except ModelkitError as exc:
         sizes = ", ".join(f"{n!r} {tuple(v.shape)}" for n, v in feed.items())
+        fix = ("--max-length N, the longest it takes (max_length=N in Python)" if _torch_dims.open_axes(sig) else
+               "--max-batch N (max_batch=N in Python)")
         raise ConversionError(f"the ExecuTorch program of {src_name} fails at the largest sizes it plans for "
-                              f"({sizes}): {first_line(exc)}") from exc
+                              f"({sizes}): {first_line(exc)}; a model that does not run at those sizes (a table of "
+                              f"positions with fewer rows) converts with a smaller {fix}") from exc
 
 
 def _shapes(sig: Signature, accepted: Ranges, auto: bool) -> tuple[Any, ...]:

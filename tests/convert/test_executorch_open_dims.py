@@ -203,6 +203,54 @@ def test_int8_over_an_open_length_runs_its_dequantize_ops_outside_xnnpack(tmp_pa
         assert model.predict(_ids(2, length))["probs"].shape == (2, 3)
 
 
+POSITIONS = '''import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="short")
+class AddPositions(keras.layers.Layer):
+    """A learned position per step, from a table of `rows` rows: the model runs up to `rows` steps."""
+
+    def __init__(self, rows=20, **kwargs):
+        super().__init__(**kwargs)
+        self.rows = rows
+
+    def build(self, shape):
+        self.table = self.add_weight(shape=(self.rows, shape[-1]), name="table")
+
+    def call(self, x):
+        return x + ops.take(self.table, ops.arange(ops.shape(x)[1]), axis=0)
+
+    def get_config(self):
+        return {**super().get_config(), "rows": self.rows}
+'''
+
+
+@needs_executorch
+def test_a_table_of_positions_shorter_than_max_length_is_refused_naming_the_fix(tmp_path):
+    """20 rows of positions, max_length 128: the program was written and failed past 20 steps at run time (its
+    verification runs shorter lengths); now the run at the largest planned sizes refuses it at conversion, with the
+    runtime's reason and the --max-length that fixes it."""
+    from modelkit.errors import ConversionError
+    from tests.helpers.user_code import keras_beside
+
+    user, keras = keras_beside(tmp_path, "positions", POSITIONS)
+    ids = keras.Input((None,), dtype="int32", name="ids")
+    h = keras.layers.GlobalAveragePooling1D()(user.AddPositions(rows=20)(keras.layers.Embedding(30, 8)(ids)))
+    keras.Model(ids, keras.layers.Dense(2, name="out")(h)).save(tmp_path / "short.keras")
+    imports = [str(tmp_path / "positions.py")]
+    with pytest.raises(ConversionError, match=r"short\.keras fails at the largest sizes it plans for \('ids' \(64, "
+                                              r"128\)\): .*20 >= weight\.size\(0\) 20.*converts with a smaller "
+                                              r"--max-length N"):
+        modelkit.convert(tmp_path / "short.keras", "executorch", out_dir=tmp_path / "long", imports=imports)
+    assert not list(tmp_path.glob("long/**/*.pte"))  # nothing written, not even in a partial folder
+    (r,) = modelkit.convert(tmp_path / "short.keras", "executorch", out_dir=tmp_path / "out", imports=imports,
+                            max_length=20)
+    x = _ids(3, 20) % 30
+    pte, source = modelkit.load(r.path), modelkit.load(tmp_path / "short.keras")
+    assert np.abs(pte.predict(x)["out"] - source.predict(x)["out"]).max() <= 1e-4
+
+
 @pytest.mark.slow  # an int8 calibration and two lowerings: ~35 s on the shared 2-core machine
 @needs_executorch
 def test_int8_of_a_strided_same_convolution_over_an_open_length(spotter, tmp_path):
