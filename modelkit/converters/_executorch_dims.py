@@ -30,6 +30,7 @@ from ..errors import ConversionError, ModelkitError, UnsupportedConversionError,
 from ..keras_io.inputs import input_spec_text
 from ..spec import Signature
 from . import _torch_dims
+from ._shapes import axis_bounds
 from ._torch_dims import Ranges, ident
 from ._torch_export_ops import executorch_ops
 from ._unroll import unrolled_rnn
@@ -83,7 +84,6 @@ def lowering_example(program: Any, sig: Signature, accepted: Ranges) -> tuple[An
     there is taken as 1 where broadcasting checks it: memory was planned for 1 row of a length 8 strided 8 times (nc114,
     a keyword spotter: batch 7 x length 80 failed, "resize a bounded tensor with a maximum capacity of 2048 elements
     to 3584", error 0x10)."""
-    import numpy as np
     import torch
 
     from ._torch_module import EXAMPLE_BATCH
@@ -92,17 +92,14 @@ def lowering_example(program: Any, sig: Signature, accepted: Ranges) -> tuple[An
                for node in program.graph.nodes for val in _vals(node.meta.get("val")) for d in val.shape)
     if not ones:
         return None
-    rng = np.random.default_rng(0)
-    out = []
-    for spec in sig.inputs:
-        shape = []
-        for axis, size in enumerate(spec.shape):
-            lo, hi = accepted.get((spec.name, axis)) or (1, None)
-            wanted = EXAMPLE_BATCH if axis == 0 else LOWERING_SIZE + 2 * (axis - 1)
-            shape.append(size if size is not None else max(lo or 1, min(wanted, hi or wanted)))
-        floats = np.dtype(spec.dtype).kind == "f"  # as the first example: uniform [0, 1), zero ints
-        out.append(torch.from_numpy(rng.random(shape).astype(spec.dtype) if floats else np.zeros(shape, spec.dtype)))
-    return tuple(out)
+    sizes = {axis: max(lo, min(LOWERING_SIZE + 2 * (axis - 1), hi)) for axis, (lo, hi) in _bounds(accepted).items()}
+    return _torch_dims.inputs_at(sig, EXAMPLE_BATCH, sizes)
+
+
+def _bounds(accepted: Ranges) -> dict[int, tuple[int, int]]:
+    """Open non-batch axis -> the sizes every input takes there (the accepted ranges are bounded here)."""
+    return {axis: r for axis, r in axis_bounds({k: tuple(r) for k, r in accepted.items()
+                                                  if r is not None and r[1] is not None}).items() if axis > 0}
 
 
 def _vals(val: Any) -> list[Any]:
@@ -147,11 +144,8 @@ def check_largest(path: Any, sig: Signature, accepted: Ranges, max_batch: int, s
 
     from ..runtime import executorch as engine
 
-    def largest(name: str, axis: int, size: int | None) -> int:
-        return size if size is not None else max_batch if axis == 0 else (accepted.get((name, axis)) or [1, 1])[1] or 1
-
-    feed = {s.name: np.zeros([largest(s.name, axis, size) for axis, size in enumerate(s.shape)], s.dtype)
-            for s in sig.inputs}
+    tops = {axis: hi for axis, (_, hi) in _bounds(accepted).items()}
+    feed = {s.name: np.zeros(_torch_dims.shape_at(s, max_batch, tops), s.dtype) for s in sig.inputs}
     try:
         engine.load(path).predict(feed)
     except ModelkitError as exc:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import re
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from ..errors import ConversionError, UnsupportedConversionError, first_line
 from ..spec import Signature
@@ -59,7 +59,7 @@ def fit_examples(module: Any, sig: Signature) -> None:
         _aligned.set(aligned)
         try:
             with torch.no_grad():
-                module(*_inputs(sig, 2))
+                module(*inputs_at(sig, 2))
             return
         except Exception:  # noqa: BLE001 - any error of the user's model at these sizes: try the next
             continue
@@ -71,10 +71,13 @@ def open_axes(sig: Signature) -> list[tuple[str, int]]:
     return [(s.name, i) for s in sig.inputs for i, d in enumerate(s.shape) if i > 0 and d is None]
 
 
-def shape_at(spec: Any, batch: int, size: int | None = None) -> tuple[int, ...]:
-    """A concrete shape: an open dim 0 is `batch`, other open dims `size` (default example_size(axis))."""
-    return tuple(d if d is not None else batch if i == 0 else (size or example_size(i))
-                 for i, d in enumerate(spec.shape))
+def shape_at(spec: Any, batch: int, size: int | Mapping[int, int] | None = None) -> tuple[int, ...]:
+    """A concrete shape: an open dim 0 is `batch`, other open dims `size` (one for all, or per axis; default
+    example_size(axis))."""
+    def at(axis: int) -> int:
+        return (size.get(axis) if isinstance(size, Mapping) else size) or example_size(axis)
+
+    return tuple(d if d is not None else batch if i == 0 else at(i) for i, d in enumerate(spec.shape))
 
 
 def export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str, fmt: str = "pt2",
@@ -265,7 +268,7 @@ def _at_size(traced: Any, reference: Any, sig: Signature, size: int, atol: float
     itself does not run there), "wrong" (other results, or a baked size failing in a kernel) or the guard's error."""
     import torch
 
-    feed = _inputs(sig, 2, size, seed=size)
+    feed = inputs_at(sig, 2, size, seed=size)
     try:
         with torch.no_grad():
             want = reference(*feed)
@@ -339,7 +342,7 @@ def find_fixing_layers(module: Any, sig: Signature) -> dict[tuple[str, int], str
 
     with watch(module, sig) as seen, symbolic_sizes():  # the ops as the export writes them (1-D pooling as 2-D)
         try:
-            torch.export.export(module, _inputs(sig, 3), dynamic_shapes=(_dims(sig, auto=True),), strict=False)
+            torch.export.export(module, inputs_at(sig, 3), dynamic_shapes=(_dims(sig, auto=True),), strict=False)
         except (RuntimeError, TypeError, ValueError):
             pass
     return dict(seen)
@@ -366,8 +369,9 @@ def _dims(sig: Signature, auto: bool, smallest: int = 1, bounds: Bounds | None =
     return tuple(out)
 
 
-def _inputs(sig: Signature, batch: int, size: int | None = None, seed: int = 0) -> tuple[Any, ...]:
-    """Seeded tensors: uniform [0, 1) floats, zero ints (a valid index for any Embedding)."""
+def inputs_at(sig: Signature, batch: int, size: int | Mapping[int, int] | None = None,
+              seed: int = 0) -> tuple[Any, ...]:
+    """Seeded tensors at shape_at(): uniform [0, 1) floats, zero ints (a valid index for any Embedding)."""
     import numpy as np
     import torch
 

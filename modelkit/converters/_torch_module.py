@@ -65,9 +65,9 @@ def _wrap(model: Any, sig: Signature) -> Any:
 def example_inputs(sig: Signature, batch: int = EXAMPLE_BATCH, seed: int = 0) -> tuple[Any, ...]:
     """Seeded example tensors: uniform [0, 1) floats, zero ints (a valid index for any Embedding); open
     non-batch dims at their example sizes (modelkit.converters._torch_dims.example_size)."""
-    from ._torch_dims import _inputs
+    from ._torch_dims import inputs_at
 
-    return _inputs(sig, batch, seed=seed)
+    return inputs_at(sig, batch, seed=seed)
 
 
 def check_batches(module: Any, reference: Any, sig: Signature, what: str, batches: tuple[int, ...] = (1, 5),
