@@ -1,5 +1,5 @@
 """`modelkit compile MODEL.keras --input-spec`: TVM's importer needed a fixed sequence length for attention (now
-for a strided `same` convolution), and its error said to pass --input-spec, which compile did not take ('No such
+for a dilated `same` convolution), and its error said to pass --input-spec, which compile did not take ('No such
 option'; found on a JAX attention classifier over token ids of open length). The spec fixes the inputs on the way
 to ONNX; an ONNX source's in its graph."""
 from __future__ import annotations
@@ -17,16 +17,17 @@ pytest.importorskip("tvm", reason="TVM is not installed (pip install 'modelkit[t
 
 @pytest.fixture(scope="module")
 def open_length_keras(tmp_path_factory):
-    """Token ids of open length -> Embedding -> a strided `same` Conv1D -> average -> Dense. TVM's importer
-    cannot pad a strided `same` convolution of an open length, so this model needs --input-spec. (Until sizes.py,
-    a causal self-attention was this subject; TVM compiles it at an open length now.)"""
+    """Token ids of open length -> Embedding -> a dilated `same` Conv1D -> average -> Dense. tf2onnx writes the
+    dilation as SpaceToBatchND, whose pads it computes from the length, which TVM's importer cannot take, so this
+    model needs --input-spec. (Until sizes.py a causal self-attention was this subject, until same_pads.py a
+    strided `same` Conv1D; TVM compiles both at an open length now.)"""
     from modelkit._backend import import_keras
 
     keras = import_keras("tensorflow")
     keras.utils.set_random_seed(0)
     ids = keras.Input((None,), dtype="int32", name="tokens")
     e = keras.layers.Embedding(18, 8)(ids)
-    h = keras.layers.Conv1D(8, 3, strides=2, padding="same")(e)
+    h = keras.layers.Conv1D(8, 3, dilation_rate=2, padding="same")(e)
     out = keras.layers.Dense(3, name="probs")(keras.layers.GlobalAveragePooling1D()(h))
     path = tmp_path_factory.mktemp("conv") / "conv.keras"
     keras.Model(ids, out).save(path)

@@ -225,6 +225,7 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
     from .matmuls import gemms_as_matmuls, unfolded_matmuls
     from .mends import mend_onehot, mend_resize
     from .reshapes import constant_reshapes
+    from .same_pads import symbolic_same_padding
     from .sizes import counted_ranges, traced_shapes
     from .slices import constant_slices
     from .symbolic import symbolic_batch
@@ -253,7 +254,8 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
     proto = mend_onehot(proto)
     shape_dict = {s.name: list(s.shape) for s in sig.inputs} if batch is not None else None
     try:
-        with engine_chatter_swallowed():  # the importer prints the operator it failed on, and C++ warnings
+        # the importer prints the operator it failed on, and C++ warnings; `same` padding of an open size: same_pads.py
+        with engine_chatter_swallowed(), symbolic_same_padding():
             try:
                 return from_onnx(proto, shape_dict=shape_dict, keep_params_in_input=False), sig, proto
             except Exception as exc:
