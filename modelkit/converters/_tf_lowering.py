@@ -31,8 +31,9 @@ concatenation of any image size had no builtin (nc73: "TF Select ops: Conv2D").
 (modelkit.converters._tf_scan): Keras' own keeps its carry in a TensorList that neither tf2onnx nor TFLite's
 builtins take (nc77).
 
-`keras.ops.rfft` over a known frame length (up to MAX_DFT) is traced as two matrix products with the cosines and
-negated sines of the frequencies (tf2onnx has no RFFT: "No Op registered for RFFT"), and
+`keras.ops.rfft` over a known frame length (up to MAX_DFT), and `keras.ops.stft` (MelSpectrogram, STFTSpectrogram),
+are traced as two matrix products with the cosines and negated sines of the frequencies (modelkit.converters._tf_fft;
+tf2onnx has no RFFT over an open number of frames: "No Op registered for RFFT"), and
 `keras.ops.image.rgb_to_hsv` as TensorFlow's own kernel's arithmetic (max, min, selects; tf2onnx has no RGBToHSV,
 TFLite no builtin): a spectral feature layer and a colour feature layer convert (nc78).
 
@@ -82,6 +83,7 @@ def lowerings() -> Iterator[None]:
 
     from ._tf_cumprod import stepped_cumprod
     from ._tf_einsum import pairwise_einsum
+    from ._tf_fft import framed_stft, matrix_rfft
     from ._tf_newaxis import expanded_new_axes
     from ._tf_quantile import float32_quantile
 
@@ -102,7 +104,8 @@ def lowerings() -> Iterator[None]:
     resize = {"resize": _resize_open(src_image)}
     with (mock.patch.multiple(nn, **patches), mock.patch.multiple(tnp, **arg),
           mock.patch.multiple(src_image, **resize), mock.patch.multiple(keras.ops.image, **resize),
-          mock.patch.object(core, "scan", lowered_scan(core.scan)), mock.patch.object(tmath, "rfft", _rfft(tmath.rfft)),
+          mock.patch.object(core, "scan", lowered_scan(core.scan)),
+          mock.patch.multiple(tmath, rfft=matrix_rfft(tmath.rfft), stft=framed_stft(tmath.stft)),
           mock.patch.object(timage, "rgb_to_hsv", _rgb_to_hsv(timage.rgb_to_hsv)), gathered_warps("tensorflow"),
           counted_searchsorted("tensorflow"), counted_digitize("tensorflow"), expanded_new_axes(),
           lowered_elementwise()):
@@ -124,32 +127,6 @@ def _arg_extreme(kind: str) -> Any:
             y = tf.reshape(y, [1] * len(x.shape)) if flat else tf.expand_dims(y, axis)
         return y
     return arg
-
-
-MAX_DFT = 1024  # frame lengths the matrix form takes: two (n, n/2+1) float32 constants, 4 MiB each at most
-
-
-def _rfft(keras_rfft: Any) -> Any:
-    """keras.ops.rfft as (x @ cos, x @ -sin) over the last axis, for a known length n <= MAX_DFT (fft_length pads
-    or cuts the frames first, as the FFT does); other calls stay TF's RFFT."""
-    def rfft(x: Any, fft_length: Any = None) -> Any:
-        import numpy as np
-        import tensorflow as tf
-
-        x = tf.convert_to_tensor(x)
-        frame = x.shape[-1] if x.shape.rank else None
-        n = frame if fft_length is None else fft_length
-        if not isinstance(frame, int) or not isinstance(n, int) or not 0 < n <= MAX_DFT or not x.dtype.is_floating:
-            return keras_rfft(x, fft_length)
-        if n < frame:
-            x = x[..., :n]
-        elif n > frame:
-            x = tf.pad(x, [[0, 0]] * (x.shape.rank - 1) + [[0, n - frame]])
-        angle = 2 * np.pi * np.outer(np.arange(n), np.arange(n // 2 + 1)) / n
-        cos = tf.constant(np.cos(angle), x.dtype)
-        sin = tf.constant(-np.sin(angle), x.dtype)
-        return tf.matmul(x, cos), tf.matmul(x, sin)
-    return rfft
 
 
 def roll_by_slices(keras_roll: Any) -> Any:

@@ -64,6 +64,44 @@ def test_a_mel_spectrogram_model_converts_to_tflite_openvino_and_tvm(keras, tmp_
         np.testing.assert_allclose(modelkit.load(r.path).predict(x)["keyword"], want, atol=1e-5)
 
 
+def birds(path: str) -> dict:
+    """In a child (torch backend, as nc118 trained it): a call classifier over waveforms of any length, Keras'
+    MelSpectrogram (centred, Hann) then strided `same` Conv2Ds and pooling, saved at `path`."""
+    from modelkit._backend import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(1)
+    L = keras.layers
+    wave = keras.Input((None,), name="audio")
+    h = L.MelSpectrogram(fft_length=256, sequence_stride=128, num_mel_bins=32, sampling_rate=RATE)(wave)
+    h = L.Reshape((-1, 32, 1))(L.Permute((2, 1))(h))
+    h = L.Conv2D(8, 3, strides=2, padding="same", activation="relu")(h)
+    h = L.MaxPooling2D(2, padding="same")(L.Conv2D(16, 3, strides=(2, 1), padding="same", activation="relu")(h))
+    keras.Model(wave, L.Dense(4, name="scores")(L.GlobalAveragePooling2D()(h))).save(path)
+    return {"backend": keras.backend.backend()}
+
+
+def test_a_mel_spectrogram_over_waveforms_of_any_length_converts_with_the_length_open(tmp_path):
+    """nc118: no format took it ('No Op registered for RFFT': tf.signal.stft's RFFT over an open number of frames;
+    the torch route's export example was shorter than the reflect padding). Keras' STFT is now traced as framing
+    and two matrix products (modelkit/converters/_tf_fft.py)."""
+    from modelkit import _child
+
+    src = tmp_path / "birds.keras"
+    assert _child.run("tests.convert.test_audio_front_ends:birds", {"path": str(src)}, backend="torch",
+                      quiet=True) == {"backend": "torch"}
+    results = modelkit.convert(src, "onnx,tflite", out_dir=tmp_path / "out")
+    assert [r.route["taken"] for r in results] == ["tf2onnx", "converter"]
+    keras_model = modelkit.load(src)
+    rng = np.random.default_rng(0)
+    for r in results:
+        artifact = modelkit.load(r.path)
+        for batch, samples in ((2, 8000), (1, 129), (3, 4321)):  # 129: the shortest the reflect padding takes
+            x = rng.normal(size=(batch, samples)).astype(np.float32)
+            np.testing.assert_allclose(artifact.predict(x)["scores"], keras_model.predict(x)["scores"], atol=1e-4,
+                                       err_msg=f"{r.format} at {samples} samples")
+
+
 def test_stft_as_conv_computes_onnx_stft(tmp_path):
     """The rewrite against onnxruntime's own STFT: one-sided with a Hann window, two-sided without a window
     (frame length given), and a complex signal left alone."""

@@ -101,6 +101,40 @@ def test_an_image_model_saved_under_tensorflow_keeps_both_sides_open_in_tvm(tmp_
     assert manifest["signature"]["inputs"][0]["shape"] == [None, None, None, 3]
 
 
+def _other_tools_graph(path: Path) -> Path:
+    """An ONNX graph as another tool writes one: a float Conv with SAME_LOWER (kernel 4, stride 3) over one open
+    length, an int8 MaxPool with SAME_UPPER (3 / 2) over another (padded with int8's lowest, not -inf)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.random.default_rng(0).normal(size=(3, 2, 4)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], auto_pad="SAME_LOWER", kernel_shape=[4], strides=[3]),
+         helper.make_node("MaxPool", ["q"], ["z"], auto_pad="SAME_UPPER", kernel_shape=[3], strides=[2])],
+        "tools", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, "length"]),
+                  helper.make_tensor_value_info("q", TensorProto.INT8, ["n", 1, "steps"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("z", TensorProto.INT8, None)],
+        [numpy_helper.from_array(weight, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_an_onnx_graph_with_same_lower_and_int8_max_pooling_keeps_both_lengths_open(tmp_path):
+    from modelkit.targets.tvm.edge import onnx_to_tvm
+
+    src = _other_tools_graph(tmp_path / "tools.onnx")
+    onnx_to_tvm(src, tmp_path / "tools.tvm.so")
+    library, reference = modelkit.load(tmp_path / "tools.tvm.so"), modelkit.load(src)
+    rng = np.random.default_rng(1)
+    for n, length, steps in [(1, 1, 1), (2, 5, 4), (1, 7, 9), (3, 12, 2), (2, 40, 33)]:
+        feed = {"x": rng.normal(size=(n, 2, length)).astype(np.float32),
+                "q": rng.integers(-128, 128, (n, 1, steps)).astype(np.int8)}  # -128 in the data: the pad's value
+        got, want = library.predict(feed), reference.predict(feed)
+        np.testing.assert_allclose(got["y"], want["y"], atol=1e-5, err_msg=f"length {length}")
+        np.testing.assert_array_equal(got["z"], want["z"], err_msg=f"steps {steps}")
+
+
 @pytest.mark.slow
 def test_keras_applications_mobilenet_of_any_image_size_saved_under_jax_compiles_with_its_sides_open(tmp_path):
     """Refused before ('image' dim 1 is dynamic); about 25 s to compile."""

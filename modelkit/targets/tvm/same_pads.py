@@ -96,6 +96,7 @@ def _pool(importer_pool: Any) -> Any:
     one (the count of real entries, as ONNX's count_include_pad=0 and Keras ask)."""
 
     def pool(cls: Any, bb: Any, inputs: list[Any], attr: dict[str, Any], params: Any) -> Any:
+        import numpy as np
         from tvm import relax
 
         auto_pad = attr.get("auto_pad", b"NOTSET").decode("utf-8")
@@ -104,9 +105,11 @@ def _pool(importer_pool: Any) -> Any:
             return importer_pool(cls, bb, inputs, attr, params)
         ndim = len(data.ty.shape)
         spec = (attr.get("strides", [1] * (ndim - 2)), attr["kernel_shape"], attr.get("dilations", [1] * (ndim - 2)))
-        valid = {**attr, "auto_pad": b"VALID"}
+        valid = {**attr, "auto_pad": b"VALID", "ceil_mode": 0}  # SAME's length is ceil(L / s) whatever ceil_mode
         if cls.name == "max_pool":
-            padded = _padded(bb, data, *spec, auto_pad, float("-inf"))
+            dtype = str(data.ty.dtype)
+            lowest = float("-inf") if "float" in dtype else int(np.iinfo(dtype).min)  # an int8 graph's MaxPool too
+            padded = _padded(bb, data, *spec, auto_pad, lowest)
             return importer_pool(cls, bb, [padded], valid, params)
         summed = bb.emit(importer_pool(cls, bb, [_padded(bb, data, *spec, auto_pad, 0.0)], valid, params))
         if attr.get("count_include_pad", 0):
