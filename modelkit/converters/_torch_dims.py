@@ -35,6 +35,7 @@ Bounds = tuple[int, int]  # the largest batch, the largest size of every other o
 
 ALIGNED_EXAMPLE = 32  # a model that runs only at multiples of a stride is traced at 64, 96, ... (fit_examples)
 _aligned = contextvars.ContextVar("modelkit_aligned_examples", default=False)
+_unfit = contextvars.ContextVar("modelkit_unfit_examples", default=False)  # runs at neither tier of examples
 
 
 def example_size(axis: int) -> int:
@@ -53,6 +54,7 @@ def fit_examples(module: Any, sig: Signature) -> None:
     import torch
 
     _aligned.set(False)
+    _unfit.set(False)
     if not open_axes(sig):
         return
     for aligned in (False, True):
@@ -64,6 +66,20 @@ def fit_examples(module: Any, sig: Signature) -> None:
         except Exception:  # noqa: BLE001 - any error of the user's model at these sizes: try the next
             continue
     _aligned.set(False)
+    _unfit.set(True)
+
+
+def unfit_hint(sig: Signature) -> str:
+    """For a trace's error: where fit_examples found the Keras model running at neither tier of example sizes (nc118:
+    a MelSpectrogram's reflect padding needs over 128 samples), that, and the --input-spec that converts it."""
+    from ..keras_io.inputs import input_spec_text
+
+    if not _unfit.get():
+        return ""
+    spec = next(s for s in sig.inputs if any(d is None for d in s.shape[1:]))
+    return (f"; the model runs neither at the sizes its open dimensions are traced at ({example_size(1)}, ...) nor "
+            f"at {ALIGNED_EXAMPLE * 2}, ...: fix them at a size it runs at, e.g. "
+            f"--input-spec {input_spec_text(spec, fill=1024)}")
 
 
 def open_axes(sig: Signature) -> list[tuple[str, int]]:
@@ -175,7 +191,7 @@ def _export(module: Any, sig: Signature, example: tuple[Any, ...], src_name: str
                         (name, axis), layer = fixed
                         raise UnsupportedConversionError(refusal(fmt, "torch.export", name, axis, layer)) from exc
                     raise ConversionError(f"torch.export could not export {src_name} with its dynamic dimensions: "
-                                          f"{first_line(first)}{batch_fixed_by(seen)}") from exc
+                                          f"{first_line(first)}{batch_fixed_by(seen)}{unfit_hint(sig)}") from exc
                 continue
         if any(r is None for r in ranges(program, sig).values()):
             continue

@@ -23,9 +23,15 @@ EXAMPLE_BATCH = 3
 
 
 def load_wrapped(src: Path, trust_unsafe_code: bool = False) -> tuple[Any, Signature]:
-    """Load `src` under the torch backend; return (module in eval mode without grads, Signature)."""
+    """Load `src` under the torch backend; return (module in eval mode without grads, Signature). torch's
+    fake-tensor logger is quieted for this (child) process: it logs a traceback to stderr for every kernel that fails
+    while an export traces (nc118: 360 lines for a MelSpectrogram traced too short), where the export's own
+    exception carries the reason, which the edge turns into one typed line."""
+    import logging
+
     from ..keras_io.files import keras_signature, load_keras
 
+    logging.getLogger("torch._subclasses.fake_tensor").setLevel(logging.CRITICAL)
     model = load_keras(src, trust_unsafe_code=trust_unsafe_code, backend="torch")
     sig = keras_signature(model)
     module = _wrap(model, sig)

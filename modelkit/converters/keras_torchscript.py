@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConversionError, ModelkitError, first_line
 from ..formats import Format
 from .registry import Tolerance, converter
 
@@ -31,7 +32,7 @@ def keras_to_torchscript(src: Path, dest: Path, trust_unsafe_code: bool = False)
     import torch
 
     from ..runtime.torchscript import make_portable
-    from ._torch_dims import check_lengths, open_axes
+    from ._torch_dims import check_lengths, open_axes, unfit_hint
     from ._torch_export_ops import traced_alike, traced_same_padding, traced_vmap_refused
     from ._torch_module import SIGNATURE_FILE, check_batches, example_inputs, load_wrapped, signature_json, versions
     from ._torch_rnn import fused_recurrent
@@ -43,7 +44,15 @@ def keras_to_torchscript(src: Path, dest: Path, trust_unsafe_code: bool = False)
         # Keras' input checks turn sizes into Python values while tracing; check_batches below is the
         # real test that nothing shape-dependent was baked in
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        traced = torch.jit.trace(module, example_inputs(sig), check_trace=False)
+        example = example_inputs(sig)
+        try:
+            traced = torch.jit.trace(module, example, check_trace=False)
+        except ModelkitError:  # a refusal made while tracing (traced_vmap_refused): already typed
+            raise
+        except Exception as exc:  # noqa: BLE001 - the user's model failing at the example sizes, whatever it raises
+            shapes = ", ".join(f"'{s.name}' {tuple(x.shape)}" for s, x in zip(sig.inputs, example))
+            raise ConversionError(f"torch.jit.trace could not trace {src.name} at {shapes}: {first_line(exc)}"
+                                  f"{unfit_hint(sig)}") from exc
     make_portable(traced)
     check_batches(traced, module, sig, "the TorchScript trace")
     check_lengths(traced, module, sig, "the TorchScript trace", "torchscript")

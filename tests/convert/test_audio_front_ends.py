@@ -81,15 +81,21 @@ def birds(path: str) -> dict:
     return {"backend": keras.backend.backend()}
 
 
-def test_a_mel_spectrogram_over_waveforms_of_any_length_converts_with_the_length_open(tmp_path):
-    """nc118: no format took it ('No Op registered for RFFT': tf.signal.stft's RFFT over an open number of frames;
-    the torch route's export example was shorter than the reflect padding). Keras' STFT is now traced as framing
-    and two matrix products (modelkit/converters/_tf_fft.py)."""
+@pytest.fixture(scope="module")
+def birds_keras(tmp_path_factory):
     from modelkit import _child
 
-    src = tmp_path / "birds.keras"
+    src = tmp_path_factory.mktemp("birds") / "birds.keras"
     assert _child.run("tests.convert.test_audio_front_ends:birds", {"path": str(src)}, backend="torch",
                       quiet=True) == {"backend": "torch"}
+    return src
+
+
+def test_a_mel_spectrogram_over_waveforms_of_any_length_converts_with_the_length_open(birds_keras, tmp_path):
+    """nc118: no ONNX route took it ('No Op registered for RFFT': tf.signal.stft's RFFT over an open number of frames;
+    the torch route's export example was shorter than the reflect padding). Keras' STFT is now traced as framing
+    and two matrix products (modelkit/converters/_tf_fft.py)."""
+    src = birds_keras
     results = modelkit.convert(src, "onnx,tflite", out_dir=tmp_path / "out")
     assert [r.route["taken"] for r in results] == ["tf2onnx", "converter"]
     keras_model = modelkit.load(src)
@@ -100,6 +106,26 @@ def test_a_mel_spectrogram_over_waveforms_of_any_length_converts_with_the_length
             x = rng.normal(size=(batch, samples)).astype(np.float32)
             np.testing.assert_allclose(artifact.predict(x)["scores"], keras_model.predict(x)["scores"], atol=1e-4,
                                        err_msg=f"{r.format} at {samples} samples")
+
+
+def test_the_torch_formats_of_a_model_that_needs_longer_inputs_say_so_in_one_typed_line(birds_keras, tmp_path,
+                                                                                         capfd):
+    """nc118's torch formats: traced at 8 samples (or 64), shorter than the reflect padding of 128. TorchScript raised
+    a bare RuntimeError, and torch.export logged 360 lines of tracebacks to stderr; now a ConversionError naming the
+    sizes and the --input-spec that converts it, and nothing else on stderr."""
+    from modelkit.errors import ConversionError
+
+    for fmt, what in (("torchscript", r"torch.jit.trace could not trace birds.keras at 'audio' \(3, 8\)"),
+                      ("pt2", "torch.export could not export birds.keras with its dynamic dimensions")):
+        with pytest.raises(ConversionError, match=what + r".*Padding size should be less than.*runs neither at the "
+                                                         r"sizes .* --input-spec audio:\?,1024:float32"):
+            modelkit.convert(birds_keras, fmt, out_dir=tmp_path / fmt)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "fake_tensor" not in err, err[-2000:]
+    (result,) = modelkit.convert(birds_keras, "torchscript", out_dir=tmp_path / "fixed", input_spec=["audio:?,1024"])
+    x = np.random.default_rng(0).normal(size=(2, 1024)).astype(np.float32)
+    np.testing.assert_allclose(modelkit.load(result.path).predict(x)["scores"],
+                               modelkit.load(birds_keras).predict(x)["scores"], atol=1e-4)
 
 
 def test_stft_as_conv_computes_onnx_stft(tmp_path):
