@@ -9,8 +9,9 @@ its pooling calls int() on it. No ONNX rewrite says the same thing either, becau
 arithmetic on shape values (a computed Pad or Slice is refused, see slices.py).
 
 So, while the importer runs (`symbolic_same_padding`), those two places are given the padding as TIR expressions
-of the open size (`T.Select(L % 4 == 0, 5, 9 - L % 4)`), a pad before a VALID convolution or pooling: the same
-numbers at every size, as the library's verification against onnxruntime at other sizes shows. A static size
+of the open size (before: `((L + 3) // 4 * 4 - L + 5) // 2` for kernel 9, stride 4; see same_pads), a pad before a
+VALID convolution or pooling: the same numbers at every size, as the library's verification against onnxruntime
+at other sizes shows. A static size
 takes the importer's own path, unchanged. TVM is pinned (0.27), which is what makes replacing two of its
 functions for the duration of one import sound; the replacement is undone on the way out, error or not.
 """
