@@ -38,7 +38,7 @@ def load_wrapped(src: Path, trust_unsafe_code: bool = False) -> tuple[Any, Signa
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
-    from ._torch_dims import fit_examples
+    from ._torch_examples import fit_examples
 
     fit_examples(module, sig)  # the sizes its open dims are traced at
     return module, sig
@@ -70,7 +70,7 @@ def _wrap(model: Any, sig: Signature) -> Any:
 
 def example_inputs(sig: Signature, batch: int = EXAMPLE_BATCH, seed: int = 0) -> tuple[Any, ...]:
     """Seeded example tensors: uniform [0, 1) floats, zero ints (a valid index for any Embedding); open
-    non-batch dims at their example sizes (modelkit.converters._torch_dims.example_size)."""
+    non-batch dims at their example sizes (modelkit.converters._torch_examples.example_size)."""
     from ._torch_dims import inputs_at
 
     return inputs_at(sig, batch, seed=seed)

@@ -32,7 +32,8 @@ def keras_to_torchscript(src: Path, dest: Path, trust_unsafe_code: bool = False)
     import torch
 
     from ..runtime.torchscript import make_portable
-    from ._torch_dims import check_lengths, open_axes, unfit_hint
+    from ._torch_dims import check_lengths, open_axes
+    from ._torch_examples import unfit_hint
     from ._torch_export_ops import traced_alike, traced_same_padding, traced_vmap_refused
     from ._torch_module import SIGNATURE_FILE, check_batches, example_inputs, load_wrapped, signature_json, versions
     from ._torch_rnn import fused_recurrent

@@ -9,7 +9,7 @@ left the TFLite converter no known dims, and the convolution after the concatena
 ops: Conv2D"); repeat is traced keeping its known dims (modelkit/converters/_tf_lowering.py). The torch formats
 failed at the trace: the example sizes (8 and 10) are not sizes the model runs at ("Sizes of tensors must match
 ... Expected 4 in dimension 2 but got (s69//2)"); a model that runs only at multiples of a stride is now traced at
-64 and 96 (modelkit/converters/_torch_dims.fit_examples; 32 and 64 before nc76)."""
+64 and 96 (modelkit/converters/_torch_examples.fit_examples; 32 and 64 before nc76)."""
 from __future__ import annotations
 
 import numpy as np
