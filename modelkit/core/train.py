@@ -25,7 +25,7 @@ from ..keras_io import custom
 from . import callbacks as _cb
 from . import config as _config
 from . import data as _data
-from . import recipe
+from . import interrupt, recipe
 from .config import OPTIMIZERS, TrainConfig
 
 __all__ = ["train", "OPTIMIZERS", "check_optimizer", "resolve_config", "VALIDATION_FRACTION"]
@@ -159,11 +159,13 @@ def fit(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> dict[str,
             cbs.append(_cb.epoch_printer(keras, cfg.epochs, bar=bar))
         cbs.extend(extra_callbacks or [])
         t0 = time.perf_counter()
-        try:
-            if initial_epoch < cfg.epochs:
-                net.fit(feeder.x(x_fit), feeder.y(x_fit, y_fit),
-                        validation_data=(feeder.x(x_val), feeder.y(x_val, y_val)), epochs=cfg.epochs,
-                        initial_epoch=initial_epoch, batch_size=cfg.batch_size, shuffle=True, verbose=0, callbacks=cbs)
+        try:  # Ctrl-C: taken at the next batch or epoch boundary (modelkit.core.interrupt)
+            with interrupt.deferred(keras) as stop_on_ctrl_c:
+                if initial_epoch < cfg.epochs:
+                    net.fit(feeder.x(x_fit), feeder.y(x_fit, y_fit),
+                            validation_data=(feeder.x(x_val), feeder.y(x_val, y_val)), epochs=cfg.epochs,
+                            initial_epoch=initial_epoch, batch_size=cfg.batch_size, shuffle=True, verbose=0,
+                            callbacks=[*cbs, stop_on_ctrl_c])
         except KeyboardInterrupt:
             ckpt.save(net, recorder.epochs_done, recorder.history(), _settings(cfg), interrupted=True)
             raise TrainingError(f"interrupted after {recorder.epochs_done} of {cfg.epochs} epochs; checkpoint saved "

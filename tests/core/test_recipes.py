@@ -113,6 +113,56 @@ def test_interrupt_then_resume_continues_at_the_right_epoch(keras, tmp_path: Pat
         train(resume=True, **{**args, "out": tmp_path / "again.keras"})
 
 
+class _CtrlCAt:
+    """Sends this process a real SIGINT (what a terminal's Ctrl-C sends), `times` times, as one batch of the
+    second epoch begins; counts the batches begun and ended."""
+
+    def __new__(cls, keras, batch: int, times: int):
+        import os
+        import signal
+
+        class CtrlC(keras.callbacks.Callback):
+            begun = ended = 0
+
+            def on_train_batch_begin(self, b, logs=None):
+                CtrlC.begun += 1
+                if CtrlC.begun == 21 + batch + 1:
+                    for _ in range(times):
+                        os.kill(os.getpid(), signal.SIGINT)
+
+            def on_train_batch_end(self, b, logs=None):
+                CtrlC.ended += 1
+
+        return CtrlC()
+
+
+def test_ctrl_c_lets_the_batch_finish_then_saves_the_checkpoint(keras, tmp_path: Path, capsys) -> None:
+    """Raised where it lands, Ctrl-C could crash TensorFlow (SIGSEGV in its tensor conversion, the checkpoint
+    lost): it is taken when the batch it came in has finished (modelkit.core.interrupt), and Python's own SIGINT
+    handler is back afterwards."""
+    import signal
+
+    ckpt = tmp_path / "ckpt"
+    ctrl_c = _CtrlCAt(keras, batch=3, times=1)
+    with pytest.raises(TrainingError, match=r"interrupted after 1 of 3 epochs; checkpoint saved"):
+        train(callbacks=[ctrl_c], **{**TINY, "epochs": 3, "out": tmp_path / "m.keras", "checkpoint_dir": ckpt})
+    assert type(ctrl_c).begun == type(ctrl_c).ended == 21 + 4  # the batch it came in ran to its end, no further
+    saved = keras.saving.load_model(ckpt / "last.keras", compile=True)
+    assert int(keras.ops.convert_to_numpy(saved.optimizer.iterations)) == 21 + 4
+    assert "Ctrl-C: stopping at the end of this batch to save a checkpoint" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_second_ctrl_c_stops_at_once_and_still_saves_the_checkpoint(keras, tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    ctrl_c = _CtrlCAt(keras, batch=3, times=2)
+    with pytest.raises(TrainingError, match=r"interrupted after 1 of 3 epochs; checkpoint saved"):
+        train(callbacks=[ctrl_c], **{**TINY, "epochs": 3, "out": tmp_path / "m.keras", "checkpoint_dir": ckpt})
+    assert (type(ctrl_c).begun, type(ctrl_c).ended) == (21 + 4, 21 + 3)  # stopped inside the batch
+    saved = keras.saving.load_model(ckpt / "last.keras", compile=True)
+    assert int(keras.ops.convert_to_numpy(saved.optimizer.iterations)) == 21 + 3
+
+
 def test_resume_refuses_other_settings(keras, tmp_path: Path) -> None:
     args = {**TINY, "epochs": 2, "out": tmp_path / "m.keras"}
     with pytest.raises(TrainingError, match="interrupted after 1 of 2"):
