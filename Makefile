@@ -23,8 +23,14 @@ $(STAMP): pyproject.toml scripts/setup_system.sh
 demo: setup  # `make demo ARGS=--tune` runs a short hyperparameter search first
 	$(PY) scripts/demo.py --out demo-out $(ARGS)
 
+# Two pytest workers (pytest-xdist), a test file per worker: a test mostly waits on one single-threaded child
+# process (importing TensorFlow alone is 5 s of one core), so two share two cores (docs/reliability.md).
+# `make test TEST_WORKERS=0` runs in one process. -X faulthandler: a native crash, even at exit, prints every
+# thread's stack (in the workers, pytest's faulthandler does it while tests run; xdist names a crashed worker's test).
+TEST_WORKERS ?= 2
+
 test: setup
-	$(PY) -X faulthandler -m pytest tests -q -p no:cacheprovider --durations=20  # a native crash, even at exit, prints every thread's stack
+	$(PY) -X faulthandler -m pytest tests -q -p no:cacheprovider --durations=20 -n $(TEST_WORKERS) --dist loadfile
 
 bench: setup
 	$(PY) benchmarks/run_all.py
