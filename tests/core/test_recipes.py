@@ -113,6 +113,17 @@ def test_interrupt_then_resume_continues_at_the_right_epoch(keras, tmp_path: Pat
         train(resume=True, **{**args, "out": tmp_path / "again.keras"})
 
 
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler for the test, as a user's process has it (a pytest-xdist worker ignores SIGINT,
+    and modelkit.core.interrupt leaves any handler but Python's alone)."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 class _CtrlCAt:
     """Sends this process a real SIGINT (what a terminal's Ctrl-C sends), `times` times, as one batch of the
     second epoch begins; counts the batches begun and ended."""
@@ -136,7 +147,8 @@ class _CtrlCAt:
         return CtrlC()
 
 
-def test_ctrl_c_lets_the_batch_finish_then_saves_the_checkpoint(keras, tmp_path: Path, capsys) -> None:
+def test_ctrl_c_lets_the_batch_finish_then_saves_the_checkpoint(keras, tmp_path: Path, capsys,
+                                                                   python_sigint) -> None:
     """Raised where it lands, Ctrl-C could crash TensorFlow (SIGSEGV in its tensor conversion, the checkpoint
     lost): it is taken when the batch it came in has finished (modelkit.core.interrupt), and Python's own SIGINT
     handler is back afterwards."""
@@ -153,7 +165,7 @@ def test_ctrl_c_lets_the_batch_finish_then_saves_the_checkpoint(keras, tmp_path:
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_a_second_ctrl_c_stops_at_once_and_still_saves_the_checkpoint(keras, tmp_path: Path) -> None:
+def test_a_second_ctrl_c_stops_at_once_and_still_saves_the_checkpoint(keras, tmp_path: Path, python_sigint) -> None:
     ckpt = tmp_path / "ckpt"
     ctrl_c = _CtrlCAt(keras, batch=3, times=2)
     with pytest.raises(TrainingError, match=r"interrupted after 1 of 3 epochs; checkpoint saved"):
