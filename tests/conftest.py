@@ -52,6 +52,17 @@ def _signal_stack_kept(request):
     assert freed is None, f"{request.module.__name__}: {freed}; the next signal handler would crash the process"
 
 
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler for the test, as a user's process has it (a pytest-xdist worker ignores SIGINT,
+    and modelkit.core.interrupt leaves any handler but Python's alone)."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("models")

@@ -33,7 +33,7 @@ from .._require import require
 from ..errors import TrainingError
 from ..keras_io import custom
 from . import data as _data
-from . import recipe
+from . import interrupt, recipe
 from .config import OPTIMIZERS, SCHEDULES, TrainConfig, parse_budget
 
 SEARCHABLE = ("learning_rate", "units", "dropout", "l1", "l2", "optimizer", "batch_size", "momentum", "schedule",
@@ -110,6 +110,8 @@ def _search_here(config: dict[str, Any]) -> dict[str, Any]:
     study.mkdir(parents=True, exist_ok=True)
     curves: dict[str, dict[str, Any]] = _read_json(study / CURVES_FILE, {})
 
+    stops: list[Any] = []  # the Ctrl-C callback of modelkit.core.interrupt, passed to every trial's fit
+
     class HyperModel(kt.HyperModel):
         def build(self, hp: Any) -> Any:
             values = {k: _define(hp, k, spec) for k, spec in cfg.search.items()}
@@ -122,7 +124,8 @@ def _search_here(config: dict[str, Any]) -> dict[str, Any]:
 
         def fit(self, hp: Any, model: Any, *args: Any, callbacks: Any = None, **kwargs: Any) -> Any:
             trial = next(iter(tuner.oracle.ongoing_trials.values()))
-            cbs = [*(callbacks or []), _median_stopper(keras, tuner, trial.trial_id, objective, curves, study)]
+            cbs = [*(callbacks or []), _median_stopper(keras, tuner, trial.trial_id, objective, curves, study),
+                   *stops]
             if cfg.patience > 0:
                 cbs.append(keras.callbacks.EarlyStopping(monitor=objective.name, mode=objective.direction,
                                                          patience=cfg.patience))
@@ -137,7 +140,7 @@ def _search_here(config: dict[str, Any]) -> dict[str, Any]:
     fit_args = dict(x=feeder.x(x_fit), y=feeder.y(x_fit, y_fit), epochs=cfg.epochs, shuffle=True, verbose=0,
                     validation_data=(feeder.x(x_val), feeder.y(x_val, y_val)))
     with contextlib.redirect_stdout(sys.stderr):  # KerasTuner prints; stdout is for results
-        ran = _run_trials(tuner, cfg, fit_args)
+        ran = _run_interruptible(keras, tuner, cfg, fit_args, stops, study)
         net = tuner.get_best_models(1)[0]
     rows = results_table(tuner, curves)
     done = [r for r in rows if r["status"] == "COMPLETED"]
@@ -166,6 +169,20 @@ def _search_here(config: dict[str, Any]) -> dict[str, Any]:
         print(f"best trial {best_trial.trial_id}: {objective.name} {best_trial.score:.4f} with {best_values}; "
               f"test metrics {metrics}", file=sys.stderr, flush=True)
     return {**training, "path": cfg.out, "manifest": str(mpath)}
+
+
+def _run_interruptible(keras: Any, tuner: Any, cfg: TrainConfig, fit_args: dict[str, Any], stops: list[Any],
+                       study: Path) -> int:
+    """_run_trials with Ctrl-C taken at a batch or epoch boundary (modelkit.core.interrupt) and said as a
+    TrainingError: the finished trials stay in the study, and the same command continues it."""
+    try:
+        with interrupt.deferred(keras) as stop_on_ctrl_c:
+            stops.append(stop_on_ctrl_c)
+            return _run_trials(tuner, cfg, fit_args)
+    except KeyboardInterrupt:
+        done = sum(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
+        raise TrainingError(f"search interrupted; its {done} finished trial(s) are kept in {study}; the same "
+                            "command continues it") from None
 
 
 def _run_trials(tuner: Any, cfg: TrainConfig, fit_args: dict[str, Any]) -> int:

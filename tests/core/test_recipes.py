@@ -113,17 +113,6 @@ def test_interrupt_then_resume_continues_at_the_right_epoch(keras, tmp_path: Pat
         train(resume=True, **{**args, "out": tmp_path / "again.keras"})
 
 
-@pytest.fixture
-def python_sigint():
-    """Python's own SIGINT handler for the test, as a user's process has it (a pytest-xdist worker ignores SIGINT,
-    and modelkit.core.interrupt leaves any handler but Python's alone)."""
-    import signal
-
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, before)
-
-
 class _CtrlCAt:
     """Sends this process a real SIGINT (what a terminal's Ctrl-C sends), `times` times, as one batch of the
     second epoch begins; counts the batches begun and ended."""

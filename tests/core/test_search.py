@@ -68,6 +68,43 @@ def test_same_study_dir_continues(study) -> None:
     assert summary["search"]["best_score"] >= first["search"]["best_score"]
 
 
+def test_ctrl_c_keeps_the_finished_trials_and_the_same_command_continues(tmp_path: Path, monkeypatch,
+                                                                          python_sigint) -> None:
+    """A real SIGINT in the second trial's fourth batch: the search stops at that batch's end with one typed line
+    (before, KeyboardInterrupt was raised wherever it landed, TensorFlow's tensor conversion included: a SIGSEGV
+    now and then), the finished trial stays, and the same command completes the study."""
+    import os
+    import signal
+
+    import_keras()
+    made, trials = _search._median_stopper, []
+
+    def stopper_with_ctrl_c(keras_, tuner, trial_id, *args):
+        median = made(keras_, tuner, trial_id, *args)
+        trials.append(trial_id)
+
+        class MedianThenCtrlC(type(median)):  # the trial's own median rule, and a Ctrl-C
+            def on_train_batch_begin(self, batch, logs=None):
+                if len(trials) == 2 and batch == 3:
+                    os.kill(os.getpid(), signal.SIGINT)
+
+        return MedianThenCtrlC()
+
+    monkeypatch.setattr(_search, "_median_stopper", stopper_with_ctrl_c)
+    args = dict(model="mlp", epochs=2, tune=True, trials=3, search=SPACE, verbose=False, out=tmp_path / "best.keras",
+                study_dir=tmp_path / "study")
+    with pytest.raises(TrainingError, match=r"^search interrupted; its 1 finished trial\(s\) are kept in .*study; "
+                                            r"the same command continues it$"):
+        train(**args)
+    assert not (tmp_path / "best.keras").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.setattr(_search, "_median_stopper", made)
+    summary = train(**args)
+    rows = summary["search"]["results"]
+    assert len(rows) == 3 and all(r["status"] == "COMPLETED" for r in rows), rows
+    assert (tmp_path / "best.keras").is_file()
+
+
 @pytest.mark.slow
 def test_median_rule_prunes_a_bad_trial(tmp_path: Path) -> None:
     """Seed 3 tries learning rates 0.03 and 0.02 first (both finish), then 1e-6: after its first epoch it is
