@@ -5,19 +5,17 @@ conversion of a Python sequence to a tensor (Keras resets its metrics that way a
 the process with SIGSEGV (TensorFlow 2.21: about one Ctrl-C in ten in `modelkit train`, the checkpoint lost).
 While `deferred(keras)` is active, the first Ctrl-C only records the request and says so; the Keras callback it
 yields raises KeyboardInterrupt at the next batch or epoch boundary, in Python, and leaving the block raises it if
-the request came after the last one. A second Ctrl-C raises at once (the user insists).
-
-Only Python's own handler is replaced, and only in the main thread: a handler the user installed, an ignored
-SIGINT (a background job) or training in another thread keep today's behaviour.
+the request came after the last one. A second Ctrl-C raises at once (the user insists). The handler is installed
+as TVM tuning's is (modelkit._sigint.handling: main thread only, an ignored SIGINT stays ignored).
 """
 from __future__ import annotations
 
 import contextlib
-import signal
 import sys
-import threading
 from collections.abc import Iterator
 from typing import Any
+
+from .. import _sigint
 
 NOTICE = ("[modelkit] Ctrl-C: stopping at the end of this batch to save a checkpoint "
           "(Ctrl-C again to stop at once)")
@@ -41,12 +39,6 @@ def deferred(keras: Any) -> Iterator[Any]:
     class StopOnCtrlC(keras.callbacks.Callback):
         on_train_batch_end = on_test_batch_end = on_epoch_begin = on_epoch_end = staticmethod(stop_if_requested)
 
-    ours = threading.current_thread() is threading.main_thread() \
-        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    before = signal.signal(signal.SIGINT, on_sigint) if ours else None
-    try:
+    with _sigint.handling(on_sigint):
         yield StopOnCtrlC()
-    finally:
-        if ours:
-            signal.signal(signal.SIGINT, before)
     stop_if_requested()

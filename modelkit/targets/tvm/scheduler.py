@@ -14,10 +14,10 @@ latency), discounted by how many of its batches in a row brought no improvement.
 from __future__ import annotations
 
 import contextlib
-import signal
-import threading
 import time
 from typing import Any, Callable, Iterator
+
+from ... import _sigint
 
 
 class TuningState:
@@ -134,14 +134,7 @@ def make_progress(ms: Any, state: TuningState, names: list[str], weights: list[f
 
 @contextlib.contextmanager
 def sigint_stops(state: TuningState) -> Iterator[None]:
-    """While tuning, Ctrl-C asks the scheduler to stop instead of raising at once (main thread only; a
-    SIGINT that the launcher ignored, as nohup does, stays ignored)."""
-    main = threading.current_thread() is threading.main_thread()
-    if not main or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    """While tuning, Ctrl-C asks the scheduler to stop instead of raising at once (modelkit._sigint.handling:
+    main thread only; a SIGINT that the launcher ignored, as nohup does, stays ignored)."""
+    with _sigint.handling(state.on_sigint):
         yield
-        return
-    previous = signal.signal(signal.SIGINT, state.on_sigint)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
