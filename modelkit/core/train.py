@@ -134,7 +134,9 @@ def fit(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> dict[str,
     from ..keras_io.files import keras_signature
 
     keras = import_keras(cfg.backend)
-    custom.import_all(cfg.imports)
+    # the user's model file too: its custom layers must be registered before a resume checkpoint loads
+    imports = [*cfg.imports, *([cfg.model.rsplit(":", 1)[0]] if custom.is_user_model(cfg.model) else [])]
+    custom.import_all(imports)
     keras.utils.set_random_seed(cfg.seed)
     ds = _data.load(cfg.data, seed=cfg.seed, label_column=cfg.label_column)
     task = recipe.task_of(cfg)
@@ -185,7 +187,6 @@ def fit(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> dict[str,
     ckpt.finish()
     if not explicit_ckpt:
         _atomic.remove_path(ckpt.folder)
-    imports = [*cfg.imports, *([cfg.model.rsplit(":", 1)[0]] if custom.is_user_model(cfg.model) else [])]
     training = {"model": cfg.model, "data": cfg.data, "backend": cfg.backend, "epochs": cfg.epochs,
                 "epochs_run": len(history["loss"]), "resumed_from_epoch": initial_epoch or None,
                 "optimizer": cfg.optimizer, "learning_rate": cfg.learning_rate, "schedule": cfg.schedule,

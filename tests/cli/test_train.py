@@ -91,9 +91,15 @@ def test_bad_model_path_is_one_line(tmp_path: Path) -> None:
     assert result.output.count("\n") == 1
 
 
-def test_ctrl_c_on_the_cli_saves_a_checkpoint_and_resume_finishes(tmp_path):
+EXAMPLE_MODEL = f"{Path(__file__).resolve().parents[2] / 'examples' / 'custom_layer.py'}:build"
+
+
+@pytest.mark.parametrize("model", ["mlp", EXAMPLE_MODEL], ids=["zoo", "users-file"])
+def test_ctrl_c_on_the_cli_saves_a_checkpoint_and_resume_finishes(tmp_path, model):
     """A real SIGINT to `modelkit train` (not a callback raising KeyboardInterrupt): the checkpoint is
-    saved, the typed message names it, and --resume continues from that epoch."""
+    saved, the typed message names it, and --resume continues from that epoch. From a user's model file, the
+    resuming process imports that file before loading the checkpoint (before: "Could not locate class
+    'GatedDense'")."""
     import subprocess
     import sys
     import time
@@ -101,7 +107,7 @@ def test_ctrl_c_on_the_cli_saves_a_checkpoint_and_resume_finishes(tmp_path):
     from tests.helpers import cli_process, ctrl_c
 
     out = tmp_path / "mlp.keras"
-    args = ["train", "--model", "mlp", "--epochs", "200", "--out", str(out)]
+    args = ["train", "--model", model, "--epochs", "200", "--out", str(out)]
     lines = []
     with cli_process(*args) as proc:
         deadline = time.monotonic() + 240
