@@ -150,3 +150,22 @@ def test_an_open_length_loop_is_refused_with_the_input_spec_that_unrolls_it(tmp_
     with pytest.raises(UnsupportedConversionError, match=r"Loop.*a Loop of a fixed number of steps is unrolled, and "
                                                          r"dimension 'frames' dim 1 is open.*--input-spec"):
         modelkit.convert(src, "tvm", out_dir=tmp_path)
+
+
+def test_a_tvm_error_names_the_operator_it_prints_whole():
+    """A bidirectional GRU's batch note (nc120) carried TVM's ~300-character repr of relax.concat: its name now."""
+    from tvm import relax
+    from tvm.script import relax as R
+
+    from modelkit.targets.tvm.compile import _error_text
+
+    x = relax.Var("x", R.Tensor((1,), "int64"))
+    builder = relax.BlockBuilder()
+    with builder.function("f", [x]):
+        with pytest.raises(TypeError) as caught:
+            builder.normalize(relax.op.concat(relax.Tuple([x, relax.ShapeExpr([3])])))
+        builder.emit_func_output(x)
+    assert "ir.Op(span=" in str(caught.value)  # TVM's own text
+    assert _error_text(caught.value) == (
+        'TypeError: relax.concat expects the input to be a Tuple of Tensors. However, the given input is '
+        'T.Tuple(R.Tensor((T.int64(1),), dtype="int64"), R.Shape([T.int64(3)]))')

@@ -304,8 +304,13 @@ def _open_dim_refusal(sig: Signature, name: str, why: str) -> UnsupportedConvers
 
 
 def _error_text(exc: BaseException | None) -> str:
-    """"Type: first line" of a TVM error (the importer's, a build's), for one-line messages."""
-    return f"{type(exc).__name__}: {first_line(exc) if str(exc).strip() else ''}"
+    """"Type: first line" of a TVM error (the importer's, a build's), for one-line messages. An operator that TVM
+    prints whole (`ir.Op(span=None, ..., name="relax.concat", ...)`, some 300 characters) is given by its name."""
+    import re
+
+    text = re.sub(r'ir\.Op\(span=.*?name="([^"]+)".*?support_level=\d+\)', r"\1",
+                  first_line(exc) if str(exc).strip() else "")
+    return f"{type(exc).__name__}: {text}"
 
 
 def _verify_emulated(src: Path, dest: Path, sig: Signature, tgt: registry.Target, extra: dict[str, Any]) -> None:
