@@ -52,6 +52,8 @@ def import_keras(backend: str | None = None) -> ModuleType:
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
     os.environ["KERAS_BACKEND"] = want
+    if want != "jax":
+        skip_jax_at_keras_import()
     if want != "tensorflow":  # the backend's own framework first: Keras imports it at its first import
         require(want, BACKEND_EXTRAS[want], f"Keras with the {want} backend")
     keras = require("keras", BACKEND_EXTRAS[want], f"Keras with the {want} backend")
@@ -89,3 +91,43 @@ def _dotted_layer_names_tracked() -> None:
 
     cls._track_variables, cls._post_track_variable = _track_variables, _post_track_variable
     cls._post_untrack_variable, cls._modelkit_keys = _post_untrack_variable, True
+
+
+
+# Modules that import jax at their own import only in case it is wanted later, and catch the ImportError:
+# Keras' orbax callback (to patch `jax.monitoring` of old JAX releases) under every backend, and TensorFlow's
+# TFLite utilities (for TFLiteConverter.experimental_from_jax, which modelkit does not use).
+_JAX_PROBES = frozenset({"keras.src.callbacks.orbax_checkpoint", "tensorflow.lite.python.util"})
+
+
+class _JaxlessProbes:
+    """An import hook that makes `import jax` the ImportError that each of _JAX_PROBES catches, while that module
+    loads. Under tensorflow or torch those imports are ~0.5 s of CPU in every process that imports Keras (a tenth
+    of a conversion child's start) for nothing. JAX imported before, or later by anything else, is untouched."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name not in _JAX_PROBES or "jax" in sys.modules:
+            return None
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module: ModuleType) -> None:
+            sys.modules["jax"] = None  # type: ignore[assignment]  # `import jax` raises ImportError
+            try:
+                run(module)
+            finally:
+                if "jax" in sys.modules and sys.modules["jax"] is None:
+                    del sys.modules["jax"]
+
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]  # this spec's own loader
+        return spec
+
+
+def skip_jax_at_keras_import() -> None:
+    """Install _JaxlessProbes (once per process), before Keras is imported with a backend other than jax."""
+    if not any(isinstance(f, _JaxlessProbes) for f in sys.meta_path):
+        sys.meta_path.insert(0, _JaxlessProbes())

@@ -35,6 +35,10 @@ def as_child() -> None:
     """What every child entry point does first: die with its parent, and keep libraries' root-logger advice
     (which drowns the progress lines) quiet."""
     _die_with_parent()
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "jax":  # what Keras' import costs for nothing (_backend.py)
+        from ._backend import skip_jax_at_keras_import
+
+        skip_jax_at_keras_import()
     import logging
 
     logging.getLogger().setLevel(logging.ERROR)

@@ -58,6 +58,19 @@ def leave_temp_files(then_sleep: float = 0.0) -> str:
     return folder
 
 
+def imports_keras() -> dict:
+    """What importing Keras, then TFLite's converter, pulled in; then jax, imported on purpose."""
+    import keras
+    import tensorflow as tf
+    from keras.src.callbacks import orbax_checkpoint
+
+    loaded = {"backend": keras.backend.backend(), "jax": "jax" in sys.modules,
+              "converter": tf.lite.TFLiteConverter.__name__, "orbax": orbax_checkpoint.OrbaxCheckpoint.__name__}
+    import jax
+
+    return {**loaded, "jax_later": jax.numpy.add(1, 2).item()}
+
+
 # --- the tests -------------------------------------------------------------------------------------------------
 def test_run_returns_the_childs_result_from_another_process() -> None:
     got = _child.run(f"{HERE}:echo", {"value": [1, 2]})
@@ -150,3 +163,12 @@ def test_started_children_run_side_by_side_and_report_each(tmp_path) -> None:
     assert not any(k.failed() for k in kids) and bad.failed()
     with pytest.raises(TrainingError, match="ZeroDivisionError"):
         bad.result()
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "torch", "jax"])
+def test_keras_in_a_child_imports_jax_only_under_the_jax_backend(backend) -> None:
+    """Keras' orbax callback and TensorFlow's TFLite utilities import jax at their own import, to no use under
+    tensorflow or torch (~0.5 s of CPU per child): a child of those backends skips it, and can still import it."""
+    got = _child.run(f"{HERE}:imports_keras", {}, backend=backend)
+    assert got == {"backend": backend, "jax": backend == "jax", "converter": "TFLiteConverterV2",
+                   "orbax": "OrbaxCheckpoint", "jax_later": 3}
