@@ -40,6 +40,7 @@ from typing import IO, Any
 from . import _progress, errors
 from ._backend import QUIET_ENV, check_backend
 from ._child_errors import rebuild
+from ._forkserver import PRELOAD_ENV
 
 
 def child_env(backend: str | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -52,6 +53,7 @@ def child_env(backend: str | None = None, extra: dict[str, str] | None = None) -
     env.setdefault("PYTHONWARNINGS", "ignore")  # framework deprecation chatter drowns the progress lines
     if backend is not None:
         env["KERAS_BACKEND"] = check_backend(backend)
+        env[PRELOAD_ENV] = backend  # what a fork server of this environment imports before forking (_forkserver)
     env.update(extra or {})
     specs, folders = registered_imports()
     merged = with_imports(specs)
@@ -65,7 +67,7 @@ def child_env(backend: str | None = None, extra: dict[str, str] | None = None) -
 @dataclass
 class Child:
     """A started child: its process, the file it writes its result to, and what to call it in errors."""
-    proc: subprocess.Popen
+    proc: Any  # subprocess.Popen, or a _forkserver.Forked
     out: Path
     what: str
     error: type[errors.ModelkitError]
@@ -102,17 +104,32 @@ class Child:
 
 
 def start(func: str, kwargs: dict[str, Any], out: Path, env: dict[str, str] | None = None, quiet: bool = False,
-          error: type[errors.ModelkitError] = errors.WorkerError, what: str | None = None) -> Child:
+          error: type[errors.ModelkitError] = errors.WorkerError, what: str | None = None,
+          fresh: bool = False) -> Child:
     """Start `func` ("pkg.module:function") with JSON-able kwargs in a child that writes its result to `out`.
 
-    The child runs in its own session, so a terminal's Ctrl-C reaches only this process (see run()).
+    The child runs in its own session, so a terminal's Ctrl-C reaches only this process (see run()). fresh: a new
+    Python, never a fork of a warm server (a measurement whose memory and imports must be the work's own).
     """
-    proc = subprocess.Popen([sys.executable, "-m", "modelkit._child_side", str(out)], stdin=subprocess.PIPE, text=True,
-                            env=env if env is not None else child_env(), start_new_session=True, **_streams(quiet))
+    proc = _launch("run", str(out), env if env is not None else child_env(), _streams(quiet), fresh=fresh)
     assert proc.stdin is not None
     proc.stdin.write(json.dumps({"func": func, "kwargs": kwargs}))  # small: the child reads it first
     proc.stdin.close()
     return Child(proc, out, what or func, error, _start_relay(proc))
+
+
+def _launch(mode: str, arg: str, env: dict[str, str], streams: dict[str, Any], reply_fd: int | None = None,
+            fresh: bool = False) -> Any:
+    """The child process (its stdin a pipe to write the request to, text): forked from a warm server of its
+    environment when there is one and not `fresh` (modelkit._forkserver), else a new Python; in its own session."""
+    from . import _forkserver
+
+    forked = None if fresh else _forkserver.launch(mode, arg, env, streams, reply_fd)
+    if forked is not None:
+        return forked
+    argv = [sys.executable, "-m", "modelkit._child_side", *(["--serve", arg] if mode == "serve" else [arg])]
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, text=True, env=env, start_new_session=True,
+                            pass_fds=(reply_fd,) if reply_fd is not None else (), **streams)
 
 
 def _streams(quiet: bool) -> dict[str, Any]:
@@ -125,7 +142,7 @@ def _streams(quiet: bool) -> dict[str, Any]:
     return {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
 
 
-def _start_relay(proc: subprocess.Popen) -> threading.Thread | None:
+def _start_relay(proc: Any) -> threading.Thread | None:
     if proc.stdout is None:
         return None
     relay = threading.Thread(target=_relay, args=(proc.stdout,), daemon=True)
@@ -135,19 +152,19 @@ def _start_relay(proc: subprocess.Popen) -> threading.Thread | None:
 
 def run(func: str, kwargs: dict[str, Any], backend: str | None = None, timeout: float | None = None,
         quiet: bool = False, interrupt_grace: float = 15.0, error: type[errors.ModelkitError] = errors.WorkerError,
-        what: str | None = None) -> Any:
+        what: str | None = None, fresh: bool = False) -> Any:
     """Call `func` ("pkg.module:function") with JSON-able kwargs in a child process; return its result.
 
     A child that runs past `timeout` seconds is killed (`error`, naming `what`). On Ctrl-C the child is sent
     one SIGINT and given interrupt_grace seconds to stop cleanly (a conversion deletes its partial output,
     training saves a checkpoint, tuning keeps its records) and report a typed error, which is raised here;
-    a second Ctrl-C, or the grace running out, kills it (interrupt_grace=0: at once).
+    a second Ctrl-C, or the grace running out, kills it (interrupt_grace=0: at once). fresh: as start() says.
     """
     with tempfile.TemporaryDirectory(prefix="modelkit-child-") as td:
         scratch = Path(td) / "tmp"  # the child's temporary files, removed with td even when it is killed or
         scratch.mkdir()  # skips its exit handlers (os._exit below): a shared SavedModel folder leaked per child
         env = child_env(backend, {"TMPDIR": str(scratch)})
-        child = start(func, kwargs, Path(td) / "result.json", env, quiet, error, what)
+        child = start(func, kwargs, Path(td) / "result.json", env, quiet, error, what, fresh)
         try:
             interrupted = _wait(child, timeout, interrupt_grace)
         except subprocess.TimeoutExpired as exc:
@@ -179,7 +196,7 @@ def _wait(child: Child, timeout: float | None, grace: float) -> bool:
 @dataclass
 class Worker:
     """A served child (see serve()): one object living in a child process, called request by request."""
-    proc: subprocess.Popen
+    proc: Any  # subprocess.Popen, or a _forkserver.Forked
     replies: queue.Queue
     what: str
     error: type[errors.ModelkitError]
@@ -240,16 +257,16 @@ class Worker:
 
 
 def serve(factory: str, kwargs: dict[str, Any], env: dict[str, str] | None = None, quiet: bool = False,
-          error: type[errors.ModelkitError] = errors.WorkerError, what: str | None = None) -> Worker:
+          error: type[errors.ModelkitError] = errors.WorkerError, what: str | None = None,
+          fresh: bool = False) -> Worker:
     """Start a child that builds `factory(**kwargs)` ("pkg.module:callable", e.g. a class) and then answers
     Worker.call() requests on the object it built, until Worker.stop(). Returns at once; Worker.ready()
     waits for the object. The child runs in its own session (a terminal's Ctrl-C reaches this process only:
-    stop the worker in a `finally`)."""
+    stop the worker in a `finally`). fresh: as start() says."""
     read_fd, write_fd = os.pipe()
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "modelkit._child_side", "--serve", str(write_fd)],
-                                stdin=subprocess.PIPE, text=True, env=env if env is not None else child_env(),
-                                start_new_session=True, pass_fds=(write_fd,), **_streams(quiet))
+        proc = _launch("serve", str(write_fd), env if env is not None else child_env(), _streams(quiet), write_fd,
+                       fresh)
     except BaseException:
         os.close(read_fd)
         raise

@@ -135,7 +135,7 @@ def run_bench(artifacts: list[str | os.PathLike], batches: tuple[int, ...] = (1,
                       "backend": backend if job.format == Format.KERAS else None}
             try:
                 res = _child.run("modelkit.bench.worker:measure", kwargs, backend=kwargs["backend"], timeout=timeout,
-                                 what=f"the benchmark of {job.path.name}")
+                                 what=f"the benchmark of {job.path.name}", fresh=True)  # RSS, imports: its own
             except ModelkitError as exc:
                 if not keep_going and job.kind == "baseline":  # the user's artifacts may be fine: say how to go on
                     raise retyped(type(exc), f"the Keras baseline {job.path.name} could not run: {exc}; bench "

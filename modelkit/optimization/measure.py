@@ -124,7 +124,8 @@ def _start(cand: dict, batch: int, data: str | None, warmup: int, seed: int) -> 
     kwargs = {"path": str(cand["path"]), "mode": cand.get("mode") or "run", "threads": threads, "batch": batch,
               "data": data, "warmup": warmup, "seed": seed, "backend": cand.get("backend")}
     return _child.serve(PROBE, kwargs, env=_child.child_env(cand.get("backend"), extra),
-                        error=errors.WorkerError, what=f"measuring {cand.get('key', cand['path'])}")
+                        error=errors.WorkerError, what=f"measuring {cand.get('key', cand['path'])}",
+                        fresh=True)  # its engine's imports and threads only, as a deployment has
 
 
 def _fail(cand: dict, exc: BaseException) -> None:
