@@ -25,8 +25,11 @@ from typing import Any
 from . import _child_side
 
 IDLE_S = 60.0  # a server nobody asked for that long ends (its imports hold ~0.4-0.7 GB); the next use starts one
-# What children of each backend import anyway, loaded once here (a failed import is the child's to report).
-PRELOAD = {"tensorflow": ("tf2onnx", "onnx", "onnxruntime"), "torch": ("onnx", "onnxruntime"),
+# What children of each backend import anyway, loaded once here (a failed import is the child's to report). A
+# conversion child runs every hop of its backend, so these already share a process there (ExecuTorch: ~1.8 s).
+PRELOAD = {"tensorflow": ("tf2onnx", "onnx", "onnxruntime"),
+           "torch": ("onnx", "onnxruntime", "executorch.exir", "executorch.runtime",
+                     "executorch.backends.xnnpack.partition.xnnpack_partitioner"),
            "jax": ("onnx", "onnxruntime")}
 
 
@@ -38,9 +41,12 @@ def _preload() -> None:
         return
     from ._backend import import_keras
 
-    with contextlib.suppress(Exception):
+    try:
         import_keras(backend)
-        for name in PRELOAD[backend]:
+    except Exception:  # noqa: BLE001  # the child reports it
+        return
+    for name in PRELOAD[backend]:
+        with contextlib.suppress(Exception):
             importlib.import_module(name)
 
 
