@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +28,18 @@ def whoami(module: str | None = None) -> dict:
     if module:
         out["module"] = __import__(module).VALUE
     return out
+
+
+def stop_cleanly(path: str) -> None:
+    """Work that stops cleanly on Ctrl-C (as training saves its checkpoint), saying so in a typed error."""
+    from modelkit.errors import TrainingError
+
+    Path(path).write_text(f"started {os.getppid()}")
+    try:
+        time.sleep(120)
+    except KeyboardInterrupt:
+        Path(path).write_text(f"stopped cleanly {os.getppid()}")
+        raise TrainingError("interrupted; checkpoint saved") from None
 
 
 class Counter:
@@ -127,3 +141,23 @@ def test_without_its_server_a_child_is_spawned_again(own_env):
 def test_the_switch_turns_it_off(own_env, monkeypatch):
     monkeypatch.setenv(_forkserver.ENV_SWITCH, "0")
     assert {_child.run(f"{HERE}:whoami", {})["ppid"] for _ in range(3)} == {os.getpid()}
+
+
+def test_ctrl_c_reaches_a_forked_child_which_stops_cleanly(own_env, tmp_path, python_sigint):
+    """The parent's Ctrl-C is passed on to the forked child by pid (modelkit._child.run), as to a spawned one."""
+    from modelkit.errors import TrainingError
+
+    _child.run(f"{HERE}:whoami", {})
+    mark = tmp_path / "mark.txt"
+
+    def ctrl_c_once_started() -> None:
+        end = time.monotonic() + 60
+        while not mark.exists() and time.monotonic() < end:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=ctrl_c_once_started, daemon=True).start()
+    with pytest.raises(TrainingError, match="^interrupted; checkpoint saved$"):
+        _child.run(f"{HERE}:stop_cleanly", {"path": str(mark)}, error=TrainingError, interrupt_grace=30)
+    said, ppid = mark.read_text().rsplit(" ", 1)
+    assert said == "stopped cleanly" and int(ppid) != os.getpid()  # a forked child, stopped by its own handler
