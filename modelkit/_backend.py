@@ -93,7 +93,6 @@ def _dotted_layer_names_tracked() -> None:
     cls._post_untrack_variable, cls._modelkit_keys = _post_untrack_variable, True
 
 
-
 # Modules that import jax at their own import only in case it is wanted later, and catch the ImportError:
 # Keras' orbax callback (to patch `jax.monitoring` of old JAX releases) under every backend, and TensorFlow's
 # TFLite utilities (for TFLiteConverter.experimental_from_jax, which modelkit does not use).

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from . import _progress, errors
+from . import _progress, _sigint, errors
 from ._backend import QUIET_ENV, check_backend
 from ._child_errors import rebuild
 from ._forkserver import PRELOAD_ENV
@@ -164,18 +164,23 @@ def run(func: str, kwargs: dict[str, Any], backend: str | None = None, timeout: 
         scratch = Path(td) / "tmp"  # the child's temporary files, removed with td even when it is killed or
         scratch.mkdir()  # skips its exit handlers (os._exit below): a shared SavedModel folder leaked per child
         env = child_env(backend, {"TMPDIR": str(scratch)})
-        child = start(func, kwargs, Path(td) / "result.json", env, quiet, error, what, fresh)
+        early: list[int] = []  # a Ctrl-C while the child starts is held, then handled as one while it runs
+        with _sigint.handling(lambda *_: early.append(1)):
+            child = start(func, kwargs, Path(td) / "result.json", env, quiet, error, what, fresh)
         try:
-            interrupted = _wait(child, timeout, interrupt_grace)
+            interrupted = _wait(child, timeout, interrupt_grace, bool(early))
         except subprocess.TimeoutExpired as exc:
             child.kill()
             raise error(f"{child.what} did not finish within {timeout:.0f} s") from exc
         return child.result(interrupted)
 
 
-def _wait(child: Child, timeout: float | None, grace: float) -> bool:
-    """Wait for the child, handling Ctrl-C as run() describes; whether it was asked to stop."""
+def _wait(child: Child, timeout: float | None, grace: float, ctrl_c: bool = False) -> bool:
+    """Wait for the child, handling Ctrl-C (`ctrl_c`: one came already) as run() describes; whether it was asked
+    to stop."""
     try:
+        if ctrl_c:
+            raise KeyboardInterrupt
         child.proc.wait(timeout=timeout)
         return False
     except KeyboardInterrupt:

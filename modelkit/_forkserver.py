@@ -204,9 +204,9 @@ def launch(mode: str, arg: str, env: dict[str, str], streams: dict[str, Any], re
     stdin = os.fdopen(stdin_w, "w", encoding="utf-8")
     stdout = os.fdopen(out_r, encoding="utf-8") if out_r is not None else None
     try:
-        mask = os.umask(0)  # read (in the main thread): a server keeps the one it started with
-        os.umask(mask)
-        req = {"mode": mode, "arg": arg, "env": env, "cwd": os.getcwd(), "umask": mask}
+        from ._atomic import _umask
+
+        req = {"mode": mode, "arg": arg, "env": env, "cwd": os.getcwd(), "umask": _umask()}  # a server keeps its own
         child = server.fork(req, fds, stdin, stdout)
     finally:
         for fd in opened:

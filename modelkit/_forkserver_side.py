@@ -134,13 +134,14 @@ def main(fd: int) -> None:
                 break
             if not msg:
                 break  # the parent closed its end: it is exiting
+            req = json.loads(msg)
             try:
-                pid = _fork(json.loads(msg), fds, [sock.fileno(), wake_r, wake_w])
+                pid = _fork(req, fds, [sock.fileno(), wake_r, wake_w])
             finally:
                 for passed in fds:
                     os.close(passed)
             children.add(pid)
-            _send(sock, {"id": json.loads(msg)["id"], "pid": pid})
+            _send(sock, {"id": req["id"], "pid": pid})
         elif not ready and not children:
             break  # idle
     os._exit(0)
