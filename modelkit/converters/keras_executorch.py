@@ -23,9 +23,8 @@ Runs in a child process with KERAS_BACKEND=torch, so a .keras trained under Tens
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import ConversionError, UnsupportedConversionError, first_line
 from ..formats import Format
@@ -222,6 +221,7 @@ def _lower(program: Any, sig: Any, signature: str, accepted: dict[Any, Any], max
     from torch._export.verifier import SpecViolationError  # an op outside the Core ATen set ExecuTorch lowers
 
     from ._executorch_dims import partitioner_configs, prim_sym_ops, ranges_json, set_bounds
+    from ._xnnpack_passes import patterns_only_where_they_can_match, softmax_in_logical_layout
 
     if fold:  # a quantized program is folded before quantization: folding again would float its int8 weights
         program = _folded(program)
@@ -233,7 +233,7 @@ def _lower(program: Any, sig: Any, signature: str, accepted: dict[Any, Any], max
     if ranges != "{}":  # open dims other than the batch: the engine refuses sizes past them
         constants[DIM_RANGES_METHOD] = _bytes(ranges)
     try:
-        with _softmax_in_logical_layout():
+        with softmax_in_logical_layout(), patterns_only_where_they_can_match():
             edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner(configs=partitioner_configs())],
                                                constant_methods=constants)
         set_bounds(edge.exported_program(), sig, accepted, max_batch)
@@ -242,27 +242,6 @@ def _lower(program: Any, sig: Any, signature: str, accepted: dict[Any, Any], max
     except (RuntimeError, TypeError, ValueError, AssertionError, KeyError, NotImplementedError,
             SpecViolationError) as exc:
         raise ConversionError(f"ExecuTorch could not lower {src_name}: {first_line(exc)}") from exc
-
-
-@contextlib.contextmanager
-def _softmax_in_logical_layout() -> Iterator[None]:
-    """XNNPACK keeps a convolution's output channels-last until an op needs the logical (NCHW) layout, and it
-    treats softmax as layout-free: a softmax over the last axis of a 4-D tensor whose layout was left
-    channels-last (Keras' torch backend: conv, permute to NHWC, softmax, as in every segmentation head) ran over
-    the wrong axis (max abs error 0.5-1.0 against aten; executorch 1.5.1). While lowering, softmax is one of the
-    ops that take the logical layout, as `view` is: XNNPACK inserts the transpose it needs and still runs it."""
-    from executorch.backends.xnnpack._passes.channels_last_tagged_reshape_pass import ChannelsLastTaggedReshapePass
-    from executorch.exir.dialects._ops import ops as exir_ops
-
-    ops = ChannelsLastTaggedReshapePass.memory_sensitive_ops_nchw
-    softmax = exir_ops.edge.aten._softmax.default
-    added = softmax not in ops
-    ops.add(softmax)
-    try:
-        yield
-    finally:
-        if added:
-            ops.discard(softmax)
 
 
 def _folded(program: Any) -> Any:
