@@ -12,7 +12,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tests.helpers import make_tiny_onnx, train_in_child  # noqa: E402
+from tests.helpers import make_tiny_onnx  # noqa: E402
+from tests.helpers.models import trained_once  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -69,21 +70,21 @@ def models_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def cnn_tf(models_dir) -> Path:
-    """The CNN trained on digits under the TensorFlow backend."""
-    return train_in_child("cnn", "tensorflow", models_dir / "cnn_tf.keras")
+def cnn_tf(models_dir, tmp_path_factory, worker_id) -> Path:
+    """The CNN trained on digits under the TensorFlow backend (once per run; each worker has its copy)."""
+    return trained_once(tmp_path_factory, worker_id, models_dir / "cnn_tf.keras", "cnn", "tensorflow")
 
 
 @pytest.fixture(scope="session")
-def cnn_torch(models_dir) -> Path:
-    """The CNN trained on digits under the torch backend."""
-    return train_in_child("cnn", "torch", models_dir / "cnn_torch.keras")
+def cnn_torch(models_dir, tmp_path_factory, worker_id) -> Path:
+    """The CNN trained on digits under the torch backend (once per run; each worker has its copy)."""
+    return trained_once(tmp_path_factory, worker_id, models_dir / "cnn_torch.keras", "cnn", "torch")
 
 
 @pytest.fixture(scope="session")
-def multi_io_jax(models_dir) -> Path:
-    """The two-input, two-output model trained under the JAX backend."""
-    return train_in_child("multi_io", "jax", models_dir / "multi_io_jax.keras", epochs=2)
+def multi_io_jax(models_dir, tmp_path_factory, worker_id) -> Path:
+    """The two-input, two-output model trained under the JAX backend (once per run; each worker has its copy)."""
+    return trained_once(tmp_path_factory, worker_id, models_dir / "multi_io_jax.keras", "multi_io", "jax", epochs=2)
 
 
 @pytest.fixture(scope="session")

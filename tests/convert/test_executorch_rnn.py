@@ -14,11 +14,14 @@ import modelkit
 pytest.importorskip("executorch", reason="ExecuTorch is not installed (pip install 'modelkit[executorch]')")
 
 
+LENGTH = 6  # every recurrent layer runs unrolled, one copy of its cell per position: the lowering's cost grows with it
+
+
 def _tokens(count: int, seed: int = 0) -> np.ndarray:
-    """Token ids of 10 positions, padded with 0 after 2..9 of them."""
+    """Token ids of LENGTH positions, padded with 0 after 2..LENGTH - 1 of them."""
     rng = np.random.default_rng(seed)
-    x = rng.integers(1, 20, (count, 10)).astype("int32")
-    for i, n in enumerate(rng.integers(2, 10, count)):
+    x = rng.integers(1, 20, (count, LENGTH)).astype("int32")
+    for i, n in enumerate(rng.integers(2, LENGTH, count)):
         x[i, n:] = 0
     return x
 
@@ -29,7 +32,7 @@ def test_masked_gru_lstm_and_simple_rnn_convert_to_executorch(tmp_path):
     keras = import_keras("tensorflow")
     keras.utils.set_random_seed(0)
     L = keras.layers
-    ids = keras.Input((10,), dtype="int32", name="tokens")
+    ids = keras.Input((LENGTH,), dtype="int32", name="tokens")
     e = L.Embedding(20, 8, mask_zero=True)(ids)
     h = L.Bidirectional(L.GRU(6, return_sequences=True))(e)
     h = L.Concatenate()([L.LSTM(5)(h), L.SimpleRNN(4)(h)])

@@ -212,3 +212,26 @@ def _train_tf(code: str) -> None:
 
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=600)
+
+
+def trained_once(tmp_path_factory: Any, worker_id: str, dest: Path, model: str, backend: str,
+                 epochs: int = 3) -> Path:
+    """`train_in_child(model, backend, ...)` run once for all pytest-xdist workers of this run (in the run's own
+    base folder, under a file lock), then copied with its manifest to `dest`: every worker gets the same model in
+    its own folder, so a test that writes beside it writes in its worker's folder as before."""
+    import shutil
+
+    from filelock import FileLock
+
+    from modelkit.formats import manifest_path
+
+    base = tmp_path_factory.getbasetemp()
+    shared = (base if worker_id == "master" else base.parent) / "trained-once"  # the run's folder above the workers'
+    shared.mkdir(exist_ok=True)
+    made = shared / dest.name
+    with FileLock(str(made) + ".lock"):
+        if not manifest_path(made).exists():  # written last: a model whose training was cut short is trained again
+            train_in_child(model, backend, made, epochs)
+    shutil.copyfile(made, dest)
+    shutil.copyfile(manifest_path(made), manifest_path(dest))
+    return dest
