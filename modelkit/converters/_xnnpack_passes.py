@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from typing import Any, Callable, Iterator
+from unittest import mock
 
 
 @contextlib.contextmanager
@@ -38,44 +39,36 @@ def softmax_in_logical_layout() -> Iterator[None]:
             ops.discard(softmax)
 
 
-def pattern_passes() -> list[tuple[Any, Any, str, tuple[Any, ...]]]:
-    """(pass class, module holding its pattern builder, the builder's name, operators every one of its patterns
-    holds) for the XNNPACK passes that match pattern graphs."""
+def pattern_passes() -> list[tuple[Any, Any, str, Any, tuple[Any, ...]]]:
+    """(pass class, module holding its pattern builder, the builder's name, what the builder returns when there are
+    no patterns, operators every one of its patterns holds) for the XNNPACK passes that match pattern graphs."""
     from executorch.backends.xnnpack._passes.convert_to_sdpa import ConvertToSDPAPass
     from executorch.backends.xnnpack._passes.convert_to_upsample_bilinear2d import ConvertToUpsampleBilinear2d
     from executorch.backends.xnnpack.partition.graphs import bilinear_2d, sdpa
     from executorch.exir.dialects._ops import ops as exir_ops
 
     aten = exir_ops.edge.aten
-    return [(ConvertToSDPAPass, sdpa, "get_graphs", (aten._softmax.default, aten.bmm.default)),
-            (ConvertToUpsampleBilinear2d, bilinear_2d, "get_graphs_dict", (aten.upsample_bilinear2d.vec,))]
+    return [(ConvertToSDPAPass, sdpa, "get_graphs", [], (aten._softmax.default, aten.bmm.default)),
+            (ConvertToUpsampleBilinear2d, bilinear_2d, "get_graphs_dict", {}, (aten.upsample_bilinear2d.vec,))]
 
 
 @contextlib.contextmanager
 def patterns_only_where_they_can_match() -> Iterator[None]:
     """While lowering: each pattern pass of `pattern_passes` builds its patterns only for a graph that holds
     every operator all of them hold; for any other graph it runs with none (the same result: no match)."""
-    saved = []
-    for cls, module, builder, needed in pattern_passes():
-        saved.append((cls, cls.call))
-        cls.call = _skipping(cls.call, module, builder, needed)
-    try:
+    with contextlib.ExitStack() as stack:
+        for cls, module, builder, none, needed in pattern_passes():
+            stack.enter_context(mock.patch.object(cls, "call", _skipping(cls.call, module, builder, none, needed)))
         yield
-    finally:
-        for cls, call in saved:
-            cls.call = call
 
 
-def _skipping(call: Callable[..., Any], module: Any, builder: str, needed: tuple[Any, ...]) -> Callable[..., Any]:
+def _skipping(call: Callable[..., Any], module: Any, builder: str, none: Any,
+              needed: tuple[Any, ...]) -> Callable[..., Any]:
     def call_if_it_can_match(self: Any, graph_module: Any) -> Any:
         targets = {node.target for node in graph_module.graph.nodes if node.op == "call_function"}
         if all(op in targets for op in needed):
             return call(self, graph_module)
-        built = getattr(module, builder)
-        setattr(module, builder, lambda: {} if builder.endswith("_dict") else [])
-        try:
+        with mock.patch.object(module, builder, lambda: none):
             return call(self, graph_module)
-        finally:
-            setattr(module, builder, built)
 
     return call_if_it_can_match

@@ -61,7 +61,7 @@ def convert_in_order(folder: str, kinds: list[str]) -> dict[str, Any]:
         out[kind] = {"built": _built(), "max_abs": max(o["max_abs"] for o in summary["parity"]["outputs"])}
     out["fixed"] = {kind: _lowered_at_a_fixed_size(_model(kind)) for kind in ("resize", "attention")}
     missing = []
-    for cls, module, builder, needed in pattern_passes():
+    for cls, module, builder, _, needed in pattern_passes():
         for pattern in getattr(module, builder)():
             targets = {node.target for node in pattern.graph.nodes if node.op == "call_function"}
             missing += [[cls.__name__, str(op)] for op in needed if op not in targets]
