@@ -58,6 +58,10 @@ Indexing with a new axis past the front (`weights[..., None]`) is traced as the 
 `tf.math.sinh`, `cosh`, `tan`, `atan`, `asin`, `acos`, `asinh`, `acosh`, `atanh`, `erf`, `erfinv` (no TFLite
 builtin) and `log1p`, `expm1` (tf2onnx writes ONNX ops that do not exist) are traced from Exp, Log, Sqrt, Sin, Cos,
 Atan2 in forms that keep float32 accuracy (modelkit.converters._tf_elementwise).
+
+`keras.ops.normalize` (UnitNormalization, Dot(normalize=True)) bounds the sum of squares before its reciprocal
+square root instead of after (modelkit.converters._tf_normalize): XNNPACK's rsqrt of 0 is NaN, so every zero vector
+came out of the .tflite file as NaN (nc124).
 """
 from __future__ import annotations
 
@@ -98,6 +102,7 @@ def lowerings() -> Iterator[None]:
 
     from ._search import counted_digitize, counted_searchsorted
     from ._tf_elementwise import lowered_elementwise
+    from ._tf_normalize import bounded_normalize
     from ._tf_scan import lowered_scan
     from ._warp import gathered_warps
 
@@ -108,7 +113,7 @@ def lowerings() -> Iterator[None]:
           mock.patch.multiple(tmath, rfft=matrix_rfft(tmath.rfft), stft=framed_stft(tmath.stft)),
           mock.patch.object(timage, "rgb_to_hsv", _rgb_to_hsv(timage.rgb_to_hsv)), gathered_warps("tensorflow"),
           counted_searchsorted("tensorflow"), counted_digitize("tensorflow"), expanded_new_axes(),
-          lowered_elementwise()):
+          lowered_elementwise(), bounded_normalize()):
         yield
 
 

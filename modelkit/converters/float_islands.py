@@ -13,9 +13,9 @@ wide constant applied to a model input (centering raw features of different scal
 ops with a constant operand that leads from a model input to those (the Sub before the Mul), and an attention
 mask applied as a penalty with the Softmax after it and the ops that bring the scores to it (_masked_softmax).
 A spectrogram up to its log (_log_front_end) and a normalization's statistics written out in elementwise ops
-(_norm_statistics: LayerNormalization as tf2onnx and TFLite write it). The float arithmetic that computes a gather's
-indices (_index_arithmetic: a spatial transformer's sampling coordinates). In TFLite, ONE_HOT too: its int8 kernel
-computes wrong values (TFLITE_WRONG_IN_INT8).
+(_norm_statistics: LayerNormalization as tf2onnx and TFLite write it, an RMS or an L2 normalization). The float
+arithmetic that computes a gather's indices (_index_arithmetic: a spatial transformer's sampling coordinates). In
+TFLite, ONE_HOT too: its int8 kernel computes wrong values (TFLITE_WRONG_IN_INT8).
 The rest of the graph, where the time goes (Conv, MatMul), is still int8. A graph without such ops is quantized
 exactly as before. OpenVINO's NNCF takes the same names as its ignored scope (onnx_openvino.py).
 """
@@ -43,10 +43,12 @@ WEIGHTED = ("conv", "conv_2d", "convolution", "groupconvolution", "depthwise_con
             "fully_connected", "batch_matmul")
 FRONT_END_WEIGHTED = 2
 # a normalization's statistics written out (ONNX, TFLite, OpenVINO kinds): the reduction, the ops on the way to its
-# square root, and the root
+# square root, and the root; a sum is a statistic where it sums squares (an L2 normalization)
 MEANS = ("mean", "reducemean", "globalaveragepool")  # tf2onnx writes a mean over the last axis as the pool
-STATS = MEANS + ("squared_difference", "sub", "mul", "add", "pow", "square", "sqrt", "rsqrt", "div", "reciprocal",
-                 "power")
+SUMS = ("sum", "reducesum")
+CLAMPS = ("maximum", "max", "minimum", "min")  # an L2 normalization's bound, before its root or after it (Keras')
+STATS = MEANS + SUMS + CLAMPS + ("squared_difference", "sub", "mul", "add", "pow", "square", "sqrt", "rsqrt", "div",
+                                 "reciprocal", "power")
 ROOTS = ("sqrt", "rsqrt")
 STAT_DEPTH = 5
 UNARY_STATS = ("neg", "reciprocal")  # after the root: tf2onnx writes rsqrt as Sqrt and Reciprocal
@@ -114,10 +116,15 @@ def _norm_statistics(ops: Sequence[Op], constants: Mapping[str, np.ndarray]) -> 
     within STAT_DEPTH statistic ops: the ops on the way from x to that root (not x's other consumers, the residual
     add), the root, and the elementwise ops after it that read only those, x and constants. An RMS normalization
     (`x0 * rsqrt(mean(square(x0)) + eps) * scale`: mean of a square) keeps the square and the ops reading x0 too
-    (nc87: a small ViT with RMSNorm, ONNX int8 top-1 0.771 against 0.809 in float)."""
+    (nc87: a small ViT with RMSNorm, ONNX int8 top-1 0.771 against 0.809 in float). An L2 normalization
+    (`x0 * rsqrt(maximum(sum(square(x0)), eps^2))`, or Keras' `minimum(rsqrt(...), 1 / eps)`: UnitNormalization,
+    Dot(normalize=True)) likewise, from its sum of squares: a zero vector's inverse norm is the bound, 1e12, and one
+    int8 scale over that range rounds every other inverse norm to zero (nc124: ONNX int8 top-1 0.098 against 0.947)."""
     producer, consumers = _links(ops)
     kept: set[str] = set()
-    for mean in (op for op in ops if op.kind in MEANS and op.inputs):
+    reductions = (op for op in ops if op.inputs and (op.kind in MEANS or (
+        op.kind in SUMS and op.inputs[0] in producer and _squares(producer[op.inputs[0]], constants))))
+    for mean in reductions:
         x = mean.inputs[0]
         ahead, todo = {}, [(c, 1) for c in consumers.get(x, [])]
         while todo:  # the statistic ops within STAT_DEPTH steps of x
@@ -143,7 +150,7 @@ def _norm_statistics(ops: Sequence[Op], constants: Mapping[str, np.ndarray]) -> 
         while grown:  # the scale and shift: elementwise ops reading only the statistics, x and constants
             grown = False
             for op in (c for o in list(outputs) for c in consumers.get(o, [])):
-                if op.name not in region and op.kind in SCALES + SHIFTS + UNARY_STATS and all(
+                if op.name not in region and op.kind in SCALES + SHIFTS + UNARY_STATS + CLAMPS and all(
                         i in outputs or i in constants for i in op.inputs):
                     region.add(op.name)
                     outputs.update(op.outputs)
