@@ -126,12 +126,13 @@ def _quantized(program: Any, sig: Any, calibration: dict[str, Any], accepted: di
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+    from ._fx_islands import islands_kept_float
     from .quantize import iter_samples
 
     program = _folded(program)
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     quantizer.transform_for_annotation = _integer_scalars_kept(quantizer.transform_for_annotation)
-    quantizer.annotate = _pads_share_quantization(quantizer.annotate)
+    quantizer.annotate = islands_kept_float(_pads_share_quantization(quantizer.annotate))
     try:
         prepared = prepare_pt2e(program.module(), quantizer)
         with torch.no_grad():

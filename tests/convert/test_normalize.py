@@ -101,11 +101,14 @@ def test_an_l2_normalization_written_out_keeps_its_sum_of_squares_and_scaling_fl
     assert kept_float(plain + rest[:1], constants, ["x"]) == []  # a sum of what is no square is no norm
 
 
-def test_int8_onnx_of_a_unit_normalization_over_relu_features_keeps_its_accuracy(tmp_path, capfd):
-    """nc124: int8 ONNX top-1 0.098 against 0.947 in float (and OpenVINO's 0.680) before its L2 norm stayed float."""
+@pytest.fixture(scope="module")
+def unit_digits(tmp_path_factory):
+    """A digits CNN with UnitNormalization after a ReLU convolution without bias (the background's pixels give zero
+    vectors), trained under TensorFlow: (model, calibration .npz, test .npz)."""
     import keras
     from sklearn.datasets import load_digits
 
+    folder = tmp_path_factory.mktemp("unit")
     keras.utils.set_random_seed(0)
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).reshape(-1, 8, 8, 1).astype(np.float32)
@@ -115,13 +118,22 @@ def test_int8_onnx_of_a_unit_normalization_over_relu_features_keeps_its_accuracy
                               keras.layers.Dense(10, activation="softmax", name="digit")])
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(x[:1400], y[:1400], epochs=8, verbose=0)
-    model.save(tmp_path / "unit.keras")
-    np.savez(tmp_path / "calib.npz", x=x[:200])
-    np.savez(tmp_path / "test.npz", x=x[1400:], y=y[1400:])
-    options = {"quantize": "int8", "calibration_data": str(tmp_path / "calib.npz"),
-               "eval_data": str(tmp_path / "test.npz"), "route": "tf2onnx"}
-    *_, r = modelkit.convert(tmp_path / "unit.keras", "onnx", out_dir=tmp_path / "out", options=options)
+    model.save(folder / "unit.keras")
+    np.savez(folder / "calib.npz", x=x[:200])
+    np.savez(folder / "test.npz", x=x[1400:], y=y[1400:])
+    return folder / "unit.keras", folder / "calib.npz", folder / "test.npz"
+
+
+@pytest.mark.parametrize("fmt, kept", [("onnx", ["6 op(s)", "unit_normalization_1/Maximum"]),
+                                       ("executorch", ["7 op(s)", "relu, square, sum_1, rsqrt, minimum"])])
+def test_int8_of_a_unit_normalization_over_relu_features_keeps_its_accuracy(unit_digits, tmp_path, capfd, fmt, kept):
+    """nc124: int8 top-1 0.098 against 0.947 in float in ONNX and ExecuTorch (OpenVINO 0.680) before its L2
+    normalization stayed float (ExecuTorch: modelkit.converters._fx_islands)."""
+    src, calib, test = unit_digits
+    options = {"quantize": "int8", "calibration_data": str(calib), "eval_data": str(test),
+               **({"route": "tf2onnx"} if fmt == "onnx" else {})}
+    *_, r = modelkit.convert(src, fmt, out_dir=tmp_path / "out", options=options)
     assert r.quantization == "int8" and r.accuracy["source_accuracy"] >= 0.85, r.accuracy
     assert r.accuracy["ok"] and r.accuracy["drop"] <= 0.01, r.accuracy
     line = next(ln for ln in capfd.readouterr().err.splitlines() if "kept in float32" in ln)
-    assert "int8: 6 op(s) kept in float32" in line and "unit_normalization_1/Maximum" in line, line
+    assert all(f"int8: {k}" in line if k.endswith("op(s)") else k in line for k in kept), line
