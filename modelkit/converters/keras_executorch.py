@@ -127,6 +127,7 @@ def _quantized(program: Any, sig: Any, calibration: dict[str, Any], accepted: di
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     from ._fx_islands import islands_kept_float
+    from ._fx_linear import dense_as_linear
     from .quantize import iter_samples
 
     program = _folded(program)
@@ -134,7 +135,9 @@ def _quantized(program: Any, sig: Any, calibration: dict[str, Any], accepted: di
     quantizer.transform_for_annotation = _integer_scalars_kept(quantizer.transform_for_annotation)
     quantizer.annotate = islands_kept_float(_pads_share_quantization(quantizer.annotate))
     try:
-        prepared = prepare_pt2e(program.module(), quantizer)
+        module = program.module()
+        dense_as_linear(module)  # Keras' Dense (matmul + add) as the linear the quantizer takes
+        prepared = prepare_pt2e(module, quantizer)
         with torch.no_grad():
             for feed in iter_samples(calibration, batch=20):
                 prepared(*(torch.from_numpy(feed[n]) for n in sig.input_names))

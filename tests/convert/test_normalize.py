@@ -9,6 +9,7 @@ import pytest
 
 import modelkit
 from modelkit.converters.float_islands import Op, kept_float
+from tests.helpers.models import trained_on_digits
 
 
 @pytest.mark.parametrize("epsilon", [None, 1e-12, 1e-3])
@@ -116,12 +117,7 @@ def unit_digits(tmp_path_factory):
                               keras.layers.Conv2D(8, 3, padding="same", activation="relu", use_bias=False),
                               keras.layers.UnitNormalization(), keras.layers.Flatten(),
                               keras.layers.Dense(10, activation="softmax", name="digit")])
-    model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(x[:1400], y[:1400], epochs=8, verbose=0)
-    model.save(folder / "unit.keras")
-    np.savez(folder / "calib.npz", x=x[:200])
-    np.savez(folder / "test.npz", x=x[1400:], y=y[1400:])
-    return folder / "unit.keras", folder / "calib.npz", folder / "test.npz"
+    return trained_on_digits(model, x, y, folder, "unit", epochs=8)
 
 
 @pytest.mark.parametrize("fmt, kept", [("onnx", ["6 op(s)", "unit_normalization_1/Maximum"]),
