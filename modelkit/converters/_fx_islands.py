@@ -10,6 +10,7 @@ weights as constants), and the annotations of the ops kept_float names are remov
 """
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any, Callable
 
 import numpy as np
@@ -33,8 +34,8 @@ def fx_ops(model: Any) -> tuple[list[Op], dict[str, np.ndarray], list[str]]:
         if node.op == "placeholder":
             inputs.append(node.name)
         elif node.op == "get_attr":
-            value = _attr(model, node.target)
-            if value is not None and value.numel() <= SMALL and value.is_floating_point():
+            value = attrgetter(node.target)(model)
+            if hasattr(value, "numel") and value.numel() <= SMALL and value.is_floating_point():
                 constants[node.name] = value.detach().cpu().numpy()
         elif node.op == "call_function":
             feeds = []
@@ -50,20 +51,9 @@ def fx_ops(model: Any) -> tuple[list[Op], dict[str, np.ndarray], list[str]]:
 
 def _kind(target: Any) -> str:
     """aten.mul.Tensor -> 'mul'; other callables (operator.getitem) by their name."""
-    name = getattr(target, "__name__", str(target)).split(".")[0]
-    packet = getattr(target, "_schema", None)
-    if packet is not None:
-        name = packet.name.split("::")[-1]
+    schema = getattr(target, "_schema", None)
+    name = schema.name.split("::")[-1] if schema is not None else getattr(target, "__name__", str(target))
     return KINDS.get(name, name).lower()
-
-
-def _attr(model: Any, target: str) -> Any:
-    obj = model
-    for part in target.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj if hasattr(obj, "numel") else None
 
 
 def islands_kept_float(annotate: Callable[[Any], Any]) -> Callable[[Any], Any]:

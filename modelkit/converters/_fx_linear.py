@@ -8,6 +8,7 @@ constant vector right after it: the same arithmetic, which the quantizer takes a
 """
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
 
 
@@ -23,14 +24,15 @@ def dense_as_linear(model: Any) -> int:
             continue
         x, w = node.args[0], node.args[1]
         kernel = _constant(model, w)
-        if kernel is None or kernel.dim() != 2 or "val" not in node.meta:
+        fake_mode = getattr(node.meta.get("val"), "fake_mode", None)
+        if kernel is None or kernel.dim() != 2 or fake_mode is None:
             continue
         bias_add, bias = _bias_after(model, node, kernel.shape[1])
         name = _free_name(model, f"{w.target.replace('.', '_')}_linear")
         model.register_buffer(name, kernel.detach().t().contiguous())
         with graph.inserting_before(node):
             weight = graph.get_attr(name)
-            weight.meta["val"] = node.meta["val"].fake_mode.from_tensor(getattr(model, name), static_shapes=True)
+            weight.meta["val"] = fake_mode.from_tensor(getattr(model, name), static_shapes=True)
             linear = graph.call_function(aten.linear.default, (x, weight, bias) if bias is not None else (x, weight))
         last = bias_add if bias_add is not None else node
         linear.meta = dict(last.meta)
@@ -56,9 +58,7 @@ def _constant(model: Any, node: Any) -> Any:
     """The float tensor a get_attr node reads, or None."""
     if getattr(node, "op", None) != "get_attr":
         return None
-    value: Any = model
-    for part in node.target.split("."):
-        value = getattr(value, part, None)
+    value = attrgetter(node.target)(model)  # a dotted path into the module's attributes
     return value if hasattr(value, "is_floating_point") and value.is_floating_point() else None
 
 
