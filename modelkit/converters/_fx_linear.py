@@ -11,6 +11,7 @@ axes, linear by the kernel as a matrix, and an unflatten of the kernel's other a
 """
 from __future__ import annotations
 
+import math
 from operator import attrgetter
 from typing import Any
 
@@ -78,7 +79,7 @@ def _plan(model: Any, node: Any) -> tuple[Any, Any, Any, int | None, tuple[int, 
         return None
     free, contracted = split
     w_free = tuple(int(d) for d in kernel.shape[contracted:])
-    matrix = kernel.reshape(int(torch.tensor(kernel.shape[:contracted]).prod()), -1)
+    matrix = kernel.reshape(math.prod(kernel.shape[:contracted]), -1)
     return x, w, matrix, free if contracted > 1 else None, w_free if len(w_free) != 1 else None
 
 
