@@ -17,25 +17,18 @@ def engine_chatter_swallowed() -> Iterator[list[str]]:
     into one typed line; a first route's failure is an expected hand-over, not something to read. Yields a list
     that holds, once the block is left, what went to descriptor 2 (for an engine whose exception says less than
     its log: ExecuTorch's "error: 0x:1")."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    said: list[str] = []
+    sink = StderrSink()
     try:
-        with tempfile.TemporaryFile() as scratch, contextlib.redirect_stdout(io.StringIO()):
-            os.dup2(scratch.fileno(), 2)
-            try:
-                yield said
-            finally:
-                os.dup2(saved, 2)
-                scratch.seek(0)
-                said.append(scratch.read(1 << 16).decode(errors="replace"))
+        with sink.swallowed() as said, contextlib.redirect_stdout(io.StringIO()):
+            yield said
     finally:
-        os.close(saved)
+        sink.close()
 
 
 class StderrSink:
-    """engine_chatter_swallowed's descriptor 2, cheap enough for every call of an engine (ExecuTorch's execute, which
-    logs only when it fails): the scratch file is opened once, read only when something was written, then emptied.
+    """Descriptor 2 sent to a scratch file for a block (engine_chatter_swallowed's, with one sink per block), cheap
+    enough to keep for every call of an engine (ExecuTorch's execute, which logs only when it fails): the file is
+    opened once, read only when something was written, then emptied.
     A new scratch file per call cost 20-50 us, more than a small program's whole run. Python's stdout is left alone."""
 
     def __init__(self) -> None:
@@ -61,3 +54,6 @@ class StderrSink:
                     os.lseek(fd, 0, os.SEEK_SET)
         finally:
             os.close(saved)
+
+    def close(self) -> None:
+        self._file.close()
