@@ -223,7 +223,7 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
     from .loops import reverse_sequences, unroll_loops
     from .lower_rnn import lower_rnns
     from .matmuls import gemms_as_matmuls, unfolded_matmuls
-    from .mends import mend_onehot, mend_resize
+    from .mends import mend_onehot, mend_picked_slices, mend_resize
     from .reshapes import constant_reshapes
     from .same_pads import symbolic_same_padding
     from .sizes import counted_ranges, traced_shapes
@@ -235,6 +235,7 @@ def _import(proto: Any, name: str, batch: int | None) -> tuple[Any, Signature, A
         proto = fix_input_dims(proto, [s.to_dict() for s in sig.inputs], name)  # the batch too (fix_dims.py)
     proto = slim(proto)  # TVM's importer rejects some exporters' Reshape patterns until simplified
     proto = mend_resize(proto)  # an exporter's Resize pattern it rejects, mended (mends.py)
+    proto, _ = mend_picked_slices(proto)  # and its x[:, -1] of an open length
     proto, _ = stft_as_conv(proto)  # nor STFT (a Keras MelSpectrogram): the Conv1D it is (converters/onnx_stft.py)
     proto, unrolled = unroll_loops(proto)  # a recurrent loop of fixed length (the importer has no Loop)
     proto, reversed_ = reverse_sequences(proto)  # a masked backward RNN (nor ReverseSequence)

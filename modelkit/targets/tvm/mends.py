@@ -78,3 +78,78 @@ def _constant_spatial_sizes(node: Any, producers: dict[str, Any], inits: dict[st
     if numpy_helper.to_array(starts).tolist() != [0] or numpy_helper.to_array(ends).tolist() != [2]:
         return None
     return [int(v) for v in numpy_helper.to_array(tail).reshape(-1)]
+
+
+def mend_picked_slices(proto: Any) -> tuple[Any, int]:
+    """(the graph with each `Squeeze(Slice(x, [i:i+1] or [-1:]), axis)` -- tf2onnx's `x[:, -1]`, a sequence's
+    last step -- written as `Gather(x, i, axis)`, how many). On an open axis the importer gives the Slice an
+    extent it cannot prove to be 1 and refuses the Squeeze ("Squeeze axis 1 has a symbolic extent"); its Gather
+    takes a negative index from the end. Only where every other axis the Slice names is kept whole (start 0,
+    end past any size, step 1). Same numbers."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    from ..._onnx import constant_values
+    from .symbolic import WHOLE_AXIS_END
+
+    graph = proto.graph
+    consts = constant_values(graph)
+    producers = {o: n for n in graph.node for o in n.output}
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    dropped, added, count = set(), [], 0
+    for node in graph.node:
+        axes = _squeeze_axes(node, consts)
+        source = producers.get(node.input[0]) if axes is not None and len(axes) == 1 else None
+        index = _picked_index(source, axes[0], consts, WHOLE_AXIS_END) if source is not None else None
+        if index is None:
+            continue
+        name = f"{node.name or node.output[0]}__modelkit_index"
+        added.append(numpy_helper.from_array(np.array(index, np.int64), name))
+        gather = helper.make_node("Gather", [source.input[0], name], list(node.output), axis=axes[0],
+                                  name=f"{node.name or node.output[0]}__modelkit_gather")
+        node.CopyFrom(gather)
+        if readers.get(source.output[0]) == 1 and source.output[0] not in {o.name for o in graph.output}:
+            dropped.add(id(source))
+        count += 1
+    if count:
+        kept = [n for n in graph.node if id(n) not in dropped]
+        del graph.node[:]
+        graph.node.extend(kept)
+        graph.initializer.extend(added)
+    return proto, count
+
+
+def _squeeze_axes(node: Any, consts: dict[str, Any]) -> list[int] | None:
+    """A Squeeze's constant axes (input from opset 13, attribute before), else None."""
+    if node.op_type != "Squeeze":
+        return None
+    if len(node.input) > 1:
+        value = consts.get(node.input[1])
+        return None if value is None else [int(a) for a in value.reshape(-1)]
+    attr = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+    return attr
+
+
+def _picked_index(node: Any, axis: int, consts: dict[str, Any], whole_end: int) -> int | None:
+    """The one position a constant Slice keeps on `axis` (i for [i:i+1], -1 for [-1:]), when it keeps every
+    other axis it names whole; else None."""
+    import numpy as np
+
+    params = list(node.input[1:5])
+    if node.op_type != "Slice" or len(params) < 3 or not params[2] or not all(p in consts for p in params if p):
+        return None
+    starts, ends, axes = (consts[p].reshape(-1).tolist() for p in params[:3])
+    steps = consts[params[3]].reshape(-1).tolist() if len(params) > 3 and params[3] else list(np.ones(len(axes)))
+    index = None
+    for start, end, ax, step in zip(starts, ends, axes, steps):
+        if ax != axis:
+            if not (start == 0 and end >= whole_end and step == 1):
+                return None
+        elif step == 1 and (end == start + 1 and start != -1 or start == -1 and end >= whole_end):
+            index = int(start)
+        else:
+            return None
+    return index
