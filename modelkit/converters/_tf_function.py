@@ -179,19 +179,46 @@ def write_saved_model(model: Any, endpoint: str, fn: Any, specs: Any, path: Path
     apart, the TF variables the endpoint captures (`_all_variables`): two objects per weight, both saved, so
     every SavedModel was twice its weights (ConvNeXtTiny: 213.9 MB of variables for 106.4 MB of weights;
     `model.export()` does the same). The lists are pointed at the captured TF variables themselves."""
+    from unittest import mock
+
     import keras
     import tensorflow as tf
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(endpoint, fn, input_signature=specs)
+    served = archive.add_endpoint(endpoint, fn, input_signature=specs)
     tracked = getattr(archive, "_tf_trackable", None)  # Keras' layout; another one is saved as it is
     for name in ("variables", "trainable_variables", "non_trainable_variables"):
         held = list(getattr(tracked, name, None) or [])
         raw = [getattr(v, "_value", v) for v in held]  # a TF-backend Keras Variable keeps its tf.Variable there
         if held and all(isinstance(v, tf.Variable) for v in raw):
             setattr(tracked, name, raw)
-    archive.write_out(str(path), verbose=False)
+    own = getattr(archive, "_filter_and_track_resources", None)
+    if own is None:  # pragma: no cover - another Keras layout
+        archive.write_out(str(path), verbose=False)
+        return
+
+    def resources() -> None:
+        own()
+        tracked._misc_assets = _read_tables(model, served, getattr(tracked, "_misc_assets", []))
+
+    with mock.patch.object(archive, "_filter_and_track_resources", resources):
+        archive.write_out(str(path), verbose=False)
+
+
+def _read_tables(model: Any, served: Any, resources: list[Any]) -> list[Any]:
+    """`resources` (the lookup tables Keras' archive keeps) less each table of an IntegerLookup that the endpoint
+    does not read: traced as comparisons (_lookup.py), its lookup table would still be saved with its initializer,
+    HashTableV2 and LookupTableImportV2, which TFLite has no builtins for (and an adapted one's counts with it)."""
+    from tensorflow.saved_model.experimental import TrackableResource
+
+    tables = {id(value) for layer in model._flatten_layers(include_self=False)  # noqa: SLF001
+              if type(layer).__name__ == "IntegerLookup"
+              for value in vars(layer).values() if isinstance(value, TrackableResource)}
+    if not tables:
+        return resources
+    captured = {id(t) for t in served.get_concrete_function().captured_inputs}
+    return [r for r in resources if id(r) not in tables or id(getattr(r, "resource_handle", None)) in captured]
 
 
 def clear_cache() -> None:

@@ -100,6 +100,7 @@ def lowerings() -> Iterator[None]:
     from keras.src.backend.tensorflow import math as tmath
     from keras.src.ops import image as src_image
 
+    from ._lookup import compared_lookups
     from ._search import counted_digitize, counted_searchsorted
     from ._tf_elementwise import lowered_elementwise
     from ._tf_normalize import bounded_normalize
@@ -113,7 +114,7 @@ def lowerings() -> Iterator[None]:
           mock.patch.multiple(tmath, rfft=matrix_rfft(tmath.rfft), stft=framed_stft(tmath.stft)),
           mock.patch.object(timage, "rgb_to_hsv", _rgb_to_hsv(timage.rgb_to_hsv)), gathered_warps("tensorflow"),
           counted_searchsorted("tensorflow"), counted_digitize("tensorflow"), expanded_new_axes(),
-          lowered_elementwise(), bounded_normalize()):
+          lowered_elementwise(), bounded_normalize(), compared_lookups()):
         yield
 
 

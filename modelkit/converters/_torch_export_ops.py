@@ -65,11 +65,13 @@ def batch_keeping_ops() -> Iterator[None]:
 @contextlib.contextmanager
 def traced_alike() -> Iterator[None]:
     """The rewrites torch.export and torch.jit.trace both take: affine_transform as gathers (_warp), searchsorted
-    and digitize by counting (_search), cond as a select."""
+    and digitize by counting (_search), cond as a select, IntegerLookup as comparisons (_lookup)."""
+    from ._lookup import compared_lookups
     from ._search import counted_digitize, counted_searchsorted
     from ._warp import gathered_warps
 
-    with gathered_warps("torch"), counted_searchsorted("torch"), counted_digitize("torch"), _selected_cond():
+    with gathered_warps("torch"), counted_searchsorted("torch"), counted_digitize("torch"), _selected_cond(), \
+            compared_lookups():
         yield
 
 

@@ -54,9 +54,24 @@ def _bincount(config: dict[str, Any]) -> bool:
     return config.get("output_mode") in ("multi_hot", "count")
 
 
+def _table_kept(config: dict[str, Any]) -> bool:
+    """An IntegerLookup that stays a TF hash table when traced (the others become comparisons: _lookup.py)."""
+    from ._lookup import lowerable
+
+    return not lowerable(config)
+
+
+def _suffixed(why: str | Rule, text: str) -> str | Rule:
+    """A reason, or a Rule's, with `text` added."""
+    return why + text if isinstance(why, str) else Rule(why.reason + text, why.when)
+
+
+_KEPT_TABLE = (" (modelkit traces an IntegerLookup as comparisons with its vocabulary, except with invert=True, "
+               "num_oov_indices=0, oov_method='farmhash', sparse=True or a mask token with an encoded output)")
 _TORCH_COMMON: dict[str, str | Rule] = {
-    "IntegerLookup": _TF_LOOKUP,
+    "IntegerLookup": Rule(_TF_LOOKUP + _KEPT_TABLE, _table_kept),
     "Hashing": _TF_LOOKUP,
+    "HashedCrossing": _TF_LOOKUP,
     "StringLookup": _STRINGS,
     "TextVectorization": _STRINGS,
 }
@@ -64,9 +79,12 @@ _STRING_LAYERS: dict[str, str | Rule] = {"StringLookup": _NO_STRING_SIGNATURE,
                                          "TextVectorization": _NO_STRING_SIGNATURE}
 _TF_HASH_TABLE = ("it looks values up in a TensorFlow hash table (LookupTableFindV2), which {target}; "
                   "the SavedModel keeps the table")
+_CROSS = "it crosses and hashes its inputs with TensorFlow's SparseCross (FarmHash), which {target}"
 _TF2ONNX_RULES: dict[str, str | Rule] = {
-    "IntegerLookup": _TF_HASH_TABLE.format(target="tf2onnx maps to no standard ONNX op"),
+    "IntegerLookup": Rule(_TF_HASH_TABLE.format(target="tf2onnx maps to no standard ONNX op") + _KEPT_TABLE,
+                          _table_kept),
     "Hashing": "it hashes with TensorFlow's StringToHashBucketFast, which tf2onnx maps to no standard ONNX op",
+    "HashedCrossing": _CROSS.format(target="tf2onnx maps to no standard ONNX op"),
 }
 _ONNX_RULES: dict[str, str | Rule] = {**_STRING_LAYERS, **_TF2ONNX_RULES}  # what TVM gets from tf2onnx's graph
 
@@ -78,23 +96,26 @@ RULES: dict[Format, dict[str, str | Rule]] = {
     Format.EXECUTORCH: {**_TORCH_COMMON, **{c: _EXECUTORCH_3D for c in _3D_CLASSES}},
     Format.ONNX: dict(_STRING_LAYERS),
     Format.TVM: {
-        **{k: (f"{v} (TVM compiles the ONNX model)" if isinstance(v, str) else v) for k, v in _ONNX_RULES.items()},
+        **{k: _suffixed(v, " (TVM compiles the ONNX model)") for k, v in _ONNX_RULES.items()},
         "CenterCrop": ("TVM 0.27 compiles its ONNX Slice with a dynamic batch into code that fails at run time "
                        "(std::bad_alloc); `modelkit compile --batch N` compiles it for a fixed batch"),
     },
     Format.TFLITE: {
         **_STRING_LAYERS,
-        "IntegerLookup": _TF_HASH_TABLE.format(target="is no TFLite builtin op (it needs Flex ops, which "
-                                               "ai-edge-litert cannot run)"),
+        "IntegerLookup": Rule(_TF_HASH_TABLE.format(target="is no TFLite builtin op (it needs Flex ops, which "
+                                                    "ai-edge-litert cannot run)") + _KEPT_TABLE, _table_kept),
         "Hashing": ("it turns ids into strings (AsString) and hashes them, and neither is a TFLite builtin op "
                     "(they need Flex ops, which ai-edge-litert cannot run)"),
+        "HashedCrossing": _CROSS.format(target="is no TFLite builtin op (it needs Flex ops, which ai-edge-litert "
+                                               "cannot run)"),
         "CategoryEncoding": Rule("output_mode 'multi_hot' / 'count' counts with DenseBincount, which is no TFLite "
                                  "builtin op (it needs Flex ops); output_mode='one_hot' converts", _bincount),
     },
     Format.SAVED_MODEL: dict(_STRING_LAYERS),
     # OpenVINO converts the ONNX model: what neither keras -> onnx route (tf2onnx, torch.onnx) can make
-    Format.OPENVINO: {**_STRING_LAYERS, **{k: f"{v} (and torch.onnx cannot make it either; OpenVINO converts the ONNX "
-                                              "model)" for k, v in _TF2ONNX_RULES.items() if k in _TORCH_COMMON}},
+    Format.OPENVINO: {**_STRING_LAYERS, **{k: _suffixed(v, " (and torch.onnx cannot make it either; OpenVINO converts "
+                                                          "the ONNX model)")
+                                           for k, v in _TF2ONNX_RULES.items() if k in _TORCH_COMMON}},
 }
 # a stateful recurrent layer (stateful=True, a fixed batch) keeps its state in the model from one call to the
 # next; an artifact is a function of its inputs, and the traces fail on Keras' check of the state's batch

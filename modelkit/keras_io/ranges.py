@@ -172,7 +172,11 @@ def layer_range(cls: str, cfg: dict[str, Any], live: Any, name: str) -> Range | 
         return Range(0, int(cfg["num_tokens"]), why=f"{why}: ids below num_tokens {cfg['num_tokens']}")
     if cls in ("IntegerLookup", "StringLookup") and not cfg.get("invert"):
         vocab = _vocabulary(cfg, live)
-        return Range(values=vocab, why=f"{why}: its vocabulary") if vocab else None
+        if not vocab:
+            return None
+        unknown = _unknown_ids(cfg, vocab) if cls == "IntegerLookup" else []
+        told = f", and unknown ids {', '.join(map(str, unknown))}" if unknown else ""
+        return Range(values=vocab + unknown, why=f"{why}: its vocabulary{told}")
     return None
 
 
@@ -214,6 +218,16 @@ def _vocabulary(cfg: dict[str, Any], live: Any) -> list[Any] | None:
     out = [v.item() if isinstance(v, np.generic) else v for v in vocab]
     out = [v.decode() if isinstance(v, bytes) else v for v in out if v not in skip]
     return out or None
+
+
+def _unknown_ids(cfg: dict[str, Any], vocab: list[Any]) -> list[int]:
+    """Ids outside an IntegerLookup's vocabulary, when the layer takes unknown ids (num_oov_indices >= 1), else []:
+    one above it and two consecutive negative ones, so that with several OOV buckets (`x mod n`, arithmetic that
+    converters write) some negative id is no multiple of n."""
+    if cfg.get("num_oov_indices", 1) < 1 or not all(isinstance(v, int) for v in vocab):
+        return []
+    top = max(abs(v) for v in vocab) + 1
+    return [v for v in (top, -top, -top - 1) if v not in (cfg.get("mask_token"), cfg.get("oov_token"))]
 
 
 def _short(v: np.ndarray) -> str:

@@ -5,10 +5,11 @@ from typing import Any
 
 
 def _lookup(keras: Any) -> Any:
-    """Integer category ids through IntegerLookup (SavedModel only) to a Dense head."""
+    """Integer category ids through IntegerLookup to a Dense head; with no OOV index (an assertion on unknown ids)
+    it stays a TF table lookup: SavedModel only."""
     L = keras.layers
     x = keras.Input((1,), dtype="int64", name="category")
-    h = L.IntegerLookup(vocabulary=[3, 7, 11, 19], output_mode="one_hot")(x)
+    h = L.IntegerLookup(vocabulary=[3, 7, 11, 19], num_oov_indices=0, output_mode="one_hot")(x)
     return keras.Model(x, L.Dense(2, name="score")(h))
 
 

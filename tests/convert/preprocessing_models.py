@@ -73,6 +73,18 @@ def _integer_lookup(rng: np.random.Generator) -> tuple[Any, Any]:
     return x, _head(L.Embedding(8, 4, name="embed")(lookup(x)))
 
 
+def _integer_lookup_inverse(rng: np.random.Generator) -> tuple[Any, Any]:
+    """Indices back to the vocabulary's ids (invert=True): a TF table lookup modelkit keeps as it is."""
+    x = keras.Input((2,), dtype="int64", name="ids")
+    back = L.IntegerLookup(vocabulary=[3, 7, 11, 20], invert=True, name="lookup")(x)
+    return x, _head(keras.ops.cast(back, "float32"))
+
+
+def _hashed_crossing(rng: np.random.Generator) -> tuple[Any, Any]:
+    a, b = keras.Input((1,), dtype="int64", name="a"), keras.Input((1,), dtype="int64", name="b")
+    return [a, b], _head(L.HashedCrossing(8, output_mode="one_hot", name="cross")((a, b)))
+
+
 def _string_lookup(rng: np.random.Generator) -> tuple[Any, Any]:
     x = keras.Input((1,), dtype="string", name="text")
     return x, _head(L.StringLookup(vocabulary=["red", "green", "blue"], output_mode="one_hot", name="vocab")(x))
@@ -89,6 +101,7 @@ BUILDERS: dict[str, Callable[[np.random.Generator], tuple[Any, Any]]] = {
     "norm_adapted": _norm_adapted, "norm_given": _norm_given, "rescaling": _rescaling, "resizing": _resizing,
     "center_crop": _center_crop, "discretization": _discretization, "category_encoding": _category_encoding,
     "category_one_hot": _category_one_hot, "hashing": _hashing, "integer_lookup": _integer_lookup,
+    "integer_lookup_inverse": _integer_lookup_inverse, "hashed_crossing": _hashed_crossing,
     "string_lookup": _string_lookup, "text_vectorization": _text_vectorization,
 }
 

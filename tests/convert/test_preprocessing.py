@@ -25,13 +25,16 @@ REFUSED: dict[str, dict[str, str]] = {
     "category_encoding": {"tflite": "DenseBincount"},  # tvm: OneHot mended for TVM's importer (targets/tvm)
     "center_crop": {"tvm": "std::bad_alloc"},
     "hashing": {**_ALL_BUT_SAVED_MODEL, "onnx": "StringToHashBucketFast", "tflite": "AsString"},
-    "integer_lookup": {**_ALL_BUT_SAVED_MODEL, "onnx": "LookupTableFindV2", "tflite": "LookupTableFindV2"},
+    # integer_lookup converts everywhere: traced as comparisons (modelkit/converters/_lookup.py)
+    "integer_lookup_inverse": {**_ALL_BUT_SAVED_MODEL, "onnx": "LookupTableFindV2", "tflite": "LookupTableFindV2"},
+    "hashed_crossing": {**_ALL_BUT_SAVED_MODEL, "onnx": "SparseCross", "tflite": "SparseCross"},
     "string_lookup": {f: "string tensors" for f in FORMATS},
     "text_vectorization": {f: "string tensors" for f in FORMATS},
 }
 LAYER = {"norm_adapted": "norm", "norm_given": "norm", "rescaling": "rescale", "resizing": "resize",
          "center_crop": "crop", "discretization": "disc", "category_encoding": "cat", "category_one_hot": "cat",
-         "hashing": "hash", "integer_lookup": "lookup", "string_lookup": "vocab", "text_vectorization": "tv"}
+         "hashing": "hash", "integer_lookup": "lookup", "integer_lookup_inverse": "lookup", "hashed_crossing": "cross",
+         "string_lookup": "vocab", "text_vectorization": "tv"}
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +92,8 @@ def test_normalization_from_a_torch_saved_file_converts_to_onnx(tmp_path):
 
 
 @pytest.mark.parametrize("kind,fmt", [("category_encoding", "tflite"),
-                                      ("integer_lookup", "tflite"), ("hashing", "onnx"),
+                                      ("integer_lookup_inverse", "tflite"), ("hashed_crossing", "onnx"),
+                                      ("hashed_crossing", "pt2"), ("hashing", "onnx"),
                                       ("string_lookup", "saved_model"), ("text_vectorization", "torchscript"),
                                       ("center_crop", "tvm")])
 def test_refusals_name_layer_format_reason_and_working_formats(models, kind, fmt):

@@ -34,21 +34,29 @@ def test_trained_models_pass_every_format(cnn_tf, multi_io_jax):
     assert {"image", "block1_conv", "block3_bn", "gap", "probs"} <= names
 
 
-def test_lookup_layer_converts_to_saved_model_only(keras, tmp_path):
+def test_an_integer_lookup_is_refused_only_where_it_stays_a_table(keras, tmp_path):
+    """An IntegerLookup is traced as comparisons (modelkit/converters/_lookup.py) and passes every format; an
+    inverted one, one without an OOV index or with hashed OOV buckets keeps TF's hash table: SavedModel only."""
     x = keras.Input((5,), dtype="int64", name="ids")
-    y = keras.layers.IntegerLookup(vocabulary=[1, 2, 3], name="lookup")(x)
-    src = _save(keras, tmp_path, "lookup", x, y)
-    for fmt in ("torchscript", "pt2"):
-        with pytest.raises(UnsupportedConversionError,
-                           match=rf"layer 'lookup' \(IntegerLookup\) cannot be converted to {fmt}: runs "
-                                 "through TensorFlow lookup/hash ops.*; formats that take it: saved_model$"):
-            check_support(src, fmt)
-    for fmt, why in (("onnx", "tf2onnx maps to no standard ONNX op"), ("tflite", "is no TFLite builtin op"),
-                     ("tvm", "TVM compiles the ONNX model")):
-        with pytest.raises(UnsupportedConversionError, match=rf"\(IntegerLookup\) cannot be converted to {fmt}: it "
-                                                             rf"looks values up in a TensorFlow hash table.*{why}"):
-            check_support(src, fmt)
-    check_support(src, Format.SAVED_MODEL)
+    plain = _save(keras, tmp_path, "plain", x, keras.layers.IntegerLookup(vocabulary=[1, 2, 3], name="lookup")(x))
+    for fmt in Format:
+        check_support(plain, fmt)
+    for i, kwargs in enumerate([{"invert": True}, {"num_oov_indices": 0},
+                                {"num_oov_indices": 2, "oov_method": "farmhash"}]):
+        src = _save(keras, tmp_path, f"kept{i}", x, keras.layers.IntegerLookup(vocabulary=[1, 2, 3], name="lookup",
+                                                                               **kwargs)(x))
+        for fmt in ("torchscript", "pt2"):
+            with pytest.raises(UnsupportedConversionError,
+                               match=rf"layer 'lookup' \(IntegerLookup\) cannot be converted to {fmt}: runs "
+                                     r"through TensorFlow lookup/hash ops.*except with invert=True, num_oov_indices=0"
+                                     ".*; formats that take it: saved_model$"):
+                check_support(src, fmt)
+        for fmt, why in (("onnx", "tf2onnx maps to no standard ONNX op"), ("tflite", "is no TFLite builtin op"),
+                         ("tvm", "TVM compiles the ONNX model"), ("openvino", "OpenVINO converts the ONNX model")):
+            table = rf"\(IntegerLookup\) cannot be converted to {fmt}: it looks values up in a TensorFlow hash table"
+            with pytest.raises(UnsupportedConversionError, match=rf"{table}.*{why}"):
+                check_support(src, fmt)
+        check_support(src, Format.SAVED_MODEL)
 
 
 def test_refusal_crosses_the_child_process_typed_and_before_any_work(keras, tmp_path):
