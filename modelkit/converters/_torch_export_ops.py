@@ -25,7 +25,7 @@ export), computes the same numbers, and leaves the cases it does not cover to Ke
 - `sort`, `argsort` (ExecuTorch only): aten.sort.stable is not in the Core ATen op set ExecuTorch lowers; and
   torch.quantile (`quantile`, `median`), which ExecuTorch has no kernel for (modelkit.converters._torch_quantile).
 Splits (an LSTM's or GRU's gates, nc70; `rgb_to_hsv`'s channels, nc78), which ExecuTorch runs only at the traced
-batch, are rewritten as slices in the exported graph (keras_executorch._splits_as_slices), whichever code split.
+batch, are rewritten as slices in the exported graph (_executorch_graph.splits_as_slices), whichever code split.
 """
 from __future__ import annotations
 

@@ -253,88 +253,13 @@ def _folded(program: Any) -> Any:
     copies, its constants folded: what both XNNPACK lowering and the int8 quantizer take."""
     from executorch.exir.passes.constant_prop_pass import constant_prop_pass
 
+    from ._executorch_graph import cats_of_one_dtype, contiguous_constants, drop_layout_copies, splits_as_slices
+
     program = program.run_decompositions({})
-    _drop_layout_copies(program)
-    _splits_as_slices(program)
-    return _contiguous_constants(constant_prop_pass(program))
-
-
-def _drop_layout_copies(program: Any) -> None:
-    """Remove `contiguous(x, memory_format=...)` (a `clone` once decomposed): a layout-only copy of a functional
-    graph, the identity in torch semantics. Kept where a view reads the copy of a tensor that is not contiguous:
-    there the copy is what makes the view possible (Keras' UpSampling1D on torch repeats by expand, clone and
-    view; without its clone to_edge refused "Cannot view a tensor with ... strides (48, 4, 0, 1)", nc53)."""
-    import torch
-
-    graph = program.graph_module.graph
-    copies = (torch.ops.aten.contiguous.default, torch.ops.aten.clone.default)
-    views = (torch.ops.aten.view.default, torch.ops.aten._unsafe_view.default)
-    for node in list(graph.nodes):
-        if node.op == "call_function" and node.target in copies and "memory_format" in node.kwargs:
-            val = getattr(node.args[0], "meta", {}).get("val")
-            laid_out = val is None or not hasattr(val, "is_contiguous") or val.is_contiguous()
-            if not laid_out and any(user.target in views for user in node.users):
-                continue
-            node.replace_all_uses_with(node.args[0])
-            graph.erase_node(node)
-    program.graph_module.recompile()
-
-
-def _splits_as_slices(program: Any) -> None:
-    """Each part of a split (`torch.split`, `chunk`: Keras' torch `rgb_to_hsv` splits the channels) as a slice of its
-    input. ExecuTorch 1.5.1 runs split_with_sizes only at the batch it was traced with: at any other batch the
-    method failed ("execute() failed with error 0x12"; 0x10 in a whole colour layer, nc78); a slice runs at every
-    batch. Splits along a dimension of unknown size are left as they are."""
-    import operator
-
-    import torch
-
-    graph = program.graph_module.graph
-    aten = torch.ops.aten
-    for node in list(graph.nodes):
-        if node.op != "call_function" or node.target not in (aten.split_with_sizes.default, aten.split.Tensor):
-            continue
-        source = node.args[0]
-        val = getattr(source, "meta", {}).get("val")
-        dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
-        dim = dim % val.dim() if val is not None else dim
-        total = val.shape[dim] if val is not None else None
-        users = list(node.users)
-        if not isinstance(total, int) or not all(u.target is operator.getitem for u in users):
-            continue
-        step = node.args[1]
-        sizes = [min(step, total - s) for s in range(0, total, step)] if isinstance(step, int) else list(step)
-        starts = [sum(sizes[:i]) for i in range(len(sizes))]
-        for user in users:
-            i = user.args[1]
-            with graph.inserting_before(user):
-                bounds = (source, dim, starts[i], starts[i] + sizes[i])
-                part = graph.call_function(aten.slice.Tensor, bounds)
-            part.meta = dict(user.meta)
-            user.replace_all_uses_with(part)
-            graph.erase_node(user)
-        graph.erase_node(node)
-    program.graph_module.recompile()
-
-
-def _contiguous_constants(program: Any) -> Any:
-    """Every folded constant in the standard (contiguous) layout. A Keras kernel folded into torch's (out, in, h, w)
-    is a permuted view; with one output channel (a denoiser's, a depth or saliency map's last convolution) that view
-    is also channels-last contiguous, so XNNPACK's layout pass tagged the weight channels-last where the convolution
-    reads it channels-first and refused the program ("The same constant data tensor can't be used in NHWC format in
-    one place and NCHW in another")."""
-    sig = program.graph_signature
-    names = {**sig.inputs_to_parameters, **sig.inputs_to_buffers, **sig.inputs_to_lifted_tensor_constants}
-    for node in program.graph.nodes:
-        name = names.get(node.name) if node.op == "placeholder" else None
-        val = node.meta.get("val")
-        if name is None or val is None or val.is_contiguous():
-            continue
-        store = program.constants if name in program.constants else program.state_dict
-        store[name] = store[name].contiguous()
-        node.meta["val"] = val.contiguous()
-    return program
-
+    drop_layout_copies(program)
+    splits_as_slices(program)
+    cats_of_one_dtype(program)
+    return contiguous_constants(constant_prop_pass(program))
 
 
 def _bytes(text: str) -> Any:

@@ -74,3 +74,32 @@ def test_every_output_mode_converts_by_each_backend_and_matches_keras_on_unknown
 ])
 def test_which_lookups_are_traced_as_comparisons(config, takes):
     assert lowerable(config) is takes
+
+
+def test_executorch_int8_of_lookup_rows_concatenated_with_features(tmp_path):
+    """IntegerLookup's one-hot rows are int64 (as Keras makes them); concatenated with float features, ExecuTorch's
+    edge dialect refused the cat of mixed dtypes, float32 and int8 alike (and the quantizer observed the int64 rows:
+    '"histogram_cpu" not implemented for 'Long''); each input is now cast to the cat's dtype first."""
+    from modelkit._backend import import_keras
+
+    keras = import_keras("tensorflow")
+    L = keras.layers
+    keras.utils.set_random_seed(4)
+    rng = np.random.default_rng(4)
+    ids = rng.choice([1, 2, 3], (600, 1))
+    x = rng.normal(size=(600, 6)).astype(np.float32)
+    x[:, 0] += np.sign(x[:, 0]) * 0.5  # a margin at the boundary: int8's rounding flips no answer
+    y = ((ids[:, 0] == 2) ^ (x[:, 0] > 0)).astype(np.int32)
+    kind, feats = keras.Input((1,), dtype="int64", name="kind"), keras.Input((6,), name="feats")
+    h = L.Concatenate()([L.IntegerLookup(vocabulary=[1, 2, 3], output_mode="one_hot")(kind), feats])
+    model = keras.Model({"kind": kind, "feats": feats},
+                        L.Dense(2, activation="softmax", name="p")(L.Dense(24, activation="relu")(h)))
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit({"kind": ids[:400], "feats": x[:400]}, y[:400], epochs=40, verbose=0)
+    model.save(tmp_path / "mixed.keras")
+    np.savez(tmp_path / "calib.npz", kind=ids[:200], feats=x[:200])
+    np.savez(tmp_path / "eval.npz", kind=ids[400:], feats=x[400:], y=y[400:])
+    (r,) = modelkit.convert(tmp_path / "mixed.keras", "executorch", out_dir=tmp_path, quantize="int8",
+                            calibration_data=str(tmp_path / "calib.npz"), eval_data=str(tmp_path / "eval.npz"))
+    assert r.accuracy["ok"] and r.accuracy["source_accuracy"] > 0.9 and r.accuracy["drop"] <= 0.01, r.accuracy
+    assert r.max_abs > 1e-5  # int8, not the float program
