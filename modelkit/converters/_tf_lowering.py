@@ -105,6 +105,7 @@ def lowerings() -> Iterator[None]:
     from ._tf_elementwise import lowered_elementwise
     from ._tf_normalize import bounded_normalize
     from ._tf_scan import lowered_scan
+    from ._time_distributed import folded_time_steps
     from ._warp import gathered_warps
 
     resize = {"resize": _resize_open(src_image)}
@@ -114,7 +115,7 @@ def lowerings() -> Iterator[None]:
           mock.patch.multiple(tmath, rfft=matrix_rfft(tmath.rfft), stft=framed_stft(tmath.stft)),
           mock.patch.object(timage, "rgb_to_hsv", _rgb_to_hsv(timage.rgb_to_hsv)), gathered_warps("tensorflow"),
           counted_searchsorted("tensorflow"), counted_digitize("tensorflow"), expanded_new_axes(),
-          lowered_elementwise(), bounded_normalize(), compared_lookups()):
+          lowered_elementwise(), bounded_normalize(), compared_lookups(), folded_time_steps()):
         yield
 
 

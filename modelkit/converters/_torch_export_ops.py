@@ -65,13 +65,15 @@ def batch_keeping_ops() -> Iterator[None]:
 @contextlib.contextmanager
 def traced_alike() -> Iterator[None]:
     """The rewrites torch.export and torch.jit.trace both take: affine_transform as gathers (_warp), searchsorted
-    and digitize by counting (_search), cond as a select, IntegerLookup as comparisons (_lookup)."""
+    and digitize by counting (_search), cond as a select, IntegerLookup as comparisons (_lookup), TimeDistributed
+    as one call (_time_distributed)."""
     from ._lookup import compared_lookups
     from ._search import counted_digitize, counted_searchsorted
+    from ._time_distributed import folded_time_steps
     from ._warp import gathered_warps
 
     with gathered_warps("torch"), counted_searchsorted("torch"), counted_digitize("torch"), _selected_cond(), \
-            compared_lookups():
+            compared_lookups(), folded_time_steps():
         yield
 
 

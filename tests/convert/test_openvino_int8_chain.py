@@ -124,7 +124,9 @@ def test_a_recurrent_model_quantizes_to_openvino_int8_with_its_lstm_kept_float(t
     assert r.accuracy["ok"] and r.accuracy["metric"] == "mae"
     (xml,) = Path(r.path).glob("*.xml")
     ops = Counter(op.get_type_name() for op in ov.Core().read_model(str(xml)).get_ordered_ops())
-    assert ops["LSTMSequence"] == 2 and ops["FakeQuantize"] >= 2  # the rest int8, the LSTMs float
+    # the rest int8 (the TimeDistributed Dense is one MatMul over the folded steps: _time_distributed.py), the LSTMs
+    # float
+    assert ops["LSTMSequence"] == 2 and ops["FakeQuantize"] >= 1
 
 
 def test_an_open_length_model_runs_at_other_lengths_after_nncf(tmp_path):
