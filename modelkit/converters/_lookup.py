@@ -21,7 +21,7 @@ a mask token with an encoded output, and `sparse=True`.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Any
 
 
 def lowerable(config: dict[str, Any]) -> bool:
@@ -32,28 +32,19 @@ def lowerable(config: dict[str, Any]) -> bool:
             and (config.get("mask_token") is None or config.get("output_mode", "int") == "int"))
 
 
-@contextlib.contextmanager
-def compared_lookups() -> Iterator[None]:
+def compared_lookups() -> contextlib.AbstractContextManager[None]:
     """IntegerLookup.call written in keras.ops inside the block, for the layers `lowerable` takes."""
-    from unittest import mock
+    from ._keras_patch import layer_call_patch
 
-    try:
-        from keras.src.layers.preprocessing.integer_lookup import IntegerLookup
-    except ImportError:  # pragma: no cover - another Keras layout: nothing to patch
-        yield
-        return
-    own = IntegerLookup.call
+    def make(own: Any) -> Any:
+        def call(self: Any, inputs: Any) -> Any:
+            # not get_config(), which reads the table's size: inside a TF trace, an op that keeps the table captured
+            config = {k: getattr(self, k, None) for k in ("invert", "sparse", "num_oov_indices", "oov_method",
+                                                          "mask_token", "output_mode")}
+            return _compared(self, inputs) if lowerable(config) else own(self, inputs)
+        return call
 
-    def call(self: Any, inputs: Any) -> Any:
-        # not get_config(), which reads the table's size: inside a TF trace, an op that keeps the table captured
-        config = {k: getattr(self, k, None) for k in ("invert", "sparse", "num_oov_indices", "oov_method",
-                                                      "mask_token", "output_mode")}
-        if not lowerable(config):
-            return own(self, inputs)
-        return _compared(self, inputs)
-
-    with mock.patch.object(IntegerLookup, "call", call):
-        yield
+    return layer_call_patch("preprocessing.integer_lookup", "IntegerLookup", make)
 
 
 def _compared(layer: Any, inputs: Any) -> Any:

@@ -13,28 +13,21 @@ has it: a mask the wrapped layer reads. Every hop is verified against the Keras 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Any
 
 
-@contextlib.contextmanager
-def folded_time_steps() -> Iterator[None]:
+def folded_time_steps() -> contextlib.AbstractContextManager[None]:
     """TimeDistributed.call as one call on the folded batch and time axes inside the block."""
-    from unittest import mock
+    from ._keras_patch import layer_call_patch
 
-    try:
-        from keras.src.layers.rnn.time_distributed import TimeDistributed
-    except ImportError:  # pragma: no cover - another Keras layout: nothing to patch
-        yield
-        return
-    own = TimeDistributed.call
+    def make(own: Any) -> Any:
+        def call(self: Any, inputs: Any, training: Any = None, mask: Any = None) -> Any:
+            if mask is not None and self.layer._call_has_mask_arg:  # noqa: SLF001 - Keras' own test in its call
+                return own(self, inputs, training=training, mask=mask)
+            return _folded(self.layer, inputs, training)
+        return call
 
-    def call(self: Any, inputs: Any, training: Any = None, mask: Any = None) -> Any:
-        if mask is not None and self.layer._call_has_mask_arg:  # noqa: SLF001 - Keras' own test, as its call has it
-            return own(self, inputs, training=training, mask=mask)
-        return _folded(self.layer, inputs, training)
-
-    with mock.patch.object(TimeDistributed, "call", call):
-        yield
+    return layer_call_patch("rnn.time_distributed", "TimeDistributed", make)
 
 
 def _folded(layer: Any, inputs: Any, training: Any) -> Any:
