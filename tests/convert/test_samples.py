@@ -65,7 +65,10 @@ def test_integer_inputs_get_valid_ids_and_vocabulary_values(keras):
     lookup = keras.layers.IntegerLookup()
     lookup.adapt(np.array([[7, 7, 13, 500]]))
     tokens = keras.Input((2,), dtype="int64", name="tokens")
-    assert sorted(_ranges(keras, tokens, lookup(tokens))["tokens"].values) == [7, 13, 500]
+    # the vocabulary, and ids outside it (one above, two consecutive negative ones: OOV buckets are computed)
+    assert sorted(_ranges(keras, tokens, lookup(tokens))["tokens"].values) == [-502, -501, 7, 13, 500, 501]
+    no_oov = keras.layers.IntegerLookup(vocabulary=[7, 13, 500], num_oov_indices=0)  # unknown ids are errors there
+    assert sorted(_ranges(keras, tokens, no_oov(tokens))["tokens"].values) == [7, 13, 500]
     cats = keras.Input((1,), dtype="int32", name="cats")
     assert _ranges(keras, cats, keras.layers.CategoryEncoding(30, output_mode="one_hot")(cats))["cats"].high == 30
     f = keras.Input((2,), name="f")
