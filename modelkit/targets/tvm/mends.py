@@ -90,15 +90,13 @@ def mend_picked_slices(proto: Any) -> tuple[Any, int]:
     from onnx import helper, numpy_helper
 
     from ..._onnx import constant_values
+    from .reshapes import graph_readers
     from .symbolic import WHOLE_AXIS_END
 
     graph = proto.graph
     consts = constant_values(graph)
     producers = {o: n for n in graph.node for o in n.output}
-    readers: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
+    readers = graph_readers(graph)
     dropped, added, count = set(), [], 0
     for node in graph.node:
         axes = _squeeze_axes(node, consts)
@@ -111,7 +109,7 @@ def mend_picked_slices(proto: Any) -> tuple[Any, int]:
         gather = helper.make_node("Gather", [source.input[0], name], list(node.output), axis=axes[0],
                                   name=f"{node.name or node.output[0]}__modelkit_gather")
         node.CopyFrom(gather)
-        if readers.get(source.output[0]) == 1 and source.output[0] not in {o.name for o in graph.output}:
+        if len(readers.get(source.output[0], [])) == 1 and source.output[0] not in {o.name for o in graph.output}:
             dropped.add(id(source))
         count += 1
     if count:
@@ -129,20 +127,17 @@ def _squeeze_axes(node: Any, consts: dict[str, Any]) -> list[int] | None:
     if len(node.input) > 1:
         value = consts.get(node.input[1])
         return None if value is None else [int(a) for a in value.reshape(-1)]
-    attr = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
-    return attr
+    return next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
 
 
 def _picked_index(node: Any, axis: int, consts: dict[str, Any], whole_end: int) -> int | None:
     """The one position a constant Slice keeps on `axis` (i for [i:i+1], -1 for [-1:]), when it keeps every
     other axis it names whole; else None."""
-    import numpy as np
-
     params = list(node.input[1:5])
     if node.op_type != "Slice" or len(params) < 3 or not params[2] or not all(p in consts for p in params if p):
         return None
     starts, ends, axes = (consts[p].reshape(-1).tolist() for p in params[:3])
-    steps = consts[params[3]].reshape(-1).tolist() if len(params) > 3 and params[3] else list(np.ones(len(axes)))
+    steps = consts[params[3]].reshape(-1).tolist() if len(params) > 3 and params[3] else [1] * len(axes)
     index = None
     for start, end, ax, step in zip(starts, ends, axes, steps):
         if ax != axis:
