@@ -97,6 +97,9 @@ def command(artifact: str, trust_unsafe_code: bool, as_json: bool) -> None:
             planned_bytes = (m.get("extra") or {}).get("planned_memory_bytes")
             if planned_bytes:
                 click.echo(f"memory: {planned_bytes / 2**20:.1f} MiB planned for the largest sizes, allocated at load")
+        for key, entry in ((m.get("extra") or {}).get("size_limits") or {}).items():
+            name, _, axis = key.rpartition(":")
+            click.echo(f"input '{name}' dimension {axis}: at most {entry.get('max')} ({entry.get('why')})")
         parity = m.get("parity")
         accuracy = (m.get("extra") or {}).get("accuracy")
         if m.get("quantization") and m["quantization"] != "none":

@@ -6,8 +6,9 @@ there) and a long one, rotated across open axes so that two open dims of one inp
 case. An axis the candidate fixes (a library compiled for one length) takes the candidate's size.
 Sizes the reference itself cannot run at (shorter than a valid convolution) give way to
 FALLBACK_SIZES, then to ALIGNED_SIZES, multiples of 32, for a model that takes only multiples of a stride
-(a pixel unshuffle, a U-Net's skip connections). Per axis, one size serves every input: two inputs whose
-lengths must agree still can.
+(a pixel unshuffle, a U-Net's skip connections), then to SHORT_SIZES for a model that takes only a few steps (a
+table of 12 positions ran at 1 alone and every conversion was refused: nc133). Per axis, one size serves every
+input: two inputs whose lengths must agree still can.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ..spec import Signature, TensorSpec
 DYNAMIC_SIZES = (1, 13, 64)
 FALLBACK_SIZES = (29, 100, 256)
 ALIGNED_SIZES = (32, 96, 160)
+SHORT_SIZES = (2, 5, 8)
 
 Sizes = dict[int, int]  # open axis -> size, for one case
 
@@ -53,7 +55,9 @@ def size_plans(reference_sig: Signature, candidate_sig: Signature,
         return [{}]
     fixed = fixed_axes(reference_sig, candidate_sig)
     plans: list[Sizes] = []
-    for tier in (DYNAMIC_SIZES, FALLBACK_SIZES, ALIGNED_SIZES):
+    for tier in (DYNAMIC_SIZES, FALLBACK_SIZES, ALIGNED_SIZES, SHORT_SIZES):
+        if tier is SHORT_SIZES and any(not _within(tier, (bounds or {}).get(a), strict=True) for a in axes):
+            continue  # short sizes a program does not plan for: nothing to add
         per_axis = {a: _within(tier, (bounds or {}).get(a)) for a in axes}
         for j in range(max(len(v) for v in per_axis.values())):
             sizes = {a: fixed.get(a, per_axis[a][(j + k) % len(per_axis[a])]) for k, a in enumerate(axes)}
@@ -62,10 +66,11 @@ def size_plans(reference_sig: Signature, candidate_sig: Signature,
     return plans
 
 
-def _within(tier: tuple[int, ...], bounds: tuple[int, int] | None) -> tuple[int, ...]:
-    """The tier's sizes within `bounds`; the whole tier where none is (its cases are then skipped, recorded)."""
+def _within(tier: tuple[int, ...], bounds: tuple[int, int] | None, strict: bool = False) -> tuple[int, ...]:
+    """The tier's sizes within `bounds`; the whole tier where none is (its cases are then skipped, recorded), or
+    none if `strict`."""
     kept = tuple(v for v in tier if bounds is None or bounds[0] <= v <= bounds[1])
-    return kept or tier
+    return kept if kept or strict else tier
 
 
 def axis_bounds(dim_ranges: Mapping[tuple[str, int], tuple[int, int]] | None) -> dict[int, tuple[int, int]]:

@@ -35,6 +35,7 @@ from ..keras_io.inputs import parse_input_specs, using_input_spec
 from . import gate as _gate
 from . import gate_verdict as _said
 from . import quantize as _q
+from . import size_limits
 from .registry import get_edge
 from .samples import InputPlan, dataset_samples, plan_inputs
 from .support import check_support
@@ -207,6 +208,12 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
                                   f"{_said.open_size_hint(report, reference.signature)}",
                                   report.to_dict())
             report.raise_if_failed()
+        limits, found = size_limits.for_hop(edge.source, edge.target, src_p, tmp, reference, candidate, report,
+                                            plan.ranges if plan else None, src_manifest, signature)
+        if limits:
+            m.extra["size_limits"] = limits
+            if found:
+                progress(f"{tag}: {size_limits.said(limits)}")
         # Manifest first: a kill between the two renames leaves a manifest without an artifact, which
         # the next run overwrites, never an artifact without its manifest (which --force would guard).
         _atomic.check_writable(dest_p, force)

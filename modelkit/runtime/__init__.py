@@ -13,7 +13,8 @@ from .._require import require
 from ..errors import FormatError
 from ..formats import Format, check_regular, detect
 from .base import Model
-from .id_ranges import IdRanges, id_ranges
+from .id_ranges import id_ranges
+from .size_limits import size_limits
 
 # format -> (engine module, pip extra that installs it: the runtime-only one where there is one)
 ENGINES: dict[Format, tuple[str, str]] = {
@@ -49,17 +50,19 @@ def load(path: str | os.PathLike, device: str = "cpu", threads: int | None = Non
     module_name, extra = ENGINES[fmt]
     module = require(module_name, extra, f"the engine for {fmt.value}")
     model = module.load(p, device=device, threads=threads, **options)
-    model.id_ranges = {**model.id_ranges, **_recorded_id_ranges(p, model)}  # an engine may read its own too
+    m = _recorded_manifest(p)
+    model.id_ranges = {**model.id_ranges, **id_ranges(m, model.signature)}  # an engine may read its own too
+    model.size_limits = size_limits(m, model.signature)
     return model
 
 
-def _recorded_id_ranges(path: Path, model: Model) -> IdRanges:
-    """The id ranges the manifest beside `path` records (none without one; a corrupt manifest is the engine's
-    business, which reads it itself where it needs it)."""
+def _recorded_manifest(path: Path) -> Any:
+    """The manifest beside `path` (None without one; a corrupt manifest is the engine's business, which reads it
+    itself where it needs it)."""
     from .. import manifest as _manifest
     from ..errors import ManifestError
 
     try:
-        return id_ranges(_manifest.read(path), model.signature)
+        return _manifest.read(path)
     except ManifestError:
-        return {}
+        return None

@@ -18,6 +18,7 @@ from ..formats import Format
 from ..spec import Signature
 from .id_ranges import IdRanges, check_ids
 from .memory import predict_error
+from .size_limits import SizeLimits, check_sizes
 
 MAX_INPUT_BYTES = int(os.environ.get("MODELKIT_MAX_INPUT_BYTES", str(4 * 1024**3)))
 
@@ -28,6 +29,7 @@ class Model:
     format: Format
     engine: str = "?"
     id_ranges: IdRanges = {}  # set by modelkit.load from the manifest, by the Keras engine from its layers
+    size_limits: SizeLimits = {}  # set by modelkit.load from the manifest (a table of positions: the longest input)
 
     def __init__(self, path: Path, signature: Signature):
         self.path = Path(path)
@@ -43,6 +45,8 @@ class Model:
                 bound = self.signature.bind(precheck(inputs))
             if self.id_ranges:
                 check_ids(self.id_ranges, bound)
+            if self.size_limits:
+                check_sizes(self.size_limits, bound)
             return self._run(bound)
         except Exception as exc:  # no cost unless raised; only memory failures are changed
             err = predict_error(self.path, self.engine, self.signature, inputs, exc)
