@@ -39,7 +39,7 @@ from . import size_limits
 from .registry import get_edge
 from .samples import InputPlan, dataset_samples, plan_inputs
 from .support import check_support
-from .verify import compare_models, quantized_manifest
+from .verify import compare_models, quantized_manifest, unrunnable_shapes
 
 EVAL_PARITY_ROWS = 64  # the lossy hops' parity on --eval-data: enough rows, bounded time on big eval sets
 
@@ -168,7 +168,7 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
         report, accuracy = None, None
         if verify:
             report = compare_models(reference, candidate, tolerance, data=plan.data, inputs_label=plan.label,
-                                    ranges=plan.ranges)
+                                    ranges=plan.ranges, unrunnable=unrunnable_shapes(src_manifest))
             report.candidate = str(dest_p)  # the name it is written at, not the partial folder it was checked in
             if gate_mode:
                 inputs, labels, label = evals  # read before converting (verify and gate_mode)

@@ -253,9 +253,16 @@ def _folded(program: Any) -> Any:
     copies, its constants folded: what both XNNPACK lowering and the int8 quantizer take."""
     from executorch.exir.passes.constant_prop_pass import constant_prop_pass
 
-    from ._executorch_graph import cats_of_one_dtype, contiguous_constants, drop_layout_copies, splits_as_slices
+    from ._executorch_graph import (
+        cats_of_one_dtype,
+        contiguous_constants,
+        drop_layout_copies,
+        drop_weight_asserts,
+        splits_as_slices,
+    )
 
     program = program.run_decompositions({})
+    drop_weight_asserts(program)
     drop_layout_copies(program)
     splits_as_slices(program)
     cats_of_one_dtype(program)

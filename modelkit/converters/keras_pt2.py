@@ -26,12 +26,14 @@ def keras_to_pt2(src: Path, dest: Path, trust_unsafe_code: bool = False) -> dict
     import torch
 
     from . import _torch_dims
+    from ._torch_constants import constants_as_parameters
     from ._torch_module import SIGNATURE_FILE, example_inputs, load_wrapped, signature_json, versions
     from ._torch_rnn import scanned_recurrent
 
     module, sig = load_wrapped(src, trust_unsafe_code)
     with scanned_recurrent():  # LSTM / GRU over any length (a scan, or torch's fused op), masked or not
         program, accepted = _torch_dims.export(module, sig, example_inputs(sig), Path(src).name)
+    constants_as_parameters(program)  # each weight stored once, not again as a lifted constant
     torch.export.save(program, str(dest), extra_files={SIGNATURE_FILE: signature_json(sig)})
     # the sizes the program accepts per open dimension ("input:axis" -> [min, max or None]), for the manifest
     return {"versions": versions(), "dim_ranges": {f"{n}:{a}": r for (n, a), r in accepted.items()}}

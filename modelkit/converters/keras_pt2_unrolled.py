@@ -28,6 +28,7 @@ def keras_to_pt2_unrolled(src: Path, dest: Path, trust_unsafe_code: bool = False
 
     from ..errors import RouteNotApplicableError
     from . import _torch_dims
+    from ._torch_constants import constants_as_parameters
     from ._torch_module import SIGNATURE_FILE, example_inputs, load_wrapped, signature_json, versions
     from ._unroll import recurrent_layers, unrolled_rnn
 
@@ -38,6 +39,7 @@ def keras_to_pt2_unrolled(src: Path, dest: Path, trust_unsafe_code: bool = False
                                          "and the model has no recurrent layer")
     with unrolled_rnn() as seen:
         program, accepted = _torch_dims.export(module, sig, example_inputs(sig), Path(src).name)
+    constants_as_parameters(program)  # each weight stored once, not again as a lifted constant
     torch.export.save(program, str(dest), extra_files={SIGNATURE_FILE: signature_json(sig)})
     return {"versions": versions(), "dim_ranges": {f"{n}:{a}": r for (n, a), r in accepted.items()},
             "route": {"unrolled": {"layers": [layer.name for layer in layers], "steps": sorted(set(seen.steps))}}}
