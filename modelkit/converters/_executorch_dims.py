@@ -253,3 +253,37 @@ def prim_sym_ops(program: Any) -> None:
             changed = True
     if changed:
         program.graph_module.recompile()
+
+
+def fitted_max_length(module: Any, sig: Signature, default: int, src_name: str) -> int:
+    """The default max_length, or the longest size under it that the eager model runs at (every open non-batch
+    dimension at that size) when it fails at the default: a table of 64 positions failed the program's run at its
+    largest planned sizes (128) and needed --max-length 64 (nc133). Bisected from the size the export traces at;
+    a model that fails there too keeps the default, and the export says why."""
+    import torch
+
+    from .._text import progress
+    from ._torch_module import EXAMPLE_BATCH
+
+    def fails(size: int) -> str | None:
+        try:
+            with torch.no_grad():
+                module(*_torch_dims.inputs_at(sig, EXAMPLE_BATCH, size))
+        except Exception as exc:  # noqa: BLE001 - any error of the user's model at this size
+            return first_line(exc)
+        return None
+
+    opened = _torch_dims.open_axes(sig)
+    if not opened or (reason := fails(default)) is None:
+        return default
+    ok = max(_torch_dims.example_size(axis) for _, axis in opened)
+    if fails(ok) is not None:
+        return default
+    bad = default
+    while bad - ok > 1:
+        mid = (ok + bad) // 2
+        failed = fails(mid)
+        ok, bad, reason = (mid, bad, reason) if failed is None else (ok, mid, failed)
+    progress(f"executorch: {src_name} fails past {ok} along its open dimensions ({reason[:160]}): the program "
+             f"plans for sizes up to {ok} (--max-length N chooses)")
+    return ok

@@ -6,8 +6,9 @@ the same wrapping and example inputs), then `to_edge_transform_and_lower(..., Xn
 
 - ExecuTorch plans every tensor's memory ahead of time, so the batch is dynamic only up to a maximum
   (`max_batch`, default 64) and every other open dimension (a sequence length, an image side) up to `max_length`
-  (default 128), recorded in the manifest (`dim_ranges`) and inside the program (modelkit.converters.
-  _executorch_dims). A layer that fixes such a dimension (a recurrent layer runs unrolled) is refused, naming it.
+  (default 128, or the longest size under it the eager model runs at: a table of 64 positions), recorded in the
+  manifest (`dim_ranges`) and inside the program (modelkit.converters._executorch_dims). A layer that fixes such a
+  dimension (a recurrent layer runs unrolled) is refused, naming it.
 - Keras' torch backend makes its convolution kernels `contiguous(memory_format=channels_last)`, a layout-only
   copy that ExecuTorch's portable kernels reject at run time (and that keeps XNNPACK from taking the
   convolution); the copies are dropped from the graph (torch semantics do not depend on layout), and constants
@@ -29,7 +30,14 @@ from typing import Any
 from ..errors import ConversionError, UnsupportedConversionError, first_line
 from ..formats import Format
 from ..runtime.executorch import DIM_RANGES_METHOD, MAX_BATCH_METHOD, SIGNATURE_METHOD  # read back by the engine
-from ._executorch_dims import bounded_export, check_largest, lowering_example, planned_bytes, reexport
+from ._executorch_dims import (
+    bounded_export,
+    check_largest,
+    fitted_max_length,
+    lowering_example,
+    planned_bytes,
+    reexport,
+)
 from .registry import Tolerance, converter
 
 # XNNPACK's float32 kernels sum in another order than aten's: measured max abs error <= 1e-7 on the digits CNN
@@ -70,9 +78,9 @@ def _bounded(value: Any, name: str, what: str, low: int, why_low: str, high: int
 
 
 @converter(Format.KERAS, Format.EXECUTORCH, backend="torch", tolerance=TOLERANCE,
-           options={"max_batch": MAX_BATCH, "max_length": MAX_LENGTH, "quantize": "none", "calibration_data": None})
+           options={"max_batch": MAX_BATCH, "max_length": None, "quantize": "none", "calibration_data": None})
 def keras_to_executorch(src: Path, dest: Path, trust_unsafe_code: bool = False, max_batch: int = MAX_BATCH,
-                        max_length: int = MAX_LENGTH, quantize: str = "none",
+                        max_length: int | None = None, quantize: str = "none",
                         calibration_data: str | None = None) -> dict[str, Any]:
     from .. import manifest as _manifest
     from .._require import require
@@ -83,8 +91,11 @@ def keras_to_executorch(src: Path, dest: Path, trust_unsafe_code: bool = False, 
     quiet_loggers()
     require("executorch.exir", "executorch", "ExecuTorch")
     mode = q.check_mode(quantize, Format.EXECUTORCH)
-    max_batch, max_length = check_max_batch(max_batch), check_max_length(max_length)
+    fitted = max_length is None  # not asked for: MAX_LENGTH, or the longest size under it the model runs at
+    max_batch, max_length = check_max_batch(max_batch), check_max_length(MAX_LENGTH if fitted else max_length)
     module, sig = load_wrapped(src, trust_unsafe_code)
+    if fitted:
+        max_length = fitted_max_length(module, sig, max_length, Path(src).name)
     program, accepted = bounded_export(module, sig, Path(src).name, max_batch, max_length)
     example = lowering_example(program, sig, accepted)  # None unless a size inside is 1 at the export's example
     if example is not None:

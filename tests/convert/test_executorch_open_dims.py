@@ -227,11 +227,12 @@ class AddPositions(keras.layers.Layer):
 
 
 @needs_executorch
-def test_a_table_of_positions_shorter_than_max_length_is_refused_naming_the_fix(tmp_path):
-    """20 rows of positions, max_length 128: the program was written and failed past 20 steps at run time (its
-    verification runs shorter lengths); now the run at the largest planned sizes refuses it at conversion, with the
-    runtime's reason and the --max-length that fixes it."""
-    from modelkit.errors import ConversionError
+def test_a_table_of_positions_shorter_than_max_length_is_fitted_by_default_and_refused_when_asked(tmp_path, capfd):
+    """20 rows of positions: the program was written and failed past 20 steps at run time (its verification runs
+    shorter lengths). An explicit max_length of 128 is refused at conversion by the run at the largest planned sizes,
+    with the runtime's reason and the --max-length that fixes it; without one, the longest length the eager model
+    runs at (20) is planned for (nc133: a table of 64 needed --max-length 64)."""
+    from modelkit.errors import ConversionError, ShapeError
     from tests.helpers.user_code import keras_beside
 
     user, keras = keras_beside(tmp_path, "positions", POSITIONS)
@@ -242,13 +243,17 @@ def test_a_table_of_positions_shorter_than_max_length_is_refused_naming_the_fix(
     with pytest.raises(ConversionError, match=r"short\.keras fails at the largest sizes it plans for \('ids' \(64, "
                                               r"128\)\): .*20 >= weight\.size\(0\) 20.*converts with a smaller "
                                               r"--max-length N"):
-        modelkit.convert(tmp_path / "short.keras", "executorch", out_dir=tmp_path / "long", imports=imports)
+        modelkit.convert(tmp_path / "short.keras", "executorch", out_dir=tmp_path / "long", imports=imports,
+                         max_length=128)
     assert not list(tmp_path.glob("long/**/*.pte"))  # nothing written, not even in a partial folder
-    (r,) = modelkit.convert(tmp_path / "short.keras", "executorch", out_dir=tmp_path / "out", imports=imports,
-                            max_length=20)
+    capfd.readouterr()
+    (r,) = modelkit.convert(tmp_path / "short.keras", "executorch", out_dir=tmp_path / "out", imports=imports)
+    assert "short.keras fails past 20 along its open dimensions" in capfd.readouterr().err
     x = _ids(3, 20) % 30
     pte, source = modelkit.load(r.path), modelkit.load(tmp_path / "short.keras")
     assert np.abs(pte.predict(x)["out"] - source.predict(x)["out"]).max() <= 1e-4
+    with pytest.raises(ShapeError):
+        pte.predict(_ids(3, 21) % 30)
 
 
 @pytest.mark.slow  # an int8 calibration and two lowerings: ~35 s on the shared 2-core machine
