@@ -65,11 +65,12 @@ def convert(source: Any, to: Any, out_dir: Any = None, force: bool = False, veri
     `calibration_data`, `eval_data` (.npz) and `max_accuracy_drop`, `opset`, `data` (.npz to verify on),
     `input_spec` (["x:?,8:float32"] for a subclassed model), `route` ("torch"), `max_batch` (executorch: the
     largest batch its program plans memory for, 7..4096, default 64), `max_length` (executorch: the largest size of
-    its other open dimensions, a sequence length, 16..65536, default 128), `imports` (modules that
-    register custom layers). With several formats, one that fails does not stop the others: the error
-    raised at the end names each failed format and carries `.results`, the artifacts written. Details:
-    modelkit.converters.convert. `verbose=False` silences the progress (the per-hop lines on stderr, and on a
-    terminal the bar over several hops) for this call and its child processes, as `modelkit -q` does.
+    its other open dimensions, a sequence length, 16..65536, default 128 or the longest size under it the model
+    runs at), `imports` (modules that register custom layers). With several formats, one that fails does not
+    stop the others: the error raised at the end names each failed format and carries `.results`, the artifacts
+    written. Details: modelkit.converters.convert. `verbose=False` silences the progress (the per-hop lines on
+    stderr, and on a terminal the bar over several hops) for this call and its child processes, as `modelkit -q`
+    does.
 
     Example:
         results = modelkit.convert("cnn.keras", "tflite", quantize="int8", max_accuracy_drop=0.01)

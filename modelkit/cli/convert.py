@@ -58,7 +58,8 @@ from ._common import check_outputs, echo_json, human_size, import_option, table
                    "runs a larger batch in slices).")
 @click.option("--max-length", "max_length", default=None, metavar="N",
               help="executorch: the largest size of every open dimension other than the batch (a sequence length, "
-                   "an image side) that the program plans memory for (16..65536, default 128).")
+                   "an image side) that the program plans memory for (16..65536; default 128, or the longest "
+                   "size under it that the model runs at).")
 @click.option("--trust-unsafe-code", is_flag=True,
               help="UNSAFE: load .keras files with Keras safe mode off (runs code stored in the file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
