@@ -131,7 +131,8 @@ def test_every_format_converts_verified_or_refuses_typed(results, kind, fmt):
         assert "not_verified" not in dims[name]["1"] and not parity["skipped_cases"]
     elif kind in SIZES:  # a valid convolution cannot run at length 1: recorded, and fallback 29 used
         assert dims[name]["1"]["not_verified"] == [1]
-        assert any("reference cannot run" in s["reason"] for s in parity["skipped_cases"])
+        assert any("reference cannot run" in s["reason"] or s["reason"] == "the chain's source could not run at "
+                   "these sizes" for s in parity["skipped_cases"])  # onnx -> tvm: keras -> onnx skipped it
     if kind in ("image", "resize"):  # the two open sides differ within every case
         assert all(c["shapes"]["image"][1] != c["shapes"]["image"][2] for c in parity["cases"])
 
