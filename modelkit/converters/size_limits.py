@@ -172,10 +172,12 @@ def base_sizes(report: Any, sig: Signature) -> dict[int, int]:
 
 
 def carried(src_manifest: Any, sig: Signature) -> dict[str, dict[str, Any]]:
-    """The limits the source's manifest records, for the inputs and open axes `sig` keeps."""
-    stored = ((getattr(src_manifest, "extra", None) or {}).get("size_limits")) or {}
-    open_dims = {f"{s.name}:{a}" for s in sig.inputs for a, d in enumerate(s.shape) if a > 0 and d is None}
-    return {k: dict(v) for k, v in stored.items() if k in open_dims and isinstance(v, dict)}
+    """The limits the source's manifest records, for the inputs and open axes `sig` keeps (read as the runtime
+    reads them: modelkit.runtime.size_limits)."""
+    from ..runtime.size_limits import size_limits as recorded
+
+    return {f"{name}:{axis}": {"max": largest, "why": why}
+            for (name, axis), (largest, why) in recorded(src_manifest, sig).items()}
 
 
 def for_hop(source: Format, target: Format, src: Path, dest: Path, reference: Any, candidate: Any, report: Any,

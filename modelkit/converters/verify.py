@@ -19,11 +19,11 @@ import numpy as np
 from ..errors import DTypeError, InputNameError, ParityError, ResourceError, ShapeError
 from ..spec import Signature
 from . import _shapes
+from .output_stats import compare_output
 from .parity_report import OutputParity, ParityReport
 from .registry import Tolerance
 
 BATCH_SIZES = (1, 7)
-COSINE_NOISE = 1e-2  # a case whose outputs are all this close (and within the atol) passes the cosine check
 OTHER_DIM_SIZES = _shapes.DYNAMIC_SIZES  # sizes of open non-batch dims (see _shapes)
 
 
@@ -122,7 +122,7 @@ def compare_models(reference: Any, candidate: Any, tolerance: Tolerance, batch_s
                           f"{reasons}")
     dims = _shapes.summarize(sig, candidate.signature, cases, skipped)
     where = [_shapes_text(c["shapes"]) for c in cases] if dynamic else None
-    outputs = [_compare_output(r, refs[r], cands[r], tolerance, where=where) for r, _ in pairs]
+    outputs = [compare_output(r, refs[r], cands[r], tolerance, where=where) for r, _ in pairs]
     # above the edge's atol: is it the reference's own error? (an atol the user passed is kept as given)
     if tolerance.float32_floor and any(o.max_abs > tolerance.atol for o in outputs):
         outputs = _with_float32_floor(reference, feeds, refs, cands, cases, tolerance, outputs, where)
@@ -230,131 +230,10 @@ def _with_float32_floor(reference: Any, feeds: list[dict[str, np.ndarray]], refs
     if twin is not None:
         for i, case in enumerate(cases):
             case["float32_floor"] = {name: values[i] for name, values in measured.items()}
-    return [_compare_output(o.name, refs[o.name], cands[o.name], tol, case_atols(tol.atol, measured[o.name],
+    return [compare_output(o.name, refs[o.name], cands[o.name], tol, case_atols(tol.atol, measured[o.name],
                                                                                   refs[o.name]), measured[o.name],
                             where)
             for o in outputs]
-
-
-def _compare_output(name: str, refs: list[np.ndarray], cands: list[np.ndarray], tol: Tolerance,
-                    atols: list[float] | None = None, floor: list[float] | None = None,
-                    where: list[str] | None = None) -> OutputParity:
-    """Statistics over the cases, each computed per case (cases may differ in shape): the worst max abs /
-    max rel error and cosine, argmax agreement over all rows, and the vacuity guard over cases of one shape.
-    `atols` (per case) replaces the edge's atol where the reference's float32 floor (per case) was measured.
-    `where` (per case, for cases of several shapes) names the input shapes of the worst cosine and max abs."""
-    max_abs = max_rel = 0.0
-    worst_abs = worst_cos = 0  # the cases they came from
-    over: list[tuple[float, float, float]] = []  # (max abs, atol, floor) of the cases above their atol
-    odd_cases: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # NaN / inf against a number
-    cosine = 1.0
-    agree_n = agree_total = 0
-    for i, (a, b) in enumerate(zip(refs, cands)):
-        a64, b64 = a.astype(np.float64), b.astype(np.float64)
-        diff = np.abs(a64 - b64)
-        odd = _nonfinite_mismatch(a64, b64)
-        if odd.any():  # NaN against a number: an infinite error, not "0 > atol"; named in its own reason
-            case_abs = float("inf")
-            odd_cases.append((i, odd, a64, b64))
-        else:
-            case_abs = float(np.nanmax(diff)) if diff.size else 0.0
-        if case_abs > max_abs:
-            max_abs, worst_abs = case_abs, i
-        case_atol = atols[i] if atols is not None else tol.atol
-        rest = diff[~odd & np.isfinite(diff)] if odd.any() else None  # the error on the values both sides give
-        finite_abs = case_abs if rest is None else float(rest.max()) if rest.size else 0.0
-        if not finite_abs <= case_atol:
-            over.append((finite_abs, case_atol, floor[i] if floor is not None else float("nan")))
-        if odd.any():  # NaN-blind statistics would read "max rel 0, cosine 1" beside the reason: inf and NaN
-            max_rel, cos = float("inf"), float("nan")
-        else:
-            max_rel = max(max_rel, float(np.nanmax(diff / (np.abs(a64) + 1e-7))) if diff.size else 0.0)
-            na, nb = np.linalg.norm(a64), np.linalg.norm(b64)
-            # outputs that differ by less than the atol and COSINE_NOISE have no direction worth judging: a
-            # sigmoid far from its decision (1e-5 against an int8 0.0), a ReLU regressor at 0 against 3e-9
-            quiet = case_abs <= min(tol.atol, COSINE_NOISE)
-            cos = 1.0 if (na == 0 and nb == 0) or quiet else \
-                float(np.dot(a64.ravel(), b64.ravel()) / max(na * nb, 1e-300))
-        if cos < cosine or (np.isnan(cos) and not np.isnan(cosine)):
-            cosine, worst_cos = cos, i
-        if a.ndim >= 2 and a.shape[-1] > 1:
-            agree_n += int(np.sum(np.argmax(a64, -1) == np.argmax(b64, -1)))
-            agree_total += int(np.prod(a.shape[:-1]))
-    agreement = agree_n / agree_total if agree_total else None
-    spread, rows = _spread(refs)
-    scale = max((float(np.max(np.abs(r))) for r in refs if r.size), default=0.0)
-    reasons = []
-    if rows > 1 and spread <= 1e-6 * max(scale, 1e-6):
-        reasons.append(f"vacuous check: the reference output is constant across {rows} different "
-                       f"inputs (largest std {spread:.1e}); a dead or untrained model proves nothing")
-    def at(i: int) -> str:
-        return f" at input shapes {where[i]}" if where else ""
-
-    if odd_cases:
-        reasons.append(_nonfinite_reason(odd_cases, sum(r.size for r in refs), at))
-    if over and atols is None:
-        reasons.append(f"max abs error {max(o[0] for o in over):.3e} > atol {tol.atol:.0e}"
-                       f"{at(worst_abs) if not odd_cases else ''}")
-    elif over:
-        worst = max(over, key=lambda t: t[0] / t[1])
-        own = f"{worst[2]:.1e}" if np.isfinite(worst[2]) else "not measured"
-        if worst[1] > tol.atol:
-            reasons.append(f"max abs error {worst[0]:.3e} > atol {worst[1]:.1e} on one case (the edge's "
-                           f"{tol.atol:.0e} lifted to float32's own error there: the reference's own, {own}, and "
-                           "the outputs' resolution; modelkit.converters._float64)")
-        elif np.isfinite(worst[2]):  # float32's own error there is below the edge's atol: nothing was lifted
-            reasons.append(f"max abs error {worst[0]:.3e} > atol {tol.atol:.0e} (float32's own error there is "
-                           f"smaller: the reference's own, {own}, and the outputs' resolution)")
-        else:  # no Keras reference to measure its own error: only the outputs' resolution, below the atol
-            reasons.append(f"max abs error {worst[0]:.3e} > atol {tol.atol:.0e} (the outputs' float32 resolution "
-                           "there is smaller)")
-    if cosine < tol.min_cosine:
-        reasons.append(f"cosine similarity {cosine:.6f} < {tol.min_cosine}{at(worst_cos)}")
-    if agreement is not None and agreement < tol.min_argmax_agreement:
-        reasons.append(f"argmax agreement {agreement:.3f} < {tol.min_argmax_agreement}")
-    measured = [f for f in floor or [] if np.isfinite(f)]
-    failed = worst_cos if cosine < tol.min_cosine else worst_abs if over else None
-    return OutputParity(name, max_abs, max_rel, cosine, agreement, spread, not reasons, "; ".join(reasons),
-                        max(measured) if measured else None, max(atols) if atols is not None else None, failed)
-
-
-def _nonfinite_mismatch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Where one side is NaN / inf and the other is not what it is (a number, or the other non-finite value)."""
-    fa, fb = np.isfinite(a), np.isfinite(b)
-    return (fa != fb) | (~fa & ~fb & ~((np.isnan(a) & np.isnan(b)) | (a == b)))
-
-
-def _nonfinite_reason(odd_cases: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]], total: int, at: Any) -> str:
-    """One reason naming what the non-finite values are, how many, and on which side: 'NaN at 3 of 640 values
-    where the source gives numbers' says where to look (a where / select whose untaken branch is NaN or inf)."""
-    count = sum(int(odd.sum()) for _, odd, _, _ in odd_cases)
-    first, odd, a, b = odd_cases[0]
-    cand_bad = odd & ~np.isfinite(b)
-    where = cand_bad if cand_bad.any() else odd & ~np.isfinite(a)
-    side, other, values, theirs = ("the converted model", "the source", b[where], a[where]) if cand_bad.any() else \
-        ("the source", "the converted model", a[where], b[where])
-    kinds = sorted({"NaN" if np.isnan(v) else "inf" if v > 0 else "-inf" for v in values.ravel()[:10000]})
-    numbers = "numbers" if np.all(np.isfinite(theirs)) else "other values"
-    hint = " (often a where / select whose branch not taken overflows or is NaN)" if cand_bad.any() else ""
-    return (f"{side} gives {' / '.join(kinds)} at {count} of {total} values where {other} gives {numbers}"
-            f"{at(first)}{hint}")
-
-
-def _spread(refs: list[np.ndarray]) -> tuple[float, int]:
-    """(largest std across rows, rows compared) of the reference output, over cases whose rows have one
-    shape (a sequence output's shape follows the input's length, so only rows of equal length stack)."""
-    groups: dict[tuple[int, ...], list[np.ndarray]] = {}
-    for r in refs:
-        if r.ndim:
-            groups.setdefault(r.shape[1:], []).append(r.reshape(r.shape[0], -1).astype(np.float64))
-    spread, rows = float("nan"), 0
-    for parts in groups.values():
-        stacked = np.concatenate(parts, axis=0)
-        if stacked.shape[0] > 1 and stacked.shape[1]:
-            std = float(np.max(np.std(stacked, axis=0)))
-            spread = std if np.isnan(spread) else max(spread, std)
-            rows = max(rows, stacked.shape[0])
-    return spread, rows
 
 
 def verify_artifacts(a: str | os.PathLike, b: str | os.PathLike, tolerance: Tolerance | None = None,
