@@ -10,8 +10,10 @@ KERAS_BACKEND=torch, so a .keras trained under TensorFlow or JAX converts too.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..formats import Format
 from .registry import Tolerance, converter
@@ -29,11 +31,27 @@ def keras_to_pt2(src: Path, dest: Path, trust_unsafe_code: bool = False) -> dict
     from ._torch_constants import constants_as_parameters
     from ._torch_module import SIGNATURE_FILE, example_inputs, load_wrapped, signature_json, versions
     from ._torch_rnn import scanned_recurrent
+    from ._torch_scan import scanned_ops
 
     module, sig = load_wrapped(src, trust_unsafe_code)
-    with scanned_recurrent():  # LSTM / GRU over any length (a scan, or torch's fused op), masked or not
+    # LSTM / GRU over any length (a scan, or torch's fused op), masked or not; keras.ops.scan over an open length
+    with scanned_recurrent(), scanned_ops():
         program, accepted = _torch_dims.export(module, sig, example_inputs(sig), Path(src).name)
     constants_as_parameters(program)  # each weight stored once, not again as a lifted constant
-    torch.export.save(program, str(dest), extra_files={SIGNATURE_FILE: signature_json(sig)})
+    with _quiet_serializer():
+        torch.export.save(program, str(dest), extra_files={SIGNATURE_FILE: signature_json(sig)})
     # the sizes the program accepts per open dimension ("input:axis" -> [min, max or None]), for the manifest
     return {"versions": versions(), "dim_ranges": {f"{n}:{a}": r for (n, a), r in accepted.items()}}
+
+
+@contextlib.contextmanager
+def _quiet_serializer() -> Iterator[None]:
+    """torch.export.save without its warning on a scan that reads no tensor from outside its step ("Unsure how to
+    serialize the given empty list ... as a tensor list by default", the right guess: the program loads and runs)."""
+    serializer = logging.getLogger("torch._export.serde.serialize")
+    level = serializer.level
+    serializer.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        serializer.setLevel(level)

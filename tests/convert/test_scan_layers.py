@@ -5,8 +5,9 @@ Found converting the moving-average model with `--to all`: only saved_model was 
 graph ("No Op registered for TensorListReserve with domain_version of 17") and the TFLite converter refused it
 ("'tf.TensorListReserve' op requires element_shape to be static"): Keras' TF scan keeps its carry in a one-slot
 TensorArray read and written at every step. The TF-based edges now trace scan as a while loop over plain tensors
-(modelkit.converters._tf_scan); the torch formats keep the length only when it is fixed (Keras' torch scan is a
-Python loop), which their refusal says.
+(modelkit.converters._tf_scan). pt2 keeps it too, as torch's scan op (nc140, modelkit.converters._torch_scan);
+TorchScript and the other torch formats keep the length only when it is fixed (Keras' torch scan is a Python
+loop), which their refusal says.
 """
 from __future__ import annotations
 
@@ -58,6 +59,40 @@ class PeakAndSum(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="scans")
+class Elman(keras.layers.Layer):
+    """A hand-written recurrence read from the end: its step reads the layer's weights; a tuple carry."""
+    def build(self, shape):
+        self.w = self.add_weight(shape=(shape[-1], 5), initializer="glorot_uniform", name="w")
+        self.u = self.add_weight(shape=(5, 5), initializer="orthogonal", name="u")
+
+    def call(self, x):
+        h0 = ops.zeros((ops.shape(x)[0], 5), dtype=x.dtype)
+
+        def step(carry, xt):
+            h, n = carry
+            h = ops.tanh(ops.matmul(xt, self.w) + ops.matmul(h, self.u))
+            return (h, n + 1.0), (h * 2.0, n)  # Keras' TF scan needs outputs shaped as the carry (keras 3.15.1)
+
+        (h, n), (ys, _) = ops.scan(step, (h0, ops.zeros_like(h0)), ops.transpose(x, (1, 0, 2)), reverse=True)
+        return ops.transpose(ys, (1, 0, 2)) + ops.expand_dims(h + n / 100.0, 1)
+
+
+SEEN = []
+
+
+@keras.saving.register_keras_serializable(package="scans")
+class Noted(keras.layers.Layer):
+    """A step with a side effect (it notes each step in a module's list): torch's scan cannot trace it."""
+    def call(self, x):
+        def step(carry, xt):
+            SEEN.append(1)
+            return carry + xt, carry + xt
+
+        _, ys = ops.scan(step, ops.zeros_like(x[:, 0, :]), ops.transpose(x, (1, 0, 2)))
+        return ops.transpose(ys, (1, 0, 2))
+
+
+@keras.saving.register_keras_serializable(package="scans")
 class RunningProduct(keras.layers.Layer):
     def call(self, x):
         return ops.associative_scan(lambda a, b: a * b, ops.sigmoid(x), axis=1)
@@ -103,10 +138,30 @@ def test_scan_layers_convert_to_onnx_and_tflite_at_any_length(tmp_path, backend)
                                        err_msg=f"{r.format} at length {length}")
 
 
+def test_scan_layers_reach_pt2_at_any_length(tmp_path):
+    """nc140: under the torch backend Keras' scan is a Python loop, so torch.export fixed the length and pt2 was
+    refused; the pt2 edge now runs a scan over an open length as torch's scan op (_torch_scan.py), the step reading
+    the layer's weights (Elman) through copies made in the program."""
+    src = _model(tmp_path, "jax", ("EMA", "PeakAndSum", "Elman"))
+    imports = [str(tmp_path / "scans.py")]
+    (result,) = modelkit.convert(src, "pt2", out_dir=tmp_path / "out", imports=imports)
+    assert result.parity["ok"]
+    artifact, keras_model = modelkit.load(result.path), modelkit.load(src, imports=imports)
+    assert artifact.signature.inputs[0].shape[1] is None
+    for length in (1, 2, 7, 40):
+        x = np.random.default_rng(length).normal(size=(3, length, 3)).astype(np.float32)
+        np.testing.assert_allclose(artifact.predict(x)["y"], keras_model.predict(x)["y"], atol=1e-5,
+                                   err_msg=f"pt2 at length {length}")
+
+
 def test_the_torch_formats_say_the_length_must_be_fixed(tmp_path):
-    src = _model(tmp_path, "jax")
+    """TorchScript's trace keeps no scan; nor does pt2 where torch's scan cannot trace the step (a side effect)."""
+    src = _model(tmp_path, "jax", ("EMA", "Noted"))
+    imports = [str(tmp_path / "scans.py")]
     with pytest.raises(UnsupportedConversionError, match=r"layer 'ema' \(EMA\) turns it into the traced size"):
-        modelkit.convert(src, "torchscript", out_dir=tmp_path / "out", imports=[str(tmp_path / "scans.py")])
+        modelkit.convert(src, "torchscript", out_dir=tmp_path / "out", imports=imports)
+    with pytest.raises(UnsupportedConversionError, match=r"layer 'noted' \(Noted\) turns it into the traced size"):
+        modelkit.convert(src, "pt2", out_dir=tmp_path / "out", imports=imports)
 
 
 def test_a_layer_that_fails_under_tensorflow_says_why_when_loaded(tmp_path):

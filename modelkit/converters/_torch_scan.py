@@ -1,0 +1,105 @@
+"""`keras.ops.scan` over an open length as torch's higher-order `scan`, for the .pt2 edge.
+
+Under the torch backend Keras' scan is a Python loop over the leading axis of `xs`, so torch.export bakes
+in the traced length: a registered layer that scans its input over an open sequence length (an
+exponential moving average, a hand-written recurrence) was refused for pt2. While the pt2 edge exports
+(`scanned_ops()`), a scan whose length is symbolic runs as torch's `scan` op instead, which torch.export
+keeps with the length symbolic, as it does for Keras' LSTM / GRU (modelkit.converters._torch_rnn).
+
+Under non-strict export, torch's scan cannot read the module's parameters from inside its step ("Cannot
+access data pointer"). So the variables of the layer calling scan, and of the layers and variables the
+step function closes over, are read inside the step through a `keras.StatelessScope` that maps each to a
+copy made in the traced program. A scan of a fixed length, one given only `length=`, or one torch's scan
+cannot trace (a step reading another layer's weights, a step with side effects) keeps Keras' loop: the
+edge then refuses the open length as before, naming the layer. The artifact is verified against Keras'
+own loop like any hop.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+from typing import Any, Callable, Iterator
+
+
+@contextlib.contextmanager
+def scanned_ops() -> Iterator[None]:
+    """For torch.export: keras.ops.scan over a symbolic length as torch's scan, else Keras' loop."""
+    from unittest import mock  # the standard library's attribute patching, restored on exit
+
+    import keras.src.backend.torch.core as core
+
+    keras_scan = core.scan
+
+    def scan(f: Callable[..., Any], init: Any, xs: Any = None, length: Any = None, reverse: bool = False,
+             unroll: Any = 1) -> Any:
+        if xs is None or not _symbolic_length(core, xs):
+            return keras_scan(f, init, xs, length, reverse, unroll)
+        try:
+            return _torch_scan(core, f, init, xs, reverse, _caller_layer())
+        except Exception:  # noqa: BLE001 - torch's scan could not trace this step: Keras' loop, refused as before
+            return keras_scan(f, init, xs, length, reverse, unroll)
+
+    with mock.patch.object(core, "scan", scan):
+        yield
+
+
+def _symbolic_length(core: Any, xs: Any) -> bool:
+    import torch
+    from keras.src import tree
+
+    leaves = [core.convert_to_tensor(t) for t in tree.flatten(xs)]
+    return bool(leaves) and len(leaves[0].shape) > 0 and isinstance(leaves[0].shape[0], torch.SymInt)
+
+
+def _torch_scan(core: Any, f: Callable[..., Any], init: Any, xs: Any, reverse: bool, caller: Any) -> Any:
+    """Keras' scan contract (final carry, stacked outputs) from torch's scan over the leading axis."""
+    import keras
+    import torch
+    from keras.src import tree
+    from torch._higher_order_ops.scan import scan
+
+    # torch's scan takes and returns pytrees (tuples, lists, dicts) as Keras' does. Copies made in the traced
+    # program: scan cannot lift the module's own parameters or tensors made outside it
+    init = tree.map_structure(lambda t: core.convert_to_tensor(t) + 0, init)
+    xs = tree.map_structure(core.convert_to_tensor, xs)
+
+    def combine(carry: Any, x: Any) -> tuple[Any, Any]:
+        c, y = f(carry, x)
+        c = tree.map_structure(core.convert_to_tensor, c)
+        if y is None:  # Keras stacks zeros like each leaf of the carry then
+            return c, [torch.zeros_like(t) for t in tree.flatten(c)]
+        return c, tree.map_structure(lambda t: core.convert_to_tensor(t).clone(), y)
+
+    mapping = [(v, v.value + 0) for v in _read_variables(f, caller)]
+    with keras.StatelessScope(state_mapping=mapping):
+        return scan(combine, init, xs, dim=0, reverse=reverse)
+
+
+def _caller_layer() -> Any:
+    """The innermost Keras layer whose call is on the stack (the one calling keras.ops.scan), or None."""
+    import keras
+
+    frame = inspect.currentframe()
+    while frame is not None:
+        if isinstance(owner := frame.f_locals.get("self"), keras.layers.Layer):
+            return owner
+        frame = frame.f_back
+    return None
+
+
+def _read_variables(f: Callable[..., Any], caller: Any) -> list[Any]:
+    """The Keras variables the step may read: the calling layer's, and those of the layers and variables
+    the step function is bound to or closes over."""
+    import keras
+
+    owners = [caller, getattr(f, "__self__", None)]
+    for cell in getattr(f, "__closure__", None) or ():
+        with contextlib.suppress(ValueError):  # an empty cell
+            owners.append(cell.cell_contents)
+    found: dict[int, Any] = {}
+    for owner in owners:
+        if isinstance(owner, keras.layers.Layer):
+            found.update((id(v), v) for v in owner.variables)
+        elif isinstance(owner, keras.Variable):
+            found[id(owner)] = owner
+    return list(found.values())
