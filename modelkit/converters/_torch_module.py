@@ -63,9 +63,22 @@ def _wrap(model: Any, sig: Signature) -> Any:
                 feed: Any = dict(zip(names, args))
             else:
                 feed = list(args) if len(args) > 1 else args[0]
-            return tuple(keras.tree.flatten(self.model(feed, training=False)))
+            outputs = keras.tree.flatten(self.model(feed, training=False))
+            return tuple(_as_declared(t, spec.dtype) for t, spec in zip(outputs, sig.outputs))
 
     return KerasModule()
+
+
+def _as_declared(tensor: Any, dtype: str) -> Any:
+    """`tensor` in the dtype the Keras model declares for it: Keras' symbolic ops say int32 for top_k / argsort
+    indices where torch computes int64 (nc141: a .pt2, .torchscript.pt and .pte answered int64 under a signature
+    saying int32, as the ONNX and TFLite files answer); one cast in the program, where they differ."""
+    import torch
+
+    want = getattr(torch, dtype, None)
+    if isinstance(want, torch.dtype) and isinstance(tensor, torch.Tensor) and tensor.dtype != want:
+        return tensor.to(want)
+    return tensor
 
 
 def example_inputs(sig: Signature, batch: int = EXAMPLE_BATCH, seed: int = 0) -> tuple[Any, ...]:

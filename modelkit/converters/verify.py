@@ -56,6 +56,14 @@ def match_outputs(ref_names: list[str], cand_names: list[str]) -> list[tuple[str
     return list(zip(ref_names, cand_names))
 
 
+def _check_declared(candidate: Any, name: str, out: np.ndarray) -> None:
+    """An artifact answers in the dtype its own signature declares (what a user codes against), or ParityError."""
+    spec = next((o for o in candidate.signature.outputs if o.name == name), None)
+    if spec is not None and spec.dtype != "string" and out.dtype.name != spec.dtype:
+        raise ParityError(f"output '{name}': {candidate.path.name} answers {out.dtype.name}, where its signature "
+                          f"says {spec.dtype}")
+
+
 def compare_models(reference: Any, candidate: Any, tolerance: Tolerance, batch_sizes: tuple[int, ...] = BATCH_SIZES,
                    seed: int = 0, data: Mapping[str, np.ndarray] | None = None, inputs_label: str | None = None,
                    ranges: Mapping[str, Any] | None = None, unrunnable: Collection[Any] = ()) -> ParityReport:
@@ -110,6 +118,7 @@ def compare_models(reference: Any, candidate: Any, tolerance: Tolerance, batch_s
                 if a.shape != b.shape:
                     raise ParityError(f"output '{r}': shape {b.shape} from {candidate.path.name} differs from "
                                       f"{a.shape} from {reference.path.name} at input shapes {_shapes_text(shapes)}")
+                _check_declared(candidate, c, b)
                 refs[r].append(a)
                 cands[r].append(b)
                 case["max_abs"][r] = _max_abs(a, b)
