@@ -74,6 +74,7 @@ def save_onnx(proto: Any, src: Path, dest: Path, sig: Any, onnxslim: bool, quant
 
     from .quantize import quantize_onnx_file
 
+    inputs_passed_through(proto, Path(src).name)
     name_dynamic_dims(proto)
     proto.producer_name = "modelkit"
     try:  # not the exporter's own ("1.17.0 None" from tf2onnx), which read as modelkit's version
@@ -122,6 +123,31 @@ def rename_outputs(proto: Any, names: list[str]) -> None:
                 node.input[i] = mapping[name]
     for o in graph.output:
         o.name = mapping[o.name]
+
+
+def inputs_passed_through(proto: Any, src_name: str) -> int:
+    """Let each graph output that is a graph input (a serving model returning its request key as it came) be that
+    input itself; how many there were. The exporters write `Identity(key) -> key`, which defines 'key' a second
+    time, and the checker refused the graph (nc143: "Graph must be in single static assignment (SSA) form"). An
+    output with an input's name and another value cannot be held by one ONNX graph: ConversionError."""
+    graph = proto.graph
+    inputs = {i.name for i in graph.input}
+    producers = {name: node for node in graph.node for name in node.output}
+    done = 0
+    for out in graph.output:
+        node = producers.get(out.name) if out.name in inputs else None
+        if node is None:
+            continue
+        value = node.input[0] if node.op_type == "Identity" else None
+        while value is not None and value != out.name and getattr(producers.get(value), "op_type", "") == "Identity":
+            value = producers[value].input[0]
+        if value != out.name:
+            raise ConversionError(f"{src_name}: output '{out.name}' has the name of an input but another value, and "
+                                  "an ONNX graph holds one value per name; rename the output (or the input) in the "
+                                  "Keras model")
+        graph.node.remove(node)
+        done += 1
+    return done
 
 
 def unsqueeze_nothing_as_identity(proto: Any) -> int:
