@@ -95,6 +95,7 @@ def load_keras(path: str | os.PathLike, trust_unsafe_code: bool = False, compile
     inputs: `input_spec` (or the conversion's, modelkit.keras_io.inputs), else its saved build shapes.
     """
     from ..safety.keras import check_keras_config
+    from . import channels_first
 
     p = Path(path)
     if not p.is_file():
@@ -105,6 +106,8 @@ def load_keras(path: str | os.PathLike, trust_unsafe_code: bool = False, compile
 
     import_from_env()  # MODELKIT_IMPORTS: the user's modules that register custom layers and losses
     check_keras_config(config, p, trust_unsafe_code=trust_unsafe_code, compile=compile)
+    if keras.backend.backend() == "tensorflow" and channels_first.needed(config):
+        channels_first.install()  # TensorFlow's CPU convolutions take channels-last only
     target = p
     if is_hdf5(p) and p.suffix.lower() not in (".h5", ".hdf5"):
         raise LoadError(f"{p}: a legacy HDF5 Keras model must be named *.h5 (Keras picks the reader by suffix)")
