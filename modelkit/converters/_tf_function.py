@@ -30,6 +30,7 @@ def serving_function(model: Any, sig: Signature, as_dict: bool) -> tuple[Any, li
     specs = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=tf_names[s.name]) for s in sig.inputs]
     dict_inputs = isinstance(getattr(model, "_inputs_struct", None), dict)
     names = sig.output_names
+    op_names = tf_input_names(names)
 
     def call(*args: Any) -> Any:
         if dict_inputs:
@@ -37,8 +38,8 @@ def serving_function(model: Any, sig: Signature, as_dict: bool) -> tuple[Any, li
         else:
             feed = list(args) if len(args) > 1 else args[0]
         outs = keras.tree.flatten(model(feed, training=False))
-        if as_dict:
-            return {n: tf.identity(o, name=n) for n, o in zip(names, outs)}
+        if as_dict:  # the op named as TF takes names ('class probs' is no valid scope), the output by the model's
+            return {n: tf.identity(o, name=op_names[n]) for n, o in zip(names, outs)}
         return [tf.identity(o) for o in outs]
 
     return tf.function(call, input_signature=specs, autograph=False), specs

@@ -89,3 +89,27 @@ def test_triton_s_config_names_the_saved_model_s_own_keys():
                     (TensorSpec("click.prob", (None, 3), "float32"),))
     assert tensor_names(sig, Format.SAVED_MODEL) == (["user_id", "x"], ["click.prob"])
     assert tensor_names(sig, Format.ONNX) == (["user-id", "x"], ["click.prob"])  # ONNX keeps the model's names
+
+
+def test_outputs_named_with_spaces_and_slashes_reach_saved_model_and_tflite(tmp_path):
+    """nc147: a dict of outputs keyed 'class probs' and 'score/raw'. The TF signature named its Identity ops by the
+    keys, and TF refused ("'class probs' is not a valid root scope name"): SavedModel and TFLite were not written. The
+    ops are now named by tf_input_names; the outputs keep the model's own names."""
+    from modelkit._backend import import_keras
+
+    keras = import_keras("tensorflow")
+    keras.utils.set_random_seed(0)
+    x = keras.Input((4,), name="pixel values")
+    h = keras.layers.Dense(6, activation="relu")(x)
+    outputs = {"class probs": keras.layers.Dense(2, activation="softmax")(h), "score/raw": keras.layers.Dense(1)(h)}
+    keras.Model(x, outputs).save(tmp_path / "named.keras")
+    feed = {"pixel values": np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)}
+    want = modelkit.load(tmp_path / "named.keras").predict(feed)
+    results = modelkit.convert(tmp_path / "named.keras", "saved_model,tflite", out_dir=tmp_path / "out")
+    assert sorted(r.format for r in results) == ["saved_model", "tflite"]
+    for r in results:
+        model = modelkit.load(r.path)
+        assert sorted(model.signature.output_names) == ["class probs", "score/raw"], r.format
+        got = model.predict(feed)
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], atol=1e-5, err_msg=f"{r.format} '{name}'")
