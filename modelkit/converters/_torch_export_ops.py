@@ -22,8 +22,9 @@ export), computes the same numbers, and leaves the cases it does not cover to Ke
   sum for every size.
 - the random draw of Keras augmentation layers that draw at inference too and use it only when training
   (RandomGrayscale, RandomHue, ...: modelkit.converters._inference_draws; nc98).
-- `sort`, `argsort` (ExecuTorch only): aten.sort.stable is not in the Core ATen op set ExecuTorch lowers; and
-  torch.quantile (`quantile`, `median`), which ExecuTorch has no kernel for (modelkit.converters._torch_quantile).
+- `sort`, `argsort` (ExecuTorch only): aten.sort.stable is not in the Core ATen op set ExecuTorch lowers; nor is
+  aten.round.decimals (`round`, to whole numbers: aten.round.default); and torch.quantile (`quantile`, `median`),
+  which ExecuTorch has no kernel for (modelkit.converters._torch_quantile).
 Splits (an LSTM's or GRU's gates, nc70; `rgb_to_hsv`'s channels, nc78), which ExecuTorch runs only at the traced
 batch, are rewritten as slices in the exported graph (_executorch_graph.splits_as_slices), whichever code split.
 """
@@ -281,9 +282,25 @@ def executorch_ops() -> Iterator[None]:
     from ._torch_quantile import topk_quantile
 
     sort, argsort = _sort_as_topk(torch_numpy.sort, torch_numpy.argsort)
-    with mock.patch.multiple(torch_numpy, sort=sort, argsort=argsort), \
+    with mock.patch.multiple(torch_numpy, sort=sort, argsort=argsort, round=_round_to_integers(torch_numpy.round)), \
             mock.patch.object(torch, "quantile", topk_quantile(torch.quantile)):
         yield
+
+
+def _round_to_integers(own_round: Any) -> Any:
+    """Keras' torch `round` to whole numbers as torch.round(x): Keras passes `decimals=0`, which torch.export writes
+    as aten.round.decimals, not in the Core ATen op set ExecuTorch lowers (nc148: a denoiser answering uint8 pixels);
+    aten.round.default is, the same rounding (half to even). Other decimals go to Keras' own."""
+    import torch
+    from keras.src.backend.torch.core import convert_to_tensor
+
+    def round(x: Any, decimals: int = 0) -> Any:  # noqa: A001 - Keras' name
+        x = convert_to_tensor(x)
+        if decimals != 0 or not x.is_floating_point():
+            return own_round(x, decimals)
+        return torch.round(x)
+
+    return round
 
 
 def _sort_as_topk(own_sort: Any, own_argsort: Any) -> tuple[Any, Any]:

@@ -203,6 +203,25 @@ def test_an_upsampling_by_repetition_converts(tmp_path):
     assert got.shape == (5, 24, 1) and np.abs(got - want).max() <= 1e-5
 
 
+def test_a_model_rounding_to_whole_numbers_converts(tmp_path):
+    """nc148's denoiser answering uint8 pixels (`ops.round` then a cast) failed lowering ("aten.round.decimals is not
+    in Core ATen opset"): Keras' torch round passes decimals=0; it is torch.round(x) for the export now."""
+    from modelkit._backend import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((5,), name="x")
+    scaled = keras.layers.Dense(4)(inp) * 40.0
+    out = keras.ops.cast(keras.ops.clip(keras.ops.round(scaled) + 128.0, 0, 255), "uint8")
+    keras.Model(inp, {"pixels": out, "rounded": keras.ops.round(scaled)}).save(tmp_path / "round.keras")
+    (r,) = modelkit.convert(tmp_path / "round.keras", "executorch", out_dir=tmp_path / "out")
+    x = np.random.default_rng(0).standard_normal((6, 5)).astype(np.float32)
+    got, want = modelkit.load(r.path).predict(x), modelkit.load(tmp_path / "round.keras").predict(x)
+    assert got["pixels"].dtype == np.uint8
+    np.testing.assert_array_equal(got["pixels"], want["pixels"])
+    np.testing.assert_array_equal(got["rounded"], want["rounded"])
+
+
 def test_int8_of_a_model_with_an_embedding_keeps_its_index_arithmetic_integer(tmp_path):
     """nc43's wide-and-deep model (ids through an Embedding beside numeric features) could not be quantized: the
     XNNPACK quantizer makes every add's scalar a float32 constant, and Keras' wrap of negative ids
