@@ -39,8 +39,68 @@ def scanned_ops() -> Iterator[None]:
         except Exception:  # noqa: BLE001 - torch's scan could not trace this step: Keras' loop, refused as before
             return keras_scan(f, init, xs, length, reverse, unroll)
 
-    with mock.patch.object(core, "scan", scan):
+    import keras.src.backend as backend
+
+    keras_rnn = backend.rnn
+
+    def rnn(step_function: Callable[..., Any], inputs: Any, initial_states: Any, go_backwards: bool = False,
+            mask: Any = None, constants: Any = None, unroll: bool = False, input_length: Any = None,
+            time_major: bool = False, zero_output_for_mask: bool = False, return_all_outputs: bool = True) -> Any:
+        args = (step_function, inputs, initial_states, go_backwards, mask, constants, unroll, input_length, time_major,
+                zero_output_for_mask, return_all_outputs)
+        layer = _caller_layer()
+        if mask is not None or constants or unroll or _plain_cell(layer) is None \
+                or not _symbolic_length(core, _time_first(inputs, time_major)):
+            return keras_rnn(*args)
+        try:
+            return _scanned_rnn(core, layer, inputs, initial_states, go_backwards, time_major, return_all_outputs)
+        except Exception:  # noqa: BLE001 - torch's scan could not trace this cell: Keras' loop, refused as before
+            return keras_rnn(*args)
+
+    with mock.patch.object(core, "scan", scan), mock.patch.object(backend, "rnn", rnn):
         yield
+
+
+def _plain_cell(layer: Any) -> Any:
+    """The cell of a keras.layers.RNN calling backend.rnn whose own `call` computes a step (not Keras' LSTM / GRU
+    cells, run as _torch_rnn does, nor StackedRNNCells, whose call runs other layers), else None."""
+    import keras
+
+    cell = getattr(layer, "cell", None) if isinstance(layer, keras.layers.RNN) else None
+    if cell is None or isinstance(cell, (keras.layers.StackedRNNCells, keras.layers.LSTMCell, keras.layers.GRUCell)):
+        return None
+    return cell if not any(isinstance(v, keras.layers.Layer) for v in vars(cell).values()) else None
+
+
+def _time_first(inputs: Any, time_major: bool) -> Any:
+    import torch
+
+    return inputs if time_major or not isinstance(inputs, torch.Tensor) else inputs.transpose(0, 1)
+
+
+def _scanned_rnn(core: Any, layer: Any, inputs: Any, initial_states: Any, go_backwards: bool, time_major: bool,
+                 return_all_outputs: bool) -> tuple[Any, Any, list[Any]]:
+    """Keras' backend.rnn contract (last output, outputs, final states) for an unmasked keras.layers.RNN of a user's
+    cell, from torch's scan over time. The step calls the cell's own `call` (torch's scan traces it with dynamo,
+    which cannot trace Keras' Layer.__call__); a backward layer reads the steps reversed and keeps its outputs in the
+    order it read them, as Keras' loop does."""
+    import inspect as _inspect
+
+    import torch
+
+    cell = layer.cell
+    kwargs = {"training": False} if "training" in _inspect.signature(cell.call).parameters else {}
+    x = _time_first(inputs, time_major)
+    x = torch.flip(x, [0]) if go_backwards else x
+
+    def step(states: list[Any], x_t: Any) -> tuple[list[Any], Any]:
+        output, new_states = cell.call(x_t, list(states), **kwargs)
+        return list(new_states) if isinstance(new_states, (list, tuple)) else [new_states], output
+
+    final, outputs = _torch_scan(core, step, list(initial_states), x, False, layer)
+    last = outputs[-1]
+    outputs = outputs if return_all_outputs else outputs[-1:]
+    return last, outputs if time_major else outputs.transpose(0, 1), list(final)
 
 
 def _symbolic_length(core: Any, xs: Any) -> bool:

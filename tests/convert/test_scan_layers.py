@@ -93,6 +93,33 @@ class Noted(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="scans")
+class Leaky(keras.layers.Layer):
+    """A user's own recurrent cell (for keras.layers.RNN): a leaky tanh unit."""
+    def __init__(self, units=5, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.state_size = units, units
+
+    def build(self, shape):
+        self.w = self.add_weight(shape=(shape[-1], self.units), initializer="glorot_uniform", name="w")
+        self.u = self.add_weight(shape=(self.units, self.units), initializer="orthogonal", name="u")
+
+    def call(self, x, states):
+        h = 0.8 * ops.tanh(ops.matmul(x, self.w) + ops.matmul(states[0], self.u)) + 0.2 * states[0]
+        return h, [h]
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def Forward():  # noqa: N802 - named like the layers beside it, for save()
+    return keras.layers.RNN(Leaky(5), return_sequences=True)
+
+
+def Backward():  # noqa: N802
+    return keras.layers.RNN(Leaky(4), return_sequences=True, go_backwards=True)
+
+
+@keras.saving.register_keras_serializable(package="scans")
 class RunningProduct(keras.layers.Layer):
     def call(self, x):
         return ops.associative_scan(lambda a, b: a * b, ops.sigmoid(x), axis=1)
@@ -146,6 +173,20 @@ def test_scan_layers_reach_pt2_at_any_length(tmp_path):
     imports = [str(tmp_path / "scans.py")]
     (result,) = modelkit.convert(src, "pt2", out_dir=tmp_path / "out", imports=imports)
     assert result.parity["ok"]
+    artifact, keras_model = modelkit.load(result.path), modelkit.load(src, imports=imports)
+    assert artifact.signature.inputs[0].shape[1] is None
+    for length in (1, 2, 7, 40):
+        x = np.random.default_rng(length).normal(size=(3, length, 3)).astype(np.float32)
+        np.testing.assert_allclose(artifact.predict(x)["y"], keras_model.predict(x)["y"], atol=1e-5,
+                                   err_msg=f"pt2 at length {length}")
+
+
+def test_recurrent_layers_of_a_users_cell_reach_pt2_at_any_length(tmp_path):
+    """nc149: keras.layers.RNN of a user's own cell loops in Python under torch (Keras' backend.rnn), so pt2 was
+    refused for an open length; its steps now run as torch's scan op, forward and backward (_torch_scan.py)."""
+    src = _model(tmp_path, "jax", ("Forward", "Backward"))
+    imports = [str(tmp_path / "scans.py")]
+    (result,) = modelkit.convert(src, "pt2", out_dir=tmp_path / "out", imports=imports)
     artifact, keras_model = modelkit.load(result.path), modelkit.load(src, imports=imports)
     assert artifact.signature.inputs[0].shape[1] is None
     for length in (1, 2, 7, 40):
