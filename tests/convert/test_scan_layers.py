@@ -148,6 +148,16 @@ def _model(tmp_path, backend: str, layers: tuple[str, ...] = ("EMA", "PeakAndSum
     return _child.run("tests.convert.test_scan_layers:save", kwargs, backend=backend, quiet=True)
 
 
+def _matches_at_every_length(result, keras_model) -> None:
+    """The artifact keeps the length open and answers as the Keras model at lengths 1, 2, 7 and 40."""
+    artifact = modelkit.load(result.path)
+    assert artifact.signature.inputs[0].shape[1] is None
+    for length in (1, 2, 7, 40):
+        x = np.random.default_rng(length).normal(size=(3, length, 3)).astype(np.float32)
+        np.testing.assert_allclose(artifact.predict(x)["y"], keras_model.predict(x)["y"], atol=1e-5,
+                                   err_msg=f"{result.format} at length {length}")
+
+
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
 def test_scan_layers_convert_to_onnx_and_tflite_at_any_length(tmp_path, backend):
     src = _model(tmp_path, backend)
@@ -157,12 +167,7 @@ def test_scan_layers_convert_to_onnx_and_tflite_at_any_length(tmp_path, backend)
     keras_model = modelkit.load(src, imports=imports)
     for r in results:
         assert r.parity["ok"]
-        artifact = modelkit.load(r.path)
-        assert artifact.signature.inputs[0].shape[1] is None
-        for length in (1, 2, 7, 40):
-            x = np.random.default_rng(length).normal(size=(3, length, 3)).astype(np.float32)
-            np.testing.assert_allclose(artifact.predict(x)["y"], keras_model.predict(x)["y"], atol=1e-5,
-                                       err_msg=f"{r.format} at length {length}")
+        _matches_at_every_length(r, keras_model)
 
 
 def test_scan_layers_reach_pt2_at_any_length(tmp_path):
@@ -173,12 +178,7 @@ def test_scan_layers_reach_pt2_at_any_length(tmp_path):
     imports = [str(tmp_path / "scans.py")]
     (result,) = modelkit.convert(src, "pt2", out_dir=tmp_path / "out", imports=imports)
     assert result.parity["ok"]
-    artifact, keras_model = modelkit.load(result.path), modelkit.load(src, imports=imports)
-    assert artifact.signature.inputs[0].shape[1] is None
-    for length in (1, 2, 7, 40):
-        x = np.random.default_rng(length).normal(size=(3, length, 3)).astype(np.float32)
-        np.testing.assert_allclose(artifact.predict(x)["y"], keras_model.predict(x)["y"], atol=1e-5,
-                                   err_msg=f"pt2 at length {length}")
+    _matches_at_every_length(result, modelkit.load(src, imports=imports))
 
 
 def test_recurrent_layers_of_a_users_cell_reach_pt2_at_any_length(tmp_path):
@@ -187,12 +187,8 @@ def test_recurrent_layers_of_a_users_cell_reach_pt2_at_any_length(tmp_path):
     src = _model(tmp_path, "jax", ("Forward", "Backward"))
     imports = [str(tmp_path / "scans.py")]
     (result,) = modelkit.convert(src, "pt2", out_dir=tmp_path / "out", imports=imports)
-    artifact, keras_model = modelkit.load(result.path), modelkit.load(src, imports=imports)
-    assert artifact.signature.inputs[0].shape[1] is None
-    for length in (1, 2, 7, 40):
-        x = np.random.default_rng(length).normal(size=(3, length, 3)).astype(np.float32)
-        np.testing.assert_allclose(artifact.predict(x)["y"], keras_model.predict(x)["y"], atol=1e-5,
-                                   err_msg=f"pt2 at length {length}")
+    assert result.parity["ok"]
+    _matches_at_every_length(result, modelkit.load(src, imports=imports))
 
 
 def test_the_torch_formats_say_the_length_must_be_fixed(tmp_path):
