@@ -17,7 +17,6 @@ own loop like any hop.
 from __future__ import annotations
 
 import contextlib
-import inspect
 from typing import Any, Callable, Iterator
 
 
@@ -84,12 +83,12 @@ def _scanned_rnn(core: Any, layer: Any, inputs: Any, initial_states: Any, go_bac
     cell, from torch's scan over time. The step calls the cell's own `call` (torch's scan traces it with dynamo,
     which cannot trace Keras' Layer.__call__); a backward layer reads the steps reversed and keeps its outputs in the
     order it read them, as Keras' loop does."""
-    import inspect as _inspect
+    import inspect
 
     import torch
 
     cell = layer.cell
-    kwargs = {"training": False} if "training" in _inspect.signature(cell.call).parameters else {}
+    kwargs = {"training": False} if "training" in inspect.signature(cell.call).parameters else {}
     x = _time_first(inputs, time_major)
     x = torch.flip(x, [0]) if go_backwards else x
 
@@ -139,12 +138,9 @@ def _caller_layer() -> Any:
     """The innermost Keras layer whose call is on the stack (the one calling keras.ops.scan), or None."""
     import keras
 
-    frame = inspect.currentframe()
-    while frame is not None:
-        if isinstance(owner := frame.f_locals.get("self"), keras.layers.Layer):
-            return owner
-        frame = frame.f_back
-    return None
+    from ._unroll import layer_callers
+
+    return next(iter(layer_callers(keras.layers.Layer)), None)
 
 
 def _read_variables(f: Callable[..., Any], caller: Any) -> list[Any]:

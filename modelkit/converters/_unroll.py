@@ -153,15 +153,20 @@ def _calling_layer() -> str:
 
 def recurrent_callers() -> list[Any]:
     """The Keras recurrent layers (RNN, Bidirectional) whose call is on the stack, innermost first."""
-    import inspect
-
     import keras
 
-    found = []
+    return layer_callers((keras.layers.RNN, keras.layers.Bidirectional))
+
+
+def layer_callers(kinds: Any) -> list[Any]:
+    """The Keras layers of the classes `kinds` whose call is on the stack, innermost first (each once in a row)."""
+    import inspect
+
+    found: list[Any] = []
     frame = inspect.currentframe()
     while frame is not None:
         layer = frame.f_locals.get("self")
-        if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)) and (not found or found[-1] is not layer):
+        if isinstance(layer, kinds) and (not found or found[-1] is not layer):
             found.append(layer)
         frame = frame.f_back
     return found
