@@ -156,21 +156,30 @@ def _trace_error(sig: Signature, exc: BaseException) -> ConversionError:
 def shared_saved_model(src: Path, endpoint: str, trust_unsafe_code: bool = False) -> Path:
     """A SavedModel of `src` with one `endpoint` signature (dict outputs named after the Keras outputs),
     written once per process into a private temporary folder; callers copy it or read it, never edit it."""
-    import atexit
-    import shutil
-    import tempfile
-
     from ..keras_io.files import keras_signature
 
     model = shared_model(src, trust_unsafe_code)
     done = _CACHE.get("saved_model")
     if done is not None and done[0] == endpoint and done[1].is_dir():
         return done[1]
+    path = own_saved_model(model, endpoint, shared_serving_function(model, keras_signature(model), as_dict=True))
+    _CACHE["saved_model"] = (endpoint, path)
+    return path
+
+
+def own_saved_model(model: Any, endpoint: str, traced: tuple[Any, list[Any]] | None = None) -> Path:
+    """A SavedModel of `model` with one `endpoint` signature in a private temporary folder removed at exit, of
+    `traced` (a serving function and its specs), else of a trace of its own."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from ..keras_io.files import keras_signature
+
+    fn, specs = traced or _make(model, keras_signature(model), as_dict=True)
     folder = Path(tempfile.mkdtemp(prefix="modelkit-saved-model-"))
     atexit.register(shutil.rmtree, folder, True)
-    fn, specs = shared_serving_function(model, keras_signature(model), as_dict=True)
     write_saved_model(model, endpoint, fn, specs, folder / "saved_model")
-    _CACHE["saved_model"] = (endpoint, folder / "saved_model")
     return folder / "saved_model"
 
 

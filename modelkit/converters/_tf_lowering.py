@@ -62,6 +62,15 @@ Atan2 in forms that keep float32 accuracy (modelkit.converters._tf_elementwise).
 `keras.ops.normalize` (UnitNormalization, Dot(normalize=True)) bounds the sum of squares before its reciprocal
 square root instead of after (modelkit.converters._tf_normalize): XNNPACK's rsqrt of 0 is NaN, so every zero vector
 came out of the .tflite file as NaN (nc124).
+
+A product of int8 tensors (`keras.ops.matmul`, `keras.ops.einsum`: the Dense and EinsumDense layers of a model
+quantized by Keras' own `model.quantize("int8")`) is traced as a float32 product of the same
+values, cast to int32: Keras' BatchMatMulV3 of int8 into int32 has no TFLite lowering ("'tfl.fully_connected' op
+operand #0 must be tensor of 32-bit float or QI8 ...", nc151). The sums are the same integers while they stay below
+2**24 (a contraction of up to 1,040 terms of at most 127 * 127), and float32's rounding of them beyond. The
+TFLite edge alone traces so, and only a model with such products (modelkit.converters.keras_tflite): ONNX
+(MatMulInteger) and the SavedModel keep the int8 weights and products. Keras' float8 quantize-dequantize (a model
+quantized "float8") is computed in float32 (modelkit.converters._float8), by the torch-based edges too.
 """
 from __future__ import annotations
 
@@ -70,8 +79,9 @@ from typing import Any, Iterator
 
 
 @contextlib.contextmanager
-def lowerings() -> Iterator[None]:
-    """Patch Keras' TF causal-mask and 3-D pooling lowerings for the duration of a trace."""
+def lowerings(int8_products_in_float: bool = False) -> Iterator[None]:
+    """Patch Keras' TF causal-mask and 3-D pooling lowerings (and the rest above) for the duration of a trace; with
+    `int8_products_in_float`, products of int8 tensors too (for TFLite alone, see the module's docstring)."""
     try:
         from keras.src.backend.tensorflow import nn
     except ImportError:  # pragma: no cover - another Keras layout: nothing to patch
@@ -94,12 +104,15 @@ def lowerings() -> Iterator[None]:
     arg = {"argmax": _arg_extreme("argmax"), "argmin": _arg_extreme("argmin"), "repeat": _repeat_static(tnp.repeat),
            "_quantile": float32_quantile(tnp._quantile), "roll": roll_by_slices(tnp.roll),
            "cumprod": stepped_cumprod(tnp.cumprod), "einsum": pairwise_einsum(tnp.einsum)}
+    if int8_products_in_float:
+        arg.update(matmul=float_int8_products(tnp.matmul), einsum=float_int8_products(arg["einsum"], einsum=True))
     import keras
     from keras.src.backend.tensorflow import core
     from keras.src.backend.tensorflow import image as timage
     from keras.src.backend.tensorflow import math as tmath
     from keras.src.ops import image as src_image
 
+    from ._float8 import emulated_float8
     from ._lookup import compared_lookups
     from ._search import counted_digitize, counted_searchsorted
     from ._tf_elementwise import lowered_elementwise
@@ -115,7 +128,7 @@ def lowerings() -> Iterator[None]:
           mock.patch.multiple(tmath, rfft=matrix_rfft(tmath.rfft), stft=framed_stft(tmath.stft)),
           mock.patch.object(timage, "rgb_to_hsv", _rgb_to_hsv(timage.rgb_to_hsv)), gathered_warps("tensorflow"),
           counted_searchsorted("tensorflow"), counted_digitize("tensorflow"), expanded_new_axes(),
-          lowered_elementwise(), bounded_normalize(), compared_lookups(), folded_time_steps()):
+          lowered_elementwise(), bounded_normalize(), compared_lookups(), folded_time_steps(), emulated_float8()):
         yield
 
 
@@ -196,6 +209,24 @@ def _rgb_to_hsv(keras_rgb_to_hsv: Any) -> Any:
         hue = tf.where(hue < 0, hue + 1.0, hue)
         return tf.stack([hue, saturation, value], axis=-1)
     return rgb_to_hsv
+
+
+def float_int8_products(keras_fn: Any, einsum: bool = False) -> Any:
+    """keras.ops.matmul (or with `einsum`, keras.ops.einsum) of dense int8 tensors alone as the same product of
+    float32 tensors, cast to int32 as Keras' own (see the module's docstring)."""
+    def product(*args: Any, **kwargs: Any) -> Any:
+        import tensorflow as tf
+        from keras.src.backend.tensorflow.core import convert_to_tensor
+
+        head, operands = (args[:1], args[1:]) if einsum else ((), args)
+        if any(isinstance(x, tf.SparseTensor) for x in operands):
+            return keras_fn(*args, **kwargs)
+        operands = [convert_to_tensor(x) for x in operands]  # a Keras variable (the quantized kernel) too
+        # Keras multiplies 1-D int8 operands of matmul in int8; those keep Keras' own code
+        if not operands or not all(x.dtype == tf.int8 and (einsum or x.shape.rank != 1) for x in operands):
+            return keras_fn(*args, **kwargs)
+        return tf.cast(keras_fn(*head, *[tf.cast(x, tf.float32) for x in operands], **kwargs), tf.int32)
+    return product
 
 
 def _repeat_static(keras_repeat: Any) -> Any:

@@ -2,7 +2,8 @@
 op ExecuTorch cannot lower. Each is patched into `keras.src.backend.torch` only inside a context manager (around an
 export), computes the same numbers, and leaves the cases it does not cover to Keras' own code.
 
-- `take_along_axis`: Keras calls torch.take_along_dim, whose broadcast reads every size as a Python int (nc65).
+- `take_along_axis`: Keras calls torch.take_along_dim, whose broadcast reads every size as a Python int (nc65);
+  `take` along an axis squeezed a result of one id to a scalar (nc151).
 - segment reductions (`segment_sum`, `_max`, `_min`, `_prod`): Keras repeats the ids by a tensor computed from the
   data's shape, a size torch cannot know ahead (an unbacked symbol), so the program asserts the traced batch (nc66).
 - 1-D `max_pool`, `average_pool`: torch's max_pool1d reads the length as a Python int, fixing an open sequence
@@ -50,12 +51,13 @@ def batch_keeping_ops() -> Iterator[None]:
 
     segments = _segment_reduction(torch_math._segment_reduction_fn)  # noqa: SLF001 - the one function all four call
     take_along_axis = _take_along_axis(torch_numpy.take_along_axis)
+    take = _take_unsqueezed(torch_numpy.take)
     # off once: nested (a refusal names the layer by exporting again), the inner flags' exit restored strategy
     # 'auto' with opt_einsum off, which torch refuses ("ValueError: opt_einsum is not enabled ...")
     einsum = torch.backends.opt_einsum.flags(enabled=False) if torch.backends.opt_einsum.enabled \
         else contextlib.nullcontext()
     with traced_alike(), einsum, no_inference_draws(), \
-            mock.patch.object(torch_numpy, "take_along_axis", take_along_axis), \
+            mock.patch.multiple(torch_numpy, take_along_axis=take_along_axis, take=take), \
             mock.patch.object(torch_math, "_segment_reduction_fn", segments), \
             mock.patch.multiple(torch_nn, max_pool=_max_pooling(_pool_1d_as_2d(torch_nn.max_pool)),
                                 average_pool=_pool_1d_as_2d(torch_nn.average_pool),
@@ -67,15 +69,37 @@ def batch_keeping_ops() -> Iterator[None]:
 def traced_alike() -> Iterator[None]:
     """The rewrites torch.export and torch.jit.trace both take: affine_transform as gathers (_warp), searchsorted
     and digitize by counting (_search), cond as a select, IntegerLookup as comparisons (_lookup), TimeDistributed
-    as one call (_time_distributed)."""
+    as one call (_time_distributed), `custom_gradient` as its forward function, float8 rounding in float32
+    (_float8)."""
+    from ._float8 import emulated_float8
     from ._lookup import compared_lookups
     from ._search import counted_digitize, counted_searchsorted
     from ._time_distributed import folded_time_steps
     from ._warp import gathered_warps
 
     with gathered_warps("torch"), counted_searchsorted("torch"), counted_digitize("torch"), _selected_cond(), \
-            compared_lookups(), folded_time_steps():
+            compared_lookups(), folded_time_steps(), _forward_only_gradients(), emulated_float8():
         yield
+
+
+def _forward_only_gradients() -> contextlib.AbstractContextManager[None]:
+    """`keras.ops.custom_gradient` as its forward function alone: an export computes no gradient, and Keras' torch
+    code runs the function inside a torch.autograd.Function, a Python call that torch.jit.save refuses ("Could not
+    export Python function call 'CustomGradientFunction'", nc151: every Dense of a model quantized by Keras' own
+    `model.quantize("int8")` or "int4"; a user's straight-through rounding too)."""
+    from ._keras_patch import backend_patch
+
+    def make(keras_own: Any) -> Any:
+        def custom_gradient(forward_fn: Any) -> Any:
+            def forward(*args: Any, **kwargs: Any) -> Any:
+                result = forward_fn(*args, **kwargs)
+                # Keras' contract: (outputs, gradient function); its own code also takes outputs alone
+                return result[0] if isinstance(result, tuple) and len(result) == 2 and callable(result[1]) \
+                    else result
+            return forward
+        return custom_gradient
+
+    return backend_patch("torch", "core", "custom_gradient", make)
 
 
 @contextlib.contextmanager
@@ -244,6 +268,28 @@ def _take_along_axis(keras_own: Any) -> Any:
         i_to = [x_to[d] if ones(indices, d) else indices.shape[d] for d in range(x.ndim)]
         indices = torch.where(indices < 0, indices + x.shape[axis], indices)  # Keras' "fill" of negative ids
         return torch.gather(x.expand(x_to), axis, indices.expand(i_to))
+
+    return take
+
+
+def _take_unsqueezed(keras_own: Any) -> Any:
+    """Keras' torch `take` along an axis without its `squeeze(axis)` of index_select's result, which Keras reshapes
+    right after: over an open number of ids it squeezed a 1-D result of one id to a scalar, a change of rank the
+    ExecuTorch runtime refuses ("Attempted to change the tensor rank which is immutable: old=1, new=0", nc151: an
+    int8 Embedding quantized by Keras takes its per-row scales from a 1-D table at one token). The embedding lookup
+    (a 2-D table along axis 0) and `axis=None` go to Keras' own."""
+    import torch
+    from keras.src.backend.torch.core import convert_to_tensor
+
+    def take(x: Any, indices: Any, axis: int | None = None) -> Any:
+        x = convert_to_tensor(x)
+        if axis is None or (x.ndim == 2 and axis % 2 == 0):
+            return keras_own(x, indices, axis=axis)
+        axis %= x.ndim
+        indices = convert_to_tensor(indices).long()
+        indices = torch.where(indices < 0, indices + x.shape[axis], indices)  # Keras' "fill" of negative ids
+        shape = (*x.shape[:axis], *indices.shape, *x.shape[axis + 1:])
+        return torch.index_select(x, axis, indices.reshape(-1)).reshape(shape)
 
     return take
 

@@ -35,13 +35,16 @@ SIGNATURE_KEY = "serving_default"
            options={"quantize": "none", "calibration_data": None})
 def keras_to_tflite(src: Path, dest: Path, quantize: str = "none", calibration_data: str | None = None,
                     trust_unsafe_code: bool = False) -> dict[str, Any]:
-    from ._tf_function import shared_saved_model
+    from ._tf_function import own_saved_model, shared_saved_model
     from ._tf_lowering import lowerings
 
     mode, model, sig, calibration = prepare(src, quantize, calibration_data, trust_unsafe_code)
-    # the same SavedModel the saved_model edge writes (one export per process and source)
-    with lowerings():  # a causal attention mask TFLite can run at any length (see _tf_lowering)
-        saved = shared_saved_model(src, SIGNATURE_KEY, trust_unsafe_code)
+    int8 = any(str(getattr(w, "dtype", "")) == "int8" for w in model.weights)  # Keras' model.quantize("int8")
+    with lowerings(int8_products_in_float=int8):  # a causal attention mask TFLite can run at any length, ...
+        # the same SavedModel the saved_model edge writes (one export per process and source), but for products of
+        # int8 tensors, which the other edges keep and TFLite cannot lower (see _tf_lowering)
+        saved = own_saved_model(model, SIGNATURE_KEY) if int8 else \
+            shared_saved_model(src, SIGNATURE_KEY, trust_unsafe_code)
     # dimensions the Keras model leaves open stay open (shape_signature -1); the engine resizes per call
     per_tensor = unrolled_recurrence(model)  # here only Keras' unroll=True converts (see unrolled_recurrence)
     blob = convert_saved_model(saved, mode, calibration, lambda exc: _refusal(exc, model, sig, mode), per_tensor)

@@ -57,5 +57,9 @@ def keras_to_torchscript(src: Path, dest: Path, trust_unsafe_code: bool = False)
     make_portable(traced)
     check_batches(traced, module, sig, "the TorchScript trace")
     check_lengths(traced, module, sig, "the TorchScript trace", "torchscript")
-    torch.jit.save(traced, str(dest), _extra_files={SIGNATURE_FILE: signature_json(sig)})
+    try:
+        torch.jit.save(traced, str(dest), _extra_files={SIGNATURE_FILE: signature_json(sig)})
+    except RuntimeError as exc:  # a Python call the trace recorded and TorchScript cannot store
+        raise ConversionError(f"torch.jit.save could not store the trace of {src.name}: {first_line(exc)}; the "
+                              "formats exported by torch.export (pt2, executorch) take Python calls") from exc
     return {"versions": versions()}

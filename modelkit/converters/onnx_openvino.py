@@ -58,7 +58,7 @@ def onnx_to_openvino(src: Path, dest: Path, quantize: str = "none", calibration_
     check_onnx_external_data(src)  # before OpenVINO's frontend reads any external-data file
     ov = require("openvino", "openvino")
     try:
-        model = _converted(ov, src)
+        model = _onnx_names(_converted(ov, src), src)
     except ov_errors() as exc:
         reason = frontend_reason(exc)
         why = _torch_route_why(src, reason)
@@ -120,6 +120,24 @@ def _converted(ov: Any, src: Path) -> Any:
 
         onnx.save(proto, f"{tmp}/{src.name}")
         return ov.convert_model(f"{tmp}/{src.name}")
+
+
+def _onnx_names(model: Any, src: Path) -> Any:
+    """`model` with each input and output named by its ONNX name alone. OpenVINO merges the names of a node it
+    removes into its neighbour's port: a multiply by one right after the input (a model quantized "float8" by
+    Keras, its input scale still 1) gave input 'x' a second name, 'dense/truediv:0', which the IR then reported as
+    its name (nc151)."""
+    ports = [p for p in (*model.inputs, *model.outputs) if len(p.get_names()) > 1]
+    if ports:
+        import onnx
+
+        graph = onnx.load(str(src), load_external_data=False).graph
+        names = {v.name for v in (*graph.input, *graph.output)}
+        for port in ports:
+            own = sorted(names & set(port.get_names()))
+            if len(own) == 1:
+                port.get_tensor().set_names(set(own))
+    return model
 
 
 def frontend_reason(exc: BaseException) -> str:
