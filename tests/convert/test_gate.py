@@ -17,7 +17,7 @@ import modelkit
 from modelkit.converters import gate, gate_verdict
 from modelkit.errors import AccuracyError, ConversionError, InputError
 from modelkit.spec import Signature, TensorSpec
-from tests.helpers.models import train_binary, train_dense
+from tests.helpers.models import train_binaries, train_denses
 
 
 def _sig(*outputs: tuple[str, tuple]) -> Signature:
@@ -75,7 +75,7 @@ def test_a_regressors_targets_are_read_as_numbers_and_bad_ones_only_matter_where
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gate")
-    return {kind: train_binary(kind, folder) for kind in ("tagger", "logit", "wide")}
+    return train_binaries(("tagger", "logit", "wide"), folder)
 
 
 @pytest.mark.parametrize("kind, output, threshold", [("tagger", "tags", 0.5), ("logit", "logit", 0.0)])
@@ -223,7 +223,7 @@ def test_positions_labelled_below_0_or_by_an_all_zero_one_hot_row_are_not_judged
 @pytest.fixture(scope="module")
 def dense(tmp_path_factory):
     folder = tmp_path_factory.mktemp("dense")
-    return {kind: train_dense(kind, folder) for kind in ("segmenter", "tokens", "masked", "masked_steps")}
+    return train_denses(("segmenter", "tokens", "masked", "masked_steps"), folder)
 
 
 @pytest.mark.parametrize("kind, output, positions", [("segmenter", "mask", 144), ("tokens", "tags", 10)])

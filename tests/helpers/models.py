@@ -130,7 +130,17 @@ def converted_to_torch(src: Path, tmp_path_factory) -> dict[str, Any]:
 def train_binary(kind: str, folder: Path) -> tuple[Path, Path]:
     """A small model judged by binary accuracy, trained in a child (TensorFlow) on generated data: "tagger" (4
     sigmoid tags), "logit" (one logit), "wide" (a sigmoid, then a regression head); (model, eval .npz)."""
-    code = f"""
+    return train_binaries((kind,), folder)[kind]
+
+
+def train_binaries(kinds: tuple[str, ...], folder: Path) -> dict[str, tuple[Path, Path]]:
+    """train_binary of each kind, all in one child: {kind: (model, eval .npz)}."""
+    _train_tf("\n".join(_binary_code(kind, folder) for kind in kinds))
+    return {kind: (folder / f"{kind}.keras", folder / f"{kind}_eval.npz") for kind in kinds}
+
+
+def _binary_code(kind: str, folder: Path) -> str:
+    return f"""
 import numpy as np, keras
 keras.utils.set_random_seed(0)
 rng = np.random.default_rng(0)
@@ -155,8 +165,6 @@ m.fit(x[:512], targets, epochs=60, batch_size=32, verbose=0)
 m.save(r"{folder / kind}.keras")
 np.savez(r"{folder / kind}_eval.npz", x=x[512:], y=y[512:])
 """
-    _train_tf(code)
-    return folder / f"{kind}.keras", folder / f"{kind}_eval.npz"
 
 
 def train_dense(kind: str, folder: Path) -> tuple[Path, Path]:
@@ -165,7 +173,17 @@ def train_dense(kind: str, folder: Path) -> tuple[Path, Path]:
     softmax over 4 classes, any length), "masked" (the same tagger on sequences padded with id 0, which its
     Embedding(mask_zero=True) masks), "masked_steps" (a per-step regressor over frames padded with zero rows,
     which Masking masks, the padding's targets junk); (model, eval .npz of 128 rows with 'y' per position)."""
-    code = f"""
+    return train_denses((kind,), folder)[kind]
+
+
+def train_denses(kinds: tuple[str, ...], folder: Path) -> dict[str, tuple[Path, Path]]:
+    """train_dense of each kind, all in one child: {kind: (model, eval .npz)}."""
+    _train_tf("\n".join(_dense_code(kind, folder) for kind in kinds))
+    return {kind: (folder / f"{kind}.keras", folder / f"{kind}_eval.npz") for kind in kinds}
+
+
+def _dense_code(kind: str, folder: Path) -> str:
+    return f"""
 import numpy as np, keras
 keras.utils.set_random_seed(0)
 rng = np.random.default_rng(0)
@@ -201,8 +219,6 @@ m.fit(x[:512], y[:512, ..., None] if loss == "mse" else y[:512], epochs=40, batc
 m.save(r"{folder / kind}.keras")
 np.savez(r"{folder / kind}_eval.npz", x=x[512:], y=y[512:])
 """
-    _train_tf(code)
-    return folder / f"{kind}.keras", folder / f"{kind}_eval.npz"
 
 
 def _train_tf(code: str) -> None:
