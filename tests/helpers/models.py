@@ -135,7 +135,12 @@ def train_binary(kind: str, folder: Path) -> tuple[Path, Path]:
 
 def train_binaries(kinds: tuple[str, ...], folder: Path) -> dict[str, tuple[Path, Path]]:
     """train_binary of each kind, all in one child: {kind: (model, eval .npz)}."""
-    _train_tf("\n".join(_binary_code(kind, folder) for kind in kinds))
+    return _trained(_binary_code, kinds, folder)
+
+
+def _trained(code_of: Any, kinds: tuple[str, ...], folder: Path) -> dict[str, tuple[Path, Path]]:
+    """The scripts `code_of(kind, folder)` run one after another in one TensorFlow child (one import of it)."""
+    _train_tf("\n".join(code_of(kind, folder) for kind in kinds))
     return {kind: (folder / f"{kind}.keras", folder / f"{kind}_eval.npz") for kind in kinds}
 
 
@@ -178,8 +183,7 @@ def train_dense(kind: str, folder: Path) -> tuple[Path, Path]:
 
 def train_denses(kinds: tuple[str, ...], folder: Path) -> dict[str, tuple[Path, Path]]:
     """train_dense of each kind, all in one child: {kind: (model, eval .npz)}."""
-    _train_tf("\n".join(_dense_code(kind, folder) for kind in kinds))
-    return {kind: (folder / f"{kind}.keras", folder / f"{kind}_eval.npz") for kind in kinds}
+    return _trained(_dense_code, kinds, folder)
 
 
 def _dense_code(kind: str, folder: Path) -> str:
