@@ -37,6 +37,17 @@ _EXECUTORCH_3D = ("it works on volumes (3-D), and ExecuTorch has no kernel for t
                   "or pooling, and the runtime's portable kernels fail on it (pooling: operator missing at load; "
                   "convolution: error 0x12 at the first run)")
 _3D_CLASSES = ("Conv3D", "Conv3DTranspose", "MaxPooling3D", "AveragePooling3D")
+# nc156: a TorchModuleWrapper's torch.nn.Module runs only under Keras' torch backend (under TensorFlow, Keras'
+# load fails: "Can't call numpy() on Tensor that requires grad"); the routes that trace under TensorFlow refuse it
+_TORCH_MODULE = ("it wraps a torch.nn.Module, which runs only under Keras' torch backend, and {target} is made "
+                 "under TensorFlow")
+# nc156: a JaxLayer / FlaxLayer runs a JAX function: Keras runs it under JAX, and under TensorFlow through jax2tf as
+# one XlaCallModule (StableHLO) op, which the SavedModel and the TFLite converter take and tf2onnx does not
+_JAX_FUNCTION = ("it runs a JAX function, which Keras runs only under its JAX backend and, through jax2tf as one "
+                 "XlaCallModule (StableHLO) op, under TensorFlow; {why}")
+_JAX_TORCH = _JAX_FUNCTION.format(why="torch cannot run it")
+_JAX_ONNX = _JAX_FUNCTION.format(why="tf2onnx cannot convert an XlaCallModule op and torch cannot run it")
+_JAX_CLASSES = ("JaxLayer", "FlaxLayer")
 
 
 @dataclass(frozen=True)
@@ -91,12 +102,14 @@ _ONNX_RULES: dict[str, str | Rule] = {**_STRING_LAYERS, **_TF2ONNX_RULES}  # wha
 # format -> {Keras class name -> why it cannot convert to that format}; each case was found by converting
 # a small model with the layer (tests/convert/test_preprocessing.py holds the full matrix)
 RULES: dict[Format, dict[str, str | Rule]] = {
-    Format.TORCHSCRIPT: dict(_TORCH_COMMON),
-    Format.TORCH_EXPORT: dict(_TORCH_COMMON),
-    Format.EXECUTORCH: {**_TORCH_COMMON, **{c: _EXECUTORCH_3D for c in _3D_CLASSES}},
-    Format.ONNX: dict(_STRING_LAYERS),
+    Format.TORCHSCRIPT: {**_TORCH_COMMON, **dict.fromkeys(_JAX_CLASSES, _JAX_TORCH)},
+    Format.TORCH_EXPORT: {**_TORCH_COMMON, **dict.fromkeys(_JAX_CLASSES, _JAX_TORCH)},
+    Format.EXECUTORCH: {**_TORCH_COMMON, **{c: _EXECUTORCH_3D for c in _3D_CLASSES},
+                        **dict.fromkeys(_JAX_CLASSES, _JAX_TORCH)},
+    Format.ONNX: {**_STRING_LAYERS, **dict.fromkeys(_JAX_CLASSES, _JAX_ONNX)},
     Format.TVM: {
         **{k: _suffixed(v, " (TVM compiles the ONNX model)") for k, v in _ONNX_RULES.items()},
+        **dict.fromkeys(_JAX_CLASSES, _JAX_ONNX + " (TVM compiles the ONNX model)"),
         "CenterCrop": ("TVM 0.27 compiles its ONNX Slice with a dynamic batch into code that fails at run time "
                        "(std::bad_alloc); `modelkit compile --batch N` compiles it for a fixed batch"),
     },
@@ -108,14 +121,16 @@ RULES: dict[Format, dict[str, str | Rule]] = {
                     "(they need Flex ops, which ai-edge-litert cannot run)"),
         "HashedCrossing": _CROSS.format(target="is no TFLite builtin op (it needs Flex ops, which ai-edge-litert "
                                                "cannot run)"),
+        "TorchModuleWrapper": _TORCH_MODULE.format(target="a .tflite"),
         "CategoryEncoding": Rule("output_mode 'multi_hot' / 'count' counts with DenseBincount, which is no TFLite "
                                  "builtin op (it needs Flex ops); output_mode='one_hot' converts", _bincount),
     },
-    Format.SAVED_MODEL: dict(_STRING_LAYERS),
+    Format.SAVED_MODEL: {**_STRING_LAYERS, "TorchModuleWrapper": _TORCH_MODULE.format(target="the SavedModel")},
     # OpenVINO converts the ONNX model: what neither keras -> onnx route (tf2onnx, torch.onnx) can make
     Format.OPENVINO: {**_STRING_LAYERS, **{k: _suffixed(v, " (and torch.onnx cannot make it either; OpenVINO converts "
                                                           "the ONNX model)")
-                                           for k, v in _TF2ONNX_RULES.items() if k in _TORCH_COMMON}},
+                                           for k, v in _TF2ONNX_RULES.items() if k in _TORCH_COMMON},
+                      **dict.fromkeys(_JAX_CLASSES, _JAX_ONNX + " (OpenVINO converts the ONNX model)")},
 }
 # a stateful recurrent layer (stateful=True, a fixed batch) keeps its state in the model from one call to the
 # next; an artifact is a function of its inputs, and the traces fail on Keras' check of the state's batch
@@ -129,7 +144,8 @@ for _rules in RULES.values():
 # (format, route) -> {Keras class name -> why that route cannot convert it}: refusals of one route
 # (modelkit.converters.registry.ROUTES), which the format's other routes may not share
 ROUTE_RULES: dict[tuple[Format, str], dict[str, str | Rule]] = {
-    (Format.ONNX, "tf2onnx"): _TF2ONNX_RULES,
+    (Format.ONNX, "tf2onnx"): {**_TF2ONNX_RULES,
+                               "TorchModuleWrapper": _TORCH_MODULE.format(target="tf2onnx's graph")},
     (Format.ONNX, "torch"): dict(_TORCH_COMMON),
 }
 # (format, route) -> the layer classes it is for: a route whose model has none of them (and no custom class,

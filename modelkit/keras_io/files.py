@@ -16,11 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import import_keras
+from .._backend import import_keras, loaded_backend
 from ..errors import FormatError, LoadError, UnsafeModelError
 from ..spec import Signature, TensorSpec
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+# Keras classes whose weights are another framework's module, run by one Keras backend only: (backend, what it holds)
+BACKEND_BOUND = {"TorchModuleWrapper": ("torch", "a torch.nn.Module")}
 
 
 def is_hdf5(path: str | os.PathLike) -> bool:
@@ -101,7 +103,13 @@ def load_keras(path: str | os.PathLike, trust_unsafe_code: bool = False, compile
     if not p.is_file():
         raise FormatError(f"no such .keras file: {p}")
     config = check_keras_archive(p)
-    keras = import_keras(backend)
+    bound = backend_bound(config)
+    keras = import_keras(backend or (bound[2] if bound and loaded_backend() is None else None))
+    if bound and keras.backend.backend() != bound[2]:
+        name, cls, need = bound
+        raise LoadError(f"{p}: layer '{name}' ({cls}) holds {BACKEND_BOUND[cls][1]}, which runs only under Keras' "
+                        f"{need} backend, and Keras runs {keras.backend.backend()} in this process: load it with "
+                        f"backend='{need}' (KERAS_BACKEND={need} before Keras is imported)")
     from .custom import import_from_env
 
     import_from_env()  # MODELKIT_IMPORTS: the user's modules that register custom layers and losses
@@ -138,6 +146,32 @@ def load_keras(path: str | os.PathLike, trust_unsafe_code: bool = False, compile
     if out is not model and hasattr(model, POLICY_ATTR):
         setattr(out, POLICY_ATTR, getattr(model, POLICY_ATTR))
     return out
+
+
+def backend_bound(config: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(layer name, class, backend) of the first Keras layer in `config` that one backend alone runs
+    (BACKEND_BOUND: a TorchModuleWrapper), or None."""
+    stack: list[Any] = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            cls = node.get("class_name")
+            if cls in BACKEND_BOUND and str(node.get("module", "keras")).startswith("keras"):
+                inner = node.get("config")
+                name = inner.get("name", cls) if isinstance(inner, dict) else cls
+                return str(name), str(cls), BACKEND_BOUND[cls][0]
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+    return None
+
+
+def backend_for(path: str | os.PathLike) -> str | None:
+    """The backend a .keras model needs when Keras is not imported yet (a TorchModuleWrapper: torch), else None."""
+    if loaded_backend() is not None:
+        return None
+    bound = backend_bound(check_keras_archive(path))
+    return bound[2] if bound else None
 
 
 def _keras_reason(exc: BaseException, keras: Any) -> str:

@@ -46,8 +46,9 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, trust_unsa
          backend: str | None = None, **options: Any) -> KerasModel:
     parse_device(device, ("cpu",))
     from .._backend import import_keras
-    from ..keras_io.files import load_keras
+    from ..keras_io.files import backend_for, load_keras
 
+    backend = backend or backend_for(path)  # a model holding a torch.nn.Module loads under torch
     import_keras(backend)
     if threads:
         set_tf_threads(threads)
