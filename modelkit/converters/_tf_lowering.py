@@ -35,7 +35,8 @@ builtins take (nc77).
 are traced as two matrix products with the cosines and negated sines of the frequencies (modelkit.converters._tf_fft;
 tf2onnx has no RFFT over an open number of frames: "No Op registered for RFFT"), and
 `keras.ops.image.rgb_to_hsv` as TensorFlow's own kernel's arithmetic (max, min, selects; tf2onnx has no RGBToHSV,
-TFLite no builtin): a spectral feature layer and a colour feature layer convert (nc78).
+TFLite no builtin): a spectral feature layer and a colour feature layer convert (nc78); `hsv_to_rgb` likewise
+(clipped distances from the hue's sixths, nc157).
 
 `keras.ops.quantile` / `median` compute their indices in float32 (modelkit.converters._tf_quantile; Keras' float64
 arithmetic over an open length has no TFLite builtin: nc79's median over time).
@@ -126,7 +127,8 @@ def lowerings(int8_products_in_float: bool = False) -> Iterator[None]:
           mock.patch.multiple(src_image, **resize), mock.patch.multiple(keras.ops.image, **resize),
           mock.patch.object(core, "scan", lowered_scan(core.scan)),
           mock.patch.multiple(tmath, rfft=matrix_rfft(tmath.rfft), stft=framed_stft(tmath.stft)),
-          mock.patch.object(timage, "rgb_to_hsv", _rgb_to_hsv(timage.rgb_to_hsv)), gathered_warps("tensorflow"),
+          mock.patch.multiple(timage, rgb_to_hsv=_rgb_to_hsv(timage.rgb_to_hsv),
+                              hsv_to_rgb=_hsv_to_rgb(timage.hsv_to_rgb)), gathered_warps("tensorflow"),
           counted_searchsorted("tensorflow"), counted_digitize("tensorflow"), expanded_new_axes(),
           lowered_elementwise(), bounded_normalize(), compared_lookups(), folded_time_steps(), emulated_float8()):
         yield
@@ -209,6 +211,26 @@ def _rgb_to_hsv(keras_rgb_to_hsv: Any) -> Any:
         hue = tf.where(hue < 0, hue + 1.0, hue)
         return tf.stack([hue, saturation, value], axis=-1)
     return rgb_to_hsv
+
+
+def _hsv_to_rgb(keras_hsv_to_rgb: Any) -> Any:
+    """keras.ops.image.hsv_to_rgb (channels_last floats) in the arithmetic of TensorFlow's HSVToRGB kernel (nc157:
+    tf2onnx has no HSVToRGB, TFLite no builtin)."""
+    def hsv_to_rgb(images: Any, data_format: Any = None) -> Any:
+        import tensorflow as tf
+        from keras.src import backend
+
+        images = tf.convert_to_tensor(images)
+        if (backend.standardize_data_format(data_format) != "channels_last" or not images.dtype.is_floating
+                or images.shape.rank not in (3, 4) or images.shape[-1] != 3):
+            return keras_hsv_to_rgb(images, data_format)
+        h, s, v = tf.unstack(images, 3, axis=-1)
+        dh = h * 6.0
+        parts = [tf.clip_by_value(tf.abs(dh - 3.0) - 1.0, 0.0, 1.0),
+                 tf.clip_by_value(2.0 - tf.abs(dh - 2.0), 0.0, 1.0),
+                 tf.clip_by_value(2.0 - tf.abs(dh - 4.0), 0.0, 1.0)]
+        return tf.stack([((1.0 - s) + s * d) * v for d in parts], axis=-1)
+    return hsv_to_rgb
 
 
 def float_int8_products(keras_fn: Any, einsum: bool = False) -> Any:

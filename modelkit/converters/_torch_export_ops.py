@@ -21,6 +21,7 @@ export), computes the same numbers, and leaves the cases it does not cover to Ke
   sizes, a choice torch.export keeps as a guard on the batch (nc94: a bilinear score `einsum("bi,ij,bj->b")` fixed
   it: "Constraints violated (batch)"). opt_einsum is off during the export: torch contracts left to right, the same
   sum for every size.
+- `gaussian_blur`: Keras sizes its kernel from a tensor of the kernel size (nc157; modelkit.converters._torch_blur).
 - the random draw of Keras augmentation layers that draw at inference too and use it only when training
   (RandomGrayscale, RandomHue, ...: modelkit.converters._inference_draws; nc98).
 - `sort`, `argsort` (ExecuTorch only): aten.sort.stable is not in the Core ATen op set ExecuTorch lowers; nor is
@@ -43,11 +44,13 @@ def batch_keeping_ops() -> Iterator[None]:
     from unittest import mock
 
     import torch
+    from keras.src.backend.torch import image as torch_image
     from keras.src.backend.torch import math as torch_math
     from keras.src.backend.torch import nn as torch_nn
     from keras.src.backend.torch import numpy as torch_numpy
 
     from ._inference_draws import no_inference_draws
+    from ._torch_blur import static_gaussian_blur
 
     segments = _segment_reduction(torch_math._segment_reduction_fn)  # noqa: SLF001 - the one function all four call
     take_along_axis = _take_along_axis(torch_numpy.take_along_axis)
@@ -59,6 +62,7 @@ def batch_keeping_ops() -> Iterator[None]:
     with traced_alike(), einsum, no_inference_draws(), \
             mock.patch.multiple(torch_numpy, take_along_axis=take_along_axis, take=take), \
             mock.patch.object(torch_math, "_segment_reduction_fn", segments), \
+            mock.patch.object(torch_image, "gaussian_blur", static_gaussian_blur(torch_image.gaussian_blur)), \
             mock.patch.multiple(torch_nn, max_pool=_max_pooling(_pool_1d_as_2d(torch_nn.max_pool)),
                                 average_pool=_pool_1d_as_2d(torch_nn.average_pool),
                                 _apply_same_padding=_same_padding(torch_nn._apply_same_padding)):  # noqa: SLF001
