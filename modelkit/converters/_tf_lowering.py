@@ -189,17 +189,24 @@ def _rolled(x: Any, shift: int, axis: int) -> Any:
     return tf.concat([x[head + (slice(n - shift, None),)], x[head + (slice(0, n - shift),)]], axis=axis)
 
 
-def _rgb_to_hsv(keras_rgb_to_hsv: Any) -> Any:
-    """keras.ops.image.rgb_to_hsv (channels_last floats) in the arithmetic of TensorFlow's RGBToHSV kernel."""
-    def rgb_to_hsv(images: Any, data_format: Any = None) -> Any:
+def _colour_planes(keras_own: Any, planes: Any) -> Any:
+    """keras.ops.image.rgb_to_hsv / hsv_to_rgb: `planes(tf, a, b, c, images)` of the three channel planes of
+    channels_last float images, stacked back; other images go to `keras_own`."""
+    def convert(images: Any, data_format: Any = None) -> Any:
         import tensorflow as tf
         from keras.src import backend
 
         images = tf.convert_to_tensor(images)
         if (backend.standardize_data_format(data_format) != "channels_last" or not images.dtype.is_floating
                 or images.shape.rank not in (3, 4) or images.shape[-1] != 3):
-            return keras_rgb_to_hsv(images, data_format)
-        r, g, b = tf.unstack(images, 3, axis=-1)
+            return keras_own(images, data_format)
+        return tf.stack(planes(tf, *tf.unstack(images, 3, axis=-1), images), axis=-1)
+    return convert
+
+
+def _rgb_to_hsv(keras_rgb_to_hsv: Any) -> Any:
+    """keras.ops.image.rgb_to_hsv (channels_last floats) in the arithmetic of TensorFlow's RGBToHSV kernel."""
+    def hsv(tf: Any, r: Any, g: Any, b: Any, images: Any) -> list[Any]:
         value = tf.reduce_max(images, axis=-1)
         spread = value - tf.reduce_min(images, axis=-1)
         zero = tf.zeros_like(value)
@@ -208,29 +215,20 @@ def _rgb_to_hsv(keras_rgb_to_hsv: Any) -> Any:
         hue = tf.where(tf.equal(r, value), norm * (g - b),
                        tf.where(tf.equal(g, value), norm * (b - r) + 2.0 / 6.0, norm * (r - g) + 4.0 / 6.0))
         hue = tf.where(spread > 0, hue, zero)
-        hue = tf.where(hue < 0, hue + 1.0, hue)
-        return tf.stack([hue, saturation, value], axis=-1)
-    return rgb_to_hsv
+        return [tf.where(hue < 0, hue + 1.0, hue), saturation, value]
+    return _colour_planes(keras_rgb_to_hsv, hsv)
 
 
 def _hsv_to_rgb(keras_hsv_to_rgb: Any) -> Any:
     """keras.ops.image.hsv_to_rgb (channels_last floats) in the arithmetic of TensorFlow's HSVToRGB kernel (nc157:
-    tf2onnx has no HSVToRGB, TFLite no builtin)."""
-    def hsv_to_rgb(images: Any, data_format: Any = None) -> Any:
-        import tensorflow as tf
-        from keras.src import backend
-
-        images = tf.convert_to_tensor(images)
-        if (backend.standardize_data_format(data_format) != "channels_last" or not images.dtype.is_floating
-                or images.shape.rank not in (3, 4) or images.shape[-1] != 3):
-            return keras_hsv_to_rgb(images, data_format)
-        h, s, v = tf.unstack(images, 3, axis=-1)
+    tf2onnx has no HSVToRGB, TFLite no builtin): each channel from the hue's distance to its sixths, clipped."""
+    def rgb(tf: Any, h: Any, s: Any, v: Any, images: Any) -> list[Any]:
         dh = h * 6.0
         parts = [tf.clip_by_value(tf.abs(dh - 3.0) - 1.0, 0.0, 1.0),
                  tf.clip_by_value(2.0 - tf.abs(dh - 2.0), 0.0, 1.0),
                  tf.clip_by_value(2.0 - tf.abs(dh - 4.0), 0.0, 1.0)]
-        return tf.stack([((1.0 - s) + s * d) * v for d in parts], axis=-1)
-    return hsv_to_rgb
+        return [((1.0 - s) + s * d) * v for d in parts]
+    return _colour_planes(keras_hsv_to_rgb, rgb)
 
 
 def float_int8_products(keras_fn: Any, einsum: bool = False) -> Any:
