@@ -4,6 +4,7 @@ backend it needs (dispatch.py), verify every hop, and return what was written (r
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -159,11 +160,28 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
     for target, final in zip(targets, finals):
         if by_dest[final].error is not None:
             refused[target] = by_dest[final].error
+    _warn_if_backends_disagree(src, targets, finals, by_dest)
     results = [h.result for h in hops if h.result is not None]
     if refused:
         _remove_if_empty(out, created)
         raise partial_failure(results, asked, refused)
     return results
+
+
+def _warn_if_backends_disagree(src: Path, targets: list[Format], finals: list[Path], by_dest: dict[Path, Any]) -> None:
+    """The warning of backend_agreement.disagreement, on stderr, when the formats written from a .keras source were
+    made under backends whose Keras computes it differently."""
+    from .backend_agreement import disagreement
+
+    probes = []
+    for target, final in zip(targets, finals):
+        hop = by_dest[final]
+        while hop.src != src and hop.src in by_dest:  # back to the hop from the source (tvm: from the .keras's onnx)
+            hop = by_dest[hop.src]
+        if by_dest[final].error is None and hop.probe:
+            probes.append((target.value, hop.probe))
+    if (line := disagreement(src.name, probes)) is not None:
+        print(line, file=sys.stderr, flush=True)
 
 
 def _first_missing(out: Path) -> Path | None:

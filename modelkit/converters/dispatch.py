@@ -27,6 +27,7 @@ class Hop:
     next: int = 0  # the index in specs of the next route to try
     result: ConversionResult | None = None
     error: BaseException | None = None  # it failed (a conversion to several formats goes on without it)
+    probe: dict[str, Any] | None = None  # a hop from .keras: its reference on the probe batch (backend_agreement)
 
     @property
     def backend(self) -> str:
@@ -127,6 +128,7 @@ def _run_plan(hops: list[Hop], common: dict[str, Any], timeout: float | None, ke
                 continue
             hop.result = ConversionResult(r["format"], r["path"], r["seconds"], r["size_bytes"], r["parity"],
                                           r.get("quantization"), r.get("accuracy"), r.get("route"))
+            hop.probe = r.get("probe")
         pending = [h for h in pending if h.result is None and h.error is None]
 
 

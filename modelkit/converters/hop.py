@@ -233,9 +233,12 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     progress(f"{tag}: wrote {dest_p} in {seconds:.1f} s; {_verdict(report, accuracy, gate_mode or mode)}")
+    from .backend_agreement import probe
+
     return {"format": edge.target.value, "path": str(dest_p), "seconds": seconds,
             "size_bytes": m.size_bytes, "parity": report.to_dict() if report else None,
-            "quantization": m.quantization, "accuracy": accuracy, "route": m.extra["route"]}
+            "quantization": m.quantization, "accuracy": accuracy, "route": m.extra["route"],
+            "probe": probe(reference, plan) if edge.source == Format.KERAS and plan is not None else None}
 
 
 def _renamed_for_tf(target: Format, sig: Any) -> bool:

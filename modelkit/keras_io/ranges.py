@@ -23,7 +23,11 @@ _VALUE_PRESERVING = frozenset({
     "Reshape", "Flatten", "Permute", "Resizing", "CenterCrop", "Cropping1D", "Cropping2D", "Cropping3D",
     "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
     "GaussianNoise", "GaussianDropout", "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
-    "RandomCrop", "Identity"})
+    "RandomCrop", "Identity",
+    # augmentation that returns its input at inference (Keras 3.15), inside a Pipeline too (nc157)
+    "RandomContrast", "RandomBrightness", "RandomGrayscale", "RandomHue", "RandomSaturation", "RandomSharpness",
+    "RandomColorDegeneration", "RandomPosterization", "RandomColorJitter", "RandomErasing", "RandomGaussianBlur",
+    "RandomInvert", "RandomShear", "RandomPerspective", "RandomElasticTransform"})
 _MODEL_CLASSES = ("Functional", "Sequential", "Model")
 
 
@@ -110,6 +114,8 @@ class _Graph:
                 found = replace(after, pad=value, why=f"{after.why}; {why}" if after.why else why)
             elif cls in _VALUE_PRESERVING:
                 found = self.range_for(_name(layer), depth + 1)
+            elif cls == "Pipeline":
+                found = self._pipeline_range(layer, depth)
             elif cls in _MODEL_CLASSES or (layer.get("config") or {}).get("layers"):
                 inner = self._live(layer)
                 sub = _Graph(layer.get("config") or {}, inner)
@@ -119,6 +125,18 @@ class _Graph:
             if found is not None:
                 return found
         return None
+
+    def _pipeline_range(self, layer: dict[str, Any], depth: int) -> Range | None:
+        """A Pipeline's range: its first layer that is not value-preserving defines it (a Rescaling behind
+        augmentation: nc157); with none, the layers after the Pipeline do."""
+        steps = list((layer.get("config") or {}).get("layers") or [])
+        lives = list(getattr(self._live(layer), "layers", None) or [])
+        for i, step in enumerate(steps):
+            cls = step.get("class_name")
+            if cls not in _VALUE_PRESERVING:
+                live = lives[i] if len(lives) == len(steps) else None
+                return layer_range(str(cls), step.get("config") or {}, live, _name(step))
+        return self.range_for(_name(layer), depth + 1)
 
     def _live(self, layer: dict[str, Any]) -> Any:
         try:
