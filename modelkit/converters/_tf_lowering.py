@@ -36,7 +36,8 @@ are traced as two matrix products with the cosines and negated sines of the freq
 tf2onnx has no RFFT over an open number of frames: "No Op registered for RFFT"), and
 `keras.ops.image.rgb_to_hsv` as TensorFlow's own kernel's arithmetic (max, min, selects; tf2onnx has no RGBToHSV,
 TFLite no builtin): a spectral feature layer and a colour feature layer convert (nc78); `hsv_to_rgb` likewise
-(clipped distances from the hue's sixths, nc157).
+(clipped distances from the hue's sixths, nc157). An antialiased resize, and the lanczos / area methods, as two
+matrix products (modelkit.converters._tf_resize; ScaleAndTranslate has no ONNX op and no TFLite builtin, nc158).
 
 `keras.ops.quantile` / `median` compute their indices in float32 (modelkit.converters._tf_quantile; Keras' float64
 arithmetic over an open length has no TFLite builtin: nc79's median over time).
@@ -118,6 +119,7 @@ def lowerings(int8_products_in_float: bool = False) -> Iterator[None]:
     from ._search import counted_digitize, counted_searchsorted
     from ._tf_elementwise import lowered_elementwise
     from ._tf_normalize import bounded_normalize
+    from ._tf_resize import matrix_resize
     from ._tf_scan import lowered_scan
     from ._time_distributed import folded_time_steps
     from ._warp import gathered_warps
@@ -127,7 +129,7 @@ def lowerings(int8_products_in_float: bool = False) -> Iterator[None]:
           mock.patch.multiple(src_image, **resize), mock.patch.multiple(keras.ops.image, **resize),
           mock.patch.object(core, "scan", lowered_scan(core.scan)),
           mock.patch.multiple(tmath, rfft=matrix_rfft(tmath.rfft), stft=framed_stft(tmath.stft)),
-          mock.patch.multiple(timage, rgb_to_hsv=_rgb_to_hsv(timage.rgb_to_hsv),
+          mock.patch.multiple(timage, rgb_to_hsv=_rgb_to_hsv(timage.rgb_to_hsv), resize=matrix_resize(timage.resize),
                               hsv_to_rgb=_hsv_to_rgb(timage.hsv_to_rgb)), gathered_warps("tensorflow"),
           counted_searchsorted("tensorflow"), counted_digitize("tensorflow"), expanded_new_axes(),
           lowered_elementwise(), bounded_normalize(), compared_lookups(), folded_time_steps(), emulated_float8()):

@@ -37,19 +37,6 @@ _EXECUTORCH_3D = ("it works on volumes (3-D), and ExecuTorch has no kernel for t
                   "or pooling, and the runtime's portable kernels fail on it (pooling: operator missing at load; "
                   "convolution: error 0x12 at the first run)")
 _3D_CLASSES = ("Conv3D", "Conv3DTranspose", "MaxPooling3D", "AveragePooling3D")
-# nc156: a TorchModuleWrapper's torch.nn.Module runs only under Keras' torch backend (under TensorFlow, Keras'
-# load fails: "Can't call numpy() on Tensor that requires grad"); the routes that trace under TensorFlow refuse it
-_TORCH_MODULE = ("it wraps a torch.nn.Module, which runs only under Keras' torch backend, and {target} is made "
-                 "under TensorFlow")
-# nc156: a JaxLayer / FlaxLayer runs a JAX function: Keras runs it under JAX, and under TensorFlow through jax2tf as
-# one XlaCallModule (StableHLO) op, which the SavedModel and the TFLite converter take and tf2onnx does not
-_JAX_FUNCTION = ("it runs a JAX function, which Keras runs only under its JAX backend and, through jax2tf as one "
-                 "XlaCallModule (StableHLO) op, under TensorFlow; {why}")
-_JAX_TORCH = _JAX_FUNCTION.format(why="torch cannot run it")
-_JAX_ONNX = _JAX_FUNCTION.format(why="tf2onnx cannot convert an XlaCallModule op and torch cannot run it")
-_JAX_CLASSES = ("JaxLayer", "FlaxLayer")
-
-
 @dataclass(frozen=True)
 class Rule:
     """Why a layer class cannot convert to a format; `when` narrows it to some configs (None: always)."""
@@ -77,6 +64,25 @@ def _suffixed(why: str | Rule, text: str) -> str | Rule:
     return why + text if isinstance(why, str) else Rule(why.reason + text, why.when)
 
 
+# nc158, measured with executorch 1.5.1: Keras' torch antialiased resize is aten._upsample_bicubic2d_aa (not in the
+# Core ATen op set: the lowering fails) or aten._upsample_bilinear2d_aa (its portable kernel fails at the first run
+# over an open batch: "Check failed (out.size(0) == in.size(0))", error 0x12)
+_EXECUTORCH_AA = Rule("it resizes with antialias=True, which Keras' torch backend runs as "
+                      "aten._upsample_bilinear2d_aa / _upsample_bicubic2d_aa, and ExecuTorch cannot run either "
+                      "(bicubic is not in its Core ATen op set; bilinear's kernel fails over an open batch, "
+                      "error 0x12)",
+                      lambda config: bool(config.get("antialias")) and config.get("interpolation") != "nearest")
+# nc156: a TorchModuleWrapper's torch.nn.Module runs only under Keras' torch backend (under TensorFlow, Keras'
+# load fails: "Can't call numpy() on Tensor that requires grad"); the routes that trace under TensorFlow refuse it
+_TORCH_MODULE = ("it wraps a torch.nn.Module, which runs only under Keras' torch backend, and {target} is made "
+                 "under TensorFlow")
+# nc156: a JaxLayer / FlaxLayer runs a JAX function: Keras runs it under JAX, and under TensorFlow through jax2tf as
+# one XlaCallModule (StableHLO) op, which the SavedModel and the TFLite converter take and tf2onnx does not
+_JAX_FUNCTION = ("it runs a JAX function, which Keras runs only under its JAX backend and, through jax2tf as one "
+                 "XlaCallModule (StableHLO) op, under TensorFlow; {why}")
+_JAX_TORCH = _JAX_FUNCTION.format(why="torch cannot run it")
+_JAX_ONNX = _JAX_FUNCTION.format(why="tf2onnx cannot convert an XlaCallModule op and torch cannot run it")
+_JAX_CLASSES = ("JaxLayer", "FlaxLayer")
 _KEPT_TABLE = (" (modelkit traces an IntegerLookup as comparisons with its vocabulary, except with invert=True, "
                "num_oov_indices=0, oov_method='farmhash', sparse=True or a mask token with an encoded output)")
 _TORCH_COMMON: dict[str, str | Rule] = {
@@ -105,7 +111,7 @@ RULES: dict[Format, dict[str, str | Rule]] = {
     Format.TORCHSCRIPT: {**_TORCH_COMMON, **dict.fromkeys(_JAX_CLASSES, _JAX_TORCH)},
     Format.TORCH_EXPORT: {**_TORCH_COMMON, **dict.fromkeys(_JAX_CLASSES, _JAX_TORCH)},
     Format.EXECUTORCH: {**_TORCH_COMMON, **{c: _EXECUTORCH_3D for c in _3D_CLASSES},
-                        **dict.fromkeys(_JAX_CLASSES, _JAX_TORCH)},
+                        **dict.fromkeys(_JAX_CLASSES, _JAX_TORCH), "Resizing": _EXECUTORCH_AA},
     Format.ONNX: {**_STRING_LAYERS, **dict.fromkeys(_JAX_CLASSES, _JAX_ONNX)},
     Format.TVM: {
         **{k: _suffixed(v, " (TVM compiles the ONNX model)") for k, v in _ONNX_RULES.items()},
