@@ -26,7 +26,8 @@ export), computes the same numbers, and leaves the cases it does not cover to Ke
   (RandomGrayscale, RandomHue, ...: modelkit.converters._inference_draws; nc98).
 - `sort`, `argsort` (ExecuTorch only): aten.sort.stable is not in the Core ATen op set ExecuTorch lowers; nor is
   aten.round.decimals (`round`, to whole numbers: aten.round.default); and torch.quantile (`quantile`, `median`),
-  which ExecuTorch has no kernel for (modelkit.converters._torch_quantile).
+  which ExecuTorch has no kernel for (modelkit.converters._torch_quantile); `slice_update` as slice_scatter, whose
+  clone the XNNPACK partitioner refused (modelkit.converters._torch_slice_update; nc159).
 Splits (an LSTM's or GRU's gates, nc70; `rgb_to_hsv`'s channels, nc78), which ExecuTorch runs only at the traced
 batch, are rewritten as slices in the exported graph (_executorch_graph.splits_as_slices), whichever code split.
 """
@@ -323,17 +324,21 @@ def _segment_reduction(keras_own: Any) -> Any:
 
 @contextlib.contextmanager
 def executorch_ops() -> Iterator[None]:
-    """Keras' torch `sort` / `argsort` and torch.quantile as topk, for an export ExecuTorch lowers and runs."""
+    """Keras' torch `sort` / `argsort` and torch.quantile as topk, `slice_update` as slice_scatter
+    (_torch_slice_update), for an export ExecuTorch lowers and runs."""
     from unittest import mock
 
     import torch
+    from keras.src.backend.torch import core as torch_core
     from keras.src.backend.torch import numpy as torch_numpy
 
     from ._torch_quantile import topk_quantile
+    from ._torch_slice_update import scattered_slice_update
 
     sort, argsort = _sort_as_topk(torch_numpy.sort, torch_numpy.argsort)
     with mock.patch.multiple(torch_numpy, sort=sort, argsort=argsort, round=_round_to_integers(torch_numpy.round)), \
-            mock.patch.object(torch, "quantile", topk_quantile(torch.quantile)):
+            mock.patch.object(torch, "quantile", topk_quantile(torch.quantile)), \
+            mock.patch.object(torch_core, "slice_update", scattered_slice_update(torch_core.slice_update)):
         yield
 
 
