@@ -22,6 +22,7 @@ export), computes the same numbers, and leaves the cases it does not cover to Ke
   it: "Constraints violated (batch)"). opt_einsum is off during the export: torch contracts left to right, the same
   sum for every size.
 - `gaussian_blur`: Keras sizes its kernel from a tensor of the kernel size (nc157; modelkit.converters._torch_blur).
+- `linspace` over a number of points an open dimension gives (nc160: CoordConv; modelkit.converters._torch_linspace).
 - the random draw of Keras augmentation layers that draw at inference too and use it only when training
   (RandomGrayscale, RandomHue, ...: modelkit.converters._inference_draws; nc98).
 - `sort`, `argsort` (ExecuTorch only): aten.sort.stable is not in the Core ATen op set ExecuTorch lowers; nor is
@@ -52,6 +53,7 @@ def batch_keeping_ops() -> Iterator[None]:
 
     from ._inference_draws import no_inference_draws
     from ._torch_blur import static_gaussian_blur
+    from ._torch_linspace import open_linspace
 
     segments = _segment_reduction(torch_math._segment_reduction_fn)  # noqa: SLF001 - the one function all four call
     take_along_axis = _take_along_axis(torch_numpy.take_along_axis)
@@ -61,7 +63,8 @@ def batch_keeping_ops() -> Iterator[None]:
     einsum = torch.backends.opt_einsum.flags(enabled=False) if torch.backends.opt_einsum.enabled \
         else contextlib.nullcontext()
     with traced_alike(), einsum, no_inference_draws(), \
-            mock.patch.multiple(torch_numpy, take_along_axis=take_along_axis, take=take), \
+            mock.patch.multiple(torch_numpy, take_along_axis=take_along_axis, take=take,
+                                linspace=open_linspace(torch_numpy.linspace)), \
             mock.patch.object(torch_math, "_segment_reduction_fn", segments), \
             mock.patch.object(torch_image, "gaussian_blur", static_gaussian_blur(torch_image.gaussian_blur)), \
             mock.patch.multiple(torch_nn, max_pool=_max_pooling(_pool_1d_as_2d(torch_nn.max_pool)),

@@ -184,15 +184,21 @@ def _keras_reason(exc: BaseException, keras: Any) -> str:
         return type(exc).__name__
     head = lines[0]
     if "could not be deserialized" in head:
-        return _rebuild_reason(lines) or head
-    if "Exception encountered when calling" in head:
-        after = next((i for i, ln in enumerate(lines) if ln.rstrip().endswith("Error encountered:")), None)
-        cause = lines[after + 1] if after is not None and after + 1 < len(lines) else ""
-        head = f"{head.rstrip('.')} under the {keras.backend.backend()} backend" + (f": {cause}" if cause else "")
-    return head
+        return _rebuild_reason(lines, keras) or head
+    return _call_reason(head, lines, keras)
 
 
-def _rebuild_reason(lines: list[str]) -> str | None:
+def _call_reason(head: str, lines: list[str], keras: Any) -> str:
+    """For "Exception encountered when calling X.call()": with the backend, and the layer's own error after Keras'
+    "Error encountered:" line (nc160: a layer that ran under torch only, rebuilt under TensorFlow)."""
+    if "Exception encountered when calling" not in head:
+        return head
+    after = next((i for i, ln in enumerate(lines) if ln.rstrip().endswith("Error encountered:")), None)
+    cause = lines[after + 1] if after is not None and after + 1 < len(lines) else ""
+    return f"{head.rstrip('.')} under the {keras.backend.backend()} backend" + (f": {cause}" if cause else "")
+
+
+def _rebuild_reason(lines: list[str], keras: Any) -> str | None:
     """For Keras' nested "X could not be deserialized properly ... Exception encountered: ..." (one level per model,
     layer and config): the innermost class and its own error (nc98: RandomShear's get_config writes x_factor as
     (-0.1, 0.1), which its from_config refuses: "The `factor` argument should be a number ... Received: -0.1")."""
@@ -202,7 +208,7 @@ def _rebuild_reason(lines: list[str]) -> str | None:
     causes = [c for c in causes if c and "could not be deserialized" not in c and "when deserializing" not in c]
     if not names or not causes:
         return None
-    return f"it could not rebuild {names[-1]} from its saved config: {causes[-1]}"
+    return f"it could not rebuild {names[-1]} from its saved config: {_call_reason(causes[-1], lines, keras)}"
 
 
 def _dtype_name(dtype: Any) -> str:
