@@ -39,7 +39,8 @@ TFLite no builtin): a spectral feature layer and a colour feature layer convert 
 (clipped distances from the hue's sixths, nc157). An antialiased resize, and the lanczos / area methods, as two
 matrix products (modelkit.converters._tf_resize; ScaleAndTranslate has no ONNX op and no TFLite builtin, nc158).
 `keras.ops.slice_update` at int start indices as gathers and a select (modelkit.converters._tf_slice_update;
-tf2onnx has no XlaDynamicUpdateSlice, nc159).
+tf2onnx has no XlaDynamicUpdateSlice, nc159); `keras.ops.switch` at a constant index as the branch it picks
+(tf2onnx has no _SwitchN, nc161).
 
 `keras.ops.quantile` / `median` compute their indices in float32 (modelkit.converters._tf_quantile; Keras' float64
 arithmetic over an open length has no TFLite builtin: nc79's median over time).
@@ -123,14 +124,14 @@ def lowerings(int8_products_in_float: bool = False) -> Iterator[None]:
     from ._tf_normalize import bounded_normalize
     from ._tf_resize import matrix_resize
     from ._tf_scan import lowered_scan
-    from ._tf_slice_update import selected_slice_update
+    from ._tf_slice_update import constant_switch, selected_slice_update
     from ._time_distributed import folded_time_steps
     from ._warp import gathered_warps
 
     resize = {"resize": _resize_open(src_image)}
     with (mock.patch.multiple(nn, **patches), mock.patch.multiple(tnp, **arg),
           mock.patch.multiple(src_image, **resize), mock.patch.multiple(keras.ops.image, **resize),
-          mock.patch.multiple(core, scan=lowered_scan(core.scan),
+          mock.patch.multiple(core, scan=lowered_scan(core.scan), switch=constant_switch(core.switch),
                               slice_update=selected_slice_update(core.slice_update)),
           mock.patch.multiple(tmath, rfft=matrix_rfft(tmath.rfft), stft=framed_stft(tmath.stft)),
           mock.patch.multiple(timage, rgb_to_hsv=_rgb_to_hsv(timage.rgb_to_hsv), resize=matrix_resize(timage.resize),
