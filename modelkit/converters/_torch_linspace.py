@@ -25,6 +25,7 @@ def open_linspace(keras_own: Any) -> Any:
             return keras_own(start, stop, num=num, endpoint=endpoint, retstep=retstep, dtype=dtype, axis=axis)
         dtype = to_torch_dtype(dtype or dtypes.result_type(type(start), type(stop), float))
         at = torch.arange(num, dtype=dtype, device=get_device())
-        step = (stop - start) / torch.sym_max(num - 1, 1)
-        return torch.where(at < num / 2, start + at * step, stop - (num - 1 - at) * step)
+        last = at[-1:]  # num - 1 as a tensor: a symbolic float of the count is one ExecuTorch's lowering fixes
+        step = (stop - start) / torch.clamp(last, min=1)
+        return torch.where(at < (last + 1) / 2, start + at * step, stop - (last - at) * step)
     return linspace

@@ -3,8 +3,8 @@
 
 Found converting it with `--to all`: only TorchScript was written.
 - torch.export fixed the image's size to the traced one: torch.linspace takes its number of points as a plain int.
-  The torch exports now compute it as a scaled arange (modelkit.converters._torch_linspace): pt2, and ONNX by
-  torch.onnx, keep the height and width open.
+  The torch exports now compute it as a scaled arange (modelkit.converters._torch_linspace): pt2, ExecuTorch, and
+  ONNX by torch.onnx keep the height and width open (ExecuTorch only with the count kept out of symbolic floats).
 - The layer does not build under TensorFlow (Keras' linspace asks a symbolic tensor for a Python bool), so the
   TF-based routes cannot load the model. The error said only "Exception encountered when calling AddCoords.call()";
   it now gives the backend and the layer's own error, and ONNX goes on to the torch route instead of stopping at the
@@ -44,10 +44,11 @@ def save(folder: str) -> str:
     return str(Path(folder) / "coords.keras")
 
 
-def test_a_coordconv_layer_keeps_open_sizes_in_pt2_and_onnx_goes_on_to_the_torch_route(tmp_path):
+def test_a_coordconv_layer_keeps_open_sizes_in_pt2_and_executorch_and_onnx_goes_on_to_the_torch_route(tmp_path):
     src = _child.run("tests.convert.test_coordinate_layers:save", {"folder": str(tmp_path)}, backend="torch",
                      quiet=True)
-    results = modelkit.convert(src, to="onnx,pt2", out_dir=tmp_path / "out", imports=[str(tmp_path / "coords.py")])
+    results = modelkit.convert(src, to="onnx,pt2,executorch", out_dir=tmp_path / "out",
+                               imports=[str(tmp_path / "coords.py")])
     by = {r.format: r for r in results}
     assert by["onnx"].route["taken"] == "torch"
     why = by["onnx"].route["tried"][0]["error"]
@@ -56,6 +57,7 @@ def test_a_coordconv_layer_keeps_open_sizes_in_pt2_and_onnx_goes_on_to_the_torch
         assert r.parity["ok"] and r.max_abs < 1e-4
         assert len({tuple(c["shapes"]["img"][1:3]) for c in r.parity["cases"]}) > 1  # checked at several sizes
     feed = np.random.default_rng(4).uniform(0, 1, (2, 13, 21, 3)).astype(np.float32)  # a size no check used
-    onnx_y, pt2_y = (modelkit.load(by[f].path).predict(feed)["out"] for f in ("onnx", "pt2"))
+    onnx_y, pt2_y, et_y = (modelkit.load(by[f].path).predict(feed)["out"] for f in ("onnx", "pt2", "executorch"))
     np.testing.assert_allclose(pt2_y, onnx_y, atol=1e-5)
+    np.testing.assert_allclose(et_y, onnx_y, atol=1e-5)
     assert np.ptp(pt2_y) > 0.01
