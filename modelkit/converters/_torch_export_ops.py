@@ -23,6 +23,7 @@ export), computes the same numbers, and leaves the cases it does not cover to Ke
   sum for every size.
 - `gaussian_blur`: Keras sizes its kernel from a tensor of the kernel size (nc157; modelkit.converters._torch_blur).
 - `linspace` over a number of points an open dimension gives (nc160: CoordConv; modelkit.converters._torch_linspace).
+- `map` over a tensor as torch.vmap, not a loop that fixes the batch (nc161; modelkit.converters._torch_map).
 - the random draw of Keras augmentation layers that draw at inference too and use it only when training
   (RandomGrayscale, RandomHue, ...: modelkit.converters._inference_draws; nc98).
 - `sort`, `argsort` (ExecuTorch only): aten.sort.stable is not in the Core ATen op set ExecuTorch lowers; nor is
@@ -46,6 +47,7 @@ def batch_keeping_ops() -> Iterator[None]:
     from unittest import mock
 
     import torch
+    from keras.src.backend.torch import core as torch_core
     from keras.src.backend.torch import image as torch_image
     from keras.src.backend.torch import math as torch_math
     from keras.src.backend.torch import nn as torch_nn
@@ -54,6 +56,7 @@ def batch_keeping_ops() -> Iterator[None]:
     from ._inference_draws import no_inference_draws
     from ._torch_blur import static_gaussian_blur
     from ._torch_linspace import open_linspace
+    from ._torch_map import vmapped_map
 
     segments = _segment_reduction(torch_math._segment_reduction_fn)  # noqa: SLF001 - the one function all four call
     take_along_axis = _take_along_axis(torch_numpy.take_along_axis)
@@ -67,6 +70,7 @@ def batch_keeping_ops() -> Iterator[None]:
                                 linspace=open_linspace(torch_numpy.linspace)), \
             mock.patch.object(torch_math, "_segment_reduction_fn", segments), \
             mock.patch.object(torch_image, "gaussian_blur", static_gaussian_blur(torch_image.gaussian_blur)), \
+            mock.patch.object(torch_core, "map", vmapped_map(torch_core.map)), \
             mock.patch.multiple(torch_nn, max_pool=_max_pooling(_pool_1d_as_2d(torch_nn.max_pool)),
                                 average_pool=_pool_1d_as_2d(torch_nn.average_pool),
                                 _apply_same_padding=_same_padding(torch_nn._apply_same_padding)):  # noqa: SLF001
