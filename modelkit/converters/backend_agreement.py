@@ -18,6 +18,7 @@ import numpy as np
 
 PROBE_BATCH = 2
 PROBE_SEED = 7919
+PROBE_SIZE = 13  # of open non-batch dimensions (a sequence length, an image side): one of verification's sizes
 MAX_VALUES = 512  # of each output, enough to see a difference, small enough to send between processes
 RTOL, ATOL = 1e-3, 1e-4  # against the output's largest magnitude: far above float32's own differences between backends
 
@@ -33,7 +34,7 @@ def probe(reference: Any, plan: Any) -> dict[str, Any] | None:
     if backend is None:
         return None
     try:
-        feed = make_inputs(reference.signature, PROBE_BATCH, None, PROBE_SEED, plan.data, 0, plan.ranges)
+        feed = make_inputs(reference.signature, PROBE_BATCH, PROBE_SIZE, PROBE_SEED, plan.data, 0, plan.ranges)
         outs = reference.predict(feed)
     except Exception:  # noqa: BLE001 - a probe the model cannot run says nothing; the hop's own check decides
         return None
