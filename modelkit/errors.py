@@ -18,6 +18,11 @@ class LoadError(ModelkitError, ValueError):
     """An artifact exists but could not be loaded (corrupt, truncated, wrong engine)."""
 
 
+class LayerCallError(LoadError):
+    """Keras could not run a layer while rebuilding the model under this process's backend (a layer written for
+    another backend); a route of another backend may still load it (modelkit.converters.routes)."""
+
+
 class UnsafeModelError(ModelkitError, ValueError):
     """A model file asks for code execution or unsafe paths; refused before anything ran."""
 

@@ -40,7 +40,7 @@ TFLite no builtin): a spectral feature layer and a colour feature layer convert 
 matrix products (modelkit.converters._tf_resize; ScaleAndTranslate has no ONNX op and no TFLite builtin, nc158).
 `keras.ops.slice_update` at int start indices as gathers and a select (modelkit.converters._tf_slice_update;
 tf2onnx has no XlaDynamicUpdateSlice, nc159); `keras.ops.switch` at a constant index as the branch it picks
-(tf2onnx has no _SwitchN, nc161).
+(modelkit.converters._tf_switch; tf2onnx has no _SwitchN, nc161).
 
 `keras.ops.quantile` / `median` compute their indices in float32 (modelkit.converters._tf_quantile; Keras' float64
 arithmetic over an open length has no TFLite builtin: nc79's median over time).
@@ -124,7 +124,8 @@ def lowerings(int8_products_in_float: bool = False) -> Iterator[None]:
     from ._tf_normalize import bounded_normalize
     from ._tf_resize import matrix_resize
     from ._tf_scan import lowered_scan
-    from ._tf_slice_update import constant_switch, selected_slice_update
+    from ._tf_slice_update import selected_slice_update
+    from ._tf_switch import constant_switch
     from ._time_distributed import folded_time_steps
     from ._warp import gathered_warps
 

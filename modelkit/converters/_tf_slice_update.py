@@ -1,5 +1,4 @@
-"""`keras.ops.slice_update` at constant start indices, as gathers and a select; `keras.ops.switch` at a constant
-index, as the branch it picks.
+"""`keras.ops.slice_update` at constant start indices, as gathers and a select.
 
 Keras' TensorFlow backend writes a slice with XLA's DynamicUpdateSlice, which tf2onnx maps to no ONNX op ("No Op
 registered for XlaDynamicUpdateSlice", nc159: a custom layer zeroing its first token's features). The TFLite
@@ -40,14 +39,3 @@ def selected_slice_update(keras_own: Any) -> Any:
         return placed if inside is None else tf.where(inside, placed, inputs)
     return slice_update
 
-
-def constant_switch(keras_own: Any) -> Any:
-    """`keras_own` (keras.src.backend.tensorflow.core.switch) at a Python int index: the branch it picks, called
-    directly. Keras builds tf.switch_case even for a constant index (a layer's configured mode), whose _SwitchN
-    tf2onnx maps to no ONNX op (nc161); the branch Keras clips the index to is the one taken. A tensor index stays
-    Keras' own."""
-    def switch(index: Any, branches: Any, *operands: Any) -> Any:
-        if isinstance(index, int) and not isinstance(index, bool) and branches:
-            return branches[min(max(index, 0), len(branches) - 1)](*operands)
-        return keras_own(index, branches, *operands)
-    return switch

@@ -3,8 +3,8 @@ with parity. A route that fails with a typed conversion failure (ROUTE_FAILURES)
 route; the one taken, and why the others failed, go into the artifact's manifest
 (`extra.route = {"taken": name, "tried": [{"route", "type", "error"}, ...]}`) and the ConversionResult.
 The user's own errors (an existing output, bad options or inputs, a file Keras cannot load, a custom class
-no imported module registers) stop at once: no other route would do better (except where Keras could not run a
-layer under this route's backend and a route of another backend is left: backend_bound); so does a vacuous check
+no imported module registers) stop at once: no other route would do better (except a LayerCallError, a layer Keras
+could not run under this route's backend, when a route of another backend is left); so does a vacuous check
 (the reference's outputs do not vary on the samples: every route's check would be as empty). When every route fails, one
 error gives every route's reason; a pair with one route raises that route's error unchanged.
 
@@ -23,7 +23,7 @@ from .._text import progress
 from ..errors import (
     ConversionError,
     EngineNotInstalledError,
-    LoadError,
+    LayerCallError,
     ParityError,
     RouteNotApplicableError,
     SourceRefusedError,
@@ -55,8 +55,8 @@ def run_routes(src: str, dest: str, source: str, target: str, routes: list[str] 
     for name in names:
         try:
             return run_hop(src, dest, source, target, route=name, tried=done, **hop)
-        except LoadError as exc:  # Keras could not rebuild the model under this backend: the next one may
-            if last or not backend_bound(exc):
+        except LayerCallError as exc:  # a layer Keras could not run under this backend: the next backend's may
+            if last:
                 raise
             done.append(failure(name, exc))
             progress(f"{source} -> {target}: route '{name}' failed ({type(exc).__name__}): {clipped(_text(exc), 300)}")
@@ -73,16 +73,6 @@ def run_routes(src: str, dest: str, source: str, target: str, routes: list[str] 
     if last:
         raise combined_error(src, source, target, done)
     return {"failed": done, "path": dest}
-
-
-def backend_bound(exc: BaseException) -> bool:
-    """Whether a LoadError is Keras failing to run a layer under this process's backend (modelkit.keras_io.files
-    names the backend then: "... when calling X.call() under the tensorflow backend: ..."), which another
-    backend's route may not share (nc160: a layer that builds only under torch). A corrupt file, an unsafe or an
-    unregistered one fails the same way under every backend."""
-    from .._backend import loaded_backend
-
-    return f" under the {loaded_backend()} backend" in str(exc)
 
 
 def _routes(source: str, target: str) -> tuple[EdgeSpec, ...]:

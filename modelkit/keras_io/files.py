@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import import_keras, loaded_backend
-from ..errors import FormatError, LoadError, UnsafeModelError
+from ..errors import FormatError, LayerCallError, LoadError, UnsafeModelError
 from ..spec import Signature, TensorSpec
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -128,7 +128,7 @@ def load_keras(path: str | os.PathLike, trust_unsafe_code: bool = False, compile
                 f"{p}: refused to load: the model contains code that would run on load (e.g. a Lambda "
                 "layer); Keras safe mode is on. If you wrote this file yourself and trust it, pass "
                 f"--trust-unsafe-code (trust_unsafe_code=True). Keras said: {msg.splitlines()[0]}") from exc
-        raise LoadError(f"{p}: Keras could not load this model: {_keras_reason(exc, keras)}") from exc
+        raise _load_error(exc)(f"{p}: Keras could not load this model: {_keras_reason(exc, keras)}") from exc
     except (TypeError, KeyError, OSError, AttributeError, IndexError, EOFError, RecursionError, RuntimeError,
             zipfile.BadZipFile, zlib.error) as exc:  # h5py raises RuntimeError on damaged weights
         unregistered = _unregistered(str(exc))
@@ -136,8 +136,8 @@ def load_keras(path: str | os.PathLike, trust_unsafe_code: bool = False, compile
             raise LoadError(f"{p}: Keras could not load this model: it uses {unregistered}, which no imported module "
                             "registers: pass --import with the module or .py file that defines it (imports=[...] "
                             "in Python, or MODELKIT_IMPORTS)") from exc
-        raise LoadError(f"{p}: Keras could not load this model: {type(exc).__name__}: {_keras_reason(exc, keras)}"
-                        ) from exc
+        raise _load_error(exc)(f"{p}: Keras could not load this model: {type(exc).__name__}: "
+                               f"{_keras_reason(exc, keras)}") from exc
     from .inputs import ensure_inputs
     from .policy import POLICY_ATTR, in_float32
 
@@ -172,6 +172,12 @@ def backend_for(path: str | os.PathLike) -> str | None:
         return None
     bound = backend_bound(check_keras_archive(path))
     return bound[2] if bound else None
+
+
+def _load_error(exc: BaseException) -> type[LoadError]:
+    """LayerCallError when a layer raised while Keras rebuilt the model under this backend ("Exception encountered
+    when calling X.call()"), else LoadError."""
+    return LayerCallError if "Exception encountered when calling" in str(exc) else LoadError
 
 
 def _keras_reason(exc: BaseException, keras: Any) -> str:

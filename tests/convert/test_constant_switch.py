@@ -2,7 +2,7 @@
 
 Found converting it with `--to all`: Keras' TensorFlow backend builds tf.switch_case even for a constant index, and
 tf2onnx wrote an invalid graph ("No Op registered for _SwitchN"); ONNX then depended on the torch route. The TF edges
-now call the branch a constant index picks (modelkit.converters._tf_slice_update.constant_switch).
+now call the branch a constant index picks (modelkit.converters._tf_switch).
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ Found converting it with `--to all`: only TorchScript was written.
 - The layer does not build under TensorFlow (Keras' linspace asks a symbolic tensor for a Python bool), so the
   TF-based routes cannot load the model. The error said only "Exception encountered when calling AddCoords.call()";
   it now gives the backend and the layer's own error, and ONNX goes on to the torch route instead of stopping at the
-  TensorFlow load (modelkit.converters.routes.backend_bound).
+  TensorFlow load (a LayerCallError: modelkit.converters.routes).
 """
 from __future__ import annotations
 
