@@ -40,7 +40,10 @@ TFLite no builtin): a spectral feature layer and a colour feature layer convert 
 matrix products (modelkit.converters._tf_resize; ScaleAndTranslate has no ONNX op and no TFLite builtin, nc158).
 `keras.ops.slice_update` at int start indices as gathers and a select (modelkit.converters._tf_slice_update;
 tf2onnx has no XlaDynamicUpdateSlice, nc159); `keras.ops.switch` at a constant index as the branch it picks
-(modelkit.converters._tf_switch; tf2onnx has no _SwitchN, nc161).
+(modelkit.converters._tf_switch; tf2onnx has no _SwitchN, nc161). Greedy `keras.ops.ctc_decode` as elementwise
+ops and cumulative sums (modelkit.converters._ctc_greedy; CTCGreedyDecoder has no TFLite builtin, nc163).
+The complex FFTs (`keras.ops.fft`, `fft2`, `ifft2`: FNet's token mixing) as products with the DFT's tables,
+over open axes too (modelkit.converters._complex_dft; tf2onnx has no Complex, TFLite no FFT2D, nc164).
 
 `keras.ops.quantile` / `median` compute their indices in float32 (modelkit.converters._tf_quantile; Keras' float64
 arithmetic over an open length has no TFLite builtin: nc79's median over time).
@@ -98,6 +101,9 @@ def lowerings(int8_products_in_float: bool = False) -> Iterator[None]:
                "conv": _grouped_conv(nn.conv)}
     if hasattr(nn, "_apply_masks") and hasattr(nn, "_get_large_negative"):
         patches["_apply_masks"] = _apply_masks
+    from ._ctc_greedy import greedy_ctc_decode
+
+    patches["ctc_decode"] = greedy_ctc_decode(nn.ctc_decode, "tensorflow")
     from keras.src.backend.tensorflow import numpy as tnp
 
     from ._tf_cumprod import stepped_cumprod
@@ -117,6 +123,7 @@ def lowerings(int8_products_in_float: bool = False) -> Iterator[None]:
     from keras.src.backend.tensorflow import math as tmath
     from keras.src.ops import image as src_image
 
+    from ._complex_dft import dft_ops
     from ._float8 import emulated_float8
     from ._lookup import compared_lookups
     from ._search import counted_digitize, counted_searchsorted
@@ -134,7 +141,8 @@ def lowerings(int8_products_in_float: bool = False) -> Iterator[None]:
           mock.patch.multiple(src_image, **resize), mock.patch.multiple(keras.ops.image, **resize),
           mock.patch.multiple(core, scan=lowered_scan(core.scan), switch=constant_switch(core.switch),
                               slice_update=selected_slice_update(core.slice_update)),
-          mock.patch.multiple(tmath, rfft=matrix_rfft(tmath.rfft), stft=framed_stft(tmath.stft)),
+          mock.patch.multiple(tmath, rfft=matrix_rfft(tmath.rfft), stft=framed_stft(tmath.stft),
+                              **dft_ops(tmath.fft, tmath.fft2, tmath.ifft2)),
           mock.patch.multiple(timage, rgb_to_hsv=_rgb_to_hsv(timage.rgb_to_hsv), resize=matrix_resize(timage.resize),
                               hsv_to_rgb=_hsv_to_rgb(timage.hsv_to_rgb)), gathered_warps("tensorflow"),
           counted_searchsorted("tensorflow"), counted_digitize("tensorflow"), expanded_new_axes(),

@@ -24,6 +24,10 @@ export), computes the same numbers, and leaves the cases it does not cover to Ke
 - `gaussian_blur`: Keras sizes its kernel from a tensor of the kernel size (nc157; modelkit.converters._torch_blur).
 - `linspace` over a number of points an open dimension gives (nc160: CoordConv; modelkit.converters._torch_linspace).
 - `map` over a tensor as torch.vmap, not a loop that fixes the batch (nc161; modelkit.converters._torch_map).
+- greedy `ctc_decode` without the frame count read as a number (nc163; modelkit.converters._ctc_greedy), and a size
+  used as a value (`ops.full((b,), t)`) made a tensor without fixing it (modelkit.converters._torch_sym_scalars).
+- the complex FFTs (`fft`, `fft2`, `ifft2`) as products with the DFT's tables: ExecuTorch does not lower
+  aten.complex, TVM's ONNX importer refuses torch.onnx's DFT (nc164; modelkit.converters._complex_dft).
 - the random draw of Keras augmentation layers that draw at inference too and use it only when training
   (RandomGrayscale, RandomHue, ...: modelkit.converters._inference_draws; nc98).
 - `sort`, `argsort` (ExecuTorch only): aten.sort.stable is not in the Core ATen op set ExecuTorch lowers; nor is
@@ -53,10 +57,13 @@ def batch_keeping_ops() -> Iterator[None]:
     from keras.src.backend.torch import nn as torch_nn
     from keras.src.backend.torch import numpy as torch_numpy
 
+    from ._complex_dft import dft_ops
+    from ._ctc_greedy import greedy_ctc_decode
     from ._inference_draws import no_inference_draws
     from ._torch_blur import static_gaussian_blur
     from ._torch_linspace import open_linspace
     from ._torch_map import vmapped_map
+    from ._torch_sym_scalars import symbolic_as_tensor
 
     segments = _segment_reduction(torch_math._segment_reduction_fn)  # noqa: SLF001 - the one function all four call
     take_along_axis = _take_along_axis(torch_numpy.take_along_axis)
@@ -65,15 +72,17 @@ def batch_keeping_ops() -> Iterator[None]:
     # 'auto' with opt_einsum off, which torch refuses ("ValueError: opt_einsum is not enabled ...")
     einsum = torch.backends.opt_einsum.flags(enabled=False) if torch.backends.opt_einsum.enabled \
         else contextlib.nullcontext()
-    with traced_alike(), einsum, no_inference_draws(), \
+    with traced_alike(), einsum, no_inference_draws(), symbolic_as_tensor(), \
             mock.patch.multiple(torch_numpy, take_along_axis=take_along_axis, take=take,
                                 linspace=open_linspace(torch_numpy.linspace)), \
             mock.patch.object(torch_math, "_segment_reduction_fn", segments), \
+            mock.patch.multiple(torch_math, **dft_ops(torch_math.fft, torch_math.fft2, torch_math.ifft2)), \
             mock.patch.object(torch_image, "gaussian_blur", static_gaussian_blur(torch_image.gaussian_blur)), \
             mock.patch.object(torch_core, "map", vmapped_map(torch_core.map)), \
             mock.patch.multiple(torch_nn, max_pool=_max_pooling(_pool_1d_as_2d(torch_nn.max_pool)),
                                 average_pool=_pool_1d_as_2d(torch_nn.average_pool),
-                                _apply_same_padding=_same_padding(torch_nn._apply_same_padding)):  # noqa: SLF001
+                                _apply_same_padding=_same_padding(torch_nn._apply_same_padding),  # noqa: SLF001
+                                ctc_decode=greedy_ctc_decode(torch_nn.ctc_decode, "torch")):
         yield
 
 
