@@ -191,17 +191,35 @@ def _keras_reason(exc: BaseException, keras: Any) -> str:
     head = lines[0]
     if "could not be deserialized" in head:
         return _rebuild_reason(lines, keras) or head
-    return _call_reason(head, lines, keras)
+    return _call_reason(head, lines, keras, exc)
 
 
-def _call_reason(head: str, lines: list[str], keras: Any) -> str:
+def _call_reason(head: str, lines: list[str], keras: Any, exc: BaseException | None = None) -> str:
     """For "Exception encountered when calling X.call()": with the backend, and the layer's own error after Keras'
-    "Error encountered:" line (nc160: a layer that ran under torch only, rebuilt under TensorFlow)."""
+    "Error encountered:" line (nc160: a layer that ran under torch only, rebuilt under TensorFlow), else the first
+    error of the chain Keras raised from (nc166: a Lambda's "could not infer the shape" hid a NameError)."""
     if "Exception encountered when calling" not in head:
         return head
     after = next((i for i, ln in enumerate(lines) if ln.rstrip().endswith("Error encountered:")), None)
     cause = lines[after + 1] if after is not None and after + 1 < len(lines) else ""
+    root = _first_error(exc) if exc is not None else None
+    if not cause and root is not None and root is not exc:
+        cause = f"{type(root).__name__}: {(str(root).strip().splitlines() or [''])[0]}"
+        if "Lambda.call()" in head and isinstance(root, NameError):
+            cause += (" (Keras restores a Lambda's function without the module it was written in, so a global it "
+                      "uses, a module such as keras or numpy or a variable, is undefined when the model is loaded, "
+                      "by keras.saving.load_model too: write the function as the call() of a registered layer in a "
+                      "module of its own, passed with --import)")
     return f"{head.rstrip('.')} under the {keras.backend.backend()} backend" + (f": {cause}" if cause else "")
+
+
+def _first_error(exc: BaseException) -> BaseException:
+    """The error at the start of the chain `exc` was raised from (its __cause__ / __context__, followed back)."""
+    seen = {id(exc)}
+    while (exc.__cause__ or exc.__context__) is not None and id(exc.__cause__ or exc.__context__) not in seen:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        seen.add(id(exc))
+    return exc
 
 
 def _rebuild_reason(lines: list[str], keras: Any) -> str | None:
