@@ -58,8 +58,11 @@ def _along(real: Any, imag: Any, axis: int, inverse: bool) -> tuple[Any, Any]:
         real, imag = ops.swapaxes(real, -1, -2), ops.swapaxes(imag, -1, -2)
     cos, sin, n = _tables(real)
     sign = 1.0 if inverse else -1.0  # X = (C + sign i S) x
-    out_real = ops.matmul(real, cos) - sign * ops.matmul(imag, sin)
-    out_imag = ops.matmul(imag, cos) + sign * ops.matmul(real, sin)
+    # an einsum with tables of an open size: TF's matmul of them wrote a Tensordot whose Reshape TVM's importer
+    # refused ("Reshape requires the input new shape to be Shape")
+    product = ops.matmul if isinstance(n, float) else (lambda a, b: ops.einsum("...n,nk->...k", a, b))
+    out_real = product(real, cos) - sign * product(imag, sin)
+    out_imag = product(imag, cos) + sign * product(real, sin)
     if inverse:
         out_real, out_imag = out_real / n, out_imag / n
     if axis == -2:

@@ -4,7 +4,7 @@ any number of tokens.
 Found converting a small FNet classifier with `--to all`: tf2onnx wrote a Complex op that does not exist (ONNX then
 came from torch.onnx's DFT, which TVM's importer refuses), TFLite had no builtin for Complex / FFT2D, and ExecuTorch
 does not lower aten.complex. Now the complex FFTs are products with the DFT's cosine and sine tables, computed from
-a count of the axis when it is open (modelkit.converters._complex_dft).
+a count of the axis when it is open (modelkit.converters._complex_dft), which TVM compiles at any count too.
 """
 from __future__ import annotations
 
@@ -81,12 +81,12 @@ def test_the_tables_compute_keras_own_transforms():
         assert got["worst"] < 1e-5, backend
 
 
-def test_fourier_mixing_converts_to_onnx_tflite_and_executorch_at_any_token_count(tmp_path):
+def test_fourier_mixing_converts_to_onnx_tflite_executorch_and_tvm_at_any_token_count(tmp_path):
     src = _child.run("tests.convert.test_fourier_mixing:save", {"folder": str(tmp_path)}, backend="tensorflow",
                      quiet=True)
-    results = modelkit.convert(src, to="onnx,tflite,executorch", out_dir=tmp_path / "out",
+    results = modelkit.convert(src, to="onnx,tflite,executorch,tvm", out_dir=tmp_path / "out",
                                imports=[str(tmp_path / "fnet.py")])
-    assert sorted(r.format for r in results) == ["executorch", "onnx", "tflite"]
+    assert sorted(r.format for r in results) == ["executorch", "onnx", "tflite", "tvm"]
     for r in results:
         assert r.parity["ok"] and r.max_abs < 1e-4, (r.format, r.parity["outputs"])
         assert r.parity["dynamic_dims"]["tokens"]["1"]["dynamic"], r.format
