@@ -32,7 +32,7 @@ def rebuild(err: dict[str, Any], fallback: type[errors.ModelkitError]) -> BaseEx
     cls = getattr(errors, err.get("type", ""), None)
     if isinstance(cls, type) and issubclass(cls, errors.ModelkitError):
         message = err["message"]
-        if message.startswith("Exception encountered when calling"):  # raised inside a layer: Keras wrapped it
+        if message.startswith(errors.KERAS_CALL_FAILED):  # raised inside a layer: Keras wrapped it
             message = _one_line(message)
         exc: BaseException = errors.retyped(cls, message, err.get("report"))
     else:

@@ -5,6 +5,10 @@ that already catch ValueError keep working.
 """
 from __future__ import annotations
 
+from typing import Iterator
+
+KERAS_CALL_FAILED = "Exception encountered when calling"  # how Keras wraps the error a layer's call() raised
+
 
 class ModelkitError(Exception):
     """Base class of every error modelkit raises on purpose."""
@@ -158,6 +162,20 @@ class OptimizeError(ReportedError):
     and what each missed by; `.report` holds the same), or its inputs are wrong."""
 
 
+def chained(exc: BaseException, limit: int = 16) -> Iterator[BaseException]:
+    """`exc`, then the errors it was raised from (each one's __cause__, then __context__), breadth first, each once,
+    at most `limit`."""
+    todo: list[BaseException | None] = [exc]
+    seen: set[int] = set()
+    while todo and len(seen) < limit:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [e.__cause__, e.__context__]
+
+
 def first_line(exc: BaseException) -> str:
     """An error's first line for a one-line message (its type's name when it says nothing); for Keras'
     "Exception encountered when calling X.call()." the reason too, which Keras puts on the next line. Terminal
@@ -175,7 +193,7 @@ def first_line(exc: BaseException) -> str:
     lines = said or lines
     if not lines:
         return type(exc).__name__
-    if len(lines) > 1 and (lines[0].startswith("Exception encountered when calling") or lines[0].endswith(":")):
+    if len(lines) > 1 and (lines[0].startswith(KERAS_CALL_FAILED) or lines[0].endswith(":")):
         return f"{lines[0]} {lines[1]}"  # a line that introduces what follows ("... failed with the following errors:")
     return lines[0]
 

@@ -97,13 +97,12 @@ def lowerings(int8_products_in_float: bool = False) -> Iterator[None]:
         return
     from unittest import mock  # the standard library's attribute patching, restored on exit
 
-    patches = {"max_pool": _pool3d(nn.max_pool, "MAX"), "average_pool": _pool3d(nn.average_pool, "AVG"),
-               "conv": _grouped_conv(nn.conv)}
-    if hasattr(nn, "_apply_masks") and hasattr(nn, "_get_large_negative"):
-        patches["_apply_masks"] = _apply_masks
     from ._ctc_greedy import greedy_ctc_decode
 
-    patches["ctc_decode"] = greedy_ctc_decode(nn.ctc_decode, "tensorflow")
+    patches = {"max_pool": _pool3d(nn.max_pool, "MAX"), "average_pool": _pool3d(nn.average_pool, "AVG"),
+               "conv": _grouped_conv(nn.conv), "ctc_decode": greedy_ctc_decode(nn.ctc_decode, "tensorflow")}
+    if hasattr(nn, "_apply_masks") and hasattr(nn, "_get_large_negative"):
+        patches["_apply_masks"] = _apply_masks
     from keras.src.backend.tensorflow import numpy as tnp
 
     from ._tf_cumprod import stepped_cumprod

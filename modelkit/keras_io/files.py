@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import import_keras, loaded_backend
-from ..errors import FormatError, LayerCallError, LoadError, UnsafeModelError
+from ..errors import KERAS_CALL_FAILED, FormatError, LayerCallError, LoadError, UnsafeModelError, chained
 from ..spec import Signature, TensorSpec
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -177,7 +177,7 @@ def backend_for(path: str | os.PathLike) -> str | None:
 def _load_error(exc: BaseException) -> type[LoadError]:
     """LayerCallError when a layer raised while Keras rebuilt the model under this backend ("Exception encountered
     when calling X.call()"), else LoadError."""
-    return LayerCallError if "Exception encountered when calling" in str(exc) else LoadError
+    return LayerCallError if KERAS_CALL_FAILED in str(exc) else LoadError
 
 
 def _keras_reason(exc: BaseException, keras: Any) -> str:
@@ -198,11 +198,11 @@ def _call_reason(head: str, lines: list[str], keras: Any, exc: BaseException | N
     """For "Exception encountered when calling X.call()": with the backend, and the layer's own error after Keras'
     "Error encountered:" line (nc160: a layer that ran under torch only, rebuilt under TensorFlow), else the first
     error of the chain Keras raised from (nc166: a Lambda's "could not infer the shape" hid a NameError)."""
-    if "Exception encountered when calling" not in head:
+    if KERAS_CALL_FAILED not in head:
         return head
     after = next((i for i, ln in enumerate(lines) if ln.rstrip().endswith("Error encountered:")), None)
     cause = lines[after + 1] if after is not None and after + 1 < len(lines) else ""
-    root = _first_error(exc) if exc is not None else None
+    root = list(chained(exc))[-1] if exc is not None else None  # the error Keras' own wrappers were raised from
     if not cause and root is not None and root is not exc:
         cause = f"{type(root).__name__}: {(str(root).strip().splitlines() or [''])[0]}"
         if "Lambda.call()" in head and isinstance(root, NameError):
@@ -211,15 +211,6 @@ def _call_reason(head: str, lines: list[str], keras: Any, exc: BaseException | N
                       "by keras.saving.load_model too: write the function as the call() of a registered layer in a "
                       "module of its own, passed with --import)")
     return f"{head.rstrip('.')} under the {keras.backend.backend()} backend" + (f": {cause}" if cause else "")
-
-
-def _first_error(exc: BaseException) -> BaseException:
-    """The error at the start of the chain `exc` was raised from (its __cause__ / __context__, followed back)."""
-    seen = {id(exc)}
-    while (exc.__cause__ or exc.__context__) is not None and id(exc.__cause__ or exc.__context__) not in seen:
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-        seen.add(id(exc))
-    return exc
 
 
 def _rebuild_reason(lines: list[str], keras: Any) -> str | None:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 import numpy as np
 
-from ..errors import InputError, LoadError, ResourceError, UnsafeModelError
+from ..errors import InputError, LoadError, ResourceError, UnsafeModelError, chained
 from ..safety.limits import proc_kib, size
 from ..spec import Signature
 
@@ -34,19 +34,12 @@ FREE_PROBE = 4 << 30
 
 def oom_cause(exc: BaseException) -> BaseException | None:
     """The exception in exc's chain (itself, its __cause__ and __context__) that says memory ran out."""
-    todo: list[BaseException | None] = [exc]
-    seen: set[int] = set()
     found = None
-    while todo and len(seen) < 16:  # the innermost match wins: the engine's own words, not a wrapper's
-        e = todo.pop(0)
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
+    for e in chained(exc):  # the innermost match wins: the engine's own words, not a wrapper's
         text = str(e)
         if (isinstance(e, MemoryError) or any(c.__name__ in _TYPES for c in type(e).__mro__)
                 or _TEXT.search(text) or _OOM.search(text)):
             found = e
-        todo += [e.__cause__, e.__context__]
     return found
 
 
