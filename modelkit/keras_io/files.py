@@ -78,7 +78,10 @@ def _unregistered(message: str) -> str | None:
     found = re.search(r"Could not locate (class|function) '([^']+)'", message)
     if not found:
         return None
-    registered = re.search(r"'registered_name': '([^']+)'", message)
+    # the class's own config follows Keras' "Could not locate" (the dump before it is the enclosing model's)
+    tail = message[found.end():]
+    registered = (re.search(rf"'registered_name': '([^']*>{re.escape(found.group(2))})'", tail)
+                  or re.search(r"'registered_name': '([^']+)'", tail))
     also = f" (registered as '{registered.group(1)}')" if registered and registered.group(1) != found.group(2) else ""
     if f"'module': None, 'class_name': '{found.group(2)}'" in message:  # defined in the script that saved it
         also += ", defined in the script that saved the model (move it to a module of its own)"

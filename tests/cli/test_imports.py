@@ -65,6 +65,12 @@ class TinyNet(keras.Model):
 
     def call(self, x):
         return self.head(x)
+
+
+@keras.saving.register_keras_serializable(package="mynet")
+class Twice(keras.layers.Layer):
+    def call(self, x):
+        return 2.0 * x
 '''
 
 
@@ -73,7 +79,8 @@ def test_an_unregistered_subclassed_model_names_its_class_and_the_flag(tmp_path:
     safety scan cannot name; Keras failed, and the line was its "Could not locate class 'Net'" with the whole
     config dumped, never saying --import."""
     (tmp_path / "mynet.py").write_text(NET)
-    make = NET + "\nnet = TinyNet()\nnet(keras.ops.zeros((1, 4)))\nnet.save('net.keras')\n"
+    make = NET + ("\nnet = TinyNet()\nnet(keras.ops.zeros((1, 4)))\nnet.save('net.keras')\n"
+                  "x = keras.Input((4,))\nkeras.Model(x, Twice()(x)).save('functional.keras')\n")
     done = subprocess.run([sys.executable, "-c", make], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     line = _one_line_error(modelkit_script("inspect", "net.keras", cwd=tmp_path))
@@ -83,6 +90,9 @@ def test_an_unregistered_subclassed_model_names_its_class_and_the_flag(tmp_path:
                          "defines it (imports=[...] in Python, or MODELKIT_IMPORTS)"), line
     done = modelkit_script("inspect", "net.keras", "--import", "mynet", cwd=tmp_path)  # the class, moved
     assert done.returncode == 0, done.stderr[-2000:]
+    # nc169: a functional model with such a layer; Keras' dump starts with the model's own registered name
+    line = _one_line_error(modelkit_script("inspect", "functional.keras", cwd=tmp_path))
+    assert "it uses the custom class 'Twice' (registered as 'mynet>Twice'), defined in the script" in line, line
 
 
 def test_every_command_takes_the_users_module_by_name_from_their_folder(folder: Path) -> None:
