@@ -150,6 +150,13 @@ def check_largest(path: Any, sig: Signature, accepted: Ranges, max_batch: int, s
         engine.load(path).predict(feed)
     except ModelkitError as exc:
         sizes = ", ".join(f"{n!r} {tuple(v.shape)}" for n, v in feed.items())
+        lows = {axis: lo or 1 for axis, (lo, _) in _bounds(accepted).items()}
+        try:  # the smallest sizes too: a program that fails there is no matter of its planned sizes (nc170)
+            engine.load(path).predict({s.name: np.zeros(_torch_dims.shape_at(s, 1, lows), s.dtype)
+                                       for s in sig.inputs})
+        except ModelkitError:
+            raise ConversionError(f"the ExecuTorch program of {src_name} fails to run, at the largest sizes it plans "
+                                  f"for ({sizes}) and at the smallest: {first_line(exc)}") from exc
         fix = ("--max-length N, the longest it takes (max_length=N in Python)" if _torch_dims.open_axes(sig) else
                "--max-batch N (max_batch=N in Python)")
         raise ConversionError(f"the ExecuTorch program of {src_name} fails at the largest sizes it plans for "

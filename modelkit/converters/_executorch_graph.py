@@ -68,18 +68,33 @@ def contiguous_constants(program: Any) -> Any:
     is a permuted view; with one output channel (a denoiser's, a depth or saliency map's last convolution) that view
     is also channels-last contiguous, so XNNPACK's layout pass tagged the weight channels-last where the convolution
     reads it channels-first and refused the program ("The same constant data tensor can't be used in NHWC format in
-    one place and NCHW in another")."""
+    one place and NCHW in another").
+    A view torch calls contiguous can still carry odd strides on its dimensions of size 1 (a Conv1D(1, 1) kernel,
+    (1, 16, 1) with strides (1, 1, 16)); ExecuTorch reads a dim order from the strides, and its portable convolution
+    refused that weight at run time ("tensor_is_default_or_channels_last_dim_order(weight)", nc170), so the strides
+    themselves are made standard."""
+    import torch
+
     sig = program.graph_signature
     names = {**sig.inputs_to_parameters, **sig.inputs_to_buffers, **sig.inputs_to_lifted_tensor_constants}
     for node in program.graph.nodes:
         name = names.get(node.name) if node.op == "placeholder" else None
         val = node.meta.get("val")
-        if name is None or val is None or val.is_contiguous():
+        if name is None or val is None or tuple(val.stride()) == _standard_strides(val.shape):
             continue
         store = program.constants if name in program.constants else program.state_dict
-        store[name] = store[name].contiguous()
-        node.meta["val"] = val.contiguous()
+        store[name] = store[name].clone(memory_format=torch.contiguous_format)
+        node.meta["val"] = val.clone(memory_format=torch.contiguous_format)
     return program
+
+
+def _standard_strides(shape: Any) -> tuple[int, ...]:
+    """The strides of a dense row-major tensor of `shape` (what torch.empty gives)."""
+    strides, step = [], 1
+    for size in reversed(tuple(shape)):
+        strides.append(step)
+        step *= max(int(size), 1)
+    return tuple(reversed(strides))
 
 
 def cats_of_one_dtype(program: Any) -> None:
