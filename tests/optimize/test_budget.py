@@ -20,7 +20,8 @@ def test_a_budget_too_short_for_every_build_makes_what_it_reaches_and_skips_the_
             break
         except OptimizeError as exc:  # typed, every build named: the first failed on time, the rest skipped
             assert "no candidate was measured (5 tried; onnx-fp32: failed: the conversion did not finish" in str(exc)
-            assert str(exc).count("the budget ran out before it was built") == 4, str(exc)
+            # the message lists the closest three: the rest are in its report
+            assert "; tflite-fp32: skipped: the budget ran out before it was built" in str(exc), str(exc)
     else:
         pytest.fail("no build finished within 40 s of an 80 s budget")
     skipped = [c for c in r.candidates if c["status"] == "skipped"]
