@@ -69,8 +69,8 @@ def check_quantizes(chain: list[EdgeSpec], mode: str) -> None:
         raise UnsupportedConversionError(
             f"quantization '{mode}' does not apply to {chain[-1].target.value}; formats that quantize: "
             f"{', '.join(f.value for f in q.MODES_BY_TARGET)}")
-    if quantizing_edge(chain, mode) is None:  # no hop of the chain has the mode: the last one says why
-        q.check_mode(mode, quantizing[-1].target)
+    edge = quantizing_edge(chain, mode)
+    q.check_mode(mode, (edge or quantizing[-1]).target)  # none has it: the last says why; else what it needs
 
 
 def asks_all(to: Any) -> bool:

@@ -131,6 +131,8 @@ def plan(target: str, formats: tuple[str, ...] | None = None, precisions: tuple[
             elif q is not None and not labelled:
                 build.update(status="skipped", reason=unlabelled or "no labelled data to gate its accuracy (--data "
                                                                     "with 'y')")
+            elif fmt == "openvino" and q == "bf16" and not _cpu_has_bf16():
+                build.update(status="skipped", reason=NO_BF16)
             elif package == "triton" and fmt == "openvino" and q is None and _cpu_has_bf16():
                 build.update(status="skipped", reason=TRITON_OPENVINO_F32)
             builds.append(build)
@@ -143,10 +145,15 @@ TRITON_OPENVINO_F32 = ("Triton's openvino backend has no f32 setting: on this CP
                        "IR in bf16, which openvino-bf16 measures; exact OpenVINO: --package kserve")
 
 
-def _cpu_has_bf16() -> bool:
-    from ..targets.registry import detect_host_cpu
+NO_BF16 = ("this CPU has no bf16 arithmetic (AVX512_BF16 or AMX): OpenVINO would run it in f32, and its accuracy "
+           "gate would measure f32")
 
-    return bool({"avx512_bf16", "amx_bf16"} & set(detect_host_cpu()["flags"]))
+
+def _cpu_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes in bf16 here (its OPTIMIZATION_CAPABILITIES)."""
+    from ..runtime.openvino import cpu_capabilities
+
+    return "BF16" in cpu_capabilities()
 
 
 def build_name(fmt: str, quantize: str | None) -> str:

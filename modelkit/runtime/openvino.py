@@ -63,6 +63,12 @@ def core() -> Any:
         return _CORE[0]
 
 
+def cpu_capabilities() -> list[str]:
+    """OpenVINO's CPU OPTIMIZATION_CAPABILITIES here ('FP32', 'INT8', 'BF16' with AVX512_BF16 or AMX, ...). A
+    precision hint the CPU has no arithmetic for is ignored silently: the model runs in f32."""
+    return [str(c) for c in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+
+
 def ov_errors() -> tuple[type[BaseException], ...]:
     """What OpenVINO raises for a bad model or a failed run: RuntimeError, and its pybind11 failures, which
     derive from Exception only (OpConversionFailure, OpValidationFailure, GeneralFailure, ...)."""
@@ -94,7 +100,9 @@ class OpenVinoModel(Model):
 
     @property
     def precision(self) -> str:
-        """The precision OpenVINO compiled for ('f32' unless precision= asked otherwise)."""
+        """The precision OpenVINO compiled for: 'f32' unless precision= (or the IR) asked otherwise, and 'f32' on a
+        CPU without arithmetic for the one asked (bf16 without AVX512_BF16 or AMX): what it runs, not what was
+        asked."""
         return str(self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
 
     def _request(self) -> Any:

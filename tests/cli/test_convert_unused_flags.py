@@ -13,8 +13,12 @@ from tests.helpers import make_tiny_onnx
 @pytest.fixture
 def tiny(tmp_path):
     pytest.importorskip("openvino")
-    np.savez(tmp_path / "test.npz", x=np.zeros((4, 4), np.float32), y=np.arange(4))
-    return make_tiny_onnx(tmp_path / "tiny.onnx")
+    import modelkit
+
+    src = make_tiny_onnx(tmp_path / "tiny.onnx")
+    x = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+    np.savez(tmp_path / "test.npz", x=x, y=modelkit.load(src).predict({"x": x})["probs"].argmax(-1))
+    return src
 
 
 def test_eval_data_without_quantize_warns_and_converts(tiny, tmp_path):
@@ -30,6 +34,7 @@ def test_eval_data_without_quantize_warns_and_converts(tiny, tmp_path):
 def test_no_warning_with_quantize_or_without_the_flags(tiny, tmp_path):
     r = CliRunner().invoke(main, ["-q", "convert", str(tiny), "--to", "openvino"])
     assert r.exit_code == 0 and "warning" not in r.stderr
-    r = CliRunner().invoke(main, ["-q", "convert", str(tiny), "--to", "openvino", "--quantize", "bf16",
+    r = CliRunner().invoke(main, ["-q", "convert", str(tiny), "--to", "openvino", "--quantize", "int8",
+                                  "--calibration-data", str(tmp_path / "test.npz"),
                                   "--eval-data", str(tmp_path / "test.npz"), "--out", str(tmp_path / "q")])
-    assert "warning: --eval-data" not in r.stderr
+    assert r.exit_code == 0 and "warning: --eval-data" not in r.stderr, r.output

@@ -92,7 +92,11 @@ def test_tiny_onnx_matches_onnxruntime_at_f32_with_a_dynamic_batch(tiny_onnx):
 
 def test_bf16_is_an_accuracy_gated_mode_of_the_openvino_hop_only(cnn_tf, tmp_path):
     from modelkit.errors import UnsupportedConversionError
+    from modelkit.runtime.openvino import cpu_capabilities
 
+    if "BF16" not in cpu_capabilities():
+        pytest.skip("this CPU has no bf16 arithmetic (AVX512_BF16 / AMX): OpenVINO runs f32 and bf16 is refused "
+                    "(test_bf16_is_refused_where_the_cpu_has_no_bf16)")
     results = modelkit.convert(cnn_tf, "openvino", out_dir=tmp_path, quantize="bf16")
     by_format = {r.format: r for r in results}
     onnx, ir = by_format["onnx"], by_format["openvino"]
@@ -172,3 +176,23 @@ def test_the_onnx_on_the_way_is_reused_under_the_route_that_made_it(cnn_tf, tmp_
     exists = r"2 artifacts exist: \S+cnn_tf\.onnx, \S+cnn_tf_openvino; pass --force"
     with pytest.raises(ArtifactExistsError, match=exists):
         modelkit.convert(cnn_tf, "openvino", out_dir=tmp_path, route="tf2onnx")  # the torch-made ONNX: not reused
+
+
+def test_bf16_is_refused_where_the_cpu_has_no_bf16(cnn_tf, tmp_path, monkeypatch):
+    """On an AVX2 CPU OpenVINO ignored the bf16 hint and ran f32: the accuracy gate passed f32 as bf16 and the
+    engine reported 'f32' for an IR converted 'bf16'. Refused before any work, saying why."""
+    from modelkit.errors import UnsupportedConversionError
+    from modelkit.runtime import openvino as ov_engine
+
+    monkeypatch.setattr(ov_engine, "cpu_capabilities", lambda: ["FP32", "INT8", "BIN"])  # an AVX2 CPU's
+    for src in (cnn_tf, tmp_path / "cnn.onnx"):
+        if src.suffix == ".onnx":
+            modelkit.convert(cnn_tf, "onnx", out_dir=tmp_path)
+            (tmp_path / "cnn_tf.onnx").rename(src)
+        with pytest.raises(UnsupportedConversionError) as info:
+            modelkit.convert(src, "openvino", out_dir=tmp_path / "out", quantize="bf16")
+        assert str(info.value) == (
+            "quantization 'bf16' needs a CPU with bf16 arithmetic (AVX512_BF16 or AMX); OpenVINO on this one (FP32, "
+            "INT8, BIN) would run the IR in f32, and the accuracy gate would measure f32, not bf16: convert on the "
+            "kind of CPU that will run it, or use --quantize int8")
+        assert not (tmp_path / "out").exists()  # nothing converted, not even the exact ONNX on the way

@@ -187,17 +187,16 @@ def test_a_bare_models_int8_parity_runs_on_its_eval_data_not_on_noise(cnn_tf, tm
 
 def test_to_all_with_a_quantization_converts_the_formats_that_take_it(cnn_tf, tmp_path, capfd):
     """`--to all --quantize bf16` was refused whole because executorch has no bf16; 'all' means every format that
-    can take the mode (OpenVINO alone for bf16), the others left out with one line. Named formats still refuse."""
-    pytest.importorskip("openvino")
-    results = modelkit.convert(cnn_tf, "all", out_dir=tmp_path, quantize="bf16")
-    assert [(r.format, r.quantization) for r in results] == [("onnx", "none"), ("openvino", "bf16")]
-    assert Path(results[-1].path).name == "cnn_tf.bf16_openvino" and results[-1].accuracy["ok"]
+    can take the mode (TFLite alone for fp16), the others left out with one line. Named formats still refuse."""
+    results = modelkit.convert(cnn_tf, "all", out_dir=tmp_path, quantize="fp16")
+    assert [(r.format, r.quantization) for r in results] == [("tflite", "fp16")]
+    assert Path(results[-1].path).name == "cnn_tf.fp16.tflite" and results[-1].accuracy["ok"]
     err = capfd.readouterr().err
     line = next(ln for ln in err.splitlines() if "leaving out" in ln)
-    assert "--to all --quantize bf16: leaving out" in line and "executorch" in line and "tflite" in line
-    assert "openvino" not in line.split("leaving out")[1]
-    with pytest.raises(UnsupportedConversionError, match="'bf16' is not available for executorch"):
-        modelkit.convert(cnn_tf, "openvino,executorch", out_dir=tmp_path / "named", quantize="bf16")
+    assert "--to all --quantize fp16: leaving out" in line and "executorch" in line and "onnx" in line
+    assert "tflite" not in line.split("leaving out")[1]
+    with pytest.raises(UnsupportedConversionError, match="'fp16' is not available for executorch"):
+        modelkit.convert(cnn_tf, "tflite,executorch", out_dir=tmp_path / "named", quantize="fp16")
     assert not (tmp_path / "named").exists()
 
 
