@@ -165,6 +165,7 @@ def test_started_children_run_side_by_side_and_report_each(tmp_path) -> None:
         bad.result()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow", "torch", "jax"])
 def test_keras_in_a_child_imports_jax_only_under_the_jax_backend(backend) -> None:
     """Keras' orbax callback and TensorFlow's TFLite utilities import jax at their own import, to no use under

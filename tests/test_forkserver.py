@@ -81,6 +81,7 @@ def test_the_second_child_of_an_environment_is_forked_and_sees_its_own_folder_en
         assert "modelkit-child-" in got["tmp"]  # its own scratch folder (TMPDIR), not the server's
 
 
+@pytest.mark.slow
 def test_a_server_of_a_keras_backend_has_imported_keras_before_the_fork(own_env):
     children = [_child.run(f"{HERE}:whoami", {}, backend="torch") for _ in range(2)]
     assert not children[0]["keras"] and children[1]["keras"]  # spawned: nothing yet; forked: imported

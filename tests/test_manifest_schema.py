@@ -115,6 +115,7 @@ def trained_and_converted(tmp_path_factory) -> list[Path]:
     return [out, Path(onnx.path)]
 
 
+@pytest.mark.slow
 def test_manifests_from_a_real_training_and_conversion_validate(trained_and_converted: list[Path]) -> None:
     keras_path, onnx_path = trained_and_converted
     for artifact in (keras_path, onnx_path):

@@ -148,6 +148,7 @@ def tiny_keras(tmp_path_factory) -> Path:
     return make_tiny_keras(tmp_path_factory.mktemp("keras") / "tiny.keras")
 
 
+@pytest.mark.slow
 def test_convert_verbose_false_prints_no_progress(tiny_keras: Path, tmp_path: Path, capfd) -> None:
     import modelkit
 

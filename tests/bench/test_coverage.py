@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import coverage
 from benchmarks.coverage import Cell, render, summarize
 
 
+@pytest.mark.slow
 def test_one_model_two_formats_through_the_command_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MODELKIT_IMPORTS", "")  # the script names its zoo for its children; not for later tests
     out_json = tmp_path / "coverage.json"

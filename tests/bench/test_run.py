@@ -45,6 +45,7 @@ def validate(doc: dict) -> None:
         jsonschema.validate(doc, schema)
 
 
+@pytest.mark.slow
 def test_rows_have_stats_and_ratios_to_both_baselines(cli_run, cnn_tf, cnn_onnx) -> None:
     doc = cli_run["json"]
     rows = doc["rows"]

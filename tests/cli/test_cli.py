@@ -34,6 +34,7 @@ def test_convert_json_and_verify(runner, cnn_tf, tmp_path):
     assert "error: " in r.output and "max abs error" in r.output
 
 
+@pytest.mark.slow
 def test_quiet_turns_progress_off_in_the_children_too_and_keeps_results(runner, cnn_tf, tmp_path, monkeypatch):
     from modelkit._text import QUIET_ENV
 
@@ -54,6 +55,7 @@ def test_quiet_turns_progress_off_in_the_children_too_and_keeps_results(runner, 
         assert "-q, --quiet" in runner.invoke(main, [command, "--help"]).output, command
 
 
+@pytest.mark.slow
 def test_convert_refuses_existing_output_with_one_line(runner, converted):
     onnx_path = converted["tensorflow"]["onnx"]
     src = onnx_path.parent.parent / "cnn_tf.keras"

@@ -61,6 +61,7 @@ def test_convert_with_wrong_keys_is_one_line_before_any_work(scaled, tmp_path):
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("scaled.onnx*"))
 
 
+@pytest.mark.slow
 def test_verify_uses_the_samples(scaled, tmp_path):
     out = tmp_path / "conv"
     runner = CliRunner()

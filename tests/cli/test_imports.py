@@ -49,6 +49,7 @@ def _one_line_error(done: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_without_import_the_error_names_the_flag(folder: Path) -> None:
     line = _one_line_error(modelkit_script("inspect", "my.keras", cwd=folder))
     assert "mylayers.ScaledSwish" in line and "--import MODULE_OR_FILE" in line
@@ -74,6 +75,7 @@ class Twice(keras.layers.Layer):
 '''
 
 
+@pytest.mark.slow
 def test_an_unregistered_subclassed_model_names_its_class_and_the_flag(tmp_path: Path) -> None:
     """nc46: a subclassed keras.Model defined in the training script itself is saved with no module, which the
     safety scan cannot name; Keras failed, and the line was its "Could not locate class 'Net'" with the whole
@@ -95,6 +97,7 @@ def test_an_unregistered_subclassed_model_names_its_class_and_the_flag(tmp_path:
     assert "it uses the custom class 'Twice' (registered as 'mynet>Twice'), defined in the script" in line, line
 
 
+@pytest.mark.slow
 def test_every_command_takes_the_users_module_by_name_from_their_folder(folder: Path) -> None:
     done = modelkit_script("convert", "my.keras", "--to", "onnx", "--out", "out", "--import", "mylayers", cwd=folder)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -144,6 +147,7 @@ print("OK", r.parity["ok"], float(np.abs(a - b).max()))
 @pytest.mark.parametrize("first, kwargs", [("import mylayers  # registers ScaledSwish here", ""),
                                            ("", "imports=['mylayers']")],
                          ids=["imported-by-the-caller", "imports-argument"])
+@pytest.mark.slow
 def test_python_callers_need_no_environment_variable(folder: Path, first: str, kwargs: str) -> None:
     script = folder / f"use_{'imports' if kwargs else 'imported'}.py"
     script.write_text(PYTHON_USER.format(first=first, kwargs=kwargs, out=f"py_{script.stem}"))
@@ -173,6 +177,7 @@ if __name__ == "__main__":
 '''
 
 
+@pytest.mark.slow
 def test_a_module_that_sets_its_own_backend_does_not_fix_the_hops_backend(tmp_path: Path) -> None:
     """nc101: `--import train.py`, a script that sets KERAS_BACKEND=jax before `import keras`: importing it first in
     the tensorflow and torch children loaded Keras under JAX there, and every format failed with "Keras is already

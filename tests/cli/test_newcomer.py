@@ -60,6 +60,7 @@ def _ok(folder: Path, *args: str, timeout: float = 600) -> subprocess.CompletedP
     return done
 
 
+@pytest.mark.slow
 def test_a_newcomer_goes_from_their_own_model_to_a_served_package(folder: Path, tmp_path: Path) -> None:
     done = _ok(folder, "train", "--model", "mybuild.py:build", "--data", "train.npz", "--epochs", "2",
                "--out", "my.keras")

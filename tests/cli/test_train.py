@@ -74,6 +74,7 @@ def test_custom_model_file_and_loss(tmp_path: Path) -> None:
     assert training["loss"] == "FocalLoss" and training["params"] == 64 * 16 * 2 + 16 * 2 + 16 * 10 + 10
 
 
+@pytest.mark.slow
 def test_autoencoder_prints_its_test_metrics(tmp_path: Path) -> None:
     out = tmp_path / "ae.keras"
     result = CliRunner().invoke(main, ["train", "--model", "autoencoder", "--epochs", "1", "--lr", "0.01", "-q",
@@ -94,6 +95,7 @@ def test_bad_model_path_is_one_line(tmp_path: Path) -> None:
 EXAMPLE_MODEL = f"{Path(__file__).resolve().parents[2] / 'examples' / 'custom_layer.py'}:build"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["mlp", EXAMPLE_MODEL], ids=["zoo", "users-file"])
 def test_ctrl_c_on_the_cli_saves_a_checkpoint_and_resume_finishes(tmp_path, model):
     """A real SIGINT to `modelkit train` (not a callback raising KeyboardInterrupt): the checkpoint is

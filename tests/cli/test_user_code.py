@@ -62,6 +62,7 @@ def _project(tmp_path: Path, tag: str) -> tuple[Path, Path]:
     return proj / f"build_{tag}.py", work
 
 
+@pytest.mark.slow
 def test_builder_imports_its_siblings_from_another_working_folder(tmp_path: Path) -> None:
     builder, work = _project(tmp_path, "cli")
     args = [sys.executable, "-m", "modelkit", "train", "--model", f"../proj/{builder.name}:build", "--epochs", "1",
@@ -72,6 +73,7 @@ def test_builder_imports_its_siblings_from_another_working_folder(tmp_path: Path
     assert manifest.read(work / "m.keras").training["imports"] == [f"../proj/{builder.name}"]
 
 
+@pytest.mark.slow
 def test_a_training_child_imports_the_siblings_too(tmp_path: Path, monkeypatch, own_imports) -> None:
     """Keras is loaded here under TensorFlow, so --backend torch trains in a child process, which imports
     the builder (and, lazily, its siblings) again."""

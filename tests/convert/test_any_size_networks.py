@@ -46,6 +46,7 @@ def _image(h: int, w: int) -> np.ndarray:
     return np.random.default_rng(h * w).random((2, h, w, 3), dtype=np.float32)
 
 
+@pytest.mark.slow
 def test_pt2_records_the_sizes_its_program_runs_from_and_runs_like_keras_there(halving, tmp_path):
     results = modelkit.convert(halving, "pt2,torchscript,onnx", out_dir=tmp_path)
     assert sorted(r.format for r in results) == ["onnx", "pt2", "torchscript"]
@@ -64,6 +65,7 @@ def test_pt2_records_the_sizes_its_program_runs_from_and_runs_like_keras_there(h
         modelkit.load(pt2).predict(_image(63, 63))
 
 
+@pytest.mark.slow
 def test_an_any_size_mobilenetv2_extractor_converts_to_onnx(tmp_path):
     """The newcomer's own kind, TensorFlow's route: failed in the determinism check before parity ran."""
     from modelkit._backend import import_keras

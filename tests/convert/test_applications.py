@@ -117,6 +117,7 @@ def _family_params() -> list:
     return [pytest.param(f, marks=() if f in CI_FAMILIES else pytest.mark.slow) for f in FAMILIES]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", _family_params())
 def test_application_to_every_format_verified_or_refused_typed(converted, family):
     results = converted(family)

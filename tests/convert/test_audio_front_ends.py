@@ -50,6 +50,7 @@ def keras():
     return import_keras("tensorflow")
 
 
+@pytest.mark.slow
 def test_a_mel_spectrogram_model_converts_to_tflite_openvino_and_tvm(keras, tmp_path):
     pytest.importorskip("openvino")
     pytest.importorskip("tvm")
@@ -91,6 +92,7 @@ def birds_keras(tmp_path_factory):
     return src
 
 
+@pytest.mark.slow
 def test_a_mel_spectrogram_over_waveforms_of_any_length_converts_with_the_length_open(birds_keras, tmp_path):
     """nc118: no ONNX route took it ('No Op registered for RFFT': tf.signal.stft's RFFT over an open number of frames;
     the torch route's export example was shorter than the reflect padding). Keras' STFT is now traced as framing
@@ -108,6 +110,7 @@ def test_a_mel_spectrogram_over_waveforms_of_any_length_converts_with_the_length
                                        err_msg=f"{r.format} at {samples} samples")
 
 
+@pytest.mark.slow
 def test_the_torch_formats_of_a_model_that_needs_longer_inputs_say_so_in_one_typed_line(birds_keras, tmp_path,
                                                                                          capfd):
     """nc118's torch formats: traced at 8 samples (or 64), shorter than the reflect padding of 128. TorchScript raised
@@ -183,6 +186,7 @@ def test_a_spectrogram_before_its_log_is_kept_float_and_a_deep_log_is_not():
     assert kept_float(end, {}, ["wave"]) == []
 
 
+@pytest.mark.slow
 def test_int8_of_a_log_spectrogram_classifier_keeps_its_accuracy(keras, tmp_path):
     model = _classifier(keras, "stft")
     x, y = _tones(600)

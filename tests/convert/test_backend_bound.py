@@ -85,6 +85,7 @@ def predicted(path: str) -> dict:
     return {"engine": model.engine, "y": y.tolist()}
 
 
+@pytest.mark.slow
 def test_torch_module_wrapper_converts_by_torch_and_is_refused_by_tensorflow_formats(tmp_path):
     src = _child.run("tests.convert.test_backend_bound:save_torch_wrapped", {"folder": str(tmp_path)},
                      backend="torch", quiet=True)
@@ -112,6 +113,7 @@ def test_torch_module_wrapper_converts_by_torch_and_is_refused_by_tensorflow_for
     assert "Keras runs tensorflow in this process: load it with backend='torch'" in why
 
 
+@pytest.mark.slow
 def test_jax_layer_reaches_tensorflow_formats_and_is_refused_by_the_others(tmp_path):
     src = _child.run("tests.convert.test_backend_bound:save_jax_layer", {"folder": str(tmp_path)},
                      backend="jax", quiet=True)

@@ -10,11 +10,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 import modelkit
 from modelkit.converters.verify import shape_key, unrunnable_shapes
 
 
+@pytest.mark.slow
 def test_openvino_and_tvm_are_verified_at_the_sizes_the_keras_model_runs_at(tmp_path):
     from modelkit._backend import import_keras
 

@@ -53,6 +53,7 @@ def source(tmp_path_factory):
     return path, np.asarray(truth["probe"], np.float32), np.asarray(truth["scores"], np.float32)
 
 
+@pytest.mark.slow
 def test_a_channels_first_cnn_reaches_the_tensorflow_formats_and_answers_as_under_torch(source, tmp_path):
     path, probe, truth = source
     results = modelkit.convert(str(path), "saved_model,tflite,onnx", out_dir=tmp_path)

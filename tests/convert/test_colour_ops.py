@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import modelkit
 from modelkit import _child, manifest
@@ -60,6 +61,7 @@ def save(folder: str, data_format: str | None = "channels_last") -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_a_colour_layer_with_hsv_to_rgb_and_a_blur_converts_to_onnx_tflite_and_pt2(tmp_path, capsys):
     src = _child.run("tests.convert.test_colour_ops:save", {"folder": str(tmp_path)}, backend="torch", quiet=True)
     results = modelkit.convert(src, to="onnx,tflite,pt2", out_dir=tmp_path / "out", data=_images(tmp_path),
@@ -77,6 +79,7 @@ def test_a_colour_layer_with_hsv_to_rgb_and_a_blur_converts_to_onnx_tflite_and_p
     assert "warning: Keras computes" not in capsys.readouterr().err  # the backends agree: no warning
 
 
+@pytest.mark.slow
 def test_backends_that_compute_the_model_differently_are_warned_about(tmp_path, capsys):
     src = _child.run("tests.convert.test_colour_ops:save", {"folder": str(tmp_path), "data_format": None},
                      backend="torch", quiet=True)

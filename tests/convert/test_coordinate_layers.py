@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import modelkit
 from modelkit import _child
@@ -44,6 +45,7 @@ def save(folder: str) -> str:
     return str(Path(folder) / "coords.keras")
 
 
+@pytest.mark.slow
 def test_a_coordconv_layer_keeps_open_sizes_in_pt2_and_executorch_and_onnx_goes_on_to_the_torch_route(tmp_path):
     src = _child.run("tests.convert.test_coordinate_layers:save", {"folder": str(tmp_path)}, backend="torch",
                      quiet=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import modelkit
 from modelkit import _child
@@ -65,12 +66,14 @@ def decode_both_ways(seed: int) -> dict:
     return {"same": same, "cases": cases}
 
 
+@pytest.mark.slow
 def test_greedy_decoding_is_keras_own_under_tensorflow_and_torch():
     for backend in ("tensorflow", "torch"):  # a negative mask_index is read differently by the two: kept so
         got = _child.run("tests.convert.test_ctc_decode:decode_both_ways", {"seed": 3}, backend=backend, quiet=True)
         assert got == {"same": True, "cases": 40}, backend
 
 
+@pytest.mark.slow
 def test_a_decode_layer_converts_to_tflite_pt2_executorch_and_openvino_at_any_width(tmp_path):
     src = _child.run("tests.convert.test_ctc_decode:save", {"folder": str(tmp_path)}, backend="tensorflow",
                      quiet=True)

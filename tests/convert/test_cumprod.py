@@ -55,6 +55,7 @@ def test_the_scan_keeps_infinities_and_integers_keep_tensorflows_cumprod():
     assert ints(np.array([2, 3, 4]), axis=0).numpy().tolist() == [2, 6, 24]
 
 
+@pytest.mark.slow
 def test_a_decay_layer_converts_to_tflite_and_onnx_without_a_loop_at_any_length(tmp_path):
     import onnx
 

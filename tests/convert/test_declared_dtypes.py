@@ -35,6 +35,7 @@ def source(tmp_path_factory):
     return _child.run("tests.convert.test_declared_dtypes:save", {"path": str(path)}, backend="jax", quiet=True)
 
 
+@pytest.mark.slow
 def test_torch_artifacts_answer_the_declared_index_dtype(source, tmp_path):
     keras_model = modelkit.load(source)
     assert {o.name: o.dtype for o in keras_model.signature.outputs}["index"] == "int32"

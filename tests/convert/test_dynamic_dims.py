@@ -115,6 +115,7 @@ def _feed(sig, batch: int, sizes: tuple[int, ...], seed: int) -> dict[str, np.nd
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, fmt", _cells(EXPECTED))
 def test_every_format_converts_verified_or_refuses_typed(results, kind, fmt):
     r = results[(kind, fmt)]
@@ -148,6 +149,7 @@ def test_every_format_converts_verified_or_refuses_typed(results, kind, fmt):
         assert all(c["shapes"]["image"][1] != c["shapes"]["image"][2] for c in parity["cases"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, fmt", _cells(k for k, v in EXPECTED.items() if v == OK))
 def test_artifacts_run_at_sizes_no_check_used(results, kind, fmt):
     """Independent of the verifier: sizes 5 and 40 (images 5x40 and 40x5), against Keras under TensorFlow

@@ -5,6 +5,7 @@ which its frontend reads as adding one) and then the torch route's (the same ein
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import modelkit
 from tests.helpers.user_code import keras_beside
@@ -55,6 +56,7 @@ def test_an_unsqueeze_of_no_axes_is_written_as_identity_for_openvino(tmp_path):
     np.testing.assert_array_equal(compiled({"x": x})[compiled.outputs[0]], want)
 
 
+@pytest.mark.slow
 def test_a_bilinear_einsum_of_three_operands_converts_with_an_open_batch(tmp_path):
     siamese, keras = keras_beside(tmp_path, "siamese", BILINEAR)
     left, right = keras.Input((6,), name="left"), keras.Input((5,), name="right")
@@ -104,6 +106,7 @@ def test_three_operand_einsums_contract_left_to_right_keeping_the_first_operands
         assert pairwise_plan(*left) is None, left  # left to TensorFlow
 
 
+@pytest.mark.slow
 def test_attention_pooling_by_a_three_operand_einsum_converts_to_tflite(tmp_path):
     """nc95. TensorFlow's contraction order wrote `de,btd->ebt` (d=48): a TFLite model that did not load ("invalid
     shape [-1, 8, 16]"); and `btd,d->bt` (d=12), which the converter lowered to shape (1, T) for (T, 1) at an open

@@ -96,6 +96,7 @@ def test_trig_inverse_and_error_functions_convert_to_tflite_and_by_tf2onnx(tmp_p
     assert_artifacts_agree(results, source, "out", [(1, 4), (5, 4), (64, 4)], rtol=1e-4, seed=2)
 
 
+@pytest.mark.slow
 def test_python_numbers_beside_tensors_convert_by_the_torch_route(tmp_path):
     """`h * 3`, `h - 1`, `h / 2`, `h > 0` on a functional model's tensors: onnxruntime refused the torch route's
     graph ("Type parameter (T) of Optype (Mul) bound to different types (tensor(float) and tensor(int32)")."""

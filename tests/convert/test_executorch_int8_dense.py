@@ -12,6 +12,7 @@ import modelkit
 from tests.helpers.models import trained_on_digits
 
 
+@pytest.mark.slow
 def test_dense_layers_over_rows_and_vectors_are_int8_in_an_executorch_int8_program(tmp_path):
     import keras
     from sklearn.datasets import load_digits
@@ -44,6 +45,7 @@ def test_an_einsum_is_a_dense_layer_only_over_x_trailing_axes_and_the_kernels_le
     assert einsum_split(equation, *ranks) == split
 
 
+@pytest.mark.slow
 def test_multi_head_attentions_projections_are_int8_in_an_executorch_int8_program(tmp_path):
     """MultiHeadAttention's query, key, value and output projections are EinsumDense (aten.einsum): float32 in the
     int8 .pte before, each a linear now."""

@@ -62,6 +62,7 @@ def _ids(batch, length, seed=0):
     return np.random.default_rng(seed).integers(1, 40, size=(batch, length)).astype(np.int32)
 
 
+@pytest.mark.slow
 @needs_executorch
 def test_an_open_sequence_length_stays_open_up_to_max_length(reader):
     r = _pte(reader, "default")
@@ -80,6 +81,7 @@ def test_an_open_sequence_length_stays_open_up_to_max_length(reader):
         pte.predict(_ids(1, 129))
 
 
+@pytest.mark.slow
 @needs_executorch
 def test_max_length_reaches_the_program_the_engine_and_inspect(reader):
     r = CliRunner().invoke(main, ["convert", str(reader / "reader.keras"), "--to", "executorch", "--max-length",
@@ -109,6 +111,7 @@ def test_bad_max_length_is_one_line_exit_2_before_any_work(cnn_tf, tmp_path, val
     assert r.exit_code == 2 and r.stderr.strip() == "error: --max-length applies to --to executorch only (asked: onnx)"
 
 
+@pytest.mark.slow
 @needs_executorch
 def test_an_any_size_image_network_with_a_strided_same_convolution_converts(tmp_path):
     """Its padding over an open side is `torch.sym_max(...)`, which to_edge's verifier refused (AssertionError)
@@ -153,6 +156,7 @@ def _waves(batch, length, seed=0):
     return np.random.default_rng(seed).normal(0, 1, (batch, length, 1)).astype(np.float32)
 
 
+@pytest.mark.slow
 @needs_executorch
 def test_a_keyword_spotter_runs_at_every_batch_and_length_it_plans_for(spotter):
     """Its length is 1 after both convolutions at the export's example (8): lowering traced the program again from
@@ -166,6 +170,7 @@ def test_a_keyword_spotter_runs_at_every_batch_and_length_it_plans_for(spotter):
         assert np.abs(pte.predict(x)["probs"] - source.predict(x)["probs"]).max() <= 1e-4
 
 
+@pytest.mark.slow
 @needs_executorch
 def test_a_program_planned_too_small_is_refused_at_conversion_naming_its_largest_sizes(spotter, tmp_path):
     """The edge runs every program once at its largest planned sizes (batch max_batch, open dims at max_length):
@@ -226,6 +231,7 @@ class AddPositions(keras.layers.Layer):
 '''
 
 
+@pytest.mark.slow
 @needs_executorch
 def test_a_table_of_positions_shorter_than_max_length_is_fitted_by_default_and_refused_when_asked(tmp_path, capfd):
     """20 rows of positions: the program was written and failed past 20 steps at run time (its verification runs
@@ -289,6 +295,7 @@ def test_verification_sizes_stay_within_a_program_s_planned_range():
     assert narrow == [{1: 64, 2: 64}, {1: 100, 2: 100}, {1: 96, 2: 96}]
 
 
+@pytest.mark.slow
 def test_nested_export_contexts_leave_opt_einsum_as_they_found_it():
     """A refusal names the layer by exporting again inside the first export's context; the inner context's exit
     raised "ValueError: opt_einsum is not enabled ..." over the real error."""
@@ -308,6 +315,7 @@ def test_nested_export_contexts_leave_opt_einsum_as_they_found_it():
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
+@pytest.mark.slow
 @needs_executorch
 def test_a_model_traced_past_max_length_is_refused_naming_the_length_it_needs(tmp_path):
     """A U-Net takes only multiples of 4, so it is traced at 64 and 96: below that, one typed line naming the

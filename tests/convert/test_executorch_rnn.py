@@ -26,6 +26,7 @@ def _tokens(count: int, seed: int = 0) -> np.ndarray:
     return x
 
 
+@pytest.mark.slow
 def test_masked_gru_lstm_and_simple_rnn_convert_to_executorch(tmp_path):
     from modelkit._backend import import_keras
 

@@ -37,6 +37,7 @@ def _price_model(keras, path, nudge: float = 0.0):
     return path
 
 
+@pytest.mark.slow
 def test_outputs_beyond_the_atol_resolution_convert_at_float32s_own_error(keras, tmp_path, capfd):
     src = _price_model(keras, tmp_path / "price.keras")
     (r,) = modelkit.convert(src, "tflite", out_dir=tmp_path)

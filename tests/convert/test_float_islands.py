@@ -151,6 +151,7 @@ np.savez(r"{folder / 'eval.npz'}", x=x[1400:], y=y[1400:])
     return folder / "causal.keras", folder / "cal.npz", folder / "eval.npz"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
 def test_int8_of_a_causal_attention_keeps_its_masked_softmax_float(causal, tmp_path, capfd, fmt):
     r, line = _int8(causal, fmt, tmp_path, capfd)
@@ -192,6 +193,7 @@ np.savez(r"{folder / 'eval.npz'}", ids=x[1200:], y=y[1200:])
     return {kind: (folder / f"{kind}.keras", folder / "cal.npz", folder / "eval.npz") for kind in ("additive", "mha")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["tflite", "openvino", "onnx"])
 @pytest.mark.parametrize("kind", ["additive", "mha"])
 def test_int8_of_a_padding_masked_attention_keeps_its_scores_float_and_its_accuracy(padded, tmp_path, capfd, kind,
@@ -204,6 +206,7 @@ def test_int8_of_a_padding_masked_attention_keeps_its_scores_float_and_its_accur
     assert "Softmax" in line and ("Sum" if kind == "additive" else "Mul") in line
 
 
+@pytest.mark.slow
 def test_int8_tflite_keeps_one_hot_float_whose_int8_kernel_is_wrong(tmp_path, capfd):
     """nc46's mixture of experts (top-2 experts weighted as one_hot(ids) * softmax) lost 0.17 of top-1 in TFLite
     int8, and CategoryEncoding(output_mode='one_hot') beside numeric features 0.12 (0.805 -> 0.685): TFLite's int8

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import modelkit
 from modelkit import _child
@@ -74,6 +75,7 @@ def transforms_both_ways(seed: int) -> dict:
     return {"worst": worst}
 
 
+@pytest.mark.slow
 def test_the_tables_compute_keras_own_transforms():
     for backend in ("tensorflow", "torch"):
         got = _child.run("tests.convert.test_fourier_mixing:transforms_both_ways", {"seed": 2}, backend=backend,
@@ -81,6 +83,7 @@ def test_the_tables_compute_keras_own_transforms():
         assert got["worst"] < 1e-5, backend
 
 
+@pytest.mark.slow
 def test_fourier_mixing_converts_to_onnx_tflite_executorch_and_tvm_at_any_token_count(tmp_path):
     src = _child.run("tests.convert.test_fourier_mixing:save", {"folder": str(tmp_path)}, backend="tensorflow",
                      quiet=True)

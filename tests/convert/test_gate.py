@@ -78,6 +78,7 @@ def trained(tmp_path_factory):
     return train_binaries(("tagger", "logit", "wide"), folder)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, output, threshold", [("tagger", "tags", 0.5), ("logit", "logit", 0.0)])
 def test_taggers_and_one_column_classifiers_are_judged_by_binary_accuracy(trained, tmp_path, kind, output, threshold):
     """nc22's multi-label tagger was refused (its multi-hot 'y' has no top-1 class), and a single-sigmoid or
@@ -92,6 +93,7 @@ def test_taggers_and_one_column_classifiers_are_judged_by_binary_accuracy(traine
     assert manifest["extra"]["accuracy"]["metric"] == "binary"
 
 
+@pytest.mark.slow
 def test_a_wide_and_deep_model_is_judged_on_its_sigmoid_from_the_cli(trained, tmp_path):
     """The two-output model (a sigmoid, then a regression) was refused as having no class output."""
     src, ev = trained["wide"]
@@ -115,6 +117,7 @@ def _regressor(tmp_path: Path) -> Path:
     return src
 
 
+@pytest.mark.slow
 def test_a_regressor_is_gated_by_its_mean_absolute_error(tmp_path, capfd):
     """A regressor's targets were no labels, and every quantization of a regressor was refused ("a regressor
     cannot be gated by accuracy"; nc31's denoising autoencoder, even at fp16): its quantized artifact is judged by
@@ -226,6 +229,7 @@ def dense(tmp_path_factory):
     return train_denses(("segmenter", "tokens", "masked", "masked_steps"), folder)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, output, positions", [("segmenter", "mask", 144), ("tokens", "tags", 10)])
 def test_a_segmenter_and_a_token_tagger_are_judged_per_position(dense, tmp_path, kind, output, positions):
     src, ev = dense[kind]

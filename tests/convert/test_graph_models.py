@@ -45,6 +45,7 @@ class MessagePassing(keras.layers.Layer):
 '''
 
 
+@pytest.mark.slow
 def test_a_graph_network_converts_to_pt2_executorch_and_tvm(tmp_path):
     pytest.importorskip("executorch")
     pytest.importorskip("tvm")

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import modelkit
 
@@ -32,6 +33,7 @@ def _model(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_grouped_convolutions_convert_by_tf2onnx_quietly_with_parity(tmp_path, capfd):
     src = _model(tmp_path / "grouped.keras")
     (onnx, tflite) = modelkit.convert(src, "onnx,tflite", out_dir=tmp_path / "out",

@@ -5,12 +5,14 @@ ExecuTorch and the torch route to ONNX refused the model with torch's boilerplat
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import modelkit
 from modelkit._backend import import_keras
 from modelkit.converters._inference_draws import UNUSED_AT_INFERENCE
 
 
+@pytest.mark.slow
 def test_augmentation_that_draws_at_inference_exports_to_pt2(tmp_path):
     keras = import_keras("tensorflow")  # saved here; the pt2 edge loads it under torch in its child
     L = keras.layers

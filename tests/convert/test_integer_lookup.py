@@ -44,6 +44,7 @@ def lookups(tmp_path_factory):
     return folder / "lookups.keras", model
 
 
+@pytest.mark.slow
 def test_every_output_mode_converts_by_each_backend_and_matches_keras_on_unknown_ids(lookups, tmp_path):
     src, model = lookups
     results = {r.format: r for r in modelkit.convert(src, "onnx,tflite,saved_model,pt2", out_dir=tmp_path)}
@@ -76,6 +77,7 @@ def test_which_lookups_are_traced_as_comparisons(config, takes):
     assert lowerable(config) is takes
 
 
+@pytest.mark.slow
 def test_executorch_int8_of_lookup_rows_concatenated_with_features(tmp_path):
     """IntegerLookup's one-hot rows are int64 (as Keras makes them); concatenated with float features, ExecuTorch's
     edge dialect refused the cat of mixed dtypes, float32 and int8 alike (and the quantizer observed the int64 rows:

@@ -15,6 +15,7 @@ def _partials(folder):
     return [p for p in folder.iterdir() if p.name.endswith(".partial")] if folder.exists() else []
 
 
+@pytest.mark.slow
 def test_sigkill_mid_conversion_leaves_nothing_and_next_run_works(cnn_tf, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

@@ -125,6 +125,7 @@ def test_quantization_modes_named_for_executorch(cnn_tf, tmp_path):
         modelkit.convert(cnn_tf, "executorch", out_dir=tmp_path, options={"quantize": "fp16"})
 
 
+@pytest.mark.slow
 def test_a_recurrent_layer_over_an_open_length_is_refused_naming_it_and_the_fix(tmp_path):
     """A recurrent layer runs unrolled in a .pte, over the length it was traced at: refused, naming the layer, the
     formats that keep the length open and the --input-spec that fixes it (other open lengths stay open:
@@ -148,6 +149,7 @@ def test_a_recurrent_layer_over_an_open_length_is_refused_naming_it_and_the_fix(
     assert r.parity["ok"]
 
 
+@pytest.mark.slow
 def test_a_softmax_per_pixel_after_a_convolution_keeps_its_axis(tmp_path):
     """nc29's segmentation net failed parity (max abs error 1.0): XNNPACK left the convolution's output
     channels-last and ran the softmax over the wrong axis. A conv then softmax, and a slice between them."""
@@ -165,6 +167,7 @@ def test_a_softmax_per_pixel_after_a_convolution_keeps_its_axis(tmp_path):
     assert outputs["mask"]["max_abs"] <= 1e-5 and outputs["sliced"]["max_abs"] <= 1e-5
 
 
+@pytest.mark.slow
 def test_a_one_channel_convolution_converts(tmp_path):
     """nc31's denoising autoencoder failed lowering ("The same constant data tensor can't be used in NHWC format in
     one place and NCHW in another"): a one-output-channel kernel, folded from Keras' layout, was a view XNNPACK read
@@ -189,6 +192,7 @@ def test_a_one_channel_convolution_converts(tmp_path):
     assert got.shape == (3, 12, 12, 1) and np.abs(got - want).max() <= 1e-5
 
 
+@pytest.mark.slow
 def test_an_upsampling_by_repetition_converts(tmp_path):
     """nc53's signal denoiser failed lowering ("Cannot view a tensor with shape [s33, 48, 2, 16] and strides (768, 1,
     0, 48) as (s33, 96, 16)"): Keras' torch UpSampling1D repeats by expand, clone and view, and the clone, taken for
@@ -208,6 +212,7 @@ def test_an_upsampling_by_repetition_converts(tmp_path):
     assert got.shape == (5, 24, 1) and np.abs(got - want).max() <= 1e-5
 
 
+@pytest.mark.slow
 def test_a_model_rounding_to_whole_numbers_converts(tmp_path):
     """nc148's denoiser answering uint8 pixels (`ops.round` then a cast) failed lowering ("aten.round.decimals is not
     in Core ATen opset"): Keras' torch round passes decimals=0; it is torch.round(x) for the export now."""
@@ -227,6 +232,7 @@ def test_a_model_rounding_to_whole_numbers_converts(tmp_path):
     np.testing.assert_array_equal(got["rounded"], want["rounded"])
 
 
+@pytest.mark.slow
 def test_int8_of_a_model_with_an_embedding_keeps_its_index_arithmetic_integer(tmp_path):
     """nc43's wide-and-deep model (ids through an Embedding beside numeric features) could not be quantized: the
     XNNPACK quantizer makes every add's scalar a float32 constant, and Keras' wrap of negative ids
@@ -256,6 +262,7 @@ def test_int8_of_a_model_with_an_embedding_keeps_its_index_arithmetic_integer(tm
     assert (got.argmax(1) == model.predict(feed, verbose=0).argmax(1)).mean() >= 0.9
 
 
+@pytest.mark.slow
 def test_int8_of_a_causal_convolution_after_another_layer_loads(tmp_path):
     """nc45's keyword-spotting TCN (and ZeroPadding2D after a convolution, as in MobileNetV2) made int8 programs
     XNNPACK refused at load: the pad of a quantized tensor had an int8 input and a float output ("Failed to create

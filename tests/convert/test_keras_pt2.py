@@ -52,6 +52,7 @@ def test_batch_dimension_is_dynamic_in_the_exported_program(pt2_cnn):
     assert constraint.lower == 1 and constraint.upper > 10**6
 
 
+@pytest.mark.slow
 def test_two_inputs_two_outputs_trained_under_jax_keep_names(multi_io_jax, tmp_path_factory):
     r = converted_to_torch(multi_io_jax, tmp_path_factory)["pt2"]
     assert r.parity["ok"] and [c["batch"] for c in r.parity["cases"]] == [1, 7]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 
 import modelkit
 from modelkit import _child
@@ -55,6 +56,7 @@ def save(folder: str, backend: str) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_keras_quantized_models_reach_tflite_and_torchscript(tmp_path):
     src = _child.run("tests.convert.test_keras_quantized:save", {"folder": str(tmp_path), "backend": "torch"},
                      backend="torch", quiet=True)
@@ -87,6 +89,7 @@ def save_tokens(path: str) -> str:
     return path
 
 
+@pytest.mark.slow
 def test_a_keras_int8_embedding_reaches_executorch_at_one_token(tmp_path):
     """Keras' int8 Embedding takes its per-row scales with `ops.take` from a 1-D table; Keras' torch take squeezed the
     result of one id to a scalar, which the ExecuTorch runtime refused at one token (_take_unsqueezed)."""
@@ -117,6 +120,7 @@ def save_float8(folder: str) -> list[str]:
     return paths
 
 
+@pytest.mark.slow
 def test_a_keras_float8_model_reaches_onnx_tflite_openvino_and_torchscript(tmp_path):
     """onnxruntime refused the float8 type, the TFLite converter its casts; OpenVINO merged the name of the
     multiply by the scale 1 into the input's (_float8, onnx_openvino._onnx_names)."""

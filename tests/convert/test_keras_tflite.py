@@ -122,6 +122,7 @@ def test_lossy_hop_without_labelled_data_asks_for_eval_data(cnn_tf, tmp_path):
     assert not list(tmp_path.glob("*.tflite"))
 
 
+@pytest.mark.slow
 def test_an_op_with_no_builtin_called_outside_any_layer_is_refused_in_one_line(tmp_path):
     """`ops.linalg.solve` on a functional model's tensors: the converter said "Could not translate MLIR to
     FlatBuffer.<unknown>:0: error: loc(callsite(fused[..." and ended "'tf.MatrixSolve' op is neither a custom op nor a

@@ -46,6 +46,7 @@ def test_parity_of_trained_cnn_from_each_backend(ts_cnn, backend):
     assert edge["versions"]["torch"].startswith("2.13") and edge["versions"]["keras"] == "3.15.1"
 
 
+@pytest.mark.slow
 def test_two_inputs_two_outputs_trained_under_jax_keep_names(multi_io_jax, tmp_path_factory):
     r = converted_to_torch(multi_io_jax, tmp_path_factory)["torchscript"]
     assert r.parity["ok"] and [c["batch"] for c in r.parity["cases"]] == [1, 7]
@@ -57,6 +58,7 @@ def test_two_inputs_two_outputs_trained_under_jax_keep_names(multi_io_jax, tmp_p
     assert m.signature.inputs[1].shape == (None, 8) and m.signature.outputs[1].shape == (None, 1)
 
 
+@pytest.mark.slow
 def test_flatten_and_reshape_do_not_bake_the_batch(tmp_path):
     """Flatten and Reshape compute shapes from the batch; traced / exported at batch 3, both must verify at
     1 and 7 and run at other batch sizes."""
@@ -161,6 +163,7 @@ class PerImage(keras.layers.Layer):
 '''
 
 
+@pytest.mark.slow
 def test_a_layer_that_loops_over_the_batch_is_named_by_every_torch_format(tmp_path):
     """A custom layer normalizing image by image in a Python loop fixes the batch: torchscript, pt2 and executorch
     name the layer and say what to do, beside torch's own words ("Constraints violated (batch)")."""
@@ -188,6 +191,7 @@ class RowScale(keras.layers.Layer):
 '''
 
 
+@pytest.mark.slow
 def test_vectorized_map_is_refused_by_torchscript_naming_what_takes_it(tmp_path):
     """torch.jit.trace cannot record torch.vmap ("Unsupported value kind: Tensor", nc83); pt2 takes it."""
     from modelkit.errors import UnsupportedConversionError

@@ -35,6 +35,7 @@ def save(folder: str) -> dict:
     return out
 
 
+@pytest.mark.slow
 def test_a_lambda_using_a_global_names_the_undefined_name_and_a_plain_one_converts(tmp_path):
     saved = _child.run("tests.convert.test_lambda_layers:save", {"folder": str(tmp_path)}, backend="tensorflow",
                        quiet=True)

@@ -37,6 +37,7 @@ def save(folder: str) -> str:
     return str(Path(folder) / "rows.keras")
 
 
+@pytest.mark.slow
 def test_a_map_over_the_batch_exports_with_an_open_batch(tmp_path):
     src = _child.run("tests.convert.test_map_over_rows:save", {"folder": str(tmp_path)}, backend="torch", quiet=True)
     imports = [str(tmp_path / "rows.py")]

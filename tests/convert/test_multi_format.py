@@ -24,6 +24,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
     return {k: Path(v) for k, v in got.items()}
 
 
+@pytest.mark.slow
 def test_a_format_refused_up_front_does_not_stop_the_others(models, tmp_path):
     with pytest.raises(UnsupportedConversionError) as info:
         modelkit.convert(models["lookup"], "onnx,saved_model", out_dir=tmp_path)
@@ -68,6 +69,7 @@ def test_cli_json_lists_the_failed_format_with_its_error(models, tmp_path):
     assert rows[0]["parity"]["ok"] and "IntegerLookup" in rows[1]["error"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["heads", "masked_heads"])
 def test_attention_compiles_for_tvm_with_a_dynamic_batch(models, tmp_path, kind):
     """Attention heads' Reshape targets are computed from the batch, which TVM's importer does not take: these

@@ -122,6 +122,7 @@ def unit_digits(tmp_path_factory):
 
 @pytest.mark.parametrize("fmt, kept", [("onnx", ["6 op(s)", "unit_normalization_1/Maximum"]),
                                        ("executorch", ["7 op(s)", "relu, square, sum_1, rsqrt, minimum"])])
+@pytest.mark.slow
 def test_int8_of_a_unit_normalization_over_relu_features_keeps_its_accuracy(unit_digits, tmp_path, capfd, fmt, kept):
     """nc124: int8 top-1 0.098 against 0.947 in float in ONNX and ExecuTorch (OpenVINO 0.680) before its L2
     normalization stayed float (ExecuTorch: modelkit.converters._fx_islands)."""

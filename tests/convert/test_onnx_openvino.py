@@ -90,6 +90,7 @@ def test_tiny_onnx_matches_onnxruntime_at_f32_with_a_dynamic_batch(tiny_onnx):
         assert np.abs(got - want).max() <= 1e-5
 
 
+@pytest.mark.slow
 def test_bf16_is_an_accuracy_gated_mode_of_the_openvino_hop_only(cnn_tf, tmp_path):
     from modelkit.errors import UnsupportedConversionError
     from modelkit.runtime.openvino import cpu_capabilities
@@ -143,6 +144,7 @@ def test_int8_by_nncf_at_the_openvino_hop_through_the_cli(cnn_tf, tmp_path):
     assert out[model.signature.output_names[0]].shape[0] == 3
 
 
+@pytest.mark.slow
 def test_the_onnx_on_the_way_is_reused_when_modelkit_made_it_from_this_source(cnn_tf, tmp_path):
     """`--to onnx` then `--to openvino`: the second reuses the verified ONNX (was: 'cnn.onnx exists; pass
     --force'); an ONNX changed since, or made from another source, is still refused, never overwritten."""
@@ -167,6 +169,7 @@ def test_the_onnx_on_the_way_is_reused_when_modelkit_made_it_from_this_source(cn
     assert onnx_path.read_bytes() == before[0] + b"\0" and not (tmp_path / "cnn_tf_openvino").exists()
 
 
+@pytest.mark.slow
 def test_the_onnx_on_the_way_is_reused_under_the_route_that_made_it(cnn_tf, tmp_path):
     """`--route torch` kept every intermediate from being reused, even one that route made; now a file made by a
     route the conversion allows is reused, and one made by another route is refused as before."""

@@ -36,6 +36,7 @@ def test_cnn_onnx_to_tvm_parity(converted, tmp_path):
     assert (got.argmax(-1) == labels[:64]).mean() > 0.5  # a trained model, not noise
 
 
+@pytest.mark.slow
 def test_keras_source_compiles_through_the_planner_reusing_onnx(converted, cnn_tf):
     from modelkit.targets import compile
 

@@ -90,6 +90,7 @@ def test_onnx_and_openvino_at_int8_write_two_int8_artifacts_and_the_exact_onnx_b
         assert (top[n] == top["cnn_tf.onnx"]).mean() >= 0.85, (n, (top[n] == top["cnn_tf.onnx"]).mean())
 
 
+@pytest.mark.slow
 def test_a_recurrent_model_quantizes_to_openvino_int8_with_its_lstm_kept_float(tmp_path):
     """nc37 (an LSTM forecaster: Normalization, encoder LSTM, RepeatVector, decoder LSTM, per-step head): NNCF
     fake-quantized the LSTMSequence's input weights, and OpenVINO's CPU plugin then refused the IR ("LSTMSequence
@@ -129,6 +130,7 @@ def test_a_recurrent_model_quantizes_to_openvino_int8_with_its_lstm_kept_float(t
     assert ops["LSTMSequence"] == 2 and ops["FakeQuantize"] >= 1
 
 
+@pytest.mark.slow
 def test_an_open_length_model_runs_at_other_lengths_after_nncf(tmp_path):
     """nc45's TCN: NNCF quantized the input of a depthwise convolution (SeparableConv1D) per channel along axis 1,
     the sequence length, and the IR ran at the calibration length only ("DequantizationSubtract Check

@@ -24,6 +24,7 @@ def rnn(tmp_path_factory):
     return src
 
 
+@pytest.mark.slow
 def test_openvino_takes_the_torch_route_when_tf2onnx_writes_a_loop(rnn, tmp_path, capfd):
     results = modelkit.convert(rnn, "openvino", out_dir=tmp_path)
     err = capfd.readouterr().err
@@ -112,6 +113,7 @@ class Refine(keras.layers.Layer):
 '''
 
 
+@pytest.mark.slow
 def test_a_fori_loop_reaches_tvm_and_openvino_through_one_torch_export(tmp_path, capfd):
     """nc55's iterative refinement layer (ops.fori_loop): tf2onnx writes a Loop whose condition its body computes,
     which TVM's importer refused ("not supported for frontend ONNX: Loop"; no pass unrolls it) and OpenVINO's
@@ -136,6 +138,7 @@ def test_a_fori_loop_reaches_tvm_and_openvino_through_one_torch_export(tmp_path,
     assert tvm_manifest["source"]["path"].endswith("loop.torch.onnx")
 
 
+@pytest.mark.slow
 def test_compile_of_that_loop_says_how_to_export_it_by_torch(tmp_path, monkeypatch):
     """`modelkit compile` compiles the ONNX it is given: it crashed (KeyError 'path') on the retry convert takes;
     it now raises the typed error with the two commands that compile the model."""

@@ -5,6 +5,7 @@ and `inspect` listed 'top' twice. A dict output is now named by its keys, other 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import modelkit
 from modelkit.keras_io.files import keras_signature
@@ -49,6 +50,7 @@ def test_a_dict_answering_layer_s_outputs_are_named_by_its_keys_and_convert(tmp_
         np.testing.assert_allclose(got["scores"], want["scores"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_dict_of_outputs_is_named_by_its_keys_not_its_layers(tmp_path):
     """nc94: a Siamese verifier answering `{"same": score, "embedding": encoder(left)}` named its second output after
     the sub-model that made it ('encoder', Keras' output_names), so `predict(...)["embedding"]` worked on the Keras

@@ -34,6 +34,7 @@ def _source(folder, clash: bool = False) -> str:
                       backend="tensorflow", quiet=True)
 
 
+@pytest.mark.slow
 def test_a_key_passed_through_reaches_onnx_openvino_and_tvm(tmp_path):
     src = _source(tmp_path)
     results = modelkit.convert(src, "onnx,openvino,tvm", out_dir=tmp_path / "out")
@@ -50,6 +51,7 @@ def test_a_key_passed_through_reaches_onnx_openvino_and_tvm(tmp_path):
         np.testing.assert_allclose(got["probs"], want["probs"], atol=1e-5, err_msg=r.format)
 
 
+@pytest.mark.slow
 def test_an_output_named_as_an_input_with_another_value_is_refused_naming_both(tmp_path):
     src = _source(tmp_path, clash=True)
     with pytest.raises(ConversionError, match=r"clash\.keras: output 'key' has the name of an input but another value, "

@@ -44,6 +44,7 @@ def _classifier(folder, name: str, second_pool: str):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["pt2", "torchscript"])
 def test_strided_max_pooling_keeps_every_length_the_model_runs_at(tmp_path, fmt):
     src = _classifier(tmp_path, "maxpool", "max")
@@ -57,6 +58,7 @@ def test_strided_max_pooling_keeps_every_length_the_model_runs_at(tmp_path, fmt)
                                    err_msg=f"length {length}")
 
 
+@pytest.mark.slow
 def test_strided_same_convolutions_keep_every_length_from_2(tmp_path):
     """Strided `same` Conv1Ds (nc75): the size-oblivious program guards `L != 1`, so it is exported from 2; before,
     the default export recorded `accepts [2, None]` and refused lengths 2 to 5 with hidden `... != 1` guards."""
@@ -86,6 +88,7 @@ def test_strided_same_convolutions_keep_every_length_from_2(tmp_path):
     ("torchscript", r"the TorchScript trace cannot keep dimension 1 of input 'signal' dynamic: .* \(at size 14 it "
                     r"fails or gives other results than the Keras model\)"),
 ])
+@pytest.mark.slow
 def test_a_length_only_some_sizes_keep_is_refused_typed_and_writes_nothing(tmp_path, fmt, message):
     src = _classifier(tmp_path, "avgpool", "average")
     with pytest.raises(UnsupportedConversionError, match=message):
@@ -94,6 +97,7 @@ def test_a_length_only_some_sizes_keep_is_refused_typed_and_writes_nothing(tmp_p
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.slow
 def test_torchscript_traces_strided_same_padding_for_every_size(tmp_path):
     """A TorchScript trace took one side of Keras' "same"-padding branch (whether both sides get the same amount,
     a parity of the size) and was refused for 1-D and 2-D strided convolutions over open sizes ("at size 1 it

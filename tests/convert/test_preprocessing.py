@@ -58,6 +58,7 @@ def _parity(path: Path) -> dict:
     return json.loads(manifest_path(path).read_text())["parity"]
 
 
+@pytest.mark.slow
 def test_adapted_normalization_converts_to_every_format_with_its_statistics_folded(models, tmp_path):
     src = models["norm_adapted"]
     results = {r.format: r for r in modelkit.convert(src, "onnx,tflite,saved_model,torchscript,pt2", out_dir=tmp_path)}
@@ -80,6 +81,7 @@ def test_adapted_normalization_converts_to_every_format_with_its_statistics_fold
         np.testing.assert_allclose(modelkit.load(results[fmt].path).predict(x)["out"], keras_out, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_normalization_from_a_torch_saved_file_converts_to_onnx(tmp_path):
     src = tmp_path / "norm_torch.keras"
     done = _child.run("tests.convert.preprocessing_models:save", {"kind": "norm_given", "out": str(src)},
@@ -114,6 +116,7 @@ def test_tvm_refusal_names_tvm_before_any_work(models, tmp_path):
     assert not list(tmp_path.iterdir())  # refused in the parent: not even the ONNX model was written
 
 
+@pytest.mark.slow
 def test_discretization_converts_by_tf2onnx_and_compiles_with_tvm(models, tmp_path):
     """Discretization went to ONNX by the torch route (TF's Bucketize has no ONNX op) and was refused for TVM (it
     failed to compile torch.onnx's graph); keras.ops.digitize is traced as comparisons and a count

@@ -163,6 +163,7 @@ def test_cli_int8_with_user_calibration_and_eval_data(cnn_tf, tmp_path):
         in shown.stdout
 
 
+@pytest.mark.slow
 def test_a_bare_models_int8_parity_runs_on_its_eval_data_not_on_noise(cnn_tf, tmp_path):
     """A model with no training manifest: its int8 hop's parity used seeded uniform noise, outside the calibrated
     ranges (a digits-trained MobileNetV2's int8 TFLite: cosine 0.94 on noise, refused; 0.9995 on its test
@@ -185,6 +186,7 @@ def test_a_bare_models_int8_parity_runs_on_its_eval_data_not_on_noise(cnn_tf, tm
     assert _manifest(Path(exact.path))["extra"]["verification_inputs"]["source"] in ("inferred", "uniform")
 
 
+@pytest.mark.slow
 def test_to_all_with_a_quantization_converts_the_formats_that_take_it(cnn_tf, tmp_path, capfd):
     """`--to all --quantize bf16` was refused whole because executorch has no bf16; 'all' means every format that
     can take the mode (TFLite alone for fp16), the others left out with one line. Named formats still refuse."""

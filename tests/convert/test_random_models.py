@@ -35,6 +35,7 @@ def _encoder(keras, sampling):
     return keras.Model(x, [z_mean, z_log_var, sampling.Sampling(name="z")([z_mean, z_log_var])])
 
 
+@pytest.mark.slow
 def test_a_sampling_encoder_is_refused_once_per_format_naming_the_outputs_to_keep(tmp_path):
     from modelkit._backend import import_keras
 
@@ -83,6 +84,7 @@ def test_a_model_adding_noise_at_inference_is_refused(tmp_path):
                          imports=[str(tmp_path / "noisy.py")])
 
 
+@pytest.mark.slow
 def test_augmentation_layers_draw_only_in_training_and_convert(tmp_path):
     """nc58: the usual augmentation block inside an image model (flip, rotation, zoom, translation, contrast,
     brightness, erasing, blur) is the identity at inference: not refused, and every artifact matches."""
@@ -112,6 +114,7 @@ class Center(keras.layers.Layer):
 '''
 
 
+@pytest.mark.slow
 def test_a_model_whose_rows_depend_on_their_batch_is_converted_said_and_served_one_request_per_call(tmp_path, capfd):
     """A layer reducing over the whole batch at inference (a mean without an axis; Keras' MelSpectrogram clips to
     its batch's max): the artifact computes the same, so it converts, but one row's answer depends on what is

@@ -53,6 +53,7 @@ def _fully_connected_weight_scales(path) -> list[int]:
 
 @pytest.mark.parametrize("unroll", [False, pytest.param(True, marks=pytest.mark.slow)],
                          ids=["modelkit-unrolled", "keras-unroll"])
+@pytest.mark.slow
 def test_int8_of_an_unrolled_recurrent_model_is_smaller_and_keeps_its_accuracy(unroll, tmp_path):
     src = _digit_rows(tmp_path, unroll)
     (fp32,) = modelkit.convert(src, "tflite", out_dir=tmp_path / "fp32")

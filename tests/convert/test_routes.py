@@ -168,6 +168,7 @@ def _check_cell(r: dict, kind: str, fmt: str) -> None:
         assert parity["dynamic_dims"][name]["1"]["dynamic"] and parity["dynamic_dims"][name]["1"]["sizes"][0] == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, fmt", sorted(c for c in CI_CELLS if c in EXPECTED))
 def test_route_cells_convert_with_parity_or_are_refused_typed(matrix, kind, fmt):
     _check_cell(matrix[(kind, fmt)], kind, fmt)
@@ -196,6 +197,7 @@ def _keras(path: Path):
     return modelkit.load(path)
 
 
+@pytest.mark.slow
 def test_unrolled_artifacts_match_keras_at_other_batches_on_padded_and_masked_inputs(matrix):
     """Independent of the verifier: batches 3 and 11, sequences padded at the end and in the middle."""
     from tests.convert.route_models import padded_frames
@@ -244,6 +246,7 @@ def test_a_route_failing_parity_hands_over_and_every_failure_is_kept(matrix, tmp
     assert not (tmp_path / "dead_gru.tflite").exists()
 
 
+@pytest.mark.slow
 def test_the_converter_route_failing_prints_one_line_not_the_converters_diagnostics(matrix, tmp_path, capfd):
     """The TFLite converter's MLIR passes print every error to file descriptor 2; the hand-over to the next
     route is one line naming the layer, and the converter's own lines stay out of the user's terminal."""
@@ -256,6 +259,7 @@ def test_the_converter_route_failing_prints_one_line_not_the_converters_diagnost
     assert "loc(callsite" not in err and "TensorListReserve" not in err, err
 
 
+@pytest.mark.slow
 def test_open_length_artifacts_match_keras_at_lengths_and_batches_no_check_used(matrix):
     """Independent of the verifier: the 'loop' TFLite artifacts, the scanned .pt2 and the TorchScript file
     with its scripted masked loop at lengths 1, 5 and 41,
@@ -285,6 +289,7 @@ def test_open_length_artifacts_match_keras_at_lengths_and_batches_no_check_used(
 # ------------------------------------------------------------------------------------------------
 # End to end: modelkit.convert and the CLI, real children
 
+@pytest.mark.slow
 def test_onnx_falls_back_to_the_torch_route_cli_json_and_manifest(matrix, tmp_path, monkeypatch_module):
     from click.testing import CliRunner
 
@@ -328,6 +333,7 @@ def test_route_option_forces_the_torch_route(matrix, tmp_path, monkeypatch_modul
     assert r.route == {"taken": "torch", "tried": []} and r.parity["ok"] and r.max_abs <= 1e-4
 
 
+@pytest.mark.slow
 def test_input_spec_fixes_the_length_an_open_gru_is_unrolled_at(matrix, tmp_path, monkeypatch_module):
     src = Path(matrix[("gru_open", "tflite")]["path"]).parent / "gru_open.keras"
     (r,) = modelkit.convert(src, "tflite", out_dir=tmp_path, input_spec=["frames:?,16,6"])

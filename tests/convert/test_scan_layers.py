@@ -158,6 +158,7 @@ def _matches_at_every_length(result, keras_model) -> None:
                                    err_msg=f"{result.format} at length {length}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
 def test_scan_layers_convert_to_onnx_and_tflite_at_any_length(tmp_path, backend):
     src = _model(tmp_path, backend)
@@ -170,6 +171,7 @@ def test_scan_layers_convert_to_onnx_and_tflite_at_any_length(tmp_path, backend)
         _matches_at_every_length(r, keras_model)
 
 
+@pytest.mark.slow
 def test_scan_layers_reach_pt2_at_any_length(tmp_path):
     """nc140: under the torch backend Keras' scan is a Python loop, so torch.export fixed the length and pt2 was
     refused; the pt2 edge now runs a scan over an open length as torch's scan op (_torch_scan.py), the step reading
@@ -181,6 +183,7 @@ def test_scan_layers_reach_pt2_at_any_length(tmp_path):
     _matches_at_every_length(result, modelkit.load(src, imports=imports))
 
 
+@pytest.mark.slow
 def test_recurrent_layers_of_a_users_cell_reach_pt2_at_any_length(tmp_path):
     """nc149: keras.layers.RNN of a user's own cell loops in Python under torch (Keras' backend.rnn), so pt2 was
     refused for an open length; its steps now run as torch's scan op, forward and backward (_torch_scan.py)."""
@@ -191,6 +194,7 @@ def test_recurrent_layers_of_a_users_cell_reach_pt2_at_any_length(tmp_path):
     _matches_at_every_length(result, modelkit.load(src, imports=imports))
 
 
+@pytest.mark.slow
 def test_the_torch_formats_say_the_length_must_be_fixed(tmp_path):
     """TorchScript's trace keeps no scan; nor does pt2 where torch's scan cannot trace the step (a side effect)."""
     src = _model(tmp_path, "jax", ("EMA", "Noted"))
@@ -201,6 +205,7 @@ def test_the_torch_formats_say_the_length_must_be_fixed(tmp_path):
         modelkit.convert(src, "pt2", out_dir=tmp_path / "out", imports=imports)
 
 
+@pytest.mark.slow
 def test_a_layer_that_fails_under_tensorflow_says_why_when_loaded(tmp_path):
     """Keras' TF associative_scan cannot take an open length (a Keras limitation); the model, saved under torch, fails
     to load for the TF-based formats. The error said only "Exception encountered when calling RunningProduct.call()";

@@ -96,6 +96,7 @@ def test_counting_is_digitize():
     assert digitize(np.zeros(3, np.float32), [2.0, 1.0]) == "keras' own"  # decreasing bins: not counted
 
 
+@pytest.mark.slow
 def test_a_binning_layer_converts_to_onnx_tflite_pt2_and_torchscript(tmp_path):
     src, imports = _model(tmp_path)
     results = modelkit.convert(src, "onnx,tflite,pt2,torchscript", out_dir=tmp_path / "out", imports=imports)

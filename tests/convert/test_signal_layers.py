@@ -67,6 +67,7 @@ def test_a_colour_feature_layer_converts_to_onnx_and_tflite(tmp_path):
         np.testing.assert_allclose(modelkit.load(r.path).predict(_images(5))["y"], want, atol=1e-4, err_msg=r.format)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fft_length", [None, 24, 40])
 def test_a_spectral_layer_converts_to_onnx_at_any_number_of_frames(tmp_path, fft_length):
     feats, keras = keras_beside(tmp_path, "feats", FEATS)
@@ -84,6 +85,7 @@ def test_a_spectral_layer_converts_to_onnx_at_any_number_of_frames(tmp_path, fft
         np.testing.assert_allclose(onnx_model.predict(signal)["y"], keras_model.predict(signal)["y"], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_a_colour_feature_layer_runs_in_executorch_at_every_batch(tmp_path):
     """Keras' torch rgb_to_hsv splits the channels (torch.split); ExecuTorch 1.5.1 ran split_with_sizes only at the
     batch it was traced with ("execute() failed with error 0x10" at any other): the edge writes each part as a

@@ -71,6 +71,7 @@ def _tokens(length: int) -> np.ndarray:
     return np.random.default_rng(length).integers(0, 50, (2, length)).astype(np.int32)
 
 
+@pytest.mark.slow
 def test_a_position_table_bounds_the_length_on_every_engine(tmp_path):
     src, imports = _tagger(tmp_path, "Positions")
     results = modelkit.convert(src, "onnx,openvino,tvm", out_dir=tmp_path / "out", imports=imports)
@@ -89,6 +90,7 @@ def test_a_position_table_bounds_the_length_on_every_engine(tmp_path):
     assert shown.exit_code == 0 and "input 'tokens' dimension 1: at most 12 (Gather" in shown.output
 
 
+@pytest.mark.slow
 def test_a_sliced_table_after_a_summary_step_is_found_by_bisection_and_carried_from_a_users_onnx(tmp_path):
     src, imports = _tagger(tmp_path, "WithSummary")
     onnx_path = modelkit.convert(src, "onnx", out_dir=tmp_path / "out", imports=imports)[0].path
@@ -117,6 +119,7 @@ def test_of_two_inputs_open_along_one_axis_only_the_one_read_through_the_table_i
         lib.predict({"source": _tokens(13), "target": _tokens(3)})
 
 
+@pytest.mark.slow
 def test_torch_onnx_export_of_the_table_is_bounded_too(tmp_path):
     src, imports = _tagger(tmp_path, "Positions")
     r = modelkit.convert(src, "onnx", out_dir=tmp_path / "out", imports=imports, route="torch")[0]

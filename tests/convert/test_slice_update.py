@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import modelkit
 from modelkit import _child
@@ -40,6 +41,7 @@ def save(folder: str) -> str:
     return str(Path(folder) / "writes.keras")
 
 
+@pytest.mark.slow
 def test_slice_update_over_an_open_length_converts_by_tf2onnx_to_tvm_and_to_executorch(tmp_path):
     src = _child.run("tests.convert.test_slice_update:save", {"folder": str(tmp_path)}, backend="torch", quiet=True)
     results = modelkit.convert(src, to="onnx,tvm,executorch", out_dir=tmp_path / "out",

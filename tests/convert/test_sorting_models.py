@@ -37,6 +37,7 @@ class TopRows(keras.layers.Layer):
 '''
 
 
+@pytest.mark.slow
 def test_a_model_that_sorts_converts_to_pt2_executorch_and_tvm(tmp_path):
     pytest.importorskip("executorch")
     pytest.importorskip("tvm")

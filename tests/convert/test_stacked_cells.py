@@ -57,6 +57,7 @@ def _stacked(tmp_path):
     return tmp_path / "seq.keras", [str(tmp_path / "pools.py")]
 
 
+@pytest.mark.slow
 def test_a_stack_of_cells_with_a_median_over_time_converts_to_tflite_at_any_length(tmp_path):
     src, imports = _stacked(tmp_path)
     (result,) = modelkit.convert(src, "tflite", out_dir=tmp_path / "out", imports=imports)
@@ -67,6 +68,7 @@ def test_a_stack_of_cells_with_a_median_over_time_converts_to_tflite_at_any_leng
         np.testing.assert_allclose(got, want, atol=1e-5, err_msg=f"length {length}")
 
 
+@pytest.mark.slow
 def test_pt2_names_the_cell_that_fixes_the_length(tmp_path):
     src, imports = _stacked(tmp_path)
     with pytest.raises(UnsupportedConversionError, match=r"torch.export cannot keep dimension 1 of input 'series' "
@@ -91,6 +93,7 @@ def test_every_quantile_method_over_an_open_length_converts_to_tflite(tmp_path):
         np.testing.assert_allclose(want[:, 16:20], np.quantile(series, 0.25, axis=1), atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt, engine", [("executorch", "executorch"), ("tvm", "tvm")])
 def test_every_quantile_method_over_a_known_length_runs_in(tmp_path, fmt, engine):
     """torch.export kept aten.quantile, which ExecuTorch has no kernel for ("error 0x14: operator missing"); TVM

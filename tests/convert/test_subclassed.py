@@ -59,6 +59,7 @@ def _check(results, inputs, outputs) -> None:
         assert _signature(r.path) == (inputs, outputs), r.format
 
 
+@pytest.mark.slow
 def test_one_input_classifier_converts_to_every_format(saved, tmp_path):
     assert "build_config" in json.loads(zipfile.ZipFile(saved["classifier"]).read("config.json"))
     results = modelkit.convert(saved["classifier"], TORCH_AND_TF, out_dir=tmp_path)
@@ -71,6 +72,7 @@ def test_one_input_classifier_converts_to_every_format(saved, tmp_path):
         np.testing.assert_allclose(modelkit.load(r.path).predict(x)["output_0"], want, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_dict_inputs_saved_under_torch(saved, tmp_path):
     results = modelkit.convert(saved["two_tower"], "onnx,pt2", out_dir=tmp_path)
     _check(results, [("left", (None, 5)), ("right", (None, 3))], ["output_0"])

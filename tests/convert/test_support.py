@@ -114,6 +114,7 @@ def test_string_inputs_are_refused_for_torch_formats(keras, tmp_path):
         check_support(src, Format.TORCHSCRIPT)
 
 
+@pytest.mark.slow
 def test_unregistered_custom_layer_is_refused_for_every_format(keras, tmp_path):
     @keras.saving.register_keras_serializable(package="my_pkg")
     class MyLayer(keras.layers.Layer):

@@ -29,6 +29,7 @@ def frames(tmp_path_factory):
     return path, model
 
 
+@pytest.mark.slow
 def test_any_number_of_steps_in_every_backend(frames, tmp_path):
     src, model = frames
     results = modelkit.convert(src, "onnx,saved_model,tflite,pt2,executorch", out_dir=tmp_path)

@@ -38,6 +38,7 @@ def _stored(pt2, part: str) -> int:
         return sum(i.file_size for i in z.infolist() if f"/data/{part}/" in i.filename)
 
 
+@pytest.mark.slow
 def test_a_pt2_stores_each_weight_once_and_reads_it_from_its_parameter(cnn, tmp_path):
     import torch
 
@@ -50,6 +51,7 @@ def test_a_pt2_stores_each_weight_once_and_reads_it_from_its_parameter(cnn, tmp_
     np.testing.assert_allclose(modelkit.load(r.path).predict(x)["logits"], np.asarray(model(x)), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("executorch") is None, reason="executorch not installed")
 def test_a_pte_stores_each_weight_once(cnn, tmp_path):
     src, model, weights = cnn

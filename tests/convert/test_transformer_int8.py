@@ -111,6 +111,7 @@ def _int8(model, x, y, epochs: int, fmt: str, folder, capfd) -> tuple[object, st
     return r, next(ln for ln in capfd.readouterr().err.splitlines() if "kept in float32" in ln)
 
 
+@pytest.mark.slow
 def test_int8_onnx_of_a_vision_transformer_with_rms_norms_keeps_its_accuracy(tmp_path, capfd):
     """nc87 made smaller: RMSNorm pre-norm blocks, MultiHeadAttention, a token shift (ops.roll)."""
     vit, keras = keras_beside(tmp_path, "vit", RMS_VIT)
@@ -130,6 +131,7 @@ def test_int8_onnx_of_a_vision_transformer_with_rms_norms_keeps_its_accuracy(tmp
     assert "rms_norm" in said and "Square" in said, said
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["tflite"])
 def test_int8_of_a_small_vision_transformer_keeps_its_accuracy(fmt, tmp_path, capfd):
     vit, keras = keras_beside(tmp_path, "vit", VIT)

@@ -43,6 +43,7 @@ def unet(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("formats", ["onnx,tflite", "pt2,torchscript"])
 def test_a_unet_of_any_size_converts_with_its_sides_open_and_checked_at_sizes_it_takes(unet, tmp_path, formats):
     results = modelkit.convert(unet, formats, out_dir=tmp_path)

@@ -71,6 +71,7 @@ def test_tf_serving_warm_up_uses_the_signature_s_keys(columns):
     assert b"user_id" in record and b"price____" in record and b"user-id" not in record
 
 
+@pytest.mark.slow
 def test_a_weighted_layer_named_with_a_dot_loads_under_torch(columns):
     """The output layer 'click.prob' (a Dense): every torch-based format failed with "Keras could not load this model:
     KeyError: parameter name can't contain '.'" (modelkit._backend keys Keras' torch parameters with '__')."""

@@ -93,6 +93,7 @@ def test_embedding_ids_span_the_whole_table(keras, tmp_path):
     assert r.parity["ok"] and "ids below input_dim 500" in r.parity["inputs"]
 
 
+@pytest.mark.slow
 def test_a_tvm_library_refuses_ids_past_the_embedding_table(keras, tmp_path):
     """TVM's gather reads out of bounds where onnxruntime raises: the library's manifest carries the id range."""
     pytest.importorskip("tvm")

@@ -88,6 +88,7 @@ def test_the_gathered_warp_is_tensorflows_own(tmp_path):
     np.testing.assert_array_equal(warp(image, theta, fill_mode="reflect").numpy(), want)
 
 
+@pytest.mark.slow
 def test_a_projective_warp_converts_to_onnx_and_tflite(tmp_path):
     src, imports = _model(tmp_path, 8)
     results = modelkit.convert(src, "onnx,tflite", out_dir=tmp_path / "out", imports=imports)
@@ -102,6 +103,7 @@ def test_a_projective_warp_converts_to_onnx_and_tflite(tmp_path):
             np.testing.assert_allclose(got[name], want[name], atol=1e-4, err_msg=f"{r.format} {name}")
 
 
+@pytest.mark.slow
 def test_an_affine_warp_keeps_an_open_batch_in_pt2_and_torchscript(tmp_path):
     """Keras' torch code warped image by image in a loop over the batch, fixing it in both traces."""
     src, imports = _model(tmp_path, 6)
@@ -132,6 +134,7 @@ def test_an_affine_warp_runs_in_executorch_at_every_batch(tmp_path):
             np.testing.assert_allclose(got[name], want[name], atol=1e-4, err_msg=f"batch {batch} {name}")
 
 
+@pytest.mark.slow
 def test_int8_onnx_keeps_the_sampling_coordinates_in_float(tmp_path):
     """The index arithmetic stays float (float_islands._index_arithmetic): quantized, a coordinate of 25 pixels
     had int8 steps of a fifth of a pixel and each read landed on a neighbour (nc81: top-1 0.84 -> 0.21)."""

@@ -18,6 +18,7 @@ def converted(tmp_path_factory) -> dict:
                       backend="torch")
 
 
+@pytest.mark.slow
 def test_a_model_without_attention_or_resizing_builds_no_pattern(converted):
     assert converted["cnn"]["built"] == {"sdpa": 0, "bilinear": 0}
     assert converted["cnn"]["max_abs"] <= 1e-5

@@ -74,6 +74,7 @@ def test_budget_parsing() -> None:
     assert config.parse_budget("1.5h") == 5400 and config.parse_budget("42") == 42
 
 
+@pytest.mark.slow
 def test_cli_config_with_override(tmp_path: Path) -> None:
     cfg_file = _write(tmp_path / "train.toml", 'model = "mlp"\nepochs = 3\nlearning_rate = 0.01\n'
                                                'out = "from_file.keras"\nhistory_json = "h.json"\n')
@@ -95,6 +96,7 @@ def test_cli_unknown_config_key_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_user_npz_with_test_split_and_csv(tmp_path: Path) -> None:
     ds = data.load_digits_split()
     npz = tmp_path / "d.npz"

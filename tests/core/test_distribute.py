@@ -48,6 +48,7 @@ def _weights(path: str) -> list[np.ndarray]:
     return load_keras(path).get_weights()
 
 
+@pytest.mark.slow
 def test_data_parallel_on_two_devices_matches_single_device(runs) -> None:
     single, dp = runs["single"], runs["devices2"]
     assert dp["distribution"] == {"strategy": "DataParallel", "devices": 2, "workers": 1, "global_batch": 32}

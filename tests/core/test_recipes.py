@@ -27,6 +27,7 @@ def keras():
     ("rmsprop", "exponential", "RMSprop", "ExponentialDecay"),
     ("sgd", "cosine", "SGD", "CosineDecay"),
 ])
+@pytest.mark.slow
 def test_each_optimizer_and_schedule_trains(keras, tmp_path: Path, optimizer: str, schedule: str, opt_class: str,
                                             lr_class: str | None) -> None:
     out = tmp_path / "m.keras"
@@ -54,6 +55,7 @@ def test_each_optimizer_and_schedule_trains(keras, tmp_path: Path, optimizer: st
     ("mlp", {"batch_norm": True}),
     ("cnn", {"batch_norm": False, "units": 8}),
 ])
+@pytest.mark.slow
 def test_each_regularizer_trains(keras, tmp_path: Path, model: str, settings: dict) -> None:
     out = tmp_path / "m.keras"
     summary = train(out=out, **{**TINY, "model": model}, **settings)

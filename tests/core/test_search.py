@@ -27,6 +27,7 @@ def study(tmp_path_factory) -> tuple[Path, dict]:
     return folder, summary
 
 
+@pytest.mark.slow
 def test_short_search_saves_the_best_model(study) -> None:
     folder, summary = study
     rows = summary["search"]["results"]
@@ -68,6 +69,7 @@ def test_same_study_dir_continues(study) -> None:
     assert summary["search"]["best_score"] >= first["search"]["best_score"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_the_finished_trials_and_the_same_command_continues(tmp_path: Path, monkeypatch,
                                                                           python_sigint) -> None:
     """A real SIGINT in the second trial's fourth batch: the search stops at that batch's end with one typed line

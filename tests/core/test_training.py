@@ -51,6 +51,7 @@ def test_cnn_on_digits_reaches_090(keras, tmp_path: Path, backend: str) -> None:
     assert float(np.mean(probs.argmax(axis=1) == labels)) == pytest.approx(summary["test_accuracy"], abs=0.01)
 
 
+@pytest.mark.slow
 def test_other_backend_runs_in_a_child(keras, tmp_path: Path) -> None:
     here = loaded_backend()
     other = next(b for b in ("torch", "tensorflow") if b != here)
@@ -59,6 +60,7 @@ def test_other_backend_runs_in_a_child(keras, tmp_path: Path) -> None:
     assert manifest.read(tmp_path / "m.keras").training["backend"] == other
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer, class_name", [("adam", "Adam"), ("rmsprop", "RMSprop"), ("sgd", "SGD")])
 def test_each_optimizer_trains(keras, tmp_path: Path, optimizer: str, class_name: str) -> None:
     out = tmp_path / f"{optimizer}.keras"
@@ -73,6 +75,7 @@ def test_each_optimizer_trains(keras, tmp_path: Path, optimizer: str, class_name
         assert opt["config"]["momentum"] == pytest.approx(0.9)
 
 
+@pytest.mark.slow
 def test_multi_io_trains_both_heads(keras, tmp_path: Path) -> None:
     summary = train(model="multi_io", epochs=3, out=tmp_path / "mi.keras", verbose=False, l2=1e-4, dropout=0.1)
     hist = summary["history"]

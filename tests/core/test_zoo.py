@@ -62,6 +62,7 @@ def test_build_names_shapes_and_forward(keras, images: np.ndarray, name: str) ->
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_mobilenetv2_is_small_and_configurable(keras) -> None:
     small = zoo.build_model("mobilenetv2")
     assert small.count_params() < 600_000  # alpha 0.35

@@ -23,6 +23,7 @@ def trained(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
             for name in NEW}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NEW)
 def test_trains_one_epoch(trained, name: str) -> None:
     path, summary = trained[name]
@@ -45,6 +46,7 @@ def test_trains_one_epoch(trained, name: str) -> None:
 # lstm converts like gru and separable like the cnn family: slow (skipped when CI=true), the rest fast
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in ("lstm", "separable") else n
                                   for n in NEW])
+@pytest.mark.slow
 def test_converts_to_onnx_with_parity(trained, tmp_path: Path, name: str) -> None:
     path, _ = trained[name]
     (result,) = modelkit.convert(path, "onnx", out_dir=tmp_path)

@@ -7,6 +7,7 @@ import modelkit
 from modelkit.errors import OptimizeError
 
 
+@pytest.mark.slow
 def test_a_budget_too_short_for_every_build_makes_what_it_reaches_and_skips_the_rest_saying_so(cnn_tf, tmp_path):
     """The shortest budget (20 s) keeps half for measuring (it used to keep all 20 s, so no build ever started and
     the run could only fail): the builds it reaches are made and measured, the rest are skipped with the budget

@@ -33,6 +33,7 @@ def test_the_smallest_within_the_limits_is_chosen_and_an_exact_one_first_among_e
         elsewhere.check_limits("edge-arm64", {"max_p99_ms": 2.0})
 
 
+@pytest.mark.slow
 def test_edge_arm64_builds_gates_and_chooses_without_measuring(cnn_tf, tmp_path):
     from modelkit.core import data as _data
 

@@ -23,6 +23,7 @@ def digits_x(tmp_path_factory):
     return folder, ds
 
 
+@pytest.mark.slow
 def test_data_without_labels_tries_the_exact_builds_and_lists_the_lossy_ones_skipped(cnn_tf, digits_x, tmp_path):
     folder, _ = digits_x
     r = optimize(cnn_tf, data=folder / "x_only.npz", out=tmp_path / "o", cache_dir=tmp_path / "c", **FAST)
@@ -32,6 +33,7 @@ def test_data_without_labels_tries_the_exact_builds_and_lists_the_lossy_ones_ski
     assert all("labelled" in c["reason"] for c in skipped.values())
 
 
+@pytest.mark.slow
 def test_data_that_does_not_fit_the_model_is_one_input_error_naming_the_file_even_when_builds_are_reused(
         cnn_tf, digits_x, tmp_path):
     folder, ds = digits_x
@@ -106,6 +108,7 @@ def regressor(tmp_path_factory):
     return folder / "reg.keras", folder / "test.npz"
 
 
+@pytest.mark.slow
 def test_a_regressor_with_labels_measures_its_exact_builds_and_skips_the_lossy_ones_saying_why(regressor, tmp_path):
     model, test = regressor
     r = optimize(model, data=test, out=tmp_path / "o", cache_dir=tmp_path / "c", **FAST)
@@ -115,6 +118,7 @@ def test_a_regressor_with_labels_measures_its_exact_builds_and_skips_the_lossy_o
     assert all("a regressor's targets: optimize ranks lossy builds by accuracy" in c["reason"] for c in skipped)
 
 
+@pytest.mark.slow
 def test_a_regressors_real_valued_targets_measure_its_exact_builds_too(regressor, tmp_path):
     """Targets that are no class labels (151.5, not 151) stopped optimize with an error; they are measured like
     the rounded ones above, the lossy builds skipped with the reason."""
@@ -168,6 +172,7 @@ def test_calibration_rows_are_spread_over_data_sorted_by_class(tmp_path):
     assert not set(cal_x) & set(ev["x"].ravel())
 
 
+@pytest.mark.slow
 def test_labels_outside_the_models_classes_are_an_input_error_not_a_vacuous_gate(cnn_tf, digits_x, tmp_path):
     """Labels out of the model's classes (wine's y - 5: every accuracy 0, every drop 0) passed every lossy build's
     gate; they are refused once the first artifact shows the class count."""
@@ -178,6 +183,7 @@ def test_labels_outside_the_models_classes_are_an_input_error_not_a_vacuous_gate
         optimize(cnn_tf, data=shifted, out=tmp_path / "o", cache_dir=tmp_path / "c", **FAST)
 
 
+@pytest.mark.slow
 def test_a_multi_label_taggers_lossy_builds_are_judged_by_binary_accuracy(tmp_path):
     """nc22's multi-label tagger: its multi-hot 'y' was refused; the int8 builds are now measured and judged by
     binary accuracy over every tag (converters.gate), as convert judges them."""

@@ -71,6 +71,7 @@ def run(models) -> dict:
     return {"rows": {c["key"]: c for c in got}, "same": got is cands, "seen": seen, "s": time.monotonic() - t0}
 
 
+@pytest.mark.slow
 def test_each_built_candidate_and_the_baseline_is_measured_with_the_spec_keys(run) -> None:
     rows = run["rows"]
     assert run["same"] and run["seen"] == [(1, 3), (2, 3), (3, 3)]

@@ -28,6 +28,7 @@ def any_size(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_an_open_size_model_gets_a_dynamic_batch_tvm_candidate_measured_on_the_users_size(any_size, tmp_path):
     r = optimize(any_size / "m.keras", data=any_size / "eval.npz", formats=("tvm",), threads=(1,), budget="60s",
                  rounds=1, out=tmp_path / "o", cache_dir=tmp_path / "c")

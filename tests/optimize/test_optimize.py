@@ -37,6 +37,7 @@ def searched(cnn_tf, digits_test, tmp_path_factory):
     return first, again, base, kw
 
 
+@pytest.mark.slow
 def test_the_winner_meets_the_limits_and_beats_keras_predict(searched):
     first, _, _, _ = searched
     w = first.winner

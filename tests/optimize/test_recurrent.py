@@ -14,6 +14,7 @@ pytest.importorskip("openvino")
 pytest.importorskip("torch")
 
 
+@pytest.mark.slow
 def test_an_lstm_classifier_gets_its_openvino_candidate_and_the_onnx_file_stays_tf2onnx(tmp_path):
     """Masking -> LSTM: tf2onnx writes a Loop (an LSTM alone becomes an ONNX LSTM op, which OpenVINO takes)."""
     src = tmp_path / "rnn.keras"

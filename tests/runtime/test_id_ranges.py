@@ -35,6 +35,7 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])
 def test_ids_past_the_table_are_an_input_error_for_every_engine(artifacts, fmt):
     if fmt not in artifacts:
@@ -47,6 +48,7 @@ def test_ids_past_the_table_are_an_input_error_for_every_engine(artifacts, fmt):
         model.predict({"cat": np.array([[25], [-1]], np.int32), "feats": feats})
 
 
+@pytest.mark.slow
 def test_a_pt2_without_its_manifest_fails_typed_on_an_id_past_the_table(artifacts, tmp_path):
     """No manifest, no recorded range: torch's own IndexError came out bare from .pt2 (a LoadError from TorchScript)."""
     import shutil

@@ -21,6 +21,7 @@ def cnn_tflite(tmp_path_factory, cnn_tf) -> Path:
     return Path(r.path)
 
 
+@pytest.mark.slow
 def test_signature_has_clean_keras_names(cnn_tflite):
     m = modelkit.load(cnn_tflite)
     assert type(m).__name__ == "LiteRTModel" and m.format.value == "tflite"

@@ -12,6 +12,7 @@ from tests.helpers.models import make_masked_lstm
 pytest.importorskip("ai_edge_litert")
 
 
+@pytest.mark.slow
 def test_an_int8_lstm_xnnpack_refuses_runs_without_it(tmp_path):
     from modelkit.converters import convert
 

@@ -108,12 +108,14 @@ def assert_ran_out_while_running(result: dict) -> str:
 # keras / saved_model in CI: the TensorFlow headroom test below; these two and tvm are slow
 @pytest.mark.parametrize("engine", [pytest.param(e, marks=pytest.mark.slow) if e in ("keras", "saved_model", "tvm")
                                     else e for e in ENGINES])
+@pytest.mark.slow
 def test_predict_out_of_memory_is_a_resource_error(engine, artifacts, request):
     path = artifact(engine, artifacts, request)
     message = assert_ran_out_while_running(run_child(path, INPUT_BYTES, TIGHT))
     assert message.startswith(f"{path.name}: ")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["saved_model", "keras"])
 def test_tensorflow_is_refused_before_it_can_abort_the_process(engine, artifacts):
     """Room for one copy of the input but not for TensorFlow's working memory: TensorFlow itself would die

@@ -188,6 +188,7 @@ def test_run_tflite_alone(tmp_path):
     assert list((tmp_path / "cache" / "trust" / "tflite").iterdir()), "the probe recorded nothing"
 
 
+@pytest.mark.slow
 def test_run_torch_alone(tmp_path):
     pytest.importorskip("torch")
     from tests.security._build import build_pt2, build_torchscript

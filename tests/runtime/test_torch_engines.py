@@ -25,6 +25,7 @@ def torch_artifacts(cnn_torch, tmp_path_factory) -> dict[str, Path]:
     return {fmt: Path(r.path) for fmt, r in converted_to_torch(cnn_torch, tmp_path_factory).items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["torchscript", "pt2"])
 def test_dynamic_batch_matches_keras_and_stays_accurate(torch_artifacts, cnn_torch, fmt):
     from modelkit.core.data import test_split
@@ -77,6 +78,7 @@ print(json.dumps({"sum": float(out.sum()), "shape": list(out.shape),
 
 @pytest.mark.parametrize("fmt,mode", [("torchscript", "installed"), ("torchscript", "uninstalled"),
                                       ("pt2", "uninstalled")])
+@pytest.mark.slow
 def test_engine_runs_in_a_fresh_interpreter_without_keras(torch_artifacts, fmt, mode):
     proc = subprocess.run([sys.executable, "-c", _FRESH, str(torch_artifacts[fmt]), mode], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)

@@ -121,6 +121,7 @@ def test_default_threads_counts_physical_cores_of_the_affinity_mask(tmp_path):
     assert default_threads(tmp_path / "hidden") == allowed  # no topology: every allowed CPU
 
 
+@pytest.mark.slow
 def test_engine_starts_tvm_with_one_thread_per_core(tiny_lib):
     """TVM alone would start half the logical CPUs on x86-64 (1 thread on a 2-core VM without SMT, where
     onnxruntime runs 2); the engine starts its pool with default_threads(), and an explicit threads= wins."""
@@ -138,6 +139,7 @@ def test_engine_starts_tvm_with_one_thread_per_core(tiny_lib):
     assert run("1")[0] == "1"
 
 
+@pytest.mark.slow
 def test_a_small_tvm_pool_leaves_the_process_cpu_mask_alone(tiny_lib):
     """TVM binds its threads by default: a pool smaller than the CPUs pins the calling thread to one core, and
     every thread started after it (an onnxruntime or torch pool) inherits the one-core mask."""

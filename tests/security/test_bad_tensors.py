@@ -97,6 +97,7 @@ def cases(draw):
     return {"x": np.array([[object()] * 4], dtype=object)}, (DTypeError, "expected dtype float32, got object"), None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
 def test_inputs_give_correct_results_or_typed_errors(engine, models):
     model = models(engine)

@@ -92,6 +92,7 @@ def _apply(target: Path, original: bytes, kind: str, arg: object, seed: int = 0)
     target.write_bytes(bytes(data))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_truncated_flipped_and_random_files_raise_typed_errors(fmt, artifacts, request, load_worker, tmp_path):
     src = _source(fmt, artifacts, request)

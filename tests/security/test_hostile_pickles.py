@@ -62,6 +62,7 @@ def test_torchscript_with_malicious_data_pkl(artifacts, tmp_path):
     assert not canary.exists()
 
 
+@pytest.mark.slow
 def test_pt2_with_malicious_sample_inputs_runs_code_in_torch_but_not_in_modelkit(artifacts, tmp_path):
     canary = tmp_path / "canary"
     payload = tmp_path / "payload.pt"

@@ -112,6 +112,7 @@ def test_modelkit_refuses_every_unpicklable_member(hostile, variant):
     assert not canary.exists()
 
 
+@pytest.mark.slow
 def test_torch_alone_runs_every_payload(hostile):
     """The payloads are live: torch.export.load (2.13) runs each of them (so the refusals above matter)."""
     paths = {name: str(p) for name, (p, _) in hostile.items()}

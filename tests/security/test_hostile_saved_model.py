@@ -72,6 +72,7 @@ def test_serving_function_that_writes_is_refused(tmp_path):
     assert canary.exists()
 
 
+@pytest.mark.slow
 def test_resource_initializer_that_writes_is_refused_before_loading(tmp_path):
     canary = tmp_path / "canary"
     path = _initializer_writer(tmp_path / "init_saved_model", canary)

@@ -87,6 +87,7 @@ it.invoke()
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [*CRAFTED, "custom_without_options"])
 def test_the_crafted_files_crash_the_bare_interpreter(name, hostile):
     """What the files do to ai-edge-litert 2.3.0 without modelkit's checks: they are really hostile."""

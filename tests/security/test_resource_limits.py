@@ -45,6 +45,7 @@ def _timed_load(worker, path: Path, inspect: bool = True) -> tuple[dict, float]:
     ("keras", "config.json", True),                 # modelkit reads config.json itself, before Keras
     ("keras", "assets/big", False),
 ])
+@pytest.mark.slow
 def test_fifteen_gib_member_is_refused_from_its_declared_size(sources, tmp_path, worker, fmt, member, replace):
     bomb = copy_with_bomb(sources[fmt], tmp_path / f"bomb.{fmt}", member, 15, replace)
     assert bomb.stat().st_size < 16_000_000

@@ -94,6 +94,7 @@ def _check(report: dict) -> None:
     assert kinds["ok"] > 0, "no mutant loaded and predicted: the mutations are too destructive to test anything"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
 def test_structured_fuzz_no_crash_hang_or_untyped_error(fmt, tmp_path_factory, tmp_path):
     pytest.importorskip("ai_edge_litert" if fmt == "tflite" else "onnxruntime")

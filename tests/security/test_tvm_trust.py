@@ -77,6 +77,7 @@ def _wait_for(predicate, timeout: float) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_serve_refuses_it_at_warm_up_and_the_flag_lifts_it(tmp_path, store, serve):
     canary = tmp_path / "canary"
     lib = _constructor_library(tmp_path / "lib", canary)

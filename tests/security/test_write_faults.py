@@ -85,6 +85,7 @@ def _kill_at_random_points(args: list[str], out: Path, dest: str, seed: int) -> 
     return seen
 
 
+@pytest.mark.slow
 def test_sigkill_during_convert_at_random_points(artifacts, tmp_path):
     out = tmp_path / "out"
     seen = _kill_at_random_points(["convert", str(artifacts["keras"]), "--to", "onnx", "--out", str(out)],

@@ -113,6 +113,7 @@ def test_bad_v2_requests_are_400_before_any_inference(repo_server):
     (b"1_0\r\n" + b" " * 16 + b"\r\n0\r\n\r\n", 400, b"bad chunk size"),
     (b"2\r\n{}XX0\r\n\r\n", 400, b"does not end with CRLF"),
 ])
+@pytest.mark.slow
 def test_bad_chunked_framing_gets_an_answer(repo_server, chunks, status, fragment):
     reply = raw(repo_server.port, _infer_raw("Transfer-Encoding: chunked\r\n", chunks))
     assert reply.startswith(f"HTTP/1.1 {status} ".encode()), reply[:200]

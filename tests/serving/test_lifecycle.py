@@ -8,6 +8,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from tests.helpers import add_version, call, make_tiny_onnx, metrics, tiny_expected, v2_request
 
@@ -149,6 +150,7 @@ def test_sigterm_drains_accepted_requests_and_exits_0(serve, tmp_path):
     assert "modelkit serve: stopped" in server.text()
 
 
+@pytest.mark.slow
 def test_not_ready_until_warm_then_serves_saved_model(serve, converted):
     import modelkit
 

@@ -160,6 +160,7 @@ def _prediction_log_class():
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.PredictionLog"))
 
 
+@pytest.mark.slow
 def test_tf_serving_package_layout_cli_and_warmup(tmp_path, tiny_saved_model):
     import tensorflow as tf
 

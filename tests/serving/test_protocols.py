@@ -173,6 +173,7 @@ def test_triton_http_client_talks_to_modelkit_serve(tiny_server):
         client.close()
 
 
+@pytest.mark.slow
 def test_trained_cnn_onnx_matches_modelkit_load(serve, converted):
     import modelkit
 

@@ -34,6 +34,7 @@ def open_length_keras(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_compile_fixes_an_open_length_with_input_spec(open_length_keras, tmp_path):
     res = CliRunner().invoke(main, ["-q", "compile", str(open_length_keras), "--input-spec", "tokens:?,8:int32",
                                     "--out", str(tmp_path), "--json"])
@@ -45,6 +46,7 @@ def test_compile_fixes_an_open_length_with_input_spec(open_length_keras, tmp_pat
     assert [i["shape"][1:] for i in inputs] == [[8]]
 
 
+@pytest.mark.slow
 def test_an_onnx_source_gets_its_open_length_fixed_in_the_graph(open_length_keras, tmp_path):
     """nc69: an ONNX of a model of any image size (made by torch.onnx, or another tool) could not be fixed at all:
     '--input-spec applies to a .keras source', while TVM's refusal said to pass it."""
@@ -72,6 +74,7 @@ def test_an_onnx_source_gets_its_open_length_fixed_in_the_graph(open_length_kera
     ("x:?,4,2", "error: --input-spec gives 'x' 3 dimensions; in tiny.onnx it has 2"),
     ("x:?,5", "error: --input-spec sets dimension 1 of 'x' to 5; tiny.onnx fixes it at 4"),
 ])
+@pytest.mark.slow
 def test_an_input_spec_that_does_not_fit_the_onnx_is_refused(tmp_path, spec, message):
     from tests.helpers.models import make_tiny_onnx
 
@@ -82,6 +85,7 @@ def test_an_input_spec_that_does_not_fit_the_onnx_is_refused(tmp_path, spec, mes
     assert "Traceback" not in res.output and not list(tmp_path.glob("*.tvm.so"))
 
 
+@pytest.mark.slow
 def test_an_onnx_converted_without_the_spec_is_not_overwritten_and_the_error_says_why(open_length_keras, tmp_path):
     """Following TVM's hint after a compile without the spec (its ONNX left beside the model): convert's refusal
     ('conv.onnx exists; pass --force') did not say that the spec is why a new ONNX is needed."""
@@ -133,6 +137,7 @@ def test_a_torch_onnx_of_any_image_size_compiles_with_its_sides_open(tmp_path):
         assert dim["dynamic"] and len(dim["sizes"]) == 3 and {32, 96, 160} & set(dim["sizes"]), dim
 
 
+@pytest.mark.slow
 def test_the_dynamo_exporters_onnx_of_any_size_is_refused_with_the_spec_that_fixes_it(tmp_path):
     """The same denoiser by torch.onnx's dynamo exporter: its sides go through shape arithmetic TVM's importer
     cannot take ("Node ... cannot handle ShapeExpr inputs"); the refusal names the open side and the fix."""

@@ -33,6 +33,7 @@ def test_elf_reader_on_known_files(tmp_path):
 
 @pytest.mark.parametrize("target, machine, bits", [("edge-arm64", cross.EM_AARCH64, 64),
                                                    ("edge-armv7", cross.EM_ARM, 32)])
+@pytest.mark.slow
 def test_cross_compiled_library_is_elf_for_the_target(tiny_onnx, target, machine, bits):
     from modelkit.targets import compile, registry
 

@@ -108,6 +108,7 @@ def _measured(db_dir: str) -> list[float]:
     return [float(np.mean(json.loads(line)[1][1])) for line in lines if line.strip()]
 
 
+@pytest.mark.slow
 def test_server_cpu_is_tuned_on_the_rpc_device(device):
     """`modelkit compile --trials 4 --rpc HOST:PORT --device-key KEY`: the server loads and times every candidate."""
     from modelkit.cli import main
@@ -149,6 +150,7 @@ def test_unknown_key_is_a_one_line_cli_error(device, tiny_onnx):
     assert not list(tiny_onnx.parent.glob("*.tvm.so"))
 
 
+@pytest.mark.slow
 def test_a_device_that_measures_nothing_is_an_error(device):
     """A runtime-only TVM server loads every candidate but cannot fill its inputs: no library passes for tuned."""
     port, _, folder = device

@@ -85,6 +85,7 @@ def _claim_run_secs(db: Path, seconds: float) -> None:
     (db / tuning.RECORDS).write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tuned_s, expect", [(10.0, "default"), (1e-9, "tuned")])
 def test_the_build_applies_the_faster_of_the_tuned_record_and_the_default_schedule(tuned, tmp_path, tuned_s,
                                                                                    expect):
@@ -288,6 +289,7 @@ def test_the_ledger_survives_a_missing_or_corrupt_file(tmp_path):
     assert tuning.read_ledger(ledger) == (8, 12.3) and tuning.spent_seconds(ledger) == 12.3
 
 
+@pytest.mark.slow
 def test_preloading_tensor_intrinsics_leaves_inspect_unpatched():
     import subprocess
     import sys

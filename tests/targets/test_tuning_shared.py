@@ -53,6 +53,7 @@ def _mod(size: int):
     return tvm.IRModule({"main": te.create_prim_func([a, te.compute((size,), lambda i: a[i] * 2.0, name="b")])})
 
 
+@pytest.mark.slow
 def test_two_processes_committing_at_once_keep_each_record_on_its_workload(tmp_path):
     """Without the lock and the reload, both children would write their first workload as line 0 and
     one child's records would point at the other's workload."""

@@ -122,6 +122,7 @@ def test_reverse_sequence_rewritten_as_a_gather_gives_the_same_numbers(time_axis
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["masking_gru", "masked_bilstm"])
 def test_masked_recurrent_models_of_a_fixed_length_compile_with_tvm(tmp_path, kind, capfd):
     from tests.targets.loop_models import padded
@@ -144,6 +145,7 @@ def test_masked_recurrent_models_of_a_fixed_length_compile_with_tvm(tmp_path, ki
         np.testing.assert_allclose(np.concatenate(rows), want, atol=1e-4, err_msg=kind)
 
 
+@pytest.mark.slow
 def test_an_open_length_loop_is_refused_with_the_input_spec_that_unrolls_it(tmp_path):
     src = Path(_child.run("tests.convert.route_models:save", {"kind": "gru_open", "path": str(tmp_path / "g.keras")},
                           backend="tensorflow", quiet=True))

@@ -32,6 +32,7 @@ def attention(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_attention_of_any_length_compiles_with_tvm_and_matches_onnxruntime(attention, tmp_path):
     import modelkit
     from modelkit._onnx import slim

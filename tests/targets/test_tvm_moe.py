@@ -39,6 +39,7 @@ class TopKMoE(keras.layers.Layer):
 '''
 
 
+@pytest.mark.slow
 def test_a_top_k_mixture_of_experts_compiles_with_a_dynamic_batch(tmp_path):
     moe, keras = keras_beside(tmp_path, "moe", MOE)
     x = keras.Input((12,), name="features")

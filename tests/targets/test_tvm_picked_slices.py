@@ -72,6 +72,7 @@ def test_a_slice_read_elsewhere_too_is_kept():
     assert count == 1 and [n.op_type for n in mended.graph.node] == ["Slice", "Gather", "MatMul", "Identity"]
 
 
+@pytest.mark.slow
 def test_a_keras_last_step_compiles_with_the_length_open(tmp_path):
     """A causal Conv1D over an open length, its last step read by `h[:, -1, :]`, through `convert --to tvm`: the
     compiled library takes lengths it was not verified at and matches Keras."""

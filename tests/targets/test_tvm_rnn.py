@@ -228,6 +228,7 @@ def test_gathers_from_a_shape_become_shape_slices_with_the_same_numbers():
     assert shape_gathers(_gathered_shape_model((-1, 0)))[1] == 0  # a position from the end: left as it is
 
 
+@pytest.mark.slow
 def test_a_gru_after_onnxruntimes_optimizer_compiles_with_a_dynamic_batch(tmp_path, monkeypatch):
     """onnxruntime's optimizer (run by its int8 quantizer) folds the Transpose before tf2onnx's Shape into
     `Gather(Shape(x), perm)`: TVM then failed to legalize the zero state, and nc30's int8 TVM build (a

@@ -41,6 +41,7 @@ def test_a_runtime_only_tvm_package_is_recognised_without_importing_it(tmp_path)
     assert run.stdout.strip() == "None", run.stdout + run.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_a_library_compiled_here_runs_under_tvm_use_runtime_lib(tiny_onnx, tmp_path):
     """What a GPU server with TVM's runtime only does with a library a build host compiled."""
     from modelkit.runtime.tvm_host import tvm_compiler_missing
@@ -84,6 +85,7 @@ def test_what_compiles_a_server_gpu_librarys_kernels_here_is_named(monkeypatch, 
     assert "kernels compiled at load by: nothing (install nvcc, or cuda-bindings with full TVM)" in out
 
 
+@pytest.mark.slow
 def test_a_server_gpu_library_built_without_a_gpu_is_known_to_carry_cuda_source(tiny_onnx, tmp_path):
     """Only such a library needs a CUDA compiler on the GPU server; one whose kernels TVM compiled at build (on a
     GPU host) loads without one."""

@@ -86,6 +86,7 @@ def test_the_importer_is_left_as_it_was_on_the_way_out():
     assert "_impl_v1" not in vars(frontend.MaxPool) and "_impl_v1" not in vars(frontend.AveragePool)
 
 
+@pytest.mark.slow
 def test_a_series_model_saved_under_torch_keeps_its_length_open_in_tvm(tmp_path):
     src = _saved(tmp_path, "sequence", "torch")
     shapes = [(2, n, 2) for n in (*range(1, 14), 64, 97)] + [(7, 250, 2)]  # every residue modulo 4, 2, 3 and 3
@@ -94,6 +95,7 @@ def test_a_series_model_saved_under_torch_keeps_its_length_open_in_tvm(tmp_path)
     assert manifest["extra"]["batch"] is None
 
 
+@pytest.mark.slow
 def test_an_image_model_saved_under_tensorflow_keeps_both_sides_open_in_tvm(tmp_path):
     src = _saved(tmp_path, "image", "tensorflow")
     shapes = [(1, 1, 1, 3), (2, 3, 5, 3), (1, 33, 47, 3), (3, 64, 64, 3), (1, 100, 17, 3), (1, 15, 90, 3)]

@@ -105,6 +105,7 @@ def cross_causal(tmp_path_factory):
     return folder / "cross.onnx"
 
 
+@pytest.mark.slow
 def test_a_causal_mask_of_two_lengths_counts_each_on_its_own_axis(cross_causal, tmp_path):
     """The probes give the query and the memory the same length; each Range must still count its own axis of the
     scores (queries: axis 2, keys: axis 3), or the mask is wrong whenever the two lengths differ."""
@@ -164,6 +165,7 @@ def translator(tmp_path_factory):
     return folder / "translator.onnx"
 
 
+@pytest.mark.slow
 def test_a_translator_with_padding_masks_and_a_position_table_compiles_with_both_lengths_open(translator, tmp_path):
     """Refused before: the probes ran the graph at a length of 96, past the 64 positions, so no computed shape was
     made constant (reshapes.SMALL_PROBES now); and the decoder's padding-and-causal mask is `Expand(ones,
@@ -198,6 +200,7 @@ class Backwards(keras.layers.Layer):
 '''
 
 
+@pytest.mark.slow
 def test_a_sequence_flipped_over_its_open_length_compiles(tmp_path):
     """`ops.flip` over an open length: tf2onnx writes a ReverseSequence whose lengths are the length expanded over
     the batch (`Expand(Gather(Shape), Gather(Shape))`); TVM's importer failed on it ("'ShapeType' object has no

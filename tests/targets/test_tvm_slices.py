@@ -92,6 +92,7 @@ def test_bounds_that_no_constant_says_are_left():
     assert slices._fixed([10, 20, 30], [10, 20, 30], end=False) is None  # an empty slice at the end: left
 
 
+@pytest.mark.slow
 def test_an_upscaler_of_any_image_size_with_conv2d_transpose_compiles_with_tvm(tmp_path):
     """A super-resolution decoder (Conv2D -> Conv2DTranspose(stride 2, same) -> Conv2D) on images of any size: refused
     by TVM before; now one library for every size, matching Keras at sizes it was not verified on."""

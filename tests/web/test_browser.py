@@ -76,6 +76,7 @@ def test_bad_input_is_refused_in_the_page(bundle):
     assert "missing [image], unexpected [img]" in names
 
 
+@pytest.mark.slow
 def test_cli_packages_int8_bundle_with_accuracy_and_browser_parity(cnn_tf, tmp_path):
     out = tmp_path / "web-int8"
     r = CliRunner().invoke(main, ["package", str(cnn_tf), "--for", "browser", "--out", str(out),
