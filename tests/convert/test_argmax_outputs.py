@@ -5,6 +5,7 @@ wrote an invalid graph (only the torch route converted it). Traced as TF's own a
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import modelkit
 from tests.helpers.user_code import write_module
@@ -28,6 +29,7 @@ class Lowest(keras.layers.Layer):
 '''
 
 
+@pytest.mark.slow
 def test_a_model_answering_with_its_class_id_converts_by_tf2onnx_and_to_tflite(tmp_path):
     from modelkit._backend import import_keras
 

@@ -7,6 +7,7 @@ now call the branch a constant index picks (modelkit.converters._tf_switch).
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import modelkit
 from modelkit._backend import import_keras
@@ -30,6 +31,7 @@ class Gate(keras.layers.Layer):
 '''
 
 
+@pytest.mark.slow
 def test_a_switch_on_a_constant_mode_converts_by_tf2onnx(tmp_path):
     gate = write_module(tmp_path, "gate", GATE)
     keras = import_keras("tensorflow")

@@ -53,6 +53,7 @@ def test_torch_artifacts_answer_the_declared_index_dtype(source, tmp_path):
             np.testing.assert_array_equal(got[name], want[name], err_msg=f"{r.format} '{name}'")
 
 
+@pytest.mark.slow
 def test_parity_refuses_answers_in_another_dtype_than_declared(source, tmp_path):
     (result,) = modelkit.convert(source, "onnx", out_dir=tmp_path)
     artifact = modelkit.load(result.path)

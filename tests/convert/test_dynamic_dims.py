@@ -54,10 +54,13 @@ EXPECTED: dict[tuple[str, str], object] = {
     ("gru", "executorch"): ("UnsupportedConversionError", [r"layer 'gru_cell(_\d+)?' \(GRUCell\)",
                                                            r"--input-spec frames:\?,64,6:float32"]),
 }
-# ExecuTorch's lowering is most of the matrix's time (about 10 s a model); CI lowers the models whose program differs
-# (a causal mask, a valid convolution's range, a recurrent refusal), the rest are slow (test_executorch_open_dims
-# covers an open length in CI too)
-SLOW_CELLS = {(k, "executorch") for k in ("image", "embed", "tcn", "posenc", "resize")}
+# CI converts one cell or a few per format and per kind of open size (the whole matrix is slow: ExecuTorch's
+# lowering alone is about 10 s a model): a causal mask (every engine of a sequence), a valid convolution's range
+# (tflite, pt2, executorch), two open image sides (onnx, saved_model), a GRU's refusal and its fused op, an
+# embedding, and the causal block saved under torch
+CI_CELLS = {*((("causal", f) for f in ("onnx", "tflite", "pt2", "tvm"))), ("image", "onnx"), ("image", "saved_model"),
+            ("tcn", "pt2"), ("conv1d", "tflite"), ("conv1d", "pt2"), ("conv1d", "executorch"), ("gru", "tflite"),
+            ("gru", "torchscript"), ("embed", "torchscript"), ("causal_torch", "tflite"), ("causal_torch", "pt2")}
 SIZES = {"conv1d": [13, 29, 64], "tcn": [13, 29, 64]}  # a valid convolution cannot run at 1: fallback 29
 ATOL = {"onnx": 1e-4, "saved_model": 1e-5, "tflite": 1e-4, "torchscript": 1e-5, "pt2": 1e-5, "tvm": 1e-4,
         "executorch": 1e-4}
@@ -68,12 +71,12 @@ def _jobs(src: Path, out: Path, formats: tuple[str, ...], source: str = "keras")
               "pt2": ".pt2", "tvm": ".tvm.so", "executorch": ".pte"}
     kind = src.name.split(".")[0]
     return [{"src": str(src), "dest": str(out / f"{kind}{suffix[f]}"), "source": source, "target": f}
-            for f in formats if not (IN_CI and (kind, f) in SLOW_CELLS)]
+            for f in formats if not IN_CI or (kind, f) in CI_CELLS]
 
 
 def _cells(cells) -> list:
-    """Parameters (kind, format), those in SLOW_CELLS marked slow."""
-    return [pytest.param(*c, marks=pytest.mark.slow) if c in SLOW_CELLS else c for c in sorted(cells)]
+    """Parameters (kind, format), those not in CI_CELLS marked slow."""
+    return [c if c in CI_CELLS else pytest.param(*c, marks=pytest.mark.slow) for c in sorted(cells)]
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +118,6 @@ def _feed(sig, batch: int, sizes: tuple[int, ...], seed: int) -> dict[str, np.nd
     return out
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kind, fmt", _cells(EXPECTED))
 def test_every_format_converts_verified_or_refuses_typed(results, kind, fmt):
     r = results[(kind, fmt)]
@@ -149,7 +151,6 @@ def test_every_format_converts_verified_or_refuses_typed(results, kind, fmt):
         assert all(c["shapes"]["image"][1] != c["shapes"]["image"][2] for c in parity["cases"])
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kind, fmt", _cells(k for k, v in EXPECTED.items() if v == OK))
 def test_artifacts_run_at_sizes_no_check_used(results, kind, fmt):
     """Independent of the verifier: sizes 5 and 40 (images 5x40 and 40x5), against Keras under TensorFlow

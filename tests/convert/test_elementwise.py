@@ -79,6 +79,7 @@ def _functions_model(keras):
     return keras.Model(x, keras.layers.Dense(3, name="out")(ops.concatenate(parts, axis=-1)))
 
 
+@pytest.mark.slow
 def test_trig_inverse_and_error_functions_convert_to_tflite_and_by_tf2onnx(tmp_path):
     import onnx
 

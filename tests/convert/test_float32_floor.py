@@ -51,6 +51,7 @@ def test_outputs_beyond_the_atol_resolution_convert_at_float32s_own_error(keras,
     assert "where float32's own error is larger" in capfd.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_wrong_weight_still_fails(keras, tmp_path):
     good = _price_model(keras, tmp_path / "good.keras")
     bad = _price_model(keras, tmp_path / "bad.keras", nudge=5.0)  # the bias off by 2e-5 of the outputs

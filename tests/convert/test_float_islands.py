@@ -113,6 +113,7 @@ np.savez(r"{folder / 'test.npz'}", x=x[400:], y=y[400:])
     return folder / "cancer.keras", folder / "train.npz", folder / "test.npz"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
 def test_int8_of_a_tabular_model_keeps_its_normalization_float_and_its_accuracy(cancer, tmp_path, capfd, fmt):
     r, line = _int8(cancer, fmt, tmp_path, capfd)

@@ -241,6 +241,7 @@ def test_a_segmenter_and_a_token_tagger_are_judged_per_position(dense, tmp_path,
     assert gate_verdict.summary(acc).startswith("accuracy per position OK: ")
 
 
+@pytest.mark.slow
 def test_the_padding_a_keras_model_masks_is_not_judged(dense, tmp_path):
     """nc32: a token tagger with Embedding(mask_zero=True), its padding labelled 0: the gate judged every position,
     padding too (0.650 where Keras' own masked accuracy is 0.985). Positions the source masks are ignored."""
@@ -256,6 +257,7 @@ def test_the_padding_a_keras_model_masks_is_not_judged(dense, tmp_path):
     assert acc["source_accuracy"] >= 0.95 and abs(acc["drop"]) <= 0.01
 
 
+@pytest.mark.slow
 def test_a_per_step_regressors_padding_is_not_judged_by_its_mae(dense, tmp_path):
     """nc34: a per-step regressor behind Masking, its padding's targets junk: the MAE gate counted them (0.072
     where the real steps' MAE is 0.022). Positions the source masks are not judged (NaN targets inside)."""
@@ -272,6 +274,7 @@ def test_a_per_step_regressors_padding_is_not_judged_by_its_mae(dense, tmp_path)
     assert "positions judged; the rest ignored by the source model's mask" in gate_verdict.summary(acc)
 
 
+@pytest.mark.slow
 def test_optimize_measures_every_build_on_the_positions_the_model_does_not_mask(dense, tmp_path):
     """optimize's baseline and builds are measured by its own probes, which see no Keras mask: the eval split is
     written again with -1 where the source masks, and only the same positions are judged."""
@@ -300,6 +303,7 @@ def test_a_set_where_one_changed_answer_is_above_the_allowed_drop_says_so():
         gate_verdict.raise_if_failed({**acc, "samples": 400, "drop": 0.02}, "m.int8.onnx")
 
 
+@pytest.mark.slow
 def test_labels_that_fit_two_heads_judge_the_head_they_describe(tmp_path):
     """nc79's metric-learning model (a 16-wide unit-norm embedding, then a 10-class softmax) was judged on its
     first output: class ids 0..9 fit the embedding's 16 columns too, and the gate measured 0.03 -> 0.03 on it (any
@@ -349,6 +353,7 @@ def test_zero_one_labels_judge_the_sigmoid_beside_a_vector_output(tmp_path):
     assert j == gate.Judge("score", gate.BINARY) and scores["score"] == 1.0 and scores["user_vec"] < 0.6, scores
 
 
+@pytest.mark.slow
 def test_the_verdict_names_the_judged_output_of_a_model_with_several(tmp_path):
     """nc103, an autoencoder answering {recon: image, code: unit vector}: its int8 verdict read "judged by MAE OK:
     0.3676 -> 0.3676 on 297 samples", not saying that the reconstruction was judged (the only output the images

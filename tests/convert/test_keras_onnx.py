@@ -97,6 +97,7 @@ def test_dynamic_sequence_length_is_verified_at_several_sizes(tmp_path):
     assert modelkit.load(r.path).signature.inputs[0].shape == (None, None, 4)
 
 
+@pytest.mark.slow
 def test_onnxslim_option_keeps_names_and_is_recorded(multi_io_jax, tmp_path):
     (r,) = modelkit.convert(multi_io_jax, "onnx", out_dir=tmp_path, options={"onnxslim": True})
     m = json.loads((tmp_path / "multi_io_jax.onnx.modelkit.json").read_text())

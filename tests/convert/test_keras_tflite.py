@@ -83,6 +83,7 @@ def test_quantized_accuracy_and_size(quantized, tflite_fp32, mode, max_size_rati
     assert measured == pytest.approx(acc["artifact_accuracy"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_two_inputs_bound_by_name_trained_under_jax(multi_io_jax, tmp_path):
     (r,) = modelkit.convert(multi_io_jax, "tflite", out_dir=tmp_path)
     assert r.parity["ok"] and {o["name"] for o in r.parity["outputs"]} == {"probs", "intensity"}

@@ -234,6 +234,7 @@ def _both_branches(source, artifact, what: str) -> None:
         np.testing.assert_allclose(artifact.predict(x)["y"], source.predict(x)["y"], atol=1e-4, err_msg=what)
 
 
+@pytest.mark.slow
 def test_a_data_dependent_cond_keeps_both_branches_in_torchscript_and_pt2(tmp_path):
     """nc85: Keras' torch cond branches in Python; torch.jit.trace recorded the branch the example took (a batch of
     negative mean got x * 2 instead of x - 1, and parity's samples all took the traced branch), and torch.export

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 import modelkit
 from modelkit.keras_io.policy import POLICY_ATTR, saved_mixed_policy
@@ -38,6 +39,7 @@ def _mixed_cnn(keras, policy: str):
     return keras.Model(x, p)
 
 
+@pytest.mark.slow
 def test_a_mixed_float16_cnn_converts_to_tflite_and_onnx_computing_in_float32(tmp_path, capfd):
     from modelkit._backend import import_keras
 

@@ -43,6 +43,7 @@ def test_one_format_keeps_its_own_error_unchanged(models, tmp_path):
     assert "IntegerLookup" in str(info.value)
 
 
+@pytest.mark.slow
 def test_cli_shows_what_was_written_then_one_error_line(models, tmp_path):
     """keras -> onnx is written and verified; onnx -> tvm fails in its child (an LSTM of open length: TVM's
     importer has none and modelkit.targets.tvm.lower_rnn unrolls fixed lengths only)."""
@@ -90,6 +91,7 @@ def test_attention_compiles_for_tvm_with_a_dynamic_batch(models, tmp_path, kind)
     assert np.abs(got - want).max() < 1e-4 and np.std(want) > 1e-3
 
 
+@pytest.mark.slow
 def test_3d_pooling_converts_to_tflite_as_2d_pooling_with_parity(models, tmp_path):
     """MaxPooling3D / AveragePooling3D have no TFLite builtin; they are lowered to 2-D pooling while tracing."""
     (r,) = modelkit.convert(models["pool3d"], "tflite", out_dir=tmp_path)

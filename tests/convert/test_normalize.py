@@ -59,6 +59,7 @@ def _retrieval(keras):
     return keras.Model({"query": query, "image": image}, {"score": score, "unit": unit})
 
 
+@pytest.mark.slow
 def test_unit_and_cosine_normalization_of_zero_vectors_convert_to_tflite(tmp_path):
     import keras
 

@@ -42,6 +42,7 @@ def test_openvino_takes_the_torch_route_when_tf2onnx_writes_a_loop(rnn, tmp_path
     assert model.engine == "openvino" and model.signature.output_names
 
 
+@pytest.mark.slow
 def test_a_picked_tf2onnx_route_is_kept_and_the_error_says_what_to_do(rnn, tmp_path):
     with pytest.raises(SourceRouteError, match=r"OpenVINO could not convert rnn.onnx: .*Loop.*convert again with "
                                                r"--route torch --force") as info:
@@ -68,6 +69,7 @@ class Experts(keras.layers.Layer):
 '''
 
 
+@pytest.mark.slow
 def test_an_einsum_graph_openvino_refused_converts_from_tf2onnxs_graph(tmp_path, capfd):
     """nc46's mixture of experts (experts as one einsum): OpenVINO's frontend refused the graph tf2onnx wrote for
     the einsum (an Unsqueeze of no axes, which it reads as adding one, under a Transpose of 3 axes; onnxruntime runs

@@ -28,6 +28,7 @@ class Pair(keras.layers.Layer):
 '''
 
 
+@pytest.mark.slow
 def test_a_dict_answering_layer_s_outputs_are_named_by_its_keys_and_convert(tmp_path):
     from modelkit._backend import import_keras
 

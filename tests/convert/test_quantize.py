@@ -137,6 +137,7 @@ def test_onnx_quantized_accuracy_recorded(cnn_tf, tmp_path, mode):
         acc["artifact_accuracy"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_cli_int8_with_user_calibration_and_eval_data(cnn_tf, tmp_path):
     ds = load("digits")
     np.savez(tmp_path / "calib.npz", x=ds.x_train[:64])

@@ -18,6 +18,7 @@ from modelkit._backend import import_keras
 from modelkit.errors import UnsupportedConversionError
 
 
+@pytest.mark.slow
 def test_antialiased_and_area_resizes_convert_by_tf2onnx_and_to_tflite_and_openvino(tmp_path):
     keras = import_keras("tensorflow")
     keras.utils.set_random_seed(0)

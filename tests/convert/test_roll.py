@@ -55,6 +55,7 @@ def test_a_shift_held_in_a_tensor_stays_tfs_roll():
     assert len(seen) == 1
 
 
+@pytest.mark.slow
 def test_a_token_shift_layer_converts_to_tflite_and_onnx_at_any_length(tmp_path):
     shift, keras = keras_beside(tmp_path, "shift", SHIFT)
     x = keras.Input((None, 6), name="tokens")

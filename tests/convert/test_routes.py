@@ -34,6 +34,7 @@ from modelkit.errors import (
 )
 from modelkit.formats import Format, manifest_path
 from modelkit.keras_io.files import check_keras_archive
+from tests.conftest import IN_CI
 from tests.helpers.cells import assert_parity, assert_refused
 
 MODULE = "tests.convert.route_models"
@@ -70,10 +71,13 @@ EXPECTED.update({("lstm", "pt2"): "export", ("bilstm", "pt2"): "export"})  # tor
 FORCED = ("gelu", "erf", "masked_bilstm")  # also converted to onnx by the torch route alone (--route torch)
 # CI: the cells where a second route or a combined refusal is the answer (the end-to-end tests below add
 # flags -> onnx and a length from --input-spec); the whole matrix is slow
-CI_CELLS = {("masked_bilstm", "tflite"), ("masked_bilstm", "pt2"), ("masking_gru", "tflite"), ("masking_gru", "pt2"),
-            ("gru_open", "tflite"), ("masked_open", "tflite"), ("masked_open", "pt2"), ("masked_open", "torchscript"),
-            ("masked_pool", "pt2"), ("masked_pool", "torchscript"), ("flags", "tflite"), ("gelu", "onnx"),
-            ("masked_bilstm", "onnx:torch")}
+CI_CELLS = {("masked_bilstm", "tflite"), ("masked_open", "tflite"), ("masked_pool", "pt2"), ("flags", "tflite"),
+            ("gelu", "onnx"), ("masked_bilstm", "onnx:torch")}
+# the slow tests' cells besides (run where CI is not set: `matrix` converts these too there)
+LOCAL_CELLS = CI_CELLS | {("masked_bilstm", "pt2"), ("masking_gru", "tflite"), ("masking_gru", "pt2"),
+                          ("gru_open", "tflite"), ("masked_open", "pt2"), ("masked_open", "torchscript"),
+                          ("masked_pool", "torchscript")}
+MATRIX_CELLS = CI_CELLS if IN_CI else LOCAL_CELLS
 FIXED = {"stacked": 12, "bilstm": 12, "masked_bilstm": 10, "masking_gru": 12, "lstm": 12, "gru": 10, "simple_rnn": 9}
 
 
@@ -123,7 +127,7 @@ def matrix(tmp_path_factory, monkeypatch_module) -> dict[tuple[str, str], dict]:
     from tests.convert.route_models import padded_frames
 
     folder = tmp_path_factory.mktemp("routes")
-    return _run_matrix(folder, sorted(CI_CELLS), padded=padded_frames(str(folder / "padded.npz")))
+    return _run_matrix(folder, sorted(MATRIX_CELLS), padded=padded_frames(str(folder / "padded.npz")))
 
 
 @pytest.fixture(scope="module")
@@ -168,8 +172,7 @@ def _check_cell(r: dict, kind: str, fmt: str) -> None:
         assert parity["dynamic_dims"][name]["1"]["dynamic"] and parity["dynamic_dims"][name]["1"]["sizes"][0] == 1
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("kind, fmt", sorted(c for c in CI_CELLS if c in EXPECTED))
+@pytest.mark.parametrize("kind, fmt", sorted(c for c in MATRIX_CELLS if c in EXPECTED))
 def test_route_cells_convert_with_parity_or_are_refused_typed(matrix, kind, fmt):
     _check_cell(matrix[(kind, fmt)], kind, fmt)
 
@@ -183,7 +186,8 @@ def test_every_cell_converts_with_parity_by_some_route_or_is_refused_typed(full_
 @pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) if (k, "onnx:torch") not in CI_CELLS
                                   else k for k in FORCED])
 def test_torch_route_to_onnx_converts_gelu_erf_and_a_masked_bilstm_with_parity(request, kind):
-    r = request.getfixturevalue("matrix" if (kind, "onnx:torch") in CI_CELLS else "full_matrix")[(kind, "onnx:torch")]
+    cells = request.getfixturevalue("matrix" if (kind, "onnx:torch") in MATRIX_CELLS else "full_matrix")
+    r = cells[(kind, "onnx:torch")]
     assert "error" not in r, r
     assert r["route"]["taken"] == "torch" and r["route"]["tried"] == []
     assert r["parity"]["ok"] and max(o["max_abs"] for o in r["parity"]["outputs"]) <= 1e-4
@@ -227,6 +231,7 @@ def test_unrolled_artifacts_match_keras_at_other_batches_on_padded_and_masked_in
     assert list(detail["shape_signature"]) == [-1, 12, 6]  # the batch stays dynamic, the length is the model's
 
 
+@pytest.mark.slow
 def test_a_route_failing_parity_hands_over_and_every_failure_is_kept(matrix, tmp_path):
     """A dead model (a GRU under a zero head): the converter refuses the GRU, the unrolled route converts but parity
     proves nothing (VacuousParityError); the error is that ParityError with both routes' reasons, its artifact kept

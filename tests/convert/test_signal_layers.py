@@ -52,6 +52,7 @@ def _images(n: int) -> np.ndarray:
     return x
 
 
+@pytest.mark.slow
 def test_a_colour_feature_layer_converts_to_onnx_and_tflite(tmp_path):
     feats, keras = keras_beside(tmp_path, "feats", FEATS)
     x = keras.Input((6, 6, 3), name="image")

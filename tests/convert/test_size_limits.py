@@ -103,6 +103,7 @@ def test_a_sliced_table_after_a_summary_step_is_found_by_bisection_and_carried_f
         lib.predict(_tokens(40))
 
 
+@pytest.mark.slow
 def test_of_two_inputs_open_along_one_axis_only_the_one_read_through_the_table_is_bounded(tmp_path):
     pos, keras = keras_beside(tmp_path, "pos", POSITIONS)
     L = keras.layers
@@ -129,6 +130,7 @@ def test_torch_onnx_export_of_the_table_is_bounded_too(tmp_path):
         modelkit.load(r.path).predict(_tokens(13))
 
 
+@pytest.mark.slow
 def test_ids_and_shapes_that_bound_nothing_are_not_candidates(tmp_path):
     from modelkit.converters.size_limits import table_sizes
 

@@ -77,6 +77,7 @@ def test_pt2_names_the_cell_that_fixes_the_length(tmp_path):
         modelkit.convert(src, "pt2", out_dir=tmp_path / "out", imports=imports)
 
 
+@pytest.mark.slow
 def test_every_quantile_method_over_an_open_length_converts_to_tflite(tmp_path):
     pools, keras = keras_beside(tmp_path, "pools", POOLS)
     x = keras.Input((None, 4), name="series")

@@ -132,6 +132,7 @@ def test_input_spec_on_the_command_line(saved, tmp_path):
                                              "or '?'"]
 
 
+@pytest.mark.slow
 def test_input_spec_is_refused_for_a_model_that_defines_its_inputs(tmp_path):
     from modelkit._backend import import_keras
 

@@ -69,6 +69,7 @@ def upscaler(tmp_path_factory):
     return folder, folder / "upscaler.keras"
 
 
+@pytest.mark.slow
 def test_bilinear_upsampling_of_any_size_keeps_the_sides_open_in_every_tensorflow_format(upscaler, tmp_path):
     folder, path = upscaler
     results = modelkit.convert(path, "saved_model,tflite,onnx", out_dir=tmp_path, imports=[str(folder / "sr.py")])
@@ -86,6 +87,7 @@ def test_bilinear_upsampling_of_any_size_keeps_the_sides_open_in_every_tensorflo
         assert dims["1"]["dynamic"] and dims["2"]["dynamic"], r.format
 
 
+@pytest.mark.slow
 def test_a_python_branch_on_an_open_size_says_which_dims_are_open_and_how_to_fix_them(upscaler, tmp_path):
     folder, _ = upscaler
     sr, keras = keras_beside(folder, "sr", SHUFFLE)
@@ -137,6 +139,7 @@ def convert_with_a_lost_squeeze(folder: str, dest: str) -> dict:
     return {"calls": len(calls), "shape": list(got.shape)}
 
 
+@pytest.mark.slow
 def test_a_tf2onnx_graph_whose_output_rank_differs_from_keras_is_converted_again(upscaler, tmp_path):
     folder, _ = upscaler
     got = _child.run("tests.convert.test_trace_errors:convert_with_a_lost_squeeze",

@@ -54,6 +54,7 @@ def test_saved_model_and_tflite_take_the_model_s_own_names(columns):
         assert sorted(s["name"] for s in manifest["signature"]["inputs"]) == sorted(NAMES)
 
 
+@pytest.mark.slow
 def test_int8_tflite_calibrates_by_those_names(columns):
     folder, feed = columns
     (r,) = modelkit.convert(folder / "ctr.keras", "tflite", out_dir=folder / "out8", options={
@@ -92,6 +93,7 @@ def test_triton_s_config_names_the_saved_model_s_own_keys():
     assert tensor_names(sig, Format.ONNX) == (["user-id", "x"], ["click.prob"])  # ONNX keeps the model's names
 
 
+@pytest.mark.slow
 def test_outputs_named_with_spaces_and_slashes_reach_saved_model_and_tflite(tmp_path):
     """nc147: a dict of outputs keyed 'class probs' and 'score/raw'. The TF signature named its Identity ops by the
     keys, and TF refused ("'class probs' is not a valid root scope name"): SavedModel and TFLite were not written. The

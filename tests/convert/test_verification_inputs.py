@@ -48,6 +48,7 @@ def test_mobilenet_v3_with_include_preprocessing_converts_on_its_pixel_range(ker
         assert extra["source"] == "inferred" and extra["ranges"][name]["high"] == pytest.approx(255)
 
 
+@pytest.mark.slow
 def test_a_model_constant_on_unit_inputs_is_verified_on_its_raw_range(keras, tmp_path):
     x = keras.Input((8, 8, 3), name="image")
     h = keras.layers.ReLU()(keras.layers.Rescaling(1 / 127.5, offset=-1.0)(x))  # [0, 1) -> all zeros
@@ -78,6 +79,7 @@ def test_lookup_model_is_fed_its_vocabulary(keras, tmp_path):
                                   "(IntegerLookup 'lookup': its vocabulary, and unknown ids 4005, -4005, -4006)")
 
 
+@pytest.mark.slow
 def test_embedding_ids_span_the_whole_table(keras, tmp_path):
     from modelkit.converters.samples import plan_inputs
     from modelkit.converters.verify import make_inputs
@@ -115,6 +117,7 @@ def test_a_tvm_library_refuses_ids_past_the_embedding_table(keras, tmp_path):
         lib.predict(np.array([[0, 7, 9999]], np.int32))
 
 
+@pytest.mark.slow
 def test_a_constant_model_says_which_inputs_were_used_and_how_to_pass_real_ones(keras, tmp_path):
     x = keras.Input((5,), name="x")
     src = tmp_path / "dead.keras"
@@ -127,6 +130,7 @@ def test_a_constant_model_says_which_inputs_were_used_and_how_to_pass_real_ones(
     assert "route 'torch'" not in str(info.value) and not list(tmp_path.glob("*.torch.*"))
 
 
+@pytest.mark.slow
 def test_an_artifact_verified_on_user_samples_still_records_its_id_range(keras, tmp_path):
     """With --data the manifest recorded no id range, so engines could not check ids (found on a JAX attention
     classifier over token ids converted with --data: id 99 past Embedding(18) ran silently on OpenVINO)."""

@@ -24,6 +24,7 @@ def test_a_model_without_attention_or_resizing_builds_no_pattern(converted):
     assert converted["cnn"]["max_abs"] <= 1e-5
 
 
+@pytest.mark.slow
 def test_a_bilinear_resize_builds_the_resizing_patterns_where_xnnpack_takes_the_resize(converted):
     """Under modelkit's open batch XNNPACK leaves the resize to the portable kernel (nothing to match); at a fixed
     size it takes it, and the resizing patterns are built."""
@@ -32,6 +33,7 @@ def test_a_bilinear_resize_builds_the_resizing_patterns_where_xnnpack_takes_the_
     assert converted["fixed"]["resize"] == {"sdpa": 0, "bilinear": 1}
 
 
+@pytest.mark.slow
 def test_attention_builds_the_attention_patterns_where_xnnpack_takes_softmax_and_matmuls_together(converted):
     """Under the open batch XNNPACK takes attention's softmax and its matmuls in separate parts (its own choice:
     not asserted); at a fixed size it takes them together, and the attention patterns are built."""
@@ -39,5 +41,6 @@ def test_attention_builds_the_attention_patterns_where_xnnpack_takes_softmax_and
     assert converted["fixed"]["attention"] == {"sdpa": 1, "bilinear": 1}
 
 
+@pytest.mark.slow
 def test_every_pattern_executorch_builds_holds_the_operators_that_decide_it(converted):
     assert converted["missing"] == []

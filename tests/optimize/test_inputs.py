@@ -146,6 +146,7 @@ def test_one_hot_labels_are_read_as_classes(tmp_path):
     assert load_npz(tmp_path / "column.npz", sig, need_labels=True)[1].tolist() == y.tolist()
 
 
+@pytest.mark.slow
 def test_data_with_wrong_keys_is_an_input_error_naming_the_users_file_not_the_split(regressor, tmp_path):
     """--data is split into calibration and evaluation files in the cache; convert's messages about them used to
     name 'eval.npz', a file the user never made."""

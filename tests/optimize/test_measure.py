@@ -89,6 +89,7 @@ def test_each_built_candidate_and_the_baseline_is_measured_with_the_spec_keys(ru
     assert run["s"] < 60
 
 
+@pytest.mark.slow
 def test_accuracy_is_exactly_what_modelkit_load_gives_on_the_same_rows(run, models) -> None:
     import modelkit
 

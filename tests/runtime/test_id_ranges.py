@@ -66,6 +66,7 @@ def test_a_pt2_without_its_manifest_fails_typed_on_an_id_past_the_table(artifact
         model.predict({"cat": np.array([[25]], np.int32), "feats": np.ones((1, 3), np.float32)})
 
 
+@pytest.mark.slow
 def test_a_keras_model_checks_the_ids_its_layers_bound(artifacts):
     """A .keras file has no manifest: its Embedding's table is read from the model itself (TensorFlow's raw
     InvalidArgumentError came out of predict; under JAX the lookup gives NaN, or the last row for -1, silently)."""

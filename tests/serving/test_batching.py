@@ -115,6 +115,7 @@ def test_one_requests_rows_that_fail_the_engine_fail_that_request_alone(serve, t
     assert "run again one by one" in server.log.read_text()  # the six requests were merged, then split
 
 
+@pytest.mark.slow
 def test_a_model_that_needs_a_longer_input_warms_up_serves_and_answers_400_for_a_size_it_refuses(serve, tmp_path):
     """A valid convolution of 3 over an open length: the warm-up fed length 1, so the model never served
     ("version 1 failed to load: ShapeError"); it now warms up at the smallest length its parity ran at (13, from

@@ -120,6 +120,7 @@ def test_convert_refuses_an_input_spec_for_an_onnx_source(tmp_path):
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
+@pytest.mark.slow
 def test_a_torch_onnx_of_any_image_size_compiles_with_its_sides_open(tmp_path):
     """nc72: a user's own torch.onnx export (a denoiser: PixelUnshuffle, two convolutions, PixelShuffle; height and
     width as dynamic axes). TVM's build ran for over 20 minutes (the default schedule fused three symbolic loops:

@@ -139,6 +139,7 @@ def test_server_cpu_is_tuned_on_the_rpc_device(device):
 
 
 
+@pytest.mark.slow
 def test_unknown_key_is_a_one_line_cli_error(device, tiny_onnx):
     port, _, _ = device
     t0 = time.monotonic()

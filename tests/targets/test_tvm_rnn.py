@@ -331,6 +331,7 @@ def test_a_bidirectional_gru_node_compiles_with_a_dynamic_batch_and_matches(tmp_
             np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_an_open_length_lstm_is_refused_naming_the_op_and_why(tmp_path):
     import onnx
 
