@@ -76,16 +76,20 @@ def _unregistered(message: str) -> str | None:
     """"the custom class 'Net' (registered as 'nc46>Net')" from Keras' "Could not locate class 'Net'. ... Full
     object config: {...}" (a dump of the whole config), else None."""
     found = re.search(r"Could not locate (class|function) '([^']+)'", message)
-    if not found:
+    # an object inside a layer's config (a regularizer, an initializer, a constraint): Keras' own words differ
+    inner = None if found else re.search(r"Cannot deserialize object of type `([^`]+)`", message)
+    if not found and not inner:
         return None
-    # the class's own config follows Keras' "Could not locate" (the dump before it is the enclosing model's)
-    tail = message[found.end():]
-    registered = (re.search(rf"'registered_name': '([^']*>{re.escape(found.group(2))})'", tail)
-                  or re.search(r"'registered_name': '([^']+)'", tail))
-    also = f" (registered as '{registered.group(1)}')" if registered and registered.group(1) != found.group(2) else ""
-    if f"'module': None, 'class_name': '{found.group(2)}'" in message:  # defined in the script that saved it
+    kind, name = (found.group(1), found.group(2)) if found else ("class", inner.group(1))
+    # the class's own config follows Keras' "Could not locate" (the dump before it is the enclosing model's); an
+    # inner object's is in the dump of the layer holding it
+    tail = message[found.end():] if found else message
+    registered = (re.search(rf"'registered_name': '([^']*>{re.escape(name)})'", tail)
+                  or (found and re.search(r"'registered_name': '([^']+)'", tail)))
+    also = f" (registered as '{registered.group(1)}')" if registered and registered.group(1) != name else ""
+    if f"'module': None, 'class_name': '{name}'" in message:  # defined in the script that saved it
         also += ", defined in the script that saved the model (move it to a module of its own)"
-    return f"the custom {found.group(1)} '{found.group(2)}'{also}"
+    return f"the custom {kind} '{name}'{also}"
 
 
 def load_keras(path: str | os.PathLike, trust_unsafe_code: bool = False, compile: bool = False,
@@ -131,24 +135,41 @@ def load_keras(path: str | os.PathLike, trust_unsafe_code: bool = False, compile
                 f"{p}: refused to load: the model contains code that would run on load (e.g. a Lambda "
                 "layer); Keras safe mode is on. If you wrote this file yourself and trust it, pass "
                 f"--trust-unsafe-code (trust_unsafe_code=True). Keras said: {msg.splitlines()[0]}") from exc
+        _raise_if_unregistered(p, exc)
         raise _load_error(exc)(f"{p}: Keras could not load this model: {_keras_reason(exc, keras)}") from exc
     except (TypeError, KeyError, OSError, AttributeError, IndexError, EOFError, RecursionError, RuntimeError,
             zipfile.BadZipFile, zlib.error) as exc:  # h5py raises RuntimeError on damaged weights
-        unregistered = _unregistered(str(exc))
-        if unregistered:
-            raise LoadError(f"{p}: Keras could not load this model: it uses {unregistered}, which no imported module "
-                            "registers: pass --import with the module or .py file that defines it (imports=[...] "
-                            "in Python, or MODELKIT_IMPORTS)") from exc
+        _raise_if_unregistered(p, exc)
         raise _load_error(exc)(f"{p}: Keras could not load this model: {type(exc).__name__}: "
                                f"{_keras_reason(exc, keras)}") from exc
     from .inputs import ensure_inputs
     from .policy import POLICY_ATTR, in_float32
 
     model = in_float32(model)  # a mixed-precision model computes in float32 (modelkit.keras_io.policy)
+    _without_activity_losses(model)
     out = ensure_inputs(model, p, input_spec)
     if out is not model and hasattr(model, POLICY_ATTR):
         setattr(out, POLICY_ATTR, getattr(model, POLICY_ATTR))
     return out
+
+
+def _without_activity_losses(model: Any) -> None:
+    """Every layer's activity regularizer off: Keras computes it on each call, inference included, as a loss that no
+    output reads, and reads the batch as a number there (it divides by `ops.cast(ops.shape(x)[0])`). That fixed the
+    batch of a torch export (nc172, PointNet's orthogonal regularizer on its T-Net: "turns the batch into the traced
+    size", and an ExecuTorch program planned for a batch of 3). A model loaded here only predicts."""
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if getattr(layer, "activity_regularizer", None) is not None:
+            layer.activity_regularizer = None
+
+
+def _raise_if_unregistered(p: Path, exc: BaseException) -> None:
+    """LoadError naming the custom class Keras could not find and the flag that imports it, if that is the cause."""
+    unregistered = _unregistered(str(exc))
+    if unregistered:
+        raise LoadError(f"{p}: Keras could not load this model: it uses {unregistered}, which no imported module "
+                        "registers: pass --import with the module or .py file that defines it (imports=[...] "
+                        "in Python, or MODELKIT_IMPORTS)") from exc
 
 
 def backend_bound(config: dict[str, Any]) -> tuple[str, str, str] | None:
