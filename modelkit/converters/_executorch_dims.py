@@ -11,7 +11,8 @@ Five things the lowering needs on top:
 - XNNPACK serializes a reshape with one dynamic dimension at most, and its partitioner does not check it for an
   unsqueeze, nor for the unsqueeze / squeeze it wraps around a 1-D convolution (Conv1dUnsqueezePass): with the
   batch and the length open the lowering failed ("XNNPACK reshape only supports 1 dynamic dimension");
-  `partitioner_configs` leave such nodes to ExecuTorch's portable kernels, which take any shape;
+  `partitioner_configs` leave such nodes to ExecuTorch's portable kernels, which take any shape, and so every node
+  with a tensor of more than 6 dimensions, which XNNPACK cannot define;
 - a strided `same` convolution's padding over an open size is `torch.sym_max(...)`, a Python function `to_edge`'s
   verifier refuses: `prim_sym_ops` writes it as ExecuTorch's prim op, which it would become after `to_edge` anyway;
 - the program's bounds travel inside it (constant method `modelkit_dim_ranges`, JSON), so the engine refuses a size
@@ -236,7 +237,23 @@ def partitioner_configs() -> list[Any]:
             return (not one_d or _dynamic(shape) <= 1) and super().check_constraints(node, ep)
 
     swap = {UnsqueezeCopyConfig: Unsqueeze, ConvolutionConfig: Convolution}
-    return [swap.get(c, c) for c in ALL_PARTITIONER_CONFIGS]
+    return [_within_rank(swap.get(c, c)) for c in ALL_PARTITIONER_CONFIGS]
+
+
+XNN_MAX_TENSOR_DIMS = 6  # XNNPACK defines no tensor of more dimensions (xnn_status_unsupported_parameter)
+
+
+def _within_rank(config: Any) -> Any:
+    """`config` taking only nodes whose tensors XNNPACK can define: a MultiHeadAttention over two axes
+    (attention_axes=(1, 2), nc174) permutes rank-7 tensors, which the partitioner delegated and the program then
+    failed to load ("XNNCompiler: Failed to define tensor 10"); ExecuTorch's portable kernels take them."""
+    taken = config.check_constraints
+
+    def check_constraints(self: Any, node: Any, ep: Any) -> bool:
+        vals = _vals(node.meta.get("val")) + [v for a in node.all_input_nodes for v in _vals(a.meta.get("val"))]
+        return all(len(v.shape) <= XNN_MAX_TENSOR_DIMS for v in vals) and taken(self, node, ep)
+
+    return type(config.__name__, (config,), {"check_constraints": check_constraints})
 
 
 def planned_bytes(program: Any) -> int:

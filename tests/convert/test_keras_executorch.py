@@ -193,6 +193,28 @@ def test_a_one_channel_convolution_converts(tmp_path):
 
 
 @pytest.mark.slow
+def test_attention_over_two_axes_converts(tmp_path):
+    """nc174, self-attention over an image's grid (MultiHeadAttention, attention_axes=(1, 2)): its einsums permute
+    tensors of 7 dimensions, which XNNPACK's partitioner took and XNNPACK cannot define; the program failed to load
+    ("XNNCompiler: Failed to define tensor 10 with code: xnn_status_unsupported_parameter"). They run on ExecuTorch's
+    portable kernels."""
+    from modelkit._backend import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    inp = keras.Input((5, 4, 6), name="grid")
+    h = layers.MultiHeadAttention(num_heads=2, key_dim=4, attention_axes=(1, 2))(inp, inp)
+    out = layers.Dense(3, name="scores")(layers.GlobalAveragePooling2D()(layers.Add()([inp, h])))
+    keras.Model(inp, out).save(tmp_path / "axial.keras")
+    (r,) = modelkit.convert(tmp_path / "axial.keras", "executorch", out_dir=tmp_path / "out")
+    assert r.parity["ok"] and r.max_abs <= 1e-5
+    x = np.random.default_rng(1).random((9, 5, 4, 6), dtype=np.float32)
+    want = modelkit.load(tmp_path / "axial.keras").predict(x)["scores"]
+    assert np.abs(modelkit.load(r.path).predict(x)["scores"] - want).max() <= 1e-5
+
+
+@pytest.mark.slow
 def test_an_upsampling_by_repetition_converts(tmp_path):
     """nc53's signal denoiser failed lowering ("Cannot view a tensor with shape [s33, 48, 2, 16] and strides (768, 1,
     0, 48) as (s33, 96, 16)"): Keras' torch UpSampling1D repeats by expand, clone and view, and the clone, taken for
