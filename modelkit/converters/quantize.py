@@ -86,14 +86,13 @@ def check_mode(mode: str | None, target: Format) -> str:
 def _check_bf16_computed() -> None:
     """UnsupportedConversionError where OpenVINO's CPU plugin has no bf16 arithmetic here: it would run the IR in
     f32 (it ignores the hint silently), and the accuracy gate would pass f32 off as bf16."""
-    from ..runtime.openvino import cpu_capabilities
+    from ..runtime.openvino import computes_bf16, cpu_capabilities
 
-    caps = cpu_capabilities()
-    if "BF16" not in caps:
+    if not computes_bf16():
         raise UnsupportedConversionError(
             f"quantization 'bf16' needs a CPU with bf16 arithmetic (AVX512_BF16 or AMX); OpenVINO on this one "
-            f"({', '.join(caps)}) would run the IR in f32, and the accuracy gate would measure f32, not bf16: "
-            "convert on the kind of CPU that will run it, or use --quantize int8")
+            f"({', '.join(cpu_capabilities())}) would run the IR in f32, and the accuracy gate would measure f32, not "
+            "bf16: convert on the kind of CPU that will run it, or use --quantize int8")
 
 
 def is_lossy(mode: str | None) -> bool:

@@ -150,10 +150,9 @@ NO_BF16 = ("this CPU has no bf16 arithmetic (AVX512_BF16 or AMX): OpenVINO would
 
 
 def _cpu_has_bf16() -> bool:
-    """Whether OpenVINO's CPU plugin computes in bf16 here (its OPTIMIZATION_CAPABILITIES)."""
-    from ..runtime.openvino import cpu_capabilities
+    from ..runtime.openvino import computes_bf16
 
-    return "BF16" in cpu_capabilities()
+    return computes_bf16()
 
 
 def build_name(fmt: str, quantize: str | None) -> str:

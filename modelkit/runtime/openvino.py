@@ -69,6 +69,11 @@ def cpu_capabilities() -> list[str]:
     return [str(c) for c in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
 
 
+def computes_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes in bf16 here ('BF16' among its capabilities)."""
+    return "BF16" in cpu_capabilities()
+
+
 def ov_errors() -> tuple[type[BaseException], ...]:
     """What OpenVINO raises for a bad model or a failed run: RuntimeError, and its pybind11 failures, which
     derive from Exception only (OpConversionFailure, OpValidationFailure, GeneralFailure, ...)."""
