@@ -77,7 +77,7 @@ def onnx_to_openvino(src: Path, dest: Path, quantize: str = "none", calibration_
         src_manifest = _manifest.read(src)
         sig = src_manifest.sig if src_manifest is not None else load(src).signature
         calibration = q.calibration_inputs(src_manifest, sig, calibration_data)
-        model = _nncf_quantized(model, calibration, src.name)
+        model = nncf_quantized(model, calibration, src.name)
     dest.mkdir()
     ov.save_model(model, str(dest / OPENVINO_XML), compress_to_fp16=False)
     if not (dest / OPENVINO_BIN).is_file():  # a model without weights still gets its (empty) .bin
@@ -174,10 +174,11 @@ def _torch_route_why(src: Path, reason: str) -> str:
 RECURRENT_OPS = frozenset({"LSTMSequence", "GRUSequence", "RNNSequence", "LSTMCell", "GRUCell", "RNNCell"})
 
 
-def _nncf_quantized(model: Any, calibration: dict[str, Any], src_name: str) -> Any:
+def nncf_quantized(model: Any, calibration: dict[str, Any], src_name: str, seven_bit_weights: bool = True) -> Any:
     """`model` quantized by NNCF post-training quantization on `calibration` (one sample per step, fed by input
-    name), preset performance (symmetric), min-max activation ranges. NNCF's logger and rich progress bars are
-    kept off the terminal."""
+    name), preset performance (symmetric), min-max activation ranges, 7-bit weights (`seven_bit_weights=False`:
+    8-bit everywhere, for benchmarks/bench_int8_weights.py). NNCF's logger and rich progress bars are kept off the
+    terminal."""
     import logging
 
     from .._quiet import engine_chatter_swallowed
@@ -203,13 +204,15 @@ def _nncf_quantized(model: Any, calibration: dict[str, Any], src_name: str) -> A
         # length, features) that axis is the length, and the IR ran at the calibration length only ("Subtract
         # node ... DequantizationSubtract Check 'input_shape[j] == 1' failed"): with an open size, per tensor
         per_tensor = QuantizationParameters(per_channel=False) if _open_sizes(model) else None
-        # 7-bit weights in every layer (NNCF's overflow fix; its default fixes the first layer only): a CPU
-        # without VNNI (AVX2) sums u8 x s8 products in 16 bits, which saturate with 8-bit weights. Measured on an
-        # AVX2 EPYC: a padding-masked attention classifier lost 0.0625 of top-1 without it, 0 with it (the
-        # artifact runs wherever it is deployed, so the fix is not tied to the CPU that converts)
+        # 7-bit weights in every conv and matmul (NNCF's overflow fix; its default fixes the first layer only): a
+        # CPU without VNNI (AVX2) sums u8 x s8 products in 16 bits, which saturate with 8-bit weights. Measured on
+        # an AVX2 EPYC: a padding-masked attention classifier lost 0.0625 of top-1 without it, 0 with it (the
+        # artifact runs wherever it is deployed, so the fix is not tied to the CPU that converts); on a VNNI CPU
+        # it costs no speed (benchmarks/bench_int8_weights.py)
         ranges = nncf.AdvancedQuantizationParameters(
             activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
-            activations_quantization_params=per_tensor, overflow_fix=OverflowFix.ENABLE)
+            activations_quantization_params=per_tensor,
+            overflow_fix=OverflowFix.ENABLE if seven_bit_weights else OverflowFix.DISABLE)
         try:  # recurrent ops stay float: the CPU plugin takes only constant weights into an LSTMSequence
             return nncf.quantize(model, nncf.Dataset(samples, lambda feed: feed),
                                  preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(samples),

@@ -284,8 +284,11 @@ def check_max_drop(value: Any) -> float:
 
 # ----------------------------------------------------------------------------------- ONNX quantizing
 
-def quantize_onnx(fp32: Path, dest: Path, mode: str, calibration: Mapping[str, np.ndarray] | None = None) -> None:
-    """Quantize an fp32 ONNX file with onnxruntime: dynamic-int8, or int8 = static QDQ calibrated on samples."""
+def quantize_onnx(fp32: Path, dest: Path, mode: str, calibration: Mapping[str, np.ndarray] | None = None,
+                  seven_bit_weights: bool = True) -> None:
+    """Quantize an fp32 ONNX file with onnxruntime: dynamic-int8, or int8 = static QDQ calibrated on samples.
+    `seven_bit_weights=False` (8-bit weights, which saturate on CPUs without VNNI) is for
+    benchmarks/bench_int8_weights.py, which measures what the 7 bits cost."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -321,7 +324,7 @@ def quantize_onnx(fp32: Path, dest: Path, mode: str, calibration: Mapping[str, n
         kept = onnx_kept_float(str(pre or fp32))  # a Normalization over raw features (float_islands)
         said_kept(kept)
         quantize_static(str(pre or fp32), str(dest), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        reduce_range=seven_bit_weights, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         nodes_to_exclude=kept)
     finally:
         if pre is not None:
