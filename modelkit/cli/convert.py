@@ -118,7 +118,8 @@ def _warn_unused_quantize_flags(quantize: str | None, calibration_data: str | No
     given = [flag for flag, value in (("--calibration-data", calibration_data), ("--eval-data", eval_data),
                                       ("--max-accuracy-drop", max_accuracy_drop)) if value is not None]
     if given and (quantize or "none") in ("none", "fp32"):
-        click.echo(f"warning: {', '.join(given)} apply to quantized conversions only (--quantize); ignored: "
+        verb = "applies" if len(given) == 1 else "apply"
+        click.echo(f"warning: {', '.join(given)} {verb} to quantized conversions only (--quantize); ignored: "
                    "each hop is judged by parity (--data: the samples to verify on)", err=True)
 
 

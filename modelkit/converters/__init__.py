@@ -117,6 +117,8 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
 
         q.check_data_available(_manifest.read(src), mode, options.get("calibration_data"), hop_opts.get("eval_data"),
                                verify, signature=lambda: _source_signature(src, trust_unsafe_code))
+        if verify:
+            q.warn_if_judged_on_calibration(mode, options.get("calibration_data"), hop_opts.get("eval_data"))
     if "quantize" in options:
         options["quantize"] = mode  # canonical name ('fp32' -> 'none') in every manifest
     hops: list[Hop] = []

@@ -190,7 +190,7 @@ def _run_hop(src: str, dest: str, edge: Any, options: dict[str, Any] | None, ver
             m.extra["input_spec"] = [s.to_dict() for s in parse_input_specs(input_spec)]
         if accuracy is not None:
             m.extra["accuracy"] = accuracy
-            print(f"{tag}: {_said.summary(accuracy)}", file=sys.stderr, flush=True)
+            progress(f"{tag}: {_said.summary(accuracy)}")
         if (report is not None and not report.ok) or (accuracy is not None and not accuracy["ok"]):
             bad = failed_name(dest_p, None if first else edge.route)
             report.candidate = str(bad)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -233,6 +234,21 @@ def check_data_available(src_manifest: Any, mode: str, calibration_data: str | N
                               f"training data set): {'; and '.join(missing)}{note}")
     if verify and is_lossy(mode) and eval_data:
         _check_labelled(Path(eval_data))
+
+
+def warn_if_judged_on_calibration(mode: str, calibration_data: str | None, eval_data: str | None) -> None:
+    """A warning line on stderr when int8 is calibrated and judged on the same file: the gate is flattered."""
+    if mode == "int8" and calibration_data and eval_data and _same_file(calibration_data, eval_data):
+        print(f"warning: the calibration data and the eval data are the same file ({Path(eval_data).name}): the "
+              "accuracy gate then judges the int8 model on the samples its ranges were fitted to, which flatters "
+              "it; give --eval-data held-out samples (eval_data= in Python)", file=sys.stderr, flush=True)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one is missing: its own check says so
+        return False
 
 
 def _judgeable_if_known(signature: Callable[[], Signature]) -> Judge | None:
