@@ -76,7 +76,7 @@ def _dynamic(sig: Any, layer: str, why: str) -> Exception:
     from ..errors import UnsupportedConversionError
 
     hint = " ".join(f"--input-spec {s.name}:{','.join(_dim(d, i) for i, d in enumerate(s.shape))}:{s.dtype}"
-                    for s in sig.inputs)
+                    for s in sig.inputs if None in s.shape[1:])  # the inputs of fixed shape keep theirs
     return UnsupportedConversionError(
         f"layer {layer} cannot be converted to tflite by the '{ROUTE}' route: {why}, and unrolling needs a "
         f"fixed number of steps; give the length with {hint} (<length>: the sequence length the artifact will "

@@ -171,9 +171,11 @@ def fix_open_dims(model: Any, given: tuple[TensorSpec, ...], where: str | os.Pat
 
     names = [getattr(t, "name", "?") for t in model.inputs]
     by_name = {s.name: s for s in given}
-    fixes = set(by_name) <= set(names) and all(
-        _narrows(tuple(t.shape), str(keras.backend.standardize_dtype(t.dtype)), by_name[n])
-        for n, t in zip(names, model.inputs) if n in by_name)
+    asked = [(tuple(t.shape), str(keras.backend.standardize_dtype(t.dtype)), by_name[n])
+             for n, t in zip(names, model.inputs) if n in by_name]
+    # specs the model's shapes already meet may come beside the one that fixes a size (a full list of the inputs)
+    fixes = (set(by_name) <= set(names) and all(_compatible(*x) for x in asked)
+             and any(_narrows(shape, spec) for shape, _, spec in asked))
     if not fixes:
         raise InputError(f"{where}: the model defines its inputs {names}; an input spec is only for models "
                          "that do not (subclassed models), or to fix dimensions they leave open (inputs of those "
@@ -188,12 +190,14 @@ def fix_open_dims(model: Any, given: tuple[TensorSpec, ...], where: str | os.Pat
     return keras.Model(inputs=feed, outputs=named[0] if len(named) == 1 else named, name=model.name)
 
 
-def _narrows(shape: tuple[Any, ...], dtype: str, spec: TensorSpec) -> bool:
-    """Whether `spec` keeps `shape`'s rank, dtype and fixed dims, fixing at least one open non-batch dim."""
-    if len(spec.shape) != len(shape) or spec.dtype != dtype:
-        return False
-    if any(d is not None and s != d for s, d in zip(spec.shape[1:], shape[1:])):
-        return False
+def _compatible(shape: tuple[Any, ...], dtype: str, spec: TensorSpec) -> bool:
+    """Whether `spec` keeps `shape`'s rank, dtype and fixed dims."""
+    return (len(spec.shape) == len(shape) and spec.dtype == dtype
+            and all(d is None or s == d for s, d in zip(spec.shape[1:], shape[1:])))
+
+
+def _narrows(shape: tuple[Any, ...], spec: TensorSpec) -> bool:
+    """Whether `spec` fixes at least one open non-batch dim of `shape`."""
     return any(d is None and s is not None for s, d in zip(spec.shape[1:], shape[1:]))
 
 

@@ -377,6 +377,23 @@ def test_input_spec_may_only_fix_open_dims_of_a_model_that_defines_inputs(tmp_pa
                                                 verbose=0), atol=1e-6)
     with pytest.raises(InputError, match=r"the model defines its inputs \[.*'history'.*\]; an input spec is only"):
         ensure_inputs(two, "m.keras", parse_input_specs(["user:?:int64"]))  # nothing open to fix there
+    # beside the one that fixes a size, the others may be named as the model has them (nc180 gave all three)
+    fixed = ensure_inputs(two, "m.keras", parse_input_specs(["history:?,12:int64", "user:?:int64"]))
+    assert {t.name: tuple(t.shape) for t in fixed.inputs} == {"user": (None,), "history": (None, 12)}
+    with pytest.raises(InputError, match=r"an input spec is only"):
+        ensure_inputs(two, "m.keras", parse_input_specs(["history:?,12:int64", "user:?,3:int64"]))
+
+
+def test_the_unrolled_routes_advice_names_only_the_inputs_it_fixes():
+    """nc180 (a streaming LSTM taking its state as inputs): the advice named the state inputs too, which have no
+    open size, and following it was refused ("an input spec is only for ...")."""
+    from modelkit.converters.keras_tflite_unrolled import _dynamic
+    from modelkit.spec import Signature, TensorSpec
+
+    sig = Signature((TensorSpec("chunk", (None, None, 1)), TensorSpec("h", (None, 16)), TensorSpec("c", (None, 16))),
+                    (TensorSpec("next", (None, None, 1)),))
+    message = str(_dynamic(sig, "'lstm' (LSTM)", "its input has an open time axis"))
+    assert "give the length with --input-spec chunk:?,<length>,1:float32 (<length>:" in message
 
 
 # ------------------------------------------------------------------------------------------------
