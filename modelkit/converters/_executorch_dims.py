@@ -244,16 +244,36 @@ XNN_MAX_TENSOR_DIMS = 6  # XNNPACK defines no tensor of more dimensions (xnn_sta
 
 
 def _within_rank(config: Any) -> Any:
-    """`config` taking only nodes whose tensors XNNPACK can define: a MultiHeadAttention over two axes
-    (attention_axes=(1, 2), nc174) permutes rank-7 tensors, which the partitioner delegated and the program then
-    failed to load ("XNNCompiler: Failed to define tensor 10"); ExecuTorch's portable kernels take them."""
+    """`config` taking only nodes XNNPACK's lowering can take. Tensors of at most 6 dimensions: a MultiHeadAttention
+    over two axes (attention_axes=(1, 2), nc174) permutes rank-7 tensors, which the partitioner delegated and the
+    program then failed to load ("XNNCompiler: Failed to define tensor 10"). No dequantized scalar (0-dim) from
+    outside: XNNPACK's channels-last pass indexes such an input's first row (ExecuTorch 1.5: "IndexError: invalid
+    index of a 0-dim tensor" in ChannelsLastTaggedReshapePass), seen on a discriminator's minibatch std, a mean over
+    the whole batch broadcast into a feature map (nc181, int8). ExecuTorch's portable kernels take both."""
     taken = config.check_constraints
 
     def check_constraints(self: Any, node: Any, ep: Any) -> bool:
         vals = _vals(node.meta.get("val")) + [v for a in node.all_input_nodes for v in _vals(a.meta.get("val"))]
-        return all(len(v.shape) <= XNN_MAX_TENSOR_DIMS for v in vals) and taken(self, node, ep)
+        return (all(len(v.shape) <= XNN_MAX_TENSOR_DIMS for v in vals) and not _scalar_dequantized(node)
+                and taken(self, node, ep))
 
     return type(config.__name__, (config,), {"check_constraints": check_constraints})
+
+
+def _scalar_dequantized(node: Any) -> bool:
+    """Whether `node` quantizes or dequantizes a scalar (0-dim) computed at run time, or takes one dequantized (a
+    frozen scalar constant is dequantized straight from its parameter, which the pass reads without indexing)."""
+    return _runtime_scalar_qdq(node) or any(_runtime_scalar_qdq(a) for a in node.all_input_nodes)
+
+
+def _runtime_scalar_qdq(node: Any) -> bool:
+    target = str(node.target)
+    if "quantize_per_tensor" not in target or any(len(v.shape) for v in _vals(node.meta.get("val"))):
+        return False
+    if "dequantize" not in target:
+        return True
+    source = node.args[0] if node.args else None
+    return getattr(source, "op", None) == "call_function" and "quantize" in str(source.target)
 
 
 def planned_bytes(program: Any) -> int:

@@ -257,6 +257,11 @@ def _lower(program: Any, sig: Any, signature: str, accepted: dict[Any, Any], max
     except (RuntimeError, TypeError, ValueError, AssertionError, KeyError, NotImplementedError,
             SpecViolationError) as exc:
         raise ConversionError(f"ExecuTorch could not lower {src_name}: {first_line(exc)}") from exc
+    except Exception as exc:
+        if type(exc) is not Exception:  # only the bare Exception ExecuTorch's pass manager raises, naming a pass
+            raise
+        cause = f" ({type(exc.__cause__).__name__}: {first_line(exc.__cause__)})" if exc.__cause__ else ""
+        raise ConversionError(f"ExecuTorch could not lower {src_name}: {first_line(exc)}{cause}") from exc
 
 
 def _folded(program: Any) -> Any:
