@@ -136,6 +136,12 @@ def edges() -> dict[tuple[Format, Format], EdgeSpec]:
     return {pair: specs[0] for pair, specs in _load().items()}
 
 
+def spec_of(func_path: str) -> EdgeSpec | None:
+    """The registered route whose function is `func_path` ("module:function", as manifests record it)."""
+    _load()
+    return _SPECS.get(func_path)
+
+
 def routes(source: Format, target: Format) -> tuple[EdgeSpec, ...]:
     """The routes of a pair, in the order they are tried."""
     found = _load().get((source, target))

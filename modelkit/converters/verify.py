@@ -274,12 +274,36 @@ def verify_artifacts(a: str | os.PathLike, b: str | os.PathLike, tolerance: Tole
     from .. import manifest as _manifest
     from .samples import plan_inputs
 
-    ref, cand = load(a, **load_options), load(b, **load_options)
+    backend = reference_backend(a, b)
+    ref = load(a, **load_options, **({"backend": backend} if backend else {}))
+    cand = load(b, **load_options)
     plan = plan_inputs(ref.signature, ref, _manifest.read(a), data, data_label, seed)
     report = compare_models(ref, cand, tolerance, batch_sizes, seed, plan.data, plan.label, plan.ranges)
     if raise_on_failure:
         report.raise_if_failed()
     return report
+
+
+def reference_backend(a: str | os.PathLike, b: str | os.PathLike) -> str | None:
+    """The Keras backend to load a .keras reference `a` under, when Keras is not loaded yet: the one the conversion
+    that made `b` computed its reference under (its first hop's edge, from b's manifest), so verify compares what
+    that hop compared. nc183: a layer resizing to a feature map's dynamic size rebuilds under torch and JAX but
+    not under TensorFlow, and `modelkit verify seg.keras seg.pte` failed to load the reference; None otherwise."""
+    from .. import manifest as _manifest
+    from .._backend import loaded_backend
+    from ..errors import ManifestError
+    from ..formats import Format, detect
+    from .registry import spec_of
+
+    if detect(a) != Format.KERAS or loaded_backend() is not None:
+        return None
+    try:
+        m = _manifest.read(b)
+    except ManifestError:
+        return None
+    first = m.chain[0] if m is not None and m.chain else {}
+    spec = spec_of(str(first.get("converter", ""))) if first.get("source") == Format.KERAS.value else None
+    return spec.backend if spec is not None else None
 
 
 def quantized_manifest(path: str | os.PathLike) -> Any:
