@@ -88,7 +88,11 @@ def _problems(family: str, fmt: str, r: dict) -> list[str]:
     if not parity["ok"] or min(o["spread"] for o in parity["outputs"]) < 1e-3:  # the outputs really vary
         out.append(f"{fmt}: parity {parity['ok']}, spread {[o['spread'] for o in parity['outputs']]}")
     raw = FAMILIES[family].raw_pixels
-    if raw != ("in [0, 255)" in parity["inputs"]):  # 0-255 pixels inferred from the model's own Rescaling
+    # pixel-like inputs inferred from the model's own preprocessing: 0-255 from a Rescaling, or mean +- 2 std per
+    # channel from a Normalization over 0-255 pixels (ConvNeXt's, ImageNet's statistics: about -11 to 240)
+    pixel_like = "in [0, 255)" in parity["inputs"] or re.search(r"in \[-?[0-9.]+, 2[0-9]{2}\.?[0-9]*\) per channel "
+                                                               r"\(Normalization", parity["inputs"]) is not None
+    if raw != pixel_like:
         out.append(f"{fmt}: verified on {parity['inputs']}")
     return out
 
