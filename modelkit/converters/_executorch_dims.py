@@ -237,13 +237,13 @@ def partitioner_configs() -> list[Any]:
             return (not one_d or _dynamic(shape) <= 1) and super().check_constraints(node, ep)
 
     swap = {UnsqueezeCopyConfig: Unsqueeze, ConvolutionConfig: Convolution}
-    return [_within_rank(swap.get(c, c)) for c in ALL_PARTITIONER_CONFIGS]
+    return [_xnnpack_can_take(swap.get(c, c)) for c in ALL_PARTITIONER_CONFIGS]
 
 
 XNN_MAX_TENSOR_DIMS = 6  # XNNPACK defines no tensor of more dimensions (xnn_status_unsupported_parameter)
 
 
-def _within_rank(config: Any) -> Any:
+def _xnnpack_can_take(config: Any) -> Any:
     """`config` taking only nodes XNNPACK's lowering can take. Tensors of at most 6 dimensions: a MultiHeadAttention
     over two axes (attention_axes=(1, 2), nc174) permutes rank-7 tensors, which the partitioner delegated and the
     program then failed to load ("XNNCompiler: Failed to define tensor 10"). No dequantized scalar (0-dim) from

@@ -254,13 +254,13 @@ def _lower(program: Any, sig: Any, signature: str, accepted: dict[Any, Any], max
         set_bounds(edge.exported_program(), sig, accepted, max_batch)
         made = edge.to_executorch()
         return bytes(made.buffer), planned_bytes(made.executorch_program)
-    except (RuntimeError, TypeError, ValueError, AssertionError, KeyError, NotImplementedError,
-            SpecViolationError) as exc:
-        raise ConversionError(f"ExecuTorch could not lower {src_name}: {first_line(exc)}") from exc
     except Exception as exc:
-        if type(exc) is not Exception:  # only the bare Exception ExecuTorch's pass manager raises, naming a pass
+        # the lowering's own errors, and the bare Exception its pass manager raises naming a pass (the cause says why)
+        bare = type(exc) is Exception
+        if not bare and not isinstance(exc, (RuntimeError, TypeError, ValueError, AssertionError, KeyError,
+                                             NotImplementedError, SpecViolationError)):
             raise
-        cause = f" ({type(exc.__cause__).__name__}: {first_line(exc.__cause__)})" if exc.__cause__ else ""
+        cause = f" ({type(exc.__cause__).__name__}: {first_line(exc.__cause__)})" if bare and exc.__cause__ else ""
         raise ConversionError(f"ExecuTorch could not lower {src_name}: {first_line(exc)}{cause}") from exc
 
 

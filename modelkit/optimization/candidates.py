@@ -150,6 +150,7 @@ NO_BF16 = ("this CPU has no bf16 arithmetic (AVX512_BF16 or AMX): OpenVINO would
 
 
 def _cpu_has_bf16() -> bool:
+    """runtime.openvino.computes_bf16, imported when a plan asks (tests set this one)."""
     from ..runtime.openvino import computes_bf16
 
     return computes_bf16()

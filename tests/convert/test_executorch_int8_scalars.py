@@ -2,7 +2,7 @@
 to one scalar and broadcast into the feature map) between convolutions. Its int8 ExecuTorch lowering failed inside
 XNNPACK ("An error occurred when running the 'ChannelsLastTaggedReshapePass' pass", from "IndexError: invalid index
 of a 0-dim tensor"): the pass indexes the first row of a dequantized input computed outside the partition, and the
-scalar has none. Such scalars now stay on ExecuTorch's portable kernels (_executorch_dims._within_rank)."""
+scalar has none. Such scalars now stay on ExecuTorch's portable kernels (_executorch_dims._xnnpack_can_take)."""
 from __future__ import annotations
 
 import numpy as np
