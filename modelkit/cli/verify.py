@@ -37,6 +37,7 @@ def command(reference: str, candidate: str, atol: float | None, batches: tuple[i
     not change with the inputs, which would make the check meaningless).
     """
     from .. import verify  # the Python API: one reading of --data (a .npz, or a .npy for a one-input model)
+    from ..converters.parity_report import weak_warning
 
     report = verify(reference, candidate, atol=atol, batch_sizes=batches, seed=seed, data=data,
                     raise_on_failure=False, trust_unsafe_code=trust_unsafe_code)
@@ -49,6 +50,9 @@ def command(reference: str, candidate: str, atol: float | None, batches: tuple[i
         click.echo(table(["output", "max abs", "max rel", "cosine", "argmax agree", "result"], rows))
         click.echo(f"inputs: {report.inputs}; cases: {', '.join(str(c['batch']) for c in report.cases)}")
         click.echo(report.summary())
+    weak = weak_warning(report.to_dict())
+    if weak:
+        click.echo(weak, err=True)
     if not report.ok:
         _note_quantized(candidate, reference)
     report.raise_if_failed()

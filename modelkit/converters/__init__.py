@@ -139,7 +139,7 @@ def convert(source: str | os.PathLike, to: Any, out_dir: str | os.PathLike | Non
         finals.append(current)
     existing = []
     for hop in hops:
-        if not force and hop.dest not in finals and reuse(hop, options, verify):
+        if not force and hop.dest not in finals and reuse(hop, options, verify, hop_opts.get("input_spec")):
             continue
         if not force and hop.dest.exists():
             existing.append(hop.dest)

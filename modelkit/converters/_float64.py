@@ -19,6 +19,14 @@ So when an output exceeds its edge's atol, compare_models lifts each case's atol
 never above MAX_RELATIVE of that largest |output|. The floor and the atol applied are recorded in the
 parity report. A wrong artifact (a layout, op or weight mistake) is off by 1e-2 and more relative to the
 outputs, far above all three.
+
+Where the twin is measured, a case beyond that atol is then judged against the float64 evaluation itself: an
+artifact within the same bound of the exact answer (capped at MAX_RELATIVE_FLOAT64 instead) is as faithful as
+its float32 reference, which merely strays the other way. Measured on keras.applications with random weights
+(uniform 0-255 noise, batch 7): EfficientNetB0's TFLite artifact is 1.0007e-4 from eager Keras, above the
+edge's 1e-4, but 8.7e-5 from the float64 answer (Keras: 1.3e-5); EfficientNetV2B0 saved under JAX, to TFLite,
+is 3.1e-3 from Keras, above the 1e-3 cap, but 1.65e-3 from the float64 answer, where Keras itself is 1.48e-3.
+A wrong artifact is as far from the float64 answer as from the reference, so it still fails.
 """
 from __future__ import annotations
 
@@ -32,17 +40,19 @@ OUTPUT_ULPS = 32
 # the floor never lifts a case's atol above this fraction of the largest |output| of that case: a model whose
 # own float32 error is larger than that is numerically ill-conditioned, and its artifacts fail as before
 MAX_RELATIVE = 1e-3
+# against the float64 evaluation (a direct measure of the artifact's error), the floor lifts up to this instead
+MAX_RELATIVE_FLOAT64 = 5e-3
 
 
-def case_atols(atol: float, floor: list[float], refs: list[np.ndarray]) -> list[float]:
+def case_atols(atol: float, floor: list[float], refs: list[np.ndarray], cap: float = MAX_RELATIVE) -> list[float]:
     """Per case: max(atol, FLOOR_FACTOR x floor, OUTPUT_ULPS ulps of the largest |output|), capped at
-    MAX_RELATIVE x that largest |output| (never below atol); a floor that is nan was not measured."""
+    `cap` x that largest |output| (never below atol); a floor that is nan was not measured."""
     out = []
     for f, ref in zip(floor, refs):
         scale = float(np.max(np.abs(ref.astype(np.float64)), initial=0.0))
         ulps = OUTPUT_ULPS * float(np.spacing(np.float32(scale)))
         lifted = max(FLOOR_FACTOR * f if np.isfinite(f) else 0.0, ulps)
-        out.append(max(atol, min(lifted, MAX_RELATIVE * scale)))
+        out.append(max(atol, min(lifted, cap * scale)))
     return out
 
 
@@ -77,22 +87,30 @@ class Float64Twin:
         return call_model(self.model, wide, self.signature)
 
 
-def floors(twin: Float64Twin, feeds: list[Mapping[str, np.ndarray]], refs: Mapping[str, list[np.ndarray]]
-           ) -> dict[str, list[float]]:
-    """Per output, per case: max |float32 reference - float64 reference| (inf where the twin fails)."""
-    out: dict[str, list[float]] = {name: [] for name in refs}
+def floors(twin: Float64Twin, feeds: list[Mapping[str, np.ndarray]], refs: Mapping[str, list[np.ndarray]],
+           cands: Mapping[str, list[np.ndarray]]) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Per output, per case: max |float32 reference - float64 reference| (the floor), and max |candidate -
+    float64 reference| (inf where the twin fails)."""
+    floor: dict[str, list[float]] = {name: [] for name in refs}
+    truth: dict[str, list[float]] = {name: [] for name in refs}
     for i, feed in enumerate(feeds):
         try:
             wide = twin.predict(feed)
         except Exception:  # noqa: BLE001 - the twin failed on this case: no floor for it
             wide = {}
         for name in refs:
-            a = refs[name][i].astype(np.float64)
-            b = wide.get(name)
-            ok = b is not None and np.shape(b) == a.shape
-            out[name].append(float(np.max(np.abs(a - np.asarray(b, np.float64)), initial=0.0)) if ok
-                             else float("inf"))
-    return out
+            floor[name].append(_distance(refs[name][i], wide.get(name)))
+            truth[name].append(_distance(cands[name][i], wide.get(name)))
+    return floor, truth
+
+
+def _distance(a: np.ndarray, wide: Any) -> float:
+    """max |a - wide| in float64; inf when the twin gave nothing of a's shape (or a non-finite difference)."""
+    a64 = np.asarray(a, np.float64)
+    if wide is None or np.shape(wide) != a64.shape:
+        return float("inf")
+    d = float(np.max(np.abs(a64 - np.asarray(wide, np.float64)), initial=0.0))
+    return d if np.isfinite(d) else float("inf")
 
 
 def _rebuild_float64(model: Any) -> Any:

@@ -8,7 +8,9 @@ Sizes the reference itself cannot run at (shorter than a valid convolution) give
 FALLBACK_SIZES, then to ALIGNED_SIZES, multiples of 32, for a model that takes only multiples of a stride
 (a pixel unshuffle, a U-Net's skip connections), then to SHORT_SIZES for a model that takes only a few steps (a
 table of 12 positions ran at 1 alone and every conversion was refused: nc133). Per axis, one size serves every
-input: two inputs whose lengths must agree still can.
+input: two inputs whose lengths must agree still can. After each tier's rotation come its tied cases, every open
+axis at one size, for a model whose open axes must agree across inputs and axes: a graph network's node features
+(N, F) and adjacency (N, N) run at no rotated case (nc185).
 """
 from __future__ import annotations
 
@@ -63,7 +65,15 @@ def size_plans(reference_sig: Signature, candidate_sig: Signature,
             sizes = {a: fixed.get(a, per_axis[a][(j + k) % len(per_axis[a])]) for k, a in enumerate(axes)}
             if sizes not in plans:
                 plans.append(sizes)
+        if len(axes) > 1:  # tied: every open axis at one size (a size some axis cannot take is left out)
+            shared = [v for v in tier if all(v in per_axis[a] for a in axes)]
+            plans += [t for t in ({a: fixed.get(a, v) for a in axes} for v in shared) if t not in plans]
     return plans
+
+
+def is_tied(sizes: Sizes) -> bool:
+    """Whether a plan sets two or more open axes, all at one size (size_plans' tied cases)."""
+    return len(sizes) > 1 and len(set(sizes.values())) == 1
 
 
 def _within(tier: tuple[int, ...], bounds: tuple[int, int] | None, strict: bool = False) -> tuple[int, ...]:

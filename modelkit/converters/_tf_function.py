@@ -140,7 +140,7 @@ def _make(model: Any, sig: Signature, as_dict: bool) -> tuple[Any, list[Any]]:
 def _trace_error(sig: Signature, exc: BaseException) -> ConversionError:
     """The trace's failure, one line; with an open height, width or length, what fixes it: a layer branching in
     Python on a size needs it known in a TensorFlow graph (Keras' own resize is traced open: _tf_lowering)."""
-    from ..keras_io.inputs import input_spec_text
+    from ..keras_io.inputs import open_specs_text
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     msg = f"TensorFlow could not trace the model into a graph ({type(exc).__name__}: {text})"
@@ -148,7 +148,7 @@ def _trace_error(sig: Signature, exc: BaseException) -> ConversionError:
     if open_dims:
         spec = open_dims[0]
         msg += (f"; input '{spec.name}' has open dimensions {list(spec.shape)}, which a layer may need known: fix "
-                f"them when converting, e.g. --input-spec {input_spec_text(spec, fill=64)}; the torch-based formats "
+                f"them when converting, e.g. {open_specs_text(sig, 64)}; the torch-based formats "
                 "(pt2, torchscript) trace the model with torch and may keep them open")
     return ConversionError(msg)
 

@@ -186,6 +186,26 @@ def ranges(program: Any, sig: Signature) -> dict[tuple[str, int], list[int | Non
     return out
 
 
+def ties(program: Any, sig: Signature) -> list[list[str]]:
+    """Groups ("input:axis", ...) of the open non-batch dimensions that `program` computes as one size (torch.export
+    tied them: a graph network's node features (N, F) and adjacency (N, N), nc185); [] when every one is free."""
+    import torch
+
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    users = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    groups: dict[str, list[str]] = {}
+    for spec, arg in zip(sig.inputs, users):
+        shape = placeholders[arg].meta["val"].shape
+        for axis, d in enumerate(spec.shape):
+            got = shape[axis] if axis < len(shape) else None
+            if axis == 0 or d is not None or not isinstance(got, torch.SymInt):
+                continue
+            expr = resolved(got.node)
+            if expr is not None and not expr.is_number:
+                groups.setdefault(str(expr), []).append(f"{spec.name}:{axis}")
+    return [g for g in groups.values() if len(g) > 1]
+
+
 def _bound(value: Any) -> int | None:
     """A range bound as an int; None for torch's infinity (or any bound past 2**31, i.e. unbounded)."""
     try:

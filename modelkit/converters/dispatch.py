@@ -34,11 +34,12 @@ class Hop:
         return self.specs[self.next].backend or ""
 
 
-def reuse(hop: Hop, options: dict[str, Any], verify: bool) -> bool:
+def reuse(hop: Hop, options: dict[str, Any], verify: bool, input_spec: list[dict[str, Any]] | None = None) -> bool:
     """An intermediate artifact already there (the ONNX file on the way to OpenVINO, written by an earlier
     `--to onnx`) is reused, not refused, when its manifest says modelkit made it from this very source (same
     sha256), it is unchanged since (same sha256), it passed its check, was made by a route this conversion
-    allows (hop.specs: all of the pair's, or those --route keeps) and carries the same quantization and options;
+    allows (hop.specs: all of the pair's, or those --route keeps) and carries the same quantization, options and
+    input specs;
     the hop is then done (hop.result, from the manifest). Anything else: False, and the usual
     ArtifactExistsError follows."""
     if not hop.dest.exists() or not hop.src.exists():
@@ -58,6 +59,8 @@ def reuse(hop: Hop, options: dict[str, Any], verify: bool) -> bool:
     if any(made_with.get(k, v) != v for k, v in options.items() if k in made_with and
            (hop.mode != "none" or k not in lossy_keys) and k != "quantize"):
         return False
+    if _specs(input_spec) != _specs((m.extra or {}).get("input_spec")):
+        return False  # made at other input shapes: a gcn.onnx kept open, where --input-spec now fixes the sizes
     if (m.source or {}).get("sha256") != _manifest.sha256_of(hop.src) or m.sha256 != _manifest.sha256_of(hop.dest):
         return False
     hop.result = ConversionResult(m.format, str(hop.dest), 0.0, m.size_bytes, m.parity, m.quantization,
@@ -67,6 +70,11 @@ def reuse(hop: Hop, options: dict[str, Any], verify: bool) -> bool:
     progress(f"reusing {hop.dest.name}: made from this {hop.src.name} by modelkit, verified and unchanged "
              "(--force converts it again)")
     return True
+
+
+def _specs(given: list[dict[str, Any]] | None) -> list[tuple[str, list[Any], str]]:
+    """Input specs (TensorSpec dicts) in a form that compares regardless of their order."""
+    return sorted((d["name"], list(d["shape"]), d["dtype"]) for d in given or [])
 
 
 def run(hops: list[Hop], common: dict[str, Any], timeout: float | None, keep_going: bool = False) -> None:
@@ -90,6 +98,7 @@ def _run_plan(hops: list[Hop], common: dict[str, Any], timeout: float | None, ke
     for i, hop in enumerate(hops, start=1):
         hop.index = i
     pending = [h for h in hops if h.result is None]  # a reused intermediate is done already
+    warned: set[str] = set()  # the verification inputs a weak-parity warning was given for, said once
     while pending:
         for hop in pending:  # the hops that read a failed hop's artifact fail with its cause
             hop.error = next((h.error for h in hops if h.dest == hop.src and h.error is not None), None)
@@ -129,7 +138,20 @@ def _run_plan(hops: list[Hop], common: dict[str, Any], timeout: float | None, ke
             hop.result = ConversionResult(r["format"], r["path"], r["seconds"], r["size_bytes"], r["parity"],
                                           r.get("quantization"), r.get("accuracy"), r.get("route"))
             hop.probe = r.get("probe")
+            _warn_if_weak(r["parity"], warned)
         pending = [h for h in pending if h.result is None and h.error is None]
+
+
+def _warn_if_weak(parity: dict[str, Any] | None, warned: set[str]) -> None:
+    """A hop passed parity on inputs across which the source's outputs hardly vary: say so once per inputs
+    (stderr, also under -q: it is a warning)."""
+    from .._progress import write
+    from .parity_report import weak_warning
+
+    line = weak_warning(parity)
+    if line and parity["inputs"] not in warned:
+        warned.add(parity["inputs"])
+        write(line + "\n")  # above the progress bar when one is drawn
 
 
 def run_and_retry(hops: list[Hop], common: dict[str, Any], timeout: float | None, forced: set[str],
@@ -144,7 +166,7 @@ def run_and_retry(hops: list[Hop], common: dict[str, Any], timeout: float | None
         return
     for made in makes:
         if not common["force"] and made.dest.exists():
-            reuse(made, common["options"], common["verify"])
+            reuse(made, common["options"], common["verify"], common.get("input_spec"))
     retries = makes + agains
     run(retries, {**common, "total": len(retries)}, timeout, keep_going=keep_going)
     for retry in agains:

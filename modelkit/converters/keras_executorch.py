@@ -24,12 +24,19 @@ Runs in a child process with KERAS_BACKEND=torch, so a .keras trained under Tens
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConversionError, UnsupportedConversionError, first_line
 from ..formats import Format
-from ..runtime.executorch import DIM_RANGES_METHOD, MAX_BATCH_METHOD, SIGNATURE_METHOD  # read back by the engine
+from ..runtime.executorch import (  # read back by the engine
+    DIM_RANGES_METHOD,
+    MAX_BATCH_METHOD,
+    SIGNATURE_METHOD,
+    TIED_DIMS_METHOD,
+)
+from . import _torch_dims
 from ._executorch_dims import (
     bounded_export,
     check_largest,
@@ -97,6 +104,7 @@ def keras_to_executorch(src: Path, dest: Path, trust_unsafe_code: bool = False, 
     if fitted:
         max_length = fitted_max_length(module, sig, max_length, Path(src).name)
     program, accepted = bounded_export(module, sig, Path(src).name, max_batch, max_length)
+    tied = _torch_dims.ties(program, sig)  # open dims the program computes as one size: the engine refuses others
     example = lowering_example(program, sig, accepted)  # None unless a size inside is 1 at the export's example
     if example is not None:
         try:
@@ -108,7 +116,7 @@ def keras_to_executorch(src: Path, dest: Path, trust_unsafe_code: bool = False, 
         calibration = q.calibration_inputs(_manifest.read(src), sig, calibration_data)
         program = _quantized(program, sig, calibration, accepted, Path(src).name, example)
     buffer, planned = _lower(program, sig, signature_json(sig), accepted, max_batch, Path(src).name,
-                             fold=mode == "none")
+                             fold=mode == "none", tied=tied)
     Path(dest).write_bytes(buffer)  # dest lies in the hop's .partial folder, renamed when the hop is done
     check_largest(dest, sig, accepted, max_batch, Path(src).name)
     import executorch.version as et_version
@@ -119,7 +127,8 @@ def keras_to_executorch(src: Path, dest: Path, trust_unsafe_code: bool = False, 
         "versions": {**versions(), "executorch": et_version.__version__},
         "dim_ranges": {f"{n}:{a}": r for (n, a), r in accepted.items()},
         "backend_delegate": "XnnpackBackend", "quantization": mode,
-        "extra": {"planned_memory_bytes": planned}}  # what the engine allocates at load, for the largest sizes
+        # what the engine allocates at load, for the largest sizes; the open dims it takes at one size only
+        "extra": {"planned_memory_bytes": planned, **({"tied_dims": tied} if tied else {})}}
     if calibration is not None:  # XNNPACKQuantizer: symmetric int8, per-channel weights (pt2e)
         out["calibration"] = {"samples": len(next(iter(calibration.values()))),
                               "data": calibration_data or "training split (source manifest)"}
@@ -230,7 +239,7 @@ def _pads_share_quantization(annotate: Any) -> Any:
 
 
 def _lower(program: Any, sig: Any, signature: str, accepted: dict[Any, Any], max_batch: int, src_name: str,
-           fold: bool = True) -> tuple[bytes, int]:
+           fold: bool = True, tied: list[list[str]] | None = None) -> tuple[bytes, int]:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
     from torch._export.verifier import SpecViolationError  # an op outside the Core ATen set ExecuTorch lowers
@@ -247,6 +256,8 @@ def _lower(program: Any, sig: Any, signature: str, accepted: dict[Any, Any], max
     ranges = ranges_json(sig, accepted)
     if ranges != "{}":  # open dims other than the batch: the engine refuses sizes past them
         constants[DIM_RANGES_METHOD] = _bytes(ranges)
+    if tied:  # open dims the program computes as one size: the engine refuses inputs where they differ
+        constants[TIED_DIMS_METHOD] = _bytes(json.dumps(tied))
     try:
         with softmax_in_logical_layout(), patterns_only_where_they_can_match():
             edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner(configs=partitioner_configs())],

@@ -24,6 +24,13 @@ class OutputParity:
     float32_floor: float | None = None
     atol_applied: float | None = None
     failed_case: int | None = None  # index in the report's cases of the worst case that failed it, if it failed
+    # the reference output hardly varies across the inputs (above the vacuity guard, below WEAK_SPREAD of its
+    # scale): the check passes, but proves little (modelkit.converters.output_stats)
+    weak: bool = False
+    scale: float | None = None  # the largest |reference output| over the cases
+    # cases beyond their atol from the reference but within it of the float64 evaluation passed on that: the
+    # largest such error against the float64 answer (modelkit.converters._float64)
+    float64_error: float | None = None
 
 
 @dataclass
@@ -53,6 +60,9 @@ class ParityReport:
             own = f"; the reference's own: {worst.float32_floor:.1e}" if worst.float32_floor is not None else ""
             atol += f", up to {worst.atol_applied:.1e} where float32's own error is larger{own}"
         error = f"max abs error {worst.max_abs:.2e}" if worst.max_abs != float("inf") else "NaN / inf against numbers"
+        exact = max((o.float64_error for o in self.outputs if o.float64_error is not None), default=None)
+        if exact is not None and self.ok:
+            atol += f"; beyond it, within bounds of the float64 evaluation: {exact:.1e} from it"
         return f"{head}: {error} on '{worst.name}' ({atol}){agree}"
 
     def failures(self) -> str:
@@ -79,3 +89,15 @@ def split_max_abs(parity: Mapping[str, Any] | None) -> tuple[float | None, float
         outs = (parity or {}).get("outputs") or []
         return max((o["max_abs"] for o in outs), default=None), None
     return max(own), max(seeded)
+
+
+def weak_warning(report: Mapping[str, Any] | None) -> str | None:
+    """A warning line when a passing report's output hardly varies across its inputs (OutputParity.weak), else
+    None; reads a report's dict, as the conversion's children return it."""
+    weak = [o for o in (report or {}).get("outputs", ()) if o.get("weak")] if report and report.get("ok") else []
+    if not weak:
+        return None
+    o = max(weak, key=lambda w: w.get("scale") or 0.0)
+    return (f"warning: output '{o['name']}' hardly varies across the verification inputs ({report['inputs']}): its "
+            f"largest std is {o['spread']:.1e} against values up to {o['scale']:.2g}, so parity proves little; give "
+            "--data with inputs as the model receives them in use (after any preprocessing done outside it)")

@@ -89,11 +89,17 @@ def compare_models(reference: Any, candidate: Any, tolerance: Tolerance, batch_s
     cases: list[dict[str, Any]] = []
     feeds: list[dict[str, np.ndarray]] = []  # one per case, for the float32 floor
     skipped: list[dict[str, Any]] = []
-    offset, ran = 0, 0
+    offset = 0
     wanted = len(_shapes.DYNAMIC_SIZES) + (1 if plans[0] is None else 0)  # size plans that ran on both models
+    ran: list[bool] = []  # per plan that ran on both: whether it counts once the open dims are found tied
+    kept: list[bool] = []  # per case: likewise
+    refused: list[set[int]] = []  # the sizes of each plan the reference refused where they differ
+    agreed: set[int] = set()  # sizes at which the reference ran with every open axis at that size
+    tied = False  # a plan refused at sizes that differ, each of which ran where all agree: the open dims are tied
     for j, sizes in enumerate(plans):
-        if dynamic and ran >= wanted:
+        if dynamic and sum(k or not tied for k in ran) >= wanted:
             break
+        agree = sizes is None or _shapes.is_tied(sizes)  # the samples' own sizes, or every open axis at one
         case_sig, case_data = (sig, data) if sizes is None else (_shapes.case_signature(sig, sizes),
                                                                    None if plans[0] is None else data)
         usable = False
@@ -106,6 +112,8 @@ def compare_models(reference: Any, candidate: Any, tolerance: Tolerance, batch_s
             if isinstance(outs, dict):
                 skipped.append({"batch": batch, "shapes": shapes, **outs})
                 if outs["skipped"] == "reference":
+                    if not agree:
+                        refused.append(set(sizes.values()))
                     break  # these sizes do not fit the model: take the next plan
                 continue
             usable = True
@@ -124,7 +132,13 @@ def compare_models(reference: Any, candidate: Any, tolerance: Tolerance, batch_s
                 case["max_abs"][r] = _max_abs(a, b)
             cases.append(case)
             feeds.append(feed)
-        ran += usable
+            kept.append(agree)
+        if usable:
+            ran.append(agree)
+            agreed |= set(sizes.values()) if agree and sizes else set()
+            tied = any(r <= agreed for r in refused)
+    if tied:  # sizes that differ and still ran did so by broadcasting (a graph's (N, 1) adjacency): not its inputs
+        _drop_untied(kept, cases, feeds, refs, cands, skipped)
     if not cases:
         reasons = "; ".join(f"{_shapes_text(s['shapes'])}: {s['reason']}" for s in skipped[:3])
         raise ParityError(f"no verification case ran on both {reference.path.name} and {candidate.path.name}: "
@@ -145,6 +159,26 @@ def compare_models(reference: Any, candidate: Any, tolerance: Tolerance, batch_s
     if few:
         raise ParityError(f"{candidate.path.name}: {few}; see skipped_cases", report.to_dict())
     return report
+
+
+def _drop_untied(kept: list[bool], cases: list[dict[str, Any]], feeds: list[dict[str, np.ndarray]],
+                 refs: dict[str, list[np.ndarray]], cands: dict[str, list[np.ndarray]],
+                 skipped: list[dict[str, Any]]) -> None:
+    """Move the cases at sizes that differ to `skipped` (in place): the reference refused such sizes, each of which it
+    ran at with every open axis at that one size, so its open dims are tied (nc185: a graph network's features (N, F)
+    and adjacency (N, N) ran at an (N, 1) adjacency by broadcasting, where int8 and float garbage differ). An image
+    model that refuses a side of 1 refuses (1, 1) too: no tie, and its sides are still checked apart."""
+    for i in reversed(range(len(cases))):
+        if kept[i]:
+            continue
+        case = cases.pop(i)
+        feeds.pop(i)
+        for lists in (refs, cands):
+            for values in lists.values():
+                values.pop(i)
+        skipped.append({"batch": case["batch"], "shapes": case["shapes"], "skipped": "reference",
+                        "reason": "the model's open dimensions are tied (it refuses some sizes that differ and runs "
+                                  "where they agree): sizes that differ are not its inputs"})
 
 
 def shape_key(shapes: Mapping[str, Any]) -> tuple[tuple[str, tuple[int, ...]], ...]:
@@ -231,17 +265,20 @@ def _with_float32_floor(reference: Any, feeds: list[dict[str, np.ndarray]], refs
                         outputs: list[OutputParity], where: list[str] | None = None) -> list[OutputParity]:
     """Compare again with each case's atol lifted to float32's own error on it (modelkit.converters._float64:
     the reference's error against its float64 evaluation when it is a Keras model, and the outputs' ulp)."""
-    from ._float64 import Float64Twin, case_atols, floors
+    from ._float64 import MAX_RELATIVE_FLOAT64, Float64Twin, case_atols, floors
 
     twin = Float64Twin.for_reference(reference)
-    measured = floors(twin, feeds, refs) if twin is not None else {name: [float("nan")] * len(cases)
-                                                                    for name in refs}
-    if twin is not None:
+    if twin is None:
+        measured = {name: [float("nan")] * len(cases) for name in refs}
+        truth: dict[str, list[float]] = {}
+    else:
+        measured, truth = floors(twin, feeds, refs, cands)
         for i, case in enumerate(cases):
             case["float32_floor"] = {name: values[i] for name, values in measured.items()}
     return [compare_output(o.name, refs[o.name], cands[o.name], tol, case_atols(tol.atol, measured[o.name],
                                                                                   refs[o.name]), measured[o.name],
-                            where)
+                            where, float64=(truth[o.name], case_atols(tol.atol, measured[o.name], refs[o.name],
+                                                                      MAX_RELATIVE_FLOAT64)) if truth else None)
             for o in outputs]
 
 

@@ -19,7 +19,7 @@ import inspect
 import os
 from typing import Any, Iterable, Iterator
 
-from ..errors import InputError, LoadError
+from ..errors import InputError, LoadError, first_line
 from ..spec import TensorSpec
 
 _OVERRIDE: tuple[TensorSpec, ...] | None = None
@@ -54,6 +54,14 @@ def input_spec_text(spec: TensorSpec, fill: int | None = None) -> str:
     dims = ",".join("?" if i == 0 or (d is None and fill is None) else str(fill if d is None else d)
                     for i, d in enumerate(spec.shape))
     return f"{spec.name}:{dims}:{spec.dtype}"
+
+
+def open_specs_text(sig: Any, fill: int) -> str:
+    """'--input-spec ...' for every input with an open dimension past the batch, each at `fill`: naming only the first
+    left a graph network's adjacency (N, N) open beside its features fixed at (64, F), which Keras cannot rebuild
+    (nc185); one size for all keeps dims the model ties together in agreement."""
+    return " ".join(f"--input-spec {input_spec_text(s, fill=fill)}" for s in sig.inputs
+                    if any(d is None for d in s.shape[1:]))
 
 
 def parse_input_specs(items: Iterable[str | TensorSpec | dict[str, Any]] | str | None) -> tuple[TensorSpec, ...]:
@@ -185,7 +193,16 @@ def fix_open_dims(model: Any, given: tuple[TensorSpec, ...], where: str | os.Pat
                else keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype, name=n) for n, t in zip(names, model.inputs)]
     feed: Any = (dict(zip(names, tensors)) if isinstance(getattr(model, "_inputs_struct", None), dict)
                  else tensors[0] if len(tensors) == 1 else tensors)
-    outs = keras.tree.flatten(model(feed, training=False))
+    try:
+        outs = keras.tree.flatten(model(feed, training=False))
+    except Exception as exc:  # noqa: BLE001 - the user's layers at the sizes asked for: one typed line
+        others = [f"'{n}' {tuple(t.shape)}" for n, t in zip(names, model.inputs)
+                  if n not in by_name and any(d is None for d in tuple(t.shape)[1:])]
+        also = (f"; a size the model ties across inputs must be fixed in each: name the others with an open size too "
+                f"({', '.join(others)})") if others else ""
+        raise InputError(f"{where}: the model does not build at the input shapes "
+                         f"{', '.join(f'{n} {s.shape_str()}' for n, s in by_name.items())} ({type(exc).__name__}: "
+                         f"{first_line(exc)}){also}") from exc
     named = [keras.layers.Identity(name=n)(t) for n, t in zip(output_names(model), outs)]
     return keras.Model(inputs=feed, outputs=named[0] if len(named) == 1 else named, name=model.name)
 

@@ -5,6 +5,8 @@ tensor names: the Signature is read from the program's constant method `modelkit
 modelkit.converters.keras_executorch), else from the manifest beside it. ExecuTorch plans memory for a maximum
 batch (`modelkit_max_batch`); a larger batch runs in slices of that size, concatenated. Other open dimensions have a
 range (`modelkit_dim_ranges`): a size outside it is a ShapeError (the runtime would fail resizing past its plan).
+Open dims the program computes as one size (`modelkit_tied_dims`: a graph network's node features (N, F) and
+adjacency (N, N)) must agree: the runtime does not check it, and computes garbage where they differ (nc185).
 The program is verified by the runtime as it loads (flatbuffer and internal consistency), so a damaged file is a
 LoadError; the value indices the runtime trusts (one past its plan aborts the process at execute) are checked before it
 (modelkit.safety.executorch).
@@ -31,6 +33,7 @@ from .torchscript import resolve_signature
 
 SIGNATURE_METHOD, MAX_BATCH_METHOD = "modelkit_signature", "modelkit_max_batch"  # the edge writes them
 DIM_RANGES_METHOD = "modelkit_dim_ranges"  # {"input:axis": [min, max]} of the open dims other than the batch
+TIED_DIMS_METHOD = "modelkit_tied_dims"  # [["input:axis", ...], ...]: open dims the program computes as one size
 
 
 class ExecuTorchModel(Model):
@@ -38,16 +41,19 @@ class ExecuTorchModel(Model):
     engine = "executorch"
 
     def __init__(self, path: Path, method: Any, signature: Signature, max_batch: int | None,
-                 dim_ranges: dict[tuple[str, int], tuple[int, int]] | None = None):
+                 dim_ranges: dict[tuple[str, int], tuple[int, int]] | None = None,
+                 tied: list[list[tuple[str, int]]] | None = None):
         super().__init__(path, signature)
         self.method = method
         self.max_batch = max_batch
         self.dim_ranges = dim_ranges or {}  # (input, axis) -> (min, max): the sizes memory was planned for
+        self.tied = tied or []  # groups of (input, axis) the program takes at one size
         self._chatter = StderrSink()  # the runtime's log of a failing call, kept for its error line
         self._ran: set[tuple] = set()  # input shapes that ran: the runtime fails by shape, so these run unguarded
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = self.signature.input_names
+        self._check_tied(inputs)
         for (name, axis), (low, high) in self.dim_ranges.items():
             size = inputs[name].shape[axis] if name in inputs and inputs[name].ndim > axis else None
             if size is not None and not low <= size <= high:
@@ -63,6 +69,16 @@ class ExecuTorchModel(Model):
                      for i in range(0, n, self.max_batch)]
             return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return self._run_once(inputs)
+
+    def _check_tied(self, inputs: dict[str, np.ndarray]) -> None:
+        """ShapeError where dims the program takes at one size differ."""
+        for group in self.tied:
+            sizes = [(name, axis, inputs[name].shape[axis]) for name, axis in group
+                     if name in inputs and inputs[name].ndim > axis]
+            if len({size for _, _, size in sizes}) > 1:
+                said = ", ".join(f"'{n}' dimension {a} is {size}" for n, a, size in sizes)
+                raise ShapeError(f"{said}: {self.path.name} takes them at one size (the model computes them "
+                                 "together, and ExecuTorch does not check it)")
 
     def _run_once(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -109,9 +125,11 @@ def load(path: Path, device: str = "cpu", threads: int | None = None, **options:
             embedded = _constant(program, SIGNATURE_METHOD) if SIGNATURE_METHOD in names else None
             max_batch = _constant(program, MAX_BATCH_METHOD) if MAX_BATCH_METHOD in names else None
             ranges = _constant(program, DIM_RANGES_METHOD) if DIM_RANGES_METHOD in names else None
+            tied = _constant(program, TIED_DIMS_METHOD) if TIED_DIMS_METHOD in names else None
     except (RuntimeError, ValueError, OSError) as exc:  # the runtime's verifier refuses a damaged program
         raise LoadError(f"{path}: ExecuTorch could not load this program: {exc}{_why(said, str(exc))}") from exc
-    return ExecuTorchModel(path, method, _signature(path, embedded), _int(max_batch), _ranges(path, ranges))
+    return ExecuTorchModel(path, method, _signature(path, embedded), _int(max_batch), _ranges(path, ranges),
+                           _tied(path, tied))
 
 
 # ExecuTorch's error codes (runtime/core/error.h) that a load names only by number
@@ -175,6 +193,17 @@ def _ranges(path: Path, embedded: Any) -> dict[tuple[str, int], tuple[int, int]]
                 for key, (lo, hi) in json.loads(raw).items()}
     except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise LoadError(f"{path}: corrupt {DIM_RANGES_METHOD} inside the program ({exc})") from exc
+
+
+def _tied(path: Path, embedded: Any) -> list[list[tuple[str, int]]]:
+    """The groups of open dims the program takes at one size (JSON as a uint8 tensor); a corrupt one is a LoadError."""
+    if embedded is None:
+        return []
+    try:
+        groups = json.loads(_bytes(embedded).decode())
+        return [[(key.rpartition(":")[0], int(key.rpartition(":")[2])) for key in group] for group in groups]
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise LoadError(f"{path}: corrupt {TIED_DIMS_METHOD} inside the program ({exc})") from exc
 
 
 def _bytes(embedded: Any) -> bytes:

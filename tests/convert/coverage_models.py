@@ -24,6 +24,9 @@ class Family:
     name: str
     size: int = 32
     raw_pixels: bool = False  # the model rescales 0-255 pixels itself
+    # takes 0-255 BGR pixels less ImageNet's channel means (its preprocess_input, "caffe" mode, runs outside the
+    # model, so nothing in the model tells the verifier: it draws [0, 1), where VGG16's outputs hardly vary)
+    caffe: bool = False
     kwargs: tuple[tuple[str, Any], ...] = ()
 
 
@@ -39,7 +42,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("DenseNet121"),
     Family("NASNetMobile"),
     Family("ConvNeXtTiny", raw_pixels=True),
-    Family("VGG16"),
+    Family("VGG16", caffe=True),
     Family("Xception", size=71),
     Family("InceptionV3", size=75),
     Family("InceptionResNetV2", size=75),
@@ -48,7 +51,7 @@ CLASSES = 10
 
 
 def pixels(family: Family, n: int, seed: int, size: int | None = None) -> np.ndarray:
-    """Float32 images in the family's range: the first half smooth random fields (a 4x4 grid upsampled,
+    """Float32 images in the family's range (Family): the first half smooth random fields (a 4x4 grid upsampled,
     plus a little pixel noise, so neighbouring pixels correlate as in photographs), the rest uniform
     noise, the inputs the verifier draws (so statistics calibrated on these fit both)."""
     side = size or family.size
@@ -57,6 +60,8 @@ def pixels(family: Family, n: int, seed: int, size: int | None = None) -> np.nda
     smooth = np.repeat(np.repeat(rng.random((n, 4, 4, 3)), rep, axis=1), rep, axis=2)[:, :side, :side]
     x = np.clip(0.8 * smooth + 0.2 * rng.random((n, side, side, 3)), 0.0, 1.0)
     x[n // 2:] = rng.random((n - n // 2, side, side, 3))
+    if family.caffe:
+        return (x[..., ::-1] * 255.0 - np.array([103.939, 116.779, 123.68])).astype(np.float32)
     return (x * 255.0 if family.raw_pixels else x).astype(np.float32)
 
 

@@ -3,9 +3,11 @@ smallest input (32x32, Xception 71, the Inceptions 75), 10 classes, BatchNorm st
 batches as training would (tests/convert/coverage_models.py). Saved under TensorFlow and converted in one
 child per backend (the TF hops and TVM from their ONNX file, then the torch hops); each cell converts with
 parity on inputs that make the model's outputs vary (0-255 pixels for the families that rescale inside,
-inferred from their Rescaling) or is refused with a typed error. Every artifact is then run on image-like
-inputs no check used, against Keras here. CI runs one small family; the rest are `slow`. A subset comes
-saved under torch and JAX (slow) and is compared with the predictions made where it was saved.
+inferred from their Rescaling) or is refused with a typed error; VGG16, whose caffe preprocessing runs outside
+the model, passes on [0, 1) with modelkit's warning that its outputs hardly vary there. Every artifact is then
+run on image-like inputs in the family's range (VGG16's: caffe) that no check used, against Keras here. CI runs
+one small family; the rest are `slow`. A subset comes saved under torch and JAX (slow) and is compared with the
+predictions made where it was saved.
 """
 from __future__ import annotations
 
@@ -85,7 +87,10 @@ def _problems(family: str, fmt: str, r: dict) -> list[str]:
     if "error" in r:
         return [f"{fmt}: {r['error']}: {r['message'][:600]}"]
     parity, out = r["parity"], []
-    if not parity["ok"] or min(o["spread"] for o in parity["outputs"]) < 1e-3:  # the outputs really vary
+    # the outputs really vary; where the model's preprocessing runs outside it (caffe), modelkit draws [0, 1) and
+    # must say that its check proves little there (the artifacts are then judged on caffe inputs, _against_keras)
+    flat = [o for o in parity["outputs"] if o["spread"] < 1e-3]
+    if not parity["ok"] or (flat and not (FAMILIES[family].caffe and all(o["weak"] for o in flat))):
         out.append(f"{fmt}: parity {parity['ok']}, spread {[o['spread'] for o in parity['outputs']]}")
     raw = FAMILIES[family].raw_pixels
     # pixel-like inputs inferred from the model's own preprocessing: 0-255 from a Rescaling, or mean +- 2 std per
@@ -106,6 +111,7 @@ def _against_keras(family: str, results: dict[str, dict]) -> list[str]:
     keras_model = modelkit.load(Path(next(iter(paths.values()))).parent / f"{family}.keras")
     x = pixels(FAMILIES[family], 4, seed=7)
     (name,), (want,) = zip(*keras_model.predict(x).items())
+    assert np.max(np.std(want, axis=0)) > 1e-3, f"{family}: its outputs hardly vary on {x.min()}..{x.max()} inputs"
     wide = Float64Twin.for_reference(keras_model).predict({keras_model.signature.input_names[0]: x})[name]
     (atol,) = case_atols(ACROSS, [float(np.max(np.abs(want - wide)))], [want])
     out = []

@@ -281,13 +281,16 @@ def test_int8_of_a_strided_same_convolution_over_an_open_length(spotter, tmp_pat
 def test_verification_sizes_stay_within_a_program_s_planned_range():
     """A model that runs only at multiples of a stride is verified at 32, 96 and 160 (rotated across its sides):
     within a program planned up to 128, only one case ran, and parity refused "checked at only 1 size(s)"."""
-    from modelkit.converters._shapes import axis_bounds, size_plans
+    from modelkit.converters._shapes import axis_bounds, is_tied, size_plans
     from modelkit.spec import Signature, TensorSpec
 
     sig = Signature(inputs=(TensorSpec("image", (None, None, None, 3)),), outputs=(TensorSpec("y", (None, 2)),))
     bounds = axis_bounds({("image", 1): (4, 128), ("image", 2): (4, 128)})
-    aligned = [p for p in size_plans(sig, sig, bounds) if p[1] % 32 == 0 and p[2] % 32 == 0]
+    plans = size_plans(sig, sig, bounds)
+    aligned = [p for p in plans if p[1] % 32 == 0 and p[2] % 32 == 0 and not is_tied(p)]
     assert aligned == [{1: 32, 2: 96}, {1: 96, 2: 32}]
+    # each tier's tied cases (every side at one size) follow its rotation, within the bounds too
+    assert [p[1] for p in plans if is_tied(p)] == [13, 64, 29, 100, 32, 96, 5, 8]  # not 1 (nor 2): below 4
     assert {1: 96, 2: 160} in size_plans(sig, sig)  # unbounded: as before
     assert axis_bounds({("a", 1): (1, 64), ("b", 1): (3, 128)}) == {1: (3, 64)}
     # a program that takes sides from 64 (an any-size EfficientNetB0's, nc115): no case had both sides in range

@@ -28,7 +28,7 @@ from ...errors import (
     first_line,
 )
 from ...formats import Format
-from ...keras_io.inputs import input_spec_text
+from ...keras_io.inputs import open_specs_text
 from ...runtime.tvm_cuda import kernel_compiler
 from ...runtime.tvm_host import tvm_compiler_missing, tvm_cuda_missing
 from ...spec import Signature, TensorSpec
@@ -299,9 +299,8 @@ def _open_dim_refusal(sig: Signature, name: str, why: str) -> UnsupportedConvers
     spec, axis = open_dims[0]
     return UnsupportedConversionError(
         f"TVM cannot compile {name}, whose dimension '{spec.name}' dim {axis} is dynamic: {why}; "
-        f"formats that keep it dynamic: {KEEP_DYNAMIC}; for TVM, fix it with --input-spec "
-        f"{input_spec_text(spec, fill=64)} (modelkit compile {name} or MODEL.keras, or modelkit convert "
-        "MODEL.keras --to tvm)")
+        f"formats that keep it dynamic: {KEEP_DYNAMIC}; for TVM, fix it with {open_specs_text(sig, 64)} (modelkit "
+        f"compile {name} or MODEL.keras, or modelkit convert MODEL.keras --to tvm)")
 
 
 def _error_text(exc: BaseException | None) -> str:
