@@ -94,6 +94,9 @@ def command(artifact: str, trust_unsafe_code: bool, as_json: bool) -> None:
                     if accepts:
                         click.echo(f"input '{name}' dimension {axis}: {accepts[0]}..{accepts[1]} planned in the "
                                    "program (--max-length)")
+            for group in (m.get("extra") or {}).get("tied_dims") or []:
+                dims = " = ".join(f"'{k.rpartition(':')[0]}' dimension {k.rpartition(':')[2]}" for k in group)
+                click.echo(f"one size: {dims} (the model computes them together; other inputs are refused)")
             planned_bytes = (m.get("extra") or {}).get("planned_memory_bytes")
             if planned_bytes:
                 click.echo(f"memory: {planned_bytes / 2**20:.1f} MiB planned for the largest sizes, allocated at load")

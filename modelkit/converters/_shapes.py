@@ -8,9 +8,10 @@ Sizes the reference itself cannot run at (shorter than a valid convolution) give
 FALLBACK_SIZES, then to ALIGNED_SIZES, multiples of 32, for a model that takes only multiples of a stride
 (a pixel unshuffle, a U-Net's skip connections), then to SHORT_SIZES for a model that takes only a few steps (a
 table of 12 positions ran at 1 alone and every conversion was refused: nc133). Per axis, one size serves every
-input: two inputs whose lengths must agree still can. After each tier's rotation come its tied cases, every open
+input: two inputs whose lengths must agree still can. After every tier's rotation come the tied cases, every open
 axis at one size, for a model whose open axes must agree across inputs and axes: a graph network's node features
-(N, F) and adjacency (N, N) run at no rotated case (nc185).
+(N, F) and adjacency (N, N) run at no rotated case (nc185). They come last so that a model that takes sides apart
+is still checked at sides apart (a U-Net that takes multiples of 8: 32 x 96 and 96 x 32).
 """
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ def size_plans(reference_sig: Signature, candidate_sig: Signature,
         return [{}]
     fixed = fixed_axes(reference_sig, candidate_sig)
     plans: list[Sizes] = []
+    tied: list[Sizes] = []  # every open axis at one size, after every rotation (a size some axis cannot take: none)
     for tier in (DYNAMIC_SIZES, FALLBACK_SIZES, ALIGNED_SIZES, SHORT_SIZES):
         if tier is SHORT_SIZES and any(not _within(tier, (bounds or {}).get(a), strict=True) for a in axes):
             continue  # short sizes a program does not plan for: nothing to add
@@ -65,10 +67,9 @@ def size_plans(reference_sig: Signature, candidate_sig: Signature,
             sizes = {a: fixed.get(a, per_axis[a][(j + k) % len(per_axis[a])]) for k, a in enumerate(axes)}
             if sizes not in plans:
                 plans.append(sizes)
-        if len(axes) > 1:  # tied: every open axis at one size (a size some axis cannot take is left out)
-            shared = [v for v in tier if all(v in per_axis[a] for a in axes)]
-            plans += [t for t in ({a: fixed.get(a, v) for a in axes} for v in shared) if t not in plans]
-    return plans
+        if len(axes) > 1:
+            tied += [{a: fixed.get(a, v) for a in axes} for v in tier if all(v in per_axis[a] for a in axes)]
+    return plans + [t for i, t in enumerate(tied) if t not in plans and t not in tied[:i]]
 
 
 def is_tied(sizes: Sizes) -> bool:

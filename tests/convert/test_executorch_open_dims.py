@@ -289,8 +289,9 @@ def test_verification_sizes_stay_within_a_program_s_planned_range():
     plans = size_plans(sig, sig, bounds)
     aligned = [p for p in plans if p[1] % 32 == 0 and p[2] % 32 == 0 and not is_tied(p)]
     assert aligned == [{1: 32, 2: 96}, {1: 96, 2: 32}]
-    # each tier's tied cases (every side at one size) follow its rotation, within the bounds too
-    assert [p[1] for p in plans if is_tied(p)] == [13, 64, 29, 100, 32, 96, 5, 8]  # not 1 (nor 2): below 4
+    # the tied cases (every side at one size) come after every rotation, within the bounds too
+    tied = [p[1] for p in plans if is_tied(p)]
+    assert tied == [13, 64, 29, 100, 32, 96, 5, 8] and plans[-len(tied):] == [p for p in plans if is_tied(p)]
     assert {1: 96, 2: 160} in size_plans(sig, sig)  # unbounded: as before
     assert axis_bounds({("a", 1): (1, 64), ("b", 1): (3, 128)}) == {1: (3, 64)}
     # a program that takes sides from 64 (an any-size EfficientNetB0's, nc115): no case had both sides in range
@@ -340,4 +341,5 @@ def test_a_model_traced_past_max_length_is_refused_naming_the_length_it_needs(tm
         modelkit.convert(tmp_path / "unet.keras", "executorch", out_dir=tmp_path / "short", max_length=32)
     (r,) = modelkit.convert(tmp_path / "unet.keras", "executorch", out_dir=tmp_path / "out")
     dims = json.loads(manifest_path(r.path).read_text())["extra"]["dynamic_dims"]["image"]
-    assert dims["1"]["accepts"] == [4, 128] and dims["1"]["sizes"] == dims["2"]["sizes"] == [32, 96]
+    # multiples of 4 within the plan: 32 x 96 and 96 x 32 (sides apart), then a square of 64 (the tied cases)
+    assert dims["1"]["accepts"] == [4, 128] and dims["1"]["sizes"] == dims["2"]["sizes"] == [32, 64, 96]

@@ -10,8 +10,10 @@ import json
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 import modelkit
+from modelkit.cli import main
 from modelkit.errors import ShapeError
 from modelkit.formats import manifest_path
 from tests.helpers.cli import one_line_error
@@ -96,6 +98,9 @@ def test_executorch_ties_them_and_refuses_inputs_where_they_differ(gcn, tmp_path
     (r,) = modelkit.convert(src, "executorch", out_dir=tmp_path, imports=[module])
     assert r.parity["ok"]
     assert json.loads(manifest_path(r.path).read_text())["extra"]["tied_dims"] == TIED
+    shown = CliRunner().invoke(main, ["inspect", r.path])
+    assert shown.exit_code == 0 and ("one size: 'features' dimension 1 = 'adjacency' dimension 1 = 'adjacency' "
+                                     "dimension 2 (the model computes them together") in shown.output
     pte, x = modelkit.load(r.path), _graphs(3, 9, seed=4)
     np.testing.assert_allclose(pte.predict(x)["p"], modelkit.load(src, imports=[module]).predict(x)["p"], atol=1e-5)
     with pytest.raises(ShapeError, match=r"^'features' dimension 1 is 9, 'adjacency' dimension 1 is 5, 'adjacency' "
