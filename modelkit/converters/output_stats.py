@@ -69,6 +69,9 @@ def compare_output(name: str, refs: list[np.ndarray], cands: list[np.ndarray], t
             agree_n += int(np.sum(np.argmax(a64, -1) == np.argmax(b64, -1)))
             agree_total += int(np.prod(a.shape[:-1]))
     agreement = agree_n / agree_total if agree_total else None
+    pooled = tol.pooled_cosine and not odd_cases and len(refs) > 1
+    if pooled:
+        cosine = _pooled_cosine(refs, cands, tol)
     spread, rows = _spread(refs)
     scale = max((float(np.max(np.abs(r))) for r in refs if r.size), default=0.0)
     reasons = []
@@ -99,7 +102,8 @@ def compare_output(name: str, refs: list[np.ndarray], cands: list[np.ndarray], t
             reasons.append(f"max abs error {worst[0]:.3e} > atol {tol.atol:.0e} (the outputs' float32 resolution "
                            "there is smaller)")
     if cosine < tol.min_cosine:
-        reasons.append(f"cosine similarity {cosine:.6f} < {tol.min_cosine}{at(worst_cos)}")
+        reasons.append(f"cosine similarity {cosine:.6f} < {tol.min_cosine}"
+                       f"{' over all cases at once' if pooled else at(worst_cos)}")
     if agreement is not None and agreement < tol.min_argmax_agreement:
         reasons.append(f"argmax agreement {agreement:.3f} < {tol.min_argmax_agreement}")
     measured = [f for f in floor or [] if np.isfinite(f)]
@@ -107,6 +111,16 @@ def compare_output(name: str, refs: list[np.ndarray], cands: list[np.ndarray], t
     return OutputParity(name, max_abs, max_rel, cosine, agreement, spread, not reasons, "; ".join(reasons),
                         max(measured) if measured else None, max(atols) if atols is not None else None, failed,
                         weak, scale, from_exact)
+
+
+def _pooled_cosine(refs: list[np.ndarray], cands: list[np.ndarray], tol: Tolerance) -> float:
+    """The cosine of every case's outputs at once (1 where they all differ by less than the atol and COSINE_NOISE)."""
+    a = np.concatenate([r.astype(np.float64).ravel() for r in refs])
+    b = np.concatenate([c.astype(np.float64).ravel() for c in cands])
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if (na == 0 and nb == 0) or not a.size or float(np.max(np.abs(a - b))) <= min(tol.atol, COSINE_NOISE):
+        return 1.0
+    return float(np.dot(a, b) / max(na * nb, 1e-300))
 
 
 def _nonfinite_mismatch(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ and the atol applied). A reference whose outputs barely change with the inputs w
 pass, so that is an error too (VacuousParityError), judged over cases of one output shape."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Collection, Mapping
 
@@ -306,8 +307,7 @@ def verify_artifacts(a: str | os.PathLike, b: str | os.PathLike, tolerance: Tole
         if quantized is not None:
             tolerance = tolerance_for(quantized.quantization, tolerance)
     if atol is not None:
-        tolerance = Tolerance(atol=atol, min_cosine=tolerance.min_cosine,
-                              min_argmax_agreement=tolerance.min_argmax_agreement, float32_floor=False)
+        tolerance = dataclasses.replace(tolerance, atol=atol, float32_floor=False)
     from .. import manifest as _manifest
     from .samples import plan_inputs
 

@@ -41,3 +41,33 @@ def test_a_wrong_direction_still_fails_the_cosine_check():
 
     report = compare_models(_model(reference), _model(lambda x: -reference(x)), INT8_TOLERANCE)
     assert not report.ok and "cosine similarity -1.000000 < 0.98" in report.failures()
+
+
+SIG3 = Signature((TensorSpec("x", (None, 3)),), (TensorSpec("p", (None, 3)),))
+
+
+def _softmax_model(fn):
+    return SimpleNamespace(signature=SIG3, path=Path("model.onnx"),
+                           predict=lambda feed: {"p": fn(feed["x"]).astype(np.float32)})
+
+
+def _uncertain(x):  # a 3-class softmax torn between its first two classes: 0.45 / 0.35 / 0.20 and near
+    d = 0.05 + 0.05 * x[:, :1]
+    return np.concatenate([0.4 + d, 0.4 - d, np.full_like(d, 0.2)], axis=1)
+
+
+def test_int8_bounds_judge_the_cosine_over_every_case_at_once():
+    """nc188 (a PointNet, int8 ExecuTorch): one uncertain sample at batch 1 whose top two classes swap is a cosine
+    of about 0.96, and failed the int8 sanity bounds alone while the accuracy held. Over the 8 rows of both cases
+    the cosine is 0.99; a candidate wrong on every row still fails."""
+    def swapped(x):
+        return _uncertain(x)[:, [1, 0, 2]]
+
+    one_row = _softmax_model(lambda x: swapped(x) if len(x) == 1 else _uncertain(x))
+    report = compare_models(_softmax_model(_uncertain), one_row, INT8_TOLERANCE)
+    assert report.ok and 0.98 < report.outputs[0].cosine < 0.999, report.failures()
+    per_case = Tolerance(atol=1.0, min_cosine=0.98)  # the same bounds, per case: the one row fails them
+    failed = compare_models(_softmax_model(_uncertain), one_row, per_case)
+    assert not failed.ok and "cosine similarity 0.9" in failed.failures()
+    every_row = compare_models(_softmax_model(_uncertain), _softmax_model(swapped), INT8_TOLERANCE)
+    assert not every_row.ok and "< 0.98 over all cases at once" in every_row.failures()
