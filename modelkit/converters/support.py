@@ -117,7 +117,8 @@ RULES: dict[Format, dict[str, str | Rule]] = {
         **{k: _suffixed(v, " (TVM compiles the ONNX model)") for k, v in _ONNX_RULES.items()},
         **dict.fromkeys(_JAX_CLASSES, _JAX_ONNX + " (TVM compiles the ONNX model)"),
         "CenterCrop": ("TVM 0.27 compiles its ONNX Slice with a dynamic batch into code that fails at run time "
-                       "(std::bad_alloc); `modelkit compile --batch N` compiles it for a fixed batch"),
+                       "(std::bad_alloc); `modelkit compile --batch N` compiles it for a fixed batch (with "
+                       "`--input-spec` fixing any other open dimension, such as an image's sides)"),
     },
     Format.TFLITE: {
         **_STRING_LAYERS,

@@ -447,6 +447,7 @@ def test_tvm_with_a_fixed_batch_refuses_an_open_length_before_compiling(tmp_path
 
     src = _onnx(tmp_path / "mean.onnx", "mean")
     with pytest.raises(UnsupportedConversionError, match=r"input 'x' \(\?, \?, 4\): dimension 1 is dynamic.*"
-                                                         r"fixed batch \(batch=2.*onnx \(onnxruntime\)"):
+                                                         r"fixed batch \(batch=2.*fixed shapes only: fix them with "
+                                                         r"--input-spec x:\?,64,4:float32, .*onnx \(onnxruntime\)"):
         compile(src, target="server-cpu", batch=2, out=tmp_path / "mean.tvm.so")
     assert not list(tmp_path.glob("mean.tvm.so*"))

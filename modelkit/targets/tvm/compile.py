@@ -70,8 +70,8 @@ def fix_batch(sig: Signature, batch: int | None) -> Signature:
             raise FixedShapeError(
                 f"input '{s.name}' {s.shape_str()}: dimension {open_axes[0]} is dynamic, and a TVM library with "
                 f"a fixed batch (batch={batch}: tuning, or a target without dynamic shapes) is compiled for fixed "
-                f"shapes only; compile untuned for a target with a dynamic batch, or use a format that keeps "
-                f"it dynamic: {KEEP_DYNAMIC}")
+                f"shapes only: fix them with {open_specs_text(sig, 64)}, compile untuned for a "
+                f"target with a dynamic batch, or use a format that keeps it dynamic: {KEEP_DYNAMIC}")
         shape = s.shape if batch is None or not s.shape or s.shape[0] is not None else (batch, *s.shape[1:])
         return TensorSpec(s.name, shape, s.dtype)
 
