@@ -164,12 +164,34 @@ def size_oblivious(on: bool) -> Any:
 def ranges(program: Any, sig: Signature) -> dict[tuple[str, int], list[int | None] | None]:
     """(input, axis) -> [min, max or None] that the exported program accepts, None where it fixed the
     dimension, for every open dimension of `sig` (batch included)."""
+    out: dict[tuple[str, int], list[int | None] | None] = {}
+    for name, axis, expr in _open_dim_symbols(program, sig):
+        if expr is None:  # specialized to the example size
+            out[(name, axis)] = None
+            continue
+        vr = program.range_constraints.get(expr)
+        lo = _bound(vr.lower) if vr is not None else None
+        out[(name, axis)] = [1 if lo is None else lo, _bound(vr.upper) if vr is not None else None]
+    return out
+
+
+def ties(program: Any, sig: Signature) -> list[list[str]]:
+    """Groups ("input:axis", ...) of the open non-batch dimensions that `program` computes as one size (torch.export
+    tied them: a graph network's node features (N, F) and adjacency (N, N), nc185); [] when every one is free."""
+    groups: dict[str, list[str]] = {}
+    for name, axis, expr in _open_dim_symbols(program, sig):
+        if axis > 0 and expr is not None:
+            groups.setdefault(str(expr), []).append(f"{name}:{axis}")
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def _open_dim_symbols(program: Any, sig: Signature) -> Iterator[tuple[str, int, Any]]:
+    """(input, axis, the size's symbol in `program`, None where the export fixed it) for every open dimension of
+    `sig`, batch included, reading the program's user-input placeholders in the signature's order."""
     import torch
 
-    placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
+    by_name = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
     users = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
-    by_name = {n.name: n for n in placeholders}
-    out: dict[tuple[str, int], list[int | None] | None] = {}
     for spec, arg in zip(sig.inputs, users):
         shape = by_name[arg].meta["val"].shape
         for axis, d in enumerate(spec.shape):
@@ -177,33 +199,7 @@ def ranges(program: Any, sig: Signature) -> dict[tuple[str, int], list[int | Non
                 continue
             got = shape[axis]
             expr = resolved(got.node) if isinstance(got, torch.SymInt) else None
-            if expr is None or expr.is_number:  # specialized to the example size
-                out[(spec.name, axis)] = None
-                continue
-            vr = program.range_constraints.get(expr)
-            lo = _bound(vr.lower) if vr is not None else None
-            out[(spec.name, axis)] = [1 if lo is None else lo, _bound(vr.upper) if vr is not None else None]
-    return out
-
-
-def ties(program: Any, sig: Signature) -> list[list[str]]:
-    """Groups ("input:axis", ...) of the open non-batch dimensions that `program` computes as one size (torch.export
-    tied them: a graph network's node features (N, F) and adjacency (N, N), nc185); [] when every one is free."""
-    import torch
-
-    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
-    users = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
-    groups: dict[str, list[str]] = {}
-    for spec, arg in zip(sig.inputs, users):
-        shape = placeholders[arg].meta["val"].shape
-        for axis, d in enumerate(spec.shape):
-            got = shape[axis] if axis < len(shape) else None
-            if axis == 0 or d is not None or not isinstance(got, torch.SymInt):
-                continue
-            expr = resolved(got.node)
-            if expr is not None and not expr.is_number:
-                groups.setdefault(str(expr), []).append(f"{spec.name}:{axis}")
-    return [g for g in groups.values() if len(g) > 1]
+            yield spec.name, axis, None if expr is None or expr.is_number else expr
 
 
 def _bound(value: Any) -> int | None:

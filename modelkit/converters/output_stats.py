@@ -57,12 +57,7 @@ def compare_output(name: str, refs: list[np.ndarray], cands: list[np.ndarray], t
             max_rel, cos = float("inf"), float("nan")
         else:
             max_rel = max(max_rel, float(np.nanmax(diff / (np.abs(a64) + 1e-7))) if diff.size else 0.0)
-            na, nb = np.linalg.norm(a64), np.linalg.norm(b64)
-            # outputs that differ by less than the atol and COSINE_NOISE have no direction worth judging: a
-            # sigmoid far from its decision (1e-5 against an int8 0.0), a ReLU regressor at 0 against 3e-9
-            quiet = case_abs <= min(tol.atol, COSINE_NOISE)
-            cos = 1.0 if (na == 0 and nb == 0) or quiet else \
-                float(np.dot(a64.ravel(), b64.ravel()) / max(na * nb, 1e-300))
+            cos = _cosine(a64, b64, case_abs, tol)
         if cos < cosine or (np.isnan(cos) and not np.isnan(cosine)):
             cosine, worst_cos = cos, i
         if a.ndim >= 2 and a.shape[-1] > 1:
@@ -114,13 +109,20 @@ def compare_output(name: str, refs: list[np.ndarray], cands: list[np.ndarray], t
 
 
 def _pooled_cosine(refs: list[np.ndarray], cands: list[np.ndarray], tol: Tolerance) -> float:
-    """The cosine of every case's outputs at once (1 where they all differ by less than the atol and COSINE_NOISE)."""
+    """_cosine of every case's outputs at once (Tolerance.pooled_cosine)."""
     a = np.concatenate([r.astype(np.float64).ravel() for r in refs])
     b = np.concatenate([c.astype(np.float64).ravel() for c in cands])
+    return _cosine(a, b, float(np.max(np.abs(a - b))) if a.size else 0.0, tol)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray, max_abs: float, tol: Tolerance) -> float:
+    """The cosine similarity of `a` and `b` (float64; `max_abs` their largest difference). Outputs that differ by less
+    than the atol and COSINE_NOISE have no direction worth judging, 1: a sigmoid far from its decision (1e-5 against
+    an int8 0.0), a ReLU regressor at 0 against 3e-9."""
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if (na == 0 and nb == 0) or not a.size or float(np.max(np.abs(a - b))) <= min(tol.atol, COSINE_NOISE):
+    if (na == 0 and nb == 0) or max_abs <= min(tol.atol, COSINE_NOISE):
         return 1.0
-    return float(np.dot(a, b) / max(na * nb, 1e-300))
+    return float(np.dot(a.ravel(), b.ravel()) / max(na * nb, 1e-300))
 
 
 def _nonfinite_mismatch(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -184,26 +184,33 @@ def _int(value: Any) -> int | None:
 
 
 def _ranges(path: Path, embedded: Any) -> dict[tuple[str, int], tuple[int, int]]:
-    """The open dims' ranges inside the program (JSON as a uint8 tensor); a corrupt one is a LoadError."""
-    if embedded is None:
-        return {}
-    try:
-        raw = _bytes(embedded).decode()
-        return {(key.rpartition(":")[0], int(key.rpartition(":")[2])): (int(lo), int(hi))
-                for key, (lo, hi) in json.loads(raw).items()}
-    except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-        raise LoadError(f"{path}: corrupt {DIM_RANGES_METHOD} inside the program ({exc})") from exc
+    """The open dims' ranges inside the program; {} where it has none."""
+    ranges = _json_constant(path, embedded, DIM_RANGES_METHOD, lambda d: {
+        _dim_key(key): (int(lo), int(hi)) for key, (lo, hi) in d.items()})
+    return ranges or {}
 
 
 def _tied(path: Path, embedded: Any) -> list[list[tuple[str, int]]]:
-    """The groups of open dims the program takes at one size (JSON as a uint8 tensor); a corrupt one is a LoadError."""
+    """The groups of open dims the program takes at one size; [] where it has none."""
+    groups = _json_constant(path, embedded, TIED_DIMS_METHOD, lambda d: [[_dim_key(k) for k in g] for g in d])
+    return groups or []
+
+
+def _json_constant(path: Path, embedded: Any, method: str, parse: Any) -> Any:
+    """`parse` of a constant method's JSON (a uint8 tensor), None where the program has none; a corrupt one is a
+    LoadError naming the method."""
     if embedded is None:
-        return []
+        return None
     try:
-        groups = json.loads(_bytes(embedded).decode())
-        return [[(key.rpartition(":")[0], int(key.rpartition(":")[2])) for key in group] for group in groups]
+        return parse(json.loads(_bytes(embedded).decode()))
     except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-        raise LoadError(f"{path}: corrupt {TIED_DIMS_METHOD} inside the program ({exc})") from exc
+        raise LoadError(f"{path}: corrupt {method} inside the program ({exc})") from exc
+
+
+def _dim_key(key: str) -> tuple[str, int]:
+    """"input:axis" (as the edge writes it) -> (input, axis)."""
+    name, _, axis = key.rpartition(":")
+    return name, int(axis)
 
 
 def _bytes(embedded: Any) -> bytes:
